@@ -1,0 +1,132 @@
+package sse
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"strconv"
+)
+
+// Reader parses an event stream the way a browser's EventSource does (the
+// WHATWG "event stream interpretation" rules): lines end in CR, LF or CRLF,
+// comments and unknown fields are ignored, an event is dispatched at a blank
+// line, and the last event id persists across events until a new one is set.
+type Reader struct {
+	r           *bufio.Reader
+	lastID      string
+	started     bool
+	pendingCR   bool
+	Retry       int // the last valid retry field, in milliseconds; 0 if none
+	Comments    int // comment lines seen, heartbeats among them
+	lineScratch []byte
+}
+
+// NewReader returns a Reader that parses r.
+func NewReader(r io.Reader) *Reader {
+	return &Reader{r: bufio.NewReaderSize(r, 64<<10)}
+}
+
+// Received is one dispatched event: its type ("message" when the stream gave
+// none), its data with lines joined by LF, and the last event id in effect.
+type Received struct {
+	ID   string
+	Name string
+	Data string
+}
+
+// Next returns the next dispatched event. It returns io.EOF when the stream
+// ends; an event not terminated by a blank line is discarded, as the spec says.
+func (p *Reader) Next() (Received, error) {
+	var (
+		data    bytes.Buffer
+		hasData bool
+		name    string
+	)
+	for {
+		line, err := p.readLine()
+		if err != nil {
+			return Received{}, err
+		}
+		if len(line) == 0 {
+			if !hasData {
+				name = ""
+				continue
+			}
+			ev := Received{ID: p.lastID, Name: name, Data: data.String()}
+			if ev.Name == "" {
+				ev.Name = "message"
+			}
+			return ev, nil
+		}
+		if line[0] == ':' {
+			p.Comments++
+			continue
+		}
+		field, value := line, []byte(nil)
+		if i := bytes.IndexByte(line, ':'); i >= 0 {
+			field, value = line[:i], line[i+1:]
+			value = bytes.TrimPrefix(value, []byte(" "))
+		}
+		switch string(field) {
+		case "event":
+			name = string(value)
+		case "data":
+			if hasData {
+				data.WriteByte('\n')
+			}
+			data.Write(value)
+			hasData = true
+		case "id":
+			if bytes.IndexByte(value, 0) < 0 {
+				p.lastID = string(value)
+			}
+		case "retry":
+			if n, err := strconv.Atoi(string(value)); err == nil && n >= 0 && isDigits(value) {
+				p.Retry = n
+			}
+		}
+	}
+}
+
+// LastEventID is the id a reconnecting client would send as Last-Event-ID.
+func (p *Reader) LastEventID() string { return p.lastID }
+
+// readLine returns the next line without its terminator, treating CR, LF and
+// CRLF alike and dropping a leading byte-order mark.
+func (p *Reader) readLine() ([]byte, error) {
+	line := p.lineScratch[:0]
+	for {
+		b, err := p.r.ReadByte()
+		if err != nil {
+			return nil, err
+		}
+		if p.pendingCR {
+			p.pendingCR = false
+			if b == '\n' {
+				continue
+			}
+		}
+		switch b {
+		case '\r':
+			p.pendingCR = true
+			fallthrough
+		case '\n':
+			p.lineScratch = line
+			if !p.started {
+				p.started = true
+				line = bytes.TrimPrefix(line, []byte("\xEF\xBB\xBF"))
+			}
+			return line, nil
+		}
+		line = append(line, b)
+	}
+}
+
+func isDigits(b []byte) bool {
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return len(b) > 0
+}
