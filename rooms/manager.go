@@ -1,0 +1,538 @@
+// Package rooms manages chat rooms: their names, message ids, history,
+// subscribers and limits. It knows nothing of Caddy or HTTP, so any Go
+// program can embed it.
+//
+// Every room has its own lock; the Manager's lock guards only the map of
+// rooms. Nothing serialises all rooms, and a submit never waits for a reader:
+// each room encodes a message's frame once and hands it to its
+// broadcast.Broadcaster, which evicts subscribers that fall behind.
+package rooms
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddy-chat/caddy-chat/broadcast"
+)
+
+// Errors returned by the Manager. Callers map them to responses.
+var (
+	ErrInvalidName        = errors.New("invalid room name: use 1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit")
+	ErrNotFound           = errors.New("no such room")
+	ErrTooManyRooms       = errors.New("too many rooms")
+	ErrTooManySubscribers = errors.New("too many subscribers")
+	ErrClosed             = errors.New("room manager closed")
+)
+
+// Errors a Subscription ends with.
+var (
+	// ErrEvicted ends a subscription that fell behind by more than its
+	// buffer; resuming from its last id replays what it missed.
+	ErrEvicted = broadcast.ErrEvicted
+	// ErrRoomClosed ends the subscriptions of a deleted room.
+	ErrRoomClosed = errors.New("room closed")
+)
+
+// idempotencyWindow is how long a submit's Idempotency-Key is remembered.
+const idempotencyWindow = 10 * time.Minute
+
+// maxRememberedKeys bounds the idempotency keys one room remembers; past it
+// the oldest are forgotten early.
+const maxRememberedKeys = 10000
+
+// Config sets a Manager's limits. The zero value means: no history, a
+// one-frame buffer, no limits, rooms never dropped, memory storage.
+type Config struct {
+	History        int           // messages kept per room for replay
+	Buffer         int           // frames queued per subscriber before it is evicted
+	MaxRooms       int           // 0 = unlimited
+	MaxSubscribers int           // across all rooms; 0 = unlimited
+	IdleTimeout    time.Duration // drop a room this long without subscribers or messages; 0 = never
+	Store          Store         // where histories live; nil = MemoryStore
+	Hooks          Hooks         // what to tell the embedding program
+}
+
+// Hooks are called as rooms and subscribers come and go, for logs and
+// metrics. Any of them may be nil. They run with a room's lock held, so they
+// must be quick and must not call back into the Manager.
+type Hooks struct {
+	RoomCreated func(room string)
+	RoomDropped func(room string, reason string) // "deleted", "idle" or "closed"
+	Published   func(room string, deliveries int)
+	Evicted     func(room string)
+}
+
+// Manager holds the rooms. Its methods are safe for concurrent use.
+type Manager struct {
+	mu     sync.RWMutex
+	rooms  map[string]*room
+	cfg    atomic.Pointer[Config]
+	closed bool
+
+	subscribers atomic.Int64
+
+	stopJanitor chan struct{}
+	janitorDone chan struct{}
+}
+
+// New returns a Manager with cfg's limits and starts its idle-room sweeper.
+// Call Close when done with it.
+func New(cfg Config) *Manager {
+	m := &Manager{
+		rooms:       make(map[string]*room),
+		stopJanitor: make(chan struct{}),
+		janitorDone: make(chan struct{}),
+	}
+	m.Configure(cfg)
+	go m.janitor()
+	return m
+}
+
+// Configure applies new limits. Existing rooms resize their history; buffers
+// of existing subscribers keep their size. The Store cannot be changed.
+func (m *Manager) Configure(cfg Config) {
+	if old := m.cfg.Load(); old != nil {
+		cfg.Store = old.Store
+	} else if cfg.Store == nil {
+		cfg.Store = MemoryStore{}
+	}
+	m.cfg.Store(&cfg)
+	for _, r := range m.snapshot() {
+		r.mu.Lock()
+		if !r.closed {
+			_ = r.history.Resize(cfg.History)
+		}
+		r.mu.Unlock()
+	}
+}
+
+func (m *Manager) config() *Config { return m.cfg.Load() }
+
+// room is one chat room. Its lock orders its messages: a message is stored
+// and offered to subscribers under it, and a subscriber registers and reads
+// its replay under it, so a replay and the live frames after it meet with no
+// gap and no overlap.
+type room struct {
+	name string
+
+	mu          sync.Mutex
+	history     History
+	broadcaster *broadcast.Broadcaster
+	subscribers int
+	lastActive  time.Time
+	closed      bool
+	keys        map[string]remembered
+	keyOrder    []string // keys oldest first, for expiry
+}
+
+type remembered struct {
+	msg Message
+	at  time.Time
+}
+
+func (r *room) lastID() string {
+	if r.history.Last() == 0 {
+		return ""
+	}
+	return FormatID(r.history.Epoch(), r.history.Last())
+}
+
+// withRoom runs f on the named room, creating it when create is set, with the
+// room's lock held. It retries when the room closes between lookup and lock.
+func (m *Manager) withRoom(name string, create bool, f func(*room) error) error {
+	if !ValidName(name) {
+		return ErrInvalidName
+	}
+	for {
+		m.mu.RLock()
+		r, closed := m.rooms[name], m.closed
+		m.mu.RUnlock()
+		if closed {
+			return ErrClosed
+		}
+		if r == nil {
+			if !create {
+				return ErrNotFound
+			}
+			var err error
+			if r, err = m.create(name); err != nil {
+				return err
+			}
+		}
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			continue
+		}
+		err := f(r)
+		r.mu.Unlock()
+		return err
+	}
+}
+
+// create returns the named room, making it if no one else has.
+func (m *Manager) create(name string) (*room, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	if r := m.rooms[name]; r != nil {
+		return r, nil
+	}
+	cfg := m.config()
+	if cfg.MaxRooms > 0 && len(m.rooms) >= cfg.MaxRooms {
+		return nil, ErrTooManyRooms
+	}
+	h, err := cfg.Store.Open(name, cfg.History)
+	if err != nil {
+		return nil, fmt.Errorf("opening history of room %q: %w", name, err)
+	}
+	r := &room{name: name, history: h, lastActive: time.Now()}
+	hooks := cfg.Hooks
+	r.broadcaster = broadcast.New(func(*broadcast.Subscriber) {
+		if hooks.Evicted != nil {
+			hooks.Evicted(name)
+		}
+	})
+	m.rooms[name] = r
+	if hooks.RoomCreated != nil {
+		hooks.RoomCreated(name)
+	}
+	return r, nil
+}
+
+// Submit posts a message to the named room, creating the room if needed, and
+// returns it as stored. With a non-empty idempotency key that the room has
+// seen within the last ten minutes, nothing is stored: Submit returns the
+// message stored the first time and repeat is true.
+func (m *Manager) Submit(roomName, user, text, key string) (msg Message, repeat bool, err error) {
+	err = m.withRoom(roomName, true, func(r *room) error {
+		now := time.Now()
+		if key != "" {
+			r.forgetKeys(now)
+			if k, ok := r.keys[key]; ok {
+				msg, repeat = k.msg, true
+				return nil
+			}
+		}
+		msg = Message{
+			ID:      FormatID(r.history.Epoch(), r.history.Last()+1),
+			Room:    r.name,
+			User:    user,
+			Message: text,
+			Time:    now.UTC().Truncate(time.Millisecond),
+		}
+		if err := r.history.Append(msg); err != nil {
+			return fmt.Errorf("storing message in room %q: %w", r.name, err)
+		}
+		delivered := r.broadcaster.Submit(AppendFrame(nil, msg))
+		r.lastActive = now
+		if key != "" {
+			r.remember(key, msg, now)
+		}
+		if h := m.config().Hooks.Published; h != nil {
+			h(r.name, delivered)
+		}
+		return nil
+	})
+	return msg, repeat, err
+}
+
+func (r *room) remember(key string, msg Message, now time.Time) {
+	if r.keys == nil {
+		r.keys = make(map[string]remembered)
+	}
+	if len(r.keyOrder) >= maxRememberedKeys {
+		delete(r.keys, r.keyOrder[0])
+		r.keyOrder = r.keyOrder[1:]
+	}
+	r.keys[key] = remembered{msg, now}
+	r.keyOrder = append(r.keyOrder, key)
+}
+
+// forgetKeys drops idempotency keys older than the window.
+func (r *room) forgetKeys(now time.Time) {
+	n := 0
+	for n < len(r.keyOrder) && now.Sub(r.keys[r.keyOrder[n]].at) >= idempotencyWindow {
+		delete(r.keys, r.keyOrder[n])
+		n++
+	}
+	r.keyOrder = r.keyOrder[n:]
+}
+
+// Position says where a new subscription starts: after the message with id
+// LastEventID when it is set, else with the newest History messages.
+type Position struct {
+	LastEventID string
+	History     int
+}
+
+// Replay is what a subscriber receives before live messages.
+type Replay struct {
+	Messages []Message
+	// Reset is set when the position could not be honoured exactly: the id
+	// is foreign (another epoch, malformed) or older than the history
+	// holds. Messages then holds everything retained, and Oldest is its
+	// first id ("" when nothing is retained).
+	Reset  bool
+	Oldest string
+}
+
+// replay answers "what follows pos?" from the room's history, up to limit.
+func (r *room) replay(pos Position, limit int) (Replay, error) {
+	h := r.history
+	if pos.LastEventID == "" {
+		n := min(pos.History, limit)
+		msgs, err := h.After(h.Last()-min(uint64(n), h.Last()), n)
+		return Replay{Messages: msgs}, err
+	}
+	epoch, seq, ok := ParseID(pos.LastEventID)
+	if ok && epoch == h.Epoch() && seq <= h.Last() && seq+1 >= h.Oldest() {
+		msgs, err := h.After(seq, limit)
+		return Replay{Messages: msgs}, err
+	}
+	msgs, err := h.After(0, limit)
+	rep := Replay{Messages: msgs, Reset: true}
+	if h.Oldest() <= h.Last() {
+		rep.Oldest = FormatID(h.Epoch(), h.Oldest())
+	}
+	return rep, err
+}
+
+// Subscription is one reader of a room: the replay it starts with, then live
+// frames. Call Close when done.
+type Subscription struct {
+	Replay
+	m    *Manager
+	r    *room
+	sub  *broadcast.Subscriber
+	once sync.Once
+}
+
+// Subscribe opens a subscription to the named room, creating the room if
+// needed. The replay and the live frames that follow it meet with no gap and
+// no duplicate.
+func (m *Manager) Subscribe(roomName string, pos Position) (*Subscription, error) {
+	cfg := m.config()
+	if n := m.subscribers.Add(1); cfg.MaxSubscribers > 0 && n > int64(cfg.MaxSubscribers) {
+		m.subscribers.Add(-1)
+		return nil, ErrTooManySubscribers
+	}
+	s := &Subscription{m: m, sub: broadcast.NewSubscriber(cfg.Buffer)}
+	err := m.withRoom(roomName, true, func(r *room) error {
+		rep, err := r.replay(pos, max(cfg.History, 0))
+		if err != nil {
+			return fmt.Errorf("reading history of room %q: %w", r.name, err)
+		}
+		s.Replay, s.r = rep, r
+		r.broadcaster.Register(s.sub)
+		r.subscribers++
+		return nil
+	})
+	if err != nil {
+		m.subscribers.Add(-1)
+		return nil, err
+	}
+	return s, nil
+}
+
+// Frames delivers live frames, each a complete event-stream frame shared with
+// other subscribers (do not modify it). It is closed when the subscription
+// ends; Err then says why.
+func (s *Subscription) Frames() <-chan []byte { return s.sub.Frames() }
+
+// Evicted reports whether the subscription fell behind and was evicted.
+func (s *Subscription) Evicted() bool { return s.sub.Evicted() }
+
+// Err reports why Frames was closed: ErrEvicted, ErrRoomClosed, or nil after
+// Close.
+func (s *Subscription) Err() error {
+	switch err := s.sub.Err(); err {
+	case broadcast.ErrClosed:
+		return ErrRoomClosed
+	default:
+		return err
+	}
+}
+
+// Close ends the subscription. It is safe to call more than once.
+func (s *Subscription) Close() {
+	s.once.Do(func() {
+		s.r.mu.Lock()
+		s.r.broadcaster.Unregister(s.sub)
+		s.r.subscribers--
+		if s.r.subscribers == 0 {
+			s.r.lastActive = time.Now()
+		}
+		s.r.mu.Unlock()
+		s.m.subscribers.Add(-1)
+	})
+}
+
+// Messages returns up to limit retained messages of an existing room after
+// the message with id after, or the newest limit when after is empty.
+func (m *Manager) Messages(roomName, after string, limit int) (Replay, error) {
+	var rep Replay
+	err := m.withRoom(roomName, false, func(r *room) (err error) {
+		rep, err = r.replay(Position{LastEventID: after, History: limit}, limit)
+		return err
+	})
+	return rep, err
+}
+
+// Delete removes a room and its history. Its subscribers' Frames close with
+// ErrRoomClosed after the frames already queued.
+func (m *Manager) Delete(roomName string) error {
+	if !ValidName(roomName) {
+		return ErrInvalidName
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.rooms[roomName]
+	if r == nil {
+		return ErrNotFound
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return m.drop(r, "deleted")
+}
+
+// drop takes a room out of the map and closes it, so that no caller can
+// reach it between the two. m.mu and r.mu must be held.
+func (m *Manager) drop(r *room, reason string) error {
+	delete(m.rooms, r.name)
+	r.closed = true
+	r.broadcaster.Close()
+	if h := m.config().Hooks.RoomDropped; h != nil {
+		h(r.name, reason)
+	}
+	if err := r.history.Drop(); err != nil {
+		return fmt.Errorf("dropping history of room %q: %w", r.name, err)
+	}
+	return nil
+}
+
+// RoomInfo describes a room for listings.
+type RoomInfo struct {
+	Name        string `json:"name"`
+	Subscribers int    `json:"subscribers"`
+	LastID      string `json:"last_id"`
+}
+
+// Rooms lists the rooms, sorted by name.
+func (m *Manager) Rooms() []RoomInfo {
+	rs := m.snapshot()
+	out := make([]RoomInfo, 0, len(rs))
+	for _, r := range rs {
+		r.mu.Lock()
+		if !r.closed {
+			out = append(out, RoomInfo{Name: r.name, Subscribers: r.subscribers, LastID: r.lastID()})
+		}
+		r.mu.Unlock()
+	}
+	slices.SortFunc(out, func(a, b RoomInfo) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Room describes one room, and reports false if it does not exist.
+func (m *Manager) Room(name string) (info RoomInfo, ok bool) {
+	err := m.withRoom(name, false, func(r *room) error {
+		info = RoomInfo{Name: r.name, Subscribers: r.subscribers, LastID: r.lastID()}
+		return nil
+	})
+	return info, err == nil
+}
+
+// Len returns the number of rooms.
+func (m *Manager) Len() int {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return len(m.rooms)
+}
+
+// Subscribers returns the number of open subscriptions across all rooms.
+func (m *Manager) Subscribers() int { return int(m.subscribers.Load()) }
+
+func (m *Manager) snapshot() []*room {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	rs := make([]*room, 0, len(m.rooms))
+	for _, r := range m.rooms {
+		rs = append(rs, r)
+	}
+	return rs
+}
+
+// Close closes every room, ending all subscriptions with ErrRoomClosed, and
+// stops the sweeper. The Manager refuses all calls afterwards.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	var errs []error
+	for _, r := range m.rooms {
+		r.mu.Lock()
+		errs = append(errs, m.drop(r, "closed"))
+		r.mu.Unlock()
+	}
+	m.mu.Unlock()
+	close(m.stopJanitor)
+	<-m.janitorDone
+	return errors.Join(errs...)
+}
+
+// janitor drops idle rooms until Close.
+func (m *Manager) janitor() {
+	defer close(m.janitorDone)
+	for {
+		interval := time.Minute
+		if idle := m.config().IdleTimeout; idle > 0 {
+			interval = min(max(idle/4, 10*time.Millisecond), time.Minute)
+		}
+		select {
+		case <-m.stopJanitor:
+			return
+		case <-time.After(interval):
+			m.sweep(time.Now())
+		}
+	}
+}
+
+// sweep drops every room idle for longer than the idle timeout.
+func (m *Manager) sweep(now time.Time) {
+	idle := m.config().IdleTimeout
+	if idle <= 0 {
+		return
+	}
+	for _, r := range m.snapshot() {
+		r.mu.Lock()
+		expired := r.idle(now, idle)
+		r.mu.Unlock()
+		if !expired {
+			continue
+		}
+		m.mu.Lock()
+		r.mu.Lock()
+		// Check again: a subscriber or a message may have come meanwhile.
+		if r.idle(now, idle) {
+			_ = m.drop(r, "idle")
+		}
+		r.mu.Unlock()
+		m.mu.Unlock()
+	}
+}
+
+// idle reports whether the room has been unused for at least timeout. r.mu
+// must be held.
+func (r *room) idle(now time.Time, timeout time.Duration) bool {
+	return !r.closed && r.subscribers == 0 && now.Sub(r.lastActive) >= timeout
+}

@@ -1,0 +1,425 @@
+package rooms
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func newManager(t *testing.T, cfg Config) *Manager {
+	t.Helper()
+	m := New(cfg)
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+func post(t *testing.T, m *Manager, room string, texts ...string) []Message {
+	t.Helper()
+	var out []Message
+	for _, text := range texts {
+		msg, _, err := m.Submit(room, "alice", text, "")
+		if err != nil {
+			t.Fatalf("Submit(%q, %q): %v", room, text, err)
+		}
+		out = append(out, msg)
+	}
+	return out
+}
+
+func texts(msgs []Message) string {
+	var b []string
+	for _, m := range msgs {
+		b = append(b, m.Message)
+	}
+	return strings.Join(b, ",")
+}
+
+func TestValidName(t *testing.T) {
+	tests := map[string]bool{
+		"lobby": true, "A.b_c-9": true, "9": true, strings.Repeat("a", 64): true,
+		"": false, strings.Repeat("a", 65): false, ".hidden": false, "-x": false, "_x": false,
+		"..": false, "a/b": false, "a%2Fb": false, "a b": false, "é": false, "a\x00": false,
+	}
+	for name, want := range tests {
+		if got := ValidName(name); got != want {
+			t.Errorf("ValidName(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
+
+func TestParseID(t *testing.T) {
+	tests := []struct {
+		id    string
+		epoch string
+		seq   uint64
+		ok    bool
+	}{
+		{"abc-1", "abc", 1, true},
+		{"a-b-42", "a-b", 42, true},
+		{"abc-0", "", 0, false},
+		{"abc-01", "", 0, false},
+		{"abc-", "", 0, false},
+		{"-1", "", 0, false},
+		{"abc", "", 0, false},
+		{"abc-1x", "", 0, false},
+		{"abc-+1", "", 0, false},
+		{"abc-99999999999999999999999", "", 0, false},
+		{"", "", 0, false},
+	}
+	for _, tt := range tests {
+		epoch, seq, ok := ParseID(tt.id)
+		if epoch != tt.epoch || seq != tt.seq || ok != tt.ok {
+			t.Errorf("ParseID(%q) = %q, %d, %v; want %q, %d, %v", tt.id, epoch, seq, ok, tt.epoch, tt.seq, tt.ok)
+		}
+		if tt.ok && FormatID(epoch, seq) != tt.id {
+			t.Errorf("FormatID does not invert ParseID for %q", tt.id)
+		}
+	}
+}
+
+func TestRing(t *testing.T) {
+	h, _ := MemoryStore{}.Open("r", 3)
+	for i := 1; i <= 5; i++ {
+		h.Append(Message{Message: fmt.Sprint(i)})
+	}
+	tests := []struct {
+		after uint64
+		limit int
+		want  string
+	}{
+		{0, 10, "3,4,5"},
+		{2, 10, "3,4,5"},
+		{3, 10, "4,5"},
+		{4, 1, "5"},
+		{5, 10, ""},
+		{9, 10, ""},
+		{0, 2, "3,4"},
+		{0, 0, ""},
+	}
+	for _, tt := range tests {
+		got, _ := h.After(tt.after, tt.limit)
+		if texts(got) != tt.want {
+			t.Errorf("After(%d, %d) = %q, want %q", tt.after, tt.limit, texts(got), tt.want)
+		}
+	}
+	if h.Oldest() != 3 || h.Last() != 5 {
+		t.Errorf("Oldest, Last = %d, %d; want 3, 5", h.Oldest(), h.Last())
+	}
+	h.Resize(2)
+	if got, _ := h.After(0, 10); texts(got) != "4,5" || h.Oldest() != 4 {
+		t.Errorf("after shrinking to 2: %q, oldest %d", texts(got), h.Oldest())
+	}
+	h.Resize(4)
+	h.Append(Message{Message: "6"})
+	h.Append(Message{Message: "7"})
+	h.Append(Message{Message: "8"})
+	if got, _ := h.After(0, 10); texts(got) != "5,6,7,8" {
+		t.Errorf("after growing to 4 and three appends: %q", texts(got))
+	}
+	none, _ := MemoryStore{}.Open("r", 0)
+	none.Append(Message{})
+	if got, _ := none.After(0, 10); len(got) != 0 || none.Oldest() != 2 || none.Last() != 1 {
+		t.Errorf("zero capacity kept %d, oldest %d, last %d", len(got), none.Oldest(), none.Last())
+	}
+}
+
+func TestIDsIncrease(t *testing.T) {
+	m := newManager(t, Config{History: 10, Buffer: 10})
+	msgs := post(t, m, "lobby", "a", "b", "c")
+	other := post(t, m, "other", "x")
+	epoch, _, _ := ParseID(msgs[0].ID)
+	for i, msg := range msgs {
+		e, seq, ok := ParseID(msg.ID)
+		if !ok || e != epoch || seq != uint64(i+1) {
+			t.Errorf("message %d has id %q, want %s-%d", i, msg.ID, epoch, i+1)
+		}
+		if msg.Room != "lobby" || msg.User != "alice" || msg.Time.IsZero() {
+			t.Errorf("message %d = %+v", i, msg)
+		}
+	}
+	if e, _, _ := ParseID(other[0].ID); e == epoch {
+		t.Errorf("two rooms share epoch %q", e)
+	}
+}
+
+func TestReplay(t *testing.T) {
+	m := newManager(t, Config{History: 3, Buffer: 10})
+	msgs := post(t, m, "lobby", "1", "2", "3", "4", "5")
+	epoch, _, _ := ParseID(msgs[0].ID)
+	tests := []struct {
+		name       string
+		pos        Position
+		want       string
+		wantReset  bool
+		wantOldest string
+	}{
+		{"fresh", Position{}, "", false, ""},
+		{"history 2", Position{History: 2}, "4,5", false, ""},
+		{"history beyond retained", Position{History: 50}, "3,4,5", false, ""},
+		{"resume within history", Position{LastEventID: msgs[3].ID}, "5", false, ""},
+		{"resume at the edge of history", Position{LastEventID: msgs[1].ID}, "3,4,5", false, ""},
+		{"resume at the newest", Position{LastEventID: msgs[4].ID}, "", false, ""},
+		{"resume id wins over history", Position{LastEventID: msgs[3].ID, History: 3}, "5", false, ""},
+		{"too old", Position{LastEventID: msgs[0].ID}, "3,4,5", true, msgs[2].ID},
+		{"foreign epoch", Position{LastEventID: "zzz-4"}, "3,4,5", true, msgs[2].ID},
+		{"from the future", Position{LastEventID: FormatID(epoch, 9)}, "3,4,5", true, msgs[2].ID},
+		{"malformed", Position{LastEventID: "garbage"}, "3,4,5", true, msgs[2].ID},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := m.Subscribe("lobby", tt.pos)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if texts(s.Messages) != tt.want || s.Reset != tt.wantReset || s.Oldest != tt.wantOldest {
+				t.Errorf("replay = %q reset=%v oldest=%q; want %q reset=%v oldest=%q",
+					texts(s.Messages), s.Reset, s.Oldest, tt.want, tt.wantReset, tt.wantOldest)
+			}
+		})
+	}
+}
+
+// TestReplayThenLiveHasNoGap subscribes while messages flow: each
+// subscriber's replay followed by its live frames must be exactly messages
+// 1..n, whatever moment it joined at.
+func TestReplayThenLiveHasNoGap(t *testing.T) {
+	const n = 500
+	m := newManager(t, Config{History: n, Buffer: n})
+	subs := make(chan *Subscription, 20)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer close(subs)
+		for i := range n {
+			post(t, m, "lobby", fmt.Sprint(i))
+			if i%25 == 0 {
+				s, err := m.Subscribe("lobby", Position{History: n})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				subs <- s
+			}
+		}
+	})
+	wg.Wait()
+	for s := range subs {
+		var seqs []uint64
+		for _, msg := range s.Messages {
+			_, seq, _ := ParseID(msg.ID)
+			seqs = append(seqs, seq)
+		}
+		for len(s.Frames()) > 0 {
+			id := strings.TrimPrefix(strings.SplitN(string(<-s.Frames()), "\n", 2)[0], "id: ")
+			_, seq, _ := ParseID(id)
+			seqs = append(seqs, seq)
+		}
+		s.Close()
+		if len(seqs) != n {
+			t.Errorf("subscriber saw %d messages, want %d", len(seqs), n)
+		}
+		for i, seq := range seqs {
+			if seq != uint64(i+1) {
+				t.Errorf("message %d has seq %d: gap or duplicate", i, seq)
+				break
+			}
+		}
+	}
+}
+
+func TestIdempotency(t *testing.T) {
+	m := newManager(t, Config{History: 10, Buffer: 10})
+	first, repeat, err := m.Submit("lobby", "alice", "hi", "key-1")
+	if err != nil || repeat {
+		t.Fatalf("first submit: repeat=%v err=%v", repeat, err)
+	}
+	again, repeat, err := m.Submit("lobby", "alice", "hi, edited", "key-1")
+	if err != nil || !repeat || again != first {
+		t.Errorf("repeat submit = %+v repeat=%v err=%v; want the first message back", again, repeat, err)
+	}
+	other, repeat, _ := m.Submit("other", "alice", "hi", "key-1")
+	if repeat || other.Room != "other" {
+		t.Error("an idempotency key was shared between rooms")
+	}
+	if info, _ := m.Room("lobby"); info.LastID != first.ID {
+		t.Errorf("last id %q after a repeat, want %q", info.LastID, first.ID)
+	}
+}
+
+func TestLimits(t *testing.T) {
+	m := newManager(t, Config{History: 10, Buffer: 10, MaxRooms: 2, MaxSubscribers: 2})
+	post(t, m, "a", "1")
+	post(t, m, "b", "1")
+	if _, _, err := m.Submit("c", "u", "x", ""); !errors.Is(err, ErrTooManyRooms) {
+		t.Errorf("third room: %v, want ErrTooManyRooms", err)
+	}
+	s1, _ := m.Subscribe("a", Position{})
+	s2, _ := m.Subscribe("b", Position{})
+	if _, err := m.Subscribe("a", Position{}); !errors.Is(err, ErrTooManySubscribers) {
+		t.Errorf("third subscriber: %v, want ErrTooManySubscribers", err)
+	}
+	s1.Close()
+	s1.Close()
+	s3, err := m.Subscribe("a", Position{})
+	if err != nil {
+		t.Errorf("subscriber after one left: %v", err)
+	}
+	s2.Close()
+	s3.Close()
+	if n := m.Subscribers(); n != 0 {
+		t.Errorf("Subscribers() = %d after all closed", n)
+	}
+	if _, _, err := m.Submit("bad/name", "u", "x", ""); !errors.Is(err, ErrInvalidName) {
+		t.Errorf("bad name: %v", err)
+	}
+	if m.Len() != 2 {
+		t.Errorf("rejected calls changed the room count to %d", m.Len())
+	}
+}
+
+func TestSlowSubscriberEvicted(t *testing.T) {
+	var evicted []string
+	m := newManager(t, Config{History: 100, Buffer: 2, Hooks: Hooks{Evicted: func(r string) { evicted = append(evicted, r) }}})
+	slow, _ := m.Subscribe("lobby", Position{})
+	defer slow.Close()
+	fast, _ := m.Subscribe("lobby", Position{})
+	defer fast.Close()
+	msgs := post(t, m, "lobby", "1", "2")
+	<-fast.Frames()
+	<-fast.Frames()
+	post(t, m, "lobby", "3")
+	if !slow.Evicted() || !errors.Is(slow.Err(), ErrEvicted) || len(evicted) != 1 {
+		t.Fatalf("slow subscriber: evicted=%v err=%v hooks=%v", slow.Evicted(), slow.Err(), evicted)
+	}
+	if fast.Evicted() || len(fast.Frames()) != 1 {
+		t.Errorf("fast subscriber: evicted=%v queued=%d", fast.Evicted(), len(fast.Frames()))
+	}
+	back, _ := m.Subscribe("lobby", Position{LastEventID: msgs[0].ID})
+	defer back.Close()
+	if texts(back.Messages) != "2,3" || back.Reset {
+		t.Errorf("resume after eviction replays %q reset=%v, want 2,3", texts(back.Messages), back.Reset)
+	}
+}
+
+func TestDelete(t *testing.T) {
+	var dropped []string
+	m := newManager(t, Config{History: 10, Buffer: 10, Hooks: Hooks{RoomDropped: func(r, why string) { dropped = append(dropped, r+":"+why) }}})
+	old := post(t, m, "lobby", "1", "2")
+	s, _ := m.Subscribe("lobby", Position{})
+	post(t, m, "lobby", "3")
+	if err := m.Delete("lobby"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := <-s.Frames(); !ok {
+		t.Error("frame queued before the delete was lost")
+	}
+	if _, ok := <-s.Frames(); ok || !errors.Is(s.Err(), ErrRoomClosed) {
+		t.Errorf("after delete: open=%v err=%v, want closed with ErrRoomClosed", ok, s.Err())
+	}
+	s.Close()
+	if err := m.Delete("lobby"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second delete: %v, want ErrNotFound", err)
+	}
+	if _, err := m.Messages("lobby", "", 10); !errors.Is(err, ErrNotFound) {
+		t.Errorf("history of a deleted room: %v, want ErrNotFound", err)
+	}
+	again := post(t, m, "lobby", "new")
+	if e1, _, _ := ParseID(old[0].ID); strings.HasPrefix(again[0].ID, e1+"-") {
+		t.Errorf("recreated room reuses epoch: %q", again[0].ID)
+	}
+	s2, _ := m.Subscribe("lobby", Position{LastEventID: old[1].ID})
+	defer s2.Close()
+	if !s2.Reset || texts(s2.Messages) != "new" {
+		t.Errorf("an id from before the delete: reset=%v replay=%q; want a reset and the new message", s2.Reset, texts(s2.Messages))
+	}
+	if len(dropped) != 1 || dropped[0] != "lobby:deleted" {
+		t.Errorf("RoomDropped calls: %v", dropped)
+	}
+}
+
+func TestIdleRoomsDropped(t *testing.T) {
+	m := newManager(t, Config{History: 10, Buffer: 10, IdleTimeout: 50 * time.Millisecond})
+	post(t, m, "quiet", "1")
+	post(t, m, "watched", "1")
+	s, _ := m.Subscribe("watched", Position{})
+	defer s.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for m.Len() != 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	rooms := m.Rooms()
+	if len(rooms) != 1 || rooms[0].Name != "watched" || rooms[0].Subscribers != 1 {
+		t.Errorf("rooms after idle timeout = %+v, want only watched", rooms)
+	}
+}
+
+func TestConfigure(t *testing.T) {
+	m := newManager(t, Config{History: 5, Buffer: 10})
+	post(t, m, "lobby", "1", "2", "3", "4", "5")
+	m.Configure(Config{History: 2, Buffer: 10})
+	rep, err := m.Messages("lobby", "", 50)
+	if err != nil || texts(rep.Messages) != "4,5" {
+		t.Errorf("after shrinking history: %q, %v", texts(rep.Messages), err)
+	}
+}
+
+func TestClose(t *testing.T) {
+	m := New(Config{History: 10, Buffer: 10})
+	s, _ := m.Subscribe("lobby", Position{})
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := <-s.Frames(); ok {
+		t.Error("subscription still open after Close")
+	}
+	s.Close()
+	if _, _, err := m.Submit("lobby", "u", "x", ""); !errors.Is(err, ErrClosed) {
+		t.Errorf("Submit after Close: %v", err)
+	}
+	if err := m.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
+
+// TestConcurrentRooms runs submitters, subscribers, deletes and listings on
+// many rooms at once; run it with -race.
+func TestConcurrentRooms(t *testing.T) {
+	m := newManager(t, Config{History: 50, Buffer: 64, IdleTimeout: 5 * time.Millisecond})
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 300 {
+				room := fmt.Sprintf("r%d", i%5)
+				switch (w + i) % 4 {
+				case 0:
+					m.Submit(room, "u", "x", "")
+				case 1:
+					if s, err := m.Subscribe(room, Position{History: 5}); err == nil {
+						for len(s.Frames()) > 0 {
+							<-s.Frames()
+						}
+						s.Close()
+					}
+				case 2:
+					m.Rooms()
+					m.Messages(room, "", 10)
+				case 3:
+					if i%30 == 0 {
+						m.Delete(room)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := m.Subscribers(); n != 0 {
+		t.Errorf("%d subscribers counted after all closed", n)
+	}
+}
