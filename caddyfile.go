@@ -1,0 +1,238 @@
+package chat
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+
+	"github.com/caddy-chat/caddy-chat/rooms"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("chat", parseGlobalOption)
+	httpcaddyfile.RegisterHandlerDirective("chat", parseHandlerDirective)
+	// After encode, so that auth directives, which come before encode, run
+	// first and the identity placeholder is set when chat reads it.
+	httpcaddyfile.RegisterDirectiveOrder("chat", httpcaddyfile.After, "encode")
+}
+
+// parseGlobalOption sets up the chat app from the global option:
+//
+//	chat {
+//	    history         <n>
+//	    buffer          <n>
+//	    heartbeat       <duration>
+//	    max_rooms       <n>
+//	    max_subscribers <n>
+//	    idle_timeout    <duration>
+//	}
+func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
+	app := new(App)
+	if err := app.UnmarshalCaddyfile(d); err != nil {
+		return nil, err
+	}
+	return httpcaddyfile.App{Name: "chat", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// UnmarshalCaddyfile reads the chat global option.
+func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the option name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		option := d.Val()
+		switch option {
+		case "history":
+			n, err := intArg(d, option)
+			if err != nil {
+				return err
+			}
+			a.History = &n
+		case "buffer":
+			n, err := positiveIntArg(d, option)
+			if err != nil {
+				return err
+			}
+			a.Buffer = n
+		case "max_rooms":
+			n, err := positiveIntArg(d, option)
+			if err != nil {
+				return err
+			}
+			a.MaxRooms = n
+		case "max_subscribers":
+			n, err := positiveIntArg(d, option)
+			if err != nil {
+				return err
+			}
+			a.MaxSubscribers = n
+		case "heartbeat":
+			dur, err := durationArg(d, option)
+			if err != nil {
+				return err
+			}
+			if dur == 0 {
+				return d.Errf("heartbeat must be positive")
+			}
+			a.Heartbeat = dur
+		case "idle_timeout":
+			dur, err := durationArg(d, option)
+			if err != nil {
+				return err
+			}
+			a.IdleTimeout = &dur
+		default:
+			return d.Errf("unknown chat option %q", option)
+		}
+	}
+	return nil
+}
+
+func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	handler := new(Handler)
+	if err := handler.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return handler, nil
+}
+
+// UnmarshalCaddyfile reads the chat directive:
+//
+//	chat [<matcher>] {
+//	    ui               on|off
+//	    identity         <placeholder>
+//	    max_message_size <size>
+//	    max_body_size    <size>
+//	    rooms            <name...>
+//	    allow_delete
+//	    rate_limit       <posts> <window>
+//	}
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		sub := d.Val()
+		switch sub {
+		case "ui":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			switch d.Val() {
+			case "on":
+				h.UI = &[]bool{true}[0]
+			case "off":
+				h.UI = &[]bool{false}[0]
+			default:
+				return d.Errf("ui: want on or off, got %q", d.Val())
+			}
+		case "identity":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			h.Identity = d.Val()
+		case "max_message_size":
+			size, err := sizeArg(d, sub)
+			if err != nil {
+				return err
+			}
+			h.MaxMessageSize = size
+		case "max_body_size":
+			size, err := sizeArg(d, sub)
+			if err != nil {
+				return err
+			}
+			h.MaxBodySize = size
+		case "rooms":
+			names := d.RemainingArgs()
+			if len(names) == 0 {
+				return d.ArgErr()
+			}
+			for _, name := range names {
+				if !rooms.ValidName(name) {
+					return d.Errf("rooms: %q: %v", name, rooms.ErrInvalidName)
+				}
+			}
+			h.Rooms = append(h.Rooms, names...)
+		case "allow_delete":
+			h.AllowDelete = true
+		case "rate_limit":
+			posts, err := positiveIntArg(d, sub)
+			if err != nil {
+				return err
+			}
+			window, err := durationArg(d, sub)
+			if err != nil {
+				return err
+			}
+			if window == 0 {
+				return d.Errf("rate_limit: the window must be positive")
+			}
+			h.RateLimit = &RateLimit{Posts: posts, Window: window}
+		default:
+			return d.Errf("unknown chat subdirective %q", sub)
+		}
+		if d.NextArg() {
+			return d.Errf("%s: unexpected argument %q", sub, d.Val())
+		}
+	}
+	return nil
+}
+
+// intArg reads the next argument as a whole number, 0 or more.
+func intArg(d *caddyfile.Dispenser, option string) (int, error) {
+	if !d.NextArg() {
+		return 0, d.ArgErr()
+	}
+	n, err := strconv.Atoi(d.Val())
+	if err != nil || n < 0 {
+		return 0, d.Errf("%s: want a whole number, 0 or more, got %q", option, d.Val())
+	}
+	return n, nil
+}
+
+// positiveIntArg reads the next argument as a whole number, 1 or more.
+func positiveIntArg(d *caddyfile.Dispenser, option string) (int, error) {
+	n, err := intArg(d, option)
+	if err == nil && n == 0 {
+		return 0, d.Errf("%s: must be 1 or more", option)
+	}
+	return n, err
+}
+
+// durationArg reads the next argument as a duration, 0 or more.
+func durationArg(d *caddyfile.Dispenser, option string) (caddy.Duration, error) {
+	if !d.NextArg() {
+		return 0, d.ArgErr()
+	}
+	dur, err := caddy.ParseDuration(d.Val())
+	if err != nil || dur < 0 {
+		return 0, d.Errf("%s: want a duration such as 15s or 1h, 0 or more, got %q", option, d.Val())
+	}
+	return caddy.Duration(dur), nil
+}
+
+// sizeArg reads the next argument as a size in bytes, such as 4KiB.
+func sizeArg(d *caddyfile.Dispenser, option string) (int64, error) {
+	if !d.NextArg() {
+		return 0, d.ArgErr()
+	}
+	size, err := humanize.ParseBytes(d.Val())
+	if err != nil || size == 0 || size > 1<<40 {
+		return 0, d.Errf("%s: want a positive size such as 4KiB, got %q", option, d.Val())
+	}
+	return int64(size), nil
+}
+
+// Interface guards
+var (
+	_ caddyfile.Unmarshaler = (*App)(nil)
+	_ caddyfile.Unmarshaler = (*Handler)(nil)
+)

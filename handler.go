@@ -1,0 +1,361 @@
+package chat
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-chat/caddy-chat/ratelimit"
+	"github.com/caddy-chat/caddy-chat/rooms"
+)
+
+// Defaults of the chat handler.
+const (
+	DefaultMaxMessageSize = 4 << 10
+	// bodyOverhead is what a body may carry besides the message: field
+	// names, room, user, and JSON escapes, which can take six bytes for one.
+	bodyOverhead = 4 << 10
+)
+
+// Handler serves chat under the path it is mounted at: SSE streams, the
+// submit API, room listings and history. Requests for other paths go to the
+// next handler.
+type Handler struct {
+	// Serve the HTML pages. Default: true.
+	UI *bool `json:"ui,omitempty"`
+	// A placeholder, such as {http.auth.user.id}, naming the author. When it
+	// resolves to a non-empty value, the user given in the request is
+	// ignored.
+	Identity string `json:"identity,omitempty"`
+	// Largest message, in bytes. Default: 4 KiB.
+	MaxMessageSize int64 `json:"max_message_size,omitempty"`
+	// Largest request body, in bytes. Default: six times the message size
+	// (room for JSON escapes) plus 4 KiB.
+	MaxBodySize int64 `json:"max_body_size,omitempty"`
+	// When set, only these rooms exist for this handler.
+	Rooms []string `json:"rooms,omitempty"`
+	// Allow DELETE /room/{room}. Protect it with matchers and auth first.
+	AllowDelete bool `json:"allow_delete,omitempty"`
+	// Posts per author per window; the author is the identity when one
+	// resolves, else the client IP.
+	RateLimit *RateLimit `json:"rate_limit,omitempty"`
+
+	app     *App
+	allowed map[string]bool
+	limiter *ratelimit.Limiter
+	csrf    *http.CrossOriginProtection
+	logger  *zap.Logger
+}
+
+// RateLimit is a number of posts allowed in a window.
+type RateLimit struct {
+	Posts  int            `json:"posts"`
+	Window caddy.Duration `json:"window"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.chat",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision sets defaults and connects the handler to the chat app.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.UI == nil {
+		h.UI = new(bool)
+		*h.UI = true
+	}
+	if h.MaxMessageSize == 0 {
+		h.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if h.MaxBodySize == 0 {
+		h.MaxBodySize = 6*h.MaxMessageSize + bodyOverhead
+	}
+	if len(h.Rooms) > 0 {
+		h.allowed = make(map[string]bool, len(h.Rooms))
+		for _, name := range h.Rooms {
+			h.allowed[name] = true
+		}
+	}
+	if h.RateLimit != nil && h.RateLimit.Posts > 0 {
+		h.limiter = ratelimit.New(h.RateLimit.Posts, time.Duration(h.RateLimit.Window))
+	}
+	h.csrf = http.NewCrossOriginProtection()
+	app, err := ctx.App("chat")
+	if err != nil {
+		return fmt.Errorf("loading chat app: %w", err)
+	}
+	h.app = app.(*App)
+	return nil
+}
+
+// Validate checks the room allowlist, sizes and rate limit.
+func (h *Handler) Validate() error {
+	var errs []error
+	for _, name := range h.Rooms {
+		if !rooms.ValidName(name) {
+			errs = append(errs, fmt.Errorf("rooms: %q: %w", name, rooms.ErrInvalidName))
+		}
+	}
+	if h.MaxMessageSize < 0 {
+		errs = append(errs, errors.New("max_message_size must be positive"))
+	}
+	if h.MaxBodySize < h.MaxMessageSize {
+		errs = append(errs, fmt.Errorf("max_body_size (%d) must be at least max_message_size (%d)", h.MaxBodySize, h.MaxMessageSize))
+	}
+	if rl := h.RateLimit; rl != nil && (rl.Posts <= 0 || rl.Window <= 0) {
+		errs = append(errs, errors.New("rate_limit needs a positive number of posts and a positive window"))
+	}
+	return errors.Join(errs...)
+}
+
+// ServeHTTP routes the paths the handler owns, relative to where it is
+// mounted, and passes every other path to next.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	route, room, ok := parsePath(r.URL.EscapedPath())
+	if !ok {
+		return next.ServeHTTP(w, r)
+	}
+	err := h.serve(w, r, route, room)
+	var apiErr *apiError
+	if errors.As(err, &apiErr) {
+		h.logger.Debug("request rejected",
+			zap.Int("status", apiErr.status),
+			zap.String("reason", apiErr.message),
+			zap.String("path", r.URL.Path))
+		apiErr.write(w)
+		return nil
+	}
+	return err
+}
+
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, route, room string) error {
+	switch route {
+	case routeStream:
+		if r.Method != http.MethodGet {
+			return methodNotAllowed("GET")
+		}
+		return h.serveStream(w, r, room)
+	case routeSubmit:
+		if r.Method != http.MethodPost {
+			return methodNotAllowed("POST")
+		}
+		return h.serveSubmit(w, r, "")
+	case routeRooms:
+		if r.Method != http.MethodGet {
+			return methodNotAllowed("GET")
+		}
+		return h.serveRooms(w)
+	case routeMessages:
+		if r.Method != http.MethodGet {
+			return methodNotAllowed("GET")
+		}
+		return h.serveMessages(w, r, room)
+	case routeRoom:
+		switch r.Method {
+		case http.MethodPost:
+			return h.serveSubmit(w, r, room)
+		case http.MethodDelete:
+			return h.serveDelete(w, r, room)
+		default:
+			return methodNotAllowed("POST, DELETE")
+		}
+	}
+	return fmt.Errorf("unknown route %q", route)
+}
+
+// Routes, by their first path segment.
+const (
+	routeStream   = "stream"
+	routeSubmit   = "submit"
+	routeRooms    = "rooms"
+	routeMessages = "messages"
+	routeRoom     = "room"
+)
+
+// parsePath matches an escaped path against the routes the handler owns. The
+// room segment is unescaped only after the path is split, so an encoded slash
+// stays inside the room name, where the name check refuses it.
+func parsePath(escaped string) (route, room string, ok bool) {
+	segs := strings.Split(strings.TrimPrefix(escaped, "/"), "/")
+	switch {
+	case len(segs) == 1 && (segs[0] == routeSubmit || segs[0] == routeRooms):
+		return segs[0], "", true
+	case len(segs) == 2 && (segs[0] == routeStream || segs[0] == routeRoom):
+		route = segs[0]
+	case len(segs) == 3 && segs[0] == routeRooms && segs[2] == "messages":
+		route = routeMessages
+	default:
+		return "", "", false
+	}
+	room, err := url.PathUnescape(segs[1])
+	if err != nil {
+		room = segs[1] // not a valid room name either; the name check says so
+	}
+	return route, room, true
+}
+
+// checkRoom refuses an invalid name (400) or one outside the allowlist (403).
+func (h *Handler) checkRoom(name string) error {
+	if !rooms.ValidName(name) {
+		return badRequest(rooms.ErrInvalidName.Error())
+	}
+	if h.allowed != nil && !h.allowed[name] {
+		return &apiError{status: http.StatusForbidden, message: fmt.Sprintf("room %q is not open here", name)}
+	}
+	return nil
+}
+
+func (h *Handler) serveRooms(w http.ResponseWriter) error {
+	list := h.app.manager.Rooms()
+	if h.allowed != nil {
+		byName := make(map[string]rooms.RoomInfo, len(list))
+		for _, info := range list {
+			byName[info.Name] = info
+		}
+		list = list[:0]
+		for _, name := range h.Rooms {
+			info, ok := byName[name]
+			if !ok {
+				info = rooms.RoomInfo{Name: name}
+			}
+			list = append(list, info)
+		}
+	}
+	return writeJSON(w, http.StatusOK, struct {
+		Rooms []rooms.RoomInfo `json:"rooms"`
+	}{list})
+}
+
+// Limits of GET /rooms/{room}/messages.
+const (
+	defaultMessagesLimit = 50
+	maxMessagesLimit     = 1000
+)
+
+func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request, room string) error {
+	if err := h.checkRoom(room); err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	limit := defaultMessagesLimit
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > maxMessagesLimit {
+			return badRequest(fmt.Sprintf("limit must be a whole number from 1 to %d", maxMessagesLimit))
+		}
+		limit = n
+	}
+	rep, err := h.app.manager.Messages(room, q.Get("after"), limit)
+	if err != nil {
+		return roomsError(err)
+	}
+	if rep.Messages == nil {
+		rep.Messages = []rooms.Message{}
+	}
+	return writeJSON(w, http.StatusOK, struct {
+		Messages []rooms.Message `json:"messages"`
+		Reset    bool            `json:"reset,omitempty"`
+		Oldest   string          `json:"oldest,omitempty"`
+	}{rep.Messages, rep.Reset, rep.Oldest})
+}
+
+func (h *Handler) serveDelete(w http.ResponseWriter, r *http.Request, room string) error {
+	if !h.AllowDelete {
+		return &apiError{status: http.StatusForbidden, message: "deleting rooms is not allowed here"}
+	}
+	if err := h.csrf.Check(r); err != nil {
+		return crossSite()
+	}
+	if err := h.checkRoom(room); err != nil {
+		return err
+	}
+	if err := h.app.manager.Delete(room); err != nil {
+		return roomsError(err)
+	}
+	h.logger.Info("room deleted", zap.String("room", room))
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// apiError is a refusal the client can act on, sent as {"error": message}.
+type apiError struct {
+	status     int
+	message    string
+	allow      string        // for 405
+	retryAfter time.Duration // for 429 and 503
+}
+
+func (e *apiError) Error() string { return fmt.Sprintf("%d %s", e.status, e.message) }
+
+func (e *apiError) write(w http.ResponseWriter) {
+	if e.allow != "" {
+		w.Header().Set("Allow", e.allow)
+	}
+	if e.retryAfter > 0 {
+		secs := int((e.retryAfter + time.Second - 1) / time.Second)
+		w.Header().Set("Retry-After", strconv.Itoa(secs))
+	}
+	_ = writeJSON(w, e.status, struct {
+		Error string `json:"error"`
+	}{e.message})
+}
+
+func badRequest(message string) error {
+	return &apiError{status: http.StatusBadRequest, message: message}
+}
+
+func methodNotAllowed(allow string) error {
+	return &apiError{status: http.StatusMethodNotAllowed, message: "method not allowed; use " + allow, allow: allow}
+}
+
+func crossSite() error {
+	return &apiError{status: http.StatusForbidden, message: "cross-site request refused"}
+}
+
+// capacityRetry is the Retry-After sent when a capacity limit is reached.
+const capacityRetry = 5 * time.Second
+
+// roomsError turns a rooms error into a response.
+func roomsError(err error) error {
+	switch {
+	case errors.Is(err, rooms.ErrInvalidName):
+		return badRequest(err.Error())
+	case errors.Is(err, rooms.ErrNotFound):
+		return &apiError{status: http.StatusNotFound, message: err.Error()}
+	case errors.Is(err, rooms.ErrTooManyRooms), errors.Is(err, rooms.ErrTooManySubscribers), errors.Is(err, rooms.ErrClosed):
+		return &apiError{status: http.StatusServiceUnavailable, message: err.Error(), retryAfter: capacityRetry}
+	}
+	return err
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encoding response: %w", err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, err = w.Write(append(body, '\n'))
+	return err
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

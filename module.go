@@ -1,0 +1,232 @@
+// Package chat adds room-based realtime chat to Caddy: the chat app owns the
+// rooms and keeps them across config reloads, and the chat HTTP handler serves
+// Server-Sent Events streams, a JSON and form submit API and a room listing.
+//
+// The rooms and their fan-out live in the rooms and broadcast packages, which
+// know nothing of Caddy; this package adapts them to Caddy's config, lifecycle
+// and HTTP handler chain.
+package chat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
+	"go.uber.org/zap"
+
+	"github.com/caddy-chat/caddy-chat/rooms"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+	caddy.RegisterModule(Handler{})
+}
+
+// Defaults of the chat app.
+const (
+	DefaultHistory        = 1000
+	DefaultBuffer         = 256
+	DefaultHeartbeat      = 15 * time.Second
+	DefaultMaxRooms       = 10000
+	DefaultMaxSubscribers = 100000
+	DefaultIdleTimeout    = time.Hour
+)
+
+// managers holds the room manager across config reloads: every loaded config
+// holds a reference, so history and ids outlive the config that made them.
+var managers = caddy.NewUsagePool()
+
+// managerKey is the one key in managers: a Caddy process has one chat app.
+const managerKey = "chat"
+
+// App is the chat app: it owns the room manager shared by every chat handler
+// and ends their streams when its config stops. Configure it with the chat
+// global option; a config that uses the handler without it gets the defaults.
+type App struct {
+	// Messages kept per room for replay; 0 keeps none. Default: 1000.
+	History *int `json:"history,omitempty"`
+	// Frames queued per subscriber; one that falls this far behind is
+	// evicted and resumes from history. Default: 256.
+	Buffer int `json:"buffer,omitempty"`
+	// How often an idle stream gets a comment. Default: 15s.
+	Heartbeat caddy.Duration `json:"heartbeat,omitempty"`
+	// Rooms that may exist at once. Default: 10000.
+	MaxRooms int `json:"max_rooms,omitempty"`
+	// Streams that may be open at once, across all rooms. Default: 100000.
+	MaxSubscribers int `json:"max_subscribers,omitempty"`
+	// A room with no subscribers and no new message for this long is dropped
+	// with its history; 0 never drops rooms. Default: 1h.
+	IdleTimeout *caddy.Duration `json:"idle_timeout,omitempty"`
+
+	manager  *rooms.Manager
+	logger   *zap.Logger
+	stopping *stopSignal
+}
+
+// stopSignal is closed once, by whichever comes first of the stopping event,
+// Stop and Cleanup.
+type stopSignal struct {
+	ch   chan struct{}
+	once sync.Once
+}
+
+func (s *stopSignal) close() { s.once.Do(func() { close(s.ch) }) }
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "chat",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision fills in defaults, takes a reference to the shared room manager
+// and arranges for streams to end when this config stops.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	a.stopping = &stopSignal{ch: make(chan struct{})}
+	if a.History == nil {
+		a.History = new(int)
+		*a.History = DefaultHistory
+	}
+	if a.Buffer == 0 {
+		a.Buffer = DefaultBuffer
+	}
+	if a.Heartbeat == 0 {
+		a.Heartbeat = caddy.Duration(DefaultHeartbeat)
+	}
+	if a.MaxRooms == 0 {
+		a.MaxRooms = DefaultMaxRooms
+	}
+	if a.MaxSubscribers == 0 {
+		a.MaxSubscribers = DefaultMaxSubscribers
+	}
+	if a.IdleTimeout == nil {
+		a.IdleTimeout = new(caddy.Duration)
+		*a.IdleTimeout = caddy.Duration(DefaultIdleTimeout)
+	}
+	// Caddy validates after provisioning, but the shared manager must never
+	// see a bad limit, not even from a config that will be refused.
+	if err := a.Validate(); err != nil {
+		return err
+	}
+
+	// Caddy stops the HTTP servers, waiting for open requests with no time
+	// limit by default, only after it emits "stopping"; streams must end on
+	// the event, not on this app's Stop, which may run after the servers'.
+	events, err := ctx.App("events")
+	if err != nil {
+		return fmt.Errorf("loading events app: %w", err)
+	}
+	if err := events.(*caddyevents.App).On("stopping", stoppingHandler{a}); err != nil {
+		return fmt.Errorf("subscribing to the stopping event: %w", err)
+	}
+
+	m, _, err := managers.LoadOrNew(managerKey, func() (caddy.Destructor, error) {
+		return managerDestructor{rooms.New(a.roomsConfig())}, nil
+	})
+	if err != nil {
+		return fmt.Errorf("creating room manager: %w", err)
+	}
+	a.manager = m.(managerDestructor).Manager
+	return nil
+}
+
+// Validate refuses negative limits.
+func (a *App) Validate() error {
+	var errs []error
+	for _, c := range []struct {
+		name  string
+		value int64
+	}{
+		{"history", int64(*a.History)},
+		{"buffer", int64(a.Buffer)},
+		{"heartbeat", int64(a.Heartbeat)},
+		{"max_rooms", int64(a.MaxRooms)},
+		{"max_subscribers", int64(a.MaxSubscribers)},
+		{"idle_timeout", int64(*a.IdleTimeout)},
+	} {
+		if c.value < 0 {
+			errs = append(errs, fmt.Errorf("%s must not be negative", c.name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Start applies this config's limits to the shared manager. It waits until
+// Start, not Provision, so that a config that fails to load, or is only
+// validated, leaves the running one's limits alone.
+func (a *App) Start() error {
+	a.manager.Configure(a.roomsConfig())
+	return nil
+}
+
+// Stop ends this config's streams, in case the stopping event was missed.
+func (a *App) Stop() error {
+	a.stopping.close()
+	return nil
+}
+
+// Cleanup releases this config's reference to the manager; the last one
+// closes it.
+func (a *App) Cleanup() error {
+	a.stopping.close()
+	if a.manager == nil {
+		return nil
+	}
+	if _, err := managers.Delete(managerKey); err != nil {
+		return fmt.Errorf("releasing room manager: %w", err)
+	}
+	return nil
+}
+
+// Stopping is closed when this config stops; every stream it serves ends
+// then, and its client reconnects to the next config.
+func (a *App) Stopping() <-chan struct{} { return a.stopping.ch }
+
+func (a *App) roomsConfig() rooms.Config {
+	logger := a.logger
+	return rooms.Config{
+		History:        *a.History,
+		Buffer:         a.Buffer,
+		MaxRooms:       a.MaxRooms,
+		MaxSubscribers: a.MaxSubscribers,
+		IdleTimeout:    time.Duration(*a.IdleTimeout),
+		Hooks: rooms.Hooks{
+			RoomCreated: func(room string) { logger.Debug("room created", zap.String("room", room)) },
+			RoomDropped: func(room, reason string) {
+				logger.Info("room dropped", zap.String("room", room), zap.String("reason", reason))
+			},
+			Evicted: func(room string) {
+				logger.Info("slow subscriber evicted; it resumes from history", zap.String("room", room))
+			},
+		},
+	}
+}
+
+// managerDestructor lets the usage pool close the manager when the last
+// config that uses it is gone.
+type managerDestructor struct{ *rooms.Manager }
+
+func (m managerDestructor) Destruct() error { return m.Close() }
+
+// stoppingHandler ends an app's streams on Caddy's "stopping" event.
+type stoppingHandler struct{ app *App }
+
+func (h stoppingHandler) Handle(context.Context, caddy.Event) error {
+	h.app.stopping.close()
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.Validator    = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+	_ caddyevents.Handler = stoppingHandler{}
+)

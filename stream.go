@@ -1,0 +1,136 @@
+package chat
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/caddy-chat/caddy-chat/rooms"
+	"github.com/caddy-chat/caddy-chat/sse"
+)
+
+// writeTimeout bounds one write to a stream. A client that stops reading
+// fills its TCP window, and its stream would otherwise block forever: past
+// eviction, past the stopping event, and with it Caddy's shutdown.
+const writeTimeout = 10 * time.Second
+
+// reconnectDelay is the retry hint sent to clients: a stream ended by a
+// reload or an eviction resumes after this many milliseconds.
+const reconnectDelay = 1000
+
+// serveStream sends the room's events: the replay the client asked for,
+// then live messages, until the client leaves, the room closes, the
+// subscriber is evicted or the config stops.
+func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, room string) error {
+	if err := h.checkRoom(room); err != nil {
+		return err
+	}
+	pos := rooms.Position{LastEventID: r.Header.Get("Last-Event-ID")}
+	q := r.URL.Query()
+	if pos.LastEventID == "" {
+		pos.LastEventID = q.Get("last_event_id")
+	}
+	if s := q.Get("history"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			return badRequest("history must be a whole number, 0 or more")
+		}
+		pos.History = n
+	}
+	sub, err := h.app.manager.Subscribe(room, pos)
+	if err != nil {
+		return roomsError(err)
+	}
+	defer sub.Close()
+
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/event-stream")
+	hdr.Set("Cache-Control", "no-cache")
+	hdr.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+
+	rc := http.NewResponseController(w)
+	// The retry hint goes first so that, even behind encode, the headers and
+	// something the client can see leave at once.
+	buf := sse.AppendRetry(nil, reconnectDelay)
+	if sub.Reset {
+		buf = sse.AppendEvent(buf, sse.Event{Name: "reset", Data: resetData(sub.Oldest)})
+	}
+	for _, m := range sub.Messages {
+		buf = rooms.AppendFrame(buf, m)
+	}
+	if err := send(rc, w, buf); err != nil {
+		return nil // the client is gone
+	}
+	sub.Messages = nil
+
+	heartbeat := time.NewTicker(time.Duration(h.app.Heartbeat))
+	defer heartbeat.Stop()
+	wrote := false
+	frames := sub.Frames()
+	for {
+		select {
+		case frame, ok := <-frames:
+			if !writeQueued(rc, w, sub, frame, ok) {
+				return nil
+			}
+			wrote = true
+		case <-heartbeat.C:
+			if !wrote {
+				if err := send(rc, w, sse.AppendComment(nil, "ping")); err != nil {
+					return nil
+				}
+			}
+			wrote = false
+		case <-r.Context().Done():
+			return nil
+		case <-h.app.Stopping():
+			return nil
+		}
+	}
+}
+
+// closeFrame tells a client that its room was deleted.
+var closeFrame = sse.AppendEvent(nil, sse.Event{Name: "close", Data: []byte("{}")})
+
+// writeQueued writes frame and every frame queued behind it, then flushes
+// once: one write and one flush however many messages arrived meanwhile. It
+// reports whether the stream goes on.
+func writeQueued(rc *http.ResponseController, w http.ResponseWriter, sub *rooms.Subscription, frame []byte, ok bool) bool {
+	_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	frames := sub.Frames()
+	for ok {
+		if sub.Evicted() {
+			return false // too slow: it resumes from history instead
+		}
+		if _, err := w.Write(frame); err != nil {
+			return false
+		}
+		if len(frames) == 0 {
+			break
+		}
+		frame, ok = <-frames
+	}
+	if !ok && errors.Is(sub.Err(), rooms.ErrRoomClosed) {
+		_, _ = w.Write(closeFrame)
+	}
+	return rc.Flush() == nil && ok
+}
+
+// send writes b and flushes it, within the write timeout.
+func send(rc *http.ResponseController, w http.ResponseWriter, b []byte) error {
+	_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if _, err := w.Write(b); err != nil {
+		return err
+	}
+	return rc.Flush()
+}
+
+func resetData(oldest string) []byte {
+	b, _ := json.Marshal(struct {
+		Oldest string `json:"oldest"`
+	}{oldest})
+	return b
+}

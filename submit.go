@@ -1,0 +1,224 @@
+package chat
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// defaultUser is the author of a message that names none.
+const defaultUser = "anonymous"
+
+// maxUserLen is the longest user name, in characters.
+const maxUserLen = 64
+
+// submission is a decoded submit request.
+type submission struct {
+	Room    string `json:"room"`
+	User    string `json:"user"`
+	Message string `json:"message"`
+	form    bool
+}
+
+// decodeSubmission reads a submit body, JSON or form, of at most maxBody
+// bytes. It checks the encoding and the shape, not the values.
+func decodeSubmission(header http.Header, body io.Reader, maxBody int64) (submission, error) {
+	ctype, _, err := mime.ParseMediaType(header.Get("Content-Type"))
+	if err != nil && header.Get("Content-Type") != "" {
+		return submission{}, unsupportedType()
+	}
+	if ctype != "application/json" && ctype != "application/x-www-form-urlencoded" {
+		return submission{}, unsupportedType()
+	}
+	raw, err := io.ReadAll(io.LimitReader(body, maxBody+1))
+	if err != nil {
+		return submission{}, fmt.Errorf("reading request body: %w", err)
+	}
+	if int64(len(raw)) > maxBody {
+		return submission{}, &apiError{status: http.StatusRequestEntityTooLarge, message: fmt.Sprintf("request body is over %d bytes", maxBody)}
+	}
+	if ctype == "application/json" {
+		// encoding/json would quietly replace invalid UTF-8.
+		if !utf8.Valid(raw) {
+			return submission{}, badRequest("body is not valid UTF-8")
+		}
+		var s submission
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&s); err != nil {
+			return submission{}, badRequest("malformed JSON: " + jsonProblem(err))
+		}
+		if _, err := dec.Token(); err != io.EOF {
+			return submission{}, badRequest("malformed JSON: data after the object")
+		}
+		return s, nil
+	}
+	values, err := url.ParseQuery(string(raw))
+	if err != nil {
+		return submission{}, badRequest("malformed form body")
+	}
+	for key, vs := range values {
+		if key != "room" && key != "user" && key != "message" {
+			return submission{}, badRequest(fmt.Sprintf("unknown field %q", key))
+		}
+		if len(vs) > 1 {
+			return submission{}, badRequest(fmt.Sprintf("field %q given more than once", key))
+		}
+		if !utf8.ValidString(vs[0]) {
+			return submission{}, badRequest(fmt.Sprintf("field %q is not valid UTF-8", key))
+		}
+	}
+	return submission{Room: values.Get("room"), User: values.Get("user"), Message: values.Get("message"), form: true}, nil
+}
+
+// jsonProblem describes a decoding error without echoing the input.
+func jsonProblem(err error) string {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		return fmt.Sprintf("field %q must be a string", typeErr.Field)
+	}
+	if strings.HasPrefix(err.Error(), "json: unknown field ") {
+		return strings.TrimPrefix(err.Error(), "json: ")
+	}
+	if errors.Is(err, io.EOF) {
+		return "empty body"
+	}
+	return "not a JSON object of strings"
+}
+
+func unsupportedType() error {
+	return &apiError{status: http.StatusUnsupportedMediaType, message: "send application/json or application/x-www-form-urlencoded"}
+}
+
+// validUser reports whether name is 1-64 printable characters.
+func validUser(name string) bool {
+	if name == "" || utf8.RuneCountInString(name) > maxUserLen {
+		return false
+	}
+	for _, r := range name {
+		if !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// validIdempotencyKey reports whether key is 1-64 visible ASCII characters.
+func validIdempotencyKey(key string) bool {
+	if key == "" || len(key) > 64 {
+		return false
+	}
+	for i := 0; i < len(key); i++ {
+		if key[i] < 0x21 || key[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// serveSubmit posts a message: to pathRoom for POST /room/{room}, else to
+// the room named in the body.
+func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request, pathRoom string) error {
+	if err := h.csrf.Check(r); err != nil {
+		return crossSite()
+	}
+	in, err := decodeSubmission(r.Header, r.Body, h.MaxBodySize)
+	if err != nil {
+		return err
+	}
+	if pathRoom != "" {
+		if in.Room != "" && in.Room != pathRoom {
+			return badRequest("the body names another room than the path")
+		}
+		in.Room = pathRoom
+	}
+	if err := h.checkRoom(in.Room); err != nil {
+		return err
+	}
+	author, identified := h.identity(r)
+	if identified {
+		in.User = author
+	} else if in.User == "" {
+		in.User = defaultUser
+	}
+	if !validUser(in.User) {
+		return badRequest("user must be 1-64 printable characters")
+	}
+	switch {
+	case in.Message == "":
+		return badRequest("message is missing or empty")
+	case int64(len(in.Message)) > h.MaxMessageSize:
+		return &apiError{status: http.StatusRequestEntityTooLarge, message: fmt.Sprintf("message is over %d bytes", h.MaxMessageSize)}
+	}
+	key := r.Header.Get("Idempotency-Key")
+	if _, present := r.Header["Idempotency-Key"]; present && !validIdempotencyKey(key) {
+		return badRequest("Idempotency-Key must be 1-64 visible ASCII characters")
+	}
+	if h.limiter != nil {
+		if !identified {
+			author = clientIP(r)
+		}
+		if ok, retry := h.limiter.Allow(author, time.Now()); !ok {
+			return &apiError{status: http.StatusTooManyRequests, message: "too many posts; slow down", retryAfter: retry}
+		}
+	}
+
+	msg, repeat, err := h.app.manager.Submit(in.Room, in.User, in.Message, key)
+	if err != nil {
+		return roomsError(err)
+	}
+	if in.form && acceptsHTML(r) {
+		// A browser posting without script: back to the room page, by a
+		// path relative to this one so that any mount point works.
+		location := url.PathEscape(in.Room)
+		if pathRoom == "" {
+			location = "room/" + location
+		}
+		w.Header().Set("Location", location)
+		w.WriteHeader(http.StatusSeeOther)
+		return nil
+	}
+	status := http.StatusCreated
+	if repeat {
+		status = http.StatusOK
+	}
+	return writeJSON(w, status, msg)
+}
+
+// identity resolves the configured identity placeholder for r.
+func (h *Handler) identity(r *http.Request) (string, bool) {
+	if h.Identity == "" {
+		return "", false
+	}
+	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if !ok {
+		return "", false
+	}
+	id := repl.ReplaceAll(h.Identity, "")
+	return id, id != ""
+}
+
+// clientIP is the client address as Caddy determined it, trusted proxies
+// considered.
+func clientIP(r *http.Request) string {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+		return ip
+	}
+	return r.RemoteAddr
+}
+
+func acceptsHTML(r *http.Request) bool {
+	return strings.Contains(r.Header.Get("Accept"), "text/html")
+}
