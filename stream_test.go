@@ -1,0 +1,221 @@
+package chat
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddy-chat/caddy-chat/rooms"
+)
+
+// roomFor names a room after the test, so that tests sharing the in-process
+// Caddy (and its room manager, which outlives configs) never share rooms.
+func roomFor(t *testing.T, suffix string) string {
+	name := regexp.MustCompile(`[^A-Za-z0-9._-]+`).ReplaceAllString(t.Name(), "-")
+	return strings.Trim(name, "-") + "-" + suffix
+}
+
+var defaultConfig = config{global: "history 50\n heartbeat 15s", handler: "allow_delete"}
+
+func TestStreamFormat(t *testing.T) {
+	startCaddy(t, defaultConfig)
+	room := roomFor(t, "a")
+	s := openStream(t, rootSite+"/stream/"+room)
+	for header, want := range map[string]string{
+		"Content-Type":      "text/event-stream",
+		"Cache-Control":     "no-cache",
+		"X-Accel-Buffering": "no",
+	} {
+		if got := s.resp.Header.Get(header); got != want {
+			t.Errorf("%s = %q, want %q", header, got, want)
+		}
+	}
+	posted := postJSON(t, rootSite, room, "alice", "two\nlines")
+	ev := s.next(t)
+	if ev.Name != "message" || ev.ID != posted.ID {
+		t.Fatalf("event %+v, want a message with id %q", ev, posted.ID)
+	}
+	var got map[string]any
+	if err := json.Unmarshal([]byte(ev.Data), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got["room"] != room || got["user"] != "alice" || got["message"] != "two\nlines" || got["id"] != posted.ID {
+		t.Errorf("data = %v", got)
+	}
+	if !regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$`).MatchString(fmt.Sprint(got["time"])) {
+		t.Errorf("time %v is not RFC 3339 UTC with milliseconds", got["time"])
+	}
+	if !regexp.MustCompile(`^[A-Za-z0-9_-]+$`).MatchString(posted.ID) || len(posted.ID) > 32 {
+		t.Errorf("id %q is not short and URL-safe", posted.ID)
+	}
+}
+
+// TestSubscribersAgree: two subscribers of a room receive the same messages,
+// with the same ids, in the same order, while several clients post at once;
+// a subscriber of another room receives none of them.
+func TestSubscribersAgree(t *testing.T) {
+	startCaddy(t, defaultConfig)
+	room, other := roomFor(t, "a"), roomFor(t, "b")
+	s1 := openStream(t, rootSite+"/stream/"+room)
+	s2 := openStream(t, chatBase+"/stream/"+room)
+	s3 := openStream(t, rootSite+"/stream/"+other)
+
+	const posters, each = 4, 25
+	var wg sync.WaitGroup
+	for p := range posters {
+		wg.Go(func() {
+			for i := range each {
+				postJSON(t, rootSite, room, fmt.Sprintf("user%d", p), fmt.Sprintf("%d-%d", p, i))
+			}
+		})
+	}
+	wg.Wait()
+	got1, got2 := s1.messages(t, posters*each), s2.messages(t, posters*each)
+	if ids(got1) != ids(got2) {
+		t.Errorf("subscribers disagree:\n%s\n%s", ids(got1), ids(got2))
+	}
+	seen := map[string]bool{}
+	var prevSeq uint64
+	for _, m := range got1 {
+		_, seq, ok := rooms.ParseID(m.ID)
+		if !ok || seq <= prevSeq || seen[m.Message] {
+			t.Fatalf("message %q (id %q) is out of order or repeated", m.Message, m.ID)
+		}
+		prevSeq, seen[m.Message] = seq, true
+	}
+	marker := postJSON(t, rootSite, other, "carol", "only for b")
+	if got := s3.messages(t, 1); got[0].ID != marker.ID {
+		t.Errorf("subscriber of another room got %q first, want only its own message %q", got[0].Message, marker.Message)
+	}
+	s1.quiet(t, 100*time.Millisecond)
+}
+
+// TestResume: a client that disconnects and comes back with its last id gets
+// exactly what it missed, by header or query parameter.
+func TestResume(t *testing.T) {
+	startCaddy(t, defaultConfig)
+	room := roomFor(t, "a")
+	s := openStream(t, rootSite+"/stream/"+room)
+	for i := range 3 {
+		postJSON(t, rootSite, room, "alice", fmt.Sprint("before ", i))
+	}
+	seen := s.messages(t, 3)
+	s.close()
+	var missed []rooms.Message
+	for i := range 5 {
+		missed = append(missed, postJSON(t, rootSite, room, "alice", fmt.Sprint("missed ", i)))
+	}
+	last := seen[2].ID
+	for name, url := range map[string][]string{
+		"header":             {rootSite + "/stream/" + room, "Last-Event-ID", last},
+		"query":              {rootSite + "/stream/" + room + "?last_event_id=" + last},
+		"header wins":        {rootSite + "/stream/" + room + "?last_event_id=" + missed[3].ID, "Last-Event-ID", last},
+		"id wins over count": {rootSite + "/stream/" + room + "?history=1", "Last-Event-ID", last},
+		"under a prefix":     {chatBase + "/stream/" + room, "Last-Event-ID", last},
+	} {
+		t.Run(name, func(t *testing.T) {
+			back := openStream(t, url[0], url[1:]...)
+			if got := back.messages(t, 5); ids(got) != ids(missed) {
+				t.Errorf("replayed %s, want %s", texts(got), texts(missed))
+			}
+			back.quiet(t, 100*time.Millisecond)
+		})
+	}
+	t.Run("history=N", func(t *testing.T) {
+		fresh := openStream(t, rootSite+"/stream/"+room+"?history=2")
+		if got := fresh.messages(t, 2); ids(got) != ids(missed[3:]) {
+			t.Errorf("history=2 replayed %s, want the last two", texts(got))
+		}
+		live := postJSON(t, rootSite, room, "alice", "live")
+		if got := fresh.messages(t, 1); got[0].ID != live.ID {
+			t.Errorf("after the replay: %q, want the live message", got[0].Message)
+		}
+	})
+}
+
+// TestReset: an id from another epoch, or older than the history holds, gets
+// a reset event naming the oldest retained id, then the whole history.
+func TestReset(t *testing.T) {
+	startCaddy(t, config{global: "history 3", handler: ""})
+	room := roomFor(t, "a")
+	var all []rooms.Message
+	for i := range 5 {
+		all = append(all, postJSON(t, rootSite, room, "alice", fmt.Sprint(i)))
+	}
+	for name, id := range map[string]string{
+		"too old": all[0].ID,
+		"foreign": "zzzz-3",
+		"garbage": "not an id",
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := openStream(t, rootSite+"/stream/"+room, "Last-Event-ID", id)
+			ev := s.next(t)
+			var data map[string]string
+			if ev.Name != "reset" || json.Unmarshal([]byte(ev.Data), &data) != nil || data["oldest"] != all[2].ID {
+				t.Fatalf("first event %q %s, want reset with oldest %q", ev.Name, ev.Data, all[2].ID)
+			}
+			if got := s.messages(t, 3); ids(got) != ids(all[2:]) {
+				t.Errorf("after reset replayed %s, want the retained 2,3,4", texts(got))
+			}
+		})
+	}
+	t.Run("edge of history is no reset", func(t *testing.T) {
+		s := openStream(t, rootSite+"/stream/"+room, "Last-Event-ID", all[1].ID)
+		if got := s.messages(t, 3); ids(got) != ids(all[2:]) {
+			t.Errorf("replayed %s", texts(got))
+		}
+	})
+}
+
+func TestHeartbeat(t *testing.T) {
+	startCaddy(t, config{global: "heartbeat 100ms"})
+	resp, err := http.Get(rootSite + "/stream/" + roomFor(t, "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	buf := make([]byte, 0, 256)
+	deadline := time.Now().Add(wait)
+	for strings.Count(string(buf), ": ping\n\n") < 2 && time.Now().Before(deadline) {
+		n, err := resp.Body.Read(buf[len(buf):cap(buf)])
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf = buf[:len(buf)+n]
+	}
+	if !strings.HasPrefix(string(buf), "retry: ") || strings.Count(string(buf), ": ping\n\n") < 2 {
+		t.Errorf("stream = %q, want a retry line, then ping comments", buf)
+	}
+}
+
+// TestDeleteSendsClose: deleting a room ends its streams with a close event,
+// drops its history, and the name starts afresh.
+func TestDeleteSendsClose(t *testing.T) {
+	startCaddy(t, defaultConfig)
+	room := roomFor(t, "a")
+	s := openStream(t, chatBase+"/stream/"+room)
+	old := postJSON(t, rootSite, room, "alice", "soon gone")
+	if resp := do(t, "DELETE", chatBase+"/room/"+room, ""); resp.status != http.StatusNoContent {
+		t.Fatalf("DELETE: %d %s", resp.status, resp.body)
+	}
+	evs := s.end(t)
+	if len(evs) != 2 || evs[0].ID != old.ID || evs[1].Name != "close" {
+		t.Errorf("events before the end: %+v, want the message then close", evs)
+	}
+	if resp := do(t, "GET", rootSite+"/rooms/"+room+"/messages", ""); resp.status != http.StatusNotFound {
+		t.Errorf("history after delete: %d, want 404", resp.status)
+	}
+	fresh := postJSON(t, rootSite, room, "alice", "new")
+	back := openStream(t, rootSite+"/stream/"+room, "Last-Event-ID", old.ID)
+	if ev := back.next(t); ev.Name != "reset" {
+		t.Errorf("an id from before the delete got %q, want reset", ev.Name)
+	}
+	if got := back.messages(t, 1); got[0].ID != fresh.ID {
+		t.Errorf("replay after delete: %q", got[0].Message)
+	}
+}
