@@ -22,8 +22,8 @@ import (
 // is shared by every project using caddytest).
 const (
 	adminPort = 2399
-	rootSite  = "http://localhost:9080"   // chat mounted at the site root
-	chatSite  = "http://localhost:9081"   // chat under handle_path /chat/*
+	rootSite  = "http://localhost:9080" // chat mounted at the site root
+	chatSite  = "http://localhost:9081" // chat under handle_path /chat/*
 	chatBase  = chatSite + "/chat"
 	wait      = 5 * time.Second // for anything that should happen at once
 )
