@@ -1,0 +1,181 @@
+package chat
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/adapt")
+
+func intPtr(n int) *int                      { return &n }
+func durPtr(d time.Duration) *caddy.Duration { c := caddy.Duration(d); return &c }
+func boolPtr(b bool) *bool                   { return &b }
+
+func TestUnmarshalGlobalOption(t *testing.T) {
+	tests := []struct {
+		name    string
+		input   string
+		want    App
+		wantErr string
+	}{
+		{name: "empty", input: `chat`, want: App{}},
+		{name: "empty block", input: `chat {
+		}`, want: App{}},
+		{name: "everything", input: `chat {
+			history 0
+			buffer 64
+			heartbeat 5s
+			max_rooms 10
+			max_subscribers 20
+			idle_timeout 0
+		}`, want: App{History: intPtr(0), Buffer: 64, Heartbeat: caddy.Duration(5 * time.Second), MaxRooms: 10, MaxSubscribers: 20, IdleTimeout: durPtr(0)}},
+		{name: "days", input: `chat {
+			idle_timeout 2d
+		}`, want: App{IdleTimeout: durPtr(48 * time.Hour)}},
+		{name: "unknown option", input: `chat {
+			histroy 5
+		}`, wantErr: `unknown chat option "histroy"`},
+		{name: "negative history", input: `chat {
+			history -1
+		}`, wantErr: `history: want a whole number, 0 or more, got "-1"`},
+		{name: "zero buffer", input: `chat {
+			buffer 0
+		}`, wantErr: `buffer: must be 1 or more`},
+		{name: "malformed duration", input: `chat {
+			heartbeat soon
+		}`, wantErr: `heartbeat: want a duration`},
+		{name: "negative duration", input: `chat {
+			idle_timeout -1h
+		}`, wantErr: `idle_timeout: want a duration`},
+		{name: "zero heartbeat", input: `chat {
+			heartbeat 0s
+		}`, wantErr: `heartbeat must be positive`},
+		{name: "missing value", input: `chat {
+			max_rooms
+		}`, wantErr: `wrong argument count`},
+		{name: "argument on the option", input: `chat on`, wantErr: `wrong argument count`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got App
+			err := got.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tt.input))
+			checkErr(t, err, tt.wantErr)
+			if tt.wantErr == "" && !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestUnmarshalDirective(t *testing.T) {
+	tests := []struct {
+		name    string
+		input   string
+		want    Handler
+		wantErr string
+	}{
+		{name: "bare", input: `chat`, want: Handler{}},
+		{name: "everything", input: `chat {
+			ui off
+			identity {http.auth.user.id}
+			max_message_size 8KiB
+			max_body_size 1MB
+			rooms lobby support
+			rooms help
+			allow_delete
+			rate_limit 10 1s
+		}`, want: Handler{
+			UI: boolPtr(false), Identity: "{http.auth.user.id}", MaxMessageSize: 8192, MaxBodySize: 1000000,
+			Rooms: []string{"lobby", "support", "help"}, AllowDelete: true,
+			RateLimit: &RateLimit{Posts: 10, Window: caddy.Duration(time.Second)},
+		}},
+		{name: "ui on", input: "chat {\n ui on\n}", want: Handler{UI: boolPtr(true)}},
+		{name: "unknown subdirective", input: "chat {\n colour blue\n}", wantErr: `unknown chat subdirective "colour"`},
+		{name: "bad ui", input: "chat {\n ui maybe\n}", wantErr: `ui: want on or off`},
+		{name: "negative size", input: "chat {\n max_message_size -4KiB\n}", wantErr: `max_message_size: want a positive size`},
+		{name: "malformed size", input: "chat {\n max_message_size lots\n}", wantErr: `max_message_size: want a positive size`},
+		{name: "zero size", input: "chat {\n max_body_size 0\n}", wantErr: `max_body_size: want a positive size`},
+		{name: "invalid room", input: "chat {\n rooms lobby ../etc\n}", wantErr: `rooms: "../etc": invalid room name`},
+		{name: "no rooms", input: "chat {\n rooms\n}", wantErr: `wrong argument count`},
+		{name: "rate limit without window", input: "chat {\n rate_limit 10\n}", wantErr: `wrong argument count`},
+		{name: "rate limit zero", input: "chat {\n rate_limit 0 1s\n}", wantErr: `rate_limit: must be 1 or more`},
+		{name: "rate limit bad window", input: "chat {\n rate_limit 10 often\n}", wantErr: `rate_limit: want a duration`},
+		{name: "extra argument", input: "chat {\n allow_delete yes\n}", wantErr: `allow_delete: unexpected argument "yes"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got Handler
+			err := got.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tt.input))
+			checkErr(t, err, tt.wantErr)
+			if tt.wantErr == "" && !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func checkErr(t *testing.T, err error, want string) {
+	t.Helper()
+	switch {
+	case want == "" && err != nil:
+		t.Fatalf("unexpected error: %v", err)
+	case want != "" && err == nil:
+		t.Fatalf("no error, want one containing %q", want)
+	case want != "" && !strings.Contains(err.Error(), want):
+		t.Fatalf("error %q, want one containing %q", err, want)
+	}
+}
+
+// TestAdapt turns every testdata/adapt/*.caddyfile into JSON and compares it
+// with the .json file beside it; -update rewrites those.
+func TestAdapt(t *testing.T) {
+	files, _ := filepath.Glob("testdata/adapt/*.caddyfile")
+	files = append(files, "Caddyfile.example")
+	for _, file := range files {
+		t.Run(filepath.Base(file), func(t *testing.T) {
+			input, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, warnings, err := caddyfile.Adapter{ServerType: httpcaddyfile.ServerType{}}.Adapt(input, map[string]any{"filename": file})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range warnings {
+				t.Errorf("warning: %s", w.String())
+			}
+			var pretty bytes.Buffer
+			if err := json.Indent(&pretty, got, "", "\t"); err != nil {
+				t.Fatal(err)
+			}
+			pretty.WriteByte('\n')
+			golden := strings.TrimSuffix(file, filepath.Ext(file)) + ".json"
+			if file == "Caddyfile.example" {
+				golden = "testdata/adapt/Caddyfile.example.json"
+			}
+			if *update {
+				if err := os.WriteFile(golden, pretty.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create it)", err)
+			}
+			if !bytes.Equal(pretty.Bytes(), want) {
+				t.Errorf("adapted JSON differs from %s:\n%s", golden, pretty.String())
+			}
+		})
+	}
+}

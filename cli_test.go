@@ -1,0 +1,217 @@
+package chat
+
+import (
+	"bufio"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The tests in this file run the caddy binary built from cmd/caddy, as a user
+// would.
+var (
+	buildOnce sync.Once
+	binary    string
+	buildErr  error
+)
+
+func caddyBinary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the caddy binary")
+	}
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "caddy-chat-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binary = filepath.Join(dir, "caddy")
+		out, err := exec.Command("go", "build", "-o", binary, "./cmd/caddy").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/caddy: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binary
+}
+
+func caddyCmd(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	out, err := exec.Command(caddyBinary(t), args...).CombinedOutput()
+	return string(out), err
+}
+
+func TestCLIListModules(t *testing.T) {
+	out, err := caddyCmd(t, "list-modules")
+	if err != nil {
+		t.Fatalf("list-modules: %v\n%s", err, out)
+	}
+	for _, module := range []string{"chat", "http.handlers.chat"} {
+		if !strings.Contains("\n"+out, "\n"+module+"\n") {
+			t.Errorf("list-modules does not show %s", module)
+		}
+	}
+}
+
+func TestCLIAdaptExample(t *testing.T) {
+	out, err := caddyCmd(t, "adapt", "--config", "Caddyfile.example")
+	if err != nil || !strings.Contains(out, `"handler":"chat"`) || !strings.Contains(out, `"chat":{`) {
+		t.Errorf("caddy adapt Caddyfile.example: %v\n%s", err, out)
+	}
+}
+
+// TestCLIValidate: caddy validate accepts the example and refuses bad configs
+// with an error that names the problem.
+func TestCLIValidate(t *testing.T) {
+	if out, err := caddyCmd(t, "validate", "--config", "Caddyfile.example"); err != nil {
+		t.Fatalf("the example does not validate: %v\n%s", err, out)
+	}
+	tests := []struct {
+		name, global, directive, wantErr string
+	}{
+		{"unknown subdirective", "", "shout on", `unknown chat subdirective "shout"`},
+		{"unknown option", "colour red", "", `unknown chat option "colour"`},
+		{"negative size", "", "max_message_size -1KiB", `max_message_size: want a positive size`},
+		{"malformed size", "", "max_message_size 4KB/s", `max_message_size: want a positive size`},
+		{"negative duration", "heartbeat -5s", "", `heartbeat: want a duration`},
+		{"malformed duration", "idle_timeout forever", "", `idle_timeout: want a duration`},
+		{"invalid room name", "", "rooms lobby .secret", `rooms: ".secret": invalid room name`},
+		{"body smaller than message", "", "max_message_size 8KiB\n max_body_size 1KiB", `max_body_size (1024) must be at least max_message_size (8192)`},
+	}
+	dir := t.TempDir()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			file := filepath.Join(dir, strings.ReplaceAll(tt.name, " ", "-"))
+			cfg := fmt.Sprintf("{\n\tchat {\n\t\t%s\n\t}\n}\n:0 {\n\tchat {\n\t\t%s\n\t}\n}\n", tt.global, tt.directive)
+			if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out, err := caddyCmd(t, "validate", "--config", file, "--adapter", "caddyfile")
+			if err == nil {
+				t.Fatalf("caddy validate accepted:\n%s", cfg)
+			}
+			if !strings.Contains(strings.ReplaceAll(out, `\"`, `"`), tt.wantErr) {
+				t.Errorf("caddy validate said:\n%s\nwant it to say %q", out, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestCLIValidateJSON: limits that the Caddyfile parser would have caught
+// are refused in JSON too.
+func TestCLIValidateJSON(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "caddy.json")
+	cfg := `{"apps":{"chat":{"buffer":-1,"idle_timeout":-5},"http":{"servers":{"s":{"listen":[":0"],"routes":[{"handle":[{"handler":"chat","rate_limit":{"posts":0,"window":0}}]}]}}}}}`
+	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := caddyCmd(t, "validate", "--config", file)
+	if err == nil {
+		t.Fatal("caddy validate accepted negative limits")
+	}
+	for _, want := range []string{"buffer must not be negative", "idle_timeout must not be negative"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("caddy validate said:\n%s\nwant it to say %q", out, want)
+		}
+	}
+}
+
+// TestCLIStopWithOpenStreams: caddy stop returns quickly with 1,000 streams
+// open, and every stream ends, although Caddy's default grace period is
+// eternal.
+func TestCLIStopWithOpenStreams(t *testing.T) {
+	const streams = 1000
+	dir := t.TempDir()
+	file := filepath.Join(dir, "Caddyfile")
+	cfg := "{\n\tadmin localhost:2400\n}\nhttp://localhost:9090 {\n\tchat\n}\n"
+	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	server := exec.Command(caddyBinary(t), "run", "--config", file, "--adapter", "caddyfile")
+	server.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	if err := server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- server.Wait() }()
+	t.Cleanup(func() { _ = server.Process.Kill() })
+	waitFor(t, "caddy to listen", func() bool {
+		resp, err := http.Get("http://localhost:9090/rooms")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	})
+
+	transport := &http.Transport{MaxIdleConnsPerHost: -1}
+	defer transport.CloseIdleConnections()
+	streamClient := &http.Client{Transport: transport}
+	var opened, ended sync.WaitGroup
+	for i := range streams {
+		opened.Add(1)
+		ended.Add(1)
+		go func() {
+			defer ended.Done()
+			resp, err := streamClient.Get(fmt.Sprintf("http://localhost:9090/stream/room%d", i%10))
+			if err != nil {
+				opened.Done()
+				t.Errorf("stream %d: %v", i, err)
+				return
+			}
+			defer resp.Body.Close()
+			r := bufio.NewReader(resp.Body)
+			_, err = r.ReadString('\n') // the retry line: the stream is open
+			opened.Done()
+			for err == nil {
+				_, err = r.ReadString('\n')
+			}
+		}()
+	}
+	opened.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	start := time.Now()
+	out, err := exec.Command(caddyBinary(t), "stop", "--address", "localhost:2400").CombinedOutput()
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("caddy stop: %v\n%s", err, out)
+	}
+	t.Logf("caddy stop with %d open streams took %v", streams, took)
+	if took > 2*time.Second {
+		t.Errorf("caddy stop took %v with %d streams open, want under 2s", took, streams)
+	}
+	allEnded := make(chan struct{})
+	go func() { ended.Wait(); close(allEnded) }()
+	select {
+	case <-allEnded:
+	case <-time.After(wait):
+		t.Error("streams still open after caddy stop")
+	}
+	select {
+	case <-exited:
+	case <-time.After(wait):
+		t.Error("caddy did not exit")
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
