@@ -179,3 +179,22 @@ func TestAdapt(t *testing.T) {
 		})
 	}
 }
+
+// FuzzCaddyfile: no input makes the global option or the directive parser
+// panic.
+func FuzzCaddyfile(f *testing.F) {
+	for _, s := range []string{
+		"chat", "chat {\n history 5\n heartbeat 1s\n}", "chat {\n rooms a b\n rate_limit 1 1s\n}",
+		"chat {\n max_message_size 1EiB\n}", "chat {\n rate_limit\n}", "chat {\n ui\n}", "chat {\n{\n}\n}",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, input string) {
+		tokens, err := caddyfile.Tokenize([]byte(input), "Caddyfile")
+		if err != nil {
+			return
+		}
+		_ = new(App).UnmarshalCaddyfile(caddyfile.NewDispenser(tokens))
+		_ = new(Handler).UnmarshalCaddyfile(caddyfile.NewDispenser(tokens))
+	})
+}

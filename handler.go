@@ -131,9 +131,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	err := h.serve(w, r, route, room)
 	var apiErr *apiError
 	if errors.As(err, &apiErr) {
+		reason := apiErr.reason()
+		rejectedTotal.WithLabelValues(reason).Inc()
 		h.logger.Debug("request rejected",
 			zap.Int("status", apiErr.status),
-			zap.String("reason", apiErr.message),
+			zap.String("reason", reason),
+			zap.String("error", apiErr.message),
 			zap.String("path", r.URL.Path))
 		apiErr.write(w)
 		return nil
@@ -296,9 +299,29 @@ type apiError struct {
 	message    string
 	allow      string        // for 405
 	retryAfter time.Duration // for 429 and 503
+	label      string        // the metrics reason, when the status alone is too coarse
 }
 
 func (e *apiError) Error() string { return fmt.Sprintf("%d %s", e.status, e.message) }
+
+// reasons label rejected requests in metrics, by status.
+var reasons = map[int]string{
+	http.StatusBadRequest:            "bad_request",
+	http.StatusForbidden:             "forbidden",
+	http.StatusNotFound:              "not_found",
+	http.StatusMethodNotAllowed:      "method_not_allowed",
+	http.StatusRequestEntityTooLarge: "too_large",
+	http.StatusUnsupportedMediaType:  "unsupported_media_type",
+	http.StatusTooManyRequests:       "rate_limited",
+	http.StatusServiceUnavailable:    "capacity",
+}
+
+func (e *apiError) reason() string {
+	if e.label != "" {
+		return e.label
+	}
+	return reasons[e.status]
+}
 
 func (e *apiError) write(w http.ResponseWriter) {
 	if e.allow != "" {
@@ -322,7 +345,7 @@ func methodNotAllowed(allow string) error {
 }
 
 func crossSite() error {
-	return &apiError{status: http.StatusForbidden, message: "cross-site request refused"}
+	return &apiError{status: http.StatusForbidden, message: "cross-site request refused", label: "cross_site"}
 }
 
 // capacityRetry is the Retry-After sent when a capacity limit is reached.

@@ -47,6 +47,9 @@ func (c config) String() string {
 	}
 }
 %s {
+	handle /metrics {
+		metrics
+	}
 	chat {
 		%s
 	}
@@ -138,8 +141,7 @@ func postJSON(t *testing.T, base, room, user, message string) rooms.Message {
 // stream is an open SSE stream, read by the WHATWG rules.
 type stream struct {
 	resp   *http.Response
-	events chan sse.Received
-	ended  chan error // receives why the stream ended, once
+	events <-chan sse.Received
 	cancel context.CancelFunc
 }
 
@@ -161,21 +163,27 @@ func openStream(t *testing.T, url string, headers ...string) *stream {
 		cancel()
 		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, b)
 	}
-	s := &stream{resp: resp, events: make(chan sse.Received, 10000), ended: make(chan error, 1), cancel: cancel}
+	s := &stream{resp: resp, events: readEvents(resp.Body), cancel: cancel}
+	t.Cleanup(s.close)
+	return s
+}
+
+// readEvents parses body into events until it ends; then it closes the
+// channel.
+func readEvents(body io.Reader) <-chan sse.Received {
+	events := make(chan sse.Received, 10000)
 	go func() {
-		r := sse.NewReader(resp.Body)
+		defer close(events)
+		r := sse.NewReader(body)
 		for {
 			ev, err := r.Next()
 			if err != nil {
-				s.ended <- err
-				close(s.events)
 				return
 			}
-			s.events <- ev
+			events <- ev
 		}
 	}()
-	t.Cleanup(s.close)
-	return s
+	return events
 }
 
 func (s *stream) close() {
@@ -217,6 +225,24 @@ func (s *stream) messages(t *testing.T, n int) []rooms.Message {
 		out = append(out, m)
 	}
 	return out
+}
+
+// eventIDs reads n message events and returns their ids, comma-separated,
+// without decoding the data: for streams too heavy to decode.
+func (s *stream) eventIDs(t *testing.T, n int) string {
+	t.Helper()
+	var b strings.Builder
+	for i := range n {
+		ev := s.next(t)
+		if ev.Name != "message" {
+			t.Fatalf("event %q where a message was expected", ev.Name)
+		}
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(ev.ID)
+	}
+	return b.String()
 }
 
 // quiet asserts that no event arrives for a moment.
@@ -267,4 +293,24 @@ func texts(msgs []rooms.Message) string {
 		out = append(out, m.Message)
 	}
 	return strings.Join(out, ",")
+}
+
+// metric scrapes the root site's /metrics and returns the value of the
+// series named exactly by series (with its labels, if any), 0 if absent.
+func metric(t *testing.T, series string) float64 {
+	t.Helper()
+	resp := do(t, "GET", rootSite+"/metrics", "")
+	if resp.status != http.StatusOK {
+		t.Fatalf("GET /metrics: %d", resp.status)
+	}
+	for _, line := range strings.Split(resp.body, "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			var v float64
+			if _, err := fmt.Sscan(rest, &v); err != nil {
+				t.Fatalf("metric line %q: %v", line, err)
+			}
+			return v
+		}
+	}
+	return 0
 }

@@ -133,7 +133,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("creating room manager: %w", err)
 	}
 	a.manager = m.(managerDestructor).Manager
-	return nil
+	return registerMetrics(ctx.GetMetricsRegistry(), a.manager)
 }
 
 // Validate refuses negative limits.
@@ -197,12 +197,17 @@ func (a *App) roomsConfig() rooms.Config {
 		MaxSubscribers: a.MaxSubscribers,
 		IdleTimeout:    time.Duration(*a.IdleTimeout),
 		Hooks: rooms.Hooks{
-			RoomCreated: func(room string) { logger.Debug("room created", zap.String("room", room)) },
+			RoomCreated: func(room string) { logger.Info("room created", zap.String("room", room)) },
 			RoomDropped: func(room, reason string) {
 				logger.Info("room dropped", zap.String("room", room), zap.String("reason", reason))
 			},
+			Published: func(_ string, deliveries int) {
+				messagesTotal.Inc()
+				deliveriesTotal.Add(float64(deliveries))
+			},
 			Evicted: func(room string) {
-				logger.Info("slow subscriber evicted; it resumes from history", zap.String("room", room))
+				evictionsTotal.Inc()
+				logger.Warn("slow stream evicted; it resumes from history", zap.String("room", room))
 			},
 		},
 	}

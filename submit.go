@@ -115,6 +115,21 @@ func validUser(name string) bool {
 	return true
 }
 
+// checkMessage refuses an empty or oversized message, and control characters
+// other than tab and line breaks: a NUL or an escape sequence has no place in
+// a chat line and only ever arrives to break something.
+func (h *Handler) checkMessage(text string) error {
+	switch {
+	case text == "":
+		return badRequest("message is missing or empty")
+	case int64(len(text)) > h.MaxMessageSize:
+		return &apiError{status: http.StatusRequestEntityTooLarge, message: fmt.Sprintf("message is over %d bytes", h.MaxMessageSize)}
+	case strings.ContainsFunc(text, func(r rune) bool { return unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r' }):
+		return badRequest("message contains control characters")
+	}
+	return nil
+}
+
 // validIdempotencyKey reports whether key is 1-64 visible ASCII characters.
 func validIdempotencyKey(key string) bool {
 	if key == "" || len(key) > 64 {
@@ -156,11 +171,8 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request, pathRoom s
 	if !validUser(in.User) {
 		return badRequest("user must be 1-64 printable characters")
 	}
-	switch {
-	case in.Message == "":
-		return badRequest("message is missing or empty")
-	case int64(len(in.Message)) > h.MaxMessageSize:
-		return &apiError{status: http.StatusRequestEntityTooLarge, message: fmt.Sprintf("message is over %d bytes", h.MaxMessageSize)}
+	if err := h.checkMessage(in.Message); err != nil {
+		return err
 	}
 	key := r.Header.Get("Idempotency-Key")
 	if _, present := r.Header["Idempotency-Key"]; present && !validIdempotencyKey(key) {

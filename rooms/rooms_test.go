@@ -423,3 +423,75 @@ func TestConcurrentRooms(t *testing.T) {
 		t.Errorf("%d subscribers counted after all closed", n)
 	}
 }
+
+// FuzzParseID: any string either fails to parse or round-trips exactly.
+func FuzzParseID(f *testing.F) {
+	for _, s := range []string{"abc-1", "a-b-9", "-1", "x-0", "x-01", "x-18446744073709551616", "\x00-1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, id string) {
+		epoch, seq, ok := ParseID(id)
+		if ok && (seq == 0 || FormatID(epoch, seq) != id) {
+			t.Fatalf("ParseID(%q) = %q, %d: does not round-trip", id, epoch, seq)
+		}
+	})
+}
+
+// FuzzValidName: an accepted name is 1-64 bytes of the allowed characters and
+// survives a URL path segment unchanged.
+func FuzzValidName(f *testing.F) {
+	for _, s := range []string{"lobby", "..", "a/b", "a%2Fb", "é", ".x", strings.Repeat("a", 65)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		if !ValidName(name) {
+			return
+		}
+		if len(name) > 64 || strings.ContainsAny(name, "/%?#\\ \x00") || name[0] == '.' {
+			t.Fatalf("ValidName accepted %q", name)
+		}
+	})
+}
+
+// FuzzResume: whatever Last-Event-ID and history count a client sends, the
+// replay is a gap-free run of retained messages ending at the newest, and a
+// position inside the history is honoured exactly.
+func FuzzResume(f *testing.F) {
+	m := New(Config{History: 8, Buffer: 4})
+	defer m.Close()
+	var msgs []Message
+	for i := range 12 {
+		msg, _, _ := m.Submit("lobby", "u", fmt.Sprint(i), "")
+		msgs = append(msgs, msg)
+	}
+	epoch, _, _ := ParseID(msgs[0].ID)
+	for _, id := range []string{"", msgs[0].ID, msgs[5].ID, msgs[11].ID, epoch + "-13", "x-3", "garbage", epoch + "-"} {
+		f.Add(id, 3)
+	}
+	f.Fuzz(func(t *testing.T, id string, history int) {
+		s, err := m.Subscribe("lobby", Position{LastEventID: id, History: history})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		var prev uint64
+		for i, msg := range s.Messages {
+			_, seq, _ := ParseID(msg.ID)
+			if i > 0 && seq != prev+1 {
+				t.Fatalf("gap in replay for %q: %d after %d", id, seq, prev)
+			}
+			prev = seq
+		}
+		if len(s.Messages) > 0 && prev != 12 {
+			t.Fatalf("replay for %q ends at %d, not at the newest", id, prev)
+		}
+		e, seq, ok := ParseID(id)
+		inWindow := ok && e == epoch && seq >= 4 && seq <= 12
+		if id != "" && inWindow == s.Reset {
+			t.Fatalf("id %q: reset=%v", id, s.Reset)
+		}
+		if inWindow && len(s.Messages) != int(12-seq) {
+			t.Fatalf("id %q: replayed %d, want %d", id, len(s.Messages), 12-seq)
+		}
+	})
+}

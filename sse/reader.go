@@ -92,33 +92,46 @@ func (p *Reader) Next() (Received, error) {
 func (p *Reader) LastEventID() string { return p.lastID }
 
 // readLine returns the next line without its terminator, treating CR, LF and
-// CRLF alike and dropping a leading byte-order mark.
+// CRLF alike and dropping a leading byte-order mark. It scans the buffered
+// bytes in bulk rather than byte by byte.
 func (p *Reader) readLine() ([]byte, error) {
 	line := p.lineScratch[:0]
 	for {
-		b, err := p.r.ReadByte()
-		if err != nil {
+		if _, err := p.r.Peek(1); err != nil {
 			return nil, err
 		}
+		buf, _ := p.r.Peek(p.r.Buffered())
 		if p.pendingCR {
+			// The previous line ended in CR; an LF right after it belongs to
+			// that terminator.
 			p.pendingCR = false
-			if b == '\n' {
+			if buf[0] == '\n' {
+				p.r.Discard(1)
 				continue
 			}
 		}
-		switch b {
-		case '\r':
-			p.pendingCR = true
-			fallthrough
-		case '\n':
-			p.lineScratch = line
-			if !p.started {
-				p.started = true
-				line = bytes.TrimPrefix(line, []byte("\xEF\xBB\xBF"))
-			}
-			return line, nil
+		end := bytes.IndexByte(buf, '\n')
+		scan := buf
+		if end >= 0 {
+			scan = buf[:end]
 		}
-		line = append(line, b)
+		if cr := bytes.IndexByte(scan, '\r'); cr >= 0 {
+			end = cr
+			p.pendingCR = true
+		}
+		if end < 0 {
+			line = append(line, buf...)
+			p.r.Discard(len(buf))
+			continue
+		}
+		line = append(line, buf[:end]...)
+		p.r.Discard(end + 1)
+		p.lineScratch = line
+		if !p.started {
+			p.started = true
+			line = bytes.TrimPrefix(line, []byte("\xEF\xBB\xBF"))
+		}
+		return line, nil
 	}
 }
 

@@ -93,3 +93,20 @@ func FuzzRoundTrip(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkReader(b *testing.B) {
+	var buf []byte
+	data := []byte(`{"id":"x-1","message":"` + strings.Repeat("x", 8192) + `"}`)
+	for range 100 {
+		buf = AppendEvent(buf, Event{ID: "x-1", Name: "message", Data: data})
+	}
+	b.SetBytes(int64(len(buf)))
+	for b.Loop() {
+		r := NewReader(bytes.NewReader(buf))
+		for {
+			if _, err := r.Next(); err != nil {
+				break
+			}
+		}
+	}
+}
