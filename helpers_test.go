@@ -34,6 +34,7 @@ const (
 type config struct {
 	global  string
 	handler string
+	site    string // more directives for the root site
 }
 
 func (c config) String() string {
@@ -47,6 +48,7 @@ func (c config) String() string {
 	}
 }
 %s {
+	%s
 	handle /metrics {
 		metrics
 	}
@@ -64,7 +66,7 @@ func (c config) String() string {
 	}
 	respond "outside chat" 404
 }
-`, adminPort, c.global, rootSite, c.handler, chatSite, c.handler)
+`, adminPort, c.global, rootSite, c.site, c.handler, chatSite, c.handler)
 }
 
 // startCaddy loads cfg into the in-process Caddy, starting it if needed.
