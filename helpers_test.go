@@ -77,6 +77,10 @@ func startCaddy(t *testing.T, cfg config) {
 	if t.Failed() {
 		t.FailNow()
 	}
+	// A kept-alive connection may still reach the previous config's server
+	// for a moment; start this config's requests on new connections.
+	client.CloseIdleConnections()
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 }
 
 // reload loads cfg through the admin API, as `caddy reload` does, and
