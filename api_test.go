@@ -80,7 +80,7 @@ func TestErrors(t *testing.T) {
 		{"POST stream", "POST", "/stream/" + room, "", nil, 405, "method", "GET"},
 		{"DELETE rooms", "DELETE", "/rooms", "", nil, 405, "method", "GET"},
 		{"POST messages", "POST", "/rooms/" + room + "/messages", "", nil, 405, "method", "GET"},
-		{"PUT room", "PUT", "/room/" + room, "", nil, 405, "method", "POST, DELETE"},
+		{"PUT room", "PUT", "/room/" + room, "", nil, 405, "method", "GET, POST, DELETE"},
 		{"message over limit", "POST", "/submit", fmt.Sprintf(`{"room":%q,"message":%q}`, room, strings.Repeat("m", 101)), jsonHdr, 413, "over 100 bytes", ""},
 		{"body over limit", "POST", "/submit", fmt.Sprintf(`{"room":%q,"message":"x","user":%q}`, room, strings.Repeat(" ", 2000)), jsonHdr, 413, "body", ""},
 		{"text/plain", "POST", "/submit", "hello", []string{"Content-Type", "text/plain"}, 415, "application/json", ""},

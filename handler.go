@@ -125,7 +125,7 @@ func (h *Handler) Validate() error {
 // mounted, and passes every other path to next.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	route, room, ok := parsePath(r.URL.EscapedPath())
-	if !ok {
+	if !ok || !*h.UI && pageRoutes[route] {
 		return next.ServeHTTP(w, r)
 	}
 	err := h.serve(w, r, route, room)
@@ -168,12 +168,30 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, route, room stri
 		return h.serveMessages(w, r, room)
 	case routeRoom:
 		switch r.Method {
+		case http.MethodGet:
+			if *h.UI {
+				return h.serveRoomPage(w, r, room)
+			}
 		case http.MethodPost:
 			return h.serveSubmit(w, r, room)
 		case http.MethodDelete:
 			return h.serveDelete(w, r, room)
+		}
+		if *h.UI {
+			return methodNotAllowed("GET, POST, DELETE")
+		}
+		return methodNotAllowed("POST, DELETE")
+	case routeIndex, routeOpenRoom, routeStatic:
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			return methodNotAllowed("GET")
+		}
+		switch route {
+		case routeIndex:
+			return h.serveIndex(w)
+		case routeOpenRoom:
+			return h.serveOpenRoom(w, r)
 		default:
-			return methodNotAllowed("POST, DELETE")
+			return serveStatic(w, r, room)
 		}
 	}
 	return fmt.Errorf("unknown route %q", route)
@@ -186,17 +204,26 @@ const (
 	routeRooms    = "rooms"
 	routeMessages = "messages"
 	routeRoom     = "room"
+	routeIndex    = ""
+	routeOpenRoom = "open"
+	routeStatic   = "static"
 )
 
-// parsePath matches an escaped path against the routes the handler owns. The
-// room segment is unescaped only after the path is split, so an encoded slash
+// pageRoutes are served only with the UI on; without it they belong to the
+// next handler.
+var pageRoutes = map[string]bool{routeIndex: true, routeOpenRoom: true, routeStatic: true}
+
+// parsePath matches an escaped path against the routes the handler owns; for
+// the static route, room is the file name. The room segment is unescaped only after the path is split, so an encoded slash
 // stays inside the room name, where the name check refuses it.
 func parsePath(escaped string) (route, room string, ok bool) {
 	segs := strings.Split(strings.TrimPrefix(escaped, "/"), "/")
 	switch {
-	case len(segs) == 1 && (segs[0] == routeSubmit || segs[0] == routeRooms):
+	case len(segs) == 1 && (segs[0] == routeSubmit || segs[0] == routeRooms || segs[0] == routeIndex):
 		return segs[0], "", true
-	case len(segs) == 2 && (segs[0] == routeStream || segs[0] == routeRoom):
+	case len(segs) == 1 && segs[0] == routeRoom:
+		return routeOpenRoom, "", true
+	case len(segs) == 2 && (segs[0] == routeStream || segs[0] == routeRoom || segs[0] == routeStatic):
 		route = segs[0]
 	case len(segs) == 3 && segs[0] == routeRooms && segs[2] == "messages":
 		route = routeMessages
@@ -222,6 +249,14 @@ func (h *Handler) checkRoom(name string) error {
 }
 
 func (h *Handler) serveRooms(w http.ResponseWriter) error {
+	return writeJSON(w, http.StatusOK, struct {
+		Rooms []rooms.RoomInfo `json:"rooms"`
+	}{h.roomList()})
+}
+
+// roomList is the rooms this handler serves: all of them, or with an
+// allowlist, exactly the allowed ones, whether they exist yet or not.
+func (h *Handler) roomList() []rooms.RoomInfo {
 	list := h.app.manager.Rooms()
 	if h.allowed != nil {
 		byName := make(map[string]rooms.RoomInfo, len(list))
@@ -237,9 +272,7 @@ func (h *Handler) serveRooms(w http.ResponseWriter) error {
 			list = append(list, info)
 		}
 	}
-	return writeJSON(w, http.StatusOK, struct {
-		Rooms []rooms.RoomInfo `json:"rooms"`
-	}{list})
+	return list
 }
 
 // Limits of GET /rooms/{room}/messages.

@@ -1,0 +1,87 @@
+package chat
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"path"
+
+	"github.com/caddy-chat/caddy-chat/rooms"
+	"github.com/caddy-chat/caddy-chat/ui"
+)
+
+// pageHistory is how many recent messages a room page shows on load.
+const pageHistory = 50
+
+// serveIndex renders the room list.
+func (h *Handler) serveIndex(w http.ResponseWriter) error {
+	list := h.roomList()
+	data := ui.Index{Fixed: h.allowed != nil, Rooms: make([]ui.RoomSummary, len(list))}
+	for i, info := range list {
+		data.Rooms[i] = ui.RoomSummary{Name: info.Name, Subscribers: info.Subscribers}
+	}
+	return writePage(w, func(b *bytes.Buffer) error { return ui.RenderIndex(b, data) })
+}
+
+// serveOpenRoom sends the index page's "open a room" form, which cannot
+// build a path without script, on to the room's page.
+func (h *Handler) serveOpenRoom(w http.ResponseWriter, r *http.Request) error {
+	name := r.URL.Query().Get("name")
+	if err := h.checkRoom(name); err != nil {
+		return err
+	}
+	w.Header().Set("Location", "room/"+url.PathEscape(name))
+	w.WriteHeader(http.StatusSeeOther)
+	return nil
+}
+
+// serveRoomPage renders a room's chat page with its recent history. It
+// creates nothing: the page's stream opens the room.
+func (h *Handler) serveRoomPage(w http.ResponseWriter, r *http.Request, room string) error {
+	if err := h.checkRoom(room); err != nil {
+		return err
+	}
+	data := ui.Room{Name: room, AllowDelete: h.AllowDelete}
+	data.Identity, _ = h.identity(r)
+	rep, err := h.app.manager.Messages(room, "", pageHistory)
+	if err != nil && !errors.Is(err, rooms.ErrNotFound) {
+		return roomsError(err)
+	}
+	for _, m := range rep.Messages {
+		data.Messages = append(data.Messages, ui.Message{ID: m.ID, User: m.User, Text: m.Message, Time: m.Time})
+	}
+	if n := len(rep.Messages); n > 0 {
+		data.LastID = rep.Messages[n-1].ID
+	}
+	return writePage(w, func(b *bytes.Buffer) error { return ui.RenderRoom(b, data) })
+}
+
+// serveStatic serves the pages' embedded scripts and styles.
+func serveStatic(w http.ResponseWriter, r *http.Request, name string) error {
+	if name != path.Base(name) {
+		return &apiError{status: http.StatusNotFound, message: "no such file"}
+	}
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	http.ServeFileFS(w, r, ui.Static, name)
+	return nil
+}
+
+// writePage renders a page into a buffer first, so that a template error
+// becomes a clean 500 instead of half a page.
+func writePage(w http.ResponseWriter, render func(*bytes.Buffer) error) error {
+	var b bytes.Buffer
+	if err := render(&b); err != nil {
+		return fmt.Errorf("rendering page: %w", err)
+	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/html; charset=utf-8")
+	hdr.Set("Content-Security-Policy", ui.ContentSecurityPolicy)
+	hdr.Set("X-Content-Type-Options", "nosniff")
+	hdr.Set("Referrer-Policy", "same-origin")
+	hdr.Set("Cache-Control", "no-cache")
+	_, err := w.Write(b.Bytes())
+	return err
+}

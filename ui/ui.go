@@ -1,0 +1,79 @@
+// Package ui holds the chat's HTML pages and their static assets, embedded so
+// that the plugin needs no files beside the binary and no CDN.
+//
+// Every URL in the pages is relative, so they work wherever the handler is
+// mounted. Scripts and styles are separate files, never inline, so that the
+// pages run under a strict Content-Security-Policy.
+package ui
+
+import (
+	"embed"
+	"fmt"
+	"html/template"
+	"io"
+	"io/fs"
+	"time"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// Static is the assets the pages load, served under static/.
+var Static, _ = fs.Sub(staticFS, "static")
+
+// ContentSecurityPolicy allows the pages nothing but their own scripts,
+// styles and connections.
+const ContentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; " +
+	"connect-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+
+var pages = template.Must(template.New("").Funcs(template.FuncMap{
+	"clock": func(t time.Time) string { return t.UTC().Format("15:04") },
+	"iso":   func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) },
+}).ParseFS(templateFS, "templates/*.html"))
+
+// RoomSummary is one row of the room list.
+type RoomSummary struct {
+	Name        string
+	Subscribers int
+}
+
+// Index is what the room list page shows.
+type Index struct {
+	Rooms []RoomSummary
+	// Fixed is set when only an allowlist of rooms exists, so the page
+	// offers no form to open others.
+	Fixed bool
+}
+
+// Message is one message as the room page shows it.
+type Message struct {
+	ID   string
+	User string
+	Text string
+	Time time.Time
+}
+
+// Room is what a room page shows.
+type Room struct {
+	Name        string
+	Messages    []Message // recent history, oldest first
+	LastID      string    // where the page's stream resumes
+	Identity    string    // the author's name when the server knows it
+	AllowDelete bool
+}
+
+// RenderIndex writes the room list page.
+func RenderIndex(w io.Writer, data Index) error { return render(w, "index.html", data) }
+
+// RenderRoom writes a room's chat page.
+func RenderRoom(w io.Writer, data Room) error { return render(w, "room.html", data) }
+
+func render(w io.Writer, name string, data any) error {
+	if err := pages.ExecuteTemplate(w, name, data); err != nil {
+		return fmt.Errorf("rendering %s: %w", name, err)
+	}
+	return nil
+}
