@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -315,5 +316,38 @@ func TestBrowserRoomDeleted(t *testing.T) {
 	notice := get(t, tab, chromedp.Text(chromedp.CSS("#notice")))
 	if !strings.Contains(notice, "deleted") {
 		t.Errorf("notice %q, want it to say the room was deleted", notice)
+	}
+}
+
+var screenshots = flag.Bool("screenshots", false, "write the README's screenshots to docs/")
+
+// TestScreenshots renders the README's screenshots of a room, on a desktop
+// and on a phone. It runs only with -screenshots.
+func TestScreenshots(t *testing.T) {
+	if !*screenshots {
+		t.Skip("run with -screenshots to write docs/*.png")
+	}
+	startCaddy(t, config{})
+	room := "lobby"
+	for _, m := range [][2]string{
+		{"alice", "Morning! Is the release still on for today?"},
+		{"bob", "Yes. Tagging it after lunch."},
+		{"carol", "Changelog is ready:\n- resumable streams\n- room history API"},
+		{"alice", "<b>Great</b>, thanks both"},
+	} {
+		postJSON(t, chatBase, room, m[0], m[1])
+	}
+	browser := newBrowser(t)
+	for name, size := range map[string][2]int64{"desktop": {1000, 640}, "phone": {390, 700}} {
+		tab := newTab(t, browser, name)
+		run(t, tab,
+			chromedp.EmulateViewport(size[0], size[1]),
+			chromedp.Navigate(chatBase+"/room/"+room))
+		waitState(t, tab, "live")
+		run(t, tab, chromedp.SetValue(chromedp.CSS("#user"), "dave"), chromedp.SendKeys(chromedp.CSS("#message"), "On my way"))
+		png := get(t, tab, chromedp.CaptureScreenshot())
+		if err := os.WriteFile(filepath.Join("docs", "screenshot-"+name+".png"), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
