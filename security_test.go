@@ -184,8 +184,8 @@ func TestMetrics(t *testing.T) {
 		postJSON(t, rootSite, room, "alice", fmt.Sprint(i))
 	}
 	for series, want := range map[string]float64{
-		"caddy_chat_messages_total":   msgs0 + 5,
-		"caddy_chat_deliveries_total": deliveries0 + 3,
+		"caddy_chat_messages_total":                                msgs0 + 5,
+		"caddy_chat_deliveries_total":                              deliveries0 + 3,
 		`caddy_chat_rejected_requests_total{reason="bad_request"}`: rejected0 + 1,
 		`caddy_chat_rejected_requests_total{reason="cross_site"}`:  crossSite0 + 1,
 	} {
