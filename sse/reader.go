@@ -23,7 +23,7 @@ type Reader struct {
 
 // NewReader returns a Reader that parses r.
 func NewReader(r io.Reader) *Reader {
-	return &Reader{r: bufio.NewReaderSize(r, 64<<10)}
+	return &Reader{r: bufio.NewReader(r)}
 }
 
 // Received is one dispatched event: its type ("message" when the stream gave

@@ -1,0 +1,124 @@
+// Command chatbaseline is the reference that the benchmarks measure
+// caddy-chat against: the smallest correct net/http Server-Sent Events
+// fan-out that speaks the chat's wire contract (POST /submit, GET
+// /stream/{room}, the same frames and ids). Each subscriber has a buffered
+// queue; a stream drains everything queued, then flushes once. It keeps no
+// history, has no limits and no Caddy.
+//
+//	chatbaseline -addr 127.0.0.1:8090
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:8090", "listen address")
+	buffer := flag.Int("buffer", 256, "frames queued per subscriber before it is dropped")
+	flag.Parse()
+	h := &hub{rooms: map[string]*room{}, buffer: *buffer, epoch: strconv.FormatInt(time.Now().UnixMicro(), 36)}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /stream/{room}", h.stream)
+	mux.HandleFunc("POST /submit", h.submit)
+	log.Printf("chatbaseline listening on %s", *addr)
+	log.Fatal(http.ListenAndServe(*addr, mux))
+}
+
+type hub struct {
+	mu     sync.Mutex
+	rooms  map[string]*room
+	buffer int
+	epoch  string
+}
+
+type room struct {
+	mu   sync.Mutex
+	seq  uint64
+	subs map[chan []byte]struct{}
+}
+
+func (h *hub) room(name string) *room {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r := h.rooms[name]
+	if r == nil {
+		r = &room{subs: map[chan []byte]struct{}{}}
+		h.rooms[name] = r
+	}
+	return r
+}
+
+func (h *hub) stream(w http.ResponseWriter, req *http.Request) {
+	r := h.room(req.PathValue("room"))
+	ch := make(chan []byte, h.buffer)
+	r.mu.Lock()
+	r.subs[ch] = struct{}{}
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.subs, ch)
+		r.mu.Unlock()
+	}()
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Write([]byte("retry: 1000\n\n"))
+	flusher := w.(http.Flusher)
+	flusher.Flush()
+	for {
+		select {
+		case frame, ok := <-ch:
+			if !ok {
+				return // dropped for falling behind
+			}
+			w.Write(frame)
+			for n := len(ch); n > 0; n-- {
+				w.Write(<-ch)
+			}
+			flusher.Flush()
+		case <-req.Context().Done():
+			return
+		}
+	}
+}
+
+type message struct {
+	ID      string `json:"id"`
+	Room    string `json:"room"`
+	User    string `json:"user"`
+	Message string `json:"message"`
+	Time    string `json:"time"`
+}
+
+func (h *hub) submit(w http.ResponseWriter, req *http.Request) {
+	var in message
+	if err := json.NewDecoder(http.MaxBytesReader(w, req.Body, 64<<10)).Decode(&in); err != nil || in.Room == "" || in.Message == "" {
+		http.Error(w, `{"error":"bad request"}`, http.StatusBadRequest)
+		return
+	}
+	r := h.room(in.Room)
+	r.mu.Lock()
+	r.seq++
+	m := message{ID: h.epoch + "-" + strconv.FormatUint(r.seq, 10), Room: in.Room, User: in.User, Message: in.Message,
+		Time: time.Now().UTC().Format("2006-01-02T15:04:05.000Z07:00")}
+	data, _ := json.Marshal(m)
+	frame := fmt.Appendf(nil, "id: %s\nevent: message\ndata: %s\n\n", m.ID, data)
+	for ch := range r.subs {
+		select {
+		case ch <- frame:
+		default:
+			delete(r.subs, ch)
+			close(ch)
+		}
+	}
+	r.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusCreated)
+	w.Write(data)
+}

@@ -1,0 +1,517 @@
+// Command chatbench loads a chat server over HTTP and measures it: it opens
+// subscribers (SSE streams) over a number of rooms, publishes through POST
+// /submit at a set rate per room (or as fast as it can), and reports
+// deliveries per second, publish-to-receive latency, lost, duplicate and
+// out-of-order messages, and, given the server's pid, the server's CPU time
+// per delivery and memory per subscriber, read from /proc.
+//
+// It speaks only the wire contract, so it measures caddy-chat and the
+// reference baseline (cmd/chatbaseline) alike:
+//
+//	chatbench -url http://127.0.0.1:8080/chat -rooms 10 -subscribers 1000 -rate 20 -duration 30s -pid 1234
+//
+// It prints a progress line every second, then a table and the result as one
+// line of JSON. With -summarize it reads such lines from files and prints the
+// medians per scenario ("<scenario>/plugin" against "<scenario>/baseline").
+//
+// Past about 28,000 connections one source address runs out of ports, so
+// subscribers are spread over 127.0.0.2, 127.0.0.3, ... as sources.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddy-chat/caddy-chat/rooms"
+	"github.com/caddy-chat/caddy-chat/sse"
+)
+
+// options are the command line.
+type options struct {
+	url         string
+	rooms       int
+	subscribers int
+	rate        float64
+	saturate    bool
+	publishers  int
+	size        int
+	duration    time.Duration
+	warmup      time.Duration
+	settle      time.Duration
+	pid         int
+	perSource   int
+	label       string
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.url, "url", "http://127.0.0.1:8080/chat", "base URL of the chat (where /stream and /submit are)")
+	flag.IntVar(&o.rooms, "rooms", 10, "rooms")
+	flag.IntVar(&o.subscribers, "subscribers", 1000, "subscribers in all, spread evenly over the rooms")
+	flag.Float64Var(&o.rate, "rate", 20, "messages per second per room; 0 publishes nothing (idle)")
+	flag.BoolVar(&o.saturate, "saturate", false, "publish as fast as the server accepts, ignoring -rate")
+	flag.IntVar(&o.publishers, "publishers", 4, "concurrent publishers per room with -saturate")
+	flag.IntVar(&o.size, "size", 64, "bytes of padding in each message")
+	flag.DurationVar(&o.duration, "duration", 20*time.Second, "measured time")
+	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "publishing before the measured time")
+	flag.DurationVar(&o.settle, "settle", 2*time.Second, "wait after connecting before reading the server's memory")
+	flag.IntVar(&o.pid, "pid", 0, "the server's pid, for CPU and memory from /proc (0: not measured)")
+	flag.IntVar(&o.perSource, "per-source", 20000, "connections per source address (127.0.0.2, .3, ...)")
+	flag.StringVar(&o.label, "label", "", "a name for this run in the report")
+	summary := flag.Bool("summarize", false, "print the medians of the JSON result files named as arguments, and stop")
+	flag.Parse()
+
+	if *summary {
+		if err := summarize(flag.Args(), os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "chatbench:", err)
+			os.Exit(1)
+		}
+		return
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	res, err := run(ctx, o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "chatbench:", err)
+		os.Exit(1)
+	}
+	res.print(os.Stdout)
+	out, _ := json.Marshal(res)
+	fmt.Println(string(out))
+}
+
+// result is what a run measured.
+type result struct {
+	Label            string  `json:"label,omitempty"`
+	Rooms            int     `json:"rooms"`
+	Subscribers      int     `json:"subscribers"`
+	Seconds          float64 `json:"seconds"`
+	Published        int64   `json:"published"`
+	Deliveries       int64   `json:"deliveries"`
+	DeliveriesPerSec float64 `json:"deliveries_per_sec"`
+	P50Ms            float64 `json:"p50_ms"`
+	P99Ms            float64 `json:"p99_ms"`
+	MaxMs            float64 `json:"max_ms"`
+	Lost             int64   `json:"lost"`
+	Duplicates       int64   `json:"duplicates"`
+	OutOfOrder       int64   `json:"out_of_order"`
+	Reconnects       int64   `json:"reconnects"`
+	CPUPerDeliveryUs float64 `json:"cpu_per_delivery_us,omitempty"`
+	RSSPerSubKiB     float64 `json:"rss_per_subscriber_kib,omitempty"`
+	RSSStartMiB      float64 `json:"rss_start_mib,omitempty"`
+	RSSEndMiB        float64 `json:"rss_end_mib,omitempty"`
+}
+
+func (r result) print(w io.Writer) {
+	rows := [][2]string{
+		{"run", r.Label},
+		{"rooms x subscribers", fmt.Sprintf("%d x %d", r.Rooms, r.Subscribers/max(r.Rooms, 1))},
+		{"measured", fmt.Sprintf("%.1fs", r.Seconds)},
+		{"published", fmt.Sprint(r.Published)},
+		{"deliveries/s", fmt.Sprintf("%.0f", r.DeliveriesPerSec)},
+		{"latency p50 / p99 / max", fmt.Sprintf("%.2f / %.2f / %.2f ms", r.P50Ms, r.P99Ms, r.MaxMs)},
+		{"lost / duplicate / out of order", fmt.Sprintf("%d / %d / %d", r.Lost, r.Duplicates, r.OutOfOrder)},
+		{"reconnects", fmt.Sprint(r.Reconnects)},
+		{"server CPU per delivery", fmt.Sprintf("%.2f µs", r.CPUPerDeliveryUs)},
+		{"server RSS per subscriber", fmt.Sprintf("%.1f KiB", r.RSSPerSubKiB)},
+		{"server RSS start / end", fmt.Sprintf("%.1f / %.1f MiB", r.RSSStartMiB, r.RSSEndMiB)},
+	}
+	for _, row := range rows {
+		fmt.Fprintf(w, "%-32s %s\n", row[0], row[1])
+	}
+}
+
+func run(ctx context.Context, o options) (result, error) {
+	base, err := url.Parse(strings.TrimSuffix(o.url, "/"))
+	if err != nil {
+		return result{}, fmt.Errorf("-url: %w", err)
+	}
+	res := result{Label: o.label, Rooms: o.rooms, Subscribers: o.subscribers}
+	prefix := fmt.Sprintf("bench-%x", rand.Uint32())
+	roomNames := make([]string, o.rooms)
+	for i := range roomNames {
+		roomNames[i] = fmt.Sprintf("%s-%d", prefix, i)
+	}
+
+	var rssBefore int64
+	if o.pid != 0 {
+		if rssBefore, err = rssKiB(o.pid); err != nil {
+			return res, err
+		}
+	}
+
+	subCtx, stopSubs := context.WithCancel(ctx)
+	defer stopSubs()
+	subs := make([]*subscriber, o.subscribers)
+	var connected sync.WaitGroup
+	var all sync.WaitGroup
+	dialers := newDialers(o.perSource)
+	sem := make(chan struct{}, 256) // connect at most this many at once
+	for i := range subs {
+		s := &subscriber{url: base.String() + "/stream/" + roomNames[i%o.rooms], client: dialers.client(i)}
+		subs[i] = s
+		connected.Add(1)
+		all.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer all.Done()
+			s.run(subCtx, func() { <-sem; connected.Done() })
+		}()
+	}
+	progress(ctx, "connecting", subs, nil, func() bool {
+		return countConnected(subs) == len(subs)
+	})
+	connected.Wait()
+	if ctx.Err() != nil {
+		return res, ctx.Err()
+	}
+	time.Sleep(o.settle)
+	if o.pid != 0 {
+		rss, err := rssKiB(o.pid)
+		if err != nil {
+			return res, err
+		}
+		res.RSSStartMiB = float64(rssBefore) / 1024
+		res.RSSPerSubKiB = float64(rss-rssBefore) / float64(max(o.subscribers, 1))
+	}
+
+	pubCtx, stopPubs := context.WithCancel(ctx)
+	pub := newPublisher(base.String()+"/submit", roomNames, o)
+	var pubs sync.WaitGroup
+	if o.rate > 0 || o.saturate {
+		pub.start(pubCtx, &pubs)
+	}
+	sleep(ctx, o.warmup)
+
+	measuring.Store(true)
+	startDeliveries := totalReceived(subs)
+	startPublished := pub.count.Load()
+	startCPU, _ := cpuTicks(o.pid)
+	start := time.Now()
+	progress(ctx, "measuring", subs, pub, func() bool { return time.Since(start) >= o.duration })
+	elapsed := time.Since(start)
+	endCPU, _ := cpuTicks(o.pid)
+	res.Deliveries = totalReceived(subs) - startDeliveries
+	res.Published = pub.count.Load() - startPublished
+	measuring.Store(false)
+	stopPubs()
+	pubs.Wait()
+
+	// Let every subscriber catch up with what was published.
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) && !caughtUp(subs, pub, roomNames, o.rooms) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if o.pid != 0 {
+		if rss, err := rssKiB(o.pid); err == nil {
+			res.RSSEndMiB = float64(rss) / 1024
+		}
+	}
+	stopSubs()
+	all.Wait()
+
+	res.Seconds = elapsed.Seconds()
+	res.DeliveriesPerSec = float64(res.Deliveries) / elapsed.Seconds()
+	if o.pid != 0 && res.Deliveries > 0 {
+		res.CPUPerDeliveryUs = float64(endCPU-startCPU) / clockTicks * 1e6 / float64(res.Deliveries)
+	}
+	var latencies []uint32
+	for i, s := range subs {
+		latencies = append(latencies, s.latencies...)
+		res.Duplicates += s.duplicates
+		res.OutOfOrder += s.outOfOrder
+		res.Reconnects += s.reconnects
+		res.Lost += s.gaps
+		if last := pub.last(roomNames[i%o.rooms]); last > s.lastSeq.Load() {
+			res.Lost += int64(last - s.lastSeq.Load())
+		}
+	}
+	slices.Sort(latencies)
+	if n := len(latencies); n > 0 {
+		res.P50Ms = float64(latencies[n/2]) / 1000
+		res.P99Ms = float64(latencies[n*99/100]) / 1000
+		res.MaxMs = float64(latencies[n-1]) / 1000
+	}
+	return res, nil
+}
+
+// measuring is set during the measured time; latencies are recorded then.
+var measuring atomic.Bool
+
+// subscriber follows one room the way EventSource does: on a lost stream it
+// reconnects with the last id it received.
+type subscriber struct {
+	url    string
+	client *http.Client
+
+	connected  atomic.Bool
+	received   atomic.Int64
+	lastSeq    atomic.Uint64
+	gaps       int64
+	duplicates int64
+	outOfOrder int64
+	reconnects int64
+	latencies  []uint32 // microseconds
+}
+
+func (s *subscriber) run(ctx context.Context, onFirstConnect func()) {
+	lastID := ""
+	first := true
+	for ctx.Err() == nil {
+		req, _ := http.NewRequestWithContext(ctx, "GET", s.url, nil)
+		if lastID != "" {
+			req.Header.Set("Last-Event-ID", lastID)
+		}
+		resp, err := s.client.Do(req)
+		if err == nil && resp.StatusCode == http.StatusOK {
+			if first {
+				s.connected.Store(true)
+				onFirstConnect()
+				first = false
+			}
+			lastID = s.read(resp.Body, lastID)
+		}
+		if resp != nil {
+			resp.Body.Close()
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		s.reconnects++
+		sleep(ctx, 100*time.Millisecond)
+	}
+	if first {
+		onFirstConnect()
+	}
+}
+
+// read consumes one stream and returns the last id seen.
+func (s *subscriber) read(body io.Reader, lastID string) string {
+	r := sse.NewReader(body)
+	for {
+		ev, err := r.Next()
+		if err != nil {
+			return lastID
+		}
+		if ev.Name != "message" {
+			continue
+		}
+		now := time.Now().UnixNano()
+		lastID = ev.ID
+		_, seq, ok := rooms.ParseID(ev.ID)
+		if !ok {
+			continue
+		}
+		last := s.lastSeq.Load()
+		switch {
+		case seq == last:
+			s.duplicates++
+			continue
+		case seq < last:
+			s.outOfOrder++
+			continue
+		case seq > last+1:
+			s.gaps += int64(seq - last - 1)
+		}
+		s.lastSeq.Store(seq)
+		s.received.Add(1)
+		if measuring.Load() {
+			if sent, ok := sentAt(ev.Data); ok && now >= sent {
+				s.latencies = append(s.latencies, uint32(min((now-sent)/1000, 1<<32-1)))
+			}
+		}
+	}
+}
+
+// sentAt finds the publisher's timestamp, "t=<unix nanoseconds>;", at the
+// start of the message text.
+func sentAt(data string) (int64, bool) {
+	i := strings.Index(data, `"message":"t=`)
+	if i < 0 {
+		return 0, false
+	}
+	rest := data[i+len(`"message":"t=`):]
+	j := strings.IndexByte(rest, ';')
+	if j < 0 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(rest[:j], 10, 64)
+	return n, err == nil
+}
+
+// publisher posts messages and remembers the newest id per room.
+type publisher struct {
+	url    string
+	rooms  []string
+	o      options
+	client *http.Client
+	count  atomic.Int64
+
+	mu      sync.Mutex
+	lastSeq map[string]uint64
+}
+
+func newPublisher(url string, roomNames []string, o options) *publisher {
+	transport := &http.Transport{MaxIdleConnsPerHost: 1024, DisableCompression: true}
+	return &publisher{url: url, rooms: roomNames, o: o, lastSeq: map[string]uint64{},
+		client: &http.Client{Transport: transport, Timeout: 10 * time.Second}}
+}
+
+func (p *publisher) start(ctx context.Context, wg *sync.WaitGroup) {
+	padding := strings.Repeat("x", p.o.size)
+	for _, room := range p.rooms {
+		if p.o.saturate {
+			for range p.o.publishers {
+				wg.Go(func() {
+					for ctx.Err() == nil {
+						p.post(room, padding)
+					}
+				})
+			}
+			continue
+		}
+		wg.Go(func() {
+			tick := time.NewTicker(time.Duration(float64(time.Second) / p.o.rate))
+			defer tick.Stop()
+			// Spread the rooms' ticks over the interval.
+			sleep(ctx, time.Duration(rand.Int64N(int64(time.Duration(float64(time.Second)/p.o.rate)))))
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+					p.post(room, padding)
+				}
+			}
+		})
+	}
+}
+
+func (p *publisher) post(room, padding string) {
+	body := fmt.Sprintf(`{"room":%q,"user":"bench","message":"t=%d;%s"}`, room, time.Now().UnixNano(), padding)
+	resp, err := p.client.Post(p.url, "application/json", strings.NewReader(body))
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	var m struct {
+		ID string `json:"id"`
+	}
+	if resp.StatusCode != http.StatusCreated || json.NewDecoder(resp.Body).Decode(&m) != nil {
+		return
+	}
+	if _, seq, ok := rooms.ParseID(m.ID); ok {
+		p.mu.Lock()
+		p.lastSeq[room] = max(p.lastSeq[room], seq)
+		p.mu.Unlock()
+		p.count.Add(1)
+	}
+}
+
+func (p *publisher) last(room string) uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lastSeq[room]
+}
+
+// dialers hands out HTTP clients whose connections come from 127.0.0.2,
+// 127.0.0.3, ..., perSource connections each.
+type dialers struct {
+	perSource int
+	mu        sync.Mutex
+	clients   map[int]*http.Client
+}
+
+func newDialers(perSource int) *dialers {
+	return &dialers{perSource: max(perSource, 1), clients: map[int]*http.Client{}}
+}
+
+func (d *dialers) client(i int) *http.Client {
+	source := i / d.perSource
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if c := d.clients[source]; c != nil {
+		return c
+	}
+	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, byte(source/250), byte(2+source%250))}}
+	c := &http.Client{Transport: &http.Transport{
+		DialContext:         dialer.DialContext,
+		DisableCompression:  true,
+		MaxIdleConnsPerHost: -1,
+	}}
+	d.clients[source] = c
+	return c
+}
+
+func countConnected(subs []*subscriber) int {
+	n := 0
+	for _, s := range subs {
+		if s.connected.Load() {
+			n++
+		}
+	}
+	return n
+}
+
+func totalReceived(subs []*subscriber) int64 {
+	var n int64
+	for _, s := range subs {
+		n += s.received.Load()
+	}
+	return n
+}
+
+// caughtUp reports whether every subscriber has received the newest message
+// of its room.
+func caughtUp(subs []*subscriber, p *publisher, roomNames []string, roomCount int) bool {
+	for i, s := range subs {
+		if s.lastSeq.Load() < p.last(roomNames[i%roomCount]) {
+			return false
+		}
+	}
+	return true
+}
+
+// progress prints a status line every second until done reports true.
+func progress(ctx context.Context, phase string, subs []*subscriber, p *publisher, done func() bool) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	last, lastAt, lastPrint := totalReceived(subs), time.Now(), time.Now()
+	for !done() && ctx.Err() == nil {
+		<-tick.C
+		if time.Since(lastPrint) < time.Second {
+			continue
+		}
+		now, n := time.Now(), totalReceived(subs)
+		published := int64(0)
+		if p != nil {
+			published = p.count.Load()
+		}
+		fmt.Fprintf(os.Stderr, "%-10s connected %d/%d  published %d  delivered %d  %.0f/s\n",
+			phase, countConnected(subs), len(subs), published, n, float64(n-last)/now.Sub(lastAt).Seconds())
+		last, lastAt, lastPrint = n, now, now
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+)
+
+// metric is one figure of a result, for the summary.
+type metric struct {
+	name  string
+	value func(result) float64
+}
+
+var metrics = []metric{
+	{"deliveries/s", func(r result) float64 { return r.DeliveriesPerSec }},
+	{"latency p50 ms", func(r result) float64 { return r.P50Ms }},
+	{"latency p99 ms", func(r result) float64 { return r.P99Ms }},
+	{"CPU µs/delivery", func(r result) float64 { return r.CPUPerDeliveryUs }},
+	{"RSS KiB/subscriber", func(r result) float64 { return r.RSSPerSubKiB }},
+	{"RSS end MiB", func(r result) float64 { return r.RSSEndMiB }},
+	{"lost", func(r result) float64 { return float64(r.Lost) }},
+	{"duplicates", func(r result) float64 { return float64(r.Duplicates) }},
+	{"out of order", func(r result) float64 { return float64(r.OutOfOrder) }},
+}
+
+// summarize reads the JSON lines of runs labelled "<scenario>/<server>" and
+// prints, per scenario, the median of each metric for the plugin and the
+// baseline and their ratio.
+func summarize(files []string, w io.Writer) error {
+	runs := map[string][]result{}
+	var scenarios []string
+	for _, file := range files {
+		f, err := os.Open(file)
+		if err != nil {
+			return err
+		}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			var r result
+			if json.Unmarshal(sc.Bytes(), &r) != nil {
+				continue
+			}
+			scenario, _, _ := strings.Cut(r.Label, "/")
+			if !slices.Contains(scenarios, scenario) {
+				scenarios = append(scenarios, scenario)
+			}
+			runs[r.Label] = append(runs[r.Label], r)
+		}
+		f.Close()
+	}
+	fmt.Fprintf(w, "| scenario | metric | plugin | baseline | plugin / baseline | runs |\n|---|---|---|---|---|---|\n")
+	for _, scenario := range scenarios {
+		plugin, baseline := runs[scenario+"/plugin"], runs[scenario+"/baseline"]
+		for _, m := range metrics {
+			p, b := median(plugin, m.value), median(baseline, m.value)
+			if p == 0 && b == 0 {
+				continue
+			}
+			ratio := "-"
+			if b != 0 {
+				ratio = fmt.Sprintf("%.2fx", p/b)
+			}
+			fmt.Fprintf(w, "| %s | %s | %.2f | %.2f | %s | %d/%d |\n", scenario, m.name, p, b, ratio, len(plugin), len(baseline))
+		}
+	}
+	return nil
+}
+
+func median(rs []result, value func(result) float64) float64 {
+	if len(rs) == 0 {
+		return 0
+	}
+	vs := make([]float64, len(rs))
+	for i, r := range rs {
+		vs[i] = value(r)
+	}
+	slices.Sort(vs)
+	if len(vs)%2 == 1 {
+		return vs[len(vs)/2]
+	}
+	return (vs[len(vs)/2-1] + vs[len(vs)/2]) / 2
+}
