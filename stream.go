@@ -39,7 +39,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, room strin
 		}
 		pos.History = n
 	}
-	sub, err := h.app.manager.Subscribe(room, pos)
+	sub, err := h.app.manager.Subscribe(room, pos, nil)
 	if err != nil {
 		return roomsError(err)
 	}
@@ -69,11 +69,12 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, room strin
 	heartbeat := time.NewTicker(time.Duration(h.app.Heartbeat))
 	defer heartbeat.Stop()
 	wrote := false
-	frames := sub.Frames()
+	var frames [][]byte
 	for {
 		select {
-		case frame, ok := <-frames:
-			if !writeQueued(rc, w, sub, frame, ok) {
+		case <-sub.Ready():
+			var ok bool
+			if frames, ok = writeQueued(rc, w, sub, frames[:0]); !ok {
 				return nil
 			}
 			wrote = true
@@ -95,28 +96,25 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, room strin
 // closeFrame tells a client that its room was deleted.
 var closeFrame = sse.AppendEvent(nil, sse.Event{Name: "close", Data: []byte("{}")})
 
-// writeQueued writes frame and every frame queued behind it, then flushes
-// once: one write and one flush however many messages arrived meanwhile. It
-// reports whether the stream goes on.
-func writeQueued(rc *http.ResponseController, w http.ResponseWriter, sub *rooms.Subscription, frame []byte, ok bool) bool {
-	_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
-	frames := sub.Frames()
-	for ok {
-		if sub.Evicted() {
-			return false // too slow: it resumes from history instead
-		}
-		if _, err := w.Write(frame); err != nil {
-			return false
-		}
-		if len(frames) == 0 {
-			break
-		}
-		frame, ok = <-frames
+// writeQueued takes every queued frame, writes them and flushes once: one
+// write and one flush however many messages arrived meanwhile. It returns the
+// frames slice for reuse and whether the stream goes on.
+func writeQueued(rc *http.ResponseController, w http.ResponseWriter, sub *rooms.Subscription, frames [][]byte) ([][]byte, bool) {
+	frames, err := sub.Take(frames)
+	if errors.Is(err, rooms.ErrEvicted) {
+		return frames, false // too slow: it resumes from history instead
 	}
-	if !ok && errors.Is(sub.Err(), rooms.ErrRoomClosed) {
+	_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	for _, frame := range frames {
+		if _, err := w.Write(frame); err != nil {
+			return frames, false
+		}
+	}
+	if errors.Is(err, rooms.ErrRoomClosed) {
 		_, _ = w.Write(closeFrame)
 	}
-	return rc.Flush() == nil && ok
+	clear(frames) // drop references to shared frames while idle
+	return frames, rc.Flush() == nil && err == nil
 }
 
 // send writes b and flushes it, within the write timeout.

@@ -1,20 +1,25 @@
 // Package broadcast fans one encoded frame out to many subscribers.
 //
 // A Broadcaster never waits for a subscriber: every subscriber owns a bounded
-// queue, and Submit only offers the frame to it. A subscriber whose queue is full
-// has fallen behind by more than its queue can hold; it is evicted rather than
-// allowed to slow the others down, and its reader learns why through Err. The
-// caller is expected to resume such a reader from history.
+// queue, and Submit only appends the frame to it. A subscriber whose queue is
+// full has fallen behind by more than its queue can hold; it is evicted rather
+// than allowed to slow the others down, and its reader learns why through Err.
+// The caller is expected to resume such a reader from history.
 //
-// Frames are shared, never copied: the same byte slice goes to every queue, so a
-// delivery costs one channel send and no allocation. Readers must not modify a
-// frame.
+// Frames are shared, never copied: the same byte slice goes to every queue, so
+// a delivery costs an append and no allocation. Readers must not modify a
+// frame. A queue takes memory only while it holds frames, so idle subscribers
+// cost little.
+//
+// Readers are woken, not polled: a subscriber's wake function runs when its
+// queue goes from empty to non-empty, and the reader then takes everything
+// queued at once. One wake-up serves a whole batch of frames, and the reader
+// may be a goroutine of its own (see Signal) or a shared writer.
 package broadcast
 
 import (
 	"errors"
 	"sync"
-	"sync/atomic"
 )
 
 // ErrEvicted is the reason a subscriber ended when its queue overflowed.
@@ -23,14 +28,15 @@ var ErrEvicted = errors.New("broadcast: subscriber fell behind and was evicted")
 // ErrClosed is the reason a subscriber ended when its Broadcaster closed.
 var ErrClosed = errors.New("broadcast: broadcaster closed")
 
+// errUnregistered is the reason of a subscriber that was unregistered.
+var errUnregistered = errors.New("broadcast: unregistered")
+
 // Broadcaster offers frames to a set of subscribers. Its methods are safe for
 // concurrent use. The zero value is not usable; call New.
 type Broadcaster struct {
-	mu     sync.Mutex
-	subs   []*Subscriber
-	closed bool
-
-	// onEvict, when set, runs (outside the lock) for each evicted subscriber.
+	mu      sync.Mutex
+	subs    []*Subscriber
+	closed  bool
 	onEvict func(*Subscriber)
 }
 
@@ -41,47 +47,105 @@ func New(onEvict func(*Subscriber)) *Broadcaster {
 	return &Broadcaster{onEvict: onEvict}
 }
 
-// Subscriber is one reader of a Broadcaster. Receive frames from Frames until
-// it is closed, then ask Err why.
+// Subscriber is one reader of a Broadcaster.
 type Subscriber struct {
-	queue chan []byte
+	limit int
+	wake  func()
+
 	// index is the position in Broadcaster.subs while registered, else
 	// notRegistered or ended. Guarded by the Broadcaster's mutex.
-	index  int
-	reason atomic.Pointer[error]
+	index int
+
+	mu     sync.Mutex
+	queue  [][]byte
+	spare  [][]byte // the previous queue's array, reused by the next Take
+	reason error    // why it ended; nil while registered
 }
 
-// Values of Subscriber.index outside the subscriber list. An ended subscriber's
-// queue is closed, so it can never be registered again.
+// Values of Subscriber.index outside the subscriber list. An ended subscriber
+// can never be registered again.
 const (
 	notRegistered = -1
 	ended         = -2
 )
 
-// NewSubscriber returns a subscriber whose queue holds up to size frames
-// (at least one).
-func NewSubscriber(size int) *Subscriber {
-	return &Subscriber{queue: make(chan []byte, max(size, 1)), index: notRegistered}
+// NewSubscriber returns a subscriber whose queue holds up to limit frames (at
+// least one). wake runs each time the queue goes from empty to non-empty, and
+// once when the subscriber ends. It runs with the Broadcaster's lock held, so
+// it must be quick, must not block and must not call the Broadcaster.
+func NewSubscriber(limit int, wake func()) *Subscriber {
+	return &Subscriber{limit: max(limit, 1), wake: wake, index: notRegistered}
 }
 
-// Frames is the subscriber's queue. It is closed when the subscriber is
-// unregistered, evicted, or its broadcaster closes; frames queued before an
-// eviction or a close can still be received.
-func (s *Subscriber) Frames() <-chan []byte { return s.queue }
-
-// Err reports why the subscriber ended: ErrEvicted, ErrClosed, or nil while it
-// is registered and after a plain Unregister.
-func (s *Subscriber) Err() error {
-	if p := s.reason.Load(); p != nil {
-		return *p
+// Take moves every queued frame to the end of dst and returns it, with the
+// reason the subscriber ended: nil while it is registered, ErrEvicted,
+// ErrClosed, or an internal reason after Unregister. Frames queued before an
+// end are still returned.
+func (s *Subscriber) Take(dst [][]byte) ([][]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	dst = append(dst, s.queue...)
+	clear(s.queue)
+	s.queue, s.spare = s.spare[:0], s.queue[:0]
+	if cap(s.spare) > maxKeptQueue {
+		s.spare = nil // a burst is over; do not keep its memory
 	}
-	return nil
+	return dst, s.reason
 }
 
-// Evicted reports whether the subscriber was evicted. A reader checks it before
-// writing what it drained, so that a client too slow to keep up is not sent
-// frames it will be replayed anyway.
+// maxKeptQueue is the largest queue array a subscriber keeps for reuse.
+const maxKeptQueue = 64
+
+// Err reports why the subscriber ended, or nil while it is registered or
+// after a plain Unregister.
+func (s *Subscriber) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reason == errUnregistered {
+		return nil
+	}
+	return s.reason
+}
+
+// Evicted reports whether the subscriber was evicted. A reader checks it
+// before writing what it took, so that a client too slow to keep up is not
+// sent frames it will be replayed anyway.
 func (s *Subscriber) Evicted() bool { return s.Err() == ErrEvicted }
+
+// offer queues frame unless the queue is full. It reports whether it queued
+// it and whether the queue was empty before.
+func (s *Subscriber) offer(frame []byte) (queued, first bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.queue) >= s.limit {
+		return false, false
+	}
+	s.queue = append(s.queue, frame)
+	return true, len(s.queue) == 1
+}
+
+// end records why the subscriber ended; the caller wakes it afterwards.
+func (s *Subscriber) end(reason error) {
+	s.mu.Lock()
+	s.reason = reason
+	s.mu.Unlock()
+	s.index = ended
+}
+
+// Signal wakes one reader goroutine: use its Wake as a subscriber's wake
+// function and wait on the channel.
+type Signal chan struct{}
+
+// NewSignal returns a Signal that remembers one wake-up.
+func NewSignal() Signal { return make(Signal, 1) }
+
+// Wake makes the channel ready, unless it already is.
+func (s Signal) Wake() {
+	select {
+	case s <- struct{}{}:
+	default:
+	}
+}
 
 // Register adds s to the broadcaster. It reports false, and leaves s
 // untouched, if the broadcaster is closed or s was registered before; a
@@ -97,36 +161,41 @@ func (b *Broadcaster) Register(s *Subscriber) bool {
 	return true
 }
 
-// Unregister removes s and closes its queue. It reports whether s was
-// registered; a subscriber that was already evicted or closed gives false.
+// Unregister removes s. It reports whether s was registered; a subscriber
+// that was already evicted or closed gives false.
 func (b *Broadcaster) Unregister(s *Subscriber) bool {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if s.index < 0 || s.index >= len(b.subs) || b.subs[s.index] != s {
+		b.mu.Unlock()
 		return false
 	}
 	b.remove(s)
-	close(s.queue)
+	s.end(errUnregistered)
+	s.wake()
+	b.mu.Unlock()
 	return true
 }
 
-// Submit offers frame to every subscriber without blocking and returns how many
-// queued it. Subscribers whose queue is full are evicted.
+// Submit offers frame to every subscriber without blocking and returns how
+// many queued it. Subscribers whose queue is full are evicted.
 func (b *Broadcaster) Submit(frame []byte) (delivered int) {
 	var evicted []*Subscriber
 	b.mu.Lock()
 	for i := 0; i < len(b.subs); {
 		s := b.subs[i]
-		select {
-		case s.queue <- frame:
+		queued, first := s.offer(frame)
+		if queued {
 			delivered++
 			i++
-		default:
-			s.reason.Store(&ErrEvicted)
-			b.remove(s) // moves the last subscriber to i; look at it next
-			close(s.queue)
-			evicted = append(evicted, s)
+			if first {
+				s.wake()
+			}
+			continue
 		}
+		b.remove(s) // moves the last subscriber to i; look at it next
+		s.end(ErrEvicted)
+		s.wake()
+		evicted = append(evicted, s)
 	}
 	b.mu.Unlock()
 	if b.onEvict != nil {
@@ -148,17 +217,17 @@ func (b *Broadcaster) Len() int {
 // already queued stay readable. Closing twice is harmless.
 func (b *Broadcaster) Close() {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if b.closed {
+		b.mu.Unlock()
 		return
 	}
 	b.closed = true
 	for _, s := range b.subs {
-		s.reason.Store(&ErrClosed)
-		s.index = ended
-		close(s.queue)
+		s.end(ErrClosed)
+		s.wake()
 	}
 	b.subs = nil
+	b.mu.Unlock()
 }
 
 // remove takes s out of subs by moving the last subscriber into its slot.

@@ -2,7 +2,9 @@ package broadcast
 
 import (
 	"fmt"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -10,64 +12,57 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// drain returns what is queued for s without blocking, and whether its queue
-// has been closed.
-func drain(s *Subscriber) (frames []string, closed bool) {
-	for {
-		select {
-		case f, ok := <-s.Frames():
-			if !ok {
-				return frames, true
-			}
-			frames = append(frames, string(f))
-		default:
-			return frames, false
-		}
+func strs(frames [][]byte) []string {
+	out := make([]string, len(frames))
+	for i, f := range frames {
+		out[i] = string(f)
 	}
+	return out
 }
 
 func TestSubmit(t *testing.T) {
 	tests := []struct {
 		name       string
-		queue      int
+		limit      int
 		submits    int
 		wantFrames int
 		wantErr    error
-		wantClosed bool
 	}{
-		{name: "fits", queue: 4, submits: 4, wantFrames: 4},
-		{name: "one too many evicts", queue: 4, submits: 5, wantFrames: 4, wantErr: ErrEvicted, wantClosed: true},
-		{name: "zero queue holds one", queue: 0, submits: 1, wantFrames: 1},
-		{name: "zero queue evicts on second", queue: 0, submits: 2, wantFrames: 1, wantErr: ErrEvicted, wantClosed: true},
+		{name: "fits", limit: 4, submits: 4, wantFrames: 4},
+		{name: "one too many evicts", limit: 4, submits: 5, wantFrames: 4, wantErr: ErrEvicted},
+		{name: "zero limit holds one", limit: 0, submits: 1, wantFrames: 1},
+		{name: "zero limit evicts on second", limit: 0, submits: 2, wantFrames: 1, wantErr: ErrEvicted},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var evicted []*Subscriber
+			var wakes int
 			b := New(func(s *Subscriber) { evicted = append(evicted, s) })
-			s := NewSubscriber(tt.queue)
+			s := NewSubscriber(tt.limit, func() { wakes++ })
 			if !b.Register(s) {
 				t.Fatal("Register refused a new subscriber")
 			}
 			for i := range tt.submits {
 				b.Submit(fmt.Appendf(nil, "m%d", i))
 			}
-			frames, closed := drain(s)
+			frames, err := s.Take(nil)
 			if len(frames) != tt.wantFrames {
 				t.Errorf("got %d frames, want %d", len(frames), tt.wantFrames)
 			}
-			for i, f := range frames {
+			for i, f := range strs(frames) {
 				if want := fmt.Sprintf("m%d", i); f != want {
 					t.Errorf("frame %d = %q, want %q", i, f, want)
 				}
 			}
-			if closed != tt.wantClosed {
-				t.Errorf("queue closed = %v, want %v", closed, tt.wantClosed)
+			if err != tt.wantErr || s.Err() != tt.wantErr {
+				t.Errorf("Take err %v, Err() %v; want %v", err, s.Err(), tt.wantErr)
 			}
-			if s.Err() != tt.wantErr {
-				t.Errorf("Err() = %v, want %v", s.Err(), tt.wantErr)
+			wantWakes, wantEvicted := 1, 0
+			if tt.wantErr == ErrEvicted {
+				wantWakes, wantEvicted = 2, 1
 			}
-			if got, want := len(evicted), map[bool]int{false: 0, true: 1}[tt.wantErr == ErrEvicted]; got != want {
-				t.Errorf("onEvict ran %d times, want %d", got, want)
+			if wakes != wantWakes || len(evicted) != wantEvicted {
+				t.Errorf("woken %d times, evicted %d; want %d and %d", wakes, len(evicted), wantWakes, wantEvicted)
 			}
 			if tt.wantErr == ErrEvicted && b.Len() != 0 {
 				t.Errorf("evicted subscriber still counted: Len() = %d", b.Len())
@@ -76,17 +71,41 @@ func TestSubmit(t *testing.T) {
 	}
 }
 
+// TestWakeOncePerBatch: a reader is woken when its queue becomes non-empty,
+// not for every frame, and again after it has taken the batch.
+func TestWakeOncePerBatch(t *testing.T) {
+	b := New(nil)
+	var wakes int
+	s := NewSubscriber(100, func() { wakes++ })
+	b.Register(s)
+	for range 10 {
+		b.Submit([]byte("x"))
+	}
+	if wakes != 1 {
+		t.Fatalf("10 frames into an empty queue woke the reader %d times, want 1", wakes)
+	}
+	frames, _ := s.Take(nil)
+	b.Submit([]byte("y"))
+	if len(frames) != 10 || wakes != 2 {
+		t.Errorf("took %d frames, woken %d times; want 10 and 2", len(frames), wakes)
+	}
+}
+
 func TestEvictionSparesOthers(t *testing.T) {
 	b := New(nil)
-	slow, fast := NewSubscriber(1), NewSubscriber(10)
+	slow, fast := NewSubscriber(1, func() {}), NewSubscriber(10, func() {})
 	b.Register(slow)
 	b.Register(fast)
 	for i := range 10 {
-		if got, want := b.Submit(fmt.Appendf(nil, "%d", i)), map[bool]int{true: 2, false: 1}[i == 0]; got != want {
+		want := 1
+		if i == 0 {
+			want = 2
+		}
+		if got := b.Submit(fmt.Appendf(nil, "%d", i)); got != want {
 			t.Fatalf("Submit %d delivered to %d, want %d", i, got, want)
 		}
 	}
-	if frames, _ := drain(fast); len(frames) != 10 {
+	if frames, _ := fast.Take(nil); len(frames) != 10 {
 		t.Errorf("fast subscriber got %d frames, want 10", len(frames))
 	}
 	if !slow.Evicted() {
@@ -96,14 +115,14 @@ func TestEvictionSparesOthers(t *testing.T) {
 
 func TestRegisterRules(t *testing.T) {
 	b := New(nil)
-	s := NewSubscriber(1)
+	s := NewSubscriber(1, func() {})
 	if !b.Register(s) {
 		t.Fatal("first Register refused")
 	}
 	if b.Register(s) {
 		t.Error("second Register of the same subscriber accepted")
 	}
-	if other := New(nil); other.Unregister(s) {
+	if New(nil).Unregister(s) {
 		t.Error("Unregister from a broadcaster it never joined reported true")
 	}
 	if !b.Unregister(s) {
@@ -113,30 +132,34 @@ func TestRegisterRules(t *testing.T) {
 		t.Error("second Unregister reported true")
 	}
 	if b.Register(s) {
-		t.Error("an unregistered subscriber (closed queue) was registered again")
+		t.Error("an unregistered subscriber was registered again")
 	}
-	if _, closed := drain(s); !closed || s.Err() != nil {
-		t.Errorf("after Unregister: closed=%v Err=%v, want closed and nil", closed, s.Err())
+	if _, err := s.Take(nil); err == nil || s.Err() != nil {
+		t.Errorf("after Unregister: Take err %v, Err() %v; want an end reason and a nil Err", err, s.Err())
 	}
 }
 
 func TestClose(t *testing.T) {
 	b := New(nil)
 	subs := make([]*Subscriber, 3)
+	var wakes atomic.Int32
 	for i := range subs {
-		subs[i] = NewSubscriber(4)
+		subs[i] = NewSubscriber(4, func() { wakes.Add(1) })
 		b.Register(subs[i])
 	}
 	b.Submit([]byte("last words"))
 	b.Close()
 	b.Close()
 	for i, s := range subs {
-		frames, closed := drain(s)
-		if len(frames) != 1 || !closed || s.Err() != ErrClosed {
-			t.Errorf("subscriber %d: frames=%q closed=%v err=%v; want the queued frame, closed, ErrClosed", i, frames, closed, s.Err())
+		frames, err := s.Take(nil)
+		if len(frames) != 1 || err != ErrClosed {
+			t.Errorf("subscriber %d: frames=%q err=%v; want the queued frame and ErrClosed", i, strs(frames), err)
 		}
 	}
-	if b.Register(NewSubscriber(1)) {
+	if wakes.Load() != 6 {
+		t.Errorf("woken %d times, want once for the frame and once for the close, each", wakes.Load())
+	}
+	if b.Register(NewSubscriber(1, func() {})) {
 		t.Error("closed broadcaster accepted a subscriber")
 	}
 	if n := b.Submit([]byte("x")); n != 0 {
@@ -144,14 +167,11 @@ func TestClose(t *testing.T) {
 	}
 }
 
-// TestChurn has thousands of subscribers join and leave while frames flow. Every
-// subscriber that stays registered must see an in-order, gap-free run of frames
-// starting where it joined; run it with -race.
+// TestChurn has thousands of subscribers join and leave while frames flow.
+// Every subscriber sees an in-order, gap-free run of frames from where it
+// joined until it leaves or is evicted; run it with -race.
 func TestChurn(t *testing.T) {
-	const (
-		readers = 2000
-		frames  = 300
-	)
+	const readers = 2000
 	b := New(nil)
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
@@ -161,7 +181,7 @@ func TestChurn(t *testing.T) {
 			case <-stop:
 				return
 			default:
-				b.Submit(fmt.Appendf(nil, "%d", i))
+				b.Submit(strconv.AppendInt(nil, int64(i), 10))
 			}
 		}
 	})
@@ -169,24 +189,31 @@ func TestChurn(t *testing.T) {
 	var readersWG sync.WaitGroup
 	for r := range readers {
 		readersWG.Go(func() {
-			s := NewSubscriber(16)
+			signal := NewSignal()
+			s := NewSubscriber(16, signal.Wake)
 			b.Register(s)
-			prev := -1
-			for n := 0; n < frames%(r+1)+1; n++ {
-				f, ok := <-s.Frames()
-				if !ok {
-					if s.Err() != ErrEvicted {
-						errs <- fmt.Errorf("reader %d: queue closed with %v", r, s.Err())
+			prev, seen := -1, 0
+			var frames [][]byte
+			for seen < r%300+1 {
+				<-signal
+				var err error
+				frames, err = s.Take(frames[:0])
+				for _, f := range frames {
+					i, _ := strconv.Atoi(string(f))
+					if prev >= 0 && i != prev+1 {
+						errs <- fmt.Errorf("reader %d: frame %d after %d", r, i, prev)
+						return
 					}
+					prev = i
+					seen++
+				}
+				if err == ErrEvicted {
 					return
 				}
-				var i int
-				fmt.Sscan(string(f), &i)
-				if prev >= 0 && i != prev+1 {
-					errs <- fmt.Errorf("reader %d: frame %d after %d", r, i, prev)
+				if err != nil {
+					errs <- fmt.Errorf("reader %d ended with %v", r, err)
 					return
 				}
-				prev = i
 			}
 			b.Unregister(s)
 		})
@@ -208,16 +235,17 @@ func benchmarkSubmit(b *testing.B, subscribers int) {
 	br := New(nil)
 	subs := make([]*Subscriber, subscribers)
 	for i := range subs {
-		subs[i] = NewSubscriber(1)
+		subs[i] = NewSubscriber(1, func() {})
 		br.Register(subs[i])
 	}
 	frame := []byte("id: 1-1\nevent: message\ndata: {}\n\n")
+	var taken [][]byte
 	b.ReportAllocs()
-	// Each round includes the readers' receive, as a delivery does.
+	// Each round includes the readers' take, as a delivery does.
 	for b.Loop() {
 		br.Submit(frame)
 		for _, s := range subs {
-			<-s.queue
+			taken, _ = s.Take(taken[:0])
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*subscribers), "ns/delivery")

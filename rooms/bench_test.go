@@ -13,7 +13,7 @@ func BenchmarkSubmit(b *testing.B) {
 			m := New(Config{History: 1000, Buffer: 1 << 20})
 			defer m.Close()
 			for range n {
-				s, err := m.Subscribe("lobby", Position{})
+				s, err := m.Subscribe("lobby", Position{}, nil)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -309,22 +309,32 @@ func (r *room) replay(pos Position, limit int) (Replay, error) {
 // frames. Call Close when done.
 type Subscription struct {
 	Replay
-	m    *Manager
-	r    *room
-	sub  *broadcast.Subscriber
-	once sync.Once
+	m      *Manager
+	r      *room
+	sub    *broadcast.Subscriber
+	signal broadcast.Signal // nil when the caller gave its own wake function
+	once   sync.Once
 }
 
 // Subscribe opens a subscription to the named room, creating the room if
 // needed. The replay and the live frames that follow it meet with no gap and
 // no duplicate.
-func (m *Manager) Subscribe(roomName string, pos Position) (*Subscription, error) {
+//
+// wake, if not nil, runs when frames are queued for the subscription or it
+// ends; it runs with the room's locks held, so it must be quick and must not
+// block or call the Manager. With a nil wake, wait on Ready instead.
+func (m *Manager) Subscribe(roomName string, pos Position, wake func()) (*Subscription, error) {
 	cfg := m.config()
 	if n := m.subscribers.Add(1); cfg.MaxSubscribers > 0 && n > int64(cfg.MaxSubscribers) {
 		m.subscribers.Add(-1)
 		return nil, ErrTooManySubscribers
 	}
-	s := &Subscription{m: m, sub: broadcast.NewSubscriber(cfg.Buffer)}
+	s := &Subscription{m: m}
+	if wake == nil {
+		s.signal = broadcast.NewSignal()
+		wake = s.signal.Wake
+	}
+	s.sub = broadcast.NewSubscriber(cfg.Buffer, wake)
 	err := m.withRoom(roomName, true, func(r *room) error {
 		rep, err := r.replay(pos, max(cfg.History, 0))
 		if err != nil {
@@ -342,24 +352,32 @@ func (m *Manager) Subscribe(roomName string, pos Position) (*Subscription, error
 	return s, nil
 }
 
-// Frames delivers live frames, each a complete event-stream frame shared with
-// other subscribers (do not modify it). It is closed when the subscription
-// ends; Err then says why.
-func (s *Subscription) Frames() <-chan []byte { return s.sub.Frames() }
+// Ready receives a value when frames are queued or the subscription ended,
+// for a subscription opened without a wake function.
+func (s *Subscription) Ready() <-chan struct{} { return s.signal }
+
+// Take appends every queued frame to dst and returns it. Each frame is a
+// complete event-stream frame shared with other subscribers: do not modify
+// it. err is nil while the subscription lasts; ErrEvicted when it fell behind
+// (resuming from the last id replays what it missed), ErrRoomClosed when the
+// room was deleted, ErrClosed after Close. Frames queued before the end are
+// still returned with the error.
+func (s *Subscription) Take(dst [][]byte) (frames [][]byte, err error) {
+	frames, err = s.sub.Take(dst)
+	switch {
+	case err == nil:
+	case errors.Is(err, broadcast.ErrEvicted):
+		err = ErrEvicted
+	case errors.Is(err, broadcast.ErrClosed):
+		err = ErrRoomClosed
+	default:
+		err = ErrClosed
+	}
+	return frames, err
+}
 
 // Evicted reports whether the subscription fell behind and was evicted.
 func (s *Subscription) Evicted() bool { return s.sub.Evicted() }
-
-// Err reports why Frames was closed: ErrEvicted, ErrRoomClosed, or nil after
-// Close.
-func (s *Subscription) Err() error {
-	switch err := s.sub.Err(); err {
-	case broadcast.ErrClosed:
-		return ErrRoomClosed
-	default:
-		return err
-	}
-}
 
 // Close ends the subscription. It is safe to call more than once.
 func (s *Subscription) Close() {

@@ -174,7 +174,7 @@ func TestReplay(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, err := m.Subscribe("lobby", tt.pos)
+			s, err := m.Subscribe("lobby", tt.pos, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -200,7 +200,7 @@ func TestReplayThenLiveHasNoGap(t *testing.T) {
 		for i := range n {
 			post(t, m, "lobby", fmt.Sprint(i))
 			if i%25 == 0 {
-				s, err := m.Subscribe("lobby", Position{History: n})
+				s, err := m.Subscribe("lobby", Position{History: n}, nil)
 				if err != nil {
 					t.Error(err)
 					return
@@ -216,8 +216,9 @@ func TestReplayThenLiveHasNoGap(t *testing.T) {
 			_, seq, _ := ParseID(msg.ID)
 			seqs = append(seqs, seq)
 		}
-		for len(s.Frames()) > 0 {
-			id := strings.TrimPrefix(strings.SplitN(string(<-s.Frames()), "\n", 2)[0], "id: ")
+		frames, _ := s.Take(nil)
+		for _, f := range frames {
+			id := strings.TrimPrefix(strings.SplitN(string(f), "\n", 2)[0], "id: ")
 			_, seq, _ := ParseID(id)
 			seqs = append(seqs, seq)
 		}
@@ -260,14 +261,14 @@ func TestLimits(t *testing.T) {
 	if _, _, err := m.Submit("c", "u", "x", ""); !errors.Is(err, ErrTooManyRooms) {
 		t.Errorf("third room: %v, want ErrTooManyRooms", err)
 	}
-	s1, _ := m.Subscribe("a", Position{})
-	s2, _ := m.Subscribe("b", Position{})
-	if _, err := m.Subscribe("a", Position{}); !errors.Is(err, ErrTooManySubscribers) {
+	s1, _ := m.Subscribe("a", Position{}, nil)
+	s2, _ := m.Subscribe("b", Position{}, nil)
+	if _, err := m.Subscribe("a", Position{}, nil); !errors.Is(err, ErrTooManySubscribers) {
 		t.Errorf("third subscriber: %v, want ErrTooManySubscribers", err)
 	}
 	s1.Close()
 	s1.Close()
-	s3, err := m.Subscribe("a", Position{})
+	s3, err := m.Subscribe("a", Position{}, nil)
 	if err != nil {
 		t.Errorf("subscriber after one left: %v", err)
 	}
@@ -287,21 +288,22 @@ func TestLimits(t *testing.T) {
 func TestSlowSubscriberEvicted(t *testing.T) {
 	var evicted []string
 	m := newManager(t, Config{History: 100, Buffer: 2, Hooks: Hooks{Evicted: func(r string) { evicted = append(evicted, r) }}})
-	slow, _ := m.Subscribe("lobby", Position{})
+	slow, _ := m.Subscribe("lobby", Position{}, nil)
 	defer slow.Close()
-	fast, _ := m.Subscribe("lobby", Position{})
+	fast, _ := m.Subscribe("lobby", Position{}, nil)
 	defer fast.Close()
 	msgs := post(t, m, "lobby", "1", "2")
-	<-fast.Frames()
-	<-fast.Frames()
+	if frames, _ := fast.Take(nil); len(frames) != 2 {
+		t.Fatalf("fast subscriber took %d frames, want 2", len(frames))
+	}
 	post(t, m, "lobby", "3")
-	if !slow.Evicted() || !errors.Is(slow.Err(), ErrEvicted) || len(evicted) != 1 {
-		t.Fatalf("slow subscriber: evicted=%v err=%v hooks=%v", slow.Evicted(), slow.Err(), evicted)
+	if _, err := slow.Take(nil); !slow.Evicted() || !errors.Is(err, ErrEvicted) || len(evicted) != 1 {
+		t.Fatalf("slow subscriber: evicted=%v err=%v hooks=%v", slow.Evicted(), err, evicted)
 	}
-	if fast.Evicted() || len(fast.Frames()) != 1 {
-		t.Errorf("fast subscriber: evicted=%v queued=%d", fast.Evicted(), len(fast.Frames()))
+	if frames, err := fast.Take(nil); fast.Evicted() || err != nil || len(frames) != 1 {
+		t.Errorf("fast subscriber: evicted=%v err=%v queued=%d", fast.Evicted(), err, len(frames))
 	}
-	back, _ := m.Subscribe("lobby", Position{LastEventID: msgs[0].ID})
+	back, _ := m.Subscribe("lobby", Position{LastEventID: msgs[0].ID}, nil)
 	defer back.Close()
 	if texts(back.Messages) != "2,3" || back.Reset {
 		t.Errorf("resume after eviction replays %q reset=%v, want 2,3", texts(back.Messages), back.Reset)
@@ -312,16 +314,18 @@ func TestDelete(t *testing.T) {
 	var dropped []string
 	m := newManager(t, Config{History: 10, Buffer: 10, Hooks: Hooks{RoomDropped: func(r, why string) { dropped = append(dropped, r+":"+why) }}})
 	old := post(t, m, "lobby", "1", "2")
-	s, _ := m.Subscribe("lobby", Position{})
+	s, _ := m.Subscribe("lobby", Position{}, nil)
 	post(t, m, "lobby", "3")
 	if err := m.Delete("lobby"); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := <-s.Frames(); !ok {
-		t.Error("frame queued before the delete was lost")
+	select {
+	case <-s.Ready():
+	default:
+		t.Error("the subscription was not woken")
 	}
-	if _, ok := <-s.Frames(); ok || !errors.Is(s.Err(), ErrRoomClosed) {
-		t.Errorf("after delete: open=%v err=%v, want closed with ErrRoomClosed", ok, s.Err())
+	if frames, err := s.Take(nil); len(frames) != 1 || !errors.Is(err, ErrRoomClosed) {
+		t.Errorf("after delete: %d frames, err %v; want the frame queued before and ErrRoomClosed", len(frames), err)
 	}
 	s.Close()
 	if err := m.Delete("lobby"); !errors.Is(err, ErrNotFound) {
@@ -334,7 +338,7 @@ func TestDelete(t *testing.T) {
 	if e1, _, _ := ParseID(old[0].ID); strings.HasPrefix(again[0].ID, e1+"-") {
 		t.Errorf("recreated room reuses epoch: %q", again[0].ID)
 	}
-	s2, _ := m.Subscribe("lobby", Position{LastEventID: old[1].ID})
+	s2, _ := m.Subscribe("lobby", Position{LastEventID: old[1].ID}, nil)
 	defer s2.Close()
 	if !s2.Reset || texts(s2.Messages) != "new" {
 		t.Errorf("an id from before the delete: reset=%v replay=%q; want a reset and the new message", s2.Reset, texts(s2.Messages))
@@ -348,7 +352,7 @@ func TestIdleRoomsDropped(t *testing.T) {
 	m := newManager(t, Config{History: 10, Buffer: 10, IdleTimeout: 50 * time.Millisecond})
 	post(t, m, "quiet", "1")
 	post(t, m, "watched", "1")
-	s, _ := m.Subscribe("watched", Position{})
+	s, _ := m.Subscribe("watched", Position{}, nil)
 	defer s.Close()
 	deadline := time.Now().Add(5 * time.Second)
 	for m.Len() != 1 && time.Now().Before(deadline) {
@@ -372,12 +376,12 @@ func TestConfigure(t *testing.T) {
 
 func TestClose(t *testing.T) {
 	m := New(Config{History: 10, Buffer: 10})
-	s, _ := m.Subscribe("lobby", Position{})
+	s, _ := m.Subscribe("lobby", Position{}, nil)
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := <-s.Frames(); ok {
-		t.Error("subscription still open after Close")
+	if _, err := s.Take(nil); !errors.Is(err, ErrRoomClosed) {
+		t.Errorf("subscription after the manager closed: %v", err)
 	}
 	s.Close()
 	if _, _, err := m.Submit("lobby", "u", "x", ""); !errors.Is(err, ErrClosed) {
@@ -401,10 +405,8 @@ func TestConcurrentRooms(t *testing.T) {
 				case 0:
 					m.Submit(room, "u", "x", "")
 				case 1:
-					if s, err := m.Subscribe(room, Position{History: 5}); err == nil {
-						for len(s.Frames()) > 0 {
-							<-s.Frames()
-						}
+					if s, err := m.Subscribe(room, Position{History: 5}, nil); err == nil {
+						s.Take(nil)
 						s.Close()
 					}
 				case 2:
@@ -469,7 +471,7 @@ func FuzzResume(f *testing.F) {
 		f.Add(id, 3)
 	}
 	f.Fuzz(func(t *testing.T, id string, history int) {
-		s, err := m.Subscribe("lobby", Position{LastEventID: id, History: history})
+		s, err := m.Subscribe("lobby", Position{LastEventID: id, History: history}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
