@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"go.uber.org/zap"
 
+	"github.com/caddy-chat/caddy-chat/relay"
 	"github.com/caddy-chat/caddy-chat/rooms"
 )
 
@@ -63,18 +65,11 @@ type App struct {
 	IdleTimeout *caddy.Duration `json:"idle_timeout,omitempty"`
 
 	manager  *rooms.Manager
+	relay    *relay.Pool
 	logger   *zap.Logger
-	stopping *stopSignal
+	stopping chan struct{}
+	stopOnce *sync.Once
 }
-
-// stopSignal is closed once, by whichever comes first of the stopping event,
-// Stop and Cleanup.
-type stopSignal struct {
-	ch   chan struct{}
-	once sync.Once
-}
-
-func (s *stopSignal) close() { s.once.Do(func() { close(s.ch) }) }
 
 // CaddyModule returns the Caddy module information.
 func (App) CaddyModule() caddy.ModuleInfo {
@@ -88,7 +83,7 @@ func (App) CaddyModule() caddy.ModuleInfo {
 // and arranges for streams to end when this config stops.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
-	a.stopping = &stopSignal{ch: make(chan struct{})}
+	a.stopping, a.stopOnce = make(chan struct{}), new(sync.Once)
 	if a.History == nil {
 		a.History = new(int)
 		*a.History = DefaultHistory
@@ -133,6 +128,12 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("creating room manager: %w", err)
 	}
 	a.manager = m.(managerDestructor).Manager
+	a.relay = relay.New(relay.Config{
+		Writers:      runtime.GOMAXPROCS(0),
+		Heartbeat:    time.Duration(a.Heartbeat),
+		WriteTimeout: writeTimeout,
+		QuickWrite:   quickWrite,
+	})
 	return registerMetrics(ctx.GetMetricsRegistry(), a.manager)
 }
 
@@ -167,14 +168,14 @@ func (a *App) Start() error {
 
 // Stop ends this config's streams, in case the stopping event was missed.
 func (a *App) Stop() error {
-	a.stopping.close()
+	a.stop()
 	return nil
 }
 
 // Cleanup releases this config's reference to the manager; the last one
 // closes it.
 func (a *App) Cleanup() error {
-	a.stopping.close()
+	a.stop()
 	if a.manager == nil {
 		return nil
 	}
@@ -186,7 +187,18 @@ func (a *App) Cleanup() error {
 
 // Stopping is closed when this config stops; every stream it serves ends
 // then, and its client reconnects to the next config.
-func (a *App) Stopping() <-chan struct{} { return a.stopping.ch }
+func (a *App) Stopping() <-chan struct{} { return a.stopping }
+
+// stop ends this config's streams, once, whichever of the stopping event,
+// Stop and Cleanup comes first.
+func (a *App) stop() {
+	a.stopOnce.Do(func() {
+		close(a.stopping)
+		if a.relay != nil {
+			a.relay.Close()
+		}
+	})
+}
 
 func (a *App) roomsConfig() rooms.Config {
 	logger := a.logger
@@ -223,7 +235,7 @@ func (m managerDestructor) Destruct() error { return m.Close() }
 type stoppingHandler struct{ app *App }
 
 func (h stoppingHandler) Handle(context.Context, caddy.Event) error {
-	h.app.stopping.close()
+	h.app.stop()
 	return nil
 }
 

@@ -1,12 +1,15 @@
 package chat
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/caddy-chat/caddy-chat/relay"
 	"github.com/caddy-chat/caddy-chat/rooms"
 	"github.com/caddy-chat/caddy-chat/sse"
 )
@@ -20,9 +23,19 @@ const writeTimeout = 10 * time.Second
 // reload or an eviction resumes after this many milliseconds.
 const reconnectDelay = 1000
 
+// quickWrite is how long a shared relay writer waits on one client before
+// it hands that client a goroutine of its own.
+const quickWrite = 20 * time.Millisecond
+
 // serveStream sends the room's events: the replay the client asked for,
 // then live messages, until the client leaves, the room closes, the
 // subscriber is evicted or the config stops.
+//
+// An HTTP/1 stream leaves the request path: the handler takes the connection
+// over and hands it to the app's relay, which writes to it from a few shared
+// goroutines. That frees the request goroutine and net/http's buffers, most
+// of what an idle stream costs. Other streams (HTTP/2, or a chain that
+// cannot hand its connection over) stay in the request path.
 func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, room string) error {
 	if err := h.checkRoom(room); err != nil {
 		return err
@@ -39,33 +52,35 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, room strin
 		}
 		pos.History = n
 	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/event-stream")
+	hdr.Set("Cache-Control", "no-cache")
+	hdr.Set("X-Accel-Buffering", "no")
+
+	if r.ProtoMajor == 1 {
+		relayed := h.app.relay.NewStream()
+		sub, err := h.app.manager.Subscribe(room, pos, relayed.Wake)
+		if err != nil {
+			return roomsError(err)
+		}
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			startRelay(conn, hdr, relayed, sub)
+			return nil
+		}
+		sub.Close() // this chain cannot hand the connection over
+	}
+
 	sub, err := h.app.manager.Subscribe(room, pos, nil)
 	if err != nil {
 		return roomsError(err)
 	}
 	defer sub.Close()
-
-	hdr := w.Header()
-	hdr.Set("Content-Type", "text/event-stream")
-	hdr.Set("Cache-Control", "no-cache")
-	hdr.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-
 	rc := http.NewResponseController(w)
-	// The retry hint goes first so that, even behind encode, the headers and
-	// something the client can see leave at once.
-	buf := sse.AppendRetry(nil, reconnectDelay)
-	if sub.Reset {
-		buf = sse.AppendEvent(buf, sse.Event{Name: "reset", Data: resetData(sub.Oldest)})
-	}
-	for _, m := range sub.Messages {
-		buf = rooms.AppendFrame(buf, m)
-	}
-	if err := send(rc, w, buf); err != nil {
+	if err := send(rc, w, streamStart(sub.Replay)); err != nil {
 		return nil // the client is gone
 	}
-	sub.Messages = nil
-
 	heartbeat := time.NewTicker(time.Duration(h.app.Heartbeat))
 	defer heartbeat.Stop()
 	wrote := false
@@ -91,6 +106,65 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, room strin
 			return nil
 		}
 	}
+}
+
+// streamStart is what a stream begins with: the retry hint (sent first, so
+// that even behind encode the headers leave at once), a reset event when the
+// resume position was lost, then the replay.
+func streamStart(rep rooms.Replay) []byte {
+	buf := sse.AppendRetry(nil, reconnectDelay)
+	if rep.Reset {
+		buf = sse.AppendEvent(buf, sse.Event{Name: "reset", Data: resetData(rep.Oldest)})
+	}
+	for _, m := range rep.Messages {
+		buf = rooms.AppendFrame(buf, m)
+	}
+	return buf
+}
+
+// startRelay writes the response head and the start of the stream on a
+// connection taken over from net/http, then hands it to the relay. The body
+// ends when the connection closes, so the head says Connection: close and
+// needs no chunked encoding.
+func startRelay(conn net.Conn, hdr http.Header, relayed *relay.Stream, sub *rooms.Subscription) {
+	hdr = hdr.Clone()
+	hdr.Set("Connection", "close")
+	hdr.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	hdr.Del("Content-Length")
+	hdr.Del("Transfer-Encoding")
+	var b bytes.Buffer
+	b.WriteString("HTTP/1.1 200 OK\r\n")
+	_ = hdr.Write(&b)
+	b.WriteString("\r\n")
+	b.Write(streamStart(sub.Replay))
+	sub.Replay = rooms.Replay{}
+	// net/http may have left its own deadlines on the connection.
+	_ = conn.SetDeadline(time.Time{})
+	_ = conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if _, err := conn.Write(b.Bytes()); err != nil {
+		_ = conn.Close()
+		sub.Close()
+		return
+	}
+	relayed.Attach(conn, relaySource{sub}, sub.Close)
+}
+
+// relaySource adapts a subscription to what the relay writes: an evicted
+// subscriber is sent nothing more (it resumes from history), and a deleted
+// room's stream ends with the close event.
+type relaySource struct{ sub *rooms.Subscription }
+
+func (s relaySource) Take(dst [][]byte) ([][]byte, error) {
+	n := len(dst)
+	frames, err := s.sub.Take(dst)
+	switch {
+	case errors.Is(err, rooms.ErrEvicted):
+		clear(frames[n:])
+		return frames[:n], err
+	case errors.Is(err, rooms.ErrRoomClosed):
+		return append(frames, closeFrame), err
+	}
+	return frames, err
 }
 
 // closeFrame tells a client that its room was deleted.
