@@ -32,9 +32,10 @@ const (
 // global options, and the chat handler with the given subdirectives both at a
 // site root and under /chat/ on another site.
 type config struct {
-	global  string
+	global  string // chat global options
 	handler string
 	site    string // more directives for the root site
+	options string // more global options
 }
 
 func (c config) String() string {
@@ -43,6 +44,7 @@ func (c config) String() string {
 	http_port 9080
 	https_port 9443
 	auto_https off
+	%s
 	chat {
 		%s
 	}
@@ -66,7 +68,7 @@ func (c config) String() string {
 	}
 	respond "outside chat" 404
 }
-`, adminPort, c.global, rootSite, c.site, c.handler, chatSite, c.handler)
+`, adminPort, c.options, c.global, rootSite, c.site, c.handler, chatSite, c.handler)
 }
 
 // startCaddy loads cfg into the in-process Caddy, starting it if needed.

@@ -1,0 +1,64 @@
+package chat
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// TestStreamOverHTTP2: an HTTP/2 stream cannot be taken over and stays in
+// the request path; it keeps the same contract: replay, live messages, and
+// the close event.
+func TestStreamOverHTTP2(t *testing.T) {
+	startCaddy(t, config{handler: "allow_delete", options: "servers {\n\t\tprotocols h1 h2c\n\t}"})
+	room := roomFor(t, "a")
+	first := postJSON(t, rootSite, room, "alice", "before")
+
+	transport := &http.Transport{Protocols: new(http.Protocols)}
+	transport.Protocols.SetUnencryptedHTTP2(true)
+	defer transport.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", rootSite+"/stream/"+room+"?history=1", nil)
+	resp, err := transport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 2 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("%s %s, want an HTTP/2 event stream", resp.Proto, resp.Header.Get("Content-Type"))
+	}
+	events := readEvents(resp.Body)
+	next := func() (ev struct{ name, id, data string }) {
+		select {
+		case e, ok := <-events:
+			if !ok {
+				t.Fatal("the stream ended early")
+			}
+			ev.name, ev.id, ev.data = e.Name, e.ID, e.Data
+		case <-time.After(wait):
+			t.Fatal("no event")
+		}
+		return ev
+	}
+	if ev := next(); ev.id != first.ID {
+		t.Fatalf("replay: %+v, want %s", ev, first.ID)
+	}
+	live := postJSON(t, rootSite, room, "bob", "live")
+	if ev := next(); ev.id != live.ID {
+		t.Fatalf("live: %+v, want %s", ev, live.ID)
+	}
+	do(t, "DELETE", rootSite+"/room/"+room, "")
+	if ev := next(); ev.name != "close" || ev.data != "{}" {
+		t.Errorf("after delete: %+v, want the close event", ev)
+	}
+	select {
+	case _, ok := <-events:
+		if ok {
+			t.Error("an event after close")
+		}
+	case <-time.After(wait):
+		t.Error("the stream did not end after close")
+	}
+}
