@@ -219,3 +219,25 @@ func TestDeleteSendsClose(t *testing.T) {
 		t.Errorf("replay after delete: %q", got[0].Message)
 	}
 }
+
+// TestStreamBehindEncode: with encode in the site, the stream's headers and
+// messages still arrive at once, uncompressed.
+func TestStreamBehindEncode(t *testing.T) {
+	startCaddy(t, config{site: "encode gzip zstd"})
+	room := roomFor(t, "a")
+	req, _ := http.NewRequest("GET", rootSite+"/stream/"+room, nil)
+	req.Header.Set("Accept-Encoding", "gzip, zstd")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if enc := resp.Header.Get("Content-Encoding"); enc != "" || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("Content-Encoding %q, Content-Type %q; want an uncompressed event stream", enc, resp.Header.Get("Content-Type"))
+	}
+	s := &stream{resp: resp, events: readEvents(resp.Body), cancel: func() {}}
+	posted := postJSON(t, rootSite, room, "alice", "through encode")
+	if got := s.messages(t, 1); got[0].ID != posted.ID {
+		t.Errorf("got %q", got[0].Message)
+	}
+}
