@@ -107,11 +107,6 @@ func (s *Subscriber) Err() error {
 	return s.reason
 }
 
-// Evicted reports whether the subscriber was evicted. A reader checks it
-// before writing what it took, so that a client too slow to keep up is not
-// sent frames it will be replayed anyway.
-func (s *Subscriber) Evicted() bool { return s.Err() == ErrEvicted }
-
 // offer queues frame unless the queue is full. It reports whether it queued
 // it and whether the queue was empty before.
 func (s *Subscriber) offer(frame []byte) (queued, first bool) {

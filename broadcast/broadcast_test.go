@@ -108,7 +108,7 @@ func TestEvictionSparesOthers(t *testing.T) {
 	if frames, _ := fast.Take(nil); len(frames) != 10 {
 		t.Errorf("fast subscriber got %d frames, want 10", len(frames))
 	}
-	if !slow.Evicted() {
+	if slow.Err() != ErrEvicted {
 		t.Error("slow subscriber was not evicted")
 	}
 }

@@ -376,9 +376,6 @@ func (s *Subscription) Take(dst [][]byte) (frames [][]byte, err error) {
 	return frames, err
 }
 
-// Evicted reports whether the subscription fell behind and was evicted.
-func (s *Subscription) Evicted() bool { return s.sub.Evicted() }
-
 // Close ends the subscription. It is safe to call more than once.
 func (s *Subscription) Close() {
 	s.once.Do(func() {

@@ -88,9 +88,6 @@ func (p *Reader) Next() (Received, error) {
 	}
 }
 
-// LastEventID is the id a reconnecting client would send as Last-Event-ID.
-func (p *Reader) LastEventID() string { return p.lastID }
-
 // readLine returns the next line without its terminator, treating CR, LF and
 // CRLF alike and dropping a leading byte-order mark. It scans the buffered
 // bytes in bulk rather than byte by byte.
