@@ -351,3 +351,27 @@ func TestScreenshots(t *testing.T) {
 		}
 	}
 }
+
+// TestBrowserRoomList: the room list shows each room with its live
+// subscriber count, and opens a room from its form.
+func TestBrowserRoomList(t *testing.T) {
+	startCaddy(t, config{})
+	browser := newBrowser(t)
+	room := roomFor(t, "a")
+	page := newTab(t, browser, "room")
+	run(t, page, chromedp.Navigate(chatBase+"/room/"+room))
+	waitState(t, page, "live")
+	list := newTab(t, browser, "list")
+	run(t, list, chromedp.Navigate(chatBase+"/"))
+	text := strings.Join(strings.Fields(get(t, list, chromedp.Text(chromedp.CSS("#rooms")))), " ")
+	if !strings.Contains(text, room+" 1 online") {
+		t.Errorf("the room list says %q, want %s with 1 online", text, room)
+	}
+	other := roomFor(t, "b")
+	run(t, list,
+		chromedp.SendKeys(chromedp.CSS("#room-name"), other), pressEnter(false),
+		chromedp.WaitVisible(chromedp.CSS("#compose")))
+	if location := get(t, list, chromedp.Location()); location != chatBase+"/room/"+other {
+		t.Errorf("the form opened %s, want the room page of %s", location, other)
+	}
+}

@@ -2,16 +2,19 @@ package chat
 
 import (
 	"context"
+	"io"
 	"net/http"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
 // TestStreamOverHTTP2: an HTTP/2 stream cannot be taken over and stays in
-// the request path; it keeps the same contract: replay, live messages, and
-// the close event.
+// the request path; it keeps the same contract: replay, live messages,
+// heartbeats and the close event.
 func TestStreamOverHTTP2(t *testing.T) {
-	startCaddy(t, config{handler: "allow_delete", options: "servers {\n\t\tprotocols h1 h2c\n\t}"})
+	startCaddy(t, config{global: "heartbeat 100ms", handler: "allow_delete", options: "servers {\n\t\tprotocols h1 h2c\n\t}"})
 	room := roomFor(t, "a")
 	first := postJSON(t, rootSite, room, "alice", "before")
 
@@ -29,7 +32,8 @@ func TestStreamOverHTTP2(t *testing.T) {
 	if resp.ProtoMajor != 2 || resp.Header.Get("Content-Type") != "text/event-stream" {
 		t.Fatalf("%s %s, want an HTTP/2 event stream", resp.Proto, resp.Header.Get("Content-Type"))
 	}
-	events := readEvents(resp.Body)
+	var comments atomic.Int32
+	events := readEvents(io.TeeReader(resp.Body, commentCounter{&comments}))
 	next := func() (ev struct{ name, id, data string }) {
 		select {
 		case e, ok := <-events:
@@ -49,6 +53,7 @@ func TestStreamOverHTTP2(t *testing.T) {
 	if ev := next(); ev.id != live.ID {
 		t.Fatalf("live: %+v, want %s", ev, live.ID)
 	}
+	waitFor(t, "heartbeats", func() bool { return comments.Load() >= 2 })
 	do(t, "DELETE", rootSite+"/room/"+room, "")
 	if ev := next(); ev.name != "close" || ev.data != "{}" {
 		t.Errorf("after delete: %+v, want the close event", ev)
@@ -61,4 +66,12 @@ func TestStreamOverHTTP2(t *testing.T) {
 	case <-time.After(wait):
 		t.Error("the stream did not end after close")
 	}
+}
+
+// commentCounter counts the heartbeat comments that pass through it.
+type commentCounter struct{ n *atomic.Int32 }
+
+func (c commentCounter) Write(b []byte) (int, error) {
+	c.n.Add(int32(strings.Count(string(b), ": ping\n\n")))
+	return len(b), nil
 }
