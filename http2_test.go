@@ -75,3 +75,34 @@ func (c commentCounter) Write(b []byte) (int, error) {
 	c.n.Add(int32(strings.Count(string(b), ": ping\n\n")))
 	return len(b), nil
 }
+
+// TestHTTP2StreamEndsOnReload: a stream in the request path ends when its
+// config stops, so that Caddy's shutdown, whose grace period is eternal by
+// default, never waits on it.
+func TestHTTP2StreamEndsOnReload(t *testing.T) {
+	cfg := config{options: "servers {\n\t\tprotocols h1 h2c\n\t}"}
+	startCaddy(t, cfg)
+	transport := &http.Transport{Protocols: new(http.Protocols)}
+	transport.Protocols.SetUnencryptedHTTP2(true)
+	defer transport.CloseIdleConnections()
+	req, _ := http.NewRequest("GET", rootSite+"/stream/"+roomFor(t, "a"), nil)
+	resp, err := transport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("%s, want HTTP/2", resp.Proto)
+	}
+	ended := make(chan struct{})
+	go func() { io.Copy(io.Discard, resp.Body); close(ended) }()
+	cfg.global = "heartbeat 20s"
+	if took := reload(t, cfg); took > 3*time.Second {
+		t.Errorf("the reload took %v with an HTTP/2 stream open", took)
+	}
+	select {
+	case <-ended:
+	case <-time.After(wait):
+		t.Fatal("the HTTP/2 stream is still open after the reload")
+	}
+}
