@@ -13,23 +13,16 @@ import (
 // config a new metrics registry, and the app registers these same counters in
 // each, so that they keep counting across reloads.
 var (
-	messagesTotal = prometheus.NewCounter(prometheus.CounterOpts{
-		Namespace: "caddy", Subsystem: "chat", Name: "messages_total",
-		Help: "Messages published.",
-	})
-	deliveriesTotal = prometheus.NewCounter(prometheus.CounterOpts{
-		Namespace: "caddy", Subsystem: "chat", Name: "deliveries_total",
-		Help: "Messages queued for delivery to a stream.",
-	})
-	evictionsTotal = prometheus.NewCounter(prometheus.CounterOpts{
-		Namespace: "caddy", Subsystem: "chat", Name: "evictions_total",
-		Help: "Streams ended because they fell too far behind.",
-	})
-	rejectedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "caddy", Subsystem: "chat", Name: "rejected_requests_total",
-		Help: "Requests refused, by reason.",
-	}, []string{"reason"})
+	messagesTotal   = prometheus.NewCounter(counterOpts("messages_total", "Messages published."))
+	deliveriesTotal = prometheus.NewCounter(counterOpts("deliveries_total", "Messages queued for delivery to a stream."))
+	evictionsTotal  = prometheus.NewCounter(counterOpts("evictions_total", "Streams ended because they fell too far behind."))
+	rejectedTotal   = prometheus.NewCounterVec(counterOpts("rejected_requests_total", "Requests refused, by reason."), []string{"reason"})
 )
+
+// counterOpts names a counter caddy_chat_<name>.
+func counterOpts(name, help string) prometheus.CounterOpts {
+	return prometheus.CounterOpts{Namespace: "caddy", Subsystem: "chat", Name: name, Help: help}
+}
 
 // registerMetrics adds the chat metrics to a config's registry: the
 // process-wide counters, and gauges that read the room manager.
