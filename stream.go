@@ -146,15 +146,17 @@ func startRelay(conn net.Conn, hdr http.Header, relayed *relay.Stream, sub *room
 		sub.Close()
 		return
 	}
-	relayed.Attach(conn, relaySource{sub}, sub.Close)
+	relayed.Attach(conn, streamSource{sub}, sub.Close)
 }
 
-// relaySource adapts a subscription to what the relay writes: an evicted
-// subscriber is sent nothing more (it resumes from history), and a deleted
-// room's stream ends with the close event.
-type relaySource struct{ sub *rooms.Subscription }
+// streamSource is what either kind of stream writes from a subscription: an
+// evicted subscriber is sent nothing more (it resumes from history), and a
+// deleted room's stream ends with the close event.
+type streamSource struct{ sub *rooms.Subscription }
 
-func (s relaySource) Take(dst [][]byte) ([][]byte, error) {
+// Take appends the frames to write to dst; a non-nil error ends the stream
+// after them.
+func (s streamSource) Take(dst [][]byte) ([][]byte, error) {
 	n := len(dst)
 	frames, err := s.sub.Take(dst)
 	switch {
@@ -174,20 +176,14 @@ var closeFrame = sse.AppendEvent(nil, sse.Event{Name: "close", Data: []byte("{}"
 // write and one flush however many messages arrived meanwhile. It returns the
 // frames slice for reuse and whether the stream goes on.
 func writeQueued(rc *http.ResponseController, w http.ResponseWriter, sub *rooms.Subscription, frames [][]byte) ([][]byte, bool) {
-	frames, err := sub.Take(frames)
-	if errors.Is(err, rooms.ErrEvicted) {
-		return frames, false // too slow: it resumes from history instead
-	}
+	frames, err := streamSource{sub}.Take(frames)
+	defer clear(frames) // drop references to shared frames while idle
 	_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
 	for _, frame := range frames {
 		if _, err := w.Write(frame); err != nil {
 			return frames, false
 		}
 	}
-	if errors.Is(err, rooms.ErrRoomClosed) {
-		_, _ = w.Write(closeFrame)
-	}
-	clear(frames) // drop references to shared frames while idle
 	return frames, rc.Flush() == nil && err == nil
 }
 

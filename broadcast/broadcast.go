@@ -3,7 +3,7 @@
 // A Broadcaster never waits for a subscriber: every subscriber owns a bounded
 // queue, and Submit only appends the frame to it. A subscriber whose queue is
 // full has fallen behind by more than its queue can hold; it is evicted rather
-// than allowed to slow the others down, and its reader learns why through Err.
+// than allowed to slow the others down, and its reader learns why from Take.
 // The caller is expected to resume such a reader from history.
 //
 // Frames are shared, never copied: the same byte slice goes to every queue, so
@@ -95,17 +95,6 @@ func (s *Subscriber) Take(dst [][]byte) ([][]byte, error) {
 
 // maxKeptQueue is the largest queue array a subscriber keeps for reuse.
 const maxKeptQueue = 64
-
-// Err reports why the subscriber ended, or nil while it is registered or
-// after a plain Unregister.
-func (s *Subscriber) Err() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.reason == errUnregistered {
-		return nil
-	}
-	return s.reason
-}
 
 // offer queues frame unless the queue is full. It reports whether it queued
 // it and whether the queue was empty before.

@@ -455,15 +455,6 @@ func (m *Manager) Rooms() []RoomInfo {
 	return out
 }
 
-// Room describes one room, and reports false if it does not exist.
-func (m *Manager) Room(name string) (info RoomInfo, ok bool) {
-	err := m.withRoom(name, false, func(r *room) error {
-		info = RoomInfo{Name: r.name, Subscribers: r.subscribers, LastID: r.lastID()}
-		return nil
-	})
-	return info, err == nil
-}
-
 // Len returns the number of rooms.
 func (m *Manager) Len() int {
 	m.mu.RLock()
