@@ -3,11 +3,36 @@
 "use strict";
 
 (function () {
+  // Reopening a refused stream waits 0.5-1 s, then twice as long each time,
+  // up to 15-30 s. A post is tried 4 times, waiting 0.5-1 s, 1-2 s, 2-4 s.
+  const streamRetryBase = 1000;
+  const streamRetryCap = 30000;
+  const sendAttempts = 4;
+  const sendRetryBase = 1000;
+  const sendRetryCap = 10000;
+  // Answers to a post that may pass if it is sent again.
+  const retryable = new Set([408, 429, 500, 502, 503, 504]);
+
   const body = document.body;
   if (body.classList.contains("room")) {
     room(body);
   } else if (body.classList.contains("index")) {
     index();
+  }
+
+  // backoff is how long to wait before try n+1 (n from 0): base doubled n
+  // times, up to cap, of which a random half, so that the pages a server
+  // refused do not all come back at once.
+  function backoff(n, base, cap) {
+    const full = Math.min(cap, base * 2 ** n);
+    return full / 2 + Math.random() * full / 2;
+  }
+
+  // newKey returns an Idempotency-Key. (crypto.randomUUID exists only on
+  // HTTPS and localhost.)
+  function newKey() {
+    const b = crypto.getRandomValues(new Uint8Array(16));
+    return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
   }
 
   function index() {
@@ -50,6 +75,8 @@
     const userField = document.getElementById("user");
     const textField = document.getElementById("message");
     const deleteButton = document.getElementById("delete");
+    const sendButton = form.querySelector("button[type=submit]");
+    const sendError = document.getElementById("send-error");
     const seen = new Set();
     for (const li of list.children) seen.add(li.dataset.id);
 
@@ -92,30 +119,57 @@
     }
 
     // The page holds history up to data-last-id; the stream resumes after
-    // it (or, for a room that was empty, replays what came since). On a
-    // reconnect the browser sends the last id it received itself.
-    const lastID = body.dataset.lastId;
-    const streamURL = "../stream/" + encodeURIComponent(name) +
-      (lastID ? "?last_event_id=" + encodeURIComponent(lastID) : "?history=50");
-    const source = new EventSource(streamURL);
+    // it (or, for a room that was empty, replays what came since), and every
+    // stream the page opens later resumes after the last id it received.
+    // EventSource reconnects by itself when a stream ends, but gives up for
+    // good when an answer is not a stream (a 503 when the server is full, a
+    // 429): then the page waits a backoff and opens a new one.
+    let lastID = body.dataset.lastId;
+    let refusals = 0;
+    let retryTimer = 0;
+    let deleted = false;
+
+    function connect() {
+      retryTimer = 0;
+      const source = new EventSource("../stream/" + encodeURIComponent(name) +
+        (lastID ? "?last_event_id=" + encodeURIComponent(lastID) : "?history=50"));
+      source.onopen = () => {
+        refusals = 0;
+        setStatus("live", "live");
+      };
+      source.onerror = () => {
+        if (source.readyState !== EventSource.CLOSED) {
+          setStatus("reconnecting", "reconnecting");
+          return;
+        }
+        source.close();
+        const wait = backoff(refusals++, streamRetryBase, streamRetryCap);
+        setStatus("offline, retrying in " + Math.ceil(wait / 1000) + " s", "offline");
+        retryTimer = setTimeout(connect, wait);
+      };
+      source.addEventListener("message", (e) => {
+        lastID = e.lastEventId;
+        append(JSON.parse(e.data));
+      });
+      source.addEventListener("reset", () =>
+        show("Some messages may have been missed while you were away."));
+      source.addEventListener("close", () => {
+        source.close();
+        deleted = true;
+        setStatus("closed", "closed");
+        show("This room was deleted.");
+        form.querySelectorAll("input, textarea, button").forEach((el) => (el.disabled = true));
+        if (deleteButton) deleteButton.disabled = true;
+      });
+    }
     setStatus("connecting", "connecting");
-    source.onopen = () => setStatus("live", "live");
-    source.onerror = () => {
-      if (source.readyState === EventSource.CLOSED) {
-        setStatus("offline", "offline");
-      } else {
-        setStatus("reconnecting", "reconnecting");
+    connect();
+    // Back online: try now rather than at the end of the backoff.
+    window.addEventListener("online", () => {
+      if (retryTimer && !deleted) {
+        clearTimeout(retryTimer);
+        connect();
       }
-    };
-    source.addEventListener("message", (e) => append(JSON.parse(e.data)));
-    source.addEventListener("reset", () =>
-      show("Some messages may have been missed while you were away."));
-    source.addEventListener("close", () => {
-      source.close();
-      setStatus("closed", "closed");
-      show("This room was deleted.");
-      form.querySelectorAll("input, textarea, button").forEach((el) => (el.disabled = true));
-      if (deleteButton) deleteButton.disabled = true;
     });
 
     // Enter sends; Shift+Enter adds a line.
@@ -126,35 +180,62 @@
       }
     });
 
+    // One post at a time: while one is in flight the form takes no other,
+    // so a double Enter posts once.
+    let sending = false;
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
       const message = textField.value;
-      if (message.trim() === "") return;
-      const payload = JSON.stringify({ user: userField.value.trim(), message: message });
-      // A retry after a failed connection carries the same key, so the
-      // server stores the message once.
-      const key = crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random();
-      for (let attempt = 0; attempt < 5; attempt++) {
+      if (sending || message.trim() === "") return;
+      sending = true;
+      sendButton.disabled = true;
+      textField.readOnly = true;
+      form.setAttribute("aria-busy", "true");
+      const problem = await post(JSON.stringify({ user: userField.value.trim(), message: message }));
+      sending = false;
+      sendButton.disabled = false;
+      textField.readOnly = false;
+      form.removeAttribute("aria-busy");
+      if (problem) {
+        // The text stays in the box, to send again.
+        sendError.textContent = problem;
+        sendError.hidden = false;
+      } else {
+        textField.value = "";
+        sendError.hidden = true;
+      }
+      textField.focus();
+    });
+
+    // post sends a message and returns "" once the server has it, or what
+    // to tell the user. A failure that may pass (no connection, a 5xx, a
+    // 429) is retried with the same Idempotency-Key, so the server stores
+    // the message once even when only its answer was lost.
+    async function post(payload) {
+      const key = newKey();
+      let problem = "";
+      for (let attempt = 0; attempt < sendAttempts; attempt++) {
+        let wait = backoff(attempt, sendRetryBase, sendRetryCap);
         try {
           const resp = await fetch("", {
             method: "POST",
             headers: { "Content-Type": "application/json", "Idempotency-Key": key },
             body: payload,
           });
-          if (resp.ok) {
-            textField.value = "";
-            notice.hidden = true;
-          } else {
-            const err = await resp.json().catch(() => ({}));
-            show(err.error || "The message was not sent (" + resp.status + ").");
-          }
-          break;
+          if (resp.ok) return "";
+          const err = await resp.json().catch(() => ({}));
+          problem = "Not sent: " + (err.error || "the server answered " + resp.status) + ".";
+          if (!retryable.has(resp.status)) return problem;
+          const after = 1000 * Number(resp.headers.get("Retry-After"));
+          if (after > sendRetryCap) return problem;
+          wait = Math.max(wait, after);
         } catch (err) {
-          await new Promise((r) => setTimeout(r, 500 * (attempt + 1)));
+          problem = "Not sent: the server cannot be reached.";
         }
+        if (attempt + 1 < sendAttempts) await new Promise((r) => setTimeout(r, wait));
       }
-      textField.focus();
-    });
+      return problem;
+    }
 
     if (deleteButton) {
       deleteButton.hidden = false;
