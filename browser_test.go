@@ -2,39 +2,97 @@ package chat
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/fetch"
 	"github.com/chromedp/cdproto/input"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+
+	"github.com/caddy-chat/caddy-chat/rooms"
 )
 
-// newBrowser starts a headless Chromium for the test. CI installs Debian's
-// chromium; a developer without it gets a skip, CI a failure.
-func newBrowser(t *testing.T) context.Context {
+// browserTest is a page test; it opens its tabs in browser.
+type browserTest struct {
+	name string
+	run  func(t *testing.T, browser context.Context)
+}
+
+// browserTests are the page tests TestBrowser runs.
+var browserTests = []browserTest{
+	{"TwoPages", testTwoPages},
+	{"Reconnect", testReconnect},
+	{"RefusedReconnect", testRefusedReconnect},
+	{"ResetNotice", testResetNotice},
+	{"DoubleEnter", testDoubleEnter},
+	{"SendFails", testSendFails},
+	{"HostileText", testHostileText},
+	{"WithoutScript", testWithoutScript},
+	{"RoomDeleted", testRoomDeleted},
+	{"RoomList", testRoomList},
+}
+
+var screenshots = flag.Bool("screenshots", false, "write the README's screenshots to docs/ (go test -run Browser/Screenshots -screenshots)")
+
+// TestBrowser starts one headless Chromium and runs every page test in it,
+// each in a browser context of its own (its own storage). Its profile and
+// temporary files live in the test's temporary directory, removed at the
+// end. Without Chromium the test fails, unless CHAT_SKIP_BROWSER=1 says
+// the developer chose to skip it.
+func TestBrowser(t *testing.T) {
+	browser := startBrowser(t)
+	tests := browserTests
+	if *screenshots {
+		tests = append(slices.Clip(tests), browserTest{"Screenshots", testScreenshots})
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			session, cancel := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
+			defer cancel()
+			tc.run(t, session)
+		})
+	}
+}
+
+// startBrowser starts the headless Chromium the page tests share: Debian's
+// chromium, or the one CHROMIUM names.
+func startBrowser(t *testing.T) context.Context {
 	t.Helper()
 	path := os.Getenv("CHROMIUM")
 	if path == "" {
 		path, _ = exec.LookPath("chromium")
 	}
 	if path == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("chromium is not installed; .ci/run installs it")
+		if os.Getenv("CHAT_SKIP_BROWSER") == "1" {
+			t.Skipf("SKIPPING %d browser tests: CHAT_SKIP_BROWSER=1 and chromium is not installed", len(browserTests))
 		}
-		t.Skip("chromium is not installed (apt-get install chromium)")
+		t.Fatal("chromium is not installed, so the browser tests cannot run: " +
+			"apt-get install chromium (./test.sh does), set CHROMIUM to its path, " +
+			"or set CHAT_SKIP_BROWSER=1 to skip them")
 	}
+	dir := t.TempDir()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(path),
+		chromedp.UserDataDir(filepath.Join(dir, "profile")),
+		// Chromium's own temporary and crash files land here too.
+		chromedp.Env("TMPDIR="+dir, "XDG_CACHE_HOME="+filepath.Join(dir, "cache"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config")),
+		chromedp.Flag("crash-dumps-dir", filepath.Join(dir, "crashes")),
 		chromedp.NoSandbox,
 		chromedp.DisableGPU,
 		chromedp.Flag("disable-quic", true),
@@ -50,13 +108,13 @@ func newBrowser(t *testing.T) context.Context {
 	return ctx
 }
 
-// newTab opens a tab; if the test fails, the tab's screenshot is saved in
-// testdata/screenshots.
-func newTab(t *testing.T, browser context.Context, name string) context.Context {
+// newTab opens a tab in the test's browser context. With -screenshots, a
+// failed test's tabs are saved in testdata/screenshots.
+func newTab(t *testing.T, session context.Context, name string) context.Context {
 	t.Helper()
-	tab, cancel := chromedp.NewContext(browser)
+	tab, cancel := chromedp.NewContext(session)
 	t.Cleanup(func() {
-		if t.Failed() {
+		if t.Failed() && *screenshots {
 			shotCtx, done := context.WithTimeout(tab, 5*time.Second)
 			defer done()
 			if png, err := chromedp.Run(shotCtx, chromedp.CaptureScreenshot()); err == nil {
@@ -163,12 +221,180 @@ func shownIDs(msgs []shownMessage) string {
 	return strings.Join(ids, ",")
 }
 
-// TestBrowserTwoPages: two pages in one room see each other's messages, in
-// the same order; Enter sends, Shift+Enter adds a line; the name is
-// remembered. At the site root and under /chat/.
-func TestBrowserTwoPages(t *testing.T) {
+// watchStates makes the page record every state its status shows from now
+// on, so that a test sees a state that lasts less than one of its polls.
+func watchStates(t *testing.T, tab context.Context) {
+	t.Helper()
+	get(t, tab, chromedp.Evaluate[bool](`(() => {
+		const status = document.getElementById('status');
+		window.shownStates = [status.dataset.state];
+		new MutationObserver(() => {
+			const s = status.dataset.state;
+			if (shownStates[shownStates.length - 1] !== s) shownStates.push(s);
+		}).observe(status, {attributes: true, attributeFilter: ['data-state']});
+		return true;
+	})()`))
+}
+
+// waitStates waits until the states the page showed since watchStates
+// include want, in that order, and returns them all.
+func waitStates(t *testing.T, tab context.Context, want ...string) []string {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		got := get(t, tab, chromedp.Evaluate[[]string](`window.shownStates`))
+		rest := want
+		for _, s := range got {
+			if len(rest) > 0 && s == rest[0] {
+				rest = rest[1:]
+			}
+		}
+		if len(rest) == 0 {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the page showed the states %v, want %v among them in order", got, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// wire is what the server sent to a tab's EventSources, as the browser's
+// network layer received it: an oracle outside the page, which drops
+// repeated ids itself.
+type wire struct {
+	mu     sync.Mutex
+	names  []string // event names, in order of arrival
+	idList []string // message ids, in order of arrival
+}
+
+func watchWire(t *testing.T, tab context.Context) *wire {
+	t.Helper()
+	w := new(wire)
+	err := chromedp.Listen(tab, func(ev any) {
+		if e, ok := ev.(*network.EventEventSourceMessageReceived); ok {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			w.names = append(w.names, e.EventName)
+			if e.EventName == "message" {
+				w.idList = append(w.idList, e.EventID)
+			}
+		}
+	})
+	if err == nil {
+		_, err = chromedp.Call(tab, network.Enable, network.EnableParams{})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func (w *wire) ids() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return strings.Join(w.idList, ",")
+}
+
+func (w *wire) events() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.names)
+}
+
+// interceptor stands between a tab and the server: it pauses the requests
+// that match its patterns, and the test answers each, in a goroutine of its
+// own, by passing it on, refusing it or failing it as a network would.
+type interceptor struct{ tab context.Context }
+
+func intercept(t *testing.T, tab context.Context, answer func(i interceptor, ev *fetch.EventRequestPaused), patterns ...*fetch.RequestPattern) {
+	t.Helper()
+	i := interceptor{tab}
+	err := chromedp.Listen(tab, func(ev any) {
+		if e, ok := ev.(*fetch.EventRequestPaused); ok {
+			go answer(i, e)
+		}
+	})
+	if err == nil {
+		_, err = chromedp.Call(tab, fetch.Enable, fetch.EnableParams{Patterns: patterns})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The answers' errors are ignored: they come when the tab has closed.
+
+func (i interceptor) pass(ev *fetch.EventRequestPaused) {
+	if ev.ResponseStatusCode != 0 || ev.ResponseErrorReason != "" {
+		chromedp.Call(i.tab, fetch.ContinueResponse, fetch.ContinueResponseParams{RequestID: ev.RequestID})
+		return
+	}
+	chromedp.Call(i.tab, fetch.ContinueRequest, fetch.ContinueRequestParams{RequestID: ev.RequestID})
+}
+
+// refuse answers as the handler refuses: JSON, with Retry-After.
+func (i interceptor) refuse(ev *fetch.EventRequestPaused, status int, retryAfter string) {
+	chromedp.Call(i.tab, fetch.FulfillRequest, fetch.FulfillRequestParams{
+		RequestID:    ev.RequestID,
+		ResponseCode: int64(status),
+		ResponseHeaders: []*fetch.HeaderEntry{
+			{Name: "Content-Type", Value: "application/json"},
+			{Name: "Retry-After", Value: retryAfter},
+		},
+		Body: fmt.Appendf(nil, `{"error":"refused with %d by the test"}`, status),
+	})
+}
+
+func (i interceptor) fail(ev *fetch.EventRequestPaused) {
+	chromedp.Call(i.tab, fetch.FailRequest, fetch.FailRequestParams{RequestID: ev.RequestID, ErrorReason: network.ErrorReasonConnectionRefused})
+}
+
+// header returns a request header by its name, in any case.
+func header(ev *fetch.EventRequestPaused, name string) string {
+	for k, v := range ev.Request.Headers {
+		if strings.EqualFold(k, name) {
+			s, _ := v.(string)
+			return s
+		}
+	}
+	return ""
+}
+
+var (
+	streamRequests = &fetch.RequestPattern{URLPattern: "*/stream/*", ResourceType: network.ResourceTypeEventSource}
+	postRequests   = &fetch.RequestPattern{URLPattern: "*/room/*", ResourceType: network.ResourceTypeFetch}
+)
+
+// stored returns the ids of the messages the server keeps for room.
+func stored(t *testing.T, room string) string {
+	t.Helper()
+	resp := do(t, "GET", rootSite+"/rooms/"+room+"/messages", "")
+	if resp.status == http.StatusNotFound {
+		return ""
+	}
+	var list struct{ Messages []rooms.Message }
+	if err := json.Unmarshal([]byte(resp.body), &list); resp.status != http.StatusOK || err != nil {
+		t.Fatalf("history of %s: %d %s", room, resp.status, resp.body)
+	}
+	return ids(list.Messages)
+}
+
+// pollUntil polls cond until it holds, failing the test after d.
+func pollUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, d)
+		}
+	}
+}
+
+// testTwoPages: two pages in one room see each other's messages, in the
+// same order; Enter sends, Shift+Enter adds a line; the name is remembered.
+// At the site root and under /chat/.
+func testTwoPages(t *testing.T, browser context.Context) {
 	startCaddy(t, config{})
-	browser := newBrowser(t)
 	for name, base := range map[string]string{"root": rootSite, "prefix": chatBase} {
 		t.Run(name, func(t *testing.T) {
 			room := roomFor(t, "a")
@@ -181,10 +407,12 @@ func TestBrowserTwoPages(t *testing.T) {
 			run(t, a,
 				chromedp.SendKeys(chromedp.CSS("#user"), "alice"),
 				chromedp.SendKeys(chromedp.CSS("#message"), "hello from a"), pressEnter(false))
+			waitMessages(t, a, 1) // one post at a time: the box takes no text while one is in flight
 			run(t, b,
 				chromedp.SendKeys(chromedp.CSS("#user"), "bob"),
 				chromedp.SendKeys(chromedp.CSS("#message"), "line one"), pressEnter(true),
 				chromedp.SendKeys(chromedp.CSS("#message"), "line two"), pressEnter(false))
+			waitMessages(t, a, 2)
 			run(t, a, chromedp.SendKeys(chromedp.CSS("#message"), "and again"), pressEnter(false))
 			gotA, gotB := waitMessages(t, a, 3), waitMessages(t, b, 3)
 			if shownIDs(gotA) != shownIDs(gotB) {
@@ -196,7 +424,8 @@ func TestBrowserTwoPages(t *testing.T) {
 					t.Errorf("shown %+v, want one of %v", m, want)
 				}
 			}
-			// Both tabs share the browser's storage: the last name typed wins.
+			// Both tabs share the browser context's storage: the last name
+			// typed wins.
 			cleared := get(t, b, chromedp.Value(chromedp.CSS("#message")))
 			run(t, b, chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#messages li")))
 			remembered := get(t, b, chromedp.Value(chromedp.CSS("#user")))
@@ -207,41 +436,337 @@ func TestBrowserTwoPages(t *testing.T) {
 	}
 }
 
-// TestBrowserReconnect: when the server ends the stream (here by a reload),
-// the page shows it is reconnecting, resumes, and shows every message once.
-func TestBrowserReconnect(t *testing.T) {
+// testReconnect: when the server ends the stream (here by a reload), the
+// page shows it is reconnecting, then live, and shows every message once.
+// What the server sent is counted on the wire, so a page that resumed from
+// the wrong place cannot hide it by dropping repeats.
+func testReconnect(t *testing.T, browser context.Context) {
 	startCaddy(t, config{global: "heartbeat 15s"})
-	browser := newBrowser(t)
 	room := roomFor(t, "a")
-	var want []string
+	var rendered []string // in the page as the server renders it
 	for i := range 3 {
-		want = append(want, postJSON(t, rootSite, room, "api", fmt.Sprint("before ", i)).ID)
+		rendered = append(rendered, postJSON(t, rootSite, room, "api", fmt.Sprint("before ", i)).ID)
 	}
 	tab := newTab(t, browser, "page")
+	onWire := watchWire(t, tab)
 	run(t, tab, chromedp.Navigate(rootSite+"/room/"+room))
 	waitState(t, tab, "live")
-	want = append(want, postJSON(t, rootSite, room, "api", "live").ID)
+	watchStates(t, tab)
+	streamed := []string{postJSON(t, rootSite, room, "api", "live").ID}
 	waitMessages(t, tab, 4)
 
 	reload(t, config{global: "heartbeat 20s"})
 	for i := range 3 {
-		want = append(want, postJSON(t, rootSite, room, "api", fmt.Sprint("during reconnect ", i)).ID)
+		streamed = append(streamed, postJSON(t, rootSite, room, "api", fmt.Sprint("during reconnect ", i)).ID)
 	}
-	waitState(t, tab, "live")
-	want = append(want, postJSON(t, rootSite, room, "api", "after").ID)
+	states := waitStates(t, tab, "live", "reconnecting", "live")
+	t.Logf("states shown: %v", states)
+	streamed = append(streamed, postJSON(t, rootSite, room, "api", "after").ID)
+	want := append(rendered, streamed...)
 	waitMessages(t, tab, len(want))
 	time.Sleep(200 * time.Millisecond) // a duplicate would show up by now
-	got := waitMessages(t, tab, len(want))
-	if shownIDs(got) != strings.Join(want, ",") {
+	if got := waitMessages(t, tab, len(want)); shownIDs(got) != strings.Join(want, ",") {
 		t.Errorf("the page shows %s\nwant %s", shownIDs(got), strings.Join(want, ","))
+	}
+	if got := onWire.ids(); got != strings.Join(streamed, ",") {
+		t.Errorf("the server sent the page %s\nwant each of %s once, in order", got, strings.Join(streamed, ","))
 	}
 }
 
-// TestBrowserHostileText: markup in messages and names is shown as text,
-// whether rendered by the server or added live, and no script runs.
-func TestBrowserHostileText(t *testing.T) {
+// testRefusedReconnect: when reconnecting streams are refused (503, 429),
+// the page says it is offline and keeps trying with a growing, jittered
+// backoff; once the server takes streams again it is live and has missed
+// nothing.
+func testRefusedReconnect(t *testing.T, browser context.Context) {
+	for _, status := range []int{http.StatusServiceUnavailable, http.StatusTooManyRequests} {
+		t.Run(strconv.Itoa(status), func(t *testing.T) {
+			startCaddy(t, config{global: "heartbeat 15s"})
+			room := roomFor(t, "a")
+			tab := newTab(t, browser, "page")
+			onWire := watchWire(t, tab)
+			var refusing atomic.Bool
+			var mu sync.Mutex
+			var refusedAt []time.Time
+			intercept(t, tab, func(i interceptor, ev *fetch.EventRequestPaused) {
+				if !refusing.Load() {
+					i.pass(ev)
+					return
+				}
+				mu.Lock()
+				refusedAt = append(refusedAt, time.Now())
+				mu.Unlock()
+				i.refuse(ev, status, "5")
+			}, streamRequests)
+			refusals := func() []time.Time {
+				mu.Lock()
+				defer mu.Unlock()
+				return slices.Clone(refusedAt)
+			}
+			run(t, tab, chromedp.Navigate(rootSite+"/room/"+room))
+			waitState(t, tab, "live")
+			watchStates(t, tab)
+			want := []string{postJSON(t, rootSite, room, "api", "before").ID}
+			waitMessages(t, tab, 1)
+
+			refusing.Store(true)
+			reload(t, config{global: "heartbeat 20s"})
+			for i := range 3 {
+				want = append(want, postJSON(t, rootSite, room, "api", fmt.Sprint("while refused ", i)).ID)
+			}
+			waitStates(t, tab, "live", "offline")
+			if text := get(t, tab, chromedp.Text(chromedp.CSS("#status"))); !strings.Contains(text, "retrying") {
+				t.Errorf("while refused the status says %q, want it to say it is retrying", text)
+			}
+			pollUntil(t, 15*time.Second, "three refused reconnects", func() bool { return len(refusals()) >= 3 })
+			refusing.Store(false)
+			waitStates(t, tab, "live", "offline", "live")
+			want = append(want, postJSON(t, rootSite, room, "api", "after").ID)
+			waitMessages(t, tab, len(want))
+			time.Sleep(200 * time.Millisecond)
+			if got := waitMessages(t, tab, len(want)); shownIDs(got) != strings.Join(want, ",") {
+				t.Errorf("the page shows %s\nwant %s", shownIDs(got), strings.Join(want, ","))
+			}
+			if got := onWire.ids(); got != strings.Join(want, ",") {
+				t.Errorf("the server sent the page %s\nwant each of %s once, in order", got, strings.Join(want, ","))
+			}
+			// The first refusal follows the stream's retry hint; then the
+			// page waits half to all of 1 s, 2 s, 4 s...
+			at := refusals()
+			for k := 1; k < len(at); k++ {
+				gap, full := at[k].Sub(at[k-1]), time.Second<<(k-1)
+				t.Logf("refusal %d came %v after the one before (backoff %v-%v)", k+1, gap.Round(time.Millisecond), full/2, full)
+				if gap < full/2-50*time.Millisecond || gap > full+500*time.Millisecond {
+					t.Errorf("refusal %d came %v after the one before, want %v to %v", k+1, gap, full/2, full)
+				}
+			}
+		})
+	}
+}
+
+// testResetNotice: a page whose resume position the server no longer holds
+// says that messages may have been missed: with history 0, and when the
+// page was away while more messages came than history keeps.
+func testResetNotice(t *testing.T, browser context.Context) {
+	notice := func(t *testing.T, tab context.Context) (string, bool) {
+		return get(t, tab, chromedp.Text(chromedp.CSS("#notice"))),
+			get(t, tab, chromedp.Evaluate[bool](`!document.getElementById('notice').hidden`))
+	}
+	t.Run("history 0", func(t *testing.T) {
+		startCaddy(t, config{global: "history 0\n\t\theartbeat 15s"})
+		room := roomFor(t, "a")
+		tab := newTab(t, browser, "page")
+		onWire := watchWire(t, tab)
+		run(t, tab, chromedp.Navigate(rootSite+"/room/"+room))
+		waitState(t, tab, "live")
+		watchStates(t, tab)
+		postJSON(t, rootSite, room, "api", "kept by nobody")
+		waitMessages(t, tab, 1)
+		if text, shown := notice(t, tab); shown {
+			t.Fatalf("before any reset the page says %q", text)
+		}
+		reload(t, config{global: "history 0\n\t\theartbeat 20s"})
+		waitStates(t, tab, "live", "reconnecting", "live")
+		run(t, tab, chromedp.WaitVisible(chromedp.CSS("#notice")))
+		if text, _ := notice(t, tab); !strings.Contains(text, "missed") {
+			t.Errorf("after the reset the notice says %q, want it to say messages were missed", text)
+		}
+		if events := onWire.events(); !slices.Equal(events, []string{"message", "reset"}) {
+			t.Errorf("the server sent %v, want a message and then a reset", events)
+		}
+	})
+	t.Run("away longer than history", func(t *testing.T) {
+		startCaddy(t, config{global: "history 2\n\t\theartbeat 15s"})
+		room := roomFor(t, "a")
+		var posted []string
+		for i := range 3 {
+			posted = append(posted, postJSON(t, rootSite, room, "api", fmt.Sprint("before ", i)).ID)
+		}
+		tab := newTab(t, browser, "page")
+		var refusing atomic.Bool
+		intercept(t, tab, func(i interceptor, ev *fetch.EventRequestPaused) {
+			if refusing.Load() {
+				i.refuse(ev, http.StatusServiceUnavailable, "5")
+				return
+			}
+			i.pass(ev)
+		}, streamRequests)
+		run(t, tab, chromedp.Navigate(rootSite+"/room/"+room))
+		waitState(t, tab, "live")
+		watchStates(t, tab)
+		refusing.Store(true)
+		reload(t, config{global: "history 2\n\t\theartbeat 20s"})
+		for i := range 3 {
+			posted = append(posted, postJSON(t, rootSite, room, "api", fmt.Sprint("while away ", i)).ID)
+		}
+		waitStates(t, tab, "live", "offline")
+		if text, shown := notice(t, tab); shown {
+			t.Fatalf("before the page is back, it says %q", text)
+		}
+		refusing.Store(false)
+		waitStates(t, tab, "live", "offline", "live")
+		run(t, tab, chromedp.WaitVisible(chromedp.CSS("#notice")))
+		// The page rendered the 2 messages history kept; of the 3 that came
+		// while it was away, history kept the last 2.
+		want := []string{posted[1], posted[2], posted[4], posted[5]}
+		if got := waitMessages(t, tab, 4); shownIDs(got) != strings.Join(want, ",") {
+			t.Errorf("the page shows %s, want %s", shownIDs(got), strings.Join(want, ","))
+		}
+	})
+}
+
+// testDoubleEnter: while a post is in flight the form takes no other, so
+// pressing Enter twice posts once.
+func testDoubleEnter(t *testing.T, browser context.Context) {
 	startCaddy(t, config{})
-	browser := newBrowser(t)
+	room := roomFor(t, "a")
+	tab := newTab(t, browser, "page")
+	var posts atomic.Int32
+	arrived, release := make(chan struct{}, 10), make(chan struct{})
+	var releaseOnce sync.Once
+	free := func() { releaseOnce.Do(func() { close(release) }) }
+	defer free()
+	intercept(t, tab, func(i interceptor, ev *fetch.EventRequestPaused) {
+		posts.Add(1)
+		arrived <- struct{}{}
+		<-release
+		i.pass(ev)
+	}, postRequests)
+	run(t, tab, chromedp.Navigate(rootSite+"/room/"+room))
+	waitState(t, tab, "live")
+	run(t, tab, chromedp.SendKeys(chromedp.CSS("#message"), "once"), pressEnter(false))
+	select {
+	case <-arrived:
+	case <-time.After(wait):
+		t.Fatal("Enter did not post")
+	}
+	const busy = `document.querySelector('#compose button[type=submit]').disabled && document.getElementById('message').readOnly`
+	busyInFlight := get(t, tab, chromedp.Evaluate[bool](busy))
+	run(t, tab, pressEnter(false))
+	time.Sleep(300 * time.Millisecond) // a second post would be paused by now
+	free()
+	got := waitMessages(t, tab, 1)
+	time.Sleep(300 * time.Millisecond)
+	if n := posts.Load(); n != 1 {
+		t.Errorf("two Enters made %d posts, want 1", n)
+	}
+	if s := stored(t, room); s != got[0].ID {
+		t.Errorf("the server keeps %q, want the one message %s", s, got[0].ID)
+	}
+	if !busyInFlight || get(t, tab, chromedp.Evaluate[bool](busy)) {
+		t.Errorf("the send button and box are busy in flight: %v, want true, and not after", busyInFlight)
+	}
+	if box := get(t, tab, chromedp.Value(chromedp.CSS("#message"))); box != "" {
+		t.Errorf("after sending the box holds %q", box)
+	}
+}
+
+// testSendFails: a post that fails for a reason that may pass is retried
+// with the same Idempotency-Key, so the server stores it once; when the last
+// try fails, or the server refuses the message itself, the page says so in
+// an alert and keeps the text.
+func testSendFails(t *testing.T, browser context.Context) {
+	for _, tc := range []struct {
+		name     string
+		handler  string
+		message  string
+		stage    fetch.RequestStage
+		answer   func(i interceptor, ev *fetch.EventRequestPaused, attempt int32)
+		attempts int32
+		stored   bool   // whether the server ends up with the message
+		alert    string // in what the page says, "" for nothing
+	}{{
+		name:    "answer lost",
+		message: "sent once",
+		stage:   fetch.RequestStageResponse, // the server has it by then
+		answer: func(i interceptor, ev *fetch.EventRequestPaused, attempt int32) {
+			if attempt == 1 {
+				i.fail(ev)
+				return
+			}
+			i.pass(ev)
+		},
+		attempts: 2, stored: true,
+	}, {
+		name:    "server busy",
+		message: "after a wait",
+		stage:   fetch.RequestStageRequest,
+		answer: func(i interceptor, ev *fetch.EventRequestPaused, attempt int32) {
+			if attempt <= 2 {
+				i.refuse(ev, http.StatusServiceUnavailable, "1")
+				return
+			}
+			i.pass(ev)
+		},
+		attempts: 3, stored: true,
+	}, {
+		name:     "server unreachable",
+		message:  "kept for later",
+		stage:    fetch.RequestStageRequest,
+		answer:   func(i interceptor, ev *fetch.EventRequestPaused, _ int32) { i.fail(ev) },
+		attempts: 4, alert: "cannot be reached",
+	}, {
+		name:     "message refused",
+		handler:  "max_message_size 8",
+		message:  "more than eight bytes",
+		stage:    fetch.RequestStageRequest,
+		answer:   func(i interceptor, ev *fetch.EventRequestPaused, _ int32) { i.pass(ev) },
+		attempts: 1, alert: "message is over 8 bytes",
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			startCaddy(t, config{handler: tc.handler})
+			room := roomFor(t, "a")
+			tab := newTab(t, browser, "page")
+			var attempts atomic.Int32
+			var mu sync.Mutex
+			keys := map[string]bool{}
+			intercept(t, tab, func(i interceptor, ev *fetch.EventRequestPaused) {
+				mu.Lock()
+				keys[header(ev, "Idempotency-Key")] = true
+				mu.Unlock()
+				tc.answer(i, ev, attempts.Add(1))
+			}, &fetch.RequestPattern{URLPattern: postRequests.URLPattern, ResourceType: postRequests.ResourceType, RequestStage: tc.stage})
+			run(t, tab, chromedp.Navigate(rootSite+"/room/"+room))
+			waitState(t, tab, "live")
+			run(t, tab, chromedp.SendKeys(chromedp.CSS("#message"), tc.message), pressEnter(false))
+			if tc.alert != "" {
+				run(t, tab, chromedp.WaitVisible(chromedp.CSS(`#send-error[role=alert]`)))
+				if text := get(t, tab, chromedp.Text(chromedp.CSS("#send-error"))); !strings.Contains(text, tc.alert) {
+					t.Errorf("the alert says %q, want it to say %q", text, tc.alert)
+				}
+				if box := get(t, tab, chromedp.Value(chromedp.CSS("#message"))); box != tc.message {
+					t.Errorf("after the failure the box holds %q, want the text typed, %q", box, tc.message)
+				}
+			} else {
+				waitMessages(t, tab, 1)
+				if box := get(t, tab, chromedp.Value(chromedp.CSS("#message"))); box != "" {
+					t.Errorf("after sending the box holds %q", box)
+				}
+				if get(t, tab, chromedp.Evaluate[bool](`!document.getElementById('send-error').hidden`)) {
+					t.Error("a message that was sent shows an error")
+				}
+			}
+			time.Sleep(300 * time.Millisecond) // another try would be paused by now
+			if n := attempts.Load(); n != tc.attempts {
+				t.Errorf("the page tried %d times, want %d", n, tc.attempts)
+			}
+			mu.Lock()
+			if len(keys) != 1 || keys[""] {
+				t.Errorf("the tries carried the Idempotency-Keys %v, want one key", keys)
+			}
+			mu.Unlock()
+			if s := stored(t, room); (s != "") != tc.stored || strings.Contains(s, ",") {
+				t.Errorf("the server keeps %q, want the message stored %v, once", s, tc.stored)
+			}
+		})
+	}
+}
+
+// testHostileText: markup in messages and names is shown as text, whether
+// rendered by the server or added live. The DOM is the check: the CSP would
+// block an inline handler even if one got in, so no dialog proves nothing
+// on its own.
+func testHostileText(t *testing.T, browser context.Context) {
+	startCaddy(t, config{})
 	room := roomFor(t, "a")
 	const img, script = `<img src=x onerror=alert(1)>`, `<script>alert(2)</script>`
 	postJSON(t, rootSite, room, script, img)
@@ -271,11 +796,10 @@ func TestBrowserHostileText(t *testing.T) {
 	}
 }
 
-// TestBrowserWithoutScript: with JavaScript off, the room list's form opens
-// a room and the room's form posts, landing back on the room page.
-func TestBrowserWithoutScript(t *testing.T) {
+// testWithoutScript: with JavaScript off, the room list's form opens a room
+// and the room's form posts, landing back on the room page.
+func testWithoutScript(t *testing.T, browser context.Context) {
 	startCaddy(t, config{})
-	browser := newBrowser(t)
 	room := roomFor(t, "a")
 	tab := newTab(t, browser, "page")
 	if _, err := chromedp.Call(tab, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true}); err != nil {
@@ -301,11 +825,10 @@ func TestBrowserWithoutScript(t *testing.T) {
 	}
 }
 
-// TestBrowserRoomDeleted: the page tells its reader when the room is
-// deleted, and offers the delete button only where deleting is allowed.
-func TestBrowserRoomDeleted(t *testing.T) {
+// testRoomDeleted: the page tells its reader when the room is deleted, and
+// offers the delete button only where deleting is allowed.
+func testRoomDeleted(t *testing.T, browser context.Context) {
 	startCaddy(t, config{handler: "allow_delete"})
-	browser := newBrowser(t)
 	room := roomFor(t, "a")
 	tab := newTab(t, browser, "page")
 	run(t, tab, chromedp.Navigate(rootSite+"/room/"+room))
@@ -319,44 +842,10 @@ func TestBrowserRoomDeleted(t *testing.T) {
 	}
 }
 
-var screenshots = flag.Bool("screenshots", false, "write the README's screenshots to docs/")
-
-// TestScreenshots renders the README's screenshots of a room, on a desktop
-// and on a phone. It runs only with -screenshots.
-func TestScreenshots(t *testing.T) {
-	if !*screenshots {
-		t.Skip("run with -screenshots to write docs/*.png")
-	}
+// testRoomList: the room list shows each room with its live subscriber
+// count, and opens a room from its form.
+func testRoomList(t *testing.T, browser context.Context) {
 	startCaddy(t, config{})
-	room := "lobby"
-	for _, m := range [][2]string{
-		{"alice", "Morning! Is the release still on for today?"},
-		{"bob", "Yes. Tagging it after lunch."},
-		{"carol", "Changelog is ready:\n- resumable streams\n- room history API"},
-		{"alice", "<b>Great</b>, thanks both"},
-	} {
-		postJSON(t, chatBase, room, m[0], m[1])
-	}
-	browser := newBrowser(t)
-	for name, size := range map[string][2]int64{"desktop": {1000, 640}, "phone": {390, 700}} {
-		tab := newTab(t, browser, name)
-		run(t, tab,
-			chromedp.EmulateViewport(size[0], size[1]),
-			chromedp.Navigate(chatBase+"/room/"+room))
-		waitState(t, tab, "live")
-		run(t, tab, chromedp.SetValue(chromedp.CSS("#user"), "dave"), chromedp.SendKeys(chromedp.CSS("#message"), "On my way"))
-		png := get(t, tab, chromedp.CaptureScreenshot())
-		if err := os.WriteFile(filepath.Join("docs", "screenshot-"+name+".png"), png, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// TestBrowserRoomList: the room list shows each room with its live
-// subscriber count, and opens a room from its form.
-func TestBrowserRoomList(t *testing.T) {
-	startCaddy(t, config{})
-	browser := newBrowser(t)
 	room := roomFor(t, "a")
 	page := newTab(t, browser, "room")
 	run(t, page, chromedp.Navigate(chatBase+"/room/"+room))
@@ -373,5 +862,32 @@ func TestBrowserRoomList(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS("#compose")))
 	if location := get(t, list, chromedp.Location()); location != chatBase+"/room/"+other {
 		t.Errorf("the form opened %s, want the room page of %s", location, other)
+	}
+}
+
+// testScreenshots renders the README's screenshots of a room, on a desktop
+// and on a phone. TestBrowser runs it only with -screenshots.
+func testScreenshots(t *testing.T, browser context.Context) {
+	startCaddy(t, config{})
+	room := "lobby"
+	for _, m := range [][2]string{
+		{"alice", "Morning! Is the release still on for today?"},
+		{"bob", "Yes. Tagging it after lunch."},
+		{"carol", "Changelog is ready:\n- resumable streams\n- room history API"},
+		{"alice", "<b>Great</b>, thanks both"},
+	} {
+		postJSON(t, chatBase, room, m[0], m[1])
+	}
+	for name, size := range map[string][2]int64{"desktop": {1000, 640}, "phone": {390, 700}} {
+		tab := newTab(t, browser, name)
+		run(t, tab,
+			chromedp.EmulateViewport(size[0], size[1]),
+			chromedp.Navigate(chatBase+"/room/"+room))
+		waitState(t, tab, "live")
+		run(t, tab, chromedp.SetValue(chromedp.CSS("#user"), "dave"), chromedp.SendKeys(chromedp.CSS("#message"), "On my way"))
+		png := get(t, tab, chromedp.CaptureScreenshot())
+		if err := os.WriteFile(filepath.Join("docs", "screenshot-"+name+".png"), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

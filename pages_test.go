@@ -1,0 +1,152 @@
+package chat
+
+import (
+	"context"
+	"net/http"
+	neturl "net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// pageCSP is the Content-Security-Policy the README promises for the pages,
+// spelled out here rather than taken from the code under test.
+const pageCSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; " +
+	"img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+
+var (
+	scriptTag = regexp.MustCompile(`<script\b[^>]*>`)
+	linkTag   = regexp.MustCompile(`<link\b[^>]*>`)
+	srcAttr   = regexp.MustCompile(`\b(?:src|href|action)="([^"]*)"`)
+	// Inline code, which the CSP would block: a style element or
+	// attribute, or an event handler attribute.
+	inlineCode = regexp.MustCompile(`(?i)<style\b|\sstyle=|\son[a-z]+=`)
+)
+
+// attr returns the value of the first src, href or action attribute in tag.
+func attr(tag string) string {
+	if m := srcAttr.FindStringSubmatch(tag); m != nil {
+		return m[1]
+	}
+	return ""
+}
+
+// TestPages: without a browser, the room list and the room page are HTML
+// under the strict CSP, with no inline code, and load their script and
+// style by relative URLs that work at the site root and under /chat/.
+func TestPages(t *testing.T) {
+	startCaddy(t, config{})
+	room := roomFor(t, "a")
+	last := postJSON(t, rootSite, room, "api", "hello")
+	for _, base := range []string{rootSite, chatBase} {
+		for _, page := range []struct{ path, script, style string }{
+			{"/", "static/chat.js", "static/chat.css"},
+			{"/room/" + room, "../static/chat.js", "../static/chat.css"},
+		} {
+			url := base + page.path
+			resp := do(t, "GET", url, "")
+			if resp.status != http.StatusOK || resp.header.Get("Content-Type") != "text/html; charset=utf-8" {
+				t.Fatalf("GET %s: %d %s", url, resp.status, resp.header.Get("Content-Type"))
+			}
+			for name, want := range map[string]string{
+				"Content-Security-Policy": pageCSP,
+				"X-Content-Type-Options":  "nosniff",
+				"Referrer-Policy":         "same-origin",
+			} {
+				if got := resp.header.Values(name); !slices.Equal(got, []string{want}) {
+					t.Errorf("GET %s: %s is %q, want %q", url, name, got, want)
+				}
+			}
+			var scripts, styles []string
+			for _, tag := range scriptTag.FindAllString(resp.body, -1) {
+				scripts = append(scripts, attr(tag)) // "" for an inline script
+			}
+			for _, tag := range linkTag.FindAllString(resp.body, -1) {
+				if strings.Contains(tag, `rel="stylesheet"`) {
+					styles = append(styles, attr(tag))
+				}
+			}
+			if !slices.Equal(scripts, []string{page.script}) || !slices.Equal(styles, []string{page.style}) {
+				t.Errorf("GET %s: scripts %q and styles %q, want only %s and %s", url, scripts, styles, page.script, page.style)
+			}
+			if m := inlineCode.FindString(resp.body); m != "" {
+				t.Errorf("GET %s: inline code %q", url, m)
+			}
+			for _, m := range srcAttr.FindAllStringSubmatch(resp.body, -1) {
+				if ref, err := neturl.Parse(m[1]); err != nil || ref.IsAbs() || strings.HasPrefix(m[1], "/") {
+					t.Errorf("GET %s: %s is not a relative URL", url, m[0])
+				}
+			}
+			pageURL, _ := neturl.Parse(url)
+			for ref, ctype := range map[string]string{page.script: "text/javascript; charset=utf-8", page.style: "text/css; charset=utf-8"} {
+				asset := pageURL.ResolveReference(&neturl.URL{Path: ref}).String()
+				got := do(t, "GET", asset, "")
+				if got.status != http.StatusOK || got.header.Get("Content-Type") != ctype || got.header.Get("X-Content-Type-Options") != "nosniff" || got.body == "" {
+					t.Errorf("GET %s (from %s): %d %q %q, want 200 %s with nosniff", asset, url, got.status, got.header.Get("Content-Type"), got.header.Get("X-Content-Type-Options"), ctype)
+				}
+			}
+		}
+		// The page says where its stream resumes: after the newest
+		// message it rendered.
+		if body := do(t, "GET", base+"/room/"+room, "").body; !strings.Contains(body, `data-last-id="`+last.ID+`"`) {
+			t.Errorf("the room page at %s does not resume after %s", base, last.ID)
+		}
+	}
+}
+
+// TestPageOpenRoom: the room list's form, sent without script, lands on the
+// room page by a relative redirect.
+func TestPageOpenRoom(t *testing.T) {
+	startCaddy(t, config{})
+	room := roomFor(t, "a")
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", chatBase+"/room?name="+room, nil)
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "room/"+room {
+		t.Errorf("the open-room form answers %d to %q, want 303 to room/%s", resp.StatusCode, resp.Header.Get("Location"), room)
+	}
+}
+
+// TestPageHostileText: markup in a message and a name reaches the
+// server-rendered history only as escaped text.
+func TestPageHostileText(t *testing.T) {
+	startCaddy(t, config{})
+	room := roomFor(t, "a")
+	const img, script = `<img src=x onerror=alert(1)>`, `<script>alert(2)</script>`
+	postJSON(t, rootSite, room, script, img)
+	body := do(t, "GET", rootSite+"/room/"+room, "").body
+	for _, want := range []string{`&lt;img src=x onerror=alert(1)&gt;`, `&lt;script&gt;alert(2)&lt;/script&gt;`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the room page lacks the escaped text %s", want)
+		}
+	}
+	for _, markup := range []string{img, script} {
+		if strings.Contains(body, markup) {
+			t.Errorf("the room page carries the markup %s", markup)
+		}
+	}
+}
+
+// TestPageUIOff: with `ui off`, the page paths belong to the next handler,
+// and GET of a room answers 405 (POST and DELETE still work there).
+func TestPageUIOff(t *testing.T) {
+	startCaddy(t, config{handler: "ui off"})
+	room := roomFor(t, "a")
+	for base, next := range map[string]string{rootSite: "not chat", chatBase: "not chat, under /chat"} {
+		for _, path := range []string{"/", "/room", "/room?name=" + room, "/static/chat.js", "/static/chat.css"} {
+			if resp := do(t, "GET", base+path, ""); resp.status != http.StatusNotFound || resp.body != next {
+				t.Errorf("ui off: GET %s: %d %q, want the next handler's 404 %q", base+path, resp.status, resp.body, next)
+			}
+		}
+		resp := do(t, "GET", base+"/room/"+room, "")
+		if resp.status != http.StatusMethodNotAllowed || resp.header.Get("Allow") != "POST, DELETE" {
+			t.Errorf("ui off: GET %s/room/%s: %d, Allow %q; want 405, Allow POST, DELETE", base, room, resp.status, resp.header.Get("Allow"))
+		}
+	}
+}
