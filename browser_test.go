@@ -63,8 +63,13 @@ func TestBrowser(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			// The session's first tab creates the browser context that
+			// the test's tabs then share.
 			session, cancel := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
 			defer cancel()
+			if err := chromedp.Do(session); err != nil {
+				t.Fatalf("opening a browser context: %v", err)
+			}
 			tc.run(t, session)
 		})
 	}
