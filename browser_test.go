@@ -66,7 +66,7 @@ func TestBrowser(t *testing.T) {
 			// The session's first tab creates the browser context that
 			// the test's tabs then share.
 			session, cancel := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
-			defer cancel()
+			t.Cleanup(cancel) // after the tabs' cleanups, which may take screenshots
 			if err := chromedp.Do(session); err != nil {
 				t.Fatalf("opening a browser context: %v", err)
 			}
