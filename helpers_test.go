@@ -46,7 +46,7 @@ const wait = 5 * time.Second
 // testRun holds what the tests of one run leave on disk: Caddy's storage, built
 // binaries, browser profiles. TestMain removes it.
 var testRun struct {
-	dir string
+	dir    string
 	id     string   // unique to this process: room names carry it
 	atExit []func() // what to stop before dir is removed
 }
