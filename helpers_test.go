@@ -162,10 +162,55 @@ func loadCaddyfile(caddyfile string) error {
 			return fmt.Errorf("adapting the Caddyfile: %s\n%s", w, caddyfile)
 		}
 	}
-	if err := caddy.Load(cfgJSON, true); err != nil {
+	if err := caddy.Load(cfgJSON, false); err != nil {
 		return fmt.Errorf("loading the config: %w\n%s", err, caddyfile)
 	}
-	return nil
+	return waitOldListeners()
+}
+
+// waitOldListeners waits until the sites' ports have one listening socket
+// each. Caddy binds every config's listeners with SO_REUSEPORT and closes
+// the old config's just after Load returns; a connection the kernel queued
+// on an old socket is reset when it closes. Real clients retry; the tests
+// wait instead.
+func waitOldListeners() error {
+	ports := map[string]bool{}
+	for _, site := range []string{rootSite, chatSite} {
+		_, port, _ := net.SplitHostPort(strings.TrimPrefix(site, "http://"))
+		n, _ := strconv.Atoi(port)
+		ports[fmt.Sprintf(":%04X ", n)] = true
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		counts := map[string]int{}
+		for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+			b, err := os.ReadFile(table)
+			if err != nil {
+				return fmt.Errorf("counting listeners: %w", err)
+			}
+			for _, line := range strings.Split(string(b), "\n") {
+				f := strings.Fields(line)
+				if len(f) > 3 && f[3] == "0A" { // LISTEN
+					for port := range ports {
+						if strings.HasSuffix(f[1]+" ", port) {
+							counts[port]++
+						}
+					}
+				}
+			}
+		}
+		settled := true
+		for port := range ports {
+			settled = settled && counts[port] <= 1
+		}
+		if settled {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the old config still listens %v after the reload", wait)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // reload loads cfg, as `caddy reload` does, and returns how long the load
