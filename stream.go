@@ -87,6 +87,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, room strin
 	if err := send(rc, w, streamStart(sub.Replay)); err != nil || sub.Truncated {
 		return nil // the client is gone, or comes back for the rest of the replay
 	}
+	sub.Replay = rooms.Replay{} // written: not held for the life of the stream
 	heartbeat := time.NewTicker(time.Duration(h.app.Heartbeat))
 	defer heartbeat.Stop()
 	wrote := false
