@@ -212,10 +212,20 @@ func waitMessages(t *testing.T, tab context.Context, n int) []shownMessage {
 	return got
 }
 
+// waitShown waits until the element selector picks is visible.
+func waitShown(t *testing.T, tab context.Context, selector string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(tab, 15*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(selector))); err != nil {
+		t.Fatalf("the page does not show %s: %v", selector, err)
+	}
+}
+
 // waitState waits for the connection state the page shows.
 func waitState(t *testing.T, tab context.Context, want string) {
 	t.Helper()
-	run(t, tab, chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`#status[data-state=%q]`, want))))
+	waitShown(t, tab, fmt.Sprintf(`#status[data-state=%q]`, want))
 }
 
 func shownIDs(msgs []shownMessage) string {
@@ -572,7 +582,7 @@ func testResetNotice(t *testing.T, browser context.Context) {
 		reload(t, config{global: "history 0\n\t\theartbeat 20s"})
 		postJSON(t, rootSite, room, "api", "missed while reconnecting")
 		waitStates(t, tab, "live", "reconnecting", "live")
-		run(t, tab, chromedp.WaitVisible(chromedp.CSS("#notice")))
+		waitShown(t, tab, "#notice")
 		if text, _ := notice(t, tab); !strings.Contains(text, "missed") {
 			t.Errorf("after the reset the notice says %q, want it to say messages were missed", text)
 		}
@@ -613,7 +623,7 @@ func testResetNotice(t *testing.T, browser context.Context) {
 		}
 		refusing.Store(false)
 		waitStates(t, tab, "live", "offline", "live")
-		run(t, tab, chromedp.WaitVisible(chromedp.CSS("#notice")))
+		waitShown(t, tab, "#notice")
 		// The page rendered the 2 messages history kept; of the 3 that came
 		// while it was away, history kept the last 2.
 		want := []string{posted[1], posted[2], posted[4], posted[5]}
@@ -738,7 +748,7 @@ func testSendFails(t *testing.T, browser context.Context) {
 			waitState(t, tab, "live")
 			run(t, tab, chromedp.SendKeys(chromedp.CSS("#message"), tc.message), pressEnter(false))
 			if tc.alert != "" {
-				run(t, tab, chromedp.WaitVisible(chromedp.CSS(`#send-error[role=alert]`)))
+				waitShown(t, tab, "#send-error[role=alert]")
 				if text := get(t, tab, chromedp.Text(chromedp.CSS("#send-error"))); !strings.Contains(text, tc.alert) {
 					t.Errorf("the alert says %q, want it to say %q", text, tc.alert)
 				}

@@ -141,7 +141,7 @@ func TestPageUIOff(t *testing.T) {
 	for base, next := range map[string]string{rootSite: "not chat", chatBase: "not chat, under /chat"} {
 		for _, path := range []string{"/", "/room", "/room?name=" + room, "/static/chat.js", "/static/chat.css"} {
 			if resp := do(t, "GET", base+path, ""); resp.status != http.StatusNotFound || resp.body != next {
-				t.Errorf("ui off: GET %s: %d %q, want the next handler's 404 %q", base+path, resp.status, resp.body, next)
+				t.Errorf("ui off: GET %s: %d %.60q, want the next handler's 404 %q", base+path, resp.status, resp.body, next)
 			}
 		}
 		resp := do(t, "GET", base+"/room/"+room, "")
