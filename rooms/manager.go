@@ -78,15 +78,19 @@ type Manager struct {
 
 	stopJanitor chan struct{}
 	janitorDone chan struct{}
+	// reconfigured wakes the janitor, so that a shorter idle timeout
+	// applies at once rather than after the interval of the old one.
+	reconfigured chan struct{}
 }
 
 // New returns a Manager with cfg's limits and starts its idle-room sweeper.
 // Call Close when done with it.
 func New(cfg Config) *Manager {
 	m := &Manager{
-		rooms:       make(map[string]*room),
-		stopJanitor: make(chan struct{}),
-		janitorDone: make(chan struct{}),
+		rooms:        make(map[string]*room),
+		stopJanitor:  make(chan struct{}),
+		janitorDone:  make(chan struct{}),
+		reconfigured: make(chan struct{}, 1),
 	}
 	m.Configure(cfg)
 	go m.janitor()
@@ -102,6 +106,10 @@ func (m *Manager) Configure(cfg Config) {
 		cfg.Store = MemoryStore{}
 	}
 	m.cfg.Store(&cfg)
+	select {
+	case m.reconfigured <- struct{}{}:
+	default: // the janitor has a wake-up pending already
+	}
 	for _, r := range m.snapshot() {
 		r.mu.Lock()
 		if !r.closed {
@@ -507,6 +515,7 @@ func (m *Manager) janitor() {
 		select {
 		case <-m.stopJanitor:
 			return
+		case <-m.reconfigured:
 		case <-time.After(interval):
 			m.sweep(time.Now())
 		}
