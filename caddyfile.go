@@ -112,6 +112,7 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	    rooms            <name...>
 //	    allow_delete
 //	    rate_limit       <posts> <window>
+//	    max_streams_per_client <n>
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
@@ -176,6 +177,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("rate_limit: the window must be positive")
 			}
 			h.RateLimit = &RateLimit{Posts: posts, Window: window}
+		case "max_streams_per_client":
+			n, err := positiveIntArg(d, sub)
+			if err != nil {
+				return err
+			}
+			h.MaxStreamsPerClient = n
 		default:
 			return d.Errf("unknown chat subdirective %q", sub)
 		}

@@ -95,10 +95,12 @@ func TestUnmarshalDirective(t *testing.T) {
 			rooms help
 			allow_delete
 			rate_limit 10 1s
+			max_streams_per_client 1000
 		}`, want: Handler{
 			UI: boolPtr(false), Identity: "{http.auth.user.id}", MaxMessageSize: 8192, MaxBodySize: 1000000,
 			Rooms: []string{"lobby", "support", "help"}, AllowDelete: true,
-			RateLimit: &RateLimit{Posts: 10, Window: caddy.Duration(time.Second)},
+			RateLimit:           &RateLimit{Posts: 10, Window: caddy.Duration(time.Second)},
+			MaxStreamsPerClient: 1000,
 		}},
 		{name: "ui on", input: "chat {\n ui on\n}", want: Handler{UI: boolPtr(true)}},
 		{name: "unknown subdirective", input: "chat {\n colour blue\n}", wantErr: `unknown chat subdirective "colour"`},
@@ -111,6 +113,9 @@ func TestUnmarshalDirective(t *testing.T) {
 		{name: "rate limit without window", input: "chat {\n rate_limit 10\n}", wantErr: `wrong argument count`},
 		{name: "rate limit zero", input: "chat {\n rate_limit 0 1s\n}", wantErr: `rate_limit: must be 1 or more`},
 		{name: "rate limit bad window", input: "chat {\n rate_limit 10 often\n}", wantErr: `rate_limit: want a duration`},
+		{name: "zero streams per client", input: "chat {\n max_streams_per_client 0\n}", wantErr: `max_streams_per_client: must be 1 or more`},
+		{name: "streams per client not a number", input: "chat {\n max_streams_per_client many\n}", wantErr: `max_streams_per_client: want a whole number`},
+		{name: "streams per client twice the arguments", input: "chat {\n max_streams_per_client 5 6\n}", wantErr: `max_streams_per_client: unexpected argument "6"`},
 		{name: "extra argument", input: "chat {\n allow_delete yes\n}", wantErr: `allow_delete: unexpected argument "yes"`},
 	}
 	for _, tt := range tests {
@@ -184,7 +189,7 @@ func TestAdapt(t *testing.T) {
 // panic.
 func FuzzCaddyfile(f *testing.F) {
 	for _, s := range []string{
-		"chat", "chat {\n history 5\n heartbeat 1s\n}", "chat {\n rooms a b\n rate_limit 1 1s\n}",
+		"chat", "chat {\n history 5\n heartbeat 1s\n}", "chat {\n rooms a b\n rate_limit 1 1s\n}", "chat {\n max_streams_per_client 9\n}",
 		"chat {\n max_message_size 1EiB\n}", "chat {\n rate_limit\n}", "chat {\n ui\n}", "chat {\n{\n}\n}",
 	} {
 		f.Add(s)

@@ -20,7 +20,8 @@ import (
 
 // Defaults of the chat handler.
 const (
-	DefaultMaxMessageSize = 4 << 10
+	DefaultMaxMessageSize      = 4 << 10
+	DefaultMaxStreamsPerClient = 256
 	// bodyOverhead is what a body may carry besides the message: field
 	// names, room, user, and JSON escapes, which can take six bytes for one.
 	bodyOverhead = 4 << 10
@@ -46,12 +47,17 @@ type Handler struct {
 	// Allow DELETE /room/{room}. Protect it with matchers and auth first.
 	AllowDelete bool `json:"allow_delete,omitempty"`
 	// Posts per author per window; the author is the identity when one
-	// resolves, else the client IP.
+	// resolves, else the client IP (an IPv6 client by its /64).
 	RateLimit *RateLimit `json:"rate_limit,omitempty"`
+	// Streams one client may have open at once through this handler; the
+	// client is the identity when one resolves, else the client IP (an
+	// IPv6 client by its /64). Default: 256.
+	MaxStreamsPerClient int `json:"max_streams_per_client,omitempty"`
 
 	app     *App
 	allowed map[string]bool
 	limiter *ratelimit.Limiter
+	streams *ratelimit.Counter
 	csrf    *http.CrossOriginProtection
 	logger  *zap.Logger
 }
@@ -92,6 +98,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.RateLimit != nil && h.RateLimit.Posts > 0 {
 		h.limiter = ratelimit.New(h.RateLimit.Posts, time.Duration(h.RateLimit.Window))
 	}
+	if h.MaxStreamsPerClient == 0 {
+		h.MaxStreamsPerClient = DefaultMaxStreamsPerClient
+	}
+	h.streams = ratelimit.NewCounter(h.MaxStreamsPerClient)
 	h.csrf = http.NewCrossOriginProtection()
 	app, err := ctx.App("chat")
 	if err != nil {
@@ -117,6 +127,9 @@ func (h *Handler) Validate() error {
 	}
 	if rl := h.RateLimit; rl != nil && (rl.Posts <= 0 || rl.Window <= 0) {
 		errs = append(errs, errors.New("rate_limit needs a positive number of posts and a positive window"))
+	}
+	if h.MaxStreamsPerClient < 0 {
+		errs = append(errs, errors.New("max_streams_per_client must be positive"))
 	}
 	return errors.Join(errs...)
 }
@@ -301,11 +314,14 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request, room str
 	if rep.Messages == nil {
 		rep.Messages = []rooms.Message{}
 	}
+	// more: the answer reached the replay byte cap before limit; the rest
+	// follows the last message returned.
 	return writeJSON(w, http.StatusOK, struct {
 		Messages []rooms.Message `json:"messages"`
 		Reset    bool            `json:"reset,omitempty"`
 		Oldest   string          `json:"oldest,omitempty"`
-	}{rep.Messages, rep.Reset, rep.Oldest})
+		More     bool            `json:"more,omitempty"`
+	}{rep.Messages, rep.Reset, rep.Oldest, rep.Truncated})
 }
 
 func (h *Handler) serveDelete(w http.ResponseWriter, r *http.Request, room string) error {
@@ -345,6 +361,7 @@ var reasons = map[int]string{
 	http.StatusMethodNotAllowed:      "method_not_allowed",
 	http.StatusRequestEntityTooLarge: "too_large",
 	http.StatusUnsupportedMediaType:  "unsupported_media_type",
+	http.StatusUnprocessableEntity:   "key_reused",
 	http.StatusTooManyRequests:       "rate_limited",
 	http.StatusServiceUnavailable:    "capacity",
 }
@@ -391,6 +408,8 @@ func roomsError(err error) error {
 		return badRequest(err.Error())
 	case errors.Is(err, rooms.ErrNotFound):
 		return &apiError{status: http.StatusNotFound, message: err.Error()}
+	case errors.Is(err, rooms.ErrKeyReused):
+		return &apiError{status: http.StatusUnprocessableEntity, message: err.Error()}
 	case errors.Is(err, rooms.ErrTooManyRooms), errors.Is(err, rooms.ErrTooManySubscribers), errors.Is(err, rooms.ErrClosed):
 		return &apiError{status: http.StatusServiceUnavailable, message: err.Error(), retryAfter: capacityRetry}
 	}

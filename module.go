@@ -38,6 +38,11 @@ const (
 	DefaultIdleTimeout    = time.Hour
 )
 
+// maxReplayBytes caps the frames one stream replay or one history answer
+// carries. A 4 KiB message of "<" is a 24 KiB frame, as JSON escapes each
+// "<"; without a cap, a replay of 1000 of them would hold 25 MB per request.
+const maxReplayBytes = 1 << 20
+
 // managers holds the room manager across config reloads: every loaded config
 // holds a reference, so history and ids outlive the config that made them.
 var managers = caddy.NewUsagePool()
@@ -208,6 +213,7 @@ func (a *App) roomsConfig() rooms.Config {
 		MaxRooms:       a.MaxRooms,
 		MaxSubscribers: a.MaxSubscribers,
 		IdleTimeout:    time.Duration(*a.IdleTimeout),
+		MaxReplayBytes: maxReplayBytes,
 		Hooks: rooms.Hooks{
 			RoomCreated: func(room string) { logger.Info("room created", zap.String("room", room)) },
 			RoomDropped: func(room, reason string) {

@@ -94,7 +94,8 @@ func TestIdentityEmpty(t *testing.T) {
 
 // TestDefaults holds the defaults the README gives: max_body_size is six
 // times the 4KiB max_message_size plus 4KiB, GET /rooms/{room}/messages
-// returns the newest 50, and capacity refusals say Retry-After: 5.
+// returns the newest 50, and refusals for capacity (max_rooms,
+// max_subscribers, max_streams_per_client) say Retry-After: 5.
 func TestDefaults(t *testing.T) {
 	startCaddy(t, config{})
 	room := roomFor(t, "a")
@@ -134,12 +135,27 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("messages without limit: %d %s, want the newest 50 (%s to %s)", resp.status, texts(got.Messages), posted[10].Message, posted[59].Message)
 	}
 
-	waitFor(t, "earlier tests' streams to end", func() bool { return metric(t, "caddy_chat_subscribers") == 0 })
-	startCaddy(t, config{global: "max_subscribers 1"})
-	openStream(t, rootSite+"/stream/"+room)
-	r := do(t, "GET", rootSite+"/stream/"+room, "")
-	if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") != "5" {
-		t.Errorf("a stream over max_subscribers: %d Retry-After %q, want 503 with Retry-After 5", r.status, r.header.Get("Retry-After"))
+	// Past a capacity limit, a new stream is told to come back in 5s.
+	for _, tt := range []struct {
+		global, handler string
+		room            string
+		status          int
+	}{
+		{"max_subscribers 1", "", room, http.StatusServiceUnavailable},
+		{"", "max_streams_per_client 1", room, http.StatusTooManyRequests},
+		{"max_rooms %d", "", roomFor(t, "over"), http.StatusServiceUnavailable},
+	} {
+		waitFor(t, "earlier streams to end", func() bool { return metric(t, "caddy_chat_subscribers") == 0 })
+		if strings.Contains(tt.global, "%d") { // as many rooms as there are now
+			tt.global = fmt.Sprintf(tt.global, int(metric(t, "caddy_chat_rooms")))
+		}
+		startCaddy(t, config{global: tt.global, handler: tt.handler})
+		s := openStream(t, rootSite+"/stream/"+room)
+		r := do(t, "GET", rootSite+"/stream/"+tt.room, "")
+		if r.status != tt.status || r.header.Get("Retry-After") != "5" {
+			t.Errorf("a stream past %s%s: %d Retry-After %q, want %d with Retry-After 5", tt.global, tt.handler, r.status, r.header.Get("Retry-After"), tt.status)
+		}
+		s.close()
 	}
 }
 

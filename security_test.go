@@ -161,11 +161,17 @@ func TestFraming(t *testing.T) {
 func TestMetrics(t *testing.T) {
 	startCaddy(t, config{})
 	waitFor(t, "earlier tests' streams to end", func() bool { return metric(t, "caddy_chat_subscribers") == 0 })
-	cfg := config{global: "max_subscribers 1", handler: "rate_limit 3 1m"}
+	// Room for one more room; the rate limit counts every post that gets
+	// to it: the three messages, the reused key and the room too many.
+	cfg := config{
+		global:  fmt.Sprintf("max_rooms %d", int(metric(t, "caddy_chat_rooms"))+1),
+		handler: "rate_limit 5 1m\n max_streams_per_client 1",
+	}
 	startCaddy(t, cfg)
 	room, unknown := roomFor(t, "a"), roomFor(t, "unknown")
 	series := []string{"caddy_chat_messages_total", "caddy_chat_deliveries_total", "caddy_chat_rooms", "caddy_chat_subscribers"}
-	for _, reason := range []string{"bad_request", "forbidden", "cross_site", "not_found", "method_not_allowed", "too_large", "unsupported_media_type", "rate_limited", "capacity"} {
+	for _, reason := range []string{"bad_request", "forbidden", "cross_site", "not_found", "method_not_allowed", "too_large",
+		"unsupported_media_type", "key_reused", "rate_limited", "too_many_streams", "capacity"} {
 		series = append(series, fmt.Sprintf("caddy_chat_rejected_requests_total{reason=%q}", reason))
 	}
 	before := map[string]float64{}
@@ -185,21 +191,27 @@ func TestMetrics(t *testing.T) {
 
 	s := openStream(t, rootSite+"/stream/"+room)
 	check("a stream open in a new room", map[string]float64{"caddy_chat_rooms": 1, "caddy_chat_subscribers": 1})
-	for i := range 3 {
-		postJSON(t, rootSite, room, "alice", fmt.Sprint(i))
+	submit := func(room, message string) string { return fmt.Sprintf(`{"room":%q,"message":%q}`, room, message) }
+	if r := do(t, "POST", rootSite+"/submit", submit(room, "0"), "Content-Type", ctJSON, "Idempotency-Key", "k"); r.status != http.StatusCreated {
+		t.Fatalf("post with a key: %d %s", r.status, r.body)
+	}
+	for i := range 2 {
+		postJSON(t, rootSite, room, "alice", fmt.Sprint(i+1))
 	}
 	s.messages(t, 3)
-	submit := func(message string) string { return fmt.Sprintf(`{"room":%q,"message":%q}`, room, message) }
+	jsonHdr := []string{"Content-Type", ctJSON}
 	for _, c := range []errorCase{
-		{"bad_request", "POST", "/submit", "{", []string{"Content-Type", ctJSON}, 400, "malformed JSON", ""},
+		{"bad_request", "POST", "/submit", "{", jsonHdr, 400, "malformed JSON", ""},
 		{"forbidden", "DELETE", "/room/" + room, "", nil, 403, "not allowed", ""},
-		{"cross_site", "POST", "/submit", submit("x"), []string{"Content-Type", ctJSON, "Sec-Fetch-Site", "cross-site"}, 403, "cross-site", ""},
+		{"cross_site", "POST", "/submit", submit(room, "x"), []string{"Content-Type", ctJSON, "Sec-Fetch-Site", "cross-site"}, 403, "cross-site", ""},
 		{"not_found", "GET", "/rooms/" + unknown + "/messages", "", nil, 404, "no such room", ""},
 		{"method_not_allowed", "PUT", "/submit", "", nil, 405, "method", "POST"},
-		{"too_large", "POST", "/submit", submit(strings.Repeat("m", 4097)), []string{"Content-Type", ctJSON}, 413, "over 4096 bytes", ""},
+		{"too_large", "POST", "/submit", submit(room, strings.Repeat("m", 4097)), jsonHdr, 413, "over 4096 bytes", ""},
 		{"unsupported_media_type", "POST", "/submit", "hi", []string{"Content-Type", "text/plain"}, 415, "application/json", ""},
-		{"rate_limited", "POST", "/submit", submit("a fourth"), []string{"Content-Type", ctJSON}, 429, "too many posts", ""},
-		{"capacity", "GET", "/stream/" + room, "", nil, 503, "too many subscribers", ""},
+		{"key_reused", "POST", "/submit", submit(room, "not 0"), []string{"Content-Type", ctJSON, "Idempotency-Key", "k"}, 422, "already used", ""},
+		{"capacity", "POST", "/submit", submit(unknown, "a room too many"), jsonHdr, 503, "too many rooms", ""},
+		{"rate_limited", "POST", "/submit", submit(room, "a sixth"), jsonHdr, 429, "too many posts", ""},
+		{"too_many_streams", "GET", "/stream/" + room, "", nil, 429, "streams open", ""},
 	} {
 		c.check(t, rootSite)
 	}

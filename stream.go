@@ -52,6 +52,10 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, room strin
 		}
 		pos.History = n
 	}
+	release, err := h.streamSlot(r)
+	if err != nil {
+		return err
+	}
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")
 	hdr.Set("Cache-Control", "no-cache")
@@ -61,15 +65,17 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, room strin
 		relayed := h.app.relay.NewStream()
 		sub, err := h.app.manager.Subscribe(room, pos, relayed.Wake)
 		if err != nil {
+			release()
 			return roomsError(err)
 		}
 		conn, _, err := http.NewResponseController(w).Hijack()
 		if err == nil {
-			startRelay(conn, hdr, relayed, sub)
+			startRelay(conn, hdr, relayed, sub, release)
 			return nil
 		}
 		sub.Close() // this chain cannot hand the connection over
 	}
+	defer release()
 
 	sub, err := h.app.manager.Subscribe(room, pos, nil)
 	if err != nil {
@@ -78,9 +84,10 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, room strin
 	defer sub.Close()
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
-	if err := send(rc, w, streamStart(sub.Replay)); err != nil {
-		return nil // the client is gone
+	if err := send(rc, w, streamStart(sub.Replay)); err != nil || sub.Truncated {
+		return nil // the client is gone, or comes back for the rest of the replay
 	}
+	sub.Replay = rooms.Replay{} // written: not held for the life of the stream
 	heartbeat := time.NewTicker(time.Duration(h.app.Heartbeat))
 	defer heartbeat.Stop()
 	wrote := false
@@ -116,17 +123,19 @@ func streamStart(rep rooms.Replay) []byte {
 	if rep.Reset {
 		buf = sse.AppendEvent(buf, sse.Event{Name: "reset", Data: resetData(rep.Oldest)})
 	}
-	for _, m := range rep.Messages {
-		buf = rooms.AppendFrame(buf, m)
-	}
-	return buf
+	return append(buf, rep.Frames...)
 }
 
 // startRelay writes the response head and the start of the stream on a
 // connection taken over from net/http, then hands it to the relay. The body
 // ends when the connection closes, so the head says Connection: close and
 // needs no chunked encoding.
-func startRelay(conn net.Conn, hdr http.Header, relayed *relay.Stream, sub *rooms.Subscription) {
+//
+// release gives back the stream's slot in max_streams_per_client when the
+// stream ends. A replay cut at the byte cap ends the stream once written:
+// the client comes back after its last message for the rest.
+func startRelay(conn net.Conn, hdr http.Header, relayed *relay.Stream, sub *rooms.Subscription, release func()) {
+	end := func() { sub.Close(); release() }
 	hdr = hdr.Clone()
 	hdr.Set("Connection", "close")
 	hdr.Set("Date", time.Now().UTC().Format(http.TimeFormat))
@@ -137,16 +146,17 @@ func startRelay(conn net.Conn, hdr http.Header, relayed *relay.Stream, sub *room
 	_ = hdr.Write(&b)
 	b.WriteString("\r\n")
 	b.Write(streamStart(sub.Replay))
+	truncated := sub.Truncated
 	sub.Replay = rooms.Replay{}
 	// net/http may have left its own deadlines on the connection.
 	_ = conn.SetDeadline(time.Time{})
 	_ = conn.SetWriteDeadline(time.Now().Add(writeTimeout))
-	if _, err := conn.Write(b.Bytes()); err != nil {
+	if _, err := conn.Write(b.Bytes()); err != nil || truncated {
 		_ = conn.Close()
-		sub.Close()
+		end()
 		return
 	}
-	relayed.Attach(conn, streamSource{sub}, sub.Close)
+	relayed.Attach(conn, streamSource{sub}, end)
 }
 
 // streamSource is what either kind of stream writes from a subscription: an

@@ -10,12 +10,15 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-chat/caddy-chat/ratelimit"
 )
 
 // defaultUser is the author of a message that names none.
@@ -179,10 +182,7 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request, pathRoom s
 		return badRequest("Idempotency-Key must be 1-64 visible ASCII characters")
 	}
 	if h.limiter != nil {
-		if !identified {
-			author = clientIP(r)
-		}
-		if ok, retry := h.limiter.Allow(author, time.Now()); !ok {
+		if ok, retry := h.limiter.Allow(h.clientKey(r), time.Now()); !ok {
 			return &apiError{status: http.StatusTooManyRequests, message: "too many posts; slow down", retryAfter: retry}
 		}
 	}
@@ -222,13 +222,31 @@ func (h *Handler) identity(r *http.Request) (string, bool) {
 	return id, id != ""
 }
 
-// clientIP is the client address as Caddy determined it, trusted proxies
-// considered.
-func clientIP(r *http.Request) string {
-	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
-		return ip
+// clientKey names who sent r, for limits per client: the identity when it
+// resolves, else the client address as Caddy determined it, trusted proxies
+// considered, an IPv6 client by its /64. The prefixes keep an identity that
+// looks like an address apart from that address.
+func (h *Handler) clientKey(r *http.Request) string {
+	if id, ok := h.identity(r); ok {
+		return "id:" + id
 	}
-	return r.RemoteAddr
+	ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	if !ok || ip == "" {
+		ip = r.RemoteAddr
+	}
+	return "ip:" + ratelimit.AddrKey(ip)
+}
+
+// streamSlot counts a stream against its client's max_streams_per_client
+// and returns the function that gives the slot back, safe to call more than
+// once; or, past the limit, a 429.
+func (h *Handler) streamSlot(r *http.Request) (release func(), err error) {
+	key := h.clientKey(r)
+	if !h.streams.Acquire(key) {
+		return nil, &apiError{status: http.StatusTooManyRequests, retryAfter: capacityRetry, label: "too_many_streams",
+			message: fmt.Sprintf("this client has %d streams open, the most allowed; close one", h.MaxStreamsPerClient)}
+	}
+	return sync.OnceFunc(func() { h.streams.Release(key) }), nil
 }
 
 func acceptsHTML(r *http.Request) bool {

@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"fmt"
+	"runtime"
 	"testing"
 )
 
@@ -26,5 +27,30 @@ func BenchmarkSubmit(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkKeyMemory reports the heap that a full idempotency key budget
+// holds, per key, with 64-byte keys spread over 100 rooms.
+func BenchmarkKeyMemory(b *testing.B) {
+	const keys = DefaultMaxKeys
+	for b.Loop() {
+		m := New(Config{History: 0, Buffer: 1})
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for i := range keys {
+			key := fmt.Sprintf("%064d", i)
+			if _, _, err := m.Submit(fmt.Sprintf("room-%d", i%100), "alice", "hello", key); err != nil {
+				b.Fatal(err)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		if m.keys.len() != keys {
+			b.Fatalf("%d keys kept, want %d", m.keys.len(), keys)
+		}
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/keys, "B/key")
+		m.Close()
 	}
 }

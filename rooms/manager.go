@@ -27,6 +27,9 @@ var (
 	ErrTooManyRooms       = errors.New("too many rooms")
 	ErrTooManySubscribers = errors.New("too many subscribers")
 	ErrClosed             = errors.New("room manager closed")
+	// ErrKeyReused refuses a submit whose idempotency key was used, within
+	// the window, for another user or text in the same room.
+	ErrKeyReused = errors.New("idempotency key already used for another message")
 )
 
 // Errors a Subscription ends with.
@@ -38,21 +41,21 @@ var (
 	ErrRoomClosed = errors.New("room closed")
 )
 
-// idempotencyWindow is how long a submit's Idempotency-Key is remembered.
-const idempotencyWindow = 10 * time.Minute
-
-// maxRememberedKeys bounds the idempotency keys one room remembers; past it
-// the oldest are forgotten early.
-const maxRememberedKeys = 10000
-
 // Config sets a Manager's limits. The zero value means: no history, a
-// one-frame buffer, no limits, rooms never dropped, memory storage.
+// one-frame buffer, no limits, rooms never dropped, memory storage, and the
+// default idempotency window and key budget.
 type Config struct {
 	History        int           // messages kept per room for replay
 	Buffer         int           // frames queued per subscriber before it is evicted
 	MaxRooms       int           // 0 = unlimited
 	MaxSubscribers int           // across all rooms; 0 = unlimited
 	IdleTimeout    time.Duration // drop a room this long without subscribers or messages; 0 = never
+	// MaxReplayBytes bounds the encoded frames of one replay; a replay cut
+	// there says so (Replay.Truncated). It always holds at least one
+	// message. 0 = unlimited.
+	MaxReplayBytes int
+	KeyWindow      time.Duration // how long an idempotency key is remembered; 0 = DefaultKeyWindow
+	MaxKeys        int           // idempotency keys remembered across all rooms; 0 = DefaultMaxKeys
 	Store          Store         // where histories live; nil = MemoryStore
 	Hooks          Hooks         // what to tell the embedding program
 }
@@ -62,7 +65,7 @@ type Config struct {
 // must be quick and must not call back into the Manager.
 type Hooks struct {
 	RoomCreated func(room string)
-	RoomDropped func(room string, reason string) // "deleted", "idle" or "closed"
+	RoomDropped func(room string, reason string) // "deleted", "idle", "unused" or "closed"
 	Published   func(room string, deliveries int)
 	Evicted     func(room string)
 }
@@ -75,11 +78,12 @@ type Manager struct {
 	closed bool
 
 	subscribers atomic.Int64
+	keys        *keyStore
 
 	stopJanitor chan struct{}
 	janitorDone chan struct{}
-	// reconfigured wakes the janitor, so that a shorter idle timeout
-	// applies at once rather than after the interval of the old one.
+	// reconfigured wakes the janitor, so that a shorter idle timeout or
+	// key window applies at once rather than after the old interval.
 	reconfigured chan struct{}
 }
 
@@ -88,6 +92,7 @@ type Manager struct {
 func New(cfg Config) *Manager {
 	m := &Manager{
 		rooms:        make(map[string]*room),
+		keys:         newKeyStore(),
 		stopJanitor:  make(chan struct{}),
 		janitorDone:  make(chan struct{}),
 		reconfigured: make(chan struct{}, 1),
@@ -97,10 +102,18 @@ func New(cfg Config) *Manager {
 	return m
 }
 
-// Configure applies new limits. Existing rooms resize their history; buffers
-// of existing subscribers keep their size. The Store cannot be changed.
+// Configure applies new limits. Existing rooms resize their history when
+// its size changed; buffers of existing subscribers keep their size. The
+// Store cannot be changed.
 func (m *Manager) Configure(cfg Config) {
-	if old := m.cfg.Load(); old != nil {
+	if cfg.KeyWindow <= 0 {
+		cfg.KeyWindow = DefaultKeyWindow
+	}
+	if cfg.MaxKeys <= 0 {
+		cfg.MaxKeys = DefaultMaxKeys
+	}
+	old := m.cfg.Load()
+	if old != nil {
 		cfg.Store = old.Store
 	} else if cfg.Store == nil {
 		cfg.Store = MemoryStore{}
@@ -109,6 +122,9 @@ func (m *Manager) Configure(cfg Config) {
 	select {
 	case m.reconfigured <- struct{}{}:
 	default: // the janitor has a wake-up pending already
+	}
+	if old == nil || old.History == cfg.History {
+		return
 	}
 	for _, r := range m.snapshot() {
 		r.mu.Lock()
@@ -134,13 +150,6 @@ type room struct {
 	subscribers int
 	lastActive  time.Time
 	closed      bool
-	keys        map[string]remembered
-	keyOrder    []string // keys oldest first, for expiry
-}
-
-type remembered struct {
-	msg Message
-	at  time.Time
 }
 
 func (r *room) lastID() string {
@@ -202,35 +211,46 @@ func (m *Manager) create(name string) (*room, error) {
 		return nil, fmt.Errorf("opening history of room %q: %w", name, err)
 	}
 	r := &room{name: name, history: h, lastActive: time.Now()}
-	hooks := cfg.Hooks
 	r.broadcaster = broadcast.New(func(*broadcast.Subscriber) {
-		if hooks.Evicted != nil {
-			hooks.Evicted(name)
+		// The config of the moment, not the room's first: a reload's
+		// logger reports evictions in rooms older than it.
+		if h := m.config().Hooks.Evicted; h != nil {
+			h(name)
 		}
 	})
 	m.rooms[name] = r
-	if hooks.RoomCreated != nil {
-		hooks.RoomCreated(name)
+	if h := cfg.Hooks.RoomCreated; h != nil {
+		h(name)
 	}
 	return r, nil
 }
 
 // Submit posts a message to the named room, creating the room if needed, and
 // returns it as stored. With a non-empty idempotency key that the room has
-// seen within the last ten minutes, nothing is stored: Submit returns the
-// message stored the first time and repeat is true.
+// seen within the key window, nothing is stored: with the same user and text
+// as the first time, Submit returns the message stored then and repeat is
+// true; with others, it returns ErrKeyReused.
 func (m *Manager) Submit(roomName, user, text, key string) (msg Message, repeat bool, err error) {
+	cfg := m.config()
 	err = m.withRoom(roomName, true, func(r *room) error {
 		now := time.Now()
+		var sum uint64
 		if key != "" {
-			r.forgetKeys(now)
-			if k, ok := r.keys[key]; ok {
-				msg, repeat = k.msg, true
+			sum = m.keys.sum(user, text)
+			// An entry from another epoch names a message of a deleted
+			// room: the key is free again.
+			if e, ok := m.keys.get(roomKey{r.name, key}, now, cfg.KeyWindow); ok && e.epoch == r.history.Epoch() {
+				if e.sum != sum {
+					return ErrKeyReused
+				}
+				msg = Message{ID: FormatID(e.epoch, e.seq), Room: r.name, User: user, Message: text, Time: time.UnixMilli(e.at).UTC()}
+				repeat = true
 				return nil
 			}
 		}
+		seq := r.history.Last() + 1
 		msg = Message{
-			ID:      FormatID(r.history.Epoch(), r.history.Last()+1),
+			ID:      FormatID(r.history.Epoch(), seq),
 			Room:    r.name,
 			User:    user,
 			Message: text,
@@ -242,36 +262,14 @@ func (m *Manager) Submit(roomName, user, text, key string) (msg Message, repeat 
 		delivered := r.broadcaster.Submit(AppendFrame(nil, msg))
 		r.lastActive = now
 		if key != "" {
-			r.remember(key, msg, now)
+			m.keys.put(roomKey{r.name, key}, keyEntry{epoch: r.history.Epoch(), seq: seq, at: msg.Time.UnixMilli(), sum: sum}, cfg.MaxKeys)
 		}
-		if h := m.config().Hooks.Published; h != nil {
+		if h := cfg.Hooks.Published; h != nil {
 			h(r.name, delivered)
 		}
 		return nil
 	})
 	return msg, repeat, err
-}
-
-func (r *room) remember(key string, msg Message, now time.Time) {
-	if r.keys == nil {
-		r.keys = make(map[string]remembered)
-	}
-	if len(r.keyOrder) >= maxRememberedKeys {
-		delete(r.keys, r.keyOrder[0])
-		r.keyOrder = r.keyOrder[1:]
-	}
-	r.keys[key] = remembered{msg, now}
-	r.keyOrder = append(r.keyOrder, key)
-}
-
-// forgetKeys drops idempotency keys older than the window.
-func (r *room) forgetKeys(now time.Time) {
-	n := 0
-	for n < len(r.keyOrder) && now.Sub(r.keys[r.keyOrder[n]].at) >= idempotencyWindow {
-		delete(r.keys, r.keyOrder[n])
-		n++
-	}
-	r.keyOrder = r.keyOrder[n:]
 }
 
 // Position says where a new subscription starts: after the message with id
@@ -284,33 +282,80 @@ type Position struct {
 // Replay is what a subscriber receives before live messages.
 type Replay struct {
 	Messages []Message
+	// Frames holds the event-stream frames of Messages, encoded once, for
+	// a Subscription to write; it is nil in the answer of Messages.
+	Frames []byte
 	// Reset is set when the position could not be honoured exactly: the id
 	// is foreign (another epoch, malformed) or older than the history
 	// holds. Messages then holds everything retained, and Oldest is its
 	// first id ("" when nothing is retained).
 	Reset  bool
 	Oldest string
+	// Truncated is set when Messages stops short of what was asked for
+	// because the replay reached MaxReplayBytes: like a lost position, the
+	// reader must come back after the last message it got for the rest. A
+	// stream ends after writing such a replay.
+	Truncated bool
 }
 
-// replay answers "what follows pos?" from the room's history, up to limit.
-func (r *room) replay(pos Position, limit int) (Replay, error) {
+// minFrameSize is less than the frame of the smallest message: the frames
+// of budget/minFrameSize+1 messages pass a replay budget, so a copy of one
+// more than that is sure to be cut, and flagged, by fit.
+const minFrameSize = 100
+
+// replay answers "what follows pos?" from the room's history, up to limit
+// messages, oldest first, and no more than a budget of bytes can hold.
+func (r *room) replay(pos Position, limit, budget int) (Replay, error) {
 	h := r.history
+	// Copy no more messages than the budget can hold: fit cuts the rest.
+	take := limit
+	if budget > 0 {
+		take = min(take, budget/minFrameSize+2)
+	}
 	if pos.LastEventID == "" {
 		n := min(pos.History, limit)
-		msgs, err := h.After(h.Last()-min(uint64(n), h.Last()), n)
+		msgs, err := h.After(h.Last()-min(uint64(n), h.Last()), min(n, take))
 		return Replay{Messages: msgs}, err
 	}
 	epoch, seq, ok := ParseID(pos.LastEventID)
 	if ok && epoch == h.Epoch() && seq <= h.Last() && seq+1 >= h.Oldest() {
-		msgs, err := h.After(seq, limit)
+		msgs, err := h.After(seq, take)
 		return Replay{Messages: msgs}, err
 	}
-	msgs, err := h.After(0, limit)
+	msgs, err := h.After(0, take)
 	rep := Replay{Messages: msgs, Reset: true}
 	if h.Oldest() <= h.Last() {
 		rep.Oldest = FormatID(h.Epoch(), h.Oldest())
 	}
 	return rep, err
+}
+
+// fit encodes the replay's messages until their frames would pass budget
+// bytes, keeping at least one message, and cuts Messages there. With keep,
+// the frames stay in Frames, so that a stream does not encode them again.
+// It runs outside the room's lock: encoding a large replay must not hold up
+// the room's submits.
+func (rep *Replay) fit(budget int, keep bool) {
+	var buf []byte
+	total := 0
+	for i, msg := range rep.Messages {
+		n := len(buf)
+		buf = AppendFrame(buf, msg)
+		size := len(buf) - n
+		if budget > 0 && i > 0 && total+size > budget {
+			buf = buf[:n]
+			rep.Messages = rep.Messages[:i]
+			rep.Truncated = true
+			break
+		}
+		total += size
+		if !keep {
+			buf = buf[:0]
+		}
+	}
+	if keep {
+		rep.Frames = buf
+	}
 }
 
 // Subscription is one reader of a room: the replay it starts with, then live
@@ -344,7 +389,7 @@ func (m *Manager) Subscribe(roomName string, pos Position, wake func()) (*Subscr
 	}
 	s.sub = broadcast.NewSubscriber(cfg.Buffer, wake)
 	err := m.withRoom(roomName, true, func(r *room) error {
-		rep, err := r.replay(pos, max(cfg.History, 0))
+		rep, err := r.replay(pos, max(cfg.History, 0), cfg.MaxReplayBytes)
 		if err != nil {
 			return fmt.Errorf("reading history of room %q: %w", r.name, err)
 		}
@@ -357,6 +402,7 @@ func (m *Manager) Subscribe(roomName string, pos Position, wake func()) (*Subscr
 		m.subscribers.Add(-1)
 		return nil, err
 	}
+	s.Replay.fit(cfg.MaxReplayBytes, true)
 	return s, nil
 }
 
@@ -384,28 +430,39 @@ func (s *Subscription) Take(dst [][]byte) (frames [][]byte, err error) {
 	return frames, err
 }
 
-// Close ends the subscription. It is safe to call more than once.
+// Close ends the subscription. It is safe to call more than once. The last
+// subscriber to leave a room in which nothing was ever posted drops it: a
+// stream alone does not keep a room, so opening streams to made-up names
+// cannot fill max_rooms.
 func (s *Subscription) Close() {
 	s.once.Do(func() {
-		s.r.mu.Lock()
-		s.r.broadcaster.Unregister(s.sub)
-		s.r.subscribers--
-		if s.r.subscribers == 0 {
-			s.r.lastActive = time.Now()
+		r := s.r
+		r.mu.Lock()
+		r.broadcaster.Unregister(s.sub)
+		r.subscribers--
+		if r.subscribers == 0 {
+			r.lastActive = time.Now()
 		}
-		s.r.mu.Unlock()
+		unused := r.unused()
+		r.mu.Unlock()
 		s.m.subscribers.Add(-1)
+		if unused {
+			s.m.dropIf(r, "unused", (*room).unused)
+		}
 	})
 }
 
 // Messages returns up to limit retained messages of an existing room after
-// the message with id after, or the newest limit when after is empty.
+// the message with id after, or the newest limit when after is empty, no
+// more than MaxReplayBytes of them.
 func (m *Manager) Messages(roomName, after string, limit int) (Replay, error) {
+	budget := m.config().MaxReplayBytes
 	var rep Replay
 	err := m.withRoom(roomName, false, func(r *room) (err error) {
-		rep, err = r.replay(Position{LastEventID: after, History: limit}, limit)
+		rep, err = r.replay(Position{LastEventID: after, History: limit}, limit, budget)
 		return err
 	})
+	rep.fit(budget, false)
 	return rep, err
 }
 
@@ -504,50 +561,61 @@ func (m *Manager) Close() error {
 	return errors.Join(errs...)
 }
 
-// janitor drops idle rooms until Close.
+// janitor drops idle rooms and forgets expired idempotency keys until
+// Close, checking about four times per idle timeout or key window.
 func (m *Manager) janitor() {
 	defer close(m.janitorDone)
 	for {
-		interval := time.Minute
-		if idle := m.config().IdleTimeout; idle > 0 {
-			interval = min(max(idle/4, 10*time.Millisecond), time.Minute)
+		cfg := m.config()
+		period := cfg.KeyWindow
+		if cfg.IdleTimeout > 0 {
+			period = min(period, cfg.IdleTimeout)
 		}
 		select {
 		case <-m.stopJanitor:
 			return
 		case <-m.reconfigured:
-		case <-time.After(interval):
+		case <-time.After(min(max(period/4, 10*time.Millisecond), time.Minute)):
 			m.sweep(time.Now())
 		}
 	}
 }
 
-// sweep drops every room idle for longer than the idle timeout.
+// sweep forgets idempotency keys older than the window and drops every
+// room idle for longer than the idle timeout.
 func (m *Manager) sweep(now time.Time) {
-	idle := m.config().IdleTimeout
-	if idle <= 0 {
+	cfg := m.config()
+	m.keys.sweep(now, cfg.KeyWindow)
+	if cfg.IdleTimeout <= 0 {
 		return
+	}
+	idle := func(r *room) bool {
+		return !r.closed && r.subscribers == 0 && now.Sub(r.lastActive) >= cfg.IdleTimeout
 	}
 	for _, r := range m.snapshot() {
 		r.mu.Lock()
-		expired := r.idle(now, idle)
+		expired := idle(r)
 		r.mu.Unlock()
-		if !expired {
-			continue
+		if expired {
+			m.dropIf(r, "idle", idle)
 		}
-		m.mu.Lock()
-		r.mu.Lock()
-		// Check again: a subscriber or a message may have come meanwhile.
-		if r.idle(now, idle) {
-			_ = m.drop(r, "idle")
-		}
-		r.mu.Unlock()
-		m.mu.Unlock()
 	}
 }
 
-// idle reports whether the room has been unused for at least timeout. r.mu
-// must be held.
-func (r *room) idle(now time.Time, timeout time.Duration) bool {
-	return !r.closed && r.subscribers == 0 && now.Sub(r.lastActive) >= timeout
+// dropIf drops r for reason if cond still holds once both locks are taken:
+// a subscriber or a message may have come since the caller looked.
+func (m *Manager) dropIf(r *room, reason string, cond func(*room) bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if cond(r) {
+		_ = m.drop(r, reason)
+	}
+}
+
+// unused reports whether no one follows the room and nothing was ever
+// posted to it. r.mu must be held.
+func (r *room) unused() bool {
+	return !r.closed && r.subscribers == 0 && r.history.Last() == 0
 }

@@ -241,9 +241,14 @@ func TestIdempotency(t *testing.T) {
 	if err != nil || repeat {
 		t.Fatalf("first submit: repeat=%v err=%v", repeat, err)
 	}
-	again, repeat, err := m.Submit("lobby", "alice", "hi, edited", "key-1")
+	again, repeat, err := m.Submit("lobby", "alice", "hi", "key-1")
 	if err != nil || !repeat || again != first {
-		t.Errorf("repeat submit = %+v repeat=%v err=%v; want the first message back", again, repeat, err)
+		t.Errorf("repeat submit = %+v repeat=%v err=%v; want the first message back, %+v", again, repeat, err, first)
+	}
+	for _, changed := range []struct{ user, text string }{{"alice", "hi, edited"}, {"bob", "hi"}} {
+		if _, _, err := m.Submit("lobby", changed.user, changed.text, "key-1"); !errors.Is(err, ErrKeyReused) {
+			t.Errorf("same key, user %q text %q: %v, want ErrKeyReused", changed.user, changed.text, err)
+		}
 	}
 	other, repeat, _ := m.Submit("other", "alice", "hi", "key-1")
 	if repeat || other.Room != "other" {
@@ -253,6 +258,65 @@ func TestIdempotency(t *testing.T) {
 		if info.Name == "lobby" && info.LastID != first.ID {
 			t.Errorf("last id %q after a repeat, want %q", info.LastID, first.ID)
 		}
+	}
+	// A deleted room's keys name messages that are gone: the key is free.
+	if err := m.Delete("lobby"); err != nil {
+		t.Fatal(err)
+	}
+	if msg, repeat, err := m.Submit("lobby", "alice", "hi", "key-1"); err != nil || repeat || msg.ID == first.ID {
+		t.Errorf("key after the room was deleted: %+v repeat=%v err=%v; want a new message", msg, repeat, err)
+	}
+}
+
+// TestIdempotencyKeysExpire: a key is forgotten after the window, both when
+// the next keyed post looks it up and, without any post, by the sweep.
+func TestIdempotencyKeysExpire(t *testing.T) {
+	const window = time.Minute
+	m := newManager(t, Config{History: 10, Buffer: 10, KeyWindow: window})
+	first, _, _ := m.Submit("lobby", "alice", "hi", "k")
+	m.sweep(time.Now().Add(window / 2))
+	if _, repeat, _ := m.Submit("lobby", "alice", "hi", "k"); !repeat || m.keys.len() != 1 {
+		t.Fatalf("within the window: repeat=%v keys=%d; want a repeat, 1 key", repeat, m.keys.len())
+	}
+	m.sweep(time.Now().Add(window + time.Second))
+	if n := m.keys.len(); n != 0 {
+		t.Errorf("%d keys remembered after the window, want 0", n)
+	}
+	if msg, repeat, _ := m.Submit("lobby", "alice", "hi", "k"); repeat || msg.ID == first.ID {
+		t.Errorf("after the window: repeat=%v id=%s; want a new message", repeat, msg.ID)
+	}
+	// Nothing but the janitor runs here: no post, no lookup.
+	quick := newManager(t, Config{KeyWindow: 40 * time.Millisecond})
+	quick.Submit("lobby", "alice", "hi", "k")
+	deadline := time.Now().Add(5 * time.Second)
+	for quick.keys.len() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := quick.keys.len(); n != 0 {
+		t.Errorf("the janitor left %d expired keys", n)
+	}
+}
+
+// TestIdempotencyKeyBudget: past MaxKeys, across all rooms, the oldest keys
+// are forgotten and the newest still answer.
+func TestIdempotencyKeyBudget(t *testing.T) {
+	const budget = 100
+	m := newManager(t, Config{History: 0, Buffer: 1, MaxKeys: budget})
+	for i := range 3 * budget {
+		m.Submit(fmt.Sprintf("r%d", i%7), "u", "x", fmt.Sprint(i))
+	}
+	if n := m.keys.len(); n != budget {
+		t.Errorf("%d keys remembered, want the budget, %d", n, budget)
+	}
+	last := 3*budget - 1
+	if _, repeat, _ := m.Submit(fmt.Sprintf("r%d", last%7), "u", "x", fmt.Sprint(last)); !repeat {
+		t.Error("the newest key was forgotten")
+	}
+	if _, repeat, _ := m.Submit("r0", "u", "x", "0"); repeat {
+		t.Error("the oldest key is still remembered past the budget")
+	}
+	if len(m.keys.order)-m.keys.head > 2*budget {
+		t.Errorf("the expiry queue holds %d entries for %d keys", len(m.keys.order)-m.keys.head, budget)
 	}
 }
 
@@ -498,4 +562,175 @@ func FuzzResume(f *testing.F) {
 			t.Fatalf("id %q: replayed %d, want %d", id, len(s.Messages), 12-seq)
 		}
 	})
+}
+
+// TestUnusedRoomsDropped: a stream alone does not keep a room. Streams to
+// made-up names leave nothing behind once closed, so they cannot fill
+// MaxRooms; a room someone posted to stays.
+func TestUnusedRoomsDropped(t *testing.T) {
+	var dropped []string
+	m := newManager(t, Config{History: 10, Buffer: 10, MaxRooms: 10, IdleTimeout: time.Hour,
+		Hooks: Hooks{RoomDropped: func(r, why string) { dropped = append(dropped, r+":"+why) }}})
+	for i := range 100 {
+		s, err := m.Subscribe(fmt.Sprintf("squat%d", i), Position{}, nil)
+		if err != nil {
+			t.Fatalf("stream %d to a made-up room: %v", i, err)
+		}
+		s.Close()
+	}
+	if n := m.Len(); n != 0 {
+		t.Errorf("%d rooms left by closed streams, want 0", n)
+	}
+	if len(dropped) != 100 || dropped[0] != "squat0:unused" {
+		t.Errorf("RoomDropped saw %d drops, first %v; want 100, squat0:unused", len(dropped), dropped[:min(len(dropped), 1)])
+	}
+
+	a, _ := m.Subscribe("lobby", Position{}, nil)
+	b, _ := m.Subscribe("lobby", Position{}, nil)
+	a.Close()
+	if m.Len() != 1 {
+		t.Error("the room was dropped while a stream still follows it")
+	}
+	b.Close()
+	if m.Len() != 0 {
+		t.Error("the room outlived its last stream")
+	}
+
+	post(t, m, "kept", "hello")
+	s, _ := m.Subscribe("kept", Position{}, nil)
+	s.Close()
+	if rooms := m.Rooms(); len(rooms) != 1 || rooms[0].Name != "kept" {
+		t.Errorf("rooms = %+v, want the room with a message kept", rooms)
+	}
+}
+
+// frameSize is the frame size of a message of text, posted to room probe.
+func frameSize(t *testing.T, m *Manager, text string) int {
+	t.Helper()
+	msg, _, _ := m.Submit("probe", "alice", text, "")
+	return len(AppendFrame(nil, msg))
+}
+
+// TestReplayByteBudget: a replay stops before MaxReplayBytes of frames and
+// says so; the rest comes from where it stopped, with no gap. Messages of
+// "<" cost six bytes per byte in JSON, and the budget counts what is sent.
+func TestReplayByteBudget(t *testing.T) {
+	const budget = 64 << 10
+	m := newManager(t, Config{History: 1000, Buffer: 10, MaxReplayBytes: budget})
+	big := strings.Repeat("<", 4<<10)
+	size := frameSize(t, m, big)
+	if size < 6*len(big) {
+		t.Fatalf("a frame of %d bytes of '<' is %d bytes; escaping changed", len(big), size)
+	}
+	var want []string
+	for range 20 {
+		want = append(want, post(t, m, "lobby", big)[0].ID)
+	}
+	perReplay := budget / size
+
+	for _, tt := range []struct {
+		name string
+		pos  Position
+		from int // index in want of the first message
+	}{
+		{"history", Position{History: 1000}, 0},
+		{"resume", Position{LastEventID: want[2]}, 3},
+		{"reset", Position{LastEventID: "foreign-1"}, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := m.Subscribe("lobby", tt.pos, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if len(s.Messages) != perReplay || !s.Truncated {
+				t.Errorf("replay of %d messages, truncated=%v; want %d, truncated", len(s.Messages), s.Truncated, perReplay)
+			}
+			if len(s.Frames) > budget || len(s.Frames) != perReplay*size {
+				t.Errorf("replay frames are %d bytes, want %d, at most %d", len(s.Frames), perReplay*size, budget)
+			}
+			if s.Messages[0].ID != want[tt.from] {
+				t.Errorf("replay starts at %s, want %s", s.Messages[0].ID, want[tt.from])
+			}
+			// Coming back after the last message continues without a gap.
+			last := s.Messages[len(s.Messages)-1].ID
+			rest, _ := m.Subscribe("lobby", Position{LastEventID: last}, nil)
+			defer rest.Close()
+			if rest.Reset || len(rest.Messages) == 0 || rest.Messages[0].ID != want[tt.from+perReplay] {
+				t.Errorf("resume after a cut replay: reset=%v, %d messages", rest.Reset, len(rest.Messages))
+			}
+		})
+	}
+
+	rep, err := m.Messages("lobby", "", 1000)
+	if err != nil || len(rep.Messages) != perReplay || !rep.Truncated || rep.Frames != nil {
+		t.Errorf("Messages: %d, truncated=%v, frames=%d, %v; want %d, truncated, no frames", len(rep.Messages), rep.Truncated, len(rep.Frames), err, perReplay)
+	}
+	if rep, _ := m.Messages("lobby", want[len(want)-1-perReplay], 1000); len(rep.Messages) != perReplay || rep.Truncated {
+		t.Errorf("a page within the budget: %d messages, truncated=%v; want %d, not truncated", len(rep.Messages), rep.Truncated, perReplay)
+	}
+
+	// One message over the budget still goes out, alone, or nothing would.
+	tiny := newManager(t, Config{History: 10, Buffer: 10, MaxReplayBytes: 10})
+	post(t, tiny, "lobby", "a", "b")
+	s, _ := tiny.Subscribe("lobby", Position{History: 2}, nil)
+	defer s.Close()
+	if texts(s.Messages) != "a" || !s.Truncated {
+		t.Errorf("replay over a tiny budget: %q truncated=%v; want a, truncated", texts(s.Messages), s.Truncated)
+	}
+}
+
+// TestMinFrameSize: the bound the history copy relies on holds for the
+// smallest message there can be.
+func TestMinFrameSize(t *testing.T) {
+	m := newManager(t, Config{})
+	if n := frameSize(t, m, "x"); n <= minFrameSize {
+		t.Errorf("the smallest frame is %d bytes, not more than minFrameSize %d", n, minFrameSize)
+	}
+}
+
+// countingStore counts Resize calls on the histories it opens.
+type countingStore struct{ resizes *int }
+
+func (s countingStore) Open(room string, capacity int) (History, error) {
+	h, err := MemoryStore{}.Open(room, capacity)
+	return countingHistory{h, s.resizes}, err
+}
+
+type countingHistory struct {
+	History
+	resizes *int
+}
+
+func (h countingHistory) Resize(capacity int) error { *h.resizes++; return h.History.Resize(capacity) }
+
+// TestConfigureKeepsRings: a reload that keeps the history size leaves every
+// ring alone; one that changes it resizes them.
+func TestConfigureKeepsRings(t *testing.T) {
+	var resizes int
+	m := newManager(t, Config{History: 5, Buffer: 10, Store: countingStore{&resizes}})
+	post(t, m, "a", "1")
+	post(t, m, "b", "1")
+	m.Configure(Config{History: 5, Buffer: 20})
+	if resizes != 0 {
+		t.Errorf("%d rings resized by a config with the same history", resizes)
+	}
+	m.Configure(Config{History: 3, Buffer: 20})
+	if resizes != 2 {
+		t.Errorf("%d rings resized by a new history size, want 2", resizes)
+	}
+}
+
+// TestEvictedHookFollowsConfig: evictions in a room made before a reload
+// are reported to the reload's hooks.
+func TestEvictedHookFollowsConfig(t *testing.T) {
+	var old, current int
+	m := newManager(t, Config{History: 10, Buffer: 1, Hooks: Hooks{Evicted: func(string) { old++ }}})
+	s, _ := m.Subscribe("lobby", Position{}, nil)
+	defer s.Close()
+	m.Configure(Config{History: 10, Buffer: 1, Hooks: Hooks{Evicted: func(string) { current++ }}})
+	post(t, m, "lobby", "1", "2")
+	if old != 0 || current != 1 {
+		t.Errorf("eviction reported %d times to the old hooks, %d to the current; want 0, 1", old, current)
+	}
 }

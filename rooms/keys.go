@@ -1,0 +1,128 @@
+package rooms
+
+import (
+	"hash/maphash"
+	"sync"
+	"time"
+)
+
+// Defaults of the idempotency key store.
+const (
+	// DefaultKeyWindow is how long a submit's Idempotency-Key is
+	// remembered.
+	DefaultKeyWindow = 10 * time.Minute
+	// DefaultMaxKeys bounds the keys remembered across all rooms; past it
+	// the oldest are forgotten early. A 64-byte key costs about 220 bytes
+	// (BenchmarkKeyMemory), so a full store holds about 22 MB.
+	DefaultMaxKeys = 100000
+)
+
+// keyStore remembers idempotency keys for every room under one budget. A
+// key keeps only what rebuilding the first answer needs: the message's id
+// and time, and a hash of the user and text it was posted with. A repeat
+// carries the same user and text, so the message is whole again without
+// the store holding its text.
+//
+// Its lock is taken inside a room's lock, never the other way round.
+type keyStore struct {
+	seed maphash.Seed
+
+	mu    sync.Mutex
+	byKey map[roomKey]keyEntry
+	order []keyRef // oldest first from head on
+	head  int
+}
+
+// roomKey names a key within its room; room shares the room's name string.
+type roomKey struct{ room, key string }
+
+type keyEntry struct {
+	epoch string // shares the room history's epoch string
+	seq   uint64
+	at    int64  // the message's time, in Unix milliseconds
+	sum   uint64 // hash of user and text
+}
+
+// keyRef is a key in the order it was remembered. at tells it apart from a
+// newer entry under the same key, after the first expired.
+type keyRef struct {
+	k  roomKey
+	at int64
+}
+
+func newKeyStore() *keyStore {
+	return &keyStore{seed: maphash.MakeSeed(), byKey: make(map[roomKey]keyEntry)}
+}
+
+// sum hashes what a repeat must carry unchanged. The seed is random per
+// process, so no client can aim for a collision.
+func (s *keyStore) sum(user, text string) uint64 {
+	var h maphash.Hash
+	h.SetSeed(s.seed)
+	h.WriteString(user)
+	h.WriteByte(0)
+	h.WriteString(text)
+	return h.Sum64()
+}
+
+// get returns the entry of k when it is younger than window at now.
+func (s *keyStore) get(k roomKey, now time.Time, window time.Duration) (keyEntry, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.byKey[k]
+	if !ok || expired(e.at, now, window) {
+		return keyEntry{}, false
+	}
+	return e, true
+}
+
+// put remembers k, forgetting the oldest keys when more than max would be
+// kept.
+func (s *keyStore) put(k roomKey, e keyEntry, max int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.byKey) >= max && s.pop() {
+	}
+	s.byKey[k] = e
+	s.order = append(s.order, keyRef{k, e.at})
+}
+
+// sweep forgets every key older than window at now.
+func (s *keyStore) sweep(now time.Time, window time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.head < len(s.order) && expired(s.order[s.head].at, now, window) {
+		s.pop()
+	}
+}
+
+// pop forgets the oldest key, reporting false when there is none. s.mu must
+// be held.
+func (s *keyStore) pop() bool {
+	if s.head == len(s.order) {
+		return false
+	}
+	ref := s.order[s.head]
+	s.order[s.head] = keyRef{}
+	s.head++
+	if e, ok := s.byKey[ref.k]; ok && e.at == ref.at {
+		delete(s.byKey, ref.k)
+	}
+	// Reclaim the consumed front once it is half the slice.
+	if s.head > len(s.order)/2 {
+		s.order = append(s.order[:0:0], s.order[s.head:]...)
+		s.head = 0
+	}
+	return true
+}
+
+// len returns how many keys are remembered.
+func (s *keyStore) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.byKey)
+}
+
+func expired(at int64, now time.Time, window time.Duration) bool {
+	return now.UnixMilli()-at >= window.Milliseconds()
+}
