@@ -216,7 +216,7 @@ func TestHistoryZero(t *testing.T) {
 
 	for query, want := range map[string]string{
 		"":                   `{"messages":[]}`,
-		"?after=" + first.ID: `{"messages":[],"reset":true}`,
+		"?after=" + first.ID: `{"messages":[],"reset":true,"oldest":""}`,
 	} {
 		if r := do(t, "GET", rootSite+"/rooms/"+room+"/messages"+query, ""); r.status != http.StatusOK || strings.TrimSpace(r.body) != want {
 			t.Errorf("messages%s: %d %s, want %s", query, r.status, r.body, want)
