@@ -241,9 +241,10 @@ type Post struct {
 	ReserveNames bool
 	// Admit, when set, is asked last, once the post is neither a repeat
 	// nor refused: a rate limit, so that a repeat of a stored message never
-	// counts against it. Its error refuses the post and is returned as is.
-	// It runs with the room's lock held, so it must be quick and must not
-	// call back into the Manager.
+	// counts against it. Its error refuses the post and is returned as is;
+	// a post to a room yet to be made is refused before the room is made.
+	// It may run with the room's lock held, so it must be quick and must
+	// not call back into the Manager.
 	Admit func() error
 }
 
@@ -254,7 +255,7 @@ type Post struct {
 // then and repeat is true; with others, it returns ErrKeyReused.
 func (m *Manager) Submit(roomName string, p Post) (msg Message, repeat bool, err error) {
 	cfg := m.config()
-	err = m.withRoom(roomName, true, func(r *room) error {
+	store := func(r *room) error {
 		now := time.Now()
 		var k roomKey
 		var sum uint64
@@ -304,7 +305,20 @@ func (m *Manager) Submit(roomName string, p Post) (msg Message, repeat bool, err
 			h(r.name, delivered)
 		}
 		return nil
-	})
+	}
+	err = m.withRoom(roomName, false, store)
+	if errors.Is(err, ErrNotFound) {
+		// A room yet to be made holds no key and no name: only Admit can
+		// refuse the post, and asked first, its refusal leaves no empty
+		// room behind.
+		if p.Admit != nil {
+			if err := p.Admit(); err != nil {
+				return Message{}, false, err
+			}
+			p.Admit = nil
+		}
+		err = m.withRoom(roomName, true, store)
+	}
 	return msg, repeat, err
 }
 

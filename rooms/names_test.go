@@ -138,6 +138,15 @@ func TestAdmit(t *testing.T) {
 	if _, repeat, err := m.Submit("lobby", Post{User: "alice", Text: "more", Key: "k2", Scope: "s"}); err != nil || repeat {
 		t.Errorf("retry of a refused post: repeat=%v err=%v; want it stored", repeat, err)
 	}
+	// A refused post to a new room leaves no room behind: refused posts
+	// cannot fill MaxRooms.
+	if _, _, err := m.Submit("new", Post{User: "alice", Text: "x", Admit: admit(refuse)}); !errors.Is(err, refuse) || m.Len() != 1 {
+		t.Errorf("refused post to a new room: %v, %d rooms; want %v, 1 room", err, m.Len(), refuse)
+	}
+	asked = 0
+	if _, _, err := m.Submit("new", Post{User: "alice", Text: "x", Admit: admit(nil)}); err != nil || asked != 1 || m.Len() != 2 {
+		t.Errorf("admitted post to a new room: %v, Admit asked %d times, %d rooms; want it stored, asked once, 2 rooms", err, asked, m.Len())
+	}
 }
 
 // TestVerifiedOnTheWire: the flag is in the JSON of a message, in its
