@@ -28,7 +28,7 @@ func TestStreamFormat(t *testing.T) {
 	s := openStream(t, rootSite+"/stream/"+room)
 	for header, want := range map[string]string{
 		"Content-Type":      "text/event-stream",
-		"Cache-Control":     "no-cache",
+		"Cache-Control":     "no-cache, no-transform",
 		"X-Accel-Buffering": "no",
 	} {
 		if got := s.resp.Header.Get(header); got != want {
