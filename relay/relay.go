@@ -104,7 +104,7 @@ type Stream struct {
 	onEnd func(Ended)
 
 	// wakes counts wake-ups not yet served. Only its rise from zero
-	// schedules the stream, so exactly one goroutine serves a stream at a
+	// queues the stream, so exactly one goroutine serves a stream at a
 	// time. It starts at one, a hold that Attach releases.
 	wakes     atomic.Int64
 	ping      atomic.Bool  // a heartbeat is due
@@ -127,7 +127,7 @@ func (p *Pool) NewStream() *Stream {
 // blocks.
 func (s *Stream) Wake() {
 	if s.wakes.Add(1) == 1 {
-		s.schedule()
+		s.pool.enqueue(s)
 	}
 }
 
@@ -151,19 +151,10 @@ func (s *Stream) Attach(conn net.Conn, src Source, onEnd func(Ended)) {
 	go s.watch()
 	// Release the hold; wake-ups that came meanwhile are served now.
 	if s.wakes.Add(-1) > 0 {
-		s.schedule()
+		s.pool.enqueue(s)
 	}
 }
 
-// schedule has the stream served: by a shared writer, or for TLS by a
-// goroutine of its own, which may wait on the client as long as it takes.
-func (s *Stream) schedule() {
-	if s.tls {
-		go s.serve(s.pool.cfg.WriteTimeout)
-		return
-	}
-	s.pool.enqueue(s)
-}
 
 // watch ends the stream when the client closes its side, or sends anything:
 // a client of an event stream has nothing more to say. A read deadline left
@@ -250,9 +241,15 @@ func (p *Pool) next() *Stream {
 	}
 }
 
+// writer serves the streams with work. A TLS stream it hands a goroutine of
+// its own, which may wait on the client as long as it takes.
 func (p *Pool) writer() {
 	for s := p.next(); s != nil; s = p.next() {
-		s.serve(p.cfg.QuickWrite)
+		if s.tls {
+			go s.serve(p.cfg.WriteTimeout)
+		} else {
+			s.serve(p.cfg.QuickWrite)
+		}
 	}
 }
 
