@@ -2,6 +2,7 @@ package chat
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -14,7 +15,8 @@ import (
 )
 
 // The tests in this file run the caddy binary built from cmd/caddy, as a user
-// would.
+// would: the one CHAT_CADDY_BINARY names (CI builds it once for every step),
+// else one built into the run's directory, which TestMain removes.
 var (
 	buildOnce sync.Once
 	binary    string
@@ -27,12 +29,10 @@ func caddyBinary(t *testing.T) string {
 		t.Skip("builds and runs the caddy binary")
 	}
 	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "caddy-chat-bin")
-		if err != nil {
-			buildErr = err
+		if binary = os.Getenv("CHAT_CADDY_BINARY"); binary != "" {
 			return
 		}
-		binary = filepath.Join(dir, "caddy")
+		binary = filepath.Join(testRun.dir, "bin", "caddy")
 		out, err := exec.Command("go", "build", "-o", binary, "./cmd/caddy").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build ./cmd/caddy: %v\n%s", err, out)
@@ -132,7 +132,8 @@ func TestCLIStopWithOpenStreams(t *testing.T) {
 	const streams = 1000
 	dir := t.TempDir()
 	file := filepath.Join(dir, "Caddyfile")
-	cfg := "{\n\tadmin localhost:2400\n}\nhttp://localhost:9090 {\n\tchat\n}\n"
+	admin, site := "localhost:"+freePort(), "http://localhost:"+freePort()
+	cfg := fmt.Sprintf("{\n\tadmin %s\n}\n%s {\n\tchat\n}\n", admin, site)
 	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +146,7 @@ func TestCLIStopWithOpenStreams(t *testing.T) {
 	go func() { exited <- server.Wait() }()
 	t.Cleanup(func() { _ = server.Process.Kill() })
 	waitFor(t, "caddy to listen", func() bool {
-		resp, err := http.Get("http://localhost:9090/rooms")
+		resp, err := client.Get(site + "/rooms")
 		if err == nil {
 			resp.Body.Close()
 		}
@@ -155,13 +156,18 @@ func TestCLIStopWithOpenStreams(t *testing.T) {
 	transport := &http.Transport{MaxIdleConnsPerHost: -1}
 	defer transport.CloseIdleConnections()
 	streamClient := &http.Client{Transport: transport}
+	// Cancelling ends every stream still open, so that no read outlives
+	// the test, whatever Caddy does.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	var opened, ended sync.WaitGroup
 	for i := range streams {
 		opened.Add(1)
 		ended.Add(1)
 		go func() {
 			defer ended.Done()
-			resp, err := streamClient.Get(fmt.Sprintf("http://localhost:9090/stream/room%d", i%10))
+			req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s/stream/room%d", site, i%10), nil)
+			resp, err := streamClient.Do(req)
 			if err != nil {
 				opened.Done()
 				t.Errorf("stream %d: %v", i, err)
@@ -176,13 +182,15 @@ func TestCLIStopWithOpenStreams(t *testing.T) {
 			}
 		}()
 	}
-	opened.Wait()
+	if !waitGroup(&opened, 2*wait) {
+		t.Fatal("streams did not open in time")
+	}
 	if t.Failed() {
 		t.FailNow()
 	}
 
 	start := time.Now()
-	out, err := exec.Command(caddyBinary(t), "stop", "--address", "localhost:2400").CombinedOutput()
+	out, err := exec.Command(caddyBinary(t), "stop", "--address", admin).CombinedOutput()
 	took := time.Since(start)
 	if err != nil {
 		t.Fatalf("caddy stop: %v\n%s", err, out)
@@ -191,17 +199,25 @@ func TestCLIStopWithOpenStreams(t *testing.T) {
 	if took > 2*time.Second {
 		t.Errorf("caddy stop took %v with %d streams open, want under 2s", took, streams)
 	}
-	allEnded := make(chan struct{})
-	go func() { ended.Wait(); close(allEnded) }()
-	select {
-	case <-allEnded:
-	case <-time.After(wait):
+	if !waitGroup(&ended, wait) {
 		t.Error("streams still open after caddy stop")
 	}
 	select {
 	case <-exited:
 	case <-time.After(wait):
 		t.Error("caddy did not exit")
+	}
+}
+
+// waitGroup waits for wg for at most d and reports whether it is done.
+func waitGroup(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
 	}
 }
 

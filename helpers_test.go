@@ -4,29 +4,84 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddytest"
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	"github.com/caddy-chat/caddy-chat/rooms"
 	"github.com/caddy-chat/caddy-chat/sse"
 )
 
-// The in-process Caddy of these tests. Its admin port is its own, so that the
-// tests never talk to another Caddy on the machine (caddytest's default, 2999,
-// is shared by every project using caddytest).
-const (
-	adminPort = 2399
-	rootSite  = "http://localhost:9080" // chat mounted at the site root
-	chatSite  = "http://localhost:9081" // chat under handle_path /chat/*
-	chatBase  = chatSite + "/chat"
-	wait      = 5 * time.Second // for anything that should happen at once
+// The in-process Caddy of these tests listens on ports picked free when the
+// test binary starts, so that two runs on one machine, or a Caddy already
+// running there, never answer each other's requests. Its admin endpoint is
+// off: configs are loaded with caddy.Load, as the admin API's /load does.
+var (
+	rootSite = "http://localhost:" + freePort() // chat mounted at the site root
+	chatSite = "http://localhost:" + freePort() // chat under handle_path /chat/*
+	chatBase = chatSite + "/chat"
+	// Caddy's default ports, for redirects and automatic HTTPS, moved off
+	// the well-known ones.
+	httpPort, httpsPort = freePort(), freePort()
 )
+
+// wait bounds anything that should happen at once.
+const wait = 5 * time.Second
+
+// testRun holds what the tests of one run leave on disk: Caddy's storage, built
+// binaries, browser profiles. TestMain removes it.
+var testRun struct {
+	dir    string
+	id     string   // unique to this process: room names carry it
+	atExit []func() // what to stop before dir is removed
+}
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "caddy-chat-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "creating the test directory:", err)
+		os.Exit(1)
+	}
+	testRun.dir = dir
+	testRun.id = strconv.FormatInt(time.Now().UnixNano()%(1<<30), 36)
+	code := m.Run()
+	if caddyStarted {
+		_ = caddy.Stop()
+	}
+	for _, f := range testRun.atExit {
+		f()
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "removing the test directory:", err)
+	}
+	os.Exit(code)
+}
+
+// freePort returns a TCP port on the loopback interface that is free now.
+func freePort() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(fmt.Sprintf("finding a free port: %v", err))
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	return port
+}
 
 // config is a Caddyfile for the in-process Caddy: the chat app with the given
 // global options, and the chat handler with the given subdirectives both at a
@@ -40,9 +95,12 @@ type config struct {
 
 func (c config) String() string {
 	return fmt.Sprintf(`{
-	admin localhost:%d
-	http_port 9080
-	https_port 9443
+	admin off
+	persist_config off
+	storage file_system %s
+	skip_install_trust
+	http_port %s
+	https_port %s
 	auto_https off
 	%s
 	chat {
@@ -68,30 +126,71 @@ func (c config) String() string {
 	}
 	respond "outside chat" 404
 }
-`, adminPort, c.options, c.global, rootSite, c.site, c.handler, chatSite, c.handler)
+`, filepath.Join(testRun.dir, "storage"), httpPort, httpsPort, c.options, c.global, rootSite, c.site, c.handler, chatSite, c.handler)
 }
 
-// startCaddy loads cfg into the in-process Caddy, starting it if needed.
-func startCaddy(t *testing.T, cfg config) {
+// caddyStarted is set once a config has been loaded; TestMain then stops
+// Caddy.
+var caddyStarted bool
+
+// startCaddy loads the Caddyfile cfg into the in-process Caddy, replacing
+// the running config as a reload does. A config that does not load fails
+// the test: it never skips.
+func startCaddy(t *testing.T, cfg fmt.Stringer) {
 	t.Helper()
-	tester := caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort})
-	tester.InitServer(cfg.String(), "caddyfile")
-	if t.Failed() {
-		t.FailNow()
+	if err := loadCaddyfile(cfg.String()); err != nil {
+		t.Fatal(err)
 	}
+	caddyStarted = true
 	// A kept-alive connection may still reach the previous config's server
 	// for a moment; start this config's requests on new connections.
 	client.CloseIdleConnections()
 	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 }
 
-// reload loads cfg through the admin API, as `caddy reload` does, and
-// returns how long the load took.
+// loadCaddyfile adapts a Caddyfile and runs it in this process.
+func loadCaddyfile(caddyfile string) error {
+	adapter := caddyconfig.GetAdapter("caddyfile")
+	cfgJSON, warnings, err := adapter.Adapt([]byte(caddyfile), nil)
+	if err != nil {
+		return fmt.Errorf("adapting the Caddyfile: %w\n%s", err, caddyfile)
+	}
+	for _, w := range warnings {
+		// The configs are built with fmt, not caddy fmt; any other warning
+		// means the config is not what the test meant.
+		if !strings.Contains(w.Message, "not formatted") {
+			return fmt.Errorf("adapting the Caddyfile: %s\n%s", w, caddyfile)
+		}
+	}
+	if err := caddy.Load(cfgJSON, true); err != nil {
+		return fmt.Errorf("loading the config: %w\n%s", err, caddyfile)
+	}
+	return nil
+}
+
+// reload loads cfg, as `caddy reload` does, and returns how long the load
+// took.
 func reload(t *testing.T, cfg config) time.Duration {
 	t.Helper()
 	start := time.Now()
 	startCaddy(t, cfg)
 	return time.Since(start)
+}
+
+// roomSeq numbers the rooms of a run.
+var roomSeq atomic.Int64
+
+// roomFor names a new room for the test. Rooms outlive configs, so the name
+// carries the run and a sequence number: tests that share the in-process
+// Caddy never share rooms, and neither do two runs of one test (-count=2).
+func roomFor(t *testing.T, suffix string) string {
+	tail := fmt.Sprintf("-%s-%s%d", suffix, testRun.id, roomSeq.Add(1))
+	name := strings.Trim(regexp.MustCompile(`[^A-Za-z0-9._-]+`).ReplaceAllString(t.Name(), "-"), "-")
+	if max := 64 - len(tail); len(name) > max {
+		name = name[len(name)-max:]
+		name = strings.TrimLeft(name, "-._")
+	}
+	return name + tail
 }
 
 // client is for requests that end; streams use their own.
@@ -106,44 +205,66 @@ type response struct {
 
 func do(t *testing.T, method, url string, body string, headers ...string) response {
 	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	r, err := tryDo(method, url, body, headers...)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return r
+}
+
+// tryDo is do for goroutines other than the test's, which must not call
+// t.Fatal: it returns what went wrong instead.
+func tryDo(method, url string, body string, headers ...string) (response, error) {
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		return response{}, err
 	}
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
+		return response{}, fmt.Errorf("%s %s: %w", method, url, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("%s %s: reading body: %v", method, url, err)
+		return response{}, fmt.Errorf("%s %s: reading body: %w", method, url, err)
 	}
 	r := response{status: resp.StatusCode, header: resp.Header, body: string(b)}
 	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
 		if err := json.Unmarshal(b, &r.json); err != nil {
-			t.Fatalf("%s %s: response is not JSON: %q", method, url, b)
+			return r, fmt.Errorf("%s %s: response is not JSON: %q", method, url, b)
 		}
 	}
-	return r
+	return r, nil
 }
 
 // postJSON submits a message through POST /submit and returns it.
 func postJSON(t *testing.T, base, room, user, message string) rooms.Message {
 	t.Helper()
-	body, _ := json.Marshal(map[string]string{"room": room, "user": user, "message": message})
-	resp := do(t, "POST", base+"/submit", string(body), "Content-Type", "application/json")
-	if resp.status != http.StatusCreated {
-		t.Fatalf("submit to %s: %d %s", room, resp.status, resp.body)
-	}
-	var m rooms.Message
-	if err := json.Unmarshal([]byte(resp.body), &m); err != nil {
+	m, err := tryPostJSON(base, room, user, message)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// tryPostJSON is postJSON for goroutines other than the test's.
+func tryPostJSON(base, room, user, message string) (rooms.Message, error) {
+	body, _ := json.Marshal(map[string]string{"room": room, "user": user, "message": message})
+	resp, err := tryDo("POST", base+"/submit", string(body), "Content-Type", "application/json")
+	if err != nil {
+		return rooms.Message{}, err
+	}
+	if resp.status != http.StatusCreated {
+		return rooms.Message{}, fmt.Errorf("submit to %s: %d %s", room, resp.status, resp.body)
+	}
+	var m rooms.Message
+	if err := json.Unmarshal([]byte(resp.body), &m); err != nil {
+		return rooms.Message{}, fmt.Errorf("submit to %s: %w", room, err)
+	}
+	return m, nil
 }
 
 // stream is an open SSE stream, read by the WHATWG rules.
@@ -160,6 +281,9 @@ func openStream(t *testing.T, url string, headers ...string) *stream {
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
+	// The response head, or a refusal's body, must come at once; the
+	// stream's events have deadlines of their own (next, end, quiet).
+	timer := time.AfterFunc(wait, cancel)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		cancel()
@@ -171,9 +295,32 @@ func openStream(t *testing.T, url string, headers ...string) *stream {
 		cancel()
 		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, b)
 	}
+	if !timer.Stop() {
+		cancel()
+		t.Fatalf("GET %s: no response head within %v", url, wait)
+	}
 	s := &stream{resp: resp, events: readEvents(resp.Body), cancel: cancel}
 	t.Cleanup(s.close)
 	return s
+}
+
+// getStream opens url for a test that reads the raw body itself. Every read
+// of the body fails once the test has run for a while, so a stream that
+// stalls fails the test instead of hanging it.
+func getStream(t *testing.T, url string, headers ...string) *http.Response {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*wait)
+	t.Cleanup(cancel)
+	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
 }
 
 // readEvents parses body into events until it ends; then it closes the
@@ -202,16 +349,24 @@ func (s *stream) close() {
 // next returns the next event, failing the test if none comes in time.
 func (s *stream) next(t *testing.T) sse.Received {
 	t.Helper()
+	ev, err := s.tryNext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+// tryNext is next for goroutines other than the test's.
+func (s *stream) tryNext() (sse.Received, error) {
 	select {
 	case ev, ok := <-s.events:
 		if !ok {
-			t.Fatal("stream ended while an event was expected")
+			return ev, errors.New("stream ended while an event was expected")
 		}
-		return ev
+		return ev, nil
 	case <-time.After(wait):
-		t.Fatal("no event within", wait)
+		return sse.Received{}, fmt.Errorf("no event within %v", wait)
 	}
-	return sse.Received{}
 }
 
 // messages reads n message events and decodes them.
@@ -235,32 +390,37 @@ func (s *stream) messages(t *testing.T, n int) []rooms.Message {
 	return out
 }
 
-// eventIDs reads n message events and returns their ids, comma-separated,
-// without decoding the data: for streams too heavy to decode.
-func (s *stream) eventIDs(t *testing.T, n int) string {
-	t.Helper()
+// tryEventIDs reads n message events and returns their ids, comma-separated,
+// without decoding the data: for streams too heavy to decode, read from
+// goroutines other than the test's.
+func (s *stream) tryEventIDs(n int) (string, error) {
 	var b strings.Builder
 	for i := range n {
-		ev := s.next(t)
+		ev, err := s.tryNext()
+		if err != nil {
+			return b.String(), err
+		}
 		if ev.Name != "message" {
-			t.Fatalf("event %q where a message was expected", ev.Name)
+			return b.String(), fmt.Errorf("event %q where a message was expected", ev.Name)
 		}
 		if i > 0 {
 			b.WriteByte(',')
 		}
 		b.WriteString(ev.ID)
 	}
-	return b.String()
+	return b.String(), nil
 }
 
-// quiet asserts that no event arrives for a moment.
+// quiet asserts that the stream stays open and sends no event for a
+// moment.
 func (s *stream) quiet(t *testing.T, d time.Duration) {
 	t.Helper()
 	select {
 	case ev, ok := <-s.events:
-		if ok {
-			t.Fatalf("unexpected event %q: %s", ev.Name, ev.Data)
+		if !ok {
+			t.Fatal("the stream ended where it should have stayed open and quiet")
 		}
+		t.Fatalf("unexpected event %q: %s", ev.Name, ev.Data)
 	case <-time.After(d):
 	}
 }
@@ -269,8 +429,14 @@ func (s *stream) quiet(t *testing.T, d time.Duration) {
 // came before the end.
 func (s *stream) end(t *testing.T) []sse.Received {
 	t.Helper()
+	return s.endWithin(t, wait)
+}
+
+// endWithin is end with a deadline of d.
+func (s *stream) endWithin(t *testing.T, d time.Duration) []sse.Received {
+	t.Helper()
 	var evs []sse.Received
-	timeout := time.After(wait)
+	timeout := time.After(d)
 	for {
 		select {
 		case ev, ok := <-s.events:
@@ -279,7 +445,7 @@ func (s *stream) end(t *testing.T) []sse.Received {
 			}
 			evs = append(evs, ev)
 		case <-timeout:
-			t.Fatal("the stream did not end within", wait)
+			t.Fatal("the stream did not end within", d)
 		}
 	}
 }

@@ -133,11 +133,7 @@ func TestHostileInput(t *testing.T) {
 func TestFraming(t *testing.T) {
 	startCaddy(t, config{})
 	room := roomFor(t, "a")
-	resp, err := http.Get(rootSite + "/stream/" + room)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp := getStream(t, rootSite+"/stream/"+room)
 	payloads := []string{"a\r\nb", "data: x", "\n\nid: 9\ndata: evil\n\n", "event: close\n\n", "\rretry: 1\r", ": comment"}
 	var posted []rooms.Message
 	for _, p := range payloads {

@@ -13,13 +13,6 @@ import (
 	"github.com/caddy-chat/caddy-chat/rooms"
 )
 
-// roomFor names a room after the test, so that tests sharing the in-process
-// Caddy (and its room manager, which outlives configs) never share rooms.
-func roomFor(t *testing.T, suffix string) string {
-	name := regexp.MustCompile(`[^A-Za-z0-9._-]+`).ReplaceAllString(t.Name(), "-")
-	return strings.Trim(name, "-") + "-" + suffix
-}
-
 var defaultConfig = config{global: "history 50\n heartbeat 15s", handler: "allow_delete"}
 
 func TestStreamFormat(t *testing.T) {
@@ -70,11 +63,17 @@ func TestSubscribersAgree(t *testing.T) {
 	for p := range posters {
 		wg.Go(func() {
 			for i := range each {
-				postJSON(t, rootSite, room, fmt.Sprintf("user%d", p), fmt.Sprintf("%d-%d", p, i))
+				if _, err := tryPostJSON(rootSite, room, fmt.Sprintf("user%d", p), fmt.Sprintf("%d-%d", p, i)); err != nil {
+					t.Error(err)
+					return
+				}
 			}
 		})
 	}
 	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
 	got1, got2 := s1.messages(t, posters*each), s2.messages(t, posters*each)
 	if ids(got1) != ids(got2) {
 		t.Errorf("subscribers disagree:\n%s\n%s", ids(got1), ids(got2))
@@ -174,11 +173,7 @@ func TestReset(t *testing.T) {
 
 func TestHeartbeat(t *testing.T) {
 	startCaddy(t, config{global: "heartbeat 100ms"})
-	resp, err := http.Get(rootSite + "/stream/" + roomFor(t, "a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp := getStream(t, rootSite+"/stream/"+roomFor(t, "a"))
 	buf := make([]byte, 0, 256)
 	deadline := time.Now().Add(wait)
 	for strings.Count(string(buf), ": ping\n\n") < 2 && time.Now().Before(deadline) {
@@ -225,13 +220,7 @@ func TestDeleteSendsClose(t *testing.T) {
 func TestStreamBehindEncode(t *testing.T) {
 	startCaddy(t, config{site: "encode gzip zstd"})
 	room := roomFor(t, "a")
-	req, _ := http.NewRequest("GET", rootSite+"/stream/"+room, nil)
-	req.Header.Set("Accept-Encoding", "gzip, zstd")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp := getStream(t, rootSite+"/stream/"+room, "Accept-Encoding", "gzip, zstd")
 	if enc := resp.Header.Get("Content-Encoding"); enc != "" || resp.Header.Get("Content-Type") != "text/event-stream" {
 		t.Fatalf("Content-Encoding %q, Content-Type %q; want an uncompressed event stream", enc, resp.Header.Get("Content-Type"))
 	}
