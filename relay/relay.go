@@ -155,7 +155,6 @@ func (s *Stream) Attach(conn net.Conn, src Source, onEnd func(Ended)) {
 	}
 }
 
-
 // watch ends the stream when the client closes its side, or sends anything:
 // a client of an event stream has nothing more to say. A read deadline left
 // on the connection by the server it came from is not the client leaving.
@@ -279,10 +278,7 @@ func (s *Stream) serve(timeout time.Duration) {
 // stream until it has caught up.
 func (s *Stream) serveSlow(rest net.Buffers) {
 	timeout := s.pool.cfg.WriteTimeout
-	_ = s.conn.SetWriteDeadline(time.Now().Add(timeout))
-	n, err := rest.WriteTo(s.conn)
-	s.wrote(n)
-	if err != nil {
+	if err := s.write(&rest, timeout); err != nil {
 		s.end(err)
 		return
 	}
@@ -290,7 +286,7 @@ func (s *Stream) serveSlow(rest net.Buffers) {
 }
 
 // writeQueued writes the queued frames (and a due heartbeat). It returns the
-// unwritten rest when the write timed out part way, and an error when the
+// unwritten rest when a quick write timed out part way, and an error when the
 // stream must end.
 func (s *Stream) writeQueued(timeout time.Duration) (net.Buffers, error) {
 	frames, srcErr := s.src.Take(s.frames[:0])
@@ -301,20 +297,47 @@ func (s *Stream) writeQueued(timeout time.Duration) (net.Buffers, error) {
 		clear(frames) // drop the shared frames while idle
 		s.frames = frames[:0]
 	}()
-	if len(frames) > 0 {
-		_ = s.conn.SetWriteDeadline(time.Now().Add(timeout))
-		bufs := net.Buffers(frames)
-		n, err := bufs.WriteTo(s.conn)
-		s.wrote(n)
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && srcErr == nil && timeout < s.pool.cfg.WriteTimeout {
-				return append(net.Buffers(nil), bufs...), nil
-			}
-			return nil, err
+	bufs := net.Buffers(frames)
+	if err := s.write(&bufs, timeout); err != nil {
+		if isTimeout(err) && srcErr == nil && timeout < s.pool.cfg.WriteTimeout {
+			return append(net.Buffers(nil), bufs...), nil
 		}
+		return nil, err
 	}
 	return nil, srcErr
+}
+
+// write writes bufs, consuming them. With the full write timeout, it fails
+// only when the client takes nothing for that long: a client that reads
+// slowly is ended by falling behind its source (evicted), not by the time a
+// large burst takes. A TLS connection gets a deadline per frame, as a write
+// that times out breaks it for good.
+func (s *Stream) write(bufs *net.Buffers, timeout time.Duration) error {
+	if s.tls {
+		for ; len(*bufs) > 0; *bufs = (*bufs)[1:] {
+			_ = s.conn.SetWriteDeadline(time.Now().Add(timeout))
+			n, err := s.conn.Write((*bufs)[0])
+			s.wrote(int64(n))
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for len(*bufs) > 0 {
+		_ = s.conn.SetWriteDeadline(time.Now().Add(timeout))
+		n, err := bufs.WriteTo(s.conn)
+		s.wrote(n)
+		if err != nil && (n == 0 || !isTimeout(err) || timeout < s.pool.cfg.WriteTimeout) {
+			return err
+		}
+	}
+	return nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // wrote counts n bytes written; any progress counts as a write for the

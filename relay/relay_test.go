@@ -407,3 +407,39 @@ func TestCloseConnDoesNotWaitForCloseNotify(t *testing.T) {
 		t.Fatal("closeConn waited on a client that reads nothing")
 	}
 }
+
+// TestSteadyReaderIsNotCut: a client that reads slowly but steadily gets a
+// burst that takes it longer than the write timeout, plain or over TLS: the
+// timeout is for a client that takes nothing.
+func TestSteadyReaderIsNotCut(t *testing.T) {
+	for _, secure := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", secure), func(t *testing.T) {
+			p := newPool(t, Config{Writers: 1, WriteTimeout: 200 * time.Millisecond, QuickWrite: time.Millisecond})
+			var server, client net.Conn
+			if secure {
+				server, client = tlsPair(t)
+			} else {
+				server, client = pair(t)
+				_ = server.(*net.TCPConn).SetWriteBuffer(32 << 10)
+				_ = client.(*net.TCPConn).SetReadBuffer(32 << 10)
+			}
+			q, r, ended := relayedOver(t, p, server, client)
+			frame := strings.Repeat("x", 16<<10-1) + "\n"
+			for range 64 { // 1 MiB, read at about 1 MiB/s below
+				q.push(frame)
+			}
+			buf := make([]byte, 16<<10)
+			for i := range 64 {
+				time.Sleep(15 * time.Millisecond)
+				if _, err := io.ReadFull(r, buf); err != nil {
+					t.Fatalf("frame %d: %v", i, err)
+				}
+			}
+			select {
+			case e := <-ended:
+				t.Fatalf("the stream ended: %v", e.Err)
+			default:
+			}
+		})
+	}
+}
