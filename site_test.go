@@ -6,13 +6,16 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -87,7 +90,14 @@ func startSite(t *testing.T, s site) {
 // in the run's storage.
 func siteTLS(t *testing.T, protos ...string) *tls.Config {
 	t.Helper()
-	pem, err := os.ReadFile(filepath.Join(testRun.dir, "storage", "pki", "authorities", "local", "root.crt"))
+	return storageTLS(t, filepath.Join(testRun.dir, "storage"), protos...)
+}
+
+// storageTLS is a TLS client config trusting the CA that `tls internal`
+// made in storage.
+func storageTLS(t *testing.T, storage string, protos ...string) *tls.Config {
+	t.Helper()
+	pem, err := os.ReadFile(filepath.Join(storage, "pki", "authorities", "local", "root.crt"))
 	if err != nil {
 		t.Fatalf("reading the local CA: %v", err)
 	}
@@ -291,33 +301,53 @@ func TestSiteStreams(t *testing.T) {
 // the server's writes.
 func dialSite(t *testing.T) *tls.Conn {
 	t.Helper()
-	raw, err := net.DialTimeout("tcp", siteAddr, wait)
+	c, err := dialTLS(siteAddr, siteTLS(t, "http/1.1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = raw.(*net.TCPConn).SetReadBuffer(64 << 10)
-	c := tls.Client(raw, siteTLS(t, "http/1.1"))
 	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// dialTLS is dialSite for any address, and for goroutines other than the
+// test's. Every read and write on the connection fails after a while.
+func dialTLS(addr string, cfg *tls.Config) (*tls.Conn, error) {
+	raw, err := net.DialTimeout("tcp", addr, wait)
+	if err != nil {
+		return nil, err
+	}
+	_ = raw.(*net.TCPConn).SetReadBuffer(64 << 10)
+	c := tls.Client(raw, cfg)
 	_ = c.SetDeadline(time.Now().Add(4 * wait))
 	if err := c.Handshake(); err != nil {
-		t.Fatal(err)
+		raw.Close()
+		return nil, err
 	}
-	return c
+	return c, nil
 }
 
 // openRawStream sends GET /stream/room on c and reads the response head.
 func openRawStream(t *testing.T, c net.Conn, room string) *bufio.Reader {
 	t.Helper()
-	fmt.Fprintf(c, "GET /stream/%s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", room, siteAddr)
-	r := bufio.NewReader(c)
-	resp, err := http.ReadResponse(r, nil)
+	r, err := tryOpenRawStream(c, siteAddr, room)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /stream/%s: %d", room, resp.StatusCode)
-	}
 	return r
+}
+
+// tryOpenRawStream is openRawStream for goroutines other than the test's.
+func tryOpenRawStream(c net.Conn, host, room string) (*bufio.Reader, error) {
+	fmt.Fprintf(c, "GET /stream/%s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", room, host)
+	r := bufio.NewReader(c)
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /stream/%s: %d", room, resp.StatusCode)
+	}
+	return r, nil
 }
 
 // TestSiteTLSSlowReader: a client of a taken-over stream over TLS that stops
@@ -384,5 +414,144 @@ func TestSiteLimitsWaitForStart(t *testing.T) {
 	}
 	if fmt.Sprint(statuses) != "[200 200 503]" {
 		t.Errorf("3 streams with max_subscribers 2 kept: %v, want [200 200 503]", statuses)
+	}
+}
+
+// TestCLIStopWithStuckTLSStreams: caddy stop returns in under 2 s with 1,000
+// streams open over HTTPS, 100 of them stuck: their clients read nothing and
+// their sockets are full, so closing them politely (TLS close_notify) would
+// wait on each.
+func TestCLIStopWithStuckTLSStreams(t *testing.T) {
+	const streams, stuck = 1000, 100
+	dir := t.TempDir()
+	storage := filepath.Join(dir, "storage")
+	admin, addr := "localhost:"+freePort(), "localhost:"+freePort()
+	cfg := fmt.Sprintf(`{
+	admin %s
+	persist_config off
+	storage file_system %s
+	skip_install_trust
+	http_port %s
+}
+https://%s {
+	tls internal
+	chat {
+		max_message_size 64KiB
+	}
+}
+`, admin, storage, freePort(), addr)
+	file := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	server := exec.Command(caddyBinary(t), "run", "--config", file, "--adapter", "caddyfile")
+	server.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	if err := server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- server.Wait() }()
+	t.Cleanup(func() { _ = server.Process.Kill() })
+	var tlsConfig *tls.Config
+	waitFor(t, "caddy to serve HTTPS", func() bool {
+		if _, err := os.Stat(filepath.Join(storage, "pki", "authorities", "local", "root.crt")); err != nil {
+			return false
+		}
+		tlsConfig = storageTLS(t, storage, "http/1.1")
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: wait}, "tcp", addr, tlsConfig)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+
+	// Every stream is a raw HTTP/1.1 client over TLS; all but the stuck
+	// ones read until the stream ends.
+	var opened, ended sync.WaitGroup
+	conns := make([]*tls.Conn, streams)
+	t.Cleanup(func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	})
+	handshakes := make(chan struct{}, 20) // as many at once as the listener's backlog takes
+	for i := range streams {
+		opened.Add(1)
+		ended.Add(1)
+		go func() {
+			defer ended.Done()
+			handshakes <- struct{}{}
+			c, err := dialTLS(addr, tlsConfig)
+			if err != nil {
+				<-handshakes
+				opened.Done()
+				t.Errorf("stream %d: %v", i, err)
+				return
+			}
+			conns[i] = c
+			room := fmt.Sprintf("room%d", i%10)
+			if i < stuck {
+				room = "stuck"
+			}
+			r, err := tryOpenRawStream(c, addr, room)
+			<-handshakes
+			opened.Done()
+			if err != nil {
+				t.Errorf("stream %d: %v", i, err)
+				return
+			}
+			if i < stuck {
+				return
+			}
+			_ = c.SetReadDeadline(time.Now().Add(4 * wait))
+			for err == nil {
+				_, err = r.ReadString('\n')
+			}
+			if !errors.Is(err, io.EOF) {
+				t.Errorf("stream %d ended with %v, want EOF", i, err)
+			}
+		}()
+	}
+	if !waitGroup(&opened, 12*wait) {
+		t.Fatal("streams did not open in time")
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	// Far more than the stuck clients' sockets hold.
+	poster := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConfig}, Timeout: wait}
+	text := strings.Repeat("x", 64<<10)
+	for range 50 {
+		body, _ := json.Marshal(map[string]string{"room": "stuck", "user": "alice", "message": text})
+		resp, err := poster.Post("https://"+addr+"/submit", "application/json", strings.NewReader(string(body)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("submit: %d", resp.StatusCode)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // the writes to the stuck streams block
+
+	start := time.Now()
+	out, err := exec.Command(caddyBinary(t), "stop", "--address", admin).CombinedOutput()
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("caddy stop: %v\n%s", err, out)
+	}
+	t.Logf("caddy stop with %d streams open, %d stuck over TLS, took %v", streams, stuck, took)
+	if took > 2*time.Second {
+		t.Errorf("caddy stop took %v, want under 2s", took)
+	}
+	if !waitGroup(&ended, wait) {
+		t.Error("streams still open after caddy stop")
+	}
+	select {
+	case <-exited:
+	case <-time.After(wait):
+		t.Error("caddy did not exit")
 	}
 }
