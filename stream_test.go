@@ -230,3 +230,22 @@ func TestStreamBehindEncode(t *testing.T) {
 		t.Errorf("got %q", got[0].Message)
 	}
 }
+
+// TestRetryHintsSpread: each stream's retry hint is its own, between 1 and
+// 3 s, so that a crowd whose streams end at once comes back over 2 s.
+func TestRetryHintsSpread(t *testing.T) {
+	lowest, highest := maxReconnectDelay, minReconnectDelay
+	for range 1000 {
+		var ms int
+		if _, err := fmt.Sscanf(string(streamStart(rooms.Replay{})), "retry: %d\n\n", &ms); err != nil {
+			t.Fatal(err)
+		}
+		if ms < 1000 || ms > 3000 {
+			t.Fatalf("retry: %d, want 1000 to 3000", ms)
+		}
+		lowest, highest = min(lowest, ms), max(highest, ms)
+	}
+	if lowest > 1200 || highest < 2800 {
+		t.Errorf("1000 retry hints between %d and %d ms, want them spread over 1000-3000", lowest, highest)
+	}
+}
