@@ -83,9 +83,19 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, room strin
 	rc := http.NewResponseController(w)
 	// A write blocked on a client that reads nothing would hold the config's
 	// stop for the whole write timeout: on stop, fail it at once. The
-	// innermost writer is the connection's own, safe to call from the stop.
+	// innermost writer is the connection's own, safe to call from another
+	// goroutine until the handler returns, so the handler waits for it.
 	if dl, ok := innermost(w).(interface{ SetWriteDeadline(time.Time) error }); ok {
-		defer context.AfterFunc(h.app.stopCtx, func() { _ = dl.SetWriteDeadline(time.Now()) })()
+		failed := make(chan struct{})
+		stop := context.AfterFunc(h.app.stopCtx, func() {
+			defer close(failed)
+			_ = dl.SetWriteDeadline(time.Now())
+		})
+		defer func() {
+			if !stop() {
+				<-failed
+			}
+		}()
 	}
 	if err := send(rc, w, streamStart(sub.Replay)); err != nil {
 		return nil // the client is gone
