@@ -310,13 +310,26 @@ func (s *Stream) writeQueued(timeout time.Duration) (net.Buffers, error) {
 // write writes bufs, consuming them. With the full write timeout, it fails
 // only when the client takes nothing for that long: a client that reads
 // slowly is ended by falling behind its source (evicted), not by the time a
-// large burst takes. A TLS connection gets a deadline per frame, as a write
-// that times out breaks it for good.
+// large burst takes. A TLS connection gets a deadline per write of at most a
+// record's worth, as a write that times out breaks it for good; small frames
+// are gathered into one write, since crypto/tls makes a record and a system
+// call of each.
 func (s *Stream) write(bufs *net.Buffers, timeout time.Duration) error {
 	if s.tls {
-		for ; len(*bufs) > 0; *bufs = (*bufs)[1:] {
+		gather := gatherBuffers.Get().(*[]byte)
+		defer gatherBuffers.Put(gather)
+		for len(*bufs) > 0 {
+			b := (*gather)[:0]
+			for len(*bufs) > 0 && len(b)+len((*bufs)[0]) <= cap(b) {
+				b = append(b, (*bufs)[0]...)
+				*bufs = (*bufs)[1:]
+			}
+			if len(b) == 0 { // a frame larger than a record goes alone
+				b = (*bufs)[0]
+				*bufs = (*bufs)[1:]
+			}
 			_ = s.conn.SetWriteDeadline(time.Now().Add(timeout))
-			n, err := s.conn.Write((*bufs)[0])
+			n, err := s.conn.Write(b)
 			s.wrote(int64(n))
 			if err != nil {
 				return err
@@ -334,6 +347,9 @@ func (s *Stream) write(bufs *net.Buffers, timeout time.Duration) error {
 	}
 	return nil
 }
+
+// gatherBuffers hold the frames of one TLS write: a record's worth.
+var gatherBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
 func isTimeout(err error) bool {
 	var ne net.Error
