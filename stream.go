@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -162,17 +161,20 @@ func (h *Handler) relayStream(w http.ResponseWriter, r *http.Request, hj http.Hi
 	}
 	conn, _, err := hj.Hijack()
 	if err != nil {
+		// The response has begun: it ends here, and the client reconnects.
 		sub.Close()
-		return fmt.Errorf("taking the stream's connection over: %w", err)
+		h.logger.Error("taking a stream's connection over", zap.String("room", room), zap.Error(err))
+		return nil
 	}
 	caddyhttp.SetVar(r.Context(), caddyhttp.LogSkipVar, true)
-	remote := r.RemoteAddr
+	// The closure outlives the request: it keeps only what it logs.
+	remote, startLen := r.RemoteAddr, int64(len(start))
 	relayed.Attach(conn, streamSource{sub}, func(end relay.Ended) {
 		sub.Close()
 		h.logger.Info("stream ended",
 			zap.String("room", room),
 			zap.Int("status", http.StatusOK),
-			zap.Int64("bytes", int64(len(start))+end.Written),
+			zap.Int64("bytes", startLen+end.Written),
 			zap.Duration("duration", time.Since(begun)),
 			zap.String("reason", endReason(end.Err)),
 			zap.String("remote_addr", remote))
