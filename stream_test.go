@@ -21,7 +21,7 @@ func TestStreamFormat(t *testing.T) {
 	s := openStream(t, rootSite+"/stream/"+room)
 	for header, want := range map[string]string{
 		"Content-Type":      "text/event-stream",
-		"Cache-Control":     "no-cache",
+		"Cache-Control":     "no-cache, no-transform",
 		"X-Accel-Buffering": "no",
 	} {
 		if got := s.resp.Header.Get(header); got != want {
@@ -228,5 +228,24 @@ func TestStreamBehindEncode(t *testing.T) {
 	posted := postJSON(t, rootSite, room, "alice", "through encode")
 	if got := s.messages(t, 1); got[0].ID != posted.ID {
 		t.Errorf("got %q", got[0].Message)
+	}
+}
+
+// TestRetryHintsSpread: each stream's retry hint is its own, between 1 and
+// 3 s, so that a crowd whose streams end at once comes back over 2 s.
+func TestRetryHintsSpread(t *testing.T) {
+	lowest, highest := maxReconnectDelay, minReconnectDelay
+	for range 1000 {
+		var ms int
+		if _, err := fmt.Sscanf(string(streamStart(rooms.Replay{})), "retry: %d\n\n", &ms); err != nil {
+			t.Fatal(err)
+		}
+		if ms < 1000 || ms > 3000 {
+			t.Fatalf("retry: %d, want 1000 to 3000", ms)
+		}
+		lowest, highest = min(lowest, ms), max(highest, ms)
+	}
+	if lowest > 1200 || highest < 2800 {
+		t.Errorf("1000 retry hints between %d and %d ms, want them spread over 1000-3000", lowest, highest)
 	}
 }
