@@ -437,9 +437,10 @@ https://%s {
 	tls internal
 	chat {
 		max_message_size 64KiB
+		max_streams_per_client %d
 	}
 }
-`, admin, storage, freePort(), addr)
+`, admin, storage, freePort(), addr, streams)
 	file := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
