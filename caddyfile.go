@@ -106,7 +106,8 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //
 //	chat [<matcher>] {
 //	    ui               on|off
-//	    identity         <placeholder>
+//	    identity         <placeholder> [required]
+//	    reserve_names    on|off
 //	    max_message_size <size>
 //	    max_body_size    <size>
 //	    rooms            <name...>
@@ -123,22 +124,28 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		sub := d.Val()
 		switch sub {
 		case "ui":
-			if !d.NextArg() {
-				return d.ArgErr()
+			on, err := onOffArg(d, sub)
+			if err != nil {
+				return err
 			}
-			switch d.Val() {
-			case "on":
-				h.UI = &[]bool{true}[0]
-			case "off":
-				h.UI = &[]bool{false}[0]
-			default:
-				return d.Errf("ui: want on or off, got %q", d.Val())
-			}
+			h.UI = on
 		case "identity":
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
 			h.Identity = d.Val()
+			if d.NextArg() {
+				if d.Val() != "required" {
+					return d.Errf("identity: want required or nothing after the placeholder, got %q", d.Val())
+				}
+				h.IdentityRequired = true
+			}
+		case "reserve_names":
+			on, err := onOffArg(d, sub)
+			if err != nil {
+				return err
+			}
+			h.ReserveNames = on
 		case "max_message_size":
 			size, err := sizeArg(d, sub)
 			if err != nil {
@@ -191,6 +198,18 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	return nil
+}
+
+// onOffArg reads the next argument, on or off.
+func onOffArg(d *caddyfile.Dispenser, option string) (*bool, error) {
+	if !d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	on := d.Val() == "on"
+	if !on && d.Val() != "off" {
+		return nil, d.Errf("%s: want on or off, got %q", option, d.Val())
+	}
+	return &on, nil
 }
 
 // intArg reads the next argument as a whole number, 0 or more.

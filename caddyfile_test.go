@@ -88,7 +88,8 @@ func TestUnmarshalDirective(t *testing.T) {
 		{name: "bare", input: `chat`, want: Handler{}},
 		{name: "everything", input: `chat {
 			ui off
-			identity {http.auth.user.id}
+			identity {http.auth.user.id} required
+			reserve_names off
 			max_message_size 8KiB
 			max_body_size 1MB
 			rooms lobby support
@@ -97,12 +98,19 @@ func TestUnmarshalDirective(t *testing.T) {
 			rate_limit 10 1s
 			max_streams_per_client 1000
 		}`, want: Handler{
-			UI: boolPtr(false), Identity: "{http.auth.user.id}", MaxMessageSize: 8192, MaxBodySize: 1000000,
+			UI: boolPtr(false), Identity: "{http.auth.user.id}", IdentityRequired: true, ReserveNames: boolPtr(false), MaxMessageSize: 8192, MaxBodySize: 1000000,
 			Rooms: []string{"lobby", "support", "help"}, AllowDelete: true,
 			RateLimit:           &RateLimit{Posts: 10, Window: caddy.Duration(time.Second)},
 			MaxStreamsPerClient: 1000,
 		}},
 		{name: "ui on", input: "chat {\n ui on\n}", want: Handler{UI: boolPtr(true)}},
+		{name: "identity optional", input: "chat {\n identity {http.auth.user.id}\n}", want: Handler{Identity: "{http.auth.user.id}"}},
+		{name: "reserve_names on", input: "chat {\n reserve_names on\n}", want: Handler{ReserveNames: boolPtr(true)}},
+		{name: "identity without placeholder", input: "chat {\n identity\n}", wantErr: `wrong argument count`},
+		{name: "identity with another word", input: "chat {\n identity {http.auth.user.id} optional\n}", wantErr: `identity: want required or nothing after the placeholder, got "optional"`},
+		{name: "identity with two words", input: "chat {\n identity {http.auth.user.id} required now\n}", wantErr: `identity: unexpected argument "now"`},
+		{name: "bad reserve_names", input: "chat {\n reserve_names yes\n}", wantErr: `reserve_names: want on or off, got "yes"`},
+		{name: "reserve_names without value", input: "chat {\n reserve_names\n}", wantErr: `wrong argument count`},
 		{name: "unknown subdirective", input: "chat {\n colour blue\n}", wantErr: `unknown chat subdirective "colour"`},
 		{name: "bad ui", input: "chat {\n ui maybe\n}", wantErr: `ui: want on or off`},
 		{name: "negative size", input: "chat {\n max_message_size -4KiB\n}", wantErr: `max_message_size: want a positive size`},
@@ -190,7 +198,7 @@ func TestAdapt(t *testing.T) {
 func FuzzCaddyfile(f *testing.F) {
 	for _, s := range []string{
 		"chat", "chat {\n history 5\n heartbeat 1s\n}", "chat {\n rooms a b\n rate_limit 1 1s\n}", "chat {\n max_streams_per_client 9\n}",
-		"chat {\n max_message_size 1EiB\n}", "chat {\n rate_limit\n}", "chat {\n ui\n}", "chat {\n{\n}\n}",
+		"chat {\n max_message_size 1EiB\n}", "chat {\n rate_limit\n}", "chat {\n ui\n}", "chat {\n identity {x} required\n reserve_names off\n}", "chat {\n{\n}\n}",
 	} {
 		f.Add(s)
 	}

@@ -34,9 +34,15 @@ type Handler struct {
 	// Serve the HTML pages. Default: true.
 	UI *bool `json:"ui,omitempty"`
 	// A placeholder, such as {http.auth.user.id}, naming the author. When it
-	// resolves to a non-empty value, the user given in the request is
-	// ignored.
+	// resolves to a non-empty value, it is the author, the message is marked
+	// verified, and the user given in the request is ignored.
 	Identity string `json:"identity,omitempty"`
+	// Refuse posts (401) when Identity resolves empty: every author is
+	// verified.
+	IdentityRequired bool `json:"identity_required,omitempty"`
+	// Refuse (403) an unverified post under a name that a verified author
+	// has posted under in the room, through any handler. Default: true.
+	ReserveNames *bool `json:"reserve_names,omitempty"`
 	// Largest message, in bytes. Default: 4 KiB.
 	MaxMessageSize int64 `json:"max_message_size,omitempty"`
 	// Largest request body, in bytes. Default: six times the message size
@@ -83,6 +89,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.UI = new(bool)
 		*h.UI = true
 	}
+	if h.ReserveNames == nil {
+		h.ReserveNames = new(bool)
+		*h.ReserveNames = true
+	}
 	if h.MaxMessageSize == 0 {
 		h.MaxMessageSize = DefaultMaxMessageSize
 	}
@@ -111,13 +121,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Validate checks the room allowlist, sizes and rate limit.
+// Validate checks the room allowlist, identity, sizes and rate limit.
 func (h *Handler) Validate() error {
 	var errs []error
 	for _, name := range h.Rooms {
 		if !rooms.ValidName(name) {
 			errs = append(errs, fmt.Errorf("rooms: %q: %w", name, rooms.ErrInvalidName))
 		}
+	}
+	if h.IdentityRequired && h.Identity == "" {
+		errs = append(errs, errors.New("identity_required needs an identity placeholder"))
 	}
 	if h.MaxMessageSize < 0 {
 		errs = append(errs, errors.New("max_message_size must be positive"))
@@ -356,12 +369,13 @@ func (e *apiError) Error() string { return fmt.Sprintf("%d %s", e.status, e.mess
 // reasons label rejected requests in metrics, by status.
 var reasons = map[int]string{
 	http.StatusBadRequest:            "bad_request",
+	http.StatusUnauthorized:          "unauthorized",
 	http.StatusForbidden:             "forbidden",
 	http.StatusNotFound:              "not_found",
 	http.StatusMethodNotAllowed:      "method_not_allowed",
 	http.StatusRequestEntityTooLarge: "too_large",
 	http.StatusUnsupportedMediaType:  "unsupported_media_type",
-	http.StatusUnprocessableEntity:   "key_reused",
+	http.StatusConflict:              "key_reused",
 	http.StatusTooManyRequests:       "rate_limited",
 	http.StatusServiceUnavailable:    "capacity",
 }
@@ -409,7 +423,9 @@ func roomsError(err error) error {
 	case errors.Is(err, rooms.ErrNotFound):
 		return &apiError{status: http.StatusNotFound, message: err.Error()}
 	case errors.Is(err, rooms.ErrKeyReused):
-		return &apiError{status: http.StatusUnprocessableEntity, message: err.Error()}
+		return &apiError{status: http.StatusConflict, message: err.Error()}
+	case errors.Is(err, rooms.ErrNameReserved):
+		return &apiError{status: http.StatusForbidden, message: err.Error(), label: "name_reserved"}
 	case errors.Is(err, rooms.ErrTooManyRooms), errors.Is(err, rooms.ErrTooManySubscribers), errors.Is(err, rooms.ErrClosed):
 		return &apiError{status: http.StatusServiceUnavailable, message: err.Error(), retryAfter: capacityRetry}
 	}

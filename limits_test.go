@@ -322,7 +322,7 @@ func (c countWriter) Write(p []byte) (int, error) { c.n.Add(int64(len(p))); retu
 
 // TestIdempotencyKeyReused: a repeat with the key and the text of the first
 // post gets the first message back; the key with another text is refused
-// (422), since the server keeps no text to answer with.
+// (409), since the server keeps no text to answer with.
 func TestIdempotencyKeyReused(t *testing.T) {
 	startCaddy(t, config{})
 	room := roomFor(t, "a")
@@ -335,5 +335,5 @@ func TestIdempotencyKeyReused(t *testing.T) {
 		t.Errorf("repeat: %d %s then %d %s; want 201, then 200 and the same message", first.status, first.body, again.status, again.body)
 	}
 	errorCase{"reused key", "POST", "/submit", fmt.Sprintf(`{"room":%q,"user":"alice","message":"twice"}`, room),
-		[]string{"Content-Type", ctJSON, "Idempotency-Key", "k1"}, 422, "idempotency key", ""}.check(t, rootSite)
+		[]string{"Content-Type", ctJSON, "Idempotency-Key", "k1"}, 409, "idempotency key", ""}.check(t, rootSite)
 }

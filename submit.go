@@ -19,6 +19,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/caddy-chat/caddy-chat/ratelimit"
+	"github.com/caddy-chat/caddy-chat/rooms"
 )
 
 // defaultUser is the author of a message that names none.
@@ -152,6 +153,10 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request, pathRoom s
 	if err := h.csrf.Check(r); err != nil {
 		return crossSite()
 	}
+	author, verified := h.identity(r)
+	if h.IdentityRequired && !verified {
+		return &apiError{status: http.StatusUnauthorized, message: "sign in to post here"}
+	}
 	in, err := decodeSubmission(r.Header, r.Body, h.MaxBodySize)
 	if err != nil {
 		return err
@@ -165,8 +170,7 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request, pathRoom s
 	if err := h.checkRoom(in.Room); err != nil {
 		return err
 	}
-	author, identified := h.identity(r)
-	if identified {
+	if verified {
 		in.User = author
 	} else if in.User == "" {
 		in.User = defaultUser
@@ -181,13 +185,27 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request, pathRoom s
 	if _, present := r.Header["Idempotency-Key"]; present && !validIdempotencyKey(key) {
 		return badRequest("Idempotency-Key must be 1-64 visible ASCII characters")
 	}
+	client := h.clientKey(r)
+	post := rooms.Post{
+		User: in.User, Text: in.Message, Verified: verified,
+		Key: key, Scope: client, ReserveNames: *h.ReserveNames,
+	}
+	if !verified {
+		// Behind one address there may be many people, each naming
+		// themselves: their keys are theirs.
+		post.Scope += "\x00" + in.User
+	}
 	if h.limiter != nil {
-		if ok, retry := h.limiter.Allow(h.clientKey(r), time.Now()); !ok {
-			return &apiError{status: http.StatusTooManyRequests, message: "too many posts; slow down", retryAfter: retry}
+		// Asked after the repeat lookup: a retry of a stored message is
+		// answered, never refused.
+		post.Admit = func() error {
+			if ok, retry := h.limiter.Allow(client, time.Now()); !ok {
+				return &apiError{status: http.StatusTooManyRequests, message: "too many posts; slow down", retryAfter: retry}
+			}
+			return nil
 		}
 	}
-
-	msg, repeat, err := h.app.manager.Submit(in.Room, in.User, in.Message, key)
+	msg, repeat, err := h.app.manager.Submit(in.Room, post)
 	if err != nil {
 		return roomsError(err)
 	}

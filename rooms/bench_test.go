@@ -22,7 +22,7 @@ func BenchmarkSubmit(b *testing.B) {
 			}
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, _, err := m.Submit("lobby", "alice", "hello, world", ""); err != nil {
+				if _, _, err := m.Submit("lobby", Post{User: "alice", Text: "hello, world"}); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -41,7 +41,7 @@ func BenchmarkKeyMemory(b *testing.B) {
 		runtime.ReadMemStats(&before)
 		for i := range keys {
 			key := fmt.Sprintf("%064d", i)
-			if _, _, err := m.Submit(fmt.Sprintf("room-%d", i%100), "alice", "hello", key); err != nil {
+			if _, _, err := m.Submit(fmt.Sprintf("room-%d", i%100), Post{User: "alice", Text: "hello", Key: key}); err != nil {
 				b.Fatal(err)
 			}
 		}

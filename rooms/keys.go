@@ -1,6 +1,7 @@
 package rooms
 
 import (
+	"encoding/binary"
 	"hash/maphash"
 	"sync"
 	"time"
@@ -12,35 +13,40 @@ const (
 	// remembered.
 	DefaultKeyWindow = 10 * time.Minute
 	// DefaultMaxKeys bounds the keys remembered across all rooms; past it
-	// the oldest are forgotten early. A 64-byte key costs about 220 bytes
-	// (BenchmarkKeyMemory), so a full store holds about 22 MB.
+	// the oldest are forgotten early. A 64-byte key costs about 240 bytes
+	// (BenchmarkKeyMemory), so a full store holds about 24 MB.
 	DefaultMaxKeys = 100000
 )
 
 // keyStore remembers idempotency keys for every room under one budget. A
-// key keeps only what rebuilding the first answer needs: the message's id
-// and time, and a hash of the user and text it was posted with. A repeat
-// carries the same user and text, so the message is whole again without
+// key belongs to its author: two authors who pick the same key never meet.
+// It keeps only what rebuilding the first answer needs: the message's id
+// and time, and a hash of the user, text and verification it was posted
+// with. A repeat carries the same, so the message is whole again without
 // the store holding its text.
 //
 // Its lock is taken inside a room's lock, never the other way round.
 type keyStore struct {
-	seed maphash.Seed
-
 	mu    sync.Mutex
 	byKey map[roomKey]keyEntry
 	order []keyRef // oldest first from head on
 	head  int
 }
 
-// roomKey names a key within its room; room shares the room's name string.
-type roomKey struct{ room, key string }
+// roomKey names a key within its room and its author's scope; room shares
+// the room's name string. The scope is kept as a hash: an identity may be
+// long, and a key costs the same whoever sent it.
+type roomKey struct {
+	room  string
+	scope uint64
+	key   string
+}
 
 type keyEntry struct {
 	epoch string // shares the room history's epoch string
 	seq   uint64
 	at    int64  // the message's time, in Unix milliseconds
-	sum   uint64 // hash of user and text
+	sum   uint64 // hash of user, text and verification
 }
 
 // keyRef is a key in the order it was remembered. at tells it apart from a
@@ -51,17 +57,31 @@ type keyRef struct {
 }
 
 func newKeyStore() *keyStore {
-	return &keyStore{seed: maphash.MakeSeed(), byKey: make(map[roomKey]keyEntry)}
+	return &keyStore{byKey: make(map[roomKey]keyEntry)}
 }
 
-// sum hashes what a repeat must carry unchanged. The seed is random per
-// process, so no client can aim for a collision.
-func (s *keyStore) sum(user, text string) uint64 {
+// seed makes the hashes of this package random per process, so that no
+// client can aim for a collision.
+var seed = maphash.MakeSeed()
+
+// keyOf names key, given by the author that scope names, in room.
+func keyOf(room, scope, key string) roomKey {
+	return roomKey{room: room, scope: maphash.String(seed, scope), key: key}
+}
+
+// sumOf hashes what a repeat must carry unchanged. The user's length goes
+// first, so that no split of the same bytes into user and text collides.
+func sumOf(p Post) uint64 {
 	var h maphash.Hash
-	h.SetSeed(s.seed)
-	h.WriteString(user)
-	h.WriteByte(0)
-	h.WriteString(text)
+	h.SetSeed(seed)
+	var head [binary.MaxVarintLen64 + 1]byte
+	n := binary.PutUvarint(head[:], uint64(len(p.User)))
+	if p.Verified {
+		head[n] = 1
+	}
+	h.Write(head[:n+1])
+	h.WriteString(p.User)
+	h.WriteString(p.Text)
 	return h.Sum64()
 }
 

@@ -27,9 +27,12 @@ var (
 	ErrTooManyRooms       = errors.New("too many rooms")
 	ErrTooManySubscribers = errors.New("too many subscribers")
 	ErrClosed             = errors.New("room manager closed")
-	// ErrKeyReused refuses a submit whose idempotency key was used, within
-	// the window, for another user or text in the same room.
+	// ErrKeyReused refuses a submit whose idempotency key its author used,
+	// within the window, for another user or text in the same room.
 	ErrKeyReused = errors.New("idempotency key already used for another message")
+	// ErrNameReserved refuses an unverified post, under Post.ReserveNames,
+	// that claims a name a verified author has posted under in the room.
+	ErrNameReserved = errors.New("this name belongs to a verified user of the room")
 )
 
 // Errors a Subscription ends with.
@@ -43,7 +46,7 @@ var (
 
 // Config sets a Manager's limits. The zero value means: no history, a
 // one-frame buffer, no limits, rooms never dropped, memory storage, and the
-// default idempotency window and key budget.
+// default idempotency window, key budget and names per room.
 type Config struct {
 	History        int           // messages kept per room for replay
 	Buffer         int           // frames queued per subscriber before it is evicted
@@ -56,6 +59,7 @@ type Config struct {
 	MaxReplayBytes int
 	KeyWindow      time.Duration // how long an idempotency key is remembered; 0 = DefaultKeyWindow
 	MaxKeys        int           // idempotency keys remembered across all rooms; 0 = DefaultMaxKeys
+	MaxNames       int           // verified authors' names remembered per room; 0 = DefaultMaxNames
 	Store          Store         // where histories live; nil = MemoryStore
 	Hooks          Hooks         // what to tell the embedding program
 }
@@ -108,6 +112,9 @@ func (m *Manager) Configure(cfg Config) {
 	if cfg.MaxKeys <= 0 {
 		cfg.MaxKeys = DefaultMaxKeys
 	}
+	if cfg.MaxNames <= 0 {
+		cfg.MaxNames = DefaultMaxNames
+	}
 	old := m.cfg.Load()
 	if old != nil {
 		cfg.Store = old.Store
@@ -142,6 +149,7 @@ type room struct {
 	subscribers int
 	lastActive  time.Time
 	closed      bool
+	verified    names
 }
 
 func (r *room) lastID() string {
@@ -202,7 +210,7 @@ func (m *Manager) create(name string) (*room, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening history of room %q: %w", name, err)
 	}
-	r := &room{name: name, history: h, lastActive: time.Now()}
+	r := &room{name: name, history: h, lastActive: time.Now(), verified: names{}}
 	r.broadcaster = broadcast.New(func(*broadcast.Subscriber) {
 		// The config of the moment, not the room's first: a reload's
 		// logger reports evictions in rooms older than it.
@@ -217,50 +225,100 @@ func (m *Manager) create(name string) (*room, error) {
 	return r, nil
 }
 
-// Submit posts a message to the named room, creating the room if needed, and
-// returns it as stored. With a non-empty idempotency key that the room has
-// seen within the key window, nothing is stored: with the same user and text
-// as the first time, Submit returns the message stored then and repeat is
-// true; with others, it returns ErrKeyReused.
-func (m *Manager) Submit(roomName, user, text, key string) (msg Message, repeat bool, err error) {
+// Post is a message to submit, with what Submit checks before storing it.
+type Post struct {
+	User string
+	Text string
+	// Verified says the embedding program authenticated the author, who
+	// is User.
+	Verified bool
+	// Key is an idempotency key, "" for none. Scope names its author, such
+	// as an identity or a client address with a user name: a key is looked
+	// up only among the keys of its scope.
+	Key, Scope string
+	// ReserveNames refuses an unverified post under a name that a verified
+	// author has posted under in the room.
+	ReserveNames bool
+	// Admit, when set, is asked last, once the post is neither a repeat
+	// nor refused: a rate limit, so that a repeat of a stored message never
+	// counts against it. Its error refuses the post and is returned as is;
+	// a post to a room yet to be made is refused before the room is made.
+	// It may run with the room's lock held, so it must be quick and must
+	// not call back into the Manager.
+	Admit func() error
+}
+
+// Submit posts p to the named room, creating the room if needed, and
+// returns the message as stored. With a key that p's scope has used in the
+// room within the key window, nothing is stored: with the same user, text
+// and verification as the first time, Submit returns the message stored
+// then and repeat is true; with others, it returns ErrKeyReused.
+func (m *Manager) Submit(roomName string, p Post) (msg Message, repeat bool, err error) {
 	cfg := m.config()
-	err = m.withRoom(roomName, true, func(r *room) error {
+	store := func(r *room) error {
 		now := time.Now()
+		var k roomKey
 		var sum uint64
-		if key != "" {
-			sum = m.keys.sum(user, text)
+		if p.Key != "" {
+			k, sum = keyOf(r.name, p.Scope, p.Key), sumOf(p)
 			// An entry from another epoch names a message of a deleted
 			// room: the key is free again.
-			if e, ok := m.keys.get(roomKey{r.name, key}, now, cfg.KeyWindow); ok && e.epoch == r.history.Epoch() {
+			if e, ok := m.keys.get(k, now, cfg.KeyWindow); ok && e.epoch == r.history.Epoch() {
 				if e.sum != sum {
 					return ErrKeyReused
 				}
-				msg = Message{ID: FormatID(e.epoch, e.seq), Room: r.name, User: user, Message: text, Time: time.UnixMilli(e.at).UTC()}
+				msg = Message{ID: FormatID(e.epoch, e.seq), Room: r.name, User: p.User, Message: p.Text, Time: time.UnixMilli(e.at).UTC(), Verified: p.Verified}
 				repeat = true
 				return nil
 			}
 		}
+		name := nameHash(p.User)
+		if p.ReserveNames && !p.Verified && r.verified.has(name) {
+			return ErrNameReserved
+		}
+		if p.Admit != nil {
+			if err := p.Admit(); err != nil {
+				return err
+			}
+		}
 		seq := r.history.Last() + 1
 		msg = Message{
-			ID:      FormatID(r.history.Epoch(), seq),
-			Room:    r.name,
-			User:    user,
-			Message: text,
-			Time:    now.UTC().Truncate(time.Millisecond),
+			ID:       FormatID(r.history.Epoch(), seq),
+			Room:     r.name,
+			User:     p.User,
+			Message:  p.Text,
+			Time:     now.UTC().Truncate(time.Millisecond),
+			Verified: p.Verified,
 		}
 		if err := r.history.Append(msg); err != nil {
 			return fmt.Errorf("storing message in room %q: %w", r.name, err)
 		}
 		delivered := r.broadcaster.Submit(AppendFrame(nil, msg))
 		r.lastActive = now
-		if key != "" {
-			m.keys.put(roomKey{r.name, key}, keyEntry{epoch: r.history.Epoch(), seq: seq, at: msg.Time.UnixMilli(), sum: sum}, cfg.MaxKeys)
+		if p.Key != "" {
+			m.keys.put(k, keyEntry{epoch: r.history.Epoch(), seq: seq, at: msg.Time.UnixMilli(), sum: sum}, cfg.MaxKeys)
+		}
+		if p.Verified {
+			r.verified.add(name, seq, cfg.MaxNames)
 		}
 		if h := cfg.Hooks.Published; h != nil {
 			h(r.name, delivered)
 		}
 		return nil
-	})
+	}
+	err = m.withRoom(roomName, false, store)
+	if errors.Is(err, ErrNotFound) {
+		// A room yet to be made holds no key and no name: only Admit can
+		// refuse the post, and asked first, its refusal leaves no empty
+		// room behind.
+		if p.Admit != nil {
+			if err := p.Admit(); err != nil {
+				return Message{}, false, err
+			}
+			p.Admit = nil
+		}
+		err = m.withRoom(roomName, true, store)
+	}
 	return msg, repeat, err
 }
 

@@ -16,6 +16,9 @@ type Message struct {
 	User    string
 	Message string
 	Time    time.Time
+	// Verified is set when the author was authenticated: User came from
+	// the site's auth, not from the request.
+	Verified bool
 }
 
 // timeLayout is RFC 3339 in UTC with exactly three fractional digits, so that
@@ -24,16 +27,17 @@ const timeLayout = "2006-01-02T15:04:05.000Z07:00"
 
 // wireMessage is Message's JSON form.
 type wireMessage struct {
-	ID      string `json:"id"`
-	Room    string `json:"room"`
-	User    string `json:"user"`
-	Message string `json:"message"`
-	Time    string `json:"time"`
+	ID       string `json:"id"`
+	Room     string `json:"room"`
+	User     string `json:"user"`
+	Message  string `json:"message"`
+	Time     string `json:"time"`
+	Verified bool   `json:"verified"`
 }
 
 // MarshalJSON encodes m on one line, as the stream's data field requires.
 func (m Message) MarshalJSON() ([]byte, error) {
-	return json.Marshal(wireMessage{m.ID, m.Room, m.User, m.Message, m.Time.UTC().Format(timeLayout)})
+	return json.Marshal(wireMessage{m.ID, m.Room, m.User, m.Message, m.Time.UTC().Format(timeLayout), m.Verified})
 }
 
 // UnmarshalJSON decodes what MarshalJSON wrote.
@@ -46,13 +50,13 @@ func (m *Message) UnmarshalJSON(b []byte) error {
 	if err != nil {
 		return err
 	}
-	*m = Message{ID: w.ID, Room: w.Room, User: w.User, Message: w.Message, Time: t}
+	*m = Message{ID: w.ID, Room: w.Room, User: w.User, Message: w.Message, Time: t, Verified: w.Verified}
 	return nil
 }
 
 // AppendFrame appends m's event-stream frame to dst.
 func AppendFrame(dst []byte, m Message) []byte {
-	data, _ := m.MarshalJSON() // cannot fail: strings and a formatted time
+	data, _ := m.MarshalJSON() // cannot fail: strings, a formatted time and a bool
 	return sse.AppendEvent(dst, sse.Event{ID: m.ID, Name: "message", Data: data})
 }
 

@@ -24,7 +24,7 @@ func post(t *testing.T, m *Manager, room string, texts ...string) []Message {
 	t.Helper()
 	var out []Message
 	for _, text := range texts {
-		msg, _, err := m.Submit(room, "alice", text, "")
+		msg, _, err := m.Submit(room, Post{User: "alice", Text: text})
 		if err != nil {
 			t.Fatalf("Submit(%q, %q): %v", room, text, err)
 		}
@@ -235,35 +235,63 @@ func TestReplayThenLiveHasNoGap(t *testing.T) {
 	}
 }
 
+// TestIdempotency: a key belongs to its author's scope. Within it, a repeat
+// of the same post gets the first message back, and anything else posted
+// under the key is refused; another scope's key of the same name is
+// another key.
 func TestIdempotency(t *testing.T) {
 	m := newManager(t, Config{History: 10, Buffer: 10})
-	first, repeat, err := m.Submit("lobby", "alice", "hi", "key-1")
-	if err != nil || repeat {
-		t.Fatalf("first submit: repeat=%v err=%v", repeat, err)
+	alice := Post{User: "alice", Text: "hi", Key: "key-1", Scope: "ip:192.0.2.1 alice"}
+	otherAlice := alice
+	otherAlice.Scope = "ip:192.0.2.2 alice"
+	verifiedBob := Post{User: "bob", Text: "hi", Key: "key-1", Scope: "id:bob", Verified: true}
+	edited, renamed, verified := alice, alice, alice
+	edited.Text, renamed.User, verified.Verified = "hi, edited", "bob", true
+	steps := []struct {
+		name    string
+		post    Post
+		want    int // the message number the post answers with, from 1
+		repeat  bool
+		wantErr error
+	}{
+		{"first", alice, 1, false, nil},
+		{"repeat", alice, 1, true, nil},
+		{"other text", edited, 0, false, ErrKeyReused},
+		{"other user", renamed, 0, false, ErrKeyReused},
+		{"now verified", verified, 0, false, ErrKeyReused},
+		{"same key, same text, another address", otherAlice, 2, false, nil},
+		{"same key, a verified author", verifiedBob, 3, false, nil},
+		{"repeat of the second author", otherAlice, 2, true, nil},
+		{"repeat of the verified author", verifiedBob, 3, true, nil},
 	}
-	again, repeat, err := m.Submit("lobby", "alice", "hi", "key-1")
-	if err != nil || !repeat || again != first {
-		t.Errorf("repeat submit = %+v repeat=%v err=%v; want the first message back, %+v", again, repeat, err, first)
-	}
-	for _, changed := range []struct{ user, text string }{{"alice", "hi, edited"}, {"bob", "hi"}} {
-		if _, _, err := m.Submit("lobby", changed.user, changed.text, "key-1"); !errors.Is(err, ErrKeyReused) {
-			t.Errorf("same key, user %q text %q: %v, want ErrKeyReused", changed.user, changed.text, err)
+	var stored []Message
+	for _, step := range steps {
+		msg, repeat, err := m.Submit("lobby", step.post)
+		switch {
+		case !errors.Is(err, step.wantErr):
+			t.Fatalf("%s: err %v, want %v", step.name, err, step.wantErr)
+		case err != nil:
+			continue
+		case !repeat:
+			stored = append(stored, msg)
+		}
+		if repeat != step.repeat || step.want > len(stored) || msg != stored[step.want-1] {
+			t.Errorf("%s: %+v repeat=%v; want message %d, repeat=%v", step.name, msg, repeat, step.want, step.repeat)
 		}
 	}
-	other, repeat, _ := m.Submit("other", "alice", "hi", "key-1")
+	rep, _ := m.Messages("lobby", "", 10)
+	if len(rep.Messages) != 3 || rep.Messages[2] != stored[2] || !rep.Messages[2].Verified || rep.Messages[0].Verified {
+		t.Errorf("history %+v, want the three messages stored, the last verified", rep.Messages)
+	}
+	other, repeat, _ := m.Submit("other", alice)
 	if repeat || other.Room != "other" {
 		t.Error("an idempotency key was shared between rooms")
-	}
-	for _, info := range m.Rooms() {
-		if info.Name == "lobby" && info.LastID != first.ID {
-			t.Errorf("last id %q after a repeat, want %q", info.LastID, first.ID)
-		}
 	}
 	// A deleted room's keys name messages that are gone: the key is free.
 	if err := m.Delete("lobby"); err != nil {
 		t.Fatal(err)
 	}
-	if msg, repeat, err := m.Submit("lobby", "alice", "hi", "key-1"); err != nil || repeat || msg.ID == first.ID {
+	if msg, repeat, err := m.Submit("lobby", alice); err != nil || repeat || msg.ID == stored[0].ID {
 		t.Errorf("key after the room was deleted: %+v repeat=%v err=%v; want a new message", msg, repeat, err)
 	}
 }
@@ -273,21 +301,21 @@ func TestIdempotency(t *testing.T) {
 func TestIdempotencyKeysExpire(t *testing.T) {
 	const window = time.Minute
 	m := newManager(t, Config{History: 10, Buffer: 10, KeyWindow: window})
-	first, _, _ := m.Submit("lobby", "alice", "hi", "k")
+	first, _, _ := m.Submit("lobby", Post{User: "alice", Text: "hi", Key: "k"})
 	m.sweep(time.Now().Add(window / 2))
-	if _, repeat, _ := m.Submit("lobby", "alice", "hi", "k"); !repeat || m.keys.len() != 1 {
+	if _, repeat, _ := m.Submit("lobby", Post{User: "alice", Text: "hi", Key: "k"}); !repeat || m.keys.len() != 1 {
 		t.Fatalf("within the window: repeat=%v keys=%d; want a repeat, 1 key", repeat, m.keys.len())
 	}
 	m.sweep(time.Now().Add(window + time.Second))
 	if n := m.keys.len(); n != 0 {
 		t.Errorf("%d keys remembered after the window, want 0", n)
 	}
-	if msg, repeat, _ := m.Submit("lobby", "alice", "hi", "k"); repeat || msg.ID == first.ID {
+	if msg, repeat, _ := m.Submit("lobby", Post{User: "alice", Text: "hi", Key: "k"}); repeat || msg.ID == first.ID {
 		t.Errorf("after the window: repeat=%v id=%s; want a new message", repeat, msg.ID)
 	}
 	// Nothing but the janitor runs here: no post, no lookup.
 	quick := newManager(t, Config{KeyWindow: 40 * time.Millisecond})
-	quick.Submit("lobby", "alice", "hi", "k")
+	quick.Submit("lobby", Post{User: "alice", Text: "hi", Key: "k"})
 	deadline := time.Now().Add(5 * time.Second)
 	for quick.keys.len() != 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
@@ -303,16 +331,16 @@ func TestIdempotencyKeyBudget(t *testing.T) {
 	const budget = 100
 	m := newManager(t, Config{History: 0, Buffer: 1, MaxKeys: budget})
 	for i := range 3 * budget {
-		m.Submit(fmt.Sprintf("r%d", i%7), "u", "x", fmt.Sprint(i))
+		m.Submit(fmt.Sprintf("r%d", i%7), Post{User: "u", Text: "x", Key: fmt.Sprint(i)})
 	}
 	if n := m.keys.len(); n != budget {
 		t.Errorf("%d keys remembered, want the budget, %d", n, budget)
 	}
 	last := 3*budget - 1
-	if _, repeat, _ := m.Submit(fmt.Sprintf("r%d", last%7), "u", "x", fmt.Sprint(last)); !repeat {
+	if _, repeat, _ := m.Submit(fmt.Sprintf("r%d", last%7), Post{User: "u", Text: "x", Key: fmt.Sprint(last)}); !repeat {
 		t.Error("the newest key was forgotten")
 	}
-	if _, repeat, _ := m.Submit("r0", "u", "x", "0"); repeat {
+	if _, repeat, _ := m.Submit("r0", Post{User: "u", Text: "x", Key: "0"}); repeat {
 		t.Error("the oldest key is still remembered past the budget")
 	}
 	if len(m.keys.order)-m.keys.head > 2*budget {
@@ -324,7 +352,7 @@ func TestLimits(t *testing.T) {
 	m := newManager(t, Config{History: 10, Buffer: 10, MaxRooms: 2, MaxSubscribers: 2})
 	post(t, m, "a", "1")
 	post(t, m, "b", "1")
-	if _, _, err := m.Submit("c", "u", "x", ""); !errors.Is(err, ErrTooManyRooms) {
+	if _, _, err := m.Submit("c", Post{User: "u", Text: "x"}); !errors.Is(err, ErrTooManyRooms) {
 		t.Errorf("third room: %v, want ErrTooManyRooms", err)
 	}
 	s1, _ := m.Subscribe("a", Position{}, nil)
@@ -343,7 +371,7 @@ func TestLimits(t *testing.T) {
 	if n := m.Subscribers(); n != 0 {
 		t.Errorf("Subscribers() = %d after all closed", n)
 	}
-	if _, _, err := m.Submit("bad/name", "u", "x", ""); !errors.Is(err, ErrInvalidName) {
+	if _, _, err := m.Submit("bad/name", Post{User: "u", Text: "x"}); !errors.Is(err, ErrInvalidName) {
 		t.Errorf("bad name: %v", err)
 	}
 	if m.Len() != 2 {
@@ -450,7 +478,7 @@ func TestClose(t *testing.T) {
 		t.Errorf("subscription after the manager closed: %v", err)
 	}
 	s.Close()
-	if _, _, err := m.Submit("lobby", "u", "x", ""); !errors.Is(err, ErrClosed) {
+	if _, _, err := m.Submit("lobby", Post{User: "u", Text: "x"}); !errors.Is(err, ErrClosed) {
 		t.Errorf("Submit after Close: %v", err)
 	}
 	if err := m.Close(); err != nil {
@@ -469,7 +497,7 @@ func TestConcurrentRooms(t *testing.T) {
 				room := fmt.Sprintf("r%d", i%5)
 				switch (w + i) % 4 {
 				case 0:
-					m.Submit(room, "u", "x", "")
+					m.Submit(room, Post{User: "u", Text: "x"})
 				case 1:
 					if s, err := m.Subscribe(room, Position{History: 5}, nil); err == nil {
 						s.Take(nil)
@@ -529,7 +557,7 @@ func FuzzResume(f *testing.F) {
 	defer m.Close()
 	var msgs []Message
 	for i := range 12 {
-		msg, _, _ := m.Submit("lobby", "u", fmt.Sprint(i), "")
+		msg, _, _ := m.Submit("lobby", Post{User: "u", Text: fmt.Sprint(i)})
 		msgs = append(msgs, msg)
 	}
 	epoch, _, _ := ParseID(msgs[0].ID)
@@ -607,7 +635,7 @@ func TestUnusedRoomsDropped(t *testing.T) {
 // frameSize is the frame size of a message of text, posted to room probe.
 func frameSize(t *testing.T, m *Manager, text string) int {
 	t.Helper()
-	msg, _, _ := m.Submit("probe", "alice", text, "")
+	msg, _, _ := m.Submit("probe", Post{User: "alice", Text: text})
 	return len(AppendFrame(nil, msg))
 }
 
