@@ -196,7 +196,7 @@ func TestPageVerifiedAndUTC(t *testing.T) {
 			t.Fatal(err)
 		}
 		clock := fmt.Sprintf(`<time datetime="%s" title="%s UTC">%s UTC</time>`,
-			posted.Format(time.RFC3339Nano), posted.Format("2006-01-02 15:04:05"), posted.Format("15:04"))
+			tc.posted.json["time"], posted.Format("2006-01-02 15:04:05"), posted.Format("15:04"))
 		if !strings.Contains(item, clock) {
 			t.Errorf("%s's message does not show its time as %s: %s", tc.name, clock, item)
 		}

@@ -34,11 +34,15 @@ const ContentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 
 var pages = template.Must(template.New("").Funcs(template.FuncMap{
 	"clock":  func(t time.Time) string { return t.UTC().Format("15:04") },
 	"stamp":  func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05") },
-	"iso":    func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) },
+	"iso":    func(t time.Time) string { return t.UTC().Format(isoLayout) },
 	"date":   func(t time.Time) string { return t.UTC().Format(time.DateOnly) },
 	"day":    func(t time.Time) string { return t.UTC().Format("Monday, 2 January 2006") },
 	"newDay": newDay,
 }).ParseFS(templateFS, "templates/*.html"))
+
+// isoLayout is how the API writes times (rooms.Message's JSON), so that a
+// rendered message's datetime reads as the same message streamed live.
+const isoLayout = "2006-01-02T15:04:05.000Z07:00"
 
 // newDay reports whether msgs[i] is the first message of its UTC day in
 // msgs, which then gets a day separator before it.

@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -37,7 +38,7 @@ func TestRoomDays(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			data := Room{Name: "lobby"}
 			for i, s := range tc.times {
-				data.Messages = append(data.Messages, Message{ID: "m" + string(rune('0'+i)), User: "u", Text: "t", Time: at(s)})
+				data.Messages = append(data.Messages, Message{ID: fmt.Sprint("m", i), User: "u", Text: "t", Time: at(s)})
 			}
 			var b strings.Builder
 			if err := RenderRoom(&b, data); err != nil {

@@ -14,7 +14,7 @@
   const retryable = new Set([408, 429, 500, 502, 503, 504]);
   // Times in the reader's zone and locale: the clock on each message, the
   // full time in its title, the date on a day separator.
-  const clockFormat = new Intl.DateTimeFormat(undefined, { hour: "numeric", minute: "2-digit" });
+  const clockFormat = new Intl.DateTimeFormat(undefined, { timeStyle: "short" });
   const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "long" });
   const dayFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "full" });
 
