@@ -21,7 +21,13 @@ type names map[uint64]uint64
 // letter case, and spaces around and between words, which a page does not
 // show. Lookalike letters from other scripts are not folded.
 func nameHash(name string) uint64 {
-	return maphash.String(seed, strings.Join(strings.Fields(strings.ToLower(name)), " "))
+	var h maphash.Hash
+	h.SetSeed(seed)
+	for word := range strings.FieldsSeq(name) {
+		h.WriteString(strings.ToLower(word))
+		h.WriteByte(' ')
+	}
+	return h.Sum64()
 }
 
 // has reports whether a verified author posted under the name hashed to h.
