@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caddy-chat/caddy-chat/rooms"
 )
 
 // The tests in this file run the caddy binary built from cmd/caddy, as a user
@@ -130,28 +132,8 @@ func TestCLIValidateJSON(t *testing.T) {
 // eternal.
 func TestCLIStopWithOpenStreams(t *testing.T) {
 	const streams = 1000
-	dir := t.TempDir()
-	file := filepath.Join(dir, "Caddyfile")
 	admin, site := "localhost:"+freePort(), "http://localhost:"+freePort()
-	cfg := fmt.Sprintf("{\n\tadmin %s\n}\n%s {\n\tchat\n}\n", admin, site)
-	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	server := exec.Command(caddyBinary(t), "run", "--config", file, "--adapter", "caddyfile")
-	server.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
-	if err := server.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- server.Wait() }()
-	t.Cleanup(func() { _ = server.Process.Kill() })
-	waitFor(t, "caddy to listen", func() bool {
-		resp, err := client.Get(site + "/rooms")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil
-	})
+	exited := runBinary(t, t.TempDir(), fmt.Sprintf("{\n\tadmin %s\n}\n%s {\n\tchat\n}\n", admin, site), site)
 
 	transport := &http.Transport{MaxIdleConnsPerHost: -1}
 	defer transport.CloseIdleConnections()
@@ -206,6 +188,69 @@ func TestCLIStopWithOpenStreams(t *testing.T) {
 	case <-exited:
 	case <-time.After(wait):
 		t.Error("caddy did not exit")
+	}
+}
+
+// runBinary runs `caddy run` on the Caddyfile cfg with its home and XDG
+// directories in dir, waits until site answers, and returns a channel that
+// receives caddy's exit. The test kills caddy if it still runs at the end.
+func runBinary(t *testing.T, dir, cfg, site string) <-chan error {
+	t.Helper()
+	file := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	server := exec.Command(caddyBinary(t), "run", "--config", file, "--adapter", "caddyfile")
+	server.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	if err := server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- server.Wait() }()
+	t.Cleanup(func() { _ = server.Process.Kill() })
+	waitFor(t, "caddy to listen", func() bool {
+		resp, err := client.Get(site + "/rooms")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	})
+	return exited
+}
+
+// TestCLIRestartNewEpoch: history lives in memory, so a restarted caddy
+// starts every room afresh with a new epoch, and a client resuming with an
+// id from before the restart gets a reset naming the new epoch's oldest
+// message, then that message.
+func TestCLIRestartNewEpoch(t *testing.T) {
+	dir := t.TempDir()
+	admin, site := "localhost:"+freePort(), "http://localhost:"+freePort()
+	cfg := fmt.Sprintf("{\n\tadmin %s\n}\n%s {\n\tchat\n}\n", admin, site)
+	room := roomFor(t, "a")
+
+	exited := runBinary(t, dir, cfg, site)
+	old := postJSON(t, site, room, "alice", "before the restart")
+	if out, err := exec.Command(caddyBinary(t), "stop", "--address", admin).CombinedOutput(); err != nil {
+		t.Fatalf("caddy stop: %v\n%s", err, out)
+	}
+	select {
+	case <-exited:
+	case <-time.After(wait):
+		t.Fatal("caddy did not exit after caddy stop")
+	}
+
+	runBinary(t, dir, cfg, site)
+	fresh := postJSON(t, site, room, "alice", "after the restart")
+	oldEpoch, _, _ := rooms.ParseID(old.ID)
+	if epoch, seq, _ := rooms.ParseID(fresh.ID); epoch == oldEpoch || seq != 1 {
+		t.Errorf("first id after the restart %q, want a new epoch (not %q) from sequence 1", fresh.ID, oldEpoch)
+	}
+	s := openStream(t, site+"/stream/"+room, "Last-Event-ID", old.ID)
+	if oldest := resetOldest(t, s); oldest != fresh.ID {
+		t.Errorf("resume with an id from before the restart: reset with oldest %q, want %q", oldest, fresh.ID)
+	}
+	if got := s.messages(t, 1); got[0].ID != fresh.ID {
+		t.Errorf("after the reset: %q, want the message posted after the restart", got[0].Message)
 	}
 }
 

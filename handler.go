@@ -327,14 +327,19 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request, room str
 	if rep.Messages == nil {
 		rep.Messages = []rooms.Message{}
 	}
-	// more: the answer reached the replay byte cap before limit; the rest
-	// follows the last message returned.
+	// oldest comes with every reset, "" when nothing is kept, as in the
+	// stream's reset event. more: the answer reached the replay byte cap
+	// before limit; the rest follows the last message returned.
+	var oldest *string
+	if rep.Reset {
+		oldest = &rep.Oldest
+	}
 	return writeJSON(w, http.StatusOK, struct {
 		Messages []rooms.Message `json:"messages"`
 		Reset    bool            `json:"reset,omitempty"`
-		Oldest   string          `json:"oldest,omitempty"`
+		Oldest   *string         `json:"oldest,omitempty"`
 		More     bool            `json:"more,omitempty"`
-	}{rep.Messages, rep.Reset, rep.Oldest, rep.Truncated})
+	}{rep.Messages, rep.Reset, oldest, rep.Truncated})
 }
 
 func (h *Handler) serveDelete(w http.ResponseWriter, r *http.Request, room string) error {

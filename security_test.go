@@ -155,41 +155,81 @@ func TestFraming(t *testing.T) {
 	}
 }
 
-// TestMetrics scrapes the chat metrics from Caddy's registry; the counters
-// keep counting across a reload.
+// TestMetrics scrapes the chat metrics from Caddy's registry: each kind of
+// refusal counts under its own reason, exactly once; the gauges follow the
+// rooms and streams; the counters keep counting across a reload.
 func TestMetrics(t *testing.T) {
 	startCaddy(t, config{})
-	room := roomFor(t, "a")
-	msgs0 := metric(t, "caddy_chat_messages_total")
-	deliveries0 := metric(t, "caddy_chat_deliveries_total")
-	rejected0 := metric(t, `caddy_chat_rejected_requests_total{reason="bad_request"}`)
-	crossSite0 := metric(t, `caddy_chat_rejected_requests_total{reason="cross_site"}`)
+	waitFor(t, "earlier tests' streams to end", func() bool { return metric(t, "caddy_chat_subscribers") == 0 })
+	// Room for one more room; the rate limit counts every post that gets
+	// to it: the three messages and the room too many (a reused key is
+	// answered before the rate limit).
+	cfg := config{
+		global:  fmt.Sprintf("max_rooms %d", int(metric(t, "caddy_chat_rooms"))+1),
+		handler: "rate_limit 4 1m\n max_streams_per_client 1",
+	}
+	startCaddy(t, cfg)
+	room, unknown := roomFor(t, "a"), roomFor(t, "unknown")
+	series := []string{"caddy_chat_messages_total", "caddy_chat_deliveries_total", "caddy_chat_rooms", "caddy_chat_subscribers"}
+	for _, reason := range []string{"bad_request", "forbidden", "cross_site", "not_found", "method_not_allowed", "too_large",
+		"unsupported_media_type", "key_reused", "rate_limited", "too_many_streams", "capacity"} {
+		series = append(series, fmt.Sprintf("caddy_chat_rejected_requests_total{reason=%q}", reason))
+	}
+	before := map[string]float64{}
+	for _, name := range series {
+		before[name] = metric(t, name)
+	}
+	// check compares every series with its value before the test plus
+	// delta (absent: 0).
+	check := func(when string, delta map[string]float64) {
+		t.Helper()
+		for _, name := range series {
+			if got, want := metric(t, name), before[name]+delta[name]; got != want {
+				t.Errorf("%s: %s = %v, want %v", when, name, got, want)
+			}
+		}
+	}
+
 	s := openStream(t, rootSite+"/stream/"+room)
-	for i := range 3 {
-		postJSON(t, rootSite, room, "alice", fmt.Sprint(i))
+	check("a stream open in a new room", map[string]float64{"caddy_chat_rooms": 1, "caddy_chat_subscribers": 1})
+	submit := func(room, message string) string { return fmt.Sprintf(`{"room":%q,"message":%q}`, room, message) }
+	if r := do(t, "POST", rootSite+"/submit", submit(room, "0"), "Content-Type", ctJSON, "Idempotency-Key", "k"); r.status != http.StatusCreated {
+		t.Fatalf("post with a key: %d %s", r.status, r.body)
 	}
-	do(t, "POST", rootSite+"/submit", "{", "Content-Type", ctJSON)
-	do(t, "POST", rootSite+"/submit", "{}", "Content-Type", ctJSON, "Sec-Fetch-Site", "cross-site")
+	for i := range 2 {
+		postJSON(t, rootSite, room, "alice", fmt.Sprint(i+1))
+	}
 	s.messages(t, 3)
-	if n := metric(t, "caddy_chat_subscribers"); n < 1 {
-		t.Errorf("caddy_chat_subscribers = %v with a stream open", n)
+	jsonHdr := []string{"Content-Type", ctJSON}
+	for _, c := range []errorCase{
+		{"bad_request", "POST", "/submit", "{", jsonHdr, 400, "malformed JSON", ""},
+		{"forbidden", "DELETE", "/room/" + room, "", nil, 403, "not allowed", ""},
+		{"cross_site", "POST", "/submit", submit(room, "x"), []string{"Content-Type", ctJSON, "Sec-Fetch-Site", "cross-site"}, 403, "cross-site", ""},
+		{"not_found", "GET", "/rooms/" + unknown + "/messages", "", nil, 404, "no such room", ""},
+		{"method_not_allowed", "PUT", "/submit", "", nil, 405, "method", "POST"},
+		{"too_large", "POST", "/submit", submit(room, strings.Repeat("m", 4097)), jsonHdr, 413, "over 4096 bytes", ""},
+		{"unsupported_media_type", "POST", "/submit", "hi", []string{"Content-Type", "text/plain"}, 415, "application/json", ""},
+		{"key_reused", "POST", "/submit", submit(room, "not 0"), []string{"Content-Type", ctJSON, "Idempotency-Key", "k"}, 409, "already used", ""},
+		{"capacity", "POST", "/submit", submit(unknown, "a room too many"), jsonHdr, 503, "too many rooms", ""},
+		{"rate_limited", "POST", "/submit", submit(room, "a fifth"), jsonHdr, 429, "too many posts", ""},
+		{"too_many_streams", "GET", "/stream/" + room, "", nil, 429, "streams open", ""},
+	} {
+		c.check(t, rootSite)
 	}
-	reload(t, config{global: "heartbeat 20s"})
-	waitFor(t, "the stream to end on reload", func() bool { return metric(t, "caddy_chat_subscribers") == 0 })
+	refused := map[string]float64{"caddy_chat_messages_total": 3, "caddy_chat_deliveries_total": 3, "caddy_chat_rooms": 1, "caddy_chat_subscribers": 1}
+	for _, name := range series[4:] { // every reason, once
+		refused[name] = 1
+	}
+	check("one refusal of each kind", refused)
+
+	cfg.global += "\n heartbeat 20s"
+	reload(t, cfg)
+	s.end(t)
+	waitFor(t, "the stream to be counted out", func() bool { return metric(t, "caddy_chat_subscribers") == before["caddy_chat_subscribers"] })
 	for i := range 2 {
 		postJSON(t, rootSite, room, "alice", fmt.Sprint(i))
 	}
-	for series, want := range map[string]float64{
-		"caddy_chat_messages_total":                                msgs0 + 5,
-		"caddy_chat_deliveries_total":                              deliveries0 + 3,
-		`caddy_chat_rejected_requests_total{reason="bad_request"}`: rejected0 + 1,
-		`caddy_chat_rejected_requests_total{reason="cross_site"}`:  crossSite0 + 1,
-	} {
-		if got := metric(t, series); got != want {
-			t.Errorf("%s = %v, want %v", series, got, want)
-		}
-	}
-	if n := metric(t, "caddy_chat_rooms"); n < 1 {
-		t.Errorf("caddy_chat_rooms = %v", n)
-	}
+	refused["caddy_chat_messages_total"] += 2
+	refused["caddy_chat_subscribers"] = 0
+	check("after a reload and 2 posts to a room no one follows", refused)
 }

@@ -86,16 +86,20 @@ type Manager struct {
 
 	stopJanitor chan struct{}
 	janitorDone chan struct{}
+	// reconfigured wakes the janitor, so that a shorter idle timeout or
+	// key window applies at once rather than after the old interval.
+	reconfigured chan struct{}
 }
 
 // New returns a Manager with cfg's limits and starts its idle-room sweeper.
 // Call Close when done with it.
 func New(cfg Config) *Manager {
 	m := &Manager{
-		rooms:       make(map[string]*room),
-		keys:        newKeyStore(),
-		stopJanitor: make(chan struct{}),
-		janitorDone: make(chan struct{}),
+		rooms:        make(map[string]*room),
+		keys:         newKeyStore(),
+		stopJanitor:  make(chan struct{}),
+		janitorDone:  make(chan struct{}),
+		reconfigured: make(chan struct{}, 1),
 	}
 	m.Configure(cfg)
 	go m.janitor()
@@ -122,6 +126,10 @@ func (m *Manager) Configure(cfg Config) {
 		cfg.Store = MemoryStore{}
 	}
 	m.cfg.Store(&cfg)
+	select {
+	case m.reconfigured <- struct{}{}:
+	default: // the janitor has a wake-up pending already
+	}
 	if old == nil || old.History == cfg.History {
 		return
 	}
@@ -624,6 +632,7 @@ func (m *Manager) janitor() {
 		select {
 		case <-m.stopJanitor:
 			return
+		case <-m.reconfigured:
 		case <-time.After(min(max(period/4, 10*time.Millisecond), time.Minute)):
 			m.sweep(time.Now())
 		}
