@@ -1075,17 +1075,23 @@ func testLocalDays(t *testing.T, browser context.Context) {
 }
 
 // testScreenshots renders the README's screenshots of a room, on a desktop
-// and on a phone. TestBrowser runs it only with -screenshots.
+// and on a phone, with alice signed in (verified). TestBrowser runs it only
+// with -screenshots.
 func testScreenshots(t *testing.T, browser context.Context) {
-	startCaddy(t, config{})
+	startCaddy(t, trustConfig(t, "", ""))
 	room := "lobby"
+	alice := newPoster(t, "alice", 3)
 	for _, m := range [][2]string{
 		{"alice", "Morning! Is the release still on for today?"},
 		{"bob", "Yes. Tagging it after lunch."},
 		{"carol", "Changelog is ready:\n- resumable streams\n- room history API"},
 		{"alice", "<b>Great</b>, thanks both"},
 	} {
-		postJSON(t, chatBase, room, m[0], m[1])
+		if m[0] == "alice" {
+			alice.post(t, room, "", m[1], "")
+		} else {
+			postJSON(t, chatBase, room, m[0], m[1])
+		}
 	}
 	for name, size := range map[string][2]int64{"desktop": {1000, 640}, "phone": {390, 700}} {
 		tab := newTab(t, browser, name)
