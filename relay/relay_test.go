@@ -261,9 +261,17 @@ func TestEndedSaysWhy(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := newPool(t, Config{Writers: 1, WriteTimeout: time.Second, QuickWrite: 10 * time.Millisecond})
 			server, client := pair(t)
-			q, r, ended := relayedOver(t, p, server, client)
+			s := p.NewStream()
+			q := &queue{wake: s.Wake}
+			ended := make(chan Ended, 1)
+			s.Attach(server, q, func(e Ended) { ended <- e })
+			client.SetReadDeadline(time.Now().Add(10 * time.Second))
 			q.push("data: 1\n\n")
-			readN(t, r, 9)
+			readN(t, bufio.NewReader(client), 9)
+			// The client can read the bytes before the writer counts them.
+			for deadline := time.Now().Add(5 * time.Second); s.written.Load() < 9 && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond)
+			}
 			tc.end(p, q, client)
 			e := waitEnded(t, ended)
 			if !errors.Is(e.Err, tc.want) {
