@@ -186,3 +186,28 @@ func TestHTTP2StuckStreamEndsOnReload(t *testing.T) {
 		t.Errorf("a stuck HTTP/2 stream ended %v after the reload began", took)
 	}
 }
+
+// TestHTTP2IdleStreamOutlivesWriteTimeout: an HTTP/2 stream with nothing to
+// say stays open past the write timeout, until its heartbeat. HTTP/2 arms a
+// timer for a write deadline and resets the stream when it passes, written
+// or not, so a deadline left behind by the last write would end every idle
+// stream after 10 s, before a 15 s heartbeat.
+func TestHTTP2IdleStreamOutlivesWriteTimeout(t *testing.T) {
+	startCaddy(t, config{global: "heartbeat 15s", options: "servers {\n\t\tprotocols h1 h2c\n\t}"})
+	transport := &http.Transport{Protocols: new(http.Protocols)}
+	transport.Protocols.SetUnencryptedHTTP2(true)
+	defer transport.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*wait)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", rootSite+"/stream/"+roomFor(t, "a"), nil)
+	resp, err := transport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("%s, want HTTP/2", resp.Proto)
+	}
+	s := &stream{resp: resp, events: readEvents(resp.Body), cancel: cancel}
+	s.quiet(t, writeTimeout+1500*time.Millisecond)
+}

@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -84,27 +86,13 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, room strin
 	}
 	defer sub.Close()
 	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	// A write blocked on a client that reads nothing would hold the config's
-	// stop for the whole write timeout: on stop, fail it at once. The
-	// innermost writer is the connection's own, safe to call from another
-	// goroutine until the handler returns, so the handler waits for it.
-	if dl, ok := innermost(w).(interface{ SetWriteDeadline(time.Time) error }); ok {
-		failed := make(chan struct{})
-		stop := context.AfterFunc(h.app.stopCtx, func() {
-			defer close(failed)
-			_ = dl.SetWriteDeadline(time.Now())
-		})
-		defer func() {
-			if !stop() {
-				<-failed
-			}
-		}()
-	}
-	if err := send(rc, w, streamStart(sub.Replay)); err != nil || sub.Truncated {
+	sw := newStreamWriter(w)
+	defer sw.failOnStop(h.app.stopCtx)()
+	start, truncated := streamStart(sub.Replay), sub.Truncated
+	sub.Replay = rooms.Replay{} // not held for the life of the stream
+	if err := sw.send(start); err != nil || truncated {
 		return nil // the client is gone, or comes back for the rest of the replay
 	}
-	sub.Replay = rooms.Replay{} // written: not held for the life of the stream
 	// The heartbeat timer is not reset by each write: when it fires, a
 	// stream written meanwhile just waits for the rest of its interval.
 	interval := time.Duration(h.app.Heartbeat)
@@ -116,7 +104,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, room strin
 		select {
 		case <-sub.Ready():
 			var ok bool
-			if frames, ok = writeQueued(rc, w, sub, frames[:0]); !ok {
+			if frames, ok = sw.writeQueued(sub, frames[:0]); !ok {
 				return nil
 			}
 			lastWrite = time.Now()
@@ -125,7 +113,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, room strin
 				heartbeat.Reset(interval - idle)
 				continue
 			}
-			if err := send(rc, w, sse.AppendComment(nil, "ping")); err != nil {
+			if err := sw.send(sse.AppendComment(nil, "ping")); err != nil {
 				return nil
 			}
 			lastWrite = time.Now()
@@ -167,7 +155,11 @@ func (h *Handler) relayStream(w http.ResponseWriter, r *http.Request, hj http.Hi
 	w.WriteHeader(http.StatusOK)
 	start, truncated := streamStart(sub.Replay), sub.Truncated
 	sub.Replay = rooms.Replay{}
-	if err := send(http.NewResponseController(w), w, start); err != nil || truncated {
+	sw := newStreamWriter(w)
+	unwatch := sw.failOnStop(h.app.stopCtx)
+	err = sw.send(start)
+	unwatch() // from here on, the relay ends the stream on stop
+	if err != nil || truncated {
 		end()
 		return nil // the client is gone, or comes back for the rest of the replay
 	}
@@ -179,6 +171,10 @@ func (h *Handler) relayStream(w http.ResponseWriter, r *http.Request, hj http.Hi
 		return nil
 	}
 	caddyhttp.SetVar(r.Context(), caddyhttp.LogSkipVar, true)
+	if !accessLogged(r) {
+		relayed.Attach(conn, streamSource{sub}, func(relay.Ended) { end() })
+		return nil
+	}
 	// The closure outlives the request: it keeps only what it logs.
 	remote, startLen := r.RemoteAddr, int64(len(start))
 	relayed.Attach(conn, streamSource{sub}, func(ended relay.Ended) {
@@ -192,6 +188,26 @@ func (h *Handler) relayStream(w http.ResponseWriter, r *http.Request, hj http.Hi
 			zap.String("remote_addr", remote))
 	})
 	return nil
+}
+
+// streamSlot counts a stream against its client's max_streams_per_client
+// and returns the function that gives the slot back, safe to call more than
+// once; or, past the limit, a 429.
+func (h *Handler) streamSlot(r *http.Request) (release func(), err error) {
+	key := h.clientKey(r)
+	if !h.streams.Acquire(key) {
+		return nil, &apiError{status: http.StatusTooManyRequests, retryAfter: capacityRetry, label: "too_many_streams",
+			message: fmt.Sprintf("this client has %d streams open, the most allowed; close one", h.MaxStreamsPerClient)}
+	}
+	return sync.OnceFunc(func() { h.streams.Release(key) }), nil
+}
+
+// accessLogged reports whether the site logs its requests (it has a log
+// directive): a taken-over stream, which the access log skips, then logs
+// itself when it ends, and a site without one gets no line per stream.
+func accessLogged(r *http.Request) bool {
+	srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	return ok && srv.Logs != nil
 }
 
 // innermost returns the writer at the bottom of w's chain of wrappers.
@@ -255,28 +271,75 @@ func (s streamSource) Take(dst [][]byte) ([][]byte, error) {
 // closeFrame tells a client that its room was deleted.
 var closeFrame = sse.AppendEvent(nil, sse.Event{Name: "close", Data: []byte("{}")})
 
+// streamWriter writes a stream in the request path. Each write has the write
+// timeout, and the deadline is cleared once the write is done: over HTTP/2 a
+// deadline left behind resets an idle stream when it passes. When the config
+// stops, a write blocked on a client that reads nothing fails at once instead
+// of holding the stop for the whole timeout.
+type streamWriter struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+
+	mu      sync.Mutex // orders deadline changes against the stop
+	stopped bool
+}
+
+func newStreamWriter(w http.ResponseWriter) *streamWriter {
+	return &streamWriter{w: w, rc: http.NewResponseController(w)}
+}
+
+// setDeadline sets the write deadline unless the stop has failed it.
+func (sw *streamWriter) setDeadline(t time.Time) {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	if !sw.stopped {
+		_ = sw.rc.SetWriteDeadline(t)
+	}
+}
+
+// failOnStop fails the stream's writes once ctx is done. The returned
+// function stops watching and waits for a failing in progress: the
+// connection's writer may only be touched while the handler runs.
+func (sw *streamWriter) failOnStop(ctx context.Context) (unwatch func()) {
+	failed := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(failed)
+		sw.mu.Lock()
+		defer sw.mu.Unlock()
+		sw.stopped = true
+		_ = sw.rc.SetWriteDeadline(time.Now())
+	})
+	return func() {
+		if !stop() {
+			<-failed
+		}
+	}
+}
+
 // writeQueued takes every queued frame, writes them and flushes once: one
 // write and one flush however many messages arrived meanwhile. It returns the
 // frames slice for reuse and whether the stream goes on.
-func writeQueued(rc *http.ResponseController, w http.ResponseWriter, sub *rooms.Subscription, frames [][]byte) ([][]byte, bool) {
+func (sw *streamWriter) writeQueued(sub *rooms.Subscription, frames [][]byte) ([][]byte, bool) {
 	frames, err := streamSource{sub}.Take(frames)
 	defer clear(frames) // drop references to shared frames while idle
-	_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	sw.setDeadline(time.Now().Add(writeTimeout))
+	defer sw.setDeadline(time.Time{})
 	for _, frame := range frames {
-		if _, err := w.Write(frame); err != nil {
+		if _, err := sw.w.Write(frame); err != nil {
 			return frames, false
 		}
 	}
-	return frames, rc.Flush() == nil && err == nil
+	return frames, sw.rc.Flush() == nil && err == nil
 }
 
 // send writes b and flushes it, within the write timeout.
-func send(rc *http.ResponseController, w http.ResponseWriter, b []byte) error {
-	_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
-	if _, err := w.Write(b); err != nil {
+func (sw *streamWriter) send(b []byte) error {
+	sw.setDeadline(time.Now().Add(writeTimeout))
+	defer sw.setDeadline(time.Time{})
+	if _, err := sw.w.Write(b); err != nil {
 		return err
 	}
-	return rc.Flush()
+	return sw.rc.Flush()
 }
 
 func resetData(oldest string) []byte {

@@ -370,7 +370,9 @@ func (s *Stream) wrote(n int64) {
 // ping is never more than that fraction late, while a busy stream, whose
 // writes only store a time, costs nothing more.
 func (p *Pool) heartbeats() {
-	tick := time.NewTicker(p.cfg.Heartbeat / heartbeatChecks)
+	// A tick under a millisecond would only burn CPU (and NewTicker refuses
+	// 0, which a nanosecond heartbeat would give).
+	tick := time.NewTicker(max(p.cfg.Heartbeat/heartbeatChecks, time.Millisecond))
 	defer tick.Stop()
 	var due []*Stream
 	for {
