@@ -279,38 +279,58 @@ var closeFrame = sse.AppendEvent(nil, sse.Event{Name: "close", Data: []byte("{}"
 type streamWriter struct {
 	w  http.ResponseWriter
 	rc *http.ResponseController
+	// conn is the innermost writer, the connection's own, whose deadline
+	// may be set from another goroutine; the wrappers' may not.
+	conn *http.ResponseController
 
 	mu      sync.Mutex // orders deadline changes against the stop
 	stopped bool
 }
 
+// errStopped fails the writes of a stream whose config has stopped.
+var errStopped = errors.New("the config stopped")
+
 func newStreamWriter(w http.ResponseWriter) *streamWriter {
-	return &streamWriter{w: w, rc: http.NewResponseController(w)}
+	return &streamWriter{w: w, rc: http.NewResponseController(w), conn: http.NewResponseController(innermost(w))}
 }
 
-// setDeadline sets the write deadline unless the stop has failed it.
-func (sw *streamWriter) setDeadline(t time.Time) {
+// setDeadline sets the write deadline, through the wrappers so that they
+// know of it, unless the stop has failed the writes; then it says so.
+func (sw *streamWriter) setDeadline(t time.Time) error {
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
-	if !sw.stopped {
-		_ = sw.rc.SetWriteDeadline(t)
+	if sw.stopped {
+		return errStopped
 	}
+	_ = sw.rc.SetWriteDeadline(t)
+	return nil
 }
 
 // failOnStop fails the stream's writes once ctx is done. The returned
 // function stops watching and waits for a failing in progress: the
 // connection's writer may only be touched while the handler runs.
 func (sw *streamWriter) failOnStop(ctx context.Context) (unwatch func()) {
-	failed := make(chan struct{})
+	done, failed := make(chan struct{}), make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		defer close(failed)
 		sw.mu.Lock()
-		defer sw.mu.Unlock()
 		sw.stopped = true
-		_ = sw.rc.SetWriteDeadline(time.Now())
+		sw.mu.Unlock()
+		// A wrapper (Caddy's write idle timeout) re-arms the deadline
+		// between the chunks of a write: fail it until the handler is
+		// done with the writer.
+		for {
+			_ = sw.conn.SetWriteDeadline(time.Now())
+			select {
+			case <-done:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
 	})
 	return func() {
 		if !stop() {
+			close(done)
 			<-failed
 		}
 	}
@@ -322,7 +342,9 @@ func (sw *streamWriter) failOnStop(ctx context.Context) (unwatch func()) {
 func (sw *streamWriter) writeQueued(sub *rooms.Subscription, frames [][]byte) ([][]byte, bool) {
 	frames, err := streamSource{sub}.Take(frames)
 	defer clear(frames) // drop references to shared frames while idle
-	sw.setDeadline(time.Now().Add(writeTimeout))
+	if sw.setDeadline(time.Now().Add(writeTimeout)) != nil {
+		return frames, false
+	}
 	defer sw.setDeadline(time.Time{})
 	for _, frame := range frames {
 		if _, err := sw.w.Write(frame); err != nil {
@@ -334,7 +356,9 @@ func (sw *streamWriter) writeQueued(sub *rooms.Subscription, frames [][]byte) ([
 
 // send writes b and flushes it, within the write timeout.
 func (sw *streamWriter) send(b []byte) error {
-	sw.setDeadline(time.Now().Add(writeTimeout))
+	if err := sw.setDeadline(time.Now().Add(writeTimeout)); err != nil {
+		return err
+	}
 	defer sw.setDeadline(time.Time{})
 	if _, err := sw.w.Write(b); err != nil {
 		return err

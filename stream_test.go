@@ -3,6 +3,7 @@ package chat
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"regexp"
 	"strings"
@@ -247,5 +248,42 @@ func TestRetryHintsSpread(t *testing.T) {
 	}
 	if lowest > 1200 || highest < 2800 {
 		t.Errorf("1000 retry hints between %d and %d ms, want them spread over 1000-3000", lowest, highest)
+	}
+}
+
+// TestStuckFirstWriteEndsOnReload: a client that reads nothing while its
+// stream's first write (the head and a replay larger than the socket
+// buffers) is under way does not hold the old config for the write timeout:
+// the write fails when the config stops, and the stream is counted out.
+func TestStuckFirstWriteEndsOnReload(t *testing.T) {
+	cfg := config{handler: "max_message_size 1MiB\n max_body_size 8MiB"}
+	startCaddy(t, cfg)
+	waitFor(t, "earlier tests' streams to end", func() bool { return metric(t, "caddy_chat_subscribers") == 0 })
+	room := roomFor(t, "a")
+	// JSON escapes each < as \u003c: a 6 MiB frame, more than the socket
+	// buffers of a client that reads nothing hold.
+	postJSON(t, rootSite, room, "alice", strings.Repeat("<", 1<<20))
+
+	c, err := net.DialTimeout("tcp", strings.TrimPrefix(rootSite, "http://"), wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.(*net.TCPConn).SetReadBuffer(4096)
+	_ = c.SetDeadline(time.Now().Add(4 * wait))
+	if _, err := fmt.Fprintf(c, "GET /stream/%s?history=1 HTTP/1.1\r\nHost: localhost\r\n\r\n", room); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the stream to open", func() bool { return metric(t, "caddy_chat_subscribers") == 1 })
+	time.Sleep(200 * time.Millisecond) // the first write fills the socket buffers and blocks
+
+	cfg.global = "heartbeat 20s"
+	reload(t, cfg)
+	deadline := time.Now().Add(2 * time.Second)
+	for metric(t, "caddy_chat_subscribers") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the stuck stream still holds its subscription 2 s after the reload")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
