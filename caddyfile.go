@@ -114,6 +114,7 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	    allow_delete
 //	    rate_limit       <posts> <window>
 //	    max_streams_per_client <n>
+//	    max_new_rooms_per_client <n>
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
@@ -190,6 +191,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.MaxStreamsPerClient = n
+		case "max_new_rooms_per_client":
+			n, err := positiveIntArg(d, sub)
+			if err != nil {
+				return err
+			}
+			h.MaxNewRoomsPerClient = n
 		default:
 			return d.Errf("unknown chat subdirective %q", sub)
 		}

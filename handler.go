@@ -22,6 +22,12 @@ import (
 const (
 	DefaultMaxMessageSize      = 4 << 10
 	DefaultMaxStreamsPerClient = 256
+	// DefaultMaxNewRoomsPerClient is how many rooms one client may make by
+	// posting within newRoomsWindow. Without a bound, one anonymous client
+	// could fill max_rooms with posts to made-up names, and every other
+	// new room would be refused until those idled out.
+	DefaultMaxNewRoomsPerClient = 100
+	newRoomsWindow              = time.Hour
 	// bodyOverhead is what a body may carry besides the message: field
 	// names, room, user, and JSON escapes, which can take six bytes for one.
 	bodyOverhead = 4 << 10
@@ -59,10 +65,14 @@ type Handler struct {
 	// client is the identity when one resolves, else the client IP (an
 	// IPv6 client by its /64). Default: 256.
 	MaxStreamsPerClient int `json:"max_streams_per_client,omitempty"`
+	// Rooms one client may make by posting, per hour; the client is keyed
+	// as for MaxStreamsPerClient. Default: 100.
+	MaxNewRoomsPerClient int `json:"max_new_rooms_per_client,omitempty"`
 
 	app     *App
 	allowed map[string]bool
 	limiter *ratelimit.Limiter
+	created *ratelimit.Limiter // new rooms per client
 	streams *ratelimit.Counter
 	csrf    *http.CrossOriginProtection
 	logger  *zap.Logger
@@ -108,6 +118,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.RateLimit != nil && h.RateLimit.Posts > 0 {
 		h.limiter = ratelimit.New(h.RateLimit.Posts, time.Duration(h.RateLimit.Window))
 	}
+	if h.MaxNewRoomsPerClient == 0 {
+		h.MaxNewRoomsPerClient = DefaultMaxNewRoomsPerClient
+	}
+	h.created = ratelimit.New(h.MaxNewRoomsPerClient, newRoomsWindow)
 	if h.MaxStreamsPerClient == 0 {
 		h.MaxStreamsPerClient = DefaultMaxStreamsPerClient
 	}
@@ -140,6 +154,9 @@ func (h *Handler) Validate() error {
 	}
 	if rl := h.RateLimit; rl != nil && (rl.Posts <= 0 || rl.Window <= 0) {
 		errs = append(errs, errors.New("rate_limit needs a positive number of posts and a positive window"))
+	}
+	if h.MaxNewRoomsPerClient < 0 {
+		errs = append(errs, errors.New("max_new_rooms_per_client must be positive"))
 	}
 	if h.MaxStreamsPerClient < 0 {
 		errs = append(errs, errors.New("max_streams_per_client must be positive"))

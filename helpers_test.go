@@ -119,6 +119,7 @@ func (c config) String() string {
 	}
 	chat {
 		%s
+		%s
 	}
 	respond "not chat" 404
 }
@@ -126,13 +127,19 @@ func (c config) String() string {
 	handle_path /chat/* {
 		chat {
 			%s
+			%s
 		}
 		respond "not chat, under /chat" 404
 	}
 	respond "outside chat" 404
 }
-`, filepath.Join(testRun.dir, "storage"), httpPort, httpsPort, c.options, c.global, rootSite, c.site, c.handler, chatSite, c.handler)
+`, filepath.Join(testRun.dir, "storage"), httpPort, httpsPort, c.options, c.global, rootSite, c.site, manyRooms, c.handler, chatSite, manyRooms, c.handler)
 }
+
+// manyRooms lifts the limit on rooms one client makes: every test posts
+// from the same address, to rooms of its own. A test of the limit sets it
+// again in its handler, and the later setting wins.
+const manyRooms = "max_new_rooms_per_client 1000000"
 
 // caddyStarted is set once a config has been loaded; TestMain then stops
 // Caddy.

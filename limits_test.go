@@ -337,3 +337,37 @@ func TestIdempotencyKeyReused(t *testing.T) {
 	errorCase{"reused key", "POST", "/submit", fmt.Sprintf(`{"room":%q,"user":"alice","message":"twice"}`, room),
 		[]string{"Content-Type", ctJSON, "Idempotency-Key", "k1"}, 409, "idempotency key", ""}.check(t, rootSite)
 }
+
+// TestNewRoomsPerClient: posts to made-up names cannot fill max_rooms: one
+// client makes at most max_new_rooms_per_client rooms an hour, then gets 429
+// and nothing is made; it can still post to rooms that exist, and another
+// client can still make rooms.
+func TestNewRoomsPerClient(t *testing.T) {
+	startCaddy(t, config{handler: "max_new_rooms_per_client 3"})
+	before := metric(t, "caddy_chat_rooms")
+	// Addresses of their own, so that a second run (-count=2), which meets
+	// the same handler and its counts, starts afresh too.
+	host := byte(100 + roomSeq.Add(1)%100)
+	greedy, other := newPoster(t, "", host), newPoster(t, "", host+100)
+	var made []string
+	for i := range 3 {
+		room := roomFor(t, fmt.Sprint("new", i))
+		if r := greedy.post(t, room, "mallory", "hi", ""); r.status != http.StatusCreated {
+			t.Fatalf("new room %d of 3: %d %s", i+1, r.status, r.body)
+		}
+		made = append(made, room)
+	}
+	r := greedy.post(t, roomFor(t, "new3"), "mallory", "one too many", "")
+	if r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") == "" || !strings.Contains(r.body, "new rooms") {
+		t.Errorf("a 4th new room: %d %s (Retry-After %q), want 429 with Retry-After", r.status, r.body, r.header.Get("Retry-After"))
+	}
+	if got := metric(t, "caddy_chat_rooms"); got != before+3 {
+		t.Errorf("%v rooms made, want 3: the refused post made one", got-before)
+	}
+	if r := greedy.post(t, made[0], "mallory", "in a room that exists", ""); r.status != http.StatusCreated {
+		t.Errorf("a post to an existing room after the limit: %d %s", r.status, r.body)
+	}
+	if r := other.post(t, roomFor(t, "other"), "alice", "my own room", ""); r.status != http.StatusCreated {
+		t.Errorf("another client's new room: %d %s", r.status, r.body)
+	}
+}

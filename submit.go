@@ -204,6 +204,13 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request, pathRoom s
 			return nil
 		}
 	}
+	post.Create = func() error {
+		if ok, retry := h.created.Allow(client, time.Now()); !ok {
+			return &apiError{status: http.StatusTooManyRequests, retryAfter: retry, label: "too_many_rooms",
+				message: fmt.Sprintf("this client has made %d new rooms within the hour, the most allowed; post to an existing room", h.MaxNewRoomsPerClient)}
+		}
+		return nil
+	}
 	msg, repeat, err := h.app.manager.Submit(in.Room, post)
 	if err != nil {
 		return roomsError(err)

@@ -254,6 +254,10 @@ type Post struct {
 	// It may run with the room's lock held, so it must be quick and must
 	// not call back into the Manager.
 	Admit func() error
+	// Create, when set, is asked after Admit when the post would make a
+	// new room: a limit on how many rooms one client makes. Its error
+	// refuses the post, and no room is made.
+	Create func() error
 }
 
 // Submit posts p to the named room, creating the room if needed, and
@@ -324,6 +328,11 @@ func (m *Manager) Submit(roomName string, p Post) (msg Message, repeat bool, err
 				return Message{}, false, err
 			}
 			p.Admit = nil
+		}
+		if p.Create != nil {
+			if err := p.Create(); err != nil {
+				return Message{}, false, err
+			}
 		}
 		err = m.withRoom(roomName, true, store)
 	}
