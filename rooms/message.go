@@ -21,9 +21,10 @@ type Message struct {
 	Verified bool
 }
 
-// timeLayout is RFC 3339 in UTC with exactly three fractional digits, so that
-// times sort as strings and every client parses them alike.
-const timeLayout = "2006-01-02T15:04:05.000Z07:00"
+// TimeLayout is how a message's time is written: RFC 3339 in UTC with
+// exactly three fractional digits, so that times sort as strings and every
+// client parses them alike.
+const TimeLayout = "2006-01-02T15:04:05.000Z07:00"
 
 // wireMessage is Message's JSON form.
 type wireMessage struct {
@@ -37,7 +38,7 @@ type wireMessage struct {
 
 // MarshalJSON encodes m on one line, as the stream's data field requires.
 func (m Message) MarshalJSON() ([]byte, error) {
-	return json.Marshal(wireMessage{m.ID, m.Room, m.User, m.Message, m.Time.UTC().Format(timeLayout), m.Verified})
+	return json.Marshal(wireMessage{m.ID, m.Room, m.User, m.Message, m.Time.UTC().Format(TimeLayout), m.Verified})
 }
 
 // UnmarshalJSON decodes what MarshalJSON wrote.

@@ -13,6 +13,8 @@ import (
 	"io"
 	"io/fs"
 	"time"
+
+	"github.com/caddy-chat/caddy-chat/rooms"
 )
 
 //go:embed templates/*.html
@@ -32,17 +34,15 @@ const ContentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 
 // The pages render times in UTC and say so; chat.js rewrites them in the
 // reader's zone and locale, which only the browser knows.
 var pages = template.Must(template.New("").Funcs(template.FuncMap{
-	"clock":  func(t time.Time) string { return t.UTC().Format("15:04") },
-	"stamp":  func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05") },
-	"iso":    func(t time.Time) string { return t.UTC().Format(isoLayout) },
+	"clock": func(t time.Time) string { return t.UTC().Format("15:04") },
+	"stamp": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05") },
+	// As the API writes times, so that a rendered message's datetime reads
+	// as the same message streamed live.
+	"iso":    func(t time.Time) string { return t.UTC().Format(rooms.TimeLayout) },
 	"date":   func(t time.Time) string { return t.UTC().Format(time.DateOnly) },
 	"day":    func(t time.Time) string { return t.UTC().Format("Monday, 2 January 2006") },
 	"newDay": newDay,
 }).ParseFS(templateFS, "templates/*.html"))
-
-// isoLayout is how the API writes times (rooms.Message's JSON), so that a
-// rendered message's datetime reads as the same message streamed live.
-const isoLayout = "2006-01-02T15:04:05.000Z07:00"
 
 // newDay reports whether msgs[i] is the first message of its UTC day in
 // msgs, which then gets a day separator before it.
