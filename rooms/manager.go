@@ -9,6 +9,7 @@
 package rooms
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -33,6 +34,9 @@ var (
 	// ErrNameReserved refuses an unverified post, under Post.ReserveNames,
 	// that claims a name a verified author has posted under in the room.
 	ErrNameReserved = errors.New("this name belongs to a verified user of the room")
+	// ErrUnavailable wraps a Store's failure: nothing was stored, and
+	// trying again later may succeed.
+	ErrUnavailable = errors.New("history store unavailable")
 )
 
 // Errors a Subscription ends with.
@@ -91,8 +95,55 @@ type Manager struct {
 	reconfigured chan struct{}
 }
 
+// Open returns a Manager with cfg's limits, holding the rooms that cfg.Store
+// remembers when it is a Lister, and starts its idle-room sweeper. A room
+// taken back counts as active at the time of its newest message, so that
+// the idle sweep drops it as if there had been no restart. Call Close when
+// done with it.
+func Open(ctx context.Context, cfg Config) (*Manager, error) {
+	m := New(cfg)
+	lister, ok := m.config().Store.(Lister)
+	if !ok {
+		return m, nil
+	}
+	names, err := lister.Rooms(ctx)
+	if err == nil {
+		err = m.restore(ctx, names)
+	}
+	if err != nil {
+		return nil, errors.Join(err, m.Close())
+	}
+	return m, nil
+}
+
+// restore takes back the named rooms from the store.
+func (m *Manager) restore(ctx context.Context, names []string) error {
+	cfg := m.config()
+	for _, name := range names {
+		h, err := cfg.Store.Open(ctx, name, cfg.History)
+		if err != nil {
+			return fmt.Errorf("opening history of room %q: %w", name, err)
+		}
+		r := m.newRoom(name, h)
+		if h.Last() > 0 {
+			newest, err := h.After(ctx, h.Last()-1, 1)
+			if err != nil {
+				return errors.Join(fmt.Errorf("reading history of room %q: %w", name, err), h.Close())
+			}
+			if len(newest) == 1 {
+				r.lastActive = newest[0].Time
+			}
+		}
+		m.mu.Lock()
+		m.rooms[name] = r
+		m.mu.Unlock()
+	}
+	return nil
+}
+
 // New returns a Manager with cfg's limits and starts its idle-room sweeper.
-// Call Close when done with it.
+// It takes back no room from cfg.Store: see Open. Call Close when done with
+// it.
 func New(cfg Config) *Manager {
 	m := &Manager{
 		rooms:        make(map[string]*room),
@@ -136,7 +187,7 @@ func (m *Manager) Configure(cfg Config) {
 	for _, r := range m.snapshot() {
 		r.mu.Lock()
 		if !r.closed {
-			_ = r.history.Resize(cfg.History)
+			_ = r.history.Resize(context.Background(), cfg.History)
 		}
 		r.mu.Unlock()
 	}
@@ -214,10 +265,20 @@ func (m *Manager) create(name string) (*room, error) {
 	if cfg.MaxRooms > 0 && len(m.rooms) >= cfg.MaxRooms {
 		return nil, ErrTooManyRooms
 	}
-	h, err := cfg.Store.Open(name, cfg.History)
+	h, err := cfg.Store.Open(context.Background(), name, cfg.History)
 	if err != nil {
-		return nil, fmt.Errorf("opening history of room %q: %w", name, err)
+		return nil, fmt.Errorf("opening history of room %q: %w: %w", name, ErrUnavailable, err)
 	}
+	r := m.newRoom(name, h)
+	m.rooms[name] = r
+	if h := cfg.Hooks.RoomCreated; h != nil {
+		h(name)
+	}
+	return r, nil
+}
+
+// newRoom returns a room, active now, keeping its messages in h.
+func (m *Manager) newRoom(name string, h History) *room {
 	r := &room{name: name, history: h, lastActive: time.Now(), verified: names{}}
 	r.broadcaster = broadcast.New(func(*broadcast.Subscriber) {
 		// The config of the moment, not the room's first: a reload's
@@ -226,11 +287,7 @@ func (m *Manager) create(name string) (*room, error) {
 			h(name)
 		}
 	})
-	m.rooms[name] = r
-	if h := cfg.Hooks.RoomCreated; h != nil {
-		h(name)
-	}
-	return r, nil
+	return r
 }
 
 // Post is a message to submit, with what Submit checks before storing it.
@@ -279,6 +336,23 @@ func (m *Manager) Submit(roomName string, p Post) (msg Message, repeat bool, err
 				repeat = true
 				return nil
 			}
+			// The store may remember what this process does not: a
+			// key used before a restart.
+			if rc, ok := r.history.(Recaller); ok {
+				retry := Message{Room: r.name, User: p.User, Message: p.Text, Verified: p.Verified}
+				rec, err := rc.Recall(context.Background(), Key{Scope: p.Scope, Name: p.Key}, retry)
+				if err != nil {
+					return fmt.Errorf("looking up an idempotency key in room %q: %w: %w", r.name, ErrUnavailable, err)
+				}
+				if rec.Seq != 0 && !expired(rec.Time.UnixMilli(), now, cfg.KeyWindow) {
+					if !rec.Same {
+						return ErrKeyReused
+					}
+					retry.ID, retry.Time = FormatID(r.history.Epoch(), rec.Seq), rec.Time.UTC()
+					msg, repeat = retry, true
+					return nil
+				}
+			}
 		}
 		name := nameHash(p.User)
 		if p.ReserveNames && !p.Verified && r.verified.has(name) {
@@ -298,8 +372,8 @@ func (m *Manager) Submit(roomName string, p Post) (msg Message, repeat bool, err
 			Time:     now.UTC().Truncate(time.Millisecond),
 			Verified: p.Verified,
 		}
-		if err := r.history.Append(msg); err != nil {
-			return fmt.Errorf("storing message in room %q: %w", r.name, err)
+		if err := r.history.Append(context.Background(), msg, Key{Scope: p.Scope, Name: p.Key}); err != nil {
+			return fmt.Errorf("storing message in room %q: %w: %w", r.name, ErrUnavailable, err)
 		}
 		delivered := r.broadcaster.Submit(AppendFrame(nil, msg))
 		r.lastActive = now
@@ -364,7 +438,7 @@ const minFrameSize = 100
 // replay answers "what follows pos?" from the room's history, up to limit
 // messages, oldest first, and no more than a budget of bytes can hold.
 func (r *room) replay(pos Position, limit, budget int) (Replay, error) {
-	h := r.history
+	h, ctx := r.history, context.Background()
 	// Copy no more messages than the budget can hold: fit cuts the rest.
 	take := limit
 	if budget > 0 {
@@ -372,15 +446,15 @@ func (r *room) replay(pos Position, limit, budget int) (Replay, error) {
 	}
 	if pos.LastEventID == "" {
 		n := min(pos.History, limit)
-		msgs, err := h.After(h.Last()-min(uint64(n), h.Last()), min(n, take))
+		msgs, err := h.After(ctx, h.Last()-min(uint64(n), h.Last()), min(n, take))
 		return Replay{Messages: msgs}, err
 	}
 	epoch, seq, ok := ParseID(pos.LastEventID)
 	if ok && epoch == h.Epoch() && seq <= h.Last() && seq+1 >= h.Oldest() {
-		msgs, err := h.After(seq, take)
+		msgs, err := h.After(ctx, seq, take)
 		return Replay{Messages: msgs}, err
 	}
-	msgs, err := h.After(0, take)
+	msgs, err := h.After(ctx, 0, take)
 	rep := Replay{Messages: msgs, Reset: true}
 	if h.Oldest() <= h.Last() {
 		rep.Oldest = FormatID(h.Epoch(), h.Oldest())
@@ -449,7 +523,7 @@ func (m *Manager) Subscribe(roomName string, pos Position, wake func()) (*Subscr
 	err := m.withRoom(roomName, true, func(r *room) error {
 		rep, err := r.replay(pos, max(cfg.History, 0), cfg.MaxReplayBytes)
 		if err != nil {
-			return fmt.Errorf("reading history of room %q: %w", r.name, err)
+			return fmt.Errorf("reading history of room %q: %w: %w", r.name, ErrUnavailable, err)
 		}
 		s.Replay, s.r = rep, r
 		r.broadcaster.Register(s.sub)
@@ -518,7 +592,10 @@ func (m *Manager) Messages(roomName, after string, limit int) (Replay, error) {
 	var rep Replay
 	err := m.withRoom(roomName, false, func(r *room) (err error) {
 		rep, err = r.replay(Position{LastEventID: after, History: limit}, limit, budget)
-		return err
+		if err != nil {
+			return fmt.Errorf("reading history of room %q: %w: %w", r.name, ErrUnavailable, err)
+		}
+		return nil
 	})
 	rep.fit(budget, false)
 	return rep, err
@@ -550,7 +627,15 @@ func (m *Manager) drop(r *room, reason string) error {
 	if h := m.config().Hooks.RoomDropped; h != nil {
 		h(r.name, reason)
 	}
-	if err := r.history.Drop(); err != nil {
+	// Closing keeps a durable history for the next process; the other
+	// reasons end the room for good.
+	if reason == "closed" {
+		if err := r.history.Close(); err != nil {
+			return fmt.Errorf("closing history of room %q: %w", r.name, err)
+		}
+		return nil
+	}
+	if err := r.history.Drop(context.Background()); err != nil {
 		return fmt.Errorf("dropping history of room %q: %w", r.name, err)
 	}
 	return nil
