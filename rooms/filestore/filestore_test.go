@@ -16,7 +16,7 @@ import (
 	"github.com/caddy-chat/caddy-chat/rooms"
 )
 
-func openStore(t *testing.T, path string) *Store {
+func openStore(t testing.TB, path string) *Store {
 	t.Helper()
 	s, err := Open(path)
 	if err != nil {
