@@ -297,3 +297,24 @@ func TestCLIStoreDropsData(t *testing.T) {
 		t.Errorf("room %s after the restart: %s, want %s", kept, ids(got), keptMsg.ID)
 	}
 }
+
+// TestReloadChangesStore: a reload may change the store. The new store
+// starts with what it holds, empty for memory; a reload back to the file
+// finds the file's rooms as they were.
+func TestReloadChangesStore(t *testing.T) {
+	file := config{global: "store file " + filepath.Join(t.TempDir(), "chat.db")}
+	startCaddy(t, file)
+	room := roomFor(t, "a")
+	kept := postJSON(t, rootSite, room, "alice", "in the file")
+
+	reload(t, config{global: "store memory"})
+	if resp := do(t, "GET", rootSite+"/rooms/"+room+"/messages", ""); resp.status != http.StatusNotFound {
+		t.Errorf("the memory store has the file's room: %d %s", resp.status, resp.body)
+	}
+	postJSON(t, rootSite, room, "alice", "in memory")
+
+	reload(t, file)
+	if got, _ := roomMessages(t, rootSite, room); ids(got) != kept.ID {
+		t.Errorf("back to the file: %s, want %s", ids(got), kept.ID)
+	}
+}
