@@ -98,8 +98,9 @@ type Manager struct {
 // Open returns a Manager with cfg's limits, holding the rooms that cfg.Store
 // remembers when it is a Lister, and starts its idle-room sweeper. A room
 // taken back counts as active at the time of its newest message, so that
-// the idle sweep drops it as if there had been no restart. Call Close when
-// done with it.
+// the idle sweep drops it as if there had been no restart, and reserves the
+// names its kept messages were verified under. Call Close when done with
+// it.
 func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	m := New(cfg)
 	lister, ok := m.config().Store.(Lister)
@@ -125,13 +126,15 @@ func (m *Manager) restore(ctx context.Context, names []string) error {
 			return fmt.Errorf("opening history of room %q: %w", name, err)
 		}
 		r := m.newRoom(name, h)
-		if h.Last() > 0 {
-			newest, err := h.After(ctx, h.Last()-1, 1)
-			if err != nil {
-				return errors.Join(fmt.Errorf("reading history of room %q: %w", name, err), h.Close())
-			}
-			if len(newest) == 1 {
-				r.lastActive = newest[0].Time
+		kept, err := h.After(ctx, 0, cfg.History)
+		if err != nil {
+			return errors.Join(fmt.Errorf("reading history of room %q: %w", name, err), h.Close())
+		}
+		for _, msg := range kept {
+			r.lastActive = msg.Time
+			if msg.Verified {
+				_, seq, _ := ParseID(msg.ID)
+				r.verified.add(nameHash(msg.User), seq, cfg.MaxNames)
 			}
 		}
 		m.mu.Lock()

@@ -64,7 +64,9 @@ func TestRestart(t *testing.T) {
 	for i := 1; i <= 5; i++ {
 		sent = append(sent, submit(t, m, "lobby", fmt.Sprint(i), fmt.Sprint("k", i)))
 	}
-	submit(t, m, "other", "x", "")
+	if _, _, err := m.Submit("other", rooms.Post{User: "Bob", Text: "x", Verified: true}); err != nil {
+		t.Fatal(err)
+	}
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -108,6 +110,9 @@ func TestRestart(t *testing.T) {
 		if !errors.Is(err, tt.err) || repeat != tt.repeat || (tt.want != "" && msg.ID != tt.want) {
 			t.Errorf("retry with %s %q: %s, repeat %v, %v; want %s, repeat %v, %v", tt.key, tt.text, msg.ID, repeat, err, tt.want, tt.repeat, tt.err)
 		}
+	}
+	if _, _, err := m.Submit("other", rooms.Post{User: "bob", Text: "impostor", ReserveNames: true}); !errors.Is(err, rooms.ErrNameReserved) {
+		t.Errorf("unverified post as bob after the restart: %v, want ErrNameReserved", err)
 	}
 	if msg, repeat, _ := m.Submit("lobby", rooms.Post{User: "alice", Text: "5", Key: "k5", Scope: "someone else"}); repeat {
 		t.Errorf("another scope's retry of k5 was answered with %s", msg.ID)
