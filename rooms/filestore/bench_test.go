@@ -2,9 +2,12 @@ package filestore
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -69,4 +72,109 @@ func BenchmarkPublishers(b *testing.B) {
 			}
 		}
 	}
+}
+
+// BenchmarkFileSize posts 100,000 messages of 200 bytes to 10 rooms that
+// keep 1000 each, and reports the file's size after the first 10,000 (the
+// rooms full) and at the end: with steady traffic, the file stops growing
+// once the rooms are full, as trimmed pages are reused.
+func BenchmarkFileSize(b *testing.B) {
+	for b.Loop() {
+		path := filepath.Join(b.TempDir(), "history.db")
+		s := openStore(b, path)
+		m := rooms.New(rooms.Config{History: 1000, Buffer: 16, Store: s})
+		text := strings.Repeat("x", 200)
+		var full int64
+		var wg sync.WaitGroup
+		for r := range 10 {
+			wg.Go(func() {
+				for i := range 10000 {
+					if _, _, err := m.Submit(fmt.Sprint("room", r), rooms.Post{User: "alice", Text: text, Key: fmt.Sprint("key", i), Scope: "client"}); err != nil {
+						b.Error(err)
+						return
+					}
+					if r == 0 && i == 1000 {
+						full = fileSize(b, path)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		b.ReportMetric(float64(full)/1e6, "MB-full")
+		b.ReportMetric(float64(fileSize(b, path))/1e6, "MB-after-100k")
+		m.Close()
+		s.Close()
+	}
+}
+
+func fileSize(b *testing.B, path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		b.Error(err)
+		return 0
+	}
+	return fi.Size()
+}
+
+// BenchmarkFanout reports the process CPU time per delivery, submit
+// included, with one publisher posting 500 messages a second and 100
+// streams in one room, for the memory store and the file store: what
+// storing costs, spread over a room's deliveries. The rate is fixed so that
+// streams wake as often with either store.
+func BenchmarkFanout(b *testing.B) {
+	const streams = 100
+	for _, backend := range []string{"memory", "file"} {
+		b.Run("store="+backend, func(b *testing.B) {
+			cfg := rooms.Config{History: 1000, Buffer: 1 << 16}
+			if backend == "file" {
+				s := openStore(b, filepath.Join(b.TempDir(), "history.db"))
+				defer s.Close()
+				cfg.Store = s
+			}
+			m := rooms.New(cfg)
+			defer m.Close()
+			var got sync.WaitGroup
+			for range streams {
+				sub, err := m.Subscribe("lobby", rooms.Position{}, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer sub.Close()
+				got.Go(func() {
+					var frames [][]byte
+					for n := 0; n < b.N; {
+						<-sub.Ready()
+						var err error
+						frames, err = sub.Take(frames[:0])
+						n += len(frames)
+						if err != nil {
+							return
+						}
+					}
+				})
+			}
+			tick := time.NewTicker(2 * time.Millisecond)
+			defer tick.Stop()
+			before := cpuTime(b)
+			b.ResetTimer()
+			for range b.N {
+				<-tick.C
+				if _, _, err := m.Submit("lobby", rooms.Post{User: "alice", Text: "hello, world"}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			got.Wait()
+			b.StopTimer()
+			b.ReportMetric(float64((cpuTime(b)-before).Nanoseconds())/float64(b.N*streams), "cpu-ns/delivery")
+		})
+	}
+}
+
+// cpuTime returns the user and system CPU time the process has used.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
