@@ -639,7 +639,7 @@ func (m *Manager) drop(r *room, reason string) error {
 		return nil
 	}
 	if err := r.history.Drop(context.Background()); err != nil {
-		return fmt.Errorf("dropping history of room %q: %w", r.name, err)
+		return fmt.Errorf("dropping history of room %q: %w: %w", r.name, ErrUnavailable, err)
 	}
 	return nil
 }

@@ -171,6 +171,9 @@ func (s *Store) Open(_ context.Context, room string, capacity int) (rooms.Histor
 		if k, _ := b.Bucket(msgsBucket).Cursor().First(); k != nil {
 			h.oldest = binary.BigEndian.Uint64(k)
 		}
+		// Under a smaller history than the file was written with, the
+		// messages past it are hidden now and trimmed by the next append.
+		h.oldest = max(h.oldest, h.last+1-min(h.last, uint64(capacity)))
 		return nil
 	})
 	if err != nil {

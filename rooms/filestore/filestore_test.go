@@ -117,6 +117,13 @@ func TestRestart(t *testing.T) {
 	if msg, repeat, _ := m.Submit("lobby", rooms.Post{User: "alice", Text: "5", Key: "k5", Scope: "someone else"}); repeat {
 		t.Errorf("another scope's retry of k5 was answered with %s", msg.ID)
 	}
+
+	// Restarted with a smaller history, a room shows what fits.
+	m.Close()
+	m = openManager(t, s, 1)
+	if rep, err := m.Messages("lobby", "", 10); err != nil || texts(rep.Messages) != "5" {
+		t.Errorf("with history 1: %q, %v; want the newest, 5 from someone else", texts(rep.Messages), err)
+	}
 }
 
 // TestBounded: under steady traffic the file keeps each room's history and
