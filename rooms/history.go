@@ -43,12 +43,13 @@ type History interface {
 	// Oldest is the sequence number of the oldest retained message, or
 	// Last()+1 when none is retained.
 	Oldest() uint64
-	// Append stores m as sequence number Last()+1, dropping the oldest
-	// message when the history is full. k is the idempotency key m was
-	// posted with, zero for none: a backend that implements Recaller keeps
-	// it with m. When Append returns, m is stored as durably as the backend
-	// promises; when it fails, nothing of m is stored.
-	Append(ctx context.Context, m Message, k Key) error
+	// Append stores the entries' messages as sequence numbers Last()+1
+	// on, dropping the oldest messages that no longer fit. When Append
+	// returns, they are stored as durably as the backend promises; when it
+	// fails, nothing of them is stored. The Manager hands over at once the
+	// submits that queued up while the room was busy, so that a durable
+	// backend writes them with one commit.
+	Append(ctx context.Context, entries []Entry) error
 	// After returns up to limit retained messages with a sequence number
 	// greater than seq, oldest first.
 	After(ctx context.Context, seq uint64, limit int) ([]Message, error)
@@ -61,6 +62,13 @@ type History interface {
 	// is stopping, and a durable backend gives the room back on the next
 	// Open.
 	Close() error
+}
+
+// Entry is a message to append, with the idempotency key it was posted
+// with, zero for none: a backend that implements Recaller keeps the key.
+type Entry struct {
+	Message Message
+	Key     Key
 }
 
 // Key is the idempotency key a message was posted with: Name as sent by
@@ -129,15 +137,17 @@ func (r *ring) Epoch() string  { return r.epoch }
 func (r *ring) Last() uint64   { return r.last }
 func (r *ring) Oldest() uint64 { return r.last - uint64(len(r.buf)) + 1 }
 
-func (r *ring) Append(_ context.Context, m Message, _ Key) error {
-	r.last++
-	switch {
-	case r.capacity == 0:
-	case len(r.buf) < r.capacity:
-		r.buf = append(r.buf, m)
-	default:
-		r.buf[r.start] = m
-		r.start = (r.start + 1) % len(r.buf)
+func (r *ring) Append(_ context.Context, entries []Entry) error {
+	for _, e := range entries {
+		r.last++
+		switch {
+		case r.capacity == 0:
+		case len(r.buf) < r.capacity:
+			r.buf = append(r.buf, e.Message)
+		default:
+			r.buf[r.start] = e.Message
+			r.start = (r.start + 1) % len(r.buf)
+		}
 	}
 	return nil
 }

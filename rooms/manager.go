@@ -212,6 +212,14 @@ type room struct {
 	lastActive  time.Time
 	closed      bool
 	verified    names
+
+	// The inbox of submits waiting for the room's writer (see Submit),
+	// and the writer's reused slices.
+	inboxMu      sync.Mutex
+	inbox, spare []*submission
+	writing      bool
+	entries      []Entry       // r.mu
+	taken        []*submission // r.mu
 }
 
 func (r *room) lastID() string {
@@ -321,90 +329,254 @@ type Post struct {
 // room within the key window, nothing is stored: with the same user, text
 // and verification as the first time, Submit returns the message stored
 // then and repeat is true; with others, it returns ErrKeyReused.
+//
+// A room's submits queue in its inbox while one of them, the writer, stores
+// what has queued up with one History.Append: with a durable store, the
+// submits that arrive during a commit share the next one, and the room's
+// lock is held once per batch rather than once per message.
 func (m *Manager) Submit(roomName string, p Post) (msg Message, repeat bool, err error) {
-	cfg := m.config()
-	store := func(r *room) error {
-		now := time.Now()
-		var k roomKey
-		var sum uint64
-		if p.Key != "" {
-			k, sum = keyOf(r.name, p.Scope, p.Key), sumOf(p)
-			// An entry from another epoch names a message of a deleted
-			// room: the key is free again.
-			if e, ok := m.keys.get(k, now, cfg.KeyWindow); ok && e.epoch == r.history.Epoch() {
-				if e.sum != sum {
-					return ErrKeyReused
-				}
-				msg = Message{ID: FormatID(e.epoch, e.seq), Room: r.name, User: p.User, Message: p.Text, Time: time.UnixMilli(e.at).UTC(), Verified: p.Verified}
-				repeat = true
-				return nil
-			}
-			// The store may remember what this process does not: a
-			// key used before a restart.
-			if rc, ok := r.history.(Recaller); ok {
-				retry := Message{Room: r.name, User: p.User, Message: p.Text, Verified: p.Verified}
-				rec, err := rc.Recall(context.Background(), Key{Scope: p.Scope, Name: p.Key}, retry)
-				if err != nil {
-					return fmt.Errorf("looking up an idempotency key in room %q: %w: %w", r.name, ErrUnavailable, err)
-				}
-				if rec.Seq != 0 && !expired(rec.Time.UnixMilli(), now, cfg.KeyWindow) {
-					if !rec.Same {
-						return ErrKeyReused
-					}
-					retry.ID, retry.Time = FormatID(r.history.Epoch(), rec.Seq), rec.Time.UTC()
-					msg, repeat = retry, true
-					return nil
-				}
+	if !ValidName(roomName) {
+		return Message{}, false, ErrInvalidName
+	}
+	s := submissions.Get().(*submission)
+	*s = submission{p: p}
+	// Put back as is: the next Get overwrites it whole.
+	defer submissions.Put(s)
+	for {
+		r, err := m.roomFor(roomName, &s.p)
+		if err != nil {
+			return Message{}, false, err
+		}
+		r.inboxMu.Lock()
+		if r.writing {
+			s.done = make(chan struct{})
+			r.inbox = append(r.inbox, s)
+			r.inboxMu.Unlock()
+			<-s.done
+		} else {
+			r.writing = true
+			r.inboxMu.Unlock()
+			m.write(r, s)
+		}
+		if s.err != errRoomGone {
+			return s.msg, s.repeat, s.err
+		}
+		s.err, s.done = nil, nil
+	}
+}
+
+// submission is a Submit in a room's inbox, and its outcome.
+type submission struct {
+	p      Post
+	msg    Message
+	repeat bool
+	err    error
+	done   chan struct{} // closed by the writer; nil for the writer's own
+
+	key  roomKey     // set when p.Key is
+	sum  uint64      // of p, when p.Key is set
+	name uint64      // hash of p.User
+	of   *submission // the submission of the same batch whose key this repeats
+}
+
+// submissions keeps submissions for reuse: a submit allocates no more than
+// before rooms had an inbox.
+var submissions = sync.Pool{New: func() any { return new(submission) }}
+
+// errRoomGone sends a submission back to look up its room again: the room
+// closed before the writer took the submission.
+var errRoomGone = errors.New("room closed before the submit was stored")
+
+// roomFor returns the named room, making it when there is none. A room yet
+// to be made holds no key and no name: only Admit can refuse the post, and
+// asked first, its refusal leaves no empty room behind; it is not asked
+// again.
+func (m *Manager) roomFor(name string, p *Post) (*room, error) {
+	m.mu.RLock()
+	r, closed := m.rooms[name], m.closed
+	m.mu.RUnlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	if r != nil {
+		return r, nil
+	}
+	if p.Admit != nil {
+		if err := p.Admit(); err != nil {
+			return nil, err
+		}
+		p.Admit = nil
+	}
+	return m.create(name)
+}
+
+// write stores s, then what r's inbox holds, batch after batch, until it is
+// empty, and wakes the submitters of each batch.
+func (m *Manager) write(r *room, s *submission) {
+	r.mu.Lock()
+	m.store(r, []*submission{s})
+	r.mu.Unlock()
+	var batch []*submission
+	for {
+		r.inboxMu.Lock()
+		if batch != nil {
+			clear(batch)
+			r.spare = batch[:0]
+		}
+		if len(r.inbox) == 0 {
+			r.writing = false
+			r.inboxMu.Unlock()
+			return
+		}
+		// Submits that come while this batch is stored queue in the
+		// other slice: the two take turns, so none is allocated anew.
+		batch, r.inbox, r.spare = r.inbox, r.spare, nil
+		r.inboxMu.Unlock()
+		r.mu.Lock()
+		m.store(r, batch)
+		r.mu.Unlock()
+		for _, s := range batch {
+			if s.done != nil {
+				close(s.done)
 			}
 		}
-		name := nameHash(p.User)
-		if p.ReserveNames && !p.Verified && r.verified.has(name) {
-			return ErrNameReserved
+	}
+}
+
+// store decides each submission of batch, in order, stores the new messages
+// with one Append and publishes them. r.mu must be held.
+func (m *Manager) store(r *room, batch []*submission) {
+	if r.closed {
+		for _, s := range batch {
+			s.err = errRoomGone
+		}
+		return
+	}
+	cfg := m.config()
+	h := r.history
+	now := time.Now()
+	entries, taken := r.entries[:0], r.taken[:0]
+	defer func() {
+		clear(entries)
+		clear(taken)
+		r.entries, r.taken = entries[:0], taken[:0]
+	}()
+	for _, s := range batch {
+		p := &s.p
+		if p.Key != "" && m.repeated(r, s, taken, now, cfg) {
+			continue
+		}
+		s.name = nameHash(p.User)
+		if p.ReserveNames && !p.Verified && (r.verified.has(s.name) || slices.ContainsFunc(taken, func(t *submission) bool {
+			return t.p.Verified && t.name == s.name
+		})) {
+			s.err = ErrNameReserved
+			continue
 		}
 		if p.Admit != nil {
 			if err := p.Admit(); err != nil {
-				return err
+				s.err = err
+				continue
 			}
 		}
-		seq := r.history.Last() + 1
-		msg = Message{
-			ID:       FormatID(r.history.Epoch(), seq),
+		s.msg = Message{
+			ID:       FormatID(h.Epoch(), h.Last()+1+uint64(len(entries))),
 			Room:     r.name,
 			User:     p.User,
 			Message:  p.Text,
 			Time:     now.UTC().Truncate(time.Millisecond),
 			Verified: p.Verified,
 		}
-		if err := r.history.Append(context.Background(), msg, Key{Scope: p.Scope, Name: p.Key}); err != nil {
-			return fmt.Errorf("storing message in room %q: %w: %w", r.name, ErrUnavailable, err)
-		}
-		delivered := r.broadcaster.Submit(AppendFrame(nil, msg))
-		r.lastActive = now
-		if p.Key != "" {
-			m.keys.put(k, keyEntry{epoch: r.history.Epoch(), seq: seq, at: msg.Time.UnixMilli(), sum: sum}, cfg.MaxKeys)
-		}
-		if p.Verified {
-			r.verified.add(name, seq, cfg.MaxNames)
-		}
-		if h := cfg.Hooks.Published; h != nil {
-			h(r.name, delivered)
-		}
-		return nil
+		entries = append(entries, Entry{Message: s.msg, Key: Key{Scope: p.Scope, Name: p.Key}})
+		taken = append(taken, s)
 	}
-	err = m.withRoom(roomName, false, store)
-	if errors.Is(err, ErrNotFound) {
-		// A room yet to be made holds no key and no name: only Admit can
-		// refuse the post, and asked first, its refusal leaves no empty
-		// room behind.
-		if p.Admit != nil {
-			if err := p.Admit(); err != nil {
-				return Message{}, false, err
+	if len(entries) > 0 {
+		first := h.Last() + 1
+		if err := h.Append(context.Background(), entries); err != nil {
+			err = fmt.Errorf("storing message in room %q: %w: %w", r.name, ErrUnavailable, err)
+			for _, s := range taken {
+				s.msg, s.err = Message{}, err
 			}
-			p.Admit = nil
+			for _, s := range batch {
+				if s.of != nil {
+					s.repeat, s.err = false, err
+				}
+			}
+			return
 		}
-		err = m.withRoom(roomName, true, store)
+		for i, s := range taken {
+			seq := first + uint64(i)
+			delivered := r.broadcaster.Submit(AppendFrame(nil, s.msg))
+			if s.p.Key != "" {
+				m.keys.put(s.key, keyEntry{epoch: h.Epoch(), seq: seq, at: s.msg.Time.UnixMilli(), sum: s.sum}, cfg.MaxKeys)
+			}
+			if s.p.Verified {
+				r.verified.add(s.name, seq, cfg.MaxNames)
+			}
+			if hook := cfg.Hooks.Published; hook != nil {
+				hook(r.name, delivered)
+			}
+		}
+		r.lastActive = now
 	}
-	return msg, repeat, err
+	for _, s := range batch {
+		if s.of != nil {
+			s.msg = s.of.msg
+		}
+	}
+}
+
+// repeated reports whether s's key was used in the room within the key
+// window: by a message stored before, or by one taken earlier in the same
+// batch. It then sets s's outcome: the message stored then, or
+// ErrKeyReused.
+func (m *Manager) repeated(r *room, s *submission, taken []*submission, now time.Time, cfg *Config) bool {
+	p := &s.p
+	s.key, s.sum = keyOf(r.name, p.Scope, p.Key), sumOf(*p)
+	h := r.history
+	// An entry from another epoch names a message of a deleted room: the
+	// key is free again.
+	if e, ok := m.keys.get(s.key, now, cfg.KeyWindow); ok && e.epoch == h.Epoch() {
+		if e.sum != s.sum {
+			s.err = ErrKeyReused
+			return true
+		}
+		s.msg = Message{ID: FormatID(e.epoch, e.seq), Room: r.name, User: p.User, Message: p.Text, Time: time.UnixMilli(e.at).UTC(), Verified: p.Verified}
+		s.repeat = true
+		return true
+	}
+	for _, t := range taken {
+		if t.p.Key != "" && t.key == s.key {
+			if t.sum != s.sum {
+				s.err = ErrKeyReused
+			} else {
+				s.of, s.repeat = t, true
+			}
+			return true
+		}
+	}
+	// The store may remember what this process does not: a key used
+	// before a restart.
+	rc, ok := h.(Recaller)
+	if !ok {
+		return false
+	}
+	retry := Message{Room: r.name, User: p.User, Message: p.Text, Verified: p.Verified}
+	rec, err := rc.Recall(context.Background(), Key{Scope: p.Scope, Name: p.Key}, retry)
+	if err != nil {
+		s.err = fmt.Errorf("looking up an idempotency key in room %q: %w: %w", r.name, ErrUnavailable, err)
+		return true
+	}
+	if rec.Seq == 0 || expired(rec.Time.UnixMilli(), now, cfg.KeyWindow) {
+		return false
+	}
+	if !rec.Same {
+		s.err = ErrKeyReused
+		return true
+	}
+	retry.ID, retry.Time = FormatID(h.Epoch(), rec.Seq), rec.Time.UTC()
+	s.msg, s.repeat = retry, true
+	return true
 }
 
 // Position says where a new subscription starts: after the message with id

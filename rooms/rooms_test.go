@@ -89,7 +89,7 @@ func TestRing(t *testing.T) {
 	ctx := context.Background()
 	h, _ := MemoryStore{}.Open(ctx, "r", 3)
 	for i := 1; i <= 5; i++ {
-		h.Append(ctx, Message{Message: fmt.Sprint(i)}, Key{})
+		h.Append(ctx, []Entry{{Message: Message{Message: fmt.Sprint(i)}}})
 	}
 	tests := []struct {
 		after uint64
@@ -119,14 +119,14 @@ func TestRing(t *testing.T) {
 		t.Errorf("after shrinking to 2: %q, oldest %d", texts(got), h.Oldest())
 	}
 	h.Resize(ctx, 4)
-	h.Append(ctx, Message{Message: "6"}, Key{})
-	h.Append(ctx, Message{Message: "7"}, Key{})
-	h.Append(ctx, Message{Message: "8"}, Key{})
+	h.Append(ctx, []Entry{{Message: Message{Message: "6"}}})
+	h.Append(ctx, []Entry{{Message: Message{Message: "7"}}})
+	h.Append(ctx, []Entry{{Message: Message{Message: "8"}}})
 	if got, _ := h.After(ctx, 0, 10); texts(got) != "5,6,7,8" {
 		t.Errorf("after growing to 4 and three appends: %q", texts(got))
 	}
 	none, _ := MemoryStore{}.Open(ctx, "r", 0)
-	none.Append(ctx, Message{}, Key{})
+	none.Append(ctx, []Entry{{Message: Message{}}})
 	if got, _ := none.After(ctx, 0, 10); len(got) != 0 || none.Oldest() != 2 || none.Last() != 1 {
 		t.Errorf("zero capacity kept %d, oldest %d, last %d", len(got), none.Oldest(), none.Last())
 	}

@@ -211,42 +211,50 @@ func (h *history) Epoch() string  { return h.epoch }
 func (h *history) Last() uint64   { return h.last }
 func (h *history) Oldest() uint64 { return h.oldest }
 
-// Append stores m, its key and the room's new last sequence number, and
-// trims what no longer fits, in one commit.
-func (h *history) Append(ctx context.Context, m rooms.Message, k rooms.Key) error {
-	seq := h.last + 1
-	var kh []byte
-	if k.Name != "" {
-		kh = keyHash(k)
+// Append stores the messages, their keys and the room's new last sequence
+// number, and trims what no longer fits, in one commit.
+func (h *history) Append(ctx context.Context, entries []rooms.Entry) error {
+	first := h.last + 1
+	last := h.last + uint64(len(entries))
+	// Only the newest capacity of them are kept: encode no more.
+	keep := entries[len(entries)-min(len(entries), h.capacity):]
+	recs := make([][]byte, len(keep))
+	hashes := make([][]byte, len(keep))
+	for i, e := range keep {
+		if e.Key.Name != "" {
+			hashes[i] = keyHash(e.Key)
+		}
+		recs[i] = encode(e.Message, hashes[i])
 	}
-	rec := encode(m, kh)
 	oldest := h.oldest
 	err := h.s.commit.do(ctx, func(tx *bolt.Tx) error {
 		b, err := h.create(tx)
 		if err != nil {
 			return err
 		}
-		if err := b.Put(lastKey, u64(seq)); err != nil {
+		if err := b.Put(lastKey, u64(last)); err != nil {
 			return err
 		}
-		msgs := b.Bucket(msgsBucket)
-		if h.capacity > 0 {
-			if err := msgs.Put(u64(seq), rec); err != nil {
+		msgs, keys := b.Bucket(msgsBucket), b.Bucket(keysBucket)
+		seq := first + uint64(len(entries)-len(keep))
+		for i, e := range keep {
+			if err := msgs.Put(u64(seq), recs[i]); err != nil {
 				return err
 			}
-			if kh != nil {
-				if err := b.Bucket(keysBucket).Put(kh, keyRecord(seq, m)); err != nil {
+			if hashes[i] != nil {
+				if err := keys.Put(hashes[i], keyRecord(seq, e.Message)); err != nil {
 					return err
 				}
 			}
+			seq++
 		}
-		oldest, err = trim(b, seq, h.capacity)
+		oldest, err = trim(b, last, h.capacity)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("appending to room %q in chat store %s: %w", h.room, h.s.path, err)
 	}
-	h.last, h.oldest, h.stored = seq, oldest, true
+	h.last, h.oldest, h.stored = last, oldest, true
 	return nil
 }
 
