@@ -5,7 +5,9 @@
 // Every room has its own lock; the Manager's lock guards only the map of
 // rooms. Nothing serialises all rooms, and a submit never waits for a reader:
 // each room encodes a message's frame once and hands it to its
-// broadcast.Broadcaster, which evicts subscribers that fall behind.
+// broadcast.Broadcaster, which evicts subscribers that fall behind. Submits
+// that arrive while a room stores queue and are stored together, so that a
+// durable Store (package filestore) commits a burst at once.
 package rooms
 
 import (
