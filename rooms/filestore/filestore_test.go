@@ -270,3 +270,34 @@ func TestFailingDisk(t *testing.T) {
 	}
 	s.commit.close()
 }
+
+// TestIdleAcrossRestart: a room taken back from the file counts as idle
+// since its newest message, so a restart does not keep it longer than
+// idle_timeout; it is swept from the file too.
+func TestIdleAcrossRestart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "history.db")
+	s := openStore(t, path)
+	m := openManager(t, s, 10)
+	submit(t, m, "lobby", "1", "")
+	m.Close()
+	s.Close()
+	time.Sleep(1100 * time.Millisecond)
+
+	s = openStore(t, path)
+	defer s.Close()
+	m, err := rooms.Open(context.Background(), rooms.Config{History: 10, Buffer: 10, Store: s, IdleTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	start := time.Now()
+	for m.Len() > 0 && time.Since(start) < 5*time.Second {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if took := time.Since(start); m.Len() > 0 || took > 700*time.Millisecond {
+		t.Errorf("the room idle since before the restart was swept after %v (%d rooms left), want at once", took, m.Len())
+	}
+	if names, err := s.Rooms(context.Background()); err != nil || len(names) != 0 {
+		t.Errorf("the file still holds %q (%v)", names, err)
+	}
+}
