@@ -74,37 +74,41 @@ func BenchmarkPublishers(b *testing.B) {
 	}
 }
 
-// BenchmarkFileSize posts 100,000 messages of 200 bytes to 10 rooms that
-// keep 1000 each, and reports the file's size after the first 10,000 (the
-// rooms full) and at the end: with steady traffic, the file stops growing
-// once the rooms are full, as trimmed pages are reused.
+// BenchmarkFileSize posts b.N messages of 200 bytes, with idempotency keys,
+// to 10 rooms that keep 1000 each, and reports the file's size once the
+// rooms are full (10,000 messages) and at the end: with steady traffic, the
+// file stops growing once the rooms are full, as trimmed pages are reused.
+// Run it with -benchtime 100000x.
 func BenchmarkFileSize(b *testing.B) {
-	for b.Loop() {
-		path := filepath.Join(b.TempDir(), "history.db")
-		s := openStore(b, path)
-		m := rooms.New(rooms.Config{History: 1000, Buffer: 16, Store: s})
-		text := strings.Repeat("x", 200)
-		var full int64
-		var wg sync.WaitGroup
-		for r := range 10 {
-			wg.Go(func() {
-				for i := range 10000 {
-					if _, _, err := m.Submit(fmt.Sprint("room", r), rooms.Post{User: "alice", Text: text, Key: fmt.Sprint("key", i), Scope: "client"}); err != nil {
-						b.Error(err)
-						return
-					}
-					if r == 0 && i == 1000 {
-						full = fileSize(b, path)
-					}
+	const roomCount, history = 10, 1000
+	path := filepath.Join(b.TempDir(), "history.db")
+	s := openStore(b, path)
+	defer s.Close()
+	m := rooms.New(rooms.Config{History: history, Buffer: 16, Store: s})
+	defer m.Close()
+	text := strings.Repeat("x", 200)
+	var full int64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	for r := range roomCount {
+		wg.Go(func() {
+			for i := r; i < b.N; i += roomCount {
+				if _, _, err := m.Submit(fmt.Sprint("room", r), rooms.Post{User: "alice", Text: text, Key: fmt.Sprint("key", i), Scope: "client"}); err != nil {
+					b.Error(err)
+					return
 				}
-			})
-		}
-		wg.Wait()
-		b.ReportMetric(float64(full)/1e6, "MB-full")
-		b.ReportMetric(float64(fileSize(b, path))/1e6, "MB-after-100k")
-		m.Close()
-		s.Close()
+				if i == roomCount*history {
+					full = fileSize(b, path)
+				}
+			}
+		})
 	}
+	wg.Wait()
+	b.StopTimer()
+	if full > 0 {
+		b.ReportMetric(float64(full)/1e6, "MB-full")
+	}
+	b.ReportMetric(float64(fileSize(b, path))/1e6, "MB-end")
 }
 
 func fileSize(b *testing.B, path string) int64 {
