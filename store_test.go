@@ -318,3 +318,37 @@ func TestReloadChangesStore(t *testing.T) {
 		t.Errorf("back to the file: %s, want %s", ids(got), kept.ID)
 	}
 }
+
+// TestStoreFailureAnswers503: when the store can no longer write, a submit
+// answers 503 with Retry-After and a JSON error, stores nothing, and a
+// stream already open stays open.
+func TestStoreFailureAnswers503(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "chat.db")
+	startCaddy(t, config{global: "store file " + path})
+	defer reload(t, config{})
+	room := roomFor(t, "a")
+	before := postJSON(t, rootSite, room, "alice", "stored")
+	s := openStream(t, rootSite+"/stream/"+room, "Last-Event-ID", before.ID)
+	defer s.close()
+
+	// Closing the store's file under the running config fails every
+	// write from now on, as a disk that went away does.
+	key := "chat file " + path
+	shared, _, err := managers.LoadOrNew(key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = shared.(managerDestructor).store.Close()
+	if _, derr := managers.Delete(key); err != nil || derr != nil {
+		t.Fatal(err, derr)
+	}
+
+	resp := do(t, "POST", rootSite+"/submit", fmt.Sprintf(`{"room":%q,"user":"alice","message":"lost"}`, room), "Content-Type", "application/json")
+	if resp.status != http.StatusServiceUnavailable || resp.header.Get("Retry-After") == "" || resp.json["error"] != rooms.ErrUnavailable.Error() {
+		t.Errorf("submit with a failed store: %d, Retry-After %q, %s; want 503, a Retry-After and %q", resp.status, resp.header.Get("Retry-After"), resp.body, rooms.ErrUnavailable)
+	}
+	s.quiet(t, 200*time.Millisecond)
+	if entry, _ := listedRoom(t, rootSite, room); entry["last_id"] != before.ID {
+		t.Errorf("after the failed submit the room is at %v, want %s", entry["last_id"], before.ID)
+	}
+}
