@@ -163,3 +163,73 @@ func ids(t *testing.T, msgs ...Message) string {
 	}
 	return out
 }
+
+// slowStore takes a while over every Append, as a disk does, so that
+// batches form and writers hand over.
+type slowStore struct{}
+
+func (slowStore) Open(ctx context.Context, room string, capacity int) (History, error) {
+	h, err := MemoryStore{}.Open(ctx, room, capacity)
+	return slowHistory{h}, err
+}
+
+type slowHistory struct{ History }
+
+func (h slowHistory) Append(ctx context.Context, entries []Entry) error {
+	time.Sleep(100 * time.Microsecond)
+	return h.History.Append(ctx, entries)
+}
+
+// TestConcurrentSubmits: many submitters to one room, through batches and
+// hand-overs, each get their own id; together the ids are 1 to n with none
+// missing, each submitter's increase, and the history holds them in order.
+func TestConcurrentSubmits(t *testing.T) {
+	const submitters, each = 32, 100
+	m := newManager(t, Config{History: submitters * each, Buffer: 10, Store: slowStore{}})
+	got := make([][]uint64, submitters)
+	errs := make([]error, submitters)
+	var wg sync.WaitGroup
+	for g := range submitters {
+		wg.Go(func() {
+			for range each {
+				msg, _, err := m.Submit("lobby", Post{User: "alice", Text: "hi"})
+				if err != nil {
+					errs[g] = err
+					return
+				}
+				_, seq, _ := ParseID(msg.ID)
+				got[g] = append(got[g], seq)
+			}
+		})
+	}
+	wg.Wait()
+	seen := make(map[uint64]bool)
+	for g, seqs := range got {
+		if errs[g] != nil {
+			t.Fatal(errs[g])
+		}
+		for i, seq := range seqs {
+			if i > 0 && seq <= seqs[i-1] {
+				t.Errorf("submitter %d got %d after %d", g, seq, seqs[i-1])
+			}
+			if seen[seq] {
+				t.Errorf("id %d given twice", seq)
+			}
+			seen[seq] = true
+		}
+	}
+	for seq := uint64(1); seq <= submitters*each; seq++ {
+		if !seen[seq] {
+			t.Errorf("id %d given to no one", seq)
+		}
+	}
+	rep, err := m.Messages("lobby", "", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, msg := range rep.Messages {
+		if _, seq, _ := ParseID(msg.ID); seq != uint64(submitters*each-len(rep.Messages)+i+1) {
+			t.Fatalf("history holds %s at %d", msg.ID, i)
+		}
+	}
+}

@@ -355,6 +355,9 @@ func (m *Manager) Submit(roomName string, p Post) (msg Message, repeat bool, err
 			r.inbox = append(r.inbox, s)
 			r.inboxMu.Unlock()
 			<-s.done
+			if s.lead {
+				m.write(r, nil)
+			}
 		} else {
 			r.writing = true
 			r.inboxMu.Unlock()
@@ -363,7 +366,7 @@ func (m *Manager) Submit(roomName string, p Post) (msg Message, repeat bool, err
 		if s.err != errRoomGone {
 			return s.msg, s.repeat, s.err
 		}
-		s.err, s.done = nil, nil
+		s.err, s.done, s.lead = nil, nil, false
 	}
 }
 
@@ -374,6 +377,7 @@ type submission struct {
 	repeat bool
 	err    error
 	done   chan struct{} // closed by the writer; nil for the writer's own
+	lead   bool          // set with done: take over as the room's writer
 
 	key  roomKey     // set when p.Key is
 	sum  uint64      // of p, when p.Key is set
@@ -412,37 +416,44 @@ func (m *Manager) roomFor(name string, p *Post) (*room, error) {
 	return m.create(name)
 }
 
-// write stores s, then what r's inbox holds, batch after batch, until it is
-// empty, and wakes the submitters of each batch.
+// write stores s, unless it is nil, then one batch of what queued in r's
+// inbox meanwhile, and wakes that batch's submitters. When more has queued
+// since, the last of them takes over as the writer: no submitter stores more
+// than its own post and one batch before it answers.
 func (m *Manager) write(r *room, s *submission) {
-	r.mu.Lock()
-	m.store(r, []*submission{s})
-	r.mu.Unlock()
-	var batch []*submission
-	for {
-		r.inboxMu.Lock()
-		if batch != nil {
-			clear(batch)
-			r.spare = batch[:0]
-		}
-		if len(r.inbox) == 0 {
-			r.writing = false
-			r.inboxMu.Unlock()
-			return
-		}
-		// Submits that come while this batch is stored queue in the
-		// other slice: the two take turns, so none is allocated anew.
-		batch, r.inbox, r.spare = r.inbox, r.spare, nil
-		r.inboxMu.Unlock()
+	if s != nil {
 		r.mu.Lock()
-		m.store(r, batch)
+		m.store(r, []*submission{s})
 		r.mu.Unlock()
-		for _, s := range batch {
-			if s.done != nil {
-				close(s.done)
-			}
-		}
 	}
+	r.inboxMu.Lock()
+	if len(r.inbox) == 0 {
+		r.writing = false
+		r.inboxMu.Unlock()
+		return
+	}
+	// Submits that come while this batch is stored queue in the other
+	// slice: the two take turns, so none is allocated anew.
+	batch := r.inbox
+	r.inbox, r.spare = r.spare, nil
+	r.inboxMu.Unlock()
+	r.mu.Lock()
+	m.store(r, batch)
+	r.mu.Unlock()
+	r.inboxMu.Lock()
+	handOff := len(r.inbox) > 0
+	r.writing = handOff
+	r.inboxMu.Unlock()
+	batch[len(batch)-1].lead = handOff
+	for _, q := range batch {
+		close(q.done)
+	}
+	r.inboxMu.Lock()
+	clear(batch)
+	if r.spare == nil {
+		r.spare = batch[:0]
+	}
+	r.inboxMu.Unlock()
 }
 
 // store decides each submission of batch, in order, stores the new messages
