@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -16,16 +17,20 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	_ "time/tzdata" // Asia/Tokyo on a machine without a zone database
 
+	"github.com/chromedp/cdproto/accessibility"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/fetch"
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
 	"github.com/caddy-chat/caddy-chat/rooms"
+	"github.com/caddy-chat/caddy-chat/ui"
 )
 
 // browserTest is a page test; it opens its tabs in browser.
@@ -46,6 +51,8 @@ var browserTests = []browserTest{
 	{"WithoutScript", testWithoutScript},
 	{"RoomDeleted", testRoomDeleted},
 	{"RoomList", testRoomList},
+	{"LocalTimes", testLocalTimes},
+	{"LocalDays", testLocalDays},
 }
 
 var screenshots = flag.Bool("screenshots", false, "write the README's screenshots to docs/ (go test -run Browser/Screenshots -screenshots)")
@@ -190,7 +197,7 @@ type shownMessage struct {
 	Text string `json:"text"`
 }
 
-const readMessages = `[...document.querySelectorAll('#messages li')].map(li => ({
+const readMessages = `[...document.querySelectorAll('#messages li[data-id]')].map(li => ({
 	id: li.dataset.id, user: li.querySelector('.user').textContent, text: li.querySelector('.text').textContent}))`
 
 // waitMessages waits until the page shows at least n messages and returns
@@ -442,7 +449,7 @@ func testTwoPages(t *testing.T, browser context.Context) {
 			// Both tabs share the browser context's storage: the last name
 			// typed wins.
 			cleared := get(t, b, chromedp.Value(chromedp.CSS("#message")))
-			run(t, b, chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#messages li")))
+			run(t, b, chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#messages li[data-id]")))
 			remembered := get(t, b, chromedp.Value(chromedp.CSS("#user")))
 			if remembered != "bob" || cleared != "" {
 				t.Errorf("after sending: name remembered %q, message box %q; want bob and empty", remembered, cleared)
@@ -818,7 +825,8 @@ func testHostileText(t *testing.T, browser context.Context) {
 }
 
 // testWithoutScript: with JavaScript off, the room list's form opens a room
-// and the room's form posts, landing back on the room page.
+// and the room's form posts, landing back on the room page, which shows the
+// time in UTC.
 func testWithoutScript(t *testing.T, browser context.Context) {
 	startCaddy(t, config{})
 	room := roomFor(t, "a")
@@ -834,7 +842,7 @@ func testWithoutScript(t *testing.T, browser context.Context) {
 		chromedp.SetValue(chromedp.CSS("#user"), "nojs"),
 		chromedp.SetValue(chromedp.CSS("#message"), "posted without script"),
 		chromedp.Submit(chromedp.CSS("#message")),
-		chromedp.WaitVisible(chromedp.CSS("#messages li")),
+		chromedp.WaitVisible(chromedp.CSS("#messages li[data-id]")),
 	)
 	location := get(t, tab, chromedp.Location())
 	if location != chatBase+"/room/"+room {
@@ -843,6 +851,10 @@ func testWithoutScript(t *testing.T, browser context.Context) {
 	got := waitMessages(t, tab, 1)
 	if got[0].User != "nojs" || got[0].Text != "posted without script" {
 		t.Errorf("shown %+v", got[0])
+	}
+	// No script turns the time into the reader's: it says whose it is.
+	if clock := get(t, tab, chromedp.Text(chromedp.CSS("#messages li[data-id] time"))); !strings.HasSuffix(clock, " UTC") {
+		t.Errorf("without script the message's time reads %q, want it in UTC, saying so", clock)
 	}
 }
 
@@ -886,18 +898,200 @@ func testRoomList(t *testing.T, browser context.Context) {
 	}
 }
 
-// testScreenshots renders the README's screenshots of a room, on a desktop
-// and on a phone. TestBrowser runs it only with -screenshots.
-func testScreenshots(t *testing.T, browser context.Context) {
+// inTokyo makes the tab's clock Tokyo's and its locale British English,
+// whose short times read as Go's "15:04".
+func inTokyo(t *testing.T, tab context.Context) *time.Location {
+	t.Helper()
+	tokyo, err := time.LoadLocation("Asia/Tokyo")
+	if err == nil {
+		_, err = chromedp.Call(tab, emulation.SetTimezoneOverride, emulation.SetTimezoneOverrideParams{TimezoneID: "Asia/Tokyo"})
+	}
+	if err == nil {
+		_, err = chromedp.Call(tab, emulation.SetLocaleOverride, emulation.SetLocaleOverrideParams{Locale: "en_GB"})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tokyo
+}
+
+// listEntry is an item of a page's message list: a day separator or a
+// message.
+type listEntry struct {
+	Day      string `json:"day"` // the separator's date, YYYY-MM-DD
+	ID       string `json:"id"`
+	User     string `json:"user"`
+	Clock    string `json:"clock"`    // the time shown
+	DateTime string `json:"datetime"` // the time element's datetime
+	Title    string `json:"title"`    // the time shown on hover: on a message, its full time; on a separator, its text
+	Marked   bool   `json:"marked"`
+}
+
+func (e listEntry) String() string {
+	if e.Day != "" {
+		return "day " + e.Day
+	}
+	return e.ID + " at " + e.Clock
+}
+
+const readList = `[...document.querySelectorAll('#messages > li')].map(li => {
+	const time = li.querySelector('time');
+	return li.dataset.id
+		? {id: li.dataset.id, user: li.querySelector('.user').textContent, clock: time.textContent,
+			datetime: time.dateTime, title: time.title, marked: li.querySelector('.verified') !== null}
+		: {day: time.dateTime, title: li.textContent};
+})`
+
+// waitList waits until the page's list holds n messages, and returns all
+// its items.
+func waitList(t *testing.T, tab context.Context, n int) []listEntry {
+	t.Helper()
+	waitMessages(t, tab, n)
+	return get(t, tab, chromedp.Evaluate[[]listEntry](readList))
+}
+
+// spoken counts the nodes in the element selector picks that assistive
+// technology announces by the accessible name name.
+func spoken(t *testing.T, tab context.Context, selector, name string) int {
+	t.Helper()
+	el, err := chromedp.Call(tab, runtime.Evaluate, runtime.EvaluateParams{Expression: fmt.Sprintf("document.querySelector(%q)", selector)})
+	if err != nil || el.Result == nil || el.Result.ObjectID == "" {
+		t.Fatalf("finding %s: %v", selector, err)
+	}
+	found, err := chromedp.Call(tab, accessibility.QueryAXTree, accessibility.QueryAXTreeParams{ObjectID: el.Result.ObjectID, AccessibleName: name})
+	if err != nil {
+		t.Fatalf("the accessibility tree of %s: %v", selector, err)
+	}
+	n := 0
+	for _, node := range found.Nodes {
+		if !node.Ignored {
+			n++
+		}
+	}
+	return n
+}
+
+// testLocalTimes: a reader in Tokyo sees each message at its Tokyo clock
+// time, whether the server rendered it or it came live, with the full time
+// in its title and the Tokyo date before the first message. The signed-in
+// alice's messages carry the verified mark, which a screen reader announces;
+// an anonymous "alice" (allowed here by reserve_names off) does not.
+func testLocalTimes(t *testing.T, browser context.Context) {
+	startCaddy(t, trustConfig(t, "", "reserve_names off"))
+	room := roomFor(t, "a")
+	anon, alice := newPoster(t, "", 2), newPoster(t, "alice", 3)
+	posted := []response{
+		anon.post(t, room, "alice", "I am alice", ""),
+		alice.post(t, room, "", "signed in", ""),
+	}
+	tab := newTab(t, browser, "page")
+	tokyo := inTokyo(t, tab)
+	run(t, tab, chromedp.Navigate(rootSite+"/room/"+room))
+	waitState(t, tab, "live")
+	posted = append(posted,
+		anon.post(t, room, "alice", "I am alice, live", ""),
+		alice.post(t, room, "", "signed in, live", ""))
+
+	var want []listEntry
+	day := ""
+	for _, r := range posted {
+		if r.status != http.StatusCreated {
+			t.Fatalf("posting: %d %s", r.status, r.body)
+		}
+		at, err := time.Parse(time.RFC3339Nano, r.json["time"].(string))
+		if err != nil {
+			t.Fatal(err)
+		}
+		local := at.In(tokyo)
+		if d := local.Format(time.DateOnly); d != day {
+			day = d
+			want = append(want, listEntry{Day: d, Title: local.Format("2 January 2006")})
+		}
+		want = append(want, listEntry{ID: r.json["id"].(string), User: "alice", Clock: local.Format("15:04"),
+			DateTime: r.json["time"].(string), Title: local.Format("2 January 2006 at 15:04:05"), Marked: r.json["verified"] == true})
+	}
+	got := waitList(t, tab, len(posted))
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("in Tokyo the page shows %v\nwant %v", got, want)
+	}
+	for i, g := range got {
+		w := want[i]
+		if g.Day != "" {
+			if !strings.Contains(g.Title, w.Title) {
+				t.Errorf("the separator of %s reads %q, want it to name %s", g.Day, g.Title, w.Title)
+			}
+			continue
+		}
+		if g.User != w.User || g.DateTime != w.DateTime || !strings.Contains(g.Title, w.Title) {
+			t.Errorf("message %s shown by %q at %s, titled %q; want by %q at %s, titled with %s",
+				g.ID, g.User, g.DateTime, g.Title, w.User, w.DateTime, w.Title)
+		}
+		mark := spoken(t, tab, fmt.Sprintf("#messages li[data-id=%q]", g.ID), "verified")
+		if want := map[bool]int{true: 1, false: 0}[w.Marked]; g.Marked != w.Marked || mark != want {
+			t.Errorf("message %s: marked %v, %d nodes announced as verified; want %v and %d", g.ID, g.Marked, mark, w.Marked, want)
+		}
+	}
+}
+
+// testLocalDays: the page draws day separators by the reader's date, not the
+// server's. Three messages on two UTC days fall on two other Tokyo days; a
+// message that comes live on a later day gets a separator of its own. The
+// history is a page rendered here, since real messages cannot be posted on
+// chosen days.
+func testLocalDays(t *testing.T, browser context.Context) {
 	startCaddy(t, config{})
+	room := roomFor(t, "a")
+	history := ui.Room{Name: room}
+	for i, at := range []string{"2025-01-01T14:30:00Z", "2025-01-01T15:30:00Z", "2025-01-02T01:00:00Z"} {
+		when, _ := time.Parse(time.RFC3339, at)
+		history.Messages = append(history.Messages, ui.Message{ID: fmt.Sprint("old-", i+1), User: "bob", Text: at, Time: when})
+	}
+	var rendered bytes.Buffer
+	if err := ui.RenderRoom(&rendered, history); err != nil {
+		t.Fatal(err)
+	}
+	tab := newTab(t, browser, "page")
+	tokyo := inTokyo(t, tab)
+	intercept(t, tab, func(i interceptor, ev *fetch.EventRequestPaused) {
+		chromedp.Call(i.tab, fetch.FulfillRequest, fetch.FulfillRequestParams{
+			RequestID:    ev.RequestID,
+			ResponseCode: http.StatusOK,
+			ResponseHeaders: []*fetch.HeaderEntry{
+				{Name: "Content-Type", Value: "text/html; charset=utf-8"},
+				{Name: "Content-Security-Policy", Value: pageCSP},
+			},
+			Body: rendered.Bytes(),
+		})
+	}, &fetch.RequestPattern{URLPattern: "*/room/*", ResourceType: network.ResourceTypeDocument})
+	run(t, tab, chromedp.Navigate(rootSite+"/room/"+room))
+	waitState(t, tab, "live")
+	live := postJSON(t, rootSite, room, "alice", "today")
+	got := waitList(t, tab, 4)
+	want := fmt.Sprintf("[day 2025-01-01 old-1 at 23:30 day 2025-01-02 old-2 at 00:30 old-3 at 10:00 day %s %s at %s]",
+		live.Time.In(tokyo).Format(time.DateOnly), live.ID, live.Time.In(tokyo).Format("15:04"))
+	if fmt.Sprint(got) != want {
+		t.Errorf("in Tokyo the page shows %v\nwant %s", got, want)
+	}
+}
+
+// testScreenshots renders the README's screenshots of a room, on a desktop
+// and on a phone, with alice signed in (verified). TestBrowser runs it only
+// with -screenshots.
+func testScreenshots(t *testing.T, browser context.Context) {
+	startCaddy(t, trustConfig(t, "", ""))
 	room := "lobby"
+	alice := newPoster(t, "alice", 3)
 	for _, m := range [][2]string{
 		{"alice", "Morning! Is the release still on for today?"},
 		{"bob", "Yes. Tagging it after lunch."},
 		{"carol", "Changelog is ready:\n- resumable streams\n- room history API"},
 		{"alice", "<b>Great</b>, thanks both"},
 	} {
-		postJSON(t, chatBase, room, m[0], m[1])
+		if m[0] == "alice" {
+			alice.post(t, room, "", m[1], "")
+		} else {
+			postJSON(t, chatBase, room, m[0], m[1])
+		}
 	}
 	for name, size := range map[string][2]int64{"desktop": {1000, 640}, "phone": {390, 700}} {
 		tab := newTab(t, browser, name)

@@ -133,7 +133,9 @@ func TestCLIValidateJSON(t *testing.T) {
 func TestCLIStopWithOpenStreams(t *testing.T) {
 	const streams = 1000
 	admin, site := "localhost:"+freePort(), "http://localhost:"+freePort()
-	exited := runBinary(t, t.TempDir(), fmt.Sprintf("{\n\tadmin %s\n}\n%s {\n\tchat\n}\n", admin, site), site)
+	// One client opens them all: raise its stream limit above them.
+	cfg := fmt.Sprintf("{\n\tadmin %s\n}\n%s {\n\tchat {\n\t\tmax_streams_per_client %d\n\t}\n}\n", admin, site, streams)
+	exited := runBinary(t, t.TempDir(), cfg, site)
 
 	transport := &http.Transport{MaxIdleConnsPerHost: -1}
 	defer transport.CloseIdleConnections()
@@ -156,6 +158,11 @@ func TestCLIStopWithOpenStreams(t *testing.T) {
 				return
 			}
 			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				opened.Done()
+				t.Errorf("stream %d: %s", i, resp.Status)
+				return
+			}
 			r := bufio.NewReader(resp.Body)
 			_, err = r.ReadString('\n') // the retry line: the stream is open
 			opened.Done()

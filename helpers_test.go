@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -72,15 +73,19 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// freePort returns a TCP port on the loopback interface that is free now.
+// freePort returns a TCP port that is free now on every address, as Caddy
+// binds them. It is drawn below Linux's ephemeral range (32768 and up), so
+// that the outgoing connections of a load test, here or in another run,
+// never take it before Caddy binds it.
 func freePort() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(fmt.Sprintf("finding a free port: %v", err))
+	for range 1000 {
+		port := strconv.Itoa(20000 + rand.IntN(12000))
+		if ln, err := net.Listen("tcp", ":"+port); err == nil {
+			ln.Close()
+			return port
+		}
 	}
-	defer ln.Close()
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	return port
+	panic("no free port between 20000 and 32000")
 }
 
 // config is a Caddyfile for the in-process Caddy: the chat app with the given

@@ -1,8 +1,10 @@
 package chat
 
 import (
+	"bufio"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -105,4 +107,107 @@ func TestHTTP2StreamEndsOnReload(t *testing.T) {
 	case <-time.After(wait):
 		t.Fatal("the HTTP/2 stream is still open after the reload")
 	}
+}
+
+// TestHTTP2StuckStreamEndsOnReload: an HTTP/2 stream whose client reads
+// nothing (it grants no flow-control window, so the server's first write
+// blocks) still ends at once when its config stops, instead of holding the
+// old server's shutdown for the write timeout.
+func TestHTTP2StuckStreamEndsOnReload(t *testing.T) {
+	cfg := config{options: "servers {\n\t\tprotocols h1 h2c\n\t}"}
+	startCaddy(t, cfg)
+	c, err := net.DialTimeout("tcp", strings.TrimPrefix(rootSite, "http://"), wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(4 * wait))
+	path := "/stream/" + roomFor(t, "a")
+	authority := strings.TrimPrefix(rootSite, "http://")
+	// HPACK, by hand: :method GET and :scheme http from the static table,
+	// :path and :authority as literals with indexed names.
+	block := []byte{0x82, 0x86, 0x04, byte(len(path))}
+	block = append(block, path...)
+	block = append(block, 0x01, byte(len(authority)))
+	block = append(block, authority...)
+	frame := func(typ, flags byte, stream uint32, payload []byte) []byte {
+		n := len(payload)
+		f := []byte{byte(n >> 16), byte(n >> 8), byte(n), typ, flags,
+			byte(stream >> 24), byte(stream >> 16), byte(stream >> 8), byte(stream)}
+		return append(f, payload...)
+	}
+	var out []byte
+	out = append(out, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"...)
+	out = append(out, frame(0x4, 0, 0, []byte{0, 4, 0, 0, 0, 0})...) // SETTINGS_INITIAL_WINDOW_SIZE 0
+	out = append(out, frame(0x1, 0x5, 1, block)...)                  // HEADERS, END_STREAM|END_HEADERS
+	if _, err := c.Write(out); err != nil {
+		t.Fatal(err)
+	}
+	// Wait for the response head, which flow control does not hold.
+	r := bufio.NewReader(c)
+	head := make([]byte, 9)
+	for {
+		if _, err := io.ReadFull(r, head); err != nil {
+			t.Fatalf("reading frames: %v", err)
+		}
+		n := int(head[0])<<16 | int(head[1])<<8 | int(head[2])
+		if _, err := r.Discard(n); err != nil {
+			t.Fatal(err)
+		}
+		if head[3] == 0x4 && head[4]&0x1 == 0 { // the server's SETTINGS: ack it
+			if _, err := c.Write(frame(0x4, 0x1, 0, nil)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if head[3] == 0x1 { // HEADERS
+			break
+		}
+	}
+	cfg.global = "heartbeat 20s"
+	start := time.Now()
+	reload(t, cfg)
+	// The stream ends with RST_STREAM, or the connection closes, well
+	// before the write timeout (10s) would have ended it.
+	for {
+		if _, err := io.ReadFull(r, head); err != nil {
+			break
+		}
+		n := int(head[0])<<16 | int(head[1])<<8 | int(head[2])
+		if _, err := r.Discard(n); err != nil {
+			break
+		}
+		if head[3] == 0x3 { // RST_STREAM
+			break
+		}
+	}
+	took := time.Since(start)
+	t.Logf("a stuck HTTP/2 stream ended %v after the reload began", took)
+	if took > wait {
+		t.Errorf("a stuck HTTP/2 stream ended %v after the reload began", took)
+	}
+}
+
+// TestHTTP2IdleStreamOutlivesWriteTimeout: an HTTP/2 stream with nothing to
+// say stays open past the write timeout, until its heartbeat. HTTP/2 arms a
+// timer for a write deadline and resets the stream when it passes, written
+// or not, so a deadline left behind by the last write would end every idle
+// stream after 10 s, before a 15 s heartbeat.
+func TestHTTP2IdleStreamOutlivesWriteTimeout(t *testing.T) {
+	startCaddy(t, config{global: "heartbeat 15s", options: "servers {\n\t\tprotocols h1 h2c\n\t}"})
+	transport := &http.Transport{Protocols: new(http.Protocols)}
+	transport.Protocols.SetUnencryptedHTTP2(true)
+	defer transport.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*wait)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", rootSite+"/stream/"+roomFor(t, "a"), nil)
+	resp, err := transport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("%s, want HTTP/2", resp.Proto)
+	}
+	s := &stream{resp: resp, events: readEvents(resp.Body), cancel: cancel}
+	s.quiet(t, writeTimeout+1500*time.Millisecond)
 }

@@ -82,7 +82,8 @@ type App struct {
 	poolKey  string
 	relay    *relay.Pool
 	logger   *zap.Logger
-	stopping chan struct{}
+	stopCtx  context.Context // canceled when this config stops
+	stopNow  context.CancelFunc
 	stopOnce *sync.Once
 }
 
@@ -110,7 +111,8 @@ func (App) CaddyModule() caddy.ModuleInfo {
 // and arranges for streams to end when this config stops.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
-	a.stopping, a.stopOnce = make(chan struct{}), new(sync.Once)
+	a.stopCtx, a.stopNow = context.WithCancel(context.Background())
+	a.stopOnce = new(sync.Once)
 	if a.History == nil {
 		a.History = new(int)
 		*a.History = DefaultHistory
@@ -156,12 +158,17 @@ func (a *App) Provision(ctx caddy.Context) error {
 	// Caddy stops the HTTP servers, waiting for open requests with no time
 	// limit by default, only after it emits "stopping"; streams must end on
 	// the event, not on this app's Stop, which may run after the servers'.
+	// This config's limits apply on "started", once every app of the config
+	// has started: one that fails to start (say, a port already taken)
+	// leaves the running config's limits alone.
 	events, err := ctx.App("events")
 	if err != nil {
 		return fmt.Errorf("loading events app: %w", err)
 	}
-	if err := events.(*caddyevents.App).On("stopping", stoppingHandler{a}); err != nil {
-		return fmt.Errorf("subscribing to the stopping event: %w", err)
+	for name, h := range map[string]caddyevents.Handler{"started": startedHandler{a}, "stopping": stoppingHandler{a}} {
+		if err := events.(*caddyevents.App).On(name, h); err != nil {
+			return fmt.Errorf("subscribing to the %s event: %w", name, err)
+		}
 	}
 
 	a.poolKey = "chat " + a.Store.Backend + " " + a.Store.Path
@@ -223,13 +230,8 @@ func (a *App) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Start applies this config's limits to the shared manager. It waits until
-// Start, not Provision, so that a config that fails to load, or is only
-// validated, leaves the running one's limits alone.
-func (a *App) Start() error {
-	a.manager.Configure(a.roomsConfig())
-	return nil
-}
+// Start does nothing: this config's limits apply on the started event.
+func (a *App) Start() error { return nil }
 
 // Stop ends this config's streams, in case the stopping event was missed.
 func (a *App) Stop() error {
@@ -252,13 +254,13 @@ func (a *App) Cleanup() error {
 
 // Stopping is closed when this config stops; every stream it serves ends
 // then, and its client reconnects to the next config.
-func (a *App) Stopping() <-chan struct{} { return a.stopping }
+func (a *App) Stopping() <-chan struct{} { return a.stopCtx.Done() }
 
 // stop ends this config's streams, once, whichever of the stopping event,
 // Stop and Cleanup comes first.
 func (a *App) stop() {
 	a.stopOnce.Do(func() {
-		close(a.stopping)
+		a.stopNow()
 		if a.relay != nil {
 			a.relay.Close()
 		}
@@ -306,6 +308,15 @@ func (m managerDestructor) Destruct() error {
 	return err
 }
 
+// startedHandler applies an app's limits and hooks to the shared manager on
+// Caddy's "started" event.
+type startedHandler struct{ app *App }
+
+func (h startedHandler) Handle(context.Context, caddy.Event) error {
+	h.app.manager.Configure(h.app.roomsConfig())
+	return nil
+}
+
 // stoppingHandler ends an app's streams on Caddy's "stopping" event.
 type stoppingHandler struct{ app *App }
 
@@ -320,5 +331,6 @@ var (
 	_ caddy.Provisioner   = (*App)(nil)
 	_ caddy.Validator     = (*App)(nil)
 	_ caddy.CleanerUpper  = (*App)(nil)
+	_ caddyevents.Handler = startedHandler{}
 	_ caddyevents.Handler = stoppingHandler{}
 )

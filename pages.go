@@ -50,7 +50,7 @@ func (h *Handler) serveRoomPage(w http.ResponseWriter, r *http.Request, room str
 		return roomsError(err)
 	}
 	for _, m := range rep.Messages {
-		data.Messages = append(data.Messages, ui.Message{ID: m.ID, User: m.User, Text: m.Message, Time: m.Time})
+		data.Messages = append(data.Messages, ui.Message{ID: m.ID, User: m.User, Text: m.Message, Time: m.Time, Verified: m.Verified})
 	}
 	if n := len(rep.Messages); n > 0 {
 		data.LastID = rep.Messages[n-1].ID

@@ -2,12 +2,14 @@ package chat
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	neturl "net/url"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // pageCSP is the Content-Security-Policy the README promises for the pages,
@@ -148,5 +150,60 @@ func TestPageUIOff(t *testing.T) {
 		if resp.status != http.StatusMethodNotAllowed || resp.header.Get("Allow") != "POST, DELETE" {
 			t.Errorf("ui off: GET %s/room/%s: %d, Allow %q; want 405, Allow POST, DELETE", base, room, resp.status, resp.header.Get("Allow"))
 		}
+	}
+}
+
+// renderedMessage is a message's list item in the server-rendered page.
+var renderedMessage = regexp.MustCompile(`<li data-id="([^"]+)">(.*?)</li>`)
+
+// TestPageVerifiedAndUTC: without script, the room page marks the signed-in
+// author's message with an accessible "verified" badge and not an anonymous
+// one under the same name, shows times in UTC and says so, with the full
+// time in datetime, and starts the list with its UTC day.
+func TestPageVerifiedAndUTC(t *testing.T) {
+	startCaddy(t, trustConfig(t, "", ""))
+	room := roomFor(t, "a")
+	impostor := newPoster(t, "", 2).post(t, room, "alice", "I am alice", "")
+	alice := newPoster(t, "alice", 3).post(t, room, "", "signed in", "")
+	if impostor.status != http.StatusCreated || alice.status != http.StatusCreated {
+		t.Fatalf("posting: %d %s, %d %s", impostor.status, impostor.body, alice.status, alice.body)
+	}
+	body := do(t, "GET", rootSite+"/room/"+room, "").body
+	items := map[string]string{}
+	for _, m := range renderedMessage.FindAllStringSubmatch(body, -1) {
+		items[m[1]] = m[2]
+	}
+	const mark = `role="img" aria-label="verified"`
+	for _, tc := range []struct {
+		name     string
+		posted   response
+		verified bool
+	}{{"the anonymous alice", impostor, false}, {"the signed-in alice", alice, true}} {
+		id, _ := tc.posted.json["id"].(string)
+		item, ok := items[id]
+		if !ok {
+			t.Errorf("the page does not show %s's message %s:\n%s", tc.name, id, body)
+			continue
+		}
+		if !strings.Contains(item, `<span class="user">alice</span>`) {
+			t.Errorf("%s's message is not shown under the name alice: %s", tc.name, item)
+		}
+		if got := strings.Contains(item, mark); got != tc.verified {
+			t.Errorf("%s's message carries the verified mark: %v, want %v: %s", tc.name, got, tc.verified, item)
+		}
+		posted, err := time.Parse(time.RFC3339Nano, tc.posted.json["time"].(string))
+		if err != nil {
+			t.Fatal(err)
+		}
+		clock := fmt.Sprintf(`<time datetime="%s" title="%s UTC">%s UTC</time>`,
+			tc.posted.json["time"], posted.Format("2006-01-02 15:04:05"), posted.Format("15:04"))
+		if !strings.Contains(item, clock) {
+			t.Errorf("%s's message does not show its time as %s: %s", tc.name, clock, item)
+		}
+	}
+	first, _ := impostor.json["time"].(string)
+	day := fmt.Sprintf(`<li class="day"><time datetime="%s">`, first[:10])
+	if i, j := strings.Index(body, day), strings.Index(body, `<li data-id=`); i < 0 || i > j {
+		t.Errorf("the list does not start with the day separator %s:\n%s", day, body)
 	}
 }

@@ -1,13 +1,19 @@
 package chat
 
 import (
-	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
-	"net"
+	"fmt"
+	"math/rand/v2"
 	"net/http"
+	"os"
 	"strconv"
+	"sync"
 	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 
 	"github.com/caddy-chat/caddy-chat/relay"
 	"github.com/caddy-chat/caddy-chat/rooms"
@@ -19,9 +25,13 @@ import (
 // eviction, past the stopping event, and with it Caddy's shutdown.
 const writeTimeout = 10 * time.Second
 
-// reconnectDelay is the retry hint sent to clients: a stream ended by a
-// reload or an eviction resumes after this many milliseconds.
-const reconnectDelay = 1000
+// The retry hint sent to each client is drawn from this range, in
+// milliseconds: a stream ended by a reload, a stop or an eviction resumes
+// after it, and spreading it spreads the reconnections of a whole crowd.
+const (
+	minReconnectDelay = 1000
+	maxReconnectDelay = 3000
+)
 
 // quickWrite is how long a shared relay writer waits on one client before
 // it hands that client a goroutine of its own.
@@ -31,11 +41,11 @@ const quickWrite = 20 * time.Millisecond
 // then live messages, until the client leaves, the room closes, the
 // subscriber is evicted or the config stops.
 //
-// An HTTP/1 stream leaves the request path: the handler takes the connection
-// over and hands it to the app's relay, which writes to it from a few shared
-// goroutines. That frees the request goroutine and net/http's buffers, most
-// of what an idle stream costs. Other streams (HTTP/2, or a chain that
-// cannot hand its connection over) stay in the request path.
+// An HTTP/1 stream leaves the request path once its response has begun: the
+// handler takes the connection over and hands it to the app's relay, which
+// writes to it from a few shared goroutines. That frees the request goroutine
+// and net/http's buffers, most of what an idle stream costs. HTTP/2 streams
+// stay in the request path.
 func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, room string) error {
 	if err := h.checkRoom(room); err != nil {
 		return err
@@ -58,22 +68,15 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, room strin
 	}
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")
-	hdr.Set("Cache-Control", "no-cache")
+	// no-transform keeps encode, and any proxy that honours it, from
+	// compressing the stream, which would hold events back in its buffers.
+	hdr.Set("Cache-Control", "no-cache, no-transform")
 	hdr.Set("X-Accel-Buffering", "no")
 
 	if r.ProtoMajor == 1 {
-		relayed := h.app.relay.NewStream()
-		sub, err := h.app.manager.Subscribe(room, pos, relayed.Wake)
-		if err != nil {
-			release()
-			return roomsError(err)
+		if hj, ok := innermost(w).(http.Hijacker); ok {
+			return h.relayStream(w, r, hj, room, pos, release)
 		}
-		conn, _, err := http.NewResponseController(w).Hijack()
-		if err == nil {
-			startRelay(conn, hdr, relayed, sub, release)
-			return nil
-		}
-		sub.Close() // this chain cannot hand the connection over
 	}
 	defer release()
 
@@ -83,30 +86,38 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, room strin
 	}
 	defer sub.Close()
 	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	if err := send(rc, w, streamStart(sub.Replay)); err != nil || sub.Truncated {
+	sw := newStreamWriter(w)
+	defer sw.failOnStop(h.app.stopCtx)()
+	start, truncated := streamStart(sub.Replay), sub.Truncated
+	sub.Replay = rooms.Replay{} // not held for the life of the stream
+	if err := sw.send(start); err != nil || truncated {
 		return nil // the client is gone, or comes back for the rest of the replay
 	}
-	sub.Replay = rooms.Replay{} // written: not held for the life of the stream
-	heartbeat := time.NewTicker(time.Duration(h.app.Heartbeat))
+	// The heartbeat timer is not reset by each write: when it fires, a
+	// stream written meanwhile just waits for the rest of its interval.
+	interval := time.Duration(h.app.Heartbeat)
+	lastWrite := time.Now()
+	heartbeat := time.NewTimer(interval)
 	defer heartbeat.Stop()
-	wrote := false
 	var frames [][]byte
 	for {
 		select {
 		case <-sub.Ready():
 			var ok bool
-			if frames, ok = writeQueued(rc, w, sub, frames[:0]); !ok {
+			if frames, ok = sw.writeQueued(sub, frames[:0]); !ok {
 				return nil
 			}
-			wrote = true
+			lastWrite = time.Now()
 		case <-heartbeat.C:
-			if !wrote {
-				if err := send(rc, w, sse.AppendComment(nil, "ping")); err != nil {
-					return nil
-				}
+			if idle := time.Since(lastWrite); idle < interval {
+				heartbeat.Reset(interval - idle)
+				continue
 			}
-			wrote = false
+			if err := sw.send(sse.AppendComment(nil, "ping")); err != nil {
+				return nil
+			}
+			lastWrite = time.Now()
+			heartbeat.Reset(interval)
 		case <-r.Context().Done():
 			return nil
 		case <-h.app.Stopping():
@@ -115,48 +126,126 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, room strin
 	}
 }
 
-// streamStart is what a stream begins with: the retry hint (sent first, so
-// that even behind encode the headers leave at once), a reset event when the
-// resume position was lost, then the replay.
+// relayStream begins the response through w, so that it passes through every
+// handler wrapping this one (header rules, encode, logs and metrics see its
+// status and head), then takes the connection over and hands it to the relay.
+// net/http sends a body with Transfer-Encoding identity unchunked and ends it
+// by closing the connection, which is how the relay ends a stream.
+//
+// The connection is taken from the innermost writer, net/http's own, not
+// through the wrappers: a wrapper's hijacked connection may count what is
+// written to it, which the relay would go on doing after ServeHTTP has
+// returned and the wrapper's owner has read the count. Caddy's access log
+// skips the request for the same reason; the stream is logged when it ends.
+//
+// release gives back the stream's slot in max_streams_per_client when the
+// stream ends. A replay cut at the byte cap ends the stream once written,
+// without a takeover: the client comes back after its last message for the
+// rest.
+func (h *Handler) relayStream(w http.ResponseWriter, r *http.Request, hj http.Hijacker, room string, pos rooms.Position, release func()) error {
+	relayed := h.app.relay.NewStream()
+	sub, err := h.app.manager.Subscribe(room, pos, relayed.Wake)
+	if err != nil {
+		release()
+		return roomsError(err)
+	}
+	end := func() { sub.Close(); release() }
+	begun := time.Now()
+	w.Header().Set("Transfer-Encoding", "identity")
+	w.WriteHeader(http.StatusOK)
+	start, truncated := streamStart(sub.Replay), sub.Truncated
+	sub.Replay = rooms.Replay{}
+	sw := newStreamWriter(w)
+	unwatch := sw.failOnStop(h.app.stopCtx)
+	err = sw.send(start)
+	unwatch() // from here on, the relay ends the stream on stop
+	if err != nil || truncated {
+		end()
+		return nil // the client is gone, or comes back for the rest of the replay
+	}
+	conn, _, err := hj.Hijack()
+	if err != nil {
+		// The response has begun: it ends here, and the client reconnects.
+		end()
+		h.logger.Error("taking a stream's connection over", zap.String("room", room), zap.Error(err))
+		return nil
+	}
+	caddyhttp.SetVar(r.Context(), caddyhttp.LogSkipVar, true)
+	if !accessLogged(r) {
+		relayed.Attach(conn, streamSource{sub}, func(relay.Ended) { end() })
+		return nil
+	}
+	// The closure outlives the request: it keeps only what it logs.
+	remote, startLen := r.RemoteAddr, int64(len(start))
+	relayed.Attach(conn, streamSource{sub}, func(ended relay.Ended) {
+		end()
+		h.logger.Info("stream ended",
+			zap.String("room", room),
+			zap.Int("status", http.StatusOK),
+			zap.Int64("bytes", startLen+ended.Written),
+			zap.Duration("duration", time.Since(begun)),
+			zap.String("reason", endReason(ended.Err)),
+			zap.String("remote_addr", remote))
+	})
+	return nil
+}
+
+// streamSlot counts a stream against its client's max_streams_per_client
+// and returns the function that gives the slot back, safe to call more than
+// once; or, past the limit, a 429.
+func (h *Handler) streamSlot(r *http.Request) (release func(), err error) {
+	key := h.clientKey(r)
+	if !h.streams.Acquire(key) {
+		return nil, &apiError{status: http.StatusTooManyRequests, retryAfter: capacityRetry, label: "too_many_streams",
+			message: fmt.Sprintf("this client has %d streams open, the most allowed; close one", h.MaxStreamsPerClient)}
+	}
+	return sync.OnceFunc(func() { h.streams.Release(key) }), nil
+}
+
+// accessLogged reports whether the site logs its requests (it has a log
+// directive): a taken-over stream, which the access log skips, then logs
+// itself when it ends, and a site without one gets no line per stream.
+func accessLogged(r *http.Request) bool {
+	srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	return ok && srv.Logs != nil
+}
+
+// innermost returns the writer at the bottom of w's chain of wrappers.
+func innermost(w http.ResponseWriter) http.ResponseWriter {
+	for {
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return w
+		}
+		w = u.Unwrap()
+	}
+}
+
+// endReason names why a relayed stream ended, for its log line.
+func endReason(err error) string {
+	switch {
+	case errors.Is(err, relay.ErrClientLeft):
+		return "client_left"
+	case errors.Is(err, relay.ErrPoolClosed), errors.Is(err, rooms.ErrClosed):
+		return "stopping"
+	case errors.Is(err, rooms.ErrEvicted):
+		return "evicted"
+	case errors.Is(err, rooms.ErrRoomClosed):
+		return "room_deleted"
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return "write_timeout"
+	}
+	return "write_error"
+}
+
+// streamStart is what a stream begins with: its retry hint, a reset event
+// when the resume position was lost, then the replay.
 func streamStart(rep rooms.Replay) []byte {
-	buf := sse.AppendRetry(nil, reconnectDelay)
+	buf := sse.AppendRetry(nil, minReconnectDelay+rand.IntN(maxReconnectDelay-minReconnectDelay+1))
 	if rep.Reset {
 		buf = sse.AppendEvent(buf, sse.Event{Name: "reset", Data: resetData(rep.Oldest)})
 	}
 	return append(buf, rep.Frames...)
-}
-
-// startRelay writes the response head and the start of the stream on a
-// connection taken over from net/http, then hands it to the relay. The body
-// ends when the connection closes, so the head says Connection: close and
-// needs no chunked encoding.
-//
-// release gives back the stream's slot in max_streams_per_client when the
-// stream ends. A replay cut at the byte cap ends the stream once written:
-// the client comes back after its last message for the rest.
-func startRelay(conn net.Conn, hdr http.Header, relayed *relay.Stream, sub *rooms.Subscription, release func()) {
-	end := func() { sub.Close(); release() }
-	hdr = hdr.Clone()
-	hdr.Set("Connection", "close")
-	hdr.Set("Date", time.Now().UTC().Format(http.TimeFormat))
-	hdr.Del("Content-Length")
-	hdr.Del("Transfer-Encoding")
-	var b bytes.Buffer
-	b.WriteString("HTTP/1.1 200 OK\r\n")
-	_ = hdr.Write(&b)
-	b.WriteString("\r\n")
-	b.Write(streamStart(sub.Replay))
-	truncated := sub.Truncated
-	sub.Replay = rooms.Replay{}
-	// net/http may have left its own deadlines on the connection.
-	_ = conn.SetDeadline(time.Time{})
-	_ = conn.SetWriteDeadline(time.Now().Add(writeTimeout))
-	if _, err := conn.Write(b.Bytes()); err != nil || truncated {
-		_ = conn.Close()
-		end()
-		return
-	}
-	relayed.Attach(conn, streamSource{sub}, end)
 }
 
 // streamSource is what either kind of stream writes from a subscription: an
@@ -182,28 +271,99 @@ func (s streamSource) Take(dst [][]byte) ([][]byte, error) {
 // closeFrame tells a client that its room was deleted.
 var closeFrame = sse.AppendEvent(nil, sse.Event{Name: "close", Data: []byte("{}")})
 
+// streamWriter writes a stream in the request path. Each write has the write
+// timeout, and the deadline is cleared once the write is done: over HTTP/2 a
+// deadline left behind resets an idle stream when it passes. When the config
+// stops, a write blocked on a client that reads nothing fails at once instead
+// of holding the stop for the whole timeout.
+type streamWriter struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+	// conn is the innermost writer, the connection's own, whose deadline
+	// may be set from another goroutine; the wrappers' may not.
+	conn *http.ResponseController
+
+	mu      sync.Mutex // orders deadline changes against the stop
+	stopped bool
+}
+
+// errStopped fails the writes of a stream whose config has stopped.
+var errStopped = errors.New("the config stopped")
+
+func newStreamWriter(w http.ResponseWriter) *streamWriter {
+	return &streamWriter{w: w, rc: http.NewResponseController(w), conn: http.NewResponseController(innermost(w))}
+}
+
+// setDeadline sets the write deadline, through the wrappers so that they
+// know of it, unless the stop has failed the writes; then it says so.
+func (sw *streamWriter) setDeadline(t time.Time) error {
+	sw.mu.Lock()
+	defer sw.mu.Unlock()
+	if sw.stopped {
+		return errStopped
+	}
+	_ = sw.rc.SetWriteDeadline(t)
+	return nil
+}
+
+// failOnStop fails the stream's writes once ctx is done. The returned
+// function stops watching and waits for a failing in progress: the
+// connection's writer may only be touched while the handler runs.
+func (sw *streamWriter) failOnStop(ctx context.Context) (unwatch func()) {
+	done, failed := make(chan struct{}), make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(failed)
+		sw.mu.Lock()
+		sw.stopped = true
+		sw.mu.Unlock()
+		// A wrapper (Caddy's write idle timeout) re-arms the deadline
+		// between the chunks of a write: fail it until the handler is
+		// done with the writer.
+		for {
+			_ = sw.conn.SetWriteDeadline(time.Now())
+			select {
+			case <-done:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	})
+	return func() {
+		if !stop() {
+			close(done)
+			<-failed
+		}
+	}
+}
+
 // writeQueued takes every queued frame, writes them and flushes once: one
 // write and one flush however many messages arrived meanwhile. It returns the
 // frames slice for reuse and whether the stream goes on.
-func writeQueued(rc *http.ResponseController, w http.ResponseWriter, sub *rooms.Subscription, frames [][]byte) ([][]byte, bool) {
+func (sw *streamWriter) writeQueued(sub *rooms.Subscription, frames [][]byte) ([][]byte, bool) {
 	frames, err := streamSource{sub}.Take(frames)
 	defer clear(frames) // drop references to shared frames while idle
-	_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if sw.setDeadline(time.Now().Add(writeTimeout)) != nil {
+		return frames, false
+	}
+	defer sw.setDeadline(time.Time{})
 	for _, frame := range frames {
-		if _, err := w.Write(frame); err != nil {
+		if _, err := sw.w.Write(frame); err != nil {
 			return frames, false
 		}
 	}
-	return frames, rc.Flush() == nil && err == nil
+	return frames, sw.rc.Flush() == nil && err == nil
 }
 
 // send writes b and flushes it, within the write timeout.
-func send(rc *http.ResponseController, w http.ResponseWriter, b []byte) error {
-	_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
-	if _, err := w.Write(b); err != nil {
+func (sw *streamWriter) send(b []byte) error {
+	if err := sw.setDeadline(time.Now().Add(writeTimeout)); err != nil {
 		return err
 	}
-	return rc.Flush()
+	defer sw.setDeadline(time.Time{})
+	if _, err := sw.w.Write(b); err != nil {
+		return err
+	}
+	return sw.rc.Flush()
 }
 
 func resetData(oldest string) []byte {

@@ -3,6 +3,7 @@ package chat
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"regexp"
 	"strings"
@@ -21,7 +22,7 @@ func TestStreamFormat(t *testing.T) {
 	s := openStream(t, rootSite+"/stream/"+room)
 	for header, want := range map[string]string{
 		"Content-Type":      "text/event-stream",
-		"Cache-Control":     "no-cache",
+		"Cache-Control":     "no-cache, no-transform",
 		"X-Accel-Buffering": "no",
 	} {
 		if got := s.resp.Header.Get(header); got != want {
@@ -228,5 +229,61 @@ func TestStreamBehindEncode(t *testing.T) {
 	posted := postJSON(t, rootSite, room, "alice", "through encode")
 	if got := s.messages(t, 1); got[0].ID != posted.ID {
 		t.Errorf("got %q", got[0].Message)
+	}
+}
+
+// TestRetryHintsSpread: each stream's retry hint is its own, between 1 and
+// 3 s, so that a crowd whose streams end at once comes back over 2 s.
+func TestRetryHintsSpread(t *testing.T) {
+	lowest, highest := maxReconnectDelay, minReconnectDelay
+	for range 1000 {
+		var ms int
+		if _, err := fmt.Sscanf(string(streamStart(rooms.Replay{})), "retry: %d\n\n", &ms); err != nil {
+			t.Fatal(err)
+		}
+		if ms < 1000 || ms > 3000 {
+			t.Fatalf("retry: %d, want 1000 to 3000", ms)
+		}
+		lowest, highest = min(lowest, ms), max(highest, ms)
+	}
+	if lowest > 1200 || highest < 2800 {
+		t.Errorf("1000 retry hints between %d and %d ms, want them spread over 1000-3000", lowest, highest)
+	}
+}
+
+// TestStuckFirstWriteEndsOnReload: a client that reads nothing while its
+// stream's first write (the head and a replay larger than the socket
+// buffers) is under way does not hold the old config for the write timeout:
+// the write fails when the config stops, and the stream is counted out.
+func TestStuckFirstWriteEndsOnReload(t *testing.T) {
+	cfg := config{handler: "max_message_size 1MiB\n max_body_size 8MiB"}
+	startCaddy(t, cfg)
+	waitFor(t, "earlier tests' streams to end", func() bool { return metric(t, "caddy_chat_subscribers") == 0 })
+	room := roomFor(t, "a")
+	// JSON escapes each < as \u003c: a 6 MiB frame, more than the socket
+	// buffers of a client that reads nothing hold.
+	postJSON(t, rootSite, room, "alice", strings.Repeat("<", 1<<20))
+
+	c, err := net.DialTimeout("tcp", strings.TrimPrefix(rootSite, "http://"), wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.(*net.TCPConn).SetReadBuffer(4096)
+	_ = c.SetDeadline(time.Now().Add(4 * wait))
+	if _, err := fmt.Fprintf(c, "GET /stream/%s?history=1 HTTP/1.1\r\nHost: localhost\r\n\r\n", room); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the stream to open", func() bool { return metric(t, "caddy_chat_subscribers") == 1 })
+	time.Sleep(200 * time.Millisecond) // the first write fills the socket buffers and blocks
+
+	cfg.global = "heartbeat 20s"
+	reload(t, cfg)
+	deadline := time.Now().Add(2 * time.Second)
+	for metric(t, "caddy_chat_subscribers") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the stuck stream still holds its subscription 2 s after the reload")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -253,18 +252,6 @@ func (h *Handler) clientKey(r *http.Request) string {
 		ip = r.RemoteAddr
 	}
 	return "ip:" + ratelimit.AddrKey(ip)
-}
-
-// streamSlot counts a stream against its client's max_streams_per_client
-// and returns the function that gives the slot back, safe to call more than
-// once; or, past the limit, a 429.
-func (h *Handler) streamSlot(r *http.Request) (release func(), err error) {
-	key := h.clientKey(r)
-	if !h.streams.Acquire(key) {
-		return nil, &apiError{status: http.StatusTooManyRequests, retryAfter: capacityRetry, label: "too_many_streams",
-			message: fmt.Sprintf("this client has %d streams open, the most allowed; close one", h.MaxStreamsPerClient)}
-	}
-	return sync.OnceFunc(func() { h.streams.Release(key) }), nil
 }
 
 func acceptsHTML(r *http.Request) bool {

@@ -8,11 +8,17 @@
 // until it has caught up, so it never holds up the shared writers. Each
 // stream also has a small goroutine blocked reading its connection, so that a
 // client that leaves is noticed at once, not at the next write.
+//
+// A TLS stream is never written with a short deadline: crypto/tls breaks a
+// connection for good when a write times out. Each of its write bursts runs
+// in a goroutine of its own instead, which lives only while it writes.
 package relay
 
 import (
+	"crypto/tls"
 	"errors"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,12 +41,31 @@ type Config struct {
 	QuickWrite time.Duration
 }
 
+// Why a stream ended, besides a write error or its Source's error.
+var (
+	ErrClientLeft = errors.New("client left")
+	ErrPoolClosed = errors.New("relay closed")
+)
+
+// Ended tells how a stream ended.
+type Ended struct {
+	Written int64 // bytes written to the connection
+	// Why it ended: ErrClientLeft, ErrPoolClosed, the error of a write, or
+	// the error its Source returned.
+	Err error
+}
+
 // heartbeatFrame is the comment sent on idle streams.
 var heartbeatFrame = []byte(": ping\n\n")
 
+// heartbeatChecks is how many times per heartbeat interval idle streams are
+// looked for: a stream is pinged at most this fraction of the interval late.
+const heartbeatChecks = 20
+
 // Pool relays many streams. Its methods are safe for concurrent use.
 type Pool struct {
-	cfg Config
+	cfg   Config
+	epoch time.Time // lastWrite times are counted from here
 
 	mu      sync.Mutex
 	ready   []*Stream // streams with work, oldest first
@@ -56,6 +81,7 @@ type Pool struct {
 func New(cfg Config) *Pool {
 	p := &Pool{
 		cfg:     cfg,
+		epoch:   time.Now(),
 		streams: make(map[*Stream]struct{}),
 		signal:  make(chan struct{}, 1),
 		done:    make(chan struct{}),
@@ -73,17 +99,19 @@ func New(cfg Config) *Pool {
 type Stream struct {
 	pool  *Pool
 	conn  net.Conn
+	tls   bool // written by goroutines of its own, without short deadlines
 	src   Source
-	onEnd func()
+	onEnd func(Ended)
 
-	// wakes counts wake-ups not yet served. Only its rise from zero queues
-	// the stream, so exactly one goroutine serves a stream at a time. It
-	// starts at one, a hold that Attach releases.
-	wakes   atomic.Int64
-	ping    atomic.Bool // a heartbeat is due
-	active  atomic.Bool // written since the last heartbeat tick
-	frames  [][]byte    // reused by the serving goroutine
-	endOnce sync.Once
+	// wakes counts wake-ups not yet served. Only its rise from zero
+	// queues the stream, so exactly one goroutine serves a stream at a
+	// time. It starts at one, a hold that Attach releases.
+	wakes     atomic.Int64
+	ping      atomic.Bool  // a heartbeat is due
+	lastWrite atomic.Int64 // when the stream was last written, since pool.epoch
+	written   atomic.Int64
+	frames    [][]byte // reused by the serving goroutine
+	endOnce   sync.Once
 }
 
 // NewStream returns a stream that is not yet attached to a connection. Give
@@ -103,16 +131,19 @@ func (s *Stream) Wake() {
 	}
 }
 
-// Attach starts relaying src to conn, whose response head the caller has
-// already written. onEnd runs once when the stream ends, for whatever reason,
-// after conn is closed. Attach to a closed pool closes conn at once.
-func (s *Stream) Attach(conn net.Conn, src Source, onEnd func()) {
-	s.conn, s.src, s.onEnd = conn, src, onEnd
+// Attach starts relaying src to conn, whose response head and start the
+// caller has already written. onEnd runs once when the stream ends, for
+// whatever reason, after conn is closed. Attach to a closed pool closes conn
+// at once.
+func (s *Stream) Attach(conn net.Conn, src Source, onEnd func(Ended)) {
+	_, isTLS := conn.(*tls.Conn)
+	s.conn, s.tls, s.src, s.onEnd = conn, isTLS, src, onEnd
+	s.lastWrite.Store(int64(time.Since(s.pool.epoch)))
 	p := s.pool
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		s.end()
+		s.end(ErrPoolClosed)
 		return
 	}
 	p.streams[s] = struct{}{}
@@ -120,32 +151,52 @@ func (s *Stream) Attach(conn net.Conn, src Source, onEnd func()) {
 	go s.watch()
 	// Release the hold; wake-ups that came meanwhile are served now.
 	if s.wakes.Add(-1) > 0 {
-		p.enqueue(s)
+		s.pool.enqueue(s)
 	}
 }
 
 // watch ends the stream when the client closes its side, or sends anything:
-// a client of an event stream has nothing more to say.
+// a client of an event stream has nothing more to say. A read deadline left
+// on the connection by the server it came from is not the client leaving.
 func (s *Stream) watch() {
 	var b [1]byte
-	_, _ = s.conn.Read(b[:])
-	s.end()
+	for {
+		_, err := s.conn.Read(b[:])
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() && s.conn.SetReadDeadline(time.Time{}) == nil {
+			continue
+		}
+		s.end(ErrClientLeft)
+		return
+	}
 }
 
-// end closes the connection and releases the stream, once.
-func (s *Stream) end() {
+// end closes the connection and releases the stream, once; the first cause
+// is the one reported.
+func (s *Stream) end(cause error) {
 	s.endOnce.Do(func() {
 		if s.conn != nil {
-			_ = s.conn.Close()
+			closeConn(s.conn)
 		}
 		p := s.pool
 		p.mu.Lock()
 		delete(p.streams, s)
 		p.mu.Unlock()
 		if s.onEnd != nil {
-			s.onEnd()
+			s.onEnd(Ended{Written: s.written.Load(), Err: cause})
 		}
 	})
+}
+
+// closeConn closes c at once. A TLS connection is closed beneath TLS:
+// sending close_notify would wait up to 5 s on a client whose socket is
+// full, and an event stream needs no close_notify, since every event is
+// delimited and a cut one is discarded.
+func closeConn(c net.Conn) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	_ = c.Close()
 }
 
 func (p *Pool) enqueue(s *Stream) {
@@ -189,9 +240,15 @@ func (p *Pool) next() *Stream {
 	}
 }
 
+// writer serves the streams with work. A TLS stream it hands a goroutine of
+// its own, which may wait on the client as long as it takes.
 func (p *Pool) writer() {
 	for s := p.next(); s != nil; s = p.next() {
-		s.serve(p.cfg.QuickWrite)
+		if s.tls {
+			go s.serve(p.cfg.WriteTimeout)
+		} else {
+			s.serve(p.cfg.QuickWrite)
+		}
 	}
 }
 
@@ -203,7 +260,7 @@ func (s *Stream) serve(timeout time.Duration) {
 		seen := s.wakes.Load()
 		more, err := s.writeQueued(timeout)
 		if err != nil {
-			s.end()
+			s.end(err)
 			return
 		}
 		if more != nil {
@@ -221,16 +278,15 @@ func (s *Stream) serve(timeout time.Duration) {
 // stream until it has caught up.
 func (s *Stream) serveSlow(rest net.Buffers) {
 	timeout := s.pool.cfg.WriteTimeout
-	_ = s.conn.SetWriteDeadline(time.Now().Add(timeout))
-	if _, err := rest.WriteTo(s.conn); err != nil {
-		s.end()
+	if err := s.write(&rest, timeout); err != nil {
+		s.end(err)
 		return
 	}
 	s.serve(timeout)
 }
 
 // writeQueued writes the queued frames (and a due heartbeat). It returns the
-// unwritten rest when the write timed out part way, and an error when the
+// unwritten rest when a quick write timed out part way, and an error when the
 // stream must end.
 func (s *Stream) writeQueued(timeout time.Duration) (net.Buffers, error) {
 	frames, srcErr := s.src.Take(s.frames[:0])
@@ -241,43 +297,104 @@ func (s *Stream) writeQueued(timeout time.Duration) (net.Buffers, error) {
 		clear(frames) // drop the shared frames while idle
 		s.frames = frames[:0]
 	}()
-	if len(frames) > 0 {
-		s.active.Store(true)
-		_ = s.conn.SetWriteDeadline(time.Now().Add(timeout))
-		bufs := net.Buffers(frames)
-		if _, err := bufs.WriteTo(s.conn); err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && srcErr == nil && timeout < s.pool.cfg.WriteTimeout {
-				return append(net.Buffers(nil), bufs...), nil
-			}
-			return nil, err
+	bufs := net.Buffers(frames)
+	if err := s.write(&bufs, timeout); err != nil {
+		if isTimeout(err) && srcErr == nil && timeout < s.pool.cfg.WriteTimeout {
+			return append(net.Buffers(nil), bufs...), nil
 		}
+		return nil, err
 	}
 	return nil, srcErr
 }
 
-// heartbeats marks streams that wrote nothing since the last tick.
+// write writes bufs, consuming them. With the full write timeout, it fails
+// only when the client takes nothing for that long: a client that reads
+// slowly is ended by falling behind its source (evicted), not by the time a
+// large burst takes. A TLS connection gets a deadline per write of at most a
+// record's worth, as a write that times out breaks it for good; small frames
+// are gathered into one write, since crypto/tls makes a record and a system
+// call of each.
+func (s *Stream) write(bufs *net.Buffers, timeout time.Duration) error {
+	if s.tls {
+		gather := gatherBuffers.Get().(*[]byte)
+		defer gatherBuffers.Put(gather)
+		for len(*bufs) > 0 {
+			b := (*gather)[:0]
+			for len(*bufs) > 0 && len(b)+len((*bufs)[0]) <= cap(b) {
+				b = append(b, (*bufs)[0]...)
+				*bufs = (*bufs)[1:]
+			}
+			if len(b) == 0 { // a frame larger than a record goes alone
+				b = (*bufs)[0]
+				*bufs = (*bufs)[1:]
+			}
+			_ = s.conn.SetWriteDeadline(time.Now().Add(timeout))
+			n, err := s.conn.Write(b)
+			s.wrote(int64(n))
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for len(*bufs) > 0 {
+		_ = s.conn.SetWriteDeadline(time.Now().Add(timeout))
+		n, err := bufs.WriteTo(s.conn)
+		s.wrote(n)
+		if err != nil && (n == 0 || !isTimeout(err) || timeout < s.pool.cfg.WriteTimeout) {
+			return err
+		}
+	}
+	return nil
+}
+
+// gatherBuffers hold the frames of one TLS write: a record's worth.
+var gatherBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// wrote counts n bytes written; any progress counts as a write for the
+// heartbeat.
+func (s *Stream) wrote(n int64) {
+	if n > 0 {
+		s.written.Add(n)
+		s.lastWrite.Store(int64(time.Since(s.pool.epoch)))
+	}
+}
+
+// heartbeats pings the streams nothing was written to for a heartbeat
+// interval. It looks heartbeatChecks times per interval, so that a stream's
+// ping is never more than that fraction late, while a busy stream, whose
+// writes only store a time, costs nothing more.
 func (p *Pool) heartbeats() {
-	tick := time.NewTicker(p.cfg.Heartbeat)
+	// A tick under a millisecond would only burn CPU (and NewTicker refuses
+	// 0, which a nanosecond heartbeat would give).
+	tick := time.NewTicker(max(p.cfg.Heartbeat/heartbeatChecks, time.Millisecond))
 	defer tick.Stop()
+	var due []*Stream
 	for {
 		select {
 		case <-p.done:
 			return
 		case <-tick.C:
 		}
+		idleSince := int64(time.Since(p.epoch) - p.cfg.Heartbeat)
 		p.mu.Lock()
-		var due []*Stream
 		for s := range p.streams {
-			if !s.active.Swap(false) {
+			if s.lastWrite.Load() <= idleSince && !s.ping.Load() {
 				due = append(due, s)
 			}
 		}
 		p.mu.Unlock()
-		for _, s := range due {
+		for i, s := range due {
 			s.ping.Store(true)
 			s.Wake()
+			due[i] = nil
 		}
+		due = due[:0]
 	}
 }
 
@@ -289,7 +406,9 @@ func (p *Pool) Len() int {
 }
 
 // Close ends every stream, closing its connection, and stops the writers.
-// Streams attached later are closed at once.
+// Streams attached later are closed at once. No stream can hold it up: a
+// connection is closed without waiting on its client, and the streams are
+// ended by as many goroutines as there are CPUs.
 func (p *Pool) Close() {
 	p.mu.Lock()
 	if p.closed {
@@ -303,8 +422,15 @@ func (p *Pool) Close() {
 	}
 	p.mu.Unlock()
 	close(p.done)
-	for _, s := range streams {
-		s.end()
+	var wg sync.WaitGroup
+	parts := runtime.GOMAXPROCS(0)
+	for i := range parts {
+		wg.Go(func() {
+			for _, s := range streams[i*len(streams)/parts : (i+1)*len(streams)/parts] {
+				s.end(ErrPoolClosed)
+			}
+		})
 	}
+	wg.Wait()
 	p.wg.Wait()
 }

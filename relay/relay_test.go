@@ -2,12 +2,14 @@ package relay
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -68,15 +70,54 @@ func pair(t *testing.T) (server, client net.Conn) {
 	return server, client
 }
 
+// tlsPair returns both ends of a real TCP connection over TLS, handshake
+// done. Its socket buffers are small, so that a client that stops reading
+// soon holds up writes.
+func tlsPair(t *testing.T) (server, client *tls.Conn) {
+	t.Helper()
+	rawServer, rawClient := pair(t)
+	_ = rawServer.(*net.TCPConn).SetWriteBuffer(32 << 10)
+	_ = rawClient.(*net.TCPConn).SetReadBuffer(32 << 10)
+	server = tls.Server(rawServer, testTLSConfig(t))
+	client = tls.Client(rawClient, &tls.Config{InsecureSkipVerify: true})
+	handshake := make(chan error, 1)
+	go func() { handshake <- client.Handshake() }()
+	_ = server.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := server.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-handshake; err != nil {
+		t.Fatal(err)
+	}
+	_ = server.SetDeadline(time.Time{})
+	return server, client
+}
+
 // relayed attaches a queue to a new stream over a real connection.
-func relayed(t *testing.T, p *Pool) (*queue, *bufio.Reader, chan struct{}) {
+func relayed(t *testing.T, p *Pool) (*queue, *bufio.Reader, chan Ended) {
 	server, client := pair(t)
+	return relayedOver(t, p, server, client)
+}
+
+func relayedOver(t *testing.T, p *Pool, server, client net.Conn) (*queue, *bufio.Reader, chan Ended) {
 	s := p.NewStream()
 	q := &queue{wake: s.Wake}
-	ended := make(chan struct{})
-	s.Attach(server, q, func() { close(ended) })
+	ended := make(chan Ended, 1)
+	s.Attach(server, q, func(e Ended) { ended <- e })
 	client.SetReadDeadline(time.Now().Add(10 * time.Second))
 	return q, bufio.NewReader(client), ended
+}
+
+// waitEnded returns how a stream ended, failing the test if it does not.
+func waitEnded(t *testing.T, ended <-chan Ended) Ended {
+	t.Helper()
+	select {
+	case e := <-ended:
+		return e
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stream did not end")
+	}
+	return Ended{}
 }
 
 func newPool(t *testing.T, cfg Config) *Pool {
@@ -139,7 +180,7 @@ func TestClientLeaving(t *testing.T) {
 	server, client := pair(t)
 	s := p.NewStream()
 	ended := make(chan struct{})
-	s.Attach(server, &queue{wake: s.Wake}, func() { close(ended) })
+	s.Attach(server, &queue{wake: s.Wake}, func(Ended) { close(ended) })
 	client.Close()
 	select {
 	case <-ended:
@@ -184,7 +225,7 @@ func TestSlowClientHoldsNobody(t *testing.T) {
 func TestCloseEndsEverything(t *testing.T) {
 	p := New(Config{Writers: 2, Heartbeat: time.Hour, WriteTimeout: time.Second, QuickWrite: 10 * time.Millisecond})
 	var readers []*bufio.Reader
-	var ends []chan struct{}
+	var ends []chan Ended
 	for range 20 {
 		_, r, ended := relayed(t, p)
 		readers = append(readers, r)
@@ -202,5 +243,211 @@ func TestCloseEndsEverything(t *testing.T) {
 	s.Attach(server, &queue{wake: s.Wake}, nil)
 	if _, err := bufio.NewReader(client).ReadByte(); err != io.EOF {
 		t.Errorf("a stream attached after Close: %v, want EOF", err)
+	}
+}
+
+func TestEndedSaysWhy(t *testing.T) {
+	roomGone := errors.New("room closed")
+	for _, tc := range []struct {
+		name string
+		end  func(p *Pool, q *queue, client net.Conn)
+		want error
+	}{
+		{"client left", func(_ *Pool, _ *queue, client net.Conn) { client.Close() }, ErrClientLeft},
+		{"client sent something", func(_ *Pool, _ *queue, client net.Conn) { client.Write([]byte("GET / HTTP/1.1\r\n")) }, ErrClientLeft},
+		{"source ended", func(_ *Pool, q *queue, _ net.Conn) { q.stop(roomGone) }, roomGone},
+		{"pool closed", func(p *Pool, _ *queue, _ net.Conn) { p.Close() }, ErrPoolClosed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPool(t, Config{Writers: 1, WriteTimeout: time.Second, QuickWrite: 10 * time.Millisecond})
+			server, client := pair(t)
+			s := p.NewStream()
+			q := &queue{wake: s.Wake}
+			ended := make(chan Ended, 1)
+			s.Attach(server, q, func(e Ended) { ended <- e })
+			client.SetReadDeadline(time.Now().Add(10 * time.Second))
+			q.push("data: 1\n\n")
+			readN(t, bufio.NewReader(client), 9)
+			// The client can read the bytes before the writer counts them.
+			for deadline := time.Now().Add(5 * time.Second); s.written.Load() < 9 && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond)
+			}
+			tc.end(p, q, client)
+			e := waitEnded(t, ended)
+			if !errors.Is(e.Err, tc.want) {
+				t.Errorf("ended by %v, want %v", e.Err, tc.want)
+			}
+			if e.Written != 9 {
+				t.Errorf("%d bytes written, want 9", e.Written)
+			}
+		})
+	}
+}
+
+// TestHeartbeatInterval: an idle stream is pinged once per interval, not
+// every other one, and never more than a tenth late.
+func TestHeartbeatInterval(t *testing.T) {
+	const interval = 400 * time.Millisecond
+	p := newPool(t, Config{Writers: 1, Heartbeat: interval, WriteTimeout: time.Second, QuickWrite: 10 * time.Millisecond})
+	_, r, _ := relayed(t, p)
+	last := time.Now()
+	for range 4 {
+		if got := readN(t, r, len(heartbeatFrame)); got != string(heartbeatFrame) {
+			t.Fatalf("got %q, want a heartbeat", got)
+		}
+		gap := time.Since(last)
+		last = time.Now()
+		if gap < interval*9/10 || gap > interval*11/10 {
+			t.Errorf("heartbeat after %v, want %v", gap, interval)
+		}
+	}
+}
+
+// TestHeartbeatOnlyWhenIdle: a stream written more often than the interval
+// gets no heartbeat.
+func TestHeartbeatOnlyWhenIdle(t *testing.T) {
+	const interval = 200 * time.Millisecond
+	p := newPool(t, Config{Writers: 1, Heartbeat: interval, WriteTimeout: time.Second, QuickWrite: 10 * time.Millisecond})
+	q, r, _ := relayed(t, p)
+	for range 8 {
+		q.push("data: x\n\n")
+		if got := readN(t, r, 9); got != "data: x\n\n" {
+			t.Fatalf("got %q between messages", got)
+		}
+		time.Sleep(interval / 2)
+	}
+}
+
+// TestTLSSlowReaderKeepsUp: a TLS client that stops reading for a while
+// under a burst is not cut off (crypto/tls breaks a connection whose write
+// times out), and then gets every frame.
+func TestTLSSlowReaderKeepsUp(t *testing.T) {
+	p := newPool(t, Config{Writers: 1, WriteTimeout: 5 * time.Second, QuickWrite: time.Millisecond})
+	server, client := tlsPair(t)
+	q, r, ended := relayedOver(t, p, server, client)
+	frame := strings.Repeat("x", 4<<10-1) + "\n"
+	for range 200 {
+		q.push(frame)
+	}
+	time.Sleep(300 * time.Millisecond)
+	for i := range 200 {
+		if got := readN(t, r, len(frame)); got != frame {
+			t.Fatalf("frame %d torn", i)
+		}
+	}
+	select {
+	case e := <-ended:
+		t.Fatalf("the stream ended: %v", e.Err)
+	default:
+	}
+}
+
+// TestCloseWithStuckTLSClients: clients that read nothing, over TLS, do not
+// hold up Close.
+func TestCloseWithStuckTLSClients(t *testing.T) {
+	p := New(Config{Writers: 2, WriteTimeout: time.Minute, QuickWrite: time.Millisecond})
+	big := strings.Repeat("x", 1<<20)
+	var ends []chan Ended
+	for range 20 {
+		server, client := tlsPair(t)
+		q, _, ended := relayedOver(t, p, server, client)
+		for range 16 { // more than the socket buffers hold
+			q.push(big)
+		}
+		ends = append(ends, ended)
+	}
+	time.Sleep(200 * time.Millisecond) // let the writes fill the sockets
+	start := time.Now()
+	p.Close()
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("Close took %v", d)
+	}
+	for _, ended := range ends {
+		if e := waitEnded(t, ended); !errors.Is(e.Err, ErrPoolClosed) {
+			t.Errorf("ended by %v, want ErrPoolClosed", e.Err)
+		}
+	}
+}
+
+// stuckConn is a connection whose writes block, as on a full socket, once
+// stuck is set, until it is closed. It ignores deadlines.
+type stuckConn struct {
+	net.Conn
+	stuck  atomic.Bool
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (c *stuckConn) Write(b []byte) (int, error) {
+	if c.stuck.Load() {
+		<-c.closed
+		return 0, net.ErrClosed
+	}
+	return c.Conn.Write(b)
+}
+
+func (c *stuckConn) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return c.Conn.Close()
+}
+
+// TestCloseConnDoesNotWaitForCloseNotify: tls.Conn.Close sends close_notify
+// and waits for it to be written; closeConn does not.
+func TestCloseConnDoesNotWaitForCloseNotify(t *testing.T) {
+	rawServer, rawClient := pair(t)
+	sc := &stuckConn{Conn: rawServer, closed: make(chan struct{})}
+	server := tls.Server(sc, testTLSConfig(t))
+	client := tls.Client(rawClient, &tls.Config{InsecureSkipVerify: true})
+	go client.Handshake()
+	if err := server.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	sc.stuck.Store(true)
+	done := make(chan struct{})
+	go func() {
+		closeConn(server)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+		sc.Close()
+		t.Fatal("closeConn waited on a client that reads nothing")
+	}
+}
+
+// TestSteadyReaderIsNotCut: a client that reads slowly but steadily gets a
+// burst that takes it longer than the write timeout, plain or over TLS: the
+// timeout is for a client that takes nothing.
+func TestSteadyReaderIsNotCut(t *testing.T) {
+	for _, secure := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", secure), func(t *testing.T) {
+			p := newPool(t, Config{Writers: 1, WriteTimeout: 200 * time.Millisecond, QuickWrite: time.Millisecond})
+			var server, client net.Conn
+			if secure {
+				server, client = tlsPair(t)
+			} else {
+				server, client = pair(t)
+				_ = server.(*net.TCPConn).SetWriteBuffer(32 << 10)
+				_ = client.(*net.TCPConn).SetReadBuffer(32 << 10)
+			}
+			q, r, ended := relayedOver(t, p, server, client)
+			frame := strings.Repeat("x", 16<<10-1) + "\n"
+			for range 64 { // 1 MiB, read at about 1 MiB/s below
+				q.push(frame)
+			}
+			buf := make([]byte, 16<<10)
+			for i := range 64 {
+				time.Sleep(15 * time.Millisecond)
+				if _, err := io.ReadFull(r, buf); err != nil {
+					t.Fatalf("frame %d: %v", i, err)
+				}
+			}
+			select {
+			case e := <-ended:
+				t.Fatalf("the stream ended: %v", e.Err)
+			default:
+			}
+		})
 	}
 }

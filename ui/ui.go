@@ -29,10 +29,26 @@ var Static, _ = fs.Sub(staticFS, "static")
 const ContentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; " +
 	"connect-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 
+// The pages render times in UTC and say so; chat.js rewrites them in the
+// reader's zone and locale, which only the browser knows.
 var pages = template.Must(template.New("").Funcs(template.FuncMap{
-	"clock": func(t time.Time) string { return t.UTC().Format("15:04") },
-	"iso":   func(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) },
+	"clock":  func(t time.Time) string { return t.UTC().Format("15:04") },
+	"stamp":  func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05") },
+	"iso":    func(t time.Time) string { return t.UTC().Format(isoLayout) },
+	"date":   func(t time.Time) string { return t.UTC().Format(time.DateOnly) },
+	"day":    func(t time.Time) string { return t.UTC().Format("Monday, 2 January 2006") },
+	"newDay": newDay,
 }).ParseFS(templateFS, "templates/*.html"))
+
+// isoLayout is how the API writes times (rooms.Message's JSON), so that a
+// rendered message's datetime reads as the same message streamed live.
+const isoLayout = "2006-01-02T15:04:05.000Z07:00"
+
+// newDay reports whether msgs[i] is the first message of its UTC day in
+// msgs, which then gets a day separator before it.
+func newDay(msgs []Message, i int) bool {
+	return i == 0 || msgs[i-1].Time.UTC().Format(time.DateOnly) != msgs[i].Time.UTC().Format(time.DateOnly)
+}
 
 // RoomSummary is one row of the room list.
 type RoomSummary struct {
@@ -54,6 +70,9 @@ type Message struct {
 	User string
 	Text string
 	Time time.Time
+	// Verified is set when User came from the site's auth: the page marks
+	// it, and never marks a name for its own sake.
+	Verified bool
 }
 
 // Room is what a room page shows.

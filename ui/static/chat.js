@@ -12,6 +12,11 @@
   const sendRetryCap = 10000;
   // Answers to a post that may pass if it is sent again.
   const retryable = new Set([408, 429, 500, 502, 503, 504]);
+  // Times in the reader's zone and locale: the clock on each message, the
+  // full time in its title, the date on a day separator.
+  const clockFormat = new Intl.DateTimeFormat(undefined, { timeStyle: "short" });
+  const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "long" });
+  const dayFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "full" });
 
   const body = document.body;
   if (body.classList.contains("room")) {
@@ -33,6 +38,27 @@
   function newKey() {
     const b = crypto.getRandomValues(new Uint8Array(16));
     return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  }
+
+  function setClock(time, when) {
+    time.textContent = clockFormat.format(when);
+    time.title = fullFormat.format(when);
+  }
+
+  // dayKey is when's date in the reader's zone, as YYYY-MM-DD.
+  function dayKey(when) {
+    const pad = (n) => String(n).padStart(2, "0");
+    return when.getFullYear() + "-" + pad(when.getMonth() + 1) + "-" + pad(when.getDate());
+  }
+
+  function daySeparator(when) {
+    const li = document.createElement("li");
+    li.className = "day";
+    const time = document.createElement("time");
+    time.dateTime = dayKey(when);
+    time.textContent = dayFormat.format(when);
+    li.append(time);
+    return li;
   }
 
   function index() {
@@ -78,7 +104,9 @@
     const sendButton = form.querySelector("button[type=submit]");
     const sendError = document.getElementById("send-error");
     const seen = new Set();
-    for (const li of list.children) seen.add(li.dataset.id);
+    for (const li of list.querySelectorAll("li[data-id]")) seen.add(li.dataset.id);
+    let shownDay = ""; // the reader's date of the last message shown
+    localTimes();
 
     // The name is remembered in this browser, unless the server says who
     // the author is.
@@ -98,6 +126,21 @@
       notice.hidden = false;
     }
 
+    // The server renders times in UTC; here they become the reader's, with
+    // a day separator wherever the reader's date changes.
+    function localTimes() {
+      for (const li of list.querySelectorAll("li.day")) li.remove();
+      for (const li of list.querySelectorAll("li[data-id]")) {
+        const time = li.querySelector("time");
+        const when = new Date(time.dateTime);
+        setClock(time, when);
+        if (dayKey(when) !== shownDay) {
+          shownDay = dayKey(when);
+          li.before(daySeparator(when));
+        }
+      }
+    }
+
     function append(m) {
       if (seen.has(m.id)) return; // a replay after a reconnect may repeat
       seen.add(m.id);
@@ -106,14 +149,30 @@
       const user = document.createElement("span");
       user.className = "user";
       user.textContent = m.user;
+      li.append(user);
+      if (m.verified === true) {
+        // The mark follows the server's flag, never the name.
+        const mark = document.createElement("span");
+        mark.className = "verified";
+        mark.setAttribute("role", "img");
+        mark.setAttribute("aria-label", "verified");
+        mark.title = "verified: signed in as this name";
+        mark.textContent = "✓";
+        li.append(" ", mark);
+      }
       const time = document.createElement("time");
       time.dateTime = m.time;
-      time.textContent = m.time.slice(11, 16);
+      const when = new Date(m.time);
+      setClock(time, when);
       const text = document.createElement("p");
       text.className = "text";
       text.textContent = m.message;
-      li.append(user, " ", time, text);
+      li.append(" ", time, text);
       const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
+      if (dayKey(when) !== shownDay) {
+        shownDay = dayKey(when);
+        list.append(daySeparator(when));
+      }
       list.append(li);
       if (atBottom) li.scrollIntoView({ block: "end" });
     }
