@@ -30,6 +30,7 @@ func init() {
 //	    max_rooms       <n>
 //	    max_subscribers <n>
 //	    idle_timeout    <duration>
+//	    store           memory|file [<path>]
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 	app := new(App)
@@ -87,6 +88,21 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			a.IdleTimeout = &dur
+		case "store":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			store := &StoreConfig{Backend: d.Val()}
+			switch {
+			case store.Backend != StoreMemory && store.Backend != StoreFile:
+				return d.Errf("store: want %s or %s, got %q", StoreMemory, StoreFile, store.Backend)
+			case store.Backend == StoreFile && d.NextArg():
+				store.Path = d.Val()
+			}
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			a.Store = store
 		default:
 			return d.Errf("unknown chat option %q", option)
 		}

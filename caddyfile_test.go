@@ -65,6 +65,27 @@ func TestUnmarshalGlobalOption(t *testing.T) {
 			max_rooms
 		}`, wantErr: `wrong argument count`},
 		{name: "argument on the option", input: `chat on`, wantErr: `wrong argument count`},
+		{name: "store memory", input: `chat {
+			store memory
+		}`, want: App{Store: &StoreConfig{Backend: StoreMemory}}},
+		{name: "store file", input: `chat {
+			store file
+		}`, want: App{Store: &StoreConfig{Backend: StoreFile}}},
+		{name: "store file with a path", input: `chat {
+			store file /var/lib/chat.db
+		}`, want: App{Store: &StoreConfig{Backend: StoreFile, Path: "/var/lib/chat.db"}}},
+		{name: "unknown store", input: `chat {
+			store redis
+		}`, wantErr: `store: want memory or file, got "redis"`},
+		{name: "store without backend", input: `chat {
+			store
+		}`, wantErr: `wrong argument count`},
+		{name: "path for the memory store", input: `chat {
+			store memory /tmp/x
+		}`, wantErr: `wrong argument count`},
+		{name: "two paths", input: `chat {
+			store file a.db b.db
+		}`, wantErr: `wrong argument count`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

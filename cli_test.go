@@ -203,6 +203,14 @@ func TestCLIStopWithOpenStreams(t *testing.T) {
 // receives caddy's exit. The test kills caddy if it still runs at the end.
 func runBinary(t *testing.T, dir, cfg, site string) <-chan error {
 	t.Helper()
+	_, exited := startBinary(t, dir, cfg, site)
+	return exited
+}
+
+// startBinary is runBinary that also returns the caddy process, for a test
+// that kills it.
+func startBinary(t *testing.T, dir, cfg, site string) (*os.Process, <-chan error) {
+	t.Helper()
 	file := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -222,7 +230,7 @@ func runBinary(t *testing.T, dir, cfg, site string) <-chan error {
 		}
 		return err == nil
 	})
-	return exited
+	return server.Process, exited
 }
 
 // TestCLIRestartNewEpoch: history lives in memory, so a restarted caddy

@@ -176,6 +176,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if errors.As(err, &apiErr) {
 		reason := apiErr.reason()
 		rejectedTotal.WithLabelValues(reason).Inc()
+		if apiErr.cause != nil {
+			h.logger.Error("request failed", zap.String("path", r.URL.Path), zap.Error(apiErr.cause))
+		}
 		h.logger.Debug("request rejected",
 			zap.Int("status", apiErr.status),
 			zap.String("reason", reason),
@@ -384,6 +387,7 @@ type apiError struct {
 	allow      string        // for 405
 	retryAfter time.Duration // for 429 and 503
 	label      string        // the metrics reason, when the status alone is too coarse
+	cause      error         // for the log, when the operator must act
 }
 
 func (e *apiError) Error() string { return fmt.Sprintf("%d %s", e.status, e.message) }
@@ -450,6 +454,9 @@ func roomsError(err error) error {
 		return &apiError{status: http.StatusForbidden, message: err.Error(), label: "name_reserved"}
 	case errors.Is(err, rooms.ErrTooManyRooms), errors.Is(err, rooms.ErrTooManySubscribers), errors.Is(err, rooms.ErrClosed):
 		return &apiError{status: http.StatusServiceUnavailable, message: err.Error(), retryAfter: capacityRetry}
+	case errors.Is(err, rooms.ErrUnavailable):
+		// The details name the store's file: they are for the log.
+		return &apiError{status: http.StatusServiceUnavailable, message: rooms.ErrUnavailable.Error(), retryAfter: capacityRetry, label: "store_unavailable", cause: err}
 	}
 	return err
 }

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"time"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/caddy-chat/caddy-chat/relay"
 	"github.com/caddy-chat/caddy-chat/rooms"
+	"github.com/caddy-chat/caddy-chat/rooms/filestore"
 )
 
 func init() {
@@ -43,12 +45,17 @@ const (
 // "<"; without a cap, a replay of 1000 of them would hold 25 MB per request.
 const maxReplayBytes = 1 << 20
 
-// managers holds the room manager across config reloads: every loaded config
-// holds a reference, so history and ids outlive the config that made them.
+// managers holds the room manager, with its store, across config reloads:
+// every loaded config holds a reference, so history and ids outlive the
+// config that made them. The key names the store: a config with another
+// store gets another manager, which starts with what that store holds.
 var managers = caddy.NewUsagePool()
 
-// managerKey is the one key in managers: a Caddy process has one chat app.
-const managerKey = "chat"
+// Store backends.
+const (
+	StoreMemory = "memory"
+	StoreFile   = "file"
+)
 
 // App is the chat app: it owns the room manager shared by every chat handler
 // and ends their streams when its config stops. Configure it with the chat
@@ -68,13 +75,28 @@ type App struct {
 	// A room with no subscribers and no new message for this long is dropped
 	// with its history; 0 never drops rooms. Default: 1h.
 	IdleTimeout *caddy.Duration `json:"idle_timeout,omitempty"`
+	// Where rooms' histories live. Default: memory.
+	Store *StoreConfig `json:"store,omitempty"`
 
 	manager  *rooms.Manager
+	poolKey  string
 	relay    *relay.Pool
 	logger   *zap.Logger
 	stopCtx  context.Context // canceled when this config stops
 	stopNow  context.CancelFunc
 	stopOnce *sync.Once
+}
+
+// StoreConfig selects where rooms' histories, positions and idempotency keys
+// live.
+type StoreConfig struct {
+	// "memory": they survive a reload, not a restart. "file": a bbolt
+	// file; they survive a restart, and a submit is answered once its
+	// message is on disk. Default: memory.
+	Backend string `json:"backend,omitempty"`
+	// The file store's file. Default: chat/history.db in Caddy's data
+	// directory.
+	Path string `json:"path,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -111,6 +133,22 @@ func (a *App) Provision(ctx caddy.Context) error {
 		a.IdleTimeout = new(caddy.Duration)
 		*a.IdleTimeout = caddy.Duration(DefaultIdleTimeout)
 	}
+	if a.Store == nil {
+		a.Store = new(StoreConfig)
+	}
+	if a.Store.Backend == "" {
+		a.Store.Backend = StoreMemory
+	}
+	if a.Store.Backend == StoreFile {
+		if a.Store.Path == "" {
+			a.Store.Path = filepath.Join(caddy.AppDataDir(), "chat", "history.db")
+		}
+		path, err := filepath.Abs(a.Store.Path)
+		if err != nil {
+			return fmt.Errorf("store file %s: %w", a.Store.Path, err)
+		}
+		a.Store.Path = path
+	}
 	// Caddy validates after provisioning, but the shared manager must never
 	// see a bad limit, not even from a config that will be refused.
 	if err := a.Validate(); err != nil {
@@ -133,9 +171,8 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 	}
 
-	m, _, err := managers.LoadOrNew(managerKey, func() (caddy.Destructor, error) {
-		return managerDestructor{rooms.New(a.roomsConfig())}, nil
-	})
+	a.poolKey = "chat " + a.Store.Backend + " " + a.Store.Path
+	m, _, err := managers.LoadOrNew(a.poolKey, a.newManager)
 	if err != nil {
 		return fmt.Errorf("creating room manager: %w", err)
 	}
@@ -149,9 +186,32 @@ func (a *App) Provision(ctx caddy.Context) error {
 	return registerMetrics(ctx.GetMetricsRegistry(), a.manager)
 }
 
-// Validate refuses negative limits.
+// newManager opens the store that a.Store names and a manager on it, which
+// takes back the rooms the store holds.
+func (a *App) newManager() (caddy.Destructor, error) {
+	cfg := a.roomsConfig()
+	if a.Store.Backend != StoreFile {
+		return managerDestructor{Manager: rooms.New(cfg)}, nil
+	}
+	s, err := filestore.Open(a.Store.Path)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Store = s
+	m, err := rooms.Open(context.Background(), cfg)
+	if err != nil {
+		return nil, errors.Join(err, s.Close())
+	}
+	a.logger.Info("chat store opened", zap.String("path", s.Path()), zap.Int("rooms", m.Len()))
+	return managerDestructor{Manager: m, store: s}, nil
+}
+
+// Validate refuses negative limits and unknown stores.
 func (a *App) Validate() error {
 	var errs []error
+	if b := a.Store.Backend; b != StoreMemory && b != StoreFile {
+		errs = append(errs, fmt.Errorf("store: unknown backend %q; want %s or %s", b, StoreMemory, StoreFile))
+	}
 	for _, c := range []struct {
 		name  string
 		value int64
@@ -186,7 +246,7 @@ func (a *App) Cleanup() error {
 	if a.manager == nil {
 		return nil
 	}
-	if _, err := managers.Delete(managerKey); err != nil {
+	if _, err := managers.Delete(a.poolKey); err != nil {
 		return fmt.Errorf("releasing room manager: %w", err)
 	}
 	return nil
@@ -233,11 +293,20 @@ func (a *App) roomsConfig() rooms.Config {
 	}
 }
 
-// managerDestructor lets the usage pool close the manager when the last
-// config that uses it is gone.
-type managerDestructor struct{ *rooms.Manager }
+// managerDestructor lets the usage pool close the manager, then its store,
+// when the last config that uses them is gone.
+type managerDestructor struct {
+	*rooms.Manager
+	store *filestore.Store // nil for the memory store
+}
 
-func (m managerDestructor) Destruct() error { return m.Close() }
+func (m managerDestructor) Destruct() error {
+	err := m.Close()
+	if m.store != nil {
+		err = errors.Join(err, m.store.Close())
+	}
+	return err
+}
 
 // startedHandler applies an app's limits and hooks to the shared manager on
 // Caddy's "started" event.

@@ -1,20 +1,35 @@
 package rooms
 
 import (
+	"context"
 	"strconv"
 	"sync/atomic"
 	"time"
 )
 
 // Store keeps the history of every room. The Manager opens one History per room
-// it creates and drops it with the room; a durable or shared backend implements
-// these two interfaces and nothing else changes.
+// it creates and closes or drops it with the room; a durable or networked
+// backend implements these interfaces and nothing else changes.
+//
+// Methods that may block on a disk or a network take a context; an error
+// they return means the operation did not happen, so the Manager answers it
+// as the store being unavailable (ErrUnavailable) and keeps its state.
 type Store interface {
 	// Open returns the history of the named room, keeping at most capacity
 	// messages. A backend that remembers a room across restarts returns its
 	// old epoch and sequence; one that does not starts a new epoch, so that
-	// ids from before are recognised as foreign.
-	Open(room string, capacity int) (History, error)
+	// ids from before are recognised as foreign. Opening a room that holds
+	// nothing must not store anything: a stream to a made-up name costs no
+	// disk.
+	Open(ctx context.Context, room string, capacity int) (History, error)
+}
+
+// Lister is implemented by a Store that remembers rooms across restarts:
+// the Manager made by Open takes them back, so that they are listed, swept
+// when idle and deleted like the rooms it made itself.
+type Lister interface {
+	// Rooms returns the names of the rooms that hold messages.
+	Rooms(ctx context.Context) ([]string, error)
 }
 
 // History is the retained messages of one room. The Manager serialises calls
@@ -28,17 +43,57 @@ type History interface {
 	// Oldest is the sequence number of the oldest retained message, or
 	// Last()+1 when none is retained.
 	Oldest() uint64
-	// Append stores m as sequence number Last()+1, dropping the oldest
-	// message when the history is full.
-	Append(m Message) error
+	// Append stores the entries' messages as sequence numbers Last()+1
+	// on, dropping the oldest messages that no longer fit. When Append
+	// returns, they are stored as durably as the backend promises; when it
+	// fails, nothing of them is stored. The Manager hands over at once the
+	// submits that queued up while the room was busy, so that a durable
+	// backend writes them with one commit.
+	Append(ctx context.Context, entries []Entry) error
 	// After returns up to limit retained messages with a sequence number
 	// greater than seq, oldest first.
-	After(seq uint64, limit int) ([]Message, error)
+	After(ctx context.Context, seq uint64, limit int) ([]Message, error)
 	// Resize changes how many messages are kept, dropping the oldest ones
 	// that no longer fit.
-	Resize(capacity int) error
-	// Drop deletes the history; the room is gone.
-	Drop() error
+	Resize(ctx context.Context, capacity int) error
+	// Drop deletes the history: the room was deleted or swept.
+	Drop(ctx context.Context) error
+	// Close releases the history and keeps what it stored: the process
+	// is stopping, and a durable backend gives the room back on the next
+	// Open.
+	Close() error
+}
+
+// Entry is a message to append, with the idempotency key it was posted
+// with, zero for none: a backend that implements Recaller keeps the key.
+type Entry struct {
+	Message Message
+	Key     Key
+}
+
+// Key is the idempotency key a message was posted with: Name as sent by
+// the author that Scope names.
+type Key struct {
+	Scope, Name string
+}
+
+// Recaller is implemented by a History that keeps idempotency keys with its
+// messages, so that a retry is recognised after a restart. The Manager asks
+// it when its own, in-memory, record of keys does not know a key.
+type Recaller interface {
+	// Recall returns what k was first used for in this room; Seq is 0 when
+	// it is unknown. m carries the retry's user, text and verification, for
+	// Recalled.Same.
+	Recall(ctx context.Context, k Key, m Message) (Recalled, error)
+}
+
+// Recalled is what an idempotency key was first used for.
+type Recalled struct {
+	Seq  uint64
+	Time time.Time
+	// Same is set when the message was posted with the retry's user, text
+	// and verification.
+	Same bool
 }
 
 // MemoryStore keeps histories in memory: they survive a Caddy reload (the
@@ -50,13 +105,14 @@ type MemoryStore struct{}
 var lastEpoch atomic.Int64
 
 // Open returns an empty ring of capacity messages with a new epoch.
-func (MemoryStore) Open(_ string, capacity int) (History, error) {
-	return &ring{epoch: newEpoch(), buf: make([]Message, 0, min(capacity, 64)), capacity: capacity}, nil
+func (MemoryStore) Open(_ context.Context, _ string, capacity int) (History, error) {
+	return &ring{epoch: NewEpoch(), buf: make([]Message, 0, min(capacity, 64)), capacity: capacity}, nil
 }
 
-// newEpoch returns the current time in microseconds, base 36: short, URL-safe,
-// and different after a restart.
-func newEpoch() string {
+// NewEpoch returns the current time in microseconds, base 36: short,
+// URL-safe, different after a restart, and never the same twice in one
+// process. A Store names a room's new sequence with it.
+func NewEpoch() string {
 	now := time.Now().UnixMicro()
 	for {
 		last := lastEpoch.Load()
@@ -81,20 +137,22 @@ func (r *ring) Epoch() string  { return r.epoch }
 func (r *ring) Last() uint64   { return r.last }
 func (r *ring) Oldest() uint64 { return r.last - uint64(len(r.buf)) + 1 }
 
-func (r *ring) Append(m Message) error {
-	r.last++
-	switch {
-	case r.capacity == 0:
-	case len(r.buf) < r.capacity:
-		r.buf = append(r.buf, m)
-	default:
-		r.buf[r.start] = m
-		r.start = (r.start + 1) % len(r.buf)
+func (r *ring) Append(_ context.Context, entries []Entry) error {
+	for _, e := range entries {
+		r.last++
+		switch {
+		case r.capacity == 0:
+		case len(r.buf) < r.capacity:
+			r.buf = append(r.buf, e.Message)
+		default:
+			r.buf[r.start] = e.Message
+			r.start = (r.start + 1) % len(r.buf)
+		}
 	}
 	return nil
 }
 
-func (r *ring) After(seq uint64, limit int) ([]Message, error) {
+func (r *ring) After(_ context.Context, seq uint64, limit int) ([]Message, error) {
 	oldest := r.Oldest()
 	if seq < oldest {
 		seq = oldest - 1
@@ -111,15 +169,17 @@ func (r *ring) After(seq uint64, limit int) ([]Message, error) {
 	return out, nil
 }
 
-func (r *ring) Resize(capacity int) error {
-	kept, _ := r.After(r.last-uint64(min(len(r.buf), capacity)), capacity)
+func (r *ring) Resize(ctx context.Context, capacity int) error {
+	kept, _ := r.After(ctx, r.last-uint64(min(len(r.buf), capacity)), capacity)
 	r.buf = append(make([]Message, 0, max(len(kept), min(capacity, 64))), kept...)
 	r.start = 0
 	r.capacity = capacity
 	return nil
 }
 
-func (r *ring) Drop() error {
+func (r *ring) Drop(context.Context) error { return r.Close() }
+
+func (r *ring) Close() error {
 	r.buf, r.start = nil, 0
 	return nil
 }

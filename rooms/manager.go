@@ -5,10 +5,13 @@
 // Every room has its own lock; the Manager's lock guards only the map of
 // rooms. Nothing serialises all rooms, and a submit never waits for a reader:
 // each room encodes a message's frame once and hands it to its
-// broadcast.Broadcaster, which evicts subscribers that fall behind.
+// broadcast.Broadcaster, which evicts subscribers that fall behind. Submits
+// that arrive while a room stores queue and are stored together, so that a
+// durable Store (package filestore) commits a burst at once.
 package rooms
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -33,6 +36,9 @@ var (
 	// ErrNameReserved refuses an unverified post, under Post.ReserveNames,
 	// that claims a name a verified author has posted under in the room.
 	ErrNameReserved = errors.New("this name belongs to a verified user of the room")
+	// ErrUnavailable wraps a Store's failure: nothing was stored, and
+	// trying again later may succeed.
+	ErrUnavailable = errors.New("history store unavailable")
 )
 
 // Errors a Subscription ends with.
@@ -91,8 +97,58 @@ type Manager struct {
 	reconfigured chan struct{}
 }
 
+// Open returns a Manager with cfg's limits, holding the rooms that cfg.Store
+// remembers when it is a Lister, and starts its idle-room sweeper. A room
+// taken back counts as active at the time of its newest message, so that
+// the idle sweep drops it as if there had been no restart, and reserves the
+// names its kept messages were verified under. Call Close when done with
+// it.
+func Open(ctx context.Context, cfg Config) (*Manager, error) {
+	m := New(cfg)
+	lister, ok := m.config().Store.(Lister)
+	if !ok {
+		return m, nil
+	}
+	names, err := lister.Rooms(ctx)
+	if err == nil {
+		err = m.restore(ctx, names)
+	}
+	if err != nil {
+		return nil, errors.Join(err, m.Close())
+	}
+	return m, nil
+}
+
+// restore takes back the named rooms from the store.
+func (m *Manager) restore(ctx context.Context, names []string) error {
+	cfg := m.config()
+	for _, name := range names {
+		h, err := cfg.Store.Open(ctx, name, cfg.History)
+		if err != nil {
+			return fmt.Errorf("opening history of room %q: %w", name, err)
+		}
+		r := m.newRoom(name, h)
+		kept, err := h.After(ctx, 0, cfg.History)
+		if err != nil {
+			return errors.Join(fmt.Errorf("reading history of room %q: %w", name, err), h.Close())
+		}
+		for _, msg := range kept {
+			r.lastActive = msg.Time
+			if msg.Verified {
+				_, seq, _ := ParseID(msg.ID)
+				r.verified.add(nameHash(msg.User), seq, cfg.MaxNames)
+			}
+		}
+		m.mu.Lock()
+		m.rooms[name] = r
+		m.mu.Unlock()
+	}
+	return nil
+}
+
 // New returns a Manager with cfg's limits and starts its idle-room sweeper.
-// Call Close when done with it.
+// It takes back no room from cfg.Store: see Open. Call Close when done with
+// it.
 func New(cfg Config) *Manager {
 	m := &Manager{
 		rooms:        make(map[string]*room),
@@ -136,7 +192,7 @@ func (m *Manager) Configure(cfg Config) {
 	for _, r := range m.snapshot() {
 		r.mu.Lock()
 		if !r.closed {
-			_ = r.history.Resize(cfg.History)
+			_ = r.history.Resize(context.Background(), cfg.History)
 		}
 		r.mu.Unlock()
 	}
@@ -158,6 +214,14 @@ type room struct {
 	lastActive  time.Time
 	closed      bool
 	verified    names
+
+	// The inbox of submits waiting for the room's writer (see Submit),
+	// and the writer's reused slices.
+	inboxMu      sync.Mutex
+	inbox, spare []*submission
+	writing      bool
+	entries      []Entry       // r.mu
+	taken        []*submission // r.mu
 }
 
 func (r *room) lastID() string {
@@ -214,10 +278,20 @@ func (m *Manager) create(name string) (*room, error) {
 	if cfg.MaxRooms > 0 && len(m.rooms) >= cfg.MaxRooms {
 		return nil, ErrTooManyRooms
 	}
-	h, err := cfg.Store.Open(name, cfg.History)
+	h, err := cfg.Store.Open(context.Background(), name, cfg.History)
 	if err != nil {
-		return nil, fmt.Errorf("opening history of room %q: %w", name, err)
+		return nil, fmt.Errorf("opening history of room %q: %w: %w", name, ErrUnavailable, err)
 	}
+	r := m.newRoom(name, h)
+	m.rooms[name] = r
+	if h := cfg.Hooks.RoomCreated; h != nil {
+		h(name)
+	}
+	return r, nil
+}
+
+// newRoom returns a room, active now, keeping its messages in h.
+func (m *Manager) newRoom(name string, h History) *room {
 	r := &room{name: name, history: h, lastActive: time.Now(), verified: names{}}
 	r.broadcaster = broadcast.New(func(*broadcast.Subscriber) {
 		// The config of the moment, not the room's first: a reload's
@@ -226,11 +300,7 @@ func (m *Manager) create(name string) (*room, error) {
 			h(name)
 		}
 	})
-	m.rooms[name] = r
-	if h := cfg.Hooks.RoomCreated; h != nil {
-		h(name)
-	}
-	return r, nil
+	return r
 }
 
 // Post is a message to submit, with what Submit checks before storing it.
@@ -265,78 +335,271 @@ type Post struct {
 // room within the key window, nothing is stored: with the same user, text
 // and verification as the first time, Submit returns the message stored
 // then and repeat is true; with others, it returns ErrKeyReused.
+//
+// A room's submits queue in its inbox while one of them, the writer, stores
+// what has queued up with one History.Append: with a durable store, the
+// submits that arrive during a commit share the next one, and the room's
+// lock is held once per batch rather than once per message.
 func (m *Manager) Submit(roomName string, p Post) (msg Message, repeat bool, err error) {
-	cfg := m.config()
-	store := func(r *room) error {
-		now := time.Now()
-		var k roomKey
-		var sum uint64
-		if p.Key != "" {
-			k, sum = keyOf(r.name, p.Scope, p.Key), sumOf(p)
-			// An entry from another epoch names a message of a deleted
-			// room: the key is free again.
-			if e, ok := m.keys.get(k, now, cfg.KeyWindow); ok && e.epoch == r.history.Epoch() {
-				if e.sum != sum {
-					return ErrKeyReused
-				}
-				msg = Message{ID: FormatID(e.epoch, e.seq), Room: r.name, User: p.User, Message: p.Text, Time: time.UnixMilli(e.at).UTC(), Verified: p.Verified}
-				repeat = true
-				return nil
-			}
+	if !ValidName(roomName) {
+		return Message{}, false, ErrInvalidName
+	}
+	s := submissions.Get().(*submission)
+	*s = submission{p: p}
+	// Put back as is: the next Get overwrites it whole.
+	defer submissions.Put(s)
+	for {
+		r, err := m.roomFor(roomName, &s.p)
+		if err != nil {
+			return Message{}, false, err
 		}
-		name := nameHash(p.User)
-		if p.ReserveNames && !p.Verified && r.verified.has(name) {
-			return ErrNameReserved
+		r.inboxMu.Lock()
+		if r.writing {
+			s.done = make(chan struct{})
+			r.inbox = append(r.inbox, s)
+			r.inboxMu.Unlock()
+			<-s.done
+			if s.lead {
+				m.write(r, nil)
+			}
+		} else {
+			r.writing = true
+			r.inboxMu.Unlock()
+			m.write(r, s)
+		}
+		if s.err != errRoomGone {
+			return s.msg, s.repeat, s.err
+		}
+		s.err, s.done, s.lead = nil, nil, false
+	}
+}
+
+// submission is a Submit in a room's inbox, and its outcome.
+type submission struct {
+	p      Post
+	msg    Message
+	repeat bool
+	err    error
+	done   chan struct{} // closed by the writer; nil for the writer's own
+	lead   bool          // set with done: take over as the room's writer
+
+	key  roomKey     // set when p.Key is
+	sum  uint64      // of p, when p.Key is set
+	name uint64      // hash of p.User
+	of   *submission // the submission of the same batch whose key this repeats
+}
+
+// submissions keeps submissions for reuse: a submit allocates no more than
+// before rooms had an inbox.
+var submissions = sync.Pool{New: func() any { return new(submission) }}
+
+// errRoomGone sends a submission back to look up its room again: the room
+// closed before the writer took the submission.
+var errRoomGone = errors.New("room closed before the submit was stored")
+
+// roomFor returns the named room, making it when there is none. A room yet
+// to be made holds no key and no name: only Admit and then Create can
+// refuse the post, and asked first, their refusal leaves no empty room
+// behind; they are not asked again.
+func (m *Manager) roomFor(name string, p *Post) (*room, error) {
+	m.mu.RLock()
+	r, closed := m.rooms[name], m.closed
+	m.mu.RUnlock()
+	if closed {
+		return nil, ErrClosed
+	}
+	if r != nil {
+		return r, nil
+	}
+	if p.Admit != nil {
+		if err := p.Admit(); err != nil {
+			return nil, err
+		}
+		p.Admit = nil
+	}
+	if p.Create != nil {
+		if err := p.Create(); err != nil {
+			return nil, err
+		}
+		p.Create = nil
+	}
+	return m.create(name)
+}
+
+// write stores s, unless it is nil, then one batch of what queued in r's
+// inbox meanwhile, and wakes that batch's submitters. When more has queued
+// since, the last of them takes over as the writer: no submitter stores more
+// than its own post and one batch before it answers.
+func (m *Manager) write(r *room, s *submission) {
+	if s != nil {
+		r.mu.Lock()
+		m.store(r, []*submission{s})
+		r.mu.Unlock()
+	}
+	r.inboxMu.Lock()
+	if len(r.inbox) == 0 {
+		r.writing = false
+		r.inboxMu.Unlock()
+		return
+	}
+	// Submits that come while this batch is stored queue in the other
+	// slice: the two take turns, so none is allocated anew.
+	batch := r.inbox
+	r.inbox, r.spare = r.spare, nil
+	r.inboxMu.Unlock()
+	r.mu.Lock()
+	m.store(r, batch)
+	r.mu.Unlock()
+	r.inboxMu.Lock()
+	handOff := len(r.inbox) > 0
+	r.writing = handOff
+	r.inboxMu.Unlock()
+	batch[len(batch)-1].lead = handOff
+	for _, q := range batch {
+		close(q.done)
+	}
+	r.inboxMu.Lock()
+	clear(batch)
+	if r.spare == nil {
+		r.spare = batch[:0]
+	}
+	r.inboxMu.Unlock()
+}
+
+// store decides each submission of batch, in order, stores the new messages
+// with one Append and publishes them. r.mu must be held.
+func (m *Manager) store(r *room, batch []*submission) {
+	if r.closed {
+		for _, s := range batch {
+			s.err = errRoomGone
+		}
+		return
+	}
+	cfg := m.config()
+	h := r.history
+	now := time.Now()
+	entries, taken := r.entries[:0], r.taken[:0]
+	defer func() {
+		clear(entries)
+		clear(taken)
+		r.entries, r.taken = entries[:0], taken[:0]
+	}()
+	for _, s := range batch {
+		p := &s.p
+		if p.Key != "" && m.repeated(r, s, taken, now, cfg) {
+			continue
+		}
+		s.name = nameHash(p.User)
+		if p.ReserveNames && !p.Verified && (r.verified.has(s.name) || slices.ContainsFunc(taken, func(t *submission) bool {
+			return t.p.Verified && t.name == s.name
+		})) {
+			s.err = ErrNameReserved
+			continue
 		}
 		if p.Admit != nil {
 			if err := p.Admit(); err != nil {
-				return err
+				s.err = err
+				continue
 			}
 		}
-		seq := r.history.Last() + 1
-		msg = Message{
-			ID:       FormatID(r.history.Epoch(), seq),
+		s.msg = Message{
+			ID:       FormatID(h.Epoch(), h.Last()+1+uint64(len(entries))),
 			Room:     r.name,
 			User:     p.User,
 			Message:  p.Text,
 			Time:     now.UTC().Truncate(time.Millisecond),
 			Verified: p.Verified,
 		}
-		if err := r.history.Append(msg); err != nil {
-			return fmt.Errorf("storing message in room %q: %w", r.name, err)
+		entries = append(entries, Entry{Message: s.msg, Key: Key{Scope: p.Scope, Name: p.Key}})
+		taken = append(taken, s)
+	}
+	if len(entries) > 0 {
+		first := h.Last() + 1
+		if err := h.Append(context.Background(), entries); err != nil {
+			err = fmt.Errorf("storing message in room %q: %w: %w", r.name, ErrUnavailable, err)
+			for _, s := range taken {
+				s.msg, s.err = Message{}, err
+			}
+			for _, s := range batch {
+				if s.of != nil {
+					s.repeat, s.err = false, err
+				}
+			}
+			return
 		}
-		delivered := r.broadcaster.Submit(AppendFrame(nil, msg))
+		for i, s := range taken {
+			seq := first + uint64(i)
+			delivered := r.broadcaster.Submit(AppendFrame(nil, s.msg))
+			if s.p.Key != "" {
+				m.keys.put(s.key, keyEntry{epoch: h.Epoch(), seq: seq, at: s.msg.Time.UnixMilli(), sum: s.sum}, cfg.MaxKeys)
+			}
+			if s.p.Verified {
+				r.verified.add(s.name, seq, cfg.MaxNames)
+			}
+			if hook := cfg.Hooks.Published; hook != nil {
+				hook(r.name, delivered)
+			}
+		}
 		r.lastActive = now
-		if p.Key != "" {
-			m.keys.put(k, keyEntry{epoch: r.history.Epoch(), seq: seq, at: msg.Time.UnixMilli(), sum: sum}, cfg.MaxKeys)
-		}
-		if p.Verified {
-			r.verified.add(name, seq, cfg.MaxNames)
-		}
-		if h := cfg.Hooks.Published; h != nil {
-			h(r.name, delivered)
-		}
-		return nil
 	}
-	err = m.withRoom(roomName, false, store)
-	if errors.Is(err, ErrNotFound) {
-		// A room yet to be made holds no key and no name: only Admit can
-		// refuse the post, and asked first, its refusal leaves no empty
-		// room behind.
-		if p.Admit != nil {
-			if err := p.Admit(); err != nil {
-				return Message{}, false, err
-			}
-			p.Admit = nil
+	for _, s := range batch {
+		if s.of != nil {
+			s.msg = s.of.msg
 		}
-		if p.Create != nil {
-			if err := p.Create(); err != nil {
-				return Message{}, false, err
-			}
-		}
-		err = m.withRoom(roomName, true, store)
 	}
-	return msg, repeat, err
+}
+
+// repeated reports whether s's key was used in the room within the key
+// window: by a message stored before, or by one taken earlier in the same
+// batch. It then sets s's outcome: the message stored then, or
+// ErrKeyReused.
+func (m *Manager) repeated(r *room, s *submission, taken []*submission, now time.Time, cfg *Config) bool {
+	p := &s.p
+	s.key, s.sum = keyOf(r.name, p.Scope, p.Key), sumOf(*p)
+	h := r.history
+	// An entry from another epoch names a message of a deleted room: the
+	// key is free again.
+	if e, ok := m.keys.get(s.key, now, cfg.KeyWindow); ok && e.epoch == h.Epoch() {
+		if e.sum != s.sum {
+			s.err = ErrKeyReused
+			return true
+		}
+		s.msg = Message{ID: FormatID(e.epoch, e.seq), Room: r.name, User: p.User, Message: p.Text, Time: time.UnixMilli(e.at).UTC(), Verified: p.Verified}
+		s.repeat = true
+		return true
+	}
+	for _, t := range taken {
+		if t.p.Key != "" && t.key == s.key {
+			if t.sum != s.sum {
+				s.err = ErrKeyReused
+			} else {
+				s.of, s.repeat = t, true
+			}
+			return true
+		}
+	}
+	// The store may remember what this process does not: a key used
+	// before a restart.
+	rc, ok := h.(Recaller)
+	if !ok {
+		return false
+	}
+	retry := Message{Room: r.name, User: p.User, Message: p.Text, Verified: p.Verified}
+	rec, err := rc.Recall(context.Background(), Key{Scope: p.Scope, Name: p.Key}, retry)
+	if err != nil {
+		s.err = fmt.Errorf("looking up an idempotency key in room %q: %w: %w", r.name, ErrUnavailable, err)
+		return true
+	}
+	if rec.Seq == 0 || expired(rec.Time.UnixMilli(), now, cfg.KeyWindow) {
+		return false
+	}
+	if !rec.Same {
+		s.err = ErrKeyReused
+		return true
+	}
+	retry.ID, retry.Time = FormatID(h.Epoch(), rec.Seq), rec.Time.UTC()
+	s.msg, s.repeat = retry, true
+	return true
 }
 
 // Position says where a new subscription starts: after the message with id
@@ -373,7 +636,7 @@ const minFrameSize = 100
 // replay answers "what follows pos?" from the room's history, up to limit
 // messages, oldest first, and no more than a budget of bytes can hold.
 func (r *room) replay(pos Position, limit, budget int) (Replay, error) {
-	h := r.history
+	h, ctx := r.history, context.Background()
 	// Copy no more messages than the budget can hold: fit cuts the rest.
 	take := limit
 	if budget > 0 {
@@ -381,15 +644,15 @@ func (r *room) replay(pos Position, limit, budget int) (Replay, error) {
 	}
 	if pos.LastEventID == "" {
 		n := min(pos.History, limit)
-		msgs, err := h.After(h.Last()-min(uint64(n), h.Last()), min(n, take))
+		msgs, err := h.After(ctx, h.Last()-min(uint64(n), h.Last()), min(n, take))
 		return Replay{Messages: msgs}, err
 	}
 	epoch, seq, ok := ParseID(pos.LastEventID)
 	if ok && epoch == h.Epoch() && seq <= h.Last() && seq+1 >= h.Oldest() {
-		msgs, err := h.After(seq, take)
+		msgs, err := h.After(ctx, seq, take)
 		return Replay{Messages: msgs}, err
 	}
-	msgs, err := h.After(0, take)
+	msgs, err := h.After(ctx, 0, take)
 	rep := Replay{Messages: msgs, Reset: true}
 	if h.Oldest() <= h.Last() {
 		rep.Oldest = FormatID(h.Epoch(), h.Oldest())
@@ -458,7 +721,7 @@ func (m *Manager) Subscribe(roomName string, pos Position, wake func()) (*Subscr
 	err := m.withRoom(roomName, true, func(r *room) error {
 		rep, err := r.replay(pos, max(cfg.History, 0), cfg.MaxReplayBytes)
 		if err != nil {
-			return fmt.Errorf("reading history of room %q: %w", r.name, err)
+			return fmt.Errorf("reading history of room %q: %w: %w", r.name, ErrUnavailable, err)
 		}
 		s.Replay, s.r = rep, r
 		r.broadcaster.Register(s.sub)
@@ -527,7 +790,10 @@ func (m *Manager) Messages(roomName, after string, limit int) (Replay, error) {
 	var rep Replay
 	err := m.withRoom(roomName, false, func(r *room) (err error) {
 		rep, err = r.replay(Position{LastEventID: after, History: limit}, limit, budget)
-		return err
+		if err != nil {
+			return fmt.Errorf("reading history of room %q: %w: %w", r.name, ErrUnavailable, err)
+		}
+		return nil
 	})
 	rep.fit(budget, false)
 	return rep, err
@@ -559,8 +825,16 @@ func (m *Manager) drop(r *room, reason string) error {
 	if h := m.config().Hooks.RoomDropped; h != nil {
 		h(r.name, reason)
 	}
-	if err := r.history.Drop(); err != nil {
-		return fmt.Errorf("dropping history of room %q: %w", r.name, err)
+	// Closing keeps a durable history for the next process; the other
+	// reasons end the room for good.
+	if reason == "closed" {
+		if err := r.history.Close(); err != nil {
+			return fmt.Errorf("closing history of room %q: %w", r.name, err)
+		}
+		return nil
+	}
+	if err := r.history.Drop(context.Background()); err != nil {
+		return fmt.Errorf("dropping history of room %q: %w: %w", r.name, ErrUnavailable, err)
 	}
 	return nil
 }

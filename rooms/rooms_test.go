@@ -1,6 +1,7 @@
 package rooms
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -85,9 +86,10 @@ func TestParseID(t *testing.T) {
 }
 
 func TestRing(t *testing.T) {
-	h, _ := MemoryStore{}.Open("r", 3)
+	ctx := context.Background()
+	h, _ := MemoryStore{}.Open(ctx, "r", 3)
 	for i := 1; i <= 5; i++ {
-		h.Append(Message{Message: fmt.Sprint(i)})
+		h.Append(ctx, []Entry{{Message: Message{Message: fmt.Sprint(i)}}})
 	}
 	tests := []struct {
 		after uint64
@@ -104,7 +106,7 @@ func TestRing(t *testing.T) {
 		{0, 0, ""},
 	}
 	for _, tt := range tests {
-		got, _ := h.After(tt.after, tt.limit)
+		got, _ := h.After(ctx, tt.after, tt.limit)
 		if texts(got) != tt.want {
 			t.Errorf("After(%d, %d) = %q, want %q", tt.after, tt.limit, texts(got), tt.want)
 		}
@@ -112,20 +114,20 @@ func TestRing(t *testing.T) {
 	if h.Oldest() != 3 || h.Last() != 5 {
 		t.Errorf("Oldest, Last = %d, %d; want 3, 5", h.Oldest(), h.Last())
 	}
-	h.Resize(2)
-	if got, _ := h.After(0, 10); texts(got) != "4,5" || h.Oldest() != 4 {
+	h.Resize(ctx, 2)
+	if got, _ := h.After(ctx, 0, 10); texts(got) != "4,5" || h.Oldest() != 4 {
 		t.Errorf("after shrinking to 2: %q, oldest %d", texts(got), h.Oldest())
 	}
-	h.Resize(4)
-	h.Append(Message{Message: "6"})
-	h.Append(Message{Message: "7"})
-	h.Append(Message{Message: "8"})
-	if got, _ := h.After(0, 10); texts(got) != "5,6,7,8" {
+	h.Resize(ctx, 4)
+	h.Append(ctx, []Entry{{Message: Message{Message: "6"}}})
+	h.Append(ctx, []Entry{{Message: Message{Message: "7"}}})
+	h.Append(ctx, []Entry{{Message: Message{Message: "8"}}})
+	if got, _ := h.After(ctx, 0, 10); texts(got) != "5,6,7,8" {
 		t.Errorf("after growing to 4 and three appends: %q", texts(got))
 	}
-	none, _ := MemoryStore{}.Open("r", 0)
-	none.Append(Message{})
-	if got, _ := none.After(0, 10); len(got) != 0 || none.Oldest() != 2 || none.Last() != 1 {
+	none, _ := MemoryStore{}.Open(ctx, "r", 0)
+	none.Append(ctx, []Entry{{Message: Message{}}})
+	if got, _ := none.After(ctx, 0, 10); len(got) != 0 || none.Oldest() != 2 || none.Last() != 1 {
 		t.Errorf("zero capacity kept %d, oldest %d, last %d", len(got), none.Oldest(), none.Last())
 	}
 }
@@ -720,8 +722,8 @@ func TestMinFrameSize(t *testing.T) {
 // countingStore counts Resize calls on the histories it opens.
 type countingStore struct{ resizes *int }
 
-func (s countingStore) Open(room string, capacity int) (History, error) {
-	h, err := MemoryStore{}.Open(room, capacity)
+func (s countingStore) Open(ctx context.Context, room string, capacity int) (History, error) {
+	h, err := MemoryStore{}.Open(ctx, room, capacity)
 	return countingHistory{h, s.resizes}, err
 }
 
@@ -730,7 +732,10 @@ type countingHistory struct {
 	resizes *int
 }
 
-func (h countingHistory) Resize(capacity int) error { *h.resizes++; return h.History.Resize(capacity) }
+func (h countingHistory) Resize(ctx context.Context, capacity int) error {
+	*h.resizes++
+	return h.History.Resize(ctx, capacity)
+}
 
 // TestConfigureKeepsRings: a reload that keeps the history size leaves every
 // ring alone; one that changes it resizes them.

@@ -1,0 +1,184 @@
+package filestore
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/caddy-chat/caddy-chat/rooms"
+)
+
+// BenchmarkPublishers measures acknowledged submits per second and the p99
+// submit latency with 1, 16 and 256 concurrent publishers, each posting to
+// a room of its own among 64 (or one room for all), for the memory store and
+// the file store; for the file, also the commits (each two fdatasyncs, by
+// bbolt) per message.
+func BenchmarkPublishers(b *testing.B) {
+	for _, backend := range []string{"memory", "file"} {
+		for _, roomCount := range []int{1, 64} {
+			for _, publishers := range []int{1, 16, 256} {
+				b.Run(fmt.Sprintf("store=%s/rooms=%d/publishers=%d", backend, roomCount, publishers), func(b *testing.B) {
+					cfg := rooms.Config{History: 1000, Buffer: 16}
+					var s *Store
+					if backend == "file" {
+						s = openStore(b, filepath.Join(b.TempDir(), "history.db"))
+						defer s.Close()
+						cfg.Store = s
+					}
+					m := rooms.New(cfg)
+					defer m.Close()
+					latencies := make([][]time.Duration, publishers)
+					var next sync.WaitGroup
+					work := make(chan struct{}, b.N)
+					for range b.N {
+						work <- struct{}{}
+					}
+					close(work)
+					b.ResetTimer()
+					start := time.Now()
+					for p := range publishers {
+						next.Go(func() {
+							room := fmt.Sprint("room", p%roomCount)
+							for range work {
+								t0 := time.Now()
+								if _, _, err := m.Submit(room, rooms.Post{User: "alice", Text: "hello, world"}); err != nil {
+									b.Error(err)
+									return
+								}
+								latencies[p] = append(latencies[p], time.Since(t0))
+							}
+						})
+					}
+					next.Wait()
+					elapsed := time.Since(start)
+					b.StopTimer()
+					all := slices.Concat(latencies...)
+					slices.Sort(all)
+					b.ReportMetric(float64(len(all))/elapsed.Seconds(), "submits/s")
+					if len(all) > 0 {
+						b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
+					}
+					if s != nil {
+						st := s.Stats()
+						b.ReportMetric(float64(st.Commits)/float64(len(all)), "commits/msg")
+					}
+				})
+			}
+		}
+	}
+}
+
+// BenchmarkFileSize posts b.N messages of 200 bytes, with idempotency keys,
+// to 10 rooms that keep 1000 each, and reports the file's size once the
+// rooms are full (10,000 messages) and at the end: with steady traffic, the
+// file stops growing once the rooms are full, as trimmed pages are reused.
+// Run it with -benchtime 100000x.
+func BenchmarkFileSize(b *testing.B) {
+	const roomCount, history = 10, 1000
+	path := filepath.Join(b.TempDir(), "history.db")
+	s := openStore(b, path)
+	defer s.Close()
+	m := rooms.New(rooms.Config{History: history, Buffer: 16, Store: s})
+	defer m.Close()
+	text := strings.Repeat("x", 200)
+	var full int64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	for r := range roomCount {
+		wg.Go(func() {
+			for i := r; i < b.N; i += roomCount {
+				if _, _, err := m.Submit(fmt.Sprint("room", r), rooms.Post{User: "alice", Text: text, Key: fmt.Sprint("key", i), Scope: "client"}); err != nil {
+					b.Error(err)
+					return
+				}
+				if i == roomCount*history {
+					full = fileSize(b, path)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	if full > 0 {
+		b.ReportMetric(float64(full)/1e6, "MB-full")
+	}
+	b.ReportMetric(float64(fileSize(b, path))/1e6, "MB-end")
+}
+
+func fileSize(b *testing.B, path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		b.Error(err)
+		return 0
+	}
+	return fi.Size()
+}
+
+// BenchmarkFanout reports the process CPU time per delivery, submit
+// included, with one publisher posting 500 messages a second and 100
+// streams in one room, for the memory store and the file store: what
+// storing costs, spread over a room's deliveries. The rate is fixed so that
+// streams wake as often with either store.
+func BenchmarkFanout(b *testing.B) {
+	const streams = 100
+	for _, backend := range []string{"memory", "file"} {
+		b.Run("store="+backend, func(b *testing.B) {
+			cfg := rooms.Config{History: 1000, Buffer: 1 << 16}
+			if backend == "file" {
+				s := openStore(b, filepath.Join(b.TempDir(), "history.db"))
+				defer s.Close()
+				cfg.Store = s
+			}
+			m := rooms.New(cfg)
+			defer m.Close()
+			var got sync.WaitGroup
+			for range streams {
+				sub, err := m.Subscribe("lobby", rooms.Position{}, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer sub.Close()
+				got.Go(func() {
+					var frames [][]byte
+					for n := 0; n < b.N; {
+						<-sub.Ready()
+						var err error
+						frames, err = sub.Take(frames[:0])
+						n += len(frames)
+						if err != nil {
+							return
+						}
+					}
+				})
+			}
+			tick := time.NewTicker(2 * time.Millisecond)
+			defer tick.Stop()
+			before := cpuTime(b)
+			b.ResetTimer()
+			for range b.N {
+				<-tick.C
+				if _, _, err := m.Submit("lobby", rooms.Post{User: "alice", Text: "hello, world"}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			got.Wait()
+			b.StopTimer()
+			b.ReportMetric(float64((cpuTime(b)-before).Nanoseconds())/float64(b.N*streams), "cpu-ns/delivery")
+		})
+	}
+}
+
+// cpuTime returns the user and system CPU time the process has used.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

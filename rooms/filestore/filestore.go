@@ -1,0 +1,507 @@
+// Package filestore keeps chat rooms' histories in one bbolt file, so that
+// rooms, their ids and their idempotency keys survive a restart.
+//
+// Each room is a bucket holding its epoch, its last sequence number, its
+// newest messages and the idempotency keys of those messages. A message, its
+// key and the trimming of the oldest message are one transaction, so the
+// file holds at most a room's history per room and never half a message.
+// Submits waiting at the same time share one commit: one pair of fsyncs
+// serves a burst (see committer).
+package filestore
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/caddy-chat/caddy-chat/rooms"
+)
+
+// LockTimeout is how long Open waits for a file that another process holds.
+const LockTimeout = 2 * time.Second
+
+// Store is a rooms.Store and rooms.Lister backed by a bbolt file. Its
+// methods are safe for concurrent use.
+type Store struct {
+	path   string
+	db     *bolt.DB
+	commit *committer
+}
+
+// Names of the buckets and keys in the file.
+var (
+	roomsBucket = []byte("rooms") // one bucket per room inside
+	msgsBucket  = []byte("msgs")  // sequence number → message
+	keysBucket  = []byte("keys")  // hash of scope and key → its message
+	epochKey    = []byte("epoch")
+	lastKey     = []byte("last")
+)
+
+// Open opens or creates the store file at path, creating its directory. It
+// refuses, with the path and the reason, a file it cannot write, one that
+// another process holds for longer than LockTimeout, and one that is not a
+// valid store; it never truncates or rewrites an existing file.
+func Open(path string) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("chat store %s: creating its directory: %w", path, err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout: LockTimeout,
+		// The freelist is rebuilt when the file is opened rather than
+		// written on every commit: fewer pages per submit.
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	})
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
+		return nil, fmt.Errorf("chat store %s is locked by another process (another Caddy using the same file?); gave up after %v", path, LockTimeout)
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
+		return nil, corrupt(path, err)
+	case err != nil:
+		return nil, fmt.Errorf("chat store %s: %w", path, err)
+	}
+	s := &Store{path: path, db: db}
+	if err := s.check(); err != nil {
+		return nil, errors.Join(err, db.Close())
+	}
+	s.commit = newCommitter(db)
+	return s, nil
+}
+
+// corrupt says that the file at path is not a store and what to do about it.
+func corrupt(path string, err error) error {
+	return fmt.Errorf("chat store %s is not a valid store file (%v): it was left as it is; move it aside, e.g. mv %q %q, to start with an empty store, or restore it from a backup", path, err, path, path+".corrupt")
+}
+
+// check walks the file's structure once, so that a damaged file is refused
+// at start rather than failing submits later. bbolt panics on some damaged
+// pages; that too means a corrupt file.
+func (s *Store) check() (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = corrupt(s.path, fmt.Errorf("%v", p))
+		}
+	}()
+	err = s.db.View(func(tx *bolt.Tx) error {
+		var errs []error
+		for e := range tx.Check() {
+			errs = append(errs, e)
+		}
+		if len(errs) > 0 {
+			return errors.Join(errs...)
+		}
+		all := tx.Bucket(roomsBucket)
+		if all == nil {
+			return nil
+		}
+		return all.ForEachBucket(func(name []byte) error {
+			b := all.Bucket(name)
+			if !rooms.ValidName(string(name)) || b.Get(epochKey) == nil || len(b.Get(lastKey)) != 8 || b.Bucket(msgsBucket) == nil || b.Bucket(keysBucket) == nil {
+				return fmt.Errorf("room %q is malformed", name)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return corrupt(s.path, err)
+	}
+	return nil
+}
+
+// Path returns the file's path.
+func (s *Store) Path() string { return s.path }
+
+// Close waits for commits under way and closes the file.
+func (s *Store) Close() error {
+	s.commit.close()
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("closing chat store %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// Stats counts the store's work since Open.
+type Stats struct {
+	Commits int64 // transactions written, each with its fsyncs
+	Writes  int64 // messages, trims and drops they carried
+}
+
+// Stats returns the store's counters.
+func (s *Store) Stats() Stats { return s.commit.stats() }
+
+// Rooms returns the names of the rooms the file holds.
+func (s *Store) Rooms(context.Context) ([]string, error) {
+	var names []string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		all := tx.Bucket(roomsBucket)
+		if all == nil {
+			return nil
+		}
+		return all.ForEachBucket(func(name []byte) error {
+			names = append(names, string(name))
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing rooms of chat store %s: %w", s.path, err)
+	}
+	return names, nil
+}
+
+// Open returns the room's history: as the file holds it, or a new epoch
+// with nothing stored until the first message.
+func (s *Store) Open(_ context.Context, room string, capacity int) (rooms.History, error) {
+	h := &history{s: s, room: room, name: []byte(room), capacity: capacity}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := roomBucket(tx, h.name)
+		if b == nil {
+			return nil
+		}
+		h.epoch, h.last, h.stored = string(b.Get(epochKey)), binary.BigEndian.Uint64(b.Get(lastKey)), true
+		h.oldest = h.last + 1
+		if k, _ := b.Bucket(msgsBucket).Cursor().First(); k != nil {
+			h.oldest = binary.BigEndian.Uint64(k)
+		}
+		// Under a smaller history than the file was written with, the
+		// messages past it are hidden now and trimmed by the next append.
+		h.oldest = max(h.oldest, h.last+1-min(h.last, uint64(capacity)))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading room %q from chat store %s: %w", room, s.path, err)
+	}
+	if !h.stored {
+		h.epoch, h.oldest = rooms.NewEpoch(), 1
+	}
+	return h, nil
+}
+
+func roomBucket(tx *bolt.Tx, name []byte) *bolt.Bucket {
+	all := tx.Bucket(roomsBucket)
+	if all == nil {
+		return nil
+	}
+	return all.Bucket(name)
+}
+
+// history is one room in the file. It caches only the room's position; its
+// messages are read from the file, whose pages the OS caches, so memory does
+// not grow with history.
+type history struct {
+	s        *Store
+	room     string
+	name     []byte
+	epoch    string
+	last     uint64
+	oldest   uint64
+	capacity int
+	stored   bool // the file has the room's bucket
+}
+
+func (h *history) Epoch() string  { return h.epoch }
+func (h *history) Last() uint64   { return h.last }
+func (h *history) Oldest() uint64 { return h.oldest }
+
+// Append stores the messages, their keys and the room's new last sequence
+// number, and trims what no longer fits, in one commit.
+func (h *history) Append(ctx context.Context, entries []rooms.Entry) error {
+	first := h.last + 1
+	last := h.last + uint64(len(entries))
+	// Only the newest capacity of them are kept: encode no more.
+	keep := entries[len(entries)-min(len(entries), h.capacity):]
+	recs := make([][]byte, len(keep))
+	hashes := make([][]byte, len(keep))
+	for i, e := range keep {
+		if e.Key.Name != "" {
+			hashes[i] = keyHash(e.Key)
+		}
+		recs[i] = encode(e.Message, hashes[i])
+	}
+	oldest := h.oldest
+	err := h.s.commit.do(ctx, func(tx *bolt.Tx) error {
+		b, err := h.create(tx)
+		if err != nil {
+			return err
+		}
+		if err := b.Put(lastKey, u64(last)); err != nil {
+			return err
+		}
+		msgs, keys := b.Bucket(msgsBucket), b.Bucket(keysBucket)
+		seq := first + uint64(len(entries)-len(keep))
+		for i, e := range keep {
+			if err := msgs.Put(u64(seq), recs[i]); err != nil {
+				return err
+			}
+			if hashes[i] != nil {
+				if err := keys.Put(hashes[i], keyRecord(seq, e.Message)); err != nil {
+					return err
+				}
+			}
+			seq++
+		}
+		oldest, err = trim(b, last, h.capacity)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("appending to room %q in chat store %s: %w", h.room, h.s.path, err)
+	}
+	h.last, h.oldest, h.stored = last, oldest, true
+	return nil
+}
+
+// create returns the room's bucket, making it with the room's epoch.
+func (h *history) create(tx *bolt.Tx) (*bolt.Bucket, error) {
+	all, err := tx.CreateBucketIfNotExists(roomsBucket)
+	if err != nil {
+		return nil, err
+	}
+	if b := all.Bucket(h.name); b != nil {
+		return b, nil
+	}
+	b, err := all.CreateBucket(h.name)
+	if err != nil {
+		return nil, err
+	}
+	for _, err := range []error{
+		b.Put(epochKey, []byte(h.epoch)),
+		b.Put(lastKey, u64(h.last)),
+		func() error { _, err := b.CreateBucket(msgsBucket); return err }(),
+		func() error { _, err := b.CreateBucket(keysBucket); return err }(),
+	} {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// trim deletes the messages, and their keys, that fall out of a history of
+// capacity ending at last, and returns the oldest sequence number kept.
+func trim(b *bolt.Bucket, last uint64, capacity int) (uint64, error) {
+	oldest := last + 1 - min(last, uint64(capacity))
+	msgs, keys := b.Bucket(msgsBucket), b.Bucket(keysBucket)
+	c := msgs.Cursor()
+	for k, v := c.First(); k != nil && binary.BigEndian.Uint64(k) < oldest; k, v = c.Next() {
+		if kh := recordKey(v); kh != nil {
+			// The key may have been used again since for a newer
+			// message of the room; keep that one.
+			if r := keys.Get(kh); len(r) >= 8 && binary.BigEndian.Uint64(r) == binary.BigEndian.Uint64(k) {
+				if err := keys.Delete(kh); err != nil {
+					return 0, err
+				}
+			}
+		}
+		if err := c.Delete(); err != nil {
+			return 0, err
+		}
+	}
+	return oldest, nil
+}
+
+func (h *history) After(_ context.Context, seq uint64, limit int) ([]rooms.Message, error) {
+	if seq < h.oldest {
+		seq = h.oldest - 1
+	}
+	if seq >= h.last || limit <= 0 || !h.stored {
+		return nil, nil
+	}
+	out := make([]rooms.Message, 0, min(uint64(limit), h.last-seq))
+	err := h.s.db.View(func(tx *bolt.Tx) error {
+		b := roomBucket(tx, h.name)
+		if b == nil {
+			return nil
+		}
+		c := b.Bucket(msgsBucket).Cursor()
+		for k, v := c.Seek(u64(seq + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+			m, err := decode(v)
+			if err != nil {
+				return fmt.Errorf("message %d: %w", binary.BigEndian.Uint64(k), err)
+			}
+			m.ID, m.Room = rooms.FormatID(h.epoch, binary.BigEndian.Uint64(k)), h.room
+			out = append(out, m)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading room %q from chat store %s: %w", h.room, h.s.path, err)
+	}
+	return out, nil
+}
+
+func (h *history) Resize(ctx context.Context, capacity int) error {
+	if h.stored && capacity < h.capacity {
+		var oldest uint64
+		err := h.s.commit.do(ctx, func(tx *bolt.Tx) error {
+			b := roomBucket(tx, h.name)
+			if b == nil {
+				return nil
+			}
+			var err error
+			oldest, err = trim(b, h.last, capacity)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("trimming room %q in chat store %s: %w", h.room, h.s.path, err)
+		}
+		h.oldest = max(h.oldest, oldest)
+	}
+	h.capacity = capacity
+	return nil
+}
+
+// Drop deletes the room's bucket: its messages, keys and position.
+func (h *history) Drop(ctx context.Context) error {
+	if !h.stored {
+		return nil
+	}
+	err := h.s.commit.do(ctx, func(tx *bolt.Tx) error {
+		all := tx.Bucket(roomsBucket)
+		if all == nil || all.Bucket(h.name) == nil {
+			return nil
+		}
+		return all.DeleteBucket(h.name)
+	})
+	if err != nil {
+		return fmt.Errorf("deleting room %q from chat store %s: %w", h.room, h.s.path, err)
+	}
+	h.stored = false
+	return nil
+}
+
+func (h *history) Close() error { return nil }
+
+// Recall looks k up among the keys of the messages the room keeps.
+func (h *history) Recall(_ context.Context, k rooms.Key, m rooms.Message) (rooms.Recalled, error) {
+	var rec rooms.Recalled
+	if !h.stored {
+		return rec, nil
+	}
+	err := h.s.db.View(func(tx *bolt.Tx) error {
+		b := roomBucket(tx, h.name)
+		if b == nil {
+			return nil
+		}
+		if v := b.Bucket(keysBucket).Get(keyHash(k)); len(v) == 8+8+sumSize {
+			rec.Seq = binary.BigEndian.Uint64(v)
+			rec.Time = time.UnixMilli(int64(binary.BigEndian.Uint64(v[8:]))).UTC()
+			rec.Same = bytes.Equal(v[16:], sum(m))
+		}
+		return nil
+	})
+	if err != nil {
+		return rooms.Recalled{}, fmt.Errorf("reading keys of room %q from chat store %s: %w", h.room, h.s.path, err)
+	}
+	return rec, nil
+}
+
+func u64(n uint64) []byte { return binary.BigEndian.AppendUint64(nil, n) }
+
+// keyHashSize and sumSize are the bytes of SHA-256 kept: enough that no
+// two keys or messages of a room meet by chance.
+const (
+	keyHashSize = 16
+	sumSize     = 16
+)
+
+// keyHash names k in the file. The file outlives the process, so the hash
+// must be the same in the next one: a cryptographic hash, not maphash.
+func keyHash(k rooms.Key) []byte {
+	h := sha256.New()
+	var n [binary.MaxVarintLen64]byte
+	h.Write(n[:binary.PutUvarint(n[:], uint64(len(k.Scope)))])
+	h.Write([]byte(k.Scope))
+	h.Write([]byte(k.Name))
+	return h.Sum(nil)[:keyHashSize]
+}
+
+// sum hashes what a retry must carry unchanged: user, text, verification.
+func sum(m rooms.Message) []byte {
+	h := sha256.New()
+	var n [binary.MaxVarintLen64 + 1]byte
+	l := binary.PutUvarint(n[:], uint64(len(m.User)))
+	if m.Verified {
+		n[l] = 1
+	}
+	h.Write(n[:l+1])
+	h.Write([]byte(m.User))
+	h.Write([]byte(m.Message))
+	return h.Sum(nil)[:sumSize]
+}
+
+// keyRecord is a key's entry: its message's sequence number, its time in
+// Unix milliseconds and sum.
+func keyRecord(seq uint64, m rooms.Message) []byte {
+	v := binary.BigEndian.AppendUint64(make([]byte, 0, 16+sumSize), seq)
+	v = binary.BigEndian.AppendUint64(v, uint64(m.Time.UnixMilli()))
+	return append(v, sum(m)...)
+}
+
+// A message's record is its time in Unix milliseconds (8 bytes), a flags
+// byte, the key hash when flagged, the user's length as a uvarint, the user
+// and the text. Its id and room are the bucket's.
+const (
+	flagVerified = 1 << iota
+	flagKey
+)
+
+func encode(m rooms.Message, kh []byte) []byte {
+	rec := make([]byte, 0, 9+len(kh)+binary.MaxVarintLen64+len(m.User)+len(m.Message))
+	rec = binary.BigEndian.AppendUint64(rec, uint64(m.Time.UnixMilli()))
+	var flags byte
+	if m.Verified {
+		flags |= flagVerified
+	}
+	if kh != nil {
+		flags |= flagKey
+	}
+	rec = append(append(rec, flags), kh...)
+	rec = binary.AppendUvarint(rec, uint64(len(m.User)))
+	rec = append(rec, m.User...)
+	return append(rec, m.Message...)
+}
+
+var errRecord = errors.New("malformed message record")
+
+func decode(rec []byte) (rooms.Message, error) {
+	if len(rec) < 9 {
+		return rooms.Message{}, errRecord
+	}
+	m := rooms.Message{Time: time.UnixMilli(int64(binary.BigEndian.Uint64(rec))).UTC(), Verified: rec[8]&flagVerified != 0}
+	rest := rec[9:]
+	if rec[8]&flagKey != 0 {
+		if len(rest) < keyHashSize {
+			return rooms.Message{}, errRecord
+		}
+		rest = rest[keyHashSize:]
+	}
+	n, l := binary.Uvarint(rest)
+	if l <= 0 || n > uint64(len(rest)-l) {
+		return rooms.Message{}, errRecord
+	}
+	m.User, m.Message = string(rest[l:l+int(n)]), string(rest[l+int(n):])
+	return m, nil
+}
+
+// recordKey returns the key hash a record carries, nil for none.
+func recordKey(rec []byte) []byte {
+	if len(rec) < 9+keyHashSize || rec[8]&flagKey == 0 {
+		return nil
+	}
+	return rec[9 : 9+keyHashSize]
+}
+
+// Interface guards
+var (
+	_ rooms.Store    = (*Store)(nil)
+	_ rooms.Lister   = (*Store)(nil)
+	_ rooms.Recaller = (*history)(nil)
+)
