@@ -259,13 +259,13 @@ func (s *Stream) serve(timeout time.Duration) {
 	for {
 		seen := s.wakes.Load()
 		more, err := s.writeQueued(timeout)
-		if err != nil {
-			s.end(err)
-			return
-		}
 		if more != nil {
 			// The client is slow: finish in a goroutine of its own.
-			go s.serveSlow(more)
+			go s.serveSlow(more, err)
+			return
+		}
+		if err != nil {
+			s.end(err)
 			return
 		}
 		if s.wakes.Add(-seen) == 0 {
@@ -274,20 +274,26 @@ func (s *Stream) serve(timeout time.Duration) {
 	}
 }
 
-// serveSlow finishes a write a shared writer could not, then serves the
-// stream until it has caught up.
-func (s *Stream) serveSlow(rest net.Buffers) {
+// serveSlow finishes a write a shared writer could not, then ends the
+// stream with then, when its source had ended, or else serves it until it
+// has caught up.
+func (s *Stream) serveSlow(rest net.Buffers, then error) {
 	timeout := s.pool.cfg.WriteTimeout
 	if err := s.write(&rest, timeout); err != nil {
 		s.end(err)
+		return
+	}
+	if then != nil {
+		s.end(then)
 		return
 	}
 	s.serve(timeout)
 }
 
 // writeQueued writes the queued frames (and a due heartbeat). It returns the
-// unwritten rest when a quick write timed out part way, and an error when the
-// stream must end.
+// unwritten rest when a quick write timed out part way, with the source's
+// error if it had ended (the rest, a close event perhaps, is still owed),
+// and an error when the stream must end.
 func (s *Stream) writeQueued(timeout time.Duration) (net.Buffers, error) {
 	frames, srcErr := s.src.Take(s.frames[:0])
 	if s.ping.Swap(false) && len(frames) == 0 {
@@ -299,8 +305,8 @@ func (s *Stream) writeQueued(timeout time.Duration) (net.Buffers, error) {
 	}()
 	bufs := net.Buffers(frames)
 	if err := s.write(&bufs, timeout); err != nil {
-		if isTimeout(err) && srcErr == nil && timeout < s.pool.cfg.WriteTimeout {
-			return append(net.Buffers(nil), bufs...), nil
+		if isTimeout(err) && timeout < s.pool.cfg.WriteTimeout {
+			return append(net.Buffers(nil), bufs...), srcErr
 		}
 		return nil, err
 	}

@@ -422,7 +422,9 @@ func TestCloseConnDoesNotWaitForCloseNotify(t *testing.T) {
 func TestSteadyReaderIsNotCut(t *testing.T) {
 	for _, secure := range []bool{false, true} {
 		t.Run(fmt.Sprintf("tls=%v", secure), func(t *testing.T) {
-			p := newPool(t, Config{Writers: 1, WriteTimeout: 200 * time.Millisecond, QuickWrite: time.Millisecond})
+			// The burst takes the reader about 1.3 s, over twice the write
+			// timeout, which leaves a loaded machine room for a late read.
+			p := newPool(t, Config{Writers: 1, WriteTimeout: 500 * time.Millisecond, QuickWrite: time.Millisecond})
 			var server, client net.Conn
 			if secure {
 				server, client = tlsPair(t)
@@ -433,12 +435,12 @@ func TestSteadyReaderIsNotCut(t *testing.T) {
 			}
 			q, r, ended := relayedOver(t, p, server, client)
 			frame := strings.Repeat("x", 16<<10-1) + "\n"
-			for range 64 { // 1 MiB, read at about 1 MiB/s below
+			for range 64 { // 1 MiB, read at about 0.8 MiB/s below
 				q.push(frame)
 			}
 			buf := make([]byte, 16<<10)
 			for i := range 64 {
-				time.Sleep(15 * time.Millisecond)
+				time.Sleep(20 * time.Millisecond)
 				if _, err := io.ReadFull(r, buf); err != nil {
 					t.Fatalf("frame %d: %v", i, err)
 				}
