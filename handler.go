@@ -264,6 +264,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, route, room stri
 			return methodNotAllowed("GET")
 		}
 		return h.serveMessages(w, r, room)
+	case routePresence:
+		if r.Method != http.MethodGet {
+			return methodNotAllowed("GET")
+		}
+		return h.servePresence(w, room)
 	case routeRoom:
 		switch r.Method {
 		case http.MethodGet:
@@ -303,6 +308,7 @@ const (
 	routeSubmit   = "submit"
 	routeRooms    = "rooms"
 	routeMessages = "messages"
+	routePresence = "presence"
 	routeRoom     = "room"
 	routeIndex    = ""
 	routeOpenRoom = "open"
@@ -326,8 +332,8 @@ func parsePath(escaped string) (route, room string, ok bool) {
 		return routeOpenRoom, "", true
 	case len(segs) == 2 && (segs[0] == routeStream || segs[0] == routeRoom || segs[0] == routeStatic):
 		route = segs[0]
-	case len(segs) == 3 && segs[0] == routeRooms && segs[2] == "messages":
-		route = routeMessages
+	case len(segs) == 3 && segs[0] == routeRooms && (segs[2] == routeMessages || segs[2] == routePresence):
+		route = segs[2]
 	default:
 		return "", "", false
 	}
