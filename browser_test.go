@@ -55,6 +55,7 @@ var browserTests = []browserTest{
 	{"LocalDays", testLocalDays},
 	{"Widget", testWidget},
 	{"WidgetCrossOrigin", testWidgetCrossOrigin},
+	{"Presence", testPresence},
 }
 
 var screenshots = flag.Bool("screenshots", false, "write the README's screenshots to docs/ (go test -run Browser/Screenshots -screenshots)")
@@ -595,7 +596,8 @@ func testResetNotice(t *testing.T, browser context.Context) {
 		if text, _ := notice(t, tab); !strings.Contains(text, "missed") {
 			t.Errorf("after the reset the notice says %q, want it to say messages were missed", text)
 		}
-		if events := onWire.events(); !slices.Equal(events, []string{"message", "reset"}) {
+		events := slices.DeleteFunc(onWire.events(), func(name string) bool { return name == "presence" })
+		if !slices.Equal(events, []string{"message", "reset"}) {
 			t.Errorf("the server sent %v, want a message and then a reset", events)
 		}
 		if got := waitMessages(t, tab, 1); len(got) != 1 {
@@ -1313,5 +1315,48 @@ func testWidgetCrossOrigin(t *testing.T, browser context.Context) {
 				t.Errorf("the widget shows %+v; the room stores %s", got, stored(t, room))
 			}
 		})
+	}
+}
+
+// testPresence: a widget and a room page, in two browser contexts, both
+// show who is here within 2 s; when the room page's tab closes, its user
+// is gone from the widget within 2 s.
+func testPresence(t *testing.T, browser context.Context) {
+	room := roomFor(t, "p")
+	startCaddy(t, config{site: hostSite(t, "default-src 'self'", map[string]string{
+		"page.html": `<!doctype html><html><head><meta charset="utf-8"><title>host</title>
+<script type="module" src="/widget.js"></script></head>
+<body><chat-room id="w" room="` + room + `" user="carol"></chat-room></body></html>`,
+	})})
+	host := newTab(t, browser, "host")
+	run(t, host, chromedp.Navigate(rootSite+"/host/page.html"))
+	here := func(tab context.Context, expr string) func() bool {
+		return func() bool { return get(t, tab, chromedp.Evaluate[string](expr)) == "Here: carol, dave" }
+	}
+	widgetHere := `document.getElementById('w').shadowRoot.querySelector('.here').textContent`
+
+	other, cancelOther := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
+	t.Cleanup(cancelOther)
+	roomPage, closeRoomPage := chromedp.NewContext(other)
+	t.Cleanup(closeRoomPage)
+	if err := chromedp.Do(roomPage); err != nil {
+		t.Fatal(err)
+	}
+	run(t, roomPage, chromedp.Navigate(rootSite+"/room/"+room))
+	// The name remembered is the stream's from the next time it opens.
+	get(t, roomPage, chromedp.Evaluate[bool](`localStorage.setItem('caddy-chat-user', 'dave'), true`))
+	opened := time.Now()
+	run(t, roomPage, chromedp.Reload())
+	waitState(t, roomPage, "live")
+	pollUntil(t, 2*time.Second-time.Since(opened)+time.Second, "the widget shows carol and dave", here(host, widgetHere))
+	pollUntil(t, time.Second, "the room page shows carol and dave", here(roomPage, `document.getElementById('here').textContent`))
+
+	closeRoomPage()
+	closed := time.Now()
+	pollUntil(t, 3*time.Second, "dave leaves the widget", func() bool {
+		return get(t, host, chromedp.Evaluate[string](widgetHere)) == "Here: carol"
+	})
+	if d := time.Since(closed); d > 2*time.Second {
+		t.Errorf("dave left the widget %v after his tab closed, want within 2 s", d)
 	}
 }

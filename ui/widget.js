@@ -9,7 +9,7 @@
 // static/widget.css, which it fetches once and adopts, so that it runs under
 // a host CSP without 'unsafe-inline'. Several elements for one room share
 // one stream.
-import { MessageList, compose, notices, post, rememberName, subscribe } from "./static/core.js";
+import { MessageList, compose, notices, post, rememberName, showHere, subscribe } from "./static/core.js";
 
 const base = new URL(".", import.meta.url);
 
@@ -23,7 +23,7 @@ const styled = fetch(new URL("static/widget.css", base))
 // The element's parts; user text never enters it but as textContent.
 const template = document.createElement("template");
 template.innerHTML = `<section part="box" hidden>
-<header><h2 part="title"></h2><p class="status" role="status" aria-live="polite"></p></header>
+<header><h2 part="title"></h2><p class="status" role="status" aria-live="polite"></p><p class="here"></p></header>
 <div class="scroller"><ol class="messages" aria-live="polite" aria-label="Messages"></ol></div>
 <p class="notice" role="alert" hidden></p>
 <form class="compose">
@@ -71,12 +71,13 @@ class ChatRoom extends HTMLElement {
         status.dataset.state = state;
       },
       message: (m) => messages.append(m),
+      presence: (users) => showHere(root.querySelector(".here"), users),
       reset: () => show(notices.reset),
       close() {
         show(notices.close);
         form.querySelectorAll("input, textarea, button").forEach((el) => (el.disabled = true));
       },
-    }, { history });
+    }, { history, user: () => userField.value.trim() });
     compose(form, root.querySelector(".message"), root.querySelector(".send-error"), (message) =>
       post(new URL("room/" + enc, src).href, JSON.stringify({ user: userField.value.trim(), message })));
   }

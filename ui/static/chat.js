@@ -1,6 +1,6 @@
 // caddy-chat pages. Every URL is relative to the page, so the chat works at
 // any mount point.
-import { MessageList, compose, notices, post, rememberName, subscribe } from "./core.js";
+import { MessageList, compose, notices, post, rememberName, showHere, subscribe } from "./core.js";
 
 const body = document.body;
 if (body.classList.contains("room")) {
@@ -49,6 +49,7 @@ function room(body) {
   const userField = document.getElementById("user");
   const textField = document.getElementById("message");
   const deleteButton = document.getElementById("delete");
+  const here = document.getElementById("here");
   const messages = new MessageList(list);
   messages.localTimes();
 
@@ -69,13 +70,14 @@ function room(body) {
       status.dataset.state = state;
     },
     message: (m) => messages.append(m),
+    presence: (users) => showHere(here, users),
     reset: () => show(notices.reset),
     close() {
       show(notices.close);
       form.querySelectorAll("input, textarea, button").forEach((el) => (el.disabled = true));
       if (deleteButton) deleteButton.disabled = true;
     },
-  }, { lastID: body.dataset.lastId, history: 50 });
+  }, { lastID: body.dataset.lastId, history: 50, user: () => userField.value.trim() });
 
   compose(form, textField, document.getElementById("send-error"), (message) =>
     post("", JSON.stringify({ user: userField.value.trim(), message: message })));

@@ -130,15 +130,16 @@ const kept = 1000;
 
 // subscribe adds a view to the stream at url (…/stream/{room}). The view's
 // methods are called as the stream goes: state(text, state), message(m),
-// reset(), close(). lastID resumes after a message the view already shows;
-// history asks for that many recent messages instead. A view that joins
-// an open connection is first given what the connection has received.
-// It returns the function that removes the view; the connection closes
-// with its last view.
-export function subscribe(url, view, { lastID = "", history = 50 } = {}) {
+// presence(users), reset(), close(). lastID resumes after a message the view
+// already shows; history asks for that many recent messages instead; user,
+// a function, names the reader in the room's presence each time the stream
+// opens. A view that joins an open connection is first given what the
+// connection has received. It returns the function that removes the view;
+// the connection closes with its last view.
+export function subscribe(url, view, { lastID = "", history = 50, user = () => "" } = {}) {
   let c = connections.get(url);
   if (!c) {
-    c = new Connection(url, lastID);
+    c = new Connection(url, lastID, user);
     connections.set(url, c);
   }
   c.add(view, history);
@@ -157,9 +158,14 @@ export function subscribe(url, view, { lastID = "", history = 50 } = {}) {
 // 429): then the connection waits a backoff and opens a new one, resuming
 // after the last id it received, so that nothing is missed or repeated.
 class Connection {
-  constructor(url, lastID) {
+  constructor(url, lastID, user) {
     this.url = url;
     this.lastID = lastID;
+    this.user = user;
+    // Who is here: a stream's first presence event names everyone, the
+    // next ones who came and went.
+    this.here = new Set();
+    this.freshPresence = true;
     this.history = 0;
     this.views = new Set();
     this.received = [];
@@ -185,6 +191,7 @@ class Connection {
     this.views.add(view);
     this.history = Math.max(this.history, history);
     view.state(...this.state);
+    view.presence([...this.here].sort());
     for (const m of this.received.slice(-history)) view.message(m);
     if (this.closed) view.close();
   }
@@ -201,11 +208,16 @@ class Connection {
   connect() {
     if (this.views.size === 0) return;
     this.retryTimer = 0;
-    const source = new EventSource(this.url +
-      (this.lastID ? "?last_event_id=" + encodeURIComponent(this.lastID) : "?history=" + this.history));
+    const query = new URLSearchParams({ presence: "1" });
+    if (this.lastID) query.set("last_event_id", this.lastID);
+    else query.set("history", this.history);
+    const user = this.user();
+    if (user) query.set("user", user);
+    const source = new EventSource(this.url + "?" + query);
     this.source = source;
     source.onopen = () => {
       this.refusals = 0;
+      this.freshPresence = true;
       this.setState("live", "live");
     };
     source.onerror = () => {
@@ -224,6 +236,14 @@ class Connection {
       this.received.push(m);
       if (this.received.length > kept) this.received.splice(0, this.received.length - kept);
       this.emit("message", m);
+    });
+    source.addEventListener("presence", (e) => {
+      const change = JSON.parse(e.data);
+      if (this.freshPresence) this.here.clear();
+      this.freshPresence = false;
+      for (const u of change.joined) this.here.add(u);
+      for (const u of change.left) this.here.delete(u);
+      this.emit("presence", [...this.here].sort());
     });
     source.addEventListener("reset", () => this.emit("reset"));
     source.addEventListener("close", () => {
@@ -312,6 +332,11 @@ export function rememberName(field) {
   const storageKey = "caddy-chat-user";
   field.value = localStorage.getItem(storageKey) || "";
   field.addEventListener("change", () => localStorage.setItem(storageKey, field.value.trim()));
+}
+
+// showHere writes who is here into element.
+export function showHere(element, users) {
+  element.textContent = users.length ? "Here: " + users.join(", ") : "";
 }
 
 export const notices = {
