@@ -86,3 +86,14 @@ func TestAllowOrigins(t *testing.T) {
 		}
 	})
 }
+
+// TestAllowOriginsInvalid: an origin with a path, or without a scheme, is
+// refused when the config loads, and says which.
+func TestAllowOriginsInvalid(t *testing.T) {
+	for _, origin := range []string{"https://example.com/chat", "example.com"} {
+		err := loadCaddyfile(config{handler: "allow_origins " + origin}.String())
+		if err == nil || !strings.Contains(err.Error(), "allow_origins") {
+			t.Errorf("allow_origins %s: %v, want a refusal naming allow_origins", origin, err)
+		}
+	}
+}
