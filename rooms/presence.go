@@ -50,7 +50,8 @@ type presence struct {
 	streams   map[string]int // by named user
 	anonymous int
 	watchers  map[*Subscription]struct{}
-	announced map[string]bool // the users as the last event left them
+	announced map[string]bool     // the users as the last event left them
+	changed   map[string]struct{} // users who came or went since, to check
 	scheduled bool
 	lastEvent time.Time
 }
@@ -63,11 +64,11 @@ func (r *room) join(s *Subscription, user string, watch bool) {
 		p.anonymous++
 	} else {
 		if p.streams == nil {
-			p.streams, p.announced = map[string]int{}, map[string]bool{}
+			p.streams, p.announced, p.changed = map[string]int{}, map[string]bool{}, map[string]struct{}{}
 		}
 		p.streams[user]++
 		if p.streams[user] == 1 {
-			r.presenceChanged()
+			r.presenceChanged(user)
 		}
 	}
 	if watch {
@@ -96,14 +97,15 @@ func (r *room) leave(s *Subscription, user string) {
 	}
 	if p.streams[user]--; p.streams[user] == 0 {
 		delete(p.streams, user)
-		r.presenceChanged()
+		r.presenceChanged(user)
 	}
 }
 
-// presenceChanged schedules the next presence event, unless one is
-// scheduled. r.mu is held.
-func (r *room) presenceChanged() {
+// presenceChanged notes that user came or went, and schedules the next
+// presence event, unless one is scheduled. r.mu is held.
+func (r *room) presenceChanged(user string) {
 	p := &r.presence
+	p.changed[user] = struct{}{}
 	if p.scheduled {
 		return
 	}
@@ -122,19 +124,20 @@ func (r *room) announce() {
 		r.mu.Unlock()
 		return
 	}
+	// Only who came or went since the last event is checked: the cost of
+	// an event does not grow with the room.
 	var change PresenceChange
-	for u := range p.streams {
-		if !p.announced[u] {
+	for u := range p.changed {
+		switch here := p.streams[u] > 0; {
+		case here && !p.announced[u]:
 			change.Joined = append(change.Joined, u)
 			p.announced[u] = true
-		}
-	}
-	for u := range p.announced {
-		if p.streams[u] == 0 {
+		case !here && p.announced[u]:
 			change.Left = append(change.Left, u)
 			delete(p.announced, u)
 		}
 	}
+	clear(p.changed)
 	if len(change.Joined)+len(change.Left) == 0 {
 		r.mu.Unlock()
 		return // who came also went
