@@ -1082,7 +1082,16 @@ func testLocalDays(t *testing.T, browser context.Context) {
 // and on a phone, with alice signed in (verified). TestBrowser runs it only
 // with -screenshots.
 func testScreenshots(t *testing.T, browser context.Context) {
-	startCaddy(t, trustConfig(t, "", ""))
+	demo, err := os.ReadFile(filepath.Join("www", "index.html"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := trustConfig(t, "", "")
+	// The demo page, with the chat at the site root instead of /chat/.
+	cfg.site += "\n\t" + hostSite(t, "default-src 'self'; style-src 'self' 'unsafe-inline'", map[string]string{
+		"index.html": strings.ReplaceAll(string(demo), `src="/chat/widget.js"`, `src="/widget.js"`),
+	})
+	startCaddy(t, cfg)
 	room := "lobby"
 	alice := newPoster(t, "alice", 3)
 	for _, m := range [][2]string{
@@ -1108,6 +1117,20 @@ func testScreenshots(t *testing.T, browser context.Context) {
 		if err := os.WriteFile(filepath.Join("docs", "screenshot-"+name+".png"), png, 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+	tab := newTab(t, browser, "widget")
+	run(t, tab, chromedp.EmulateViewport(800, 900), chromedp.Navigate(rootSite+"/host/index.html"))
+	pollUntil(t, 10*time.Second, "the widget is live", func() bool { return widgetState(t, tab, "lobby") == "live" })
+	waitWidget(t, tab, "lobby", 4)
+	get(t, tab, chromedp.Evaluate[bool](`(() => {
+		const root = document.getElementById('lobby').shadowRoot;
+		root.querySelector('input.name').value = 'dave';
+		root.querySelector('textarea').value = 'Hello from the demo page';
+		return true;
+	})()`))
+	png := get(t, tab, chromedp.CaptureScreenshot())
+	if err := os.WriteFile(filepath.Join("docs", "screenshot-widget.png"), png, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -27,7 +27,7 @@ template.innerHTML = `<section part="box" hidden>
 <div class="scroller"><ol class="messages" aria-live="polite" aria-label="Messages"></ol></div>
 <p class="notice" role="alert" hidden></p>
 <form class="compose">
-<input class="user" name="user" maxlength="64" placeholder="name" autocomplete="nickname" aria-label="Name">
+<input class="name" name="user" maxlength="64" placeholder="name" autocomplete="nickname" aria-label="Name">
 <textarea class="message" name="message" rows="1" required aria-label="Message" placeholder="Enter sends, Shift+Enter adds a line"></textarea>
 <button type="submit">Send</button>
 <p class="send-error" role="alert" hidden></p>
@@ -49,7 +49,7 @@ class ChatRoom extends HTMLElement {
     const status = root.querySelector(".status");
     const notice = root.querySelector(".notice");
     const form = root.querySelector("form");
-    const userField = root.querySelector(".user");
+    const userField = root.querySelector("input.name");
     root.querySelector("h2").textContent = room;
     if (this.hasAttribute("user")) {
       userField.value = this.getAttribute("user");

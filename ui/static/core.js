@@ -55,13 +55,22 @@ export function daySeparator(when) {
 }
 
 // MessageList shows messages in a list, once each, with a day separator
-// wherever the reader's date changes, and keeps the view at the bottom
-// while the reader is there.
+// wherever the reader's date changes. The list's parent scrolls; it stays
+// at the bottom while the reader is there, as messages come and as it
+// changes size (shown, resized, a header that grows).
 export class MessageList {
   constructor(list) {
     this.list = list;
     this.seen = new Set();
     this.shownDay = ""; // the reader's date of the last message shown
+    const scroller = list.parentElement;
+    this.atBottom = true;
+    scroller.addEventListener("scroll", () => {
+      this.atBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
+    });
+    new ResizeObserver(() => {
+      if (this.atBottom) scroller.scrollTop = scroller.scrollHeight;
+    }).observe(scroller);
   }
 
   // localTimes rewrites the times of server-rendered messages, which are
@@ -108,7 +117,6 @@ export class MessageList {
     text.textContent = m.message;
     li.append(" ", time, text);
     const scroller = this.list.parentElement;
-    const atBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
     if (dayKey(when) !== this.shownDay) {
       this.shownDay = dayKey(when);
       this.list.append(daySeparator(when));
@@ -116,7 +124,7 @@ export class MessageList {
     this.list.append(li);
     // Scrolled within the list's box only: an embedded list never moves
     // its host page.
-    if (atBottom) scroller.scrollTop = scroller.scrollHeight;
+    if (this.atBottom) scroller.scrollTop = scroller.scrollHeight;
   }
 }
 
