@@ -119,7 +119,7 @@ func TestAllowlist(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) { c.check(t, rootSite) })
 	}
 	resp := do(t, "GET", chatBase+"/rooms", "")
-	want := fmt.Sprintf(`{"rooms":[{"name":%q,"subscribers":0,"last_id":%q},{"name":%q,"subscribers":0,"last_id":""}]}`,
+	want := fmt.Sprintf(`{"rooms":[{"name":%q,"subscribers":0,"users":0,"last_id":%q},{"name":%q,"subscribers":0,"users":0,"last_id":""}]}`,
 		lobby, posted.ID, support)
 	if strings.TrimSpace(resp.body) != want {
 		t.Errorf("GET /rooms = %s, want %s", resp.body, want)
@@ -242,7 +242,7 @@ func TestMessagesAPI(t *testing.T) {
 		t.Errorf("after an id older than history: %s, want reset with oldest %s", resp.body, ids[2])
 	}
 	list := do(t, "GET", rootSite+"/rooms", "").body
-	if !strings.Contains(list, fmt.Sprintf(`{"name":%q,"subscribers":0,"last_id":%q}`, room, ids[11])) {
+	if !strings.Contains(list, fmt.Sprintf(`{"name":%q,"subscribers":0,"users":0,"last_id":%q}`, room, ids[11])) {
 		t.Errorf("GET /rooms = %s, missing %s with last id %s", list, room, ids[11])
 	}
 }

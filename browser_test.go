@@ -53,6 +53,9 @@ var browserTests = []browserTest{
 	{"RoomList", testRoomList},
 	{"LocalTimes", testLocalTimes},
 	{"LocalDays", testLocalDays},
+	{"Widget", testWidget},
+	{"WidgetCrossOrigin", testWidgetCrossOrigin},
+	{"Presence", testPresence},
 }
 
 var screenshots = flag.Bool("screenshots", false, "write the README's screenshots to docs/ (go test -run Browser/Screenshots -screenshots)")
@@ -593,7 +596,8 @@ func testResetNotice(t *testing.T, browser context.Context) {
 		if text, _ := notice(t, tab); !strings.Contains(text, "missed") {
 			t.Errorf("after the reset the notice says %q, want it to say messages were missed", text)
 		}
-		if events := onWire.events(); !slices.Equal(events, []string{"message", "reset"}) {
+		events := slices.DeleteFunc(onWire.events(), func(name string) bool { return name == "presence" })
+		if !slices.Equal(events, []string{"message", "reset"}) {
 			t.Errorf("the server sent %v, want a message and then a reset", events)
 		}
 		if got := waitMessages(t, tab, 1); len(got) != 1 {
@@ -1078,7 +1082,16 @@ func testLocalDays(t *testing.T, browser context.Context) {
 // and on a phone, with alice signed in (verified). TestBrowser runs it only
 // with -screenshots.
 func testScreenshots(t *testing.T, browser context.Context) {
-	startCaddy(t, trustConfig(t, "", ""))
+	demo, err := os.ReadFile(filepath.Join("www", "index.html"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := trustConfig(t, "", "")
+	// The demo page, with the chat at the site root instead of /chat/.
+	cfg.site += "\n\t" + hostSite(t, "default-src 'self'; style-src 'self' 'unsafe-inline'", map[string]string{
+		"index.html": strings.ReplaceAll(string(demo), `src="/chat/widget.js"`, `src="/widget.js"`),
+	})
+	startCaddy(t, cfg)
 	room := "lobby"
 	alice := newPoster(t, "alice", 3)
 	for _, m := range [][2]string{
@@ -1104,5 +1117,269 @@ func testScreenshots(t *testing.T, browser context.Context) {
 		if err := os.WriteFile(filepath.Join("docs", "screenshot-"+name+".png"), png, 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+	tab := newTab(t, browser, "widget")
+	run(t, tab, chromedp.EmulateViewport(800, 900), chromedp.Navigate(rootSite+"/host/index.html"))
+	pollUntil(t, 10*time.Second, "the widget is live", func() bool { return widgetState(t, tab, "lobby") == "live" })
+	waitWidget(t, tab, "lobby", 4)
+	get(t, tab, chromedp.Evaluate[bool](`(() => {
+		const root = document.getElementById('lobby').shadowRoot;
+		root.querySelector('input.name').value = 'dave';
+		root.querySelector('textarea').value = 'Hello from the demo page';
+		return true;
+	})()`))
+	png := get(t, tab, chromedp.CaptureScreenshot())
+	if err := os.WriteFile(filepath.Join("docs", "screenshot-widget.png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// hostSite serves the files of a temporary directory under /host/ on the
+// root site, with the Content-Security-Policy csp, as a site owner's
+// static pages; chat stays at the site root.
+func hostSite(t *testing.T, csp string, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "host"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, "host", name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return fmt.Sprintf("handle /host/* {\n\t\theader Content-Security-Policy %q\n\t\troot * %s\n\t\tfile_server\n\t}", csp, dir)
+}
+
+// readWidget reads the messages a <chat-room> shows, by its element id.
+func readWidget(id string) string {
+	return fmt.Sprintf(`[...document.getElementById(%q).shadowRoot.querySelectorAll('li[data-id]')].map(li => ({
+	id: li.dataset.id, user: li.querySelector('.user').textContent, text: li.querySelector('.text').textContent}))`, id)
+}
+
+// waitWidget waits until the <chat-room> with id shows at least n messages
+// and returns them.
+func waitWidget(t *testing.T, tab context.Context, id string, n int) []shownMessage {
+	t.Helper()
+	var got []shownMessage
+	pollUntil(t, 10*time.Second, fmt.Sprintf("%s shows %d messages", id, n), func() bool {
+		got = get(t, tab, chromedp.Evaluate[[]shownMessage](readWidget(id)))
+		return len(got) >= n
+	})
+	return got
+}
+
+// widgetState is the connection state a <chat-room> shows.
+func widgetState(t *testing.T, tab context.Context, id string) string {
+	t.Helper()
+	return get(t, tab, chromedp.Evaluate[string](fmt.Sprintf(
+		`(document.getElementById(%q)?.shadowRoot?.querySelector('.status')?.dataset.state) || ""`, id)))
+}
+
+// typeInWidget types text into the message box of the <chat-room> with id
+// and presses Enter, as a user does.
+func typeInWidget(t *testing.T, tab context.Context, id, text string) {
+	t.Helper()
+	get(t, tab, chromedp.Evaluate[bool](fmt.Sprintf(
+		`(document.getElementById(%q).shadowRoot.querySelector('textarea').focus(), true)`, id)))
+	if _, err := chromedp.Call(tab, input.InsertText, input.InsertTextParams{Text: text}); err != nil {
+		t.Fatal(err)
+	}
+	run(t, tab, pressEnter(false))
+}
+
+// streamsOpened counts the streams a tab opens, by room, from the network
+// events of the browser itself, outside the page.
+func streamsOpened(t *testing.T, tab context.Context) func(room string) int {
+	t.Helper()
+	var mu sync.Mutex
+	opened := map[string]int{}
+	err := chromedp.Listen(tab, func(ev any) {
+		if e, ok := ev.(*network.EventRequestWillBeSent); ok {
+			if _, after, found := strings.Cut(e.Request.URL, "/stream/"); found {
+				room, _, _ := strings.Cut(after, "?")
+				mu.Lock()
+				opened[room]++
+				mu.Unlock()
+			}
+		}
+	})
+	if err == nil {
+		_, err = chromedp.Call(tab, network.Enable, network.EnableParams{})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(room string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return opened[room]
+	}
+}
+
+// recordViolations makes every page the tab loads count the CSP violations
+// it reports, in window.violations.
+func recordViolations(t *testing.T, tab context.Context) {
+	t.Helper()
+	_, err := chromedp.Call(tab, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{
+		Source: `window.violations = [];
+document.addEventListener('securitypolicyviolation', (e) => violations.push(e.violatedDirective + ' ' + e.blockedURI));`,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testWidget: a static page with a strict CSP and hostile CSS, with three
+// <chat-room>: two in room a, one in room b. The widgets go live under the
+// CSP without a violation; the page's CSS neither hides nor restyles them;
+// the two in room a share one stream; messages flow both ways between a
+// widget and the room page open in another browser context, and stay in
+// their room.
+func testWidget(t *testing.T, browser context.Context) {
+	roomA, roomB := roomFor(t, "a"), roomFor(t, "b")
+	startCaddy(t, config{site: hostSite(t, "default-src 'self'", map[string]string{
+		"page.html": `<!doctype html><html><head><meta charset="utf-8"><title>host</title>
+<link rel="stylesheet" href="host.css"><script type="module" src="/widget.js"></script></head>
+<body><h1>My site</h1>
+<chat-room id="a1" room="` + roomA + `" user="carol"></chat-room>
+<chat-room id="a2" room="` + roomA + `"></chat-room>
+<chat-room id="b" room="` + roomB + `" history="5"></chat-room>
+</body></html>`,
+		// Everything below body hidden, and every text red and huge.
+		"host.css": `body * { display: none !important; }
+li, p, span, button, textarea, section { display: none !important; color: red !important; }
+* { color: rgb(255, 0, 0) !important; font-size: 40px !important; }`,
+	})})
+	tab := newTab(t, browser, "host")
+	recordViolations(t, tab)
+	opened := streamsOpened(t, tab)
+	run(t, tab, chromedp.Navigate(rootSite+"/host/page.html"))
+	for _, id := range []string{"a1", "a2", "b"} {
+		pollUntil(t, 10*time.Second, id+" is live", func() bool { return widgetState(t, tab, id) == "live" })
+	}
+
+	other, cancel := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
+	t.Cleanup(cancel)
+	roomPage := newTab(t, other, "room page")
+	run(t, roomPage, chromedp.Navigate(rootSite+"/room/"+roomA))
+	waitState(t, roomPage, "live")
+
+	typeInWidget(t, tab, "a1", "hello from the widget")
+	waitMessages(t, roomPage, 1)
+	run(t, roomPage,
+		chromedp.SendKeys(chromedp.CSS("#user"), "dave"),
+		chromedp.SendKeys(chromedp.CSS("#message"), "hi back"), pressEnter(false))
+	onPage := waitMessages(t, roomPage, 2)
+	a1, a2 := waitWidget(t, tab, "a1", 2), waitWidget(t, tab, "a2", 2)
+	want := []shownMessage{{onPage[0].ID, "carol", "hello from the widget"}, {onPage[1].ID, "dave", "hi back"}}
+	if !slices.Equal(onPage, want) || !slices.Equal(a1, want) || !slices.Equal(a2, want) {
+		t.Errorf("room page, a1, a2 show\n%+v\n%+v\n%+v\nwant %+v", onPage, a1, a2, want)
+	}
+	postJSON(t, rootSite, roomB, "erin", "only in b")
+	if b := waitWidget(t, tab, "b", 1); len(b) != 1 || b[0].Text != "only in b" {
+		t.Errorf("b shows %+v, want only its room's message", b)
+	}
+	if a1 := get(t, tab, chromedp.Evaluate[[]shownMessage](readWidget("a1"))); len(a1) != 2 {
+		t.Errorf("a1 shows %+v after a post to b", a1)
+	}
+	if na, nb := opened(roomA), opened(roomB); na != 1 || nb != 1 {
+		t.Errorf("the page opened %d streams for a and %d for b, want one each", na, nb)
+	}
+
+	looks := get(t, tab, chromedp.Evaluate[[]string](`['a1', 'a2', 'b'].map((id) => {
+		const el = document.getElementById(id);
+		const box = el.shadowRoot.querySelector('section').getBoundingClientRect();
+		const text = el.shadowRoot.querySelector('.text');
+		return [el.checkVisibility(), box.height > 100, text.checkVisibility(), getComputedStyle(text).color, getComputedStyle(text).fontSize].join(' ');
+	})`))
+	for i, got := range looks {
+		if !strings.HasPrefix(got, "true true true ") || strings.Contains(got, "rgb(255, 0, 0)") || strings.HasSuffix(got, " 40px") {
+			t.Errorf("widget %d: visible, tall, text visible, colour, size = %s; the host CSS reached in", i, got)
+		}
+	}
+	if v := get(t, tab, chromedp.Evaluate[[]string](`window.violations`)); len(v) != 0 {
+		t.Errorf("CSP violations: %v", v)
+	}
+}
+
+// testWidgetCrossOrigin: a page on one origin embeds the chat served from
+// another. With allow_origins naming the page's origin, the widget goes
+// live and posts; without it, the browser refuses it and nothing is posted.
+func testWidgetCrossOrigin(t *testing.T, browser context.Context) {
+	for _, allow := range []bool{true, false} {
+		t.Run(fmt.Sprintf("allowed=%v", allow), func(t *testing.T) {
+			room := roomFor(t, "x")
+			cfg := config{site: hostSite(t, "default-src 'self' "+chatSite, map[string]string{
+				"page.html": `<!doctype html><html><head><meta charset="utf-8"><title>host</title>
+<script type="module" src="` + chatBase + `/widget.js"></script></head>
+<body><chat-room id="w" room="` + room + `" user="frank"></chat-room></body></html>`,
+			})}
+			if allow {
+				cfg.handler = "allow_origins " + rootSite
+			}
+			startCaddy(t, cfg)
+			tab := newTab(t, browser, "host")
+			run(t, tab, chromedp.Navigate(rootSite+"/host/page.html"))
+			if !allow {
+				time.Sleep(time.Second)
+				if state := widgetState(t, tab, "w"); state != "" {
+					t.Fatalf("without allow_origins the widget shows %q", state)
+				}
+				if got := stored(t, room); got != "" {
+					t.Errorf("without allow_origins the room has %s", got)
+				}
+				return
+			}
+			pollUntil(t, 10*time.Second, "the widget is live", func() bool { return widgetState(t, tab, "w") == "live" })
+			typeInWidget(t, tab, "w", "across sites")
+			got := waitWidget(t, tab, "w", 1)
+			if got[0].User != "frank" || got[0].Text != "across sites" || stored(t, room) != got[0].ID {
+				t.Errorf("the widget shows %+v; the room stores %s", got, stored(t, room))
+			}
+		})
+	}
+}
+
+// testPresence: a widget and a room page, in two browser contexts, both
+// show who is here within 2 s; when the room page's tab closes, its user
+// is gone from the widget within 2 s.
+func testPresence(t *testing.T, browser context.Context) {
+	room := roomFor(t, "p")
+	startCaddy(t, config{site: hostSite(t, "default-src 'self'", map[string]string{
+		"page.html": `<!doctype html><html><head><meta charset="utf-8"><title>host</title>
+<script type="module" src="/widget.js"></script></head>
+<body><chat-room id="w" room="` + room + `" user="carol"></chat-room></body></html>`,
+	})})
+	host := newTab(t, browser, "host")
+	run(t, host, chromedp.Navigate(rootSite+"/host/page.html"))
+	here := func(tab context.Context, expr string) func() bool {
+		return func() bool { return get(t, tab, chromedp.Evaluate[string](expr)) == "Here: carol, dave" }
+	}
+	widgetHere := `document.getElementById('w').shadowRoot.querySelector('.here').textContent`
+
+	other, cancelOther := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
+	t.Cleanup(cancelOther)
+	roomPage, closeRoomPage := chromedp.NewContext(other)
+	t.Cleanup(closeRoomPage)
+	if err := chromedp.Do(roomPage); err != nil {
+		t.Fatal(err)
+	}
+	run(t, roomPage, chromedp.Navigate(rootSite+"/room/"+room))
+	// The name remembered is the stream's from the next time it opens.
+	get(t, roomPage, chromedp.Evaluate[bool](`localStorage.setItem('caddy-chat-user', 'dave'), true`))
+	opened := time.Now()
+	run(t, roomPage, chromedp.Reload())
+	waitState(t, roomPage, "live")
+	pollUntil(t, 2*time.Second-time.Since(opened)+time.Second, "the widget shows carol and dave", here(host, widgetHere))
+	pollUntil(t, time.Second, "the room page shows carol and dave", here(roomPage, `document.getElementById('here').textContent`))
+
+	closeRoomPage()
+	closed := time.Now()
+	pollUntil(t, 3*time.Second, "dave leaves the widget", func() bool {
+		return get(t, host, chromedp.Evaluate[string](widgetHere)) == "Here: carol"
+	})
+	if d := time.Since(closed); d > 2*time.Second {
+		t.Errorf("dave left the widget %v after his tab closed, want within 2 s", d)
 	}
 }

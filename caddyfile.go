@@ -131,6 +131,7 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	    rate_limit       <posts> <window>
 //	    max_streams_per_client <n>
 //	    max_new_rooms_per_client <n>
+//	    allow_origins    <origin...>
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
@@ -188,6 +189,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.Rooms = append(h.Rooms, names...)
 		case "allow_delete":
 			h.AllowDelete = true
+		case "allow_origins":
+			origins := d.RemainingArgs()
+			if len(origins) == 0 {
+				return d.ArgErr()
+			}
+			h.AllowOrigins = append(h.AllowOrigins, origins...)
 		case "rate_limit":
 			posts, err := positiveIntArg(d, sub)
 			if err != nil {

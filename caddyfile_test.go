@@ -119,11 +119,14 @@ func TestUnmarshalDirective(t *testing.T) {
 			rate_limit 10 1s
 			max_streams_per_client 1000
 			max_new_rooms_per_client 20
+			allow_origins https://example.com http://localhost:8080
+			allow_origins https://b.example
 		}`, want: Handler{
 			UI: boolPtr(false), Identity: "{http.auth.user.id}", IdentityRequired: true, ReserveNames: boolPtr(false), MaxMessageSize: 8192, MaxBodySize: 1000000,
 			Rooms: []string{"lobby", "support", "help"}, AllowDelete: true,
 			RateLimit:           &RateLimit{Posts: 10, Window: caddy.Duration(time.Second)},
 			MaxStreamsPerClient: 1000, MaxNewRoomsPerClient: 20,
+			AllowOrigins: []string{"https://example.com", "http://localhost:8080", "https://b.example"},
 		}},
 		{name: "ui on", input: "chat {\n ui on\n}", want: Handler{UI: boolPtr(true)}},
 		{name: "identity optional", input: "chat {\n identity {http.auth.user.id}\n}", want: Handler{Identity: "{http.auth.user.id}"}},
@@ -147,6 +150,7 @@ func TestUnmarshalDirective(t *testing.T) {
 		{name: "streams per client not a number", input: "chat {\n max_streams_per_client many\n}", wantErr: `max_streams_per_client: want a whole number`},
 		{name: "streams per client twice the arguments", input: "chat {\n max_streams_per_client 5 6\n}", wantErr: `max_streams_per_client: unexpected argument "6"`},
 		{name: "zero new rooms per client", input: "chat {\n max_new_rooms_per_client 0\n}", wantErr: `max_new_rooms_per_client: must be 1 or more`},
+		{name: "no origins", input: "chat {\n allow_origins\n}", wantErr: `wrong argument count`},
 		{name: "extra argument", input: "chat {\n allow_delete yes\n}", wantErr: `allow_delete: unexpected argument "yes"`},
 	}
 	for _, tt := range tests {

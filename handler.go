@@ -68,8 +68,13 @@ type Handler struct {
 	// Rooms one client may make by posting, per hour; the client is keyed
 	// as for MaxStreamsPerClient. Default: 100.
 	MaxNewRoomsPerClient int `json:"max_new_rooms_per_client,omitempty"`
+	// Origins (scheme://host[:port]) whose pages may use this chat: CORS
+	// answers for them, and their posts pass the cross-site check. Without
+	// any, the chat is same-origin only.
+	AllowOrigins []string `json:"allow_origins,omitempty"`
 
 	app     *App
+	origins map[string]bool
 	allowed map[string]bool
 	limiter *ratelimit.Limiter
 	created *ratelimit.Limiter // new rooms per client
@@ -127,6 +132,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.streams = ratelimit.NewCounter(h.MaxStreamsPerClient)
 	h.csrf = http.NewCrossOriginProtection()
+	if len(h.AllowOrigins) > 0 {
+		h.origins = make(map[string]bool, len(h.AllowOrigins))
+		for _, origin := range h.AllowOrigins {
+			if err := h.csrf.AddTrustedOrigin(origin); err != nil {
+				return fmt.Errorf("allow_origins: %w", err)
+			}
+			h.origins[origin] = true
+		}
+	}
 	app, err := ctx.App("chat")
 	if err != nil {
 		return fmt.Errorf("loading chat app: %w", err)
@@ -171,6 +185,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if !ok || !*h.UI && pageRoutes[route] {
 		return next.ServeHTTP(w, r)
 	}
+	if h.cors(w, r) {
+		return nil
+	}
 	err := h.serve(w, r, route, room)
 	var apiErr *apiError
 	if errors.As(err, &apiErr) {
@@ -188,6 +205,41 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	}
 	return err
+}
+
+// CORS answers for allowed origins. Credentials are not allowed: a page on
+// another site posts as an unverified author, never with the chat site's
+// cookies.
+const (
+	corsMethods = "GET, POST"
+	// Last-Event-ID is sent by an EventSource that reconnects by itself.
+	corsHeaders = "Content-Type, Idempotency-Key, Last-Event-ID"
+	corsMaxAge  = "600"
+)
+
+// cors lets pages of the allowed origins read what the handler serves, and
+// answers their preflight requests, reporting whether it did. Answers vary
+// by Origin only when there are origins to allow.
+func (h *Handler) cors(w http.ResponseWriter, r *http.Request) (answered bool) {
+	if h.origins == nil {
+		return false
+	}
+	hdr := w.Header()
+	hdr.Add("Vary", "Origin")
+	origin := r.Header.Get("Origin")
+	if !h.origins[origin] {
+		return false
+	}
+	hdr.Set("Access-Control-Allow-Origin", origin)
+	if r.Method != http.MethodOptions || r.Header.Get("Access-Control-Request-Method") == "" {
+		hdr.Set("Access-Control-Expose-Headers", "Retry-After")
+		return false
+	}
+	hdr.Set("Access-Control-Allow-Methods", corsMethods)
+	hdr.Set("Access-Control-Allow-Headers", corsHeaders)
+	hdr.Set("Access-Control-Max-Age", corsMaxAge)
+	w.WriteHeader(http.StatusNoContent)
+	return true
 }
 
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, route, room string) error {
@@ -212,6 +264,11 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, route, room stri
 			return methodNotAllowed("GET")
 		}
 		return h.serveMessages(w, r, room)
+	case routePresence:
+		if r.Method != http.MethodGet {
+			return methodNotAllowed("GET")
+		}
+		return h.servePresence(w, room)
 	case routeRoom:
 		switch r.Method {
 		case http.MethodGet:
@@ -227,7 +284,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, route, room stri
 			return methodNotAllowed("GET, POST, DELETE")
 		}
 		return methodNotAllowed("POST, DELETE")
-	case routeIndex, routeOpenRoom, routeStatic:
+	case routeIndex, routeOpenRoom, routeStatic, routeWidget:
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			return methodNotAllowed("GET")
 		}
@@ -236,6 +293,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, route, room stri
 			return h.serveIndex(w)
 		case routeOpenRoom:
 			return h.serveOpenRoom(w, r)
+		case routeWidget:
+			return serveWidget(w, r)
 		default:
 			return serveStatic(w, r, room)
 		}
@@ -249,15 +308,17 @@ const (
 	routeSubmit   = "submit"
 	routeRooms    = "rooms"
 	routeMessages = "messages"
+	routePresence = "presence"
 	routeRoom     = "room"
 	routeIndex    = ""
 	routeOpenRoom = "open"
 	routeStatic   = "static"
+	routeWidget   = "widget.js"
 )
 
 // pageRoutes are served only with the UI on; without it they belong to the
 // next handler.
-var pageRoutes = map[string]bool{routeIndex: true, routeOpenRoom: true, routeStatic: true}
+var pageRoutes = map[string]bool{routeIndex: true, routeOpenRoom: true, routeStatic: true, routeWidget: true}
 
 // parsePath matches an escaped path against the routes the handler owns; for
 // the static route, room is the file name. The room segment is unescaped only after the path is split, so an encoded slash
@@ -265,14 +326,14 @@ var pageRoutes = map[string]bool{routeIndex: true, routeOpenRoom: true, routeSta
 func parsePath(escaped string) (route, room string, ok bool) {
 	segs := strings.Split(strings.TrimPrefix(escaped, "/"), "/")
 	switch {
-	case len(segs) == 1 && (segs[0] == routeSubmit || segs[0] == routeRooms || segs[0] == routeIndex):
+	case len(segs) == 1 && (segs[0] == routeSubmit || segs[0] == routeRooms || segs[0] == routeIndex || segs[0] == routeWidget):
 		return segs[0], "", true
 	case len(segs) == 1 && segs[0] == routeRoom:
 		return routeOpenRoom, "", true
 	case len(segs) == 2 && (segs[0] == routeStream || segs[0] == routeRoom || segs[0] == routeStatic):
 		route = segs[0]
-	case len(segs) == 3 && segs[0] == routeRooms && segs[2] == "messages":
-		route = routeMessages
+	case len(segs) == 3 && segs[0] == routeRooms && (segs[2] == routeMessages || segs[2] == routePresence):
+		route = segs[2]
 	default:
 		return "", "", false
 	}

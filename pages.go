@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"time"
 
 	"github.com/caddy-chat/caddy-chat/rooms"
 	"github.com/caddy-chat/caddy-chat/ui"
@@ -65,13 +66,26 @@ func serveStatic(w http.ResponseWriter, r *http.Request, name string) error {
 	}
 	// The type is set here, not looked up in the host's mime.types: under
 	// nosniff a style sheet served as anything but text/css is ignored.
-	if ctype, ok := staticTypes[path.Ext(name)]; ok {
+	setStaticHeaders(w, staticTypes[path.Ext(name)])
+	http.ServeFileFS(w, r, ui.Static, name)
+	return nil
+}
+
+// serveWidget serves widget.js, which defines <chat-room>. It is served at
+// the mount point, not under static/, so that the directory it is loaded
+// from is the chat's: the element finds the chat there by default.
+func serveWidget(w http.ResponseWriter, r *http.Request) error {
+	setStaticHeaders(w, staticTypes[".js"])
+	http.ServeContent(w, r, "widget.js", time.Time{}, bytes.NewReader(ui.Widget))
+	return nil
+}
+
+func setStaticHeaders(w http.ResponseWriter, ctype string) {
+	if ctype != "" {
 		w.Header().Set("Content-Type", ctype)
 	}
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
-	http.ServeFileFS(w, r, ui.Static, name)
-	return nil
 }
 
 var staticTypes = map[string]string{

@@ -97,6 +97,40 @@ func TestPages(t *testing.T) {
 	}
 }
 
+// TestWidgetFiles: widget.js is served at the mount point, and what it
+// loads, resolved from there as the browser does, is served with its type:
+// the module it imports, and its style sheet.
+func TestWidgetFiles(t *testing.T) {
+	startCaddy(t, config{})
+	importFrom := regexp.MustCompile(`from "([^"]+)"`)
+	fetched := regexp.MustCompile(`new URL\("([^"]+\.css)", base\)`)
+	for _, base := range []string{rootSite, chatBase} {
+		widget := do(t, "GET", base+"/widget.js", "")
+		if widget.status != http.StatusOK || widget.header.Get("Content-Type") != "text/javascript; charset=utf-8" ||
+			!strings.Contains(widget.body, `customElements.define("chat-room"`) {
+			t.Fatalf("GET %s/widget.js: %d %q", base, widget.status, widget.header.Get("Content-Type"))
+		}
+		want := map[string]string{}
+		for _, m := range importFrom.FindAllStringSubmatch(widget.body, -1) {
+			want[m[1]] = "text/javascript; charset=utf-8"
+		}
+		for _, m := range fetched.FindAllStringSubmatch(widget.body, -1) {
+			want[m[1]] = "text/css; charset=utf-8"
+		}
+		if len(want) != 2 {
+			t.Fatalf("widget.js loads %v, want a module and a style sheet", want)
+		}
+		widgetURL, _ := neturl.Parse(base + "/widget.js")
+		for ref, ctype := range want {
+			asset := widgetURL.ResolveReference(&neturl.URL{Path: ref}).String()
+			got := do(t, "GET", asset, "")
+			if got.status != http.StatusOK || got.header.Get("Content-Type") != ctype || got.header.Get("X-Content-Type-Options") != "nosniff" {
+				t.Errorf("GET %s: %d %q, want 200 %s with nosniff", asset, got.status, got.header.Get("Content-Type"), ctype)
+			}
+		}
+	}
+}
+
 // TestPageOpenRoom: the room list's form, sent without script, lands on the
 // room page by a relative redirect.
 func TestPageOpenRoom(t *testing.T) {
@@ -141,7 +175,7 @@ func TestPageUIOff(t *testing.T) {
 	startCaddy(t, config{handler: "ui off"})
 	room := roomFor(t, "a")
 	for base, next := range map[string]string{rootSite: "not chat", chatBase: "not chat, under /chat"} {
-		for _, path := range []string{"/", "/room", "/room?name=" + room, "/static/chat.js", "/static/chat.css"} {
+		for _, path := range []string{"/", "/room", "/room?name=" + room, "/static/chat.js", "/static/chat.css", "/widget.js", "/static/core.js", "/static/widget.css"} {
 			if resp := do(t, "GET", base+path, ""); resp.status != http.StatusNotFound || resp.body != next {
 				t.Errorf("ui off: GET %s: %d %.60q, want the next handler's 404 %q", base+path, resp.status, resp.body, next)
 			}

@@ -62,6 +62,10 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, room strin
 		}
 		pos.History = n
 	}
+	var err error
+	if pos.User, pos.WatchPresence, err = h.streamPresence(r, q); err != nil {
+		return err
+	}
 	release, err := h.streamSlot(r)
 	if err != nil {
 		return err

@@ -54,3 +54,49 @@ func BenchmarkKeyMemory(b *testing.B) {
 		m.Close()
 	}
 }
+
+// BenchmarkPresence measures what presence adds in a room of 10,000
+// streams that all watch presence: a stream that opens and closes, named or
+// anonymous (the difference is the join/leave bookkeeping), and one
+// presence event queued to every watcher, which a room sends at most once a
+// second.
+func BenchmarkPresence(b *testing.B) {
+	const streams = 10000
+	setup := func(b *testing.B) (*Manager, *room) {
+		m := New(Config{History: 10, Buffer: 16})
+		b.Cleanup(func() { m.Close() })
+		for i := range streams {
+			s, err := m.Subscribe("lobby", Position{User: fmt.Sprint("user-", i), WatchPresence: true}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(s.Close)
+		}
+		m.mu.RLock()
+		defer m.mu.RUnlock()
+		return m, m.rooms["lobby"]
+	}
+	for _, user := range []string{"", "bob"} {
+		b.Run(fmt.Sprintf("open+close/user=%q", user), func(b *testing.B) {
+			m, _ := setup(b)
+			b.ReportAllocs()
+			for b.Loop() {
+				s, err := m.Subscribe("lobby", Position{User: user}, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				s.Close()
+			}
+		})
+	}
+	b.Run("event", func(b *testing.B) {
+		_, r := setup(b)
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			r.mu.Lock()
+			r.join(nil, fmt.Sprint("new-", i), false) // a join to announce
+			r.mu.Unlock()
+			r.announce()
+		}
+	})
+}

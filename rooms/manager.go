@@ -214,6 +214,7 @@ type room struct {
 	lastActive  time.Time
 	closed      bool
 	verified    names
+	presence    presence
 
 	// The inbox of submits waiting for the room's writer (see Submit),
 	// and the writer's reused slices.
@@ -604,9 +605,15 @@ func (m *Manager) repeated(r *room, s *submission, taken []*submission, now time
 
 // Position says where a new subscription starts: after the message with id
 // LastEventID when it is set, else with the newest History messages.
+//
+// User names the subscriber in the room's presence ("" counts it as
+// anonymous), and WatchPresence has the subscription receive presence
+// events: first the users already announced, then who joins and leaves.
 type Position struct {
-	LastEventID string
-	History     int
+	LastEventID   string
+	History       int
+	User          string
+	WatchPresence bool
 }
 
 // Replay is what a subscriber receives before live messages.
@@ -696,7 +703,12 @@ type Subscription struct {
 	r      *room
 	sub    *broadcast.Subscriber
 	signal broadcast.Signal // nil when the caller gave its own wake function
+	wake   func()
+	user   string
 	once   sync.Once
+
+	pmu      sync.Mutex
+	presence [][]byte // presence frames not yet taken
 }
 
 // Subscribe opens a subscription to the named room, creating the room if
@@ -712,11 +724,12 @@ func (m *Manager) Subscribe(roomName string, pos Position, wake func()) (*Subscr
 		m.subscribers.Add(-1)
 		return nil, ErrTooManySubscribers
 	}
-	s := &Subscription{m: m}
+	s := &Subscription{m: m, user: pos.User}
 	if wake == nil {
 		s.signal = broadcast.NewSignal()
 		wake = s.signal.Wake
 	}
+	s.wake = wake
 	s.sub = broadcast.NewSubscriber(cfg.Buffer, wake)
 	err := m.withRoom(roomName, true, func(r *room) error {
 		rep, err := r.replay(pos, max(cfg.History, 0), cfg.MaxReplayBytes)
@@ -726,6 +739,7 @@ func (m *Manager) Subscribe(roomName string, pos Position, wake func()) (*Subscr
 		s.Replay, s.r = rep, r
 		r.broadcaster.Register(s.sub)
 		r.subscribers++
+		r.join(s, pos.User, pos.WatchPresence)
 		return nil
 	})
 	if err != nil {
@@ -748,6 +762,7 @@ func (s *Subscription) Ready() <-chan struct{} { return s.signal }
 // still returned with the error.
 func (s *Subscription) Take(dst [][]byte) (frames [][]byte, err error) {
 	frames, err = s.sub.Take(dst)
+	frames = s.takePresence(frames)
 	switch {
 	case err == nil:
 	case errors.Is(err, broadcast.ErrEvicted):
@@ -770,6 +785,7 @@ func (s *Subscription) Close() {
 		r.mu.Lock()
 		r.broadcaster.Unregister(s.sub)
 		r.subscribers--
+		r.leave(s, s.user)
 		if r.subscribers == 0 {
 			r.lastActive = time.Now()
 		}
@@ -843,7 +859,9 @@ func (m *Manager) drop(r *room, reason string) error {
 type RoomInfo struct {
 	Name        string `json:"name"`
 	Subscribers int    `json:"subscribers"`
-	LastID      string `json:"last_id"`
+	// Users is how many named users have streams open in the room.
+	Users  int    `json:"users"`
+	LastID string `json:"last_id"`
 }
 
 // Rooms lists the rooms, sorted by name.
@@ -853,7 +871,7 @@ func (m *Manager) Rooms() []RoomInfo {
 	for _, r := range rs {
 		r.mu.Lock()
 		if !r.closed {
-			out = append(out, RoomInfo{Name: r.name, Subscribers: r.subscribers, LastID: r.lastID()})
+			out = append(out, RoomInfo{Name: r.name, Subscribers: r.subscribers, Users: len(r.presence.streams), LastID: r.lastID()})
 		}
 		r.mu.Unlock()
 	}

@@ -23,6 +23,12 @@ var templateFS embed.FS
 //go:embed static
 var staticFS embed.FS
 
+// Widget is widget.js, the script that defines the <chat-room> element. It
+// imports static/core.js, as the pages' chat.js does.
+//
+//go:embed widget.js
+var Widget []byte
+
 // Static is the assets the pages load, served under static/.
 var Static, _ = fs.Sub(staticFS, "static")
 

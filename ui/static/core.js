@@ -1,0 +1,353 @@
+// caddy-chat's shared client: the room page (chat.js) and the <chat-room>
+// element (widget.js) both build on it, so that resuming, retrying and
+// rendering behave the same in both. User text only ever enters the page as
+// textContent.
+
+// Reopening a refused stream waits 0.5-1 s, then twice as long each time,
+// up to 15-30 s. A post is tried 4 times, waiting 0.5-1 s, 1-2 s, 2-4 s.
+const streamRetryBase = 1000;
+const streamRetryCap = 30000;
+const sendAttempts = 4;
+const sendRetryBase = 1000;
+const sendRetryCap = 10000;
+// Answers to a post that may pass if it is sent again.
+const retryable = new Set([408, 429, 500, 502, 503, 504]);
+// Times in the reader's zone and locale: the clock on each message, the
+// full time in its title, the date on a day separator.
+const clockFormat = new Intl.DateTimeFormat(undefined, { timeStyle: "short" });
+const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "long" });
+const dayFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "full" });
+
+// backoff is how long to wait before try n+1 (n from 0): base doubled n
+// times, up to cap, of which a random half, so that the pages a server
+// refused do not all come back at once.
+export function backoff(n, base, cap) {
+  const full = Math.min(cap, base * 2 ** n);
+  return full / 2 + Math.random() * full / 2;
+}
+
+// newKey returns an Idempotency-Key. (crypto.randomUUID exists only on
+// HTTPS and localhost.)
+function newKey() {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+export function setClock(time, when) {
+  time.textContent = clockFormat.format(when);
+  time.title = fullFormat.format(when);
+}
+
+// dayKey is when's date in the reader's zone, as YYYY-MM-DD.
+export function dayKey(when) {
+  const pad = (n) => String(n).padStart(2, "0");
+  return when.getFullYear() + "-" + pad(when.getMonth() + 1) + "-" + pad(when.getDate());
+}
+
+export function daySeparator(when) {
+  const li = document.createElement("li");
+  li.className = "day";
+  const time = document.createElement("time");
+  time.dateTime = dayKey(when);
+  time.textContent = dayFormat.format(when);
+  li.append(time);
+  return li;
+}
+
+// MessageList shows messages in a list, once each, with a day separator
+// wherever the reader's date changes. The list's parent scrolls; it stays
+// at the bottom while the reader is there, as messages come and as it
+// changes size (shown, resized, a header that grows).
+export class MessageList {
+  constructor(list) {
+    this.list = list;
+    this.seen = new Set();
+    this.shownDay = ""; // the reader's date of the last message shown
+    const scroller = list.parentElement;
+    this.atBottom = true;
+    scroller.addEventListener("scroll", () => {
+      this.atBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 80;
+    });
+    new ResizeObserver(() => {
+      if (this.atBottom) scroller.scrollTop = scroller.scrollHeight;
+    }).observe(scroller);
+  }
+
+  // localTimes rewrites the times of server-rendered messages, which are
+  // in UTC, in the reader's zone, with the reader's day separators.
+  localTimes() {
+    for (const li of this.list.querySelectorAll("li.day")) li.remove();
+    for (const li of this.list.querySelectorAll("li[data-id]")) {
+      this.seen.add(li.dataset.id);
+      const time = li.querySelector("time");
+      const when = new Date(time.dateTime);
+      setClock(time, when);
+      if (dayKey(when) !== this.shownDay) {
+        this.shownDay = dayKey(when);
+        li.before(daySeparator(when));
+      }
+    }
+  }
+
+  append(m) {
+    if (this.seen.has(m.id)) return; // a replay after a reconnect may repeat
+    this.seen.add(m.id);
+    const li = document.createElement("li");
+    li.dataset.id = m.id;
+    const user = document.createElement("span");
+    user.className = "user";
+    user.textContent = m.user;
+    li.append(user);
+    if (m.verified === true) {
+      // The mark follows the server's flag, never the name.
+      const mark = document.createElement("span");
+      mark.className = "verified";
+      mark.setAttribute("role", "img");
+      mark.setAttribute("aria-label", "verified");
+      mark.title = "verified: signed in as this name";
+      mark.textContent = "✓";
+      li.append(" ", mark);
+    }
+    const time = document.createElement("time");
+    time.dateTime = m.time;
+    const when = new Date(m.time);
+    setClock(time, when);
+    const text = document.createElement("p");
+    text.className = "text";
+    text.textContent = m.message;
+    li.append(" ", time, text);
+    const scroller = this.list.parentElement;
+    if (dayKey(when) !== this.shownDay) {
+      this.shownDay = dayKey(when);
+      this.list.append(daySeparator(when));
+    }
+    this.list.append(li);
+    // Scrolled within the list's box only: an embedded list never moves
+    // its host page.
+    if (this.atBottom) scroller.scrollTop = scroller.scrollHeight;
+  }
+}
+
+// Connections are shared: every view of one room's stream URL on a page
+// listens to one EventSource.
+const connections = new Map();
+
+// kept is how many received messages a connection holds for views that
+// join it later.
+const kept = 1000;
+
+// subscribe adds a view to the stream at url (…/stream/{room}). The view's
+// methods are called as the stream goes: state(text, state), message(m),
+// presence(users), reset(), close(). lastID resumes after a message the view
+// already shows; history asks for that many recent messages instead; user,
+// a function, names the reader in the room's presence each time the stream
+// opens. A view that joins an open connection is first given what the
+// connection has received. It returns the function that removes the view;
+// the connection closes with its last view.
+export function subscribe(url, view, { lastID = "", history = 50, user = () => "" } = {}) {
+  let c = connections.get(url);
+  if (!c) {
+    c = new Connection(url, lastID, user);
+    connections.set(url, c);
+  }
+  c.add(view, history);
+  return () => {
+    c.views.delete(view);
+    if (c.views.size === 0) {
+      c.stop();
+      connections.delete(url);
+    }
+  };
+}
+
+// A Connection is one room's stream. EventSource reconnects by itself when
+// a stream ends, resuming after the last id it received, but gives up for
+// good when an answer is not a stream (a 503 when the server is full, a
+// 429): then the connection waits a backoff and opens a new one, resuming
+// after the last id it received, so that nothing is missed or repeated.
+class Connection {
+  constructor(url, lastID, user) {
+    this.url = url;
+    this.lastID = lastID;
+    this.user = user;
+    // Who is here: a stream's first presence event names everyone, the
+    // next ones who came and went.
+    this.here = new Set();
+    this.freshPresence = true;
+    this.history = 0;
+    this.views = new Set();
+    this.received = [];
+    this.state = ["connecting", "connecting"];
+    this.closed = false;
+    this.refusals = 0;
+    this.retryTimer = 0;
+    this.source = null;
+    this.online = () => {
+      // Back online: try now rather than at the end of the backoff.
+      if (this.retryTimer && !this.closed) {
+        clearTimeout(this.retryTimer);
+        this.connect();
+      }
+    };
+    window.addEventListener("online", this.online);
+    // Views added in the same task (every <chat-room> of a page, as it
+    // loads) are counted before the stream asks for history.
+    queueMicrotask(() => this.connect());
+  }
+
+  add(view, history) {
+    this.views.add(view);
+    this.history = Math.max(this.history, history);
+    view.state(...this.state);
+    view.presence([...this.here].sort());
+    for (const m of this.received.slice(-history)) view.message(m);
+    if (this.closed) view.close();
+  }
+
+  emit(method, ...args) {
+    for (const v of this.views) v[method](...args);
+  }
+
+  setState(text, state) {
+    this.state = [text, state];
+    this.emit("state", text, state);
+  }
+
+  connect() {
+    if (this.views.size === 0) return;
+    this.retryTimer = 0;
+    const query = new URLSearchParams({ presence: "1" });
+    if (this.lastID) query.set("last_event_id", this.lastID);
+    else query.set("history", this.history);
+    const user = this.user();
+    if (user) query.set("user", user);
+    const source = new EventSource(this.url + "?" + query);
+    this.source = source;
+    source.onopen = () => {
+      this.refusals = 0;
+      this.freshPresence = true;
+      this.setState("live", "live");
+    };
+    source.onerror = () => {
+      if (source.readyState !== EventSource.CLOSED) {
+        this.setState("reconnecting", "reconnecting");
+        return;
+      }
+      source.close();
+      const wait = backoff(this.refusals++, streamRetryBase, streamRetryCap);
+      this.setState("offline, retrying in " + Math.ceil(wait / 1000) + " s", "offline");
+      this.retryTimer = setTimeout(() => this.connect(), wait);
+    };
+    source.addEventListener("message", (e) => {
+      this.lastID = e.lastEventId;
+      const m = JSON.parse(e.data);
+      this.received.push(m);
+      if (this.received.length > kept) this.received.splice(0, this.received.length - kept);
+      this.emit("message", m);
+    });
+    source.addEventListener("presence", (e) => {
+      const change = JSON.parse(e.data);
+      if (this.freshPresence) this.here.clear();
+      this.freshPresence = false;
+      for (const u of change.joined) this.here.add(u);
+      for (const u of change.left) this.here.delete(u);
+      this.emit("presence", [...this.here].sort());
+    });
+    source.addEventListener("reset", () => this.emit("reset"));
+    source.addEventListener("close", () => {
+      source.close();
+      this.closed = true;
+      this.setState("closed", "closed");
+      this.emit("close");
+    });
+  }
+
+  stop() {
+    clearTimeout(this.retryTimer);
+    window.removeEventListener("online", this.online);
+    if (this.source) this.source.close();
+  }
+}
+
+// post sends a message and returns "" once the server has it, or what to
+// tell the user. A failure that may pass (no connection, a 5xx, a 429) is
+// retried with the same Idempotency-Key, so the server stores the message
+// once even when only its answer was lost.
+export async function post(url, payload) {
+  const key = newKey();
+  let problem = "";
+  for (let attempt = 0; attempt < sendAttempts; attempt++) {
+    let wait = backoff(attempt, sendRetryBase, sendRetryCap);
+    try {
+      const resp = await fetch(url, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "Idempotency-Key": key },
+        body: payload,
+      });
+      if (resp.ok) return "";
+      const err = await resp.json().catch(() => ({}));
+      problem = "Not sent: " + (err.error || "the server answered " + resp.status) + ".";
+      if (!retryable.has(resp.status)) return problem;
+      const after = 1000 * Number(resp.headers.get("Retry-After"));
+      if (after > sendRetryCap) return problem;
+      wait = Math.max(wait, after);
+    } catch (err) {
+      problem = "Not sent: the server cannot be reached.";
+    }
+    if (attempt + 1 < sendAttempts) await new Promise((r) => setTimeout(r, wait));
+  }
+  return problem;
+}
+
+// compose wires a message form: Enter sends and Shift+Enter adds a line;
+// one post at a time, so a double Enter posts once; the text stays in the
+// box when it was not sent. send(message) posts and returns post's answer.
+export function compose(form, textField, sendError, send) {
+  const sendButton = form.querySelector("button[type=submit]");
+  textField.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  let sending = false;
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const message = textField.value;
+    if (sending || message.trim() === "") return;
+    sending = true;
+    sendButton.disabled = true;
+    textField.readOnly = true;
+    form.setAttribute("aria-busy", "true");
+    const problem = await send(message);
+    sending = false;
+    sendButton.disabled = false;
+    textField.readOnly = false;
+    form.removeAttribute("aria-busy");
+    if (problem) {
+      sendError.textContent = problem;
+      sendError.hidden = false;
+    } else {
+      textField.value = "";
+      sendError.hidden = true;
+    }
+    textField.focus();
+  });
+}
+
+// rememberName keeps the name typed in field in this browser.
+export function rememberName(field) {
+  const storageKey = "caddy-chat-user";
+  field.value = localStorage.getItem(storageKey) || "";
+  field.addEventListener("change", () => localStorage.setItem(storageKey, field.value.trim()));
+}
+
+// showHere writes who is here into element.
+export function showHere(element, users) {
+  element.textContent = users.length ? "Here: " + users.join(", ") : "";
+}
+
+export const notices = {
+  reset: "Some messages may have been missed while you were away.",
+  close: "This room was deleted.",
+};

@@ -1,0 +1,91 @@
+// <chat-room>: a live room on any page of the site.
+//
+//   <script type="module" src="/chat/widget.js"></script>
+//   <chat-room room="lobby"></chat-room>
+//
+// Attributes: room; src, the chat's mount point (by default where this
+// script was loaded from); history, how many messages to show at first
+// (default 50); user, a preset name. It renders in a shadow root, styled by
+// static/widget.css, which it fetches once and adopts, so that it runs under
+// a host CSP without 'unsafe-inline'. Several elements for one room share
+// one stream.
+import { MessageList, compose, notices, post, rememberName, showHere, subscribe } from "./static/core.js";
+
+const base = new URL(".", import.meta.url);
+
+// One style sheet for every element; it fills in when widget.css arrives.
+const sheet = new CSSStyleSheet();
+const styled = fetch(new URL("static/widget.css", base))
+  .then((resp) => (resp.ok ? resp.text() : ""))
+  .then((css) => sheet.replace(css))
+  .catch(() => {});
+
+// The element's parts; user text never enters it but as textContent.
+const template = document.createElement("template");
+template.innerHTML = `<section part="box" hidden>
+<header><h2 part="title"></h2><p class="status" role="status" aria-live="polite"></p><p class="here"></p></header>
+<div class="scroller"><ol class="messages" aria-live="polite" aria-label="Messages"></ol></div>
+<p class="notice" role="alert" hidden></p>
+<form class="compose">
+<input class="name" name="user" maxlength="64" placeholder="name" autocomplete="nickname" aria-label="Name">
+<textarea class="message" name="message" rows="1" required aria-label="Message" placeholder="Enter sends, Shift+Enter adds a line"></textarea>
+<button type="submit">Send</button>
+<p class="send-error" role="alert" hidden></p>
+</form>
+</section>`;
+
+class ChatRoom extends HTMLElement {
+  connectedCallback() {
+    if (!this.shadowRoot) {
+      this.attachShadow({ mode: "open" }).adoptedStyleSheets = [sheet];
+    }
+    const room = this.getAttribute("room") || "";
+    const src = new URL(this.getAttribute("src") || base, document.baseURI);
+    if (!src.pathname.endsWith("/")) src.pathname += "/";
+    const history = Math.max(0, parseInt(this.getAttribute("history") || "50", 10) || 0);
+    const root = this.shadowRoot;
+    root.replaceChildren(template.content.cloneNode(true));
+    const box = root.querySelector("section");
+    const status = root.querySelector(".status");
+    const notice = root.querySelector(".notice");
+    const form = root.querySelector("form");
+    const userField = root.querySelector("input.name");
+    root.querySelector("h2").textContent = room;
+    if (this.hasAttribute("user")) {
+      userField.value = this.getAttribute("user");
+      userField.readOnly = true;
+    } else {
+      rememberName(userField);
+    }
+    styled.then(() => (box.hidden = false));
+
+    const messages = new MessageList(root.querySelector(".messages"));
+    const show = (text) => {
+      notice.textContent = text;
+      notice.hidden = false;
+    };
+    const enc = encodeURIComponent(room);
+    this.unsubscribe = subscribe(new URL("stream/" + enc, src).href, {
+      state(text, state) {
+        status.textContent = text;
+        status.dataset.state = state;
+      },
+      message: (m) => messages.append(m),
+      presence: (users) => showHere(root.querySelector(".here"), users),
+      reset: () => show(notices.reset),
+      close() {
+        show(notices.close);
+        form.querySelectorAll("input, textarea, button").forEach((el) => (el.disabled = true));
+      },
+    }, { history, user: () => userField.value.trim() });
+    compose(form, root.querySelector(".message"), root.querySelector(".send-error"), (message) =>
+      post(new URL("room/" + enc, src).href, JSON.stringify({ user: userField.value.trim(), message })));
+  }
+
+  disconnectedCallback() {
+    if (this.unsubscribe) this.unsubscribe();
+    this.unsubscribe = null;
+  }
+}
+
+if (!customElements.get("chat-room")) customElements.define("chat-room", ChatRoom);
