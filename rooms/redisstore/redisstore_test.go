@@ -1,0 +1,383 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/caddy-chat/caddy-chat/rooms"
+)
+
+// server is a redis-server of the test's own, on a free port.
+type server struct {
+	addr string
+	dir  string
+	cmd  *exec.Cmd
+}
+
+// startRedis starts a redis-server that keeps nothing on disk. A machine
+// without redis-server fails the test: CI installs it.
+func startRedis(t *testing.T) *server {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatalf("redis-server is needed for this test (apt-get install -y redis-server): %v", err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	s := &server{addr: addr, dir: t.TempDir()}
+	s.start(t)
+	t.Cleanup(s.stop)
+	return s
+}
+
+func (s *server) start(t *testing.T) {
+	t.Helper()
+	_, port, _ := net.SplitHostPort(s.addr)
+	s.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", s.dir, "--save", "", "--appendonly", "yes")
+	if err := s.cmd.Start(); err != nil {
+		t.Fatalf("starting redis-server: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", s.addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-server did not listen on %s: %v", s.addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (s *server) stop() {
+	if s.cmd != nil && s.cmd.Process != nil {
+		s.cmd.Process.Kill()
+		s.cmd.Wait()
+		s.cmd = nil
+	}
+}
+
+// node is one process's view of the shared rooms: a Manager on its own
+// Store and client.
+func node(t *testing.T, addr string, cfg rooms.Config) *rooms.Manager {
+	t.Helper()
+	client := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: 500 * time.Millisecond, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond, MaxRetries: -1})
+	s := New(client, Options{Prefix: "test:"})
+	if err := s.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.History == 0 {
+		cfg.History = 100
+	}
+	cfg.Buffer = 1024
+	cfg.Store = s
+	m := rooms.New(cfg)
+	t.Cleanup(func() {
+		m.Close()
+		s.Close()
+	})
+	return m
+}
+
+// frames reads n frames from sub, failing after a deadline, and returns
+// their ids.
+func ids(t *testing.T, sub *rooms.Subscription, n int) []string {
+	t.Helper()
+	var got []string
+	for _, m := range sub.Messages {
+		got = append(got, m.ID)
+	}
+	deadline := time.After(5 * time.Second)
+	for len(got) < n {
+		select {
+		case <-sub.Ready():
+		case <-deadline:
+			t.Fatalf("got %d frames %v, want %d", len(got), got, n)
+		}
+		frames, err := sub.Take(nil)
+		for _, f := range frames {
+			got = append(got, frameID(f))
+		}
+		if err != nil {
+			t.Fatalf("subscription ended after %v: %v", got, err)
+		}
+	}
+	return got
+}
+
+func frameID(f []byte) string {
+	for line := range strings.SplitSeq(string(f), "\n") {
+		if id, ok := strings.CutPrefix(line, "id: "); ok {
+			return id
+		}
+	}
+	return ""
+}
+
+func TestSharedRoomAcrossNodes(t *testing.T) {
+	srv := startRedis(t)
+	a, b := node(t, srv.addr, rooms.Config{}), node(t, srv.addr, rooms.Config{})
+
+	first, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "one"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A node that never saw the room serves its history and follows it.
+	sub, err := b.Subscribe("lobby", rooms.Position{History: 10}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	second, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "two"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	third, _, err := b.Submit("lobby", rooms.Post{User: "bob", Text: "three"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{first.ID, second.ID, third.ID}
+	if got := ids(t, sub, 3); !slicesEqual(got, want) {
+		t.Fatalf("node B delivered %v, want %v", got, want)
+	}
+	epoch, seq, _ := rooms.ParseID(third.ID)
+	if e, _, _ := rooms.ParseID(first.ID); e != epoch || seq != 3 {
+		t.Fatalf("ids %v do not continue one sequence", want)
+	}
+
+	// A reader moving from A to B with A's id resumes, no reset.
+	resumed, err := b.Subscribe("lobby", rooms.Position{LastEventID: first.ID}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resumed.Close()
+	if resumed.Reset || len(resumed.Messages) != 2 || resumed.Messages[0].ID != second.ID {
+		t.Fatalf("resume on B after %s: reset=%v messages=%v", first.ID, resumed.Reset, resumed.Messages)
+	}
+}
+
+func TestResumeOnFreshNodeWithNewestID(t *testing.T) {
+	srv := startRedis(t)
+	a, b := node(t, srv.addr, rooms.Config{}), node(t, srv.addr, rooms.Config{})
+	// B opens the room first, before anything is stored: it makes up an
+	// epoch that A's first message must replace.
+	early, err := b.Subscribe("lobby", rooms.Position{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer early.Close()
+	msg, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "hi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(t, early, 1); got[0] != msg.ID {
+		t.Fatalf("early subscriber on B got %v, want %s", got, msg.ID)
+	}
+	sub, err := b.Subscribe("lobby", rooms.Position{LastEventID: msg.ID}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if sub.Reset || len(sub.Messages) != 0 {
+		t.Fatalf("resume on B with the newest id: reset=%v messages=%v", sub.Reset, sub.Messages)
+	}
+}
+
+func TestConcurrentPublishersOneOrder(t *testing.T) {
+	srv := startRedis(t)
+	nodes := []*rooms.Manager{node(t, srv.addr, rooms.Config{History: 1000}), node(t, srv.addr, rooms.Config{History: 1000}), node(t, srv.addr, rooms.Config{History: 1000})}
+	var subs []*rooms.Subscription
+	for _, n := range nodes {
+		sub, err := n.Subscribe("lobby", rooms.Position{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Close()
+		subs = append(subs, sub)
+	}
+	const each = 100
+	var wg sync.WaitGroup
+	errs := make(chan error, len(nodes)*each)
+	for i, n := range nodes {
+		for w := range 2 {
+			wg.Go(func() {
+				for j := range each / 2 {
+					if _, _, err := n.Submit("lobby", rooms.Post{User: fmt.Sprint("u", i, w), Text: strconv.Itoa(j)}); err != nil {
+						errs <- err
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	total := len(nodes) * each
+	var first []string
+	for i, sub := range subs {
+		got := ids(t, sub, total)
+		if len(got) != total {
+			t.Fatalf("node %d delivered %d messages, want %d", i, len(got), total)
+		}
+		for j, id := range got {
+			if _, seq, _ := rooms.ParseID(id); seq != uint64(j+1) {
+				t.Fatalf("node %d delivered %s at position %d: out of order, duplicated or skipped", i, id, j)
+			}
+		}
+		if first == nil {
+			first = got
+		} else if !slicesEqual(got, first) {
+			t.Fatalf("node %d delivered another sequence than node 0", i)
+		}
+	}
+}
+
+func TestIdempotencyKeyAcrossNodes(t *testing.T) {
+	srv := startRedis(t)
+	a, b := node(t, srv.addr, rooms.Config{}), node(t, srv.addr, rooms.Config{})
+	post := rooms.Post{User: "alice", Text: "once", Key: "k1", Scope: "alice"}
+	first, repeat, err := a.Submit("lobby", post)
+	if err != nil || repeat {
+		t.Fatalf("first submit: repeat=%v err=%v", repeat, err)
+	}
+	again, repeat, err := b.Submit("lobby", post)
+	if err != nil || !repeat || again.ID != first.ID {
+		t.Fatalf("retry on B: %v repeat=%v err=%v, want %s as a repeat", again.ID, repeat, err, first.ID)
+	}
+	other := post
+	other.Text = "another"
+	if _, _, err := b.Submit("lobby", other); !errors.Is(err, rooms.ErrKeyReused) {
+		t.Fatalf("key reused for another text on B: err=%v, want ErrKeyReused", err)
+	}
+	rep, err := b.Messages("lobby", "", 10)
+	if err != nil || len(rep.Messages) != 1 {
+		t.Fatalf("stored %d messages (%v), want 1", len(rep.Messages), err)
+	}
+}
+
+func TestConcurrentRetriesStoreOnce(t *testing.T) {
+	srv := startRedis(t)
+	a, b := node(t, srv.addr, rooms.Config{}), node(t, srv.addr, rooms.Config{})
+	// Both nodes have the room open, so neither has heard of the key when
+	// the retries race: the script decides.
+	for _, n := range []*rooms.Manager{a, b} {
+		if _, _, err := n.Submit("lobby", rooms.Post{User: "x", Text: "open"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 20 {
+		post := rooms.Post{User: "alice", Text: "race", Key: fmt.Sprint("k", i), Scope: "alice"}
+		var wg sync.WaitGroup
+		var got [2]rooms.Message
+		var errs [2]error
+		for j, n := range []*rooms.Manager{a, b} {
+			wg.Go(func() { got[j], _, errs[j] = n.Submit("lobby", post) })
+		}
+		wg.Wait()
+		if errs[0] != nil || errs[1] != nil || got[0].ID != got[1].ID {
+			t.Fatalf("retry %d on two nodes at once: %v %v, %v %v; want one id", i, got[0].ID, errs[0], got[1].ID, errs[1])
+		}
+	}
+	rep, err := a.Messages("lobby", "", 100)
+	if err != nil || len(rep.Messages) != 2+20 {
+		t.Fatalf("stored %d messages (%v), want 22", len(rep.Messages), err)
+	}
+}
+
+func TestDeleteEndsStreamsOnOtherNodes(t *testing.T) {
+	srv := startRedis(t)
+	a, b := node(t, srv.addr, rooms.Config{}), node(t, srv.addr, rooms.Config{})
+	if _, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "hi"}); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := b.Subscribe("lobby", rooms.Position{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if err := a.Delete("lobby"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case <-sub.Ready():
+		case <-deadline:
+			t.Fatal("the stream on B stayed open after the room was deleted on A")
+		}
+		if _, err := sub.Take(nil); errors.Is(err, rooms.ErrRoomClosed) {
+			break
+		} else if err != nil {
+			t.Fatalf("stream on B ended with %v, want ErrRoomClosed", err)
+		}
+	}
+	msg, _, err := b.Submit("lobby", rooms.Post{User: "bob", Text: "new"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, seq, _ := rooms.ParseID(msg.ID); seq != 1 {
+		t.Fatalf("first message after the delete has id %s, want sequence 1", msg.ID)
+	}
+}
+
+func TestRedisDown(t *testing.T) {
+	srv := startRedis(t)
+	a, b := node(t, srv.addr, rooms.Config{}), node(t, srv.addr, rooms.Config{})
+	before, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "before"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := b.Subscribe("lobby", rooms.Position{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+
+	srv.stop()
+	if _, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "lost"}); !errors.Is(err, rooms.ErrUnavailable) {
+		t.Fatalf("submit with redis down: err=%v, want ErrUnavailable", err)
+	}
+	if frames, err := sub.Take(nil); err != nil || len(frames) != 0 {
+		t.Fatalf("stream on B with redis down: %d frames, err=%v; want it open and quiet", len(frames), err)
+	}
+
+	srv.start(t)
+	var after rooms.Message
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if after, _, err = a.Submit("lobby", rooms.Post{User: "alice", Text: "after"}); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("submits still fail after redis came back: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if e, _, _ := rooms.ParseID(before.ID); !strings.HasPrefix(after.ID, e+"-") {
+		t.Fatalf("after redis came back, id %s is not in epoch of %s", after.ID, before.ID)
+	}
+	if got := ids(t, sub, 1); got[0] != after.ID {
+		t.Fatalf("stream on B got %v after redis came back, want %s", got, after.ID)
+	}
+}
+
+func slicesEqual(a, b []string) bool {
+	return strings.Join(a, ",") == strings.Join(b, ",")
+}
