@@ -12,7 +12,7 @@ package filestore
 import (
 	"bytes"
 	"context"
-		"encoding/binary"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
