@@ -184,7 +184,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if a.Store.Backend == StoreRedis && a.Store.Prefix == "" {
 		a.Store.Prefix = redisstore.DefaultPrefix
 	}
-	a.poolKey = "chat " + a.Store.Backend + " " + a.Store.Path + " " + a.Store.URL + " " + a.Store.Prefix
+	a.poolKey = "chat " + a.Store.Backend + " " + a.Store.Path
+	if a.Store.Backend == StoreRedis {
+		a.poolKey = "chat redis " + a.Store.URL + " " + a.Store.Prefix
+	}
 	m, _, err := managers.LoadOrNew(a.poolKey, a.newManager)
 	if err != nil {
 		return fmt.Errorf("creating room manager: %w", err)

@@ -32,6 +32,14 @@ type Lister interface {
 	Rooms(ctx context.Context) ([]string, error)
 }
 
+// Finder is implemented by a Store that other processes add rooms to: a
+// room made on another node is not in this Manager's map, yet its history
+// must be served here.
+type Finder interface {
+	// Has reports whether the store holds the named room.
+	Has(ctx context.Context, room string) (bool, error)
+}
+
 // History is the retained messages of one room. The Manager serialises calls
 // on one History, so implementations need no locking of their own.
 type History interface {

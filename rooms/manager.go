@@ -853,9 +853,18 @@ func (s *Subscription) Close() {
 // the message with id after, or the newest limit when after is empty, no
 // more than MaxReplayBytes of them.
 func (m *Manager) Messages(roomName, after string, limit int) (Replay, error) {
-	budget := m.config().MaxReplayBytes
+	cfg := m.config()
+	budget := cfg.MaxReplayBytes
+	create := false
+	if f, ok := cfg.Store.(Finder); ok && ValidName(roomName) && !m.has(roomName) {
+		has, err := f.Has(context.Background(), roomName)
+		if err != nil {
+			return Replay{}, fmt.Errorf("looking up room %q: %w: %w", roomName, ErrUnavailable, err)
+		}
+		create = has
+	}
 	var rep Replay
-	err := m.withRoom(roomName, false, func(r *room) (err error) {
+	err := m.withRoom(roomName, create, func(r *room) (err error) {
 		m.catchUp(r, Position{LastEventID: after})
 		rep, err = r.replay(Position{LastEventID: after, History: limit}, limit, budget)
 		if err != nil {
@@ -927,6 +936,12 @@ func (m *Manager) Rooms() []RoomInfo {
 	}
 	slices.SortFunc(out, func(a, b RoomInfo) int { return strings.Compare(a.Name, b.Name) })
 	return out
+}
+
+func (m *Manager) has(name string) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.rooms[name] != nil
 }
 
 // Len returns the number of rooms.

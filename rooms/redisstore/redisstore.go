@@ -138,6 +138,15 @@ func (s *Store) keysOf(room string) keys {
 	return keys{meta: base + "meta", stream: base + "msgs", channel: base + "pub", key: base + "key:"}
 }
 
+// Has reports whether Redis holds the room: another node made it.
+func (s *Store) Has(ctx context.Context, room string) (bool, error) {
+	n, err := s.client.Exists(ctx, s.keysOf(room).meta).Result()
+	if err != nil {
+		return false, fmt.Errorf("looking up room %q in redis: %w", room, err)
+	}
+	return n > 0, nil
+}
+
 // Open subscribes to the room's channel, then reads its epoch and last
 // sequence number: a message published in between is heard, not lost. A
 // room that Redis does not hold gets a new epoch and costs nothing there
@@ -519,6 +528,7 @@ type keyRecord struct {
 // Interface guards
 var (
 	_ rooms.Store    = (*Store)(nil)
+	_ rooms.Finder   = (*Store)(nil)
 	_ rooms.Shared   = (*history)(nil)
 	_ rooms.Recaller = (*history)(nil)
 )

@@ -137,6 +137,12 @@ func TestSharedRoomAcrossNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if rep, err := b.Messages("lobby", "", 10); err != nil || len(rep.Messages) != 1 || rep.Messages[0].ID != first.ID {
+		t.Fatalf("messages on B of a room made on A: %v, %v; want %s", rep.Messages, err, first.ID)
+	}
+	if _, err := b.Messages("nowhere", "", 10); !errors.Is(err, rooms.ErrNotFound) {
+		t.Fatalf("messages of a room no node made: %v, want ErrNotFound", err)
+	}
 	// A node that never saw the room serves its history and follows it.
 	sub, err := b.Subscribe("lobby", rooms.Position{History: 10}, nil)
 	if err != nil {
