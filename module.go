@@ -226,6 +226,9 @@ func (a *App) newManager() (caddy.Destructor, error) {
 	return managerDestructor{Manager: m, store: s}, nil
 }
 
+// redisStartTimeout is how long a starting node waits for Redis to answer.
+const redisStartTimeout = 5 * time.Second
+
 // newRedisManager connects to the redis store and refuses to start when it
 // does not answer: a node that cannot store would refuse every submit.
 func (a *App) newRedisManager(cfg rooms.Config) (caddy.Destructor, error) {
@@ -239,7 +242,7 @@ func (a *App) newRedisManager(cfg rooms.Config) (caddy.Destructor, error) {
 	opts.MaxRetries = -1
 	redis.SetLogger(redisLogger{a.logger.Named("redis")})
 	s := redisstore.New(redis.NewClient(opts), redisstore.Options{Prefix: a.Store.Prefix})
-	ctx, cancel := context.WithTimeout(context.Background(), opts.DialTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), redisStartTimeout)
 	defer cancel()
 	if err := s.Ping(ctx); err != nil {
 		return nil, errors.Join(fmt.Errorf("store redis %s:%d: %w", opts.Addr, opts.DB, err), s.Close())

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,63 +12,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/caddy-chat/caddy-chat/internal/redistest"
 	"github.com/caddy-chat/caddy-chat/rooms"
 )
-
-// server is a redis-server of the test's own, on a free port.
-type server struct {
-	addr string
-	dir  string
-	cmd  *exec.Cmd
-}
-
-// startRedis starts a redis-server that keeps nothing on disk. A machine
-// without redis-server fails the test: CI installs it.
-func startRedis(t *testing.T) *server {
-	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Fatalf("redis-server is needed for this test (apt-get install -y redis-server): %v", err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	s := &server{addr: addr, dir: t.TempDir()}
-	s.start(t)
-	t.Cleanup(s.stop)
-	return s
-}
-
-func (s *server) start(t *testing.T) {
-	t.Helper()
-	_, port, _ := net.SplitHostPort(s.addr)
-	s.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", s.dir, "--save", "", "--appendonly", "yes")
-	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("starting redis-server: %v", err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", s.addr, time.Second)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server did not listen on %s: %v", s.addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (s *server) stop() {
-	if s.cmd != nil && s.cmd.Process != nil {
-		s.cmd.Process.Kill()
-		s.cmd.Wait()
-		s.cmd = nil
-	}
-}
 
 // node is one process's view of the shared rooms: a Manager on its own
 // Store and client.
@@ -130,8 +74,8 @@ func frameID(f []byte) string {
 }
 
 func TestSharedRoomAcrossNodes(t *testing.T) {
-	srv := startRedis(t)
-	a, b := node(t, srv.addr, rooms.Config{}), node(t, srv.addr, rooms.Config{})
+	srv := redistest.Start(t)
+	a, b := node(t, srv.Addr, rooms.Config{}), node(t, srv.Addr, rooms.Config{})
 
 	first, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "one"})
 	if err != nil {
@@ -178,8 +122,8 @@ func TestSharedRoomAcrossNodes(t *testing.T) {
 }
 
 func TestResumeOnFreshNodeWithNewestID(t *testing.T) {
-	srv := startRedis(t)
-	a, b := node(t, srv.addr, rooms.Config{}), node(t, srv.addr, rooms.Config{})
+	srv := redistest.Start(t)
+	a, b := node(t, srv.Addr, rooms.Config{}), node(t, srv.Addr, rooms.Config{})
 	// B opens the room first, before anything is stored: it makes up an
 	// epoch that A's first message must replace.
 	early, err := b.Subscribe("lobby", rooms.Position{}, nil)
@@ -205,8 +149,8 @@ func TestResumeOnFreshNodeWithNewestID(t *testing.T) {
 }
 
 func TestConcurrentPublishersOneOrder(t *testing.T) {
-	srv := startRedis(t)
-	nodes := []*rooms.Manager{node(t, srv.addr, rooms.Config{History: 1000}), node(t, srv.addr, rooms.Config{History: 1000}), node(t, srv.addr, rooms.Config{History: 1000})}
+	srv := redistest.Start(t)
+	nodes := []*rooms.Manager{node(t, srv.Addr, rooms.Config{History: 1000}), node(t, srv.Addr, rooms.Config{History: 1000}), node(t, srv.Addr, rooms.Config{History: 1000})}
 	var subs []*rooms.Subscription
 	for _, n := range nodes {
 		sub, err := n.Subscribe("lobby", rooms.Position{}, nil)
@@ -256,8 +200,8 @@ func TestConcurrentPublishersOneOrder(t *testing.T) {
 }
 
 func TestIdempotencyKeyAcrossNodes(t *testing.T) {
-	srv := startRedis(t)
-	a, b := node(t, srv.addr, rooms.Config{}), node(t, srv.addr, rooms.Config{})
+	srv := redistest.Start(t)
+	a, b := node(t, srv.Addr, rooms.Config{}), node(t, srv.Addr, rooms.Config{})
 	post := rooms.Post{User: "alice", Text: "once", Key: "k1", Scope: "alice"}
 	first, repeat, err := a.Submit("lobby", post)
 	if err != nil || repeat {
@@ -279,8 +223,8 @@ func TestIdempotencyKeyAcrossNodes(t *testing.T) {
 }
 
 func TestConcurrentRetriesStoreOnce(t *testing.T) {
-	srv := startRedis(t)
-	a, b := node(t, srv.addr, rooms.Config{}), node(t, srv.addr, rooms.Config{})
+	srv := redistest.Start(t)
+	a, b := node(t, srv.Addr, rooms.Config{}), node(t, srv.Addr, rooms.Config{})
 	// Both nodes have the room open, so neither has heard of the key when
 	// the retries race: the script decides.
 	for _, n := range []*rooms.Manager{a, b} {
@@ -308,8 +252,8 @@ func TestConcurrentRetriesStoreOnce(t *testing.T) {
 }
 
 func TestDeleteEndsStreamsOnOtherNodes(t *testing.T) {
-	srv := startRedis(t)
-	a, b := node(t, srv.addr, rooms.Config{}), node(t, srv.addr, rooms.Config{})
+	srv := redistest.Start(t)
+	a, b := node(t, srv.Addr, rooms.Config{}), node(t, srv.Addr, rooms.Config{})
 	if _, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "hi"}); err != nil {
 		t.Fatal(err)
 	}
@@ -344,8 +288,8 @@ func TestDeleteEndsStreamsOnOtherNodes(t *testing.T) {
 }
 
 func TestRedisDown(t *testing.T) {
-	srv := startRedis(t)
-	a, b := node(t, srv.addr, rooms.Config{}), node(t, srv.addr, rooms.Config{})
+	srv := redistest.Start(t)
+	a, b := node(t, srv.Addr, rooms.Config{}), node(t, srv.Addr, rooms.Config{})
 	before, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "before"})
 	if err != nil {
 		t.Fatal(err)
@@ -356,7 +300,7 @@ func TestRedisDown(t *testing.T) {
 	}
 	defer sub.Close()
 
-	srv.stop()
+	srv.Stop()
 	if _, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "lost"}); !errors.Is(err, rooms.ErrUnavailable) {
 		t.Fatalf("submit with redis down: err=%v, want ErrUnavailable", err)
 	}
@@ -364,7 +308,7 @@ func TestRedisDown(t *testing.T) {
 		t.Fatalf("stream on B with redis down: %d frames, err=%v; want it open and quiet", len(frames), err)
 	}
 
-	srv.start(t)
+	srv.Restart(t)
 	var after rooms.Message
 	deadline := time.Now().Add(10 * time.Second)
 	for {
