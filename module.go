@@ -241,7 +241,7 @@ func (a *App) newRedisManager(cfg rooms.Config) (caddy.Destructor, error) {
 	// client with its idempotency key instead.
 	opts.MaxRetries = -1
 	redis.SetLogger(redisLogger{a.logger.Named("redis")})
-	s := redisstore.New(redis.NewClient(opts), redisstore.Options{Prefix: a.Store.Prefix})
+	s := redisstore.New(redis.NewClient(opts), redisstore.Options{Prefix: a.Store.Prefix, IdleTTL: time.Duration(*a.IdleTimeout)})
 	ctx, cancel := context.WithTimeout(context.Background(), redisStartTimeout)
 	defer cancel()
 	if err := s.Ping(ctx); err != nil {

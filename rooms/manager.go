@@ -903,8 +903,10 @@ func (m *Manager) drop(r *room, reason string) error {
 		h(r.name, reason)
 	}
 	// Closing keeps a durable history for the next process; the other
-	// reasons end the room for good.
-	if reason == "closed" {
+	// reasons end the room for good. A shared history belongs to every
+	// node: only a delete ends it, and this node's idle sweep only lets it
+	// go here.
+	if _, shared := r.history.(Shared); reason == "closed" || shared && reason != "deleted" {
 		if err := r.history.Close(); err != nil {
 			return fmt.Errorf("closing history of room %q: %w", r.name, err)
 		}

@@ -1,7 +1,7 @@
 -- Stores a batch of messages in one room, atomically.
 -- KEYS[1] meta hash (epoch, last), KEYS[2] stream, KEYS[3..] idempotency keys.
 -- ARGV: epoch to create the room with, history size, key TTL in ms,
--- channel, message count, then per message: time in ms, user, text,
+-- channel, message count, idle TTL in ms (0: none), then per message: time in ms, user, text,
 -- verified ("1"/"0"), index in KEYS of its idempotency key (0: none) and
 -- the digest of its content.
 -- Returns the room's epoch, then per message {seq, 0, 0} when stored, or
@@ -14,7 +14,7 @@ end
 local out = {epoch}
 local pub = {}
 for i = 0, tonumber(ARGV[5]) - 1 do
-  local b = 6 + i * 6
+  local b = 7 + i * 6
   local t, u, x, v, k, sum = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4]), ARGV[b + 5]
   local prior
   if k > 0 then
@@ -39,6 +39,10 @@ for i = 0, tonumber(ARGV[5]) - 1 do
     out[#out + 1] = {seq, 0, 0}
     pub[#pub + 1] = {s = seq, t = t, u = u, x = x, v = v}
   end
+end
+if tonumber(ARGV[6]) > 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+  redis.call('PEXPIRE', KEYS[2], ARGV[6])
 end
 if #pub > 0 then
   redis.call('PUBLISH', ARGV[4], cjson.encode({e = epoch, m = pub}))

@@ -44,17 +44,21 @@ type Options struct {
 	// KeyTTL is how long an idempotency key is kept; default
 	// rooms.DefaultKeyWindow.
 	KeyTTL time.Duration
+	// IdleTTL expires a room that got no message for this long, on every
+	// node at once; 0 keeps rooms until they are deleted.
+	IdleTTL time.Duration
 }
 
 // Store is a rooms.Store on a Redis client. Its methods are safe for
 // concurrent use.
 type Store struct {
-	client redis.UniversalClient
-	prefix string
-	keyTTL time.Duration
-	append *redis.Script
-	ps     *redis.PubSub
-	done   chan struct{}
+	client  redis.UniversalClient
+	prefix  string
+	keyTTL  time.Duration
+	idleTTL time.Duration
+	append  *redis.Script
+	ps      *redis.PubSub
+	done    chan struct{}
 
 	mu        sync.Mutex
 	listeners map[string]*history // by channel
@@ -76,6 +80,7 @@ func New(client redis.UniversalClient, opt Options) *Store {
 		client:    client,
 		prefix:    opt.Prefix,
 		keyTTL:    opt.KeyTTL,
+		idleTTL:   opt.IdleTTL,
 		append:    redis.NewScript(appendScript),
 		ps:        client.Subscribe(context.Background()),
 		done:      make(chan struct{}),
@@ -248,8 +253,8 @@ func (h *history) hear(payload string) {
 // sequence numbers, and keeps them for Catch.
 func (h *history) Append(ctx context.Context, entries []rooms.Entry) error {
 	keyNames := []string{h.keys.meta, h.keys.stream}
-	args := make([]any, 0, 5+6*len(entries))
-	args = append(args, h.epoch, h.capacity, h.s.keyTTL.Milliseconds(), h.keys.channel, len(entries))
+	args := make([]any, 0, 6+6*len(entries))
+	args = append(args, h.epoch, h.capacity, h.s.keyTTL.Milliseconds(), h.keys.channel, len(entries), h.s.idleTTL.Milliseconds())
 	for _, e := range entries {
 		m := e.Message
 		keyIndex, sum := 0, ""
@@ -462,7 +467,9 @@ func (h *history) Resize(ctx context.Context, capacity int) error {
 }
 
 // Drop deletes the room's messages and position, unless another node did
-// already, and tells the other nodes, whose streams of the room end.
+// already, and tells the other nodes, whose streams of the room end. The
+// Manager calls it only for a delete: an idle room is let go with Close,
+// and Redis expires it after IdleTTL.
 func (h *history) Drop(ctx context.Context) error {
 	h.unlisten()
 	if h.stale {

@@ -331,3 +331,39 @@ func TestRedisDown(t *testing.T) {
 func slicesEqual(a, b []string) bool {
 	return strings.Join(a, ",") == strings.Join(b, ",")
 }
+
+func TestIdleOnOneNodeKeepsTheRoom(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := node(t, srv.Addr, rooms.Config{}), node(t, srv.Addr, rooms.Config{IdleTimeout: 50 * time.Millisecond})
+	first, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "one"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := a.Subscribe("lobby", rooms.Position{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if _, err := b.Messages("lobby", "", 10); err != nil {
+		t.Fatal(err)
+	}
+	// B sweeps the room, in which nothing happens there.
+	deadline := time.Now().Add(5 * time.Second)
+	for b.Len() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("node B did not sweep the idle room")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	second, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "two"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(t, sub, 1); got[0] != second.ID {
+		t.Fatalf("stream on A got %v after B swept the room, want %s", got, second.ID)
+	}
+	rep, err := b.Messages("lobby", "", 10)
+	if err != nil || len(rep.Messages) != 2 || rep.Messages[0].ID != first.ID {
+		t.Fatalf("messages on B after its sweep: %v, %v; want %s and %s", rep.Messages, err, first.ID, second.ID)
+	}
+}
