@@ -21,7 +21,7 @@ type Server struct {
 // Start starts a redis-server and stops it when the test ends. A machine
 // without redis-server fails the test rather than skipping it: CI installs
 // it (.ci/run).
-func Start(t *testing.T) *Server {
+func Start(t testing.TB) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatalf("redis-server is needed for this test (apt-get install -y redis-server): %v", err)
@@ -42,7 +42,7 @@ func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
 
 // Restart starts the server again after Stop, on the same port and
 // directory, and waits until it accepts connections.
-func (s *Server) Restart(t *testing.T) {
+func (s *Server) Restart(t testing.TB) {
 	t.Helper()
 	_, port, _ := net.SplitHostPort(s.Addr)
 	s.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", s.dir, "--save", "", "--appendonly", "yes")

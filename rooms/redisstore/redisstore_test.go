@@ -18,7 +18,7 @@ import (
 
 // node is one process's view of the shared rooms: a Manager on its own
 // Store and client.
-func node(t *testing.T, addr string, cfg rooms.Config) *rooms.Manager {
+func node(t testing.TB, addr string, cfg rooms.Config) *rooms.Manager {
 	t.Helper()
 	client := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: 500 * time.Millisecond, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond, MaxRetries: -1})
 	s := New(client, Options{Prefix: "test:"})
