@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -101,5 +102,68 @@ func TestRedisDownAtStart(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "store redis 127.0.0.1:") {
 		t.Fatalf("error %q does not name the Redis server", err)
+	}
+}
+
+// TestRedisConcurrentPublishers: publishers on both nodes at once; every
+// stream on every node receives the same ids, in order, each exactly once,
+// and every acknowledged id is among them.
+func TestRedisConcurrentPublishers(t *testing.T) {
+	const perNode, publishers = 100, 4
+	srv := redistest.Start(t)
+	startCaddy(t, config{global: "store redis " + srv.URL() + " {\n\t\t\tprefix it:\n\t\t}"})
+	defer reload(t, config{})
+	nodes := []string{rootSite, redisNode(t, srv.URL())}
+	room := roomFor(t, "a")
+	// The room's first message, so that both streams resume from it.
+	first := postJSON(t, nodes[0], room, "alice", "first")
+	var streams []*stream
+	for _, node := range nodes {
+		for range 2 {
+			s := openStream(t, node+"/stream/"+room, "Last-Event-ID", first.ID)
+			defer s.close()
+			streams = append(streams, s)
+		}
+	}
+	acked := make(chan string, len(nodes)*perNode)
+	errs := make(chan error, len(nodes)*publishers)
+	var wg sync.WaitGroup
+	for n, node := range nodes {
+		for p := range publishers {
+			wg.Go(func() {
+				for i := p; i < perNode; i += publishers {
+					m, err := tryPostJSON(node, room, fmt.Sprint("u", n), fmt.Sprint(n, "-", i))
+					if err != nil {
+						errs <- err
+						return
+					}
+					acked <- m.ID
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	close(acked)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	epoch, _, _ := rooms.ParseID(first.ID)
+	want := make([]string, 0, len(nodes)*perNode)
+	for seq := 2; seq <= len(nodes)*perNode+1; seq++ {
+		want = append(want, rooms.FormatID(epoch, uint64(seq)))
+	}
+	for id := range acked {
+		if _, seq, _ := rooms.ParseID(id); !strings.HasPrefix(id, epoch+"-") || seq < 2 || seq > uint64(len(want)+1) {
+			t.Fatalf("acknowledged id %s outside %s..%s", id, want[0], want[len(want)-1])
+		}
+	}
+	for i, s := range streams {
+		got := s.messages(t, len(want))
+		for j, m := range got {
+			if m.ID != want[j] {
+				t.Fatalf("stream %d on node %d: message %d is %s, want %s", i, i/2, j, m.ID, want[j])
+			}
+		}
 	}
 }
