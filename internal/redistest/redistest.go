@@ -10,7 +10,8 @@ import (
 )
 
 // Server is a redis-server that appends every write to a file in its own
-// directory, so that a restart keeps what it stored.
+// directory, synced before it answers, so that a restart, even after a
+// kill, keeps everything it acknowledged.
 type Server struct {
 	// Addr is host:port.
 	Addr string
@@ -45,7 +46,7 @@ func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
 	_, port, _ := net.SplitHostPort(s.Addr)
-	s.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", s.dir, "--save", "", "--appendonly", "yes")
+	s.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", s.dir, "--save", "", "--appendonly", "yes", "--appendfsync", "always")
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("starting redis-server: %v", err)
 	}

@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -430,7 +431,11 @@ func (h *history) read(ctx context.Context, after, upto uint64, limit int) ([]ro
 	}
 	out := make([]rooms.Message, 0, len(entries))
 	for _, e := range entries {
-		seq, _, _ := cutSeq(e.ID)
+		seqText, _, _ := strings.Cut(e.ID, "-")
+		seq, err := strconv.ParseUint(seqText, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("reading room %q from redis: entry id %q: %w", h.room, e.ID, err)
+		}
 		p := published{Seq: seq}
 		p.Time, _ = e.Values["t"].(string)
 		p.User, _ = e.Values["u"].(string)
@@ -439,17 +444,6 @@ func (h *history) read(ctx context.Context, after, upto uint64, limit int) ([]ro
 		out = append(out, p.message(h.epoch, h.room))
 	}
 	return out, nil
-}
-
-// cutSeq returns the sequence number of a stream entry id "seq-0".
-func cutSeq(id string) (uint64, bool, error) {
-	for i := range len(id) {
-		if id[i] == '-' {
-			seq, err := strconv.ParseUint(id[:i], 10, 64)
-			return seq, true, err
-		}
-	}
-	return 0, false, nil
 }
 
 func (h *history) After(ctx context.Context, seq uint64, limit int) ([]rooms.Message, error) {

@@ -38,8 +38,8 @@ func node(t testing.TB, addr string, cfg rooms.Config) *rooms.Manager {
 	return m
 }
 
-// frames reads n frames from sub, failing after a deadline, and returns
-// their ids.
+// ids returns the ids of sub's replay and of the frames that follow, until
+// there are n, failing after a deadline.
 func ids(t *testing.T, sub *rooms.Subscription, n int) []string {
 	t.Helper()
 	var got []string
