@@ -713,15 +713,12 @@ func (r *room) replay(pos Position, limit, budget int) (Replay, error) {
 	return rep, err
 }
 
-// catchUp asks a Shared history for what it has not heard of yet when pos
-// names a message it does not know: one posted on another node, which the
-// reader saw there first. r.mu must be held.
+// catchUp asks a Shared history for what it has not heard of yet before
+// it answers a read: a message acknowledged on another node a moment ago,
+// which the reader may have seen there, is never missing here. r.mu must
+// be held.
 func (m *Manager) catchUp(r *room, pos Position) {
-	sh, ok := r.history.(Shared)
-	if !ok || pos.LastEventID == "" {
-		return
-	}
-	if epoch, seq, ok := ParseID(pos.LastEventID); ok && (epoch != r.history.Epoch() || seq > r.history.Last()) {
+	if sh, ok := r.history.(Shared); ok && (pos.LastEventID != "" || pos.History > 0) {
 		m.deliver(r, sh, true)
 	}
 }
@@ -865,7 +862,7 @@ func (m *Manager) Messages(roomName, after string, limit int) (Replay, error) {
 	}
 	var rep Replay
 	err := m.withRoom(roomName, create, func(r *room) (err error) {
-		m.catchUp(r, Position{LastEventID: after})
+		m.catchUp(r, Position{LastEventID: after, History: limit})
 		rep, err = r.replay(Position{LastEventID: after, History: limit}, limit, budget)
 		if err != nil {
 			return fmt.Errorf("reading history of room %q: %w: %w", r.name, ErrUnavailable, err)

@@ -367,3 +367,109 @@ func TestIdleOnOneNodeKeepsTheRoom(t *testing.T) {
 		t.Fatalf("messages on B after its sweep: %v, %v; want %s and %s", rep.Messages, err, first.ID, second.ID)
 	}
 }
+
+// TestRedisRestartUnderLoad: publishers on two nodes retry with their
+// idempotency keys while Redis is killed and started again. Afterwards
+// every acknowledged message is stored once with the id it was
+// acknowledged with, and the streams that stayed open on both nodes
+// delivered the same ids in order, each once, catching up on what was
+// stored while they could not hear it.
+func TestRedisRestartUnderLoad(t *testing.T) {
+	srv := redistest.Start(t)
+	nodes := []*rooms.Manager{node(t, srv.Addr, rooms.Config{History: 1000}), node(t, srv.Addr, rooms.Config{History: 1000})}
+	if _, _, err := nodes[0].Submit("lobby", rooms.Post{User: "x", Text: "open"}); err != nil {
+		t.Fatal(err)
+	}
+	var subs []*rooms.Subscription
+	for _, n := range nodes {
+		sub, err := n.Subscribe("lobby", rooms.Position{History: 1}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Close()
+		subs = append(subs, sub)
+	}
+	var mu sync.Mutex
+	acked := make(map[string]string) // text → id
+	var refused int
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked)
+	}
+	stop := make(chan struct{})
+	errs := make(chan error, len(nodes))
+	var wg sync.WaitGroup
+	for n, m := range nodes {
+		wg.Go(func() {
+			deadline := time.Now().Add(20 * time.Second)
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				text := fmt.Sprint(n, "-", i)
+				for {
+					msg, _, err := m.Submit("lobby", rooms.Post{User: "u", Text: text, Key: text, Scope: "u"})
+					if err == nil {
+						mu.Lock()
+						acked[text] = msg.ID
+						mu.Unlock()
+						break
+					}
+					if !errors.Is(err, rooms.ErrUnavailable) || time.Now().After(deadline) {
+						errs <- fmt.Errorf("%s: %w", text, err)
+						return
+					}
+					mu.Lock()
+					refused++
+					mu.Unlock()
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		})
+	}
+	waitCount := func(n int) {
+		deadline := time.Now().Add(10 * time.Second)
+		for count() < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d messages acknowledged, want %d", count(), n)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitCount(50)
+	srv.Stop()
+	time.Sleep(time.Second)
+	srv.Restart(t)
+	waitCount(count() + 50)
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if refused == 0 {
+		t.Fatal("no submit was refused: Redis was not down under load")
+	}
+	total := len(acked) + 1
+	rep, err := nodes[1].Messages("lobby", "", 1000)
+	if err != nil || len(rep.Messages) != total {
+		t.Fatalf("stored %d messages (%v), want %d", len(rep.Messages), err, total)
+	}
+	for _, m := range rep.Messages[1:] {
+		if id, ok := acked[m.Message]; !ok || id != m.ID {
+			t.Fatalf("%q stored as %s, acknowledged as %q", m.Message, m.ID, id)
+		}
+	}
+	for i, sub := range subs {
+		got := ids(t, sub, total)
+		for j, id := range got {
+			if id != rep.Messages[j].ID {
+				t.Fatalf("stream on node %d: message %d is %s, want %s", i, j, id, rep.Messages[j].ID)
+			}
+		}
+	}
+	t.Logf("%d submits refused while Redis was down", refused)
+}
