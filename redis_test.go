@@ -3,6 +3,7 @@ package chat
 import (
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -16,10 +17,18 @@ import (
 // url and returns its site's address.
 func redisNode(t *testing.T, url string) string {
 	t.Helper()
+	site, _ := startRedisNode(t, url)
+	return site
+}
+
+// startRedisNode is redisNode that also returns the process, for a test
+// that kills it.
+func startRedisNode(t *testing.T, url string) (string, *os.Process) {
+	t.Helper()
 	admin, site := "localhost:"+freePort(), "http://localhost:"+freePort()
 	cfg := fmt.Sprintf("{\n\tadmin %s\n\tchat {\n\t\tstore redis %s {\n\t\t\tprefix it:\n\t\t}\n\t}\n}\n%s {\n\tchat\n}\n", admin, url, site)
-	runBinary(t, t.TempDir(), cfg, site)
-	return site
+	process, _ := startBinary(t, t.TempDir(), cfg, site)
+	return site, process
 }
 
 // TestRedisTwoNodes: the in-process Caddy and the caddy binary share rooms
@@ -166,4 +175,37 @@ func TestRedisConcurrentPublishers(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestRedisNodeKilled: a node is killed with SIGKILL while its client
+// follows a room and messages are posted on the other node; the client
+// reconnects to the other node with its last id and receives every message
+// that got a 201, once, with no reset.
+func TestRedisNodeKilled(t *testing.T) {
+	srv := redistest.Start(t)
+	startCaddy(t, config{global: "store redis " + srv.URL() + " {\n\t\t\tprefix it:\n\t\t}"})
+	defer reload(t, config{})
+	b, process := startRedisNode(t, srv.URL())
+	room := roomFor(t, "a")
+	first := postJSON(t, rootSite, room, "alice", "first")
+	onB := openStream(t, b+"/stream/"+room, "Last-Event-ID", first.ID)
+	defer onB.close()
+	var sent []rooms.Message
+	for i := range 10 {
+		sent = append(sent, postJSON(t, rootSite, room, "alice", fmt.Sprint("before ", i)))
+	}
+	got := onB.messages(t, 5)
+	if err := process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		sent = append(sent, postJSON(t, rootSite, room, "alice", fmt.Sprint("after ", i)))
+	}
+	moved := openStream(t, rootSite+"/stream/"+room, "Last-Event-ID", got[len(got)-1].ID)
+	defer moved.close()
+	rest := moved.messages(t, len(sent)-len(got))
+	if all := append(got, rest...); ids(all) != ids(sent) {
+		t.Fatalf("the client moved from the killed node got\n%s\nwant\n%s", ids(all), ids(sent))
+	}
+	moved.quiet(t, 200*time.Millisecond)
 }
