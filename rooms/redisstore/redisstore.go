@@ -61,8 +61,11 @@ type Store struct {
 	ps      *redis.PubSub
 	done    chan struct{}
 
-	mu        sync.Mutex
-	listeners map[string]*history // by channel
+	// subscribing orders subscribes and unsubscribes, so that a room
+	// let go and opened again at once stays subscribed.
+	subscribing sync.Mutex
+	mu          sync.Mutex
+	listeners   map[string]*history // by channel
 }
 
 //go:embed append.lua
@@ -159,10 +162,13 @@ func (s *Store) Has(ctx context.Context, room string) (bool, error) {
 // until its first message.
 func (s *Store) Open(ctx context.Context, room string, capacity int) (rooms.History, error) {
 	h := &history{s: s, room: room, keys: s.keysOf(room), capacity: capacity}
+	s.subscribing.Lock()
 	s.mu.Lock()
 	s.listeners[h.keys.channel] = h
 	s.mu.Unlock()
-	if err := s.ps.Subscribe(ctx, h.keys.channel); err != nil {
+	err := s.ps.Subscribe(ctx, h.keys.channel)
+	s.subscribing.Unlock()
+	if err != nil {
 		h.unlisten()
 		return nil, fmt.Errorf("subscribing to room %q in redis: %w", room, err)
 	}
@@ -498,7 +504,19 @@ func (h *history) unlisten() {
 	if mine {
 		// Unsubscribing is a write on the subscription connection; it
 		// need not hold up the room.
-		go h.s.ps.Unsubscribe(context.Background(), h.keys.channel)
+		go h.s.unsubscribe(h.keys.channel)
+	}
+}
+
+// unsubscribe leaves channel unless a history opened since listens to it.
+func (s *Store) unsubscribe(channel string) {
+	s.subscribing.Lock()
+	defer s.subscribing.Unlock()
+	s.mu.Lock()
+	taken := s.listeners[channel] != nil
+	s.mu.Unlock()
+	if !taken {
+		_ = s.ps.Unsubscribe(context.Background(), channel)
 	}
 }
 
