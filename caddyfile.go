@@ -30,7 +30,9 @@ func init() {
 //	    max_rooms       <n>
 //	    max_subscribers <n>
 //	    idle_timeout    <duration>
-//	    store           memory|file [<path>]
+//	    store           memory|file [<path>]|redis <url> {
+//	        prefix <prefix>
+//	    }
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 	app := new(App)
@@ -94,13 +96,30 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			store := &StoreConfig{Backend: d.Val()}
 			switch {
-			case store.Backend != StoreMemory && store.Backend != StoreFile:
-				return d.Errf("store: want %s or %s, got %q", StoreMemory, StoreFile, store.Backend)
+			case store.Backend != StoreMemory && store.Backend != StoreFile && store.Backend != StoreRedis:
+				return d.Errf("store: want %s, %s or %s, got %q", StoreMemory, StoreFile, StoreRedis, store.Backend)
 			case store.Backend == StoreFile && d.NextArg():
 				store.Path = d.Val()
+			case store.Backend == StoreRedis:
+				if !d.NextArg() {
+					return d.Errf("store redis: want a server URL, such as redis://localhost:6379/0")
+				}
+				store.URL = d.Val()
 			}
 			if d.NextArg() {
 				return d.ArgErr()
+			}
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				if store.Backend != StoreRedis || d.Val() != "prefix" {
+					return d.Errf("store %s: unknown option %q", store.Backend, d.Val())
+				}
+				if !d.NextArg() {
+					return d.ArgErr()
+				}
+				store.Prefix = d.Val()
+				if d.NextArg() {
+					return d.ArgErr()
+				}
 			}
 			a.Store = store
 		default:

@@ -75,8 +75,29 @@ func TestUnmarshalGlobalOption(t *testing.T) {
 			store file /var/lib/chat.db
 		}`, want: App{Store: &StoreConfig{Backend: StoreFile, Path: "/var/lib/chat.db"}}},
 		{name: "unknown store", input: `chat {
+			store etcd
+		}`, wantErr: `store: want memory, file or redis, got "etcd"`},
+		{name: "store redis", input: `chat {
+			store redis redis://localhost:6379/0
+		}`, want: App{Store: &StoreConfig{Backend: StoreRedis, URL: "redis://localhost:6379/0"}}},
+		{name: "store redis with a prefix", input: `chat {
+			store redis rediss://u:p@db:6380/2 {
+				prefix site1:
+			}
+		}`, want: App{Store: &StoreConfig{Backend: StoreRedis, URL: "rediss://u:p@db:6380/2", Prefix: "site1:"}}},
+		{name: "store redis without a URL", input: `chat {
 			store redis
-		}`, wantErr: `store: want memory or file, got "redis"`},
+		}`, wantErr: `store redis: want a server URL`},
+		{name: "unknown store redis option", input: `chat {
+			store redis redis://localhost {
+				cluster a b
+			}
+		}`, wantErr: `store redis: unknown option "cluster"`},
+		{name: "block on the file store", input: `chat {
+			store file {
+				prefix x
+			}
+		}`, wantErr: `store file: unknown option "prefix"`},
 		{name: "store without backend", input: `chat {
 			store
 		}`, wantErr: `wrong argument count`},

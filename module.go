@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -18,11 +19,13 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/caddy-chat/caddy-chat/relay"
 	"github.com/caddy-chat/caddy-chat/rooms"
 	"github.com/caddy-chat/caddy-chat/rooms/filestore"
+	"github.com/caddy-chat/caddy-chat/rooms/redisstore"
 )
 
 func init() {
@@ -55,6 +58,7 @@ var managers = caddy.NewUsagePool()
 const (
 	StoreMemory = "memory"
 	StoreFile   = "file"
+	StoreRedis  = "redis"
 )
 
 // App is the chat app: it owns the room manager shared by every chat handler
@@ -97,6 +101,12 @@ type StoreConfig struct {
 	// The file store's file. Default: chat/history.db in Caddy's data
 	// directory.
 	Path string `json:"path,omitempty"`
+	// The redis store's server: redis://[user:password@]host:port/db, or
+	// rediss:// for TLS. Required with "redis".
+	URL string `json:"url,omitempty"`
+	// Starts the names of the redis store's keys and channels; nodes that
+	// share rooms use the same. Default: "chat:".
+	Prefix string `json:"prefix,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -171,7 +181,13 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 	}
 
+	if a.Store.Backend == StoreRedis && a.Store.Prefix == "" {
+		a.Store.Prefix = redisstore.DefaultPrefix
+	}
 	a.poolKey = "chat " + a.Store.Backend + " " + a.Store.Path
+	if a.Store.Backend == StoreRedis {
+		a.poolKey = "chat redis " + a.Store.URL + " " + a.Store.Prefix
+	}
 	m, _, err := managers.LoadOrNew(a.poolKey, a.newManager)
 	if err != nil {
 		return fmt.Errorf("creating room manager: %w", err)
@@ -190,7 +206,11 @@ func (a *App) Provision(ctx caddy.Context) error {
 // takes back the rooms the store holds.
 func (a *App) newManager() (caddy.Destructor, error) {
 	cfg := a.roomsConfig()
-	if a.Store.Backend != StoreFile {
+	switch a.Store.Backend {
+	case StoreRedis:
+		return a.newRedisManager(cfg)
+	case StoreFile:
+	default:
 		return managerDestructor{Manager: rooms.New(cfg)}, nil
 	}
 	s, err := filestore.Open(a.Store.Path)
@@ -206,11 +226,48 @@ func (a *App) newManager() (caddy.Destructor, error) {
 	return managerDestructor{Manager: m, store: s}, nil
 }
 
+// redisStartTimeout is how long a starting node waits for Redis to answer.
+const redisStartTimeout = 5 * time.Second
+
+// newRedisManager connects to the redis store and refuses to start when it
+// does not answer: a node that cannot store would refuse every submit.
+func (a *App) newRedisManager(cfg rooms.Config) (caddy.Destructor, error) {
+	opts, err := redis.ParseURL(a.Store.URL)
+	if err != nil {
+		return nil, fmt.Errorf("store redis: %w", err)
+	}
+	// A retried script could store a message twice when only its answer
+	// was lost; a submit that fails is answered 503 and retried by its
+	// client with its idempotency key instead.
+	opts.MaxRetries = -1
+	redis.SetLogger(redisLogger{a.logger.Named("redis")})
+	s := redisstore.New(redis.NewClient(opts), redisstore.Options{Prefix: a.Store.Prefix, IdleTTL: time.Duration(*a.IdleTimeout)})
+	ctx, cancel := context.WithTimeout(context.Background(), redisStartTimeout)
+	defer cancel()
+	if err := s.Ping(ctx); err != nil {
+		return nil, errors.Join(fmt.Errorf("store redis %s:%d: %w", opts.Addr, opts.DB, err), s.Close())
+	}
+	cfg.Store = s
+	a.logger.Info("chat store connected", zap.String("redis", opts.Addr), zap.String("prefix", a.Store.Prefix))
+	return managerDestructor{Manager: rooms.New(cfg), store: s}, nil
+}
+
+// redisLogger sends go-redis's messages, such as failed reconnects, to
+// Caddy's log.
+type redisLogger struct{ *zap.Logger }
+
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
+	l.Warn(fmt.Sprintf(format, v...))
+}
+
 // Validate refuses negative limits and unknown stores.
 func (a *App) Validate() error {
 	var errs []error
-	if b := a.Store.Backend; b != StoreMemory && b != StoreFile {
-		errs = append(errs, fmt.Errorf("store: unknown backend %q; want %s or %s", b, StoreMemory, StoreFile))
+	switch b := a.Store.Backend; {
+	case b != StoreMemory && b != StoreFile && b != StoreRedis:
+		errs = append(errs, fmt.Errorf("store: unknown backend %q; want %s, %s or %s", b, StoreMemory, StoreFile, StoreRedis))
+	case b == StoreRedis && a.Store.URL == "":
+		errs = append(errs, errors.New("store redis: a server URL is required, such as redis://localhost:6379/0"))
 	}
 	for _, c := range []struct {
 		name  string
@@ -297,7 +354,7 @@ func (a *App) roomsConfig() rooms.Config {
 // when the last config that uses them is gone.
 type managerDestructor struct {
 	*rooms.Manager
-	store *filestore.Store // nil for the memory store
+	store io.Closer // nil for the memory store
 }
 
 func (m managerDestructor) Destruct() error {

@@ -32,6 +32,14 @@ type Lister interface {
 	Rooms(ctx context.Context) ([]string, error)
 }
 
+// Finder is implemented by a Store that other processes add rooms to: a
+// room made on another node is not in this Manager's map, yet its history
+// must be served here.
+type Finder interface {
+	// Has reports whether the store holds the named room.
+	Has(ctx context.Context, room string) (bool, error)
+}
+
 // History is the retained messages of one room. The Manager serialises calls
 // on one History, so implementations need no locking of their own.
 type History interface {
@@ -69,6 +77,10 @@ type History interface {
 type Entry struct {
 	Message Message
 	Key     Key
+	// Prior is set by a Shared History's Append when another process
+	// stored a message under Key first, between the Manager's Recall and
+	// the Append: nothing was stored for this entry. Seq is 0 otherwise.
+	Prior Recalled
 }
 
 // Key is the idempotency key a message was posted with: Name as sent by
@@ -85,6 +97,26 @@ type Recaller interface {
 	// it is unknown. m carries the retry's user, text and verification, for
 	// Recalled.Same.
 	Recall(ctx context.Context, k Key, m Message) (Recalled, error)
+}
+
+// Shared is implemented by a History that other processes append to, such
+// as one kept in Redis for several Caddy nodes. The Manager then delivers a
+// room's messages, its own included, in the order Catch returns them: the
+// History, not the Manager, names each message's sequence number, and its
+// Append rewrites Entry.Message.ID with the id it was stored under.
+type Shared interface {
+	// Follow gives the History the function to call, from any goroutine
+	// and without locks held, when it has news for Catch: messages
+	// appended elsewhere, or the room deleted elsewhere. The Manager calls
+	// it once, after Open.
+	Follow(notify func())
+	// Catch returns, oldest first, the messages after Last that are
+	// stored, by this process or another, and advances Last past them;
+	// gone is set when the room was deleted elsewhere. It fills gaps from
+	// the store, so that nothing is skipped; with sync it also asks the
+	// store for messages it has not heard of yet. On error Last stays,
+	// and a later Catch delivers what this one could not.
+	Catch(ctx context.Context, sync bool) (msgs []Message, gone bool, err error)
 }
 
 // Recalled is what an idempotency key was first used for.

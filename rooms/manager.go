@@ -301,7 +301,37 @@ func (m *Manager) newRoom(name string, h History) *room {
 			h(name)
 		}
 	})
+	if sh, ok := h.(Shared); ok {
+		sh.Follow(func() {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if !r.closed {
+				m.deliver(r, sh, false)
+			}
+		})
+	}
 	return r
+}
+
+// deliver hands the messages a Shared history has caught to the room's
+// subscribers, in order, and drops the room when it was deleted elsewhere,
+// which ends its streams as a local delete would. r.mu must be held. A
+// failed Catch leaves its messages for the next one, which the history
+// asks for when the store answers again.
+func (m *Manager) deliver(r *room, sh Shared, sync bool) {
+	msgs, gone, _ := sh.Catch(context.Background(), sync)
+	hook := m.config().Hooks.Published
+	for _, msg := range msgs {
+		delivered := r.broadcaster.Submit(AppendFrame(nil, msg))
+		if hook != nil {
+			hook(r.name, delivered)
+		}
+		r.lastActive = time.Now()
+	}
+	if gone {
+		// Dropping takes the Manager's lock, which comes before r.mu.
+		go m.dropIf(r, "deleted", func(r *room) bool { return !r.closed })
+	}
 }
 
 // Post is a message to submit, with what Submit checks before storing it.
@@ -528,18 +558,31 @@ func (m *Manager) store(r *room, batch []*submission) {
 			}
 			return
 		}
+		sh, shared := h.(Shared)
 		for i, s := range taken {
-			seq := first + uint64(i)
-			delivered := r.broadcaster.Submit(AppendFrame(nil, s.msg))
+			epoch, seq := h.Epoch(), first+uint64(i)
+			if shared {
+				if prior := entries[i].Prior; prior.Seq != 0 {
+					s.stoppedBy(prior, epoch)
+					continue
+				}
+				s.msg.ID = entries[i].Message.ID
+				epoch, seq, _ = ParseID(s.msg.ID)
+			} else {
+				delivered := r.broadcaster.Submit(AppendFrame(nil, s.msg))
+				if hook := cfg.Hooks.Published; hook != nil {
+					hook(r.name, delivered)
+				}
+			}
 			if s.p.Key != "" {
-				m.keys.put(s.key, keyEntry{epoch: h.Epoch(), seq: seq, at: s.msg.Time.UnixMilli(), sum: s.sum}, cfg.MaxKeys)
+				m.keys.put(s.key, keyEntry{epoch: epoch, seq: seq, at: s.msg.Time.UnixMilli(), sum: s.sum}, cfg.MaxKeys)
 			}
 			if s.p.Verified {
 				r.verified.add(s.name, seq, cfg.MaxNames)
 			}
-			if hook := cfg.Hooks.Published; hook != nil {
-				hook(r.name, delivered)
-			}
+		}
+		if shared {
+			m.deliver(r, sh, false)
 		}
 		r.lastActive = now
 	}
@@ -548,6 +591,16 @@ func (m *Manager) store(r *room, batch []*submission) {
 			s.msg = s.of.msg
 		}
 	}
+}
+
+// stoppedBy sets the outcome of a submission that another process stored
+// first under the same key: the message stored then, or ErrKeyReused.
+func (s *submission) stoppedBy(prior Recalled, epoch string) {
+	if !prior.Same {
+		s.msg, s.err = Message{}, ErrKeyReused
+		return
+	}
+	s.msg.ID, s.msg.Time, s.repeat = FormatID(epoch, prior.Seq), prior.Time.UTC(), true
 }
 
 // repeated reports whether s's key was used in the room within the key
@@ -667,6 +720,16 @@ func (r *room) replay(pos Position, limit, budget int) (Replay, error) {
 	return rep, err
 }
 
+// catchUp asks a Shared history for what it has not heard of yet before
+// it answers a read: a message acknowledged on another node a moment ago,
+// which the reader may have seen there, is never missing here. r.mu must
+// be held.
+func (m *Manager) catchUp(r *room, pos Position) {
+	if sh, ok := r.history.(Shared); ok && (pos.LastEventID != "" || pos.History > 0) {
+		m.deliver(r, sh, true)
+	}
+}
+
 // fit encodes the replay's messages until their frames would pass budget
 // bytes, keeping at least one message, and cuts Messages there. With keep,
 // the frames stay in Frames, so that a stream does not encode them again.
@@ -732,6 +795,7 @@ func (m *Manager) Subscribe(roomName string, pos Position, wake func()) (*Subscr
 	s.wake = wake
 	s.sub = broadcast.NewSubscriber(cfg.Buffer, wake)
 	err := m.withRoom(roomName, true, func(r *room) error {
+		m.catchUp(r, pos)
 		rep, err := r.replay(pos, max(cfg.History, 0), cfg.MaxReplayBytes)
 		if err != nil {
 			return fmt.Errorf("reading history of room %q: %w: %w", r.name, ErrUnavailable, err)
@@ -802,9 +866,19 @@ func (s *Subscription) Close() {
 // the message with id after, or the newest limit when after is empty, no
 // more than MaxReplayBytes of them.
 func (m *Manager) Messages(roomName, after string, limit int) (Replay, error) {
-	budget := m.config().MaxReplayBytes
+	cfg := m.config()
+	budget := cfg.MaxReplayBytes
+	create := false
+	if f, ok := cfg.Store.(Finder); ok && ValidName(roomName) && !m.has(roomName) {
+		has, err := f.Has(context.Background(), roomName)
+		if err != nil {
+			return Replay{}, fmt.Errorf("looking up room %q: %w: %w", roomName, ErrUnavailable, err)
+		}
+		create = has
+	}
 	var rep Replay
-	err := m.withRoom(roomName, false, func(r *room) (err error) {
+	err := m.withRoom(roomName, create, func(r *room) (err error) {
+		m.catchUp(r, Position{LastEventID: after, History: limit})
 		rep, err = r.replay(Position{LastEventID: after, History: limit}, limit, budget)
 		if err != nil {
 			return fmt.Errorf("reading history of room %q: %w: %w", r.name, ErrUnavailable, err)
@@ -842,8 +916,10 @@ func (m *Manager) drop(r *room, reason string) error {
 		h(r.name, reason)
 	}
 	// Closing keeps a durable history for the next process; the other
-	// reasons end the room for good.
-	if reason == "closed" {
+	// reasons end the room for good. A shared history belongs to every
+	// node: only a delete ends it, and this node's idle sweep only lets it
+	// go here.
+	if _, shared := r.history.(Shared); reason == "closed" || shared && reason != "deleted" {
 		if err := r.history.Close(); err != nil {
 			return fmt.Errorf("closing history of room %q: %w", r.name, err)
 		}
@@ -877,6 +953,12 @@ func (m *Manager) Rooms() []RoomInfo {
 	}
 	slices.SortFunc(out, func(a, b RoomInfo) int { return strings.Compare(a.Name, b.Name) })
 	return out
+}
+
+func (m *Manager) has(name string) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.rooms[name] != nil
 }
 
 // Len returns the number of rooms.

@@ -12,7 +12,6 @@ package filestore
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -222,7 +221,7 @@ func (h *history) Append(ctx context.Context, entries []rooms.Entry) error {
 	hashes := make([][]byte, len(keep))
 	for i, e := range keep {
 		if e.Key.Name != "" {
-			hashes[i] = keyHash(e.Key)
+			hashes[i] = rooms.KeyDigest(e.Key)
 		}
 		recs[i] = encode(e.Message, hashes[i])
 	}
@@ -390,10 +389,10 @@ func (h *history) Recall(_ context.Context, k rooms.Key, m rooms.Message) (rooms
 		if b == nil {
 			return nil
 		}
-		if v := b.Bucket(keysBucket).Get(keyHash(k)); len(v) == 8+8+sumSize {
+		if v := b.Bucket(keysBucket).Get(rooms.KeyDigest(k)); len(v) == 8+8+rooms.DigestSize {
 			rec.Seq = binary.BigEndian.Uint64(v)
 			rec.Time = time.UnixMilli(int64(binary.BigEndian.Uint64(v[8:]))).UTC()
-			rec.Same = bytes.Equal(v[16:], sum(m))
+			rec.Same = bytes.Equal(v[16:], rooms.ContentDigest(m))
 		}
 		return nil
 	})
@@ -405,44 +404,12 @@ func (h *history) Recall(_ context.Context, k rooms.Key, m rooms.Message) (rooms
 
 func u64(n uint64) []byte { return binary.BigEndian.AppendUint64(nil, n) }
 
-// keyHashSize and sumSize are the bytes of SHA-256 kept: enough that no
-// two keys or messages of a room meet by chance.
-const (
-	keyHashSize = 16
-	sumSize     = 16
-)
-
-// keyHash names k in the file. The file outlives the process, so the hash
-// must be the same in the next one: a cryptographic hash, not maphash.
-func keyHash(k rooms.Key) []byte {
-	h := sha256.New()
-	var n [binary.MaxVarintLen64]byte
-	h.Write(n[:binary.PutUvarint(n[:], uint64(len(k.Scope)))])
-	h.Write([]byte(k.Scope))
-	h.Write([]byte(k.Name))
-	return h.Sum(nil)[:keyHashSize]
-}
-
-// sum hashes what a retry must carry unchanged: user, text, verification.
-func sum(m rooms.Message) []byte {
-	h := sha256.New()
-	var n [binary.MaxVarintLen64 + 1]byte
-	l := binary.PutUvarint(n[:], uint64(len(m.User)))
-	if m.Verified {
-		n[l] = 1
-	}
-	h.Write(n[:l+1])
-	h.Write([]byte(m.User))
-	h.Write([]byte(m.Message))
-	return h.Sum(nil)[:sumSize]
-}
-
 // keyRecord is a key's entry: its message's sequence number, its time in
 // Unix milliseconds and sum.
 func keyRecord(seq uint64, m rooms.Message) []byte {
-	v := binary.BigEndian.AppendUint64(make([]byte, 0, 16+sumSize), seq)
+	v := binary.BigEndian.AppendUint64(make([]byte, 0, 16+rooms.DigestSize), seq)
 	v = binary.BigEndian.AppendUint64(v, uint64(m.Time.UnixMilli()))
-	return append(v, sum(m)...)
+	return append(v, rooms.ContentDigest(m)...)
 }
 
 // A message's record is its time in Unix milliseconds (8 bytes), a flags
@@ -478,10 +445,10 @@ func decode(rec []byte) (rooms.Message, error) {
 	m := rooms.Message{Time: time.UnixMilli(int64(binary.BigEndian.Uint64(rec))).UTC(), Verified: rec[8]&flagVerified != 0}
 	rest := rec[9:]
 	if rec[8]&flagKey != 0 {
-		if len(rest) < keyHashSize {
+		if len(rest) < rooms.DigestSize {
 			return rooms.Message{}, errRecord
 		}
-		rest = rest[keyHashSize:]
+		rest = rest[rooms.DigestSize:]
 	}
 	n, l := binary.Uvarint(rest)
 	if l <= 0 || n > uint64(len(rest)-l) {
@@ -493,10 +460,10 @@ func decode(rec []byte) (rooms.Message, error) {
 
 // recordKey returns the key hash a record carries, nil for none.
 func recordKey(rec []byte) []byte {
-	if len(rec) < 9+keyHashSize || rec[8]&flagKey == 0 {
+	if len(rec) < 9+rooms.DigestSize || rec[8]&flagKey == 0 {
 		return nil
 	}
-	return rec[9 : 9+keyHashSize]
+	return rec[9 : 9+rooms.DigestSize]
 }
 
 // Interface guards

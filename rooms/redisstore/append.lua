@@ -1,0 +1,50 @@
+-- Stores a batch of messages in one room, atomically.
+-- KEYS[1] meta hash (epoch, last), KEYS[2] stream, KEYS[3..] idempotency keys.
+-- ARGV: epoch to create the room with, history size, key TTL in ms,
+-- channel, message count, idle TTL in ms (0: none), then per message: time in ms, user, text,
+-- verified ("1"/"0"), index in KEYS of its idempotency key (0: none) and
+-- the digest of its content.
+-- Returns the room's epoch, then per message {seq, 0, 0} when stored, or
+-- {seq, time, same} of the message stored first under its key.
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+end
+local out = {epoch}
+local pub = {}
+for i = 0, tonumber(ARGV[5]) - 1 do
+  local b = 7 + i * 6
+  local t, u, x, v, k, sum = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4]), ARGV[b + 5]
+  local prior
+  if k > 0 then
+    local rec = redis.call('GET', KEYS[k])
+    if rec then
+      local r = cjson.decode(rec)
+      if r.e == epoch then
+        local same = 0
+        if r.h == sum then same = 1 end
+        prior = {r.s, r.t, same}
+      end
+    end
+  end
+  if prior then
+    out[#out + 1] = prior
+  else
+    local seq = redis.call('HINCRBY', KEYS[1], 'last', 1)
+    redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], seq .. '-0', 't', t, 'u', u, 'x', x, 'v', v)
+    if k > 0 then
+      redis.call('SET', KEYS[k], cjson.encode({e = epoch, s = seq, t = tonumber(t), h = sum}), 'PX', ARGV[3])
+    end
+    out[#out + 1] = {seq, 0, 0}
+    pub[#pub + 1] = {s = seq, t = t, u = u, x = x, v = v}
+  end
+end
+if tonumber(ARGV[6]) > 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+  redis.call('PEXPIRE', KEYS[2], ARGV[6])
+end
+if #pub > 0 then
+  redis.call('PUBLISH', ARGV[4], cjson.encode({e = epoch, m = pub}))
+end
+return out

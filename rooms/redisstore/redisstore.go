@@ -1,0 +1,553 @@
+// Package redisstore keeps chat rooms in Redis (or Valkey), so that several
+// Caddy nodes serve the same rooms: one order of messages per room, ids that
+// every node continues, idempotency keys that hold across nodes, and each
+// message delivered to every node's subscribers.
+//
+// A room's keys share the hash tag {room}, so that one Lua script stores a
+// submit, even in Redis Cluster: it reads or creates the room's epoch in a
+// hash, increments the sequence there, adds each message to a stream whose
+// entry ids are the sequence numbers, trimmed to the history size, records
+// the idempotency key with a TTL, and publishes the batch with its sequence
+// numbers and epoch. Each Store keeps one subscription connection, on which
+// it subscribes to the rooms open here; a history that hears a sequence
+// number past the one it expects reads the gap from the stream before it
+// delivers more, and reads it again whenever the subscription is
+// re-established, so a message missed while Redis was away is delivered
+// late, never skipped.
+package redisstore
+
+import (
+	"context"
+	_ "embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/caddy-chat/caddy-chat/rooms"
+)
+
+// DefaultPrefix starts the names of every key and channel the store uses.
+const DefaultPrefix = "chat:"
+
+// Options configure a Store.
+type Options struct {
+	// Prefix starts every key and channel name; default DefaultPrefix.
+	// Nodes that share rooms use the same prefix.
+	Prefix string
+	// KeyTTL is how long an idempotency key is kept; default
+	// rooms.DefaultKeyWindow.
+	KeyTTL time.Duration
+	// IdleTTL expires a room that got no message for this long, on every
+	// node at once; 0 keeps rooms until they are deleted.
+	IdleTTL time.Duration
+}
+
+// Store is a rooms.Store on a Redis client. Its methods are safe for
+// concurrent use.
+type Store struct {
+	client  redis.UniversalClient
+	prefix  string
+	keyTTL  time.Duration
+	idleTTL time.Duration
+	append  *redis.Script
+	ps      *redis.PubSub
+	done    chan struct{}
+
+	// subscribing orders subscribes and unsubscribes, so that a room
+	// let go and opened again at once stays subscribed.
+	subscribing sync.Mutex
+	mu          sync.Mutex
+	listeners   map[string]*history // by channel
+}
+
+//go:embed append.lua
+var appendScript string
+
+// New returns a Store on client, which it closes with Close, and starts its
+// subscription connection.
+func New(client redis.UniversalClient, opt Options) *Store {
+	if opt.Prefix == "" {
+		opt.Prefix = DefaultPrefix
+	}
+	if opt.KeyTTL <= 0 {
+		opt.KeyTTL = rooms.DefaultKeyWindow
+	}
+	s := &Store{
+		client:    client,
+		prefix:    opt.Prefix,
+		keyTTL:    opt.KeyTTL,
+		idleTTL:   opt.IdleTTL,
+		append:    redis.NewScript(appendScript),
+		ps:        client.Subscribe(context.Background()),
+		done:      make(chan struct{}),
+		listeners: make(map[string]*history),
+	}
+	go s.listen(s.ps.ChannelWithSubscriptions(redis.WithChannelSize(1024)))
+	return s
+}
+
+// Ping reports whether Redis answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.client.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis chat store: %w", err)
+	}
+	return nil
+}
+
+// Close stops the subscription and closes the client.
+func (s *Store) Close() error {
+	err := s.ps.Close()
+	<-s.done
+	return errors.Join(err, s.client.Close())
+}
+
+// listen routes what the subscription connection receives to the history
+// of its room. A confirmed subscription, the first or one renewed after a
+// reconnect, makes the history read the stream: messages published while
+// the connection was down are delivered then.
+func (s *Store) listen(ch <-chan any) {
+	defer close(s.done)
+	for v := range ch {
+		var channel, payload string
+		switch v := v.(type) {
+		case *redis.Subscription:
+			if v.Kind != "subscribe" {
+				continue
+			}
+			channel = v.Channel
+		case *redis.Message:
+			channel, payload = v.Channel, v.Payload
+		default:
+			continue
+		}
+		s.mu.Lock()
+		h := s.listeners[channel]
+		s.mu.Unlock()
+		if h != nil {
+			h.hear(payload)
+		}
+	}
+}
+
+// keys names a room's keys; they share the hash tag {room}.
+type keys struct {
+	meta, stream, channel, key string
+}
+
+func (s *Store) keysOf(room string) keys {
+	base := s.prefix + "{" + room + "}:"
+	return keys{meta: base + "meta", stream: base + "msgs", channel: base + "pub", key: base + "key:"}
+}
+
+// Has reports whether Redis holds the room: another node made it.
+func (s *Store) Has(ctx context.Context, room string) (bool, error) {
+	n, err := s.client.Exists(ctx, s.keysOf(room).meta).Result()
+	if err != nil {
+		return false, fmt.Errorf("looking up room %q in redis: %w", room, err)
+	}
+	return n > 0, nil
+}
+
+// Open subscribes to the room's channel, then reads its epoch and last
+// sequence number: a message published in between is heard, not lost. A
+// room that Redis does not hold gets a new epoch and costs nothing there
+// until its first message.
+func (s *Store) Open(ctx context.Context, room string, capacity int) (rooms.History, error) {
+	h := &history{s: s, room: room, keys: s.keysOf(room), capacity: capacity}
+	s.subscribing.Lock()
+	s.mu.Lock()
+	s.listeners[h.keys.channel] = h
+	s.mu.Unlock()
+	err := s.ps.Subscribe(ctx, h.keys.channel)
+	s.subscribing.Unlock()
+	if err != nil {
+		h.unlisten()
+		return nil, fmt.Errorf("subscribing to room %q in redis: %w", room, err)
+	}
+	vals, err := s.client.HMGet(ctx, h.keys.meta, "epoch", "last").Result()
+	if err != nil {
+		h.unlisten()
+		return nil, fmt.Errorf("reading room %q from redis: %w", room, err)
+	}
+	h.epoch = rooms.NewEpoch()
+	if e, ok := vals[0].(string); ok {
+		h.epoch = e
+		h.last, _ = strconv.ParseUint(fmt.Sprint(vals[1]), 10, 64)
+	}
+	return h, nil
+}
+
+// history is one room in Redis. The Manager serialises its methods under
+// the room's lock; mu guards what the subscription goroutine hands over.
+type history struct {
+	s        *Store
+	room     string
+	keys     keys
+	capacity int
+	epoch    string
+	last     uint64          // the newest sequence number delivered
+	own      []rooms.Message // appended here, not yet caught
+	stale    bool            // the room was deleted and made again elsewhere
+
+	mu     sync.Mutex
+	heard  []notice
+	resync bool
+	notify func()
+}
+
+// notice is what a room's channel carries: a batch of messages, or the
+// deletion of the room's epoch.
+type notice struct {
+	Epoch   string      `json:"e"`
+	Deleted bool        `json:"d,omitempty"`
+	Msgs    []published `json:"m,omitempty"`
+}
+
+// published is a message as the script publishes it.
+type published struct {
+	Seq      uint64 `json:"s"`
+	Time     string `json:"t"`
+	User     string `json:"u"`
+	Text     string `json:"x"`
+	Verified string `json:"v"`
+}
+
+func (h *history) Epoch() string  { return h.epoch }
+func (h *history) Last() uint64   { return h.last }
+func (h *history) Oldest() uint64 { return h.last + 1 - min(h.last, uint64(h.capacity)) }
+
+func (h *history) Follow(notify func()) {
+	h.mu.Lock()
+	h.notify = notify
+	pending := len(h.heard) > 0 || h.resync
+	h.mu.Unlock()
+	if pending {
+		notify()
+	}
+}
+
+// hear takes a payload from the room's channel, or "" for a confirmed
+// subscription, and tells the Manager.
+func (h *history) hear(payload string) {
+	h.mu.Lock()
+	if payload == "" {
+		h.resync = true
+	} else {
+		var n notice
+		if json.Unmarshal([]byte(payload), &n) != nil {
+			// Not ours: read the stream rather than trust it.
+			h.resync = true
+		} else {
+			h.heard = append(h.heard, n)
+		}
+	}
+	notify := h.notify
+	h.mu.Unlock()
+	if notify != nil {
+		notify()
+	}
+}
+
+// Append stores the entries with one script call, which gives them their
+// sequence numbers, and keeps them for Catch.
+func (h *history) Append(ctx context.Context, entries []rooms.Entry) error {
+	keyNames := []string{h.keys.meta, h.keys.stream}
+	args := make([]any, 0, 6+6*len(entries))
+	args = append(args, h.epoch, h.capacity, h.s.keyTTL.Milliseconds(), h.keys.channel, len(entries), h.s.idleTTL.Milliseconds())
+	for _, e := range entries {
+		m := e.Message
+		keyIndex, sum := 0, ""
+		if e.Key.Name != "" {
+			keyNames = append(keyNames, h.keys.key+hex.EncodeToString(rooms.KeyDigest(e.Key)))
+			keyIndex, sum = len(keyNames), hex.EncodeToString(rooms.ContentDigest(m))
+		}
+		args = append(args, strconv.FormatInt(m.Time.UnixMilli(), 10), m.User, m.Message, flag(m.Verified), keyIndex, sum)
+	}
+	res, err := h.s.append.Run(ctx, h.s.client, keyNames, args...).Slice()
+	if err != nil {
+		return fmt.Errorf("appending to room %q in redis: %w", h.room, err)
+	}
+	if len(res) != 1+len(entries) {
+		return fmt.Errorf("appending to room %q in redis: the script answered %d values for %d messages", h.room, len(res), len(entries))
+	}
+	epoch, _ := res[0].(string)
+	if epoch != h.epoch {
+		if h.last > 0 || len(h.own) > 0 {
+			// Deleted and made again elsewhere since this node
+			// opened it: its subscribers follow the old epoch.
+			h.stale = true
+		}
+		h.epoch = epoch
+	}
+	for i, v := range res[1:] {
+		r, _ := v.([]any)
+		if len(r) != 3 {
+			return fmt.Errorf("appending to room %q in redis: malformed answer %v", h.room, v)
+		}
+		seq, _ := r[0].(int64)
+		if prior, _ := r[1].(int64); prior != 0 {
+			same, _ := r[2].(int64)
+			entries[i].Prior = rooms.Recalled{Seq: uint64(seq), Time: time.UnixMilli(prior).UTC(), Same: same == 1}
+			continue
+		}
+		entries[i].Message.ID = rooms.FormatID(epoch, uint64(seq))
+		h.own = append(h.own, entries[i].Message)
+	}
+	return nil
+}
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+// Catch merges what this node appended with what it heard, reads from the
+// stream what neither holds, and returns the messages after Last in order.
+func (h *history) Catch(ctx context.Context, sync bool) ([]rooms.Message, bool, error) {
+	h.mu.Lock()
+	heard := h.heard
+	h.heard = nil
+	sync = sync || h.resync
+	h.resync = false
+	h.mu.Unlock()
+
+	gone := h.stale
+	got := h.own
+	h.own = nil
+	target := h.last
+	for _, n := range heard {
+		if n.Epoch != h.epoch {
+			if h.last > 0 || len(got) > 0 {
+				gone = true
+				continue
+			}
+			// Made on another node after this one opened it,
+			// before anything was stored here: take its epoch.
+			h.epoch = n.Epoch
+		}
+		if n.Deleted {
+			gone = true
+			continue
+		}
+		for _, p := range n.Msgs {
+			got = append(got, p.message(h.epoch, h.room))
+		}
+	}
+	if gone {
+		h.stale = true
+		return nil, true, nil
+	}
+	for _, m := range got {
+		_, seq, _ := rooms.ParseID(m.ID)
+		target = max(target, seq)
+	}
+	if sync {
+		vals, err := h.s.client.HMGet(ctx, h.keys.meta, "epoch", "last").Result()
+		if err != nil {
+			h.putBack(got)
+			return nil, false, fmt.Errorf("reading room %q from redis: %w", h.room, err)
+		}
+		if e, ok := vals[0].(string); ok {
+			if e != h.epoch && (h.last > 0 || len(got) > 0) {
+				h.stale = true
+				return nil, true, nil
+			}
+			h.epoch = e
+			last, _ := strconv.ParseUint(fmt.Sprint(vals[1]), 10, 64)
+			target = max(target, last)
+		} else if h.last > 0 {
+			// Deleted, and the notice lost with a connection.
+			h.stale = true
+			return nil, true, nil
+		}
+	}
+	slices.SortFunc(got, func(a, b rooms.Message) int { return compareIDs(a.ID, b.ID) })
+	got = slices.CompactFunc(got, func(a, b rooms.Message) bool { return a.ID == b.ID })
+	got = slices.DeleteFunc(got, func(m rooms.Message) bool {
+		_, seq, _ := rooms.ParseID(m.ID)
+		return seq <= h.last
+	})
+	if uint64(len(got)) < target-h.last {
+		read, err := h.read(ctx, h.last, target, int(target-h.last))
+		if err != nil {
+			h.putBack(got)
+			return nil, false, err
+		}
+		// The stream holds every message still retained; what it no
+		// longer holds fell out of the history and cannot be
+		// delivered, as on a single node.
+		got = read
+	}
+	h.last = target
+	return got, false, nil
+}
+
+// putBack keeps messages that a failed Catch could not deliver for the next
+// one, and asks for it to read the stream.
+func (h *history) putBack(got []rooms.Message) {
+	h.own = got
+	h.mu.Lock()
+	h.resync = true
+	h.mu.Unlock()
+}
+
+func compareIDs(a, b string) int {
+	_, x, _ := rooms.ParseID(a)
+	_, y, _ := rooms.ParseID(b)
+	switch {
+	case x < y:
+		return -1
+	case x > y:
+		return 1
+	}
+	return 0
+}
+
+func (p published) message(epoch, room string) rooms.Message {
+	ms, _ := strconv.ParseInt(p.Time, 10, 64)
+	return rooms.Message{
+		ID:       rooms.FormatID(epoch, p.Seq),
+		Room:     room,
+		User:     p.User,
+		Message:  p.Text,
+		Time:     time.UnixMilli(ms).UTC(),
+		Verified: p.Verified == "1",
+	}
+}
+
+// read returns up to limit messages of the stream with sequence numbers in
+// (after, upto].
+func (h *history) read(ctx context.Context, after, upto uint64, limit int) ([]rooms.Message, error) {
+	if limit <= 0 || after >= upto {
+		return nil, nil
+	}
+	entries, err := h.s.client.XRangeN(ctx, h.keys.stream, strconv.FormatUint(after+1, 10)+"-0", strconv.FormatUint(upto, 10)+"-0", int64(limit)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("reading room %q from redis: %w", h.room, err)
+	}
+	out := make([]rooms.Message, 0, len(entries))
+	for _, e := range entries {
+		seqText, _, _ := strings.Cut(e.ID, "-")
+		seq, err := strconv.ParseUint(seqText, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("reading room %q from redis: entry id %q: %w", h.room, e.ID, err)
+		}
+		p := published{Seq: seq}
+		p.Time, _ = e.Values["t"].(string)
+		p.User, _ = e.Values["u"].(string)
+		p.Text, _ = e.Values["x"].(string)
+		p.Verified, _ = e.Values["v"].(string)
+		out = append(out, p.message(h.epoch, h.room))
+	}
+	return out, nil
+}
+
+func (h *history) After(ctx context.Context, seq uint64, limit int) ([]rooms.Message, error) {
+	return h.read(ctx, max(seq, h.Oldest()-1), h.last, limit)
+}
+
+func (h *history) Resize(ctx context.Context, capacity int) error {
+	if capacity < h.capacity {
+		if err := h.s.client.XTrimMaxLen(ctx, h.keys.stream, int64(capacity)).Err(); err != nil {
+			return fmt.Errorf("trimming room %q in redis: %w", h.room, err)
+		}
+	}
+	h.capacity = capacity
+	return nil
+}
+
+// Drop deletes the room's messages and position, unless another node did
+// already, and tells the other nodes, whose streams of the room end. The
+// Manager calls it only for a delete: an idle room is let go with Close,
+// and Redis expires it after IdleTTL.
+func (h *history) Drop(ctx context.Context) error {
+	h.unlisten()
+	if h.stale {
+		return nil
+	}
+	payload, _ := json.Marshal(notice{Epoch: h.epoch, Deleted: true})
+	_, err := h.s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, h.keys.meta, h.keys.stream)
+		p.Publish(ctx, h.keys.channel, payload)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("deleting room %q from redis: %w", h.room, err)
+	}
+	return nil
+}
+
+func (h *history) Close() error {
+	h.unlisten()
+	return nil
+}
+
+// unlisten stops routing the room's channel here and unsubscribes, unless
+// a newer history of the room took the channel over.
+func (h *history) unlisten() {
+	h.s.mu.Lock()
+	mine := h.s.listeners[h.keys.channel] == h
+	if mine {
+		delete(h.s.listeners, h.keys.channel)
+	}
+	h.s.mu.Unlock()
+	if mine {
+		// Unsubscribing is a write on the subscription connection; it
+		// need not hold up the room.
+		go h.s.unsubscribe(h.keys.channel)
+	}
+}
+
+// unsubscribe leaves channel unless a history opened since listens to it.
+func (s *Store) unsubscribe(channel string) {
+	s.subscribing.Lock()
+	defer s.subscribing.Unlock()
+	s.mu.Lock()
+	taken := s.listeners[channel] != nil
+	s.mu.Unlock()
+	if !taken {
+		_ = s.ps.Unsubscribe(context.Background(), channel)
+	}
+}
+
+// Recall looks k up among the keys Redis keeps for the room.
+func (h *history) Recall(ctx context.Context, k rooms.Key, m rooms.Message) (rooms.Recalled, error) {
+	rec, err := h.s.client.Get(ctx, h.keys.key+hex.EncodeToString(rooms.KeyDigest(k))).Result()
+	if errors.Is(err, redis.Nil) {
+		return rooms.Recalled{}, nil
+	}
+	if err != nil {
+		return rooms.Recalled{}, fmt.Errorf("reading keys of room %q from redis: %w", h.room, err)
+	}
+	var r keyRecord
+	if json.Unmarshal([]byte(rec), &r) != nil || r.Epoch != h.epoch {
+		return rooms.Recalled{}, nil
+	}
+	return rooms.Recalled{Seq: r.Seq, Time: time.UnixMilli(r.Time).UTC(), Same: r.Sum == hex.EncodeToString(rooms.ContentDigest(m))}, nil
+}
+
+// keyRecord is what the script keeps under an idempotency key.
+type keyRecord struct {
+	Epoch string `json:"e"`
+	Seq   uint64 `json:"s"`
+	Time  int64  `json:"t"`
+	Sum   string `json:"h"`
+}
+
+// Interface guards
+var (
+	_ rooms.Store    = (*Store)(nil)
+	_ rooms.Finder   = (*Store)(nil)
+	_ rooms.Shared   = (*history)(nil)
+	_ rooms.Recaller = (*history)(nil)
+)

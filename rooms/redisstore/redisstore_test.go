@@ -1,0 +1,515 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/caddy-chat/caddy-chat/internal/redistest"
+	"github.com/caddy-chat/caddy-chat/rooms"
+)
+
+// node is one process's view of the shared rooms: a Manager on its own
+// Store and client.
+func node(t testing.TB, addr string, cfg rooms.Config) *rooms.Manager {
+	t.Helper()
+	client := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: 500 * time.Millisecond, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond, MaxRetries: -1})
+	s := New(client, Options{Prefix: "test:"})
+	if err := s.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.History == 0 {
+		cfg.History = 100
+	}
+	cfg.Buffer = 1024
+	cfg.Store = s
+	m := rooms.New(cfg)
+	t.Cleanup(func() {
+		m.Close()
+		s.Close()
+	})
+	return m
+}
+
+// ids returns the ids of sub's replay and of the frames that follow, until
+// there are n, failing after a deadline.
+func ids(t *testing.T, sub *rooms.Subscription, n int) []string {
+	t.Helper()
+	var got []string
+	for _, m := range sub.Messages {
+		got = append(got, m.ID)
+	}
+	deadline := time.After(5 * time.Second)
+	for len(got) < n {
+		select {
+		case <-sub.Ready():
+		case <-deadline:
+			t.Fatalf("got %d frames %v, want %d", len(got), got, n)
+		}
+		frames, err := sub.Take(nil)
+		for _, f := range frames {
+			got = append(got, frameID(f))
+		}
+		if err != nil {
+			t.Fatalf("subscription ended after %v: %v", got, err)
+		}
+	}
+	return got
+}
+
+func frameID(f []byte) string {
+	for line := range strings.SplitSeq(string(f), "\n") {
+		if id, ok := strings.CutPrefix(line, "id: "); ok {
+			return id
+		}
+	}
+	return ""
+}
+
+func TestSharedRoomAcrossNodes(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := node(t, srv.Addr, rooms.Config{}), node(t, srv.Addr, rooms.Config{})
+
+	first, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "one"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := b.Messages("lobby", "", 10); err != nil || len(rep.Messages) != 1 || rep.Messages[0].ID != first.ID {
+		t.Fatalf("messages on B of a room made on A: %v, %v; want %s", rep.Messages, err, first.ID)
+	}
+	if _, err := b.Messages("nowhere", "", 10); !errors.Is(err, rooms.ErrNotFound) {
+		t.Fatalf("messages of a room no node made: %v, want ErrNotFound", err)
+	}
+	// A node that never saw the room serves its history and follows it.
+	sub, err := b.Subscribe("lobby", rooms.Position{History: 10}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	second, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "two"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	third, _, err := b.Submit("lobby", rooms.Post{User: "bob", Text: "three"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{first.ID, second.ID, third.ID}
+	if got := ids(t, sub, 3); !slicesEqual(got, want) {
+		t.Fatalf("node B delivered %v, want %v", got, want)
+	}
+	epoch, seq, _ := rooms.ParseID(third.ID)
+	if e, _, _ := rooms.ParseID(first.ID); e != epoch || seq != 3 {
+		t.Fatalf("ids %v do not continue one sequence", want)
+	}
+
+	// A reader moving from A to B with A's id resumes, no reset.
+	resumed, err := b.Subscribe("lobby", rooms.Position{LastEventID: first.ID}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resumed.Close()
+	if resumed.Reset || len(resumed.Messages) != 2 || resumed.Messages[0].ID != second.ID {
+		t.Fatalf("resume on B after %s: reset=%v messages=%v", first.ID, resumed.Reset, resumed.Messages)
+	}
+}
+
+func TestResumeOnFreshNodeWithNewestID(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := node(t, srv.Addr, rooms.Config{}), node(t, srv.Addr, rooms.Config{})
+	// B opens the room first, before anything is stored: it makes up an
+	// epoch that A's first message must replace.
+	early, err := b.Subscribe("lobby", rooms.Position{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer early.Close()
+	msg, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "hi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(t, early, 1); got[0] != msg.ID {
+		t.Fatalf("early subscriber on B got %v, want %s", got, msg.ID)
+	}
+	sub, err := b.Subscribe("lobby", rooms.Position{LastEventID: msg.ID}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if sub.Reset || len(sub.Messages) != 0 {
+		t.Fatalf("resume on B with the newest id: reset=%v messages=%v", sub.Reset, sub.Messages)
+	}
+}
+
+func TestConcurrentPublishersOneOrder(t *testing.T) {
+	srv := redistest.Start(t)
+	nodes := []*rooms.Manager{node(t, srv.Addr, rooms.Config{History: 1000}), node(t, srv.Addr, rooms.Config{History: 1000}), node(t, srv.Addr, rooms.Config{History: 1000})}
+	var subs []*rooms.Subscription
+	for _, n := range nodes {
+		sub, err := n.Subscribe("lobby", rooms.Position{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Close()
+		subs = append(subs, sub)
+	}
+	const each = 100
+	var wg sync.WaitGroup
+	errs := make(chan error, len(nodes)*each)
+	for i, n := range nodes {
+		for w := range 2 {
+			wg.Go(func() {
+				for j := range each / 2 {
+					if _, _, err := n.Submit("lobby", rooms.Post{User: fmt.Sprint("u", i, w), Text: strconv.Itoa(j)}); err != nil {
+						errs <- err
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	total := len(nodes) * each
+	var first []string
+	for i, sub := range subs {
+		got := ids(t, sub, total)
+		if len(got) != total {
+			t.Fatalf("node %d delivered %d messages, want %d", i, len(got), total)
+		}
+		for j, id := range got {
+			if _, seq, _ := rooms.ParseID(id); seq != uint64(j+1) {
+				t.Fatalf("node %d delivered %s at position %d: out of order, duplicated or skipped", i, id, j)
+			}
+		}
+		if first == nil {
+			first = got
+		} else if !slicesEqual(got, first) {
+			t.Fatalf("node %d delivered another sequence than node 0", i)
+		}
+	}
+}
+
+func TestIdempotencyKeyAcrossNodes(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := node(t, srv.Addr, rooms.Config{}), node(t, srv.Addr, rooms.Config{})
+	post := rooms.Post{User: "alice", Text: "once", Key: "k1", Scope: "alice"}
+	first, repeat, err := a.Submit("lobby", post)
+	if err != nil || repeat {
+		t.Fatalf("first submit: repeat=%v err=%v", repeat, err)
+	}
+	again, repeat, err := b.Submit("lobby", post)
+	if err != nil || !repeat || again.ID != first.ID {
+		t.Fatalf("retry on B: %v repeat=%v err=%v, want %s as a repeat", again.ID, repeat, err, first.ID)
+	}
+	other := post
+	other.Text = "another"
+	if _, _, err := b.Submit("lobby", other); !errors.Is(err, rooms.ErrKeyReused) {
+		t.Fatalf("key reused for another text on B: err=%v, want ErrKeyReused", err)
+	}
+	rep, err := b.Messages("lobby", "", 10)
+	if err != nil || len(rep.Messages) != 1 {
+		t.Fatalf("stored %d messages (%v), want 1", len(rep.Messages), err)
+	}
+}
+
+func TestConcurrentRetriesStoreOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := node(t, srv.Addr, rooms.Config{}), node(t, srv.Addr, rooms.Config{})
+	// Both nodes have the room open, so neither has heard of the key when
+	// the retries race: the script decides.
+	for _, n := range []*rooms.Manager{a, b} {
+		if _, _, err := n.Submit("lobby", rooms.Post{User: "x", Text: "open"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 20 {
+		post := rooms.Post{User: "alice", Text: "race", Key: fmt.Sprint("k", i), Scope: "alice"}
+		var wg sync.WaitGroup
+		var got [2]rooms.Message
+		var errs [2]error
+		for j, n := range []*rooms.Manager{a, b} {
+			wg.Go(func() { got[j], _, errs[j] = n.Submit("lobby", post) })
+		}
+		wg.Wait()
+		if errs[0] != nil || errs[1] != nil || got[0].ID != got[1].ID {
+			t.Fatalf("retry %d on two nodes at once: %v %v, %v %v; want one id", i, got[0].ID, errs[0], got[1].ID, errs[1])
+		}
+	}
+	rep, err := a.Messages("lobby", "", 100)
+	if err != nil || len(rep.Messages) != 2+20 {
+		t.Fatalf("stored %d messages (%v), want 22", len(rep.Messages), err)
+	}
+}
+
+func TestDeleteEndsStreamsOnOtherNodes(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := node(t, srv.Addr, rooms.Config{}), node(t, srv.Addr, rooms.Config{})
+	if _, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "hi"}); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := b.Subscribe("lobby", rooms.Position{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if err := a.Delete("lobby"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case <-sub.Ready():
+		case <-deadline:
+			t.Fatal("the stream on B stayed open after the room was deleted on A")
+		}
+		if _, err := sub.Take(nil); errors.Is(err, rooms.ErrRoomClosed) {
+			break
+		} else if err != nil {
+			t.Fatalf("stream on B ended with %v, want ErrRoomClosed", err)
+		}
+	}
+	msg, _, err := b.Submit("lobby", rooms.Post{User: "bob", Text: "new"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, seq, _ := rooms.ParseID(msg.ID); seq != 1 {
+		t.Fatalf("first message after the delete has id %s, want sequence 1", msg.ID)
+	}
+}
+
+func TestRedisDown(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := node(t, srv.Addr, rooms.Config{}), node(t, srv.Addr, rooms.Config{})
+	before, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "before"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := b.Subscribe("lobby", rooms.Position{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+
+	srv.Stop()
+	if _, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "lost"}); !errors.Is(err, rooms.ErrUnavailable) {
+		t.Fatalf("submit with redis down: err=%v, want ErrUnavailable", err)
+	}
+	if frames, err := sub.Take(nil); err != nil || len(frames) != 0 {
+		t.Fatalf("stream on B with redis down: %d frames, err=%v; want it open and quiet", len(frames), err)
+	}
+
+	srv.Restart(t)
+	var after rooms.Message
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if after, _, err = a.Submit("lobby", rooms.Post{User: "alice", Text: "after"}); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("submits still fail after redis came back: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if e, _, _ := rooms.ParseID(before.ID); !strings.HasPrefix(after.ID, e+"-") {
+		t.Fatalf("after redis came back, id %s is not in epoch of %s", after.ID, before.ID)
+	}
+	if got := ids(t, sub, 1); got[0] != after.ID {
+		t.Fatalf("stream on B got %v after redis came back, want %s", got, after.ID)
+	}
+}
+
+func slicesEqual(a, b []string) bool {
+	return strings.Join(a, ",") == strings.Join(b, ",")
+}
+
+func TestIdleOnOneNodeKeepsTheRoom(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := node(t, srv.Addr, rooms.Config{}), node(t, srv.Addr, rooms.Config{IdleTimeout: 50 * time.Millisecond})
+	first, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "one"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := a.Subscribe("lobby", rooms.Position{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if _, err := b.Messages("lobby", "", 10); err != nil {
+		t.Fatal(err)
+	}
+	// B sweeps the room, in which nothing happens there.
+	deadline := time.Now().Add(5 * time.Second)
+	for b.Len() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("node B did not sweep the idle room")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	second, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "two"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(t, sub, 1); got[0] != second.ID {
+		t.Fatalf("stream on A got %v after B swept the room, want %s", got, second.ID)
+	}
+	rep, err := b.Messages("lobby", "", 10)
+	if err != nil || len(rep.Messages) != 2 || rep.Messages[0].ID != first.ID {
+		t.Fatalf("messages on B after its sweep: %v, %v; want %s and %s", rep.Messages, err, first.ID, second.ID)
+	}
+}
+
+// TestRedisRestartUnderLoad: publishers on two nodes retry with their
+// idempotency keys while Redis is killed and started again. Afterwards
+// every acknowledged message is stored once with the id it was
+// acknowledged with, and the streams that stayed open on both nodes
+// delivered the same ids in order, each once, catching up on what was
+// stored while they could not hear it.
+func TestRedisRestartUnderLoad(t *testing.T) {
+	srv := redistest.Start(t)
+	nodes := []*rooms.Manager{node(t, srv.Addr, rooms.Config{History: 1000}), node(t, srv.Addr, rooms.Config{History: 1000})}
+	if _, _, err := nodes[0].Submit("lobby", rooms.Post{User: "x", Text: "open"}); err != nil {
+		t.Fatal(err)
+	}
+	var subs []*rooms.Subscription
+	for _, n := range nodes {
+		sub, err := n.Subscribe("lobby", rooms.Position{History: 1}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Close()
+		subs = append(subs, sub)
+	}
+	var mu sync.Mutex
+	acked := make(map[string]string) // text → id
+	var refused int
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked)
+	}
+	stop := make(chan struct{})
+	errs := make(chan error, len(nodes))
+	var wg sync.WaitGroup
+	for n, m := range nodes {
+		wg.Go(func() {
+			deadline := time.Now().Add(20 * time.Second)
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				text := fmt.Sprint(n, "-", i)
+				for {
+					msg, _, err := m.Submit("lobby", rooms.Post{User: "u", Text: text, Key: text, Scope: "u"})
+					if err == nil {
+						mu.Lock()
+						acked[text] = msg.ID
+						mu.Unlock()
+						break
+					}
+					if !errors.Is(err, rooms.ErrUnavailable) || time.Now().After(deadline) {
+						errs <- fmt.Errorf("%s: %w", text, err)
+						return
+					}
+					mu.Lock()
+					refused++
+					mu.Unlock()
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		})
+	}
+	waitCount := func(n int) {
+		deadline := time.Now().Add(10 * time.Second)
+		for count() < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d messages acknowledged, want %d", count(), n)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitCount(50)
+	srv.Stop()
+	// Down until submits are refused: the client's dial retries may
+	// outlast a short outage.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		n := refused
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no submit was refused while Redis was down")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	srv.Restart(t)
+	waitCount(count() + 50)
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	total := len(acked) + 1
+	rep, err := nodes[1].Messages("lobby", "", 1000)
+	if err != nil || len(rep.Messages) != total {
+		t.Fatalf("stored %d messages (%v), want %d", len(rep.Messages), err, total)
+	}
+	for _, m := range rep.Messages[1:] {
+		if id, ok := acked[m.Message]; !ok || id != m.ID {
+			t.Fatalf("%q stored as %s, acknowledged as %q", m.Message, m.ID, id)
+		}
+	}
+	for i, sub := range subs {
+		got := ids(t, sub, total)
+		for j, id := range got {
+			if id != rep.Messages[j].ID {
+				t.Fatalf("stream on node %d: message %d is %s, want %s", i, j, id, rep.Messages[j].ID)
+			}
+		}
+	}
+	t.Logf("%d submits refused while Redis was down", refused)
+}
+
+func TestReopenedRoomStaysSubscribed(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := node(t, srv.Addr, rooms.Config{}), node(t, srv.Addr, rooms.Config{})
+	for i := range 20 {
+		room := fmt.Sprint("room", i)
+		// A stream alone does not keep a room: closing it lets the room
+		// go on B, and the next one opens it again at once.
+		first, err := b.Subscribe(room, rooms.Position{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first.Close()
+		sub, err := b.Subscribe(room, rooms.Position{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+		msg, _, err := a.Submit(room, rooms.Post{User: "alice", Text: "hi"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ids(t, sub, 1); got[0] != msg.ID {
+			t.Fatalf("reopened stream on B got %v, want %s", got, msg.ID)
+		}
+		sub.Close()
+	}
+}
