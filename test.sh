@@ -4,20 +4,26 @@
 # then prints how many tests each package passed, failed and skipped. A
 # skipped test fails the run: set CHAT_SKIP_BROWSER=1 to run without the
 # browser tests knowingly. On a fresh Debian machine it first installs
-# Chromium (the only thing the tests need besides Go). Extra arguments go to
-# go test, e.g. ./test.sh -run Browser
+# Chromium and redis-server (all the tests need besides Go). Extra arguments
+# go to go test, e.g. ./test.sh -run Browser
 set -euo pipefail
 cd "$(dirname "$0")"
 
-if ! command -v chromium >/dev/null 2>&1 && [ "${CHAT_SKIP_BROWSER:-}" != 1 ]; then
+# need NAME...: installs the Debian packages the tests need, where missing.
+need() {
 	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-		echo "installing chromium for the browser tests" >&2
+		echo "installing $* for the tests" >&2
 		apt-get update -qq
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 	else
-		echo "chromium is not installed: install it, or set CHAT_SKIP_BROWSER=1 to skip the browser tests" >&2
+		echo "$* not installed: install it to run the tests" >&2
 		exit 1
 	fi
+}
+# The redis store's tests start their own redis-server; they fail without one.
+command -v redis-server >/dev/null 2>&1 || need redis-server
+if ! command -v chromium >/dev/null 2>&1 && [ "${CHAT_SKIP_BROWSER:-}" != 1 ]; then
+	need chromium
 fi
 
 go build -o /dev/null ./.ci/testreport # fail early, not after the tests
