@@ -254,14 +254,7 @@ func TestCLIRestartNewEpoch(t *testing.T) {
 
 	exited := runBinary(t, dir, cfg, site)
 	old := postJSON(t, site, room, "alice", "before the restart")
-	if out, err := exec.Command(caddyBinary(t), "stop", "--address", admin).CombinedOutput(); err != nil {
-		t.Fatalf("caddy stop: %v\n%s", err, out)
-	}
-	select {
-	case <-exited:
-	case <-time.After(wait):
-		t.Fatal("caddy did not exit after caddy stop")
-	}
+	stopBinary(t, admin, exited)
 
 	runBinary(t, dir, cfg, site)
 	fresh := postJSON(t, site, room, "alice", "after the restart")

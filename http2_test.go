@@ -20,20 +20,7 @@ func TestStreamOverHTTP2(t *testing.T) {
 	room := roomFor(t, "a")
 	first := postJSON(t, rootSite, room, "alice", "before")
 
-	transport := &http.Transport{Protocols: new(http.Protocols)}
-	transport.Protocols.SetUnencryptedHTTP2(true)
-	defer transport.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", rootSite+"/stream/"+room+"?history=1", nil)
-	resp, err := transport.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.ProtoMajor != 2 || resp.Header.Get("Content-Type") != "text/event-stream" {
-		t.Fatalf("%s %s, want an HTTP/2 event stream", resp.Proto, resp.Header.Get("Content-Type"))
-	}
+	resp := openH2CStream(t, rootSite+"/stream/"+room+"?history=1")
 	var comments atomic.Int32
 	events := readEvents(io.TeeReader(resp.Body, commentCounter{&comments}))
 	next := func() (ev struct{ name, id, data string }) {
@@ -70,6 +57,29 @@ func TestStreamOverHTTP2(t *testing.T) {
 	}
 }
 
+// openH2CStream opens url over HTTP/2 without TLS (h2c). Every read of the
+// body fails once the test has run for a while, so a stalled stream fails
+// the test instead of hanging it; an answer that is not an HTTP/2 event
+// stream fails it at once.
+func openH2CStream(t *testing.T, url string) *http.Response {
+	t.Helper()
+	transport := &http.Transport{Protocols: new(http.Protocols)}
+	transport.Protocols.SetUnencryptedHTTP2(true)
+	t.Cleanup(transport.CloseIdleConnections)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*wait)
+	t.Cleanup(cancel)
+	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+	resp, err := transport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	if resp.ProtoMajor != 2 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("GET %s: %s %d %s, want an HTTP/2 event stream", url, resp.Proto, resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	return resp
+}
+
 // commentCounter counts the heartbeat comments that pass through it.
 type commentCounter struct{ n *atomic.Int32 }
 
@@ -84,18 +94,7 @@ func (c commentCounter) Write(b []byte) (int, error) {
 func TestHTTP2StreamEndsOnReload(t *testing.T) {
 	cfg := config{options: "servers {\n\t\tprotocols h1 h2c\n\t}"}
 	startCaddy(t, cfg)
-	transport := &http.Transport{Protocols: new(http.Protocols)}
-	transport.Protocols.SetUnencryptedHTTP2(true)
-	defer transport.CloseIdleConnections()
-	req, _ := http.NewRequest("GET", rootSite+"/stream/"+roomFor(t, "a"), nil)
-	resp, err := transport.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.ProtoMajor != 2 {
-		t.Fatalf("%s, want HTTP/2", resp.Proto)
-	}
+	resp := openH2CStream(t, rootSite+"/stream/"+roomFor(t, "a"))
 	ended := make(chan struct{})
 	go func() { io.Copy(io.Discard, resp.Body); close(ended) }()
 	cfg.global = "heartbeat 20s"
@@ -194,20 +193,7 @@ func TestHTTP2StuckStreamEndsOnReload(t *testing.T) {
 // stream after 10 s, before a 15 s heartbeat.
 func TestHTTP2IdleStreamOutlivesWriteTimeout(t *testing.T) {
 	startCaddy(t, config{global: "heartbeat 15s", options: "servers {\n\t\tprotocols h1 h2c\n\t}"})
-	transport := &http.Transport{Protocols: new(http.Protocols)}
-	transport.Protocols.SetUnencryptedHTTP2(true)
-	defer transport.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(context.Background(), 4*wait)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", rootSite+"/stream/"+roomFor(t, "a"), nil)
-	resp, err := transport.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.ProtoMajor != 2 {
-		t.Fatalf("%s, want HTTP/2", resp.Proto)
-	}
-	s := &stream{resp: resp, events: readEvents(resp.Body), cancel: cancel}
+	resp := openH2CStream(t, rootSite+"/stream/"+roomFor(t, "a"))
+	s := &stream{resp: resp, events: readEvents(resp.Body), cancel: func() {}}
 	s.quiet(t, writeTimeout+1500*time.Millisecond)
 }
