@@ -47,8 +47,19 @@ type rpcCallKey struct{}
 func (h *Handler) serveRPC(w http.ResponseWriter, r *http.Request) {
 	call := &rpcCall{w: w}
 	call.r = r.WithContext(context.WithValue(r.Context(), rpcCallKey{}, call))
-	h.rpc.ServeHTTP(w, call.r)
+	h.rpc.ServeHTTP(flushWriter{w, http.NewResponseController(w)}, call.r)
 }
+
+// flushWriter gives connect, which asks for an http.Flusher, the flush that
+// Caddy's wrappers offer only through an http.ResponseController.
+type flushWriter struct {
+	http.ResponseWriter
+	rc *http.ResponseController
+}
+
+func (f flushWriter) Flush() { _ = f.rc.Flush() }
+
+func (f flushWriter) Unwrap() http.ResponseWriter { return f.ResponseWriter }
 
 func callOf(ctx context.Context) *rpcCall {
 	return ctx.Value(rpcCallKey{}).(*rpcCall)
@@ -107,13 +118,16 @@ func (s rpcService) Stream(ctx context.Context, req *connect.Request[chatv1.Stre
 	rep := sub.Replay
 	sub.Replay = rooms.Replay{} // not held for the life of the stream
 
+	// Only a write in progress is failed on stop: over HTTP/2 a failed
+	// write resets the stream, and an idle stream ends instead with the
+	// status that tells its client to resume.
 	sw := newStreamWriter(call.w)
-	defer sw.failOnStop(h.app.stopCtx)()
 	send := func(ev *chatv1.StreamEvent) error { // nil sends the headers only
 		if err := sw.setDeadline(time.Now().Add(writeTimeout)); err != nil {
 			return err
 		}
 		defer sw.setDeadline(time.Time{})
+		defer sw.failOnStop(h.app.stopCtx)()
 		return stream.Send(ev)
 	}
 	// The headers go out at once: a client waiting on a quiet room knows

@@ -1,0 +1,310 @@
+package chat
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+
+	chatv1 "github.com/caddy-chat/caddy-chat/proto/chat/v1"
+	"github.com/caddy-chat/caddy-chat/proto/chat/v1/chatv1connect"
+)
+
+// grpcConfig serves the gRPC API beside everything else, over HTTP/1.1, h2c
+// and (on HTTPS sites) h2.
+func grpcConfig(handler string) config {
+	return config{options: "servers {\n protocols h1 h2 h2c\n }", handler: "grpc on\n " + handler}
+}
+
+// grpcClient speaks real gRPC over h2c, as a backend service would.
+func grpcClient(base string) chatv1connect.ChatServiceClient {
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	return chatv1connect.NewChatServiceClient(&http.Client{Transport: tr}, base, connect.WithGRPC())
+}
+
+// connectClient speaks the Connect protocol over HTTP/1.1, as a web app
+// would.
+func connectClient(base string) chatv1connect.ChatServiceClient {
+	return chatv1connect.NewChatServiceClient(&http.Client{Transport: &http.Transport{}}, base)
+}
+
+func callCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// rpcStream is an open Stream call whose events arrive on a channel, so that
+// every read has a deadline.
+type rpcStream struct {
+	events <-chan *chatv1.StreamEvent
+	done   chan error // the call's end: nil or its error
+	cancel context.CancelFunc
+}
+
+func openRPCStream(t *testing.T, c chatv1connect.ChatServiceClient, req *chatv1.StreamRequest) *rpcStream {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	events, done := make(chan *chatv1.StreamEvent, 100), make(chan error, 1)
+	s := &rpcStream{events: events, done: done, cancel: cancel}
+	opened := make(chan error, 1)
+	go func() {
+		defer close(events)
+		stream, err := c.Stream(ctx, connect.NewRequest(req))
+		opened <- err
+		if err != nil {
+			done <- err
+			return
+		}
+		defer stream.Close()
+		for stream.Receive() {
+			events <- stream.Msg()
+		}
+		done <- stream.Err()
+	}()
+	select {
+	case err := <-opened:
+		if err != nil {
+			t.Fatalf("opening a gRPC stream: %v", err)
+		}
+	case <-time.After(wait):
+		t.Fatal("a gRPC stream did not open")
+	}
+	return s
+}
+
+func (s *rpcStream) next(t *testing.T) *chatv1.StreamEvent {
+	t.Helper()
+	select {
+	case ev, ok := <-s.events:
+		if !ok {
+			t.Fatalf("the gRPC stream ended: %v", <-s.done)
+		}
+		return ev
+	case <-time.After(wait):
+		t.Fatal("no gRPC stream event")
+	}
+	return nil
+}
+
+// end waits for the stream to end and returns its error.
+func (s *rpcStream) end(t *testing.T, within time.Duration) error {
+	t.Helper()
+	deadline := time.After(within)
+	for {
+		select {
+		case _, ok := <-s.events:
+			if !ok {
+				return <-s.done
+			}
+		case <-deadline:
+			t.Fatalf("the gRPC stream did not end within %v", within)
+		}
+	}
+}
+
+func submitRPC(t *testing.T, c chatv1connect.ChatServiceClient, room, user, text, key string) *chatv1.Message {
+	t.Helper()
+	resp, err := c.Submit(callCtx(t), connect.NewRequest(&chatv1.SubmitRequest{Room: room, User: user, Message: text, IdempotencyKey: key}))
+	if err != nil {
+		t.Fatalf("Submit: %v", err)
+	}
+	return resp.Msg
+}
+
+// TestGRPCAndSSEShareRooms: a message posted over gRPC reaches an SSE stream
+// with the same id, and one posted over REST reaches a gRPC stream, over
+// both gRPC on h2c and the Connect protocol on HTTP/1.1, at a site root and
+// under a path.
+func TestGRPCAndSSEShareRooms(t *testing.T) {
+	startCaddy(t, grpcConfig(""))
+	for name, base := range map[string]string{"root": rootSite, "mounted": chatBase} {
+		for proto, c := range map[string]chatv1connect.ChatServiceClient{"grpc": grpcClient(base), "connect": connectClient(base)} {
+			t.Run(name+"/"+proto, func(t *testing.T) {
+				room := roomFor(t, "x")
+				sse := openStream(t, base+"/stream/"+room)
+				rpc := openRPCStream(t, c, &chatv1.StreamRequest{Room: room})
+
+				sent := submitRPC(t, c, room, "alice", "over gRPC", "")
+				if got := sse.messages(t, 1)[0]; got.ID != sent.Id || got.Message != "over gRPC" || got.User != "alice" || !got.Time.Equal(sent.Time.AsTime()) {
+					t.Errorf("SSE got %+v, want the gRPC post %v", got, sent)
+				}
+				if got := rpc.next(t).GetMessage(); got.GetId() != sent.Id {
+					t.Errorf("gRPC stream got %v, want its own post %q", got, sent.Id)
+				}
+				posted := postJSON(t, base, room, "bob", "over REST")
+				if got := rpc.next(t).GetMessage(); got.GetId() != posted.ID || got.GetMessage() != "over REST" || got.GetUser() != "bob" || got.GetVerified() {
+					t.Errorf("gRPC stream got %v, want the REST post %+v", got, posted)
+				}
+
+				// Resume after the first: exactly the second, no gap, no duplicate.
+				back := openRPCStream(t, c, &chatv1.StreamRequest{Room: room, LastEventId: sent.Id})
+				if got := back.next(t).GetMessage(); got.GetId() != posted.ID {
+					t.Errorf("resumed after %s, got %v, want %s", sent.Id, got, posted.ID)
+				}
+				third := submitRPC(t, c, room, "alice", "live", "")
+				if got := back.next(t).GetMessage(); got.GetId() != third.Id {
+					t.Errorf("resumed stream went on with %v, want %s", got, third.Id)
+				}
+
+				// A foreign id: a reset naming the oldest, then everything.
+				reset := openRPCStream(t, c, &chatv1.StreamRequest{Room: room, LastEventId: "nosuchepoch-1"})
+				if got := reset.next(t).GetReset_(); got == nil || got.Oldest != sent.Id {
+					t.Errorf("stream from a foreign id began with %v, want a reset with oldest %s", got, sent.Id)
+				}
+				if got := reset.next(t).GetMessage(); got.GetId() != sent.Id {
+					t.Errorf("after the reset: %v, want %s", got, sent.Id)
+				}
+
+				hist, err := c.History(callCtx(t), connect.NewRequest(&chatv1.HistoryRequest{Room: room}))
+				if err != nil || len(hist.Msg.Messages) != 3 || hist.Msg.Messages[1].Id != posted.ID {
+					t.Errorf("History: %v %v, want the 3 messages", hist, err)
+				}
+				list, err := c.ListRooms(callCtx(t), connect.NewRequest(&chatv1.ListRoomsRequest{}))
+				found := false
+				for _, r := range list.Msg.GetRooms() {
+					found = found || r.Name == room && r.LastId == third.Id && r.Subscribers == 4
+				}
+				if err != nil || !found {
+					t.Errorf("ListRooms: %v %v, want %s with last id %s and 4 subscribers", list, err, room, third.Id)
+				}
+			})
+		}
+	}
+}
+
+// TestGRPCErrorCodes: refusals come back as gRPC codes with the REST API's
+// messages, and a key sent over gRPC names the same message as the
+// Idempotency-Key header.
+func TestGRPCErrorCodes(t *testing.T) {
+	startCaddy(t, grpcConfig("rooms open-room another-room\n max_message_size 100\n rate_limit 3 1m"))
+	c := grpcClient(rootSite)
+	room := "open-room"
+	code := func(err error) connect.Code {
+		if err == nil {
+			return 0
+		}
+		return connect.CodeOf(err)
+	}
+	submit := func(room, user, text, key string) error {
+		_, err := c.Submit(callCtx(t), connect.NewRequest(&chatv1.SubmitRequest{Room: room, User: user, Message: text, IdempotencyKey: key}))
+		return err
+	}
+	cases := []struct {
+		name string
+		err  error
+		want connect.Code
+		text string
+	}{
+		{"invalid room", submit("no/slash", "a", "x", ""), connect.CodeInvalidArgument, "invalid room name"},
+		{"room not allowed", submit("elsewhere", "a", "x", ""), connect.CodePermissionDenied, "not open here"},
+		{"empty message", submit(room, "a", "", ""), connect.CodeInvalidArgument, "message is missing"},
+		{"message too large", submit(room, "a", strings.Repeat("x", 101), ""), connect.CodeResourceExhausted, "over 100 bytes"},
+		{"bad key", submit(room, "a", "x", "has space"), connect.CodeInvalidArgument, "Idempotency-Key"},
+		{"delete not allowed", func() error {
+			_, err := c.DeleteRoom(callCtx(t), connect.NewRequest(&chatv1.DeleteRoomRequest{Room: room}))
+			return err
+		}(), connect.CodePermissionDenied, "not allowed"},
+		{"history of a room never made", func() error {
+			_, err := c.History(callCtx(t), connect.NewRequest(&chatv1.HistoryRequest{Room: "another-room"}))
+			return err
+		}(), connect.CodeNotFound, "no such room"},
+	}
+	for _, tc := range cases {
+		if code(tc.err) != tc.want || !strings.Contains(tc.err.Error(), tc.text) {
+			t.Errorf("%s: %v, want %v containing %q", tc.name, tc.err, tc.want, tc.text)
+		}
+	}
+
+	key := "key-" + testRun.id
+	first := submitRPC(t, c, room, "alice", "once", key)
+	again := do(t, "POST", rootSite+"/submit", `{"room":"open-room","user":"alice","message":"once"}`, "Content-Type", ctJSON, "Idempotency-Key", key)
+	if again.status != http.StatusOK || again.json["id"] != first.Id {
+		t.Errorf("REST retry of a gRPC post: %d %s, want 200 with id %s", again.status, again.body, first.Id)
+	}
+	if err := submit(room, "alice", "another text", key); code(err) != connect.CodeFailedPrecondition {
+		t.Errorf("key reused for another message: %v, want FailedPrecondition", err)
+	}
+
+	// rate_limit 3 1m: the key's one post, two more, then a refusal that
+	// says when to come back.
+	for range 2 {
+		submitRPC(t, c, room, "alice", "more", "")
+	}
+	err := submit(room, "alice", "one too many", "")
+	var cerr *connect.Error
+	if !errors.As(err, &cerr) || cerr.Code() != connect.CodeResourceExhausted {
+		t.Fatalf("past the rate limit: %v, want ResourceExhausted", err)
+	}
+	var retry *errdetails.RetryInfo
+	for _, d := range cerr.Details() {
+		if v, err := d.Value(); err == nil {
+			if r, ok := v.(*errdetails.RetryInfo); ok {
+				retry = r
+			}
+		}
+	}
+	if retry == nil || retry.RetryDelay.AsDuration() <= 0 || cerr.Meta().Get("Retry-After") == "" {
+		t.Errorf("rate limit refusal carries retry info %v and Retry-After %q, want both", retry, cerr.Meta().Get("Retry-After"))
+	}
+}
+
+// TestGRPCOff: without grpc on, the API's paths belong to the next handler.
+func TestGRPCOff(t *testing.T) {
+	startCaddy(t, config{options: "servers {\n protocols h1 h2 h2c\n }"})
+	_, err := grpcClient(rootSite).Submit(callCtx(t), connect.NewRequest(&chatv1.SubmitRequest{Room: roomFor(t, "x"), Message: "x"}))
+	if err == nil {
+		t.Fatal("Submit with grpc off was answered")
+	}
+	resp := do(t, "POST", rootSite+"/chat.v1.ChatService/Submit", `{}`, "Content-Type", ctJSON)
+	if resp.status != http.StatusNotFound || resp.body != "not chat" {
+		t.Errorf("with grpc off: %d %q, want the next handler's 404", resp.status, resp.body)
+	}
+}
+
+// TestGRPCStreamEnds: a deleted room ends its gRPC streams with Closed; a
+// reload ends them at once with Unavailable, the code clients retry, and a
+// client resuming with its last id misses nothing.
+func TestGRPCStreamEnds(t *testing.T) {
+	cfg := grpcConfig("allow_delete")
+	startCaddy(t, cfg)
+	c := grpcClient(rootSite)
+
+	gone := roomFor(t, "deleted")
+	submitRPC(t, c, gone, "alice", "hello", "")
+	s := openRPCStream(t, c, &chatv1.StreamRequest{Room: gone})
+	if _, err := c.DeleteRoom(callCtx(t), connect.NewRequest(&chatv1.DeleteRoomRequest{Room: gone})); err != nil {
+		t.Fatalf("DeleteRoom: %v", err)
+	}
+	if ev := s.next(t); ev.GetClosed() == nil {
+		t.Errorf("after delete: %v, want Closed", ev)
+	}
+	if err := s.end(t, wait); err != nil {
+		t.Errorf("stream of a deleted room ended with %v, want OK", err)
+	}
+
+	room := roomFor(t, "x")
+	first := submitRPC(t, c, room, "alice", "before", "")
+	s = openRPCStream(t, c, &chatv1.StreamRequest{Room: room, History: 1})
+	if got := s.next(t).GetMessage(); got.GetId() != first.Id {
+		t.Fatalf("history 1: %v, want %s", got, first.Id)
+	}
+	changed := cfg
+	changed.global = "heartbeat 20s" // an unchanged config is not reloaded
+	reload(t, changed)
+	if err := s.end(t, 2*time.Second); connect.CodeOf(err) != connect.CodeUnavailable {
+		t.Errorf("stream on reload ended with %v, want Unavailable", err)
+	}
+	after := submitRPC(t, c, room, "alice", "after", "")
+	back := openRPCStream(t, c, &chatv1.StreamRequest{Room: room, LastEventId: first.Id})
+	if got := back.next(t).GetMessage(); got.GetId() != after.Id {
+		t.Errorf("resumed after the reload: %v, want %s", got, after.Id)
+	}
+}
