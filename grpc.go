@@ -30,6 +30,7 @@ func (h *Handler) newRPC() *http.ServeMux {
 	// A message larger than a submit body may be is refused before it is
 	// decoded, as a REST body is.
 	mux.Handle(chatv1connect.NewChatServiceHandler(rpcService{h}, connect.WithReadMaxBytes(int(h.MaxBodySize))))
+	mux.Handle(reflectionPath, newReflectionHandler())
 	return mux
 }
 

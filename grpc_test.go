@@ -4,12 +4,20 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	grpcstatus "google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/descriptorpb"
 
 	chatv1 "github.com/caddy-chat/caddy-chat/proto/chat/v1"
 	"github.com/caddy-chat/caddy-chat/proto/chat/v1/chatv1connect"
@@ -306,5 +314,81 @@ func TestGRPCStreamEnds(t *testing.T) {
 	back := openRPCStream(t, c, &chatv1.StreamRequest{Room: room, LastEventId: first.Id})
 	if got := back.next(t).GetMessage(); got.GetId() != after.Id {
 		t.Errorf("resumed after the reload: %v, want %s", got, after.Id)
+	}
+}
+
+// TestGRPCGoClient: google.golang.org/grpc, the reference client, over h2c:
+// Submit, a stream that replays and goes on live, a refusal's code, and
+// server reflection listing the service and describing it.
+func TestGRPCGoClient(t *testing.T) {
+	startCaddy(t, grpcConfig(""))
+	conn, err := grpc.NewClient(strings.TrimPrefix(rootSite, "http://"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	room := roomFor(t, "x")
+	var first chatv1.Message
+	if err := conn.Invoke(callCtx(t), "/chat.v1.ChatService/Submit", &chatv1.SubmitRequest{Room: room, User: "alice", Message: "hello"}, &first); err != nil {
+		t.Fatalf("Submit: %v", err)
+	}
+	err = conn.Invoke(callCtx(t), "/chat.v1.ChatService/Submit", &chatv1.SubmitRequest{Room: room}, new(chatv1.Message))
+	if grpcstatus.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "message is missing") {
+		t.Errorf("Submit without a message: %v, want InvalidArgument", err)
+	}
+
+	stream, err := conn.NewStream(callCtx(t), &grpc.StreamDesc{ServerStreams: true}, "/chat.v1.ChatService/Stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.SendMsg(&chatv1.StreamRequest{Room: room, History: 10}); err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	var ev chatv1.StreamEvent
+	if err := stream.RecvMsg(&ev); err != nil || ev.GetMessage().GetId() != first.Id {
+		t.Fatalf("replay: %v %v, want %s", &ev, err, first.Id)
+	}
+	live := postJSON(t, rootSite, room, "bob", "live")
+	if err := stream.RecvMsg(&ev); err != nil || ev.GetMessage().GetId() != live.ID || !ev.GetMessage().GetTime().AsTime().Equal(live.Time) {
+		t.Errorf("live: %v %v, want %s", &ev, err, live.ID)
+	}
+
+	refl, err := reflectionv1.NewServerReflectionClient(conn).ServerReflectionInfo(callCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ask := func(req *reflectionv1.ServerReflectionRequest) *reflectionv1.ServerReflectionResponse {
+		t.Helper()
+		if err := refl.Send(req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := refl.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	list := ask(&reflectionv1.ServerReflectionRequest{MessageRequest: &reflectionv1.ServerReflectionRequest_ListServices{}})
+	var names []string
+	for _, s := range list.GetListServicesResponse().GetService() {
+		names = append(names, s.Name)
+	}
+	if !slices.Contains(names, "chat.v1.ChatService") {
+		t.Errorf("reflection lists %v, want chat.v1.ChatService", names)
+	}
+	files := ask(&reflectionv1.ServerReflectionRequest{MessageRequest: &reflectionv1.ServerReflectionRequest_FileContainingSymbol{FileContainingSymbol: "chat.v1.ChatService"}})
+	var got []string
+	for _, b := range files.GetFileDescriptorResponse().GetFileDescriptorProto() {
+		var fd descriptorpb.FileDescriptorProto
+		if err := proto.Unmarshal(b, &fd); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fd.GetName())
+	}
+	if !slices.Equal(got, []string{"chat/v1/chat.proto", "google/protobuf/timestamp.proto"}) {
+		t.Errorf("reflection's files for chat.v1.ChatService: %v, want chat.proto and its import", got)
 	}
 }
