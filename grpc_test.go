@@ -392,3 +392,48 @@ func TestGRPCGoClient(t *testing.T) {
 		t.Errorf("reflection's files for chat.v1.ChatService: %v, want chat.proto and its import", got)
 	}
 }
+
+// TestGRPCStreamsCountWithSSE: gRPC and SSE streams share a client's
+// max_streams_per_client; past it a gRPC stream is refused with
+// ResourceExhausted, and a slot given back by a gRPC stream is free again.
+func TestGRPCStreamsCountWithSSE(t *testing.T) {
+	startCaddy(t, grpcConfig("max_streams_per_client 2"))
+	c := grpcClient(rootSite)
+	room := roomFor(t, "x")
+	sse := openStream(t, rootSite+"/stream/"+room)
+	rpc := openRPCStream(t, c, &chatv1.StreamRequest{Room: room})
+	stream, err := c.Stream(callCtx(t), connect.NewRequest(&chatv1.StreamRequest{Room: room}))
+	if err == nil {
+		stream.Receive()
+		err = stream.Err()
+		stream.Close()
+	}
+	if connect.CodeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), "2 streams open") {
+		t.Errorf("third stream: %v, want ResourceExhausted", err)
+	}
+	if resp := getStream(t, rootSite+"/stream/"+room); resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("SSE stream past the limit: %d, want 429", resp.StatusCode)
+	}
+	rpc.cancel()
+	if err := rpc.end(t, wait); connect.CodeOf(err) != connect.CodeCanceled {
+		t.Errorf("canceled stream ended with %v", err)
+	}
+	sent := submitRPC(t, c, room, "alice", "hello", "")
+	deadline := time.Now().Add(wait)
+	for {
+		again, err := c.Stream(callCtx(t), connect.NewRequest(&chatv1.StreamRequest{Room: room, History: 1}))
+		if err == nil {
+			ok := again.Receive() && again.Msg().GetMessage().GetId() == sent.Id
+			err = again.Err()
+			again.Close()
+			if ok {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a stream slot given back by a gRPC stream was not free again: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	sse.close()
+}
