@@ -2,8 +2,12 @@ package chat
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
+	"net"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +17,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	grpcstatus "google.golang.org/grpc/status"
@@ -129,12 +134,17 @@ func submitRPC(t *testing.T, c chatv1connect.ChatServiceClient, room, user, text
 
 // TestGRPCAndSSEShareRooms: a message posted over gRPC reaches an SSE stream
 // with the same id, and one posted over REST reaches a gRPC stream, over
-// both gRPC on h2c and the Connect protocol on HTTP/1.1, at a site root and
-// under a path.
+// gRPC on h2c, and the Connect protocol and gRPC-Web on HTTP/1.1, at a site
+// root and under a path.
 func TestGRPCAndSSEShareRooms(t *testing.T) {
 	startCaddy(t, grpcConfig(""))
 	for name, base := range map[string]string{"root": rootSite, "mounted": chatBase} {
-		for proto, c := range map[string]chatv1connect.ChatServiceClient{"grpc": grpcClient(base), "connect": connectClient(base)} {
+		clients := map[string]chatv1connect.ChatServiceClient{
+			"grpc":    grpcClient(base),
+			"connect": connectClient(base),
+			"grpcweb": chatv1connect.NewChatServiceClient(&http.Client{Transport: &http.Transport{}}, base, connect.WithGRPCWeb()),
+		}
+		for proto, c := range clients {
 			t.Run(name+"/"+proto, func(t *testing.T) {
 				room := roomFor(t, "x")
 				sse := openStream(t, base+"/stream/"+room)
@@ -436,4 +446,73 @@ func TestGRPCStreamsCountWithSSE(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	sse.close()
+}
+
+// tlsSite is a Caddyfile with one HTTPS site serving the gRPC API, its
+// certificate from Caddy's internal CA.
+type tlsSite struct{ port string }
+
+func (c tlsSite) String() string {
+	return fmt.Sprintf(`{
+	admin off
+	persist_config off
+	storage file_system %s
+	skip_install_trust
+	http_port %s
+	https_port %s
+}
+https://localhost:%s {
+	tls internal
+	chat {
+		grpc on
+	}
+}
+`, filepath.Join(testRun.dir, "storage"), httpPort, httpsPort, c.port)
+}
+
+// TestGRPCOverTLS: google.golang.org/grpc over TLS (HTTP/2 by ALPN) posts
+// and streams on an HTTPS site.
+func TestGRPCOverTLS(t *testing.T) {
+	port := freePort()
+	startCaddy(t, tlsSite{port})
+	tlsConf := &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}} // Caddy's internal CA is not trusted here
+	// Caddy obtains the site's certificate in the background.
+	for deadline := time.Now().Add(wait); ; time.Sleep(50 * time.Millisecond) {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: wait}, "tcp", "localhost:"+port, tlsConf)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no certificate for the HTTPS site: %v", err)
+		}
+	}
+	creds := credentials.NewTLS(tlsConf)
+	conn, err := grpc.NewClient("localhost:"+port, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	room := roomFor(t, "x")
+	stream, err := conn.NewStream(callCtx(t), &grpc.StreamDesc{ServerStreams: true}, "/chat.v1.ChatService/Stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.SendMsg(&chatv1.StreamRequest{Room: room}); err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Header(); err != nil { // the stream is open
+		t.Fatal(err)
+	}
+	var sent chatv1.Message
+	if err := conn.Invoke(callCtx(t), "/chat.v1.ChatService/Submit", &chatv1.SubmitRequest{Room: room, User: "alice", Message: "over TLS"}, &sent); err != nil {
+		t.Fatalf("Submit: %v", err)
+	}
+	var ev chatv1.StreamEvent
+	if err := stream.RecvMsg(&ev); err != nil || ev.GetMessage().GetId() != sent.Id || ev.GetMessage().GetMessage() != "over TLS" {
+		t.Errorf("stream over TLS: %v %v, want %s", &ev, err, sent.Id)
+	}
 }
