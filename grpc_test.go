@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"go.uber.org/goleak"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -515,4 +516,50 @@ func TestGRPCOverTLS(t *testing.T) {
 	if err := stream.RecvMsg(&ev); err != nil || ev.GetMessage().GetId() != sent.Id || ev.GetMessage().GetMessage() != "over TLS" {
 		t.Errorf("stream over TLS: %v %v, want %s", &ev, err, sent.Id)
 	}
+}
+
+// TestGRPCStreamsLeaveNoGoroutine: gRPC streams that end, by the client
+// leaving or the room's deletion, and refused calls leave no goroutine behind.
+func TestGRPCStreamsLeaveNoGoroutine(t *testing.T) {
+	startCaddy(t, grpcConfig("allow_delete"))
+	tr := &http.Transport{Protocols: new(http.Protocols)}
+	tr.Protocols.SetUnencryptedHTTP2(true)
+	c := chatv1connect.NewChatServiceClient(&http.Client{Transport: tr}, rootSite, connect.WithGRPC())
+	room, doomed := roomFor(t, "a"), roomFor(t, "b")
+	warm := openRPCStream(t, c, &chatv1.StreamRequest{Room: room})
+	submitRPC(t, c, room, "alice", "warm up", "")
+	warm.next(t)
+	warm.cancel()
+	warm.end(t, wait)
+	tr.CloseIdleConnections()
+	baseline := goleak.IgnoreCurrent()
+
+	var streams []*rpcStream
+	for i := range 20 {
+		target := room
+		if i%2 == 0 {
+			target = doomed
+		}
+		streams = append(streams, openRPCStream(t, c, &chatv1.StreamRequest{Room: target}))
+	}
+	submitRPC(t, c, room, "alice", "hello", "")
+	if _, err := c.DeleteRoom(callCtx(t), connect.NewRequest(&chatv1.DeleteRoomRequest{Room: doomed})); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range streams {
+		if i%2 == 0 {
+			s.end(t, wait)
+		} else {
+			s.next(t)
+			s.cancel()
+			s.end(t, wait)
+		}
+	}
+	for range 10 {
+		if _, err := c.Submit(callCtx(t), connect.NewRequest(&chatv1.SubmitRequest{Room: "bad/name", Message: "x"})); err == nil {
+			t.Fatal("a bad room name was accepted")
+		}
+	}
+	tr.CloseIdleConnections()
+	goleak.VerifyNone(t, baseline)
 }
