@@ -15,7 +15,6 @@ import (
 	chatv1 "github.com/caddy-chat/caddy-chat/proto/chat/v1"
 	"github.com/caddy-chat/caddy-chat/proto/chat/v1/chatv1connect"
 	"github.com/caddy-chat/caddy-chat/rooms"
-	"github.com/caddy-chat/caddy-chat/sse"
 )
 
 // The gRPC adapter serves chat.v1.ChatService with connect-go, which speaks
@@ -185,14 +184,22 @@ func (s rpcService) Stream(ctx context.Context, req *connect.Request[chatv1.Stre
 
 // frameMessage decodes the message of a live event-stream frame. The rooms
 // encode each live message once, as a frame shared by all its readers; the
-// gRPC adapter reads it back instead of asking for a second encoding.
+// gRPC adapter reads it back instead of asking for a second encoding. A
+// message frame, as rooms.AppendFrame writes it, has its JSON on one data
+// line; any other frame (the close event) is not a message.
 func frameMessage(frame []byte) (rooms.Message, bool) {
-	ev, err := sse.NewReader(bytes.NewReader(frame)).Next()
-	if err != nil || ev.Name != "message" {
+	const event, field = "\nevent: message\n", "data: "
+	i := bytes.Index(frame, []byte(event))
+	if i < 0 {
+		return rooms.Message{}, false
+	}
+	data := frame[i+len(event):]
+	end := bytes.IndexByte(data, '\n')
+	if !bytes.HasPrefix(data, []byte(field)) || end < 0 {
 		return rooms.Message{}, false
 	}
 	var msg rooms.Message
-	if err := msg.UnmarshalJSON([]byte(ev.Data)); err != nil {
+	if err := msg.UnmarshalJSON(data[len(field):end]); err != nil {
 		return rooms.Message{}, false
 	}
 	return msg, true

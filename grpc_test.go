@@ -27,6 +27,7 @@ import (
 
 	chatv1 "github.com/caddy-chat/caddy-chat/proto/chat/v1"
 	"github.com/caddy-chat/caddy-chat/proto/chat/v1/chatv1connect"
+	"github.com/caddy-chat/caddy-chat/rooms"
 )
 
 // grpcConfig serves the gRPC API beside everything else, over HTTP/1.1, h2c
@@ -562,4 +563,42 @@ func TestGRPCStreamsLeaveNoGoroutine(t *testing.T) {
 	}
 	tr.CloseIdleConnections()
 	goleak.VerifyNone(t, baseline)
+}
+
+// BenchmarkGRPCDelivery is what a gRPC stream spends per delivered message
+// beyond an SSE stream, which writes the shared frame as it is: reading the
+// message back from the frame, and encoding it for the wire.
+func BenchmarkGRPCDelivery(b *testing.B) {
+	frame := rooms.AppendFrame(nil, rooms.Message{ID: "abc-123", Room: "lobby", User: "alice", Message: strings.Repeat("x", 100), Time: time.Now()})
+	b.ReportAllocs()
+	for b.Loop() {
+		msg, ok := frameMessage(frame)
+		if !ok {
+			b.Fatal("frame not decoded")
+		}
+		if _, err := proto.Marshal(rpcEvent(msg)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func TestFrameMessage(t *testing.T) {
+	when := time.Date(2026, 1, 2, 3, 4, 5, 6e6, time.UTC)
+	msg := rooms.Message{ID: "e-7", Room: "r", User: "u", Message: "two\nlines: data: x", Time: when, Verified: true}
+	tests := []struct {
+		name  string
+		frame []byte
+		ok    bool
+	}{
+		{"message", rooms.AppendFrame(nil, msg), true},
+		{"close event", closeFrame, false},
+		{"heartbeat", []byte(": ping\n\n"), false},
+		{"malformed data", []byte("id: e-1\nevent: message\ndata: {\n\n"), false},
+	}
+	for _, tc := range tests {
+		got, ok := frameMessage(tc.frame)
+		if ok != tc.ok || ok && got != msg {
+			t.Errorf("%s: %+v %v, want %v", tc.name, got, ok, tc.ok)
+		}
+	}
 }
