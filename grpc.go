@@ -109,7 +109,7 @@ func (s rpcService) Stream(ctx context.Context, req *connect.Request[chatv1.Stre
 		return h.rpcError(ctx, err)
 	}
 	defer release()
-	pos := rooms.Position{LastEventID: req.Msg.GetLastEventId(), History: int(min(req.Msg.GetHistory(), maxMessagesLimit))}
+	pos := rooms.Position{LastEventID: req.Msg.GetLastEventId(), History: int(req.Msg.GetHistory())}
 	sub, err := h.app.manager.Subscribe(room, pos, nil)
 	if err != nil {
 		return h.rpcError(ctx, roomsError(err))

@@ -377,6 +377,7 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request, room str
 	}{rep.Messages, rep.Reset, oldest, rep.Truncated})
 }
 
+// limitProblem refuses a history limit, from either adapter.
 var limitProblem = fmt.Sprintf("limit must be a whole number from 1 to %d", maxMessagesLimit)
 
 // history reads up to limit retained messages of room after the id after,
