@@ -211,6 +211,22 @@ func runBinary(t *testing.T, dir, cfg, site string) <-chan error {
 // that kills it.
 func startBinary(t *testing.T, dir, cfg, site string) (*os.Process, <-chan error) {
 	t.Helper()
+	process, exited := launchBinary(t, dir, cfg)
+	waitFor(t, "caddy to listen", func() bool {
+		resp, err := client.Get(site + "/rooms")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	})
+	return process, exited
+}
+
+// launchBinary starts the caddy binary on the Caddyfile cfg, with dir as its
+// home, without waiting for it to listen. The test's end kills it; the
+// channel receives how it exited.
+func launchBinary(t *testing.T, dir, cfg string) (*os.Process, <-chan error) {
+	t.Helper()
 	file := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -223,13 +239,6 @@ func startBinary(t *testing.T, dir, cfg, site string) (*os.Process, <-chan error
 	exited := make(chan error, 1)
 	go func() { exited <- server.Wait() }()
 	t.Cleanup(func() { _ = server.Process.Kill() })
-	waitFor(t, "caddy to listen", func() bool {
-		resp, err := client.Get(site + "/rooms")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil
-	})
 	return server.Process, exited
 }
 

@@ -100,12 +100,7 @@ type config struct {
 
 func (c config) String() string {
 	return fmt.Sprintf(`{
-	admin off
-	persist_config off
-	storage file_system %s
-	skip_install_trust
-	http_port %s
-	https_port %s
+	%s
 	auto_https off
 	%s
 	chat {
@@ -133,7 +128,15 @@ func (c config) String() string {
 	}
 	respond "outside chat" 404
 }
-`, filepath.Join(testRun.dir, "storage"), httpPort, httpsPort, c.options, c.global, rootSite, c.site, manyRooms, c.handler, chatSite, manyRooms, c.handler)
+`, testGlobals(), c.options, c.global, rootSite, c.site, manyRooms, c.handler, chatSite, manyRooms, c.handler)
+}
+
+// testGlobals are the global options every in-process config begins with:
+// no admin endpoint, nothing kept or trusted outside the run's directory,
+// and Caddy's own ports off the well-known ones.
+func testGlobals() string {
+	return fmt.Sprintf("admin off\n\tpersist_config off\n\tstorage file_system %s\n\tskip_install_trust\n\thttp_port %s\n\thttps_port %s",
+		filepath.Join(testRun.dir, "storage"), httpPort, httpsPort)
 }
 
 // manyRooms lifts the limit on rooms one client makes: every test posts

@@ -16,6 +16,12 @@ const (
 	// the oldest are forgotten early. A 64-byte key costs about 240 bytes
 	// (BenchmarkKeyMemory), so a full store holds about 24 MB.
 	DefaultMaxKeys = 100000
+	// maxKeysPerScope bounds the keys one author has remembered at once,
+	// so that one author posting fast cannot push everyone else's keys out
+	// of the budget; past it, that author's new keys are not remembered
+	// until older ones expire. 1000 in a 10-minute window is 100 keyed
+	// posts a minute.
+	maxKeysPerScope = 1000
 )
 
 // keyStore remembers idempotency keys for every room under one budget. A
@@ -27,10 +33,11 @@ const (
 //
 // Its lock is taken inside a room's lock, never the other way round.
 type keyStore struct {
-	mu    sync.Mutex
-	byKey map[roomKey]keyEntry
-	order []keyRef // oldest first from head on
-	head  int
+	mu       sync.Mutex
+	byKey    map[roomKey]keyEntry
+	perScope map[uint64]int // keys remembered per author
+	order    []keyRef       // oldest first from head on
+	head     int
 }
 
 // roomKey names a key within its room and its author's scope; room shares
@@ -57,7 +64,7 @@ type keyRef struct {
 }
 
 func newKeyStore() *keyStore {
-	return &keyStore{byKey: make(map[roomKey]keyEntry)}
+	return &keyStore{byKey: make(map[roomKey]keyEntry), perScope: make(map[uint64]int)}
 }
 
 // seed makes the hashes of this package random per process, so that no
@@ -97,11 +104,17 @@ func (s *keyStore) get(k roomKey, now time.Time, window time.Duration) (keyEntry
 }
 
 // put remembers k, forgetting the oldest keys when more than max would be
-// kept.
+// kept; a new key of an author who has maxKeysPerScope is not remembered.
 func (s *keyStore) put(k roomKey, e keyEntry, max int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for len(s.byKey) >= max && s.pop() {
+	if _, ok := s.byKey[k]; !ok {
+		if s.perScope[k.scope] >= maxKeysPerScope {
+			return
+		}
+		for len(s.byKey) >= max && s.pop() {
+		}
+		s.perScope[k.scope]++
 	}
 	s.byKey[k] = e
 	s.order = append(s.order, keyRef{k, e.at})
@@ -127,6 +140,9 @@ func (s *keyStore) pop() bool {
 	s.head++
 	if e, ok := s.byKey[ref.k]; ok && e.at == ref.at {
 		delete(s.byKey, ref.k)
+		if s.perScope[ref.k.scope]--; s.perScope[ref.k.scope] == 0 {
+			delete(s.perScope, ref.k.scope)
+		}
 	}
 	// Reclaim the consumed front once it is half the slice.
 	if s.head > len(s.order)/2 {

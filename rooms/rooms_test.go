@@ -350,6 +350,28 @@ func TestIdempotencyKeyBudget(t *testing.T) {
 	}
 }
 
+// TestIdempotencyKeysPerAuthor: one author posting fast cannot push another
+// author's keys out of the budget; past maxKeysPerScope, only its own new
+// keys go unremembered.
+func TestIdempotencyKeysPerAuthor(t *testing.T) {
+	m := newManager(t, Config{History: 0, Buffer: 1, MaxKeys: 2 * maxKeysPerScope})
+	if _, _, err := m.Submit("r", Post{User: "u", Text: "mine", Key: "k", Scope: "quiet"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 * maxKeysPerScope {
+		m.Submit("r", Post{User: "u", Text: "x", Key: fmt.Sprint(i), Scope: "greedy"})
+	}
+	if _, repeat, _ := m.Submit("r", Post{User: "u", Text: "mine", Key: "k", Scope: "quiet"}); !repeat {
+		t.Error("another author's posts pushed the quiet author's key out")
+	}
+	if n := m.keys.len(); n != maxKeysPerScope+1 {
+		t.Errorf("%d keys remembered, want the greedy author's %d and the quiet one's", n, maxKeysPerScope)
+	}
+	if _, repeat, _ := m.Submit("r", Post{User: "u", Text: "x", Key: "0", Scope: "greedy"}); !repeat {
+		t.Error("the greedy author's first key was forgotten")
+	}
+}
+
 func TestLimits(t *testing.T) {
 	m := newManager(t, Config{History: 10, Buffer: 10, MaxRooms: 2, MaxSubscribers: 2})
 	post(t, m, "a", "1")
