@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -456,12 +455,7 @@ type tlsSite struct{ port string }
 
 func (c tlsSite) String() string {
 	return fmt.Sprintf(`{
-	admin off
-	persist_config off
-	storage file_system %s
-	skip_install_trust
-	http_port %s
-	https_port %s
+	%s
 }
 https://localhost:%s {
 	tls internal
@@ -469,7 +463,7 @@ https://localhost:%s {
 		grpc on
 	}
 }
-`, filepath.Join(testRun.dir, "storage"), httpPort, httpsPort, c.port)
+`, testGlobals(), c.port)
 }
 
 // TestGRPCOverTLS: google.golang.org/grpc over TLS (HTTP/2 by ALPN) posts
