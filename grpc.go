@@ -27,8 +27,13 @@ import (
 func (h *Handler) newRPC() *http.ServeMux {
 	mux := http.NewServeMux()
 	// A message larger than a submit body may be is refused before it is
-	// decoded, as a REST body is.
-	mux.Handle(chatv1connect.NewChatServiceHandler(rpcService{h}, connect.WithReadMaxBytes(int(h.MaxBodySize))))
+	// decoded, as a REST body is. Responses no larger are never compressed:
+	// a stream would compress each message again for each reader, which
+	// cost more than all else a delivery takes (SSE streams are not
+	// compressed either). Larger History answers are.
+	mux.Handle(chatv1connect.NewChatServiceHandler(rpcService{h},
+		connect.WithReadMaxBytes(int(h.MaxBodySize)),
+		connect.WithCompressMinBytes(int(h.MaxBodySize)+1)))
 	mux.Handle(reflectionPath, newReflectionHandler())
 	return mux
 }
