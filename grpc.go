@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -31,7 +32,8 @@ func (h *Handler) newRPC() *http.ServeMux {
 	// a stream would compress each message again for each reader, which
 	// cost more than all else a delivery takes (SSE streams are not
 	// compressed either). Larger History answers are.
-	mux.Handle(chatv1connect.NewChatServiceHandler(rpcService{h},
+	svc := rpcService{h, &eventCache{events: make(map[*byte]*chatv1.StreamEvent)}}
+	mux.Handle(chatv1connect.NewChatServiceHandler(svc,
 		connect.WithReadMaxBytes(int(h.MaxBodySize)),
 		connect.WithCompressMinBytes(int(h.MaxBodySize)+1)))
 	mux.Handle(reflectionPath, newReflectionHandler())
@@ -71,7 +73,10 @@ func callOf(ctx context.Context) *rpcCall {
 }
 
 // rpcService implements chatv1connect.ChatServiceHandler on a Handler.
-type rpcService struct{ h *Handler }
+type rpcService struct {
+	h      *Handler
+	events *eventCache
+}
 
 // Submit posts a message, as POST /submit does; the idempotency key is
 // scoped like the Idempotency-Key header, so a key sent over either adapter
@@ -160,11 +165,11 @@ func (s rpcService) Stream(ctx context.Context, req *connect.Request[chatv1.Stre
 			var err error
 			frames, err = sub.Take(frames[:0])
 			for _, frame := range frames {
-				msg, ok := frameMessage(frame)
-				if !ok {
+				ev := s.events.event(frame)
+				if ev == nil {
 					continue
 				}
-				if err := send(rpcEvent(msg)); err != nil {
+				if err := send(ev); err != nil {
 					clear(frames)
 					return nil
 				}
@@ -208,6 +213,47 @@ func frameMessage(frame []byte) (rooms.Message, bool) {
 		return rooms.Message{}, false
 	}
 	return msg, true
+}
+
+// eventCache holds the stream events of recent live frames, so that a
+// message is read back from its frame once, not once for each of its
+// readers. A frame is shared by all the readers of its message and never
+// changes, so its first byte's address names it; the cache holds the frames
+// it names, so no other frame can take that address meanwhile. An event is
+// only ever read once made, which proto.Marshal does safely from many
+// goroutines.
+type eventCache struct {
+	mu     sync.Mutex
+	events map[*byte]*chatv1.StreamEvent
+}
+
+// maxCachedEvents bounds the cache: past it, it starts over, and a message
+// whose readers are behind is read back again.
+const maxCachedEvents = 256
+
+// event returns the stream event of a live frame, or nil for a frame that is
+// not a message.
+func (c *eventCache) event(frame []byte) *chatv1.StreamEvent {
+	if len(frame) == 0 {
+		return nil
+	}
+	key := &frame[0]
+	c.mu.Lock()
+	ev, ok := c.events[key]
+	c.mu.Unlock()
+	if ok {
+		return ev
+	}
+	if msg, isMsg := frameMessage(frame); isMsg {
+		ev = rpcEvent(msg)
+	}
+	c.mu.Lock()
+	if len(c.events) >= maxCachedEvents {
+		clear(c.events)
+	}
+	c.events[key] = ev
+	c.mu.Unlock()
+	return ev
 }
 
 // ListRooms lists rooms as GET /rooms does.

@@ -559,9 +559,10 @@ func TestGRPCStreamsLeaveNoGoroutine(t *testing.T) {
 	goleak.VerifyNone(t, baseline)
 }
 
-// BenchmarkGRPCDelivery is what a gRPC stream spends per delivered message
-// beyond an SSE stream, which writes the shared frame as it is: reading the
-// message back from the frame, and encoding it for the wire.
+// BenchmarkGRPCDelivery is what the gRPC adapter spends on a message beyond
+// an SSE stream, which writes the shared frame as it is: reading the message
+// back from the frame (once per message, see eventCache), and encoding it for
+// the wire (once per reader).
 func BenchmarkGRPCDelivery(b *testing.B) {
 	frame := rooms.AppendFrame(nil, rooms.Message{ID: "abc-123", Room: "lobby", User: "alice", Message: strings.Repeat("x", 100), Time: time.Now()})
 	b.ReportAllocs()
@@ -594,5 +595,29 @@ func TestFrameMessage(t *testing.T) {
 		if ok != tc.ok || ok && got != msg {
 			t.Errorf("%s: %+v %v, want %v", tc.name, got, ok, tc.ok)
 		}
+	}
+}
+
+// TestEventCache: the readers of one frame share one event; frames that are
+// not messages have none.
+func TestEventCache(t *testing.T) {
+	c := &eventCache{events: make(map[*byte]*chatv1.StreamEvent)}
+	frame := rooms.AppendFrame(nil, rooms.Message{ID: "e-1", Message: "hi", Time: time.Now()})
+	copied := append([]byte(nil), frame...)
+	first := c.event(frame)
+	if first.GetMessage().GetId() != "e-1" || c.event(frame) != first {
+		t.Errorf("a frame's readers got %v and another event, want one shared event", first)
+	}
+	if other := c.event(copied); other == first || other.GetMessage().GetId() != "e-1" {
+		t.Error("another frame with the same bytes shared the first one's event")
+	}
+	if ev := c.event(closeFrame); ev != nil {
+		t.Errorf("close frame: %v, want no event", ev)
+	}
+	for range maxCachedEvents + 1 {
+		c.event(append([]byte(nil), frame...))
+	}
+	if len(c.events) > maxCachedEvents {
+		t.Errorf("%d cached events, want at most %d", len(c.events), maxCachedEvents)
 	}
 }
