@@ -166,6 +166,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.UI = on
+		case "grpc":
+			on, err := onOffArg(d, sub)
+			if err != nil {
+				return err
+			}
+			h.GRPC = *on
 		case "identity":
 			if !d.NextArg() {
 				return d.ArgErr()

@@ -39,6 +39,9 @@ const (
 type Handler struct {
 	// Serve the HTML pages. Default: true.
 	UI *bool `json:"ui,omitempty"`
+	// Serve the gRPC API, chat.v1.ChatService, to gRPC, gRPC-Web and
+	// Connect clients at /chat.v1.ChatService/<Method>. Default: false.
+	GRPC bool `json:"grpc,omitempty"`
 	// A placeholder, such as {http.auth.user.id}, naming the author. When it
 	// resolves to a non-empty value, it is the author, the message is marked
 	// verified, and the user given in the request is ignored.
@@ -80,6 +83,7 @@ type Handler struct {
 	created *ratelimit.Limiter // new rooms per client
 	streams *ratelimit.Counter
 	csrf    *http.CrossOriginProtection
+	rpc     *http.ServeMux // the gRPC API, with GRPC on
 	logger  *zap.Logger
 }
 
@@ -146,6 +150,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("loading chat app: %w", err)
 	}
 	h.app = app.(*App)
+	if h.GRPC {
+		h.rpc = h.newRPC()
+	}
 	return nil
 }
 
@@ -181,6 +188,12 @@ func (h *Handler) Validate() error {
 // ServeHTTP routes the paths the handler owns, relative to where it is
 // mounted, and passes every other path to next.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if h.rpc != nil {
+		if _, pattern := h.rpc.Handler(r); pattern != "" {
+			h.serveRPC(w, r)
+			return nil
+		}
+	}
 	route, room, ok := parsePath(r.URL.EscapedPath())
 	if !ok || !*h.UI && pageRoutes[route] {
 		return next.ServeHTTP(w, r)
@@ -191,16 +204,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	err := h.serve(w, r, route, room)
 	var apiErr *apiError
 	if errors.As(err, &apiErr) {
-		reason := apiErr.reason()
-		rejectedTotal.WithLabelValues(reason).Inc()
-		if apiErr.cause != nil {
-			h.logger.Error("request failed", zap.String("path", r.URL.Path), zap.Error(apiErr.cause))
-		}
-		h.logger.Debug("request rejected",
-			zap.Int("status", apiErr.status),
-			zap.String("reason", reason),
-			zap.String("error", apiErr.message),
-			zap.String("path", r.URL.Path))
+		h.reject(r, apiErr)
 		apiErr.write(w)
 		return nil
 	}
@@ -240,6 +244,20 @@ func (h *Handler) cors(w http.ResponseWriter, r *http.Request) (answered bool) {
 	hdr.Set("Access-Control-Max-Age", corsMaxAge)
 	w.WriteHeader(http.StatusNoContent)
 	return true
+}
+
+// reject counts and logs a refusal of r, from any adapter.
+func (h *Handler) reject(r *http.Request, apiErr *apiError) {
+	reason := apiErr.reason()
+	rejectedTotal.WithLabelValues(reason).Inc()
+	if apiErr.cause != nil {
+		h.logger.Error("request failed", zap.String("path", r.URL.Path), zap.Error(apiErr.cause))
+	}
+	h.logger.Debug("request rejected",
+		zap.Int("status", apiErr.status),
+		zap.String("reason", reason),
+		zap.String("error", apiErr.message),
+		zap.String("path", r.URL.Path))
 }
 
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, route, room string) error {
@@ -389,21 +407,18 @@ const (
 )
 
 func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request, room string) error {
-	if err := h.checkRoom(room); err != nil {
-		return err
-	}
 	q := r.URL.Query()
 	limit := defaultMessagesLimit
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > maxMessagesLimit {
-			return badRequest(fmt.Sprintf("limit must be a whole number from 1 to %d", maxMessagesLimit))
+		if err != nil {
+			return badRequest(limitProblem)
 		}
 		limit = n
 	}
-	rep, err := h.app.manager.Messages(room, q.Get("after"), limit)
+	rep, err := h.history(room, q.Get("after"), limit)
 	if err != nil {
-		return roomsError(err)
+		return err
 	}
 	if rep.Messages == nil {
 		rep.Messages = []rooms.Message{}
@@ -423,7 +438,36 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request, room str
 	}{rep.Messages, rep.Reset, oldest, rep.Truncated})
 }
 
+// limitProblem refuses a history limit, from either adapter.
+var limitProblem = fmt.Sprintf("limit must be a whole number from 1 to %d", maxMessagesLimit)
+
+// history reads up to limit retained messages of room after the id after,
+// for every adapter.
+func (h *Handler) history(room, after string, limit int) (rooms.Replay, error) {
+	if err := h.checkRoom(room); err != nil {
+		return rooms.Replay{}, err
+	}
+	if limit < 1 || limit > maxMessagesLimit {
+		return rooms.Replay{}, badRequest(limitProblem)
+	}
+	rep, err := h.app.manager.Messages(room, after, limit)
+	if err != nil {
+		return rooms.Replay{}, roomsError(err)
+	}
+	return rep, nil
+}
+
 func (h *Handler) serveDelete(w http.ResponseWriter, r *http.Request, room string) error {
+	if err := h.deleteRoom(r, room); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// deleteRoom deletes room for r, where allow_delete is on, for every
+// adapter.
+func (h *Handler) deleteRoom(r *http.Request, room string) error {
 	if !h.AllowDelete {
 		return &apiError{status: http.StatusForbidden, message: "deleting rooms is not allowed here"}
 	}
@@ -437,7 +481,6 @@ func (h *Handler) serveDelete(w http.ResponseWriter, r *http.Request, room strin
 		return roomsError(err)
 	}
 	h.logger.Info("room deleted", zap.String("room", room))
-	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
@@ -479,12 +522,17 @@ func (e *apiError) write(w http.ResponseWriter) {
 		w.Header().Set("Allow", e.allow)
 	}
 	if e.retryAfter > 0 {
-		secs := int((e.retryAfter + time.Second - 1) / time.Second)
-		w.Header().Set("Retry-After", strconv.Itoa(secs))
+		w.Header().Set("Retry-After", e.retryAfterSeconds())
 	}
 	_ = writeJSON(w, e.status, struct {
 		Error string `json:"error"`
 	}{e.message})
+}
+
+// retryAfterSeconds is the wait in whole seconds, rounded up, as
+// Retry-After writes it.
+func (e *apiError) retryAfterSeconds() string {
+	return strconv.Itoa(int((e.retryAfter + time.Second - 1) / time.Second))
 }
 
 func badRequest(message string) error {
@@ -513,7 +561,9 @@ func roomsError(err error) error {
 		return &apiError{status: http.StatusConflict, message: err.Error()}
 	case errors.Is(err, rooms.ErrNameReserved):
 		return &apiError{status: http.StatusForbidden, message: err.Error(), label: "name_reserved"}
-	case errors.Is(err, rooms.ErrTooManyRooms), errors.Is(err, rooms.ErrTooManySubscribers), errors.Is(err, rooms.ErrClosed):
+	case errors.Is(err, rooms.ErrClosed):
+		return &apiError{status: http.StatusServiceUnavailable, message: err.Error(), retryAfter: capacityRetry, label: "stopping"}
+	case errors.Is(err, rooms.ErrTooManyRooms), errors.Is(err, rooms.ErrTooManySubscribers):
 		return &apiError{status: http.StatusServiceUnavailable, message: err.Error(), retryAfter: capacityRetry}
 	case errors.Is(err, rooms.ErrUnavailable):
 		// The details name the store's file: they are for the log.

@@ -152,9 +152,9 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request, pathRoom s
 	if err := h.csrf.Check(r); err != nil {
 		return crossSite()
 	}
-	author, verified := h.identity(r)
-	if h.IdentityRequired && !verified {
-		return &apiError{status: http.StatusUnauthorized, message: "sign in to post here"}
+	author, err := h.author(r)
+	if err != nil {
+		return err
 	}
 	in, err := decodeSubmission(r.Header, r.Body, h.MaxBodySize)
 	if err != nil {
@@ -166,30 +166,73 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request, pathRoom s
 		}
 		in.Room = pathRoom
 	}
-	if err := h.checkRoom(in.Room); err != nil {
+	_, keyGiven := r.Header["Idempotency-Key"]
+	msg, repeat, err := h.submit(r, author, in, r.Header.Get("Idempotency-Key"), keyGiven)
+	if err != nil {
 		return err
 	}
-	if verified {
-		in.User = author
+	if in.form && acceptsHTML(r) {
+		// A browser posting without script: back to the room page, by a
+		// path relative to this one so that any mount point works.
+		location := url.PathEscape(in.Room)
+		if pathRoom == "" {
+			location = "room/" + location
+		}
+		w.Header().Set("Location", location)
+		w.WriteHeader(http.StatusSeeOther)
+		return nil
+	}
+	status := http.StatusCreated
+	if repeat {
+		status = http.StatusOK
+	}
+	return writeJSON(w, status, msg)
+}
+
+// verifiedAuthor is who posts, as the identity placeholder names them.
+type verifiedAuthor struct {
+	name     string
+	verified bool
+}
+
+// author resolves who posts r, refusing (401) an unverified author where
+// identity_required is on. Every adapter asks it before reading the body.
+func (h *Handler) author(r *http.Request) (verifiedAuthor, error) {
+	name, verified := h.identity(r)
+	if h.IdentityRequired && !verified {
+		return verifiedAuthor{}, &apiError{status: http.StatusUnauthorized, message: "sign in to post here"}
+	}
+	return verifiedAuthor{name, verified}, nil
+}
+
+// submit checks a decoded submission and posts it: the one path every
+// adapter's posts take, so that they share validation, names, keys and
+// limits. keyGiven tells an empty idempotency key, which is refused, from
+// none. repeat is set when the key named a message already stored.
+func (h *Handler) submit(r *http.Request, author verifiedAuthor, in submission, key string, keyGiven bool) (msg rooms.Message, repeat bool, err error) {
+	if err := h.checkRoom(in.Room); err != nil {
+		return rooms.Message{}, false, err
+	}
+	if author.verified {
+		in.User = author.name
 	} else if in.User == "" {
 		in.User = defaultUser
 	}
 	if !validUser(in.User) {
-		return badRequest("user must be 1-64 printable characters")
+		return rooms.Message{}, false, badRequest("user must be 1-64 printable characters")
 	}
 	if err := h.checkMessage(in.Message); err != nil {
-		return err
+		return rooms.Message{}, false, err
 	}
-	key := r.Header.Get("Idempotency-Key")
-	if _, present := r.Header["Idempotency-Key"]; present && !validIdempotencyKey(key) {
-		return badRequest("Idempotency-Key must be 1-64 visible ASCII characters")
+	if keyGiven && !validIdempotencyKey(key) {
+		return rooms.Message{}, false, badRequest("Idempotency-Key must be 1-64 visible ASCII characters")
 	}
 	client := h.clientKey(r)
 	post := rooms.Post{
-		User: in.User, Text: in.Message, Verified: verified,
+		User: in.User, Text: in.Message, Verified: author.verified,
 		Key: key, Scope: client, ReserveNames: *h.ReserveNames,
 	}
-	if !verified {
+	if !author.verified {
 		// Behind one address there may be many people, each naming
 		// themselves: their keys are theirs.
 		post.Scope += "\x00" + in.User
@@ -211,26 +254,11 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request, pathRoom s
 		}
 		return nil
 	}
-	msg, repeat, err := h.app.manager.Submit(in.Room, post)
+	msg, repeat, err = h.app.manager.Submit(in.Room, post)
 	if err != nil {
-		return roomsError(err)
+		return rooms.Message{}, false, roomsError(err)
 	}
-	if in.form && acceptsHTML(r) {
-		// A browser posting without script: back to the room page, by a
-		// path relative to this one so that any mount point works.
-		location := url.PathEscape(in.Room)
-		if pathRoom == "" {
-			location = "room/" + location
-		}
-		w.Header().Set("Location", location)
-		w.WriteHeader(http.StatusSeeOther)
-		return nil
-	}
-	status := http.StatusCreated
-	if repeat {
-		status = http.StatusOK
-	}
-	return writeJSON(w, status, msg)
+	return msg, repeat, nil
 }
 
 // identity resolves the configured identity placeholder for r.

@@ -1,0 +1,338 @@
+package chat
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	chatv1 "github.com/caddy-chat/caddy-chat/proto/chat/v1"
+	"github.com/caddy-chat/caddy-chat/proto/chat/v1/chatv1connect"
+	"github.com/caddy-chat/caddy-chat/rooms"
+)
+
+// The gRPC adapter serves chat.v1.ChatService with connect-go, which speaks
+// gRPC, gRPC-Web and the Connect protocol from one handler. It is a thin
+// translation: every call goes through the same functions as the REST and
+// SSE API (submit, history, deleteRoom, streamSlot, the rooms manager), and
+// their refusals are mapped to codes by rpcError.
+
+// newRPC builds the handler of the gRPC API.
+func (h *Handler) newRPC() *http.ServeMux {
+	mux := http.NewServeMux()
+	// A message larger than a submit body may be is refused before it is
+	// decoded, as a REST body is. Responses no larger are never compressed:
+	// a stream would compress each message again for each reader, which
+	// cost more than all else a delivery takes (SSE streams are not
+	// compressed either). Larger History answers are.
+	svc := rpcService{h, &eventCache{events: make(map[*byte]*chatv1.StreamEvent)}}
+	mux.Handle(chatv1connect.NewChatServiceHandler(svc,
+		connect.WithReadMaxBytes(int(h.MaxBodySize)),
+		connect.WithCompressMinBytes(int(h.MaxBodySize)+1)))
+	mux.Handle(reflectionPath, newReflectionHandler())
+	return mux
+}
+
+// rpcCall carries the HTTP request of a call to the service's methods, which
+// connect hands only the context: identity, client address and the
+// cross-site check are read from it as for any other request.
+type rpcCall struct {
+	r *http.Request
+	w http.ResponseWriter
+}
+
+type rpcCallKey struct{}
+
+// serveRPC serves a call to the gRPC API.
+func (h *Handler) serveRPC(w http.ResponseWriter, r *http.Request) {
+	call := &rpcCall{w: w}
+	call.r = r.WithContext(context.WithValue(r.Context(), rpcCallKey{}, call))
+	h.rpc.ServeHTTP(flushWriter{w, http.NewResponseController(w)}, call.r)
+}
+
+// flushWriter gives connect, which asks for an http.Flusher, the flush that
+// Caddy's wrappers offer only through an http.ResponseController.
+type flushWriter struct {
+	http.ResponseWriter
+	rc *http.ResponseController
+}
+
+func (f flushWriter) Flush() { _ = f.rc.Flush() }
+
+func (f flushWriter) Unwrap() http.ResponseWriter { return f.ResponseWriter }
+
+func callOf(ctx context.Context) *rpcCall {
+	return ctx.Value(rpcCallKey{}).(*rpcCall)
+}
+
+// rpcService implements chatv1connect.ChatServiceHandler on a Handler.
+type rpcService struct {
+	h      *Handler
+	events *eventCache
+}
+
+// Submit posts a message, as POST /submit does; the idempotency key is
+// scoped like the Idempotency-Key header, so a key sent over either adapter
+// names the same message.
+func (s rpcService) Submit(ctx context.Context, req *connect.Request[chatv1.SubmitRequest]) (*connect.Response[chatv1.Message], error) {
+	h, call := s.h, callOf(ctx)
+	if err := h.csrf.Check(call.r); err != nil {
+		return nil, h.rpcError(ctx, crossSite())
+	}
+	author, err := h.author(call.r)
+	if err != nil {
+		return nil, h.rpcError(ctx, err)
+	}
+	in := submission{Room: req.Msg.GetRoom(), User: req.Msg.GetUser(), Message: req.Msg.GetMessage()}
+	key := req.Msg.GetIdempotencyKey()
+	msg, _, err := h.submit(call.r, author, in, key, key != "")
+	if err != nil {
+		return nil, h.rpcError(ctx, err)
+	}
+	return connect.NewResponse(rpcMessage(msg)), nil
+}
+
+// errResume ends a stream that the client should open again after the last
+// message it received: on stop and reload, after an eviction, and after a
+// replay cut at the byte cap. Unavailable is the code gRPC clients retry.
+func errResume(why string) error {
+	return connect.NewError(connect.CodeUnavailable, errors.New(why+"; resume with the id of the last message received"))
+}
+
+// Stream sends a room's events as GET /stream/{room} does: a reset when the
+// position was lost, the replay, then live messages.
+func (s rpcService) Stream(ctx context.Context, req *connect.Request[chatv1.StreamRequest], stream *connect.ServerStream[chatv1.StreamEvent]) error {
+	h, call := s.h, callOf(ctx)
+	room := req.Msg.GetRoom()
+	if err := h.checkRoom(room); err != nil {
+		return h.rpcError(ctx, err)
+	}
+	release, err := h.streamSlot(call.r)
+	if err != nil {
+		return h.rpcError(ctx, err)
+	}
+	defer release()
+	pos := rooms.Position{LastEventID: req.Msg.GetLastEventId(), History: int(req.Msg.GetHistory())}
+	sub, err := h.app.manager.Subscribe(room, pos, nil)
+	if err != nil {
+		return h.rpcError(ctx, roomsError(err))
+	}
+	defer sub.Close()
+	rep := sub.Replay
+	sub.Replay = rooms.Replay{} // not held for the life of the stream
+
+	// Only a write in progress is failed on stop: over HTTP/2 a failed
+	// write resets the stream, and an idle stream ends instead with the
+	// status that tells its client to resume.
+	sw := newStreamWriter(call.w)
+	send := func(ev *chatv1.StreamEvent) error { // nil sends the headers only
+		if err := sw.setDeadline(time.Now().Add(writeTimeout)); err != nil {
+			return err
+		}
+		defer sw.setDeadline(time.Time{})
+		defer sw.failOnStop(h.app.stopCtx)()
+		return stream.Send(ev)
+	}
+	// The headers go out at once: a client waiting on a quiet room knows
+	// that its stream is open.
+	if err := send(nil); err != nil {
+		return nil // the client is gone
+	}
+	if rep.Reset {
+		if err := send(&chatv1.StreamEvent{Event: &chatv1.StreamEvent_Reset_{Reset_: &chatv1.Reset{Oldest: rep.Oldest}}}); err != nil {
+			return nil
+		}
+	}
+	for _, msg := range rep.Messages {
+		if err := send(rpcEvent(msg)); err != nil {
+			return nil
+		}
+	}
+	if rep.Truncated {
+		return errResume("the replay reached its byte cap")
+	}
+	var frames [][]byte
+	for {
+		select {
+		case <-sub.Ready():
+			var err error
+			frames, err = sub.Take(frames[:0])
+			for _, frame := range frames {
+				ev := s.events.event(frame)
+				if ev == nil {
+					continue
+				}
+				if err := send(ev); err != nil {
+					clear(frames)
+					return nil
+				}
+			}
+			clear(frames) // drop references to shared frames while idle
+			switch {
+			case errors.Is(err, rooms.ErrRoomClosed):
+				_ = send(&chatv1.StreamEvent{Event: &chatv1.StreamEvent_Closed{Closed: &chatv1.Closed{}}})
+				return nil
+			case errors.Is(err, rooms.ErrEvicted):
+				return errResume("this stream fell behind")
+			case err != nil:
+				return errResume("the server is stopping")
+			}
+		case <-ctx.Done():
+			return nil
+		case <-h.app.Stopping():
+			return errResume("the server is stopping or reloading")
+		}
+	}
+}
+
+// frameMessage decodes the message of a live event-stream frame. The rooms
+// encode each live message once, as a frame shared by all its readers; the
+// gRPC adapter reads it back instead of asking for a second encoding. A
+// message frame, as rooms.AppendFrame writes it, has its JSON on one data
+// line; any other frame (the close event) is not a message.
+func frameMessage(frame []byte) (rooms.Message, bool) {
+	const event, field = "\nevent: message\n", "data: "
+	i := bytes.Index(frame, []byte(event))
+	if i < 0 {
+		return rooms.Message{}, false
+	}
+	data := frame[i+len(event):]
+	end := bytes.IndexByte(data, '\n')
+	if !bytes.HasPrefix(data, []byte(field)) || end < 0 {
+		return rooms.Message{}, false
+	}
+	var msg rooms.Message
+	if err := msg.UnmarshalJSON(data[len(field):end]); err != nil {
+		return rooms.Message{}, false
+	}
+	return msg, true
+}
+
+// eventCache holds the stream events of recent live frames, so that a
+// message is read back from its frame once, not once for each of its
+// readers. A frame is shared by all the readers of its message and never
+// changes, so its first byte's address names it; the cache holds the frames
+// it names, so no other frame can take that address meanwhile. An event is
+// only ever read once made, which proto.Marshal does safely from many
+// goroutines.
+type eventCache struct {
+	mu     sync.Mutex
+	events map[*byte]*chatv1.StreamEvent
+}
+
+// maxCachedEvents bounds the cache: past it, it starts over, and a message
+// whose readers are behind is read back again.
+const maxCachedEvents = 256
+
+// event returns the stream event of a live frame, or nil for a frame that is
+// not a message.
+func (c *eventCache) event(frame []byte) *chatv1.StreamEvent {
+	if len(frame) == 0 {
+		return nil
+	}
+	key := &frame[0]
+	c.mu.Lock()
+	ev, ok := c.events[key]
+	c.mu.Unlock()
+	if ok {
+		return ev
+	}
+	if msg, isMsg := frameMessage(frame); isMsg {
+		ev = rpcEvent(msg)
+	}
+	c.mu.Lock()
+	if len(c.events) >= maxCachedEvents {
+		clear(c.events)
+	}
+	c.events[key] = ev
+	c.mu.Unlock()
+	return ev
+}
+
+// ListRooms lists rooms as GET /rooms does.
+func (s rpcService) ListRooms(context.Context, *connect.Request[chatv1.ListRoomsRequest]) (*connect.Response[chatv1.ListRoomsResponse], error) {
+	list := s.h.roomList()
+	out := &chatv1.ListRoomsResponse{Rooms: make([]*chatv1.Room, 0, len(list))}
+	for _, info := range list {
+		out.Rooms = append(out.Rooms, &chatv1.Room{Name: info.Name, Subscribers: uint32(info.Subscribers), LastId: info.LastID})
+	}
+	return connect.NewResponse(out), nil
+}
+
+// History reads retained messages as GET /rooms/{room}/messages does.
+func (s rpcService) History(ctx context.Context, req *connect.Request[chatv1.HistoryRequest]) (*connect.Response[chatv1.HistoryResponse], error) {
+	limit := defaultMessagesLimit
+	if n := req.Msg.GetLimit(); n != 0 {
+		limit = int(min(n, maxMessagesLimit+1))
+	}
+	rep, err := s.h.history(req.Msg.GetRoom(), req.Msg.GetAfter(), limit)
+	if err != nil {
+		return nil, s.h.rpcError(ctx, err)
+	}
+	out := &chatv1.HistoryResponse{Reset_: rep.Reset, Oldest: rep.Oldest, More: rep.Truncated, Messages: make([]*chatv1.Message, 0, len(rep.Messages))}
+	for _, msg := range rep.Messages {
+		out.Messages = append(out.Messages, rpcMessage(msg))
+	}
+	return connect.NewResponse(out), nil
+}
+
+// DeleteRoom deletes a room as DELETE /room/{room} does.
+func (s rpcService) DeleteRoom(ctx context.Context, req *connect.Request[chatv1.DeleteRoomRequest]) (*connect.Response[chatv1.DeleteRoomResponse], error) {
+	if err := s.h.deleteRoom(callOf(ctx).r, req.Msg.GetRoom()); err != nil {
+		return nil, s.h.rpcError(ctx, err)
+	}
+	return connect.NewResponse(&chatv1.DeleteRoomResponse{}), nil
+}
+
+func rpcMessage(m rooms.Message) *chatv1.Message {
+	return &chatv1.Message{Id: m.ID, Room: m.Room, User: m.User, Message: m.Message, Time: timestamppb.New(m.Time), Verified: m.Verified}
+}
+
+func rpcEvent(m rooms.Message) *chatv1.StreamEvent {
+	return &chatv1.StreamEvent{Event: &chatv1.StreamEvent_Message{Message: rpcMessage(m)}}
+}
+
+// rpcCodes map the statuses of refusals to codes.
+var rpcCodes = map[int]connect.Code{
+	http.StatusBadRequest:            connect.CodeInvalidArgument,
+	http.StatusUnauthorized:          connect.CodeUnauthenticated,
+	http.StatusForbidden:             connect.CodePermissionDenied,
+	http.StatusNotFound:              connect.CodeNotFound,
+	http.StatusRequestEntityTooLarge: connect.CodeResourceExhausted,
+	http.StatusConflict:              connect.CodeFailedPrecondition, // an idempotency key reused for another message
+	http.StatusTooManyRequests:       connect.CodeResourceExhausted,
+	http.StatusServiceUnavailable:    connect.CodeResourceExhausted, // too many rooms or subscribers
+}
+
+// rpcError turns a refusal into a connect error with a readable message, and
+// with a wait, where there is one, as a RetryInfo detail and a Retry-After
+// header. It counts and logs it as ServeHTTP does an HTTP refusal.
+func (h *Handler) rpcError(ctx context.Context, err error) error {
+	var apiErr *apiError
+	if !errors.As(err, &apiErr) {
+		return err
+	}
+	h.reject(callOf(ctx).r, apiErr)
+	code, ok := rpcCodes[apiErr.status]
+	if !ok {
+		code = connect.CodeUnknown
+	}
+	if reason := apiErr.reason(); reason == "store_unavailable" || reason == "stopping" {
+		code = connect.CodeUnavailable
+	}
+	cerr := connect.NewError(code, errors.New(apiErr.message))
+	if apiErr.retryAfter > 0 {
+		cerr.Meta().Set("Retry-After", apiErr.retryAfterSeconds())
+		if detail, err := connect.NewErrorDetail(&errdetails.RetryInfo{RetryDelay: durationpb.New(apiErr.retryAfter)}); err == nil {
+			cerr.AddDetail(detail)
+		}
+	}
+	return cerr
+}
