@@ -263,7 +263,7 @@ func (h *Handler) submit(r *http.Request, author verifiedAuthor, in submission, 
 
 // identity resolves the configured identity placeholder for r.
 func (h *Handler) identity(r *http.Request) (string, bool) {
-	if h.Identity == "" {
+	if h.Identity == "" || fromOtherOrigin(r) {
 		return "", false
 	}
 	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
@@ -272,6 +272,19 @@ func (h *Handler) identity(r *http.Request) (string, bool) {
 	}
 	id := repl.ReplaceAll(h.Identity, "")
 	return id, id != ""
+}
+
+// fromOtherOrigin reports whether a browser sent r from a page of another
+// origin (one that allow_origins let through). Such a request may carry the
+// chat site's cookies or credentials without its author meaning to post
+// here, so it never speaks for a signed-in user.
+func fromOtherOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return false
+	}
+	u, err := url.Parse(origin)
+	return err != nil || !strings.EqualFold(u.Host, r.Host)
 }
 
 // clientKey names who sent r, for limits per client: the identity when it

@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -270,5 +271,24 @@ func TestIdentityRequiredNeedsIdentity(t *testing.T) {
 	h := Handler{IdentityRequired: true}
 	if err := h.Validate(); err == nil || !strings.Contains(err.Error(), "identity_required needs an identity") {
 		t.Errorf("Validate: %v, want an error about the missing identity", err)
+	}
+}
+
+// TestOtherOriginIsNeverVerified: a page on an origin that allow_origins lets
+// in may send the chat site's credentials along (a form post needs no
+// preflight); such a post is stored, but never as the signed-in user.
+func TestOtherOriginIsNeverVerified(t *testing.T) {
+	startCaddy(t, trustConfig(t, "allow_origins https://other.example", ""))
+	room := roomFor(t, "a")
+	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte("alice:secret"))
+	post := func(headers ...string) response {
+		body := fmt.Sprintf(`{"room":%q,"user":"carol","message":"hi"}`, room)
+		return do(t, "POST", rootSite+"/auth/submit", body, append([]string{"Content-Type", ctJSON, "Authorization", auth}, headers...)...)
+	}
+	if r := post(); r.status != http.StatusCreated || r.json["user"] != "alice" || r.json["verified"] != true {
+		t.Fatalf("alice from the site itself: %d %s, want 201 verified as alice", r.status, r.body)
+	}
+	if r := post("Origin", "https://other.example"); r.status != http.StatusCreated || r.json["user"] != "carol" || r.json["verified"] != false {
+		t.Errorf("alice's credentials from another origin: %d %s, want 201 unverified as the claimed carol", r.status, r.body)
 	}
 }
