@@ -3,30 +3,34 @@ package chat
 import (
 	"net/http"
 	"net/url"
+
+	"github.com/caddy-chat/caddy-chat/rooms"
 )
 
-// streamPresence is who a stream is in its room's presence, and whether it
-// receives presence events (?presence=1). The identity wins when it
+// streamPresence sets who a stream is in its room's presence, and whether
+// it receives presence events (?presence=1). The identity wins when it
 // resolves; else the stream names its user with ?user=, checked as a post's
-// author is, or stays anonymous. A client keeps at most
-// max_streams_per_client names present through this handler, as it holds
-// at most that many streams.
-func (h *Handler) streamPresence(r *http.Request, q url.Values) (user string, watch bool, err error) {
+// author is (a name reserved for a verified author counts as anonymous), or
+// stays anonymous. A client keeps at most max_streams_per_client names
+// present through this handler, as it holds at most that many streams.
+func (h *Handler) streamPresence(r *http.Request, q url.Values, pos *rooms.Position) error {
 	switch q.Get("presence") {
 	case "", "0":
 	case "1":
-		watch = true
+		pos.WatchPresence = true
 	default:
-		return "", false, badRequest("presence must be 1 or 0")
+		return badRequest("presence must be 1 or 0")
 	}
+	pos.ReserveNames = *h.ReserveNames
 	if id, ok := h.identity(r); ok {
-		return id, watch, nil
+		pos.User, pos.UserVerified = id, true
+		return nil
 	}
-	user = q.Get("user")
-	if user != "" && !validUser(user) {
-		return "", false, badRequest("user must be 1-64 printable characters")
+	pos.User = q.Get("user")
+	if pos.User != "" && !validUser(pos.User) {
+		return badRequest("user must be 1-64 printable characters")
 	}
-	return user, watch, nil
+	return nil
 }
 
 // servePresence answers GET /rooms/{room}/presence: the room's named users

@@ -62,8 +62,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, room strin
 		}
 		pos.History = n
 	}
-	var err error
-	if pos.User, pos.WatchPresence, err = h.streamPresence(r, q); err != nil {
+	if err := h.streamPresence(r, q, &pos); err != nil {
 		return err
 	}
 	release, err := h.streamSlot(r)

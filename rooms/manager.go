@@ -667,6 +667,11 @@ type Position struct {
 	History       int
 	User          string
 	WatchPresence bool
+	// UserVerified says the embedding program authenticated User. An
+	// unverified User that a verified author has posted under in the room
+	// counts as anonymous when ReserveNames is set, as its post would be
+	// refused.
+	UserVerified, ReserveNames bool
 }
 
 // Replay is what a subscriber receives before live messages.
@@ -803,7 +808,10 @@ func (m *Manager) Subscribe(roomName string, pos Position, wake func()) (*Subscr
 		s.Replay, s.r = rep, r
 		r.broadcaster.Register(s.sub)
 		r.subscribers++
-		r.join(s, pos.User, pos.WatchPresence)
+		if s.user != "" && !pos.UserVerified && pos.ReserveNames && r.verified.has(nameHash(s.user)) {
+			s.user = ""
+		}
+		r.join(s, s.user, pos.WatchPresence)
 		return nil
 	})
 	if err != nil {

@@ -1,6 +1,7 @@
 package rooms
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -109,5 +110,40 @@ func TestPresenceEvents(t *testing.T) {
 	late := open(Position{WatchPresence: true})
 	if got := nextPresence(t, late); got != `{"joined":["alice","bob"],"left":[]}` {
 		t.Errorf("a late watcher first hears %s", got)
+	}
+}
+
+// TestPresenceReservedName: a stream that claims, unverified, a name a
+// verified author has posted under counts as anonymous where its post would
+// be refused, and as the name where names are not reserved or it is the
+// verified author.
+func TestPresenceReservedName(t *testing.T) {
+	m := newManager(t, Config{History: 10, Buffer: 10})
+	if _, _, err := m.Submit("lobby", Post{User: "alice", Text: "hi", Verified: true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		pos  Position
+		want string
+	}{
+		{"impostor", Position{User: "alice", ReserveNames: true}, `{"users":[],"anonymous":1}`},
+		{"names not reserved", Position{User: "alice"}, `{"users":[{"user":"alice","streams":1}],"anonymous":0}`},
+		{"alice herself", Position{User: "alice", UserVerified: true, ReserveNames: true}, `{"users":[{"user":"alice","streams":1}],"anonymous":0}`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := m.Subscribe("lobby", tt.pos, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			p, err := m.Presence("lobby")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := json.Marshal(p); string(got) != tt.want {
+				t.Errorf("presence %s, want %s", got, tt.want)
+			}
+		})
 	}
 }
