@@ -41,7 +41,9 @@ func BenchmarkKeyMemory(b *testing.B) {
 		runtime.ReadMemStats(&before)
 		for i := range keys {
 			key := fmt.Sprintf("%064d", i)
-			if _, _, err := m.Submit(fmt.Sprintf("room-%d", i%100), Post{User: "alice", Text: "hello", Key: key}); err != nil {
+			// 200 authors: one author keeps at most maxKeysPerScope.
+			post := Post{User: "alice", Text: "hello", Key: key, Scope: fmt.Sprint("client-", i%200)}
+			if _, _, err := m.Submit(fmt.Sprintf("room-%d", i%100), post); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -61,7 +63,12 @@ func BenchmarkKeyMemory(b *testing.B) {
 // presence event queued to every watcher, which a room sends at most once a
 // second.
 func BenchmarkPresence(b *testing.B) {
-	const streams = 10000
+	streams := 10000
+	if raceEnabled {
+		// Every watcher that joins is told who is there: setting up a
+		// room of 10,000 takes minutes under the race detector.
+		streams = 500
+	}
 	setup := func(b *testing.B) (*Manager, *room) {
 		m := New(Config{History: 10, Buffer: 16})
 		b.Cleanup(func() { m.Close() })
