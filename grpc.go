@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net/http"
 	"sync"
-	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -128,17 +127,12 @@ func (s rpcService) Stream(ctx context.Context, req *connect.Request[chatv1.Stre
 	rep := sub.Replay
 	sub.Replay = rooms.Replay{} // not held for the life of the stream
 
-	// Only a write in progress is failed on stop: over HTTP/2 a failed
-	// write resets the stream, and an idle stream ends instead with the
+	// On stop, a write under way fails; an idle stream ends with the
 	// status that tells its client to resume.
 	sw := newStreamWriter(call.w)
+	defer sw.failOnStop(h.app.stopCtx)()
 	send := func(ev *chatv1.StreamEvent) error { // nil sends the headers only
-		if err := sw.setDeadline(time.Now().Add(writeTimeout)); err != nil {
-			return err
-		}
-		defer sw.setDeadline(time.Time{})
-		defer sw.failOnStop(h.app.stopCtx)()
-		return stream.Send(ev)
+		return sw.within(func() error { return stream.Send(ev) })
 	}
 	// The headers go out at once: a client waiting on a quiet room knows
 	// that its stream is open.

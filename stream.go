@@ -288,6 +288,7 @@ type streamWriter struct {
 
 	mu      sync.Mutex // orders deadline changes against the stop
 	stopped bool
+	writing bool // a write is under way: the stop fails only that
 }
 
 // errStopped fails the writes of a stream whose config has stopped.
@@ -297,21 +298,35 @@ func newStreamWriter(w http.ResponseWriter) *streamWriter {
 	return &streamWriter{w: w, rc: http.NewResponseController(w), conn: http.NewResponseController(innermost(w))}
 }
 
-// setDeadline sets the write deadline, through the wrappers so that they
-// know of it, unless the stop has failed the writes; then it says so.
-func (sw *streamWriter) setDeadline(t time.Time) error {
+// within runs write under the write timeout, set through the wrappers so
+// that they know of it, and clears the deadline after. Once the config has
+// stopped it refuses to start a write.
+func (sw *streamWriter) within(write func() error) error {
 	sw.mu.Lock()
-	defer sw.mu.Unlock()
 	if sw.stopped {
+		sw.mu.Unlock()
 		return errStopped
 	}
-	_ = sw.rc.SetWriteDeadline(t)
-	return nil
+	sw.writing = true
+	_ = sw.rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	sw.mu.Unlock()
+	defer func() {
+		sw.mu.Lock()
+		sw.writing = false
+		if !sw.stopped {
+			_ = sw.rc.SetWriteDeadline(time.Time{})
+		}
+		sw.mu.Unlock()
+	}()
+	return write()
 }
 
-// failOnStop fails the stream's writes once ctx is done. The returned
-// function stops watching and waits for a failing in progress: the
-// connection's writer may only be touched while the handler runs.
+// failOnStop fails the stream's write under way once ctx is done, and
+// refuses later ones; it leaves an idle stream alone, since over HTTP/2 a
+// deadline in the past resets the stream, and the handler ends it on stop
+// with what its protocol says. The returned function stops watching and
+// waits for a failing in progress: the connection's writer may only be
+// touched while the handler runs.
 func (sw *streamWriter) failOnStop(ctx context.Context) (unwatch func()) {
 	done, failed := make(chan struct{}), make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
@@ -323,7 +338,11 @@ func (sw *streamWriter) failOnStop(ctx context.Context) (unwatch func()) {
 		// between the chunks of a write: fail it until the handler is
 		// done with the writer.
 		for {
-			_ = sw.conn.SetWriteDeadline(time.Now())
+			sw.mu.Lock()
+			if sw.writing {
+				_ = sw.conn.SetWriteDeadline(time.Now())
+			}
+			sw.mu.Unlock()
 			select {
 			case <-done:
 				return
@@ -345,28 +364,25 @@ func (sw *streamWriter) failOnStop(ctx context.Context) (unwatch func()) {
 func (sw *streamWriter) writeQueued(sub *rooms.Subscription, frames [][]byte) ([][]byte, bool) {
 	frames, err := streamSource{sub}.Take(frames)
 	defer clear(frames) // drop references to shared frames while idle
-	if sw.setDeadline(time.Now().Add(writeTimeout)) != nil {
-		return frames, false
-	}
-	defer sw.setDeadline(time.Time{})
-	for _, frame := range frames {
-		if _, err := sw.w.Write(frame); err != nil {
-			return frames, false
+	written := sw.within(func() error {
+		for _, frame := range frames {
+			if _, err := sw.w.Write(frame); err != nil {
+				return err
+			}
 		}
-	}
-	return frames, sw.rc.Flush() == nil && err == nil
+		return sw.rc.Flush()
+	})
+	return frames, written == nil && err == nil
 }
 
 // send writes b and flushes it, within the write timeout.
 func (sw *streamWriter) send(b []byte) error {
-	if err := sw.setDeadline(time.Now().Add(writeTimeout)); err != nil {
-		return err
-	}
-	defer sw.setDeadline(time.Time{})
-	if _, err := sw.w.Write(b); err != nil {
-		return err
-	}
-	return sw.rc.Flush()
+	return sw.within(func() error {
+		if _, err := sw.w.Write(b); err != nil {
+			return err
+		}
+		return sw.rc.Flush()
+	})
 }
 
 func resetData(oldest string) []byte {
