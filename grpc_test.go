@@ -450,39 +450,67 @@ func TestGRPCStreamsCountWithSSE(t *testing.T) {
 }
 
 // tlsSite is a Caddyfile with one HTTPS site serving the gRPC API, its
-// certificate from Caddy's internal CA.
-type tlsSite struct{ port string }
+// certificate from Caddy's internal CA, beside the plain-HTTP root site
+// (HTTP/1.1 and h2c) of the other tests: both serve the same rooms. global
+// and handler are the chat app's options and both handlers' subdirectives.
+type tlsSite struct{ port, global, handler string }
 
 func (c tlsSite) String() string {
 	return fmt.Sprintf(`{
 	%s
+	servers {
+		protocols h1 h2 h2c
+	}
+	chat {
+		%s
+	}
 }
 https://localhost:%s {
 	tls internal
 	chat {
 		grpc on
+		%s
 	}
 }
-`, testGlobals(), c.port)
+%s {
+	handle /metrics {
+		metrics
+	}
+	chat {
+		grpc on
+		%s
+		%s
+	}
+}
+`, testGlobals(), c.global, c.port, c.handler, rootSite, manyRooms, c.handler)
+}
+
+// tlsConf is a client's TLS config for a tlsSite: Caddy's internal CA is
+// not trusted here.
+var tlsConf = &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}}
+
+// waitForCert waits until the tlsSite on port has the certificate Caddy
+// obtains in the background.
+func waitForCert(t *testing.T, port string) {
+	t.Helper()
+	for deadline := time.Now().Add(wait); ; time.Sleep(50 * time.Millisecond) {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: wait}, "tcp", "localhost:"+port, tlsConf)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no certificate for the HTTPS site: %v", err)
+		}
+	}
 }
 
 // TestGRPCOverTLS: google.golang.org/grpc over TLS (HTTP/2 by ALPN) posts
 // and streams on an HTTPS site.
 func TestGRPCOverTLS(t *testing.T) {
 	port := freePort()
-	startCaddy(t, tlsSite{port})
-	tlsConf := &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}} // Caddy's internal CA is not trusted here
-	// Caddy obtains the site's certificate in the background.
-	for deadline := time.Now().Add(wait); ; time.Sleep(50 * time.Millisecond) {
-		c, err := tls.DialWithDialer(&net.Dialer{Timeout: wait}, "tcp", "localhost:"+port, tlsConf)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no certificate for the HTTPS site: %v", err)
-		}
-	}
+	startCaddy(t, tlsSite{port: port})
+	waitForCert(t, port)
 	creds := credentials.NewTLS(tlsConf)
 	conn, err := grpc.NewClient("localhost:"+port, grpc.WithTransportCredentials(creds))
 	if err != nil {
