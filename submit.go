@@ -241,18 +241,16 @@ func (h *Handler) submit(r *http.Request, author verifiedAuthor, in submission, 
 		// Asked after the repeat lookup: a retry of a stored message is
 		// answered, never refused.
 		post.Admit = func() error {
-			if ok, retry := h.limiter.Allow(client, time.Now()); !ok {
+			return h.limiter.check(r.Context(), client, func(retry time.Duration) error {
 				return &apiError{status: http.StatusTooManyRequests, message: "too many posts; slow down", retryAfter: retry}
-			}
-			return nil
+			})
 		}
 	}
 	post.Create = func() error {
-		if ok, retry := h.created.Allow(client, time.Now()); !ok {
+		return h.created.check(r.Context(), client, func(retry time.Duration) error {
 			return &apiError{status: http.StatusTooManyRequests, retryAfter: retry, label: "too_many_rooms",
 				message: fmt.Sprintf("this client has made %d new rooms within the hour, the most allowed; post to an existing room", h.MaxNewRoomsPerClient)}
-		}
-		return nil
+		})
 	}
 	msg, repeat, err = h.app.manager.Submit(in.Room, post)
 	if err != nil {
