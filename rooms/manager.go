@@ -89,6 +89,10 @@ type Manager struct {
 
 	subscribers atomic.Int64
 	keys        *keyStore
+	// others is who follows each room in the other processes, when the
+	// Store is a Census; censusDone is closed when its exchanges stop.
+	others     atomic.Pointer[map[string]Headcount]
+	censusDone chan struct{}
 
 	stopJanitor chan struct{}
 	janitorDone chan struct{}
@@ -159,6 +163,10 @@ func New(cfg Config) *Manager {
 	}
 	m.Configure(cfg)
 	go m.janitor()
+	if c, ok := m.config().Store.(Census); ok {
+		m.censusDone = make(chan struct{})
+		go m.census(c)
+	}
 	return m
 }
 
@@ -215,6 +223,7 @@ type room struct {
 	closed      bool
 	verified    names
 	presence    presence
+	others      Headcount // who follows the room in other processes
 
 	// The inbox of submits waiting for the room's writer (see Submit),
 	// and the writer's reused slices.
@@ -294,6 +303,7 @@ func (m *Manager) create(name string) (*room, error) {
 // newRoom returns a room, active now, keeping its messages in h.
 func (m *Manager) newRoom(name string, h History) *room {
 	r := &room{name: name, history: h, lastActive: time.Now(), verified: names{}}
+	r.setOthers(m.othersOf(name))
 	r.broadcaster = broadcast.New(func(*broadcast.Subscriber) {
 		// The config of the moment, not the room's first: a reload's
 		// logger reports evictions in rooms older than it.
@@ -948,16 +958,32 @@ type RoomInfo struct {
 	LastID string `json:"last_id"`
 }
 
-// Rooms lists the rooms, sorted by name.
+// Rooms lists the rooms, sorted by name: with a Census store, those open
+// in any process, their followers summed over the processes.
 func (m *Manager) Rooms() []RoomInfo {
 	rs := m.snapshot()
 	out := make([]RoomInfo, 0, len(rs))
+	listed := make(map[string]bool, len(rs))
 	for _, r := range rs {
 		r.mu.Lock()
 		if !r.closed {
-			out = append(out, RoomInfo{Name: r.name, Subscribers: r.subscribers, Users: len(r.presence.streams), LastID: r.lastID()})
+			users := len(r.presence.streams)
+			for u := range r.others.Users {
+				if r.presence.streams[u] == 0 {
+					users++
+				}
+			}
+			out = append(out, RoomInfo{Name: r.name, Subscribers: r.subscribers + r.others.Subscribers, Users: users, LastID: r.lastID()})
+			listed[r.name] = true
 		}
 		r.mu.Unlock()
+	}
+	if others := m.others.Load(); others != nil {
+		for name, h := range *others {
+			if !listed[name] {
+				out = append(out, RoomInfo{Name: name, Subscribers: h.Subscribers, Users: len(h.Users)})
+			}
+		}
 	}
 	slices.SortFunc(out, func(a, b RoomInfo) int { return strings.Compare(a.Name, b.Name) })
 	return out
@@ -1007,6 +1033,9 @@ func (m *Manager) Close() error {
 	m.mu.Unlock()
 	close(m.stopJanitor)
 	<-m.janitorDone
+	if m.censusDone != nil {
+		<-m.censusDone
+	}
 	return errors.Join(errs...)
 }
 

@@ -1,0 +1,107 @@
+package rooms
+
+import (
+	"context"
+	"maps"
+	"time"
+)
+
+// CensusInterval is how often a Manager on a Census store reports who
+// follows its rooms and learns who follows them in the other processes.
+const CensusInterval = 250 * time.Millisecond
+
+// Headcount is who follows a room in one process, or in several summed.
+type Headcount struct {
+	Subscribers int
+	Anonymous   int
+	Users       map[string]int // streams by named user
+}
+
+// Census is implemented by a Store that several processes share: each
+// reports who follows its rooms and learns who follows them elsewhere, so
+// that listings and presence cover every process.
+type Census interface {
+	// Exchange reports here, this process's open rooms and who follows
+	// them, in place of its last report, and returns what the other live
+	// processes last reported, summed per room. A process that stops
+	// reporting drops out after a time the store documents. The Manager
+	// calls it every CensusInterval, from one goroutine.
+	Exchange(ctx context.Context, here map[string]Headcount) (others map[string]Headcount, err error)
+	// Leave withdraws this process's report at once: the Manager is
+	// closing. It is called after the last Exchange.
+	Leave(ctx context.Context) error
+}
+
+// census exchanges headcounts with the other processes until Close. A
+// failed exchange keeps what the last one learnt: the next one, a tick
+// later, may succeed.
+func (m *Manager) census(c Census) {
+	defer close(m.censusDone)
+	tick := time.NewTicker(CensusInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-m.stopJanitor:
+			ctx, cancel := context.WithTimeout(context.Background(), 4*CensusInterval)
+			_ = c.Leave(ctx)
+			cancel()
+			return
+		case <-tick.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 4*CensusInterval)
+		others, err := c.Exchange(ctx, m.headcounts())
+		cancel()
+		if err != nil {
+			continue
+		}
+		m.others.Store(&others)
+		for _, r := range m.snapshot() {
+			r.mu.Lock()
+			if !r.closed {
+				r.setOthers(others[r.name])
+			}
+			r.mu.Unlock()
+		}
+	}
+}
+
+// headcounts returns who follows each open room here.
+func (m *Manager) headcounts() map[string]Headcount {
+	rs := m.snapshot()
+	out := make(map[string]Headcount, len(rs))
+	for _, r := range rs {
+		r.mu.Lock()
+		if !r.closed {
+			out[r.name] = Headcount{Subscribers: r.subscribers, Anonymous: r.presence.anonymous, Users: maps.Clone(r.presence.streams)}
+		}
+		r.mu.Unlock()
+	}
+	return out
+}
+
+// othersOf returns who follows the named room in the other processes, as
+// the last exchange learnt.
+func (m *Manager) othersOf(room string) Headcount {
+	if others := m.others.Load(); others != nil {
+		return (*others)[room]
+	}
+	return Headcount{}
+}
+
+// setOthers takes who follows the room in the other processes, and notes
+// the users who came or went there for the next presence event. r.mu is
+// held.
+func (r *room) setOthers(h Headcount) {
+	old := r.others
+	r.others = h
+	for u, n := range h.Users {
+		if n > 0 && old.Users[u] == 0 {
+			r.presenceChanged(u)
+		}
+	}
+	for u := range old.Users {
+		if h.Users[u] == 0 {
+			r.presenceChanged(u)
+		}
+	}
+}

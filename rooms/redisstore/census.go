@@ -1,0 +1,244 @@
+package redisstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/caddy-chat/caddy-chat/rooms"
+)
+
+// The census: each node keeps a hash, node:{id}, with a field r:<room> per
+// room it has open, holding who follows the room there, and a field v, a
+// version bumped with every change. The hash expires censusTTL after the
+// node last refreshed it, so a node that dies drops out of every other
+// node's counts and presence within censusTTL; one that stops deletes it at
+// once. The set nodes names the nodes that may hold a hash.
+const (
+	censusTTL     = 5 * time.Second
+	censusRefresh = time.Second
+)
+
+// census is a Store's part in it. Only the Manager's census goroutine uses
+// it, so it needs no lock.
+type census struct {
+	id        string
+	written   map[string]string // field values as this node last wrote them; nil: write all
+	version   int64
+	refreshed time.Time
+	nodes     map[string]*nodeReport // the other nodes, by id
+}
+
+// nodeReport is another node's hash as last read.
+type nodeReport struct {
+	version string
+	rooms   map[string]rooms.Headcount
+}
+
+// headcount is a rooms.Headcount as a node's hash keeps it.
+type headcount struct {
+	Subscribers int            `json:"s"`
+	Anonymous   int            `json:"a,omitempty"`
+	Users       map[string]int `json:"u,omitempty"`
+}
+
+func (s *Store) nodesKey() string         { return s.prefix + "nodes" }
+func (s *Store) nodeKey(id string) string { return s.prefix + "node:{" + id + "}" }
+
+// Exchange writes what changed in this node's report, or refreshes its TTL
+// every censusRefresh, and reads the reports of the other nodes whose
+// version changed: one round trip to read when nothing changed, a second
+// when something did, and one to write. It implements rooms.Census.
+func (s *Store) Exchange(ctx context.Context, here map[string]rooms.Headcount) (map[string]rooms.Headcount, error) {
+	c := &s.census
+	if c.id == "" {
+		var b [8]byte
+		_, _ = rand.Read(b[:]) // never fails
+		c.id = hex.EncodeToString(b[:])
+		c.nodes = map[string]*nodeReport{}
+	}
+	if err := s.report(ctx, here); err != nil {
+		return nil, err
+	}
+	if err := s.readOthers(ctx); err != nil {
+		return nil, err
+	}
+	others := map[string]rooms.Headcount{}
+	for _, n := range c.nodes {
+		for room, h := range n.rooms {
+			sum := others[room]
+			sum.Subscribers += h.Subscribers
+			sum.Anonymous += h.Anonymous
+			for u, k := range h.Users {
+				if sum.Users == nil {
+					sum.Users = map[string]int{}
+				}
+				sum.Users[u] += k
+			}
+			others[room] = sum
+		}
+	}
+	return others, nil
+}
+
+// report writes the fields of this node's hash that changed since the last
+// report, all of them when the hash was lost, or only renews its TTL.
+func (s *Store) report(ctx context.Context, here map[string]rooms.Headcount) error {
+	c := &s.census
+	fields := make(map[string]string, len(here))
+	for room, h := range here {
+		v, _ := json.Marshal(headcount(h)) // ints and strings: it cannot fail
+		fields["r:"+room] = string(v)
+	}
+	var set []any
+	var gone []string
+	for f, v := range fields {
+		if c.written == nil || c.written[f] != v {
+			set = append(set, f, v)
+		}
+	}
+	for f := range c.written {
+		if _, ok := fields[f]; !ok {
+			gone = append(gone, f)
+		}
+	}
+	if len(set)+len(gone) == 0 && time.Since(c.refreshed) < censusRefresh {
+		return nil
+	}
+	key := s.nodeKey(c.id)
+	full := c.written == nil
+	var existed *redis.BoolCmd
+	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		existed = p.PExpire(ctx, key, censusTTL)
+		if full {
+			p.Del(ctx, key)
+		}
+		if len(set)+len(gone) > 0 || full {
+			c.version++
+			p.HSet(ctx, key, append(set, "v", c.version)...)
+		}
+		if len(gone) > 0 {
+			p.HDel(ctx, key, gone...)
+		}
+		p.PExpire(ctx, key, censusTTL)
+		p.SAdd(ctx, s.nodesKey(), c.id)
+		return nil
+	})
+	if err != nil {
+		c.written = nil
+		return fmt.Errorf("reporting to redis: %w", err)
+	}
+	c.refreshed = time.Now()
+	if !full && !existed.Val() {
+		// Expired while this node was cut off, or Redis lost it: the
+		// next report writes it whole.
+		c.written = nil
+		return nil
+	}
+	c.written = fields
+	return nil
+}
+
+// readOthers reads the other nodes' versions, then the hashes of those that
+// changed or are new, and forgets the nodes whose hash expired.
+func (s *Store) readOthers(ctx context.Context) error {
+	c := &s.census
+	var members *redis.StringSliceCmd
+	versions := map[string]*redis.StringCmd{}
+	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		members = p.SMembers(ctx, s.nodesKey())
+		for id := range c.nodes {
+			versions[id] = p.HGet(ctx, s.nodeKey(id), "v")
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("reading the census from redis: %w", err)
+	}
+	live := map[string]bool{}
+	for _, id := range members.Val() {
+		live[id] = id != c.id
+	}
+	var fetch []string
+	for id, n := range c.nodes {
+		v, err := versions[id].Result()
+		switch {
+		case errors.Is(err, redis.Nil) || !live[id]:
+			delete(c.nodes, id)
+		case v != n.version:
+			fetch = append(fetch, id)
+		}
+	}
+	for id, ok := range live {
+		if ok && c.nodes[id] == nil {
+			fetch = append(fetch, id)
+		}
+	}
+	if len(fetch) == 0 {
+		return nil
+	}
+	hashes := make([]*redis.MapStringStringCmd, len(fetch))
+	_, err = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range fetch {
+			hashes[i] = p.HGetAll(ctx, s.nodeKey(id))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("reading the census from redis: %w", err)
+	}
+	var dead []any
+	for i, id := range fetch {
+		fields := hashes[i].Val()
+		if len(fields) == 0 {
+			// Its hash expired: it died without leaving.
+			delete(c.nodes, id)
+			dead = append(dead, id)
+			continue
+		}
+		n := &nodeReport{version: fields["v"], rooms: make(map[string]rooms.Headcount, len(fields))}
+		for f, v := range fields {
+			room, ok := strings.CutPrefix(f, "r:")
+			var h headcount
+			if ok && json.Unmarshal([]byte(v), &h) == nil {
+				n.rooms[room] = rooms.Headcount(h)
+			}
+		}
+		c.nodes[id] = n
+	}
+	if len(dead) > 0 {
+		// A live node adds itself back with its next refresh.
+		if err := s.client.SRem(ctx, s.nodesKey(), dead...).Err(); err != nil {
+			return fmt.Errorf("updating the census in redis: %w", err)
+		}
+	}
+	return nil
+}
+
+// Leave deletes this node's report, so that the other nodes drop its
+// counts and users at once rather than after censusTTL.
+func (s *Store) Leave(ctx context.Context) error {
+	c := &s.census
+	if c.id == "" {
+		return nil
+	}
+	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, s.nodeKey(c.id))
+		p.SRem(ctx, s.nodesKey(), c.id)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("leaving the census in redis: %w", err)
+	}
+	return nil
+}
+
+// Interface guard
+var _ rooms.Census = (*Store)(nil)

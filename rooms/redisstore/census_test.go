@@ -1,0 +1,173 @@
+package redisstore
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/caddy-chat/caddy-chat/internal/redistest"
+	"github.com/caddy-chat/caddy-chat/rooms"
+)
+
+// presenceOf renders a room's presence as "alice:2 bob:1 anonymous=3".
+func presenceOf(t *testing.T, m *rooms.Manager, room string) string {
+	t.Helper()
+	p, err := m.Presence(room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, u := range p.Users {
+		out = append(out, fmt.Sprintf("%s:%d", u.User, u.Streams))
+	}
+	return strings.Join(append(out, fmt.Sprintf("anonymous=%d", p.Anonymous)), " ")
+}
+
+// roomsOf renders a node's room list as "lobby:3/2 ..." (subscribers/users).
+func roomsOf(m *rooms.Manager) string {
+	var out []string
+	for _, r := range m.Rooms() {
+		out = append(out, fmt.Sprintf("%s:%d/%d", r.Name, r.Subscribers, r.Users))
+	}
+	return strings.Join(out, " ")
+}
+
+// eventually fails the test unless f returns want within 3 s.
+func eventually(t *testing.T, what string, want string, f func() string) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		got := f()
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %q, want %q within 3s", what, got, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func subscribe(t *testing.T, m *rooms.Manager, room, user string, watch bool) *rooms.Subscription {
+	t.Helper()
+	s, err := m.Subscribe(room, rooms.Position{User: user, WatchPresence: watch}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// nextPresence waits for the subscription's next presence event's data.
+func nextPresence(t *testing.T, s *rooms.Subscription, within time.Duration) string {
+	t.Helper()
+	deadline := time.After(within)
+	for {
+		frames, err := s.Take(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range frames {
+			if data, ok := strings.CutPrefix(string(f), "event: presence\ndata: "); ok {
+				return strings.TrimSpace(data)
+			}
+		}
+		select {
+		case <-s.Ready():
+		case <-deadline:
+			t.Fatalf("no presence event within %v", within)
+		}
+	}
+}
+
+// TestCensusAcrossNodes: room listings and presence sum the streams of
+// every node, presence events announce users of the other node, and a node
+// that closes drops out at once.
+func TestCensusAcrossNodes(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := node(t, srv.Addr, rooms.Config{}), node(t, srv.Addr, rooms.Config{})
+
+	watcher := subscribe(t, a, "lobby", "alice", true)
+	if got := nextPresence(t, watcher, time.Second); got != `{"joined":[],"left":[]}` {
+		t.Fatalf("first presence event %s", got)
+	}
+	subscribe(t, a, "lobby", "", false)
+	bob := subscribe(t, b, "lobby", "bob", false)
+	subscribe(t, b, "lobby", "alice", false)
+	subscribe(t, b, "only-b", "", false)
+
+	eventually(t, "presence on A", "alice:2 bob:1 anonymous=1", func() string { return presenceOf(t, a, "lobby") })
+	eventually(t, "presence on B", "alice:2 bob:1 anonymous=1", func() string { return presenceOf(t, b, "lobby") })
+	eventually(t, "rooms on A", "lobby:4/2 only-b:1/0", func() string { return roomsOf(a) })
+	// alice's stream on A may be announced on its own, before B's.
+	got := nextPresence(t, watcher, 2*time.Second)
+	if got == `{"joined":["alice"],"left":[]}` {
+		got = nextPresence(t, watcher, 2*time.Second)
+	}
+	if got != `{"joined":["bob"],"left":[]}` && got != `{"joined":["alice","bob"],"left":[]}` {
+		t.Fatalf("presence event on A after B's streams opened: %s", got)
+	}
+
+	bob.Close()
+	if got := nextPresence(t, watcher, 2*time.Second); got != `{"joined":[],"left":["bob"]}` {
+		t.Fatalf("presence event on A after bob's stream on B closed: %s", got)
+	}
+	eventually(t, "rooms on A", "lobby:3/1 only-b:1/0", func() string { return roomsOf(a) })
+}
+
+// TestCensusDeadNodeExpires: a node that stops reporting without leaving,
+// as a killed process does, drops out of the counts within censusTTL.
+func TestCensusDeadNodeExpires(t *testing.T) {
+	srv := redistest.Start(t)
+	a := node(t, srv.Addr, rooms.Config{})
+	dead := New(redis.NewClient(&redis.Options{Addr: srv.Addr}), Options{Prefix: "test:"})
+	defer dead.Close()
+	if _, err := dead.Exchange(context.Background(), map[string]rooms.Headcount{"lobby": {Subscribers: 2, Users: map[string]int{"zoe": 2}}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "presence on A", "zoe:2 anonymous=0", func() string { return presenceOf(t, a, "lobby") })
+	died := time.Now()
+	deadline := died.Add(censusTTL + 2*time.Second)
+	for presenceOf(t, a, "lobby") != "anonymous=0" || roomsOf(a) != "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("%v after the node stopped reporting, A still shows %q and rooms %q", time.Since(died), presenceOf(t, a, "lobby"), roomsOf(a))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if gone := time.Since(died); gone < censusTTL-time.Second {
+		t.Fatalf("the node dropped out %v after its last report, before its TTL of %v", gone, censusTTL)
+	}
+}
+
+// TestHitAcrossNodes: two stores count one key's events in one window,
+// which ends after its length.
+func TestHitAcrossNodes(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	stores := [2]*Store{}
+	for i := range stores {
+		stores[i] = New(redis.NewClient(&redis.Options{Addr: srv.Addr}), Options{Prefix: "test:"})
+		defer stores[i].Close()
+	}
+	const window = 600 * time.Millisecond
+	for i := range 4 {
+		n, left, err := stores[i%2].Hit(ctx, "ip:1", window)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != int64(i+1) || left <= 0 || left > window {
+			t.Fatalf("hit %d: n=%d left=%v; want n=%d, 0 < left <= %v", i, n, left, i+1, window)
+		}
+	}
+	if n, _, _ := stores[0].Hit(ctx, "ip:2", window); n != 1 {
+		t.Fatalf("another key counted %d, want 1", n)
+	}
+	time.Sleep(window + 100*time.Millisecond)
+	if n, _, _ := stores[1].Hit(ctx, "ip:1", window); n != 1 {
+		t.Fatalf("after the window ended the key counted %d, want 1", n)
+	}
+}
