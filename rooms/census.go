@@ -15,7 +15,23 @@ type Headcount struct {
 	Subscribers int
 	Anonymous   int
 	Users       map[string]int // streams by named user
+	// LastID is the id of the room's newest message here, "" for none;
+	// it is not summed.
+	LastID string
 }
+
+// Directory is implemented by a Store that other processes add rooms to,
+// so that every process lists the same rooms, those no process has open
+// included.
+type Directory interface {
+	// Directory returns the rooms the store holds, with the id of each
+	// one's newest message.
+	Directory(ctx context.Context) (map[string]string, error)
+}
+
+// directoryTimeout bounds how long a listing waits for a Directory: past
+// it, the listing holds what this process knows.
+const directoryTimeout = time.Second
 
 // Census is implemented by a Store that several processes share: each
 // reports who follows its rooms and learns who follows them elsewhere, so
@@ -72,7 +88,7 @@ func (m *Manager) headcounts() map[string]Headcount {
 	for _, r := range rs {
 		r.mu.Lock()
 		if !r.closed {
-			out[r.name] = Headcount{Subscribers: r.subscribers, Anonymous: r.presence.anonymous, Users: maps.Clone(r.presence.streams)}
+			out[r.name] = Headcount{Subscribers: r.subscribers, Anonymous: r.presence.anonymous, Users: maps.Clone(r.presence.streams), LastID: r.lastID()}
 		}
 		r.mu.Unlock()
 	}
@@ -104,4 +120,43 @@ func (r *room) setOthers(h Headcount) {
 			r.presenceChanged(u)
 		}
 	}
+}
+
+// listElsewhere adds to out, which lists the rooms open here, the rooms
+// that only other processes follow, or that a Directory store holds, with
+// their followers and newest ids. A store that does not answer leaves them
+// out: the listing says what this process knows.
+func (m *Manager) listElsewhere(out []RoomInfo) []RoomInfo {
+	listed := make(map[string]int, len(out))
+	for i, info := range out {
+		listed[info.Name] = i
+	}
+	if others := m.others.Load(); others != nil {
+		for name, h := range *others {
+			if _, ok := listed[name]; !ok {
+				listed[name] = len(out)
+				out = append(out, RoomInfo{Name: name, Subscribers: h.Subscribers, Users: len(h.Users)})
+			}
+		}
+	}
+	d, ok := m.config().Store.(Directory)
+	if !ok {
+		return out
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), directoryTimeout)
+	defer cancel()
+	held, err := d.Directory(ctx)
+	if err != nil {
+		return out
+	}
+	for name, last := range held {
+		i, ok := listed[name]
+		switch {
+		case !ok:
+			out = append(out, RoomInfo{Name: name, LastID: last})
+		case out[i].LastID == "":
+			out[i].LastID = last
+		}
+	}
+	return out
 }

@@ -880,22 +880,34 @@ func (s *Subscription) Close() {
 	})
 }
 
+// openElsewhere opens here the named room when a Finder store holds it
+// and this process has not opened it: another process made it.
+func (m *Manager) openElsewhere(roomName string) error {
+	f, ok := m.config().Store.(Finder)
+	if !ok || !ValidName(roomName) || m.has(roomName) {
+		return nil
+	}
+	has, err := f.Has(context.Background(), roomName)
+	if err != nil {
+		return fmt.Errorf("looking up room %q: %w: %w", roomName, ErrUnavailable, err)
+	}
+	if !has {
+		return nil
+	}
+	return m.withRoom(roomName, true, func(*room) error { return nil })
+}
+
 // Messages returns up to limit retained messages of an existing room after
 // the message with id after, or the newest limit when after is empty, no
 // more than MaxReplayBytes of them.
 func (m *Manager) Messages(roomName, after string, limit int) (Replay, error) {
 	cfg := m.config()
 	budget := cfg.MaxReplayBytes
-	create := false
-	if f, ok := cfg.Store.(Finder); ok && ValidName(roomName) && !m.has(roomName) {
-		has, err := f.Has(context.Background(), roomName)
-		if err != nil {
-			return Replay{}, fmt.Errorf("looking up room %q: %w: %w", roomName, ErrUnavailable, err)
-		}
-		create = has
+	if err := m.openElsewhere(roomName); err != nil {
+		return Replay{}, err
 	}
 	var rep Replay
-	err := m.withRoom(roomName, create, func(r *room) (err error) {
+	err := m.withRoom(roomName, false, func(r *room) (err error) {
 		m.catchUp(r, Position{LastEventID: after, History: limit})
 		rep, err = r.replay(Position{LastEventID: after, History: limit}, limit, budget)
 		if err != nil {
@@ -908,10 +920,14 @@ func (m *Manager) Messages(roomName, after string, limit int) (Replay, error) {
 }
 
 // Delete removes a room and its history. Its subscribers' Frames close with
-// ErrRoomClosed after the frames already queued.
+// ErrRoomClosed after the frames already queued. With a Finder store, a
+// room that another process made is deleted too, its streams there ended.
 func (m *Manager) Delete(roomName string) error {
 	if !ValidName(roomName) {
 		return ErrInvalidName
+	}
+	if err := m.openElsewhere(roomName); err != nil {
+		return err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -958,12 +974,11 @@ type RoomInfo struct {
 	LastID string `json:"last_id"`
 }
 
-// Rooms lists the rooms, sorted by name: with a Census store, those open
-// in any process, their followers summed over the processes.
+// Rooms lists the rooms, sorted by name: with a store that several
+// processes share, those of every process, with their followers summed.
 func (m *Manager) Rooms() []RoomInfo {
 	rs := m.snapshot()
 	out := make([]RoomInfo, 0, len(rs))
-	listed := make(map[string]bool, len(rs))
 	for _, r := range rs {
 		r.mu.Lock()
 		if !r.closed {
@@ -974,17 +989,10 @@ func (m *Manager) Rooms() []RoomInfo {
 				}
 			}
 			out = append(out, RoomInfo{Name: r.name, Subscribers: r.subscribers + r.others.Subscribers, Users: users, LastID: r.lastID()})
-			listed[r.name] = true
 		}
 		r.mu.Unlock()
 	}
-	if others := m.others.Load(); others != nil {
-		for name, h := range *others {
-			if !listed[name] {
-				out = append(out, RoomInfo{Name: name, Subscribers: h.Subscribers, Users: len(h.Users)})
-			}
-		}
-	}
+	out = m.listElsewhere(out)
 	slices.SortFunc(out, func(a, b RoomInfo) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }

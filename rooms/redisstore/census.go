@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,6 +22,12 @@ import (
 // node last refreshed it, so a node that dies drops out of every other
 // node's counts and presence within censusTTL; one that stops deletes it at
 // once. The set nodes names the nodes that may hold a hash.
+//
+// The directory: the sorted set rooms names every room that got a message,
+// scored with the time of the last one a node reported, so that every node
+// lists the rooms no node has open. A node adds the rooms whose newest id
+// changed with its next report, one ZADD for all of them; the rooms whose
+// meta hash expired or was deleted are taken out as they are listed.
 const (
 	censusTTL     = 5 * time.Second
 	censusRefresh = time.Second
@@ -34,6 +41,7 @@ type census struct {
 	version   int64
 	refreshed time.Time
 	nodes     map[string]*nodeReport // the other nodes, by id
+	indexed   map[string]string      // the newest id of each room as last added to the directory
 }
 
 // nodeReport is another node's hash as last read.
@@ -50,6 +58,7 @@ type headcount struct {
 }
 
 func (s *Store) nodesKey() string         { return s.prefix + "nodes" }
+func (s *Store) directoryKey() string     { return s.prefix + "rooms" }
 func (s *Store) nodeKey(id string) string { return s.prefix + "node:{" + id + "}" }
 
 // Exchange writes what changed in this node's report, or refreshes its TTL
@@ -62,7 +71,7 @@ func (s *Store) Exchange(ctx context.Context, here map[string]rooms.Headcount) (
 		var b [8]byte
 		_, _ = rand.Read(b[:]) // never fails
 		c.id = hex.EncodeToString(b[:])
-		c.nodes = map[string]*nodeReport{}
+		c.nodes, c.indexed = map[string]*nodeReport{}, map[string]string{}
 	}
 	if err := s.report(ctx, here); err != nil {
 		return nil, err
@@ -94,8 +103,20 @@ func (s *Store) report(ctx context.Context, here map[string]rooms.Headcount) err
 	c := &s.census
 	fields := make(map[string]string, len(here))
 	for room, h := range here {
-		v, _ := json.Marshal(headcount(h)) // ints and strings: it cannot fail
+		v, _ := json.Marshal(headcount{Subscribers: h.Subscribers, Anonymous: h.Anonymous, Users: h.Users}) // ints and strings: it cannot fail
 		fields["r:"+room] = string(v)
+	}
+	var active []redis.Z
+	now := float64(time.Now().UnixMilli())
+	for room, h := range here {
+		if h.LastID != "" && c.indexed[room] != h.LastID {
+			active = append(active, redis.Z{Score: now, Member: room})
+		}
+	}
+	for room := range c.indexed {
+		if _, ok := here[room]; !ok {
+			delete(c.indexed, room)
+		}
 	}
 	var set []any
 	var gone []string
@@ -109,7 +130,7 @@ func (s *Store) report(ctx context.Context, here map[string]rooms.Headcount) err
 			gone = append(gone, f)
 		}
 	}
-	if len(set)+len(gone) == 0 && time.Since(c.refreshed) < censusRefresh {
+	if len(set)+len(gone)+len(active) == 0 && time.Since(c.refreshed) < censusRefresh {
 		return nil
 	}
 	key := s.nodeKey(c.id)
@@ -129,11 +150,18 @@ func (s *Store) report(ctx context.Context, here map[string]rooms.Headcount) err
 		}
 		p.PExpire(ctx, key, censusTTL)
 		p.SAdd(ctx, s.nodesKey(), c.id)
+		if len(active) > 0 {
+			p.ZAdd(ctx, s.directoryKey(), active...)
+		}
 		return nil
 	})
 	if err != nil {
 		c.written = nil
 		return fmt.Errorf("reporting to redis: %w", err)
+	}
+	for _, z := range active {
+		room := z.Member.(string)
+		c.indexed[room] = here[room].LastID
 	}
 	c.refreshed = time.Now()
 	if !full && !existed.Val() {
@@ -208,7 +236,7 @@ func (s *Store) readOthers(ctx context.Context) error {
 			room, ok := strings.CutPrefix(f, "r:")
 			var h headcount
 			if ok && json.Unmarshal([]byte(v), &h) == nil {
-				n.rooms[room] = rooms.Headcount(h)
+				n.rooms[room] = rooms.Headcount{Subscribers: h.Subscribers, Anonymous: h.Anonymous, Users: h.Users}
 			}
 		}
 		c.nodes[id] = n
@@ -220,6 +248,51 @@ func (s *Store) readOthers(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// Directory lists the rooms that hold messages, with their newest ids, and
+// takes out those that expired or were deleted. It implements
+// rooms.Directory.
+func (s *Store) Directory(ctx context.Context) (map[string]string, error) {
+	var names *redis.StringSliceCmd
+	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		if s.idleTTL > 0 {
+			p.ZRemRangeByScore(ctx, s.directoryKey(), "-inf", strconv.FormatInt(time.Now().Add(-s.idleTTL).UnixMilli(), 10))
+		}
+		names = p.ZRange(ctx, s.directoryKey(), 0, -1)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing rooms in redis: %w", err)
+	}
+	metas := make([]*redis.SliceCmd, len(names.Val()))
+	_, err = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, room := range names.Val() {
+			metas[i] = p.HMGet(ctx, s.keysOf(room).meta, "epoch", "last")
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing rooms in redis: %w", err)
+	}
+	out := make(map[string]string, len(metas))
+	var gone []any
+	for i, room := range names.Val() {
+		vals := metas[i].Val()
+		epoch, ok := vals[0].(string)
+		last, _ := strconv.ParseUint(fmt.Sprint(vals[1]), 10, 64)
+		if !ok || last == 0 {
+			gone = append(gone, room)
+			continue
+		}
+		out[room] = rooms.FormatID(epoch, last)
+	}
+	if len(gone) > 0 {
+		if err := s.client.ZRem(ctx, s.directoryKey(), gone...).Err(); err != nil {
+			return nil, fmt.Errorf("listing rooms in redis: %w", err)
+		}
+	}
+	return out, nil
 }
 
 // Leave deletes this node's report, so that the other nodes drop its
@@ -240,5 +313,8 @@ func (s *Store) Leave(ctx context.Context) error {
 	return nil
 }
 
-// Interface guard
-var _ rooms.Census = (*Store)(nil)
+// Interface guards
+var (
+	_ rooms.Census    = (*Store)(nil)
+	_ rooms.Directory = (*Store)(nil)
+)

@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -169,5 +170,66 @@ func TestHitAcrossNodes(t *testing.T) {
 	time.Sleep(window + 100*time.Millisecond)
 	if n, _, _ := stores[1].Hit(ctx, "ip:1", window); n != 1 {
 		t.Fatalf("after the window ended the key counted %d, want 1", n)
+	}
+}
+
+// TestDirectoryListsEveryRoom: a node lists the rooms another node made,
+// with their newest ids, and a fresh node those no node has open; a node
+// deletes one it never opened, ending the streams on the other node, and
+// the room leaves every listing.
+func TestDirectoryListsEveryRoom(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := node(t, srv.Addr, rooms.Config{}), node(t, srv.Addr, rooms.Config{})
+	var last rooms.Message
+	for _, room := range []string{"kept", "lobby"} {
+		var err error
+		if last, _, err = a.Submit(room, rooms.Post{User: "alice", Text: "hi"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sub := subscribe(t, a, "lobby", "", false)
+	listing := func(m *rooms.Manager) func() string {
+		return func() string {
+			var out []string
+			for _, r := range m.Rooms() {
+				out = append(out, fmt.Sprintf("%s:%d:%v", r.Name, r.Subscribers, r.LastID != ""))
+			}
+			return strings.Join(out, " ")
+		}
+	}
+	eventually(t, "rooms on B", "kept:0:true lobby:1:true", listing(b))
+	if got := b.Rooms()[1].LastID; got != last.ID {
+		t.Fatalf("B lists lobby's last id as %q, want %s", got, last.ID)
+	}
+
+	if err := b.Delete("lobby"); err != nil {
+		t.Fatalf("deleting on B a room only A has open: %v", err)
+	}
+	deadline := time.After(3 * time.Second)
+	for {
+		if _, err := sub.Take(nil); err != nil {
+			if !errors.Is(err, rooms.ErrRoomClosed) {
+				t.Fatalf("stream on A ended with %v, want ErrRoomClosed", err)
+			}
+			break
+		}
+		select {
+		case <-sub.Ready():
+		case <-deadline:
+			t.Fatal("the stream on A did not end within 3s of the delete on B")
+		}
+	}
+	eventually(t, "rooms on B", "kept:0:true", listing(b))
+	eventually(t, "rooms on A", "kept:0:true", listing(a))
+	if err := b.Delete("lobby"); !errors.Is(err, rooms.ErrNotFound) {
+		t.Fatalf("deleting a deleted room: %v, want ErrNotFound", err)
+	}
+	// A stops: no node has kept open, yet it is listed.
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fresh := node(t, srv.Addr, rooms.Config{})
+	if got := listing(fresh)(); got != "kept:0:true" {
+		t.Fatalf("a fresh node lists %q, want kept:0:true", got)
 	}
 }
