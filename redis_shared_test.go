@@ -19,8 +19,9 @@ func redisGlobal(srv *redistest.Server) string {
 }
 
 // TestRedisRateLimitAcrossNodes: a client's posts count against rate_limit
-// on every node: posts alternated over two nodes are refused with 429 and
-// Retry-After once the limit is reached, on both nodes.
+// on every node: posts alternated over two nodes, with and without
+// Idempotency-Key, are refused with 429 and Retry-After once the limit is
+// reached, on both nodes; a retry of a stored message is still answered.
 func TestRedisRateLimitAcrossNodes(t *testing.T) {
 	const limit = "rate_limit 4 1m"
 	srv := redistest.Start(t)
@@ -30,17 +31,31 @@ func TestRedisRateLimitAcrossNodes(t *testing.T) {
 	nodes := []string{rootSite, b}
 	room := roomFor(t, "rl")
 	body := fmt.Sprintf(`{"room":%q,"user":"alice","message":"hi"}`, room)
-	for i := range 4 {
-		if resp := do(t, "POST", nodes[i%2]+"/submit", body, "Content-Type", "application/json"); resp.status != http.StatusCreated {
-			t.Fatalf("post %d, on node %d: %d %s; want 201 within the limit", i+1, i%2, resp.status, resp.body)
+	keyed := fmt.Sprintf(`{"room":%q,"user":"alice","message":"keyed"}`, room)
+	if resp := do(t, "POST", rootSite+"/submit", keyed, "Content-Type", "application/json", "Idempotency-Key", "k1"); resp.status != http.StatusCreated {
+		t.Fatalf("keyed post on A: %d %s; want 201 within the limit", resp.status, resp.body)
+	}
+	for i := range 3 {
+		if resp := do(t, "POST", nodes[(i+1)%2]+"/submit", body, "Content-Type", "application/json"); resp.status != http.StatusCreated {
+			t.Fatalf("post %d, on node %d: %d %s; want 201 within the limit", i+2, (i+1)%2, resp.status, resp.body)
 		}
 	}
 	for i, node := range nodes {
-		resp := do(t, "POST", node+"/submit", body, "Content-Type", "application/json")
-		retry, _ := strconv.Atoi(resp.header.Get("Retry-After"))
-		if resp.status != http.StatusTooManyRequests || retry < 1 || retry > 60 {
-			t.Fatalf("post over the limit on node %d: %d, Retry-After %q; want 429 with 1-60 s", i, resp.status, resp.header.Get("Retry-After"))
+		for _, key := range []string{"", "k2"} {
+			headers := []string{"Content-Type", "application/json"}
+			if key != "" {
+				headers = append(headers, "Idempotency-Key", key)
+			}
+			resp := do(t, "POST", node+"/submit", body, headers...)
+			retry, _ := strconv.Atoi(resp.header.Get("Retry-After"))
+			if resp.status != http.StatusTooManyRequests || retry < 1 || retry > 60 {
+				t.Fatalf("post over the limit on node %d, key %q: %d, Retry-After %q; want 429 with 1-60 s", i, key, resp.status, resp.header.Get("Retry-After"))
+			}
 		}
+	}
+	// A retry of a stored message is answered, never refused.
+	if resp := do(t, "POST", b+"/submit", keyed, "Content-Type", "application/json", "Idempotency-Key", "k1"); resp.status != http.StatusOK {
+		t.Fatalf("retry on B at the limit: %d %s; want 200", resp.status, resp.body)
 	}
 	if got, _ := roomMessages(t, b, room); len(got) != 4 {
 		t.Fatalf("%d messages stored, want the 4 within the limit", len(got))
