@@ -42,6 +42,7 @@ type census struct {
 	refreshed time.Time
 	nodes     map[string]*nodeReport // the other nodes, by id
 	indexed   map[string]string      // the newest id of each room as last added to the directory
+	heard     time.Time              // when the other nodes' reports were last read
 }
 
 // nodeReport is another node's hash as last read.
@@ -74,11 +75,12 @@ func (s *Store) Exchange(ctx context.Context, here map[string]rooms.Headcount) (
 		c.nodes, c.indexed = map[string]*nodeReport{}, map[string]string{}
 	}
 	if err := s.report(ctx, here); err != nil {
-		return nil, err
+		return s.unheard(err)
 	}
 	if err := s.readOthers(ctx); err != nil {
-		return nil, err
+		return s.unheard(err)
 	}
+	c.heard = time.Now()
 	others := map[string]rooms.Headcount{}
 	for _, n := range c.nodes {
 		for room, h := range n.rooms {
@@ -95,6 +97,18 @@ func (s *Store) Exchange(ctx context.Context, here map[string]rooms.Headcount) (
 		}
 	}
 	return others, nil
+}
+
+// unheard answers an exchange that failed: with its error while the other
+// nodes' reports are recent, so that the Manager keeps them, and after
+// censusTTL with no other node, as their own reports would have expired by
+// then had they died.
+func (s *Store) unheard(err error) (map[string]rooms.Headcount, error) {
+	if time.Since(s.census.heard) < censusTTL {
+		return nil, err
+	}
+	clear(s.census.nodes)
+	return map[string]rooms.Headcount{}, nil
 }
 
 // report writes the fields of this node's hash that changed since the last

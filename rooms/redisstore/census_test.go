@@ -233,3 +233,26 @@ func TestDirectoryListsEveryRoom(t *testing.T) {
 		t.Fatalf("a fresh node lists %q, want kept:0:true", got)
 	}
 }
+
+// TestCensusForgetsOthersWhenCutOff: a node that cannot reach Redis keeps
+// the other nodes' streams for censusTTL, then counts its own only.
+func TestCensusForgetsOthersWhenCutOff(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := node(t, srv.Addr, rooms.Config{}), node(t, srv.Addr, rooms.Config{})
+	subscribe(t, a, "lobby", "alice", false)
+	subscribe(t, b, "lobby", "bob", false)
+	eventually(t, "presence on A", "alice:1 bob:1 anonymous=0", func() string { return presenceOf(t, a, "lobby") })
+	srv.Stop()
+	cut := time.Now()
+	time.Sleep(censusTTL / 2)
+	if got := presenceOf(t, a, "lobby"); got != "alice:1 bob:1 anonymous=0" {
+		t.Fatalf("%v after Redis stopped, presence on A is %q; want bob kept for %v", time.Since(cut), got, censusTTL)
+	}
+	deadline := cut.Add(censusTTL + 2*time.Second)
+	for presenceOf(t, a, "lobby") != "alice:1 anonymous=0" {
+		if time.Now().After(deadline) {
+			t.Fatalf("%v after Redis stopped, presence on A is still %q", time.Since(cut), presenceOf(t, a, "lobby"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
