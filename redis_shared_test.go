@@ -4,12 +4,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+
 	"github.com/caddy-chat/caddy-chat/internal/redistest"
+	chatv1 "github.com/caddy-chat/caddy-chat/proto/chat/v1"
 	"github.com/caddy-chat/caddy-chat/rooms"
 )
 
@@ -92,10 +96,10 @@ func presenceText(p rooms.Presence) string {
 // TestRedisCensusAcrossNodes: /rooms and presence on node A count the
 // streams on node B, a presence watcher on A hears B's users come and go
 // within 2 s, and once B is killed, its streams and users leave A's
-// counts within the census TTL of 5 s.
+// counts within the census TTL of 5 s. gRPC ListRooms sums as /rooms does.
 func TestRedisCensusAcrossNodes(t *testing.T) {
 	srv := redistest.Start(t)
-	startCaddy(t, config{global: redisGlobal(srv)})
+	startCaddy(t, config{global: redisGlobal(srv), handler: "grpc on"})
 	defer reload(t, config{})
 	b, process := startRedisNode(t, srv.URL())
 	room := roomFor(t, "census")
@@ -125,6 +129,13 @@ func TestRedisCensusAcrossNodes(t *testing.T) {
 		if info := roomInfo(t, node, room); info.Subscribers != 5 || info.Users != 3 || info.LastID == "" {
 			t.Fatalf("/rooms on %s: %+v, want 5 subscribers, 3 users and a last id", node, info)
 		}
+	}
+	list, err := connectClient(rootSite).ListRooms(callCtx(t), connect.NewRequest(&chatv1.ListRoomsRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := slices.IndexFunc(list.Msg.GetRooms(), func(r *chatv1.Room) bool { return r.Name == room }); i < 0 || list.Msg.Rooms[i].Subscribers != 5 {
+		t.Fatalf("gRPC ListRooms on A: %v, want %s with 5 subscribers", list.Msg.GetRooms(), room)
 	}
 
 	bob.close()
