@@ -41,7 +41,8 @@ type Census interface {
 	// them, in place of its last report, and returns what the other live
 	// processes last reported, summed per room. A process that stops
 	// reporting drops out after a time the store documents. The Manager
-	// calls it every CensusInterval, from one goroutine.
+	// calls it every CensusInterval, from one goroutine, with a new map
+	// each time, which the store may keep.
 	Exchange(ctx context.Context, here map[string]Headcount) (others map[string]Headcount, err error)
 	// Leave withdraws this process's report at once: the Manager is
 	// closing. It is called after the last Exchange.

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 	"time"
@@ -37,12 +38,13 @@ const (
 // it, so it needs no lock.
 type census struct {
 	id        string
-	written   map[string]string // field values as this node last wrote them; nil: write all
+	written   map[string]rooms.Headcount // this node's rooms as it last wrote them; nil: write all
 	version   int64
 	refreshed time.Time
-	nodes     map[string]*nodeReport // the other nodes, by id
-	indexed   map[string]string      // the newest id of each room as last added to the directory
-	heard     time.Time              // when the other nodes' reports were last read
+	nodes     map[string]*nodeReport     // the other nodes, by id
+	indexed   map[string]string          // the newest id of each room as last added to the directory
+	heard     time.Time                  // when the other nodes' reports were last read
+	others    map[string]rooms.Headcount // nodes summed; nil when one changed since
 }
 
 // nodeReport is another node's hash as last read.
@@ -81,6 +83,11 @@ func (s *Store) Exchange(ctx context.Context, here map[string]rooms.Headcount) (
 		return s.unheard(err)
 	}
 	c.heard = time.Now()
+	if c.others != nil {
+		return c.others, nil
+	}
+	// Summed again only when a node's report changed: the Manager does
+	// not change the map it is given.
 	others := map[string]rooms.Headcount{}
 	for _, n := range c.nodes {
 		for room, h := range n.rooms {
@@ -96,6 +103,7 @@ func (s *Store) Exchange(ctx context.Context, here map[string]rooms.Headcount) (
 			others[room] = sum
 		}
 	}
+	c.others = others
 	return others, nil
 }
 
@@ -108,6 +116,7 @@ func (s *Store) unheard(err error) (map[string]rooms.Headcount, error) {
 		return nil, err
 	}
 	clear(s.census.nodes)
+	s.census.others = nil
 	return map[string]rooms.Headcount{}, nil
 }
 
@@ -115,33 +124,24 @@ func (s *Store) unheard(err error) (map[string]rooms.Headcount, error) {
 // report, all of them when the hash was lost, or only renews its TTL.
 func (s *Store) report(ctx context.Context, here map[string]rooms.Headcount) error {
 	c := &s.census
-	fields := make(map[string]string, len(here))
-	for room, h := range here {
-		v, _ := json.Marshal(headcount{Subscribers: h.Subscribers, Anonymous: h.Anonymous, Users: h.Users}) // ints and strings: it cannot fail
-		fields["r:"+room] = string(v)
-	}
+	var set []any
+	var gone []string
 	var active []redis.Z
 	now := float64(time.Now().UnixMilli())
 	for room, h := range here {
+		// Compared, not encoded: most rooms change in no report.
+		if w, ok := c.written[room]; !ok || w.Subscribers != h.Subscribers || w.Anonymous != h.Anonymous || !maps.Equal(w.Users, h.Users) {
+			v, _ := json.Marshal(headcount{Subscribers: h.Subscribers, Anonymous: h.Anonymous, Users: h.Users}) // ints and strings: it cannot fail
+			set = append(set, "r:"+room, string(v))
+		}
 		if h.LastID != "" && c.indexed[room] != h.LastID {
 			active = append(active, redis.Z{Score: now, Member: room})
 		}
 	}
-	for room := range c.indexed {
+	for room := range c.written {
 		if _, ok := here[room]; !ok {
+			gone = append(gone, "r:"+room)
 			delete(c.indexed, room)
-		}
-	}
-	var set []any
-	var gone []string
-	for f, v := range fields {
-		if c.written == nil || c.written[f] != v {
-			set = append(set, f, v)
-		}
-	}
-	for f := range c.written {
-		if _, ok := fields[f]; !ok {
-			gone = append(gone, f)
 		}
 	}
 	if len(set)+len(gone)+len(active) == 0 && time.Since(c.refreshed) < censusRefresh {
@@ -184,7 +184,7 @@ func (s *Store) report(ctx context.Context, here map[string]rooms.Headcount) err
 		c.written = nil
 		return nil
 	}
-	c.written = fields
+	c.written = here
 	return nil
 }
 
@@ -214,6 +214,7 @@ func (s *Store) readOthers(ctx context.Context) error {
 		switch {
 		case errors.Is(err, redis.Nil) || !live[id]:
 			delete(c.nodes, id)
+			c.others = nil
 		case v != n.version:
 			fetch = append(fetch, id)
 		}
@@ -226,6 +227,7 @@ func (s *Store) readOthers(ctx context.Context) error {
 	if len(fetch) == 0 {
 		return nil
 	}
+	c.others = nil
 	hashes := make([]*redis.MapStringStringCmd, len(fetch))
 	_, err = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range fetch {

@@ -256,3 +256,35 @@ func TestCensusForgetsOthersWhenCutOff(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// BenchmarkExchange measures one census exchange of a node with 10,000
+// rooms of three named users each, beside another such node: unchanged,
+// the tick of an idle node; with one room changed, a presence change.
+func BenchmarkExchange(b *testing.B) {
+	srv := redistest.Start(b)
+	here := make(map[string]rooms.Headcount, 10000)
+	for i := range 10000 {
+		here[fmt.Sprint("room", i)] = rooms.Headcount{Subscribers: 3, Users: map[string]int{"alice": 1, "bob": 1, "carol": 1}, LastID: "e-1"}
+	}
+	ctx := context.Background()
+	var stores [2]*Store
+	for i := range stores {
+		stores[i] = New(redis.NewClient(&redis.Options{Addr: srv.Addr}), Options{Prefix: "bench:"})
+		defer stores[i].Close()
+		if _, err := stores[i].Exchange(ctx, here); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, changed := range []bool{false, true} {
+		b.Run(fmt.Sprint("changed=", changed), func(b *testing.B) {
+			for i := range b.N {
+				if changed {
+					here["room0"] = rooms.Headcount{Subscribers: 3 + i%2, Users: here["room0"].Users, LastID: "e-1"}
+				}
+				if _, err := stores[0].Exchange(ctx, here); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
