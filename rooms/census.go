@@ -3,6 +3,7 @@ package rooms
 import (
 	"context"
 	"maps"
+	"sync/atomic"
 	"time"
 )
 
@@ -18,7 +19,14 @@ type Headcount struct {
 	// LastID is the id of the room's newest message here, "" for none;
 	// it is not summed.
 	LastID string
+	// Version changes whenever the room's streams here do, and is never
+	// the same for two rooms: a store compares it rather than the counts.
+	// It is not summed.
+	Version uint64
 }
+
+// headcountVersions numbers the changes of every room's streams.
+var headcountVersions atomic.Uint64
 
 // Directory is implemented by a Store that other processes add rooms to,
 // so that every process lists the same rooms, those no process has open
@@ -82,14 +90,23 @@ func (m *Manager) census(c Census) {
 	}
 }
 
-// headcounts returns who follows each open room here.
+// headcounts returns who follows each open room here. A room whose streams
+// and messages did not change since the last tick gives its last
+// headcount again, copying nothing.
 func (m *Manager) headcounts() map[string]Headcount {
 	rs := m.snapshot()
 	out := make(map[string]Headcount, len(rs))
 	for _, r := range rs {
 		r.mu.Lock()
 		if !r.closed {
-			out[r.name] = Headcount{Subscribers: r.subscribers, Anonymous: r.presence.anonymous, Users: maps.Clone(r.presence.streams), LastID: r.lastID()}
+			h := &r.reported
+			if h.Version != r.presence.version || h.Version == 0 {
+				*h = Headcount{Subscribers: r.subscribers, Anonymous: r.presence.anonymous, Users: maps.Clone(r.presence.streams), LastID: h.LastID, Version: r.presence.version}
+			}
+			if r.reportedLast != r.history.Last() || r.reportedEpoch != r.history.Epoch() {
+				r.reportedLast, r.reportedEpoch, h.LastID = r.history.Last(), r.history.Epoch(), r.lastID()
+			}
+			out[r.name] = *h
 		}
 		r.mu.Unlock()
 	}

@@ -224,6 +224,11 @@ type room struct {
 	verified    names
 	presence    presence
 	others      Headcount // who follows the room in other processes
+	// reported is the room's last headcount, for the census, with the
+	// position its LastID names.
+	reported      Headcount
+	reportedLast  uint64
+	reportedEpoch string
 
 	// The inbox of submits waiting for the room's writer (see Submit),
 	// and the writer's reused slices.

@@ -55,12 +55,14 @@ type presence struct {
 	changed   map[string]struct{} // users who came or went since, to check
 	scheduled bool
 	lastEvent time.Time
+	version   uint64 // changes with the room's streams; see Headcount.Version
 }
 
 // join counts a stream of user ("" for anonymous), and queues the room's
 // current users for a subscription that watches presence. r.mu is held.
 func (r *room) join(s *Subscription, user string, watch bool) {
 	p := &r.presence
+	p.version = headcountVersions.Add(1)
 	if user == "" {
 		p.anonymous++
 	} else {
@@ -89,6 +91,7 @@ func (r *room) join(s *Subscription, user string, watch bool) {
 // leave undoes join. r.mu is held.
 func (r *room) leave(s *Subscription, user string) {
 	p := &r.presence
+	p.version = headcountVersions.Add(1)
 	delete(p.watchers, s)
 	if user == "" {
 		p.anonymous--

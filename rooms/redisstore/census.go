@@ -130,7 +130,7 @@ func (s *Store) report(ctx context.Context, here map[string]rooms.Headcount) err
 	now := float64(time.Now().UnixMilli())
 	for room, h := range here {
 		// Compared, not encoded: most rooms change in no report.
-		if w, ok := c.written[room]; !ok || w.Subscribers != h.Subscribers || w.Anonymous != h.Anonymous || !maps.Equal(w.Users, h.Users) {
+		if w, ok := c.written[room]; !ok || w.Version != h.Version || h.Version == 0 && (w.Subscribers != h.Subscribers || w.Anonymous != h.Anonymous || !maps.Equal(w.Users, h.Users)) {
 			v, _ := json.Marshal(headcount{Subscribers: h.Subscribers, Anonymous: h.Anonymous, Users: h.Users}) // ints and strings: it cannot fail
 			set = append(set, "r:"+room, string(v))
 		}
