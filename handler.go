@@ -79,8 +79,8 @@ type Handler struct {
 	app     *App
 	origins map[string]bool
 	allowed map[string]bool
-	limiter *ratelimit.Limiter
-	created *ratelimit.Limiter // new rooms per client
+	limiter *windowLimit // nil without rate_limit
+	created *windowLimit // new rooms per client
 	streams *ratelimit.Counter
 	csrf    *http.CrossOriginProtection
 	rpc     *http.ServeMux // the gRPC API, with GRPC on
@@ -124,13 +124,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			h.allowed[name] = true
 		}
 	}
-	if h.RateLimit != nil && h.RateLimit.Posts > 0 {
-		h.limiter = ratelimit.New(h.RateLimit.Posts, time.Duration(h.RateLimit.Window))
-	}
 	if h.MaxNewRoomsPerClient == 0 {
 		h.MaxNewRoomsPerClient = DefaultMaxNewRoomsPerClient
 	}
-	h.created = ratelimit.New(h.MaxNewRoomsPerClient, newRoomsWindow)
 	if h.MaxStreamsPerClient == 0 {
 		h.MaxStreamsPerClient = DefaultMaxStreamsPerClient
 	}
@@ -150,6 +146,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("loading chat app: %w", err)
 	}
 	h.app = app.(*App)
+	// With store redis these count on every node at once.
+	if h.RateLimit != nil && h.RateLimit.Posts > 0 {
+		h.limiter = newWindowLimit("posts", h.RateLimit.Posts, time.Duration(h.RateLimit.Window), h.app.counter)
+	}
+	h.created = newWindowLimit("rooms", h.MaxNewRoomsPerClient, newRoomsWindow, h.app.counter)
 	if h.GRPC {
 		h.rpc = h.newRPC()
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/caddy-chat/caddy-chat/ratelimit"
 	"github.com/caddy-chat/caddy-chat/relay"
 	"github.com/caddy-chat/caddy-chat/rooms"
 	"github.com/caddy-chat/caddy-chat/rooms/filestore"
@@ -83,6 +84,7 @@ type App struct {
 	Store *StoreConfig `json:"store,omitempty"`
 
 	manager  *rooms.Manager
+	counter  ratelimit.SharedCounter // the store's, when nodes share it; else nil
 	poolKey  string
 	relay    *relay.Pool
 	logger   *zap.Logger
@@ -193,6 +195,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("creating room manager: %w", err)
 	}
 	a.manager = m.(managerDestructor).Manager
+	a.counter, _ = m.(managerDestructor).store.(ratelimit.SharedCounter)
 	a.relay = relay.New(relay.Config{
 		Writers:      runtime.GOMAXPROCS(0),
 		Heartbeat:    time.Duration(a.Heartbeat),

@@ -22,11 +22,11 @@ func redisNode(t *testing.T, url string) string {
 }
 
 // startRedisNode is redisNode that also returns the process, for a test
-// that kills it.
-func startRedisNode(t *testing.T, url string) (string, *os.Process) {
+// that kills it. handler holds the chat handler's subdirectives, if any.
+func startRedisNode(t *testing.T, url string, handler ...string) (string, *os.Process) {
 	t.Helper()
 	admin, site := "localhost:"+freePort(), "http://localhost:"+freePort()
-	cfg := fmt.Sprintf("{\n\tadmin %s\n\tchat {\n\t\tstore redis %s {\n\t\t\tprefix it:\n\t\t}\n\t}\n}\n%s {\n\tchat\n}\n", admin, url, site)
+	cfg := fmt.Sprintf("{\n\tadmin %s\n\tchat {\n\t\tstore redis %s {\n\t\t\tprefix it:\n\t\t}\n\t}\n}\n%s {\n\tchat {\n\t\t%s\n\t}\n}\n", admin, url, site, strings.Join(handler, "\n\t\t"))
 	process, _ := startBinary(t, t.TempDir(), cfg, site)
 	return site, process
 }

@@ -238,21 +238,31 @@ func (h *Handler) submit(r *http.Request, author verifiedAuthor, in submission, 
 		post.Scope += "\x00" + in.User
 	}
 	if h.limiter != nil {
-		// Asked after the repeat lookup: a retry of a stored message is
-		// answered, never refused.
-		post.Admit = func() error {
-			if ok, retry := h.limiter.Allow(client, time.Now()); !ok {
+		admit := func() error {
+			return h.limiter.check(r.Context(), client, func(retry time.Duration) error {
 				return &apiError{status: http.StatusTooManyRequests, message: "too many posts; slow down", retryAfter: retry}
+			})
+		}
+		switch {
+		case key == "" && h.limiter.shared != nil:
+			// A post without a key repeats nothing: its count, a
+			// round trip to the shared store, is taken before the
+			// room's lock, where it would hold up the room's other
+			// submits.
+			if err := admit(); err != nil {
+				return rooms.Message{}, false, roomsError(err)
 			}
-			return nil
+		default:
+			// Asked after the repeat lookup: a retry of a stored
+			// message is answered, never refused.
+			post.Admit = admit
 		}
 	}
 	post.Create = func() error {
-		if ok, retry := h.created.Allow(client, time.Now()); !ok {
+		return h.created.check(r.Context(), client, func(retry time.Duration) error {
 			return &apiError{status: http.StatusTooManyRequests, retryAfter: retry, label: "too_many_rooms",
 				message: fmt.Sprintf("this client has made %d new rooms within the hour, the most allowed; post to an existing room", h.MaxNewRoomsPerClient)}
-		}
-		return nil
+		})
 	}
 	msg, repeat, err = h.app.manager.Submit(in.Room, post)
 	if err != nil {

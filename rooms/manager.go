@@ -89,6 +89,10 @@ type Manager struct {
 
 	subscribers atomic.Int64
 	keys        *keyStore
+	// others is who follows each room in the other processes, when the
+	// Store is a Census; censusDone is closed when its exchanges stop.
+	others     atomic.Pointer[map[string]Headcount]
+	censusDone chan struct{}
 
 	stopJanitor chan struct{}
 	janitorDone chan struct{}
@@ -159,6 +163,10 @@ func New(cfg Config) *Manager {
 	}
 	m.Configure(cfg)
 	go m.janitor()
+	if c, ok := m.config().Store.(Census); ok {
+		m.censusDone = make(chan struct{})
+		go m.census(c)
+	}
 	return m
 }
 
@@ -215,6 +223,12 @@ type room struct {
 	closed      bool
 	verified    names
 	presence    presence
+	others      Headcount // who follows the room in other processes
+	// reported is the room's last headcount, for the census, with the
+	// position its LastID names.
+	reported      Headcount
+	reportedLast  uint64
+	reportedEpoch string
 
 	// The inbox of submits waiting for the room's writer (see Submit),
 	// and the writer's reused slices.
@@ -294,6 +308,7 @@ func (m *Manager) create(name string) (*room, error) {
 // newRoom returns a room, active now, keeping its messages in h.
 func (m *Manager) newRoom(name string, h History) *room {
 	r := &room{name: name, history: h, lastActive: time.Now(), verified: names{}}
+	r.setOthers(m.othersOf(name))
 	r.broadcaster = broadcast.New(func(*broadcast.Subscriber) {
 		// The config of the moment, not the room's first: a reload's
 		// logger reports evictions in rooms older than it.
@@ -870,22 +885,34 @@ func (s *Subscription) Close() {
 	})
 }
 
+// openElsewhere opens here the named room when a Finder store holds it
+// and this process has not opened it: another process made it.
+func (m *Manager) openElsewhere(roomName string) error {
+	f, ok := m.config().Store.(Finder)
+	if !ok || !ValidName(roomName) || m.has(roomName) {
+		return nil
+	}
+	has, err := f.Has(context.Background(), roomName)
+	if err != nil {
+		return fmt.Errorf("looking up room %q: %w: %w", roomName, ErrUnavailable, err)
+	}
+	if !has {
+		return nil
+	}
+	return m.withRoom(roomName, true, func(*room) error { return nil })
+}
+
 // Messages returns up to limit retained messages of an existing room after
 // the message with id after, or the newest limit when after is empty, no
 // more than MaxReplayBytes of them.
 func (m *Manager) Messages(roomName, after string, limit int) (Replay, error) {
 	cfg := m.config()
 	budget := cfg.MaxReplayBytes
-	create := false
-	if f, ok := cfg.Store.(Finder); ok && ValidName(roomName) && !m.has(roomName) {
-		has, err := f.Has(context.Background(), roomName)
-		if err != nil {
-			return Replay{}, fmt.Errorf("looking up room %q: %w: %w", roomName, ErrUnavailable, err)
-		}
-		create = has
+	if err := m.openElsewhere(roomName); err != nil {
+		return Replay{}, err
 	}
 	var rep Replay
-	err := m.withRoom(roomName, create, func(r *room) (err error) {
+	err := m.withRoom(roomName, false, func(r *room) (err error) {
 		m.catchUp(r, Position{LastEventID: after, History: limit})
 		rep, err = r.replay(Position{LastEventID: after, History: limit}, limit, budget)
 		if err != nil {
@@ -898,10 +925,14 @@ func (m *Manager) Messages(roomName, after string, limit int) (Replay, error) {
 }
 
 // Delete removes a room and its history. Its subscribers' Frames close with
-// ErrRoomClosed after the frames already queued.
+// ErrRoomClosed after the frames already queued. With a Finder store, a
+// room that another process made is deleted too, its streams there ended.
 func (m *Manager) Delete(roomName string) error {
 	if !ValidName(roomName) {
 		return ErrInvalidName
+	}
+	if err := m.openElsewhere(roomName); err != nil {
+		return err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -948,17 +979,25 @@ type RoomInfo struct {
 	LastID string `json:"last_id"`
 }
 
-// Rooms lists the rooms, sorted by name.
+// Rooms lists the rooms, sorted by name: with a store that several
+// processes share, those of every process, with their followers summed.
 func (m *Manager) Rooms() []RoomInfo {
 	rs := m.snapshot()
 	out := make([]RoomInfo, 0, len(rs))
 	for _, r := range rs {
 		r.mu.Lock()
 		if !r.closed {
-			out = append(out, RoomInfo{Name: r.name, Subscribers: r.subscribers, Users: len(r.presence.streams), LastID: r.lastID()})
+			users := len(r.presence.streams)
+			for u := range r.others.Users {
+				if r.presence.streams[u] == 0 {
+					users++
+				}
+			}
+			out = append(out, RoomInfo{Name: r.name, Subscribers: r.subscribers + r.others.Subscribers, Users: users, LastID: r.lastID()})
 		}
 		r.mu.Unlock()
 	}
+	out = m.listElsewhere(out)
 	slices.SortFunc(out, func(a, b RoomInfo) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
@@ -1007,6 +1046,9 @@ func (m *Manager) Close() error {
 	m.mu.Unlock()
 	close(m.stopJanitor)
 	<-m.janitorDone
+	if m.censusDone != nil {
+		<-m.censusDone
+	}
 	return errors.Join(errs...)
 }
 

@@ -3,6 +3,7 @@ package rooms
 import (
 	"encoding/json"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -54,18 +55,18 @@ type presence struct {
 	changed   map[string]struct{} // users who came or went since, to check
 	scheduled bool
 	lastEvent time.Time
+	version   uint64 // changes with the room's streams; see Headcount.Version
 }
 
 // join counts a stream of user ("" for anonymous), and queues the room's
 // current users for a subscription that watches presence. r.mu is held.
 func (r *room) join(s *Subscription, user string, watch bool) {
 	p := &r.presence
+	p.version = headcountVersions.Add(1)
 	if user == "" {
 		p.anonymous++
 	} else {
-		if p.streams == nil {
-			p.streams, p.announced, p.changed = map[string]int{}, map[string]bool{}, map[string]struct{}{}
-		}
+		p.init()
 		p.streams[user]++
 		if p.streams[user] == 1 {
 			r.presenceChanged(user)
@@ -90,6 +91,7 @@ func (r *room) join(s *Subscription, user string, watch bool) {
 // leave undoes join. r.mu is held.
 func (r *room) leave(s *Subscription, user string) {
 	p := &r.presence
+	p.version = headcountVersions.Add(1)
 	delete(p.watchers, s)
 	if user == "" {
 		p.anonymous--
@@ -101,10 +103,19 @@ func (r *room) leave(s *Subscription, user string) {
 	}
 }
 
-// presenceChanged notes that user came or went, and schedules the next
-// presence event, unless one is scheduled. r.mu is held.
+// init makes the maps of named users, on the first one.
+func (p *presence) init() {
+	if p.streams == nil {
+		p.streams, p.announced, p.changed = map[string]int{}, map[string]bool{}, map[string]struct{}{}
+	}
+}
+
+// presenceChanged notes that user came or went, here or in another
+// process, and schedules the next presence event, unless one is scheduled.
+// r.mu is held.
 func (r *room) presenceChanged(user string) {
 	p := &r.presence
+	p.init()
 	p.changed[user] = struct{}{}
 	if p.scheduled {
 		return
@@ -128,7 +139,7 @@ func (r *room) announce() {
 	// an event does not grow with the room.
 	var change PresenceChange
 	for u := range p.changed {
-		switch here := p.streams[u] > 0; {
+		switch here := p.streams[u] > 0 || r.others.Users[u] > 0; {
 		case here && !p.announced[u]:
 			change.Joined = append(change.Joined, u)
 			p.announced[u] = true
@@ -185,19 +196,26 @@ func presenceFrame(change PresenceChange) []byte {
 	return sse.AppendEvent(nil, sse.Event{Name: "presence", Data: data})
 }
 
-// Presence returns who is in the named room. A room that does not exist
-// has nobody in it.
+// Presence returns who is in the named room: with a Census store, in
+// every process. A room that does not exist has nobody in it.
 func (m *Manager) Presence(roomName string) (Presence, error) {
-	out := Presence{Users: []UserPresence{}}
+	var here, others Headcount
 	err := m.withRoom(roomName, false, func(r *room) error {
-		for u, n := range r.presence.streams {
-			out.Users = append(out.Users, UserPresence{User: u, Streams: n})
-		}
-		out.Anonymous = r.presence.anonymous
+		here = Headcount{Anonymous: r.presence.anonymous, Users: maps.Clone(r.presence.streams)}
+		others = r.others
 		return nil
 	})
 	if errors.Is(err, ErrNotFound) {
-		err = nil
+		err, others = nil, m.othersOf(roomName)
+	}
+	out := Presence{Users: []UserPresence{}, Anonymous: here.Anonymous + others.Anonymous}
+	for u, n := range here.Users {
+		out.Users = append(out.Users, UserPresence{User: u, Streams: n + others.Users[u]})
+	}
+	for u, n := range others.Users {
+		if here.Users[u] == 0 {
+			out.Users = append(out.Users, UserPresence{User: u, Streams: n})
+		}
 	}
 	slices.SortFunc(out.Users, func(a, b UserPresence) int { return strings.Compare(a.User, b.User) })
 	return out, err

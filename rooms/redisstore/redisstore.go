@@ -66,6 +66,8 @@ type Store struct {
 	subscribing sync.Mutex
 	mu          sync.Mutex
 	listeners   map[string]*history // by channel
+
+	census census
 }
 
 //go:embed append.lua
