@@ -5,6 +5,7 @@ package redistest
 import (
 	"net"
 	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -61,6 +62,23 @@ func (s *Server) Restart(t testing.TB) {
 			t.Fatalf("redis-server did not listen on %s: %v", s.Addr, err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Pause stops the server with SIGSTOP: it keeps accepting connections,
+// which the kernel completes, and answers nothing, as a Redis that hangs.
+func (s *Server) Pause(t testing.TB) {
+	t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("pausing redis-server: %v", err)
+	}
+}
+
+// Resume continues the server after Pause.
+func (s *Server) Resume(t testing.TB) {
+	t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatalf("resuming redis-server: %v", err)
 	}
 }
 

@@ -20,7 +20,13 @@ import (
 // Store and client.
 func node(t testing.TB, addr string, cfg rooms.Config) *rooms.Manager {
 	t.Helper()
-	client := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: 500 * time.Millisecond, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond, MaxRetries: -1})
+	// The client's own timeouts are short, unless the test bounds the
+	// Manager's calls: then that bound fails them.
+	timeout := 500 * time.Millisecond
+	if cfg.StoreTimeout > 0 {
+		timeout = 2 * cfg.StoreTimeout
+	}
+	client := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: timeout, ReadTimeout: timeout, WriteTimeout: timeout, MaxRetries: -1, ContextTimeoutEnabled: true})
 	s := New(client, Options{Prefix: "test:"})
 	if err := s.Ping(context.Background()); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,156 @@
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	"github.com/caddy-chat/caddy-chat/internal/redistest"
+	"github.com/caddy-chat/caddy-chat/rooms"
+)
+
+// timed runs f on its own goroutine and returns its error and how long it
+// took, or fails the test after limit.
+func timed(t *testing.T, limit time.Duration, what string, f func() error) (time.Duration, error) {
+	t.Helper()
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	select {
+	case err := <-done:
+		return time.Since(start), err
+	case <-time.After(limit):
+		t.Fatalf("%s took more than %v", what, limit)
+		return 0, nil
+	}
+}
+
+// TestHangingRedis: Redis stopped with SIGSTOP accepts connections and
+// answers nothing. Submits fail as unavailable within the store timeout; a
+// room that cannot be opened fails its subscribe likewise, and meanwhile a
+// room already open is followed again and the rooms are listed at once.
+// Once Redis continues, submits succeed and the stream that stayed open
+// receives them, in order, with no gap.
+func TestHangingRedis(t *testing.T) {
+	const storeTimeout = 2 * time.Second
+	srv := redistest.Start(t)
+	cfg := rooms.Config{StoreTimeout: storeTimeout}
+	a, b := node(t, srv.Addr, cfg), node(t, srv.Addr, cfg)
+	before, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "before"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := b.Subscribe("lobby", rooms.Position{History: 1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	ids(t, sub, 1)
+
+	srv.Pause(t)
+	resumed := false
+	defer func() {
+		if !resumed {
+			srv.Resume(t)
+		}
+	}()
+	fresh := make(chan error, 1)
+	go func() {
+		_, err := b.Subscribe("fresh", rooms.Position{}, nil)
+		fresh <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // b opens "fresh", which hangs
+	if took, err := timed(t, time.Second, "following an open room while another opens", func() error {
+		again, err := b.Subscribe("lobby", rooms.Position{}, nil)
+		if err != nil {
+			return err
+		}
+		again.Close()
+		if rs := b.Rooms(); len(rs) != 1 || rs[0].Name != "lobby" {
+			return fmt.Errorf("rooms: %v, want lobby", rs)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	} else {
+		t.Logf("a stream to an open room and the room list took %v while Redis hangs", took)
+	}
+	took, err := timed(t, 3*storeTimeout, "a submit while Redis hangs", func() error {
+		_, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "maybe"})
+		return err
+	})
+	if !errors.Is(err, rooms.ErrUnavailable) {
+		t.Fatalf("submit while Redis hangs: %v, want ErrUnavailable", err)
+	}
+	t.Logf("a submit failed after %v while Redis hangs", took)
+	select {
+	case err := <-fresh:
+		if !errors.Is(err, rooms.ErrUnavailable) {
+			t.Fatalf("subscribe to a new room while Redis hangs: %v, want ErrUnavailable", err)
+		}
+	case <-time.After(3 * storeTimeout):
+		t.Fatal("subscribe to a new room while Redis hangs did not end")
+	}
+
+	srv.Resume(t)
+	resumed = true
+	var after rooms.Message
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if after, _, err = a.Submit("lobby", rooms.Post{User: "alice", Text: "after"}); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("submits still fail after Redis continued: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The refused submit may yet have been stored: Redis reads it when it
+	// continues. Either way the stream holds every message once, in order.
+	_, last, _ := rooms.ParseID(after.ID)
+	got := ids(t, sub, int(last))
+	epoch, _, _ := rooms.ParseID(before.ID)
+	for i, id := range got {
+		if id != rooms.FormatID(epoch, uint64(i+1)) {
+			t.Fatalf("stream after Redis continued: %v; want %d ids of epoch %s in order", got, last, epoch)
+		}
+	}
+}
+
+// TestCloseWaitsForItsGoroutines: a Store that let many rooms go, each
+// unsubscribed on a goroutine of its own, leaves none of them running once
+// Close returns.
+func TestCloseWaitsForItsGoroutines(t *testing.T) {
+	srv := redistest.Start(t)
+	baseline := goleak.IgnoreCurrent()
+	s := New(redis.NewClient(&redis.Options{Addr: srv.Addr, ContextTimeoutEnabled: true}), Options{Prefix: "test:"})
+	if err := s.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	m := rooms.New(rooms.Config{Store: s, StoreTimeout: 5 * time.Second})
+	for i := range 200 {
+		sub, err := m.Subscribe(fmt.Sprint("room", i), rooms.Position{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sub.Close()
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	if stacks := string(buf[:runtime.Stack(buf, true)]); strings.Contains(stacks, "redisstore.(*Store)") {
+		t.Fatalf("goroutines of the store still run after Close:\n%s", stacks)
+	}
+	goleak.VerifyNone(t, baseline)
+}
