@@ -15,12 +15,13 @@ import (
 // in-process Caddy seeded with all three, the binary with one. In rooms
 // whose keys fall on different masters, a message posted on either node
 // reaches a stream on the other in order, and a reader moving between the
-// nodes with its Last-Event-ID resumes with no reset.
+// nodes with its Last-Event-ID resumes with no reset. A delete on one node
+// ends the room's streams on the other.
 func TestRedisCluster(t *testing.T) {
 	start := time.Now()
 	nodes := redistest.StartCluster(t, 3)
 	t.Logf("cluster of 3 ready in %v", time.Since(start))
-	startCaddy(t, config{global: redisStore("redis://"+nodes[0].Addr+"/0", "cluster "+nodes[1].Addr+" "+nodes[2].Addr)})
+	startCaddy(t, config{global: redisStore("redis://"+nodes[0].Addr+"/0", "cluster "+nodes[1].Addr+" "+nodes[2].Addr), handler: "allow_delete"})
 	defer reload(t, config{})
 	a := rootSite
 	b, _ := startStoreNode(t, redisStore("redis://"+nodes[2].Addr+"/0", "cluster"))
@@ -40,6 +41,14 @@ func TestRedisCluster(t *testing.T) {
 		}
 		moved.close()
 	}
+	room := roomFor(t, "deleted")
+	postJSON(t, a, room, "alice", "soon gone")
+	onB := openStream(t, b+"/stream/"+room)
+	defer onB.close()
+	if resp := do(t, "DELETE", a+"/room/"+room, ""); resp.status != http.StatusNoContent {
+		t.Fatalf("DELETE on A: %d %s", resp.status, resp.body)
+	}
+	onB.end(t)
 	t.Logf("whole test %v", time.Since(start))
 }
 
