@@ -114,18 +114,22 @@ run_nodes() {
 }
 
 # nodes_summary prints the medians of the nodes scenarios' runs per setup,
-# with deliveries/s per node and p99 against the memory store's.
+# with deliveries/s and p99 against the memory store's, and the Redis
+# commands per stored message: EVALSHA, those its script runs, and the rest
+# (subscribing, reading a gap or a resume position).
 nodes_summary() {
 	jq -rs '
 		def median: sort | if length == 0 then 0 elif length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
 		def r2: . * 100 | round / 100;
+		def script: ["hget", "hset", "hincrby", "xadd", "set", "publish", "pexpire"];
+		def calls(f): map(.redis_calls_per_message // {} | to_entries | map(select(.key | f) | .value) | add // 0) | median | r2;
 		map(select(.label | startswith("nodes"))) | group_by(.label | split("/")[0])[] |
 		(.[0].label | split("/")[0]) as $scenario |
 		(map(select(.label == $scenario + "/memory")) | { d: map(.deliveries_per_sec) | median, p99: map(.p99_ms) | median }) as $mem |
-		"\n### \($scenario)\n\n| setup | runs | deliveries/s | per node vs memory | p50 ms | p99 ms | p99 vs memory | lost/dup/ooo | EVALSHA per message | Redis calls per message |\n|---|---|---|---|---|---|---|---|---|---|",
+		"\n### \($scenario)\n\n| setup | runs | deliveries/s | vs memory | p50 ms | p99 ms | p99 vs memory | lost/dup/ooo | EVALSHA per message | in the script | other commands per message |\n|---|---|---|---|---|---|---|---|---|---|---|",
 		(group_by(.label)[] | .[0].nodes as $n |
 			(map(.deliveries_per_sec) | median) as $d | (map(.p99_ms) | median) as $p99 |
-			"| \(.[0].label | split("/")[1]) | \(length) | \($d | round) | \(if $mem.d > 0 then ($d / $n / $mem.d | r2 | tostring) + "x" else "-" end) | \(map(.p50_ms) | median | r2) | \($p99 | r2) | \(if $mem.p99 > 0 then ($p99 / $mem.p99 | r2 | tostring) + "x" else "-" end) | \(map(.lost) | add)/\(map(.duplicates) | add)/\(map(.out_of_order) | add) | \(map(.redis_calls_per_message.evalsha // 0) | median | r2) | \(map(.redis_calls_per_message // {} | to_entries | map(.value) | add // 0) | median | r2) |")
+			"| \(.[0].label | split("/")[1]) | \(length) | \($d | round) | \(if $mem.d > 0 then ($d / $mem.d | r2 | tostring) + "x" else "-" end) | \(map(.p50_ms) | median | r2) | \($p99 | r2) | \(if $mem.p99 > 0 then ($p99 / $mem.p99 | r2 | tostring) + "x" else "-" end) | \(map(.lost) | add)/\(map(.duplicates) | add)/\(map(.out_of_order) | add) | \(calls(. == "evalsha")) | \(calls(IN(script[]))) | \(calls(. != "evalsha" and (IN(script[]) | not))) |")
 	' "$1"
 }
 
