@@ -1,11 +1,15 @@
 package redisstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -153,4 +157,103 @@ func TestCloseWaitsForItsGoroutines(t *testing.T) {
 		t.Fatalf("goroutines of the store still run after Close:\n%s", stacks)
 	}
 	goleak.VerifyNone(t, baseline)
+}
+
+// stall holds the answers Redis sends a client, on every connection but
+// its subscription connection, while it is locked.
+type stall struct{ sync.RWMutex }
+
+func (s *stall) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &stallConn{Conn: c, stall: s}, nil
+}
+
+type stallConn struct {
+	net.Conn
+	stall  *stall
+	pubsub atomic.Bool
+}
+
+func (c *stallConn) Write(p []byte) (int, error) {
+	if bytes.Contains(bytes.ToLower(p), []byte("subscribe")) {
+		c.pubsub.Store(true)
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *stallConn) Read(p []byte) (int, error) {
+	if !c.pubsub.Load() {
+		c.stall.RLock()
+		c.stall.RUnlock()
+	}
+	return c.Conn.Read(p)
+}
+
+// TestGapIsReadOffTheListener: node B hears a message of one room past a
+// gap, and Redis is slow to answer the read of the gap. Meanwhile B
+// delivers another room's messages, heard next on the same subscription
+// connection, and lists its rooms; once the read returns, the first room's
+// stream receives the gap and the message after it, in order.
+func TestGapIsReadOffTheListener(t *testing.T) {
+	srv := redistest.Start(t)
+	var st stall
+	a := node(t, srv.Addr, rooms.Config{})
+	b := nodeWith(t, &redis.Options{Addr: srv.Addr, Dialer: st.dial}, rooms.Config{StoreTimeout: 10 * time.Second})
+	first, _, err := a.Submit("gap", rooms.Post{User: "alice", Text: "one"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var subs []*rooms.Subscription
+	for _, room := range []string{"gap", "live"} {
+		sub, err := b.Subscribe(room, rooms.Position{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(sub.Close)
+		subs = append(subs, sub)
+	}
+	// The second message is stored without a word to the channel, as if
+	// B's subscription connection had been down when it was published.
+	admin := New(redis.NewClient(&redis.Options{Addr: srv.Addr}), Options{Prefix: "test:"})
+	defer admin.Close()
+	k := admin.keysOf("gap")
+	epoch, _, _ := rooms.ParseID(first.ID)
+	if err := admin.append.Run(context.Background(), admin.client, []string{k.meta, k.stream},
+		epoch, 100, 60000, "test:elsewhere", 1, 0, time.Now().UnixMilli(), "bob", "two", "0", 0, "").Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	st.Lock()
+	// Before the streams and the nodes close, even when the test fails.
+	answer := sync.OnceFunc(st.Unlock)
+	t.Cleanup(answer)
+	third, _, err := a.Submit("gap", rooms.Post{User: "alice", Text: "three"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	live, _, err := a.Submit("live", rooms.Post{User: "alice", Text: "meanwhile"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took, err := timed(t, 3*time.Second, "another room's message while a gap is read", func() error {
+		if got, err := tryIDs(subs[1], 1); err != nil || got[0] != live.ID {
+			return fmt.Errorf("live room delivered %v (%v), want %s", got, err, live.ID)
+		}
+		if rs := b.Rooms(); len(rs) != 2 {
+			return fmt.Errorf("rooms while a gap is read: %v", rs)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	} else {
+		t.Logf("another room delivered and the rooms listed in %v while a gap is read", took)
+	}
+	answer()
+	if got, want := ids(t, subs[0], 2), []string{rooms.FormatID(epoch, 2), third.ID}; !slicesEqual(got, want) {
+		t.Fatalf("room with a gap delivered %v, want %v", got, want)
+	}
 }
