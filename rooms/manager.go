@@ -98,8 +98,11 @@ type Manager struct {
 	// that room, who share the one Open, and no one else.
 	opening map[string]*opening
 	// delivering counts the goroutines that hand a Shared history's news
-	// to its room; Close waits for them.
-	delivering sync.WaitGroup
+	// to its room; Close waits for them, and none starts once it has
+	// begun (deliveringMu, deliveringDone).
+	delivering     sync.WaitGroup
+	deliveringMu   sync.Mutex
+	deliveringDone bool
 
 	stopJanitor chan struct{}
 	janitorDone chan struct{}
@@ -380,8 +383,7 @@ func (m *Manager) follow(r *room, sh Shared) {
 		r.news = true
 		return
 	}
-	r.catching = true
-	m.delivering.Go(func() {
+	r.catching = m.background(func() {
 		for {
 			r.mu.Lock()
 			if !r.closed {
@@ -397,6 +399,18 @@ func (m *Manager) follow(r *room, sh Shared) {
 			}
 		}
 	})
+}
+
+// background runs f on a goroutine that Close waits for, and reports
+// whether it did: once Close has begun, it does not.
+func (m *Manager) background(f func()) bool {
+	m.deliveringMu.Lock()
+	defer m.deliveringMu.Unlock()
+	if m.deliveringDone {
+		return false
+	}
+	m.delivering.Go(f)
+	return true
 }
 
 // deliver hands the messages a Shared history has caught to the room's
@@ -418,7 +432,7 @@ func (m *Manager) deliver(r *room, sh Shared, sync bool) {
 	}
 	if gone {
 		// Dropping takes the Manager's lock, which comes before r.mu.
-		m.delivering.Go(func() { m.dropIf(r, "deleted", func(r *room) bool { return !r.closed }) })
+		m.background(func() { m.dropIf(r, "deleted", func(r *room) bool { return !r.closed }) })
 	}
 }
 
@@ -1108,6 +1122,9 @@ func (m *Manager) Close() error {
 	m.mu.Unlock()
 	close(m.stopJanitor)
 	<-m.janitorDone
+	m.deliveringMu.Lock()
+	m.deliveringDone = true
+	m.deliveringMu.Unlock()
 	m.delivering.Wait()
 	return errors.Join(errs...)
 }

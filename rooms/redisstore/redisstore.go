@@ -68,7 +68,9 @@ type Store struct {
 	append  *redis.Script
 	ps      *redis.PubSub
 	done    chan struct{}
-	closing chan struct{}
+	// closing is canceled by Close: the Store's own calls end then.
+	closing context.Context
+	stop    context.CancelFunc
 	// work counts the goroutines that read gaps and unsubscribe; Close
 	// waits for them.
 	work sync.WaitGroup
@@ -105,9 +107,9 @@ func New(client redis.UniversalClient, opt Options) *Store {
 		append:    redis.NewScript(appendScript),
 		ps:        client.Subscribe(context.Background()),
 		done:      make(chan struct{}),
-		closing:   make(chan struct{}),
 		listeners: make(map[string]*history),
 	}
+	s.closing, s.stop = context.WithCancel(context.Background())
 	go s.listen(s.ps.ChannelWithSubscriptions(redis.WithChannelSize(1024)))
 	return s
 }
@@ -126,7 +128,7 @@ func (s *Store) Close() error {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
-	close(s.closing)
+	s.stop()
 	err := s.ps.Close()
 	<-s.done
 	s.work.Wait()
@@ -521,13 +523,13 @@ func (h *history) fetchLater(after, upto uint64, meta bool) {
 	}
 	epoch, capacity := h.epoch, h.capacity
 	h.fetching = h.s.spawn(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), h.s.timeout)
+		ctx, cancel := context.WithTimeout(h.s.closing, h.s.timeout)
 		f, err := h.fetch(ctx, epoch, capacity, after, upto, meta)
 		cancel()
 		if err != nil {
 			select {
 			case <-time.After(retryDelay):
-			case <-h.s.closing:
+			case <-h.s.closing.Done():
 				return
 			}
 		}
@@ -667,7 +669,7 @@ func (s *Store) unsubscribe(channel string) {
 	taken := s.listeners[channel] != nil
 	s.mu.Unlock()
 	if !taken {
-		ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+		ctx, cancel := context.WithTimeout(s.closing, s.timeout)
 		defer cancel()
 		_ = s.ps.Unsubscribe(ctx, channel)
 	}
