@@ -1017,9 +1017,9 @@ func (m *Manager) Delete(roomName string) error {
 		return ErrInvalidName
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	r := m.rooms[roomName]
 	if r == nil {
+		m.mu.Unlock()
 		return ErrNotFound
 	}
 	r.mu.Lock()
@@ -1027,15 +1027,36 @@ func (m *Manager) Delete(roomName string) error {
 	return m.drop(r, "deleted")
 }
 
-// drop takes a room out of the map and closes it, so that no caller can
-// reach it between the two. m.mu and r.mu must be held.
+// drop detaches r and releases its history, and unlocks m.mu, which must
+// be held with r.mu. A shared history is released after m.mu is unlocked:
+// a store that does not answer holds up this room, not every room's
+// lookups. Any other store is done with the room before a room of the same
+// name can be opened.
 func (m *Manager) drop(r *room, reason string) error {
+	m.detach(r, reason)
+	if _, shared := r.history.(Shared); !shared {
+		defer m.mu.Unlock()
+		return m.release(r, reason)
+	}
+	m.mu.Unlock()
+	return m.release(r, reason)
+}
+
+// detach takes a room out of the map and closes it, so that no caller can
+// reach it between the two. m.mu and r.mu must be held.
+func (m *Manager) detach(r *room, reason string) {
 	delete(m.rooms, r.name)
 	r.closed = true
 	r.broadcaster.Close()
 	if h := m.config().Hooks.RoomDropped; h != nil {
 		h(r.name, reason)
 	}
+}
+
+// release closes or drops the history of a room that detach closed. r.mu
+// must be held, and m.mu need not: the store may take its time without
+// holding up the other rooms.
+func (m *Manager) release(r *room, reason string) error {
 	// Closing keeps a durable history for the next process; the other
 	// reasons end the room for good. A shared history belongs to every
 	// node: only a delete ends it, and this node's idle sweep only lets it
@@ -1116,7 +1137,8 @@ func (m *Manager) Close() error {
 	var errs []error
 	for _, r := range m.rooms {
 		r.mu.Lock()
-		errs = append(errs, m.drop(r, "closed"))
+		m.detach(r, "closed")
+		errs = append(errs, m.release(r, "closed"))
 		r.mu.Unlock()
 	}
 	m.mu.Unlock()
@@ -1174,12 +1196,13 @@ func (m *Manager) sweep(now time.Time) {
 // a subscriber or a message may have come since the caller looked.
 func (m *Manager) dropIf(r *room, reason string, cond func(*room) bool) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if cond(r) {
-		_ = m.drop(r, reason)
+	if !cond(r) {
+		m.mu.Unlock()
+		return
 	}
+	_ = m.drop(r, reason)
 }
 
 // unused reports whether no one follows the room and nothing was ever

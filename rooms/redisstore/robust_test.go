@@ -38,8 +38,9 @@ func timed(t *testing.T, limit time.Duration, what string, f func() error) (time
 
 // TestHangingRedis: Redis stopped with SIGSTOP accepts connections and
 // answers nothing. Submits fail as unavailable within the store timeout; a
-// room that cannot be opened fails its subscribe likewise, and meanwhile a
-// room already open is followed again and the rooms are listed at once.
+// room that cannot be opened fails its subscribe likewise, and so does the
+// delete of a room; meanwhile a room already open is followed again and
+// the rooms are listed at once.
 // Once Redis continues, submits succeed and the stream that stayed open
 // receives them, in order, with no gap.
 func TestHangingRedis(t *testing.T) {
@@ -57,6 +58,12 @@ func TestHangingRedis(t *testing.T) {
 	}
 	defer sub.Close()
 	ids(t, sub, 1)
+	if _, _, err := a.Submit("doomed", rooms.Post{User: "alice", Text: "soon gone"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Messages("doomed", "", 1); err != nil {
+		t.Fatal(err)
+	}
 
 	srv.Pause(t)
 	resumed := false
@@ -70,7 +77,9 @@ func TestHangingRedis(t *testing.T) {
 		_, err := b.Subscribe("fresh", rooms.Position{}, nil)
 		fresh <- err
 	}()
-	time.Sleep(100 * time.Millisecond) // b opens "fresh", which hangs
+	deleted := make(chan error, 1)
+	go func() { deleted <- b.Delete("doomed") }()
+	time.Sleep(100 * time.Millisecond) // b opens "fresh" and deletes "doomed", which hang
 	if took, err := timed(t, time.Second, "following an open room while another opens", func() error {
 		again, err := b.Subscribe("lobby", rooms.Position{}, nil)
 		if err != nil {
@@ -94,13 +103,15 @@ func TestHangingRedis(t *testing.T) {
 		t.Fatalf("submit while Redis hangs: %v, want ErrUnavailable", err)
 	}
 	t.Logf("a submit failed after %v while Redis hangs", took)
-	select {
-	case err := <-fresh:
-		if !errors.Is(err, rooms.ErrUnavailable) {
-			t.Fatalf("subscribe to a new room while Redis hangs: %v, want ErrUnavailable", err)
+	for what, ch := range map[string]chan error{"subscribe to a new room": fresh, "delete": deleted} {
+		select {
+		case err := <-ch:
+			if !errors.Is(err, rooms.ErrUnavailable) {
+				t.Fatalf("%s while Redis hangs: %v, want ErrUnavailable", what, err)
+			}
+		case <-time.After(3 * storeTimeout):
+			t.Fatalf("%s while Redis hangs did not end", what)
 		}
-	case <-time.After(3 * storeTimeout):
-		t.Fatal("subscribe to a new room while Redis hangs did not end")
 	}
 
 	srv.Resume(t)
