@@ -159,3 +159,16 @@ func TestRedisHanging(t *testing.T) {
 		}
 	}
 }
+
+// TestRedisClusterNeedsDatabase0: a cluster has one database; a URL that
+// names another is refused before any connection is tried.
+func TestRedisClusterNeedsDatabase0(t *testing.T) {
+	err := loadCaddyfile(config{global: redisStore("redis://127.0.0.1:"+freePort()+"/2", "cluster")}.String())
+	if err == nil {
+		reload(t, config{})
+		t.Fatal("a cluster on database 2 loaded")
+	}
+	if !strings.Contains(err.Error(), "a cluster has only database 0") {
+		t.Fatalf("error %q does not say why", err)
+	}
+}
