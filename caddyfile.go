@@ -31,7 +31,9 @@ func init() {
 //	    max_subscribers <n>
 //	    idle_timeout    <duration>
 //	    store           memory|file [<path>]|redis <url> {
-//	        prefix <prefix>
+//	        prefix   <prefix>
+//	        sentinel <master> [<addr...>]
+//	        cluster  [<addr...>]
 //	    }
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
@@ -110,21 +112,48 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			for nesting := d.Nesting(); d.NextBlock(nesting); {
-				if store.Backend != StoreRedis || d.Val() != "prefix" {
-					return d.Errf("store %s: unknown option %q", store.Backend, d.Val())
-				}
-				if !d.NextArg() {
-					return d.ArgErr()
-				}
-				store.Prefix = d.Val()
-				if d.NextArg() {
-					return d.ArgErr()
+				if err := store.unmarshalRedisOption(d); err != nil {
+					return err
 				}
 			}
 			a.Store = store
 		default:
 			return d.Errf("unknown chat option %q", option)
 		}
+	}
+	return nil
+}
+
+// unmarshalRedisOption reads one option of the store block, which only
+// the redis store has:
+//
+//	prefix   <prefix>
+//	sentinel <master> [<addr...>]
+//	cluster  [<addr...>]
+func (store *StoreConfig) unmarshalRedisOption(d *caddyfile.Dispenser) error {
+	option := d.Val()
+	if store.Backend != StoreRedis {
+		return d.Errf("store %s: unknown option %q", store.Backend, option)
+	}
+	args := d.RemainingArgs()
+	switch option {
+	case "prefix":
+		if len(args) != 1 {
+			return d.ArgErr()
+		}
+		store.Prefix = args[0]
+	case "sentinel":
+		if len(args) == 0 {
+			return d.Errf("store redis: sentinel needs the name of the master")
+		}
+		store.Sentinel = &SentinelConfig{Master: args[0], Addrs: args[1:]}
+	case "cluster":
+		store.Cluster = &ClusterConfig{Addrs: args}
+	default:
+		return d.Errf("store redis: unknown option %q", option)
+	}
+	if store.Sentinel != nil && store.Cluster != nil {
+		return d.Errf("store redis: sentinel and cluster exclude each other")
 	}
 	return nil
 }

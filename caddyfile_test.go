@@ -90,9 +90,41 @@ func TestUnmarshalGlobalOption(t *testing.T) {
 		}`, wantErr: `store redis: want a server URL`},
 		{name: "unknown store redis option", input: `chat {
 			store redis redis://localhost {
-				cluster a b
+				shards a b
 			}
-		}`, wantErr: `store redis: unknown option "cluster"`},
+		}`, wantErr: `store redis: unknown option "shards"`},
+		{name: "store redis through sentinel", input: `chat {
+			store redis redis://:pw@s1:26379/1 {
+				prefix chat:
+				sentinel mymaster s2:26379 s3:26379
+			}
+		}`, want: App{Store: &StoreConfig{Backend: StoreRedis, URL: "redis://:pw@s1:26379/1", Prefix: "chat:", Sentinel: &SentinelConfig{Master: "mymaster", Addrs: []string{"s2:26379", "s3:26379"}}}}},
+		{name: "store redis cluster", input: `chat {
+			store redis redis://n1:7000 {
+				cluster n2:7000 n3:7000
+			}
+		}`, want: App{Store: &StoreConfig{Backend: StoreRedis, URL: "redis://n1:7000", Cluster: &ClusterConfig{Addrs: []string{"n2:7000", "n3:7000"}}}}},
+		{name: "store redis cluster seeded by the URL alone", input: `chat {
+			store redis redis://n1:7000 {
+				cluster
+			}
+		}`, want: App{Store: &StoreConfig{Backend: StoreRedis, URL: "redis://n1:7000", Cluster: &ClusterConfig{}}}},
+		{name: "sentinel without a master", input: `chat {
+			store redis redis://s1:26379 {
+				sentinel
+			}
+		}`, wantErr: `sentinel needs the name of the master`},
+		{name: "sentinel and cluster", input: `chat {
+			store redis redis://s1:26379 {
+				sentinel m
+				cluster
+			}
+		}`, wantErr: `sentinel and cluster exclude each other`},
+		{name: "prefix without a value", input: `chat {
+			store redis redis://localhost {
+				prefix
+			}
+		}`, wantErr: `wrong argument count`},
 		{name: "block on the file store", input: `chat {
 			store file {
 				prefix x

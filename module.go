@@ -9,6 +9,7 @@ package chat
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -109,6 +110,29 @@ type StoreConfig struct {
 	// Starts the names of the redis store's keys and channels; nodes that
 	// share rooms use the same. Default: "chat:".
 	Prefix string `json:"prefix,omitempty"`
+	// Finds the redis store's master through Redis Sentinel.
+	Sentinel *SentinelConfig `json:"sentinel,omitempty"`
+	// Makes the redis store a Redis Cluster.
+	Cluster *ClusterConfig `json:"cluster,omitempty"`
+}
+
+// SentinelConfig finds the redis store's master through Redis Sentinel. The
+// URL's host is a Sentinel, as are Addrs; its user, password, database and
+// TLS apply to the master.
+type SentinelConfig struct {
+	// The name of the master the Sentinels monitor.
+	Master string `json:"master,omitempty"`
+	// More Sentinels, host:port.
+	Addrs []string `json:"addrs,omitempty"`
+}
+
+// ClusterConfig makes the redis store a Redis Cluster. The URL's host is a
+// node of the cluster, as are Addrs, from which the client learns the
+// rest; its user, password and TLS apply to every node, and its database
+// must be 0.
+type ClusterConfig struct {
+	// More nodes, host:port.
+	Addrs []string `json:"addrs,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -188,7 +212,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.poolKey = "chat " + a.Store.Backend + " " + a.Store.Path
 	if a.Store.Backend == StoreRedis {
-		a.poolKey = "chat redis " + a.Store.URL + " " + a.Store.Prefix
+		// Another topology is another store, even with the same URL.
+		topology, _ := json.Marshal([]any{a.Store.Sentinel, a.Store.Cluster})
+		a.poolKey = "chat redis " + a.Store.URL + " " + a.Store.Prefix + " " + string(topology)
 	}
 	m, _, err := managers.LoadOrNew(a.poolKey, a.newManager)
 	if err != nil {
@@ -232,27 +258,66 @@ func (a *App) newManager() (caddy.Destructor, error) {
 // redisStartTimeout is how long a starting node waits for Redis to answer.
 const redisStartTimeout = 5 * time.Second
 
+// redisCallTimeout bounds each call to Redis: a Redis that accepts
+// connections and never answers fails a submit with 503 after this long,
+// and holds up no other room meanwhile.
+const redisCallTimeout = 2 * time.Second
+
 // newRedisManager connects to the redis store and refuses to start when it
 // does not answer: a node that cannot store would refuse every submit.
 func (a *App) newRedisManager(cfg rooms.Config) (caddy.Destructor, error) {
-	opts, err := redis.ParseURL(a.Store.URL)
+	client, where, err := a.Store.redisClient()
 	if err != nil {
-		return nil, fmt.Errorf("store redis: %w", err)
+		return nil, err
+	}
+	redis.SetLogger(redisLogger{a.logger.Named("redis")})
+	s := redisstore.New(client, redisstore.Options{Prefix: a.Store.Prefix, IdleTTL: time.Duration(*a.IdleTimeout), Timeout: redisCallTimeout})
+	ctx, cancel := context.WithTimeout(context.Background(), redisStartTimeout)
+	defer cancel()
+	if err := s.Ping(ctx); err != nil {
+		return nil, errors.Join(fmt.Errorf("store redis %s: %w", where, err), s.Close())
+	}
+	cfg.Store = s
+	a.logger.Info("chat store connected", zap.String("redis", where), zap.String("prefix", a.Store.Prefix))
+	return managerDestructor{Manager: rooms.New(cfg), store: s}, nil
+}
+
+// redisClient returns the client of the redis store: of one server, of the
+// master that the Sentinels name, or of a cluster. where names it for
+// logs and errors.
+func (c *StoreConfig) redisClient() (client redis.UniversalClient, where string, err error) {
+	opts, err := redis.ParseURL(c.URL)
+	if err != nil {
+		return nil, "", fmt.Errorf("store redis: %w", err)
 	}
 	// A retried script could store a message twice when only its answer
 	// was lost; a submit that fails is answered 503 and retried by its
 	// client with its idempotency key instead.
 	opts.MaxRetries = -1
-	redis.SetLogger(redisLogger{a.logger.Named("redis")})
-	s := redisstore.New(redis.NewClient(opts), redisstore.Options{Prefix: a.Store.Prefix, IdleTTL: time.Duration(*a.IdleTimeout)})
-	ctx, cancel := context.WithTimeout(context.Background(), redisStartTimeout)
-	defer cancel()
-	if err := s.Ping(ctx); err != nil {
-		return nil, errors.Join(fmt.Errorf("store redis %s:%d: %w", opts.Addr, opts.DB, err), s.Close())
+	// A call's deadline, not only the client's read timeout, ends a
+	// wait for a Redis that does not answer.
+	opts.ContextTimeoutEnabled = true
+	if c.Sentinel == nil && c.Cluster == nil {
+		return redis.NewClient(opts), fmt.Sprintf("%s:%d", opts.Addr, opts.DB), nil
 	}
-	cfg.Store = s
-	a.logger.Info("chat store connected", zap.String("redis", opts.Addr), zap.String("prefix", a.Store.Prefix))
-	return managerDestructor{Manager: rooms.New(cfg), store: s}, nil
+	u := &redis.UniversalOptions{
+		Username:              opts.Username,
+		Password:              opts.Password,
+		DB:                    opts.DB,
+		TLSConfig:             opts.TLSConfig,
+		MaxRetries:            opts.MaxRetries,
+		ContextTimeoutEnabled: opts.ContextTimeoutEnabled,
+		DialTimeout:           opts.DialTimeout,
+		ReadTimeout:           opts.ReadTimeout,
+		WriteTimeout:          opts.WriteTimeout,
+		PoolSize:              opts.PoolSize,
+	}
+	if s := c.Sentinel; s != nil {
+		u.MasterName, u.Addrs = s.Master, append([]string{opts.Addr}, s.Addrs...)
+		return redis.NewUniversalClient(u), fmt.Sprintf("sentinel %s %v", s.Master, u.Addrs), nil
+	}
+	u.IsClusterMode, u.Addrs = true, append([]string{opts.Addr}, c.Cluster.Addrs...)
+	return redis.NewUniversalClient(u), fmt.Sprintf("cluster %v", u.Addrs), nil
 }
 
 // redisLogger sends go-redis's messages, such as failed reconnects, to
@@ -271,6 +336,16 @@ func (a *App) Validate() error {
 		errs = append(errs, fmt.Errorf("store: unknown backend %q; want %s, %s or %s", b, StoreMemory, StoreFile, StoreRedis))
 	case b == StoreRedis && a.Store.URL == "":
 		errs = append(errs, errors.New("store redis: a server URL is required, such as redis://localhost:6379/0"))
+	case (a.Store.Sentinel != nil || a.Store.Cluster != nil) && b != StoreRedis:
+		errs = append(errs, fmt.Errorf("store %s: sentinel and cluster are options of the redis store", b))
+	case a.Store.Sentinel != nil && a.Store.Cluster != nil:
+		errs = append(errs, errors.New("store redis: sentinel and cluster exclude each other"))
+	case a.Store.Sentinel != nil && a.Store.Sentinel.Master == "":
+		errs = append(errs, errors.New("store redis: sentinel needs the name of the master"))
+	case a.Store.Cluster != nil:
+		if opts, err := redis.ParseURL(a.Store.URL); err == nil && opts.DB != 0 {
+			errs = append(errs, fmt.Errorf("store redis: a cluster has only database 0, the URL names %d", opts.DB))
+		}
 	}
 	for _, c := range []struct {
 		name  string
@@ -329,7 +404,12 @@ func (a *App) stop() {
 
 func (a *App) roomsConfig() rooms.Config {
 	logger := a.logger
+	var storeTimeout time.Duration
+	if a.Store.Backend == StoreRedis {
+		storeTimeout = redisCallTimeout
+	}
 	return rooms.Config{
+		StoreTimeout:   storeTimeout,
 		History:        *a.History,
 		Buffer:         a.Buffer,
 		MaxRooms:       a.MaxRooms,

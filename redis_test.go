@@ -25,8 +25,22 @@ func redisNode(t *testing.T, url string) string {
 // that kills it. handler holds the chat handler's subdirectives, if any.
 func startRedisNode(t *testing.T, url string, handler ...string) (string, *os.Process) {
 	t.Helper()
+	return startStoreNode(t, redisStore(url, ""), handler...)
+}
+
+// redisStore is the store option of the chat app for the redis store at
+// url, with the prefix the tests use and more options.
+func redisStore(url, more string) string {
+	return "store redis " + url + " {\n\t\t\tprefix it:\n\t\t\t" + more + "\n\t\t}"
+}
+
+// startStoreNode runs the caddy binary with the chat app's store option
+// store and the chat handler's subdirectives handler, and returns its
+// site's address and its process.
+func startStoreNode(t *testing.T, store string, handler ...string) (string, *os.Process) {
+	t.Helper()
 	admin, site := "localhost:"+freePort(), "http://localhost:"+freePort()
-	cfg := fmt.Sprintf("{\n\tadmin %s\n\tchat {\n\t\tstore redis %s {\n\t\t\tprefix it:\n\t\t}\n\t}\n}\n%s {\n\tchat {\n\t\t%s\n\t}\n}\n", admin, url, site, strings.Join(handler, "\n\t\t"))
+	cfg := fmt.Sprintf("{\n\tadmin %s\n\tchat {\n\t\t%s\n\t}\n}\n%s {\n\tchat {\n\t\t%s\n\t}\n}\n", admin, store, site, strings.Join(handler, "\n\t\t"))
 	process, _ := startBinary(t, t.TempDir(), cfg, site)
 	return site, process
 }

@@ -3,7 +3,14 @@
 # and the reference baseline (cmd/chatbaseline), each on a fresh server,
 # RUNS times (default 5), and prints the medians with their ratios.
 #
-#   bench/run.sh [scenario...]     scenarios: fanout saturation idle hold (default: all)
+#   bench/run.sh [scenario...]     scenarios: fanout saturation idle hold (default)
+#                                  nodes nodes-saturation (asked for by name)
+#
+# The nodes scenarios run 1, 2 and 3 Caddy nodes on one local redis-server
+# (on port 6399) against one node on the memory store: messages are
+# published through the first node, and each room's subscribers are spread
+# over every node (on ports 8180-8182). They report the Redis commands per stored message, from
+# INFO commandstats before and after each run.
 #
 # Results go to bench/results/<date>.jsonl, one JSON line per run.
 set -euo pipefail
@@ -22,6 +29,8 @@ out=bench/results/$(date -u +%Y%m%dT%H%M%SZ).jsonl
 
 # Flags of chatbench for each scenario.
 declare -A args=(
+	[nodes]="-rooms 10 -subscribers 1000 -rate 20 -duration 15s"
+	[nodes-saturation]="-rooms 1 -subscribers 300 -saturate -publishers 4 -duration 10s"
 	[fanout]="-rooms 10 -subscribers 1000 -rate 20 -duration 20s"
 	[saturation]="-rooms 1 -subscribers 2000 -saturate -publishers 4 -duration 15s"
 	[idle]="-rooms 100 -subscribers 10000 -rate 0 -duration 1s -settle 5s"
@@ -44,7 +53,91 @@ port_free() {
 	fi
 }
 
+redis_port=6399
+
+# redis_stats prints the calls of every command the Redis on redis_port
+# served, as a JSON object.
+redis_stats() {
+	redis-cli -p $redis_port INFO commandstats | tr -d '\r' |
+		awk -F'[:=,]' '/^cmdstat_/ { sub("cmdstat_", "", $1); printf "%s\"%s\":%s", (n++ ? "," : "{"), $1, $3 } END { print (n ? "}" : "{}") }'
+}
+
+# redis_messages prints how many messages the rooms in Redis hold: the sum
+# of their last sequence numbers.
+redis_messages() {
+	redis-cli -p $redis_port --scan --pattern 'chat:*:meta' |
+		while read -r key; do redis-cli -p $redis_port HGET "$key" last; done |
+		awk '{ n += $1 } END { print n + 0 }'
+}
+
+# run_nodes runs a nodes scenario: per run, the memory store on one node,
+# then the redis store on 1, 2 and 3 nodes, each on a fresh Redis.
+run_nodes() {
+	local scenario=$1 run setup n i port pids urls line before messages
+	for run in $(seq "$RUNS"); do
+		for setup in memory redis1 redis2 redis3; do
+			pids=() urls=()
+			n=1 store=""
+			if [ "$setup" != memory ]; then
+				n=${setup#redis} store="store redis redis://127.0.0.1:$redis_port/0"
+				port_free $redis_port
+				redis-server --port $redis_port --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 &
+				pids+=($!)
+				wait_port $redis_port
+			fi
+			for i in $(seq 0 $((n - 1))); do
+				port=$((8180 + i))
+				port_free $port
+				printf '{\n\tadmin localhost:%d\n\tchat {\n\t\tmax_subscribers 100000\n\t\t%s\n\t}\n}\nhttp://:%d {\n\tchat {\n\t\tui off\n\t\tmax_streams_per_client 100000\n\t}\n}\n' \
+					$((2119 + i)) "$store" $port >"$bin/node$i.caddyfile"
+				"$bin/caddy" run --config "$bin/node$i.caddyfile" --adapter caddyfile >/dev/null 2>&1 &
+				pids+=($!) urls+=("http://127.0.0.1:$port")
+			done
+			for url in "${urls[@]}"; do wait_port "${url##*:}"; done
+			before='{}'
+			[ "$setup" = memory ] || before=$(redis_stats)
+			echo "== $scenario run $run: $setup" >&2
+			# shellcheck disable=SC2086
+			line=$("$bin/chatbench" -url "${urls[0]}" -subscribe-urls "$(IFS=,; echo "${urls[*]}")" \
+				-label "$scenario/$setup" ${args[$scenario]} | tail -n 1)
+			if [ "$setup" = memory ]; then
+				echo "$line" | jq -c '. + {nodes: 1}' >>"$out"
+			else
+				messages=$(redis_messages)
+				echo "$line" | jq -c --argjson b "$before" --argjson a "$(redis_stats)" --argjson m "$messages" --argjson n "$n" \
+					'. + {nodes: $n, messages_stored: $m, redis_calls_per_message: ($a | del(.info) | with_entries(.value = (.value - ($b[.key] // 0)) / ([$m, 1] | max)) | with_entries(select(.value > 0)))}' >>"$out"
+			fi
+			kill "${pids[@]}"
+			wait "${pids[@]}" 2>/dev/null || true
+		done
+	done
+}
+
+# nodes_summary prints the medians of the nodes scenarios' runs per setup,
+# with deliveries/s and p99 against the memory store's, and the Redis
+# commands per stored message: EVALSHA, those its script runs, and the rest
+# (subscribing, reading a gap or a resume position).
+nodes_summary() {
+	jq -rs '
+		def median: sort | if length == 0 then 0 elif length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+		def r2: . * 100 | round / 100;
+		def script: ["hget", "hset", "hincrby", "xadd", "set", "publish", "pexpire"];
+		def calls(f): map(.redis_calls_per_message // {} | to_entries | map(select(.key | f) | .value) | add // 0) | median | r2;
+		map(select(.label | startswith("nodes"))) | group_by(.label | split("/")[0])[] |
+		(.[0].label | split("/")[0]) as $scenario |
+		(map(select(.label == $scenario + "/memory")) | { d: map(.deliveries_per_sec) | median, p99: map(.p99_ms) | median }) as $mem |
+		"\n### \($scenario)\n\n| setup | runs | deliveries/s | vs memory | p50 ms | p99 ms | p99 vs memory | lost/dup/ooo | EVALSHA per message | in the script | other commands per message |\n|---|---|---|---|---|---|---|---|---|---|---|",
+		(group_by(.label)[] | .[0].nodes as $n |
+			(map(.deliveries_per_sec) | median) as $d | (map(.p99_ms) | median) as $p99 |
+			"| \(.[0].label | split("/")[1]) | \(length) | \($d | round) | \(if $mem.d > 0 then ($d / $mem.d | r2 | tostring) + "x" else "-" end) | \(map(.p50_ms) | median | r2) | \($p99 | r2) | \(if $mem.p99 > 0 then ($p99 / $mem.p99 | r2 | tostring) + "x" else "-" end) | \(map(.lost) | add)/\(map(.duplicates) | add)/\(map(.out_of_order) | add) | \(calls(. == "evalsha")) | \(calls(IN(script[]))) | \(calls(. != "evalsha" and (IN(script[]) | not))) |")
+	' "$1"
+}
+
 for scenario in "${scenarios[@]}"; do
+	if [[ $scenario == nodes* ]]; then
+		run_nodes "$scenario"
+		continue
+	fi
 	for run in $(seq "$RUNS"); do
 		for server in plugin baseline; do
 			if [ "$server" = plugin ]; then
@@ -68,4 +161,5 @@ for scenario in "${scenarios[@]}"; do
 	done
 done
 "$bin/chatbench" -summarize "$out"
+nodes_summary "$out"
 echo "results: $out" >&2

@@ -112,10 +112,13 @@ type Shared interface {
 	Follow(notify func())
 	// Catch returns, oldest first, the messages after Last that are
 	// stored, by this process or another, and advances Last past them;
-	// gone is set when the room was deleted elsewhere. It fills gaps from
-	// the store, so that nothing is skipped; with sync it also asks the
-	// store for messages it has not heard of yet. On error Last stays,
-	// and a later Catch delivers what this one could not.
+	// gone is set when the room was deleted elsewhere. Nothing is
+	// skipped: a gap is filled from the store, at once with sync, which
+	// also asks the store for messages not heard of yet; without sync, a
+	// History may return only the messages before the gap, read it in the
+	// background, and notify when the rest is ready, so that the room is
+	// not held while the store answers. On error Last stays, and a later
+	// Catch delivers what this one could not.
 	Catch(ctx context.Context, sync bool) (msgs []Message, gone bool, err error)
 }
 

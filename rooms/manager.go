@@ -67,7 +67,11 @@ type Config struct {
 	MaxKeys        int           // idempotency keys remembered across all rooms; 0 = DefaultMaxKeys
 	MaxNames       int           // verified authors' names remembered per room; 0 = DefaultMaxNames
 	Store          Store         // where histories live; nil = MemoryStore
-	Hooks          Hooks         // what to tell the embedding program
+	// StoreTimeout bounds each call the Manager makes to the Store, so
+	// that a store that accepts a request and never answers fails it with
+	// ErrUnavailable instead of holding up the room. 0 = no bound.
+	StoreTimeout time.Duration
+	Hooks        Hooks // what to tell the embedding program
 }
 
 // Hooks are called as rooms and subscribers come and go, for logs and
@@ -93,6 +97,16 @@ type Manager struct {
 	// Store is a Census; censusDone is closed when its exchanges stop.
 	others     atomic.Pointer[map[string]Headcount]
 	censusDone chan struct{}
+	// opening holds the rooms whose history the Store is opening, outside
+	// mu: a store that is slow to answer holds up the first callers of
+	// that room, who share the one Open, and no one else.
+	opening map[string]*opening
+	// delivering counts the goroutines that hand a Shared history's news
+	// to its room; Close waits for them, and none starts once it has
+	// begun (deliveringMu, deliveringDone).
+	delivering     sync.WaitGroup
+	deliveringMu   sync.Mutex
+	deliveringDone bool
 
 	stopJanitor chan struct{}
 	janitorDone chan struct{}
@@ -156,6 +170,7 @@ func (m *Manager) restore(ctx context.Context, names []string) error {
 func New(cfg Config) *Manager {
 	m := &Manager{
 		rooms:        make(map[string]*room),
+		opening:      make(map[string]*opening),
 		keys:         newKeyStore(),
 		stopJanitor:  make(chan struct{}),
 		janitorDone:  make(chan struct{}),
@@ -200,13 +215,24 @@ func (m *Manager) Configure(cfg Config) {
 	for _, r := range m.snapshot() {
 		r.mu.Lock()
 		if !r.closed {
-			_ = r.history.Resize(context.Background(), cfg.History)
+			ctx, cancel := m.storeContext()
+			_ = r.history.Resize(ctx, cfg.History)
+			cancel()
 		}
 		r.mu.Unlock()
 	}
 }
 
 func (m *Manager) config() *Config { return m.cfg.Load() }
+
+// storeContext returns the context of one call to the Store, bounded by
+// StoreTimeout.
+func (m *Manager) storeContext() (context.Context, context.CancelFunc) {
+	if d := m.config().StoreTimeout; d > 0 {
+		return context.WithTimeout(context.Background(), d)
+	}
+	return context.Background(), func() {}
+}
 
 // room is one chat room. Its lock orders its messages: a message is stored
 // and offered to subscribers under it, and a subscriber registers and reads
@@ -237,6 +263,11 @@ type room struct {
 	writing      bool
 	entries      []Entry       // r.mu
 	taken        []*submission // r.mu
+
+	// A Shared history's news is delivered by one goroutine at a time,
+	// started when there is some (see follow).
+	newsMu         sync.Mutex
+	catching, news bool
 }
 
 func (r *room) lastID() string {
@@ -279,30 +310,64 @@ func (m *Manager) withRoom(name string, create bool, f func(*room) error) error 
 	}
 }
 
-// create returns the named room, making it if no one else has.
+// opening is a room whose history is being opened, and the outcome for
+// the callers who wait for it.
+type opening struct {
+	done chan struct{}
+	r    *room
+	err  error
+}
+
+// create returns the named room, making it if no one else has. The Store
+// opens the history without the Manager's lock held: a store that does not
+// answer holds up this room's first callers, for at most StoreTimeout, and
+// not every other room's lookups.
 func (m *Manager) create(name string) (*room, error) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.closed {
+		m.mu.Unlock()
 		return nil, ErrClosed
 	}
 	if r := m.rooms[name]; r != nil {
+		m.mu.Unlock()
 		return r, nil
 	}
+	if op := m.opening[name]; op != nil {
+		m.mu.Unlock()
+		<-op.done
+		return op.r, op.err
+	}
 	cfg := m.config()
-	if cfg.MaxRooms > 0 && len(m.rooms) >= cfg.MaxRooms {
+	// A room being opened counts against the limit, so that many first
+	// subscribers at once cannot pass it.
+	if cfg.MaxRooms > 0 && len(m.rooms)+len(m.opening) >= cfg.MaxRooms {
+		m.mu.Unlock()
 		return nil, ErrTooManyRooms
 	}
-	h, err := cfg.Store.Open(context.Background(), name, cfg.History)
-	if err != nil {
-		return nil, fmt.Errorf("opening history of room %q: %w: %w", name, ErrUnavailable, err)
+	op := &opening{done: make(chan struct{})}
+	m.opening[name] = op
+	m.mu.Unlock()
+	defer close(op.done)
+
+	ctx, cancel := m.storeContext()
+	h, err := cfg.Store.Open(ctx, name, cfg.History)
+	cancel()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.opening, name)
+	switch {
+	case err != nil:
+		op.err = fmt.Errorf("opening history of room %q: %w: %w", name, ErrUnavailable, err)
+	case m.closed:
+		op.err = errors.Join(ErrClosed, h.Close())
+	default:
+		op.r = m.newRoom(name, h)
+		m.rooms[name] = op.r
+		if hook := cfg.Hooks.RoomCreated; hook != nil {
+			hook(name)
+		}
 	}
-	r := m.newRoom(name, h)
-	m.rooms[name] = r
-	if h := cfg.Hooks.RoomCreated; h != nil {
-		h(name)
-	}
-	return r, nil
+	return op.r, op.err
 }
 
 // newRoom returns a room, active now, keeping its messages in h.
@@ -317,15 +382,50 @@ func (m *Manager) newRoom(name string, h History) *room {
 		}
 	})
 	if sh, ok := h.(Shared); ok {
-		sh.Follow(func() {
+		sh.Follow(func() { m.follow(r, sh) })
+	}
+	return r
+}
+
+// follow delivers a Shared history's news on a goroutine of its own, one
+// per room at a time, which ends when there is no more: the history's
+// notice comes from the goroutine that reads every room's news, which must
+// not wait for this room's lock, held by a submit that waits for the store.
+func (m *Manager) follow(r *room, sh Shared) {
+	r.newsMu.Lock()
+	defer r.newsMu.Unlock()
+	if r.catching {
+		r.news = true
+		return
+	}
+	r.catching = m.background(func() {
+		for {
 			r.mu.Lock()
-			defer r.mu.Unlock()
 			if !r.closed {
 				m.deliver(r, sh, false)
 			}
-		})
+			r.mu.Unlock()
+			r.newsMu.Lock()
+			more := r.news
+			r.news, r.catching = false, more
+			r.newsMu.Unlock()
+			if !more {
+				return
+			}
+		}
+	})
+}
+
+// background runs f on a goroutine that Close waits for, and reports
+// whether it did: once Close has begun, it does not.
+func (m *Manager) background(f func()) bool {
+	m.deliveringMu.Lock()
+	defer m.deliveringMu.Unlock()
+	if m.deliveringDone {
+		return false
 	}
-	return r
+	m.delivering.Go(f)
+	return true
 }
 
 // deliver hands the messages a Shared history has caught to the room's
@@ -334,7 +434,9 @@ func (m *Manager) newRoom(name string, h History) *room {
 // failed Catch leaves its messages for the next one, which the history
 // asks for when the store answers again.
 func (m *Manager) deliver(r *room, sh Shared, sync bool) {
-	msgs, gone, _ := sh.Catch(context.Background(), sync)
+	ctx, cancel := m.storeContext()
+	msgs, gone, _ := sh.Catch(ctx, sync)
+	cancel()
 	hook := m.config().Hooks.Published
 	for _, msg := range msgs {
 		delivered := r.broadcaster.Submit(AppendFrame(nil, msg))
@@ -345,7 +447,7 @@ func (m *Manager) deliver(r *room, sh Shared, sync bool) {
 	}
 	if gone {
 		// Dropping takes the Manager's lock, which comes before r.mu.
-		go m.dropIf(r, "deleted", func(r *room) bool { return !r.closed })
+		m.background(func() { m.dropIf(r, "deleted", func(r *room) bool { return !r.closed }) })
 	}
 }
 
@@ -561,7 +663,10 @@ func (m *Manager) store(r *room, batch []*submission) {
 	}
 	if len(entries) > 0 {
 		first := h.Last() + 1
-		if err := h.Append(context.Background(), entries); err != nil {
+		ctx, cancel := m.storeContext()
+		err := h.Append(ctx, entries)
+		cancel()
+		if err != nil {
 			err = fmt.Errorf("storing message in room %q: %w: %w", r.name, ErrUnavailable, err)
 			for _, s := range taken {
 				s.msg, s.err = Message{}, err
@@ -654,7 +759,9 @@ func (m *Manager) repeated(r *room, s *submission, taken []*submission, now time
 		return false
 	}
 	retry := Message{Room: r.name, User: p.User, Message: p.Text, Verified: p.Verified}
-	rec, err := rc.Recall(context.Background(), Key{Scope: p.Scope, Name: p.Key}, retry)
+	ctx, cancel := m.storeContext()
+	rec, err := rc.Recall(ctx, Key{Scope: p.Scope, Name: p.Key}, retry)
+	cancel()
 	if err != nil {
 		s.err = fmt.Errorf("looking up an idempotency key in room %q: %w: %w", r.name, ErrUnavailable, err)
 		return true
@@ -715,8 +822,8 @@ const minFrameSize = 100
 
 // replay answers "what follows pos?" from the room's history, up to limit
 // messages, oldest first, and no more than a budget of bytes can hold.
-func (r *room) replay(pos Position, limit, budget int) (Replay, error) {
-	h, ctx := r.history, context.Background()
+func (r *room) replay(ctx context.Context, pos Position, limit, budget int) (Replay, error) {
+	h := r.history
 	// Copy no more messages than the budget can hold: fit cuts the rest.
 	take := limit
 	if budget > 0 {
@@ -816,7 +923,9 @@ func (m *Manager) Subscribe(roomName string, pos Position, wake func()) (*Subscr
 	s.sub = broadcast.NewSubscriber(cfg.Buffer, wake)
 	err := m.withRoom(roomName, true, func(r *room) error {
 		m.catchUp(r, pos)
-		rep, err := r.replay(pos, max(cfg.History, 0), cfg.MaxReplayBytes)
+		ctx, cancel := m.storeContext()
+		defer cancel()
+		rep, err := r.replay(ctx, pos, max(cfg.History, 0), cfg.MaxReplayBytes)
 		if err != nil {
 			return fmt.Errorf("reading history of room %q: %w: %w", r.name, ErrUnavailable, err)
 		}
@@ -892,7 +1001,9 @@ func (m *Manager) openElsewhere(roomName string) error {
 	if !ok || !ValidName(roomName) || m.has(roomName) {
 		return nil
 	}
-	has, err := f.Has(context.Background(), roomName)
+	ctx, cancel := m.storeContext()
+	has, err := f.Has(ctx, roomName)
+	cancel()
 	if err != nil {
 		return fmt.Errorf("looking up room %q: %w: %w", roomName, ErrUnavailable, err)
 	}
@@ -914,7 +1025,9 @@ func (m *Manager) Messages(roomName, after string, limit int) (Replay, error) {
 	var rep Replay
 	err := m.withRoom(roomName, false, func(r *room) (err error) {
 		m.catchUp(r, Position{LastEventID: after, History: limit})
-		rep, err = r.replay(Position{LastEventID: after, History: limit}, limit, budget)
+		ctx, cancel := m.storeContext()
+		defer cancel()
+		rep, err = r.replay(ctx, Position{LastEventID: after, History: limit}, limit, budget)
 		if err != nil {
 			return fmt.Errorf("reading history of room %q: %w: %w", r.name, ErrUnavailable, err)
 		}
@@ -935,9 +1048,9 @@ func (m *Manager) Delete(roomName string) error {
 		return err
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	r := m.rooms[roomName]
 	if r == nil {
+		m.mu.Unlock()
 		return ErrNotFound
 	}
 	r.mu.Lock()
@@ -945,15 +1058,36 @@ func (m *Manager) Delete(roomName string) error {
 	return m.drop(r, "deleted")
 }
 
-// drop takes a room out of the map and closes it, so that no caller can
-// reach it between the two. m.mu and r.mu must be held.
+// drop detaches r and releases its history, and unlocks m.mu, which must
+// be held with r.mu. A shared history is released after m.mu is unlocked:
+// a store that does not answer holds up this room, not every room's
+// lookups. Any other store is done with the room before a room of the same
+// name can be opened.
 func (m *Manager) drop(r *room, reason string) error {
+	m.detach(r, reason)
+	if _, shared := r.history.(Shared); !shared {
+		defer m.mu.Unlock()
+		return m.release(r, reason)
+	}
+	m.mu.Unlock()
+	return m.release(r, reason)
+}
+
+// detach takes a room out of the map and closes it, so that no caller can
+// reach it between the two. m.mu and r.mu must be held.
+func (m *Manager) detach(r *room, reason string) {
 	delete(m.rooms, r.name)
 	r.closed = true
 	r.broadcaster.Close()
 	if h := m.config().Hooks.RoomDropped; h != nil {
 		h(r.name, reason)
 	}
+}
+
+// release closes or drops the history of a room that detach closed. r.mu
+// must be held, and m.mu need not: the store may take its time without
+// holding up the other rooms.
+func (m *Manager) release(r *room, reason string) error {
 	// Closing keeps a durable history for the next process; the other
 	// reasons end the room for good. A shared history belongs to every
 	// node: only a delete ends it, and this node's idle sweep only lets it
@@ -964,7 +1098,9 @@ func (m *Manager) drop(r *room, reason string) error {
 		}
 		return nil
 	}
-	if err := r.history.Drop(context.Background()); err != nil {
+	ctx, cancel := m.storeContext()
+	defer cancel()
+	if err := r.history.Drop(ctx); err != nil {
 		return fmt.Errorf("dropping history of room %q: %w: %w", r.name, ErrUnavailable, err)
 	}
 	return nil
@@ -1040,7 +1176,8 @@ func (m *Manager) Close() error {
 	var errs []error
 	for _, r := range m.rooms {
 		r.mu.Lock()
-		errs = append(errs, m.drop(r, "closed"))
+		m.detach(r, "closed")
+		errs = append(errs, m.release(r, "closed"))
 		r.mu.Unlock()
 	}
 	m.mu.Unlock()
@@ -1049,6 +1186,10 @@ func (m *Manager) Close() error {
 	if m.censusDone != nil {
 		<-m.censusDone
 	}
+	m.deliveringMu.Lock()
+	m.deliveringDone = true
+	m.deliveringMu.Unlock()
+	m.delivering.Wait()
 	return errors.Join(errs...)
 }
 
@@ -1097,12 +1238,13 @@ func (m *Manager) sweep(now time.Time) {
 // a subscriber or a message may have come since the caller looked.
 func (m *Manager) dropIf(r *room, reason string, cond func(*room) bool) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if cond(r) {
-		_ = m.drop(r, reason)
+	if !cond(r) {
+		m.mu.Unlock()
+		return
 	}
+	_ = m.drop(r, reason)
 }
 
 // unused reports whether no one follows the room and nothing was ever

@@ -14,6 +14,11 @@
 // line of JSON. With -summarize it reads such lines from files and prints the
 // medians per scenario ("<scenario>/plugin" against "<scenario>/baseline").
 //
+// With -subscribe-urls, the subscribers of every room are spread over
+// several servers that share rooms, such as Caddy nodes on one Redis, and
+// messages are still published through -url: latency is then measured
+// across nodes.
+//
 // Past about 28,000 connections one source address runs out of ports, so
 // subscribers are spread over 127.0.0.2, 127.0.0.3, ... as sources.
 package main
@@ -43,24 +48,26 @@ import (
 
 // options are the command line.
 type options struct {
-	url         string
-	rooms       int
-	subscribers int
-	rate        float64
-	saturate    bool
-	publishers  int
-	size        int
-	duration    time.Duration
-	warmup      time.Duration
-	settle      time.Duration
-	pid         int
-	perSource   int
-	label       string
+	url           string
+	subscribeURLs string
+	rooms         int
+	subscribers   int
+	rate          float64
+	saturate      bool
+	publishers    int
+	size          int
+	duration      time.Duration
+	warmup        time.Duration
+	settle        time.Duration
+	pid           int
+	perSource     int
+	label         string
 }
 
 func main() {
 	var o options
 	flag.StringVar(&o.url, "url", "http://127.0.0.1:8080/chat", "base URL of the chat (where /stream and /submit are)")
+	flag.StringVar(&o.subscribeURLs, "subscribe-urls", "", "comma-separated base URLs to spread each room's subscribers over (default: -url)")
 	flag.IntVar(&o.rooms, "rooms", 10, "rooms")
 	flag.IntVar(&o.subscribers, "subscribers", 1000, "subscribers in all, spread evenly over the rooms")
 	flag.Float64Var(&o.rate, "rate", 20, "messages per second per room; 0 publishes nothing (idle)")
@@ -142,6 +149,13 @@ func run(ctx context.Context, o options) (result, error) {
 	if err != nil {
 		return result{}, fmt.Errorf("-url: %w", err)
 	}
+	streamBases := []string{base.String()}
+	if o.subscribeURLs != "" {
+		streamBases = strings.Split(o.subscribeURLs, ",")
+		for i, u := range streamBases {
+			streamBases[i] = strings.TrimSuffix(strings.TrimSpace(u), "/")
+		}
+	}
 	res := result{Label: o.label, Rooms: o.rooms, Subscribers: o.subscribers}
 	prefix := fmt.Sprintf("bench-%x", rand.Uint32())
 	roomNames := make([]string, o.rooms)
@@ -164,7 +178,10 @@ func run(ctx context.Context, o options) (result, error) {
 	dialers := newDialers(o.perSource)
 	sem := make(chan struct{}, 256) // connect at most this many at once
 	for i := range subs {
-		s := &subscriber{url: base.String() + "/stream/" + roomNames[i%o.rooms], client: dialers.client(i)}
+		// Subscriber i follows room i%rooms; the next subscribers of the
+		// same room go to the next server.
+		streamBase := streamBases[(i/o.rooms)%len(streamBases)]
+		s := &subscriber{url: streamBase + "/stream/" + roomNames[i%o.rooms], client: dialers.client(i)}
 		subs[i] = s
 		connected.Add(1)
 		all.Add(1)

@@ -17,6 +17,7 @@
 package redisstore
 
 import (
+	"cmp"
 	"context"
 	_ "embed"
 	"encoding/hex"
@@ -48,7 +49,13 @@ type Options struct {
 	// IdleTTL expires a room that got no message for this long, on every
 	// node at once; 0 keeps rooms until they are deleted.
 	IdleTTL time.Duration
+	// Timeout bounds the calls the Store makes of its own, in the
+	// background: reading a gap, unsubscribing. Default DefaultTimeout.
+	Timeout time.Duration
 }
+
+// DefaultTimeout is the default of Options.Timeout.
+const DefaultTimeout = 2 * time.Second
 
 // Store is a rooms.Store on a Redis client. Its methods are safe for
 // concurrent use.
@@ -57,15 +64,23 @@ type Store struct {
 	prefix  string
 	keyTTL  time.Duration
 	idleTTL time.Duration
+	timeout time.Duration
 	append  *redis.Script
 	ps      *redis.PubSub
 	done    chan struct{}
+	// closing is canceled by Close: the Store's own calls end then.
+	closing context.Context
+	stop    context.CancelFunc
+	// work counts the goroutines that read gaps and unsubscribe; Close
+	// waits for them.
+	work sync.WaitGroup
 
 	// subscribing orders subscribes and unsubscribes, so that a room
 	// let go and opened again at once stays subscribed.
 	subscribing sync.Mutex
 	mu          sync.Mutex
 	listeners   map[string]*history // by channel
+	closed      bool                // no more work is started
 
 	census census
 }
@@ -82,16 +97,21 @@ func New(client redis.UniversalClient, opt Options) *Store {
 	if opt.KeyTTL <= 0 {
 		opt.KeyTTL = rooms.DefaultKeyWindow
 	}
+	if opt.Timeout <= 0 {
+		opt.Timeout = DefaultTimeout
+	}
 	s := &Store{
 		client:    client,
 		prefix:    opt.Prefix,
 		keyTTL:    opt.KeyTTL,
 		idleTTL:   opt.IdleTTL,
+		timeout:   opt.Timeout,
 		append:    redis.NewScript(appendScript),
 		ps:        client.Subscribe(context.Background()),
 		done:      make(chan struct{}),
 		listeners: make(map[string]*history),
 	}
+	s.closing, s.stop = context.WithCancel(context.Background())
 	go s.listen(s.ps.ChannelWithSubscriptions(redis.WithChannelSize(1024)))
 	return s
 }
@@ -104,11 +124,29 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the subscription and closes the client.
+// Close stops the subscription, waits for the Store's goroutines and closes
+// the client.
 func (s *Store) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.stop()
 	err := s.ps.Close()
 	<-s.done
+	s.work.Wait()
 	return errors.Join(err, s.client.Close())
+}
+
+// spawn runs f on a goroutine that Close waits for, and reports whether it
+// did: once Close has begun, it does not.
+func (s *Store) spawn(f func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.work.Go(f)
+	return true
 }
 
 // listen routes what the subscription connection receives to the history
@@ -196,13 +234,15 @@ type history struct {
 	capacity int
 	epoch    string
 	last     uint64          // the newest sequence number delivered
-	own      []rooms.Message // appended here, not yet caught
+	own      []rooms.Message // appended here or caught, not yet delivered
 	stale    bool            // the room was deleted and made again elsewhere
 
-	mu     sync.Mutex
-	heard  []notice
-	resync bool
-	notify func()
+	mu       sync.Mutex
+	heard    []notice
+	resync   bool
+	notify   func()
+	fetching bool     // a read of the stream runs (fetchLater)
+	fetched  *fetched // its result, for the next Catch
 }
 
 // notice is what a room's channel carries: a batch of messages, or the
@@ -313,20 +353,24 @@ func flag(b bool) string {
 	return "0"
 }
 
-// Catch merges what this node appended with what it heard, reads from the
-// stream what neither holds, and returns the messages after Last in order.
+// Catch merges what this node appended with what it heard and what a
+// read of the stream brought, and returns the messages after Last that
+// follow it with no gap, in order. A gap is read from the stream: with
+// sync, at once; without, on a goroutine of the Store's, which notifies
+// when it is done, so that a room waiting for Redis holds up neither the
+// subscription connection nor its room's lock. The messages past a gap
+// wait for it.
 func (h *history) Catch(ctx context.Context, sync bool) ([]rooms.Message, bool, error) {
 	h.mu.Lock()
-	heard := h.heard
-	h.heard = nil
-	sync = sync || h.resync
+	heard, f := h.heard, h.fetched
+	h.heard, h.fetched = nil, nil
+	resync := h.resync
 	h.resync = false
 	h.mu.Unlock()
 
 	gone := h.stale
 	got := h.own
 	h.own = nil
-	target := h.last
 	for _, n := range heard {
 		if n.Epoch != h.epoch {
 			if h.last > 0 || len(got) > 0 {
@@ -349,50 +393,166 @@ func (h *history) Catch(ctx context.Context, sync bool) ([]rooms.Message, bool, 
 		h.stale = true
 		return nil, true, nil
 	}
+	target := h.last
 	for _, m := range got {
-		_, seq, _ := rooms.ParseID(m.ID)
-		target = max(target, seq)
+		target = max(target, seqOf(m))
 	}
-	if sync {
-		vals, err := h.s.client.HMGet(ctx, h.keys.meta, "epoch", "last").Result()
-		if err != nil {
-			h.putBack(got)
-			return nil, false, fmt.Errorf("reading room %q from redis: %w", h.room, err)
-		}
-		if e, ok := vals[0].(string); ok {
-			if e != h.epoch && (h.last > 0 || len(got) > 0) {
-				h.stale = true
-				return nil, true, nil
-			}
-			h.epoch = e
-			last, _ := strconv.ParseUint(fmt.Sprint(vals[1]), 10, 64)
-			target = max(target, last)
-		} else if h.last > 0 {
-			// Deleted, and the notice lost with a connection.
+	// Every sequence number up to complete is in got, delivered, or
+	// no longer in the stream.
+	complete := h.last
+	if f != nil {
+		if got, target, complete, gone = h.merge(f, got, target, complete); gone {
 			h.stale = true
 			return nil, true, nil
 		}
+		resync = resync || f.epoch != h.epoch
 	}
-	slices.SortFunc(got, func(a, b rooms.Message) int { return compareIDs(a.ID, b.ID) })
-	got = slices.CompactFunc(got, func(a, b rooms.Message) bool { return a.ID == b.ID })
-	got = slices.DeleteFunc(got, func(m rooms.Message) bool {
-		_, seq, _ := rooms.ParseID(m.ID)
-		return seq <= h.last
-	})
-	if uint64(len(got)) < target-h.last {
-		read, err := h.read(ctx, h.last, target, int(target-h.last))
+	// A second read follows when the first found the room made
+	// elsewhere, in an epoch this history then takes.
+	for i := 0; sync && i < 2; i++ {
+		epoch := h.epoch
+		f, err := h.fetch(ctx, epoch, h.capacity, h.last, target, true)
 		if err != nil {
 			h.putBack(got)
 			return nil, false, err
 		}
-		// The stream holds every message still retained; what it no
-		// longer holds fell out of the history and cannot be
-		// delivered, as on a single node.
-		got = read
+		if got, target, complete, gone = h.merge(f, got, target, complete); gone {
+			h.stale = true
+			return nil, true, nil
+		}
+		resync = false
+		sync = h.epoch != epoch
 	}
-	h.last = target
-	return got, false, nil
+	slices.SortFunc(got, func(a, b rooms.Message) int { return cmp.Compare(seqOf(a), seqOf(b)) })
+	got = slices.CompactFunc(got, func(a, b rooms.Message) bool { return a.ID == b.ID })
+	got = slices.DeleteFunc(got, func(m rooms.Message) bool { return seqOf(m) <= h.last })
+	next := h.last + 1
+	n := 0
+	for ; n < len(got); n++ {
+		seq := seqOf(got[n])
+		if seq != next && seq > complete+1 {
+			break
+		}
+		next = seq + 1
+	}
+	// What the stream no longer holds fell out of the history and cannot
+	// be delivered, as on a single node.
+	h.last = max(next-1, min(complete, target))
+	h.own = slices.Clone(got[n:])
+	if resync || h.last < target {
+		h.fetchLater(h.last, target, resync)
+	}
+	return got[:n], false, nil
 }
+
+// merge takes a read of Redis into what Catch holds: the messages read, and
+// the room's position when the read asked for it. gone reports a room
+// deleted, or deleted and made again, elsewhere.
+func (h *history) merge(f *fetched, got []rooms.Message, target, complete uint64) ([]rooms.Message, uint64, uint64, bool) {
+	if f.epoch != h.epoch {
+		// Read for an epoch this history has since left.
+		return got, target, complete, false
+	}
+	if f.meta {
+		switch {
+		case !f.found:
+			// Deleted, and the notice lost with a connection.
+			if h.last > 0 {
+				return nil, 0, 0, true
+			}
+		case f.roomEpoch != h.epoch:
+			if h.last > 0 || len(got) > 0 {
+				return nil, 0, 0, true
+			}
+			// Made elsewhere before anything was stored here; the
+			// next read is in its epoch.
+			h.epoch = f.roomEpoch
+			return got, f.roomLast, complete, false
+		default:
+			target = max(target, f.roomLast)
+		}
+	}
+	return append(got, f.msgs...), max(target, f.upto), max(complete, f.upto), false
+}
+
+// fetched is what fetch read.
+type fetched struct {
+	epoch string // the history's when it asked
+	// meta is set when the room's position was asked for: found, with
+	// roomEpoch and roomLast, when Redis holds the room.
+	meta, found bool
+	roomEpoch   string
+	roomLast    uint64
+	upto        uint64 // every message up to this one was read
+	msgs        []rooms.Message
+}
+
+// fetch reads the messages in (after, upto] of the stream, and with meta
+// the room's position first, reading up to its last message. It touches
+// none of h's fields that Catch and Append change, so it may run outside
+// the room's lock.
+func (h *history) fetch(ctx context.Context, epoch string, capacity int, after, upto uint64, meta bool) (*fetched, error) {
+	f := &fetched{epoch: epoch, meta: meta, upto: after}
+	if meta {
+		vals, err := h.s.client.HMGet(ctx, h.keys.meta, "epoch", "last").Result()
+		if err != nil {
+			return nil, fmt.Errorf("reading room %q from redis: %w", h.room, err)
+		}
+		if f.roomEpoch, f.found = vals[0].(string); !f.found || f.roomEpoch != epoch {
+			return f, nil
+		}
+		f.roomLast, _ = strconv.ParseUint(fmt.Sprint(vals[1]), 10, 64)
+		upto = max(upto, f.roomLast)
+	}
+	msgs, err := h.read(ctx, epoch, after, upto, min(int(upto-min(after, upto)), capacity))
+	if err != nil {
+		return nil, err
+	}
+	f.msgs, f.upto = msgs, max(after, upto)
+	return f, nil
+}
+
+// fetchLater runs fetch on a goroutine of the Store's, unless one runs
+// already, and notifies when its messages are there for Catch. A failed
+// read is tried again after retryDelay.
+func (h *history) fetchLater(after, upto uint64, meta bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.fetching {
+		// The running read's notice brings a Catch that asks again.
+		h.resync = h.resync || meta
+		return
+	}
+	epoch, capacity := h.epoch, h.capacity
+	h.fetching = h.s.spawn(func() {
+		ctx, cancel := context.WithTimeout(h.s.closing, h.s.timeout)
+		f, err := h.fetch(ctx, epoch, capacity, after, upto, meta)
+		cancel()
+		if err != nil {
+			select {
+			case <-time.After(retryDelay):
+			case <-h.s.closing.Done():
+				return
+			}
+		}
+		h.mu.Lock()
+		h.fetching = false
+		if err != nil {
+			h.resync = true
+		} else {
+			h.fetched = f
+		}
+		notify := h.notify
+		h.mu.Unlock()
+		if notify != nil {
+			notify()
+		}
+	})
+}
+
+// retryDelay is how long a history waits to read a gap again after a
+// failed read.
+const retryDelay = time.Second
 
 // putBack keeps messages that a failed Catch could not deliver for the next
 // one, and asks for it to read the stream.
@@ -403,16 +563,9 @@ func (h *history) putBack(got []rooms.Message) {
 	h.mu.Unlock()
 }
 
-func compareIDs(a, b string) int {
-	_, x, _ := rooms.ParseID(a)
-	_, y, _ := rooms.ParseID(b)
-	switch {
-	case x < y:
-		return -1
-	case x > y:
-		return 1
-	}
-	return 0
+func seqOf(m rooms.Message) uint64 {
+	_, seq, _ := rooms.ParseID(m.ID)
+	return seq
 }
 
 func (p published) message(epoch, room string) rooms.Message {
@@ -428,8 +581,8 @@ func (p published) message(epoch, room string) rooms.Message {
 }
 
 // read returns up to limit messages of the stream with sequence numbers in
-// (after, upto].
-func (h *history) read(ctx context.Context, after, upto uint64, limit int) ([]rooms.Message, error) {
+// (after, upto], with ids in epoch.
+func (h *history) read(ctx context.Context, epoch string, after, upto uint64, limit int) ([]rooms.Message, error) {
 	if limit <= 0 || after >= upto {
 		return nil, nil
 	}
@@ -449,13 +602,13 @@ func (h *history) read(ctx context.Context, after, upto uint64, limit int) ([]ro
 		p.User, _ = e.Values["u"].(string)
 		p.Text, _ = e.Values["x"].(string)
 		p.Verified, _ = e.Values["v"].(string)
-		out = append(out, p.message(h.epoch, h.room))
+		out = append(out, p.message(epoch, h.room))
 	}
 	return out, nil
 }
 
 func (h *history) After(ctx context.Context, seq uint64, limit int) ([]rooms.Message, error) {
-	return h.read(ctx, max(seq, h.Oldest()-1), h.last, limit)
+	return h.read(ctx, h.epoch, max(seq, h.Oldest()-1), h.last, limit)
 }
 
 func (h *history) Resize(ctx context.Context, capacity int) error {
@@ -506,7 +659,7 @@ func (h *history) unlisten() {
 	if mine {
 		// Unsubscribing is a write on the subscription connection; it
 		// need not hold up the room.
-		go h.s.unsubscribe(h.keys.channel)
+		h.s.spawn(func() { h.s.unsubscribe(h.keys.channel) })
 	}
 }
 
@@ -518,7 +671,9 @@ func (s *Store) unsubscribe(channel string) {
 	taken := s.listeners[channel] != nil
 	s.mu.Unlock()
 	if !taken {
-		_ = s.ps.Unsubscribe(context.Background(), channel)
+		ctx, cancel := context.WithTimeout(s.closing, s.timeout)
+		defer cancel()
+		_ = s.ps.Unsubscribe(ctx, channel)
 	}
 }
 

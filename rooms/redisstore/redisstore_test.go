@@ -20,8 +20,21 @@ import (
 // Store and client.
 func node(t testing.TB, addr string, cfg rooms.Config) *rooms.Manager {
 	t.Helper()
-	client := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: 500 * time.Millisecond, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond, MaxRetries: -1})
-	s := New(client, Options{Prefix: "test:"})
+	return nodeWith(t, &redis.Options{Addr: addr}, cfg)
+}
+
+// nodeWith is node on a client with opts, such as a dialer of the test's.
+func nodeWith(t testing.TB, opts *redis.Options, cfg rooms.Config) *rooms.Manager {
+	t.Helper()
+	// The client's own timeouts are short, unless the test bounds the
+	// Manager's calls: then that bound fails them.
+	timeout := 500 * time.Millisecond
+	if cfg.StoreTimeout > 0 {
+		timeout = 2 * cfg.StoreTimeout
+	}
+	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = timeout, timeout, timeout
+	opts.MaxRetries, opts.ContextTimeoutEnabled = -1, true
+	s := New(redis.NewClient(opts), Options{Prefix: "test:"})
 	if err := s.Ping(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -42,6 +55,15 @@ func node(t testing.TB, addr string, cfg rooms.Config) *rooms.Manager {
 // there are n, failing after a deadline.
 func ids(t *testing.T, sub *rooms.Subscription, n int) []string {
 	t.Helper()
+	got, err := tryIDs(sub, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// tryIDs is ids for goroutines other than the test's.
+func tryIDs(sub *rooms.Subscription, n int) ([]string, error) {
 	var got []string
 	for _, m := range sub.Messages {
 		got = append(got, m.ID)
@@ -51,17 +73,17 @@ func ids(t *testing.T, sub *rooms.Subscription, n int) []string {
 		select {
 		case <-sub.Ready():
 		case <-deadline:
-			t.Fatalf("got %d frames %v, want %d", len(got), got, n)
+			return got, fmt.Errorf("got %d frames %v, want %d", len(got), got, n)
 		}
 		frames, err := sub.Take(nil)
 		for _, f := range frames {
 			got = append(got, frameID(f))
 		}
 		if err != nil {
-			t.Fatalf("subscription ended after %v: %v", got, err)
+			return got, fmt.Errorf("subscription ended after %v: %w", got, err)
 		}
 	}
-	return got
+	return got, nil
 }
 
 func frameID(f []byte) string {
