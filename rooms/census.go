@@ -37,9 +37,11 @@ type Directory interface {
 	Directory(ctx context.Context) (map[string]string, error)
 }
 
-// directoryTimeout bounds how long a listing waits for a Directory: past
-// it, the listing holds what this process knows.
-const directoryTimeout = time.Second
+// directoryEvery is how many census ticks pass between two readings of a
+// Directory: a listing reads the last one, so a store that hangs never
+// holds up a request, and a room another process made is listed here
+// within about a second.
+const directoryEvery = 4
 
 // Census is implemented by a Store that several processes share: each
 // reports who follows its rooms and learns who follows them elsewhere, so
@@ -64,7 +66,8 @@ func (m *Manager) census(c Census) {
 	defer close(m.censusDone)
 	tick := time.NewTicker(CensusInterval)
 	defer tick.Stop()
-	for {
+	d, _ := m.config().Store.(Directory)
+	for ticks := 0; ; ticks++ {
 		select {
 		case <-m.stopJanitor:
 			ctx, cancel := context.WithTimeout(context.Background(), 4*CensusInterval)
@@ -72,6 +75,13 @@ func (m *Manager) census(c Census) {
 			cancel()
 			return
 		case <-tick.C:
+		}
+		if d != nil && ticks%directoryEvery == 0 {
+			ctx, cancel := context.WithTimeout(context.Background(), 4*CensusInterval)
+			if held, err := d.Directory(ctx); err == nil {
+				m.directory.Store(&held)
+			}
+			cancel()
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 4*CensusInterval)
 		others, err := c.Exchange(ctx, m.headcounts())
@@ -142,8 +152,8 @@ func (r *room) setOthers(h Headcount) {
 
 // listElsewhere adds to out, which lists the rooms open here, the rooms
 // that only other processes follow, or that a Directory store holds, with
-// their followers and newest ids. A store that does not answer leaves them
-// out: the listing says what this process knows.
+// their followers and newest ids, as the census last learnt them: the
+// listing says what this process knows, and asks the store nothing.
 func (m *Manager) listElsewhere(out []RoomInfo) []RoomInfo {
 	listed := make(map[string]int, len(out))
 	for i, info := range out {
@@ -157,17 +167,11 @@ func (m *Manager) listElsewhere(out []RoomInfo) []RoomInfo {
 			}
 		}
 	}
-	d, ok := m.config().Store.(Directory)
-	if !ok {
+	held := m.directory.Load()
+	if held == nil {
 		return out
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), directoryTimeout)
-	defer cancel()
-	held, err := d.Directory(ctx)
-	if err != nil {
-		return out
-	}
-	for name, last := range held {
+	for name, last := range *held {
 		i, ok := listed[name]
 		switch {
 		case !ok:

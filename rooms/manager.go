@@ -94,8 +94,11 @@ type Manager struct {
 	subscribers atomic.Int64
 	keys        *keyStore
 	// others is who follows each room in the other processes, when the
-	// Store is a Census; censusDone is closed when its exchanges stop.
+	// Store is a Census, and directory the rooms a Directory store holds,
+	// as the census last read them; censusDone is closed when its
+	// exchanges stop.
 	others     atomic.Pointer[map[string]Headcount]
+	directory  atomic.Pointer[map[string]string]
 	censusDone chan struct{}
 	// opening holds the rooms whose history the Store is opening, outside
 	// mu: a store that is slow to answer holds up the first callers of
