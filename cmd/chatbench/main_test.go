@@ -34,6 +34,8 @@ func TestSummarize(t *testing.T) {
 		`{"label":"fanout/plugin","deliveries_per_sec":300,"cpu_per_delivery_us":30}`,
 		`{"label":"fanout/plugin","deliveries_per_sec":200,"cpu_per_delivery_us":20}`,
 		`{"label":"fanout/baseline","deliveries_per_sec":100,"cpu_per_delivery_us":40}`,
+		`{"label":"fanout-grpc/grpc","cpu_per_delivery_us":12}`,
+		`{"label":"fanout-grpc/sse-h2","cpu_per_delivery_us":10}`,
 		`not json`,
 	}
 	if err := os.WriteFile(file, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
@@ -46,6 +48,7 @@ func TestSummarize(t *testing.T) {
 	for _, want := range []string{
 		"| fanout | deliveries/s | 200.00 | 100.00 | 2.00x | 3/1 |",
 		"| fanout | CPU µs/delivery | 20.00 | 40.00 | 0.50x | 3/1 |",
+		"| fanout-grpc (grpc vs sse-h2) | CPU µs/delivery | 12.00 | 10.00 | 1.20x | 1/1 |",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, out.String())
