@@ -11,12 +11,15 @@
 // h1 is plain HTTP/1.1; h2 is HTTPS (HTTP/2 by ALPN, or HTTP/1.1) through
 // ListenAndServeTLS with a self-signed certificate made at start; h3 is
 // HTTP/3 through quic-go's http3.Server on UDP, with the same certificate
-// and h2 on the same TCP port, as Caddy serves it.
+// and h2 on the same TCP port, as Caddy serves it. quic is no chat at all:
+// it accepts QUIC connections (ALPN "chat-idle") and holds them, for
+// chatbench -proto quic to measure what quic-go costs per idle connection.
 //
 //	chatbaseline -addr 127.0.0.1:8443 -proto h3
 package main
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -34,12 +37,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 )
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8090", "listen address")
-	proto := flag.String("proto", "h1", "h1 (HTTP/1.1), h2 (HTTPS with HTTP/2) or h3 (HTTP/3, and h2 on the same TCP port)")
+	proto := flag.String("proto", "h1", "h1 (HTTP/1.1), h2 (HTTPS with HTTP/2), h3 (HTTP/3, and h2 on the same TCP port) or quic (bare QUIC connections)")
 	buffer := flag.Int("buffer", 256, "frames queued per subscriber before it is dropped")
 	flag.Parse()
 	h := &hub{rooms: map[string]*room{}, buffer: *buffer, epoch: strconv.FormatInt(time.Now().UnixMicro(), 36)}
@@ -55,12 +59,15 @@ func serve(addr, proto string, handler http.Handler) error {
 	if proto == "h1" {
 		return http.ListenAndServe(addr, handler)
 	}
-	if proto != "h2" && proto != "h3" {
-		return fmt.Errorf("-proto %q: want h1, h2 or h3", proto)
+	if proto != "h2" && proto != "h3" && proto != "quic" {
+		return fmt.Errorf("-proto %q: want h1, h2, h3 or quic", proto)
 	}
 	cert, err := selfSigned()
 	if err != nil {
 		return err
+	}
+	if proto == "quic" {
+		return holdQUIC(addr, cert)
 	}
 	tcp := &http.Server{Addr: addr, Handler: handler, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
 	if proto == "h2" {
@@ -71,6 +78,20 @@ func serve(addr, proto string, handler http.Handler) error {
 	go func() { failed <- udp.ListenAndServe() }()
 	go func() { failed <- tcp.ListenAndServeTLS("", "") }()
 	return <-failed
+}
+
+// holdQUIC accepts QUIC connections and keeps them open, doing nothing
+// else: quic-go's own goroutines and buffers are all each one costs.
+func holdQUIC(addr string, cert tls.Certificate) error {
+	ln, err := quic.ListenAddr(addr, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"chat-idle"}}, nil)
+	if err != nil {
+		return fmt.Errorf("listening for QUIC: %w", err)
+	}
+	for {
+		if _, err := ln.Accept(context.Background()); err != nil {
+			return fmt.Errorf("accepting a QUIC connection: %w", err)
+		}
+	}
 }
 
 // selfSigned makes a certificate for localhost and 127.0.0.1, signed by its

@@ -13,7 +13,9 @@
 // -proto picks what the subscribers speak: h1 (HTTP/1.1, the default), h2
 // (HTTP/2 over TLS) or h3 (HTTP/3 over QUIC), each subscriber on a
 // connection of its own as separate browsers are, or grpc (the
-// chat.v1.ChatService/Stream call over TLS and HTTP/2). The publisher posts
+// chat.v1.ChatService/Stream call over TLS and HTTP/2), or quic (bare QUIC
+// connections that carry nothing, against chatbaseline -proto quic, for
+// quic-go's own cost per connection; with -rate 0). The publisher posts
 // over one client of the same protocol (HTTP/2 for grpc). Certificates are
 // not checked. The result counts the protocol each stream actually used,
 // and the run fails if one used another than asked for:
@@ -33,6 +35,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -72,7 +75,7 @@ type options struct {
 func main() {
 	var o options
 	flag.StringVar(&o.url, "url", "http://127.0.0.1:8080/chat", "base URL of the chat (where /stream and /submit are)")
-	flag.StringVar(&o.proto, "proto", "h1", "what subscribers speak: h1, h2, h3 (SSE over HTTP/1.1, HTTP/2 or HTTP/3) or grpc (gRPC over HTTP/2)")
+	flag.StringVar(&o.proto, "proto", "h1", "what subscribers speak: h1, h2, h3 (SSE over HTTP/1.1, HTTP/2 or HTTP/3), grpc (gRPC over HTTP/2) or quic (bare idle QUIC connections, with -rate 0)")
 	flag.IntVar(&o.rooms, "rooms", 10, "rooms")
 	flag.IntVar(&o.subscribers, "subscribers", 1000, "subscribers in all, spread evenly over the rooms")
 	flag.Float64Var(&o.rate, "rate", 20, "messages per second per room; 0 publishes nothing (idle)")
@@ -166,6 +169,9 @@ func run(ctx context.Context, o options) (result, error) {
 	conns, err := newClients(o.proto, base, o.perSource)
 	if err != nil {
 		return result{}, err
+	}
+	if o.proto == "quic" && (o.rate != 0 || o.saturate) {
+		return result{}, errors.New("-proto quic carries no messages: it wants -rate 0")
 	}
 	defer conns.close()
 	res := result{Label: o.label, Proto: o.proto, Rooms: o.rooms, Subscribers: o.subscribers}

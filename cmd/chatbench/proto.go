@@ -32,7 +32,12 @@ var protocols = map[string]string{
 	"h2":   "HTTP/2.0",
 	"h3":   "HTTP/3.0",
 	"grpc": "grpc/h2",
+	"quic": "QUIC/" + idleALPN,
 }
+
+// idleALPN is the protocol of -proto quic, bare QUIC connections that carry
+// nothing, against chatbaseline -proto quic: the memory floor of quic-go.
+const idleALPN = "chat-idle"
 
 // publishProtocol is the protocol the publisher must use under each -proto.
 // gRPC subscribers are fed by the same HTTP/2 publisher as SSE ones, so
@@ -75,7 +80,7 @@ type clients struct {
 
 func newClients(proto string, base *url.URL, perSource int) (*clients, error) {
 	if _, ok := protocols[proto]; !ok {
-		return nil, fmt.Errorf("-proto %q: want h1, h2, h3 or grpc", proto)
+		return nil, fmt.Errorf("-proto %q: want h1, h2, h3, grpc or quic", proto)
 	}
 	if proto != "h1" && base.Scheme != "https" {
 		return nil, fmt.Errorf("-proto %s needs an https -url", proto)
@@ -108,6 +113,8 @@ func (c *clients) subscriber(i int, room string) opener {
 		return httpOpener{streamURL, c.h3(c.source(i))}
 	case "grpc":
 		return c.grpc(dialer, room)
+	case "quic":
+		return &quicOpener{dial: c.quicDialer(c.source(i)), addr: c.base.Host}
 	}
 	s := i / c.perSource
 	c.mu.Lock()
@@ -171,38 +178,34 @@ func (c *clients) h2(dialer *net.Dialer) *http.Client {
 	return &http.Client{Transport: tr}
 }
 
-// h3 returns a client with a QUIC connection of its own, on a UDP socket of
-// its own bound to source (any address if nil), made on the first request.
+// h3 returns a client with a QUIC connection of its own, from source (any
+// address if nil).
 func (c *clients) h3(source net.IP) *http.Client {
+	rt := &http3.Transport{
+		TLSClientConfig:    insecureTLS(),
+		DisableCompression: true,
+		QUICConfig:         quicConfig(),
+		Dial:               c.quicDialer(source),
+	}
+	c.onClose(func() { rt.Close() })
+	return &http.Client{Transport: rt}
+}
+
+// quicConfig keeps connections alive: an idle stream carries nothing for as
+// long as the server sends no heartbeat, and browsers keep such connections.
+func quicConfig() *quic.Config {
+	return &quic.Config{KeepAlivePeriod: 10 * time.Second}
+}
+
+// quicDialer dials QUIC connections from a UDP socket of its own, bound to
+// source (any address if nil), made on the first dial.
+func (c *clients) quicDialer(source net.IP) func(context.Context, string, *tls.Config, *quic.Config) (*quic.Conn, error) {
 	var (
 		mu  sync.Mutex
 		udp *net.UDPConn
 		qt  *quic.Transport
 	)
-	rt := &http3.Transport{
-		TLSClientConfig:    insecureTLS(),
-		DisableCompression: true,
-		// An idle stream carries nothing for as long as the server sends no
-		// heartbeat; browsers keep such connections alive.
-		QUICConfig: &quic.Config{KeepAlivePeriod: 10 * time.Second},
-		Dial: func(ctx context.Context, addr string, tlsConf *tls.Config, conf *quic.Config) (*quic.Conn, error) {
-			raddr, err := net.ResolveUDPAddr("udp", addr)
-			if err != nil {
-				return nil, err
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			if qt == nil {
-				if udp, err = net.ListenUDP("udp", &net.UDPAddr{IP: source}); err != nil {
-					return nil, fmt.Errorf("opening a UDP socket on %v: %w", source, err)
-				}
-				qt = &quic.Transport{Conn: udp}
-			}
-			return qt.DialEarly(ctx, raddr, tlsConf, conf)
-		},
-	}
 	c.onClose(func() {
-		rt.Close()
 		mu.Lock()
 		defer mu.Unlock()
 		if qt != nil {
@@ -210,7 +213,21 @@ func (c *clients) h3(source net.IP) *http.Client {
 			udp.Close()
 		}
 	})
-	return &http.Client{Transport: rt}
+	return func(ctx context.Context, addr string, tlsConf *tls.Config, conf *quic.Config) (*quic.Conn, error) {
+		raddr, err := net.ResolveUDPAddr("udp", addr)
+		if err != nil {
+			return nil, err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if qt == nil {
+			if udp, err = net.ListenUDP("udp", &net.UDPAddr{IP: source}); err != nil {
+				return nil, fmt.Errorf("opening a UDP socket on %v: %w", source, err)
+			}
+			qt = &quic.Transport{Conn: udp}
+		}
+		return qt.DialEarly(ctx, raddr, tlsConf, conf)
+	}
 }
 
 // grpc returns the opener of a gRPC stream over a TLS connection of its
@@ -333,6 +350,37 @@ func (e *grpcEvents) next() (string, int64, error) {
 }
 
 func (e *grpcEvents) close() { e.cancel() }
+
+// quicOpener holds a bare QUIC connection, which carries nothing.
+type quicOpener struct {
+	dial func(context.Context, string, *tls.Config, *quic.Config) (*quic.Conn, error)
+	addr string
+}
+
+func (o *quicOpener) open(ctx context.Context, _ string) (events, string, error) {
+	conn, err := o.dial(ctx, o.addr, insecureTLS(idleALPN), quicConfig())
+	if err != nil {
+		return nil, "", err
+	}
+	return idleEvents{ctx, conn}, "QUIC/" + conn.ConnectionState().TLS.NegotiatedProtocol, nil
+}
+
+// idleEvents waits for its connection's end: no message ever comes.
+type idleEvents struct {
+	ctx  context.Context
+	conn *quic.Conn
+}
+
+func (e idleEvents) next() (string, int64, error) {
+	select {
+	case <-e.ctx.Done():
+		return "", 0, e.ctx.Err()
+	case <-e.conn.Context().Done():
+		return "", 0, context.Cause(e.conn.Context())
+	}
+}
+
+func (e idleEvents) close() { e.conn.CloseWithError(0, "") }
 
 // tally counts what protocol each stream (or post) used.
 type tally struct {
