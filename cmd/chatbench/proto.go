@@ -226,7 +226,14 @@ func (c *clients) quicDialer(source net.IP) func(context.Context, string, *tls.C
 			}
 			qt = &quic.Transport{Conn: udp}
 		}
-		return qt.DialEarly(ctx, raddr, tlsConf, conf)
+		conn, err := qt.DialEarly(ctx, raddr, tlsConf, conf)
+		if err != nil {
+			// The next attempt starts afresh, from another port.
+			qt.Close()
+			udp.Close()
+			qt = nil
+		}
+		return conn, err
 	}
 }
 
