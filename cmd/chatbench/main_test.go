@@ -35,6 +35,28 @@ func TestSentAt(t *testing.T) {
 	}
 }
 
+// TestStamp reads the publisher's timestamp from a message's text, as a
+// gRPC stream delivers it.
+func TestStamp(t *testing.T) {
+	tests := []struct {
+		text string
+		want int64
+		ok   bool
+	}{
+		{"t=1795740000123456789;xxxx", 1795740000123456789, true},
+		{"t=12;", 12, true},
+		{"hello t=12;", 0, false},
+		{"t=12", 0, false},
+		{"t=;", 0, false},
+	}
+	for _, tt := range tests {
+		got, ok := stamp(tt.text)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("stamp(%q) = %d, %v; want %d, %v", tt.text, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
 func TestSummarize(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "runs.jsonl")
 	lines := []string{
