@@ -336,6 +336,12 @@ type stream struct {
 
 func openStream(t *testing.T, url string, headers ...string) *stream {
 	t.Helper()
+	return openStreamWith(t, http.DefaultClient, url, headers...)
+}
+
+// openStreamWith is openStream through client.
+func openStreamWith(t *testing.T, c *http.Client, url string, headers ...string) *stream {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
 	for i := 0; i+1 < len(headers); i += 2 {
@@ -344,7 +350,7 @@ func openStream(t *testing.T, url string, headers ...string) *stream {
 	// The response head, or a refusal's body, must come at once; the
 	// stream's events have deadlines of their own (next, end, quiet).
 	timer := time.AfterFunc(wait, cancel)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		cancel()
 		t.Fatalf("GET %s: %v", url, err)

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go/http3"
+
 	"github.com/caddy-chat/caddy-chat/rooms"
 )
 
@@ -103,9 +105,17 @@ func storageTLS(t *testing.T, storage string, protos ...string) *tls.Config {
 	return &tls.Config{RootCAs: roots, ServerName: "localhost", NextProtos: protos}
 }
 
-// siteClient speaks HTTP/1.1 or HTTP/2 to the site, nothing else.
-func siteClient(t *testing.T, http2 bool) *http.Client {
+// siteClient speaks proto to the site, nothing else: "HTTP/1.1",
+// "HTTP/2.0", or "HTTP/3.0" through quic-go's client, as browsers do once
+// they have seen Alt-Svc.
+func siteClient(t *testing.T, proto string) *http.Client {
 	t.Helper()
+	if proto == "HTTP/3.0" {
+		tr := &http3.Transport{TLSClientConfig: siteTLS(t)}
+		t.Cleanup(func() { tr.Close() })
+		return &http.Client{Transport: tr}
+	}
+	http2 := proto == "HTTP/2.0"
 	tr := &http.Transport{TLSClientConfig: siteTLS(t), ForceAttemptHTTP2: http2}
 	if !http2 {
 		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
@@ -171,25 +181,25 @@ func readLines(body io.Reader) <-chan line {
 }
 
 // TestSiteStreams runs a stream through an HTTPS site with log, encode and
-// header rules, over HTTP/1.1 (where the handler takes the connection over)
-// and HTTP/2 (where it writes past the wrappers once the head is out): the
-// header rules apply, encode leaves the stream alone, the stream is logged
-// once, when it ends, with its status, room and size, and an idle stream
-// gets its heartbeat once per interval.
+// header rules, over HTTP/1.1 (where the handler takes the connection over),
+// HTTP/2 and HTTP/3 (where it writes past the wrappers once the head is out):
+// the header rules apply, encode leaves the stream alone, the stream is
+// logged once, when it ends, with its status, room and size, and an idle
+// stream gets its heartbeat once per interval.
 func TestSiteStreams(t *testing.T) {
 	const heartbeat = time.Second
 	dir := t.TempDir()
 	startSite(t, site{dir: dir, global: "heartbeat 1s"})
 	for _, tc := range []struct {
 		name  string
-		http2 bool
 		proto string
 	}{
-		{"HTTP/1.1", false, "HTTP/1.1"},
-		{"HTTP/2", true, "HTTP/2.0"},
+		{"HTTP/1.1", "HTTP/1.1"},
+		{"HTTP/2", "HTTP/2.0"},
+		{"HTTP/3", "HTTP/3.0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := siteClient(t, tc.http2)
+			c := siteClient(t, tc.proto)
 			room := roomFor(t, "a")
 			ctx, cancel := context.WithTimeout(context.Background(), 4*wait)
 			defer cancel()
@@ -286,6 +296,37 @@ func TestSiteStreams(t *testing.T) {
 	}
 }
 
+// TestSiteResume: over each protocol a browser may use, a stream that
+// resumes with Last-Event-ID gets every message posted since, once and in
+// order, then the live ones.
+func TestSiteResume(t *testing.T) {
+	startSite(t, site{dir: t.TempDir()})
+	for _, proto := range []string{"HTTP/1.1", "HTTP/2.0", "HTTP/3.0"} {
+		t.Run(proto, func(t *testing.T) {
+			c := siteClient(t, proto)
+			room := roomFor(t, "resume")
+			url := "https://" + siteAddr + "/stream/" + room
+			s := openStreamWith(t, c, url)
+			if s.resp.Proto != proto {
+				t.Fatalf("the stream is %s, want %s", s.resp.Proto, proto)
+			}
+			before := []rooms.Message{sitePost(t, c, room, "one"), sitePost(t, c, room, "two")}
+			if got := s.messages(t, 2); ids(got) != ids(before) {
+				t.Fatalf("live: %s, want %s", ids(got), ids(before))
+			}
+			s.close()
+
+			missed := []rooms.Message{sitePost(t, c, room, "three"), sitePost(t, c, room, "four")}
+			s = openStreamWith(t, c, url, "Last-Event-ID", before[1].ID)
+			want := append(missed, sitePost(t, c, room, "five"))
+			if got := s.messages(t, 3); ids(got) != ids(want) || texts(got) != "three,four,five" {
+				t.Errorf("resumed after %s: %s (%s), want %s", before[1].ID, ids(got), texts(got), ids(want))
+			}
+			s.quiet(t, 300*time.Millisecond)
+		})
+	}
+}
+
 // dialSite opens a TLS connection to the site speaking HTTP/1.1, with a
 // small receive buffer, so that a client that stops reading soon holds up
 // the server's writes.
@@ -351,7 +392,7 @@ func TestSiteTLSSlowReader(t *testing.T) {
 	c := dialSite(t)
 	r := openRawStream(t, c, room)
 	text := strings.Repeat("x", 64<<10)
-	poster := siteClient(t, true)
+	poster := siteClient(t, "HTTP/2.0")
 	var want []string
 	for range 128 {
 		want = append(want, sitePost(t, poster, room, text).ID)
@@ -388,7 +429,7 @@ func TestSiteLimitsWaitForStart(t *testing.T) {
 	if err := loadCaddyfile(failing); err == nil {
 		t.Fatal("a config on a taken port loaded")
 	}
-	c := siteClient(t, false)
+	c := siteClient(t, "HTTP/1.1")
 	room := roomFor(t, "a")
 	var statuses []int
 	for range 3 {

@@ -5,12 +5,24 @@
 #
 #   bench/run.sh [scenario...]     scenarios: fanout saturation idle hold (default: all)
 #
+# A scenario with a protocol suffix runs the same load with every subscriber
+# on a TLS connection of its own, against the baseline serving the same
+# protocol: fanout-h2, idle-h2 (HTTP/2), fanout-h3, idle-h3 (HTTP/3), and
+# so on for any scenario. fanout-grpc compares, both on the plugin, gRPC
+# streams ("grpc") against SSE streams over HTTP/2 ("sse-h2").
+#
+# The servers listen on fixed ports, which another run on the machine may
+# hold: BENCH_HTTP (8080), BENCH_HTTPS (8443, TCP and UDP), BENCH_ADMIN
+# (2019), BENCH_BASELINE (8090) and BENCH_BASELINE_TLS (8091) move them.
+#
 # Results go to bench/results/<date>.jsonl, one JSON line per run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
 scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout saturation idle hold)
+export BENCH_HTTP=${BENCH_HTTP:-8080} BENCH_HTTPS=${BENCH_HTTPS:-8443} BENCH_ADMIN=${BENCH_ADMIN:-2019}
+BENCH_BASELINE=${BENCH_BASELINE:-8090} BENCH_BASELINE_TLS=${BENCH_BASELINE_TLS:-8091}
 
 bin=$(mktemp -d)
 trap 'pkill -P $$ || true; rm -rf "$bin"' EXIT
@@ -37,6 +49,17 @@ wait_port() {
 	return 1
 }
 
+# wait_tls waits until the HTTPS server on port has its certificate, which
+# Caddy makes in the background.
+wait_tls() {
+	for _ in $(seq 100); do
+		if curl -sk -o /dev/null "https://127.0.0.1:$1/"; then return 0; fi
+		sleep 0.1
+	done
+	echo "no TLS on port $1" >&2
+	return 1
+}
+
 port_free() {
 	if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
 		echo "port $1 is already in use: stop what listens there first" >&2
@@ -45,22 +68,42 @@ port_free() {
 }
 
 for scenario in "${scenarios[@]}"; do
+	load=${scenario%%-*}
+	proto=h1
+	[ "$load" = "$scenario" ] || proto=${scenario#*-}
+	if [ -z "${args[$load]:-}" ]; then
+		echo "unknown scenario $scenario" >&2
+		exit 1
+	fi
+	servers=(plugin baseline)
+	[ "$proto" != grpc ] || servers=(grpc sse-h2)
 	for run in $(seq "$RUNS"); do
-		for server in plugin baseline; do
-			if [ "$server" = plugin ]; then
-				port_free 8080
-				"$bin/caddy" run --config bench/Caddyfile >/dev/null 2>&1 &
-				port=8080
+		for server in "${servers[@]}"; do
+			# What the subscribers speak, and to which server.
+			speak=$proto
+			[ "$server" != sse-h2 ] || speak=h2
+			if [ "$server" = baseline ]; then
+				port=$BENCH_BASELINE
+				[ "$speak" = h1 ] || port=$BENCH_BASELINE_TLS
+				port_free "$port"
+				"$bin/chatbaseline" -addr "127.0.0.1:$port" -proto "$speak" >/dev/null 2>&1 &
 			else
-				port_free 8090
-				"$bin/chatbaseline" -addr 127.0.0.1:8090 >/dev/null 2>&1 &
-				port=8090
+				port=$BENCH_HTTP
+				[ "$speak" = h1 ] || port=$BENCH_HTTPS
+				port_free "$BENCH_HTTP"
+				port_free "$BENCH_HTTPS"
+				"$bin/caddy" run --config bench/Caddyfile >/dev/null 2>&1 &
 			fi
 			pid=$!
-			wait_port $port
+			url=http://127.0.0.1:$port
+			wait_port "$port"
+			if [ "$speak" != h1 ]; then
+				url=https://127.0.0.1:$port
+				wait_tls "$port"
+			fi
 			echo "== $scenario run $run: $server" >&2
 			# shellcheck disable=SC2086
-			"$bin/chatbench" -url "http://127.0.0.1:$port" -pid $pid -label "$scenario/$server" ${args[$scenario]} |
+			"$bin/chatbench" -url "$url" -proto "$speak" -pid $pid -label "$scenario/$server" ${args[$load]} |
 				tail -n 1 >>"$out"
 			kill $pid
 			wait $pid 2>/dev/null || true

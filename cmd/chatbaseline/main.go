@@ -6,29 +6,116 @@
 // history, has no limits and no Caddy.
 //
 //	chatbaseline -addr 127.0.0.1:8090
+//
+// It serves the same fan-out, unchanged, over the protocol -proto names:
+// h1 is plain HTTP/1.1; h2 is HTTPS (HTTP/2 by ALPN, or HTTP/1.1) through
+// ListenAndServeTLS with a self-signed certificate made at start; h3 is
+// HTTP/3 through quic-go's http3.Server on UDP, with the same certificate
+// and h2 on the same TCP port, as Caddy serves it. quic is no chat at all:
+// it accepts QUIC connections (ALPN "chat-idle") and holds them, for
+// chatbench -proto quic to measure what quic-go costs per idle connection.
+//
+//	chatbaseline -addr 127.0.0.1:8443 -proto h3
 package main
 
 import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"log"
+	"math/big"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
 )
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8090", "listen address")
+	proto := flag.String("proto", "h1", "h1 (HTTP/1.1), h2 (HTTPS with HTTP/2), h3 (HTTP/3, and h2 on the same TCP port) or quic (bare QUIC connections)")
 	buffer := flag.Int("buffer", 256, "frames queued per subscriber before it is dropped")
 	flag.Parse()
 	h := &hub{rooms: map[string]*room{}, buffer: *buffer, epoch: strconv.FormatInt(time.Now().UnixMicro(), 36)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /stream/{room}", h.stream)
 	mux.HandleFunc("POST /submit", h.submit)
-	log.Printf("chatbaseline listening on %s", *addr)
-	log.Fatal(http.ListenAndServe(*addr, mux))
+	log.Printf("chatbaseline listening on %s (%s)", *addr, *proto)
+	log.Fatal(serve(*addr, *proto, mux))
+}
+
+// serve serves handler over proto until it fails.
+func serve(addr, proto string, handler http.Handler) error {
+	if proto == "h1" {
+		return http.ListenAndServe(addr, handler)
+	}
+	if proto != "h2" && proto != "h3" && proto != "quic" {
+		return fmt.Errorf("-proto %q: want h1, h2, h3 or quic", proto)
+	}
+	cert, err := selfSigned()
+	if err != nil {
+		return err
+	}
+	if proto == "quic" {
+		return holdQUIC(addr, cert)
+	}
+	tcp := &http.Server{Addr: addr, Handler: handler, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
+	if proto == "h2" {
+		return tcp.ListenAndServeTLS("", "")
+	}
+	udp := &http3.Server{Addr: addr, Handler: handler, TLSConfig: http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}})}
+	failed := make(chan error, 2)
+	go func() { failed <- udp.ListenAndServe() }()
+	go func() { failed <- tcp.ListenAndServeTLS("", "") }()
+	return <-failed
+}
+
+// holdQUIC accepts QUIC connections and keeps them open, doing nothing
+// else: quic-go's own goroutines and buffers are all each one costs.
+func holdQUIC(addr string, cert tls.Certificate) error {
+	ln, err := quic.ListenAddr(addr, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"chat-idle"}}, nil)
+	if err != nil {
+		return fmt.Errorf("listening for QUIC: %w", err)
+	}
+	for {
+		if _, err := ln.Accept(context.Background()); err != nil {
+			return fmt.Errorf("accepting a QUIC connection: %w", err)
+		}
+	}
+}
+
+// selfSigned makes a certificate for localhost and 127.0.0.1, signed by its
+// own key.
+func selfSigned() (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("generating a key: %w", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "chatbaseline"},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("signing the certificate: %w", err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }
 
 type hub struct {

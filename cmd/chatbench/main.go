@@ -10,22 +10,36 @@
 //
 //	chatbench -url http://127.0.0.1:8080/chat -rooms 10 -subscribers 1000 -rate 20 -duration 30s -pid 1234
 //
+// -proto picks what the subscribers speak: h1 (HTTP/1.1, the default), h2
+// (HTTP/2 over TLS) or h3 (HTTP/3 over QUIC), each subscriber on a
+// connection of its own as separate browsers are, or grpc (the
+// chat.v1.ChatService/Stream call over TLS and HTTP/2), or quic (bare QUIC
+// connections that carry nothing, against chatbaseline -proto quic, for
+// quic-go's own cost per connection; with -rate 0). The publisher posts
+// over one client of the same protocol (HTTP/2 for grpc). Certificates are
+// not checked. The result counts the protocol each stream actually used,
+// and the run fails if one used another than asked for:
+//
+//	chatbench -proto h3 -url https://127.0.0.1:8443 -rooms 10 -subscribers 1000 -pid 1234
+//
 // It prints a progress line every second, then a table and the result as one
 // line of JSON. With -summarize it reads such lines from files and prints the
 // medians per scenario ("<scenario>/plugin" against "<scenario>/baseline").
 //
-// Past about 28,000 connections one source address runs out of ports, so
-// subscribers are spread over 127.0.0.2, 127.0.0.3, ... as sources.
+// Past about 28,000 connections one source address runs out of ports, TCP
+// or UDP, so subscribers are spread over 127.0.0.2, 127.0.0.3, ... as
+// sources.
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -38,12 +52,12 @@ import (
 	"time"
 
 	"github.com/caddy-chat/caddy-chat/rooms"
-	"github.com/caddy-chat/caddy-chat/sse"
 )
 
 // options are the command line.
 type options struct {
 	url         string
+	proto       string
 	rooms       int
 	subscribers int
 	rate        float64
@@ -61,6 +75,7 @@ type options struct {
 func main() {
 	var o options
 	flag.StringVar(&o.url, "url", "http://127.0.0.1:8080/chat", "base URL of the chat (where /stream and /submit are)")
+	flag.StringVar(&o.proto, "proto", "h1", "what subscribers speak: h1, h2, h3 (SSE over HTTP/1.1, HTTP/2 or HTTP/3), grpc (gRPC over HTTP/2) or quic (bare idle QUIC connections, with -rate 0)")
 	flag.IntVar(&o.rooms, "rooms", 10, "rooms")
 	flag.IntVar(&o.subscribers, "subscribers", 1000, "subscribers in all, spread evenly over the rooms")
 	flag.Float64Var(&o.rate, "rate", 20, "messages per second per room; 0 publishes nothing (idle)")
@@ -98,29 +113,37 @@ func main() {
 
 // result is what a run measured.
 type result struct {
-	Label            string  `json:"label,omitempty"`
-	Rooms            int     `json:"rooms"`
-	Subscribers      int     `json:"subscribers"`
-	Seconds          float64 `json:"seconds"`
-	Published        int64   `json:"published"`
-	Deliveries       int64   `json:"deliveries"`
-	DeliveriesPerSec float64 `json:"deliveries_per_sec"`
-	P50Ms            float64 `json:"p50_ms"`
-	P99Ms            float64 `json:"p99_ms"`
-	MaxMs            float64 `json:"max_ms"`
-	Lost             int64   `json:"lost"`
-	Duplicates       int64   `json:"duplicates"`
-	OutOfOrder       int64   `json:"out_of_order"`
-	Reconnects       int64   `json:"reconnects"`
-	CPUPerDeliveryUs float64 `json:"cpu_per_delivery_us,omitempty"`
-	RSSPerSubKiB     float64 `json:"rss_per_subscriber_kib,omitempty"`
-	RSSStartMiB      float64 `json:"rss_start_mib,omitempty"`
-	RSSEndMiB        float64 `json:"rss_end_mib,omitempty"`
+	Label string `json:"label,omitempty"`
+	Proto string `json:"proto"`
+	// The protocols that the streams (each connection and reconnection)
+	// and the posts actually used, and how many of each.
+	StreamProtocols  map[string]int64 `json:"stream_protocols"`
+	PublishProtocols map[string]int64 `json:"publish_protocols,omitempty"`
+	Rooms            int              `json:"rooms"`
+	Subscribers      int              `json:"subscribers"`
+	Seconds          float64          `json:"seconds"`
+	Published        int64            `json:"published"`
+	Deliveries       int64            `json:"deliveries"`
+	DeliveriesPerSec float64          `json:"deliveries_per_sec"`
+	P50Ms            float64          `json:"p50_ms"`
+	P99Ms            float64          `json:"p99_ms"`
+	MaxMs            float64          `json:"max_ms"`
+	Lost             int64            `json:"lost"`
+	Duplicates       int64            `json:"duplicates"`
+	OutOfOrder       int64            `json:"out_of_order"`
+	Reconnects       int64            `json:"reconnects"`
+	CPUPerDeliveryUs float64          `json:"cpu_per_delivery_us,omitempty"`
+	RSSPerSubKiB     float64          `json:"rss_per_subscriber_kib,omitempty"`
+	RSSStartMiB      float64          `json:"rss_start_mib,omitempty"`
+	RSSEndMiB        float64          `json:"rss_end_mib,omitempty"`
 }
 
 func (r result) print(w io.Writer) {
 	rows := [][2]string{
 		{"run", r.Label},
+		{"protocol", r.Proto},
+		{"streams over", formatCounts(r.StreamProtocols)},
+		{"posts over", formatCounts(r.PublishProtocols)},
 		{"rooms x subscribers", fmt.Sprintf("%d x %d", r.Rooms, r.Subscribers/max(r.Rooms, 1))},
 		{"measured", fmt.Sprintf("%.1fs", r.Seconds)},
 		{"published", fmt.Sprint(r.Published)},
@@ -142,7 +165,16 @@ func run(ctx context.Context, o options) (result, error) {
 	if err != nil {
 		return result{}, fmt.Errorf("-url: %w", err)
 	}
-	res := result{Label: o.label, Rooms: o.rooms, Subscribers: o.subscribers}
+	o.proto = cmp.Or(o.proto, "h1")
+	conns, err := newClients(o.proto, base, o.perSource)
+	if err != nil {
+		return result{}, err
+	}
+	if o.proto == "quic" && (o.rate != 0 || o.saturate) {
+		return result{}, errors.New("-proto quic carries no messages: it wants -rate 0")
+	}
+	defer conns.close()
+	res := result{Label: o.label, Proto: o.proto, Rooms: o.rooms, Subscribers: o.subscribers}
 	prefix := fmt.Sprintf("bench-%x", rand.Uint32())
 	roomNames := make([]string, o.rooms)
 	for i := range roomNames {
@@ -159,12 +191,12 @@ func run(ctx context.Context, o options) (result, error) {
 	subCtx, stopSubs := context.WithCancel(ctx)
 	defer stopSubs()
 	subs := make([]*subscriber, o.subscribers)
+	protos := new(tally)
 	var connected sync.WaitGroup
 	var all sync.WaitGroup
-	dialers := newDialers(o.perSource)
 	sem := make(chan struct{}, 256) // connect at most this many at once
 	for i := range subs {
-		s := &subscriber{url: base.String() + "/stream/" + roomNames[i%o.rooms], client: dialers.client(i)}
+		s := &subscriber{opener: conns.subscriber(i, roomNames[i%o.rooms]), protos: protos}
 		subs[i] = s
 		connected.Add(1)
 		all.Add(1)
@@ -174,12 +206,29 @@ func run(ctx context.Context, o options) (result, error) {
 			s.run(subCtx, func() { <-sem; connected.Done() })
 		}()
 	}
+	// A server that refuses the protocol asked for fails every attempt;
+	// the run gives up once no subscriber has connected for a while.
+	count, progressAt := 0, time.Now()
 	progress(ctx, "connecting", subs, nil, func() bool {
-		return countConnected(subs) == len(subs)
+		if n := countConnected(subs); n != count {
+			count, progressAt = n, time.Now()
+		}
+		return count == len(subs) || time.Since(progressAt) > connectPatience
 	})
+	if count < len(subs) {
+		stopSubs()
+	}
 	connected.Wait()
 	if ctx.Err() != nil {
 		return res, ctx.Err()
+	}
+	if count < len(subs) {
+		return res, fmt.Errorf("%d of %d subscribers connected, none for %v; the last failure: %v",
+			count, len(subs), connectPatience, lastFailure(subs))
+	}
+	want := protocols[o.proto]
+	if err := protos.only("streams", want); err != nil {
+		return res, err
 	}
 	time.Sleep(o.settle)
 	if o.pid != 0 {
@@ -192,7 +241,7 @@ func run(ctx context.Context, o options) (result, error) {
 	}
 
 	pubCtx, stopPubs := context.WithCancel(ctx)
-	pub := newPublisher(base.String()+"/submit", roomNames, o)
+	pub := newPublisher(base.String()+"/submit", roomNames, o, conns.publisher())
 	var pubs sync.WaitGroup
 	if o.rate > 0 || o.saturate {
 		pub.start(pubCtx, &pubs)
@@ -225,6 +274,13 @@ func run(ctx context.Context, o options) (result, error) {
 	}
 	stopSubs()
 	all.Wait()
+	res.StreamProtocols, res.PublishProtocols = protos.counts(), pub.protos.counts()
+	if err := protos.only("streams", want); err != nil {
+		return res, err
+	}
+	if err := pub.protos.only("posts", publishProtocol(o.proto)); err != nil {
+		return res, err
+	}
 
 	res.Seconds = elapsed.Seconds()
 	res.DeliveriesPerSec = float64(res.Deliveries) / elapsed.Seconds()
@@ -251,14 +307,17 @@ func run(ctx context.Context, o options) (result, error) {
 	return res, nil
 }
 
+// connectPatience is how long connecting may go without a new stream.
+const connectPatience = 20 * time.Second
+
 // measuring is set during the measured time; latencies are recorded then.
 var measuring atomic.Bool
 
 // subscriber follows one room the way EventSource does: on a lost stream it
 // reconnects with the last id it received.
 type subscriber struct {
-	url    string
-	client *http.Client
+	opener opener
+	protos *tally
 
 	connected  atomic.Bool
 	received   atomic.Int64
@@ -267,28 +326,26 @@ type subscriber struct {
 	duplicates int64
 	outOfOrder int64
 	reconnects int64
-	latencies  []uint32 // microseconds
+	latencies  []uint32              // microseconds
+	failure    atomic.Pointer[error] // of the last failed attempt
 }
 
 func (s *subscriber) run(ctx context.Context, onFirstConnect func()) {
 	lastID := ""
 	first := true
 	for ctx.Err() == nil {
-		req, _ := http.NewRequestWithContext(ctx, "GET", s.url, nil)
-		if lastID != "" {
-			req.Header.Set("Last-Event-ID", lastID)
-		}
-		resp, err := s.client.Do(req)
-		if err == nil && resp.StatusCode == http.StatusOK {
+		evs, proto, err := s.opener.open(ctx, lastID)
+		if err == nil {
+			s.protos.add(proto)
 			if first {
 				s.connected.Store(true)
 				onFirstConnect()
 				first = false
 			}
-			lastID = s.read(resp.Body, lastID)
-		}
-		if resp != nil {
-			resp.Body.Close()
+			lastID = s.read(evs, lastID)
+			evs.close()
+		} else {
+			s.failure.Store(&err)
 		}
 		if ctx.Err() != nil {
 			break
@@ -302,19 +359,15 @@ func (s *subscriber) run(ctx context.Context, onFirstConnect func()) {
 }
 
 // read consumes one stream and returns the last id seen.
-func (s *subscriber) read(body io.Reader, lastID string) string {
-	r := sse.NewReader(body)
+func (s *subscriber) read(evs events, lastID string) string {
 	for {
-		ev, err := r.Next()
+		id, sent, err := evs.next()
 		if err != nil {
 			return lastID
 		}
-		if ev.Name != "message" {
-			continue
-		}
 		now := time.Now().UnixNano()
-		lastID = ev.ID
-		_, seq, ok := rooms.ParseID(ev.ID)
+		lastID = id
+		_, seq, ok := rooms.ParseID(id)
 		if !ok {
 			continue
 		}
@@ -331,22 +384,28 @@ func (s *subscriber) read(body io.Reader, lastID string) string {
 		}
 		s.lastSeq.Store(seq)
 		s.received.Add(1)
-		if measuring.Load() {
-			if sent, ok := sentAt(ev.Data); ok && now >= sent {
-				s.latencies = append(s.latencies, uint32(min((now-sent)/1000, 1<<32-1)))
-			}
+		if sent != 0 && now >= sent {
+			s.latencies = append(s.latencies, uint32(min((now-sent)/1000, 1<<32-1)))
 		}
 	}
 }
 
-// sentAt finds the publisher's timestamp, "t=<unix nanoseconds>;", at the
-// start of the message text.
+// sentAt finds the publisher's timestamp in a message's JSON.
 func sentAt(data string) (int64, bool) {
-	i := strings.Index(data, `"message":"t=`)
+	i := strings.Index(data, `"message":"`)
 	if i < 0 {
 		return 0, false
 	}
-	rest := data[i+len(`"message":"t=`):]
+	return stamp(data[i+len(`"message":"`):])
+}
+
+// stamp reads the publisher's timestamp, "t=<unix nanoseconds>;", at the
+// start of a message's text.
+func stamp(text string) (int64, bool) {
+	rest, ok := strings.CutPrefix(text, "t=")
+	if !ok {
+		return 0, false
+	}
 	j := strings.IndexByte(rest, ';')
 	if j < 0 {
 		return 0, false
@@ -362,15 +421,14 @@ type publisher struct {
 	o      options
 	client *http.Client
 	count  atomic.Int64
+	protos tally
 
 	mu      sync.Mutex
 	lastSeq map[string]uint64
 }
 
-func newPublisher(url string, roomNames []string, o options) *publisher {
-	transport := &http.Transport{MaxIdleConnsPerHost: 1024, DisableCompression: true}
-	return &publisher{url: url, rooms: roomNames, o: o, lastSeq: map[string]uint64{},
-		client: &http.Client{Transport: transport, Timeout: 10 * time.Second}}
+func newPublisher(url string, roomNames []string, o options, client *http.Client) *publisher {
+	return &publisher{url: url, rooms: roomNames, o: o, lastSeq: map[string]uint64{}, client: client}
 }
 
 func (p *publisher) start(ctx context.Context, wg *sync.WaitGroup) {
@@ -410,6 +468,7 @@ func (p *publisher) post(room, padding string) {
 		return
 	}
 	defer resp.Body.Close()
+	p.protos.add(resp.Proto)
 	var m struct {
 		ID string `json:"id"`
 	}
@@ -430,35 +489,6 @@ func (p *publisher) last(room string) uint64 {
 	return p.lastSeq[room]
 }
 
-// dialers hands out HTTP clients whose connections come from 127.0.0.2,
-// 127.0.0.3, ..., perSource connections each.
-type dialers struct {
-	perSource int
-	mu        sync.Mutex
-	clients   map[int]*http.Client
-}
-
-func newDialers(perSource int) *dialers {
-	return &dialers{perSource: max(perSource, 1), clients: map[int]*http.Client{}}
-}
-
-func (d *dialers) client(i int) *http.Client {
-	source := i / d.perSource
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if c := d.clients[source]; c != nil {
-		return c
-	}
-	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, byte(source/250), byte(2+source%250))}}
-	c := &http.Client{Transport: &http.Transport{
-		DialContext:         dialer.DialContext,
-		DisableCompression:  true,
-		MaxIdleConnsPerHost: -1,
-	}}
-	d.clients[source] = c
-	return c
-}
-
 func countConnected(subs []*subscriber) int {
 	n := 0
 	for _, s := range subs {
@@ -467,6 +497,15 @@ func countConnected(subs []*subscriber) int {
 		}
 	}
 	return n
+}
+
+func lastFailure(subs []*subscriber) error {
+	for _, s := range subs {
+		if err := s.failure.Load(); err != nil {
+			return *err
+		}
+	}
+	return nil
 }
 
 func totalReceived(subs []*subscriber) int64 {

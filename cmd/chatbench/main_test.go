@@ -1,10 +1,18 @@
 package main
 
 import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"maps"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestSentAt(t *testing.T) {
@@ -34,6 +42,8 @@ func TestSummarize(t *testing.T) {
 		`{"label":"fanout/plugin","deliveries_per_sec":300,"cpu_per_delivery_us":30}`,
 		`{"label":"fanout/plugin","deliveries_per_sec":200,"cpu_per_delivery_us":20}`,
 		`{"label":"fanout/baseline","deliveries_per_sec":100,"cpu_per_delivery_us":40}`,
+		`{"label":"fanout-grpc/grpc","cpu_per_delivery_us":12}`,
+		`{"label":"fanout-grpc/sse-h2","cpu_per_delivery_us":10}`,
 		`not json`,
 	}
 	if err := os.WriteFile(file, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
@@ -46,6 +56,7 @@ func TestSummarize(t *testing.T) {
 	for _, want := range []string{
 		"| fanout | deliveries/s | 200.00 | 100.00 | 2.00x | 3/1 |",
 		"| fanout | CPU µs/delivery | 20.00 | 40.00 | 0.50x | 3/1 |",
+		"| fanout-grpc (grpc vs sse-h2) | CPU µs/delivery | 12.00 | 10.00 | 1.20x | 1/1 |",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, out.String())
@@ -53,5 +64,205 @@ func TestSummarize(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "lost") {
 		t.Errorf("a metric that is zero for both is shown:\n%s", out.String())
+	}
+}
+
+// TestProtocols runs chatbench for a moment over each protocol against the
+// built baseline and the built caddy on bench/Caddyfile, and checks what a
+// benchmark's reader relies on: every message reached every subscriber, over
+// the protocol asked for, each subscriber from its source address, and the
+// server's CPU and memory were read.
+func TestProtocols(t *testing.T) {
+	dir := t.TempDir()
+	baseline := build(t, dir, "chatbaseline", "./cmd/chatbaseline")
+	caddy := os.Getenv("CHAT_CADDY_BINARY") // CI builds it once for every step
+	if caddy == "" {
+		caddy = build(t, dir, "caddy", "./cmd/caddy")
+	}
+	httpPort, httpsPort, admin, home := freePort(t), freePort(t), freePort(t), t.TempDir()
+	plugin := start(t, caddy, []string{"run", "--config", "../../bench/Caddyfile"},
+		"BENCH_HTTP="+httpPort, "BENCH_HTTPS="+httpsPort, "BENCH_ADMIN="+admin,
+		"HOME="+home, "XDG_DATA_HOME="+home, "XDG_CONFIG_HOME="+home)
+	waitTLS(t, "127.0.0.1:"+httpsPort) // Caddy makes the certificate in the background
+
+	for _, tt := range []struct {
+		proto, server string
+	}{
+		{"h1", "baseline"},
+		{"h2", "baseline"},
+		{"h3", "baseline"},
+		{"h1", "plugin"},
+		{"h2", "plugin"},
+		{"h3", "plugin"},
+		{"grpc", "plugin"},
+		{"quic", "baseline"}, // idle connections only
+	} {
+		t.Run(tt.proto+"/"+tt.server, func(t *testing.T) {
+			scheme, port, pid := "https", httpsPort, plugin
+			if tt.proto == "h1" {
+				scheme, port = "http", httpPort
+			}
+			if tt.server == "baseline" {
+				port = freePort(t)
+				pid = start(t, baseline, []string{"-addr", "127.0.0.1:" + port, "-proto", tt.proto})
+				switch tt.proto {
+				case "h1":
+					waitTCP(t, "127.0.0.1:"+port)
+				case "quic": // no TCP: chatbench tries again until it listens
+				default:
+					waitTLS(t, "127.0.0.1:"+port)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			rate := 20.0
+			if tt.proto == "quic" {
+				rate = 0
+			}
+			res, err := run(ctx, options{
+				url: scheme + "://127.0.0.1:" + port, proto: tt.proto, rooms: 2, subscribers: 6, rate: rate,
+				duration: time.Second, warmup: 300 * time.Millisecond, pid: pid, perSource: 2, // sources 127.0.0.2 to .4
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := protocols[tt.proto]
+			if res.Proto != tt.proto || !maps.Equal(res.StreamProtocols, map[string]int64{want: 6}) {
+				t.Errorf("streams: -proto %s over %v; want 6 over %s", res.Proto, res.StreamProtocols, want)
+			}
+			if res.RSSEndMiB <= 0 {
+				t.Errorf("the server's memory was not read")
+			}
+			if rate == 0 {
+				return
+			}
+			if n := res.PublishProtocols[publishProtocol(tt.proto)]; n == 0 || len(res.PublishProtocols) != 1 {
+				t.Errorf("posts over %v, want %s only", res.PublishProtocols, publishProtocol(tt.proto))
+			}
+			if res.Published == 0 || res.Deliveries < 3*res.Published || res.Lost+res.Duplicates+res.OutOfOrder+res.Reconnects != 0 {
+				t.Errorf("published %d, delivered %d (3 subscribers per room); lost %d, duplicates %d, out of order %d, reconnects %d",
+					res.Published, res.Deliveries, res.Lost, res.Duplicates, res.OutOfOrder, res.Reconnects)
+			}
+			// CPU time is counted in ticks of 10 ms, too coarse for so short a
+			// run to be sure of one.
+			if res.P99Ms <= 0 {
+				t.Errorf("no latency measured")
+			}
+		})
+	}
+}
+
+// TestProtocolsCounted: a run fails if a stream or a post went over another
+// protocol than the one asked for.
+func TestProtocolsCounted(t *testing.T) {
+	tests := []struct {
+		used []string
+		want string
+		err  string
+	}{
+		{[]string{"HTTP/2.0", "HTTP/2.0"}, "HTTP/2.0", ""},
+		{nil, "HTTP/2.0", ""},
+		{[]string{"HTTP/2.0", "HTTP/1.1", "HTTP/1.1"}, "HTTP/2.0", "streams went over another protocol than HTTP/2.0: 2 over HTTP/1.1"},
+		{[]string{"grpc/"}, "grpc/h2", "streams went over another protocol than grpc/h2: 1 over grpc/"},
+	}
+	for _, tt := range tests {
+		var ta tally
+		for _, p := range tt.used {
+			ta.add(p)
+		}
+		err := ta.only("streams", tt.want)
+		if got := fmt.Sprint(err); (tt.err == "" && err != nil) || (tt.err != "" && got != tt.err) {
+			t.Errorf("%v, want only %s: %v; want %q", tt.used, tt.want, err, tt.err)
+		}
+	}
+}
+
+// build builds the command in pkg, relative to the module's root, into dir.
+func build(t *testing.T, dir, name, pkg string) string {
+	t.Helper()
+	out := filepath.Join(dir, name)
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Dir = "../.."
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	}
+	return out
+}
+
+// start runs a server until the test ends and returns its pid. A failed
+// test shows what the server said.
+func start(t *testing.T, bin string, args []string, env ...string) int {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("%s said:\n%s", filepath.Base(bin), out.String())
+		}
+	})
+	return cmd.Process.Pid
+}
+
+// freePort returns a port free now for TCP and UDP alike, where HTTP/3
+// listens beside HTTP/2.
+func freePort(t *testing.T) string {
+	t.Helper()
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			pc.Close()
+			return strconv.Itoa(port)
+		}
+	}
+	t.Fatal("no port free for both TCP and UDP")
+	return ""
+}
+
+func waitTCP(t *testing.T, addr string) {
+	t.Helper()
+	waitUntil(t, addr+" to listen", func() error {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+}
+
+func waitTLS(t *testing.T, addr string) {
+	t.Helper()
+	waitUntil(t, "a certificate on "+addr, func() error {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr, insecureTLS())
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+}
+
+func waitUntil(t *testing.T, what string, try func() error) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := try()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: %v", what, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -29,11 +29,15 @@ var metrics = []metric{
 }
 
 // summarize reads the JSON lines of runs labelled "<scenario>/<server>" and
-// prints, per scenario, the median of each metric for the plugin and the
-// baseline and their ratio.
+// prints, per scenario, the median of each metric for the server measured
+// and its reference, and their ratio. The reference is "baseline" against
+// "plugin"; in a scenario with other servers (fanout-grpc: "grpc" and
+// "sse-h2"), the first one run is measured against the second, and the
+// scenario's cell names them.
 func summarize(files []string, w io.Writer) error {
 	runs := map[string][]result{}
 	var scenarios []string
+	servers := map[string][]string{}
 	for _, file := range files {
 		f, err := os.Open(file)
 		if err != nil {
@@ -45,9 +49,12 @@ func summarize(files []string, w io.Writer) error {
 			if json.Unmarshal(sc.Bytes(), &r) != nil {
 				continue
 			}
-			scenario, _, _ := strings.Cut(r.Label, "/")
+			scenario, server, _ := strings.Cut(r.Label, "/")
 			if !slices.Contains(scenarios, scenario) {
 				scenarios = append(scenarios, scenario)
+			}
+			if !slices.Contains(servers[scenario], server) {
+				servers[scenario] = append(servers[scenario], server)
 			}
 			runs[r.Label] = append(runs[r.Label], r)
 		}
@@ -55,7 +62,12 @@ func summarize(files []string, w io.Writer) error {
 	}
 	fmt.Fprintf(w, "| scenario | metric | plugin | baseline | plugin / baseline | runs |\n|---|---|---|---|---|---|\n")
 	for _, scenario := range scenarios {
-		plugin, baseline := runs[scenario+"/plugin"], runs[scenario+"/baseline"]
+		measured, reference, name := "plugin", "baseline", scenario
+		if s := servers[scenario]; !slices.Contains(s, "plugin") && len(s) == 2 {
+			measured, reference = s[0], s[1]
+			name = fmt.Sprintf("%s (%s vs %s)", scenario, measured, reference)
+		}
+		plugin, baseline := runs[scenario+"/"+measured], runs[scenario+"/"+reference]
 		for _, m := range metrics {
 			p, b := median(plugin, m.value), median(baseline, m.value)
 			if p == 0 && b == 0 {
@@ -65,7 +77,7 @@ func summarize(files []string, w io.Writer) error {
 			if b != 0 {
 				ratio = fmt.Sprintf("%.2fx", p/b)
 			}
-			fmt.Fprintf(w, "| %s | %s | %.2f | %.2f | %s | %d/%d |\n", scenario, m.name, p, b, ratio, len(plugin), len(baseline))
+			fmt.Fprintf(w, "| %s | %s | %.2f | %.2f | %s | %d/%d |\n", name, m.name, p, b, ratio, len(plugin), len(baseline))
 		}
 	}
 	return nil
