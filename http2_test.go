@@ -115,13 +115,57 @@ func TestHTTP2StreamEndsOnReload(t *testing.T) {
 func TestHTTP2StuckStreamEndsOnReload(t *testing.T) {
 	cfg := config{options: "servers {\n\t\tprotocols h1 h2c\n\t}"}
 	startCaddy(t, cfg)
+	s := openStuckH2CStream(t, "/stream/"+roomFor(t, "a"), 0)
+	cfg.global = "heartbeat 20s"
+	start := time.Now()
+	reload(t, cfg)
+	// The stream ends with RST_STREAM, or the connection closes, well
+	// before the write timeout (10s) would have ended it.
+	s.waitEnd()
+	took := time.Since(start)
+	t.Logf("a stuck HTTP/2 stream ended %v after the reload began", took)
+	if took > wait {
+		t.Errorf("a stuck HTTP/2 stream ended %v after the reload began", took)
+	}
+}
+
+// TestHTTP2StuckStreamTimesOut: an HTTP/2 client that takes the start of its
+// stream and then reads nothing more has its stream reset once a write has
+// waited for the write timeout, not held open for ever.
+func TestHTTP2StuckStreamTimesOut(t *testing.T) {
+	startCaddy(t, config{global: "heartbeat 30s", options: "servers {\n\t\tprotocols h1 h2c\n\t}"})
+	room := roomFor(t, "a")
+	// Room for the retry hint, "retry: 1234\n\n", and not for a message.
+	s := openStuckH2CStream(t, "/stream/"+room, 16)
+	postJSON(t, rootSite, room, "alice", "never read")
+	start := time.Now()
+	s.waitEnd()
+	took := time.Since(start)
+	t.Logf("a stuck HTTP/2 stream ended %v after its write began", took)
+	if took < writeTimeout*9/10 || took > writeTimeout+wait {
+		t.Errorf("a stuck HTTP/2 stream ended %v after its write began, want after the write timeout, %v", took, writeTimeout)
+	}
+}
+
+// stuckH2CStream is an HTTP/2 stream, over h2c, whose client grants the
+// server only so many bytes of flow-control window and never more.
+type stuckH2CStream struct {
+	c    net.Conn
+	r    *bufio.Reader
+	head []byte
+}
+
+// openStuckH2CStream opens path with a flow-control window of window bytes
+// for the stream and returns once the response head has arrived, which flow
+// control does not hold. The connection fails the test's reads after a while.
+func openStuckH2CStream(t *testing.T, path string, window uint32) *stuckH2CStream {
+	t.Helper()
 	c, err := net.DialTimeout("tcp", strings.TrimPrefix(rootSite, "http://"), wait)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(4 * wait))
-	path := "/stream/" + roomFor(t, "a")
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(writeTimeout + 4*wait))
 	authority := strings.TrimPrefix(rootSite, "http://")
 	// HPACK, by hand: :method GET and :scheme http from the static table,
 	// :path and :authority as literals with indexed names.
@@ -129,61 +173,56 @@ func TestHTTP2StuckStreamEndsOnReload(t *testing.T) {
 	block = append(block, path...)
 	block = append(block, 0x01, byte(len(authority)))
 	block = append(block, authority...)
-	frame := func(typ, flags byte, stream uint32, payload []byte) []byte {
-		n := len(payload)
-		f := []byte{byte(n >> 16), byte(n >> 8), byte(n), typ, flags,
-			byte(stream >> 24), byte(stream >> 16), byte(stream >> 8), byte(stream)}
-		return append(f, payload...)
-	}
 	var out []byte
 	out = append(out, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"...)
-	out = append(out, frame(0x4, 0, 0, []byte{0, 4, 0, 0, 0, 0})...) // SETTINGS_INITIAL_WINDOW_SIZE 0
-	out = append(out, frame(0x1, 0x5, 1, block)...)                  // HEADERS, END_STREAM|END_HEADERS
+	// SETTINGS_INITIAL_WINDOW_SIZE
+	out = append(out, h2Frame(0x4, 0, 0, []byte{0, 4, byte(window >> 24), byte(window >> 16), byte(window >> 8), byte(window)})...)
+	out = append(out, h2Frame(0x1, 0x5, 1, block)...) // HEADERS, END_STREAM|END_HEADERS
 	if _, err := c.Write(out); err != nil {
 		t.Fatal(err)
 	}
-	// Wait for the response head, which flow control does not hold.
-	r := bufio.NewReader(c)
-	head := make([]byte, 9)
+	s := &stuckH2CStream{c: c, r: bufio.NewReader(c), head: make([]byte, 9)}
 	for {
-		if _, err := io.ReadFull(r, head); err != nil {
+		if _, err := io.ReadFull(s.r, s.head); err != nil {
 			t.Fatalf("reading frames: %v", err)
 		}
-		n := int(head[0])<<16 | int(head[1])<<8 | int(head[2])
-		if _, err := r.Discard(n); err != nil {
+		n := int(s.head[0])<<16 | int(s.head[1])<<8 | int(s.head[2])
+		if _, err := s.r.Discard(n); err != nil {
 			t.Fatal(err)
 		}
-		if head[3] == 0x4 && head[4]&0x1 == 0 { // the server's SETTINGS: ack it
-			if _, err := c.Write(frame(0x4, 0x1, 0, nil)); err != nil {
+		if s.head[3] == 0x4 && s.head[4]&0x1 == 0 { // the server's SETTINGS: ack it
+			if _, err := c.Write(h2Frame(0x4, 0x1, 0, nil)); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if head[3] == 0x1 { // HEADERS
-			break
+		if s.head[3] == 0x1 { // HEADERS
+			return s
 		}
 	}
-	cfg.global = "heartbeat 20s"
-	start := time.Now()
-	reload(t, cfg)
-	// The stream ends with RST_STREAM, or the connection closes, well
-	// before the write timeout (10s) would have ended it.
+}
+
+// waitEnd reads frames until the stream is reset or the connection closes.
+func (s *stuckH2CStream) waitEnd() {
 	for {
-		if _, err := io.ReadFull(r, head); err != nil {
-			break
+		if _, err := io.ReadFull(s.r, s.head); err != nil {
+			return
 		}
-		n := int(head[0])<<16 | int(head[1])<<8 | int(head[2])
-		if _, err := r.Discard(n); err != nil {
-			break
+		n := int(s.head[0])<<16 | int(s.head[1])<<8 | int(s.head[2])
+		if _, err := s.r.Discard(n); err != nil {
+			return
 		}
-		if head[3] == 0x3 { // RST_STREAM
-			break
+		if s.head[3] == 0x3 { // RST_STREAM
+			return
 		}
 	}
-	took := time.Since(start)
-	t.Logf("a stuck HTTP/2 stream ended %v after the reload began", took)
-	if took > wait {
-		t.Errorf("a stuck HTTP/2 stream ended %v after the reload began", took)
-	}
+}
+
+// h2Frame is an HTTP/2 frame.
+func h2Frame(typ, flags byte, stream uint32, payload []byte) []byte {
+	n := len(payload)
+	f := []byte{byte(n >> 16), byte(n >> 8), byte(n), typ, flags,
+		byte(stream >> 24), byte(stream >> 16), byte(stream >> 8), byte(stream)}
+	return append(f, payload...)
 }
 
 // TestHTTP2IdleStreamOutlivesWriteTimeout: an HTTP/2 stream with nothing to

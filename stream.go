@@ -10,11 +10,13 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-chat/caddy-chat/broadcast"
 	"github.com/caddy-chat/caddy-chat/relay"
 	"github.com/caddy-chat/caddy-chat/rooms"
 	"github.com/caddy-chat/caddy-chat/sse"
@@ -83,11 +85,13 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, room strin
 	}
 	defer release()
 
-	sub, err := h.app.manager.Subscribe(room, pos, nil)
+	wake := broadcast.NewSignal()
+	sub, err := h.app.manager.Subscribe(room, pos, wake.Wake)
 	if err != nil {
 		return roomsError(err)
 	}
 	defer sub.Close()
+	begun := time.Now()
 	w.WriteHeader(http.StatusOK)
 	sw := newStreamWriter(w)
 	defer sw.failOnStop(h.app.stopCtx)()
@@ -96,35 +100,69 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, room strin
 	if err := sw.send(start); err != nil || truncated {
 		return nil // the client is gone, or comes back for the rest of the replay
 	}
+	if !sw.bypass() {
+		h.streamLoop(r, sub, wake, sw)
+		return nil
+	}
+	// The wrappers see no more of the body, so the access log would have
+	// it short: the stream is logged when it ends, as one taken over from
+	// HTTP/1.1 is.
+	caddyhttp.SetVar(r.Context(), caddyhttp.LogSkipVar, true)
+	logEnd := h.streamLogger(r, room, begun)
+	logEnd(sw.written, h.streamLoop(r, sub, wake, sw))
+	return nil
+}
+
+// streamLoop writes a stream in the request path, with its heartbeats, and
+// returns why it ended. The goroutine waits on wake alone, which new frames,
+// the heartbeat, the client leaving and the config stopping all make ready:
+// a receive on one channel costs a delivery less than a select over four.
+func (h *Handler) streamLoop(r *http.Request, sub *rooms.Subscription, wake broadcast.Signal, sw *streamWriter) error {
+	gone, stopping := r.Context().Done(), h.app.Stopping()
+	defer context.AfterFunc(r.Context(), wake.Wake)()
+	defer context.AfterFunc(h.app.stopCtx, wake.Wake)()
 	// The heartbeat timer is not reset by each write: when it fires, a
 	// stream written meanwhile just waits for the rest of its interval.
 	interval := time.Duration(h.app.Heartbeat)
 	lastWrite := time.Now()
-	heartbeat := time.NewTimer(interval)
+	var beat atomic.Bool
+	heartbeat := time.AfterFunc(interval, func() { beat.Store(true); wake.Wake() })
 	defer heartbeat.Stop()
 	var frames [][]byte
 	for {
+		<-wake
+		// Two polls, each a lock-free check of an open channel, where one
+		// select would lock both.
 		select {
-		case <-sub.Ready():
-			var ok bool
-			if frames, ok = sw.writeQueued(sub, frames[:0]); !ok {
-				return nil
-			}
+		case <-gone:
+			return relay.ErrClientLeft
+		default:
+		}
+		select {
+		case <-stopping:
+			return errStopped
+		default:
+		}
+		written := sw.written
+		var err error
+		frames, err = sw.writeQueued(sub, frames[:0])
+		if sw.written != written {
 			lastWrite = time.Now()
-		case <-heartbeat.C:
+		}
+		if err == nil && beat.Swap(false) {
 			if idle := time.Since(lastWrite); idle < interval {
 				heartbeat.Reset(interval - idle)
-				continue
+			} else {
+				err = sw.send(sse.AppendComment(nil, "ping"))
+				lastWrite = time.Now()
+				heartbeat.Reset(interval)
 			}
-			if err := sw.send(sse.AppendComment(nil, "ping")); err != nil {
-				return nil
+		}
+		if err != nil {
+			if r.Context().Err() != nil {
+				return relay.ErrClientLeft
 			}
-			lastWrite = time.Now()
-			heartbeat.Reset(interval)
-		case <-r.Context().Done():
-			return nil
-		case <-h.app.Stopping():
-			return nil
+			return err
 		}
 	}
 }
@@ -174,23 +212,33 @@ func (h *Handler) relayStream(w http.ResponseWriter, r *http.Request, hj http.Hi
 		return nil
 	}
 	caddyhttp.SetVar(r.Context(), caddyhttp.LogSkipVar, true)
-	if !accessLogged(r) {
-		relayed.Attach(conn, streamSource{sub}, func(relay.Ended) { end() })
-		return nil
-	}
-	// The closure outlives the request: it keeps only what it logs.
-	remote, startLen := r.RemoteAddr, int64(len(start))
+	logEnd := h.streamLogger(r, room, begun)
+	startLen := int64(len(start))
 	relayed.Attach(conn, streamSource{sub}, func(ended relay.Ended) {
 		end()
+		logEnd(startLen+ended.Written, ended.Err)
+	})
+	return nil
+}
+
+// streamLogger returns what logs a stream that the access log skips when it
+// ends, given the bytes of its body and why it ended; on a site without a
+// log directive, it logs nothing. It keeps only what it logs: it may outlive
+// the request.
+func (h *Handler) streamLogger(r *http.Request, room string, begun time.Time) func(written int64, err error) {
+	if !accessLogged(r) {
+		return func(int64, error) {}
+	}
+	remote := r.RemoteAddr
+	return func(written int64, err error) {
 		h.logger.Info("stream ended",
 			zap.String("room", room),
 			zap.Int("status", http.StatusOK),
-			zap.Int64("bytes", startLen+ended.Written),
+			zap.Int64("bytes", written),
 			zap.Duration("duration", time.Since(begun)),
-			zap.String("reason", endReason(ended.Err)),
+			zap.String("reason", endReason(err)),
 			zap.String("remote_addr", remote))
-	})
-	return nil
+	}
 }
 
 // streamSlot counts a stream against its client's max_streams_per_client
@@ -229,7 +277,7 @@ func endReason(err error) string {
 	switch {
 	case errors.Is(err, relay.ErrClientLeft):
 		return "client_left"
-	case errors.Is(err, relay.ErrPoolClosed), errors.Is(err, rooms.ErrClosed):
+	case errors.Is(err, relay.ErrPoolClosed), errors.Is(err, rooms.ErrClosed), errors.Is(err, errStopped):
 		return "stopping"
 	case errors.Is(err, rooms.ErrEvicted):
 		return "evicted"
@@ -274,32 +322,57 @@ func (s streamSource) Take(dst [][]byte) ([][]byte, error) {
 // closeFrame tells a client that its room was deleted.
 var closeFrame = sse.AppendEvent(nil, sse.Event{Name: "close", Data: []byte("{}")})
 
-// streamWriter writes a stream in the request path. Each write has the write
-// timeout, and the deadline is cleared once the write is done: over HTTP/2 a
-// deadline left behind resets an idle stream when it passes. When the config
-// stops, a write blocked on a client that reads nothing fails at once instead
-// of holding the stop for the whole timeout.
+// streamWriter writes a stream in the request path. A write that takes
+// longer than the write timeout fails, and so does one under way when the
+// config stops, instead of holding the stop for the whole timeout.
+//
+// No deadline is left on the connection between writes: over HTTP/2 a
+// deadline set resets the stream when it passes, idle or not, and setting or
+// clearing one is a message to the connection's goroutine. A watchdog timer,
+// reset per write in this goroutine, sets a deadline only to fail a write.
 type streamWriter struct {
 	w  http.ResponseWriter
 	rc *http.ResponseController
 	// conn is the innermost writer, the connection's own, whose deadline
 	// may be set from another goroutine; the wrappers' may not.
-	conn *http.ResponseController
+	conn     *http.ResponseController
+	inner    http.ResponseWriter
+	watchdog *time.Timer
+	written  int64 // bytes of the body written through sw
 
-	mu      sync.Mutex // orders deadline changes against the stop
-	stopped bool
-	writing bool // a write is under way: the stop fails only that
+	mu         sync.Mutex // orders failing a write against its start and end
+	stopped    bool
+	writing    bool // a write is under way: only that is failed
+	writeStart time.Time
+	timedOut   bool
 }
 
 // errStopped fails the writes of a stream whose config has stopped.
 var errStopped = errors.New("the config stopped")
 
 func newStreamWriter(w http.ResponseWriter) *streamWriter {
-	return &streamWriter{w: w, rc: http.NewResponseController(w), conn: http.NewResponseController(innermost(w))}
+	inner := innermost(w)
+	sw := &streamWriter{w: w, rc: http.NewResponseController(w), inner: inner, conn: http.NewResponseController(inner)}
+	sw.watchdog = time.AfterFunc(writeTimeout, func() { sw.fail(true) })
+	sw.watchdog.Stop()
+	return sw
 }
 
-// within runs write under the write timeout, set through the wrappers so
-// that they know of it, and clears the deadline after. Once the config has
+// bypass makes the rest of the body go to the connection's own writer, past
+// the wrappers, once the head and the stream's start have gone through them:
+// over HTTP/2 and HTTP/3 Caddy's write idle timeout would otherwise arm and
+// clear a deadline around each write and flush, a message to the
+// connection's goroutine each. It does not when a wrapper encodes the body,
+// and reports whether it did.
+func (sw *streamWriter) bypass() bool {
+	if sw.inner == sw.w || sw.w.Header().Get("Content-Encoding") != "" {
+		return false
+	}
+	sw.w, sw.rc = sw.inner, sw.conn
+	return true
+}
+
+// within runs write, failing it past the write timeout. Once the config has
 // stopped it refuses to start a write.
 func (sw *streamWriter) within(write func() error) error {
 	sw.mu.Lock()
@@ -308,77 +381,91 @@ func (sw *streamWriter) within(write func() error) error {
 		return errStopped
 	}
 	sw.writing = true
-	_ = sw.rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	sw.writeStart = time.Now()
 	sw.mu.Unlock()
-	defer func() {
-		sw.mu.Lock()
-		sw.writing = false
-		if !sw.stopped {
-			_ = sw.rc.SetWriteDeadline(time.Time{})
-		}
-		sw.mu.Unlock()
-	}()
-	return write()
+	sw.watchdog.Reset(writeTimeout)
+	err := write()
+	sw.watchdog.Stop()
+	sw.mu.Lock()
+	sw.writing = false
+	switch {
+	case err == nil:
+	case sw.timedOut:
+		err = fmt.Errorf("writing a stream: %w", os.ErrDeadlineExceeded)
+	case sw.stopped:
+		err = errStopped
+	}
+	sw.mu.Unlock()
+	return err
 }
 
-// failOnStop fails the stream's write under way once ctx is done, and
-// refuses later ones; it leaves an idle stream alone, since over HTTP/2 a
-// deadline in the past resets the stream, and the handler ends it on stop
-// with what its protocol says. The returned function stops watching and
-// waits for a failing in progress: the connection's writer may only be
-// touched while the handler runs.
-func (sw *streamWriter) failOnStop(ctx context.Context) (unwatch func()) {
-	done, failed := make(chan struct{}), make(chan struct{})
-	stop := context.AfterFunc(ctx, func() {
-		defer close(failed)
+// fail fails the write under way, if any, by a deadline in the past on the
+// connection, which over HTTP/2 resets the stream. A wrapper (Caddy's write
+// idle timeout) re-arms the deadline between the chunks of a write: it goes
+// on failing the write until the write returns. It touches the connection
+// only while a write is under way, so never after the handler is done.
+func (sw *streamWriter) fail(timedOut bool) {
+	for {
 		sw.mu.Lock()
-		sw.stopped = true
+		// A watchdog that fired as one write ended leaves the next alone.
+		writing := sw.writing && (!timedOut || time.Since(sw.writeStart) >= writeTimeout)
+		if writing {
+			sw.timedOut = sw.timedOut || timedOut
+			_ = sw.conn.SetWriteDeadline(time.Now())
+		}
 		sw.mu.Unlock()
-		// A wrapper (Caddy's write idle timeout) re-arms the deadline
-		// between the chunks of a write: fail it until the handler is
-		// done with the writer.
-		for {
-			sw.mu.Lock()
-			if sw.writing {
-				_ = sw.conn.SetWriteDeadline(time.Now())
-			}
-			sw.mu.Unlock()
-			select {
-			case <-done:
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
+		if !writing {
+			return
 		}
-	})
-	return func() {
-		if !stop() {
-			close(done)
-			<-failed
-		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
+// failOnStop fails the stream's write under way once ctx is done, and
+// refuses later ones; it leaves an idle stream alone, and the handler ends it
+// on stop with what its protocol says. The returned function stops watching.
+func (sw *streamWriter) failOnStop(ctx context.Context) (unwatch func()) {
+	stop := context.AfterFunc(ctx, func() {
+		sw.mu.Lock()
+		sw.stopped = true
+		sw.mu.Unlock()
+		sw.fail(false)
+	})
+	return func() { stop() }
+}
+
 // writeQueued takes every queued frame, writes them and flushes once: one
-// write and one flush however many messages arrived meanwhile. It returns the
-// frames slice for reuse and whether the stream goes on.
-func (sw *streamWriter) writeQueued(sub *rooms.Subscription, frames [][]byte) ([][]byte, bool) {
-	frames, err := streamSource{sub}.Take(frames)
+// write and one flush however many messages arrived meanwhile, none when
+// nothing had. It returns the frames slice for reuse and, if the stream
+// ends, why.
+func (sw *streamWriter) writeQueued(sub *rooms.Subscription, frames [][]byte) ([][]byte, error) {
+	frames, taken := streamSource{sub}.Take(frames)
 	defer clear(frames) // drop references to shared frames while idle
-	written := sw.within(func() error {
+	if len(frames) == 0 {
+		return frames, taken
+	}
+	err := sw.within(func() error {
 		for _, frame := range frames {
-			if _, err := sw.w.Write(frame); err != nil {
+			n, err := sw.w.Write(frame)
+			sw.written += int64(n)
+			if err != nil {
 				return err
 			}
 		}
 		return sw.rc.Flush()
 	})
-	return frames, written == nil && err == nil
+	if err != nil {
+		return frames, err
+	}
+	return frames, taken
 }
 
 // send writes b and flushes it, within the write timeout.
 func (sw *streamWriter) send(b []byte) error {
 	return sw.within(func() error {
-		if _, err := sw.w.Write(b); err != nil {
+		n, err := sw.w.Write(b)
+		sw.written += int64(n)
+		if err != nil {
 			return err
 		}
 		return sw.rc.Flush()
