@@ -3,7 +3,13 @@ package chat
 import (
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
+
+	"connectrpc.com/connect"
+
+	chatv1 "github.com/caddy-chat/caddy-chat/proto/chat/v1"
+	"github.com/caddy-chat/caddy-chat/proto/chat/v1/chatv1connect"
 )
 
 // TestAllowOrigins: with allow_origins, a page of an allowed origin may
@@ -96,4 +102,133 @@ func TestAllowOriginsInvalid(t *testing.T) {
 			t.Errorf("allow_origins %s: %v, want a refusal naming allow_origins", origin, err)
 		}
 	}
+}
+
+// originTransport sends every request as a page of origin would from a
+// browser, and keeps the last response's headers.
+type originTransport struct {
+	origin string
+	base   http.RoundTripper
+
+	mu   sync.Mutex
+	last http.Header
+}
+
+func (o *originTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Origin", o.origin)
+	r.Header.Set("Sec-Fetch-Site", "cross-site")
+	resp, err := o.base.RoundTrip(r)
+	if err == nil {
+		o.mu.Lock()
+		o.last = resp.Header.Clone()
+		o.mu.Unlock()
+	}
+	return resp, err
+}
+
+func (o *originTransport) header() http.Header {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.last
+}
+
+// TestAllowOriginsRPC: a page of an allowed origin may call the gRPC API
+// with gRPC-Web or the Connect protocol, as it may the REST API: preflights
+// allow the headers their clients send, answers expose the call's status,
+// and a submit passes the cross-site check. Any other origin, and every
+// origin without allow_origins, gets no CORS answer and its submits are
+// refused with PermissionDenied.
+func TestAllowOriginsRPC(t *testing.T) {
+	const allowed, other = "https://example.com", "https://evil.example"
+	rpcHeaders := []string{"Content-Type", "Connect-Protocol-Version", "Connect-Timeout-Ms", "Grpc-Timeout", "X-Grpc-Web", "X-User-Agent"}
+	exposed := []string{"Grpc-Status", "Grpc-Message", "Grpc-Status-Details-Bin"}
+	preflight := func(origin string) response {
+		return do(t, "OPTIONS", rootSite+"/chat.v1.ChatService/Submit", "", "Origin", origin,
+			"Access-Control-Request-Method", "POST", "Access-Control-Request-Headers", strings.ToLower(strings.Join(rpcHeaders, ",")))
+	}
+	clients := func(origin string) map[string]*originTransport {
+		return map[string]*originTransport{
+			"connect": {origin: origin, base: &http.Transport{}},
+			"grpcweb": {origin: origin, base: &http.Transport{}},
+		}
+	}
+	rpc := func(name string, tr *originTransport) chatv1connect.ChatServiceClient {
+		opts := []connect.ClientOption{}
+		if name == "grpcweb" {
+			opts = append(opts, connect.WithGRPCWeb())
+		}
+		return chatv1connect.NewChatServiceClient(&http.Client{Transport: tr}, rootSite, opts...)
+	}
+	submit := func(c chatv1connect.ChatServiceClient, room string) (*chatv1.Message, error) {
+		resp, err := c.Submit(callCtx(t), connect.NewRequest(&chatv1.SubmitRequest{Room: room, User: "ann", Message: "from afar"}))
+		if err != nil {
+			return nil, err
+		}
+		return resp.Msg, nil
+	}
+
+	t.Run("on", func(t *testing.T) {
+		startCaddy(t, grpcConfig("allow_origins "+allowed))
+		pre := preflight(allowed)
+		if pre.status != http.StatusNoContent || pre.header.Get("Access-Control-Allow-Origin") != allowed ||
+			!strings.Contains(pre.header.Get("Access-Control-Allow-Methods"), "POST") || pre.header.Get("Access-Control-Allow-Credentials") != "" {
+			t.Fatalf("preflight: %d, headers %v", pre.status, pre.header)
+		}
+		for _, h := range rpcHeaders {
+			if !strings.Contains(pre.header.Get("Access-Control-Allow-Headers"), h) {
+				t.Errorf("preflight allows headers %q, want %s among them", pre.header.Get("Access-Control-Allow-Headers"), h)
+			}
+		}
+		for name, tr := range clients(allowed) {
+			c := rpc(name, tr)
+			room := roomFor(t, "cors")
+			sse := openStream(t, rootSite+"/stream/"+room)
+			stream := openRPCStream(t, c, &chatv1.StreamRequest{Room: room})
+			sent, err := submit(c, room)
+			if err != nil {
+				t.Fatalf("%s Submit from %s: %v", name, allowed, err)
+			}
+			hdr := tr.header()
+			if hdr.Get("Access-Control-Allow-Origin") != allowed || !strings.Contains(strings.Join(hdr.Values("Vary"), ","), "Origin") {
+				t.Errorf("%s Submit from %s: headers %v", name, allowed, hdr)
+			}
+			for _, h := range exposed {
+				if !strings.Contains(hdr.Get("Access-Control-Expose-Headers"), h) {
+					t.Errorf("%s Submit exposes %q, want %s among them", name, hdr.Get("Access-Control-Expose-Headers"), h)
+				}
+			}
+			if got := sse.messages(t, 1)[0]; got.ID != sent.Id || got.Verified {
+				t.Errorf("%s: SSE got %+v, want %s, unverified", name, got, sent.Id)
+			}
+			if got := stream.next(t).GetMessage(); got.GetId() != sent.Id {
+				t.Errorf("%s stream from %s got %v, want %s", name, allowed, got, sent.Id)
+			}
+		}
+
+		pre = preflight(other)
+		if pre.status == http.StatusNoContent || pre.header.Get("Access-Control-Allow-Origin") != "" {
+			t.Errorf("preflight from %s: %d, headers %v", other, pre.status, pre.header)
+		}
+		for name, tr := range clients(other) {
+			_, err := submit(rpc(name, tr), roomFor(t, "cors"))
+			if connect.CodeOf(err) != connect.CodePermissionDenied || tr.header().Get("Access-Control-Allow-Origin") != "" {
+				t.Errorf("%s Submit from %s: %v, headers %v; want PermissionDenied without CORS", name, other, err, tr.header())
+			}
+		}
+	})
+
+	t.Run("off", func(t *testing.T) {
+		startCaddy(t, grpcConfig(""))
+		pre := preflight(allowed)
+		if pre.status == http.StatusNoContent || pre.header.Get("Access-Control-Allow-Origin") != "" || len(pre.header.Values("Vary")) != 0 {
+			t.Errorf("preflight without allow_origins: %d, headers %v", pre.status, pre.header)
+		}
+		for name, tr := range clients(allowed) {
+			_, err := submit(rpc(name, tr), roomFor(t, "cors"))
+			if connect.CodeOf(err) != connect.CodePermissionDenied || tr.header().Get("Access-Control-Allow-Origin") != "" {
+				t.Errorf("%s Submit without allow_origins: %v, headers %v; want PermissionDenied without CORS", name, err, tr.header())
+			}
+		}
+	})
 }

@@ -5,10 +5,12 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -450,39 +452,67 @@ func TestGRPCStreamsCountWithSSE(t *testing.T) {
 }
 
 // tlsSite is a Caddyfile with one HTTPS site serving the gRPC API, its
-// certificate from Caddy's internal CA.
-type tlsSite struct{ port string }
+// certificate from Caddy's internal CA, beside the plain-HTTP root site
+// (HTTP/1.1 and h2c) of the other tests: both serve the same rooms. global
+// and handler are the chat app's options and both handlers' subdirectives.
+type tlsSite struct{ port, global, handler string }
 
 func (c tlsSite) String() string {
 	return fmt.Sprintf(`{
 	%s
+	servers {
+		protocols h1 h2 h2c
+	}
+	chat {
+		%s
+	}
 }
 https://localhost:%s {
 	tls internal
 	chat {
 		grpc on
+		%s
 	}
 }
-`, testGlobals(), c.port)
+%s {
+	handle /metrics {
+		metrics
+	}
+	chat {
+		grpc on
+		%s
+		%s
+	}
+}
+`, testGlobals(), c.global, c.port, c.handler, rootSite, manyRooms, c.handler)
+}
+
+// tlsConf is a client's TLS config for a tlsSite: Caddy's internal CA is
+// not trusted here.
+var tlsConf = &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}}
+
+// waitForCert waits until the tlsSite on port has the certificate Caddy
+// obtains in the background.
+func waitForCert(t *testing.T, port string) {
+	t.Helper()
+	for deadline := time.Now().Add(wait); ; time.Sleep(50 * time.Millisecond) {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: wait}, "tcp", "localhost:"+port, tlsConf)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no certificate for the HTTPS site: %v", err)
+		}
+	}
 }
 
 // TestGRPCOverTLS: google.golang.org/grpc over TLS (HTTP/2 by ALPN) posts
 // and streams on an HTTPS site.
 func TestGRPCOverTLS(t *testing.T) {
 	port := freePort()
-	startCaddy(t, tlsSite{port})
-	tlsConf := &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}} // Caddy's internal CA is not trusted here
-	// Caddy obtains the site's certificate in the background.
-	for deadline := time.Now().Add(wait); ; time.Sleep(50 * time.Millisecond) {
-		c, err := tls.DialWithDialer(&net.Dialer{Timeout: wait}, "tcp", "localhost:"+port, tlsConf)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no certificate for the HTTPS site: %v", err)
-		}
-	}
+	startCaddy(t, tlsSite{port: port})
+	waitForCert(t, port)
 	creds := credentials.NewTLS(tlsConf)
 	conn, err := grpc.NewClient("localhost:"+port, grpc.WithTransportCredentials(creds))
 	if err != nil {
@@ -619,5 +649,154 @@ func TestEventCache(t *testing.T) {
 	}
 	if len(c.events) > maxCachedEvents {
 		t.Errorf("%d cached events, want at most %d", len(c.events), maxCachedEvents)
+	}
+}
+
+// TestGRPCSlowReader: a gRPC client that stops reading, over h2c and over
+// TLS, is evicted as a slow SSE reader is. HTTP/2 flow control holds the
+// server's writes once the client's stream window (grpc-go's smallest, 64
+// KiB) is full; the room queues for the stalled stream until its buffer is
+// full and evicts it, and the server ends the stream while the client still
+// reads nothing: its stuck write fails at the write timeout. Readers in the
+// same room, over gRPC on h2c and TLS and over SSE, receive every message.
+func TestGRPCSlowReader(t *testing.T) {
+	const (
+		messages = 100
+		size     = 8 << 10
+	)
+	port := freePort()
+	startCaddy(t, tlsSite{port: port, global: "buffer 16", handler: "max_message_size 16KiB"})
+	waitForCert(t, port)
+	h2c := strings.TrimPrefix(rootSite, "http://")
+	dial := func(addr string, creds credentials.TransportCredentials, opts ...grpc.DialOption) *grpc.ClientConn {
+		t.Helper()
+		conn, err := grpc.NewClient(addr, append(opts, grpc.WithTransportCredentials(creds))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn
+	}
+	// The whole test, stalls included, has this long.
+	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout+6*wait)
+	defer cancel()
+	open := func(conn *grpc.ClientConn, req *chatv1.StreamRequest) grpc.ClientStream {
+		t.Helper()
+		stream, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, "/chat.v1.ChatService/Stream")
+		if err == nil {
+			err = stream.SendMsg(req)
+		}
+		if err == nil {
+			err = stream.CloseSend()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return stream
+	}
+
+	room := roomFor(t, "slow")
+	body := strings.Repeat("x", size)
+	first := postJSON(t, rootSite, room, "alice", body)
+	tiny := grpc.WithInitialWindowSize(64 << 10)
+	stalled := map[string]grpc.ClientStream{
+		"h2c": open(dial(h2c, insecure.NewCredentials(), tiny), &chatv1.StreamRequest{Room: room, History: 1}),
+		"tls": open(dial("localhost:"+port, credentials.NewTLS(tlsConf), tiny), &chatv1.StreamRequest{Room: room, History: 1}),
+	}
+	for name, s := range stalled {
+		var ev chatv1.StreamEvent
+		if err := s.RecvMsg(&ev); err != nil || ev.GetMessage().GetId() != first.ID {
+			t.Fatalf("%s stalled stream before stalling: %v %v", name, &ev, err)
+		}
+	}
+	// From here on, the stalled clients read nothing.
+	readers := map[string]grpc.ClientStream{
+		"h2c": open(dial(h2c, insecure.NewCredentials()), &chatv1.StreamRequest{Room: room}),
+		"tls": open(dial("localhost:"+port, credentials.NewTLS(tlsConf)), &chatv1.StreamRequest{Room: room}),
+	}
+	for name, s := range readers {
+		if _, err := s.Header(); err != nil {
+			t.Fatalf("%s reader: %v", name, err)
+		}
+	}
+	sse := openStream(t, rootSite+"/stream/"+room)
+	evictionsBefore := metric(t, "caddy_chat_evictions_total")
+
+	// The readers read as the messages come.
+	var wg sync.WaitGroup
+	read := make(map[string][]string)
+	failed := make(map[string]error)
+	var mu sync.Mutex
+	for name, s := range readers {
+		wg.Go(func() {
+			var got []string
+			var err error
+			for range messages {
+				var ev chatv1.StreamEvent
+				if err = s.RecvMsg(&ev); err != nil {
+					break
+				}
+				got = append(got, ev.GetMessage().GetId())
+			}
+			mu.Lock()
+			read[name], failed[name] = got, err
+			mu.Unlock()
+		})
+	}
+	var posted []rooms.Message
+	for i := range messages {
+		posted = append(posted, postJSON(t, rootSite, room, "alice", fmt.Sprintf("%d %s", i, body)))
+	}
+	want := ids(posted)
+	if got := ids(sse.messages(t, messages)); got != want {
+		t.Error("the SSE reader missed or reordered messages")
+	}
+	wg.Wait() // each read has the test's deadline
+	for name := range readers {
+		if got := strings.Join(read[name], ","); got != want || failed[name] != nil {
+			t.Errorf("%s reader: %d messages, error %v; want all %d in order", name, len(read[name]), failed[name], messages)
+		}
+	}
+	if got := metric(t, "caddy_chat_evictions_total") - evictionsBefore; got != 2 {
+		t.Errorf("%v evictions, want the 2 stalled streams", got)
+	}
+
+	// The server ends the stalled streams while their clients read
+	// nothing: the room counts the 3 readers only.
+	c := grpcClient(rootSite)
+	deadline := time.Now().Add(writeTimeout + 2*wait)
+	for subscribers := -1; subscribers != 3; time.Sleep(50 * time.Millisecond) {
+		list, err := c.ListRooms(callCtx(t), connect.NewRequest(&chatv1.ListRoomsRequest{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range list.Msg.GetRooms() {
+			if r.Name == room {
+				subscribers = int(r.Subscribers)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the room has %d subscribers %v after the stalls began, want the 3 readers", subscribers, writeTimeout+2*wait)
+		}
+	}
+	// What a stalled client then reads: what the window held, in order,
+	// and the end, before the test's deadline.
+	for name, s := range stalled {
+		var got []string
+		var err error
+		for {
+			var ev chatv1.StreamEvent
+			if err = s.RecvMsg(&ev); err != nil {
+				break
+			}
+			got = append(got, ev.GetMessage().GetId())
+		}
+		if code := grpcstatus.Code(err); err == io.EOF || code == codes.DeadlineExceeded || code == codes.OK {
+			t.Errorf("%s stalled stream ended with %v, want an error from the server", name, err)
+		}
+		if len(got) >= messages || strings.Join(got, ",") != ids(posted[:len(got)]) {
+			t.Errorf("%s stalled stream read %d messages after its stall, want fewer than %d, in order", name, len(got), messages)
+		}
+		t.Logf("%s stalled stream: %d messages, then %v", name, len(got), err)
 	}
 }

@@ -190,7 +190,9 @@ func (h *Handler) Validate() error {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if h.rpc != nil {
 		if _, pattern := h.rpc.Handler(r); pattern != "" {
-			h.serveRPC(w, r)
+			if !h.cors(w, r, rpcCORS) {
+				h.serveRPC(w, r)
+			}
 			return nil
 		}
 	}
@@ -198,7 +200,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if !ok || !*h.UI && pageRoutes[route] {
 		return next.ServeHTTP(w, r)
 	}
-	if h.cors(w, r) {
+	if h.cors(w, r, restCORS) {
 		return nil
 	}
 	err := h.serve(w, r, route, room)
@@ -211,20 +213,38 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	return err
 }
 
-// CORS answers for allowed origins. Credentials are not allowed: a page on
-// another site posts as an unverified author, never with the chat site's
-// cookies.
-const (
-	corsMethods = "GET, POST"
-	// Last-Event-ID is sent by an EventSource that reconnects by itself.
-	corsHeaders = "Content-Type, Idempotency-Key, Last-Event-ID"
-	corsMaxAge  = "600"
+// corsPolicy is what the CORS answers of one API allow and expose.
+// Credentials are never allowed: a page on another site posts as an
+// unverified author, never with the chat site's cookies.
+type corsPolicy struct {
+	methods, headers, expose string
+}
+
+var (
+	// restCORS is for the REST API and streams. Last-Event-ID is sent by an
+	// EventSource that reconnects by itself.
+	restCORS = corsPolicy{
+		methods: "GET, POST",
+		headers: "Content-Type, Idempotency-Key, Last-Event-ID",
+		expose:  "Retry-After",
+	}
+	// rpcCORS is for the gRPC API, which browsers call with gRPC-Web or the
+	// Connect protocol: the headers their clients send, and those that carry
+	// a call's status where a page's script may read them.
+	rpcCORS = corsPolicy{
+		methods: "POST",
+		headers: "Content-Type, Connect-Protocol-Version, Connect-Timeout-Ms, Grpc-Timeout, X-Grpc-Web, X-User-Agent",
+		expose:  "Grpc-Status, Grpc-Message, Grpc-Status-Details-Bin, Retry-After",
+	}
 )
+
+// corsMaxAge is how long a browser may keep a preflight's answer.
+const corsMaxAge = "600"
 
 // cors lets pages of the allowed origins read what the handler serves, and
 // answers their preflight requests, reporting whether it did. Answers vary
 // by Origin only when there are origins to allow.
-func (h *Handler) cors(w http.ResponseWriter, r *http.Request) (answered bool) {
+func (h *Handler) cors(w http.ResponseWriter, r *http.Request, policy corsPolicy) (answered bool) {
 	if h.origins == nil {
 		return false
 	}
@@ -236,11 +256,11 @@ func (h *Handler) cors(w http.ResponseWriter, r *http.Request) (answered bool) {
 	}
 	hdr.Set("Access-Control-Allow-Origin", origin)
 	if r.Method != http.MethodOptions || r.Header.Get("Access-Control-Request-Method") == "" {
-		hdr.Set("Access-Control-Expose-Headers", "Retry-After")
+		hdr.Set("Access-Control-Expose-Headers", policy.expose)
 		return false
 	}
-	hdr.Set("Access-Control-Allow-Methods", corsMethods)
-	hdr.Set("Access-Control-Allow-Headers", corsHeaders)
+	hdr.Set("Access-Control-Allow-Methods", policy.methods)
+	hdr.Set("Access-Control-Allow-Headers", policy.headers)
 	hdr.Set("Access-Control-Max-Age", corsMaxAge)
 	w.WriteHeader(http.StatusNoContent)
 	return true

@@ -3,8 +3,9 @@
 //
 // Each room is a bucket holding its epoch, its last sequence number, its
 // newest messages and the idempotency keys of those messages. A message, its
-// key and the trimming of the oldest message are one transaction, so the
-// file holds at most a room's history per room and never half a message.
+// key and the trimming of the oldest messages are one transaction, so the
+// file holds at most a room's history, and trimSlack messages more, per room
+// and never half a message.
 // Submits waiting at the same time share one commit: one pair of fsyncs
 // serves a burst (see committer).
 package filestore
@@ -43,6 +44,7 @@ var (
 	keysBucket  = []byte("keys")  // hash of scope and key → its message
 	epochKey    = []byte("epoch")
 	lastKey     = []byte("last")
+	oldestKey   = []byte("oldest") // the oldest message shown: those before it are trimmed, or hidden until trimmed
 )
 
 // Open opens or creates the store file at path, creating its directory. It
@@ -166,20 +168,24 @@ func (s *Store) Open(_ context.Context, room string, capacity int) (rooms.Histor
 			return nil
 		}
 		h.epoch, h.last, h.stored = string(b.Get(epochKey)), binary.BigEndian.Uint64(b.Get(lastKey)), true
-		h.oldest = h.last + 1
+		h.first = h.last + 1
 		if k, _ := b.Bucket(msgsBucket).Cursor().First(); k != nil {
-			h.oldest = binary.BigEndian.Uint64(k)
+			h.first = binary.BigEndian.Uint64(k)
 		}
-		// Under a smaller history than the file was written with, the
-		// messages past it are hidden now and trimmed by the next append.
-		h.oldest = max(h.oldest, h.last+1-min(h.last, uint64(capacity)))
+		// Messages past the history, left by trimSlack or by a larger
+		// history than the file was written with, are hidden now and
+		// trimmed by a later append.
+		h.oldest = max(h.first, h.last+1-min(h.last, uint64(capacity)))
+		if v := b.Get(oldestKey); len(v) == 8 {
+			h.oldest = max(h.oldest, binary.BigEndian.Uint64(v))
+		}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("reading room %q from chat store %s: %w", room, s.path, err)
 	}
 	if !h.stored {
-		h.epoch, h.oldest = rooms.NewEpoch(), 1
+		h.epoch, h.oldest, h.first = rooms.NewEpoch(), 1, 1
 	}
 	return h, nil
 }
@@ -201,17 +207,26 @@ type history struct {
 	name     []byte
 	epoch    string
 	last     uint64
-	oldest   uint64
+	oldest   uint64 // the oldest message the room shows
+	first    uint64 // the oldest message the file holds: oldest, or up to trimSlack older
 	capacity int
 	stored   bool // the file has the room's bucket
 }
+
+// trimSlack is how many messages past its history a room may hold in the
+// file, hidden, before an append trims them. Trimming at every append
+// rewrites the page of the oldest messages in every commit besides the page
+// of the newest; trimming a run of them at once spares most commits that
+// page and its writes.
+const trimSlack = 64
 
 func (h *history) Epoch() string  { return h.epoch }
 func (h *history) Last() uint64   { return h.last }
 func (h *history) Oldest() uint64 { return h.oldest }
 
-// Append stores the messages, their keys and the room's new last sequence
-// number, and trims what no longer fits, in one commit.
+// Append stores the messages, their keys and the room's new position, and
+// trims what no longer fits once more than trimSlack messages are hidden,
+// in one commit.
 func (h *history) Append(ctx context.Context, entries []rooms.Entry) error {
 	first := h.last + 1
 	last := h.last + uint64(len(entries))
@@ -225,13 +240,17 @@ func (h *history) Append(ctx context.Context, entries []rooms.Entry) error {
 		}
 		recs[i] = encode(e.Message, hashes[i])
 	}
-	oldest := h.oldest
+	held := h.first
+	oldest := max(h.oldest, held, last+1-min(last, uint64(h.capacity)))
 	err := h.s.commit.do(ctx, func(tx *bolt.Tx) error {
 		b, err := h.create(tx)
 		if err != nil {
 			return err
 		}
 		if err := b.Put(lastKey, u64(last)); err != nil {
+			return err
+		}
+		if err := b.Put(oldestKey, u64(oldest)); err != nil {
 			return err
 		}
 		msgs, keys := b.Bucket(msgsBucket), b.Bucket(keysBucket)
@@ -247,13 +266,15 @@ func (h *history) Append(ctx context.Context, entries []rooms.Entry) error {
 			}
 			seq++
 		}
-		oldest, err = trim(b, last, h.capacity)
+		if last+1-held > uint64(h.capacity)+trimSlack {
+			held, err = trim(b, last, h.capacity)
+		}
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("appending to room %q in chat store %s: %w", h.room, h.s.path, err)
 	}
-	h.last, h.oldest, h.stored = last, oldest, true
+	h.last, h.oldest, h.first, h.stored = last, oldest, held, true
 	return nil
 }
 
@@ -289,7 +310,9 @@ func trim(b *bolt.Bucket, last uint64, capacity int) (uint64, error) {
 	oldest := last + 1 - min(last, uint64(capacity))
 	msgs, keys := b.Bucket(msgsBucket), b.Bucket(keysBucket)
 	c := msgs.Cursor()
-	for k, v := c.First(); k != nil && binary.BigEndian.Uint64(k) < oldest; k, v = c.Next() {
+	// Each deletion seeks the first key again: bbolt's cursor skips a key
+	// when Next follows a Delete, and a run of deletions left some behind.
+	for k, v := c.First(); k != nil && binary.BigEndian.Uint64(k) < oldest; k, v = c.First() {
 		if kh := recordKey(v); kh != nil {
 			// The key may have been used again since for a newer
 			// message of the room; keep that one.
@@ -351,7 +374,7 @@ func (h *history) Resize(ctx context.Context, capacity int) error {
 		if err != nil {
 			return fmt.Errorf("trimming room %q in chat store %s: %w", h.room, h.s.path, err)
 		}
-		h.oldest = max(h.oldest, oldest)
+		h.oldest, h.first = max(h.oldest, oldest), max(h.first, oldest)
 	}
 	h.capacity = capacity
 	return nil
@@ -389,7 +412,9 @@ func (h *history) Recall(_ context.Context, k rooms.Key, m rooms.Message) (rooms
 		if b == nil {
 			return nil
 		}
-		if v := b.Bucket(keysBucket).Get(rooms.KeyDigest(k)); len(v) == 8+8+rooms.DigestSize {
+		// A key of a message hidden past the history, not yet trimmed, is
+		// forgotten as a trimmed one's is.
+		if v := b.Bucket(keysBucket).Get(rooms.KeyDigest(k)); len(v) == 8+8+rooms.DigestSize && binary.BigEndian.Uint64(v) >= h.oldest {
 			rec.Seq = binary.BigEndian.Uint64(v)
 			rec.Time = time.UnixMilli(int64(binary.BigEndian.Uint64(v[8:]))).UTC()
 			rec.Same = bytes.Equal(v[16:], rooms.ContentDigest(m))

@@ -127,7 +127,8 @@ func TestRestart(t *testing.T) {
 }
 
 // TestBounded: under steady traffic the file keeps each room's history and
-// no more, and reuses the pages of what it trimmed.
+// at most trimSlack messages more, with their keys, and reuses the pages of
+// what it trimmed.
 func TestBounded(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "history.db")
 	s := openStore(t, path)
@@ -157,14 +158,93 @@ func TestBounded(t *testing.T) {
 	err := s.db.View(func(tx *bolt.Tx) error {
 		for i := range 4 {
 			b := roomBucket(tx, []byte(fmt.Sprint("room", i)))
-			if n, k := b.Bucket(msgsBucket).Stats().KeyN, b.Bucket(keysBucket).Stats().KeyN; n != 10 || k != 10 {
-				t.Errorf("room%d holds %d messages and %d keys, want 10 and 10", i, n, k)
+			if n, k := b.Bucket(msgsBucket).Stats().KeyN, b.Bucket(keysBucket).Stats().KeyN; n < 10 || n > 10+trimSlack || k != n {
+				t.Errorf("room%d holds %d messages and %d keys, want as many, from 10 to %d", i, n, k, 10+trimSlack)
 			}
 		}
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestHiddenPastHistory: messages past a room's history that the file still
+// holds, waiting to be trimmed with others, are gone for every reader: not
+// in the history, their keys forgotten, and not shown again after a
+// restart with a larger history. Trimming keeps the file within trimSlack
+// messages of the history.
+func TestHiddenPastHistory(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "history.db")
+	s := openStore(t, path)
+	h, err := s.Open(ctx, "lobby", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := func(i int) rooms.Key { return rooms.Key{Scope: "client", Name: fmt.Sprint("key", i)} }
+	msg := func(i int) rooms.Message {
+		return rooms.Message{User: "alice", Message: fmt.Sprint(i), Time: time.UnixMilli(int64(i)).UTC()}
+	}
+	for i := 1; i <= 30; i++ {
+		if err := h.Append(ctx, []rooms.Entry{{Message: msg(i), Key: key(i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held := func() int {
+		n := 0
+		if err := s.db.View(func(tx *bolt.Tx) error {
+			n = roomBucket(tx, []byte("lobby")).Bucket(msgsBucket).Stats().KeyN
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := held(); n != 30 {
+		t.Fatalf("the file holds %d messages, want all 30: fewer than trimSlack are past the history", n)
+	}
+	shows := func(h rooms.History, wantOldest uint64) {
+		t.Helper()
+		got, err := h.After(ctx, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Oldest() != wantOldest || len(got) != 10 || got[0].Message != fmt.Sprint(wantOldest) {
+			t.Errorf("oldest %d, %d messages from %q; want 10 from %d", h.Oldest(), len(got), texts(got[:min(1, len(got))]), wantOldest)
+		}
+		rc := h.(rooms.Recaller)
+		if rec, err := rc.Recall(ctx, key(5), msg(5)); err != nil || rec.Seq != 0 {
+			t.Errorf("the key of a hidden message: %+v %v, want forgotten", rec, err)
+		}
+		if rec, err := rc.Recall(ctx, key(25), msg(25)); err != nil || rec.Seq != 25 || !rec.Same {
+			t.Errorf("the key of a shown message: %+v %v, want message 25", rec, err)
+		}
+	}
+	shows(h, 21)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openStore(t, path)
+	defer s.Close()
+	if h, err = s.Open(ctx, "lobby", 100); err != nil {
+		t.Fatal(err)
+	}
+	shows(h, 21)
+	if err := h.Resize(ctx, 10); err != nil {
+		t.Fatal(err)
+	}
+	for i := 31; i <= 200; i++ {
+		if err := h.Append(ctx, []rooms.Entry{{Message: msg(i), Key: key(i)}}); err != nil {
+			t.Fatal(err)
+		}
+		if n := held(); n < 10 || n > 10+trimSlack {
+			t.Fatalf("after message %d the file holds %d, want 10 to %d", i, n, 10+trimSlack)
+		}
+	}
+	if h.Oldest() != 191 {
+		t.Errorf("oldest %d after 200 messages, want 191", h.Oldest())
 	}
 }
 
