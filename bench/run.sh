@@ -4,7 +4,8 @@
 # RUNS times (default 5), and prints the medians with their ratios.
 #
 #   bench/run.sh [scenario...]     scenarios: fanout saturation idle hold (default: all)
-#                                  submit1 submit16 submit256 (1, 16, 256 publishers)
+#                                  submit1 submit16 submit256 (1, 16, 256 publishers
+#                                  in one room), submit256x64 (4 in each of 64)
 #
 # A scenario with a protocol suffix runs the same load with every subscriber
 # on a TLS connection of its own, against the baseline serving the same
@@ -47,6 +48,7 @@ declare -A args=(
 	[submit1]="-rooms 1 -subscribers 0 -saturate -publishers 1 -duration 10s -fsyncs"
 	[submit16]="-rooms 1 -subscribers 0 -saturate -publishers 16 -duration 10s -fsyncs"
 	[submit256]="-rooms 1 -subscribers 0 -saturate -publishers 256 -duration 10s -fsyncs"
+	[submit256x64]="-rooms 64 -subscribers 0 -saturate -publishers 4 -duration 10s -fsyncs"
 )
 
 wait_port() {

@@ -144,11 +144,13 @@ type result struct {
 	RSSStartMiB      float64          `json:"rss_start_mib,omitempty"`
 	RSSEndMiB        float64          `json:"rss_end_mib,omitempty"`
 	// Submits acknowledged with 201 in the measured time, per second, and
-	// the time from sending each to reading its answer; with -fsyncs, the
-	// server's fsync and fdatasync calls in that time per such submit.
+	// the time from sending each to reading its answer; the server's CPU
+	// time per such submit (deliveries included); with -fsyncs, the server's
+	// fsync and fdatasync calls in that time per such submit.
 	SubmitsPerSec   float64 `json:"submits_per_sec"`
 	SubmitP50Ms     float64 `json:"submit_p50_ms"`
 	SubmitP99Ms     float64 `json:"submit_p99_ms"`
+	CPUPerSubmitUs  float64 `json:"cpu_per_submit_us,omitempty"`
 	FsyncsPerSubmit float64 `json:"fsyncs_per_submit,omitempty"`
 }
 
@@ -163,6 +165,7 @@ func (r result) print(w io.Writer) {
 		{"published", fmt.Sprint(r.Published)},
 		{"submits/s (201)", fmt.Sprintf("%.0f", r.SubmitsPerSec)},
 		{"submit latency p50 / p99", fmt.Sprintf("%.2f / %.2f ms", r.SubmitP50Ms, r.SubmitP99Ms)},
+		{"server CPU per submit", fmt.Sprintf("%.2f µs", r.CPUPerSubmitUs)},
 		{"server fsyncs per submit", fmt.Sprintf("%.3f", r.FsyncsPerSubmit)},
 		{"deliveries/s", fmt.Sprintf("%.0f", r.DeliveriesPerSec)},
 		{"latency p50 / p99 / max", fmt.Sprintf("%.2f / %.2f / %.2f ms", r.P50Ms, r.P99Ms, r.MaxMs)},
@@ -332,6 +335,9 @@ func run(ctx context.Context, o options) (result, error) {
 	res.SubmitP50Ms, res.SubmitP99Ms, _ = percentiles(pub.latencies)
 	if o.pid != 0 && res.Deliveries > 0 {
 		res.CPUPerDeliveryUs = float64(endCPU-startCPU) / clockTicks * 1e6 / float64(res.Deliveries)
+	}
+	if o.pid != 0 && res.Published > 0 {
+		res.CPUPerSubmitUs = float64(endCPU-startCPU) / clockTicks * 1e6 / float64(res.Published)
 	}
 	var latencies []uint32
 	for i, s := range subs {

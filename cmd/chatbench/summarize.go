@@ -23,6 +23,7 @@ var metrics = []metric{
 	{"CPU µs/delivery", func(r result) float64 { return r.CPUPerDeliveryUs }},
 	{"submits/s", func(r result) float64 { return r.SubmitsPerSec }},
 	{"submit p99 ms", func(r result) float64 { return r.SubmitP99Ms }},
+	{"CPU µs/submit", func(r result) float64 { return r.CPUPerSubmitUs }},
 	{"fsyncs/submit", func(r result) float64 { return r.FsyncsPerSubmit }},
 	{"RSS KiB/subscriber", func(r result) float64 { return r.RSSPerSubKiB }},
 	{"RSS end MiB", func(r result) float64 { return r.RSSEndMiB }},
