@@ -1,6 +1,7 @@
 // Command chatbench loads a chat server over HTTP and measures it: it opens
 // subscribers (SSE streams) over a number of rooms, publishes through POST
-// /submit at a set rate per room (or as fast as it can), and reports
+// /submit at a set rate per room, each post on its tick whether the one
+// before was answered or not (or as fast as it can), and reports
 // deliveries per second, publish-to-receive latency, lost, duplicate and
 // out-of-order messages, and, given the server's pid, the server's CPU time
 // per delivery and memory per subscriber, read from /proc. It also reports
@@ -8,7 +9,7 @@
 // -fsyncs the server's fsync and fdatasync calls per acknowledged submit,
 // counted by perf stat:
 //
-//	chatbench -rooms 1 -subscribers 1 -saturate -publishers 256 -pid 1234 -fsyncs
+//	chatbench -rooms 1 -subscribers 0 -saturate -publishers 256 -pid 1234 -fsyncs
 //
 // It speaks only the wire contract, so it measures caddy-chat and the
 // reference baseline (cmd/chatbaseline) alike:
@@ -297,15 +298,16 @@ func run(ctx context.Context, o options) (result, error) {
 	res.Published = pub.count.Load() - startPublished
 	measuring.Store(false)
 	var fsyncCount int64
+	var fsyncErr error
 	if fsyncs != nil {
-		if err = fsyncs.command("disable"); err == nil {
-			fsyncCount, err = fsyncs.stop()
+		if fsyncErr = fsyncs.command("disable"); fsyncErr == nil {
+			fsyncCount, fsyncErr = fsyncs.stop()
 		}
 	}
 	stopPubs()
 	pubs.Wait()
-	if err != nil {
-		return res, err
+	if fsyncErr != nil {
+		return res, fsyncErr
 	}
 	res.FsyncsPerSubmit = float64(fsyncCount) / float64(max(res.Published, 1))
 
@@ -513,7 +515,10 @@ func (p *publisher) start(ctx context.Context, wg *sync.WaitGroup) {
 				case <-ctx.Done():
 					return
 				case <-tick.C:
-					p.post(room, padding)
+					// Each post goes out on its tick, answered or not, as
+					// people post independently: a server slower to answer
+					// is not sent fewer messages.
+					wg.Go(func() { p.post(room, padding) })
 				}
 			}
 		})

@@ -64,6 +64,7 @@ type fsyncCounter struct {
 	out      bytes.Buffer
 }
 
+// startFsyncCounter starts perf on the process pid, not counting yet.
 func startFsyncCounter(pid int) (*fsyncCounter, error) {
 	ctlR, ctlW, err := os.Pipe()
 	if err != nil {
