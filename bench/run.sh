@@ -4,19 +4,26 @@
 # RUNS times (default 5), and prints the medians with their ratios.
 #
 #   bench/run.sh [scenario...]     scenarios: fanout saturation idle hold (default)
+#                                  submit1 submit16 submit256 (1, 16, 256 publishers
+#                                  in one room), submit256x64 (4 in each of 64),
 #                                  nodes nodes-saturation (asked for by name)
 #
 # The nodes scenarios run 1, 2 and 3 Caddy nodes on one local redis-server
 # (on port 6399) against one node on the memory store: messages are
 # published through the first node, and each room's subscribers are spread
-# over every node (on ports 8180-8182). They report the Redis commands per stored message, from
-# INFO commandstats before and after each run.
+# over every node (on ports 8180-8182). They report the Redis commands per
+# stored message, from INFO commandstats before and after each run.
 #
 # A scenario with a protocol suffix runs the same load with every subscriber
 # on a TLS connection of its own, against the baseline serving the same
 # protocol: fanout-h2, idle-h2 (HTTP/2), fanout-h3, idle-h3 (HTTP/3), and
 # so on for any scenario. fanout-grpc compares, both on the plugin, gRPC
 # streams ("grpc") against SSE streams over HTTP/2 ("sse-h2").
+#
+# A scenario with the suffix -file (fanout-file, submit256-file, ...) runs
+# the load over HTTP/1.1 against the plugin with `store file` ("file") and
+# with `store memory` ("memory"), alternating which goes first; the file
+# store starts empty each time, in a temporary directory.
 #
 # The servers listen on fixed ports, which another run on the machine may
 # hold: BENCH_HTTP (8080), BENCH_HTTPS (8443, TCP and UDP), BENCH_ADMIN
@@ -50,6 +57,10 @@ declare -A args=(
 	[saturation]="-rooms 1 -subscribers 2000 -saturate -publishers 4 -duration 15s"
 	[idle]="-rooms 100 -subscribers 10000 -rate 0 -duration 1s -settle 5s"
 	[hold]="-rooms 100 -subscribers 15000 -rate 1 -duration 60s -settle 5s"
+	[submit1]="-rooms 1 -subscribers 0 -saturate -publishers 1 -duration 10s -fsyncs"
+	[submit16]="-rooms 1 -subscribers 0 -saturate -publishers 16 -duration 10s -fsyncs"
+	[submit256]="-rooms 1 -subscribers 0 -saturate -publishers 256 -duration 10s -fsyncs"
+	[submit256x64]="-rooms 64 -subscribers 0 -saturate -publishers 4 -duration 10s -fsyncs"
 )
 
 wait_port() {
@@ -174,11 +185,19 @@ for scenario in "${scenarios[@]}"; do
 	fi
 	servers=(plugin baseline)
 	[ "$proto" != grpc ] || servers=(grpc sse-h2)
+	[ "$proto" != file ] || servers=(file memory)
 	for run in $(seq "$RUNS"); do
-		for server in "${servers[@]}"; do
+		order=("${servers[@]}")
+		if [ "$proto" = file ] && [ $((run % 2)) = 0 ]; then
+			order=(memory file)
+		fi
+		for server in "${order[@]}"; do
 			# What the subscribers speak, and to which server.
 			speak=$proto
 			[ "$server" != sse-h2 ] || speak=h2
+			[ "$proto" != file ] || speak=h1
+			store=memory
+			[ "$server" != file ] || store="file $bin/store/history.db"
 			if [ "$server" = baseline ]; then
 				port=$BENCH_BASELINE
 				[ "$speak" = h1 ] || port=$BENCH_BASELINE_TLS
@@ -189,7 +208,7 @@ for scenario in "${scenarios[@]}"; do
 				[ "$speak" = h1 ] || port=$BENCH_HTTPS
 				port_free "$BENCH_HTTP"
 				port_free "$BENCH_HTTPS"
-				"$bin/caddy" run --config bench/Caddyfile >/dev/null 2>&1 &
+				BENCH_STORE=$store "$bin/caddy" run --config bench/Caddyfile >/dev/null 2>&1 &
 			fi
 			pid=$!
 			url=http://127.0.0.1:$port
@@ -204,6 +223,7 @@ for scenario in "${scenarios[@]}"; do
 				tail -n 1 >>"$out"
 			kill $pid
 			wait $pid 2>/dev/null || true
+			rm -rf "$bin/store"
 		done
 	done
 done

@@ -1,9 +1,15 @@
 // Command chatbench loads a chat server over HTTP and measures it: it opens
 // subscribers (SSE streams) over a number of rooms, publishes through POST
-// /submit at a set rate per room (or as fast as it can), and reports
+// /submit at a set rate per room, each post on its tick whether the one
+// before was answered or not (or as fast as it can), and reports
 // deliveries per second, publish-to-receive latency, lost, duplicate and
 // out-of-order messages, and, given the server's pid, the server's CPU time
-// per delivery and memory per subscriber, read from /proc.
+// per delivery and memory per subscriber, read from /proc. It also reports
+// the submits acknowledged with 201 per second and their latency, and with
+// -fsyncs the server's fsync and fdatasync calls per acknowledged submit,
+// counted by perf stat:
+//
+//	chatbench -rooms 1 -subscribers 0 -saturate -publishers 256 -pid 1234 -fsyncs
 //
 // It speaks only the wire contract, so it measures caddy-chat and the
 // reference baseline (cmd/chatbaseline) alike:
@@ -74,6 +80,7 @@ type options struct {
 	warmup        time.Duration
 	settle        time.Duration
 	pid           int
+	fsyncs        bool
 	perSource     int
 	label         string
 }
@@ -93,6 +100,7 @@ func main() {
 	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "publishing before the measured time")
 	flag.DurationVar(&o.settle, "settle", 2*time.Second, "wait after connecting before reading the server's memory")
 	flag.IntVar(&o.pid, "pid", 0, "the server's pid, for CPU and memory from /proc (0: not measured)")
+	flag.BoolVar(&o.fsyncs, "fsyncs", false, "count the server's fsync and fdatasync calls in the measured time with perf stat (with -pid)")
 	flag.IntVar(&o.perSource, "per-source", 20000, "connections per source address (127.0.0.2, .3, ...)")
 	flag.StringVar(&o.label, "label", "", "a name for this run in the report")
 	summary := flag.Bool("summarize", false, "print the medians of the JSON result files named as arguments, and stop")
@@ -143,6 +151,15 @@ type result struct {
 	RSSPerSubKiB     float64          `json:"rss_per_subscriber_kib,omitempty"`
 	RSSStartMiB      float64          `json:"rss_start_mib,omitempty"`
 	RSSEndMiB        float64          `json:"rss_end_mib,omitempty"`
+	// Submits acknowledged with 201 in the measured time, per second, and
+	// the time from sending each to reading its answer; the server's CPU
+	// time per such submit (deliveries included); with -fsyncs, the server's
+	// fsync and fdatasync calls in that time per such submit.
+	SubmitsPerSec   float64 `json:"submits_per_sec"`
+	SubmitP50Ms     float64 `json:"submit_p50_ms"`
+	SubmitP99Ms     float64 `json:"submit_p99_ms"`
+	CPUPerSubmitUs  float64 `json:"cpu_per_submit_us,omitempty"`
+	FsyncsPerSubmit float64 `json:"fsyncs_per_submit,omitempty"`
 }
 
 func (r result) print(w io.Writer) {
@@ -154,6 +171,10 @@ func (r result) print(w io.Writer) {
 		{"rooms x subscribers", fmt.Sprintf("%d x %d", r.Rooms, r.Subscribers/max(r.Rooms, 1))},
 		{"measured", fmt.Sprintf("%.1fs", r.Seconds)},
 		{"published", fmt.Sprint(r.Published)},
+		{"submits/s (201)", fmt.Sprintf("%.0f", r.SubmitsPerSec)},
+		{"submit latency p50 / p99", fmt.Sprintf("%.2f / %.2f ms", r.SubmitP50Ms, r.SubmitP99Ms)},
+		{"server CPU per submit", fmt.Sprintf("%.2f µs", r.CPUPerSubmitUs)},
+		{"server fsyncs per submit", fmt.Sprintf("%.3f", r.FsyncsPerSubmit)},
 		{"deliveries/s", fmt.Sprintf("%.0f", r.DeliveriesPerSec)},
 		{"latency p50 / p99 / max", fmt.Sprintf("%.2f / %.2f / %.2f ms", r.P50Ms, r.P99Ms, r.MaxMs)},
 		{"lost / duplicate / out of order", fmt.Sprintf("%d / %d / %d", r.Lost, r.Duplicates, r.OutOfOrder)},
@@ -190,6 +211,16 @@ func run(ctx context.Context, o options) (result, error) {
 	}
 	if o.proto == "quic" && (o.rate != 0 || o.saturate) {
 		return result{}, errors.New("-proto quic carries no messages: it wants -rate 0")
+	}
+	var fsyncs *fsyncCounter
+	if o.fsyncs {
+		if o.pid == 0 {
+			return result{}, errors.New("-fsyncs wants the server's -pid")
+		}
+		if fsyncs, err = startFsyncCounter(o.pid); err != nil {
+			return result{}, err
+		}
+		defer fsyncs.stop()
 	}
 	defer conns.close()
 	res := result{Label: o.label, Proto: o.proto, Rooms: o.rooms, Subscribers: o.subscribers}
@@ -269,6 +300,13 @@ func run(ctx context.Context, o options) (result, error) {
 	}
 	sleep(ctx, o.warmup)
 
+	if fsyncs != nil {
+		if err := fsyncs.command("enable"); err != nil {
+			stopPubs()
+			pubs.Wait()
+			return res, err
+		}
+	}
 	measuring.Store(true)
 	startDeliveries := totalReceived(subs)
 	startPublished := pub.count.Load()
@@ -280,8 +318,19 @@ func run(ctx context.Context, o options) (result, error) {
 	res.Deliveries = totalReceived(subs) - startDeliveries
 	res.Published = pub.count.Load() - startPublished
 	measuring.Store(false)
+	var fsyncCount int64
+	var fsyncErr error
+	if fsyncs != nil {
+		if fsyncErr = fsyncs.command("disable"); fsyncErr == nil {
+			fsyncCount, fsyncErr = fsyncs.stop()
+		}
+	}
 	stopPubs()
 	pubs.Wait()
+	if fsyncErr != nil {
+		return res, fsyncErr
+	}
+	res.FsyncsPerSubmit = float64(fsyncCount) / float64(max(res.Published, 1))
 
 	// Let every subscriber catch up with what was published.
 	deadline := time.Now().Add(10 * time.Second)
@@ -305,8 +354,13 @@ func run(ctx context.Context, o options) (result, error) {
 
 	res.Seconds = elapsed.Seconds()
 	res.DeliveriesPerSec = float64(res.Deliveries) / elapsed.Seconds()
+	res.SubmitsPerSec = float64(res.Published) / elapsed.Seconds()
+	res.SubmitP50Ms, res.SubmitP99Ms, _ = percentiles(pub.latencies)
 	if o.pid != 0 && res.Deliveries > 0 {
 		res.CPUPerDeliveryUs = float64(endCPU-startCPU) / clockTicks * 1e6 / float64(res.Deliveries)
+	}
+	if o.pid != 0 && res.Published > 0 {
+		res.CPUPerSubmitUs = float64(endCPU-startCPU) / clockTicks * 1e6 / float64(res.Published)
 	}
 	var latencies []uint32
 	for i, s := range subs {
@@ -319,13 +373,19 @@ func run(ctx context.Context, o options) (result, error) {
 			res.Lost += int64(last - s.lastSeq.Load())
 		}
 	}
-	slices.Sort(latencies)
-	if n := len(latencies); n > 0 {
-		res.P50Ms = float64(latencies[n/2]) / 1000
-		res.P99Ms = float64(latencies[n*99/100]) / 1000
-		res.MaxMs = float64(latencies[n-1]) / 1000
-	}
+	res.P50Ms, res.P99Ms, res.MaxMs = percentiles(latencies)
 	return res, nil
+}
+
+// percentiles sorts latencies, in microseconds, and returns their median,
+// 99th percentile and maximum in milliseconds.
+func percentiles(latencies []uint32) (p50, p99, most float64) {
+	slices.Sort(latencies)
+	n := len(latencies)
+	if n == 0 {
+		return 0, 0, 0
+	}
+	return float64(latencies[n/2]) / 1000, float64(latencies[n*99/100]) / 1000, float64(latencies[n-1]) / 1000
 }
 
 // connectPatience is how long connecting may go without a new stream.
@@ -444,8 +504,9 @@ type publisher struct {
 	count  atomic.Int64
 	protos tally
 
-	mu      sync.Mutex
-	lastSeq map[string]uint64
+	mu        sync.Mutex
+	lastSeq   map[string]uint64
+	latencies []uint32 // of acknowledged submits in the measured time, µs
 }
 
 func newPublisher(url string, roomNames []string, o options, client *http.Client) *publisher {
@@ -475,7 +536,10 @@ func (p *publisher) start(ctx context.Context, wg *sync.WaitGroup) {
 				case <-ctx.Done():
 					return
 				case <-tick.C:
-					p.post(room, padding)
+					// Each post goes out on its tick, answered or not, as
+					// people post independently: a server slower to answer
+					// is not sent fewer messages.
+					wg.Go(func() { p.post(room, padding) })
 				}
 			}
 		})
@@ -483,7 +547,8 @@ func (p *publisher) start(ctx context.Context, wg *sync.WaitGroup) {
 }
 
 func (p *publisher) post(room, padding string) {
-	body := fmt.Sprintf(`{"room":%q,"user":"bench","message":"t=%d;%s"}`, room, time.Now().UnixNano(), padding)
+	sent := time.Now()
+	body := fmt.Sprintf(`{"room":%q,"user":"bench","message":"t=%d;%s"}`, room, sent.UnixNano(), padding)
 	resp, err := p.client.Post(p.url, "application/json", strings.NewReader(body))
 	if err != nil {
 		return
@@ -497,8 +562,12 @@ func (p *publisher) post(room, padding string) {
 		return
 	}
 	if _, seq, ok := rooms.ParseID(m.ID); ok {
+		took := time.Since(sent)
 		p.mu.Lock()
 		p.lastSeq[room] = max(p.lastSeq[room], seq)
+		if measuring.Load() {
+			p.latencies = append(p.latencies, uint32(min(took.Microseconds(), 1<<32-1)))
+		}
 		p.mu.Unlock()
 		p.count.Add(1)
 	}
