@@ -303,7 +303,15 @@ func (h *history) hear(payload string) {
 func (h *history) Append(ctx context.Context, entries []rooms.Entry) error {
 	keyNames := []string{h.keys.meta, h.keys.stream}
 	args := make([]any, 0, 6+6*len(entries))
-	args = append(args, h.epoch, h.capacity, h.s.keyTTL.Milliseconds(), h.keys.channel, len(entries), h.s.idleTTL.Milliseconds())
+	// A room that this history knows to hold messages, but that Redis
+	// lost (its idle TTL passed, or it was deleted and the notice has not
+	// come yet), is made again in an epoch of its own: in the old one its
+	// sequence would start over, taking ids that readers already have.
+	create := h.epoch
+	if h.last > 0 || len(h.own) > 0 {
+		create = rooms.NewEpoch()
+	}
+	args = append(args, create, h.capacity, h.s.keyTTL.Milliseconds(), h.keys.channel, len(entries), h.s.idleTTL.Milliseconds())
 	for _, e := range entries {
 		m := e.Message
 		keyIndex, sum := 0, ""

@@ -535,3 +535,50 @@ func TestReopenedRoomStaysSubscribed(t *testing.T) {
 		sub.Close()
 	}
 }
+
+// TestExpiredRoomGetsNewEpoch: Redis expires a room's keys after its idle
+// TTL, with no notice, while a node still has the room open with a
+// stream. The next post there must not make the room again in its old
+// epoch: its sequence starts over, so it would take the id of a message
+// that readers already have, and a reader resuming from that id would
+// never get it.
+func TestExpiredRoomGetsNewEpoch(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := node(t, srv.Addr, rooms.Config{}), node(t, srv.Addr, rooms.Config{})
+	sub, err := a.Subscribe("lobby", rooms.Position{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	first, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "one"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(t, sub, 1); got[0] != first.ID {
+		t.Fatalf("stream got %v, want %s", got, first.ID)
+	}
+	// What the idle TTL does to the room's keys: they go, and nothing
+	// is published.
+	raw := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer raw.Close()
+	if err := raw.Del(context.Background(), "test:{lobby}:meta", "test:{lobby}:msgs").Err(); err != nil {
+		t.Fatal(err)
+	}
+	second, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "two"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.ID == first.ID {
+		t.Fatalf("the post after the room expired took the id %s of the message before", second.ID)
+	}
+	oldEpoch, _, _ := rooms.ParseID(first.ID)
+	if epoch, _, _ := rooms.ParseID(second.ID); epoch == oldEpoch {
+		t.Fatalf("the room expired and was made again in its old epoch: %s after %s", second.ID, first.ID)
+	}
+	// A reader resuming from the first message is told the room started
+	// over, and gets the second.
+	rep, err := b.Messages("lobby", first.ID, 10)
+	if err != nil || !rep.Reset || len(rep.Messages) != 1 || rep.Messages[0].ID != second.ID {
+		t.Fatalf("resuming after %s: reset=%v messages=%v, %v; want a reset and %s", first.ID, rep.Reset, rep.Messages, err, second.ID)
+	}
+}
