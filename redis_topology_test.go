@@ -172,3 +172,29 @@ func TestRedisClusterNeedsDatabase0(t *testing.T) {
 		t.Fatalf("error %q does not say why", err)
 	}
 }
+
+// TestRedisHangingRateLimit: with rate_limit, a submit's first call to Redis
+// is its count, which must be bounded like the store's own calls, even when
+// the URL gives the client a longer read timeout: a hanging Redis answers
+// 503 after 2 seconds, not after the client gives up.
+func TestRedisHangingRateLimit(t *testing.T) {
+	srv := redistest.Start(t)
+	startCaddy(t, config{global: redisStore(srv.URL()+"?read_timeout=30s", ""), handler: "rate_limit 100 1m"})
+	defer reload(t, config{})
+	room := roomFor(t, "a")
+	postJSON(t, rootSite, room, "alice", "one")
+
+	srv.Pause(t)
+	defer srv.Resume(t)
+	body := fmt.Sprintf(`{"room":%q,"user":"alice","message":"maybe"}`, room)
+	began := time.Now()
+	resp := do(t, "POST", rootSite+"/submit", body, "Content-Type", "application/json")
+	took := time.Since(began)
+	if resp.status != http.StatusServiceUnavailable {
+		t.Fatalf("submit while Redis hangs: %d %s; want 503", resp.status, resp.body)
+	}
+	// 2 s, with room for a loaded machine; the client's own timeout is 30 s.
+	if took > 10*time.Second {
+		t.Fatalf("submit while Redis hangs answered after %v, want about 2s", took)
+	}
+}
