@@ -419,7 +419,7 @@ func (h *history) Catch(ctx context.Context, sync bool) ([]rooms.Message, bool, 
 	// elsewhere, in an epoch this history then takes.
 	for i := 0; sync && i < 2; i++ {
 		epoch := h.epoch
-		f, err := h.fetch(ctx, epoch, h.capacity, h.last, target, true)
+		f, err := h.fetch(ctx, epoch, h.last, target, true)
 		if err != nil {
 			h.putBack(got)
 			return nil, false, err
@@ -499,7 +499,7 @@ type fetched struct {
 // the room's position first, reading up to its last message. It touches
 // none of h's fields that Catch and Append change, so it may run outside
 // the room's lock.
-func (h *history) fetch(ctx context.Context, epoch string, capacity int, after, upto uint64, meta bool) (*fetched, error) {
+func (h *history) fetch(ctx context.Context, epoch string, after, upto uint64, meta bool) (*fetched, error) {
 	f := &fetched{epoch: epoch, meta: meta, upto: after}
 	if meta {
 		vals, err := h.s.client.HMGet(ctx, h.keys.meta, "epoch", "last").Result()
@@ -512,7 +512,11 @@ func (h *history) fetch(ctx context.Context, epoch string, capacity int, after, 
 		f.roomLast, _ = strconv.ParseUint(fmt.Sprint(vals[1]), 10, 64)
 		upto = max(upto, f.roomLast)
 	}
-	msgs, err := h.read(ctx, epoch, after, upto, min(int(upto-min(after, upto)), capacity))
+	// Not bounded by this node's history: the stream holds what the
+	// nodes that append keep, which may be more (their history is
+	// larger, or this node's was made smaller), and a read of only its
+	// first messages would skip the rest of the gap.
+	msgs, err := h.read(ctx, epoch, after, upto, int(upto-min(after, upto)))
 	if err != nil {
 		return nil, err
 	}
@@ -531,10 +535,10 @@ func (h *history) fetchLater(after, upto uint64, meta bool) {
 		h.resync = h.resync || meta
 		return
 	}
-	epoch, capacity := h.epoch, h.capacity
+	epoch := h.epoch
 	h.fetching = h.s.spawn(func() {
 		ctx, cancel := context.WithTimeout(h.s.closing, h.s.timeout)
-		f, err := h.fetch(ctx, epoch, capacity, after, upto, meta)
+		f, err := h.fetch(ctx, epoch, after, upto, meta)
 		cancel()
 		if err != nil {
 			select {

@@ -582,3 +582,44 @@ func TestExpiredRoomGetsNewEpoch(t *testing.T) {
 		t.Fatalf("resuming after %s: reset=%v messages=%v, %v; want a reset and %s", first.ID, rep.Reset, rep.Messages, err, second.ID)
 	}
 }
+
+// TestGapLongerThanHistory: node A keeps a longer history than node B (a
+// reload that changes history reaches the nodes one at a time). A gap on B
+// longer than B's history, all of it still in the stream, is delivered
+// whole to B's open stream, in order, not its first messages and then a
+// jump past the rest.
+func TestGapLongerThanHistory(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := node(t, srv.Addr, rooms.Config{History: 10}), node(t, srv.Addr, rooms.Config{History: 3})
+	first, _, err := a.Submit("gap", rooms.Post{User: "alice", Text: "one"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := b.Subscribe("gap", rooms.Position{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	// Messages 2 to 7 are stored with no word to the room's channel, as
+	// if B's subscription connection had been down meanwhile.
+	admin := New(redis.NewClient(&redis.Options{Addr: srv.Addr}), Options{Prefix: "test:"})
+	defer admin.Close()
+	k := admin.keysOf("gap")
+	epoch, _, _ := rooms.ParseID(first.ID)
+	want := []string{}
+	for seq := 2; seq <= 7; seq++ {
+		if err := admin.append.Run(context.Background(), admin.client, []string{k.meta, k.stream},
+			epoch, 10, 60000, "test:elsewhere", 1, 0, time.Now().UnixMilli(), "bob", "quiet", "0", 0, "").Err(); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, rooms.FormatID(epoch, uint64(seq)))
+	}
+	last, _, err := a.Submit("gap", rooms.Post{User: "alice", Text: "heard"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, last.ID)
+	if got := ids(t, sub, len(want)); !slicesEqual(got, want) {
+		t.Fatalf("B delivered %v after a gap, want %v", got, want)
+	}
+}
