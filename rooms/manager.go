@@ -476,8 +476,9 @@ type Post struct {
 	// not call back into the Manager.
 	Admit func() error
 	// Create, when set, is asked after Admit when the post would make a
-	// new room: a limit on how many rooms one client makes. Its error
-	// refuses the post, and no room is made.
+	// new room: a limit on how many rooms one client makes. A room that
+	// a Finder store holds, made by another process, is no new room. Its
+	// error refuses the post, and no room is made.
 	Create func() error
 }
 
@@ -569,12 +570,27 @@ func (m *Manager) roomFor(name string, p *Post) (*room, error) {
 		p.Admit = nil
 	}
 	if p.Create != nil {
+		// A room that another process made is opened here, and is no
+		// new room of this client's.
+		if err := m.openElsewhere(name); err != nil {
+			return nil, err
+		}
+		if r := m.lookup(name); r != nil {
+			return r, nil
+		}
 		if err := p.Create(); err != nil {
 			return nil, err
 		}
 		p.Create = nil
 	}
 	return m.create(name)
+}
+
+// lookup returns the named room, or nil when it is not open.
+func (m *Manager) lookup(name string) *room {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.rooms[name]
 }
 
 // write stores s, unless it is nil, then one batch of what queued in r's
@@ -1001,7 +1017,7 @@ func (s *Subscription) Close() {
 // and this process has not opened it: another process made it.
 func (m *Manager) openElsewhere(roomName string) error {
 	f, ok := m.config().Store.(Finder)
-	if !ok || !ValidName(roomName) || m.has(roomName) {
+	if !ok || !ValidName(roomName) || m.lookup(roomName) != nil {
 		return nil
 	}
 	ctx, cancel := m.storeContext()
@@ -1139,12 +1155,6 @@ func (m *Manager) Rooms() []RoomInfo {
 	out = m.listElsewhere(out)
 	slices.SortFunc(out, func(a, b RoomInfo) int { return strings.Compare(a.Name, b.Name) })
 	return out
-}
-
-func (m *Manager) has(name string) bool {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.rooms[name] != nil
 }
 
 // Len returns the number of rooms.

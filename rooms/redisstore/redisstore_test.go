@@ -623,3 +623,32 @@ func TestGapLongerThanHistory(t *testing.T) {
 		t.Fatalf("B delivered %v after a gap, want %v", got, want)
 	}
 }
+
+// TestPostToRoomMadeElsewhereIsNoNewRoom: a post on node B to a room that
+// node A made, and B has not opened, is no new room of its author's:
+// max_new_rooms_per_client must not refuse it.
+func TestPostToRoomMadeElsewhereIsNoNewRoom(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := node(t, srv.Addr, rooms.Config{}), node(t, srv.Addr, rooms.Config{})
+	if _, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "made on A"}); err != nil {
+		t.Fatal(err)
+	}
+	created := 0
+	post := rooms.Post{User: "bob", Text: "on B", Create: func() error {
+		created++
+		return nil
+	}}
+	if _, _, err := b.Submit("lobby", post); err != nil {
+		t.Fatal(err)
+	}
+	if created != 0 {
+		t.Fatal("a post on B to a room A made was counted as a new room")
+	}
+	post.Text = "a room of its own"
+	if _, _, err := b.Submit("new", post); err != nil {
+		t.Fatal(err)
+	}
+	if created != 1 {
+		t.Fatalf("a post that made a room was counted %d times, want once", created)
+	}
+}
