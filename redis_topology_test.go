@@ -1,11 +1,14 @@
 package chat
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/caddy-chat/caddy-chat/internal/redistest"
 	"github.com/caddy-chat/caddy-chat/rooms"
@@ -196,5 +199,36 @@ func TestRedisHangingRateLimit(t *testing.T) {
 	// 2 s, with room for a loaded machine; the client's own timeout is 30 s.
 	if took > 10*time.Second {
 		t.Fatalf("submit while Redis hangs answered after %v, want about 2s", took)
+	}
+}
+
+// TestRedisIdleTimeoutReload: a reload that changes idle_timeout, and keeps
+// the store redis line and so the connection, changes when Redis expires a
+// room, as it changes the node's own sweep.
+func TestRedisIdleTimeoutReload(t *testing.T) {
+	srv := redistest.Start(t)
+	startCaddy(t, config{global: redisStore(srv.URL(), "") + "\n\t\tidle_timeout 1h"})
+	defer reload(t, config{})
+	room := roomFor(t, "a")
+	raw := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer raw.Close()
+	ttl := func() time.Duration {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		d, err := raw.PTTL(ctx, "it:{"+room+"}:meta").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	postJSON(t, rootSite, room, "alice", "one")
+	if d := ttl(); d < 50*time.Minute {
+		t.Fatalf("room expires in %v under idle_timeout 1h", d)
+	}
+	reload(t, config{global: redisStore(srv.URL(), "") + "\n\t\tidle_timeout 1m"})
+	postJSON(t, rootSite, room, "alice", "two")
+	if d := ttl(); d <= 0 || d > time.Minute {
+		t.Fatalf("room expires in %v after a reload to idle_timeout 1m", d)
 	}
 }

@@ -208,6 +208,9 @@ func (m *Manager) Configure(cfg Config) {
 		cfg.Store = MemoryStore{}
 	}
 	m.cfg.Store(&cfg)
+	if e, ok := cfg.Store.(IdleExpirer); ok {
+		e.SetIdleTimeout(cfg.IdleTimeout)
+	}
 	select {
 	case m.reconfigured <- struct{}{}:
 	default: // the janitor has a wake-up pending already

@@ -28,6 +28,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -46,9 +47,6 @@ type Options struct {
 	// KeyTTL is how long an idempotency key is kept; default
 	// rooms.DefaultKeyWindow.
 	KeyTTL time.Duration
-	// IdleTTL expires a room that got no message for this long, on every
-	// node at once; 0 keeps rooms until they are deleted.
-	IdleTTL time.Duration
 	// Timeout bounds the calls the Store makes of its own, in the
 	// background: reading a gap, unsubscribing. Default DefaultTimeout.
 	Timeout time.Duration
@@ -63,7 +61,7 @@ type Store struct {
 	client  redis.UniversalClient
 	prefix  string
 	keyTTL  time.Duration
-	idleTTL time.Duration
+	idleTTL atomic.Int64 // a time.Duration; see SetIdleTimeout
 	timeout time.Duration
 	append  *redis.Script
 	ps      *redis.PubSub
@@ -104,7 +102,6 @@ func New(client redis.UniversalClient, opt Options) *Store {
 		client:    client,
 		prefix:    opt.Prefix,
 		keyTTL:    opt.KeyTTL,
-		idleTTL:   opt.IdleTTL,
 		timeout:   opt.Timeout,
 		append:    redis.NewScript(appendScript),
 		ps:        client.Subscribe(context.Background()),
@@ -136,6 +133,14 @@ func (s *Store) Close() error {
 	s.work.Wait()
 	return errors.Join(err, s.client.Close())
 }
+
+// SetIdleTimeout makes Redis expire a room that gets no message for d from
+// its next message on, on every node at once; 0 keeps rooms until they are
+// deleted. The Manager calls it with its IdleTimeout, also on a reload that
+// changes it. It implements rooms.IdleExpirer.
+func (s *Store) SetIdleTimeout(d time.Duration) { s.idleTTL.Store(int64(d)) }
+
+func (s *Store) idleTimeout() time.Duration { return time.Duration(s.idleTTL.Load()) }
 
 // spawn runs f on a goroutine that Close waits for, and reports whether it
 // did: once Close has begun, it does not.
@@ -311,7 +316,7 @@ func (h *history) Append(ctx context.Context, entries []rooms.Entry) error {
 	if h.last > 0 || len(h.own) > 0 {
 		create = rooms.NewEpoch()
 	}
-	args = append(args, create, h.capacity, h.s.keyTTL.Milliseconds(), h.keys.channel, len(entries), h.s.idleTTL.Milliseconds())
+	args = append(args, create, h.capacity, h.s.keyTTL.Milliseconds(), h.keys.channel, len(entries), h.s.idleTimeout().Milliseconds())
 	for _, e := range entries {
 		m := e.Message
 		keyIndex, sum := 0, ""
