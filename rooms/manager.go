@@ -440,16 +440,30 @@ func (m *Manager) background(f func()) bool {
 // failed Catch leaves its messages for the next one, which the history
 // asks for when the store answers again.
 func (m *Manager) deliver(r *room, sh Shared, sync bool) {
+	epoch, next := r.history.Epoch(), r.history.Last()+1
 	ctx, cancel := m.storeContext()
 	msgs, gone, _ := sh.Catch(ctx, sync)
 	cancel()
+	// In the same epoch, a sequence number passed over is a message that
+	// the store no longer held when this process came to read it: the
+	// streams that were owed it are evicted, and resuming they are told
+	// the history moved on.
+	skipped := func(seq uint64) bool { return seq > next && r.history.Epoch() == epoch }
 	hook := m.config().Hooks.Published
 	for _, msg := range msgs {
+		_, seq, _ := ParseID(msg.ID)
+		if skipped(seq) {
+			r.broadcaster.EvictAll()
+		}
+		next = seq + 1
 		delivered := r.broadcaster.Submit(AppendFrame(nil, msg))
 		if hook != nil {
 			hook(r.name, delivered)
 		}
 		r.lastActive = time.Now()
+	}
+	if skipped(r.history.Last() + 1) {
+		r.broadcaster.EvictAll()
 	}
 	if gone {
 		// Dropping takes the Manager's lock, which comes before r.mu.

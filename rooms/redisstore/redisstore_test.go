@@ -652,3 +652,63 @@ func TestPostToRoomMadeElsewhereIsNoNewRoom(t *testing.T) {
 		t.Fatalf("a post that made a room was counted %d times, want once", created)
 	}
 }
+
+// TestGapPastTheStreamEvicts: B misses more messages than the stream still
+// holds. Its open streams cannot get them: they are evicted, as a reader
+// that fell behind is, and resuming from their last id they are told the
+// history moved on (a reset), rather than jumping past the lost messages
+// with no word.
+func TestGapPastTheStreamEvicts(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := node(t, srv.Addr, rooms.Config{History: 3}), node(t, srv.Addr, rooms.Config{History: 3})
+	first, _, err := a.Submit("gap", rooms.Post{User: "alice", Text: "one"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := b.Subscribe("gap", rooms.Position{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	// Messages 2 to 7 are stored with no word to the room's channel; the
+	// stream keeps the newest 3.
+	admin := New(redis.NewClient(&redis.Options{Addr: srv.Addr}), Options{Prefix: "test:"})
+	defer admin.Close()
+	k := admin.keysOf("gap")
+	epoch, _, _ := rooms.ParseID(first.ID)
+	for range 6 {
+		if err := admin.append.Run(context.Background(), admin.client, []string{k.meta, k.stream},
+			epoch, 3, 60000, "test:elsewhere", 1, 0, time.Now().UnixMilli(), "bob", "quiet", "0", 0, "").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := a.Submit("gap", rooms.Post{User: "alice", Text: "heard"}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case <-sub.Ready():
+		case <-deadline:
+			t.Fatalf("B's stream got %v and stayed open after a gap past the stream", got)
+		}
+		frames, err := sub.Take(nil)
+		for _, f := range frames {
+			got = append(got, frameID(f))
+		}
+		if errors.Is(err, rooms.ErrEvicted) {
+			break
+		} else if err != nil {
+			t.Fatalf("B's stream ended with %v, want ErrEvicted", err)
+		}
+	}
+	resumed, err := b.Subscribe("gap", rooms.Position{LastEventID: first.ID}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resumed.Close()
+	if !resumed.Reset {
+		t.Fatalf("resuming on B from %s after the gap: no reset, messages %v", first.ID, resumed.Messages)
+	}
+}
