@@ -27,8 +27,9 @@ func newWindowLimit(name string, limit int, window time.Duration, counter rateli
 }
 
 // check counts one event of client and returns refuse's error past the
-// limit. A shared counter that does not answer refuses the event as the
-// store being unavailable (503): it would refuse the submit anyway.
+// limit. A shared counter, the redis store's, that does not answer within
+// redisCallTimeout refuses the event as the store being unavailable (503):
+// it would refuse the submit anyway.
 func (l *windowLimit) check(ctx context.Context, client string, refuse func(retryAfter time.Duration) error) error {
 	if l.local != nil {
 		if ok, retry := l.local.Allow(client, time.Now()); !ok {
@@ -36,6 +37,10 @@ func (l *windowLimit) check(ctx context.Context, client string, refuse func(retr
 		}
 		return nil
 	}
+	// Bounded like the store's own calls: the request's context has no
+	// deadline, and the client's read timeout may be longer.
+	ctx, cancel := context.WithTimeout(ctx, redisCallTimeout)
+	defer cancel()
 	ok, retry, err := l.shared.Allow(ctx, client)
 	if err != nil {
 		return fmt.Errorf("checking a limit: %w: %w", rooms.ErrUnavailable, err)

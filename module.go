@@ -271,7 +271,7 @@ func (a *App) newRedisManager(cfg rooms.Config) (caddy.Destructor, error) {
 		return nil, err
 	}
 	redis.SetLogger(redisLogger{a.logger.Named("redis")})
-	s := redisstore.New(client, redisstore.Options{Prefix: a.Store.Prefix, IdleTTL: time.Duration(*a.IdleTimeout), Timeout: redisCallTimeout})
+	s := redisstore.New(client, redisstore.Options{Prefix: a.Store.Prefix, Timeout: redisCallTimeout})
 	ctx, cancel := context.WithTimeout(context.Background(), redisStartTimeout)
 	defer cancel()
 	if err := s.Ping(ctx); err != nil {

@@ -1,11 +1,14 @@
 package chat
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/caddy-chat/caddy-chat/internal/redistest"
 	"github.com/caddy-chat/caddy-chat/rooms"
@@ -170,5 +173,62 @@ func TestRedisClusterNeedsDatabase0(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "a cluster has only database 0") {
 		t.Fatalf("error %q does not say why", err)
+	}
+}
+
+// TestRedisHangingRateLimit: with rate_limit, a submit's first call to Redis
+// is its count, which must be bounded like the store's own calls, even when
+// the URL gives the client a longer read timeout: a hanging Redis answers
+// 503 after 2 seconds, not after the client gives up.
+func TestRedisHangingRateLimit(t *testing.T) {
+	srv := redistest.Start(t)
+	startCaddy(t, config{global: redisStore(srv.URL()+"?read_timeout=30s", ""), handler: "rate_limit 100 1m"})
+	defer reload(t, config{})
+	room := roomFor(t, "a")
+	postJSON(t, rootSite, room, "alice", "one")
+
+	srv.Pause(t)
+	defer srv.Resume(t)
+	body := fmt.Sprintf(`{"room":%q,"user":"alice","message":"maybe"}`, room)
+	began := time.Now()
+	resp := do(t, "POST", rootSite+"/submit", body, "Content-Type", "application/json")
+	took := time.Since(began)
+	if resp.status != http.StatusServiceUnavailable {
+		t.Fatalf("submit while Redis hangs: %d %s; want 503", resp.status, resp.body)
+	}
+	// 2 s, with room for a loaded machine; the client's own timeout is 30 s.
+	if took > 10*time.Second {
+		t.Fatalf("submit while Redis hangs answered after %v, want about 2s", took)
+	}
+}
+
+// TestRedisIdleTimeoutReload: a reload that changes idle_timeout, and keeps
+// the store redis line and so the connection, changes when Redis expires a
+// room, as it changes the node's own sweep.
+func TestRedisIdleTimeoutReload(t *testing.T) {
+	srv := redistest.Start(t)
+	startCaddy(t, config{global: redisStore(srv.URL(), "") + "\n\t\tidle_timeout 1h"})
+	defer reload(t, config{})
+	room := roomFor(t, "a")
+	raw := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer raw.Close()
+	ttl := func() time.Duration {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		d, err := raw.PTTL(ctx, "it:{"+room+"}:meta").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	postJSON(t, rootSite, room, "alice", "one")
+	if d := ttl(); d < 50*time.Minute {
+		t.Fatalf("room expires in %v under idle_timeout 1h", d)
+	}
+	reload(t, config{global: redisStore(srv.URL(), "") + "\n\t\tidle_timeout 1m"})
+	postJSON(t, rootSite, room, "alice", "two")
+	if d := ttl(); d <= 0 || d > time.Minute {
+		t.Fatalf("room expires in %v after a reload to idle_timeout 1m", d)
 	}
 }

@@ -190,6 +190,21 @@ func (b *Broadcaster) Submit(frame []byte) (delivered int) {
 	return delivered
 }
 
+// EvictAll ends every subscriber with ErrEvicted, as Submit ends one that
+// fell behind, without calling onEvict: the caller has lost frames that
+// they were owed, and they resume from history. Frames already queued stay
+// readable, and new subscribers are taken.
+func (b *Broadcaster) EvictAll() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, s := range b.subs {
+		s.end(ErrEvicted)
+		s.wake()
+	}
+	clear(b.subs)
+	b.subs = b.subs[:0]
+}
+
 // Len returns the number of registered subscribers.
 func (b *Broadcaster) Len() int {
 	b.mu.Lock()

@@ -167,6 +167,39 @@ func TestClose(t *testing.T) {
 	}
 }
 
+// TestEvictAll: every subscriber ends with ErrEvicted after the frames it
+// had queued, onEvict is not called, and the broadcaster takes new
+// subscribers, which get the frames that follow.
+func TestEvictAll(t *testing.T) {
+	b := New(func(*Subscriber) { t.Error("onEvict called by EvictAll") })
+	subs := make([]*Subscriber, 3)
+	for i := range subs {
+		subs[i] = NewSubscriber(4, func() {})
+		b.Register(subs[i])
+	}
+	b.Submit([]byte("before"))
+	b.EvictAll()
+	if n := b.Len(); n != 0 {
+		t.Fatalf("%d subscribers after EvictAll, want 0", n)
+	}
+	late := NewSubscriber(4, func() {})
+	if !b.Register(late) {
+		t.Fatal("a subscriber was refused after EvictAll")
+	}
+	if n := b.Submit([]byte("after")); n != 1 {
+		t.Errorf("frame after EvictAll delivered to %d, want the new subscriber only", n)
+	}
+	for i, s := range subs {
+		frames, err := s.Take(nil)
+		if len(frames) != 1 || string(frames[0]) != "before" || err != ErrEvicted {
+			t.Errorf("subscriber %d: frames=%q err=%v; want the queued frame and ErrEvicted", i, strs(frames), err)
+		}
+	}
+	if frames, err := late.Take(nil); len(frames) != 1 || string(frames[0]) != "after" || err != nil {
+		t.Errorf("new subscriber: frames=%q err=%v; want the frame after", strs(frames), err)
+	}
+}
+
 // TestChurn has thousands of subscribers join and leave while frames flow.
 // Every subscriber sees an in-order, gap-free run of frames from where it
 // joined until it leaves or is evicted; run it with -race.

@@ -32,6 +32,15 @@ type Lister interface {
 	Rooms(ctx context.Context) ([]string, error)
 }
 
+// IdleExpirer is implemented by a Store that expires idle rooms itself,
+// such as one that several processes share: the Manager gives it its
+// IdleTimeout whenever it is configured.
+type IdleExpirer interface {
+	// SetIdleTimeout sets how long a room may go without a message
+	// before the store drops it; 0 keeps rooms until they are deleted.
+	SetIdleTimeout(d time.Duration)
+}
+
 // Finder is implemented by a Store that other processes add rooms to: a
 // room made on another node is not in this Manager's map, yet its history
 // must be served here.

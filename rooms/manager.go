@@ -208,6 +208,9 @@ func (m *Manager) Configure(cfg Config) {
 		cfg.Store = MemoryStore{}
 	}
 	m.cfg.Store(&cfg)
+	if e, ok := cfg.Store.(IdleExpirer); ok {
+		e.SetIdleTimeout(cfg.IdleTimeout)
+	}
 	select {
 	case m.reconfigured <- struct{}{}:
 	default: // the janitor has a wake-up pending already
@@ -437,16 +440,30 @@ func (m *Manager) background(f func()) bool {
 // failed Catch leaves its messages for the next one, which the history
 // asks for when the store answers again.
 func (m *Manager) deliver(r *room, sh Shared, sync bool) {
+	epoch, next := r.history.Epoch(), r.history.Last()+1
 	ctx, cancel := m.storeContext()
 	msgs, gone, _ := sh.Catch(ctx, sync)
 	cancel()
+	// In the same epoch, a sequence number passed over is a message that
+	// the store no longer held when this process came to read it: the
+	// streams that were owed it are evicted, and resuming they are told
+	// the history moved on.
+	skipped := func(seq uint64) bool { return seq > next && r.history.Epoch() == epoch }
 	hook := m.config().Hooks.Published
 	for _, msg := range msgs {
+		_, seq, _ := ParseID(msg.ID)
+		if skipped(seq) {
+			r.broadcaster.EvictAll()
+		}
+		next = seq + 1
 		delivered := r.broadcaster.Submit(AppendFrame(nil, msg))
 		if hook != nil {
 			hook(r.name, delivered)
 		}
 		r.lastActive = time.Now()
+	}
+	if skipped(r.history.Last() + 1) {
+		r.broadcaster.EvictAll()
 	}
 	if gone {
 		// Dropping takes the Manager's lock, which comes before r.mu.
@@ -476,8 +493,9 @@ type Post struct {
 	// not call back into the Manager.
 	Admit func() error
 	// Create, when set, is asked after Admit when the post would make a
-	// new room: a limit on how many rooms one client makes. Its error
-	// refuses the post, and no room is made.
+	// new room: a limit on how many rooms one client makes. A room that
+	// a Finder store holds, made by another process, is no new room. Its
+	// error refuses the post, and no room is made.
 	Create func() error
 }
 
@@ -569,12 +587,27 @@ func (m *Manager) roomFor(name string, p *Post) (*room, error) {
 		p.Admit = nil
 	}
 	if p.Create != nil {
+		// A room that another process made is opened here, and is no
+		// new room of this client's.
+		if err := m.openElsewhere(name); err != nil {
+			return nil, err
+		}
+		if r := m.lookup(name); r != nil {
+			return r, nil
+		}
 		if err := p.Create(); err != nil {
 			return nil, err
 		}
 		p.Create = nil
 	}
 	return m.create(name)
+}
+
+// lookup returns the named room, or nil when it is not open.
+func (m *Manager) lookup(name string) *room {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.rooms[name]
 }
 
 // write stores s, unless it is nil, then one batch of what queued in r's
@@ -1001,7 +1034,7 @@ func (s *Subscription) Close() {
 // and this process has not opened it: another process made it.
 func (m *Manager) openElsewhere(roomName string) error {
 	f, ok := m.config().Store.(Finder)
-	if !ok || !ValidName(roomName) || m.has(roomName) {
+	if !ok || !ValidName(roomName) || m.lookup(roomName) != nil {
 		return nil
 	}
 	ctx, cancel := m.storeContext()
@@ -1139,12 +1172,6 @@ func (m *Manager) Rooms() []RoomInfo {
 	out = m.listElsewhere(out)
 	slices.SortFunc(out, func(a, b RoomInfo) int { return strings.Compare(a.Name, b.Name) })
 	return out
-}
-
-func (m *Manager) has(name string) bool {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.rooms[name] != nil
 }
 
 // Len returns the number of rooms.

@@ -272,8 +272,8 @@ func (s *Store) readOthers(ctx context.Context) error {
 func (s *Store) Directory(ctx context.Context) (map[string]string, error) {
 	var names *redis.StringSliceCmd
 	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		if s.idleTTL > 0 {
-			p.ZRemRangeByScore(ctx, s.directoryKey(), "-inf", strconv.FormatInt(time.Now().Add(-s.idleTTL).UnixMilli(), 10))
+		if idle := s.idleTimeout(); idle > 0 {
+			p.ZRemRangeByScore(ctx, s.directoryKey(), "-inf", strconv.FormatInt(time.Now().Add(-idle).UnixMilli(), 10))
 		}
 		names = p.ZRange(ctx, s.directoryKey(), 0, -1)
 		return nil
@@ -331,6 +331,7 @@ func (s *Store) Leave(ctx context.Context) error {
 
 // Interface guards
 var (
-	_ rooms.Census    = (*Store)(nil)
-	_ rooms.Directory = (*Store)(nil)
+	_ rooms.Census      = (*Store)(nil)
+	_ rooms.Directory   = (*Store)(nil)
+	_ rooms.IdleExpirer = (*Store)(nil)
 )

@@ -28,6 +28,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -46,9 +47,6 @@ type Options struct {
 	// KeyTTL is how long an idempotency key is kept; default
 	// rooms.DefaultKeyWindow.
 	KeyTTL time.Duration
-	// IdleTTL expires a room that got no message for this long, on every
-	// node at once; 0 keeps rooms until they are deleted.
-	IdleTTL time.Duration
 	// Timeout bounds the calls the Store makes of its own, in the
 	// background: reading a gap, unsubscribing. Default DefaultTimeout.
 	Timeout time.Duration
@@ -63,7 +61,7 @@ type Store struct {
 	client  redis.UniversalClient
 	prefix  string
 	keyTTL  time.Duration
-	idleTTL time.Duration
+	idleTTL atomic.Int64 // a time.Duration; see SetIdleTimeout
 	timeout time.Duration
 	append  *redis.Script
 	ps      *redis.PubSub
@@ -104,7 +102,6 @@ func New(client redis.UniversalClient, opt Options) *Store {
 		client:    client,
 		prefix:    opt.Prefix,
 		keyTTL:    opt.KeyTTL,
-		idleTTL:   opt.IdleTTL,
 		timeout:   opt.Timeout,
 		append:    redis.NewScript(appendScript),
 		ps:        client.Subscribe(context.Background()),
@@ -136,6 +133,14 @@ func (s *Store) Close() error {
 	s.work.Wait()
 	return errors.Join(err, s.client.Close())
 }
+
+// SetIdleTimeout makes Redis expire a room that gets no message for d from
+// its next message on, on every node at once; 0 keeps rooms until they are
+// deleted. The Manager calls it with its IdleTimeout, also on a reload that
+// changes it. It implements rooms.IdleExpirer.
+func (s *Store) SetIdleTimeout(d time.Duration) { s.idleTTL.Store(int64(d)) }
+
+func (s *Store) idleTimeout() time.Duration { return time.Duration(s.idleTTL.Load()) }
 
 // spawn runs f on a goroutine that Close waits for, and reports whether it
 // did: once Close has begun, it does not.
@@ -303,7 +308,15 @@ func (h *history) hear(payload string) {
 func (h *history) Append(ctx context.Context, entries []rooms.Entry) error {
 	keyNames := []string{h.keys.meta, h.keys.stream}
 	args := make([]any, 0, 6+6*len(entries))
-	args = append(args, h.epoch, h.capacity, h.s.keyTTL.Milliseconds(), h.keys.channel, len(entries), h.s.idleTTL.Milliseconds())
+	// A room that this history knows to hold messages, but that Redis
+	// lost (its idle TTL passed, or it was deleted and the notice has not
+	// come yet), is made again in an epoch of its own: in the old one its
+	// sequence would start over, taking ids that readers already have.
+	create := h.epoch
+	if h.last > 0 || len(h.own) > 0 {
+		create = rooms.NewEpoch()
+	}
+	args = append(args, create, h.capacity, h.s.keyTTL.Milliseconds(), h.keys.channel, len(entries), h.s.idleTimeout().Milliseconds())
 	for _, e := range entries {
 		m := e.Message
 		keyIndex, sum := 0, ""
@@ -411,7 +424,7 @@ func (h *history) Catch(ctx context.Context, sync bool) ([]rooms.Message, bool, 
 	// elsewhere, in an epoch this history then takes.
 	for i := 0; sync && i < 2; i++ {
 		epoch := h.epoch
-		f, err := h.fetch(ctx, epoch, h.capacity, h.last, target, true)
+		f, err := h.fetch(ctx, epoch, h.last, target, true)
 		if err != nil {
 			h.putBack(got)
 			return nil, false, err
@@ -491,7 +504,7 @@ type fetched struct {
 // the room's position first, reading up to its last message. It touches
 // none of h's fields that Catch and Append change, so it may run outside
 // the room's lock.
-func (h *history) fetch(ctx context.Context, epoch string, capacity int, after, upto uint64, meta bool) (*fetched, error) {
+func (h *history) fetch(ctx context.Context, epoch string, after, upto uint64, meta bool) (*fetched, error) {
 	f := &fetched{epoch: epoch, meta: meta, upto: after}
 	if meta {
 		vals, err := h.s.client.HMGet(ctx, h.keys.meta, "epoch", "last").Result()
@@ -504,7 +517,11 @@ func (h *history) fetch(ctx context.Context, epoch string, capacity int, after, 
 		f.roomLast, _ = strconv.ParseUint(fmt.Sprint(vals[1]), 10, 64)
 		upto = max(upto, f.roomLast)
 	}
-	msgs, err := h.read(ctx, epoch, after, upto, min(int(upto-min(after, upto)), capacity))
+	// Not bounded by this node's history: the stream holds what the
+	// nodes that append keep, which may be more (their history is
+	// larger, or this node's was made smaller), and a read of only its
+	// first messages would skip the rest of the gap.
+	msgs, err := h.read(ctx, epoch, after, upto, int(upto-min(after, upto)))
 	if err != nil {
 		return nil, err
 	}
@@ -523,10 +540,10 @@ func (h *history) fetchLater(after, upto uint64, meta bool) {
 		h.resync = h.resync || meta
 		return
 	}
-	epoch, capacity := h.epoch, h.capacity
+	epoch := h.epoch
 	h.fetching = h.s.spawn(func() {
 		ctx, cancel := context.WithTimeout(h.s.closing, h.s.timeout)
-		f, err := h.fetch(ctx, epoch, capacity, after, upto, meta)
+		f, err := h.fetch(ctx, epoch, after, upto, meta)
 		cancel()
 		if err != nil {
 			select {

@@ -535,3 +535,180 @@ func TestReopenedRoomStaysSubscribed(t *testing.T) {
 		sub.Close()
 	}
 }
+
+// TestExpiredRoomGetsNewEpoch: Redis expires a room's keys after its idle
+// TTL, with no notice, while a node still has the room open with a
+// stream. The next post there must not make the room again in its old
+// epoch: its sequence starts over, so it would take the id of a message
+// that readers already have, and a reader resuming from that id would
+// never get it.
+func TestExpiredRoomGetsNewEpoch(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := node(t, srv.Addr, rooms.Config{}), node(t, srv.Addr, rooms.Config{})
+	sub, err := a.Subscribe("lobby", rooms.Position{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	first, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "one"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(t, sub, 1); got[0] != first.ID {
+		t.Fatalf("stream got %v, want %s", got, first.ID)
+	}
+	// What the idle TTL does to the room's keys: they go, and nothing
+	// is published.
+	raw := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer raw.Close()
+	if err := raw.Del(context.Background(), "test:{lobby}:meta", "test:{lobby}:msgs").Err(); err != nil {
+		t.Fatal(err)
+	}
+	second, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "two"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.ID == first.ID {
+		t.Fatalf("the post after the room expired took the id %s of the message before", second.ID)
+	}
+	oldEpoch, _, _ := rooms.ParseID(first.ID)
+	if epoch, _, _ := rooms.ParseID(second.ID); epoch == oldEpoch {
+		t.Fatalf("the room expired and was made again in its old epoch: %s after %s", second.ID, first.ID)
+	}
+	// A reader resuming from the first message is told the room started
+	// over, and gets the second.
+	rep, err := b.Messages("lobby", first.ID, 10)
+	if err != nil || !rep.Reset || len(rep.Messages) != 1 || rep.Messages[0].ID != second.ID {
+		t.Fatalf("resuming after %s: reset=%v messages=%v, %v; want a reset and %s", first.ID, rep.Reset, rep.Messages, err, second.ID)
+	}
+}
+
+// TestGapLongerThanHistory: node A keeps a longer history than node B (a
+// reload that changes history reaches the nodes one at a time). A gap on B
+// longer than B's history, all of it still in the stream, is delivered
+// whole to B's open stream, in order, not its first messages and then a
+// jump past the rest.
+func TestGapLongerThanHistory(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := node(t, srv.Addr, rooms.Config{History: 10}), node(t, srv.Addr, rooms.Config{History: 3})
+	first, _, err := a.Submit("gap", rooms.Post{User: "alice", Text: "one"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := b.Subscribe("gap", rooms.Position{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	// Messages 2 to 7 are stored with no word to the room's channel, as
+	// if B's subscription connection had been down meanwhile.
+	admin := New(redis.NewClient(&redis.Options{Addr: srv.Addr}), Options{Prefix: "test:"})
+	defer admin.Close()
+	k := admin.keysOf("gap")
+	epoch, _, _ := rooms.ParseID(first.ID)
+	want := []string{}
+	for seq := 2; seq <= 7; seq++ {
+		if err := admin.append.Run(context.Background(), admin.client, []string{k.meta, k.stream},
+			epoch, 10, 60000, "test:elsewhere", 1, 0, time.Now().UnixMilli(), "bob", "quiet", "0", 0, "").Err(); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, rooms.FormatID(epoch, uint64(seq)))
+	}
+	last, _, err := a.Submit("gap", rooms.Post{User: "alice", Text: "heard"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, last.ID)
+	if got := ids(t, sub, len(want)); !slicesEqual(got, want) {
+		t.Fatalf("B delivered %v after a gap, want %v", got, want)
+	}
+}
+
+// TestPostToRoomMadeElsewhereIsNoNewRoom: a post on node B to a room that
+// node A made, and B has not opened, is no new room of its author's:
+// max_new_rooms_per_client must not refuse it.
+func TestPostToRoomMadeElsewhereIsNoNewRoom(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := node(t, srv.Addr, rooms.Config{}), node(t, srv.Addr, rooms.Config{})
+	if _, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "made on A"}); err != nil {
+		t.Fatal(err)
+	}
+	created := 0
+	post := rooms.Post{User: "bob", Text: "on B", Create: func() error {
+		created++
+		return nil
+	}}
+	if _, _, err := b.Submit("lobby", post); err != nil {
+		t.Fatal(err)
+	}
+	if created != 0 {
+		t.Fatal("a post on B to a room A made was counted as a new room")
+	}
+	post.Text = "a room of its own"
+	if _, _, err := b.Submit("new", post); err != nil {
+		t.Fatal(err)
+	}
+	if created != 1 {
+		t.Fatalf("a post that made a room was counted %d times, want once", created)
+	}
+}
+
+// TestGapPastTheStreamEvicts: B misses more messages than the stream still
+// holds. Its open streams cannot get them: they are evicted, as a reader
+// that fell behind is, and resuming from their last id they are told the
+// history moved on (a reset), rather than jumping past the lost messages
+// with no word.
+func TestGapPastTheStreamEvicts(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := node(t, srv.Addr, rooms.Config{History: 3}), node(t, srv.Addr, rooms.Config{History: 3})
+	first, _, err := a.Submit("gap", rooms.Post{User: "alice", Text: "one"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := b.Subscribe("gap", rooms.Position{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	// Messages 2 to 7 are stored with no word to the room's channel; the
+	// stream keeps the newest 3.
+	admin := New(redis.NewClient(&redis.Options{Addr: srv.Addr}), Options{Prefix: "test:"})
+	defer admin.Close()
+	k := admin.keysOf("gap")
+	epoch, _, _ := rooms.ParseID(first.ID)
+	for range 6 {
+		if err := admin.append.Run(context.Background(), admin.client, []string{k.meta, k.stream},
+			epoch, 3, 60000, "test:elsewhere", 1, 0, time.Now().UnixMilli(), "bob", "quiet", "0", 0, "").Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := a.Submit("gap", rooms.Post{User: "alice", Text: "heard"}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case <-sub.Ready():
+		case <-deadline:
+			t.Fatalf("B's stream got %v and stayed open after a gap past the stream", got)
+		}
+		frames, err := sub.Take(nil)
+		for _, f := range frames {
+			got = append(got, frameID(f))
+		}
+		if errors.Is(err, rooms.ErrEvicted) {
+			break
+		} else if err != nil {
+			t.Fatalf("B's stream ended with %v, want ErrEvicted", err)
+		}
+	}
+	resumed, err := b.Subscribe("gap", rooms.Position{LastEventID: first.ID}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resumed.Close()
+	if !resumed.Reset {
+		t.Fatalf("resuming on B from %s after the gap: no reset, messages %v", first.ID, resumed.Messages)
+	}
+}
