@@ -11,17 +11,18 @@ import (
 )
 
 // Hit counts one event for key in a fixed window of the given length, with
-// one pipelined round trip: INCR, PEXPIRE NX, which starts the window with
-// its first event (Redis 7 or Valkey 7.2 and later), and PTTL. The key's
-// hash tag is the whole key, so that Redis Cluster spreads keys over its
-// shards. It implements ratelimit.SharedCounter.
+// one round trip: a transaction of SET NX PX, which starts the window with
+// its first event, INCR, which keeps the expiry, and PTTL. Every Redis and
+// Valkey version in use has these (PEXPIRE's NX flag would need Redis 7).
+// The key's hash tag is the whole key, so that Redis Cluster spreads keys
+// over its shards. It implements ratelimit.SharedCounter.
 func (s *Store) Hit(ctx context.Context, key string, window time.Duration) (int64, time.Duration, error) {
 	name := s.prefix + "rate:{" + key + "}"
 	var incr *redis.IntCmd
 	var ttl *redis.DurationCmd
-	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.SetNX(ctx, name, 0, max(window, time.Millisecond))
 		incr = p.Incr(ctx, name)
-		p.Do(ctx, "pexpire", name, max(window.Milliseconds(), 1), "nx")
 		ttl = p.PTTL(ctx, name)
 		return nil
 	})
