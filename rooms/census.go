@@ -38,10 +38,15 @@ type Directory interface {
 }
 
 // directoryEvery is how many census ticks pass between two readings of a
-// Directory: a listing reads the last one, so a store that hangs never
-// holds up a request, and a room another process made is listed here
-// within about a second.
-const directoryEvery = 4
+// Directory while rooms are listed: a listing reads the last one, so a
+// store that hangs never holds up a request, and a room another process
+// made is listed here within about a second. A reading costs the store
+// about one command per room it holds, so when no one has listed the rooms
+// for directoryListed, it is read ten times less often.
+const (
+	directoryEvery  = 4
+	directoryListed = time.Minute
+)
 
 // Census is implemented by a Store that several processes share: each
 // reports who follows its rooms and learns who follows them elsewhere, so
@@ -76,7 +81,8 @@ func (m *Manager) census(c Census) {
 			return
 		case <-tick.C:
 		}
-		if d != nil && ticks%directoryEvery == 0 {
+		listed := time.Since(time.Unix(0, m.listed.Load())) < directoryListed
+		if d != nil && ticks%directoryEvery == 0 && (listed || ticks%(10*directoryEvery) == 0) {
 			ctx, cancel := context.WithTimeout(context.Background(), 4*CensusInterval)
 			if held, err := d.Directory(ctx); err == nil {
 				m.directory.Store(&held)
@@ -167,6 +173,7 @@ func (m *Manager) listElsewhere(out []RoomInfo) []RoomInfo {
 			}
 		}
 	}
+	m.listed.Store(time.Now().UnixNano())
 	held := m.directory.Load()
 	if held == nil {
 		return out

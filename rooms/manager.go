@@ -95,10 +95,12 @@ type Manager struct {
 	keys        *keyStore
 	// others is who follows each room in the other processes, when the
 	// Store is a Census, and directory the rooms a Directory store holds,
-	// as the census last read them; censusDone is closed when its
+	// as the census last read them, at the latest a second after listed
+	// (unix nanoseconds of the last listing); censusDone is closed when its
 	// exchanges stop.
 	others     atomic.Pointer[map[string]Headcount]
 	directory  atomic.Pointer[map[string]string]
+	listed     atomic.Int64
 	censusDone chan struct{}
 	// opening holds the rooms whose history the Store is opening, outside
 	// mu: a store that is slow to answer holds up the first callers of
