@@ -602,16 +602,10 @@ func TestGapLongerThanHistory(t *testing.T) {
 	defer sub.Close()
 	// Messages 2 to 7 are stored with no word to the room's channel, as
 	// if B's subscription connection had been down meanwhile.
-	admin := New(redis.NewClient(&redis.Options{Addr: srv.Addr}), Options{Prefix: "test:"})
-	defer admin.Close()
-	k := admin.keysOf("gap")
 	epoch, _, _ := rooms.ParseID(first.ID)
+	storeUnheard(t, srv.Addr, "gap", epoch, 10, 6)
 	want := []string{}
 	for seq := 2; seq <= 7; seq++ {
-		if err := admin.append.Run(context.Background(), admin.client, []string{k.meta, k.stream},
-			epoch, 10, 60000, "test:elsewhere", 1, 0, time.Now().UnixMilli(), "bob", "quiet", "0", 0, "").Err(); err != nil {
-			t.Fatal(err)
-		}
 		want = append(want, rooms.FormatID(epoch, uint64(seq)))
 	}
 	last, _, err := a.Submit("gap", rooms.Post{User: "alice", Text: "heard"})
@@ -672,16 +666,8 @@ func TestGapPastTheStreamEvicts(t *testing.T) {
 	defer sub.Close()
 	// Messages 2 to 7 are stored with no word to the room's channel; the
 	// stream keeps the newest 3.
-	admin := New(redis.NewClient(&redis.Options{Addr: srv.Addr}), Options{Prefix: "test:"})
-	defer admin.Close()
-	k := admin.keysOf("gap")
 	epoch, _, _ := rooms.ParseID(first.ID)
-	for range 6 {
-		if err := admin.append.Run(context.Background(), admin.client, []string{k.meta, k.stream},
-			epoch, 3, 60000, "test:elsewhere", 1, 0, time.Now().UnixMilli(), "bob", "quiet", "0", 0, "").Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	storeUnheard(t, srv.Addr, "gap", epoch, 3, 6)
 	if _, _, err := a.Submit("gap", rooms.Post{User: "alice", Text: "heard"}); err != nil {
 		t.Fatal(err)
 	}
@@ -710,5 +696,22 @@ func TestGapPastTheStreamEvicts(t *testing.T) {
 	defer resumed.Close()
 	if !resumed.Reset {
 		t.Fatalf("resuming on B from %s after the gap: no reset, messages %v", first.ID, resumed.Messages)
+	}
+}
+
+// storeUnheard stores n messages in room, in epoch, keeping history of
+// them, as another node's submits would, but with no word to the room's
+// channel: as if a reader's subscription connection had been down
+// meanwhile.
+func storeUnheard(t *testing.T, addr, room, epoch string, history, n int) {
+	t.Helper()
+	admin := New(redis.NewClient(&redis.Options{Addr: addr}), Options{Prefix: "test:"})
+	defer admin.Close()
+	k := admin.keysOf(room)
+	for range n {
+		if err := admin.append.Run(context.Background(), admin.client, []string{k.meta, k.stream},
+			epoch, history, 60000, "test:elsewhere", 1, 0, time.Now().UnixMilli(), "bob", "unheard", "0", 0, "").Err(); err != nil {
+			t.Fatalf("storing a message unheard: %v", err)
+		}
 	}
 }

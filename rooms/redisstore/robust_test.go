@@ -229,14 +229,8 @@ func TestGapIsReadOffTheListener(t *testing.T) {
 	}
 	// The second message is stored without a word to the channel, as if
 	// B's subscription connection had been down when it was published.
-	admin := New(redis.NewClient(&redis.Options{Addr: srv.Addr}), Options{Prefix: "test:"})
-	defer admin.Close()
-	k := admin.keysOf("gap")
 	epoch, _, _ := rooms.ParseID(first.ID)
-	if err := admin.append.Run(context.Background(), admin.client, []string{k.meta, k.stream},
-		epoch, 100, 60000, "test:elsewhere", 1, 0, time.Now().UnixMilli(), "bob", "two", "0", 0, "").Err(); err != nil {
-		t.Fatal(err)
-	}
+	storeUnheard(t, srv.Addr, "gap", epoch, 100, 1)
 
 	st.Lock()
 	// Before the streams and the nodes close, even when the test fails.
