@@ -381,7 +381,6 @@ func (m *Manager) create(name string) (*room, error) {
 // newRoom returns a room, active now, keeping its messages in h.
 func (m *Manager) newRoom(name string, h History) *room {
 	r := &room{name: name, history: h, lastActive: time.Now(), verified: names{}}
-	r.setOthers(m.othersOf(name))
 	r.broadcaster = broadcast.New(func(*broadcast.Subscriber) {
 		// The config of the moment, not the room's first: a reload's
 		// logger reports evictions in rooms older than it.
@@ -389,6 +388,7 @@ func (m *Manager) newRoom(name string, h History) *room {
 			h(name)
 		}
 	})
+	r.setOthers(m.othersOf(name))
 	if sh, ok := h.(Shared); ok {
 		sh.Follow(func() { m.follow(r, sh) })
 	}
