@@ -153,7 +153,7 @@ func (s rpcService) Stream(ctx context.Context, req *connect.Request[chatv1.Stre
 		return errResume("the replay reached its byte cap")
 	}
 	logEnd := h.pastWrappers(call.r, sw, room, begun)
-	err = h.streamLoop(call.r, sub, wake, sw, func(frames [][]byte) error {
+	err = h.streamLoop(call.r, sub, wake, func(frames [][]byte) error {
 		return sw.flushed(func() error {
 			for _, frame := range frames {
 				var ev any = closedEvent // streamSource ends a deleted room's frames with closeFrame

@@ -102,7 +102,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, room strin
 	}
 	logEnd := h.pastWrappers(r, sw, room, begun)
 	ping := sse.AppendComment(nil, "ping")
-	logEnd(sw.written, h.streamLoop(r, sub, wake, sw, sw.writeFrames, func() error { return sw.send(ping) }))
+	logEnd(sw.written, h.streamLoop(r, sub, wake, sw.writeFrames, func() error { return sw.send(ping) }))
 	return nil
 }
 
@@ -126,7 +126,7 @@ func (h *Handler) pastWrappers(r *http.Request, sw *streamWriter, room string, b
 // ping sends none. The goroutine waits on wake alone, which new frames, the
 // heartbeat, the client leaving and the config stopping all make ready: a
 // receive on one channel costs a delivery less than a select over four.
-func (h *Handler) streamLoop(r *http.Request, sub *rooms.Subscription, wake broadcast.Signal, sw *streamWriter, write func(frames [][]byte) error, ping func() error) error {
+func (h *Handler) streamLoop(r *http.Request, sub *rooms.Subscription, wake broadcast.Signal, write func(frames [][]byte) error, ping func() error) error {
 	gone, stopping := r.Context().Done(), h.app.Stopping()
 	defer context.AfterFunc(r.Context(), wake.Wake)()
 	defer context.AfterFunc(h.app.stopCtx, wake.Wake)()
