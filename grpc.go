@@ -4,14 +4,18 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
+	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/caddy-chat/caddy-chat/broadcast"
 	chatv1 "github.com/caddy-chat/caddy-chat/proto/chat/v1"
 	"github.com/caddy-chat/caddy-chat/proto/chat/v1/chatv1connect"
 	"github.com/caddy-chat/caddy-chat/rooms"
@@ -31,8 +35,9 @@ func (h *Handler) newRPC() *http.ServeMux {
 	// a stream would compress each message again for each reader, which
 	// cost more than all else a delivery takes (SSE streams are not
 	// compressed either). Larger History answers are.
-	svc := rpcService{h, &eventCache{events: make(map[*byte]*chatv1.StreamEvent)}}
+	svc := rpcService{h, &eventCache{events: make(map[*byte]*sharedEvent)}}
 	mux.Handle(chatv1connect.NewChatServiceHandler(svc,
+		connect.WithCodec(protoCodec{}),
 		connect.WithReadMaxBytes(int(h.MaxBodySize)),
 		connect.WithCompressMinBytes(int(h.MaxBodySize)+1)))
 	mux.Handle(reflectionPath, newReflectionHandler())
@@ -41,31 +46,21 @@ func (h *Handler) newRPC() *http.ServeMux {
 
 // rpcCall carries the HTTP request of a call to the service's methods, which
 // connect hands only the context: identity, client address and the
-// cross-site check are read from it as for any other request.
+// cross-site check are read from it as for any other request. sw is the
+// writer connect writes the response to.
 type rpcCall struct {
-	r *http.Request
-	w http.ResponseWriter
+	r  *http.Request
+	sw *streamWriter
 }
 
 type rpcCallKey struct{}
 
 // serveRPC serves a call to the gRPC API.
 func (h *Handler) serveRPC(w http.ResponseWriter, r *http.Request) {
-	call := &rpcCall{w: w}
+	call := &rpcCall{sw: newStreamWriter(w)}
 	call.r = r.WithContext(context.WithValue(r.Context(), rpcCallKey{}, call))
-	h.rpc.ServeHTTP(flushWriter{w, http.NewResponseController(w)}, call.r)
+	h.rpc.ServeHTTP(call.sw, call.r)
 }
-
-// flushWriter gives connect, which asks for an http.Flusher, the flush that
-// Caddy's wrappers offer only through an http.ResponseController.
-type flushWriter struct {
-	http.ResponseWriter
-	rc *http.ResponseController
-}
-
-func (f flushWriter) Flush() { _ = f.rc.Flush() }
-
-func (f flushWriter) Unwrap() http.ResponseWriter { return f.ResponseWriter }
 
 func callOf(ctx context.Context) *rpcCall {
 	return ctx.Value(rpcCallKey{}).(*rpcCall)
@@ -119,7 +114,8 @@ func (s rpcService) Stream(ctx context.Context, req *connect.Request[chatv1.Stre
 	}
 	defer release()
 	pos := rooms.Position{LastEventID: req.Msg.GetLastEventId(), History: int(req.Msg.GetHistory())}
-	sub, err := h.app.manager.Subscribe(room, pos, nil)
+	wake := broadcast.NewSignal()
+	sub, err := h.app.manager.Subscribe(room, pos, wake.Wake)
 	if err != nil {
 		return h.rpcError(ctx, roomsError(err))
 	}
@@ -129,62 +125,64 @@ func (s rpcService) Stream(ctx context.Context, req *connect.Request[chatv1.Stre
 
 	// On stop, a write under way fails; an idle stream ends with the
 	// status that tells its client to resume.
-	sw := newStreamWriter(call.w)
+	sw, conn, begun := call.sw, stream.Conn(), time.Now()
 	defer sw.failOnStop(h.app.stopCtx)()
-	send := func(ev *chatv1.StreamEvent) error { // nil sends the headers only
-		return sw.within(func() error { return stream.Send(ev) })
-	}
-	// The headers go out at once: a client waiting on a quiet room knows
-	// that its stream is open.
-	if err := send(nil); err != nil {
+	// The headers go out at once, through the wrappers: a client waiting on
+	// a quiet room knows that its stream is open. connect sends each
+	// message with a flush, which sw holds back until a batch is written.
+	if err := sw.within(func() error { return conn.Send(nil) }); err != nil {
 		return nil // the client is gone
 	}
-	if rep.Reset {
-		if err := send(&chatv1.StreamEvent{Event: &chatv1.StreamEvent_Reset_{Reset_: &chatv1.Reset{Oldest: rep.Oldest}}}); err != nil {
-			return nil
+	err = sw.flushed(func() error {
+		if rep.Reset {
+			if err := conn.Send(&chatv1.StreamEvent{Event: &chatv1.StreamEvent_Reset_{Reset_: &chatv1.Reset{Oldest: rep.Oldest}}}); err != nil {
+				return err
+			}
 		}
-	}
-	for _, msg := range rep.Messages {
-		if err := send(rpcEvent(msg)); err != nil {
-			return nil
+		for _, msg := range rep.Messages {
+			if err := conn.Send(rpcEvent(msg)); err != nil {
+				return err
+			}
 		}
+		return nil
+	})
+	if err != nil {
+		return nil // the client is gone
 	}
 	if rep.Truncated {
 		return errResume("the replay reached its byte cap")
 	}
-	var frames [][]byte
-	for {
-		select {
-		case <-sub.Ready():
-			var err error
-			frames, err = sub.Take(frames[:0])
+	logEnd := h.pastWrappers(call.r, sw, room, begun)
+	err = h.streamLoop(call.r, sub, wake, func(frames [][]byte) error {
+		return sw.flushed(func() error {
 			for _, frame := range frames {
-				ev := s.events.event(frame)
-				if ev == nil {
-					continue
+				var ev any = closedEvent // streamSource ends a deleted room's frames with closeFrame
+				if len(frame) == 0 || &frame[0] != &closeFrame[0] {
+					shared := s.events.event(frame)
+					if shared == nil {
+						continue
+					}
+					ev = shared
 				}
-				if err := send(ev); err != nil {
-					clear(frames)
-					return nil
+				if err := conn.Send(ev); err != nil {
+					return err
 				}
 			}
-			clear(frames) // drop references to shared frames while idle
-			switch {
-			case errors.Is(err, rooms.ErrRoomClosed):
-				_ = send(&chatv1.StreamEvent{Event: &chatv1.StreamEvent_Closed{Closed: &chatv1.Closed{}}})
-				return nil
-			case errors.Is(err, rooms.ErrEvicted):
-				return errResume("this stream fell behind")
-			case err != nil:
-				return errResume("the server is stopping")
-			}
-		case <-ctx.Done():
 			return nil
-		case <-h.app.Stopping():
-			return errResume("the server is stopping or reloading")
-		}
+		})
+	}, nil)
+	logEnd(sw.written, err)
+	switch endReason(err) {
+	case "evicted":
+		return errResume("this stream fell behind")
+	case "stopping":
+		return errResume("the server is stopping or reloading")
 	}
+	return nil // the client left, the room was deleted, or a write failed
 }
+
+// closedEvent ends the stream of a deleted room.
+var closedEvent = &chatv1.StreamEvent{Event: &chatv1.StreamEvent_Closed{Closed: &chatv1.Closed{}}}
 
 // frameMessage decodes the message of a live event-stream frame. The rooms
 // encode each live message once, as a frame shared by all its readers; the
@@ -210,15 +208,14 @@ func frameMessage(frame []byte) (rooms.Message, bool) {
 }
 
 // eventCache holds the stream events of recent live frames, so that a
-// message is read back from its frame once, not once for each of its
-// readers. A frame is shared by all the readers of its message and never
-// changes, so its first byte's address names it; the cache holds the frames
-// it names, so no other frame can take that address meanwhile. An event is
-// only ever read once made, which proto.Marshal does safely from many
-// goroutines.
+// message is read back from its frame and encoded once, not once for each
+// of its readers. A frame is shared by all the readers of its message and
+// never changes, so its first byte's address names it; the cache holds the
+// frames it names, so no other frame can take that address meanwhile. An
+// event is only ever read once made, safely from many goroutines.
 type eventCache struct {
 	mu     sync.Mutex
-	events map[*byte]*chatv1.StreamEvent
+	events map[*byte]*sharedEvent
 }
 
 // maxCachedEvents bounds the cache: past it, it starts over, and a message
@@ -227,7 +224,7 @@ const maxCachedEvents = 256
 
 // event returns the stream event of a live frame, or nil for a frame that is
 // not a message.
-func (c *eventCache) event(frame []byte) *chatv1.StreamEvent {
+func (c *eventCache) event(frame []byte) *sharedEvent {
 	if len(frame) == 0 {
 		return nil
 	}
@@ -239,7 +236,10 @@ func (c *eventCache) event(frame []byte) *chatv1.StreamEvent {
 		return ev
 	}
 	if msg, isMsg := frameMessage(frame); isMsg {
-		ev = rpcEvent(msg)
+		ev = &sharedEvent{StreamEvent: rpcEvent(msg)}
+		// An event that does not encode is left to the codec, which fails
+		// the stream's send with the reason.
+		ev.encoded, _ = proto.Marshal(ev.StreamEvent)
 	}
 	c.mu.Lock()
 	if len(c.events) >= maxCachedEvents {
@@ -249,6 +249,62 @@ func (c *eventCache) event(frame []byte) *chatv1.StreamEvent {
 	c.mu.Unlock()
 	return ev
 }
+
+// sharedEvent is a live event sent to all the readers of its message, with
+// its protobuf encoding, which protoCodec sends as it is to each of them.
+// It is a proto.Message, the event's own, for any other codec (JSON).
+type sharedEvent struct {
+	*chatv1.StreamEvent
+	encoded []byte
+}
+
+// protoCodec is connect's protobuf codec, but for a sharedEvent, whose
+// encoding it copies instead of encoding the event again. connect appends
+// each message to a buffer of its own, so the shared bytes are never
+// written to.
+type protoCodec struct{}
+
+// Name is the codec's name in content types, the one it stands in for.
+func (protoCodec) Name() string { return "proto" }
+
+// Marshal encodes a message.
+func (c protoCodec) Marshal(m any) ([]byte, error) { return c.MarshalAppend(nil, m) }
+
+// MarshalAppend appends the encoding of a message to dst.
+func (protoCodec) MarshalAppend(dst []byte, m any) ([]byte, error) {
+	if ev, ok := m.(*sharedEvent); ok && ev.encoded != nil {
+		return append(dst, ev.encoded...), nil
+	}
+	pm, ok := m.(proto.Message)
+	if !ok {
+		return nil, fmt.Errorf("%T is not a protobuf message", m)
+	}
+	return proto.MarshalOptions{}.MarshalAppend(dst, pm)
+}
+
+// MarshalStable encodes a message deterministically.
+func (protoCodec) MarshalStable(m any) ([]byte, error) {
+	pm, ok := m.(proto.Message)
+	if !ok {
+		return nil, fmt.Errorf("%T is not a protobuf message", m)
+	}
+	return proto.MarshalOptions{Deterministic: true}.Marshal(pm)
+}
+
+// Unmarshal decodes a message.
+func (protoCodec) Unmarshal(b []byte, m any) error {
+	pm, ok := m.(proto.Message)
+	if !ok {
+		return fmt.Errorf("%T is not a protobuf message", m)
+	}
+	if err := proto.Unmarshal(b, pm); err != nil {
+		return fmt.Errorf("unmarshal into %T: %w", m, err)
+	}
+	return nil
+}
+
+// IsBinary reports that the encoding is not text.
+func (protoCodec) IsBinary() bool { return true }
 
 // ListRooms lists rooms as GET /rooms does.
 func (s rpcService) ListRooms(context.Context, *connect.Request[chatv1.ListRoomsRequest]) (*connect.Response[chatv1.ListRoomsResponse], error) {

@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -628,10 +629,50 @@ func TestFrameMessage(t *testing.T) {
 	}
 }
 
+// TestProtoCodec: a shared event goes out as its one encoding, copied into
+// the buffer connect hands the codec, so that nothing written to one
+// stream's buffer reaches another's; any other message is encoded as
+// connect's own codec encodes it, and decodes back.
+func TestProtoCodec(t *testing.T) {
+	ev := rpcEvent(rooms.Message{ID: "e-1", Room: "r", Message: "hi", Time: time.Now()})
+	want, err := proto.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := &sharedEvent{StreamEvent: ev, encoded: slices.Clone(want)}
+	tests := []struct {
+		name string
+		msg  any
+	}{
+		{"shared event", shared},
+		{"shared event without its encoding", &sharedEvent{StreamEvent: ev}},
+		{"event", ev},
+	}
+	const prefix = "envelope"
+	for _, tc := range tests {
+		got, err := protoCodec{}.MarshalAppend([]byte(prefix), tc.msg)
+		if err != nil || string(got[:len(prefix)]) != prefix || !bytes.Equal(got[len(prefix):], want) {
+			t.Errorf("%s: %x, %v; want %q then %x", tc.name, got, err, prefix, want)
+			continue
+		}
+		var back chatv1.StreamEvent
+		if err := (protoCodec{}).Unmarshal(got[len(prefix):], &back); err != nil || back.GetMessage().GetId() != "e-1" {
+			t.Errorf("%s: decoded %v, %v", tc.name, &back, err)
+		}
+		clear(got)
+	}
+	if !bytes.Equal(shared.encoded, want) {
+		t.Error("writing to a marshalled message changed the shared encoding")
+	}
+	if _, err := (protoCodec{}).Marshal("not a message"); err == nil {
+		t.Error("a string was marshalled, want an error")
+	}
+}
+
 // TestEventCache: the readers of one frame share one event; frames that are
 // not messages have none.
 func TestEventCache(t *testing.T) {
-	c := &eventCache{events: make(map[*byte]*chatv1.StreamEvent)}
+	c := &eventCache{events: make(map[*byte]*sharedEvent)}
 	frame := rooms.AppendFrame(nil, rooms.Message{ID: "e-1", Message: "hi", Time: time.Now()})
 	copied := append([]byte(nil), frame...)
 	first := c.event(frame)

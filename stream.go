@@ -100,24 +100,33 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, room strin
 	if err := sw.send(start); err != nil || truncated {
 		return nil // the client is gone, or comes back for the rest of the replay
 	}
-	if !sw.bypass() {
-		h.streamLoop(r, sub, wake, sw)
-		return nil
-	}
-	// The wrappers see no more of the body, so the access log would have
-	// it short: the stream is logged when it ends, as one taken over from
-	// HTTP/1.1 is.
-	caddyhttp.SetVar(r.Context(), caddyhttp.LogSkipVar, true)
-	logEnd := h.streamLogger(r, room, begun)
-	logEnd(sw.written, h.streamLoop(r, sub, wake, sw))
+	logEnd := h.pastWrappers(r, sw, room, begun)
+	ping := sse.AppendComment(nil, "ping")
+	logEnd(sw.written, h.streamLoop(r, sub, wake, sw.writeFrames, func() error { return sw.send(ping) }))
 	return nil
 }
 
-// streamLoop writes a stream in the request path, with its heartbeats, and
-// returns why it ended. The goroutine waits on wake alone, which new frames,
-// the heartbeat, the client leaving and the config stopping all make ready:
-// a receive on one channel costs a delivery less than a select over four.
-func (h *Handler) streamLoop(r *http.Request, sub *rooms.Subscription, wake broadcast.Signal, sw *streamWriter) error {
+// pastWrappers sends the rest of a stream whose head is out past Caddy's
+// wrappers where it can (see streamWriter.bypass), and returns what logs
+// the stream when it ends: the wrappers see no more of the body, so the
+// access log would have it short, and skips it, as it does a stream taken
+// over from HTTP/1.1. Where the stream stays behind the wrappers, the
+// access log has it and the returned function does nothing.
+func (h *Handler) pastWrappers(r *http.Request, sw *streamWriter, room string, begun time.Time) func(written int64, err error) {
+	if !sw.bypass() {
+		return func(int64, error) {}
+	}
+	caddyhttp.SetVar(r.Context(), caddyhttp.LogSkipVar, true)
+	return h.streamLogger(r, room, begun)
+}
+
+// streamLoop writes a stream in the request path, SSE or gRPC, and returns
+// why it ended. write writes the frames taken from the subscription in the
+// stream's protocol (streamSource says which), and ping a heartbeat; a nil
+// ping sends none. The goroutine waits on wake alone, which new frames, the
+// heartbeat, the client leaving and the config stopping all make ready: a
+// receive on one channel costs a delivery less than a select over four.
+func (h *Handler) streamLoop(r *http.Request, sub *rooms.Subscription, wake broadcast.Signal, write func(frames [][]byte) error, ping func() error) error {
 	gone, stopping := r.Context().Done(), h.app.Stopping()
 	defer context.AfterFunc(r.Context(), wake.Wake)()
 	defer context.AfterFunc(h.app.stopCtx, wake.Wake)()
@@ -126,8 +135,11 @@ func (h *Handler) streamLoop(r *http.Request, sub *rooms.Subscription, wake broa
 	interval := time.Duration(h.app.Heartbeat)
 	lastWrite := time.Now()
 	var beat atomic.Bool
-	heartbeat := time.AfterFunc(interval, func() { beat.Store(true); wake.Wake() })
-	defer heartbeat.Stop()
+	var heartbeat *time.Timer
+	if ping != nil {
+		heartbeat = time.AfterFunc(interval, func() { beat.Store(true); wake.Wake() })
+		defer heartbeat.Stop()
+	}
 	var frames [][]byte
 	for {
 		<-wake
@@ -143,17 +155,22 @@ func (h *Handler) streamLoop(r *http.Request, sub *rooms.Subscription, wake broa
 			return errStopped
 		default:
 		}
-		written := sw.written
+		// One write and one flush however many messages arrived meanwhile,
+		// none when nothing had.
 		var err error
-		frames, err = sw.writeQueued(sub, frames[:0])
-		if sw.written != written {
+		frames, err = streamSource{sub}.Take(frames[:0])
+		if len(frames) > 0 {
+			if werr := write(frames); werr != nil {
+				err = werr
+			}
 			lastWrite = time.Now()
 		}
+		clear(frames) // drop references to shared frames while idle
 		if err == nil && beat.Swap(false) {
 			if idle := time.Since(lastWrite); idle < interval {
 				heartbeat.Reset(interval - idle)
 			} else {
-				err = sw.send(sse.AppendComment(nil, "ping"))
+				err = ping()
 				lastWrite = time.Now()
 				heartbeat.Reset(interval)
 			}
@@ -339,6 +356,7 @@ type streamWriter struct {
 	inner    http.ResponseWriter
 	watchdog *time.Timer
 	written  int64 // bytes of the body written through sw
+	held     bool  // Flush waits for the end of the write under way
 
 	mu         sync.Mutex // orders failing a write against its start and end
 	stopped    bool
@@ -434,42 +452,63 @@ func (sw *streamWriter) failOnStop(ctx context.Context) (unwatch func()) {
 	return func() { stop() }
 }
 
-// writeQueued takes every queued frame, writes them and flushes once: one
-// write and one flush however many messages arrived meanwhile, none when
-// nothing had. It returns the frames slice for reuse and, if the stream
-// ends, why.
-func (sw *streamWriter) writeQueued(sub *rooms.Subscription, frames [][]byte) ([][]byte, error) {
-	frames, taken := streamSource{sub}.Take(frames)
-	defer clear(frames) // drop references to shared frames while idle
-	if len(frames) == 0 {
-		return frames, taken
-	}
-	err := sw.within(func() error {
+// writeFrames writes an SSE stream's frames and flushes once.
+func (sw *streamWriter) writeFrames(frames [][]byte) error {
+	return sw.flushed(func() error {
 		for _, frame := range frames {
-			n, err := sw.w.Write(frame)
-			sw.written += int64(n)
-			if err != nil {
+			if _, err := sw.Write(frame); err != nil {
 				return err
 			}
 		}
-		return sw.rc.Flush()
+		return nil
 	})
-	if err != nil {
-		return frames, err
-	}
-	return frames, taken
 }
 
 // send writes b and flushes it, within the write timeout.
 func (sw *streamWriter) send(b []byte) error {
+	return sw.flushed(func() error {
+		_, err := sw.Write(b)
+		return err
+	})
+}
+
+// flushed runs write within the write timeout and flushes once after it:
+// a flush asked for meanwhile, as connect asks after each message it
+// sends, waits for that one.
+func (sw *streamWriter) flushed(write func() error) error {
 	return sw.within(func() error {
-		n, err := sw.w.Write(b)
-		sw.written += int64(n)
+		sw.held = true
+		err := write()
+		sw.held = false
 		if err != nil {
 			return err
 		}
 		return sw.rc.Flush()
 	})
+}
+
+// Header, Write, WriteHeader and Flush make sw the http.ResponseWriter that
+// connect writes a call's response to, so that a gRPC stream's writes go
+// where sw's do, past the wrappers once bypass has been called.
+func (sw *streamWriter) Header() http.Header { return sw.w.Header() }
+
+// Write writes to the body and counts what it wrote.
+func (sw *streamWriter) Write(b []byte) (int, error) {
+	n, err := sw.w.Write(b)
+	sw.written += int64(n)
+	return n, err
+}
+
+// WriteHeader sends the response's head.
+func (sw *streamWriter) WriteHeader(status int) { sw.w.WriteHeader(status) }
+
+// Flush flushes the body, unless sw is in the middle of a write that flushes
+// once at its end. It gives connect, which asks for an http.Flusher, the
+// flush that Caddy's wrappers offer only through an http.ResponseController.
+func (sw *streamWriter) Flush() {
+	if !sw.held {
+		_ = sw.rc.Flush()
+	}
 }
 
 func resetData(oldest string) []byte {

@@ -238,24 +238,24 @@ func (h *Handler) submit(r *http.Request, author verifiedAuthor, in submission, 
 		post.Scope += "\x00" + in.User
 	}
 	if h.limiter != nil {
-		admit := func() error {
-			return h.limiter.check(r.Context(), client, func(retry time.Duration) error {
-				return &apiError{status: http.StatusTooManyRequests, message: "too many posts; slow down", retryAfter: retry}
-			})
+		refuse := func(retry time.Duration) error {
+			return &apiError{status: http.StatusTooManyRequests, message: "too many posts; slow down", retryAfter: retry}
 		}
-		switch {
-		case key == "" && h.limiter.shared != nil:
-			// A post without a key repeats nothing: its count, a
-			// round trip to the shared store, is taken before the
-			// room's lock, where it would hold up the room's other
-			// submits.
-			if err := admit(); err != nil {
-				return rooms.Message{}, false, roomsError(err)
-			}
-		default:
+		if h.limiter.shared == nil {
 			// Asked after the repeat lookup: a retry of a stored
 			// message is answered, never refused.
-			post.Admit = admit
+			post.Admit = func() error { return h.limiter.check(r.Context(), client, refuse) }
+		} else if err := h.limiter.check(r.Context(), client, refuse); err != nil {
+			// The count, a round trip to the shared store, is taken
+			// before the room's lock, where it would hold up the
+			// room's other submits. A keyed post past the limit is
+			// refused once it is known to repeat no stored message:
+			// a retry is answered, though it was counted.
+			var refused *apiError
+			if key == "" || !errors.As(err, &refused) {
+				return rooms.Message{}, false, roomsError(err)
+			}
+			post.Admit = func() error { return err }
 		}
 	}
 	post.Create = func() error {

@@ -381,7 +381,6 @@ func (m *Manager) create(name string) (*room, error) {
 // newRoom returns a room, active now, keeping its messages in h.
 func (m *Manager) newRoom(name string, h History) *room {
 	r := &room{name: name, history: h, lastActive: time.Now(), verified: names{}}
-	r.setOthers(m.othersOf(name))
 	r.broadcaster = broadcast.New(func(*broadcast.Subscriber) {
 		// The config of the moment, not the room's first: a reload's
 		// logger reports evictions in rooms older than it.
@@ -389,6 +388,7 @@ func (m *Manager) newRoom(name string, h History) *room {
 			h(name)
 		}
 	})
+	r.setOthers(m.othersOf(name))
 	if sh, ok := h.(Shared); ok {
 		sh.Follow(func() { m.follow(r, sh) })
 	}
@@ -887,12 +887,20 @@ func (r *room) replay(ctx context.Context, pos Position, limit, budget int) (Rep
 
 // catchUp asks a Shared history for what it has not heard of yet before
 // it answers a read: a message acknowledged on another node a moment ago,
-// which the reader may have seen there, is never missing here. r.mu must
-// be held.
+// which the reader may have seen there, is never missing here. A reader
+// that resumes from a message this process has heard of needs no read:
+// what follows reaches its stream live, in order. So a crowd that
+// reconnects after a node went away does not queue one store read each
+// under the room's lock. r.mu must be held.
 func (m *Manager) catchUp(r *room, pos Position) {
-	if sh, ok := r.history.(Shared); ok && (pos.LastEventID != "" || pos.History > 0) {
-		m.deliver(r, sh, true)
+	sh, ok := r.history.(Shared)
+	if !ok || pos.LastEventID == "" && pos.History == 0 {
+		return
 	}
+	if epoch, seq, ok := ParseID(pos.LastEventID); ok && pos.History == 0 && epoch == r.history.Epoch() && seq <= r.history.Last() {
+		return
+	}
+	m.deliver(r, sh, true)
 }
 
 // fit encodes the replay's messages until their frames would pass budget
