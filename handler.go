@@ -594,7 +594,16 @@ func roomsError(err error) error {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) error {
-	body, err := json.Marshal(v)
+	var body []byte
+	var err error
+	if m, ok := v.(json.Marshaler); ok {
+		// json.Marshal would parse and compact what the value wrote
+		// again: for a message, the answer of every submit, that is
+		// a good part of the encoding's cost.
+		body, err = m.MarshalJSON()
+	} else {
+		body, err = json.Marshal(v)
+	}
 	if err != nil {
 		return fmt.Errorf("encoding response: %w", err)
 	}
