@@ -87,7 +87,9 @@ func (s *Server) Restart(t testing.TB) {
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("starting redis-server: %v", err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	// A loaded machine, or a server loading its append-only file, may
+	// take a while.
+	deadline := time.Now().Add(15 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", s.Addr, time.Second)
 		if err == nil {

@@ -26,9 +26,10 @@ func node(t testing.TB, addr string, cfg rooms.Config) *rooms.Manager {
 // nodeWith is node on a client with opts, such as a dialer of the test's.
 func nodeWith(t testing.TB, opts *redis.Options, cfg rooms.Config) *rooms.Manager {
 	t.Helper()
-	// The client's own timeouts are short, unless the test bounds the
-	// Manager's calls: then that bound fails them.
-	timeout := 500 * time.Millisecond
+	// The client's own timeouts are short, with room for a loaded
+	// machine, unless the test bounds the Manager's calls: then that
+	// bound fails them.
+	timeout := 2 * time.Second
 	if cfg.StoreTimeout > 0 {
 		timeout = 2 * cfg.StoreTimeout
 	}
