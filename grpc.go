@@ -275,32 +275,41 @@ func (protoCodec) MarshalAppend(dst []byte, m any) ([]byte, error) {
 	if ev, ok := m.(*sharedEvent); ok && ev.encoded != nil {
 		return append(dst, ev.encoded...), nil
 	}
-	pm, ok := m.(proto.Message)
-	if !ok {
-		return nil, fmt.Errorf("%T is not a protobuf message", m)
+	pm, err := asProto(m)
+	if err != nil {
+		return nil, err
 	}
 	return proto.MarshalOptions{}.MarshalAppend(dst, pm)
 }
 
 // MarshalStable encodes a message deterministically.
 func (protoCodec) MarshalStable(m any) ([]byte, error) {
-	pm, ok := m.(proto.Message)
-	if !ok {
-		return nil, fmt.Errorf("%T is not a protobuf message", m)
+	pm, err := asProto(m)
+	if err != nil {
+		return nil, err
 	}
 	return proto.MarshalOptions{Deterministic: true}.Marshal(pm)
 }
 
 // Unmarshal decodes a message.
 func (protoCodec) Unmarshal(b []byte, m any) error {
-	pm, ok := m.(proto.Message)
-	if !ok {
-		return fmt.Errorf("%T is not a protobuf message", m)
+	pm, err := asProto(m)
+	if err != nil {
+		return err
 	}
 	if err := proto.Unmarshal(b, pm); err != nil {
 		return fmt.Errorf("unmarshal into %T: %w", m, err)
 	}
 	return nil
+}
+
+// asProto is m as a protobuf message, which every codec call is given.
+func asProto(m any) (proto.Message, error) {
+	pm, ok := m.(proto.Message)
+	if !ok {
+		return nil, fmt.Errorf("%T is not a protobuf message", m)
+	}
+	return pm, nil
 }
 
 // IsBinary reports that the encoding is not text.

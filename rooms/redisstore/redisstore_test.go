@@ -332,17 +332,7 @@ func TestRedisDown(t *testing.T) {
 	}
 
 	srv.Restart(t)
-	var after rooms.Message
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if after, _, err = a.Submit("lobby", rooms.Post{User: "alice", Text: "after"}); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("submits still fail after redis came back: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	after := submitWhenBack(t, a, "lobby", "after")
 	if e, _, _ := rooms.ParseID(before.ID); !strings.HasPrefix(after.ID, e+"-") {
 		t.Fatalf("after redis came back, id %s is not in epoch of %s", after.ID, before.ID)
 	}
@@ -714,5 +704,22 @@ func storeUnheard(t *testing.T, addr, room, epoch string, history, n int) {
 			epoch, history, 60000, "test:elsewhere", 1, 0, time.Now().UnixMilli(), "bob", "unheard", "0", 0, "").Err(); err != nil {
 			t.Fatalf("storing a message unheard: %v", err)
 		}
+	}
+}
+
+// submitWhenBack posts text to room on m until Redis, back after a
+// failure, takes it, and fails the test if it does not within 10 s.
+func submitWhenBack(t *testing.T, m *rooms.Manager, room, text string) rooms.Message {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		msg, _, err := m.Submit(room, rooms.Post{User: "alice", Text: text})
+		if err == nil {
+			return msg
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("submits still fail after Redis came back: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
