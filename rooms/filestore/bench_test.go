@@ -2,6 +2,7 @@ package filestore
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -228,4 +229,54 @@ func BenchmarkFdatasync(b *testing.B) {
 	user, sys := cpuTime(b)
 	b.ReportMetric(float64((user-userBefore).Nanoseconds())/float64(b.N), "user-ns/op")
 	b.ReportMetric(float64((sys-sysBefore).Nanoseconds())/float64(b.N), "sys-ns/op")
+}
+
+// BenchmarkPaced reports the process CPU time and the commits per message
+// when 10 rooms each post 20 messages a second, their ticks spread over the
+// interval: the fan-out load of BENCHMARKS.md without its streams, so what
+// storing a message costs at a rate people post at.
+func BenchmarkPaced(b *testing.B) {
+	const roomCount, rate = 10, 20
+	for _, backend := range []string{"memory", "file"} {
+		b.Run("store="+backend, func(b *testing.B) {
+			cfg := rooms.Config{History: 100, Buffer: 16}
+			var s *Store
+			if backend == "file" {
+				s = openStore(b, filepath.Join(b.TempDir(), "history.db"))
+				defer s.Close()
+				cfg.Store = s
+			}
+			m := rooms.New(cfg)
+			defer m.Close()
+			var commitsBefore int64
+			if s != nil {
+				commitsBefore = s.Stats().Commits
+			}
+			userBefore, sysBefore := cpuTime(b)
+			b.ResetTimer()
+			var wg sync.WaitGroup
+			interval := time.Second / rate
+			for r := range roomCount {
+				wg.Go(func() {
+					time.Sleep(time.Duration(rand.Int64N(int64(interval))))
+					tick := time.NewTicker(interval)
+					defer tick.Stop()
+					for i := r; i < b.N; i += roomCount {
+						<-tick.C
+						if _, _, err := m.Submit(fmt.Sprint("room", r), rooms.Post{User: "alice", Text: "hello, world"}); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			b.StopTimer()
+			user, sys := cpuTime(b)
+			b.ReportMetric(float64((user+sys-userBefore-sysBefore).Microseconds())/float64(b.N), "cpu-µs/msg")
+			if s != nil {
+				b.ReportMetric(float64(s.Stats().Commits-commitsBefore)/float64(b.N), "commits/msg")
+			}
+		})
+	}
 }

@@ -381,3 +381,76 @@ func TestIdleAcrossRestart(t *testing.T) {
 		t.Errorf("the file still holds %q (%v)", names, err)
 	}
 }
+
+// TestCommitHold checks when a commit waits for company: a lone room's
+// writes never wait, however fast they come; a lone write while another
+// room writes waits for that room's, and both share one commit; closing the
+// store ends a hold with the write committed.
+func TestCommitHold(t *testing.T) {
+	s := openStore(t, filepath.Join(t.TempDir(), "history.db"))
+	c := s.commit
+	c.hold = time.Minute // long enough that a write held is seen held
+	put := func(room string) func(*bolt.Tx) error {
+		return func(tx *bolt.Tx) error {
+			b, err := tx.CreateBucketIfNotExists([]byte(room))
+			if err != nil {
+				return err
+			}
+			id, _ := b.NextSequence()
+			return b.Put(u64(id), []byte("m"))
+		}
+	}
+	held := func(room string) chan error {
+		done := make(chan error, 1)
+		go func() { done <- c.do(context.Background(), room, put(room)) }()
+		select {
+		case err := <-done:
+			t.Fatalf("a write of %s while another room writes was committed at once (%v), not held", room, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+		return done
+	}
+	finished := func(done chan error, what string) {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: still waiting after 10 s", what)
+		}
+	}
+
+	for range 5 {
+		lone := make(chan error, 1)
+		go func() { lone <- c.do(context.Background(), "lone", put("lone")) }()
+		finished(lone, "a write of a lone room")
+	}
+
+	before := c.stats().Commits
+	a := held("a") // "a" after "lone": another room wrote just now
+	b := make(chan error, 1)
+	go func() { b <- c.do(context.Background(), "b", put("b")) }()
+	finished(a, "the held write")
+	finished(b, "its company")
+	if got := c.stats().Commits - before; got != 1 {
+		t.Fatalf("the held write and its company took %d commits, want 1", got)
+	}
+
+	a = held("a")
+	s.Close()
+	finished(a, "a write held when the store closed")
+	db, err := bolt.Open(s.Path(), 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.View(func(tx *bolt.Tx) error {
+		if n := tx.Bucket([]byte("a")).Stats().KeyN; n != 2 {
+			t.Errorf("room a holds %d writes after close, want 2", n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
