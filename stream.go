@@ -111,28 +111,81 @@ func (h *Handler) streamPosition(r *http.Request, room string) (*rooms.Position,
 // that does doubles it to 16 KiB, and the runtime never halves it back,
 // since it shrinks a stack only while less than a quarter of it is in use.
 // A write through Caddy's wrappers and x/net/http2's hand-off to the
-// connection's goroutine needs 1.4 to 1.6 KB more, so the writes an idle
-// stream makes, its start and its heartbeats, run on a goroutine of their
-// own (sendAside), and only a stream that messages reach grows to 16 KiB.
+// connection's goroutine needs 1.4 to 1.6 KB more, and so, now and then,
+// does an allocation that refills the allocator's cache. So what an idle
+// stream does, its subscription, its start and its heartbeats, runs aside
+// (see aside), and only a stream that messages reach grows to 16 KiB.
 func (h *Handler) streamInPath(w http.ResponseWriter, r *http.Request, room string, pos *rooms.Position) error {
-	wake := broadcast.NewSignal()
-	sub, err := h.app.manager.Subscribe(room, *pos, wake.Wake)
-	if err != nil {
-		return roomsError(err)
+	var s *inPath
+	if err := aside(func() (err error) {
+		s, err = h.openInPath(w, room, pos)
+		return err
+	}); err != nil || s == nil {
+		return err
 	}
-	defer sub.Close()
-	begun := time.Now()
+	defer s.sub.Close()
+	defer s.unwatch()
+	logEnd := h.pastWrappers(r, s.sw, room, s.begun)
+	logEnd(s.sw.written, h.streamLoop(r, s.sub, s.wake, s.sw.writeFrames, s.sw.ping))
+	return nil
+}
+
+// inPath is a stream in the request path whose head and start are out.
+type inPath struct {
+	sub     *rooms.Subscription
+	wake    broadcast.Signal
+	sw      *streamWriter
+	unwatch func() // stops failing writes when the config stops
+	begun   time.Time
+}
+
+// openInPath subscribes, and sends the head and the start. It returns nil
+// when the stream ends there: the client is gone, or comes back for the
+// rest of a replay cut short.
+func (h *Handler) openInPath(w http.ResponseWriter, room string, pos *rooms.Position) (*inPath, error) {
+	s := &inPath{wake: broadcast.NewSignal()}
+	sub, err := h.app.manager.Subscribe(room, *pos, s.wake.Wake)
+	if err != nil {
+		return nil, roomsError(err)
+	}
+	s.sub, s.begun = sub, time.Now()
 	w.WriteHeader(http.StatusOK)
-	sw := newStreamWriter(w)
-	defer sw.failOnStop(h.app.stopCtx)()
+	s.sw = newStreamWriter(w)
+	s.unwatch = s.sw.failOnStop(h.app.stopCtx)
 	start, truncated := streamStart(sub.Replay), sub.Truncated
 	sub.Replay = rooms.Replay{} // not held for the life of the stream
-	if err := sw.sendAside(start); err != nil || truncated {
-		return nil // the client is gone, or comes back for the rest of the replay
+	if err := s.sw.send(start); err != nil || truncated {
+		s.unwatch()
+		sub.Close()
+		return nil, nil
 	}
-	logEnd := h.pastWrappers(r, sw, room, begun)
-	logEnd(sw.written, h.streamLoop(r, sub, wake, sw.writeFrames, sw.ping))
-	return nil
+	return s, nil
+}
+
+// aside runs f on a new goroutine and waits for it, so that the calls under
+// f, however deep, do not grow the caller's stack (see streamInPath); a
+// panic in f is raised again in the caller, where net/http and Caddy
+// recover it. It costs about a microsecond, once per stream start and per
+// heartbeat, never per message.
+func aside(f func() error) error {
+	type result struct {
+		err      error
+		panicked any
+	}
+	done := make(chan result, 1)
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				done <- result{panicked: p}
+			}
+		}()
+		done <- result{err: f()}
+	}()
+	res := <-done
+	if res.panicked != nil {
+		panic(res.panicked)
+	}
+	return res.err
 }
 
 // pastWrappers sends the rest of a stream whose head is out past Caddy's
@@ -494,7 +547,9 @@ func (sw *streamWriter) writeFrames(frames [][]byte) error {
 }
 
 // ping sends a heartbeat, aside: a stream pinged is one that was idle.
-func (sw *streamWriter) ping() error { return sw.sendAside(pingFrame) }
+func (sw *streamWriter) ping() error {
+	return aside(func() error { return sw.send(pingFrame) })
+}
 
 // pingFrame is the heartbeat of an SSE stream.
 var pingFrame = sse.AppendComment(nil, "ping")
@@ -505,17 +560,6 @@ func (sw *streamWriter) send(b []byte) error {
 		_, err := sw.Write(b)
 		return err
 	})
-}
-
-// sendAside sends b as send does, from a new goroutine, and waits for it:
-// the calls under a write go deep, and made from the request's goroutine
-// they would double its stack for the life of the stream (see
-// streamInPath). The goroutine costs about a microsecond, once per stream
-// start and per heartbeat, never per message.
-func (sw *streamWriter) sendAside(b []byte) error {
-	done := make(chan error, 1)
-	go func() { done <- sw.send(b) }()
-	return <-done
 }
 
 // flushed runs write within the write timeout and flushes once after it:
