@@ -210,18 +210,17 @@ func (h *Handler) pastWrappers(r *http.Request, sw *streamWriter, room string, b
 // receive on one channel costs a delivery less than a select over four.
 func (h *Handler) streamLoop(r *http.Request, sub *rooms.Subscription, wake broadcast.Signal, write func(frames [][]byte) error, ping func() error) error {
 	gone, stopping := r.Context().Done(), h.app.Stopping()
-	defer context.AfterFunc(r.Context(), wake.Wake)()
-	defer context.AfterFunc(h.app.stopCtx, wake.Wake)()
-	// The heartbeat timer is not reset by each write: when it fires, a
-	// stream written meanwhile just waits for the rest of its interval.
+	// Registering the wake-ups allocates, which is deep enough now and then
+	// to grow this goroutine's stack (see streamInPath): it runs aside.
+	var wakes *streamWakes
+	_ = aside(func() error {
+		wakes = h.newStreamWakes(r, wake, ping != nil)
+		return nil
+	})
+	defer wakes.stop()
 	interval := time.Duration(h.app.Heartbeat)
 	lastWrite := time.Now()
-	var beat atomic.Bool
-	var heartbeat *time.Timer
-	if ping != nil {
-		heartbeat = time.AfterFunc(interval, func() { beat.Store(true); wake.Wake() })
-		defer heartbeat.Stop()
-	}
+	beat, heartbeat := &wakes.beat, wakes.heartbeat
 	var frames [][]byte
 	for {
 		<-wake
@@ -263,6 +262,37 @@ func (h *Handler) streamLoop(r *http.Request, sub *rooms.Subscription, wake broa
 			}
 			return err
 		}
+	}
+}
+
+// streamWakes is what makes a stream loop's wake signal ready besides new
+// frames: the client leaving, the config stopping and the heartbeat.
+type streamWakes struct {
+	unregister [2]func() bool
+	// The heartbeat timer is not reset by each write: when it fires, a
+	// stream written meanwhile just waits for the rest of its interval.
+	heartbeat *time.Timer
+	beat      atomic.Bool
+}
+
+func (h *Handler) newStreamWakes(r *http.Request, wake broadcast.Signal, heartbeat bool) *streamWakes {
+	w := &streamWakes{unregister: [2]func() bool{
+		context.AfterFunc(r.Context(), wake.Wake),
+		context.AfterFunc(h.app.stopCtx, wake.Wake),
+	}}
+	if heartbeat {
+		w.heartbeat = time.AfterFunc(time.Duration(h.app.Heartbeat), func() { w.beat.Store(true); wake.Wake() })
+	}
+	return w
+}
+
+// stop unregisters the wake-ups.
+func (w *streamWakes) stop() {
+	for _, unregister := range w.unregister {
+		unregister()
+	}
+	if w.heartbeat != nil {
+		w.heartbeat.Stop()
 	}
 }
 
