@@ -107,15 +107,15 @@ func (h *Handler) streamPosition(r *http.Request, room string) (*rooms.Position,
 // streamInPath writes a stream from the request's goroutine, which parks
 // in streamLoop for the life of the stream, under about 5 KB of frames of
 // Caddy's handler chain (6.2 KB in use in all over HTTP/2, 6.8 KB over
-// HTTP/3). Its stack stays at 8 KiB
-// only while no call made from it ever needs more than about 7.2 KB: one
-// that does doubles it to 16 KiB, and the runtime never halves it back,
-// since it shrinks a stack only while less than a quarter of it is in use.
-// A write through Caddy's wrappers and x/net/http2's hand-off to the
-// connection's goroutine needs 1.4 to 1.6 KB more, and so, now and then,
-// does an allocation that refills the allocator's cache. So what an idle
-// stream does, its subscription, its start and its heartbeats, runs aside
-// (see aside), and only a stream that messages reach grows to 16 KiB.
+// HTTP/3). Its stack stays at 8 KiB only while no call made from it ever
+// needs more than about 7.2 KB: one that does doubles it to 16 KiB, and the
+// runtime never halves it back, since it shrinks a stack only while less
+// than a quarter of it is in use. A write through Caddy's wrappers and
+// x/net/http2's hand-off to the connection's goroutine needs 1.4 to 1.6 KB
+// more, and so, now and then, does an allocation that refills the
+// allocator's cache. So what an idle stream does, its subscription, its
+// start, its wake-ups and its heartbeats, runs aside (see aside), and only
+// a stream that messages reach grows to 16 KiB.
 func (h *Handler) streamInPath(w http.ResponseWriter, r *http.Request, room string, pos *rooms.Position) error {
 	var s *inPath
 	if err := aside(func() (err error) {
