@@ -137,6 +137,9 @@ func TestHTTP2StuckStreamTimesOut(t *testing.T) {
 	room := roomFor(t, "a")
 	// Room for the retry hint, "retry: 1234\n\n", and not for a message.
 	s := openStuckH2CStream(t, "/stream/"+room, 16)
+	// The write of the start armed the watchdog; it fires a third of the
+	// write timeout into the stuck write, which must still get all of it.
+	time.Sleep(writeTimeout / 3)
 	postJSON(t, rootSite, room, "alice", "never read")
 	start := time.Now()
 	s.waitEnd()

@@ -2,6 +2,7 @@ package chat
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -285,5 +286,32 @@ func TestStuckFirstWriteEndsOnReload(t *testing.T) {
 			t.Fatal("the stuck stream still holds its subscription 2 s after the reload")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestAside(t *testing.T) {
+	errWrite := errors.New("write failed")
+	tests := []struct {
+		name      string
+		f         func() error
+		wantErr   error
+		wantPanic any
+	}{
+		{"returns nil", func() error { return nil }, nil, nil},
+		{"returns the error", func() error { return errWrite }, errWrite, nil},
+		{"raises the panic again in the caller", func() error { panic(http.ErrAbortHandler) }, nil, http.ErrAbortHandler},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var err error
+			panicked := func() (p any) {
+				defer func() { p = recover() }()
+				err = aside(tt.f)
+				return nil
+			}()
+			if err != tt.wantErr || panicked != tt.wantPanic {
+				t.Errorf("aside = %v, panic %v; want %v, panic %v", err, panicked, tt.wantErr, tt.wantPanic)
+			}
+		})
 	}
 }
