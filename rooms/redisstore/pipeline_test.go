@@ -190,3 +190,34 @@ func TestRedisFailsUnderPipelinedSubmits(t *testing.T) {
 		t.Errorf("subscriber on B got %v, want %s then %s", got, first.ID, after.ID)
 	}
 }
+
+// TestTimedOutSubmitReachesItsNode: a submit that times out while Redis
+// hangs answers ErrUnavailable, yet Redis runs its script once it
+// continues, at a moment no reply tells. The node hears its own notice
+// then, as every other: its subscriber gets the message, with no other
+// message to reveal the gap. (A node that passed over its own notices, to
+// spare decoding them, would not.)
+func TestTimedOutSubmitReachesItsNode(t *testing.T) {
+	srv := redistest.Start(t)
+	a := node(t, srv.Addr, rooms.Config{StoreTimeout: 500 * time.Millisecond})
+	// Redis knows the script from then on: the call that times out is
+	// no NOSCRIPT.
+	first, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "first"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := a.Subscribe("lobby", rooms.Position{LastEventID: first.ID}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	srv.Pause(t)
+	_, _, err = a.Submit("lobby", rooms.Post{User: "alice", Text: "late"})
+	srv.Resume(t)
+	if !errors.Is(err, rooms.ErrUnavailable) {
+		t.Fatalf("submit while Redis hung: %v, want ErrUnavailable", err)
+	}
+	if got := ids(t, sub, 1); !strings.HasSuffix(got[0], "-2") {
+		t.Fatalf("subscriber got %v, want the timed-out message, sequence 2", got)
+	}
+}
