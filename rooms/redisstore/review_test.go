@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -130,5 +131,107 @@ func TestDeleteBetweenPipelinedSubmits(t *testing.T) {
 	t.Logf("first %s %v, delete %v, second %s %v", f.msg.ID, f.err, d, s.msg.ID, s.err)
 	if f.err == nil && s.err == nil && f.msg.ID == s.msg.ID {
 		t.Fatalf("two messages answered with one id %s: the room deleted between them was made again in its old epoch", f.msg.ID)
+	}
+}
+
+// TestKeyRetriedWhileUnderWay: a submit retried with its idempotency key
+// while the first is still under way stores one message: both answer its
+// id, the retry as a repeat.
+func TestKeyRetriedWhileUnderWay(t *testing.T) {
+	srv := redistest.Start(t)
+	a := node(t, srv.Addr, rooms.Config{History: 100, StoreTimeout: 5 * time.Second})
+	if _, _, err := a.Submit("lobby", rooms.Post{User: "bob", Text: "opens the room"}); err != nil {
+		t.Fatal(err)
+	}
+	srv.Pause(t)
+	resumed := sync.OnceFunc(func() { srv.Resume(t) })
+	defer resumed()
+	type answer struct {
+		outcome
+		repeat bool
+	}
+	answers := make(chan answer, 2)
+	for range cap(answers) {
+		go func() {
+			msg, repeat, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "once", Key: "k1", Scope: "alice"})
+			answers <- answer{outcome{msg, err}, repeat}
+		}()
+		time.Sleep(300 * time.Millisecond)
+	}
+	resumed()
+	x, y := <-answers, <-answers
+	if x.err != nil || y.err != nil || x.msg.ID != y.msg.ID || x.repeat == y.repeat {
+		t.Fatalf("a key sent twice answered %s (repeat %v, %v) and %s (repeat %v, %v); want one id, one repeat", x.msg.ID, x.repeat, x.err, y.msg.ID, y.repeat, y.err)
+	}
+	next, _, err := a.Submit("lobby", rooms.Post{User: "bob", Text: "after"})
+	if _, seq, _ := rooms.ParseID(next.ID); err != nil || seq != 3 {
+		t.Fatalf("next message %s, %v; want sequence 3: the key stored twice", next.ID, err)
+	}
+}
+
+// TestPipelinedOrderWithPauses: submitters flat out on node A while Redis
+// stops now and then: every id from 1 to n is answered once, and
+// subscribers on A and B get them all, in order, once.
+func TestPipelinedOrderWithPauses(t *testing.T) {
+	const submitters, each = 8, 120 // within the subscribers' buffer of 1024
+	srv := redistest.Start(t)
+	cfg := rooms.Config{History: 1000, StoreTimeout: 10 * time.Second}
+	a, b := node(t, srv.Addr, cfg), node(t, srv.Addr, cfg)
+	var subs []*rooms.Subscription
+	for _, n := range []*rooms.Manager{a, b} {
+		sub, err := n.Subscribe("lobby", rooms.Position{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Close()
+		subs = append(subs, sub)
+	}
+	done := make(chan struct{})
+	paused := make(chan struct{})
+	go func() {
+		defer close(paused)
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(40 * time.Millisecond):
+			}
+			srv.Pause(t)
+			time.Sleep(30 * time.Millisecond)
+			srv.Resume(t)
+		}
+	}()
+	errs := make([]error, submitters)
+	var seen sync.Map
+	var wg sync.WaitGroup
+	for g := range submitters {
+		wg.Go(func() {
+			for j := range each {
+				msg, _, err := a.Submit("lobby", rooms.Post{User: "u", Text: fmt.Sprint(g, " ", j)})
+				if err != nil {
+					errs[g] = err
+					return
+				}
+				if _, dup := seen.LoadOrStore(msg.ID, true); dup {
+					errs[g] = fmt.Errorf("id %s answered twice", msg.ID)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(done)
+	<-paused
+	for g, err := range errs {
+		if err != nil {
+			t.Fatalf("submitter %d: %v", g, err)
+		}
+	}
+	for i, sub := range subs {
+		for j, id := range ids(t, sub, submitters*each) {
+			if _, seq, _ := rooms.ParseID(id); seq != uint64(j+1) {
+				t.Fatalf("node %d delivered %s at position %d", i, id, j)
+			}
+		}
 	}
 }
