@@ -273,6 +273,10 @@ type room struct {
 	depth        int
 	entries      []Entry       // r.mu
 	taken        []*submission // r.mu
+	// Batches a Pipelined history stores with r.mu released, and the
+	// names of their verified posts (see underWay); r.mu.
+	storing int
+	claimed map[uint64]int
 
 	// A Shared history's news is delivered by one goroutine at a time,
 	// started when there is some (see follow).
@@ -689,7 +693,7 @@ func (m *Manager) store(r *room, batch []*submission) {
 			continue
 		}
 		s.name = nameHash(p.User)
-		if p.ReserveNames && !p.Verified && (r.verified.has(s.name) || slices.ContainsFunc(taken, func(t *submission) bool {
+		if p.ReserveNames && !p.Verified && (r.verified.has(s.name) || r.claimed[s.name] > 0 || slices.ContainsFunc(taken, func(t *submission) bool {
 			return t.p.Verified && t.name == s.name
 		})) {
 			s.err = ErrNameReserved
@@ -714,7 +718,7 @@ func (m *Manager) store(r *room, batch []*submission) {
 	}
 	if len(entries) > 0 {
 		first := h.Last() + 1
-		err := m.append(r, entries)
+		err := m.append(r, entries, taken)
 		if err != nil {
 			err = fmt.Errorf("storing message in room %q: %w: %w", r.name, ErrUnavailable, err)
 			for _, s := range taken {
@@ -769,9 +773,9 @@ func (m *Manager) store(r *room, batch []*submission) {
 // other's round trip to the store.
 const pipelineDepth = 4
 
-// append stores entries in r's history: with a Pipelined one, with r.mu
-// released while the store answers. r.mu must be held.
-func (m *Manager) append(r *room, entries []Entry) error {
+// append stores entries, those of taken, in r's history: with a Pipelined
+// one, with r.mu released while the store answers. r.mu must be held.
+func (m *Manager) append(r *room, entries []Entry, taken []*submission) error {
 	ctx, cancel := m.storeContext()
 	defer cancel()
 	p, ok := r.history.(Pipelined)
@@ -779,10 +783,31 @@ func (m *Manager) append(r *room, entries []Entry) error {
 		return r.history.Append(ctx, entries)
 	}
 	call := p.Start(entries)
+	r.underWay(taken, 1)
 	r.mu.Unlock()
 	call.Wait(ctx)
 	r.mu.Lock()
+	r.underWay(taken, -1)
 	return call.Finish()
+}
+
+// underWay counts taken's batch, by n, as stored with r.mu released: the
+// idle sweep leaves the room be meanwhile, and the names of the batch's
+// verified posts are reserved against later batches, as they will be once
+// stored. r.mu must be held.
+func (r *room) underWay(taken []*submission, n int) {
+	r.storing += n
+	for _, s := range taken {
+		if !s.p.Verified {
+			continue
+		}
+		if r.claimed == nil {
+			r.claimed = make(map[uint64]int)
+		}
+		if r.claimed[s.name] += n; r.claimed[s.name] == 0 {
+			delete(r.claimed, s.name)
+		}
+	}
 }
 
 // stoppedBy sets the outcome of a submission that another process stored
@@ -1296,7 +1321,7 @@ func (m *Manager) sweep(now time.Time) {
 		return
 	}
 	idle := func(r *room) bool {
-		return !r.closed && r.subscribers == 0 && now.Sub(r.lastActive) >= cfg.IdleTimeout
+		return !r.closed && r.subscribers == 0 && r.storing == 0 && now.Sub(r.lastActive) >= cfg.IdleTimeout
 	}
 	for _, r := range m.snapshot() {
 		r.mu.Lock()
@@ -1322,7 +1347,7 @@ func (m *Manager) dropIf(r *room, reason string, cond func(*room) bool) {
 }
 
 // unused reports whether no one follows the room and nothing was ever
-// posted to it. r.mu must be held.
+// posted to it, or is being. r.mu must be held.
 func (r *room) unused() bool {
-	return !r.closed && r.subscribers == 0 && r.history.Last() == 0
+	return !r.closed && r.subscribers == 0 && r.storing == 0 && r.history.Last() == 0
 }

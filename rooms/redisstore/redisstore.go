@@ -242,10 +242,10 @@ type history struct {
 	own      []rooms.Message // appended here or caught, not yet delivered
 	stale    bool            // the room was deleted and made again elsewhere
 	// Script calls started (see Start), those not finished yet, and the
-	// value of started when Catch first found the gap it waits for, 0
-	// for none.
-	started, gapSeen uint64
-	calls            []uint64
+	// value of started when Catch first found the gap it waits for (0
+	// for none), which begins after gapFrom.
+	started, gapSeen, gapFrom uint64
+	calls                     []uint64
 
 	mu       sync.Mutex
 	heard    []notice
@@ -343,10 +343,11 @@ func (h *history) Start(entries []rooms.Entry) rooms.Call {
 	args := make([]any, 0, 6+6*len(entries))
 	// A room that this history knows to hold messages, but that Redis
 	// lost (its idle TTL passed, or it was deleted and the notice has not
-	// come yet), is made again in an epoch of its own: in the old one its
-	// sequence would start over, taking ids that readers already have.
+	// come yet), or may hold them (a call under way), is made again in an
+	// epoch of its own: in the old one its sequence would start over,
+	// taking ids that readers already have.
 	create := h.epoch
-	if h.last > 0 || len(h.own) > 0 {
+	if h.last > 0 || len(h.own) > 0 || len(h.calls) > 0 {
 		create = rooms.NewEpoch()
 	}
 	args = append(args, create, h.capacity, h.s.keyTTL.Milliseconds(), h.keys.channel, len(entries), h.s.idleTimeout().Milliseconds())
@@ -507,10 +508,12 @@ func (h *history) Catch(ctx context.Context, sync bool) ([]rooms.Message, bool, 
 	// be delivered, as on a single node.
 	h.last = max(next-1, min(complete, target))
 	h.own = slices.Clone(got[n:])
-	if h.last == target {
+	switch {
+	case h.last == target:
 		h.gapSeen = 0
-	} else if h.gapSeen == 0 {
-		h.gapSeen = h.started
+	case h.gapSeen == 0 || h.gapFrom != h.last:
+		// A new gap, or past the old one into another.
+		h.gapSeen, h.gapFrom = h.started, h.last
 	}
 	// A gap that a script call of this node's, started before the gap
 	// was seen, may yet fill is not read: that call's Finish brings
