@@ -9,10 +9,12 @@
 #                                  nodes nodes-saturation (asked for by name)
 #
 # The nodes scenarios run 1, 2 and 3 Caddy nodes on one local redis-server
-# (on port 6399) against one node on the memory store: messages are
-# published through the first node, and each room's subscribers are spread
-# over every node (on ports 8180-8182). They report the Redis commands per
-# stored message, from INFO commandstats before and after each run.
+# (on port BENCH_REDIS, 6399) against one node on the memory store: messages
+# are published through the first node, and each room's subscribers are
+# spread over every node (on ports BENCH_NODES to BENCH_NODES+2, 8180-8182,
+# with admin endpoints on BENCH_NODES_ADMIN on, 2119-2121). They report the
+# Redis commands per stored message, from INFO commandstats before and after
+# each run.
 #
 # A scenario with a protocol suffix runs the same load with every subscriber
 # on a TLS connection of its own, against the baseline serving the same
@@ -90,7 +92,7 @@ port_free() {
 	fi
 }
 
-redis_port=6399
+redis_port=${BENCH_REDIS:-6399} nodes_port=${BENCH_NODES:-8180} nodes_admin=${BENCH_NODES_ADMIN:-2119}
 
 # redis_stats prints the calls of every command the Redis on redis_port
 # served, as a JSON object.
@@ -123,10 +125,10 @@ run_nodes() {
 				wait_port $redis_port
 			fi
 			for i in $(seq 0 $((n - 1))); do
-				port=$((8180 + i))
+				port=$((nodes_port + i))
 				port_free $port
 				printf '{\n\tadmin localhost:%d\n\tchat {\n\t\tmax_subscribers 100000\n\t\t%s\n\t}\n}\nhttp://:%d {\n\tchat {\n\t\tui off\n\t\tmax_streams_per_client 100000\n\t}\n}\n' \
-					$((2119 + i)) "$store" $port >"$bin/node$i.caddyfile"
+					$((nodes_admin + i)) "$store" $port >"$bin/node$i.caddyfile"
 				"$bin/caddy" run --config "$bin/node$i.caddyfile" --adapter caddyfile >/dev/null 2>&1 &
 				pids+=($!) urls+=("http://127.0.0.1:$port")
 			done

@@ -131,6 +131,33 @@ type Shared interface {
 	Catch(ctx context.Context, sync bool) (msgs []Message, gone bool, err error)
 }
 
+// Pipelined is implemented by a Shared History whose store answers over a
+// network: the Manager then releases the room while an Append waits for
+// the store, so that the submits that come meanwhile go out at once rather
+// than wait for its round trip. Batches under way together are stored in
+// whatever order the store takes them, and each gets the sequence numbers
+// the store gives it; Catch delivers them in that order. A batch is decided
+// before those under way are stored: a name that a verified post among
+// them claims is not yet reserved against it, while an idempotency key
+// used among them is caught by the store, which reports it in Entry.Prior.
+type Pipelined interface {
+	// Start begins an Append of entries, with the room locked, and
+	// returns it for the Manager to Wait for with the room unlocked,
+	// then Finish with the room locked again. Other calls, a later
+	// batch's Start and Finish among them, may come in between.
+	Start(entries []Entry) Call
+}
+
+// Call is an Append begun by Pipelined.Start.
+type Call interface {
+	// Wait stores the entries and waits for the store's answer. It
+	// touches nothing that the History's other methods use.
+	Wait(ctx context.Context)
+	// Finish takes the answer into the History and the entries, and
+	// returns what Append would have returned.
+	Finish() error
+}
+
 // Recalled is what an idempotency key was first used for.
 type Recalled struct {
 	Seq  uint64

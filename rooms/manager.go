@@ -264,13 +264,19 @@ type room struct {
 	reportedLast  uint64
 	reportedEpoch string
 
-	// The inbox of submits waiting for the room's writer (see Submit),
-	// and the writer's reused slices.
+	// The inbox of submits waiting for a writer of the room (see Submit),
+	// and the writers' reused slices. depth is how many batches may be
+	// under way at once: more than one only for a Pipelined history.
 	inboxMu      sync.Mutex
 	inbox, spare []*submission
-	writing      bool
+	writers      int
+	depth        int
 	entries      []Entry       // r.mu
 	taken        []*submission // r.mu
+	// Batches a Pipelined history stores with r.mu released, and the
+	// names of their verified posts (see underWay); r.mu.
+	storing int
+	claimed map[uint64]int
 
 	// A Shared history's news is delivered by one goroutine at a time,
 	// started when there is some (see follow).
@@ -380,7 +386,10 @@ func (m *Manager) create(name string) (*room, error) {
 
 // newRoom returns a room, active now, keeping its messages in h.
 func (m *Manager) newRoom(name string, h History) *room {
-	r := &room{name: name, history: h, lastActive: time.Now(), verified: names{}}
+	r := &room{name: name, history: h, lastActive: time.Now(), verified: names{}, depth: 1}
+	if _, ok := h.(Pipelined); ok {
+		r.depth = pipelineDepth
+	}
 	r.broadcaster = broadcast.New(func(*broadcast.Subscriber) {
 		// The config of the moment, not the room's first: a reload's
 		// logger reports evictions in rooms older than it.
@@ -525,7 +534,7 @@ func (m *Manager) Submit(roomName string, p Post) (msg Message, repeat bool, err
 			return Message{}, false, err
 		}
 		r.inboxMu.Lock()
-		if r.writing {
+		if r.writers >= r.depth {
 			s.done = make(chan struct{})
 			r.inbox = append(r.inbox, s)
 			r.inboxMu.Unlock()
@@ -534,7 +543,7 @@ func (m *Manager) Submit(roomName string, p Post) (msg Message, repeat bool, err
 				m.write(r, nil)
 			}
 		} else {
-			r.writing = true
+			r.writers++
 			r.inboxMu.Unlock()
 			m.write(r, s)
 		}
@@ -614,31 +623,30 @@ func (m *Manager) lookup(name string) *room {
 
 // write stores s, unless it is nil, then one batch of what queued in r's
 // inbox meanwhile, and wakes that batch's submitters. When more has queued
-// since, the last of them takes over as the writer: no submitter stores more
+// since, the last of them takes over as a writer: no submitter stores more
 // than its own post and one batch before it answers.
 func (m *Manager) write(r *room, s *submission) {
 	if s != nil {
-		r.mu.Lock()
 		m.store(r, []*submission{s})
-		r.mu.Unlock()
 	}
 	r.inboxMu.Lock()
 	if len(r.inbox) == 0 {
-		r.writing = false
+		r.writers--
 		r.inboxMu.Unlock()
 		return
 	}
 	// Submits that come while this batch is stored queue in the other
-	// slice: the two take turns, so none is allocated anew.
+	// slice: the two take turns, so that with one writer none is
+	// allocated anew.
 	batch := r.inbox
 	r.inbox, r.spare = r.spare, nil
 	r.inboxMu.Unlock()
-	r.mu.Lock()
 	m.store(r, batch)
-	r.mu.Unlock()
 	r.inboxMu.Lock()
 	handOff := len(r.inbox) > 0
-	r.writing = handOff
+	if !handOff {
+		r.writers--
+	}
 	r.inboxMu.Unlock()
 	batch[len(batch)-1].lead = handOff
 	for _, q := range batch {
@@ -653,8 +661,11 @@ func (m *Manager) write(r *room, s *submission) {
 }
 
 // store decides each submission of batch, in order, stores the new messages
-// with one Append and publishes them. r.mu must be held.
+// with one Append and publishes them, with r.mu held; a Pipelined history
+// stores them with r.mu released, so that the next batch goes out meanwhile.
 func (m *Manager) store(r *room, batch []*submission) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.closed {
 		for _, s := range batch {
 			s.err = errRoomGone
@@ -665,18 +676,24 @@ func (m *Manager) store(r *room, batch []*submission) {
 	h := r.history
 	now := time.Now()
 	entries, taken := r.entries[:0], r.taken[:0]
-	defer func() {
-		clear(entries)
-		clear(taken)
-		r.entries, r.taken = entries[:0], taken[:0]
-	}()
+	if r.depth > 1 {
+		// Other batches use the room's slices while this one is
+		// stored.
+		entries, taken = nil, nil
+	} else {
+		defer func() {
+			clear(entries)
+			clear(taken)
+			r.entries, r.taken = entries[:0], taken[:0]
+		}()
+	}
 	for _, s := range batch {
 		p := &s.p
 		if p.Key != "" && m.repeated(r, s, taken, now, cfg) {
 			continue
 		}
 		s.name = nameHash(p.User)
-		if p.ReserveNames && !p.Verified && (r.verified.has(s.name) || slices.ContainsFunc(taken, func(t *submission) bool {
+		if p.ReserveNames && !p.Verified && (r.verified.has(s.name) || r.claimed[s.name] > 0 || slices.ContainsFunc(taken, func(t *submission) bool {
 			return t.p.Verified && t.name == s.name
 		})) {
 			s.err = ErrNameReserved
@@ -701,9 +718,7 @@ func (m *Manager) store(r *room, batch []*submission) {
 	}
 	if len(entries) > 0 {
 		first := h.Last() + 1
-		ctx, cancel := m.storeContext()
-		err := h.Append(ctx, entries)
-		cancel()
+		err := m.append(r, entries, taken)
 		if err != nil {
 			err = fmt.Errorf("storing message in room %q: %w: %w", r.name, ErrUnavailable, err)
 			for _, s := range taken {
@@ -739,7 +754,9 @@ func (m *Manager) store(r *room, batch []*submission) {
 				r.verified.add(s.name, seq, cfg.MaxNames)
 			}
 		}
-		if shared {
+		// A room closed while a Pipelined history stored the batch has
+		// no one left to deliver to.
+		if shared && !r.closed {
 			m.deliver(r, sh, false)
 		}
 		r.lastActive = now
@@ -747,6 +764,48 @@ func (m *Manager) store(r *room, batch []*submission) {
 	for _, s := range batch {
 		if s.of != nil {
 			s.msg = s.of.msg
+		}
+	}
+}
+
+// pipelineDepth is how many batches of a room may be under way at once with
+// a Pipelined history: each submit that comes while fewer are waits for no
+// other's round trip to the store.
+const pipelineDepth = 4
+
+// append stores entries, those of taken, in r's history: with a Pipelined
+// one, with r.mu released while the store answers. r.mu must be held.
+func (m *Manager) append(r *room, entries []Entry, taken []*submission) error {
+	ctx, cancel := m.storeContext()
+	defer cancel()
+	p, ok := r.history.(Pipelined)
+	if !ok {
+		return r.history.Append(ctx, entries)
+	}
+	call := p.Start(entries)
+	r.underWay(taken, 1)
+	r.mu.Unlock()
+	call.Wait(ctx)
+	r.mu.Lock()
+	r.underWay(taken, -1)
+	return call.Finish()
+}
+
+// underWay counts taken's batch, by n, as stored with r.mu released: the
+// idle sweep leaves the room be meanwhile, and the names of the batch's
+// verified posts are reserved against later batches, as they will be once
+// stored. r.mu must be held.
+func (r *room) underWay(taken []*submission, n int) {
+	r.storing += n
+	for _, s := range taken {
+		if !s.p.Verified {
+			continue
+		}
+		if r.claimed == nil {
+			r.claimed = make(map[uint64]int)
+		}
+		if r.claimed[s.name] += n; r.claimed[s.name] == 0 {
+			delete(r.claimed, s.name)
 		}
 	}
 }
@@ -1262,7 +1321,7 @@ func (m *Manager) sweep(now time.Time) {
 		return
 	}
 	idle := func(r *room) bool {
-		return !r.closed && r.subscribers == 0 && now.Sub(r.lastActive) >= cfg.IdleTimeout
+		return !r.closed && r.subscribers == 0 && r.storing == 0 && now.Sub(r.lastActive) >= cfg.IdleTimeout
 	}
 	for _, r := range m.snapshot() {
 		r.mu.Lock()
@@ -1288,7 +1347,7 @@ func (m *Manager) dropIf(r *room, reason string, cond func(*room) bool) {
 }
 
 // unused reports whether no one follows the room and nothing was ever
-// posted to it. r.mu must be held.
+// posted to it, or is being. r.mu must be held.
 func (r *room) unused() bool {
-	return !r.closed && r.subscribers == 0 && r.history.Last() == 0
+	return !r.closed && r.subscribers == 0 && r.storing == 0 && r.history.Last() == 0
 }

@@ -241,6 +241,11 @@ type history struct {
 	last     uint64          // the newest sequence number delivered
 	own      []rooms.Message // appended here or caught, not yet delivered
 	stale    bool            // the room was deleted and made again elsewhere
+	// Script calls started (see Start), those not finished yet, and the
+	// value of started when Catch first found the gap it waits for (0
+	// for none), which begins after gapFrom.
+	started, gapSeen, gapFrom uint64
+	calls                     []uint64
 
 	mu       sync.Mutex
 	heard    []notice
@@ -296,6 +301,13 @@ func (h *history) hear(payload string) {
 			h.heard = append(h.heard, n)
 		}
 	}
+	h.mu.Unlock()
+	h.notifyNow()
+}
+
+// notifyNow tells the Manager that Catch has news. It takes h.mu.
+func (h *history) notifyNow() {
+	h.mu.Lock()
 	notify := h.notify
 	h.mu.Unlock()
 	if notify != nil {
@@ -306,14 +318,36 @@ func (h *history) hear(payload string) {
 // Append stores the entries with one script call, which gives them their
 // sequence numbers, and keeps them for Catch.
 func (h *history) Append(ctx context.Context, entries []rooms.Entry) error {
+	c := h.Start(entries)
+	c.Wait(ctx)
+	return c.Finish()
+}
+
+// appendCall is one script call of Append, begun by Start: Wait runs it
+// with the room unlocked, Finish takes its answer.
+type appendCall struct {
+	h       *history
+	n       uint64 // h.started when it started
+	entries []rooms.Entry
+	keys    []string
+	args    []any
+	res     []any
+	err     error
+}
+
+// Start prepares the script call that stores entries. The Manager lets
+// the next batch start before this one finishes: each gets the sequence
+// numbers that the script gives it, and Catch puts them in order.
+func (h *history) Start(entries []rooms.Entry) rooms.Call {
 	keyNames := []string{h.keys.meta, h.keys.stream}
 	args := make([]any, 0, 6+6*len(entries))
 	// A room that this history knows to hold messages, but that Redis
 	// lost (its idle TTL passed, or it was deleted and the notice has not
-	// come yet), is made again in an epoch of its own: in the old one its
-	// sequence would start over, taking ids that readers already have.
+	// come yet), or may hold them (a call under way), is made again in an
+	// epoch of its own: in the old one its sequence would start over,
+	// taking ids that readers already have.
 	create := h.epoch
-	if h.last > 0 || len(h.own) > 0 {
+	if h.last > 0 || len(h.own) > 0 || len(h.calls) > 0 {
 		create = rooms.NewEpoch()
 	}
 	args = append(args, create, h.capacity, h.s.keyTTL.Milliseconds(), h.keys.channel, len(entries), h.s.idleTimeout().Milliseconds())
@@ -326,9 +360,31 @@ func (h *history) Append(ctx context.Context, entries []rooms.Entry) error {
 		}
 		args = append(args, strconv.FormatInt(m.Time.UnixMilli(), 10), m.User, m.Message, flag(m.Verified), keyIndex, sum)
 	}
-	res, err := h.s.append.Run(ctx, h.s.client, keyNames, args...).Slice()
-	if err != nil {
-		return fmt.Errorf("appending to room %q in redis: %w", h.room, err)
+	h.started++
+	h.calls = append(h.calls, h.started)
+	return &appendCall{h: h, n: h.started, entries: entries, keys: keyNames, args: args}
+}
+
+// running reports whether a script call that started no later than the
+// n-th runs still.
+func (h *history) running(n uint64) bool {
+	return slices.ContainsFunc(h.calls, func(c uint64) bool { return c <= n })
+}
+
+func (c *appendCall) Wait(ctx context.Context) {
+	c.res, c.err = c.h.s.append.Run(ctx, c.h.s.client, c.keys, c.args...).Slice()
+}
+
+func (c *appendCall) Finish() error {
+	h, entries, res := c.h, c.entries, c.res
+	h.calls = slices.DeleteFunc(h.calls, func(n uint64) bool { return n == c.n })
+	if c.err != nil {
+		if h.gapSeen != 0 {
+			// The Catch that this call's success would have
+			// brought reads the gap instead.
+			h.s.spawn(h.notifyNow)
+		}
+		return fmt.Errorf("appending to room %q in redis: %w", h.room, c.err)
 	}
 	if len(res) != 1+len(entries) {
 		return fmt.Errorf("appending to room %q in redis: the script answered %d values for %d messages", h.room, len(res), len(entries))
@@ -452,7 +508,17 @@ func (h *history) Catch(ctx context.Context, sync bool) ([]rooms.Message, bool, 
 	// be delivered, as on a single node.
 	h.last = max(next-1, min(complete, target))
 	h.own = slices.Clone(got[n:])
-	if resync || h.last < target {
+	switch {
+	case h.last == target:
+		h.gapSeen = 0
+	case h.gapSeen == 0 || h.gapFrom != h.last:
+		// A new gap, or past the old one into another.
+		h.gapSeen, h.gapFrom = h.started, h.last
+	}
+	// A gap that a script call of this node's, started before the gap
+	// was seen, may yet fill is not read: that call's Finish brings
+	// another Catch.
+	if resync || h.last < target && !h.running(h.gapSeen) {
 		h.fetchLater(h.last, target, resync)
 	}
 	return got[:n], false, nil
@@ -720,8 +786,9 @@ type keyRecord struct {
 
 // Interface guards
 var (
-	_ rooms.Store    = (*Store)(nil)
-	_ rooms.Finder   = (*Store)(nil)
-	_ rooms.Shared   = (*history)(nil)
-	_ rooms.Recaller = (*history)(nil)
+	_ rooms.Store     = (*Store)(nil)
+	_ rooms.Finder    = (*Store)(nil)
+	_ rooms.Shared    = (*history)(nil)
+	_ rooms.Recaller  = (*history)(nil)
+	_ rooms.Pipelined = (*history)(nil)
 )
