@@ -242,7 +242,7 @@ func (h *history) Append(ctx context.Context, entries []rooms.Entry) error {
 	}
 	held := h.first
 	oldest := max(h.oldest, held, last+1-min(last, uint64(h.capacity)))
-	err := h.s.commit.do(ctx, h.room, func(tx *bolt.Tx) error {
+	err := h.s.commit.do(ctx, func(tx *bolt.Tx) error {
 		b, err := h.create(tx)
 		if err != nil {
 			return err
@@ -362,7 +362,7 @@ func (h *history) After(_ context.Context, seq uint64, limit int) ([]rooms.Messa
 func (h *history) Resize(ctx context.Context, capacity int) error {
 	if h.stored && capacity < h.capacity {
 		var oldest uint64
-		err := h.s.commit.do(ctx, h.room, func(tx *bolt.Tx) error {
+		err := h.s.commit.do(ctx, func(tx *bolt.Tx) error {
 			b := roomBucket(tx, h.name)
 			if b == nil {
 				return nil
@@ -385,7 +385,7 @@ func (h *history) Drop(ctx context.Context) error {
 	if !h.stored {
 		return nil
 	}
-	err := h.s.commit.do(ctx, h.room, func(tx *bolt.Tx) error {
+	err := h.s.commit.do(ctx, func(tx *bolt.Tx) error {
 		all := tx.Bucket(roomsBucket)
 		if all == nil || all.Bucket(h.name) == nil {
 			return nil
