@@ -25,15 +25,7 @@ func BenchmarkPublishers(b *testing.B) {
 		for _, roomCount := range []int{1, 64} {
 			for _, publishers := range []int{1, 16, 256} {
 				b.Run(fmt.Sprintf("store=%s/rooms=%d/publishers=%d", backend, roomCount, publishers), func(b *testing.B) {
-					cfg := rooms.Config{History: 1000, Buffer: 16}
-					var s *Store
-					if backend == "file" {
-						s = openStore(b, filepath.Join(b.TempDir(), "history.db"))
-						defer s.Close()
-						cfg.Store = s
-					}
-					m := rooms.New(cfg)
-					defer m.Close()
+					m, s := benchManager(b, backend, rooms.Config{History: 1000, Buffer: 16})
 					latencies := make([][]time.Duration, publishers)
 					var next sync.WaitGroup
 					work := make(chan struct{}, b.N)
@@ -131,18 +123,11 @@ func BenchmarkFanout(b *testing.B) {
 	const streams = 100
 	for _, backend := range []string{"memory", "file"} {
 		b.Run("store="+backend, func(b *testing.B) {
-			cfg := rooms.Config{History: 1000, Buffer: 1 << 16}
-			var s *Store
-			if backend == "file" {
-				s = openStore(b, filepath.Join(b.TempDir(), "history.db"))
-				defer s.Close()
-				cfg.Store = s
-			}
-			m := rooms.New(cfg)
-			defer m.Close()
+			const history = 1000
+			m, s := benchManager(b, backend, rooms.Config{History: history, Buffer: 1 << 16})
 			// A room in steady state: full, so that each message trims
 			// one, as a busy room's do.
-			for range cfg.History {
+			for range history {
 				if _, _, err := m.Submit("lobby", rooms.Post{User: "alice", Text: "hello, world"}); err != nil {
 					b.Fatal(err)
 				}
@@ -239,15 +224,7 @@ func BenchmarkPaced(b *testing.B) {
 	const roomCount, rate = 10, 20
 	for _, backend := range []string{"memory", "file"} {
 		b.Run("store="+backend, func(b *testing.B) {
-			cfg := rooms.Config{History: 100, Buffer: 16}
-			var s *Store
-			if backend == "file" {
-				s = openStore(b, filepath.Join(b.TempDir(), "history.db"))
-				defer s.Close()
-				cfg.Store = s
-			}
-			m := rooms.New(cfg)
-			defer m.Close()
+			m, s := benchManager(b, backend, rooms.Config{History: 100, Buffer: 16})
 			var commitsBefore int64
 			if s != nil {
 				commitsBefore = s.Stats().Commits
@@ -279,4 +256,18 @@ func BenchmarkPaced(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchManager returns a Manager on the backend, "memory" or "file" (a new
+// file, also returned), both closed when b ends.
+func benchManager(b *testing.B, backend string, cfg rooms.Config) (*rooms.Manager, *Store) {
+	var s *Store
+	if backend == "file" {
+		s = openStore(b, filepath.Join(b.TempDir(), "history.db"))
+		b.Cleanup(func() { s.Close() })
+		cfg.Store = s
+	}
+	m := rooms.New(cfg)
+	b.Cleanup(func() { m.Close() })
+	return m, s
 }

@@ -51,15 +51,7 @@ func TestPipelinedSubmits(t *testing.T) {
 	srv := redistest.Start(t)
 	cfg := rooms.Config{History: 1000, StoreTimeout: 5 * time.Second}
 	a, b := node(t, srv.Addr, cfg), node(t, srv.Addr, cfg)
-	var subs []*rooms.Subscription
-	for _, n := range []*rooms.Manager{a, b} {
-		sub, err := n.Subscribe("lobby", rooms.Position{}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer sub.Close()
-		subs = append(subs, sub)
-	}
+	subs := subscribeAll(t, "lobby", a, b)
 
 	before := commandCalls(t, srv.Addr)
 	srv.Pause(t)
@@ -117,14 +109,7 @@ func TestPipelinedSubmits(t *testing.T) {
 			stored[seq] = true
 		}
 	}
-	for i, sub := range subs {
-		delivered := ids(t, sub, total)
-		for j, id := range delivered {
-			if _, seq, _ := rooms.ParseID(id); seq != uint64(j+1) {
-				t.Fatalf("node %d delivered %s at position %d: out of order, repeated or skipped", i, id, j)
-			}
-		}
-	}
+	deliveredInOrder(t, subs, total)
 	if reads := commandCalls(t, srv.Addr)["xrange"] - before["xrange"]; reads != 0 {
 		t.Errorf("%d XRANGE while one node stored every message: its own calls' gaps were read from the stream", reads)
 	}
@@ -312,13 +297,7 @@ func TestDeleteBetweenPipelinedSubmits(t *testing.T) {
 	cfg := rooms.Config{History: 100, StoreTimeout: 5 * time.Second}
 	a := nodeWith(t, &redis.Options{Addr: srv.Addr, PoolSize: 1}, cfg)
 	b := node(t, srv.Addr, cfg)
-	for _, n := range []*rooms.Manager{a, b} {
-		sub, err := n.Subscribe("fresh", rooms.Position{}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer sub.Close()
-	}
+	subscribeAll(t, "fresh", a, b)
 	srv.Pause(t)
 	resumed := sync.OnceFunc(func() { srv.Resume(t) })
 	defer resumed()
@@ -386,15 +365,7 @@ func TestPipelinedOrderWithPauses(t *testing.T) {
 	srv := redistest.Start(t)
 	cfg := rooms.Config{History: 1000, StoreTimeout: 10 * time.Second}
 	a, b := node(t, srv.Addr, cfg), node(t, srv.Addr, cfg)
-	var subs []*rooms.Subscription
-	for _, n := range []*rooms.Manager{a, b} {
-		sub, err := n.Subscribe("lobby", rooms.Position{}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer sub.Close()
-		subs = append(subs, sub)
-	}
+	subs := subscribeAll(t, "lobby", a, b)
 	done := make(chan struct{})
 	paused := make(chan struct{})
 	go func() {
@@ -436,10 +407,33 @@ func TestPipelinedOrderWithPauses(t *testing.T) {
 			t.Fatalf("submitter %d: %v", g, err)
 		}
 	}
+	deliveredInOrder(t, subs, submitters*each)
+}
+
+// subscribeAll subscribes to room from its start on each node; the
+// subscriptions close when t ends.
+func subscribeAll(t *testing.T, room string, nodes ...*rooms.Manager) []*rooms.Subscription {
+	t.Helper()
+	var subs []*rooms.Subscription
+	for _, n := range nodes {
+		sub, err := n.Subscribe(room, rooms.Position{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(sub.Close)
+		subs = append(subs, sub)
+	}
+	return subs
+}
+
+// deliveredInOrder fails t unless each subscription delivers the room's
+// messages 1 to n, in order, each once.
+func deliveredInOrder(t *testing.T, subs []*rooms.Subscription, n int) {
+	t.Helper()
 	for i, sub := range subs {
-		for j, id := range ids(t, sub, submitters*each) {
+		for j, id := range ids(t, sub, n) {
 			if _, seq, _ := rooms.ParseID(id); seq != uint64(j+1) {
-				t.Fatalf("node %d delivered %s at position %d", i, id, j)
+				t.Fatalf("node %d delivered %s at position %d: out of order, repeated or skipped", i, id, j)
 			}
 		}
 	}
