@@ -150,6 +150,24 @@ func TestHTTP2StuckStreamTimesOut(t *testing.T) {
 	}
 }
 
+// TestHTTP2StuckStreamTimesOutAfterIdle: a stream that was idle when the
+// watchdog armed by its start fired, so that it disarmed, still has a write
+// that gets stuck later failed after the write timeout: the write re-arms it.
+func TestHTTP2StuckStreamTimesOutAfterIdle(t *testing.T) {
+	startCaddy(t, config{global: "heartbeat 60s", options: "servers {\n\t\tprotocols h1 h2c\n\t}"})
+	room := roomFor(t, "a")
+	s := openStuckH2CStream(t, "/stream/"+room, 16)
+	time.Sleep(writeTimeout + time.Second)
+	postJSON(t, rootSite, room, "alice", "never read")
+	start := time.Now()
+	s.waitEnd()
+	took := time.Since(start)
+	t.Logf("a stuck HTTP/2 stream, idle first, ended %v after its write began", took)
+	if took < writeTimeout*9/10 || took > writeTimeout+wait {
+		t.Errorf("a stuck HTTP/2 stream, idle first, ended %v after its write began, want after the write timeout, %v", took, writeTimeout)
+	}
+}
+
 // stuckH2CStream is an HTTP/2 stream, over h2c, whose client grants the
 // server only so many bytes of flow-control window and never more.
 type stuckH2CStream struct {
