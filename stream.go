@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -64,7 +65,9 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, room strin
 
 // streamRequest reads where a stream starts and who it is from the
 // request, counts the stream against its client's limit, and sets the
-// response's head; release gives the slot back.
+// response's head; release gives the slot back. It and streamPosition are
+// frames of their own so that their locals are off the stack before the
+// stream parks (see streamInPath).
 func (h *Handler) streamRequest(w http.ResponseWriter, r *http.Request, room string) (pos *rooms.Position, release func(), err error) {
 	if pos, err = h.streamPosition(r, room); err != nil {
 		return nil, nil, err
@@ -144,11 +147,20 @@ type inPath struct {
 // when the stream ends there: the client is gone, or comes back for the
 // rest of a replay cut short.
 func (h *Handler) openInPath(w http.ResponseWriter, room string, pos *rooms.Position) (*inPath, error) {
-	s := &inPath{wake: broadcast.NewSignal()}
+	s := &inPath{wake: broadcast.NewSignal(), unwatch: func() {}}
 	sub, err := h.app.manager.Subscribe(room, *pos, s.wake.Wake)
 	if err != nil {
 		return nil, roomsError(err)
 	}
+	opened := false
+	defer func() {
+		// Also when a wrapper panics: the subscription must not outlive
+		// the request.
+		if !opened {
+			s.unwatch()
+			sub.Close()
+		}
+	}()
 	s.sub, s.begun = sub, time.Now()
 	w.WriteHeader(http.StatusOK)
 	s.sw = newStreamWriter(w)
@@ -156,18 +168,19 @@ func (h *Handler) openInPath(w http.ResponseWriter, room string, pos *rooms.Posi
 	start, truncated := streamStart(sub.Replay), sub.Truncated
 	sub.Replay = rooms.Replay{} // not held for the life of the stream
 	if err := s.sw.send(start); err != nil || truncated {
-		s.unwatch()
-		sub.Close()
 		return nil, nil
 	}
+	opened = true
 	return s, nil
 }
 
 // aside runs f on a new goroutine and waits for it, so that the calls under
-// f, however deep, do not grow the caller's stack (see streamInPath); a
-// panic in f is raised again in the caller, where net/http and Caddy
-// recover it. It costs about a microsecond, once per stream start and per
-// heartbeat, never per message.
+// f, however deep, do not grow the caller's stack (see streamInPath). A
+// panic in f is raised again in the caller, where net/http recovers it,
+// with the stack where it happened, which the caller's would not show;
+// http.ErrAbortHandler is raised as it is, for net/http to recognise. It
+// costs about a microsecond, once per stream start and per heartbeat, never
+// per message.
 func aside(f func() error) error {
 	type result struct {
 		err      error
@@ -175,12 +188,23 @@ func aside(f func() error) error {
 	}
 	done := make(chan result, 1)
 	go func() {
+		returned := false
 		defer func() {
-			if p := recover(); p != nil {
-				done <- result{panicked: p}
+			if returned {
+				return
 			}
+			p := recover()
+			switch {
+			case p == nil:
+				p = errors.New("runtime.Goexit under a stream's call aside")
+			case p != http.ErrAbortHandler:
+				p = fmt.Sprintf("%v\n\npanicked aside, at:\n%s", p, debug.Stack())
+			}
+			done <- result{panicked: p}
 		}()
-		done <- result{err: f()}
+		err := f()
+		returned = true
+		done <- result{err: err}
 	}()
 	res := <-done
 	if res.panicked != nil {
@@ -276,6 +300,8 @@ type streamWakes struct {
 	beat      atomic.Bool
 }
 
+// newStreamWakes has wake woken when the request ends, when the config
+// stops and, with heartbeat, when a heartbeat is due.
 func (h *Handler) newStreamWakes(r *http.Request, wake broadcast.Signal, heartbeat bool) *streamWakes {
 	w := &streamWakes{unregister: [2]func() bool{
 		context.AfterFunc(r.Context(), wake.Wake),
@@ -590,7 +616,10 @@ func (sw *streamWriter) failOnStop(ctx context.Context) (unwatch func()) {
 	})
 	return func() {
 		stop()
+		sw.mu.Lock()
 		sw.watchdog.Stop()
+		sw.armed = false // a later write arms it again
+		sw.mu.Unlock()
 	}
 }
 
