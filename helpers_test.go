@@ -163,6 +163,21 @@ func startCaddy(t *testing.T, cfg fmt.Stringer) {
 	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 }
 
+// refusesToLoad fails t unless the Caddyfile cfg, described by what, is
+// refused with an error that contains want. A config that loads is
+// replaced by the plain one first.
+func refusesToLoad(t *testing.T, cfg fmt.Stringer, what, want string) {
+	t.Helper()
+	err := loadCaddyfile(cfg.String())
+	if err == nil {
+		reload(t, config{})
+		t.Fatalf("%s loaded", what)
+	}
+	if !strings.Contains(err.Error(), want) {
+		t.Fatalf("%s: error %q does not say %q", what, err, want)
+	}
+}
+
 // loadCaddyfile adapts a Caddyfile and runs it in this process.
 func loadCaddyfile(caddyfile string) error {
 	adapter := caddyconfig.GetAdapter("caddyfile")

@@ -131,40 +131,34 @@ func TestHTTP2StuckStreamEndsOnReload(t *testing.T) {
 
 // TestHTTP2StuckStreamTimesOut: an HTTP/2 client that takes the start of its
 // stream and then reads nothing more has its stream reset once a write has
-// waited for the write timeout, not held open for ever.
+// waited for the write timeout, not held open for ever: whether the
+// watchdog that the start armed fires a third of the way into the stuck
+// write, which must still get all of its time, or fired while the stream
+// was idle and disarmed, so that the stuck write must arm it again.
 func TestHTTP2StuckStreamTimesOut(t *testing.T) {
-	startCaddy(t, config{global: "heartbeat 30s", options: "servers {\n\t\tprotocols h1 h2c\n\t}"})
-	room := roomFor(t, "a")
-	// Room for the retry hint, "retry: 1234\n\n", and not for a message.
-	s := openStuckH2CStream(t, "/stream/"+room, 16)
-	// The write of the start armed the watchdog; it fires a third of the
-	// write timeout into the stuck write, which must still get all of it.
-	time.Sleep(writeTimeout / 3)
-	postJSON(t, rootSite, room, "alice", "never read")
-	start := time.Now()
-	s.waitEnd()
-	took := time.Since(start)
-	t.Logf("a stuck HTTP/2 stream ended %v after its write began", took)
-	if took < writeTimeout*9/10 || took > writeTimeout+wait {
-		t.Errorf("a stuck HTTP/2 stream ended %v after its write began, want after the write timeout, %v", took, writeTimeout)
-	}
-}
-
-// TestHTTP2StuckStreamTimesOutAfterIdle: a stream that was idle when the
-// watchdog armed by its start fired, so that it disarmed, still has a write
-// that gets stuck later failed after the write timeout: the write re-arms it.
-func TestHTTP2StuckStreamTimesOutAfterIdle(t *testing.T) {
-	startCaddy(t, config{global: "heartbeat 60s", options: "servers {\n\t\tprotocols h1 h2c\n\t}"})
-	room := roomFor(t, "a")
-	s := openStuckH2CStream(t, "/stream/"+room, 16)
-	time.Sleep(writeTimeout + time.Second)
-	postJSON(t, rootSite, room, "alice", "never read")
-	start := time.Now()
-	s.waitEnd()
-	took := time.Since(start)
-	t.Logf("a stuck HTTP/2 stream, idle first, ended %v after its write began", took)
-	if took < writeTimeout*9/10 || took > writeTimeout+wait {
-		t.Errorf("a stuck HTTP/2 stream, idle first, ended %v after its write began, want after the write timeout, %v", took, writeTimeout)
+	for _, tt := range []struct {
+		name      string
+		heartbeat string
+		idle      time.Duration // between the start and the stuck write
+	}{
+		{"watchdog fires during the write", "30s", writeTimeout / 3},
+		{"watchdog fired while idle", "60s", writeTimeout + time.Second},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			startCaddy(t, config{global: "heartbeat " + tt.heartbeat, options: "servers {\n\t\tprotocols h1 h2c\n\t}"})
+			room := roomFor(t, "a")
+			// Room for the retry hint, "retry: 1234\n\n", and not for a message.
+			s := openStuckH2CStream(t, "/stream/"+room, 16)
+			time.Sleep(tt.idle)
+			postJSON(t, rootSite, room, "alice", "never read")
+			start := time.Now()
+			s.waitEnd()
+			took := time.Since(start)
+			t.Logf("a stuck HTTP/2 stream ended %v after its write began", took)
+			if took < writeTimeout*9/10 || took > writeTimeout+wait {
+				t.Errorf("a stuck HTTP/2 stream ended %v after its write began, want after the write timeout, %v", took, writeTimeout)
+			}
+		})
 	}
 }
 

@@ -82,14 +82,8 @@ func TestRedisSentinel(t *testing.T) {
 // refuses to start, naming the Sentinel it asked.
 func TestRedisSentinelUnknownMaster(t *testing.T) {
 	s := redistest.StartSentinel(t)
-	err := loadCaddyfile(config{global: redisStore("redis://"+s.Addr+"/0", "sentinel nosuchmaster")}.String())
-	if err == nil {
-		reload(t, config{})
-		t.Fatal("a config whose Sentinel knows no such master loaded")
-	}
-	if !strings.Contains(err.Error(), "sentinel nosuchmaster") {
-		t.Fatalf("error %q does not name the Sentinel", err)
-	}
+	refusesToLoad(t, config{global: redisStore("redis://"+s.Addr+"/0", "sentinel nosuchmaster")},
+		"a config whose Sentinel knows no such master", "sentinel nosuchmaster")
 }
 
 // TestRedisHanging: Redis stopped with SIGSTOP accepts connections and
@@ -166,14 +160,8 @@ func TestRedisHanging(t *testing.T) {
 // TestRedisClusterNeedsDatabase0: a cluster has one database; a URL that
 // names another is refused before any connection is tried.
 func TestRedisClusterNeedsDatabase0(t *testing.T) {
-	err := loadCaddyfile(config{global: redisStore("redis://127.0.0.1:"+freePort()+"/2", "cluster")}.String())
-	if err == nil {
-		reload(t, config{})
-		t.Fatal("a cluster on database 2 loaded")
-	}
-	if !strings.Contains(err.Error(), "a cluster has only database 0") {
-		t.Fatalf("error %q does not say why", err)
-	}
+	refusesToLoad(t, config{global: redisStore("redis://127.0.0.1:"+freePort()+"/2", "cluster")},
+		"a cluster on database 2", "a cluster has only database 0")
 }
 
 // TestRedisHangingRateLimit: with rate_limit, a submit's first call to Redis

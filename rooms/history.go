@@ -137,9 +137,9 @@ type Shared interface {
 // than wait for its round trip. Batches under way together are stored in
 // whatever order the store takes them, and each gets the sequence numbers
 // the store gives it; Catch delivers them in that order. A batch is decided
-// before those under way are stored: a name that a verified post among
-// them claims is not yet reserved against it, while an idempotency key
-// used among them is caught by the store, which reports it in Entry.Prior.
+// before those under way are stored: the Manager reserves the names their
+// verified posts claim, and the store catches an idempotency key used
+// among them, which it reports in Entry.Prior.
 type Pipelined interface {
 	// Start begins an Append of entries, with the room locked, and
 	// returns it for the Manager to Wait for with the room unlocked,

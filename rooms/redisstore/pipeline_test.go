@@ -129,18 +129,7 @@ func TestRedisFailsUnderPipelinedSubmits(t *testing.T) {
 	srv := redistest.Start(t)
 	cfg := rooms.Config{StoreTimeout: 5 * time.Second}
 	a, b := node(t, srv.Addr, cfg), node(t, srv.Addr, cfg)
-	first, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "before"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub, err := b.Subscribe("lobby", rooms.Position{History: 1}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	if got := ids(t, sub, 1); got[0] != first.ID {
-		t.Fatalf("subscriber on B got %v, want %s", got, first.ID)
-	}
+	first, sub := heardOn(t, a, b, "lobby", "before")
 
 	srv.Pause(t)
 	// More than rooms' pipeline depth of 4: some are under way, the rest

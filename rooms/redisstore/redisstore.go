@@ -371,10 +371,14 @@ func (h *history) running(n uint64) bool {
 	return slices.ContainsFunc(h.calls, func(c uint64) bool { return c <= n })
 }
 
+// Wait runs the script call. It touches only the call and the client.
 func (c *appendCall) Wait(ctx context.Context) {
 	c.res, c.err = c.h.s.append.Run(ctx, c.h.s.client, c.keys, c.args...).Slice()
 }
 
+// Finish takes the script's answer: the entries' ids, or the keys that
+// an earlier message holds, into the entries, and the stored messages into
+// what Catch delivers.
 func (c *appendCall) Finish() error {
 	h, entries, res := c.h, c.entries, c.res
 	h.calls = slices.DeleteFunc(h.calls, func(n uint64) bool { return n == c.n })

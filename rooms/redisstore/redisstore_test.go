@@ -582,19 +582,7 @@ func TestExpiredRoomGetsNewEpoch(t *testing.T) {
 func TestGapLongerThanHistory(t *testing.T) {
 	srv := redistest.Start(t)
 	a, b := node(t, srv.Addr, rooms.Config{History: 10}), node(t, srv.Addr, rooms.Config{History: 3})
-	first, _, err := a.Submit("gap", rooms.Post{User: "alice", Text: "one"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub, err := b.Subscribe("gap", rooms.Position{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	// Messages 2 to 7 are stored with no word to the room's channel, as
-	// if B's subscription connection had been down meanwhile.
-	epoch, _, _ := rooms.ParseID(first.ID)
-	storeUnheard(t, srv.Addr, "gap", epoch, 10, 6)
+	sub, epoch := unheardGap(t, srv.Addr, a, b, 10)
 	want := []string{}
 	for seq := 2; seq <= 7; seq++ {
 		want = append(want, rooms.FormatID(epoch, uint64(seq)))
@@ -646,19 +634,8 @@ func TestPostToRoomMadeElsewhereIsNoNewRoom(t *testing.T) {
 func TestGapPastTheStreamEvicts(t *testing.T) {
 	srv := redistest.Start(t)
 	a, b := node(t, srv.Addr, rooms.Config{History: 3}), node(t, srv.Addr, rooms.Config{History: 3})
-	first, _, err := a.Submit("gap", rooms.Post{User: "alice", Text: "one"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub, err := b.Subscribe("gap", rooms.Position{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	// Messages 2 to 7 are stored with no word to the room's channel; the
-	// stream keeps the newest 3.
-	epoch, _, _ := rooms.ParseID(first.ID)
-	storeUnheard(t, srv.Addr, "gap", epoch, 3, 6)
+	// The stream keeps the newest 3 of messages 2 to 7.
+	sub, epoch := unheardGap(t, srv.Addr, a, b, 3)
 	if _, _, err := a.Submit("gap", rooms.Post{User: "alice", Text: "heard"}); err != nil {
 		t.Fatal(err)
 	}
@@ -680,14 +657,55 @@ func TestGapPastTheStreamEvicts(t *testing.T) {
 			t.Fatalf("B's stream ended with %v, want ErrEvicted", err)
 		}
 	}
-	resumed, err := b.Subscribe("gap", rooms.Position{LastEventID: first.ID}, nil)
+	first := rooms.FormatID(epoch, 1)
+	resumed, err := b.Subscribe("gap", rooms.Position{LastEventID: first}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resumed.Close()
 	if !resumed.Reset {
-		t.Fatalf("resuming on B from %s after the gap: no reset, messages %v", first.ID, resumed.Messages)
+		t.Fatalf("resuming on B from %s after the gap: no reset, messages %v", first, resumed.Messages)
 	}
+}
+
+// heardOn posts text to room on node a, and returns it with a subscription
+// on node b that has received it; the subscription closes when t ends.
+func heardOn(t *testing.T, a, b *rooms.Manager, room, text string) (rooms.Message, *rooms.Subscription) {
+	t.Helper()
+	msg, _, err := a.Submit(room, rooms.Post{User: "alice", Text: text})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := b.Subscribe(room, rooms.Position{History: 1}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sub.Close)
+	if got := ids(t, sub, 1); got[0] != msg.ID {
+		t.Fatalf("subscriber on B got %v, want %s", got, msg.ID)
+	}
+	return msg, sub
+}
+
+// unheardGap opens room "gap" with one message posted on node a, follows
+// it on node b from there, and stores messages 2 to 7 with no word to the
+// room's channel, as if b's subscription connection had been down
+// meanwhile, in a stream that keeps history of them. It returns b's
+// subscription, which closes when t ends, and the room's epoch.
+func unheardGap(t *testing.T, addr string, a, b *rooms.Manager, history int) (*rooms.Subscription, string) {
+	t.Helper()
+	first, _, err := a.Submit("gap", rooms.Post{User: "alice", Text: "one"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := b.Subscribe("gap", rooms.Position{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sub.Close)
+	epoch, _, _ := rooms.ParseID(first.ID)
+	storeUnheard(t, addr, "gap", epoch, history, 6)
+	return sub, epoch
 }
 
 // storeUnheard stores n messages in room, in epoch, keeping history of

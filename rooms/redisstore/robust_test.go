@@ -49,16 +49,7 @@ func TestHangingRedis(t *testing.T) {
 	srv := redistest.Start(t)
 	cfg := rooms.Config{StoreTimeout: storeTimeout}
 	a, b := node(t, srv.Addr, cfg), node(t, srv.Addr, cfg)
-	before, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "before"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub, err := b.Subscribe("lobby", rooms.Position{History: 1}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	ids(t, sub, 1)
+	before, sub := heardOn(t, a, b, "lobby", "before")
 	if _, _, err := a.Submit("doomed", rooms.Post{User: "alice", Text: "soon gone"}); err != nil {
 		t.Fatal(err)
 	}
