@@ -31,6 +31,9 @@
 # hold: BENCH_HTTP (8080), BENCH_HTTPS (8443, TCP and UDP), BENCH_ADMIN
 # (2019), BENCH_BASELINE (8090) and BENCH_BASELINE_TLS (8091) move them.
 #
+# BENCH_BASELINE_FLAGS adds flags to the baseline's command line: "-xnet"
+# has it serve HTTP/2 through x/net's package, as Caddy does.
+#
 # Results go to bench/results/<date>.jsonl, one JSON line per run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +42,7 @@ scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout saturation idle hold)
 export BENCH_HTTP=${BENCH_HTTP:-8080} BENCH_HTTPS=${BENCH_HTTPS:-8443} BENCH_ADMIN=${BENCH_ADMIN:-2019}
 BENCH_BASELINE=${BENCH_BASELINE:-8090} BENCH_BASELINE_TLS=${BENCH_BASELINE_TLS:-8091}
+BENCH_BASELINE_FLAGS=${BENCH_BASELINE_FLAGS:-}
 
 bin=$(mktemp -d)
 trap 'pkill -P $$ || true; rm -rf "$bin"' EXIT
@@ -204,7 +208,8 @@ for scenario in "${scenarios[@]}"; do
 				port=$BENCH_BASELINE
 				[ "$speak" = h1 ] || port=$BENCH_BASELINE_TLS
 				port_free "$port"
-				"$bin/chatbaseline" -addr "127.0.0.1:$port" -proto "$speak" >/dev/null 2>&1 &
+				# shellcheck disable=SC2086
+				"$bin/chatbaseline" -addr "127.0.0.1:$port" -proto "$speak" $BENCH_BASELINE_FLAGS >/dev/null 2>&1 &
 			else
 				port=$BENCH_HTTP
 				[ "$speak" = h1 ] || port=$BENCH_HTTPS
@@ -220,9 +225,13 @@ for scenario in "${scenarios[@]}"; do
 				wait_tls "$port"
 			fi
 			echo "== $scenario run $run: $server" >&2
+			# A run that fails (a subscriber that never connects) is left out
+			# of the medians, which say how many runs they had, and the rest go on.
 			# shellcheck disable=SC2086
-			"$bin/chatbench" -url "$url" -proto "$speak" -pid $pid -label "$scenario/$server" $flags |
-				tail -n 1 >>"$out"
+			if ! "$bin/chatbench" -url "$url" -proto "$speak" -pid $pid -label "$scenario/$server" $flags |
+				tail -n 1 >>"$out"; then
+				echo "== $scenario run $run: $server failed, left out" >&2
+			fi
 			kill $pid
 			wait $pid 2>/dev/null || true
 			rm -rf "$bin/store"

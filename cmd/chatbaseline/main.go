@@ -11,11 +11,18 @@
 // h1 is plain HTTP/1.1; h2 is HTTPS (HTTP/2 by ALPN, or HTTP/1.1) through
 // ListenAndServeTLS with a self-signed certificate made at start; h3 is
 // HTTP/3 through quic-go's http3.Server on UDP, with the same certificate
-// and h2 on the same TCP port, as Caddy serves it. quic is no chat at all:
-// it accepts QUIC connections (ALPN "chat-idle") and holds them, for
-// chatbench -proto quic to measure what quic-go costs per idle connection.
+// and h2 on the same TCP port, as Caddy serves it. With -xnet, HTTP/2 is
+// served by golang.org/x/net/http2, the package Caddy configures its servers
+// with, instead of the copy bundled in net/http, to tell what that choice
+// costs apart from the plugin. quic is no chat at all: it accepts QUIC
+// connections (ALPN "chat-idle") and holds them, for chatbench -proto quic
+// to measure what quic-go costs per idle connection.
 //
 //	chatbaseline -addr 127.0.0.1:8443 -proto h3
+//
+// -debug serves net/http/pprof's profiles on an address of their own, for a
+// profile of the baseline taken the way Caddy's admin endpoint gives the
+// plugin's.
 package main
 
 import (
@@ -33,29 +40,37 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	_ "net/http/pprof"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+	"golang.org/x/net/http2"
 )
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8090", "listen address")
 	proto := flag.String("proto", "h1", "h1 (HTTP/1.1), h2 (HTTPS with HTTP/2), h3 (HTTP/3, and h2 on the same TCP port) or quic (bare QUIC connections)")
 	buffer := flag.Int("buffer", 256, "frames queued per subscriber before it is dropped")
+	xnet := flag.Bool("xnet", false, "serve HTTP/2 with golang.org/x/net/http2, as Caddy does")
+	debug := flag.String("debug", "", "serve net/http/pprof's profiles on this address too, as Caddy's admin endpoint does")
 	flag.Parse()
+	if *debug != "" {
+		go func() { log.Fatal(http.ListenAndServe(*debug, nil)) }()
+	}
 	h := &hub{rooms: map[string]*room{}, buffer: *buffer, epoch: strconv.FormatInt(time.Now().UnixMicro(), 36)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /stream/{room}", h.stream)
 	mux.HandleFunc("POST /submit", h.submit)
 	log.Printf("chatbaseline listening on %s (%s)", *addr, *proto)
-	log.Fatal(serve(*addr, *proto, mux))
+	log.Fatal(serve(*addr, *proto, *xnet, mux))
 }
 
-// serve serves handler over proto until it fails.
-func serve(addr, proto string, handler http.Handler) error {
+// serve serves handler over proto until it fails, HTTP/2 through x/net's
+// package with xnet.
+func serve(addr, proto string, xnet bool, handler http.Handler) error {
 	if proto == "h1" {
 		return http.ListenAndServe(addr, handler)
 	}
@@ -70,6 +85,11 @@ func serve(addr, proto string, handler http.Handler) error {
 		return holdQUIC(addr, cert)
 	}
 	tcp := &http.Server{Addr: addr, Handler: handler, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
+	if xnet {
+		if err := http2.ConfigureServer(tcp, new(http2.Server)); err != nil {
+			return fmt.Errorf("configuring x/net's HTTP/2: %w", err)
+		}
+	}
 	if proto == "h2" {
 		return tcp.ListenAndServeTLS("", "")
 	}
