@@ -109,24 +109,26 @@ func TestProtocols(t *testing.T) {
 
 	for _, tt := range []struct {
 		proto, server string
+		flags         []string // the baseline's
 	}{
-		{"h1", "baseline"},
-		{"h2", "baseline"},
-		{"h3", "baseline"},
-		{"h1", "plugin"},
-		{"h2", "plugin"},
-		{"h3", "plugin"},
-		{"grpc", "plugin"},
-		{"quic", "baseline"}, // idle connections only
+		{"h1", "baseline", nil},
+		{"h2", "baseline", nil},
+		{"h2", "baseline-xnet", []string{"-xnet"}}, // x/net's HTTP/2, as Caddy's
+		{"h3", "baseline", nil},
+		{"h1", "plugin", nil},
+		{"h2", "plugin", nil},
+		{"h3", "plugin", nil},
+		{"grpc", "plugin", nil},
+		{"quic", "baseline", nil}, // idle connections only
 	} {
 		t.Run(tt.proto+"/"+tt.server, func(t *testing.T) {
 			scheme, port, pid := "https", httpsPort, plugin
 			if tt.proto == "h1" {
 				scheme, port = "http", httpPort
 			}
-			if tt.server == "baseline" {
+			if tt.server != "plugin" {
 				port = freePort(t)
-				pid = start(t, baseline, []string{"-addr", "127.0.0.1:" + port, "-proto", tt.proto})
+				pid = start(t, baseline, append([]string{"-addr", "127.0.0.1:" + port, "-proto", tt.proto}, tt.flags...))
 				switch tt.proto {
 				case "h1":
 					waitTCP(t, "127.0.0.1:"+port)
