@@ -191,6 +191,8 @@ for scenario in "${scenarios[@]}"; do
 	fi
 	servers=(plugin baseline)
 	[ "$proto" != grpc ] || servers=(grpc sse-h2)
+	# The results say which flags the baseline ran with, if any.
+	label=$scenario${BENCH_BASELINE_FLAGS:+ (baseline $BENCH_BASELINE_FLAGS)}
 	[ "$proto" != file ] || servers=(file memory)
 	for run in $(seq "$RUNS"); do
 		order=("${servers[@]}")
@@ -228,7 +230,7 @@ for scenario in "${scenarios[@]}"; do
 			# A run that fails (a subscriber that never connects) is left out
 			# of the medians, which say how many runs they had, and the rest go on.
 			# shellcheck disable=SC2086
-			if ! "$bin/chatbench" -url "$url" -proto "$speak" -pid $pid -label "$scenario/$server" $flags |
+			if ! "$bin/chatbench" -url "$url" -proto "$speak" -pid $pid -label "$label/$server" $flags |
 				tail -n 1 >>"$out"; then
 				echo "== $scenario run $run: $server failed, left out" >&2
 			fi

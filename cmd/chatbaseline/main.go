@@ -14,7 +14,8 @@
 // and h2 on the same TCP port, as Caddy serves it. With -xnet, HTTP/2 is
 // served by golang.org/x/net/http2, the package Caddy configures its servers
 // with, instead of the copy bundled in net/http, to tell what that choice
-// costs apart from the plugin. quic is no chat at all: it accepts QUIC
+// costs apart from the plugin (with Go 1.26: from Go 1.27 on, x/net's server
+// is net/http's). quic is no chat at all: it accepts QUIC
 // connections (ALPN "chat-idle") and holds them, for chatbench -proto quic
 // to measure what quic-go costs per idle connection.
 //
@@ -54,11 +55,17 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:8090", "listen address")
 	proto := flag.String("proto", "h1", "h1 (HTTP/1.1), h2 (HTTPS with HTTP/2), h3 (HTTP/3, and h2 on the same TCP port) or quic (bare QUIC connections)")
 	buffer := flag.Int("buffer", 256, "frames queued per subscriber before it is dropped")
-	xnet := flag.Bool("xnet", false, "serve HTTP/2 with golang.org/x/net/http2, as Caddy does")
+	xnet := flag.Bool("xnet", false, "serve HTTP/2 (h2, and h3's TCP side) with golang.org/x/net/http2, as Caddy does")
 	debug := flag.String("debug", "", "serve net/http/pprof's profiles on this address too, as Caddy's admin endpoint does")
 	flag.Parse()
 	if *debug != "" {
-		go func() { log.Fatal(http.ListenAndServe(*debug, nil)) }()
+		// Listen before serving the chat, so that a taken address stops
+		// the baseline at start, where its caller sees the error.
+		ln, err := net.Listen("tcp", *debug)
+		if err != nil {
+			log.Fatalf("-debug: %v", err)
+		}
+		go func() { log.Fatal(http.Serve(ln, nil)) }()
 	}
 	h := &hub{rooms: map[string]*room{}, buffer: *buffer, epoch: strconv.FormatInt(time.Now().UnixMicro(), 36)}
 	mux := http.NewServeMux()
