@@ -140,10 +140,12 @@ run_nodes() {
 			before='{}'
 			[ "$setup" = memory ] || before=$(redis_stats)
 			echo "== $scenario run $run: $setup" >&2
+			# A failed run is left out, as in the other scenarios.
 			# shellcheck disable=SC2086
-			line=$("$bin/chatbench" -url "${urls[0]}" -subscribe-urls "$(IFS=,; echo "${urls[*]}")" \
-				-label "$scenario/$setup" ${args[$scenario]} | tail -n 1)
-			if [ "$setup" = memory ]; then
+			if ! line=$("$bin/chatbench" -url "${urls[0]}" -subscribe-urls "$(IFS=,; echo "${urls[*]}")" \
+				-label "$scenario/$setup" ${args[$scenario]} | tail -n 1); then
+				echo "== $scenario run $run: $setup failed, left out" >&2
+			elif [ "$setup" = memory ]; then
 				echo "$line" | jq -c '. + {nodes: 1}' >>"$out"
 			else
 				messages=$(redis_messages)
