@@ -290,6 +290,9 @@ func TestStuckFirstWriteEndsOnReload(t *testing.T) {
 	}
 }
 
+// TestAside: what f returns reaches the caller, and a panic or Goexit in
+// f is raised in the caller, which net/http recovers, never lost on the
+// goroutine aside.
 func TestAside(t *testing.T) {
 	errWrite := errors.New("write failed")
 	raised := func(want string) func(any) bool {

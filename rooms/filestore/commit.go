@@ -64,25 +64,31 @@ func (c *committer) do(ctx context.Context, fn func(*bolt.Tx) error) error {
 	return <-w.err
 }
 
+// run commits what has queued each time it is woken, and once more, for
+// the last writes, when the store stops.
 func (c *committer) run() {
 	defer close(c.done)
 	for {
+		stopping := false
 		select {
 		case <-c.wake:
 		case <-c.stop:
-			c.mu.Lock()
-			ws := c.queue
-			c.queue = nil
-			c.mu.Unlock()
-			c.commit(ws)
+			stopping = true
+		}
+		c.commit(c.take())
+		if stopping {
 			return
 		}
-		c.mu.Lock()
-		ws := c.queue
-		c.queue = nil
-		c.mu.Unlock()
-		c.commit(ws)
 	}
+}
+
+// take empties the queue.
+func (c *committer) take() []*write {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ws := c.queue
+	c.queue = nil
+	return ws
 }
 
 // commit writes ws in one transaction. When one of them fails, the
