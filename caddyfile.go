@@ -169,9 +169,10 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 // UnmarshalCaddyfile reads the chat directive:
 //
 //	chat [<matcher>] {
-//	    ui               on|off
+//	    ui               [on|off]
+//	    grpc             [on|off]
 //	    identity         <placeholder> [required]
-//	    reserve_names    on|off
+//	    reserve_names    [on|off]
 //	    max_message_size <size>
 //	    max_body_size    <size>
 //	    rooms            <name...>
@@ -284,12 +285,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// onOffArg reads the next argument, on or off.
+// onOffArg reads the next argument, on or off. A bare option means on, as
+// allow_delete written alone does.
 func onOffArg(d *caddyfile.Dispenser, option string) (*bool, error) {
+	on := true
 	if !d.NextArg() {
-		return nil, d.ArgErr()
+		return &on, nil
 	}
-	on := d.Val() == "on"
+	on = d.Val() == "on"
 	if !on && d.Val() != "off" {
 		return nil, d.Errf("%s: want on or off, got %q", option, d.Val())
 	}

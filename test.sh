@@ -3,42 +3,53 @@
 # Caddy, and browser tests in headless Chromium, all under the race detector,
 # then prints how many tests each package passed, failed and skipped. A
 # skipped test fails the run: set CHAT_SKIP_BROWSER=1 to run without the
-# browser tests knowingly. On a fresh Debian machine it first installs
-# Chromium and redis-server, and grpcurl with go install (all the tests need
-# besides Go). Extra arguments
-# go to go test, e.g. ./test.sh -run Browser
+# browser tests knowingly.
+#
+# On a fresh Debian machine with only Go it first installs what the tests
+# need: Debian's redis-server, chromium and protobuf-compiler, and, with
+# go install at the versions pinned below, grpcurl and the protoc plugins
+# that generated proto/ (into CHAT_TOOLS, by default a cache directory).
+# Extra arguments go to go test, e.g. ./test.sh -run Browser
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# need NAME...: installs the Debian packages the tests need, where missing.
-need() {
-	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-		echo "installing $* for the tests" >&2
-		apt-get update -qq
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
-	else
-		echo "$* not installed: install it to run the tests" >&2
+# Debian packages, by the program the tests run.
+declare -A debian=([redis-server]=redis-server [protoc]=protobuf-compiler)
+[ "${CHAT_SKIP_BROWSER:-}" = 1 ] || debian[chromium]=chromium
+missing=()
+for program in "${!debian[@]}"; do
+	command -v "$program" >/dev/null 2>&1 || missing+=("${debian[$program]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+		echo "${missing[*]} not installed: install them to run the tests" >&2
 		exit 1
 	fi
-}
-# The redis store's tests start their own redis-server; they fail without one.
-command -v redis-server >/dev/null 2>&1 || need redis-server
-if ! command -v chromium >/dev/null 2>&1 && [ "${CHAT_SKIP_BROWSER:-}" != 1 ]; then
-	need chromium
+	echo "installing ${missing[*]} for the tests" >&2
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# grpcurl is not packaged by Debian. The tests run the one CHAT_GRPCURL
-# names, installed there if missing (CI names a temporary directory), else
-# the one on PATH, else one installed into Go's bin directory.
-grpcurl_module=github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.3
-if [ -z "${CHAT_GRPCURL:-}" ]; then
-	CHAT_GRPCURL=$(command -v grpcurl || echo "$(go env GOPATH)/bin/grpcurl")
-fi
-if [ ! -x "$CHAT_GRPCURL" ]; then
-	echo "installing $grpcurl_module for the tests" >&2
-	GOBIN=$(dirname "$CHAT_GRPCURL") go install "$grpcurl_module"
-fi
-export CHAT_GRPCURL
+# Go programs, at the versions the tests expect: the protoc plugins at the
+# versions named in the generated files' headers (proto/generate.go says how
+# to regenerate), and grpcurl, which Debian does not package.
+tools=${CHAT_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/caddy-chat/bin}
+mkdir -p "$tools"
+# go_tool PACKAGE VERSION installs PACKAGE@VERSION into $tools unless the
+# binary there was built from that version already.
+go_tool() {
+	local bin="$tools/${1##*/}"
+	if [ -x "$bin" ] && go version -m "$bin" 2>/dev/null | grep -qE "^[[:space:]]mod[[:space:]].*[[:space:]]$2([[:space:]]|$)"; then
+		return
+	fi
+	echo "installing $1@$2 for the tests" >&2
+	GOBIN=$tools go install "$1@$2"
+}
+go_tool google.golang.org/protobuf/cmd/protoc-gen-go v1.36.12
+go_tool connectrpc.com/connect/cmd/protoc-gen-connect-go v1.21.1
+go_tool github.com/fullstorydev/grpcurl/cmd/grpcurl v1.9.3
+export PATH="$tools:$PATH"
+export CHAT_GRPCURL=${CHAT_GRPCURL:-$tools/grpcurl}
 
 go build -o /dev/null ./.ci/testreport # fail early, not after the tests
 go test -race -json -timeout 20m "$@" ./... | go run ./.ci/testreport
