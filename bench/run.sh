@@ -51,7 +51,7 @@ export BENCH_HTTP=${BENCH_HTTP:-8080} BENCH_HTTPS=${BENCH_HTTPS:-8443} BENCH_ADM
 BENCH_BASELINE=${BENCH_BASELINE:-8090} BENCH_BASELINE_TLS=${BENCH_BASELINE_TLS:-8091}
 BENCH_BASELINE_FLAGS=${BENCH_BASELINE_FLAGS:-}
 results=${BENCH_RESULTS-bench/results.tsv} chart=${BENCH_CHART:-docs/benchmarks.svg}
-command="RUNS=$RUNS${BENCH_BASELINE_FLAGS:+ BENCH_BASELINE_FLAGS='$BENCH_BASELINE_FLAGS'}${GODEBUG:+ GODEBUG=$GODEBUG} bench/run.sh ${scenarios[*]}"
+invocation="RUNS=$RUNS${BENCH_BASELINE_FLAGS:+ BENCH_BASELINE_FLAGS='$BENCH_BASELINE_FLAGS'}${GODEBUG:+ GODEBUG=$GODEBUG} bench/run.sh ${scenarios[*]}"
 commit=$(git describe --always --dirty) load_start=$(cut -d' ' -f1 /proc/loadavg)
 
 bin=$(mktemp -d)
@@ -198,7 +198,7 @@ nodes_summary() {
 # memory node). Deliveries where there are any, else submits.
 result_rows() {
 	jq -rs --arg date "$(date -u +%Y-%m-%d)" --arg commit "$commit" \
-		--arg machine "$(nproc) cores, load $load_start to $(cut -d' ' -f1 /proc/loadavg)" --arg command "$command" "$jq_median"'
+		--arg machine "$(nproc) cores, load $load_start to $(cut -d' ' -f1 /proc/loadavg)" --arg command "$invocation" "$jq_median"'
 		def r2: . * 100 | round / 100;
 		def metrics: if map(.deliveries_per_sec) | median > 0
 			then [["deliveries/s", "deliveries_per_sec"], ["CPU µs/delivery", "cpu_per_delivery_us"], ["p99 ms", "p99_ms"], ["RSS KiB/subscriber", "rss_per_subscriber_kib"]]

@@ -181,6 +181,7 @@ func drawChart(results []result, w io.Writer) error {
 		figures[g][m] = r
 	}
 
+	// Every text takes its font from these when it is made.
 	plot.DefaultFont = font.Font{Typeface: "Liberation", Variant: "Sans"}
 	plotter.DefaultFont = plot.DefaultFont
 	p := plot.New()

@@ -12,7 +12,7 @@ import (
 
 // TestChartOfTheCommittedResults draws the committed results and checks
 // that the chart is an SVG document naming every scenario, with its
-// reference where that is not the bare fan-out.
+// reference where that is not the bare fan-out, and labelling the bars.
 func TestChartOfTheCommittedResults(t *testing.T) {
 	results := committedResults(t)
 	var svg bytes.Buffer
@@ -36,10 +36,9 @@ func TestChartOfTheCommittedResults(t *testing.T) {
 	if root != "svg" {
 		t.Fatalf("the chart's root element is %q, want svg", root)
 	}
-	for _, want := range []string{">fanout<", ">idle-h2<", ">fanout-file (vs memory)<", ">1.17<"} {
-		if !strings.Contains(svg.String(), want) {
-			t.Errorf("the chart has no text %s", want)
-		}
+	// idle-h2: 79.4 against 67.9 KiB.
+	if !strings.Contains(svg.String(), ">1.17<") {
+		t.Error("the chart does not label idle-h2's bar with its ratio, 1.17")
 	}
 	for _, r := range results {
 		if !strings.Contains(svg.String(), ">"+r.label()+"<") {
