@@ -34,7 +34,14 @@
 # BENCH_BASELINE_FLAGS adds flags to the baseline's command line: "-xnet"
 # has it serve HTTP/2 through x/net's package, as Caddy does.
 #
-# Results go to bench/results/<date>.jsonl, one JSON line per run.
+# GODEBUG applies to both servers (and the load tool); the results say so.
+#
+# Each run's results go to bench/results/<date>.jsonl, one JSON line per
+# run. The medians, against the reference, replace the rows of the
+# scenarios run in BENCH_RESULTS (bench/results.tsv, the figures of
+# BENCHMARKS.md, with the day, the commit, the machine and the command),
+# and the chart BENCH_CHART (docs/benchmarks.svg) is drawn again from it.
+# BENCH_RESULTS= (empty) keeps neither, for a quick look.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
@@ -43,12 +50,16 @@ scenarios=("$@")
 export BENCH_HTTP=${BENCH_HTTP:-8080} BENCH_HTTPS=${BENCH_HTTPS:-8443} BENCH_ADMIN=${BENCH_ADMIN:-2019}
 BENCH_BASELINE=${BENCH_BASELINE:-8090} BENCH_BASELINE_TLS=${BENCH_BASELINE_TLS:-8091}
 BENCH_BASELINE_FLAGS=${BENCH_BASELINE_FLAGS:-}
+results=${BENCH_RESULTS-bench/results.tsv} chart=${BENCH_CHART:-docs/benchmarks.svg}
+invocation="RUNS=$RUNS${BENCH_BASELINE_FLAGS:+ BENCH_BASELINE_FLAGS='$BENCH_BASELINE_FLAGS'}${GODEBUG:+ GODEBUG=$GODEBUG} bench/run.sh ${scenarios[*]}"
+commit=$(git describe --always --dirty) load_start=$(cut -d' ' -f1 /proc/loadavg)
 
 bin=$(mktemp -d)
 trap 'pkill -P $$ || true; rm -rf "$bin"' EXIT
 go build -o "$bin/caddy" ./cmd/caddy
 go build -o "$bin/chatbaseline" ./cmd/chatbaseline
 go build -o "$bin/chatbench" ./cmd/chatbench
+go build -o "$bin/chart" ./bench/chart
 mkdir -p bench/results
 out=bench/results/$(date -u +%Y%m%dT%H%M%SZ).jsonl
 
@@ -97,6 +108,9 @@ port_free() {
 }
 
 redis_port=${BENCH_REDIS:-6399} nodes_port=${BENCH_NODES:-8180} nodes_admin=${BENCH_NODES_ADMIN:-2119}
+
+# The median of an array of numbers, for jq, as chatbench -summarize takes it.
+jq_median='def median: sort | if length == 0 then 0 elif length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;'
 
 # redis_stats prints the calls of every command the Redis on redis_port
 # served, as a JSON object.
@@ -163,8 +177,7 @@ run_nodes() {
 # commands per stored message: EVALSHA, those its script runs, and the rest
 # (subscribing, reading a gap or a resume position).
 nodes_summary() {
-	jq -rs '
-		def median: sort | if length == 0 then 0 elif length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+	jq -rs "$jq_median"'
 		def r2: . * 100 | round / 100;
 		def script: ["hget", "hset", "hincrby", "xadd", "set", "publish", "pexpire"];
 		def calls(f): map(.redis_calls_per_message // {} | to_entries | map(select(.key | f) | .value) | add // 0) | median | r2;
@@ -176,6 +189,45 @@ nodes_summary() {
 			(map(.deliveries_per_sec) | median) as $d | (map(.p99_ms) | median) as $p99 |
 			"| \(.[0].label | split("/")[1]) | \(length) | \($d | round) | \(if $mem.d > 0 then ($d / $mem.d | r2 | tostring) + "x" else "-" end) | \(map(.p50_ms) | median | r2) | \($p99 | r2) | \(if $mem.p99 > 0 then ($p99 / $mem.p99 | r2 | tostring) + "x" else "-" end) | \(map(.lost) | add)/\(map(.duplicates) | add)/\(map(.out_of_order) | add) | \(calls(. == "evalsha")) | \(calls(IN(script[]))) | \(calls(. != "evalsha" and (IN(script[]) | not))) |")
 	' "$1"
+}
+
+# result_rows prints the rows of bench/results.tsv for the runs in a results
+# file: per scenario and metric, the medians of the server measured and of
+# its reference (the plugin and the baseline; gRPC and SSE over HTTP/2; the
+# file and the memory store; each Redis setup of a nodes scenario and the
+# memory node). Deliveries where there are any, else submits.
+result_rows() {
+	jq -rs --arg date "$(date -u +%Y-%m-%d)" --arg commit "$commit" \
+		--arg machine "$(nproc) cores, load $load_start to $(cut -d' ' -f1 /proc/loadavg)" --arg command "$invocation" "$jq_median"'
+		def r2: . * 100 | round / 100;
+		def metrics: if map(.deliveries_per_sec) | median > 0
+			then [["deliveries/s", "deliveries_per_sec"], ["CPU µs/delivery", "cpu_per_delivery_us"], ["p99 ms", "p99_ms"], ["RSS KiB/subscriber", "rss_per_subscriber_kib"]]
+			else [["submits/s", "submits_per_sec"], ["CPU µs/submit", "cpu_per_submit_us"], ["submit p99 ms", "submit_p99_ms"], ["RSS KiB/subscriber", "rss_per_subscriber_kib"]] end;
+		group_by(.label | split("/")[0])[] |
+		(.[0].label | split("/")[0]) as $scenario |
+		(group_by(.label) | map({key: (.[0].label | split("/")[1]), value: .}) | from_entries) as $runs |
+		(if $scenario | startswith("nodes")
+			then $runs | keys - ["memory"] | map([., "memory", $scenario + "/" + .])
+			else [["plugin", "baseline"], ["grpc", "sse-h2"], ["file", "memory"]] | map(select($runs[.[0]] and $runs[.[1]]) + [$scenario]) end)[] |
+		. as [$measured, $reference, $name] |
+		($runs[$measured] | metrics)[] | . as [$metric, $field] |
+		($runs[$measured] | map(.[$field] // 0) | median) as $m | ($runs[$reference] | map(.[$field] // 0) | median) as $r |
+		select($m > 0 and $r > 0) |
+		[$name, $reference, $metric, ($m | r2), ($r | r2), "\($runs[$measured] | length)/\($runs[$reference] | length)", $date, $commit, $machine, $command] | @tsv
+	' "$1"
+}
+
+# keep_results puts the rows in file $1 into the results file $2, each
+# scenario's where its old rows stood (new scenarios at the end).
+keep_results() {
+	[ -s "$2" ] || printf 'scenario\tagainst\tmetric\tplugin\treference\truns\tdate\tcommit\tmachine\tcommand\n' >"$2"
+	awk -F'\t' '
+		NR == FNR { if (!($1 in rows)) order[++n] = $1; rows[$1] = rows[$1] $0 "\n"; next }
+		/^#/ || !($1 in rows) { print; next }
+		!($1 in done) { printf "%s", rows[$1]; done[$1] = 1 }
+		END { for (i = 1; i <= n; i++) if (!(order[i] in done)) printf "%s", rows[order[i]] }
+	' "$1" "$2" >"$2.new"
+	mv "$2.new" "$2"
 }
 
 for scenario in "${scenarios[@]}"; do
@@ -194,7 +246,7 @@ for scenario in "${scenarios[@]}"; do
 	servers=(plugin baseline)
 	[ "$proto" != grpc ] || servers=(grpc sse-h2)
 	# The results say which flags the baseline ran with, if any.
-	label=$scenario${BENCH_BASELINE_FLAGS:+ (baseline $BENCH_BASELINE_FLAGS)}
+	label=$scenario${BENCH_BASELINE_FLAGS:+ (baseline $BENCH_BASELINE_FLAGS)}${GODEBUG:+ (GODEBUG=$GODEBUG)}
 	[ "$proto" != file ] || servers=(file memory)
 	for run in $(seq "$RUNS"); do
 		order=("${servers[@]}")
@@ -245,3 +297,11 @@ done
 "$bin/chatbench" -summarize "$out"
 nodes_summary "$out"
 echo "results: $out" >&2
+if [ -n "$results" ]; then
+	result_rows "$out" >"$bin/rows.tsv"
+	if [ -s "$bin/rows.tsv" ]; then
+		keep_results "$bin/rows.tsv" "$results"
+		"$bin/chart" -in "$results" -out "$chart"
+		echo "medians kept in $results, chart drawn in $chart" >&2
+	fi
+fi

@@ -1,0 +1,102 @@
+package main
+
+import (
+	"bytes"
+	"encoding/xml"
+	"errors"
+	"io"
+	"os"
+	"strings"
+	"testing"
+)
+
+// TestChartOfTheCommittedResults draws the committed results and checks
+// that the chart is an SVG document naming every scenario, with its
+// reference where that is not the bare fan-out, and labelling the bars.
+func TestChartOfTheCommittedResults(t *testing.T) {
+	results := committedResults(t)
+	var svg bytes.Buffer
+	if err := drawChart(results, &svg); err != nil {
+		t.Fatal(err)
+	}
+	dec := xml.NewDecoder(bytes.NewReader(svg.Bytes()))
+	root := ""
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("the chart is not well-formed XML: %v", err)
+		}
+		if start, ok := tok.(xml.StartElement); ok && root == "" {
+			root = start.Name.Local
+		}
+	}
+	if root != "svg" {
+		t.Fatalf("the chart's root element is %q, want svg", root)
+	}
+	// idle-h2: 79.4 against 67.9 KiB.
+	if !strings.Contains(svg.String(), ">1.17<") {
+		t.Error("the chart does not label idle-h2's bar with its ratio, 1.17")
+	}
+	for _, r := range results {
+		if !strings.Contains(svg.String(), ">"+r.label()+"<") {
+			t.Errorf("the chart does not name %s", r.label())
+		}
+	}
+}
+
+// TestCommittedChartIsCurrent holds docs/benchmarks.svg to the results
+// file it is drawn from, so that neither is changed without the other.
+func TestCommittedChartIsCurrent(t *testing.T) {
+	var svg bytes.Buffer
+	if err := drawChart(committedResults(t), &svg); err != nil {
+		t.Fatal(err)
+	}
+	committed, err := os.ReadFile("../../docs/benchmarks.svg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(svg.Bytes(), committed) {
+		t.Error("docs/benchmarks.svg is not the chart of bench/results.tsv: run go run ./bench/chart")
+	}
+}
+
+func TestResultsThatMakeNoChart(t *testing.T) {
+	const header = "scenario\tagainst\tmetric\tplugin\treference\n"
+	for _, tc := range []struct {
+		name, results, err string
+	}{
+		{"no header column", "scenario\tmetric\tplugin\n", `no column "reference"`},
+		{"no rows", header, "no results"},
+		{"a figure that is no number", header + "idle\tbaseline\tRSS KiB/subscriber\t6.7\tn/a\n", "line 2: reference"},
+		{"a reference of 0", header + "idle\tbaseline\tRSS KiB/subscriber\t6.7\t0\n", "makes no ratio"},
+		{"a metric the chart has no bar for", header + "idle\tbaseline\tRSS MiB\t115\t305\n", `metric "RSS MiB"`},
+		{"two figures for one bar", header + "fanout-file\tmemory\tdeliveries/s\t20000\t20000\nfanout-file\tmemory\tsubmits/s\t200\t200\n", "two figures of throughput"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			results, err := readResults(strings.NewReader(tc.results))
+			if err == nil {
+				err = drawChart(results, io.Discard)
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("error %v, want one saying %q", err, tc.err)
+			}
+		})
+	}
+}
+
+func committedResults(t *testing.T) []result {
+	t.Helper()
+	f, err := os.Open("../results.tsv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	results, err := readResults(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return results
+}
