@@ -1,12 +1,10 @@
 package chat
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
-	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -35,7 +33,7 @@ func (h *Handler) newRPC() *http.ServeMux {
 	// a stream would compress each message again for each reader, which
 	// cost more than all else a delivery takes (SSE streams are not
 	// compressed either). Larger History answers are.
-	svc := rpcService{h, &eventCache{events: make(map[*byte]*sharedEvent)}}
+	svc := rpcService{h}
 	mux.Handle(chatv1connect.NewChatServiceHandler(svc,
 		connect.WithCodec(protoCodec{}),
 		connect.WithReadMaxBytes(int(h.MaxBodySize)),
@@ -67,10 +65,7 @@ func callOf(ctx context.Context) *rpcCall {
 }
 
 // rpcService implements chatv1connect.ChatServiceHandler on a Handler.
-type rpcService struct {
-	h      *Handler
-	events *eventCache
-}
+type rpcService struct{ h *Handler }
 
 // Submit posts a message, as POST /submit does; the idempotency key is
 // scoped like the Idempotency-Key header, so a key sent over either adapter
@@ -120,7 +115,7 @@ func (s rpcService) Stream(ctx context.Context, req *connect.Request[chatv1.Stre
 		return h.rpcError(ctx, roomsError(err))
 	}
 	defer sub.Close()
-	rep := sub.Replay
+	start, truncated := sub.Events, sub.Truncated
 	sub.Replay = rooms.Replay{} // not held for the life of the stream
 
 	// On stop, a write under way fails; an idle stream ends with the
@@ -133,36 +128,12 @@ func (s rpcService) Stream(ctx context.Context, req *connect.Request[chatv1.Stre
 	if err := sw.within(func() error { return conn.Send(nil) }); err != nil {
 		return nil // the client is gone
 	}
-	err = sw.flushed(func() error {
-		if rep.Reset {
-			if err := conn.Send(&chatv1.StreamEvent{Event: &chatv1.StreamEvent_Reset_{Reset_: &chatv1.Reset{Oldest: rep.Oldest}}}); err != nil {
-				return err
-			}
-		}
-		for _, msg := range rep.Messages {
-			if err := conn.Send(rpcEvent(msg)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil // the client is gone
-	}
-	if rep.Truncated {
-		return errResume("the replay reached its byte cap")
-	}
-	logEnd := h.pastWrappers(call.r, sw, room, begun)
-	err = h.streamLoop(call.r, sub, wake, func(frames [][]byte) error {
+	write := func(events []*rooms.Event) error {
 		return sw.flushed(func() error {
-			for _, frame := range frames {
-				var ev any = closedEvent // streamSource ends a deleted room's frames with closeFrame
-				if len(frame) == 0 || &frame[0] != &closeFrame[0] {
-					shared := s.events.event(frame)
-					if shared == nil {
-						continue
-					}
-					ev = shared
+			for _, e := range events {
+				ev := rpcEvents.Encode(e)
+				if ev.StreamEvent == nil {
+					continue // not in the gRPC API
 				}
 				if err := conn.Send(ev); err != nil {
 					return err
@@ -170,7 +141,15 @@ func (s rpcService) Stream(ctx context.Context, req *connect.Request[chatv1.Stre
 			}
 			return nil
 		})
-	}, nil)
+	}
+	if err := write(start); err != nil {
+		return nil // the client is gone
+	}
+	if truncated {
+		return errResume("the replay reached its byte cap")
+	}
+	logEnd := h.pastWrappers(call.r, sw, room, begun)
+	err = h.streamLoop(call.r, sub, wake, write, nil)
 	logEnd(sw.written, err)
 	switch endReason(err) {
 	case "evicted":
@@ -181,77 +160,33 @@ func (s rpcService) Stream(ctx context.Context, req *connect.Request[chatv1.Stre
 	return nil // the client left, the room was deleted, or a write failed
 }
 
-// closedEvent ends the stream of a deleted room.
-var closedEvent = &chatv1.StreamEvent{Event: &chatv1.StreamEvent_Closed{Closed: &chatv1.Closed{}}}
-
-// frameMessage decodes the message of a live event-stream frame. The rooms
-// encode each live message once, as a frame shared by all its readers; the
-// gRPC adapter reads it back instead of asking for a second encoding. A
-// message frame, as rooms.AppendFrame writes it, has its JSON on one data
-// line; any other frame (the close event) is not a message.
-func frameMessage(frame []byte) (rooms.Message, bool) {
-	const event, field = "\nevent: message\n", "data: "
-	i := bytes.Index(frame, []byte(event))
-	if i < 0 {
-		return rooms.Message{}, false
-	}
-	data := frame[i+len(event):]
-	end := bytes.IndexByte(data, '\n')
-	if !bytes.HasPrefix(data, []byte(field)) || end < 0 {
-		return rooms.Message{}, false
-	}
-	var msg rooms.Message
-	if err := msg.UnmarshalJSON(data[len(field):end]); err != nil {
-		return rooms.Message{}, false
-	}
-	return msg, true
-}
-
-// eventCache holds the stream events of recent live frames, so that a
-// message is read back from its frame and encoded once, not once for each
-// of its readers. A frame is shared by all the readers of its message and
-// never changes, so its first byte's address names it; the cache holds the
-// frames it names, so no other frame can take that address meanwhile. An
-// event is only ever read once made, safely from many goroutines.
-type eventCache struct {
-	mu     sync.Mutex
-	events map[*byte]*sharedEvent
-}
-
-// maxCachedEvents bounds the cache: past it, it starts over, and a message
-// whose readers are behind is read back again.
-const maxCachedEvents = 256
-
-// event returns the stream event of a live frame, or nil for a frame that is
-// not a message.
-func (c *eventCache) event(frame []byte) *sharedEvent {
-	if len(frame) == 0 {
-		return nil
-	}
-	key := &frame[0]
-	c.mu.Lock()
-	ev, ok := c.events[key]
-	c.mu.Unlock()
-	if ok {
-		return ev
-	}
-	if msg, isMsg := frameMessage(frame); isMsg {
-		ev = &sharedEvent{StreamEvent: rpcEvent(msg)}
+// rpcEvents encodes the rooms' events as stream events: each is made and
+// marshalled once, by the first stream to send it, and shared by all.
+var rpcEvents = rooms.NewCodec(func(e *rooms.Event) *sharedEvent {
+	ev := &sharedEvent{StreamEvent: rpcStreamEvent(e)}
+	if ev.StreamEvent != nil {
 		// An event that does not encode is left to the codec, which fails
 		// the stream's send with the reason.
 		ev.encoded, _ = proto.Marshal(ev.StreamEvent)
 	}
-	c.mu.Lock()
-	if len(c.events) >= maxCachedEvents {
-		clear(c.events)
-	}
-	c.events[key] = ev
-	c.mu.Unlock()
 	return ev
+})
+
+// rpcStreamEvent is e as the gRPC API has it, nil for an event it lacks.
+func rpcStreamEvent(e *rooms.Event) *chatv1.StreamEvent {
+	switch e.Kind {
+	case rooms.EventMessage:
+		return rpcEvent(e.Message)
+	case rooms.EventReset:
+		return &chatv1.StreamEvent{Event: &chatv1.StreamEvent_Reset_{Reset_: &chatv1.Reset{Oldest: e.Oldest}}}
+	case rooms.EventClose:
+		return &chatv1.StreamEvent{Event: &chatv1.StreamEvent_Closed{Closed: &chatv1.Closed{}}}
+	}
+	return nil
 }
 
-// sharedEvent is a live event sent to all the readers of its message, with
-// its protobuf encoding, which protoCodec sends as it is to each of them.
+// sharedEvent is an event sent to all the readers of its room, with its
+// protobuf encoding, which protoCodec sends as it is to each of them.
 // It is a proto.Message, the event's own, for any other codec (JSON).
 type sharedEvent struct {
 	*chatv1.StreamEvent

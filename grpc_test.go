@@ -591,40 +591,51 @@ func TestGRPCStreamsLeaveNoGoroutine(t *testing.T) {
 }
 
 // BenchmarkGRPCDelivery is what the gRPC adapter spends on a message beyond
-// an SSE stream, which writes the shared frame as it is: reading the message
-// back from the frame (once per message, see eventCache), and encoding it for
-// the wire (once per reader).
+// an SSE stream: making its stream event and marshalling it, once per
+// message (rpcEvents), not once per reader.
 func BenchmarkGRPCDelivery(b *testing.B) {
-	frame := rooms.AppendFrame(nil, rooms.Message{ID: "abc-123", Room: "lobby", User: "alice", Message: strings.Repeat("x", 100), Time: time.Now()})
+	msg := rooms.Message{ID: "abc-123", Room: "lobby", User: "alice", Message: strings.Repeat("x", 100), Time: time.Now()}
 	b.ReportAllocs()
 	for b.Loop() {
-		msg, ok := frameMessage(frame)
-		if !ok {
-			b.Fatal("frame not decoded")
-		}
-		if _, err := proto.Marshal(rpcEvent(msg)); err != nil {
-			b.Fatal(err)
+		if ev := rpcEvents.Encode(rooms.MessageEvent(msg)); ev.encoded == nil {
+			b.Fatal("event not marshalled")
 		}
 	}
 }
 
-func TestFrameMessage(t *testing.T) {
+// TestRPCEvents: each kind of event the gRPC API has becomes its stream
+// event, marshalled once and shared by every stream that sends it; presence,
+// which the API lacks, becomes none.
+func TestRPCEvents(t *testing.T) {
 	when := time.Date(2026, 1, 2, 3, 4, 5, 6e6, time.UTC)
 	msg := rooms.Message{ID: "e-7", Room: "r", User: "u", Message: "two\nlines: data: x", Time: when, Verified: true}
 	tests := []struct {
 		name  string
-		frame []byte
-		ok    bool
+		event *rooms.Event
+		check func(*chatv1.StreamEvent) bool
 	}{
-		{"message", rooms.AppendFrame(nil, msg), true},
-		{"close event", closeFrame, false},
-		{"heartbeat", []byte(": ping\n\n"), false},
-		{"malformed data", []byte("id: e-1\nevent: message\ndata: {\n\n"), false},
+		{"message", rooms.MessageEvent(msg), func(ev *chatv1.StreamEvent) bool {
+			m := ev.GetMessage()
+			return m.GetId() == msg.ID && m.GetMessage() == msg.Message && m.GetTime().AsTime().Equal(when) && m.GetVerified()
+		}},
+		{"reset", &rooms.Event{Kind: rooms.EventReset, Oldest: "e-3"}, func(ev *chatv1.StreamEvent) bool { return ev.GetReset_().GetOldest() == "e-3" }},
+		{"close", rooms.CloseEvent, func(ev *chatv1.StreamEvent) bool { return ev.GetClosed() != nil }},
+		{"presence", &rooms.Event{Kind: rooms.EventPresence}, nil},
 	}
 	for _, tc := range tests {
-		got, ok := frameMessage(tc.frame)
-		if ok != tc.ok || ok && got != msg {
-			t.Errorf("%s: %+v %v, want %v", tc.name, got, ok, tc.ok)
+		ev := rpcEvents.Encode(tc.event)
+		if tc.check == nil {
+			if ev.StreamEvent != nil {
+				t.Errorf("%s: %v, want no stream event", tc.name, ev.StreamEvent)
+			}
+			continue
+		}
+		var back chatv1.StreamEvent
+		if err := proto.Unmarshal(ev.encoded, &back); err != nil || !tc.check(&back) || !tc.check(ev.StreamEvent) {
+			t.Errorf("%s: sent as %v (%v), made %v", tc.name, &back, err, ev.StreamEvent)
+		}
+		if rpcEvents.Encode(tc.event) != ev {
+			t.Errorf("%s: a second stream got another stream event, want the one made first", tc.name)
 		}
 	}
 }
@@ -666,30 +677,6 @@ func TestProtoCodec(t *testing.T) {
 	}
 	if _, err := (protoCodec{}).Marshal("not a message"); err == nil {
 		t.Error("a string was marshalled, want an error")
-	}
-}
-
-// TestEventCache: the readers of one frame share one event; frames that are
-// not messages have none.
-func TestEventCache(t *testing.T) {
-	c := &eventCache{events: make(map[*byte]*sharedEvent)}
-	frame := rooms.AppendFrame(nil, rooms.Message{ID: "e-1", Message: "hi", Time: time.Now()})
-	copied := append([]byte(nil), frame...)
-	first := c.event(frame)
-	if first.GetMessage().GetId() != "e-1" || c.event(frame) != first {
-		t.Errorf("a frame's readers got %v and another event, want one shared event", first)
-	}
-	if other := c.event(copied); other == first || other.GetMessage().GetId() != "e-1" {
-		t.Error("another frame with the same bytes shared the first one's event")
-	}
-	if ev := c.event(closeFrame); ev != nil {
-		t.Errorf("close frame: %v, want no event", ev)
-	}
-	for range maxCachedEvents + 1 {
-		c.event(append([]byte(nil), frame...))
-	}
-	if len(c.events) > maxCachedEvents {
-		t.Errorf("%d cached events, want at most %d", len(c.events), maxCachedEvents)
 	}
 }
 

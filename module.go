@@ -225,6 +225,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.relay = relay.New(relay.Config{
 		Writers:      runtime.GOMAXPROCS(0),
 		Heartbeat:    time.Duration(a.Heartbeat),
+		Ping:         pingFrame,
 		WriteTimeout: writeTimeout,
 		QuickWrite:   quickWrite,
 	})

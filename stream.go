@@ -2,7 +2,6 @@ package chat
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -130,7 +129,7 @@ func (h *Handler) streamInPath(w http.ResponseWriter, r *http.Request, room stri
 	defer s.sub.Close()
 	defer s.unwatch()
 	logEnd := h.pastWrappers(r, s.sw, room, s.begun)
-	logEnd(s.sw.written, h.streamLoop(r, s.sub, s.wake, s.sw.writeFrames, s.sw.ping))
+	logEnd(s.sw.written, h.streamLoop(r, s.sub, s.wake, s.sw.writeEvents, s.sw.ping))
 	return nil
 }
 
@@ -165,7 +164,7 @@ func (h *Handler) openInPath(w http.ResponseWriter, room string, pos *rooms.Posi
 	w.WriteHeader(http.StatusOK)
 	s.sw = newStreamWriter(w)
 	s.unwatch = s.sw.failOnStop(h.app.stopCtx)
-	start, truncated := streamStart(sub.Replay), sub.Truncated
+	start, truncated := streamStart(sub.Events), sub.Truncated
 	sub.Replay = rooms.Replay{} // not held for the life of the stream
 	if err := s.sw.send(start); err != nil || truncated {
 		return nil, nil
@@ -228,12 +227,11 @@ func (h *Handler) pastWrappers(r *http.Request, sw *streamWriter, room string, b
 }
 
 // streamLoop writes a stream in the request path, SSE or gRPC, and returns
-// why it ended. write writes the frames taken from the subscription in the
-// stream's protocol (streamSource says which), and ping a heartbeat; a nil
-// ping sends none. The goroutine waits on wake alone, which new frames, the
+// why it ended. write writes the events taken from the subscription in the
+// stream's protocol, and ping a heartbeat; a nil ping sends none. The goroutine waits on wake alone, which new frames, the
 // heartbeat, the client leaving and the config stopping all make ready: a
 // receive on one channel costs a delivery less than a select over four.
-func (h *Handler) streamLoop(r *http.Request, sub *rooms.Subscription, wake broadcast.Signal, write func(frames [][]byte) error, ping func() error) error {
+func (h *Handler) streamLoop(r *http.Request, sub *rooms.Subscription, wake broadcast.Signal, write func([]*rooms.Event) error, ping func() error) error {
 	gone, stopping := r.Context().Done(), h.app.Stopping()
 	// Registering the wake-ups allocates, which is deep enough now and then
 	// to grow this goroutine's stack (see streamInPath): it runs aside.
@@ -246,7 +244,7 @@ func (h *Handler) streamLoop(r *http.Request, sub *rooms.Subscription, wake broa
 	interval := time.Duration(h.app.Heartbeat)
 	lastWrite := time.Now()
 	beat, heartbeat := &wakes.beat, wakes.heartbeat
-	var frames [][]byte
+	var events []*rooms.Event
 	for {
 		<-wake
 		// Two polls, each a lock-free check of an open channel, where one
@@ -264,14 +262,14 @@ func (h *Handler) streamLoop(r *http.Request, sub *rooms.Subscription, wake broa
 		// One write and one flush however many messages arrived meanwhile,
 		// none when nothing had.
 		var err error
-		frames, err = streamSource{sub}.Take(frames[:0])
-		if len(frames) > 0 {
-			if werr := write(frames); werr != nil {
+		events, err = sub.Take(events[:0])
+		if len(events) > 0 {
+			if werr := write(events); werr != nil {
 				err = werr
 			}
 			lastWrite = time.Now()
 		}
-		clear(frames) // drop references to shared frames while idle
+		clear(events) // drop references to shared events while idle
 		if err == nil && beat.Swap(false) {
 			if idle := time.Since(lastWrite); idle < interval {
 				heartbeat.Reset(interval - idle)
@@ -350,7 +348,7 @@ func (h *Handler) relayStream(w http.ResponseWriter, r *http.Request, hj http.Hi
 	begun := time.Now()
 	w.Header().Set("Transfer-Encoding", "identity")
 	w.WriteHeader(http.StatusOK)
-	start, truncated := streamStart(sub.Replay), sub.Truncated
+	start, truncated := streamStart(sub.Events), sub.Truncated
 	sub.Replay = rooms.Replay{}
 	sw := newStreamWriter(w)
 	unwatch := sw.failOnStop(h.app.stopCtx)
@@ -370,7 +368,7 @@ func (h *Handler) relayStream(w http.ResponseWriter, r *http.Request, hj http.Hi
 	caddyhttp.SetVar(r.Context(), caddyhttp.LogSkipVar, true)
 	logEnd := h.streamLogger(r, room, begun)
 	startLen := int64(len(start))
-	relayed.Attach(conn, streamSource{sub}, func(ended relay.Ended) {
+	relayed.Attach(conn, &sseSource{sub: sub}, func(ended relay.Ended) {
 		end()
 		logEnd(startLen+ended.Written, ended.Err)
 	})
@@ -445,38 +443,48 @@ func endReason(err error) string {
 	return "write_error"
 }
 
-// streamStart is what a stream begins with: its retry hint, a reset event
-// when the resume position was lost, then the replay.
-func streamStart(rep rooms.Replay) []byte {
-	buf := sse.AppendRetry(nil, minReconnectDelay+rand.IntN(maxReconnectDelay-minReconnectDelay+1))
-	if rep.Reset {
-		buf = sse.AppendEvent(buf, sse.Event{Name: "reset", Data: resetData(rep.Oldest)})
+// sseCodec writes the rooms' events as event-stream frames: each frame is
+// made once, by the first stream to write it, and shared by all.
+var sseCodec = rooms.NewCodec(func(e *rooms.Event) []byte {
+	var id string
+	if e.Kind == rooms.EventMessage {
+		id = e.Message.ID
 	}
-	return append(buf, rep.Frames...)
+	return sse.AppendEvent(nil, sse.Event{ID: id, Name: e.Kind.String(), Data: e.JSON()})
+})
+
+// pingFrame is the heartbeat of an SSE stream.
+var pingFrame = sse.AppendComment(nil, "ping")
+
+// streamStart is what an SSE stream begins with: its retry hint, then the
+// subscription's start (a reset event when the resume position was lost,
+// then the replay).
+func streamStart(events []*rooms.Event) []byte {
+	buf := sse.AppendRetry(nil, minReconnectDelay+rand.IntN(maxReconnectDelay-minReconnectDelay+1))
+	for _, e := range events {
+		buf = append(buf, sseCodec.Encode(e)...)
+	}
+	return buf
 }
 
-// streamSource is what either kind of stream writes from a subscription: an
-// evicted subscriber is sent nothing more (it resumes from history), and a
-// deleted room's stream ends with the close event.
-type streamSource struct{ sub *rooms.Subscription }
+// sseSource is what the relay writes of a subscription: its events as
+// event-stream frames.
+type sseSource struct {
+	sub    *rooms.Subscription
+	events []*rooms.Event // reused by each Take
+}
 
 // Take appends the frames to write to dst; a non-nil error ends the stream
 // after them.
-func (s streamSource) Take(dst [][]byte) ([][]byte, error) {
-	n := len(dst)
-	frames, err := s.sub.Take(dst)
-	switch {
-	case errors.Is(err, rooms.ErrEvicted):
-		clear(frames[n:])
-		return frames[:n], err
-	case errors.Is(err, rooms.ErrRoomClosed):
-		return append(frames, closeFrame), err
+func (s *sseSource) Take(dst [][]byte) ([][]byte, error) {
+	events, err := s.sub.Take(s.events[:0])
+	for _, e := range events {
+		dst = append(dst, sseCodec.Encode(e))
 	}
-	return frames, err
+	clear(events) // drop references to shared events while idle
+	s.events = events[:0]
+	return dst, err
 }
-
-// closeFrame tells a client that its room was deleted.
-var closeFrame = sse.AppendEvent(nil, sse.Event{Name: "close", Data: []byte("{}")})
 
 // streamWriter writes a stream in the request path. A write that takes
 // longer than the write timeout fails, and so does one under way when the
@@ -623,11 +631,11 @@ func (sw *streamWriter) failOnStop(ctx context.Context) (unwatch func()) {
 	}
 }
 
-// writeFrames writes an SSE stream's frames and flushes once.
-func (sw *streamWriter) writeFrames(frames [][]byte) error {
+// writeEvents writes events as an SSE stream's frames and flushes once.
+func (sw *streamWriter) writeEvents(events []*rooms.Event) error {
 	return sw.flushed(func() error {
-		for _, frame := range frames {
-			if _, err := sw.Write(frame); err != nil {
+		for _, e := range events {
+			if _, err := sw.Write(sseCodec.Encode(e)); err != nil {
 				return err
 			}
 		}
@@ -639,9 +647,6 @@ func (sw *streamWriter) writeFrames(frames [][]byte) error {
 func (sw *streamWriter) ping() error {
 	return aside(func() error { return sw.send(pingFrame) })
 }
-
-// pingFrame is the heartbeat of an SSE stream.
-var pingFrame = sse.AppendComment(nil, "ping")
 
 // send writes b and flushes it, within the write timeout.
 func (sw *streamWriter) send(b []byte) error {
@@ -688,11 +693,4 @@ func (sw *streamWriter) Flush() {
 	if !sw.held {
 		_ = sw.rc.Flush()
 	}
-}
-
-func resetData(oldest string) []byte {
-	b, _ := json.Marshal(struct {
-		Oldest string `json:"oldest"`
-	}{oldest})
-	return b
 }

@@ -1,19 +1,20 @@
-// Package broadcast fans one encoded frame out to many subscribers.
+// Package broadcast fans one item (an event, a frame) out to many
+// subscribers.
 //
 // A Broadcaster never waits for a subscriber: every subscriber owns a bounded
-// queue, and Submit only appends the frame to it. A subscriber whose queue is
+// queue, and Submit only appends the item to it. A subscriber whose queue is
 // full has fallen behind by more than its queue can hold; it is evicted rather
 // than allowed to slow the others down, and its reader learns why from Take.
 // The caller is expected to resume such a reader from history.
 //
-// Frames are shared, never copied: the same byte slice goes to every queue, so
-// a delivery costs an append and no allocation. Readers must not modify a
-// frame. A queue takes memory only while it holds frames, so idle subscribers
-// cost little.
+// Items are shared, never copied: the same pointer or slice goes to every
+// queue, so a delivery costs an append and no allocation. Readers must not
+// modify an item. A queue takes memory only while it holds items, so idle
+// subscribers cost little.
 //
 // Readers are woken, not polled: a subscriber's wake function runs when its
 // queue goes from empty to non-empty, and the reader then takes everything
-// queued at once. One wake-up serves a whole batch of frames, and the reader
+// queued at once. One wake-up serves a whole batch of items, and the reader
 // may be a goroutine of its own (see Signal) or a shared writer.
 package broadcast
 
@@ -31,24 +32,24 @@ var ErrClosed = errors.New("broadcast: broadcaster closed")
 // errUnregistered is the reason of a subscriber that was unregistered.
 var errUnregistered = errors.New("broadcast: unregistered")
 
-// Broadcaster offers frames to a set of subscribers. Its methods are safe for
-// concurrent use. The zero value is not usable; call New.
-type Broadcaster struct {
+// Broadcaster offers items of type T to a set of subscribers. Its methods
+// are safe for concurrent use. The zero value is not usable; call New.
+type Broadcaster[T any] struct {
 	mu      sync.Mutex
-	subs    []*Subscriber
+	subs    []*Subscriber[T]
 	closed  bool
-	onEvict func(*Subscriber)
+	onEvict func(*Subscriber[T])
 }
 
 // New returns an empty, open Broadcaster. onEvict, when not nil, is called for
 // every subscriber that Submit evicts, after it has been removed; it must not
 // block.
-func New(onEvict func(*Subscriber)) *Broadcaster {
-	return &Broadcaster{onEvict: onEvict}
+func New[T any](onEvict func(*Subscriber[T])) *Broadcaster[T] {
+	return &Broadcaster[T]{onEvict: onEvict}
 }
 
 // Subscriber is one reader of a Broadcaster.
-type Subscriber struct {
+type Subscriber[T any] struct {
 	limit int
 	wake  func()
 
@@ -57,9 +58,9 @@ type Subscriber struct {
 	index int
 
 	mu     sync.Mutex
-	queue  [][]byte
-	spare  [][]byte // the previous queue's array, reused by the next Take
-	reason error    // why it ended; nil while registered
+	queue  []T
+	spare  []T   // the previous queue's array, reused by the next Take
+	reason error // why it ended; nil while registered
 }
 
 // Values of Subscriber.index outside the subscriber list. An ended subscriber
@@ -69,19 +70,19 @@ const (
 	ended         = -2
 )
 
-// NewSubscriber returns a subscriber whose queue holds up to limit frames (at
+// NewSubscriber returns a subscriber whose queue holds up to limit items (at
 // least one). wake runs each time the queue goes from empty to non-empty, and
 // once when the subscriber ends. It runs with the Broadcaster's lock held, so
 // it must be quick, must not block and must not call the Broadcaster.
-func NewSubscriber(limit int, wake func()) *Subscriber {
-	return &Subscriber{limit: max(limit, 1), wake: wake, index: notRegistered}
+func NewSubscriber[T any](limit int, wake func()) *Subscriber[T] {
+	return &Subscriber[T]{limit: max(limit, 1), wake: wake, index: notRegistered}
 }
 
-// Take moves every queued frame to the end of dst and returns it, with the
+// Take moves every queued item to the end of dst and returns it, with the
 // reason the subscriber ended: nil while it is registered, ErrEvicted,
-// ErrClosed, or an internal reason after Unregister. Frames queued before an
+// ErrClosed, or an internal reason after Unregister. Items queued before an
 // end are still returned.
-func (s *Subscriber) Take(dst [][]byte) ([][]byte, error) {
+func (s *Subscriber[T]) Take(dst []T) ([]T, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	dst = append(dst, s.queue...)
@@ -96,20 +97,20 @@ func (s *Subscriber) Take(dst [][]byte) ([][]byte, error) {
 // maxKeptQueue is the largest queue array a subscriber keeps for reuse.
 const maxKeptQueue = 64
 
-// offer queues frame unless the queue is full. It reports whether it queued
+// offer queues item unless the queue is full. It reports whether it queued
 // it and whether the queue was empty before.
-func (s *Subscriber) offer(frame []byte) (queued, first bool) {
+func (s *Subscriber[T]) offer(item T) (queued, first bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.queue) >= s.limit {
 		return false, false
 	}
-	s.queue = append(s.queue, frame)
+	s.queue = append(s.queue, item)
 	return true, len(s.queue) == 1
 }
 
 // end records why the subscriber ended; the caller wakes it afterwards.
-func (s *Subscriber) end(reason error) {
+func (s *Subscriber[T]) end(reason error) {
 	s.mu.Lock()
 	s.reason = reason
 	s.mu.Unlock()
@@ -134,7 +135,7 @@ func (s Signal) Wake() {
 // Register adds s to the broadcaster. It reports false, and leaves s
 // untouched, if the broadcaster is closed or s was registered before; a
 // subscriber belongs to one broadcaster once.
-func (b *Broadcaster) Register(s *Subscriber) bool {
+func (b *Broadcaster[T]) Register(s *Subscriber[T]) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed || s.index != notRegistered {
@@ -147,7 +148,7 @@ func (b *Broadcaster) Register(s *Subscriber) bool {
 
 // Unregister removes s. It reports whether s was registered; a subscriber
 // that was already evicted or closed gives false.
-func (b *Broadcaster) Unregister(s *Subscriber) bool {
+func (b *Broadcaster[T]) Unregister(s *Subscriber[T]) bool {
 	b.mu.Lock()
 	if s.index < 0 || s.index >= len(b.subs) || b.subs[s.index] != s {
 		b.mu.Unlock()
@@ -160,14 +161,14 @@ func (b *Broadcaster) Unregister(s *Subscriber) bool {
 	return true
 }
 
-// Submit offers frame to every subscriber without blocking and returns how
+// Submit offers item to every subscriber without blocking and returns how
 // many queued it. Subscribers whose queue is full are evicted.
-func (b *Broadcaster) Submit(frame []byte) (delivered int) {
-	var evicted []*Subscriber
+func (b *Broadcaster[T]) Submit(item T) (delivered int) {
+	var evicted []*Subscriber[T]
 	b.mu.Lock()
 	for i := 0; i < len(b.subs); {
 		s := b.subs[i]
-		queued, first := s.offer(frame)
+		queued, first := s.offer(item)
 		if queued {
 			delivered++
 			i++
@@ -191,10 +192,10 @@ func (b *Broadcaster) Submit(frame []byte) (delivered int) {
 }
 
 // EvictAll ends every subscriber with ErrEvicted, as Submit ends one that
-// fell behind, without calling onEvict: the caller has lost frames that
-// they were owed, and they resume from history. Frames already queued stay
+// fell behind, without calling onEvict: the caller has lost items that
+// they were owed, and they resume from history. Items already queued stay
 // readable, and new subscribers are taken.
-func (b *Broadcaster) EvictAll() {
+func (b *Broadcaster[T]) EvictAll() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, s := range b.subs {
@@ -206,15 +207,15 @@ func (b *Broadcaster) EvictAll() {
 }
 
 // Len returns the number of registered subscribers.
-func (b *Broadcaster) Len() int {
+func (b *Broadcaster[T]) Len() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return len(b.subs)
 }
 
-// Close ends every subscriber with ErrClosed and refuses new ones. Frames
+// Close ends every subscriber with ErrClosed and refuses new ones. Items
 // already queued stay readable. Closing twice is harmless.
-func (b *Broadcaster) Close() {
+func (b *Broadcaster[T]) Close() {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -231,7 +232,7 @@ func (b *Broadcaster) Close() {
 
 // remove takes s out of subs by moving the last subscriber into its slot.
 // b.mu must be held.
-func (b *Broadcaster) remove(s *Subscriber) {
+func (b *Broadcaster[T]) remove(s *Subscriber[T]) {
 	last := len(b.subs) - 1
 	moved := b.subs[last]
 	b.subs[s.index] = moved

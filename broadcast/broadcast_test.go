@@ -35,10 +35,10 @@ func TestSubmit(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var evicted []*Subscriber
+			var evicted []*Subscriber[[]byte]
 			var wakes int
-			b := New(func(s *Subscriber) { evicted = append(evicted, s) })
-			s := NewSubscriber(tt.limit, func() { wakes++ })
+			b := New[[]byte](func(s *Subscriber[[]byte]) { evicted = append(evicted, s) })
+			s := NewSubscriber[[]byte](tt.limit, func() { wakes++ })
 			if !b.Register(s) {
 				t.Fatal("Register refused a new subscriber")
 			}
@@ -74,9 +74,9 @@ func TestSubmit(t *testing.T) {
 // TestWakeOncePerBatch: a reader is woken when its queue becomes non-empty,
 // not for every frame, and again after it has taken the batch.
 func TestWakeOncePerBatch(t *testing.T) {
-	b := New(nil)
+	b := New[[]byte](nil)
 	var wakes int
-	s := NewSubscriber(100, func() { wakes++ })
+	s := NewSubscriber[[]byte](100, func() { wakes++ })
 	b.Register(s)
 	for range 10 {
 		b.Submit([]byte("x"))
@@ -92,8 +92,8 @@ func TestWakeOncePerBatch(t *testing.T) {
 }
 
 func TestEvictionSparesOthers(t *testing.T) {
-	b := New(nil)
-	slow, fast := NewSubscriber(1, func() {}), NewSubscriber(10, func() {})
+	b := New[[]byte](nil)
+	slow, fast := NewSubscriber[[]byte](1, func() {}), NewSubscriber[[]byte](10, func() {})
 	b.Register(slow)
 	b.Register(fast)
 	for i := range 10 {
@@ -114,15 +114,15 @@ func TestEvictionSparesOthers(t *testing.T) {
 }
 
 func TestRegisterRules(t *testing.T) {
-	b := New(nil)
-	s := NewSubscriber(1, func() {})
+	b := New[[]byte](nil)
+	s := NewSubscriber[[]byte](1, func() {})
 	if !b.Register(s) {
 		t.Fatal("first Register refused")
 	}
 	if b.Register(s) {
 		t.Error("second Register of the same subscriber accepted")
 	}
-	if New(nil).Unregister(s) {
+	if New[[]byte](nil).Unregister(s) {
 		t.Error("Unregister from a broadcaster it never joined reported true")
 	}
 	if !b.Unregister(s) {
@@ -140,11 +140,11 @@ func TestRegisterRules(t *testing.T) {
 }
 
 func TestClose(t *testing.T) {
-	b := New(nil)
-	subs := make([]*Subscriber, 3)
+	b := New[[]byte](nil)
+	subs := make([]*Subscriber[[]byte], 3)
 	var wakes atomic.Int32
 	for i := range subs {
-		subs[i] = NewSubscriber(4, func() { wakes.Add(1) })
+		subs[i] = NewSubscriber[[]byte](4, func() { wakes.Add(1) })
 		b.Register(subs[i])
 	}
 	b.Submit([]byte("last words"))
@@ -159,7 +159,7 @@ func TestClose(t *testing.T) {
 	if wakes.Load() != 6 {
 		t.Errorf("woken %d times, want once for the frame and once for the close, each", wakes.Load())
 	}
-	if b.Register(NewSubscriber(1, func() {})) {
+	if b.Register(NewSubscriber[[]byte](1, func() {})) {
 		t.Error("closed broadcaster accepted a subscriber")
 	}
 	if n := b.Submit([]byte("x")); n != 0 {
@@ -171,10 +171,10 @@ func TestClose(t *testing.T) {
 // had queued, onEvict is not called, and the broadcaster takes new
 // subscribers, which get the frames that follow.
 func TestEvictAll(t *testing.T) {
-	b := New(func(*Subscriber) { t.Error("onEvict called by EvictAll") })
-	subs := make([]*Subscriber, 3)
+	b := New[[]byte](func(*Subscriber[[]byte]) { t.Error("onEvict called by EvictAll") })
+	subs := make([]*Subscriber[[]byte], 3)
 	for i := range subs {
-		subs[i] = NewSubscriber(4, func() {})
+		subs[i] = NewSubscriber[[]byte](4, func() {})
 		b.Register(subs[i])
 	}
 	b.Submit([]byte("before"))
@@ -182,7 +182,7 @@ func TestEvictAll(t *testing.T) {
 	if n := b.Len(); n != 0 {
 		t.Fatalf("%d subscribers after EvictAll, want 0", n)
 	}
-	late := NewSubscriber(4, func() {})
+	late := NewSubscriber[[]byte](4, func() {})
 	if !b.Register(late) {
 		t.Fatal("a subscriber was refused after EvictAll")
 	}
@@ -205,7 +205,7 @@ func TestEvictAll(t *testing.T) {
 // joined until it leaves or is evicted; run it with -race.
 func TestChurn(t *testing.T) {
 	const readers = 2000
-	b := New(nil)
+	b := New[[]byte](nil)
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	wg.Go(func() {
@@ -223,7 +223,7 @@ func TestChurn(t *testing.T) {
 	for r := range readers {
 		readersWG.Go(func() {
 			signal := NewSignal()
-			s := NewSubscriber(16, signal.Wake)
+			s := NewSubscriber[[]byte](16, signal.Wake)
 			b.Register(s)
 			prev, seen := -1, 0
 			var frames [][]byte
@@ -265,10 +265,10 @@ func TestChurn(t *testing.T) {
 }
 
 func benchmarkSubmit(b *testing.B, subscribers int) {
-	br := New(nil)
-	subs := make([]*Subscriber, subscribers)
+	br := New[[]byte](nil)
+	subs := make([]*Subscriber[[]byte], subscribers)
 	for i := range subs {
-		subs[i] = NewSubscriber(1, func() {})
+		subs[i] = NewSubscriber[[]byte](1, func() {})
 		br.Register(subs[i])
 	}
 	frame := []byte("id: 1-1\nevent: message\ndata: {}\n\n")

@@ -34,7 +34,8 @@ type Source interface {
 // Config sets a Pool's timing.
 type Config struct {
 	Writers      int           // shared writer goroutines; at least 1
-	Heartbeat    time.Duration // a comment on a stream idle this long; 0 = none
+	Heartbeat    time.Duration // Ping is written to a stream idle this long; 0 = none
+	Ping         []byte        // the heartbeat, in the streams' protocol
 	WriteTimeout time.Duration // a stream whose client takes no data this long is closed
 	// QuickWrite is how long a shared writer waits on one stream before it
 	// hands the stream a goroutine of its own.
@@ -54,9 +55,6 @@ type Ended struct {
 	// the error its Source returned.
 	Err error
 }
-
-// heartbeatFrame is the comment sent on idle streams.
-var heartbeatFrame = []byte(": ping\n\n")
 
 // heartbeatChecks is how many times per heartbeat interval idle streams are
 // looked for: a stream is pinged at most this fraction of the interval late.
@@ -297,7 +295,7 @@ func (s *Stream) serveSlow(rest net.Buffers, then error) {
 func (s *Stream) writeQueued(timeout time.Duration) (net.Buffers, error) {
 	frames, srcErr := s.src.Take(s.frames[:0])
 	if s.ping.Swap(false) && len(frames) == 0 {
-		frames = append(frames, heartbeatFrame)
+		frames = append(frames, s.pool.cfg.Ping)
 	}
 	defer func() {
 		clear(frames) // drop the shared frames while idle

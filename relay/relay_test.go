@@ -120,6 +120,9 @@ func waitEnded(t *testing.T, ended <-chan Ended) Ended {
 	return Ended{}
 }
 
+// testPing is the heartbeat the tests' pools write.
+var testPing = []byte(": ping\n\n")
+
 func newPool(t *testing.T, cfg Config) *Pool {
 	p := New(cfg)
 	t.Cleanup(p.Close)
@@ -190,9 +193,9 @@ func TestClientLeaving(t *testing.T) {
 }
 
 func TestHeartbeat(t *testing.T) {
-	p := newPool(t, Config{Writers: 1, Heartbeat: 20 * time.Millisecond, WriteTimeout: time.Second, QuickWrite: 10 * time.Millisecond})
+	p := newPool(t, Config{Writers: 1, Heartbeat: 20 * time.Millisecond, Ping: testPing, WriteTimeout: time.Second, QuickWrite: 10 * time.Millisecond})
 	_, r, _ := relayed(t, p)
-	if got := readN(t, r, 2*len(heartbeatFrame)); got != strings.Repeat(string(heartbeatFrame), 2) {
+	if got := readN(t, r, 2*len(testPing)); got != strings.Repeat(string(testPing), 2) {
 		t.Errorf("got %q, want two heartbeats", got)
 	}
 }
@@ -223,7 +226,7 @@ func TestSlowClientHoldsNobody(t *testing.T) {
 }
 
 func TestCloseEndsEverything(t *testing.T) {
-	p := New(Config{Writers: 2, Heartbeat: time.Hour, WriteTimeout: time.Second, QuickWrite: 10 * time.Millisecond})
+	p := New(Config{Writers: 2, Heartbeat: time.Hour, Ping: testPing, WriteTimeout: time.Second, QuickWrite: 10 * time.Millisecond})
 	var readers []*bufio.Reader
 	var ends []chan Ended
 	for range 20 {
@@ -288,11 +291,11 @@ func TestEndedSaysWhy(t *testing.T) {
 // every other one, and never more than a tenth late.
 func TestHeartbeatInterval(t *testing.T) {
 	const interval = 400 * time.Millisecond
-	p := newPool(t, Config{Writers: 1, Heartbeat: interval, WriteTimeout: time.Second, QuickWrite: 10 * time.Millisecond})
+	p := newPool(t, Config{Writers: 1, Heartbeat: interval, Ping: testPing, WriteTimeout: time.Second, QuickWrite: 10 * time.Millisecond})
 	_, r, _ := relayed(t, p)
 	last := time.Now()
 	for range 4 {
-		if got := readN(t, r, len(heartbeatFrame)); got != string(heartbeatFrame) {
+		if got := readN(t, r, len(testPing)); got != string(testPing) {
 			t.Fatalf("got %q, want a heartbeat", got)
 		}
 		gap := time.Since(last)
@@ -307,7 +310,7 @@ func TestHeartbeatInterval(t *testing.T) {
 // gets no heartbeat.
 func TestHeartbeatOnlyWhenIdle(t *testing.T) {
 	const interval = 200 * time.Millisecond
-	p := newPool(t, Config{Writers: 1, Heartbeat: interval, WriteTimeout: time.Second, QuickWrite: 10 * time.Millisecond})
+	p := newPool(t, Config{Writers: 1, Heartbeat: interval, Ping: testPing, WriteTimeout: time.Second, QuickWrite: 10 * time.Millisecond})
 	q, r, _ := relayed(t, p)
 	for range 8 {
 		q.push("data: x\n\n")

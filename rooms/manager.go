@@ -4,7 +4,7 @@
 //
 // Every room has its own lock; the Manager's lock guards only the map of
 // rooms. Nothing serialises all rooms, and a submit never waits for a reader:
-// each room encodes a message's frame once and hands it to its
+// each room makes a message's event once and hands it to its
 // broadcast.Broadcaster, which evicts subscribers that fall behind. Submits
 // that arrive while a room stores queue and are stored together, so that a
 // durable Store (package filestore) commits a burst at once.
@@ -55,12 +55,13 @@ var (
 // default idempotency window, key budget and names per room.
 type Config struct {
 	History        int           // messages kept per room for replay
-	Buffer         int           // frames queued per subscriber before it is evicted
+	Buffer         int           // events queued per subscriber before it is evicted
 	MaxRooms       int           // 0 = unlimited
 	MaxSubscribers int           // across all rooms; 0 = unlimited
 	IdleTimeout    time.Duration // drop a room this long without subscribers or messages; 0 = never
-	// MaxReplayBytes bounds the encoded frames of one replay; a replay cut
-	// there says so (Replay.Truncated). It always holds at least one
+	// MaxReplayBytes bounds the JSON of the messages of one replay (each
+	// wire format adds a few bytes per message); a replay cut there says
+	// so (Replay.Truncated). It always holds at least one
 	// message. 0 = unlimited.
 	MaxReplayBytes int
 	KeyWindow      time.Duration // how long an idempotency key is remembered; 0 = DefaultKeyWindow
@@ -251,7 +252,7 @@ type room struct {
 
 	mu          sync.Mutex
 	history     History
-	broadcaster *broadcast.Broadcaster
+	broadcaster *broadcast.Broadcaster[*Event]
 	subscribers int
 	lastActive  time.Time
 	closed      bool
@@ -390,7 +391,7 @@ func (m *Manager) newRoom(name string, h History) *room {
 	if _, ok := h.(Pipelined); ok {
 		r.depth = pipelineDepth
 	}
-	r.broadcaster = broadcast.New(func(*broadcast.Subscriber) {
+	r.broadcaster = broadcast.New(func(*broadcast.Subscriber[*Event]) {
 		// The config of the moment, not the room's first: a reload's
 		// logger reports evictions in rooms older than it.
 		if h := m.config().Hooks.Evicted; h != nil {
@@ -467,7 +468,7 @@ func (m *Manager) deliver(r *room, sh Shared, sync bool) {
 			r.broadcaster.EvictAll()
 		}
 		next = seq + 1
-		delivered := r.broadcaster.Submit(AppendFrame(nil, msg))
+		delivered := r.broadcaster.Submit(MessageEvent(msg))
 		if hook != nil {
 			hook(r.name, delivered)
 		}
@@ -742,7 +743,7 @@ func (m *Manager) store(r *room, batch []*submission) {
 				s.msg.ID = entries[i].Message.ID
 				epoch, seq, _ = ParseID(s.msg.ID)
 			} else {
-				delivered := r.broadcaster.Submit(AppendFrame(nil, s.msg))
+				delivered := r.broadcaster.Submit(MessageEvent(s.msg))
 				if hook := cfg.Hooks.Published; hook != nil {
 					hook(r.name, delivered)
 				}
@@ -896,9 +897,10 @@ type Position struct {
 // Replay is what a subscriber receives before live messages.
 type Replay struct {
 	Messages []Message
-	// Frames holds the event-stream frames of Messages, encoded once, for
-	// a Subscription to write; it is nil in the answer of Messages.
-	Frames []byte
+	// Events is what a Subscription's stream starts with: a reset event
+	// when Reset is set, then the events of Messages, whose JSON fit made
+	// while it measured them. It is nil in the answer of Messages.
+	Events []*Event
 	// Reset is set when the position could not be honoured exactly: the id
 	// is foreign (another epoch, malformed) or older than the history
 	// holds. Messages then holds everything retained, and Oldest is its
@@ -912,10 +914,10 @@ type Replay struct {
 	Truncated bool
 }
 
-// minFrameSize is less than the frame of the smallest message: the frames
-// of budget/minFrameSize+1 messages pass a replay budget, so a copy of one
+// minMessageSize is less than the JSON of the smallest message: the
+// messages of budget/minMessageSize+1 pass a replay budget, so a copy of one
 // more than that is sure to be cut, and flagged, by fit.
-const minFrameSize = 100
+const minMessageSize = 64
 
 // replay answers "what follows pos?" from the room's history, up to limit
 // messages, oldest first, and no more than a budget of bytes can hold.
@@ -924,7 +926,7 @@ func (r *room) replay(ctx context.Context, pos Position, limit, budget int) (Rep
 	// Copy no more messages than the budget can hold: fit cuts the rest.
 	take := limit
 	if budget > 0 {
-		take = min(take, budget/minFrameSize+2)
+		take = min(take, budget/minMessageSize+2)
 	}
 	if pos.LastEventID == "" {
 		n := min(pos.History, limit)
@@ -962,31 +964,38 @@ func (m *Manager) catchUp(r *room, pos Position) {
 	m.deliver(r, sh, true)
 }
 
-// fit encodes the replay's messages until their frames would pass budget
-// bytes, keeping at least one message, and cuts Messages there. With keep,
-// the frames stay in Frames, so that a stream does not encode them again.
-// It runs outside the room's lock: encoding a large replay must not hold up
-// the room's submits.
-func (rep *Replay) fit(budget int, keep bool) {
-	var buf []byte
+// fit encodes the replay's messages as JSON until they would pass budget
+// bytes, keeping at least one message, and cuts Messages there. With
+// events, it makes the stream's start in Events, whose messages keep the
+// JSON made here, so that a stream does not encode them again. It runs
+// outside the room's lock: encoding a large replay must not hold up the
+// room's submits.
+func (rep *Replay) fit(budget int, events bool) {
+	if events {
+		rep.Events = make([]*Event, 0, len(rep.Messages)+1)
+		if rep.Reset {
+			rep.Events = append(rep.Events, &Event{Kind: EventReset, Oldest: rep.Oldest})
+		}
+	}
 	total := 0
 	for i, msg := range rep.Messages {
-		n := len(buf)
-		buf = AppendFrame(buf, msg)
-		size := len(buf) - n
+		var size int
+		ev := MessageEvent(msg)
+		if events {
+			size = len(ev.JSON())
+		} else {
+			b, _ := msg.MarshalJSON() // cannot fail: strings, a time and a bool
+			size = len(b)
+		}
 		if budget > 0 && i > 0 && total+size > budget {
-			buf = buf[:n]
 			rep.Messages = rep.Messages[:i]
 			rep.Truncated = true
 			break
 		}
 		total += size
-		if !keep {
-			buf = buf[:0]
+		if events {
+			rep.Events = append(rep.Events, ev)
 		}
-	}
-	if keep {
-		rep.Frames = buf
 	}
 }
 
@@ -996,14 +1005,14 @@ type Subscription struct {
 	Replay
 	m      *Manager
 	r      *room
-	sub    *broadcast.Subscriber
+	sub    *broadcast.Subscriber[*Event]
 	signal broadcast.Signal // nil when the caller gave its own wake function
 	wake   func()
 	user   string
 	once   sync.Once
 
 	pmu      sync.Mutex
-	presence [][]byte // presence frames not yet taken
+	presence []*Event // presence events not yet taken
 }
 
 // Subscribe opens a subscription to the named room, creating the room if
@@ -1025,7 +1034,7 @@ func (m *Manager) Subscribe(roomName string, pos Position, wake func()) (*Subscr
 		wake = s.signal.Wake
 	}
 	s.wake = wake
-	s.sub = broadcast.NewSubscriber(cfg.Buffer, wake)
+	s.sub = broadcast.NewSubscriber[*Event](cfg.Buffer, wake)
 	err := m.withRoom(roomName, true, func(r *room) error {
 		m.catchUp(r, pos)
 		ctx, cancel := m.storeContext()
@@ -1051,29 +1060,31 @@ func (m *Manager) Subscribe(roomName string, pos Position, wake func()) (*Subscr
 	return s, nil
 }
 
-// Ready receives a value when frames are queued or the subscription ended,
+// Ready receives a value when events are queued or the subscription ended,
 // for a subscription opened without a wake function.
 func (s *Subscription) Ready() <-chan struct{} { return s.signal }
 
-// Take appends every queued frame to dst and returns it. Each frame is a
-// complete event-stream frame shared with other subscribers: do not modify
-// it. err is nil while the subscription lasts; ErrEvicted when it fell behind
-// (resuming from the last id replays what it missed), ErrRoomClosed when the
-// room was deleted, ErrClosed after Close. Frames queued before the end are
-// still returned with the error.
-func (s *Subscription) Take(dst [][]byte) (frames [][]byte, err error) {
-	frames, err = s.sub.Take(dst)
-	frames = s.takePresence(frames)
+// Take appends every queued event to dst and returns it, what a stream
+// writes next. Events are shared with other subscribers: do not modify
+// them. err is nil while the subscription lasts; ErrEvicted when it fell
+// behind, with no events (resuming from the last id replays what it
+// missed, in order); ErrRoomClosed when the room was deleted, after the
+// events queued before it and CloseEvent; ErrClosed after Close.
+func (s *Subscription) Take(dst []*Event) (events []*Event, err error) {
+	n := len(dst)
+	events, err = s.sub.Take(dst)
+	events = s.takePresence(events)
 	switch {
 	case err == nil:
 	case errors.Is(err, broadcast.ErrEvicted):
-		err = ErrEvicted
+		clear(events[n:])
+		events, err = events[:n], ErrEvicted
 	case errors.Is(err, broadcast.ErrClosed):
-		err = ErrRoomClosed
+		events, err = append(events, CloseEvent), ErrRoomClosed
 	default:
 		err = ErrClosed
 	}
-	return frames, err
+	return events, err
 }
 
 // Close ends the subscription. It is safe to call more than once. The last

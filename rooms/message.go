@@ -5,8 +5,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/caddy-chat/caddy-chat/sse"
 )
 
 // Message is one chat message, as stored, returned and streamed.
@@ -55,10 +53,12 @@ func (m *Message) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// AppendFrame appends m's event-stream frame to dst.
-func AppendFrame(dst []byte, m Message) []byte {
-	data, _ := m.MarshalJSON() // cannot fail: strings, a formatted time and a bool
-	return sse.AppendEvent(dst, sse.Event{ID: m.ID, Name: "message", Data: data})
+// marshalOldest is the JSON of a reset: the oldest id retained.
+func marshalOldest(oldest string) []byte {
+	b, _ := json.Marshal(struct {
+		Oldest string `json:"oldest"`
+	}{oldest}) // a string only: it cannot fail
+	return b
 }
 
 // FormatID returns the id of message seq in a room of the given epoch.

@@ -164,9 +164,9 @@ func TestVerifiedOnTheWire(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := fmt.Sprintf(`"verified":%v}`, verified)
-		frames, err := s.Take(nil)
-		if err != nil || len(frames) != 1 || !bytes.Contains(frames[0], []byte(want)) {
-			t.Errorf("frame %q (%v), want one with %s", frames, err, want)
+		events, err := s.Take(nil)
+		if err != nil || len(events) != 1 || !bytes.Contains(events[0].JSON(), []byte(want)) {
+			t.Errorf("events %v (%v), want one whose JSON has %s", events, err, want)
 		}
 		b, _ := json.Marshal(msg)
 		var back Message

@@ -7,8 +7,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/caddy-chat/caddy-chat/sse"
 )
 
 // Presence events are coalesced: a room announces joins and leaves at most
@@ -20,7 +18,7 @@ const (
 	presenceGather   = 100 * time.Millisecond
 )
 
-// maxPendingPresence bounds the presence frames a subscription holds
+// maxPendingPresence bounds the presence events a subscription holds
 // unread. Past it the oldest are dropped: presence is a hint, not a
 // delivery guarantee, and a reader that far behind is about to be evicted.
 const maxPendingPresence = 16
@@ -84,7 +82,7 @@ func (r *room) join(s *Subscription, user string, watch bool) {
 			joined = append(joined, u)
 		}
 		slices.Sort(joined)
-		s.queuePresence(presenceFrame(PresenceChange{Joined: joined, Left: []string{}}))
+		s.queuePresence(&Event{Kind: EventPresence, Presence: PresenceChange{Joined: joined, Left: []string{}}})
 	}
 }
 
@@ -162,28 +160,28 @@ func (r *room) announce() {
 	if change.Left == nil {
 		change.Left = []string{}
 	}
-	frame := presenceFrame(change)
+	ev := &Event{Kind: EventPresence, Presence: change}
 	for s := range p.watchers {
-		s.queuePresence(frame)
+		s.queuePresence(ev)
 	}
 	r.mu.Unlock()
 }
 
-// queuePresence holds frame for the subscription's next Take and wakes its
+// queuePresence holds ev for the subscription's next Take and wakes its
 // reader.
-func (s *Subscription) queuePresence(frame []byte) {
+func (s *Subscription) queuePresence(ev *Event) {
 	s.pmu.Lock()
 	if len(s.presence) == maxPendingPresence {
 		s.presence = slices.Delete(s.presence, 0, 1)
 	}
-	s.presence = append(s.presence, frame)
+	s.presence = append(s.presence, ev)
 	s.pmu.Unlock()
 	s.wake()
 }
 
-// takePresence appends the presence frames held for the subscription to
+// takePresence appends the presence events held for the subscription to
 // dst.
-func (s *Subscription) takePresence(dst [][]byte) [][]byte {
+func (s *Subscription) takePresence(dst []*Event) []*Event {
 	s.pmu.Lock()
 	defer s.pmu.Unlock()
 	dst = append(dst, s.presence...)
@@ -191,9 +189,9 @@ func (s *Subscription) takePresence(dst [][]byte) [][]byte {
 	return dst
 }
 
-func presenceFrame(change PresenceChange) []byte {
+func marshalPresenceChange(change PresenceChange) []byte {
 	data, _ := json.Marshal(change) // strings only: it cannot fail
-	return sse.AppendEvent(nil, sse.Event{Name: "presence", Data: data})
+	return data
 }
 
 // Presence returns who is in the named room: with a Census store, in

@@ -54,18 +54,19 @@ func TestPresenceCounts(t *testing.T) {
 	}
 }
 
-// nextPresence waits for the subscription's next presence frame.
+// nextPresence waits for the subscription's next presence event and
+// returns its JSON.
 func nextPresence(t *testing.T, s *Subscription) string {
 	t.Helper()
 	deadline := time.After(3 * time.Second)
 	for {
-		frames, err := s.Take(nil)
+		events, err := s.Take(nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, f := range frames {
-			if strings.HasPrefix(string(f), "event: presence\n") {
-				return strings.TrimSuffix(strings.TrimPrefix(string(f), "event: presence\ndata: "), "\n\n")
+		for _, e := range events {
+			if e.Kind == EventPresence {
+				return string(e.JSON())
 			}
 		}
 		select {

@@ -218,10 +218,9 @@ func TestReplayThenLiveHasNoGap(t *testing.T) {
 			_, seq, _ := ParseID(msg.ID)
 			seqs = append(seqs, seq)
 		}
-		frames, _ := s.Take(nil)
-		for _, f := range frames {
-			id := strings.TrimPrefix(strings.SplitN(string(f), "\n", 2)[0], "id: ")
-			_, seq, _ := ParseID(id)
+		events, _ := s.Take(nil)
+		for _, e := range events {
+			_, seq, _ := ParseID(e.Message.ID)
 			seqs = append(seqs, seq)
 		}
 		s.Close()
@@ -442,8 +441,8 @@ func TestDelete(t *testing.T) {
 	default:
 		t.Error("the subscription was not woken")
 	}
-	if frames, err := s.Take(nil); len(frames) != 1 || !errors.Is(err, ErrRoomClosed) {
-		t.Errorf("after delete: %d frames, err %v; want the frame queued before and ErrRoomClosed", len(frames), err)
+	if events, err := s.Take(nil); len(events) != 2 || events[0].Kind != EventMessage || events[1] != CloseEvent || !errors.Is(err, ErrRoomClosed) {
+		t.Errorf("after delete: %d events, err %v; want the message queued before, the close event and ErrRoomClosed", len(events), err)
 	}
 	s.Close()
 	if err := m.Delete("lobby"); !errors.Is(err, ErrNotFound) {
@@ -656,23 +655,26 @@ func TestUnusedRoomsDropped(t *testing.T) {
 	}
 }
 
-// frameSize is the frame size of a message of text, posted to room probe.
-func frameSize(t *testing.T, m *Manager, text string) int {
+// jsonSize is the size of the JSON of a message of text, posted to room
+// probe.
+func jsonSize(t *testing.T, m *Manager, text string) int {
 	t.Helper()
 	msg, _, _ := m.Submit("probe", Post{User: "alice", Text: text})
-	return len(AppendFrame(nil, msg))
+	b, _ := msg.MarshalJSON()
+	return len(b)
 }
 
-// TestReplayByteBudget: a replay stops before MaxReplayBytes of frames and
-// says so; the rest comes from where it stopped, with no gap. Messages of
-// "<" cost six bytes per byte in JSON, and the budget counts what is sent.
+// TestReplayByteBudget: a replay stops before MaxReplayBytes of messages'
+// JSON and says so; the rest comes from where it stopped, with no gap.
+// Messages of "<" cost six bytes per byte in JSON, and the budget counts
+// what is sent.
 func TestReplayByteBudget(t *testing.T) {
 	const budget = 64 << 10
 	m := newManager(t, Config{History: 1000, Buffer: 10, MaxReplayBytes: budget})
 	big := strings.Repeat("<", 4<<10)
-	size := frameSize(t, m, big)
+	size := jsonSize(t, m, big)
 	if size < 6*len(big) {
-		t.Fatalf("a frame of %d bytes of '<' is %d bytes; escaping changed", len(big), size)
+		t.Fatalf("the JSON of %d bytes of '<' is %d bytes; escaping changed", len(big), size)
 	}
 	var want []string
 	for range 20 {
@@ -698,8 +700,19 @@ func TestReplayByteBudget(t *testing.T) {
 			if len(s.Messages) != perReplay || !s.Truncated {
 				t.Errorf("replay of %d messages, truncated=%v; want %d, truncated", len(s.Messages), s.Truncated, perReplay)
 			}
-			if len(s.Frames) > budget || len(s.Frames) != perReplay*size {
-				t.Errorf("replay frames are %d bytes, want %d, at most %d", len(s.Frames), perReplay*size, budget)
+			start := 0
+			for _, e := range s.Events {
+				start += len(e.JSON())
+			}
+			wantEvents := perReplay
+			if s.Reset {
+				wantEvents++ // the reset event first
+			}
+			if len(s.Events) != wantEvents || s.Events[len(s.Events)-1].Message != s.Messages[perReplay-1] {
+				t.Errorf("the stream starts with %d events, want %d ending with the replay's last message", len(s.Events), wantEvents)
+			}
+			if start > budget+100 {
+				t.Errorf("the stream's start is %d bytes of JSON, want at most the budget %d and a reset", start, budget)
 			}
 			if s.Messages[0].ID != want[tt.from] {
 				t.Errorf("replay starts at %s, want %s", s.Messages[0].ID, want[tt.from])
@@ -715,8 +728,8 @@ func TestReplayByteBudget(t *testing.T) {
 	}
 
 	rep, err := m.Messages("lobby", "", 1000)
-	if err != nil || len(rep.Messages) != perReplay || !rep.Truncated || rep.Frames != nil {
-		t.Errorf("Messages: %d, truncated=%v, frames=%d, %v; want %d, truncated, no frames", len(rep.Messages), rep.Truncated, len(rep.Frames), err, perReplay)
+	if err != nil || len(rep.Messages) != perReplay || !rep.Truncated || rep.Events != nil {
+		t.Errorf("Messages: %d, truncated=%v, events=%d, %v; want %d, truncated, no events", len(rep.Messages), rep.Truncated, len(rep.Events), err, perReplay)
 	}
 	if rep, _ := m.Messages("lobby", want[len(want)-1-perReplay], 1000); len(rep.Messages) != perReplay || rep.Truncated {
 		t.Errorf("a page within the budget: %d messages, truncated=%v; want %d, not truncated", len(rep.Messages), rep.Truncated, perReplay)
@@ -732,12 +745,12 @@ func TestReplayByteBudget(t *testing.T) {
 	}
 }
 
-// TestMinFrameSize: the bound the history copy relies on holds for the
+// TestMinMessageSize: the bound the history copy relies on holds for the
 // smallest message there can be.
-func TestMinFrameSize(t *testing.T) {
+func TestMinMessageSize(t *testing.T) {
 	m := newManager(t, Config{})
-	if n := frameSize(t, m, "x"); n <= minFrameSize {
-		t.Errorf("the smallest frame is %d bytes, not more than minFrameSize %d", n, minFrameSize)
+	if n := jsonSize(t, m, "x"); n-len("probe")+1 <= minMessageSize {
+		t.Errorf("the smallest message's JSON is %d bytes, not more than minMessageSize %d", n-len("probe")+1, minMessageSize)
 	}
 }
 

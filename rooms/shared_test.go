@@ -2,10 +2,8 @@ package rooms
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -241,21 +239,21 @@ func TestNewsDoesNotWaitForARoom(t *testing.T) {
 		store.room("fast").publish("meanwhile")
 		return nil
 	})
-	if got := frames(t, subs[1], 1); got[0] != "meanwhile" {
+	if got := nextTexts(t, subs[1], 1); got[0] != "meanwhile" {
 		t.Fatalf("fast room delivered %q, want meanwhile", got)
 	}
 	answer()
 	if err := <-submitted; err != nil {
 		t.Fatal(err)
 	}
-	if got := frames(t, subs[0], 2); got[0] != "from elsewhere" || got[1] != "held" {
+	if got := nextTexts(t, subs[0], 2); got[0] != "from elsewhere" || got[1] != "held" {
 		t.Fatalf("slow room delivered %q, want the news and then the held submit", got)
 	}
 }
 
-// frames returns the texts of the next n messages of sub, failing after a
+// nextTexts returns the texts of the next n messages of sub, failing after a
 // deadline.
-func frames(t *testing.T, sub *Subscription, n int) []string {
+func nextTexts(t *testing.T, sub *Subscription, n int) []string {
 	t.Helper()
 	var got []string
 	deadline := time.After(5 * time.Second)
@@ -265,17 +263,12 @@ func frames(t *testing.T, sub *Subscription, n int) []string {
 		case <-deadline:
 			t.Fatalf("got %q, want %d messages", got, n)
 		}
-		fs, err := sub.Take(nil)
+		events, err := sub.Take(nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, f := range fs {
-			var msg Message
-			_, data, _ := strings.Cut(string(f), "data: ")
-			if err := json.Unmarshal([]byte(strings.TrimSpace(data)), &msg); err != nil {
-				t.Fatalf("frame %q: %v", f, err)
-			}
-			got = append(got, msg.Message)
+		for _, e := range events {
+			got = append(got, e.Message.Message)
 		}
 	}
 	return got

@@ -140,12 +140,12 @@ func BenchmarkFanout(b *testing.B) {
 				}
 				defer sub.Close()
 				got.Go(func() {
-					var frames [][]byte
+					var events []*rooms.Event
 					for n := 0; n < b.N; {
 						<-sub.Ready()
 						var err error
-						frames, err = sub.Take(frames[:0])
-						n += len(frames)
+						events, err = sub.Take(events[:0])
+						n += len(events)
 						if err != nil {
 							return
 						}

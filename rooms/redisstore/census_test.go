@@ -68,13 +68,13 @@ func nextPresence(t *testing.T, s *rooms.Subscription, within time.Duration) str
 	t.Helper()
 	deadline := time.After(within)
 	for {
-		frames, err := s.Take(nil)
+		events, err := s.Take(nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, f := range frames {
-			if data, ok := strings.CutPrefix(string(f), "event: presence\ndata: "); ok {
-				return strings.TrimSpace(data)
+		for _, e := range events {
+			if e.Kind == rooms.EventPresence {
+				return string(e.JSON())
 			}
 		}
 		select {

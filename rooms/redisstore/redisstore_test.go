@@ -74,26 +74,17 @@ func tryIDs(sub *rooms.Subscription, n int) ([]string, error) {
 		select {
 		case <-sub.Ready():
 		case <-deadline:
-			return got, fmt.Errorf("got %d frames %v, want %d", len(got), got, n)
+			return got, fmt.Errorf("got %d messages %v, want %d", len(got), got, n)
 		}
 		frames, err := sub.Take(nil)
 		for _, f := range frames {
-			got = append(got, frameID(f))
+			got = append(got, f.Message.ID)
 		}
 		if err != nil {
 			return got, fmt.Errorf("subscription ended after %v: %w", got, err)
 		}
 	}
 	return got, nil
-}
-
-func frameID(f []byte) string {
-	for line := range strings.SplitSeq(string(f), "\n") {
-		if id, ok := strings.CutPrefix(line, "id: "); ok {
-			return id
-		}
-	}
-	return ""
 }
 
 func TestSharedRoomAcrossNodes(t *testing.T) {
@@ -649,7 +640,7 @@ func TestGapPastTheStreamEvicts(t *testing.T) {
 		}
 		frames, err := sub.Take(nil)
 		for _, f := range frames {
-			got = append(got, frameID(f))
+			got = append(got, f.Message.ID)
 		}
 		if errors.Is(err, rooms.ErrEvicted) {
 			break
