@@ -1,0 +1,78 @@
+package storetest
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-chat/caddy-chat/rooms"
+)
+
+// Receive returns sub's replay and the messages that follow it, until
+// there are n, waiting for them up to 5 s; err says why it stopped short.
+// It may be called from any goroutine.
+func Receive(sub *rooms.Subscription, n int) ([]rooms.Message, error) {
+	got := append([]rooms.Message(nil), sub.Messages...)
+	deadline := time.After(5 * time.Second)
+	for len(got) < n {
+		select {
+		case <-sub.Ready():
+		case <-deadline:
+			return got, fmt.Errorf("got %d messages %v, want %d", len(got), idsOf(got), n)
+		}
+		frames, err := sub.Take(nil)
+		for _, f := range frames {
+			if msg, ok := FrameMessage(f); ok {
+				got = append(got, msg)
+			}
+		}
+		if err != nil {
+			return got, fmt.Errorf("subscription ended after %v: %w", idsOf(got), err)
+		}
+	}
+	return got, nil
+}
+
+// IDs returns the ids of sub's replay and of the messages that follow it,
+// until there are n, failing t when they do not come within 5 s.
+func IDs(t testing.TB, sub *rooms.Subscription, n int) []string {
+	t.Helper()
+	got, err := TryIDs(sub, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// TryIDs is IDs for goroutines other than the test's.
+func TryIDs(sub *rooms.Subscription, n int) ([]string, error) {
+	got, err := Receive(sub, n)
+	return idsOf(got), err
+}
+
+// FrameMessage decodes the message of an event-stream frame; ok is false
+// for a frame of another event, such as presence.
+func FrameMessage(f []byte) (msg rooms.Message, ok bool) {
+	var event, data string
+	for line := range strings.SplitSeq(string(f), "\n") {
+		if v, found := strings.CutPrefix(line, "event: "); found {
+			event = v
+		} else if v, found := strings.CutPrefix(line, "data: "); found {
+			data = v
+		}
+	}
+	if event != "message" || json.Unmarshal([]byte(data), &msg) != nil {
+		return rooms.Message{}, false
+	}
+	return msg, true
+}
+
+func idsOf(msgs []rooms.Message) []string {
+	out := make([]string, len(msgs))
+	for i, m := range msgs {
+		out[i] = m.ID
+	}
+	return out
+}
