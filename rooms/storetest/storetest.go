@@ -72,6 +72,7 @@ func Run(t *testing.T, open Factory) {
 		{"CloseKeeps", closeKeeps},
 		{"IdempotencyKeys", idempotencyKeys},
 		{"GapsFilledInOrder", gapsFilledInOrder},
+		{"VerifiedNamesFromEveryDelivery", verifiedNamesFromEveryDelivery},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -494,5 +495,45 @@ func gapsFilledInOrder(t *testing.T, b Backend) {
 	want := append(idsOf(missed), last.ID)
 	if got := IDs(t, sub, len(want)); !slices.Equal(got, want) {
 		t.Fatalf("the node cut off delivered %v, want %v", got, want)
+	}
+}
+
+// verifiedNamesFromEveryDelivery: once a verified author posted under a
+// name, an unverified post under it is refused on every node: the one it
+// was posted on, one that heard it delivered, one opened after it, and
+// after a restart.
+func verifiedNamesFromEveryDelivery(t *testing.T, b Backend) {
+	a := start(t, b, rooms.Config{})
+	claim := rooms.Post{User: "Alice", Text: "me too", ReserveNames: true}
+	refused := func(where string, p *peer) {
+		t.Helper()
+		if _, _, err := p.Submit("lobby", claim); !errors.Is(err, rooms.ErrNameReserved) {
+			t.Fatalf("an unverified post as a verified author %s: %v, want ErrNameReserved", where, err)
+		}
+	}
+	var heard *peer
+	var sub *rooms.Subscription
+	if b.Shared {
+		heard = start(t, b, rooms.Config{})
+		sub = subscribe(t, heard, "lobby", rooms.Position{})
+	}
+	msg, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "hi", Verified: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused("on its node", a)
+	if heard != nil {
+		if got := IDs(t, sub, 1); got[0] != msg.ID {
+			t.Fatalf("the other node delivered %v, want %s", got, msg.ID)
+		}
+		refused("on a node that delivered it", heard)
+		refused("on a node opened after it", start(t, b, rooms.Config{}))
+	}
+	if b.Durable {
+		a.stop(t)
+		if heard != nil {
+			heard.stop(t)
+		}
+		refused("after a restart", start(t, b, rooms.Config{}))
 	}
 }
