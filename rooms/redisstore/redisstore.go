@@ -135,8 +135,8 @@ func (s *Store) Close() error {
 }
 
 // SetIdleTimeout makes Redis expire a room that gets no message for d from
-// its next message on, on every node at once; 0 keeps rooms until they are
-// deleted. The Manager calls it with its IdleTimeout, also on a reload that
+// its next message on, and has no stream on any node (see census.go), on
+// every node at once; 0 keeps rooms until they are deleted. The Manager calls it with its IdleTimeout, also on a reload that
 // changes it. It implements rooms.IdleExpirer.
 func (s *Store) SetIdleTimeout(d time.Duration) { s.idleTTL.Store(int64(d)) }
 

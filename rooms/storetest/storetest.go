@@ -9,6 +9,7 @@ package storetest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -73,6 +74,7 @@ func Run(t *testing.T, open Factory) {
 		{"IdempotencyKeys", idempotencyKeys},
 		{"GapsFilledInOrder", gapsFilledInOrder},
 		{"VerifiedNamesFromEveryDelivery", verifiedNamesFromEveryDelivery},
+		{"IdleExpiryNeverUnderAStream", idleExpiryNeverUnderAStream},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -536,4 +538,38 @@ func verifiedNamesFromEveryDelivery(t *testing.T, b Backend) {
 		}
 		refused("after a restart", start(t, b, rooms.Config{}))
 	}
+}
+
+// idleTimeout is the idle timeout of the idle subtest: long enough for a
+// loaded machine to post in time, short enough to wait several of.
+const idleTimeout = 600 * time.Millisecond
+
+// idleExpiryNeverUnderAStream: a room with a stream open, on any node, is
+// never dropped as idle, however long no one posts: the next message
+// continues its ids and reaches the stream. A room with no stream is.
+func idleExpiryNeverUnderAStream(t *testing.T, b Backend) {
+	cfg := rooms.Config{IdleTimeout: idleTimeout}
+	a := start(t, b, cfg)
+	first := post(t, a, "lobby", "one")[0]
+	readers := []*peer{a}
+	if b.Shared {
+		// A node where the room has a stream, while the poster has none.
+		readers[0] = start(t, b, cfg)
+	}
+	sub := subscribe(t, readers[0], "lobby", rooms.Position{LastEventID: first.ID})
+	post(t, a, "quiet", "alone")
+	time.Sleep(4 * idleTimeout)
+	second := post(t, a, "lobby", "two")[0]
+	if _, seq, _ := rooms.ParseID(second.ID); epochOf(second) != epochOf(first) || seq != 2 {
+		t.Fatalf("after %v with a stream and no post the room gave %s after %s: it was dropped as idle", 4*idleTimeout, second.ID, first.ID)
+	}
+	if got, err := TryIDs(sub, 1); err != nil || got[0] != second.ID {
+		t.Fatalf("the stream got %v (%v) after the room was quiet, want %s", got, err, second.ID)
+	}
+	eventually(t, "a room with no stream to go when idle", func() error {
+		if _, err := a.Messages("quiet", "", 10); !errors.Is(err, rooms.ErrNotFound) {
+			return fmt.Errorf("messages of the idle room: %v, want ErrNotFound", err)
+		}
+		return nil
+	})
 }
