@@ -1,11 +1,19 @@
 -- Stores a batch of messages in one room, atomically.
--- KEYS[1] meta hash (epoch, last), KEYS[2] stream, KEYS[3..] idempotency keys.
+-- KEYS[1] meta hash (epoch, last), KEYS[2] stream, KEYS[3] the call's
+-- answer, KEYS[4..] idempotency keys.
 -- ARGV: epoch to create the room with, history size, key TTL in ms,
--- channel, message count, idle TTL in ms (0: none), then per message: time in ms, user, text,
--- verified ("1"/"0"), index in KEYS of its idempotency key (0: none) and
--- the digest of its content.
+-- channel, message count, idle TTL in ms (0: none), TTL of the call's
+-- answer in ms, then per message: time in ms, user, text, verified
+-- ("1"/"0"), index in KEYS of its idempotency key (0: none) and the digest
+-- of its content.
 -- Returns the room's epoch, then per message {seq, 0, 0} when stored, or
 -- {seq, time, same} of the message stored first under its key.
+-- A call made again, by a client that retries when an answer was lost,
+-- gets the first call's answer and stores nothing.
+local answered = redis.call('GET', KEYS[3])
+if answered then
+  return cjson.decode(answered)
+end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[1]
@@ -14,7 +22,7 @@ end
 local out = {epoch}
 local pub = {}
 for i = 0, tonumber(ARGV[5]) - 1 do
-  local b = 7 + i * 6
+  local b = 8 + i * 6
   local t, u, x, v, k, sum = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4]), ARGV[b + 5]
   local prior
   if k > 0 then
@@ -47,4 +55,5 @@ end
 if #pub > 0 then
   redis.call('PUBLISH', ARGV[4], cjson.encode({e = epoch, m = pub}))
 end
+redis.call('SET', KEYS[3], cjson.encode(out), 'PX', ARGV[7])
 return out

@@ -19,6 +19,7 @@ package redisstore
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
 	_ "embed"
 	"encoding/hex"
 	"encoding/json"
@@ -64,8 +65,12 @@ type Store struct {
 	idleTTL atomic.Int64 // a time.Duration; see SetIdleTimeout
 	timeout time.Duration
 	append  *redis.Script
-	ps      *redis.PubSub
-	done    chan struct{}
+	// id names this Store in the tokens of its script calls, and calls
+	// counts them.
+	id    string
+	calls atomic.Uint64
+	ps    *redis.PubSub
+	done  chan struct{}
 	// closing is canceled by Close: the Store's own calls end then.
 	closing context.Context
 	stop    context.CancelFunc
@@ -98,7 +103,10 @@ func New(client redis.UniversalClient, opt Options) *Store {
 	if opt.Timeout <= 0 {
 		opt.Timeout = DefaultTimeout
 	}
+	var id [8]byte
+	_, _ = rand.Read(id[:]) // never fails
 	s := &Store{
+		id:        hex.EncodeToString(id[:]),
 		client:    client,
 		prefix:    opt.Prefix,
 		keyTTL:    opt.KeyTTL,
@@ -184,13 +192,20 @@ func (s *Store) listen(ch <-chan any) {
 
 // keys names a room's keys; they share the hash tag {room}.
 type keys struct {
-	meta, stream, channel, key string
+	meta, stream, channel, key, call string
 }
 
 func (s *Store) keysOf(room string) keys {
 	base := s.prefix + "{" + room + "}:"
-	return keys{meta: base + "meta", stream: base + "msgs", channel: base + "pub", key: base + "key:"}
+	return keys{meta: base + "meta", stream: base + "msgs", channel: base + "pub", key: base + "key:", call: base + "call:"}
 }
+
+// callTTL is how long the script keeps the answer to a call, for a retry
+// of it: a client may send a script again when the answer was lost, as
+// go-redis's ClusterClient does on a closed connection whatever its
+// MaxRetries, and the retry must not store the messages again. Retries
+// come within the call's timeouts, well within it.
+const callTTL = time.Minute
 
 // Has reports whether Redis holds the room: another node made it.
 func (s *Store) Has(ctx context.Context, room string) (bool, error) {
@@ -339,8 +354,11 @@ type appendCall struct {
 // the next batch start before this one finishes: each gets the sequence
 // numbers that the script gives it, and Catch puts them in order.
 func (h *history) Start(entries []rooms.Entry) rooms.Call {
-	keyNames := []string{h.keys.meta, h.keys.stream}
-	args := make([]any, 0, 6+6*len(entries))
+	// Each call has a token of its own, under which the script keeps its
+	// answer for a retry.
+	token := h.keys.call + h.s.id + "-" + strconv.FormatUint(h.s.calls.Add(1), 36)
+	keyNames := []string{h.keys.meta, h.keys.stream, token}
+	args := make([]any, 0, 7+6*len(entries))
 	// A room that this history knows to hold messages, but that Redis
 	// lost (its idle TTL passed, or it was deleted and the notice has not
 	// come yet), or may hold them (a call under way), is made again in an
@@ -350,7 +368,7 @@ func (h *history) Start(entries []rooms.Entry) rooms.Call {
 	if h.last > 0 || len(h.own) > 0 || len(h.calls) > 0 {
 		create = rooms.NewEpoch()
 	}
-	args = append(args, create, h.capacity, h.s.keyTTL.Milliseconds(), h.keys.channel, len(entries), h.s.idleTimeout().Milliseconds())
+	args = append(args, create, h.capacity, h.s.keyTTL.Milliseconds(), h.keys.channel, len(entries), h.s.idleTimeout().Milliseconds(), callTTL.Milliseconds())
 	for _, e := range entries {
 		m := e.Message
 		keyIndex, sum := 0, ""

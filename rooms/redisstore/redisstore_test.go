@@ -675,9 +675,9 @@ func storeUnheard(t *testing.T, addr, room, epoch string, history, n int) {
 	admin := New(redis.NewClient(&redis.Options{Addr: addr}), Options{Prefix: "test:"})
 	defer admin.Close()
 	k := admin.keysOf(room)
-	for range n {
-		if err := admin.append.Run(context.Background(), admin.client, []string{k.meta, k.stream},
-			epoch, history, 60000, "test:elsewhere", 1, 0, time.Now().UnixMilli(), "bob", "unheard", "0", 0, "").Err(); err != nil {
+	for i := range n {
+		if err := admin.append.Run(context.Background(), admin.client, []string{k.meta, k.stream, k.call + strconv.Itoa(i)},
+			epoch, history, 60000, "test:elsewhere", 1, 0, 60000, time.Now().UnixMilli(), "bob", "unheard", "0", 0, "").Err(); err != nil {
 			t.Fatalf("storing a message unheard: %v", err)
 		}
 	}

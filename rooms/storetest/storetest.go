@@ -75,6 +75,7 @@ func Run(t *testing.T, open Factory) {
 		{"GapsFilledInOrder", gapsFilledInOrder},
 		{"VerifiedNamesFromEveryDelivery", verifiedNamesFromEveryDelivery},
 		{"IdleExpiryNeverUnderAStream", idleExpiryNeverUnderAStream},
+		{"LostReplyStoresOnce", lostReplyStoresOnce},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -572,4 +573,37 @@ func idleExpiryNeverUnderAStream(t *testing.T, b Backend) {
 		}
 		return nil
 	})
+}
+
+// lostReplyStoresOnce: when the answer to a store's write is lost after the
+// data set took it, the message is stored once, whatever the submit is
+// answered: it is in the history once and delivered once, and with an id
+// when the submit was answered with one.
+func lostReplyStoresOnce(t *testing.T, b Backend) {
+	p := start(t, b, rooms.Config{})
+	if p.node.DropReply == nil {
+		t.Skip("the store is in the process: no reply travels a network")
+	}
+	sub := subscribe(t, p, "lobby", rooms.Position{})
+	opened := post(t, p, "lobby", "open")[0]
+	p.node.DropReply(t, "lobby")
+	msg, _, err := p.Submit("lobby", rooms.Post{User: "alice", Text: "once"})
+	if err != nil && !errors.Is(err, rooms.ErrUnavailable) {
+		t.Fatalf("a submit whose reply was lost: %v, want it stored or ErrUnavailable", err)
+	}
+	after := post(t, p, "lobby", "after")[0]
+	rep := messages(t, p, "lobby", opened.ID, 10)
+	if got := texts(rep.Messages); got != "once,after" {
+		t.Fatalf("after a lost reply the room holds %q after open, want once,after", got)
+	}
+	if err == nil && rep.Messages[0].ID != msg.ID {
+		t.Fatalf("the submit was answered %s, and the message stored as %s", msg.ID, rep.Messages[0].ID)
+	}
+	got, err := Receive(sub, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if texts(got) != "open,once,after" || got[2].ID != after.ID {
+		t.Fatalf("the stream delivered %q %v, want open, once and after, each once", texts(got), idsOf(got))
+	}
 }
