@@ -464,6 +464,13 @@ func (m *Manager) deliver(r *room, sh Shared, sync bool) {
 	ctx, cancel := m.storeContext()
 	msgs, gone, _ := sh.Catch(ctx, sync)
 	cancel()
+	if !gone && next > 1 && r.history.Epoch() != epoch {
+		// The history went on in a new epoch under messages delivered
+		// here, as when its store lost the newest of them: the streams
+		// that followed the old one end, and resuming they are told the
+		// history moved on.
+		r.broadcaster.EvictAll()
+	}
 	// In the same epoch, a sequence number passed over is a message that
 	// the store no longer held when this process came to read it: the
 	// streams that were owed it are evicted, and resuming they are told

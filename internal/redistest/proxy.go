@@ -198,13 +198,18 @@ func (p *Proxy) closeAll() {
 // ends.
 func StartReplica(t testing.TB, master *Server) *Server {
 	t.Helper()
-	host, port, _ := net.SplitHostPort(master.Addr)
-	replica := start(t, "--save", "", "--appendonly", "no", "--replicaof", host, port)
+	ctx := context.Background()
 	m := redis.NewClient(&redis.Options{Addr: master.Addr})
 	defer m.Close()
+	// A master waits 5 s by default for more replicas to sync with them
+	// at once.
+	if err := m.ConfigSet(ctx, "repl-diskless-sync-delay", "0").Err(); err != nil {
+		t.Fatalf("setting up %s for a replica: %v", master.Addr, err)
+	}
+	host, port, _ := net.SplitHostPort(master.Addr)
+	replica := start(t, "--save", "", "--appendonly", "no", "--replicaof", host, port)
 	r := redis.NewClient(&redis.Options{Addr: replica.Addr})
 	defer r.Close()
-	ctx := context.Background()
 	waitFor(t, "the replica to catch up", func() error {
 		want, err := replOffset(ctx, m, "master_repl_offset")
 		if err != nil {

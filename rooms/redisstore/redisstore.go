@@ -256,6 +256,9 @@ type history struct {
 	last     uint64          // the newest sequence number delivered
 	own      []rooms.Message // appended here or caught, not yet delivered
 	stale    bool            // the room was deleted and made again elsewhere
+	// left is the epoch this history left for a new one when Redis lost
+	// messages of it (see restart); what is heard of it is let be.
+	left string
 	// Script calls started (see Start), those not finished yet, and the
 	// value of started when Catch first found the gap it waits for (0
 	// for none), which begins after gapFrom.
@@ -276,6 +279,9 @@ type notice struct {
 	Epoch   string      `json:"e"`
 	Deleted bool        `json:"d,omitempty"`
 	Msgs    []published `json:"m,omitempty"`
+	// From is the epoch the room went on from when Redis lost messages
+	// of it, "" for none.
+	From string `json:"f,omitempty"`
 }
 
 // published is a message as the script publishes it.
@@ -368,7 +374,15 @@ func (h *history) Start(entries []rooms.Entry) rooms.Call {
 	if h.last > 0 || len(h.own) > 0 || len(h.calls) > 0 {
 		create = rooms.NewEpoch()
 	}
-	args = append(args, create, h.capacity, h.s.keyTTL.Milliseconds(), h.keys.channel, len(entries), h.s.idleTimeout().Milliseconds(), callTTL.Milliseconds())
+	// The script compares what this history knows stored with what
+	// Redis holds: less there means Redis lost messages.
+	known := h.last
+	for _, m := range h.own {
+		if epoch, seq, _ := rooms.ParseID(m.ID); epoch == h.epoch {
+			known = max(known, seq)
+		}
+	}
+	args = append(args, create, h.capacity, h.s.keyTTL.Milliseconds(), h.keys.channel, len(entries), h.s.idleTimeout().Milliseconds(), callTTL.Milliseconds(), h.epoch, known)
 	for _, e := range entries {
 		m := e.Message
 		keyIndex, sum := 0, ""
@@ -408,19 +422,29 @@ func (c *appendCall) Finish() error {
 		}
 		return fmt.Errorf("appending to room %q in redis: %w", h.room, c.err)
 	}
-	if len(res) != 1+len(entries) {
+	if len(res) != 2+len(entries) {
 		return fmt.Errorf("appending to room %q in redis: the script answered %d values for %d messages", h.room, len(res), len(entries))
 	}
 	epoch, _ := res[0].(string)
-	if epoch != h.epoch {
-		if h.last > 0 || len(h.own) > 0 {
-			// Deleted and made again elsewhere since this node
-			// opened it: its subscribers follow the old epoch.
-			h.stale = true
-		}
+	from, _ := res[1].(string)
+	switch {
+	case epoch == h.epoch:
+	case from == h.epoch:
+		// Redis lost messages this history has: the next Catch takes
+		// the room's new epoch, as another node takes it from the
+		// script's notice.
+		h.mu.Lock()
+		h.heard = append(h.heard, notice{Epoch: epoch, From: from})
+		h.mu.Unlock()
+	case h.last > 0 || len(h.own) > 0:
+		// Deleted and made again elsewhere since this node opened
+		// it: its subscribers follow the old epoch.
+		h.stale = true
+		h.epoch = epoch
+	default:
 		h.epoch = epoch
 	}
-	for i, v := range res[1:] {
+	for i, v := range res[2:] {
 		r, _ := v.([]any)
 		if len(r) != 3 {
 			return fmt.Errorf("appending to room %q in redis: malformed answer %v", h.room, v)
@@ -463,6 +487,12 @@ func (h *history) Catch(ctx context.Context, sync bool) ([]rooms.Message, bool, 
 	got := h.own
 	h.own = nil
 	for _, n := range heard {
+		if n.From != "" && n.From == h.epoch {
+			got = h.restart(n.Epoch, got)
+		}
+		if n.Epoch == h.left {
+			continue
+		}
 		if n.Epoch != h.epoch {
 			if h.last > 0 || len(got) > 0 {
 				gone = true
@@ -561,6 +591,9 @@ func (h *history) merge(f *fetched, got []rooms.Message, target, complete uint64
 			if h.last > 0 {
 				return nil, 0, 0, true
 			}
+		case f.roomFrom != "" && f.roomFrom == h.epoch:
+			// Went on in a new epoch, which the next read is in.
+			return h.restart(f.roomEpoch, got), f.roomLast, 0, false
 		case f.roomEpoch != h.epoch:
 			if h.last > 0 || len(got) > 0 {
 				return nil, 0, 0, true
@@ -576,16 +609,27 @@ func (h *history) merge(f *fetched, got []rooms.Message, target, complete uint64
 	return append(got, f.msgs...), max(target, f.upto), max(complete, f.upto), false
 }
 
+// restart takes the new epoch that the room went on in when Redis lost
+// messages this history had (see append.lua), and drops what got holds of
+// the old one: the Manager ends the streams that followed it.
+func (h *history) restart(epoch string, got []rooms.Message) []rooms.Message {
+	h.left, h.epoch, h.last, h.gapSeen = h.epoch, epoch, 0, 0
+	return slices.DeleteFunc(got, func(m rooms.Message) bool {
+		e, _, _ := rooms.ParseID(m.ID)
+		return e != epoch
+	})
+}
+
 // fetched is what fetch read.
 type fetched struct {
 	epoch string // the history's when it asked
 	// meta is set when the room's position was asked for: found, with
 	// roomEpoch and roomLast, when Redis holds the room.
-	meta, found bool
-	roomEpoch   string
-	roomLast    uint64
-	upto        uint64 // every message up to this one was read
-	msgs        []rooms.Message
+	meta, found         bool
+	roomEpoch, roomFrom string
+	roomLast            uint64
+	upto                uint64 // every message up to this one was read
+	msgs                []rooms.Message
 }
 
 // fetch reads the messages in (after, upto] of the stream, and with meta
@@ -595,11 +639,13 @@ type fetched struct {
 func (h *history) fetch(ctx context.Context, epoch string, after, upto uint64, meta bool) (*fetched, error) {
 	f := &fetched{epoch: epoch, meta: meta, upto: after}
 	if meta {
-		vals, err := h.s.client.HMGet(ctx, h.keys.meta, "epoch", "last").Result()
+		vals, err := h.s.client.HMGet(ctx, h.keys.meta, "epoch", "last", "from").Result()
 		if err != nil {
 			return nil, fmt.Errorf("reading room %q from redis: %w", h.room, err)
 		}
+		f.roomFrom, _ = vals[2].(string)
 		if f.roomEpoch, f.found = vals[0].(string); !f.found || f.roomEpoch != epoch {
+			f.roomLast, _ = strconv.ParseUint(fmt.Sprint(vals[1]), 10, 64)
 			return f, nil
 		}
 		f.roomLast, _ = strconv.ParseUint(fmt.Sprint(vals[1]), 10, 64)

@@ -67,6 +67,7 @@ func Run(t *testing.T, open Factory) {
 		{"IDsRise", idsRise},
 		{"IDsRiseAcrossRestart", idsRiseAcrossRestart},
 		{"IDsRiseAcrossNodes", idsRiseAcrossNodes},
+		{"IDsRiseAcrossFailover", idsRiseAcrossFailover},
 		{"HistoryAfterAndLimit", historyAfterAndLimit},
 		{"HistoryResizeAndTrim", historyResizeAndTrim},
 		{"DropForgets", dropForgets},
@@ -296,6 +297,47 @@ func idsRiseAcrossNodes(t *testing.T, b Backend) {
 		if got := IDs(t, sub, len(want)); !slices.Equal(got, want) {
 			t.Fatalf("node %d delivered %v, want %v", i, got, want)
 		}
+	}
+}
+
+// idsRiseAcrossFailover: a failover to a replica that missed the last
+// writes gives none of their ids again. The room starts a new epoch
+// instead: its stream is ended for its reader to resume, and a reader
+// resuming from an id the replica lost is told the history moved on.
+func idsRiseAcrossFailover(t *testing.T, b Backend) {
+	if b.Failover == nil {
+		t.Skip("the backend has no replica to fail over to")
+	}
+	p := start(t, b, rooms.Config{})
+	subs := []*rooms.Subscription{subscribe(t, p, "lobby", rooms.Position{})}
+	if b.Shared {
+		// A node that heard of the lost messages, and of the new
+		// epoch only from the node that posts.
+		subs = append(subs, subscribe(t, start(t, b, rooms.Config{}), "lobby", rooms.Position{}))
+	}
+	var ids issued
+	ids.add(t, post(t, p, "lobby", "one", "two")...)
+	promote := b.Failover(t)
+	lost := post(t, p, "lobby", "three", "four")
+	ids.add(t, lost...)
+	for _, sub := range subs {
+		IDs(t, sub, 4)
+	}
+	promote(t)
+	var after rooms.Message
+	eventually(t, "a submit after the failover", func() (err error) {
+		after, _, err = p.Submit("lobby", rooms.Post{User: "alice", Text: "five"})
+		return err
+	})
+	ids.add(t, after)
+	for i, sub := range subs {
+		if got, err := Receive(sub, 1); !errors.Is(err, rooms.ErrEvicted) {
+			t.Fatalf("node %d: the stream that had the lost messages got %v and %v, want it ended with ErrEvicted", i, idsOf(got), err)
+		}
+	}
+	rep := messages(t, p, "lobby", lost[1].ID, 10)
+	if !rep.Reset || texts(rep.Messages) != "five" {
+		t.Fatalf("resuming after %s, which the failover lost: reset=%v %q, want a reset and five", lost[1].ID, rep.Reset, texts(rep.Messages))
 	}
 }
 
