@@ -144,8 +144,9 @@ func (s *Store) Close() error {
 
 // SetIdleTimeout makes Redis expire a room that gets no message for d from
 // its next message on, and has no stream on any node (see census.go), on
-// every node at once; 0 keeps rooms until they are deleted. The Manager calls it with its IdleTimeout, also on a reload that
-// changes it. It implements rooms.IdleExpirer.
+// every node at once; 0 keeps rooms until they are deleted. The Manager
+// calls it with its IdleTimeout, also on a reload that changes it. It
+// implements rooms.IdleExpirer.
 func (s *Store) SetIdleTimeout(d time.Duration) { s.idleTTL.Store(int64(d)) }
 
 func (s *Store) idleTimeout() time.Duration { return time.Duration(s.idleTTL.Load()) }
@@ -624,7 +625,8 @@ func (h *history) restart(epoch string, got []rooms.Message) []rooms.Message {
 type fetched struct {
 	epoch string // the history's when it asked
 	// meta is set when the room's position was asked for: found, with
-	// roomEpoch and roomLast, when Redis holds the room.
+	// roomEpoch and roomLast, when Redis holds the room, and roomFrom, the
+	// epoch it went on from when Redis lost messages ("" for none).
 	meta, found         bool
 	roomEpoch, roomFrom string
 	roomLast            uint64
@@ -643,12 +645,11 @@ func (h *history) fetch(ctx context.Context, epoch string, after, upto uint64, m
 		if err != nil {
 			return nil, fmt.Errorf("reading room %q from redis: %w", h.room, err)
 		}
+		f.roomLast, _ = strconv.ParseUint(fmt.Sprint(vals[1]), 10, 64)
 		f.roomFrom, _ = vals[2].(string)
 		if f.roomEpoch, f.found = vals[0].(string); !f.found || f.roomEpoch != epoch {
-			f.roomLast, _ = strconv.ParseUint(fmt.Sprint(vals[1]), 10, 64)
 			return f, nil
 		}
-		f.roomLast, _ = strconv.ParseUint(fmt.Sprint(vals[1]), 10, 64)
 		upto = max(upto, f.roomLast)
 	}
 	// Not bounded by this node's history: the stream holds what the
