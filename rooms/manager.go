@@ -151,17 +151,13 @@ func (m *Manager) restore(ctx context.Context, names []string) error {
 		if err != nil {
 			return fmt.Errorf("opening history of room %q: %w", name, err)
 		}
-		r := m.newRoom(name, h)
 		kept, err := h.After(ctx, 0, cfg.History)
 		if err != nil {
 			return errors.Join(fmt.Errorf("reading history of room %q: %w", name, err), h.Close())
 		}
-		for _, msg := range kept {
-			r.lastActive = msg.Time
-			if msg.Verified {
-				_, seq, _ := ParseID(msg.ID)
-				r.verified.add(nameHash(msg.User), seq, cfg.MaxNames)
-			}
+		r := m.newRoom(name, h, kept)
+		if n := len(kept); n > 0 {
+			r.lastActive = kept[n-1].Time
 		}
 		m.mu.Lock()
 		m.rooms[name] = r
@@ -366,6 +362,14 @@ func (m *Manager) create(name string) (*room, error) {
 
 	ctx, cancel := m.storeContext()
 	h, err := cfg.Store.Open(ctx, name, cfg.History)
+	var kept []Message
+	if err == nil && h.Last() > 0 {
+		// Another process made the room: the names its verified authors
+		// posted under are reserved here too.
+		if kept, err = h.After(ctx, 0, cfg.History); err != nil {
+			err = errors.Join(fmt.Errorf("reading it: %w", err), h.Close())
+		}
+	}
 	cancel()
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -376,7 +380,7 @@ func (m *Manager) create(name string) (*room, error) {
 	case m.closed:
 		op.err = errors.Join(ErrClosed, h.Close())
 	default:
-		op.r = m.newRoom(name, h)
+		op.r = m.newRoom(name, h, kept)
 		m.rooms[name] = op.r
 		if hook := cfg.Hooks.RoomCreated; hook != nil {
 			hook(name)
@@ -385,9 +389,14 @@ func (m *Manager) create(name string) (*room, error) {
 	return op.r, op.err
 }
 
-// newRoom returns a room, active now, keeping its messages in h.
-func (m *Manager) newRoom(name string, h History) *room {
+// newRoom returns a room, active now, keeping its messages in h, of which
+// kept are those the store held already: their verified authors' names
+// are reserved.
+func (m *Manager) newRoom(name string, h History, kept []Message) *room {
 	r := &room{name: name, history: h, lastActive: time.Now(), verified: names{}, depth: 1}
+	for _, msg := range kept {
+		r.learnName(msg, m.config().MaxNames)
+	}
 	if _, ok := h.(Pipelined); ok {
 		r.depth = pipelineDepth
 	}
@@ -456,6 +465,13 @@ func (m *Manager) deliver(r *room, sh Shared, sync bool) {
 	ctx, cancel := m.storeContext()
 	msgs, gone, _ := sh.Catch(ctx, sync)
 	cancel()
+	if !gone && next > 1 && r.history.Epoch() != epoch {
+		// The history went on in a new epoch under messages delivered
+		// here, as when its store lost the newest of them: the streams
+		// that followed the old one end, and resuming they are told the
+		// history moved on.
+		r.broadcaster.EvictAll()
+	}
 	// In the same epoch, a sequence number passed over is a message that
 	// the store no longer held when this process came to read it: the
 	// streams that were owed it are evicted, and resuming they are told
@@ -468,6 +484,9 @@ func (m *Manager) deliver(r *room, sh Shared, sync bool) {
 			r.broadcaster.EvictAll()
 		}
 		next = seq + 1
+		// A verified post stored by another process reserves its name
+		// here as one stored here does.
+		r.learnName(msg, m.config().MaxNames)
 		delivered := r.broadcaster.Submit(MessageEvent(msg))
 		if hook != nil {
 			hook(r.name, delivered)
@@ -480,6 +499,15 @@ func (m *Manager) deliver(r *room, sh Shared, sync bool) {
 	if gone {
 		// Dropping takes the Manager's lock, which comes before r.mu.
 		m.background(func() { m.dropIf(r, "deleted", func(r *room) bool { return !r.closed }) })
+	}
+}
+
+// learnName reserves the name msg was posted under when its author was
+// verified. r.mu must be held, or r not yet reachable.
+func (r *room) learnName(msg Message, max int) {
+	if msg.Verified {
+		_, seq, _ := ParseID(msg.ID)
+		r.verified.add(nameHash(msg.User), seq, max)
 	}
 }
 

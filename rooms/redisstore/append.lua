@@ -1,20 +1,39 @@
 -- Stores a batch of messages in one room, atomically.
--- KEYS[1] meta hash (epoch, last), KEYS[2] stream, KEYS[3..] idempotency keys.
+-- KEYS[1] meta hash (epoch, last), KEYS[2] stream, KEYS[3] the call's
+-- answer, KEYS[4..] idempotency keys.
 -- ARGV: epoch to create the room with, history size, key TTL in ms,
--- channel, message count, idle TTL in ms (0: none), then per message: time in ms, user, text,
+-- channel, message count, idle TTL in ms (0: none), TTL of the call's
+-- answer in ms, the epoch the caller follows and the highest sequence
+-- number it knows stored in it, then per message: time in ms, user, text,
 -- verified ("1"/"0"), index in KEYS of its idempotency key (0: none) and
 -- the digest of its content.
--- Returns the room's epoch, then per message {seq, 0, 0} when stored, or
+-- Returns the room's epoch and the epoch it went on from when Redis lost
+-- messages ("" for none), then per message {seq, 0, 0} when stored, or
 -- {seq, time, same} of the message stored first under its key.
+-- A call made again, by a client that retries when an answer was lost,
+-- gets the first call's answer and stores nothing.
+local answered = redis.call('GET', KEYS[3])
+if answered then
+  return cjson.decode(answered)
+end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if epoch and epoch == ARGV[8] and tonumber(redis.call('HGET', KEYS[1], 'last') or '0') < tonumber(ARGV[9]) then
+  -- Redis lost messages that the caller saw stored, as after a failover
+  -- to a replica that lagged: going on would give their ids again, so the
+  -- room goes on in a new epoch.
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'last', 0, 'from', epoch)
+  epoch = ARGV[1]
+end
 if not epoch then
   epoch = ARGV[1]
   redis.call('HSET', KEYS[1], 'epoch', epoch)
 end
-local out = {epoch}
+local from = redis.call('HGET', KEYS[1], 'from') or ''
+local out = {epoch, from}
 local pub = {}
 for i = 0, tonumber(ARGV[5]) - 1 do
-  local b = 7 + i * 6
+  local b = 10 + i * 6
   local t, u, x, v, k, sum = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4]), ARGV[b + 5]
   local prior
   if k > 0 then
@@ -45,6 +64,7 @@ if tonumber(ARGV[6]) > 0 then
   redis.call('PEXPIRE', KEYS[2], ARGV[6])
 end
 if #pub > 0 then
-  redis.call('PUBLISH', ARGV[4], cjson.encode({e = epoch, m = pub}))
+  redis.call('PUBLISH', ARGV[4], cjson.encode({e = epoch, f = from, m = pub}))
 end
+redis.call('SET', KEYS[3], cjson.encode(out), 'PX', ARGV[7])
 return out

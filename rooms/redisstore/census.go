@@ -24,6 +24,12 @@ import (
 // node's counts and presence within censusTTL; one that stops deletes it at
 // once. The set nodes names the nodes that may hold a hash.
 //
+// A room's keys expire after the idle timeout with no message, unless a
+// node follows the room: each node renews the keys of the rooms it has
+// streams in, and their place in the directory, every quarter of the idle
+// timeout, with its report. So a room is dropped as idle only when no node
+// has a stream to it.
+//
 // The directory: the sorted set rooms names every room that got a message,
 // scored with the time of the last one a node reported, so that every node
 // lists the rooms no node has open. A node adds the rooms whose newest id
@@ -43,6 +49,7 @@ type census struct {
 	refreshed time.Time
 	nodes     map[string]*nodeReport     // the other nodes, by id
 	indexed   map[string]string          // the newest id of each room as last added to the directory
+	renewed   map[string]time.Time       // when the keys of each room followed here were last renewed
 	heard     time.Time                  // when the other nodes' reports were last read
 	others    map[string]rooms.Headcount // nodes summed; nil when one changed since
 }
@@ -74,7 +81,7 @@ func (s *Store) Exchange(ctx context.Context, here map[string]rooms.Headcount) (
 		var b [8]byte
 		_, _ = rand.Read(b[:]) // never fails
 		c.id = hex.EncodeToString(b[:])
-		c.nodes, c.indexed = map[string]*nodeReport{}, map[string]string{}
+		c.nodes, c.indexed, c.renewed = map[string]*nodeReport{}, map[string]string{}, map[string]time.Time{}
 	}
 	if err := s.report(ctx, here); err != nil {
 		return s.unheard(err)
@@ -127,14 +134,21 @@ func (s *Store) report(ctx context.Context, here map[string]rooms.Headcount) err
 	var set []any
 	var gone []string
 	var active []redis.Z
-	now := float64(time.Now().UnixMilli())
+	var renew []string
+	idle := s.idleTimeout()
+	at := time.Now()
+	now := float64(at.UnixMilli())
 	for room, h := range here {
 		// Compared, not encoded: most rooms change in no report.
 		if w, ok := c.written[room]; !ok || w.Version != h.Version || h.Version == 0 && (w.Subscribers != h.Subscribers || w.Anonymous != h.Anonymous || !maps.Equal(w.Users, h.Users)) {
 			v, _ := json.Marshal(headcount{Subscribers: h.Subscribers, Anonymous: h.Anonymous, Users: h.Users}) // ints and strings: it cannot fail
 			set = append(set, "r:"+room, string(v))
 		}
-		if h.LastID != "" && c.indexed[room] != h.LastID {
+		followed := idle > 0 && h.Subscribers > 0 && h.LastID != "" && at.Sub(c.renewed[room]) >= idle/4
+		if followed {
+			renew = append(renew, room)
+		}
+		if h.LastID != "" && (c.indexed[room] != h.LastID || followed) {
 			active = append(active, redis.Z{Score: now, Member: room})
 		}
 	}
@@ -142,6 +156,7 @@ func (s *Store) report(ctx context.Context, here map[string]rooms.Headcount) err
 		if _, ok := here[room]; !ok {
 			gone = append(gone, "r:"+room)
 			delete(c.indexed, room)
+			delete(c.renewed, room)
 		}
 	}
 	if len(set)+len(gone)+len(active) == 0 && time.Since(c.refreshed) < censusRefresh {
@@ -167,6 +182,12 @@ func (s *Store) report(ctx context.Context, here map[string]rooms.Headcount) err
 		if len(active) > 0 {
 			p.ZAdd(ctx, s.directoryKey(), active...)
 		}
+		for _, room := range renew {
+			// A room that expired or was deleted is not made again.
+			k := s.keysOf(room)
+			p.PExpire(ctx, k.meta, idle)
+			p.PExpire(ctx, k.stream, idle)
+		}
 		return nil
 	})
 	if err != nil {
@@ -176,6 +197,9 @@ func (s *Store) report(ctx context.Context, here map[string]rooms.Headcount) err
 	for _, z := range active {
 		room := z.Member.(string)
 		c.indexed[room] = here[room].LastID
+	}
+	for _, room := range renew {
+		c.renewed[room] = at
 	}
 	c.refreshed = time.Now()
 	if !full && !existed.Val() {

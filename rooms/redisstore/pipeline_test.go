@@ -14,6 +14,7 @@ import (
 
 	"github.com/caddy-chat/caddy-chat/internal/redistest"
 	"github.com/caddy-chat/caddy-chat/rooms"
+	"github.com/caddy-chat/caddy-chat/rooms/storetest"
 )
 
 // commandCalls returns how many times the Redis at addr has run each
@@ -160,7 +161,7 @@ func TestRedisFailsUnderPipelinedSubmits(t *testing.T) {
 		t.Errorf("first message after the restart is %s, want sequence 2: the failed submits stored something", after.ID)
 	}
 	// The replay, then what came since.
-	if got := ids(t, sub, 2); got[1] != after.ID {
+	if got := storetest.IDs(t, sub, 2); got[1] != after.ID {
 		t.Errorf("subscriber on B got %v, want %s then %s", got, first.ID, after.ID)
 	}
 }
@@ -191,7 +192,7 @@ func TestTimedOutSubmitReachesItsNode(t *testing.T) {
 	if !errors.Is(err, rooms.ErrUnavailable) {
 		t.Fatalf("submit while Redis hung: %v, want ErrUnavailable", err)
 	}
-	if got := ids(t, sub, 1); !strings.HasSuffix(got[0], "-2") {
+	if got := storetest.IDs(t, sub, 1); !strings.HasSuffix(got[0], "-2") {
 		t.Fatalf("subscriber got %v, want the timed-out message, sequence 2", got)
 	}
 }
@@ -268,7 +269,7 @@ func TestCloseWaitsForSubmitUnderWay(t *testing.T) {
 	resumed()
 	o := <-submitted
 	<-closed
-	got, err := tryIDs(sub, 1)
+	got, err := storetest.TryIDs(sub, 1)
 	t.Logf("submit: %q, %v; subscriber on B: %v, %v", o.msg.ID, o.err, got, err)
 	if o.err != nil && len(got) > 0 {
 		t.Fatalf("the submit under way when its node stopped answered %v, yet B's subscriber got %v", o.err, got)
@@ -420,7 +421,7 @@ func subscribeAll(t *testing.T, room string, nodes ...*rooms.Manager) []*rooms.S
 func deliveredInOrder(t *testing.T, subs []*rooms.Subscription, n int) {
 	t.Helper()
 	for i, sub := range subs {
-		for j, id := range ids(t, sub, n) {
+		for j, id := range storetest.IDs(t, sub, n) {
 			if _, seq, _ := rooms.ParseID(id); seq != uint64(j+1) {
 				t.Fatalf("node %d delivered %s at position %d: out of order, repeated or skipped", i, id, j)
 			}

@@ -19,6 +19,7 @@ package redisstore
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
 	_ "embed"
 	"encoding/hex"
 	"encoding/json"
@@ -64,8 +65,12 @@ type Store struct {
 	idleTTL atomic.Int64 // a time.Duration; see SetIdleTimeout
 	timeout time.Duration
 	append  *redis.Script
-	ps      *redis.PubSub
-	done    chan struct{}
+	// id names this Store in the tokens of its script calls, and calls
+	// counts them.
+	id    string
+	calls atomic.Uint64
+	ps    *redis.PubSub
+	done  chan struct{}
 	// closing is canceled by Close: the Store's own calls end then.
 	closing context.Context
 	stop    context.CancelFunc
@@ -98,7 +103,10 @@ func New(client redis.UniversalClient, opt Options) *Store {
 	if opt.Timeout <= 0 {
 		opt.Timeout = DefaultTimeout
 	}
+	var id [8]byte
+	_, _ = rand.Read(id[:]) // never fails
 	s := &Store{
+		id:        hex.EncodeToString(id[:]),
 		client:    client,
 		prefix:    opt.Prefix,
 		keyTTL:    opt.KeyTTL,
@@ -135,9 +143,10 @@ func (s *Store) Close() error {
 }
 
 // SetIdleTimeout makes Redis expire a room that gets no message for d from
-// its next message on, on every node at once; 0 keeps rooms until they are
-// deleted. The Manager calls it with its IdleTimeout, also on a reload that
-// changes it. It implements rooms.IdleExpirer.
+// its next message on, and has no stream on any node (see census.go), on
+// every node at once; 0 keeps rooms until they are deleted. The Manager
+// calls it with its IdleTimeout, also on a reload that changes it. It
+// implements rooms.IdleExpirer.
 func (s *Store) SetIdleTimeout(d time.Duration) { s.idleTTL.Store(int64(d)) }
 
 func (s *Store) idleTimeout() time.Duration { return time.Duration(s.idleTTL.Load()) }
@@ -184,13 +193,20 @@ func (s *Store) listen(ch <-chan any) {
 
 // keys names a room's keys; they share the hash tag {room}.
 type keys struct {
-	meta, stream, channel, key string
+	meta, stream, channel, key, call string
 }
 
 func (s *Store) keysOf(room string) keys {
 	base := s.prefix + "{" + room + "}:"
-	return keys{meta: base + "meta", stream: base + "msgs", channel: base + "pub", key: base + "key:"}
+	return keys{meta: base + "meta", stream: base + "msgs", channel: base + "pub", key: base + "key:", call: base + "call:"}
 }
+
+// callTTL is how long the script keeps the answer to a call, for a retry
+// of it: a client may send a script again when the answer was lost, as
+// go-redis's ClusterClient does on a closed connection whatever its
+// MaxRetries, and the retry must not store the messages again. Retries
+// come within the call's timeouts, well within it.
+const callTTL = time.Minute
 
 // Has reports whether Redis holds the room: another node made it.
 func (s *Store) Has(ctx context.Context, room string) (bool, error) {
@@ -241,6 +257,9 @@ type history struct {
 	last     uint64          // the newest sequence number delivered
 	own      []rooms.Message // appended here or caught, not yet delivered
 	stale    bool            // the room was deleted and made again elsewhere
+	// left is the epoch this history left for a new one when Redis lost
+	// messages of it (see restart); what is heard of it is let be.
+	left string
 	// Script calls started (see Start), those not finished yet, and the
 	// value of started when Catch first found the gap it waits for (0
 	// for none), which begins after gapFrom.
@@ -261,6 +280,9 @@ type notice struct {
 	Epoch   string      `json:"e"`
 	Deleted bool        `json:"d,omitempty"`
 	Msgs    []published `json:"m,omitempty"`
+	// From is the epoch the room went on from when Redis lost messages
+	// of it, "" for none.
+	From string `json:"f,omitempty"`
 }
 
 // published is a message as the script publishes it.
@@ -339,8 +361,11 @@ type appendCall struct {
 // the next batch start before this one finishes: each gets the sequence
 // numbers that the script gives it, and Catch puts them in order.
 func (h *history) Start(entries []rooms.Entry) rooms.Call {
-	keyNames := []string{h.keys.meta, h.keys.stream}
-	args := make([]any, 0, 6+6*len(entries))
+	// Each call has a token of its own, under which the script keeps its
+	// answer for a retry.
+	token := h.keys.call + h.s.id + "-" + strconv.FormatUint(h.s.calls.Add(1), 36)
+	keyNames := []string{h.keys.meta, h.keys.stream, token}
+	args := make([]any, 0, 7+6*len(entries))
 	// A room that this history knows to hold messages, but that Redis
 	// lost (its idle TTL passed, or it was deleted and the notice has not
 	// come yet), or may hold them (a call under way), is made again in an
@@ -350,7 +375,15 @@ func (h *history) Start(entries []rooms.Entry) rooms.Call {
 	if h.last > 0 || len(h.own) > 0 || len(h.calls) > 0 {
 		create = rooms.NewEpoch()
 	}
-	args = append(args, create, h.capacity, h.s.keyTTL.Milliseconds(), h.keys.channel, len(entries), h.s.idleTimeout().Milliseconds())
+	// The script compares what this history knows stored with what
+	// Redis holds: less there means Redis lost messages.
+	known := h.last
+	for _, m := range h.own {
+		if epoch, seq, _ := rooms.ParseID(m.ID); epoch == h.epoch {
+			known = max(known, seq)
+		}
+	}
+	args = append(args, create, h.capacity, h.s.keyTTL.Milliseconds(), h.keys.channel, len(entries), h.s.idleTimeout().Milliseconds(), callTTL.Milliseconds(), h.epoch, known)
 	for _, e := range entries {
 		m := e.Message
 		keyIndex, sum := 0, ""
@@ -390,19 +423,29 @@ func (c *appendCall) Finish() error {
 		}
 		return fmt.Errorf("appending to room %q in redis: %w", h.room, c.err)
 	}
-	if len(res) != 1+len(entries) {
+	if len(res) != 2+len(entries) {
 		return fmt.Errorf("appending to room %q in redis: the script answered %d values for %d messages", h.room, len(res), len(entries))
 	}
 	epoch, _ := res[0].(string)
-	if epoch != h.epoch {
-		if h.last > 0 || len(h.own) > 0 {
-			// Deleted and made again elsewhere since this node
-			// opened it: its subscribers follow the old epoch.
-			h.stale = true
-		}
+	from, _ := res[1].(string)
+	switch {
+	case epoch == h.epoch:
+	case from == h.epoch:
+		// Redis lost messages this history has: the next Catch takes
+		// the room's new epoch, as another node takes it from the
+		// script's notice.
+		h.mu.Lock()
+		h.heard = append(h.heard, notice{Epoch: epoch, From: from})
+		h.mu.Unlock()
+	case h.last > 0 || len(h.own) > 0:
+		// Deleted and made again elsewhere since this node opened
+		// it: its subscribers follow the old epoch.
+		h.stale = true
+		h.epoch = epoch
+	default:
 		h.epoch = epoch
 	}
-	for i, v := range res[1:] {
+	for i, v := range res[2:] {
 		r, _ := v.([]any)
 		if len(r) != 3 {
 			return fmt.Errorf("appending to room %q in redis: malformed answer %v", h.room, v)
@@ -445,6 +488,12 @@ func (h *history) Catch(ctx context.Context, sync bool) ([]rooms.Message, bool, 
 	got := h.own
 	h.own = nil
 	for _, n := range heard {
+		if n.From != "" && n.From == h.epoch {
+			got = h.restart(n.Epoch, got)
+		}
+		if n.Epoch == h.left {
+			continue
+		}
 		if n.Epoch != h.epoch {
 			if h.last > 0 || len(got) > 0 {
 				gone = true
@@ -543,6 +592,9 @@ func (h *history) merge(f *fetched, got []rooms.Message, target, complete uint64
 			if h.last > 0 {
 				return nil, 0, 0, true
 			}
+		case f.roomFrom != "" && f.roomFrom == h.epoch:
+			// Went on in a new epoch, which the next read is in.
+			return h.restart(f.roomEpoch, got), f.roomLast, 0, false
 		case f.roomEpoch != h.epoch:
 			if h.last > 0 || len(got) > 0 {
 				return nil, 0, 0, true
@@ -558,16 +610,28 @@ func (h *history) merge(f *fetched, got []rooms.Message, target, complete uint64
 	return append(got, f.msgs...), max(target, f.upto), max(complete, f.upto), false
 }
 
+// restart takes the new epoch that the room went on in when Redis lost
+// messages this history had (see append.lua), and drops what got holds of
+// the old one: the Manager ends the streams that followed it.
+func (h *history) restart(epoch string, got []rooms.Message) []rooms.Message {
+	h.left, h.epoch, h.last, h.gapSeen = h.epoch, epoch, 0, 0
+	return slices.DeleteFunc(got, func(m rooms.Message) bool {
+		e, _, _ := rooms.ParseID(m.ID)
+		return e != epoch
+	})
+}
+
 // fetched is what fetch read.
 type fetched struct {
 	epoch string // the history's when it asked
 	// meta is set when the room's position was asked for: found, with
-	// roomEpoch and roomLast, when Redis holds the room.
-	meta, found bool
-	roomEpoch   string
-	roomLast    uint64
-	upto        uint64 // every message up to this one was read
-	msgs        []rooms.Message
+	// roomEpoch and roomLast, when Redis holds the room, and roomFrom, the
+	// epoch it went on from when Redis lost messages ("" for none).
+	meta, found         bool
+	roomEpoch, roomFrom string
+	roomLast            uint64
+	upto                uint64 // every message up to this one was read
+	msgs                []rooms.Message
 }
 
 // fetch reads the messages in (after, upto] of the stream, and with meta
@@ -577,14 +641,15 @@ type fetched struct {
 func (h *history) fetch(ctx context.Context, epoch string, after, upto uint64, meta bool) (*fetched, error) {
 	f := &fetched{epoch: epoch, meta: meta, upto: after}
 	if meta {
-		vals, err := h.s.client.HMGet(ctx, h.keys.meta, "epoch", "last").Result()
+		vals, err := h.s.client.HMGet(ctx, h.keys.meta, "epoch", "last", "from").Result()
 		if err != nil {
 			return nil, fmt.Errorf("reading room %q from redis: %w", h.room, err)
 		}
+		f.roomLast, _ = strconv.ParseUint(fmt.Sprint(vals[1]), 10, 64)
+		f.roomFrom, _ = vals[2].(string)
 		if f.roomEpoch, f.found = vals[0].(string); !f.found || f.roomEpoch != epoch {
 			return f, nil
 		}
-		f.roomLast, _ = strconv.ParseUint(fmt.Sprint(vals[1]), 10, 64)
 		upto = max(upto, f.roomLast)
 	}
 	// Not bounded by this node's history: the stream holds what the

@@ -14,6 +14,7 @@ import (
 
 	"github.com/caddy-chat/caddy-chat/internal/redistest"
 	"github.com/caddy-chat/caddy-chat/rooms"
+	"github.com/caddy-chat/caddy-chat/rooms/storetest"
 )
 
 // node is one process's view of the shared rooms: a Manager on its own
@@ -52,41 +53,6 @@ func nodeWith(t testing.TB, opts *redis.Options, cfg rooms.Config) *rooms.Manage
 	return m
 }
 
-// ids returns the ids of sub's replay and of the frames that follow, until
-// there are n, failing after a deadline.
-func ids(t *testing.T, sub *rooms.Subscription, n int) []string {
-	t.Helper()
-	got, err := tryIDs(sub, n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return got
-}
-
-// tryIDs is ids for goroutines other than the test's.
-func tryIDs(sub *rooms.Subscription, n int) ([]string, error) {
-	var got []string
-	for _, m := range sub.Messages {
-		got = append(got, m.ID)
-	}
-	deadline := time.After(5 * time.Second)
-	for len(got) < n {
-		select {
-		case <-sub.Ready():
-		case <-deadline:
-			return got, fmt.Errorf("got %d messages %v, want %d", len(got), got, n)
-		}
-		frames, err := sub.Take(nil)
-		for _, f := range frames {
-			got = append(got, f.Message.ID)
-		}
-		if err != nil {
-			return got, fmt.Errorf("subscription ended after %v: %w", got, err)
-		}
-	}
-	return got, nil
-}
-
 func TestSharedRoomAcrossNodes(t *testing.T) {
 	srv := redistest.Start(t)
 	a, b := node(t, srv.Addr, rooms.Config{}), node(t, srv.Addr, rooms.Config{})
@@ -116,7 +82,7 @@ func TestSharedRoomAcrossNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{first.ID, second.ID, third.ID}
-	if got := ids(t, sub, 3); !slicesEqual(got, want) {
+	if got := storetest.IDs(t, sub, 3); !slicesEqual(got, want) {
 		t.Fatalf("node B delivered %v, want %v", got, want)
 	}
 	epoch, seq, _ := rooms.ParseID(third.ID)
@@ -149,7 +115,7 @@ func TestResumeOnFreshNodeWithNewestID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := ids(t, early, 1); got[0] != msg.ID {
+	if got := storetest.IDs(t, early, 1); got[0] != msg.ID {
 		t.Fatalf("early subscriber on B got %v, want %s", got, msg.ID)
 	}
 	sub, err := b.Subscribe("lobby", rooms.Position{LastEventID: msg.ID}, nil)
@@ -196,7 +162,7 @@ func TestConcurrentPublishersOneOrder(t *testing.T) {
 	total := len(nodes) * each
 	var first []string
 	for i, sub := range subs {
-		got := ids(t, sub, total)
+		got := storetest.IDs(t, sub, total)
 		if len(got) != total {
 			t.Fatalf("node %d delivered %d messages, want %d", i, len(got), total)
 		}
@@ -327,7 +293,7 @@ func TestRedisDown(t *testing.T) {
 	if e, _, _ := rooms.ParseID(before.ID); !strings.HasPrefix(after.ID, e+"-") {
 		t.Fatalf("after redis came back, id %s is not in epoch of %s", after.ID, before.ID)
 	}
-	if got := ids(t, sub, 1); got[0] != after.ID {
+	if got := storetest.IDs(t, sub, 1); got[0] != after.ID {
 		t.Fatalf("stream on B got %v after redis came back, want %s", got, after.ID)
 	}
 }
@@ -363,7 +329,7 @@ func TestIdleOnOneNodeKeepsTheRoom(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := ids(t, sub, 1); got[0] != second.ID {
+	if got := storetest.IDs(t, sub, 1); got[0] != second.ID {
 		t.Fatalf("stream on A got %v after B swept the room, want %s", got, second.ID)
 	}
 	rep, err := b.Messages("lobby", "", 10)
@@ -480,7 +446,7 @@ func TestRedisRestartUnderLoad(t *testing.T) {
 		}
 	}
 	for i, sub := range subs {
-		got := ids(t, sub, total)
+		got := storetest.IDs(t, sub, total)
 		for j, id := range got {
 			if id != rep.Messages[j].ID {
 				t.Fatalf("stream on node %d: message %d is %s, want %s", i, j, id, rep.Messages[j].ID)
@@ -511,7 +477,7 @@ func TestReopenedRoomStaysSubscribed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := ids(t, sub, 1); got[0] != msg.ID {
+		if got := storetest.IDs(t, sub, 1); got[0] != msg.ID {
 			t.Fatalf("reopened stream on B got %v, want %s", got, msg.ID)
 		}
 		sub.Close()
@@ -536,7 +502,7 @@ func TestExpiredRoomGetsNewEpoch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := ids(t, sub, 1); got[0] != first.ID {
+	if got := storetest.IDs(t, sub, 1); got[0] != first.ID {
 		t.Fatalf("stream got %v, want %s", got, first.ID)
 	}
 	// What the idle TTL does to the room's keys: they go, and nothing
@@ -583,7 +549,7 @@ func TestGapLongerThanHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	want = append(want, last.ID)
-	if got := ids(t, sub, len(want)); !slicesEqual(got, want) {
+	if got := storetest.IDs(t, sub, len(want)); !slicesEqual(got, want) {
 		t.Fatalf("B delivered %v after a gap, want %v", got, want)
 	}
 }
@@ -672,7 +638,7 @@ func heardOn(t *testing.T, a, b *rooms.Manager, room, text string) (rooms.Messag
 		t.Fatal(err)
 	}
 	t.Cleanup(sub.Close)
-	if got := ids(t, sub, 1); got[0] != msg.ID {
+	if got := storetest.IDs(t, sub, 1); got[0] != msg.ID {
 		t.Fatalf("subscriber on B got %v, want %s", got, msg.ID)
 	}
 	return msg, sub
@@ -708,9 +674,9 @@ func storeUnheard(t *testing.T, addr, room, epoch string, history, n int) {
 	admin := New(redis.NewClient(&redis.Options{Addr: addr}), Options{Prefix: "test:"})
 	defer admin.Close()
 	k := admin.keysOf(room)
-	for range n {
-		if err := admin.append.Run(context.Background(), admin.client, []string{k.meta, k.stream},
-			epoch, history, 60000, "test:elsewhere", 1, 0, time.Now().UnixMilli(), "bob", "unheard", "0", 0, "").Err(); err != nil {
+	for i := range n {
+		if err := admin.append.Run(context.Background(), admin.client, []string{k.meta, k.stream, k.call + strconv.Itoa(i)},
+			epoch, history, 60000, "test:elsewhere", 1, 0, 60000, epoch, 0, time.Now().UnixMilli(), "bob", "unheard", "0", 0, "").Err(); err != nil {
 			t.Fatalf("storing a message unheard: %v", err)
 		}
 	}

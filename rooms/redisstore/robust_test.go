@@ -18,6 +18,7 @@ import (
 
 	"github.com/caddy-chat/caddy-chat/internal/redistest"
 	"github.com/caddy-chat/caddy-chat/rooms"
+	"github.com/caddy-chat/caddy-chat/rooms/storetest"
 )
 
 // timed runs f on its own goroutine and returns its error and how long it
@@ -119,7 +120,7 @@ func TestHangingRedis(t *testing.T) {
 	// The refused submit may yet have been stored: Redis reads it when it
 	// continues. Either way the stream holds every message once, in order.
 	_, last, _ := rooms.ParseID(after.ID)
-	got := ids(t, sub, int(last))
+	got := storetest.IDs(t, sub, int(last))
 	epoch, _, _ := rooms.ParseID(before.ID)
 	for i, id := range got {
 		if id != rooms.FormatID(epoch, uint64(i+1)) {
@@ -234,7 +235,7 @@ func TestGapIsReadOffTheListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	if took, err := timed(t, 3*time.Second, "another room's message while a gap is read", func() error {
-		if got, err := tryIDs(subs[1], 1); err != nil || got[0] != live.ID {
+		if got, err := storetest.TryIDs(subs[1], 1); err != nil || got[0] != live.ID {
 			return fmt.Errorf("live room delivered %v (%v), want %s", got, err, live.ID)
 		}
 		if rs := b.Rooms(); len(rs) != 2 {
@@ -247,7 +248,7 @@ func TestGapIsReadOffTheListener(t *testing.T) {
 		t.Logf("another room delivered and the rooms listed in %v while a gap is read", took)
 	}
 	answer()
-	if got, want := ids(t, subs[0], 2), []string{rooms.FormatID(epoch, 2), third.ID}; !slicesEqual(got, want) {
+	if got, want := storetest.IDs(t, subs[0], 2), []string{rooms.FormatID(epoch, 2), third.ID}; !slicesEqual(got, want) {
 		t.Fatalf("room with a gap delivered %v, want %v", got, want)
 	}
 }

@@ -1,0 +1,651 @@
+// Package storetest is the behaviour every rooms.Store backend owes its
+// users, as one suite that each backend's tests run with a Factory of
+// their own: ids that rise and are never given twice, history, drop and
+// close, idempotency keys, gaps, verified names, idle rooms and a lost
+// reply. It drives the public rooms.Manager, as Caddy does, so that it
+// holds whatever the engine behind the Manager becomes.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddy-chat/caddy-chat/rooms"
+)
+
+// Factory returns a new, empty data set of the backend under test, for one
+// subtest. Data sets may share servers but never meet. The suite calls it
+// from parallel subtests.
+type Factory func(t *testing.T) Backend
+
+// Backend is one data set of a store and what the suite may do with it.
+type Backend struct {
+	// Open opens a store on the data set, as a starting process does.
+	Open func(t *testing.T) Node
+	// Durable is set when a store opened after another closed finds what
+	// that one kept: a restart keeps rooms.
+	Durable bool
+	// Shared is set when stores open at once share the data set, as
+	// Caddy nodes on one Redis do. Without it, the suite opens one store
+	// at a time.
+	Shared bool
+	// Failover, when set, begins a failover: the data set as it is now is
+	// copied, as a replica holds it, and promote makes every store, open
+	// or opened later, use the copy, losing what was written in between.
+	Failover func(t *testing.T) (promote func(t *testing.T))
+}
+
+// Node is a store opened on a Backend, as one process holds it.
+type Node struct {
+	rooms.Store
+	// Close releases the store once its Manager closed; nil when there
+	// is nothing to release.
+	Close func() error
+	// Cut, when set, cuts the store off from the data set until heal is
+	// called: what it misses meanwhile it must fill in.
+	Cut func(t *testing.T) (heal func())
+	// DropReply, when set, loses the answer to the store's next write to
+	// room after the data set took the write, as a network may.
+	DropReply func(t *testing.T, room string)
+}
+
+// Run runs the suite on the backend that open makes, each behaviour a
+// subtest of its own, in parallel. A subtest is skipped only where the
+// backend lacks what it needs: a second node, durability, a replica or a
+// network.
+func Run(t *testing.T, open Factory) {
+	for _, c := range []struct {
+		name string
+		run  func(*testing.T, Backend)
+	}{
+		{"IDsRise", idsRise},
+		{"IDsRiseAcrossRestart", idsRiseAcrossRestart},
+		{"IDsRiseAcrossNodes", idsRiseAcrossNodes},
+		{"IDsRiseAcrossFailover", idsRiseAcrossFailover},
+		{"HistoryAfterAndLimit", historyAfterAndLimit},
+		{"HistoryResizeAndTrim", historyResizeAndTrim},
+		{"DropForgets", dropForgets},
+		{"CloseKeeps", closeKeeps},
+		{"IdempotencyKeys", idempotencyKeys},
+		{"GapsFilledInOrder", gapsFilledInOrder},
+		{"VerifiedNamesFromEveryDelivery", verifiedNamesFromEveryDelivery},
+		{"IdleExpiryNeverUnderAStream", idleExpiryNeverUnderAStream},
+		{"LostReplyStoresOnce", lostReplyStoresOnce},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			c.run(t, open(t))
+		})
+	}
+}
+
+// peer is a Manager on a store of the Backend, as one Caddy node runs it.
+type peer struct {
+	*rooms.Manager
+	node Node
+	cfg  rooms.Config
+	once sync.Once
+}
+
+// start opens a store on b and a Manager with cfg on it, taking back the
+// rooms the store remembers. A history of 10 and a buffer of 100 are the
+// defaults. It stops when t ends, unless stopped before.
+func start(t *testing.T, b Backend, cfg rooms.Config) *peer {
+	t.Helper()
+	n := b.Open(t)
+	if cfg.History == 0 {
+		cfg.History = 10
+	}
+	if cfg.Buffer == 0 {
+		cfg.Buffer = 100
+	}
+	cfg.Store = n.Store
+	m, err := rooms.Open(context.Background(), cfg)
+	if err != nil {
+		if n.Close != nil {
+			n.Close()
+		}
+		t.Fatal(err)
+	}
+	p := &peer{Manager: m, node: n, cfg: cfg}
+	t.Cleanup(func() { p.stop(t) })
+	return p
+}
+
+// stop closes the Manager, then its store, as a process stopping does.
+func (p *peer) stop(t *testing.T) {
+	t.Helper()
+	p.once.Do(func() {
+		err := p.Manager.Close()
+		if p.node.Close != nil {
+			err = errors.Join(err, p.node.Close())
+		}
+		if err != nil {
+			t.Errorf("stopping a node: %v", err)
+		}
+	})
+}
+
+// configure applies change to the node's config, as a reload does.
+func (p *peer) configure(change func(*rooms.Config)) {
+	change(&p.cfg)
+	p.Configure(p.cfg)
+}
+
+// post submits each text to room as alice, failing t on an error.
+func post(t *testing.T, p *peer, room string, texts ...string) []rooms.Message {
+	t.Helper()
+	var out []rooms.Message
+	for _, text := range texts {
+		msg, _, err := p.Submit(room, rooms.Post{User: "alice", Text: text})
+		if err != nil {
+			t.Fatalf("posting %q to %s: %v", text, room, err)
+		}
+		out = append(out, msg)
+	}
+	return out
+}
+
+// subscribe opens a subscription that closes when t ends.
+func subscribe(t *testing.T, p *peer, room string, pos rooms.Position) *rooms.Subscription {
+	t.Helper()
+	sub, err := p.Subscribe(room, pos, nil)
+	if err != nil {
+		t.Fatalf("subscribing to %s: %v", room, err)
+	}
+	t.Cleanup(sub.Close)
+	return sub
+}
+
+// messages returns what p answers for room after after, up to limit,
+// failing t on an error.
+func messages(t *testing.T, p *peer, room, after string, limit int) rooms.Replay {
+	t.Helper()
+	rep, err := p.Messages(room, after, limit)
+	if err != nil {
+		t.Fatalf("messages of %s after %q: %v", room, after, err)
+	}
+	return rep
+}
+
+// texts joins the texts of msgs with commas.
+func texts(msgs []rooms.Message) string {
+	var b []string
+	for _, m := range msgs {
+		b = append(b, m.Message)
+	}
+	return strings.Join(b, ",")
+}
+
+// eventually fails t unless ok holds within 5 s.
+func eventually(t *testing.T, what string, ok func() error) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := ok()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// issued holds new ids to the contract: none is given twice, and each is
+// above every id of its epoch given before it.
+type issued struct {
+	seen map[string]string // id → what it was given to
+	top  map[string]uint64 // the highest sequence number of each epoch
+}
+
+func (s *issued) add(t *testing.T, msgs ...rooms.Message) {
+	t.Helper()
+	if s.seen == nil {
+		s.seen, s.top = map[string]string{}, map[string]uint64{}
+	}
+	for _, m := range msgs {
+		epoch, seq, ok := rooms.ParseID(m.ID)
+		if !ok {
+			t.Fatalf("%q was given the malformed id %q", m.Message, m.ID)
+		}
+		if first, ok := s.seen[m.ID]; ok {
+			t.Fatalf("%q was given the id %s, which %q had", m.Message, m.ID, first)
+		}
+		if seq <= s.top[epoch] {
+			t.Fatalf("%q was given the id %s, not above %s given before", m.Message, m.ID, rooms.FormatID(epoch, s.top[epoch]))
+		}
+		s.seen[m.ID], s.top[epoch] = m.Message, seq
+	}
+}
+
+func epochOf(m rooms.Message) string {
+	epoch, _, _ := rooms.ParseID(m.ID)
+	return epoch
+}
+
+// idsRise: a room's ids rise within its epoch.
+func idsRise(t *testing.T, b Backend) {
+	p := start(t, b, rooms.Config{})
+	var ids issued
+	msgs := post(t, p, "lobby", "one", "two", "three")
+	ids.add(t, msgs...)
+	if epochOf(msgs[0]) != epochOf(msgs[2]) {
+		t.Fatalf("one room's ids %s and %s are in two epochs", msgs[0].ID, msgs[2].ID)
+	}
+	if _, seq, _ := rooms.ParseID(msgs[0].ID); seq != 1 {
+		t.Fatalf("a new room's first id is %s, want sequence 1", msgs[0].ID)
+	}
+}
+
+// idsRiseAcrossRestart: after a restart no id is given again; a durable
+// store continues the room's epoch, and a reader resumes there with no
+// reset, while one that forgets starts a new epoch, which tells the reader.
+func idsRiseAcrossRestart(t *testing.T, b Backend) {
+	p := start(t, b, rooms.Config{})
+	var ids issued
+	before := post(t, p, "lobby", "one", "two")
+	ids.add(t, before...)
+	p.stop(t)
+	p = start(t, b, rooms.Config{})
+	after := post(t, p, "lobby", "three")
+	ids.add(t, after...)
+	rep := messages(t, p, "lobby", before[1].ID, 10)
+	if !b.Durable {
+		if !rep.Reset || texts(rep.Messages) != "three" {
+			t.Fatalf("resuming after a restart that forgot the room: reset=%v %q, want a reset and three", rep.Reset, texts(rep.Messages))
+		}
+		return
+	}
+	if epochOf(after[0]) != epochOf(before[0]) {
+		t.Fatalf("a durable store started a new epoch across a restart: %s after %s", after[0].ID, before[1].ID)
+	}
+	if rep.Reset || texts(rep.Messages) != "three" {
+		t.Fatalf("resuming across a restart: reset=%v %q, want three", rep.Reset, texts(rep.Messages))
+	}
+}
+
+// idsRiseAcrossNodes: nodes that share a room continue one sequence, and
+// each delivers it whole and in order.
+func idsRiseAcrossNodes(t *testing.T, b Backend) {
+	if !b.Shared {
+		t.Skip("the backend keeps a room in one process: there is no second node")
+	}
+	nodes := []*peer{start(t, b, rooms.Config{}), start(t, b, rooms.Config{})}
+	var subs []*rooms.Subscription
+	for _, n := range nodes {
+		subs = append(subs, subscribe(t, n, "lobby", rooms.Position{}))
+	}
+	var ids issued
+	var want []string
+	for i := range 6 {
+		msg := post(t, nodes[i%2], "lobby", "m")[0]
+		ids.add(t, msg)
+		want = append(want, msg.ID)
+	}
+	if epochOf(rooms.Message{ID: want[0]}) != epochOf(rooms.Message{ID: want[5]}) {
+		t.Fatalf("two nodes gave ids in two epochs: %v", want)
+	}
+	for i, sub := range subs {
+		if got := IDs(t, sub, len(want)); !slices.Equal(got, want) {
+			t.Fatalf("node %d delivered %v, want %v", i, got, want)
+		}
+	}
+}
+
+// idsRiseAcrossFailover: a failover to a replica that missed the last
+// writes gives none of their ids again. The room starts a new epoch
+// instead: its stream is ended for its reader to resume, and a reader
+// resuming from an id the replica lost is told the history moved on.
+func idsRiseAcrossFailover(t *testing.T, b Backend) {
+	if b.Failover == nil {
+		t.Skip("the backend has no replica to fail over to")
+	}
+	p := start(t, b, rooms.Config{})
+	subs := []*rooms.Subscription{subscribe(t, p, "lobby", rooms.Position{})}
+	if b.Shared {
+		// A node that heard of the lost messages, and of the new
+		// epoch only from the node that posts.
+		subs = append(subs, subscribe(t, start(t, b, rooms.Config{}), "lobby", rooms.Position{}))
+	}
+	var ids issued
+	ids.add(t, post(t, p, "lobby", "one", "two")...)
+	promote := b.Failover(t)
+	lost := post(t, p, "lobby", "three", "four")
+	ids.add(t, lost...)
+	for _, sub := range subs {
+		IDs(t, sub, 4)
+	}
+	promote(t)
+	var after rooms.Message
+	eventually(t, "a submit after the failover", func() (err error) {
+		after, _, err = p.Submit("lobby", rooms.Post{User: "alice", Text: "five"})
+		return err
+	})
+	ids.add(t, after)
+	for i, sub := range subs {
+		if got, err := Receive(sub, 1); !errors.Is(err, rooms.ErrEvicted) {
+			t.Fatalf("node %d: the stream that had the lost messages got %v and %v, want it ended with ErrEvicted", i, idsOf(got), err)
+		}
+	}
+	rep := messages(t, p, "lobby", lost[1].ID, 10)
+	if !rep.Reset || texts(rep.Messages) != "five" {
+		t.Fatalf("resuming after %s, which the failover lost: reset=%v %q, want a reset and five", lost[1].ID, rep.Reset, texts(rep.Messages))
+	}
+}
+
+// historyAfterAndLimit: history is read after an id, up to a limit, the
+// newest when no id is given, on every node alike; a foreign id resets.
+// (The Manager has no read before an id yet: that part of the contract
+// comes with it.)
+func historyAfterAndLimit(t *testing.T, b Backend) {
+	p := start(t, b, rooms.Config{})
+	m := post(t, p, "lobby", "1", "2", "3", "4", "5")
+	readers := []*peer{p}
+	if b.Shared {
+		readers = append(readers, start(t, b, rooms.Config{}))
+	}
+	for i, r := range readers {
+		for _, c := range []struct {
+			after string
+			limit int
+			want  string
+			reset bool
+		}{
+			{"", 3, "3,4,5", false},
+			{"", 10, "1,2,3,4,5", false},
+			{m[0].ID, 2, "2,3", false},
+			{m[1].ID, 10, "3,4,5", false},
+			{m[4].ID, 10, "", false},
+			{"elsewhere-3", 10, "1,2,3,4,5", true},
+		} {
+			rep := messages(t, r, "lobby", c.after, c.limit)
+			if texts(rep.Messages) != c.want || rep.Reset != c.reset {
+				t.Fatalf("node %d: messages after %q, limit %d: %q reset=%v; want %q reset=%v", i, c.after, c.limit, texts(rep.Messages), rep.Reset, c.want, c.reset)
+			}
+			if c.reset && rep.Oldest != m[0].ID {
+				t.Fatalf("node %d: a reset names %q as the oldest message, want %s", i, rep.Oldest, m[0].ID)
+			}
+		}
+		if sub := subscribe(t, r, "lobby", rooms.Position{History: 2}); texts(sub.Messages) != "4,5" {
+			t.Fatalf("node %d: a stream asking for 2 of history replayed %q", i, texts(sub.Messages))
+		}
+		if sub := subscribe(t, r, "lobby", rooms.Position{LastEventID: m[2].ID}); texts(sub.Messages) != "4,5" || sub.Reset {
+			t.Fatalf("node %d: a stream resuming after %s replayed %q reset=%v", i, m[2].ID, texts(sub.Messages), sub.Reset)
+		}
+		if _, err := r.Messages("nowhere", "", 10); !errors.Is(err, rooms.ErrNotFound) {
+			t.Fatalf("node %d: messages of a room no one made: %v, want ErrNotFound", i, err)
+		}
+	}
+}
+
+// historyResizeAndTrim: a room keeps its newest History messages; a
+// smaller history trims the oldest, a larger one keeps what comes, and
+// what was trimmed never comes back, after a restart neither.
+func historyResizeAndTrim(t *testing.T, b Backend) {
+	p := start(t, b, rooms.Config{History: 5})
+	m := post(t, p, "lobby", "1", "2", "3", "4", "5", "6", "7", "8")
+	if got := texts(messages(t, p, "lobby", "", 10).Messages); got != "4,5,6,7,8" {
+		t.Fatalf("a history of 5 after 8 messages holds %q", got)
+	}
+	if rep := messages(t, p, "lobby", m[0].ID, 10); !rep.Reset || rep.Oldest != m[3].ID {
+		t.Fatalf("resuming after a trimmed message: reset=%v oldest=%q, want a reset and %s", rep.Reset, rep.Oldest, m[3].ID)
+	}
+	p.configure(func(c *rooms.Config) { c.History = 3 })
+	if got := texts(messages(t, p, "lobby", "", 10).Messages); got != "6,7,8" {
+		t.Fatalf("history made 3 holds %q", got)
+	}
+	p.configure(func(c *rooms.Config) { c.History = 6 })
+	post(t, p, "lobby", "9", "10")
+	if got := texts(messages(t, p, "lobby", "", 10).Messages); got != "6,7,8,9,10" {
+		t.Fatalf("history made 6 again holds %q after two more messages", got)
+	}
+	if !b.Durable {
+		return
+	}
+	p.stop(t)
+	p = start(t, b, rooms.Config{History: 10})
+	if got := texts(messages(t, p, "lobby", "", 10).Messages); got != "6,7,8,9,10" {
+		t.Fatalf("after a restart with a history of 10, the room holds %q", got)
+	}
+}
+
+// dropForgets: a deleted room is gone, on every node and after a restart;
+// made again, it gives no id it gave before, and a reader resuming from
+// an old one is told.
+func dropForgets(t *testing.T, b Backend) {
+	p := start(t, b, rooms.Config{})
+	var ids issued
+	old := post(t, p, "lobby", "one", "two")
+	ids.add(t, old...)
+	var other *peer
+	var there *rooms.Subscription
+	if b.Shared {
+		other = start(t, b, rooms.Config{})
+		there = subscribe(t, other, "lobby", rooms.Position{})
+	}
+	if err := p.Delete("lobby"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Messages("lobby", "", 10); !errors.Is(err, rooms.ErrNotFound) {
+		t.Fatalf("messages of a deleted room: %v, want ErrNotFound", err)
+	}
+	if other != nil {
+		if _, err := Receive(there, 1); !errors.Is(err, rooms.ErrRoomClosed) {
+			t.Fatalf("a stream on another node after the delete: %v, want ErrRoomClosed", err)
+		}
+		if _, err := other.Messages("lobby", "", 10); !errors.Is(err, rooms.ErrNotFound) {
+			t.Fatalf("messages of a deleted room on another node: %v, want ErrNotFound", err)
+		}
+	}
+	again := post(t, p, "lobby", "new")
+	ids.add(t, again...)
+	if rep := messages(t, p, "lobby", old[1].ID, 10); !rep.Reset || texts(rep.Messages) != "new" {
+		t.Fatalf("resuming in a room made again after %s: reset=%v %q, want a reset and new", old[1].ID, rep.Reset, texts(rep.Messages))
+	}
+	if !b.Durable {
+		return
+	}
+	p.stop(t)
+	if other != nil {
+		other.stop(t)
+	}
+	p = start(t, b, rooms.Config{})
+	if got := texts(messages(t, p, "lobby", "", 10).Messages); got != "new" {
+		t.Fatalf("after a restart the room made again holds %q, want new", got)
+	}
+}
+
+// closeKeeps: a durable store gives a room back after a restart as it was:
+// its messages, with their ids and times, and its epoch.
+func closeKeeps(t *testing.T, b Backend) {
+	if !b.Durable {
+		t.Skip("the backend keeps nothing across a restart")
+	}
+	p := start(t, b, rooms.Config{})
+	m := post(t, p, "lobby", "one", "two")
+	p.stop(t)
+	p = start(t, b, rooms.Config{})
+	rep := messages(t, p, "lobby", "", 10)
+	if len(rep.Messages) != 2 || rep.Reset {
+		t.Fatalf("after a restart the room holds %v reset=%v, want %v", rep.Messages, rep.Reset, m)
+	}
+	for i, got := range rep.Messages {
+		if got.ID != m[i].ID || got.Message != m[i].Message || !got.Time.Equal(m[i].Time) || got.User != m[i].User {
+			t.Fatalf("after a restart message %d is %+v, was %+v", i, got, m[i])
+		}
+	}
+}
+
+// idempotencyKeys: a retry with its key is answered with the message
+// stored first, on every node and after a restart; the same key with
+// another text is refused; another author's key is another key.
+func idempotencyKeys(t *testing.T, b Backend) {
+	p := start(t, b, rooms.Config{})
+	retry := rooms.Post{User: "alice", Text: "once", Key: "k1", Scope: "alice"}
+	reused := retry
+	reused.Text = "another"
+	first, repeat, err := p.Submit("lobby", retry)
+	if err != nil || repeat {
+		t.Fatalf("first submit: repeat=%v err=%v", repeat, err)
+	}
+	check := func(where string, p *peer) {
+		t.Helper()
+		again, repeat, err := p.Submit("lobby", retry)
+		if err != nil || !repeat || again.ID != first.ID || !again.Time.Equal(first.Time) {
+			t.Fatalf("retry %s: %s at %v repeat=%v err=%v; want %s at %v as a repeat", where, again.ID, again.Time, repeat, err, first.ID, first.Time)
+		}
+		if _, _, err := p.Submit("lobby", reused); !errors.Is(err, rooms.ErrKeyReused) {
+			t.Fatalf("the key with another text %s: %v, want ErrKeyReused", where, err)
+		}
+	}
+	check("on the same node", p)
+	bob := rooms.Post{User: "bob", Text: "mine", Key: "k1", Scope: "bob"}
+	if _, repeat, err := p.Submit("lobby", bob); err != nil || repeat {
+		t.Fatalf("another author's key: repeat=%v err=%v; want a new message", repeat, err)
+	}
+	if b.Shared {
+		check("on another node", start(t, b, rooms.Config{}))
+	}
+	if b.Durable {
+		p.stop(t)
+		check("after a restart", start(t, b, rooms.Config{}))
+	}
+}
+
+// gapsFilledInOrder: messages a node missed while cut off from the others
+// reach its streams late, in order, none skipped and none twice.
+func gapsFilledInOrder(t *testing.T, b Backend) {
+	if !b.Shared {
+		t.Skip("the backend keeps a room in one process: no node misses a delivery")
+	}
+	a := start(t, b, rooms.Config{})
+	far := start(t, b, rooms.Config{})
+	if far.node.Cut == nil {
+		t.Fatal("a shared backend's node must be able to be cut off (Node.Cut)")
+	}
+	first := post(t, a, "lobby", "one")[0]
+	sub := subscribe(t, far, "lobby", rooms.Position{LastEventID: first.ID})
+	heal := far.node.Cut(t)
+	missed := post(t, a, "lobby", "two", "three", "four")
+	heal()
+	last := post(t, a, "lobby", "five")[0]
+	want := append(idsOf(missed), last.ID)
+	if got := IDs(t, sub, len(want)); !slices.Equal(got, want) {
+		t.Fatalf("the node cut off delivered %v, want %v", got, want)
+	}
+}
+
+// verifiedNamesFromEveryDelivery: once a verified author posted under a
+// name, an unverified post under it is refused on every node: the one it
+// was posted on, one that heard it delivered, one opened after it, and
+// after a restart.
+func verifiedNamesFromEveryDelivery(t *testing.T, b Backend) {
+	a := start(t, b, rooms.Config{})
+	claim := rooms.Post{User: "Alice", Text: "me too", ReserveNames: true}
+	refused := func(where string, p *peer) {
+		t.Helper()
+		if _, _, err := p.Submit("lobby", claim); !errors.Is(err, rooms.ErrNameReserved) {
+			t.Fatalf("an unverified post as a verified author %s: %v, want ErrNameReserved", where, err)
+		}
+	}
+	var heard *peer
+	var sub *rooms.Subscription
+	if b.Shared {
+		heard = start(t, b, rooms.Config{})
+		sub = subscribe(t, heard, "lobby", rooms.Position{})
+	}
+	msg, _, err := a.Submit("lobby", rooms.Post{User: "alice", Text: "hi", Verified: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused("on its node", a)
+	if heard != nil {
+		if got := IDs(t, sub, 1); got[0] != msg.ID {
+			t.Fatalf("the other node delivered %v, want %s", got, msg.ID)
+		}
+		refused("on a node that delivered it", heard)
+		refused("on a node opened after it", start(t, b, rooms.Config{}))
+	}
+	if b.Durable {
+		a.stop(t)
+		if heard != nil {
+			heard.stop(t)
+		}
+		refused("after a restart", start(t, b, rooms.Config{}))
+	}
+}
+
+// idleTimeout is the idle timeout of the idle subtest: long enough for a
+// loaded machine to post in time, short enough to wait several of.
+const idleTimeout = 600 * time.Millisecond
+
+// idleExpiryNeverUnderAStream: a room with a stream open, on any node, is
+// never dropped as idle, however long no one posts: the next message
+// continues its ids and reaches the stream. A room with no stream is.
+func idleExpiryNeverUnderAStream(t *testing.T, b Backend) {
+	cfg := rooms.Config{IdleTimeout: idleTimeout}
+	a := start(t, b, cfg)
+	first := post(t, a, "lobby", "one")[0]
+	readers := []*peer{a}
+	if b.Shared {
+		// A node where the room has a stream, while the poster has none.
+		readers[0] = start(t, b, cfg)
+	}
+	sub := subscribe(t, readers[0], "lobby", rooms.Position{LastEventID: first.ID})
+	post(t, a, "quiet", "alone")
+	time.Sleep(4 * idleTimeout)
+	second := post(t, a, "lobby", "two")[0]
+	if _, seq, _ := rooms.ParseID(second.ID); epochOf(second) != epochOf(first) || seq != 2 {
+		t.Fatalf("after %v with a stream and no post the room gave %s after %s: it was dropped as idle", 4*idleTimeout, second.ID, first.ID)
+	}
+	if got, err := TryIDs(sub, 1); err != nil || got[0] != second.ID {
+		t.Fatalf("the stream got %v (%v) after the room was quiet, want %s", got, err, second.ID)
+	}
+	eventually(t, "a room with no stream to go when idle", func() error {
+		if _, err := a.Messages("quiet", "", 10); !errors.Is(err, rooms.ErrNotFound) {
+			return fmt.Errorf("messages of the idle room: %v, want ErrNotFound", err)
+		}
+		return nil
+	})
+}
+
+// lostReplyStoresOnce: when the answer to a store's write is lost after the
+// data set took it, the message is stored once, whatever the submit is
+// answered: it is in the history once and delivered once, and with an id
+// when the submit was answered with one.
+func lostReplyStoresOnce(t *testing.T, b Backend) {
+	p := start(t, b, rooms.Config{})
+	if p.node.DropReply == nil {
+		t.Skip("the store is in the process: no reply travels a network")
+	}
+	sub := subscribe(t, p, "lobby", rooms.Position{})
+	opened := post(t, p, "lobby", "open")[0]
+	p.node.DropReply(t, "lobby")
+	msg, _, err := p.Submit("lobby", rooms.Post{User: "alice", Text: "once"})
+	if err != nil && !errors.Is(err, rooms.ErrUnavailable) {
+		t.Fatalf("a submit whose reply was lost: %v, want it stored or ErrUnavailable", err)
+	}
+	after := post(t, p, "lobby", "after")[0]
+	rep := messages(t, p, "lobby", opened.ID, 10)
+	if got := texts(rep.Messages); got != "once,after" {
+		t.Fatalf("after a lost reply the room holds %q after open, want once,after", got)
+	}
+	if err == nil && rep.Messages[0].ID != msg.ID {
+		t.Fatalf("the submit was answered %s, and the message stored as %s", msg.ID, rep.Messages[0].ID)
+	}
+	got, err := Receive(sub, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if texts(got) != "open,once,after" || got[2].ID != after.ID {
+		t.Fatalf("the stream delivered %q %v, want open, once and after, each once", texts(got), idsOf(got))
+	}
+}
