@@ -105,7 +105,8 @@ func unsupportedType() error {
 	return &apiError{status: http.StatusUnsupportedMediaType, message: "send application/json or application/x-www-form-urlencoded"}
 }
 
-// validUser reports whether name is 1-64 printable characters.
+// validUser reports whether name is 1-64 printable characters, not all of
+// them blank or invisible: a page would show no name.
 func validUser(name string) bool {
 	if name == "" || utf8.RuneCountInString(name) > maxUserLen {
 		return false
@@ -115,7 +116,7 @@ func validUser(name string) bool {
 			return false
 		}
 	}
-	return true
+	return rooms.FoldName(name) != ""
 }
 
 // checkMessage refuses an empty or oversized message, and control characters
