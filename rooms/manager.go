@@ -278,6 +278,13 @@ type room struct {
 	storing int
 	claimed map[uint64]int
 
+	// posted is set once the room holds a message stored here, or held
+	// one when opened: a room that only streams opened goes with them,
+	// and the first post that keeps it makes it (see roomFor). It is read
+	// without r.mu, so that a submit does not wait for a batch being
+	// stored to learn it.
+	posted atomic.Bool
+
 	// A Shared history's news is delivered by one goroutine at a time,
 	// started when there is some (see follow).
 	newsMu         sync.Mutex
@@ -387,6 +394,7 @@ func (m *Manager) create(name string) (*room, error) {
 // newRoom returns a room, active now, keeping its messages in h.
 func (m *Manager) newRoom(name string, h History) *room {
 	r := &room{name: name, history: h, lastActive: time.Now(), verified: names{}, depth: 1}
+	r.posted.Store(h.Last() > 0)
 	if _, ok := h.(Pipelined); ok {
 		r.depth = pipelineDepth
 	}
@@ -505,8 +513,10 @@ type Post struct {
 	Admit func() error
 	// Create, when set, is asked after Admit when the post would make a
 	// new room: a limit on how many rooms one client makes. A room that
-	// a Finder store holds, made by another process, is no new room. Its
-	// error refuses the post, and no room is made.
+	// only streams opened is made by the first post that keeps it, which
+	// is asked (two such posts at once may both be). A room that a Finder
+	// store holds, posted to by another process, is no new room. Its
+	// error refuses the post, and no room is kept.
 	Create func() error
 }
 
@@ -577,10 +587,12 @@ var submissions = sync.Pool{New: func() any { return new(submission) }}
 // closed before the writer took the submission.
 var errRoomGone = errors.New("room closed before the submit was stored")
 
-// roomFor returns the named room, making it when there is none. A room yet
-// to be made holds no key and no name: only Admit and then Create can
-// refuse the post, and asked first, their refusal leaves no empty room
-// behind; they are not asked again.
+// roomFor returns the named room, making it when there is none. The post
+// makes the room when it is the first to keep it (see newRoom): when no
+// room is open, or only streams opened it. Such a room holds no key and no
+// name: only Admit and then Create can refuse the post, and asked first,
+// their refusal leaves no room behind that the post would have kept; they
+// are not asked again.
 func (m *Manager) roomFor(name string, p *Post) (*room, error) {
 	m.mu.RLock()
 	r, closed := m.rooms[name], m.closed
@@ -588,8 +600,23 @@ func (m *Manager) roomFor(name string, p *Post) (*room, error) {
 	if closed {
 		return nil, ErrClosed
 	}
-	if r != nil {
+	if r != nil && (p.Create == nil || r.posted.Load()) {
 		return r, nil
+	}
+	if p.Create != nil {
+		// A room that another process posted to is no new room of this
+		// client's, and may hold its keys: Admit waits for the lookup.
+		held, err := m.heldElsewhere(name)
+		if err != nil {
+			return nil, err
+		}
+		if held {
+			p.Create = nil
+			if r != nil {
+				return r, nil
+			}
+			return m.create(name)
+		}
 	}
 	if p.Admit != nil {
 		if err := p.Admit(); err != nil {
@@ -598,18 +625,13 @@ func (m *Manager) roomFor(name string, p *Post) (*room, error) {
 		p.Admit = nil
 	}
 	if p.Create != nil {
-		// A room that another process made is opened here, and is no
-		// new room of this client's.
-		if err := m.openElsewhere(name); err != nil {
-			return nil, err
-		}
-		if r := m.lookup(name); r != nil {
-			return r, nil
-		}
 		if err := p.Create(); err != nil {
 			return nil, err
 		}
 		p.Create = nil
+	}
+	if r != nil {
+		return r, nil
 	}
 	return m.create(name)
 }
@@ -731,6 +753,7 @@ func (m *Manager) store(r *room, batch []*submission) {
 			}
 			return
 		}
+		r.posted.Store(true)
 		sh, shared := h.(Shared)
 		for i, s := range taken {
 			epoch, seq := h.Epoch(), first+uint64(i)
@@ -1102,20 +1125,30 @@ func (s *Subscription) Close() {
 // openElsewhere opens here the named room when a Finder store holds it
 // and this process has not opened it: another process made it.
 func (m *Manager) openElsewhere(roomName string) error {
-	f, ok := m.config().Store.(Finder)
-	if !ok || !ValidName(roomName) || m.lookup(roomName) != nil {
+	if !ValidName(roomName) || m.lookup(roomName) != nil {
 		return nil
+	}
+	if has, err := m.heldElsewhere(roomName); err != nil || !has {
+		return err
+	}
+	return m.withRoom(roomName, true, func(*room) error { return nil })
+}
+
+// heldElsewhere reports whether a Finder store holds the named room: a
+// process, this one or another, posted to it. With any other store it is
+// false.
+func (m *Manager) heldElsewhere(roomName string) (bool, error) {
+	f, ok := m.config().Store.(Finder)
+	if !ok {
+		return false, nil
 	}
 	ctx, cancel := m.storeContext()
 	has, err := f.Has(ctx, roomName)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("looking up room %q: %w: %w", roomName, ErrUnavailable, err)
+		return false, fmt.Errorf("looking up room %q: %w: %w", roomName, ErrUnavailable, err)
 	}
-	if !has {
-		return nil
-	}
-	return m.withRoom(roomName, true, func(*room) error { return nil })
+	return has, nil
 }
 
 // Messages returns up to limit retained messages of an existing room after

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -653,6 +654,69 @@ func TestUnusedRoomsDropped(t *testing.T) {
 	s.Close()
 	if rooms := m.Rooms(); len(rooms) != 1 || rooms[0].Name != "kept" {
 		t.Errorf("rooms = %+v, want the room with a message kept", rooms)
+	}
+}
+
+// TestFirstPostMakesTheRoom: Create is asked for the first post that keeps
+// a room, whether a stream opened the room before it or not, and for no
+// later post; its refusal stores nothing and leaves the room to its stream,
+// which takes it along when it goes; and Admit is asked before it.
+func TestFirstPostMakesTheRoom(t *testing.T) {
+	m := newManager(t, Config{History: 10, Buffer: 10})
+	var asked []string
+	refuse := errors.New("too many new rooms")
+	submit := func(room string, createErr error) error {
+		_, _, err := m.Submit(room, Post{User: "alice", Text: "hi",
+			Admit:  func() error { asked = append(asked, "admit"); return nil },
+			Create: func() error { asked = append(asked, "create"); return createErr },
+		})
+		return err
+	}
+	tests := []struct {
+		room      string
+		streamed  bool
+		createErr error
+		want      string // what was asked, of the first post then of a second
+	}{
+		{"posted", false, nil, "admit,create admit"},
+		{"streamed", true, nil, "admit,create admit"},
+		{"streamed-refused", true, refuse, "admit,create admit,create"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.room, func(t *testing.T) {
+			room := tt.room
+			var s *Subscription
+			if tt.streamed {
+				var err error
+				if s, err = m.Subscribe(room, Position{}, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var got []string
+			for range 2 {
+				asked = nil
+				if err := submit(room, tt.createErr); !errors.Is(err, tt.createErr) {
+					t.Fatalf("post: %v, want %v", err, tt.createErr)
+				}
+				got = append(got, strings.Join(asked, ","))
+			}
+			if strings.Join(got, " ") != tt.want {
+				t.Errorf("asked %q, want %q", got, tt.want)
+			}
+			if tt.createErr != nil {
+				if lastID(m, room) != "" {
+					t.Error("a refused post was stored")
+				}
+				s.Close()
+				if lastID(m, room) != "" || slices.ContainsFunc(m.Rooms(), func(i RoomInfo) bool { return i.Name == room }) {
+					t.Error("the room outlived its stream")
+				}
+				return
+			}
+			if s != nil {
+				s.Close()
+			}
+		})
 	}
 }
 
