@@ -564,6 +564,33 @@ func (m *Manager) Submit(roomName string, p Post) (msg Message, repeat bool, err
 	}
 }
 
+// Repeat looks p's idempotency key up in the named room as Submit would,
+// across processes with a Shared store, and stores nothing: found is set
+// when p repeats a stored message, which msg is, and err is ErrKeyReused
+// when the key was used for another. Admit and Create are not asked: a
+// caller whose limit is a round trip takes it between Repeat and Submit,
+// outside the room's lock, and answers a repeat without counting it.
+func (m *Manager) Repeat(roomName string, p Post) (msg Message, found bool, err error) {
+	if p.Key == "" {
+		return Message{}, false, nil
+	}
+	if err := m.openElsewhere(roomName); err != nil {
+		return Message{}, false, err
+	}
+	s := &submission{p: p}
+	err = m.withRoom(roomName, false, func(r *room) error {
+		found = m.repeated(r, s, nil, time.Now(), m.config())
+		return s.err
+	})
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return Message{}, false, nil
+	case err != nil:
+		return Message{}, false, err
+	}
+	return s.msg, found, nil
+}
+
 // submission is a Submit in a room's inbox, and its outcome.
 type submission struct {
 	p      Post

@@ -299,6 +299,44 @@ func TestIdempotency(t *testing.T) {
 	}
 }
 
+// TestRepeat: Repeat answers a keyed post as Submit would, stored message
+// or ErrKeyReused, and stores nothing, asks no Admit and makes no room.
+func TestRepeat(t *testing.T) {
+	m := newManager(t, Config{History: 10, Buffer: 10})
+	alice := Post{User: "alice", Text: "hi", Key: "k", Scope: "ip:192.0.2.1 alice",
+		Admit: func() error { t.Error("Repeat asked Admit"); return nil }}
+	edited, unkeyed := alice, alice
+	edited.Text, unkeyed.Key = "edited", ""
+	if _, found, err := m.Repeat("lobby", alice); found || err != nil || m.Len() != 0 {
+		t.Fatalf("before any post: found=%v err=%v, %d rooms; want nothing found, no room", found, err, m.Len())
+	}
+	first := post(t, m, "lobby", "hi")[0]
+	stored, _, err := m.Submit("lobby", Post{User: "alice", Text: "hi", Key: "k", Scope: alice.Scope})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		post    Post
+		want    Message
+		found   bool
+		wantErr error
+	}{
+		{"repeat", alice, stored, true, nil},
+		{"other text", edited, Message{}, false, ErrKeyReused},
+		{"no key", unkeyed, Message{}, false, nil},
+	}
+	for _, tt := range tests {
+		msg, found, err := m.Repeat("lobby", tt.post)
+		if msg != tt.want || found != tt.found || !errors.Is(err, tt.wantErr) {
+			t.Errorf("%s: %+v found=%v err=%v; want %+v found=%v err=%v", tt.name, msg, found, err, tt.want, tt.found, tt.wantErr)
+		}
+	}
+	if rep, _ := m.Messages("lobby", first.ID, 10); len(rep.Messages) != 1 {
+		t.Errorf("%d messages after the first, want 1: Repeat stored one", len(rep.Messages))
+	}
+}
+
 // TestIdempotencyKeysExpire: a key is forgotten after the window, both when
 // the next keyed post looks it up and, without any post, by the sweep.
 func TestIdempotencyKeysExpire(t *testing.T) {
