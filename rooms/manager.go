@@ -615,8 +615,8 @@ var submissions = sync.Pool{New: func() any { return new(submission) }}
 var errRoomGone = errors.New("room closed before the submit was stored")
 
 // roomFor returns the named room, making it when there is none. The post
-// makes the room when it is the first to keep it (see newRoom): when no
-// room is open, or only streams opened it. Such a room holds no key and no
+// makes the room when it is the first to keep it (see room.posted): when
+// no room is open, or only streams opened it. Such a room holds no key and no
 // name: only Admit and then Create can refuse the post, and asked first,
 // their refusal leaves no room behind that the post would have kept; they
 // are not asked again.

@@ -31,7 +31,7 @@ func nameHash(name string) uint64 {
 // FoldName returns name as reserve_names compares it, folded the way a
 // reader would confuse two names: letter case, spaces around and between
 // words, and code points a page does not show, which are left out (see
-// invisible). "ALICE", " alice " and "alice͏" all fold to "alice".
+// invisible). "ALICE", " alice " and "alice\u034f" all fold to "alice".
 // Lookalike letters from other scripts are not folded. A name that folds
 // to "" shows nothing.
 func FoldName(name string) string {
