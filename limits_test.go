@@ -371,3 +371,45 @@ func TestNewRoomsPerClient(t *testing.T) {
 		t.Errorf("another client's new room: %d %s", r.status, r.body)
 	}
 }
+
+// TestStreamThenPostIsANewRoom: a room made by a stream is made by the first
+// post that keeps it, and that post counts against max_new_rooms_per_client:
+// with a limit of 1 and max_rooms 25, a client that opens a stream to each
+// made-up name before posting to it makes one room, then gets 429; the
+// refused rooms go with their streams, and another client can still make a
+// room.
+func TestStreamThenPostIsANewRoom(t *testing.T) {
+	startCaddy(t, config{})
+	existing := int(metric(t, "caddy_chat_rooms"))
+	startCaddy(t, config{global: fmt.Sprintf("max_rooms %d", existing+25), handler: "max_new_rooms_per_client 1"})
+	host := byte(100 + roomSeq.Add(1)%100)
+	greedy, other := newPoster(t, "", host), newPoster(t, "", host+100)
+	// The poster's client gives up on a response after a while; a stream
+	// lasts as long as the test.
+	reader := &http.Client{Transport: greedy.client.Transport}
+	made := 0
+	var streams []*stream
+	for i := range 24 {
+		room := roomFor(t, fmt.Sprint("streamed", i))
+		streams = append(streams, openStreamWith(t, reader, rootSite+"/stream/"+room))
+		r := greedy.post(t, room, "mallory", "hi", "")
+		switch {
+		case r.status == http.StatusCreated:
+			made++
+		case r.status != http.StatusTooManyRequests || !strings.Contains(r.body, "new rooms"):
+			t.Fatalf("post to streamed room %d: %d %s, want 201 or 429 for new rooms", i, r.status, r.body)
+		}
+	}
+	if made != 1 {
+		t.Errorf("one client made %d rooms by a stream then a post, want 1", made)
+	}
+	for _, s := range streams {
+		s.close()
+	}
+	waitFor(t, "the rooms that no post kept to go with their streams", func() bool {
+		return int(metric(t, "caddy_chat_rooms")) == existing+made
+	})
+	if r := other.post(t, roomFor(t, "other"), "alice", "my own room", ""); r.status != http.StatusCreated {
+		t.Errorf("another client's new room: %d %s, want 201", r.status, r.body)
+	}
+}

@@ -66,6 +66,47 @@ func TestRedisRateLimitAcrossNodes(t *testing.T) {
 	}
 }
 
+// TestRedisKeyedRetryOnAnotherNode: a keyed post retried on a node that has
+// not opened its room yet is answered 200 with the stored message, not 429,
+// and neither retry counts against rate_limit: the key is looked up across
+// the nodes before the limit is taken.
+func TestRedisKeyedRetryOnAnotherNode(t *testing.T) {
+	const limit = "rate_limit 2 1m"
+	srv := redistest.Start(t)
+	startCaddy(t, config{global: redisGlobal(srv), handler: limit})
+	defer reload(t, config{})
+	b, _ := startRedisNode(t, srv.URL(), limit)
+	room := roomFor(t, "retry")
+	keyed := fmt.Sprintf(`{"room":%q,"user":"alice","message":"keyed"}`, room)
+	post := func(node, body, key string) response {
+		headers := []string{"Content-Type", "application/json"}
+		if key != "" {
+			headers = append(headers, "Idempotency-Key", key)
+		}
+		return do(t, "POST", node+"/submit", body, headers...)
+	}
+	first := post(rootSite, keyed, "k1")
+	if first.status != http.StatusCreated {
+		t.Fatalf("keyed post on A: %d %s; want 201", first.status, first.body)
+	}
+	for i, node := range []string{rootSite, b, b} {
+		r := post(node, keyed, "k1")
+		if r.status != http.StatusOK || r.json["id"] != first.json["id"] {
+			t.Fatalf("retry %d, on %s: %d %s (Retry-After %q); want 200 with id %v", i+1, node, r.status, r.body, r.header.Get("Retry-After"), first.json["id"])
+		}
+	}
+	other := fmt.Sprintf(`{"room":%q,"user":"alice","message":"second"}`, room)
+	if r := post(b, other, ""); r.status != http.StatusCreated {
+		t.Fatalf("a second post, within the limit of 2 as the retries are not counted: %d %s; want 201", r.status, r.body)
+	}
+	if r := post(b, other, "k2"); r.status != http.StatusTooManyRequests {
+		t.Fatalf("a third post: %d %s; want 429", r.status, r.body)
+	}
+	if got, _ := roomMessages(t, b, room); len(got) != 2 {
+		t.Fatalf("%d messages stored, want 2", len(got))
+	}
+}
+
 // roomInfo returns the room's entry of GET /rooms on site.
 func roomInfo(t *testing.T, site, room string) rooms.RoomInfo {
 	t.Helper()

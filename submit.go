@@ -105,7 +105,8 @@ func unsupportedType() error {
 	return &apiError{status: http.StatusUnsupportedMediaType, message: "send application/json or application/x-www-form-urlencoded"}
 }
 
-// validUser reports whether name is 1-64 printable characters.
+// validUser reports whether name is 1-64 printable characters, not all of
+// them blank or invisible: a page would show no name.
 func validUser(name string) bool {
 	if name == "" || utf8.RuneCountInString(name) > maxUserLen {
 		return false
@@ -115,7 +116,7 @@ func validUser(name string) bool {
 			return false
 		}
 	}
-	return true
+	return rooms.FoldName(name) != ""
 }
 
 // checkMessage refuses an empty or oversized message, and control characters
@@ -245,17 +246,25 @@ func (h *Handler) submit(r *http.Request, author verifiedAuthor, in submission, 
 			// Asked after the repeat lookup: a retry of a stored
 			// message is answered, never refused.
 			post.Admit = func() error { return h.limiter.check(r.Context(), client, refuse) }
-		} else if err := h.limiter.check(r.Context(), client, refuse); err != nil {
+		} else {
 			// The count, a round trip to the shared store, is taken
 			// before the room's lock, where it would hold up the
-			// room's other submits. A keyed post past the limit is
-			// refused once it is known to repeat no stored message:
-			// a retry is answered, though it was counted.
-			var refused *apiError
-			if key == "" || !errors.As(err, &refused) {
-				return rooms.Message{}, false, roomsError(err)
+			// room's other submits, and after the key is looked up
+			// across the nodes: a retry is answered, not counted.
+			if msg, repeat, err = h.app.manager.Repeat(in.Room, post); err != nil || repeat {
+				return msg, repeat, roomsError(err)
 			}
-			post.Admit = func() error { return err }
+			if err := h.limiter.check(r.Context(), client, refuse); err != nil {
+				// A twin under the same key, stored since the
+				// lookup, is still answered: a keyed post past
+				// the limit is refused once it is known to
+				// repeat no stored message.
+				var refused *apiError
+				if key == "" || !errors.As(err, &refused) {
+					return rooms.Message{}, false, roomsError(err)
+				}
+				post.Admit = func() error { return err }
+			}
 		}
 	}
 	post.Create = func() error {

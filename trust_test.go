@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -161,6 +162,31 @@ func TestVerifiedAuthors(t *testing.T) {
 	}
 	if got := strings.Join(live, ","); got != want {
 		t.Errorf("stream %s, want %s", got, want)
+	}
+}
+
+// TestInvisibleCharactersInNames: once alice has posted verified, an
+// anonymous "alice" padded with code points a page does not show (a
+// grapheme joiner, a variation selector, a Hangul filler) is refused with
+// 403, and its stream counts as anonymous in presence; a name made of
+// nothing else is refused with 400.
+func TestInvisibleCharactersInNames(t *testing.T) {
+	startCaddy(t, trustConfig(t, "", ""))
+	room := roomFor(t, "a")
+	anon := newPoster(t, "", 2)
+	if r := newPoster(t, "alice", 3).post(t, room, "", "signed in", ""); r.status != http.StatusCreated {
+		t.Fatalf("alice signed in: %d %s", r.status, r.body)
+	}
+	for _, claimed := range []string{"alice\u034f", "alice\ufe0f", "\u3164alice"} {
+		refused(t, fmt.Sprintf("anonymous %+q", claimed), anon.post(t, room, claimed, "I am alice", ""), http.StatusForbidden)
+	}
+	refused(t, "a Hangul filler alone", anon.post(t, room, "\u3164", "who am I", ""), http.StatusBadRequest)
+	if got, want := history(t, room), "alice:signed in:true"; got != want {
+		t.Errorf("history %s, want %s", got, want)
+	}
+	openStream(t, rootSite+"/stream/"+room+"?user="+url.QueryEscape("alice\u034f"))
+	if got := presenceText(presenceOf(t, rootSite, room)); got != "anonymous=1" {
+		t.Errorf("presence with a stream of alice\\u034f: %s, want anonymous=1", got)
 	}
 }
 

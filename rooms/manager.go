@@ -275,6 +275,13 @@ type room struct {
 	storing int
 	claimed map[uint64]int
 
+	// posted is set once the room holds a message stored here, or held
+	// one when opened: a room that only streams opened goes with them,
+	// and the first post that keeps it makes it (see roomFor). It is read
+	// without r.mu, so that a submit does not wait for a batch being
+	// stored to learn it.
+	posted atomic.Bool
+
 	// A Shared history's news is delivered by one goroutine at a time,
 	// started when there is some (see follow).
 	newsMu         sync.Mutex
@@ -394,6 +401,7 @@ func (m *Manager) create(name string) (*room, error) {
 // are reserved.
 func (m *Manager) newRoom(name string, h History, kept []Message) *room {
 	r := &room{name: name, history: h, lastActive: time.Now(), verified: names{}, depth: 1}
+	r.posted.Store(h.Last() > 0)
 	for _, msg := range kept {
 		r.learnName(msg, m.config().MaxNames)
 	}
@@ -534,8 +542,10 @@ type Post struct {
 	Admit func() error
 	// Create, when set, is asked after Admit when the post would make a
 	// new room: a limit on how many rooms one client makes. A room that
-	// a Finder store holds, made by another process, is no new room. Its
-	// error refuses the post, and no room is made.
+	// only streams opened is made by the first post that keeps it, which
+	// is asked (two such posts at once may both be). A room that a Finder
+	// store holds, posted to by another process, is no new room. Its
+	// error refuses the post, and no room is kept.
 	Create func() error
 }
 
@@ -583,6 +593,33 @@ func (m *Manager) Submit(roomName string, p Post) (msg Message, repeat bool, err
 	}
 }
 
+// Repeat looks p's idempotency key up in the named room as Submit would,
+// across processes with a Shared store, and stores nothing: found is set
+// when p repeats a stored message, which msg is, and err is ErrKeyReused
+// when the key was used for another. Admit and Create are not asked: a
+// caller whose limit is a round trip takes it between Repeat and Submit,
+// outside the room's lock, and answers a repeat without counting it.
+func (m *Manager) Repeat(roomName string, p Post) (msg Message, found bool, err error) {
+	if p.Key == "" {
+		return Message{}, false, nil
+	}
+	if err := m.openElsewhere(roomName); err != nil {
+		return Message{}, false, err
+	}
+	s := &submission{p: p}
+	err = m.withRoom(roomName, false, func(r *room) error {
+		found = m.repeated(r, s, nil, time.Now(), m.config())
+		return s.err
+	})
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return Message{}, false, nil
+	case err != nil:
+		return Message{}, false, err
+	}
+	return s.msg, found, nil
+}
+
 // submission is a Submit in a room's inbox, and its outcome.
 type submission struct {
 	p      Post
@@ -606,10 +643,12 @@ var submissions = sync.Pool{New: func() any { return new(submission) }}
 // closed before the writer took the submission.
 var errRoomGone = errors.New("room closed before the submit was stored")
 
-// roomFor returns the named room, making it when there is none. A room yet
-// to be made holds no key and no name: only Admit and then Create can
-// refuse the post, and asked first, their refusal leaves no empty room
-// behind; they are not asked again.
+// roomFor returns the named room, making it when there is none. The post
+// makes the room when it is the first to keep it (see room.posted): when
+// no room is open, or only streams opened it. Such a room holds no key and no
+// name: only Admit and then Create can refuse the post, and asked first,
+// their refusal leaves no room behind that the post would have kept; they
+// are not asked again.
 func (m *Manager) roomFor(name string, p *Post) (*room, error) {
 	m.mu.RLock()
 	r, closed := m.rooms[name], m.closed
@@ -617,8 +656,23 @@ func (m *Manager) roomFor(name string, p *Post) (*room, error) {
 	if closed {
 		return nil, ErrClosed
 	}
-	if r != nil {
+	if r != nil && (p.Create == nil || r.posted.Load()) {
 		return r, nil
+	}
+	if p.Create != nil {
+		// A room that another process posted to is no new room of this
+		// client's, and may hold its keys: Admit waits for the lookup.
+		held, err := m.heldElsewhere(name)
+		if err != nil {
+			return nil, err
+		}
+		if held {
+			p.Create = nil
+			if r != nil {
+				return r, nil
+			}
+			return m.create(name)
+		}
 	}
 	if p.Admit != nil {
 		if err := p.Admit(); err != nil {
@@ -627,18 +681,13 @@ func (m *Manager) roomFor(name string, p *Post) (*room, error) {
 		p.Admit = nil
 	}
 	if p.Create != nil {
-		// A room that another process made is opened here, and is no
-		// new room of this client's.
-		if err := m.openElsewhere(name); err != nil {
-			return nil, err
-		}
-		if r := m.lookup(name); r != nil {
-			return r, nil
-		}
 		if err := p.Create(); err != nil {
 			return nil, err
 		}
 		p.Create = nil
+	}
+	if r != nil {
+		return r, nil
 	}
 	return m.create(name)
 }
@@ -760,6 +809,7 @@ func (m *Manager) store(r *room, batch []*submission) {
 			}
 			return
 		}
+		r.posted.Store(true)
 		sh, shared := h.(Shared)
 		for i, s := range taken {
 			epoch, seq := h.Epoch(), first+uint64(i)
@@ -1141,20 +1191,30 @@ func (s *Subscription) Close() {
 // openElsewhere opens here the named room when a Finder store holds it
 // and this process has not opened it: another process made it.
 func (m *Manager) openElsewhere(roomName string) error {
-	f, ok := m.config().Store.(Finder)
-	if !ok || !ValidName(roomName) || m.lookup(roomName) != nil {
+	if !ValidName(roomName) || m.lookup(roomName) != nil {
 		return nil
+	}
+	if has, err := m.heldElsewhere(roomName); err != nil || !has {
+		return err
+	}
+	return m.withRoom(roomName, true, func(*room) error { return nil })
+}
+
+// heldElsewhere reports whether a Finder store holds the named room: a
+// process, this one or another, posted to it. With any other store it is
+// false.
+func (m *Manager) heldElsewhere(roomName string) (bool, error) {
+	f, ok := m.config().Store.(Finder)
+	if !ok {
+		return false, nil
 	}
 	ctx, cancel := m.storeContext()
 	has, err := f.Has(ctx, roomName)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("looking up room %q: %w: %w", roomName, ErrUnavailable, err)
+		return false, fmt.Errorf("looking up room %q: %w: %w", roomName, ErrUnavailable, err)
 	}
-	if !has {
-		return nil
-	}
-	return m.withRoom(roomName, true, func(*room) error { return nil })
+	return has, nil
 }
 
 // Messages returns up to limit retained messages of an existing room after

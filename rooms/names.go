@@ -2,7 +2,8 @@ package rooms
 
 import (
 	"hash/maphash"
-	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // DefaultMaxNames bounds the verified authors' names one room remembers.
@@ -17,17 +18,58 @@ const DefaultMaxNames = 1000
 // under it. It goes with its room.
 type names map[uint64]uint64
 
-// nameHash hashes name folded the way a reader would confuse two names:
-// letter case, and spaces around and between words, which a page does not
-// show. Lookalike letters from other scripts are not folded.
+// nameHash hashes name as FoldName folds it, without allocating for a
+// name of up to 64 characters.
 func nameHash(name string) uint64 {
+	var buf [64 * utf8.UTFMax]byte
 	var h maphash.Hash
 	h.SetSeed(seed)
-	for word := range strings.FieldsSeq(name) {
-		h.WriteString(strings.ToLower(word))
-		h.WriteByte(' ')
-	}
+	h.Write(appendFolded(buf[:0], name))
 	return h.Sum64()
+}
+
+// FoldName returns name as reserve_names compares it, folded the way a
+// reader would confuse two names: letter case, spaces around and between
+// words, and code points a page does not show, which are left out (see
+// invisible). "ALICE", " alice " and "alice\u034f" all fold to "alice".
+// Lookalike letters from other scripts are not folded. A name that folds
+// to "" shows nothing.
+func FoldName(name string) string {
+	return string(appendFolded(nil, name))
+}
+
+// appendFolded appends name, folded as FoldName says, to dst.
+func appendFolded(dst []byte, name string) []byte {
+	space := false
+	for _, r := range name {
+		switch {
+		case invisible(r):
+		case unicode.IsSpace(r) || r == '\u2800':
+			// U+2800, the blank braille pattern, shows as a space.
+			space = len(dst) > 0
+		default:
+			if space {
+				dst = append(dst, ' ')
+				space = false
+			}
+			dst = utf8.AppendRune(dst, unicode.ToLower(r))
+		}
+	}
+	return dst
+}
+
+// invisible reports whether r is a code point that shows nothing of its
+// own: Unicode's Default_Ignorable_Code_Point, as DerivedCoreProperties.txt
+// derives it from Other_Default_Ignorable_Code_Point (the Hangul fillers
+// U+115F, U+1160, U+3164 and U+FFA0, the grapheme joiner U+034F, the tag
+// and unassigned ignorable ranges), Variation_Selector and the format
+// characters (Cf: zero-width spaces and joiners, bidi controls, tag
+// characters, the byte order mark). The derivation then leaves out a few
+// format characters that do show, such as the Arabic number sign; they
+// are folded here all the same, which only ever reserves more.
+func invisible(r rune) bool {
+	// ASCII has none: most names need no table lookup.
+	return r >= utf8.RuneSelf && unicode.In(r, unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector, unicode.Cf)
 }
 
 // has reports whether a verified author posted under the name hashed to h.

@@ -31,6 +31,15 @@ func TestReserveNames(t *testing.T) {
 		{"spaces between words", "lobby", Post{User: "Alice  Smith", Verified: true}, nil},
 		{"spaces between words, unverified", "lobby", Post{User: "alice smith", ReserveNames: true}, ErrNameReserved},
 		{"another name", "lobby", Post{User: "alicia", ReserveNames: true}, nil},
+		{"grapheme joiner", "lobby", Post{User: "alice\u034f", ReserveNames: true}, ErrNameReserved},
+		{"variation selector", "lobby", Post{User: "alice\ufe0f", ReserveNames: true}, ErrNameReserved},
+		{"Hangul filler", "lobby", Post{User: "\u3164alice", ReserveNames: true}, ErrNameReserved},
+		{"halfwidth Hangul filler", "lobby", Post{User: "ali\uffa0ce", ReserveNames: true}, ErrNameReserved},
+		{"zero-width space", "lobby", Post{User: "al\u200bice", ReserveNames: true}, ErrNameReserved},
+		{"bidi control", "lobby", Post{User: "\u202dalice\u202c", ReserveNames: true}, ErrNameReserved},
+		{"tag characters", "lobby", Post{User: "alice\U000e0041\U000e007f", ReserveNames: true}, ErrNameReserved},
+		{"blank braille pattern", "lobby", Post{User: "\u2800alice", ReserveNames: true}, ErrNameReserved},
+		{"a visible mark", "lobby", Post{User: "alice\u0301", ReserveNames: true}, nil},
 		{"verified again", "lobby", Post{User: "alice", Verified: true, ReserveNames: true}, nil},
 		{"without ReserveNames", "lobby", Post{User: "alice"}, nil},
 		{"another room", "hall", Post{User: "alice", ReserveNames: true}, nil},
@@ -57,6 +66,45 @@ func TestReserveNames(t *testing.T) {
 	}
 	if _, _, err := m.Submit("lobby", Post{User: "alice", Text: "new room", ReserveNames: true}); err != nil {
 		t.Errorf("alice in a room made anew: %v", err)
+	}
+}
+
+// TestFoldName: names fold as a reader confuses them: case, spaces, and
+// code points that show nothing; visible differences stay.
+func TestFoldName(t *testing.T) {
+	tests := []struct{ name, want string }{
+		{"Alice", "alice"},
+		{"  Alice   Smith ", "alice smith"},
+		{"alice\u00a0smith", "alice smith"},
+		{"alice\u3000smith", "alice smith"},
+		{"alice\u034f", "alice"},
+		{"alice\ufe0f", "alice"},
+		{"alice\U000e0100", "alice"},
+		{"alice\u180b", "alice"},
+		{"\u115f\u1160alice", "alice"},
+		{"\u3164alice\uffa0", "alice"},
+		{"a\u200bl\u200ci\u200dc\u2060e\ufeff", "alice"},
+		{"\u202ealice\u2066\u2069\u200e\u200f", "alice"},
+		{"alice\U000e0001\U000e0061\U000e007f", "alice"},
+		{"alice\u00ad", "alice"},
+		{"\u2800alice\u2800\u2800smith", "alice smith"},
+		{"alice \u200b smith", "alice smith"},
+		{"\u3164", ""},
+		{"\u034f \ufe0f", ""},
+		{"alice\u0301", "alice\u0301"},
+		{"аlice", "аlice"}, // Cyrillic а: a lookalike, not folded
+		{"👍\ufe0f", "👍"},
+	}
+	for _, tt := range tests {
+		if got := FoldName(tt.name); got != tt.want {
+			t.Errorf("FoldName(%+q) = %+q, want %+q", tt.name, got, tt.want)
+		}
+		if got, want := nameHash(tt.name), nameHash(tt.want); got != want {
+			t.Errorf("nameHash(%+q) differs from nameHash(%+q)", tt.name, tt.want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { nameHash("\u3164 Alice\u034f  Smith ") }); n != 0 {
+		t.Errorf("nameHash allocates %v times, want 0", n)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -294,6 +295,44 @@ func TestIdempotency(t *testing.T) {
 	}
 	if msg, repeat, err := m.Submit("lobby", alice); err != nil || repeat || msg.ID == stored[0].ID {
 		t.Errorf("key after the room was deleted: %+v repeat=%v err=%v; want a new message", msg, repeat, err)
+	}
+}
+
+// TestRepeat: Repeat answers a keyed post as Submit would, stored message
+// or ErrKeyReused, and stores nothing, asks no Admit and makes no room.
+func TestRepeat(t *testing.T) {
+	m := newManager(t, Config{History: 10, Buffer: 10})
+	alice := Post{User: "alice", Text: "hi", Key: "k", Scope: "ip:192.0.2.1 alice",
+		Admit: func() error { t.Error("Repeat asked Admit"); return nil }}
+	edited, unkeyed := alice, alice
+	edited.Text, unkeyed.Key = "edited", ""
+	if _, found, err := m.Repeat("lobby", alice); found || err != nil || m.Len() != 0 {
+		t.Fatalf("before any post: found=%v err=%v, %d rooms; want nothing found, no room", found, err, m.Len())
+	}
+	first := post(t, m, "lobby", "hi")[0]
+	stored, _, err := m.Submit("lobby", Post{User: "alice", Text: "hi", Key: "k", Scope: alice.Scope})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		post    Post
+		want    Message
+		found   bool
+		wantErr error
+	}{
+		{"repeat", alice, stored, true, nil},
+		{"other text", edited, Message{}, false, ErrKeyReused},
+		{"no key", unkeyed, Message{}, false, nil},
+	}
+	for _, tt := range tests {
+		msg, found, err := m.Repeat("lobby", tt.post)
+		if msg != tt.want || found != tt.found || !errors.Is(err, tt.wantErr) {
+			t.Errorf("%s: %+v found=%v err=%v; want %+v found=%v err=%v", tt.name, msg, found, err, tt.want, tt.found, tt.wantErr)
+		}
+	}
+	if rep, _ := m.Messages("lobby", first.ID, 10); len(rep.Messages) != 1 {
+		t.Errorf("%d messages after the first, want 1: Repeat stored one", len(rep.Messages))
 	}
 }
 
@@ -652,6 +691,69 @@ func TestUnusedRoomsDropped(t *testing.T) {
 	s.Close()
 	if rooms := m.Rooms(); len(rooms) != 1 || rooms[0].Name != "kept" {
 		t.Errorf("rooms = %+v, want the room with a message kept", rooms)
+	}
+}
+
+// TestFirstPostMakesTheRoom: Create is asked for the first post that keeps
+// a room, whether a stream opened the room before it or not, and for no
+// later post; its refusal stores nothing and leaves the room to its stream,
+// which takes it along when it goes; and Admit is asked before it.
+func TestFirstPostMakesTheRoom(t *testing.T) {
+	m := newManager(t, Config{History: 10, Buffer: 10})
+	var asked []string
+	refuse := errors.New("too many new rooms")
+	submit := func(room string, createErr error) error {
+		_, _, err := m.Submit(room, Post{User: "alice", Text: "hi",
+			Admit:  func() error { asked = append(asked, "admit"); return nil },
+			Create: func() error { asked = append(asked, "create"); return createErr },
+		})
+		return err
+	}
+	tests := []struct {
+		room      string
+		streamed  bool
+		createErr error
+		want      string // what was asked, of the first post then of a second
+	}{
+		{"posted", false, nil, "admit,create admit"},
+		{"streamed", true, nil, "admit,create admit"},
+		{"streamed-refused", true, refuse, "admit,create admit,create"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.room, func(t *testing.T) {
+			room := tt.room
+			var s *Subscription
+			if tt.streamed {
+				var err error
+				if s, err = m.Subscribe(room, Position{}, nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var got []string
+			for range 2 {
+				asked = nil
+				if err := submit(room, tt.createErr); !errors.Is(err, tt.createErr) {
+					t.Fatalf("post: %v, want %v", err, tt.createErr)
+				}
+				got = append(got, strings.Join(asked, ","))
+			}
+			if strings.Join(got, " ") != tt.want {
+				t.Errorf("asked %q, want %q", got, tt.want)
+			}
+			if tt.createErr != nil {
+				if lastID(m, room) != "" {
+					t.Error("a refused post was stored")
+				}
+				s.Close()
+				if lastID(m, room) != "" || slices.ContainsFunc(m.Rooms(), func(i RoomInfo) bool { return i.Name == room }) {
+					t.Error("the room outlived its stream")
+				}
+				return
+			}
+			if s != nil {
+				s.Close()
+			}
+		})
 	}
 }
 
