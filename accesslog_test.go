@@ -259,3 +259,35 @@ func (r *countedReader) Read(p []byte) (int, error) {
 	r.n.Add(int64(n))
 	return n, err
 }
+
+// TestAccessLogFilter: the access log's filters apply to a stream's entry
+// as to any other.
+func TestAccessLogFilter(t *testing.T) {
+	dir := t.TempDir()
+	startSite(t, site{dir: dir, format: `filter {
+			wrap json
+			fields {
+				request>headers>User-Agent delete
+				room replace hidden
+			}
+		}`})
+	accessLog := filepath.Join(dir, "access.log")
+	room := roomFor(t, "a")
+	c := siteClient(t, "HTTP/1.1")
+	s := openStreamWith(t, c, "https://"+siteAddr+"/stream/"+room)
+	sitePost(t, c, room, "filtered")
+	s.messages(t, 1)
+	s.close()
+	var entry map[string]any
+	waitFor(t, "the stream's access log entry", func() bool {
+		for _, e := range logLines(t, accessLog, "handled request") {
+			if req, _ := e["request"].(map[string]any); req["uri"] == "/stream/"+room {
+				entry = e
+			}
+		}
+		return entry != nil
+	})
+	if ua := entryHeader(entry, "request", "User-Agent"); ua != "" || entry["room"] != "hidden" || entry["end"] != "client_left" {
+		t.Errorf("User-Agent %q, room %v, end %v: want the User-Agent deleted, the room replaced, end client_left", ua, entry["room"], entry["end"])
+	}
+}

@@ -33,12 +33,17 @@ type site struct {
 	handler string // chat handler options
 	options string // more global options
 	site    string // more directives for the site
+	format  string // of the access log; default json
 }
 
 // siteAddr is where the HTTPS site listens.
 var siteAddr = "localhost:" + httpsPort
 
 func (s site) String() string {
+	format := s.format
+	if format == "" {
+		format = "json"
+	}
 	return fmt.Sprintf(`{
 	%s
 	log default {
@@ -54,7 +59,7 @@ https://%s {
 	tls internal
 	log {
 		output file %s
-		format json
+		format %s
 	}
 	encode gzip zstd
 	header {
@@ -68,7 +73,7 @@ https://%s {
 	}
 }
 `, testGlobals(), filepath.Join(s.dir, "caddy.log"),
-		s.options, s.global, siteAddr, filepath.Join(s.dir, "access.log"), s.site, s.handler)
+		s.options, s.global, siteAddr, filepath.Join(s.dir, "access.log"), format, s.site, s.handler)
 }
 
 // startSite loads s and waits until the site has its certificate, which
