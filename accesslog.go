@@ -39,11 +39,11 @@ type accessEntry struct {
 	room        string
 }
 
-// accessEntry returns the access-log entry of the stream that r opens,
+// newAccessEntry returns the access-log entry of the stream that r opens,
 // whose response head is out through w, or nil when the site's config logs
 // no entry for r: it has no log directive for r's host, or log_skip
 // matched r. Either way Caddy's own entry for r is skipped.
-func (h *Handler) accessEntry(r *http.Request, w http.ResponseWriter, room string) *accessEntry {
+func (h *Handler) newAccessEntry(r *http.Request, w http.ResponseWriter, room string) *accessEntry {
 	ctx := r.Context()
 	skip, _ := caddyhttp.GetVar(ctx, caddyhttp.LogSkipVar).(bool)
 	caddyhttp.SetVar(ctx, caddyhttp.LogSkipVar, true)

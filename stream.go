@@ -137,8 +137,8 @@ type inPath struct {
 	sub     *rooms.Subscription
 	wake    broadcast.Signal
 	sw      *streamWriter
-	unwatch func() // stops failing writes when the config stops
-	entry   *accessEntry
+	unwatch func()       // stops failing writes when the config stops
+	entry   *accessEntry // nil where Caddy writes the entry, or none is
 }
 
 // openInPath subscribes, sends the head and the start, and sends the rest
@@ -222,7 +222,7 @@ func (h *Handler) pastWrappers(r *http.Request, sw *streamWriter, room string) *
 	if !sw.bypass() {
 		return nil
 	}
-	return h.accessEntry(r, sw.w, room)
+	return h.newAccessEntry(r, sw.w, room)
 }
 
 // streamLoop writes a stream in the request path, SSE or gRPC, and returns
@@ -365,7 +365,7 @@ func (h *Handler) relayStream(w http.ResponseWriter, r *http.Request, hj http.Hi
 		h.logger.Error("taking a stream's connection over", zap.String("room", room), zap.Error(err))
 		return nil
 	}
-	entry, startLen := h.accessEntry(r, w, room), sw.written
+	entry, startLen := h.newAccessEntry(r, w, room), sw.written
 	relayed.Attach(conn, streamSource{sub}, func(ended relay.Ended) {
 		entry.write(startLen+ended.Written, ended.Err)
 		end()
