@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -45,18 +44,21 @@ func (h *Handler) newRPC() *http.ServeMux {
 // rpcCall carries the HTTP request of a call to the service's methods, which
 // connect hands only the context: identity, client address and the
 // cross-site check are read from it as for any other request. sw is the
-// writer connect writes the response to.
+// writer connect writes the response to, and body counts the request's
+// bytes for a stream's access-log entry.
 type rpcCall struct {
-	r  *http.Request
-	sw *streamWriter
+	r    *http.Request
+	sw   *streamWriter
+	body countedBody
 }
 
 type rpcCallKey struct{}
 
 // serveRPC serves a call to the gRPC API.
 func (h *Handler) serveRPC(w http.ResponseWriter, r *http.Request) {
-	call := &rpcCall{sw: newStreamWriter(w)}
+	call := &rpcCall{sw: newStreamWriter(w), body: countedBody{ReadCloser: r.Body}}
 	call.r = r.WithContext(context.WithValue(r.Context(), rpcCallKey{}, call))
+	call.r.Body = &call.body
 	h.rpc.ServeHTTP(call.sw, call.r)
 }
 
@@ -120,7 +122,7 @@ func (s rpcService) Stream(ctx context.Context, req *connect.Request[chatv1.Stre
 
 	// On stop, a write under way fails; an idle stream ends with the
 	// status that tells its client to resume.
-	sw, conn, begun := call.sw, stream.Conn(), time.Now()
+	sw, conn := call.sw, stream.Conn()
 	defer sw.failOnStop(h.app.stopCtx)()
 	// The headers go out at once, through the wrappers: a client waiting on
 	// a quiet room knows that its stream is open. connect sends each
@@ -148,9 +150,9 @@ func (s rpcService) Stream(ctx context.Context, req *connect.Request[chatv1.Stre
 	if truncated {
 		return errResume("the replay reached its byte cap")
 	}
-	logEnd := h.pastWrappers(call.r, sw, room, begun)
+	entry := h.pastWrappers(call.r, sw, room)
 	err = h.streamLoop(call.r, sub, wake, write, nil)
-	logEnd(sw.written, err)
+	entry.write(sw.written, err)
 	switch endReason(err) {
 	case "evicted":
 		return errResume("this stream fell behind")

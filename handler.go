@@ -85,6 +85,10 @@ type Handler struct {
 	csrf    *http.CrossOriginProtection
 	rpc     *http.ServeMux // the gRPC API, with GRPC on
 	logger  *zap.Logger
+	// accessLog is Caddy's access logger, http.log.access, with the logs
+	// of the config that its named loggers, the sites' log directives,
+	// write to; streams write their entries there (see accessEntry).
+	accessLog *zap.Logger
 }
 
 // RateLimit is a number of posts allowed in a window.
@@ -104,6 +108,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Provision sets defaults and connects the handler to the chat app.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.accessLog = ctx.Logger(new(caddyhttp.App)).Named("log.access")
 	if h.UI == nil {
 		h.UI = new(bool)
 		*h.UI = true

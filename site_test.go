@@ -32,12 +32,18 @@ type site struct {
 	global  string // chat global options
 	handler string // chat handler options
 	options string // more global options
+	site    string // more directives for the site
+	format  string // of the access log; default json
 }
 
 // siteAddr is where the HTTPS site listens.
 var siteAddr = "localhost:" + httpsPort
 
 func (s site) String() string {
+	format := s.format
+	if format == "" {
+		format = "json"
+	}
 	return fmt.Sprintf(`{
 	%s
 	log default {
@@ -53,7 +59,7 @@ https://%s {
 	tls internal
 	log {
 		output file %s
-		format json
+		format %s
 	}
 	encode gzip zstd
 	header {
@@ -61,12 +67,13 @@ https://%s {
 		?X-Test yes
 		>X-Defer yes
 	}
+	%s
 	chat {
 		%s
 	}
 }
 `, testGlobals(), filepath.Join(s.dir, "caddy.log"),
-		s.options, s.global, siteAddr, filepath.Join(s.dir, "access.log"), s.handler)
+		s.options, s.global, siteAddr, filepath.Join(s.dir, "access.log"), format, s.site, s.handler)
 }
 
 // startSite loads s and waits until the site has its certificate, which
@@ -264,28 +271,16 @@ func TestSiteStreams(t *testing.T) {
 			}
 			resp.Body.Close()
 
-			// The stream's log line.
-			accessLog, caddyLog := filepath.Join(dir, "access.log"), filepath.Join(dir, "caddy.log")
+			// The stream's access log entry, written when it ends.
+			accessLog := filepath.Join(dir, "access.log")
 			var entry map[string]any
-			waitFor(t, "the stream's log line", func() bool {
-				for _, e := range logLines(t, caddyLog, "stream ended") {
-					if e["room"] == room {
-						entry = e
-					}
-				}
+			waitFor(t, "the stream's access log entry", func() bool {
+				entry = streamEntry(t, accessLog, room)
 				return entry != nil
 			})
-			if entry["reason"] != "client_left" || entry["logger"] != "http.handlers.chat" {
-				t.Errorf("log line %v: want logger http.handlers.chat, reason client_left", entry)
-			}
 			// The body: the retry hint, the message, the heartbeats.
-			if entry["status"] != 200.0 || entry["bytes"].(float64) < float64(len("retry: 1000\n\n")+3*len(": ping\n\n")) {
-				t.Errorf("log line %v: want status 200 and the bytes sent", entry)
-			}
-			for _, e := range logLines(t, accessLog, "handled request") {
-				if req, _ := e["request"].(map[string]any); req["uri"] == "/stream/"+room {
-					t.Errorf("the stream has an access log line too: %v", e)
-				}
+			if entry["end"] != "client_left" || entry["status"] != 200.0 || entry["size"].(float64) < float64(len("retry: 1000\n\n")+3*len(": ping\n\n")) {
+				t.Errorf("access log entry %v: want end client_left, status 200 and the bytes sent", entry)
 			}
 			for _, e := range logLines(t, accessLog, "handled request") {
 				if e["status"] == 0.0 {

@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
 	"github.com/caddy-chat/caddy-chat/broadcast"
@@ -121,15 +120,14 @@ func (h *Handler) streamPosition(r *http.Request, room string) (*rooms.Position,
 func (h *Handler) streamInPath(w http.ResponseWriter, r *http.Request, room string, pos *rooms.Position) error {
 	var s *inPath
 	if err := aside(func() (err error) {
-		s, err = h.openInPath(w, room, pos)
+		s, err = h.openInPath(w, r, room, pos)
 		return err
 	}); err != nil || s == nil {
 		return err
 	}
 	defer s.sub.Close()
 	defer s.unwatch()
-	logEnd := h.pastWrappers(r, s.sw, room, s.begun)
-	logEnd(s.sw.written, h.streamLoop(r, s.sub, s.wake, s.sw.writeEvents, s.sw.ping))
+	s.entry.write(s.sw.written, h.streamLoop(r, s.sub, s.wake, s.sw.writeEvents, s.sw.ping))
 	return nil
 }
 
@@ -138,14 +136,15 @@ type inPath struct {
 	sub     *rooms.Subscription
 	wake    broadcast.Signal
 	sw      *streamWriter
-	unwatch func() // stops failing writes when the config stops
-	begun   time.Time
+	unwatch func()       // stops failing writes when the config stops
+	entry   *accessEntry // nil where Caddy writes the entry, or none is
 }
 
-// openInPath subscribes, and sends the head and the start. It returns nil
-// when the stream ends there: the client is gone, or comes back for the
-// rest of a replay cut short.
-func (h *Handler) openInPath(w http.ResponseWriter, room string, pos *rooms.Position) (*inPath, error) {
+// openInPath subscribes, sends the head and the start, and sends the rest
+// past the wrappers (see pastWrappers). It returns nil when the stream ends
+// there: the client is gone, or comes back for the rest of a replay cut
+// short.
+func (h *Handler) openInPath(w http.ResponseWriter, r *http.Request, room string, pos *rooms.Position) (*inPath, error) {
 	s := &inPath{wake: broadcast.NewSignal(), unwatch: func() {}}
 	sub, err := h.app.manager.Subscribe(room, *pos, s.wake.Wake)
 	if err != nil {
@@ -160,7 +159,7 @@ func (h *Handler) openInPath(w http.ResponseWriter, room string, pos *rooms.Posi
 			sub.Close()
 		}
 	}()
-	s.sub, s.begun = sub, time.Now()
+	s.sub = sub
 	w.WriteHeader(http.StatusOK)
 	s.sw = newStreamWriter(w)
 	s.unwatch = s.sw.failOnStop(h.app.stopCtx)
@@ -169,6 +168,7 @@ func (h *Handler) openInPath(w http.ResponseWriter, room string, pos *rooms.Posi
 	if err := s.sw.send(start); err != nil || truncated {
 		return nil, nil
 	}
+	s.entry = h.pastWrappers(r, s.sw, room)
 	opened = true
 	return s, nil
 }
@@ -213,17 +213,15 @@ func aside(f func() error) error {
 }
 
 // pastWrappers sends the rest of a stream whose head is out past Caddy's
-// wrappers where it can (see streamWriter.bypass), and returns what logs
-// the stream when it ends: the wrappers see no more of the body, so the
-// access log would have it short, and skips it, as it does a stream taken
-// over from HTTP/1.1. Where the stream stays behind the wrappers, the
-// access log has it and the returned function does nothing.
-func (h *Handler) pastWrappers(r *http.Request, sw *streamWriter, room string, begun time.Time) func(written int64, err error) {
+// wrappers where it can (see streamWriter.bypass), and returns the stream's
+// access-log entry: the wrappers see no more of the body, so Caddy's own
+// would have it short. Where the stream stays behind the wrappers, Caddy's
+// own entry is right, and the returned one is nil.
+func (h *Handler) pastWrappers(r *http.Request, sw *streamWriter, room string) *accessEntry {
 	if !sw.bypass() {
-		return func(int64, error) {}
+		return nil
 	}
-	caddyhttp.SetVar(r.Context(), caddyhttp.LogSkipVar, true)
-	return h.streamLogger(r, room, begun)
+	return h.newAccessEntry(r, sw.w, room)
 }
 
 // streamLoop writes a stream in the request path, SSE or gRPC, and returns
@@ -331,7 +329,8 @@ func (w *streamWakes) stop() {
 // through the wrappers: a wrapper's hijacked connection may count what is
 // written to it, which the relay would go on doing after ServeHTTP has
 // returned and the wrapper's owner has read the count. Caddy's access log
-// skips the request for the same reason; the stream is logged when it ends.
+// skips the request for the same reason; the stream is logged when it ends
+// (see accessEntry).
 //
 // release gives back the stream's slot in max_streams_per_client when the
 // stream ends. A replay cut at the byte cap ends the stream once written,
@@ -345,7 +344,6 @@ func (h *Handler) relayStream(w http.ResponseWriter, r *http.Request, hj http.Hi
 		return roomsError(err)
 	}
 	end := func() { sub.Close(); release() }
-	begun := time.Now()
 	w.Header().Set("Transfer-Encoding", "identity")
 	w.WriteHeader(http.StatusOK)
 	start, truncated := streamStart(sub.Events), sub.Truncated
@@ -365,34 +363,12 @@ func (h *Handler) relayStream(w http.ResponseWriter, r *http.Request, hj http.Hi
 		h.logger.Error("taking a stream's connection over", zap.String("room", room), zap.Error(err))
 		return nil
 	}
-	caddyhttp.SetVar(r.Context(), caddyhttp.LogSkipVar, true)
-	logEnd := h.streamLogger(r, room, begun)
-	startLen := int64(len(start))
+	entry, startLen := h.newAccessEntry(r, w, room), sw.written
 	relayed.Attach(conn, &sseSource{sub: sub}, func(ended relay.Ended) {
+		entry.write(startLen+ended.Written, ended.Err)
 		end()
-		logEnd(startLen+ended.Written, ended.Err)
 	})
 	return nil
-}
-
-// streamLogger returns what logs a stream that the access log skips when it
-// ends, given the bytes of its body and why it ended; on a site without a
-// log directive, it logs nothing. It keeps only what it logs: it may outlive
-// the request.
-func (h *Handler) streamLogger(r *http.Request, room string, begun time.Time) func(written int64, err error) {
-	if !accessLogged(r) {
-		return func(int64, error) {}
-	}
-	remote := r.RemoteAddr
-	return func(written int64, err error) {
-		h.logger.Info("stream ended",
-			zap.String("room", room),
-			zap.Int("status", http.StatusOK),
-			zap.Int64("bytes", written),
-			zap.Duration("duration", time.Since(begun)),
-			zap.String("reason", endReason(err)),
-			zap.String("remote_addr", remote))
-	}
 }
 
 // streamSlot counts a stream against its client's max_streams_per_client
@@ -407,14 +383,6 @@ func (h *Handler) streamSlot(r *http.Request) (release func(), err error) {
 	return sync.OnceFunc(func() { h.streams.Release(key) }), nil
 }
 
-// accessLogged reports whether the site logs its requests (it has a log
-// directive): a taken-over stream, which the access log skips, then logs
-// itself when it ends, and a site without one gets no line per stream.
-func accessLogged(r *http.Request) bool {
-	srv, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
-	return ok && srv.Logs != nil
-}
-
 // innermost returns the writer at the bottom of w's chain of wrappers.
 func innermost(w http.ResponseWriter) http.ResponseWriter {
 	for {
@@ -426,7 +394,7 @@ func innermost(w http.ResponseWriter) http.ResponseWriter {
 	}
 }
 
-// endReason names why a relayed stream ended, for its log line.
+// endReason names why a stream ended, for its access-log entry.
 func endReason(err error) string {
 	switch {
 	case errors.Is(err, relay.ErrClientLeft):
