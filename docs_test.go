@@ -532,10 +532,10 @@ func normalOutput(s string) string {
 
 // Links of the pages: [text](target), ![alt](target) and src="target".
 var (
-	mdLink     = regexp.MustCompile(`\]\(([^)\s]+)\)`)
-	htmlSrc    = regexp.MustCompile(`src="([^"]+)"`)
-	heading    = regexp.MustCompile(`(?m)^#{1,6} (.+)$`)
-	notInID    = regexp.MustCompile(`[^\p{L}\p{N} _-]`)
+	mdLink   = regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	htmlSrc  = regexp.MustCompile(`src="([^"]+)"`)
+	heading  = regexp.MustCompile(`(?m)^#{1,6} (.+)$`)
+	notInID  = regexp.MustCompile(`[^\p{L}\p{N} _-]`)
 	codeSpan = regexp.MustCompile("`[^`]*`")
 )
 
