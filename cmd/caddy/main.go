@@ -1,6 +1,6 @@
 // Command caddy is Caddy with its standard modules and the chat plugin: the
 // binary for development, tests and benchmarks. Production builds use xcaddy
-// (see xcaddy.md).
+// (see docs/install.md).
 package main
 
 import (

@@ -1,0 +1,619 @@
+package chat
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+
+	"github.com/caddy-chat/caddy-chat/internal/redistest"
+)
+
+// The docs cannot drift from the code: these tests adapt and validate every
+// Caddyfile snippet of the docs, run the tours' curl commands against the
+// demo config and compare what they print with what the docs show, and
+// follow every link between the pages. CONTRIBUTING.md describes the
+// conventions a page keeps for them.
+
+// docPages are the pages whose snippets and links the tests check.
+func docPages(t *testing.T) []string {
+	t.Helper()
+	pages, err := filepath.Glob("docs/*.md")
+	if err != nil || len(pages) == 0 {
+		t.Fatalf("no docs/*.md: %v", err)
+	}
+	return append([]string{"README.md", "CONTRIBUTING.md"}, pages...)
+}
+
+// fence is a fenced code block of a page.
+type fence struct {
+	page string
+	line int    // of the opening fence, from 1
+	info string // the language tag: caddy, caddy-d, sh, text ...
+	body string
+}
+
+func (f fence) String() string { return fmt.Sprintf("%s:%d", f.page, f.line) }
+
+// readFences returns the fenced code blocks of page, in order.
+func readFences(t *testing.T, page string) []fence {
+	t.Helper()
+	b, err := os.ReadFile(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fences []fence
+	var open *fence
+	var body strings.Builder
+	for i, line := range strings.Split(string(b), "\n") {
+		switch {
+		case open == nil && strings.HasPrefix(strings.TrimSpace(line), "```") && !strings.HasPrefix(line, "```"):
+			t.Errorf("%s:%d: an indented fence, which the doc tests do not read: start it at the beginning of the line", page, i+1)
+		case open == nil && strings.HasPrefix(line, "```"):
+			open = &fence{page: page, line: i + 1, info: strings.TrimSpace(strings.TrimPrefix(line, "```"))}
+			body.Reset()
+		case open != nil && strings.TrimSpace(line) == "```":
+			open.body = body.String()
+			fences = append(fences, *open)
+			open = nil
+		case open != nil:
+			body.WriteString(line)
+			body.WriteByte('\n')
+		}
+	}
+	if open != nil {
+		t.Fatalf("%s: the fence is never closed", open)
+	}
+	return fences
+}
+
+// caddyfileLike matches a line that only a Caddyfile has: a fence holding
+// one must be tagged, so that the test adapts it or knows it for syntax.
+var caddyfileLike = regexp.MustCompile(`(?m)^\s*(chat|handle_path|reverse_proxy|file_server|tls|servers)( .*)?\{?\s*$`)
+
+// TestDocSnippetsAdapt adapts every Caddyfile snippet of the docs with
+// Caddy's caddyfile adapter, as `caddy adapt` does, with no warning (not
+// even "not formatted": the snippets are as `caddy fmt` writes them), and
+// validates the result as `caddy validate` does, provisioning every module:
+// a store redis snippet against a redis-server of the test's own, files and
+// logs in the test's directory. A ```caddy fence is a whole Caddyfile; a
+// ```caddy-d fence holds directives of one site, and is adapted inside a
+// site block; a ```caddy-syntax fence shows a syntax with <placeholders>
+// and is not adapted.
+func TestDocSnippetsAdapt(t *testing.T) {
+	var redis *redistest.Server
+	snippets := 0
+	for _, page := range docPages(t) {
+		for _, f := range readFences(t, page) {
+			if redis == nil && strings.Contains(f.body, "store redis") {
+				redis = redistest.Start(t)
+			}
+			var caddyfile string
+			switch f.info {
+			case "caddy":
+				caddyfile = f.body
+			case "caddy-d":
+				caddyfile = "localhost {\n" + indent(f.body) + "}\n"
+			case "caddy-syntax", "json", "sh", "text", "html", "css", "js", "proto", "ini":
+				continue
+			default:
+				if caddyfileLike.MatchString(f.body) {
+					t.Errorf("%s: a Caddyfile in a fence tagged %q: tag it caddy, caddy-d or caddy-syntax", f, f.info)
+				}
+				continue
+			}
+			snippets++
+			t.Run(fmt.Sprintf("%s:%d", filepath.Base(f.page), f.line), func(t *testing.T) {
+				validateSnippet(t, f, caddyfile, redis)
+			})
+		}
+	}
+	if snippets < 20 {
+		t.Errorf("only %d Caddyfile snippets in the docs: are the fences tagged?", snippets)
+	}
+}
+
+// indent indents every line of body by one tab, as `caddy fmt` does inside a
+// block.
+func indent(body string) string {
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(body, "\n") {
+		if strings.TrimSpace(line) != "" {
+			b.WriteByte('\t')
+		}
+		b.WriteString(line)
+	}
+	return b.String()
+}
+
+// validateSnippet adapts caddyfile, the snippet of f, and validates it with
+// what it would touch on a real machine moved into the test's directory.
+func validateSnippet(t *testing.T, f fence, caddyfile string, redis *redistest.Server) {
+	adapted, warnings, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), map[string]any{"filename": f.String()})
+	if err != nil {
+		t.Fatalf("%s does not adapt: %v\n%s", f, err, caddyfile)
+	}
+	for _, w := range warnings {
+		t.Errorf("%s: %s", f, w)
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(adapted, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg["admin"] = map[string]any{"disabled": true}
+	cfg["storage"] = map[string]any{"module": "file_system", "root": filepath.Join(dir, "storage")}
+	apps, _ := cfg["apps"].(map[string]any)
+	if app, ok := apps["chat"].(map[string]any); ok {
+		if store, ok := app["store"].(map[string]any); ok {
+			switch store["backend"] {
+			case StoreFile:
+				store["path"] = filepath.Join(dir, "chat.db")
+			case StoreRedis:
+				if redis == nil {
+					t.Fatalf("%s: a redis store without store redis in the text", f)
+				}
+				store["url"] = redis.URL()
+				// Rooms of every snippet apart, as other sites on one server.
+				store["prefix"] = fmt.Sprintf("%s%s:%d:", store["prefix"], f.page, f.line)
+			}
+		}
+	}
+	moveLogFiles(cfg, dir)
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var config caddy.Config
+	if err := json.Unmarshal(raw, &config); err != nil {
+		t.Fatalf("%s: %v", f, err)
+	}
+	if err := caddy.Validate(&config); err != nil {
+		t.Fatalf("%s does not validate: %v\n%s", f, err, caddyfile)
+	}
+}
+
+// moveLogFiles points every log file of the config v into dir: validating
+// opens them.
+func moveLogFiles(v any, dir string) {
+	switch v := v.(type) {
+	case map[string]any:
+		if v["output"] == "file" {
+			if name, ok := v["filename"].(string); ok {
+				v["filename"] = filepath.Join(dir, "logs", filepath.Base(name))
+			}
+		}
+		for _, child := range v {
+			moveLogFiles(child, dir)
+		}
+	case []any:
+		for _, child := range v {
+			moveLogFiles(child, dir)
+		}
+	}
+}
+
+// TestDocTour runs the curl tours of the README and the quickstart as a
+// reader does, against Caddyfile.example served in this process, and
+// compares what each command prints with the ```text fence after it.
+//
+// The reader's commands run in sh with the real curl, rewritten only to
+// reach the test's port and a room of the test's own (the process holds
+// other tests' rooms). A `curl -N` stream runs in the background, as in
+// the reader's first terminal, until a comment in a later ```sh fence says
+// Ctrl-C. A ```text fence shows that stream's output so far when it begins
+// as an event stream does (retry:, id:, event:), else what the commands of
+// the ```sh fence before it printed. A `name=value` line sets a shell
+// variable to the reader's own id: the last id the stream printed. Ids keep
+// their sequence number and times are compared by their form, as are
+// retry delays.
+func TestDocTour(t *testing.T) {
+	for _, page := range []string{"README.md", "docs/quickstart.md"} {
+		t.Run(filepath.Base(page), func(t *testing.T) {
+			runTour(t, page)
+		})
+	}
+}
+
+// demoCommand and testCommand are the commands of the docs that the tour
+// does not run: it serves the demo config in this process instead of the
+// first, and the second runs every test, this one too.
+const (
+	demoCommand = "go run ./cmd/caddy run --config Caddyfile.example"
+	testCommand = "./test.sh"
+)
+
+// tour is the state of one reader's tour.
+type tour struct {
+	site    string // http://localhost:<port>
+	started bool   // the demo runs
+	stream  *tourStream
+	vars    []string // NAME=value, for sh
+}
+
+func runTour(t *testing.T, page string) {
+	tr := &tour{site: "http://localhost:" + freePort()}
+	room := "lobby" + strings.ReplaceAll(roomFor(t, "tour"), "-", "")
+	room = room[:min(len(room), 64)]
+	var printed string  // by the commands of the last ```sh fence
+	var replay []string // those commands, when they only read
+	commands := 0
+	for _, f := range readFences(t, page) {
+		body := strings.ReplaceAll(f.body, "http://localhost:8080", tr.site)
+		body = strings.ReplaceAll(body, "lobby", room)
+		switch f.info {
+		case "sh":
+			printed, replay = tr.run(t, f, body)
+			commands++
+		case "text":
+			want := body
+			if strings.HasPrefix(want, "retry:") || strings.HasPrefix(want, "id:") || strings.HasPrefix(want, "event:") {
+				if tr.stream == nil {
+					t.Fatalf("%s shows a stream's output, but no stream runs", f)
+				}
+				tr.stream.await(t, f, want)
+				continue
+			}
+			got := printed
+			for deadline := time.Now().Add(wait); !sameOutput(got, want) && len(replay) > 0 && time.Now().Before(deadline); {
+				// Counts settle within moments of a stream ending: a
+				// reader asking again sees them.
+				time.Sleep(50 * time.Millisecond)
+				got = ""
+				for _, c := range replay {
+					got += tr.curl(t, f, c)
+				}
+			}
+			if !sameOutput(got, want) {
+				t.Errorf("%s: the commands printed\n%s\nthe page shows\n%s", f, got, want)
+			}
+		}
+	}
+	if commands < 3 {
+		t.Errorf("%s: only %d ```sh fences: is the tour there?", page, commands)
+	}
+	if !tr.started {
+		t.Errorf("%s: the tour never runs the demo (%s)", page, demoCommand)
+	}
+}
+
+// shLines returns the commands of a ```sh fence, a line continued with a
+// backslash joined to the next.
+func shLines(body string) []string {
+	var lines []string
+	var cont string
+	for _, line := range strings.Split(body, "\n") {
+		line = cont + strings.TrimSpace(line)
+		if strings.HasSuffix(line, "\\") {
+			cont = strings.TrimSuffix(line, "\\")
+			continue
+		}
+		cont = ""
+		if line != "" {
+			lines = append(lines, line)
+		}
+	}
+	return lines
+}
+
+// assignment is a line that sets a shell variable, the reader's own id.
+var assignment = regexp.MustCompile(`^([A-Za-z_][A-Za-z0-9_]*)=\S+(\s+#.*)?$`)
+
+// run runs the commands of a ```sh fence and returns what they printed,
+// and the commands again when they only read, so that they may be asked
+// again.
+func (tr *tour) run(t *testing.T, f fence, body string) (printed string, readOnly []string) {
+	t.Helper()
+	writes := false
+	for _, line := range shLines(body) {
+		switch {
+		case strings.HasPrefix(line, "#"):
+			if strings.Contains(line, "Ctrl-C") {
+				if tr.stream == nil {
+					t.Fatalf("%s: Ctrl-C, but no stream runs", f)
+				}
+				tr.stream.stop(t)
+			}
+		case line == demoCommand:
+			tr.startDemo(t)
+		case line == testCommand:
+		case assignment.MatchString(line):
+			if tr.stream == nil || tr.stream.lastID() == "" {
+				t.Fatalf("%s: %q: no stream has printed an id to use", f, line)
+			}
+			name := assignment.FindStringSubmatch(line)[1]
+			tr.vars = append(tr.vars, name+"="+tr.stream.lastID())
+		case strings.HasPrefix(line, "curl -N "):
+			if tr.stream != nil {
+				tr.stream.stop(t)
+			}
+			tr.stream = tr.openStream(t, f, line)
+		case strings.HasPrefix(line, "curl "):
+			printed += tr.curl(t, f, line)
+			readOnly = append(readOnly, line)
+			writes = writes || strings.Contains(line, " -d ") || strings.Contains(line, " -X ")
+		default:
+			t.Fatalf("%s: the tour runs %q, which the test does not know", f, line)
+		}
+	}
+	if writes {
+		readOnly = nil
+	}
+	return printed, readOnly
+}
+
+// startDemo serves Caddyfile.example as the demo command would, on the
+// tour's port, with the test's global options (no admin endpoint, storage
+// in the test's directory).
+func (tr *tour) startDemo(t *testing.T) {
+	t.Helper()
+	b, err := os.ReadFile("Caddyfile.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	demo := string(b)
+	if !strings.Contains(demo, "http://:8080 {") || !strings.Contains(demo, "\n{\n") {
+		t.Fatal("Caddyfile.example no longer has a global block and the site http://:8080")
+	}
+	demo = strings.Replace(demo, "\n{\n", "\n{\n\t"+testGlobals()+"\n", 1)
+	demo = strings.Replace(demo, "http://:8080 {", tr.site+" {", 1)
+	startCaddy(t, caddyfileText(demo))
+	tr.started = true
+}
+
+// caddyfileText is a Caddyfile as startCaddy takes one.
+type caddyfileText string
+
+func (c caddyfileText) String() string { return string(c) }
+
+// curl runs a command that ends and returns what it printed.
+func (tr *tour) curl(t *testing.T, f fence, line string) string {
+	t.Helper()
+	if !tr.started {
+		t.Fatalf("%s: %q before the demo runs", f, line)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "sh", "-c", line)
+	cmd.Env = append(os.Environ(), tr.vars...)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s: %s: %v", f, line, err)
+	}
+	return string(out)
+}
+
+// tourStream is a `curl -N` running in the background.
+type tourStream struct {
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	out  strings.Builder
+	done chan struct{}
+}
+
+func (tr *tour) openStream(t *testing.T, f fence, line string) *tourStream {
+	t.Helper()
+	if !tr.started {
+		t.Fatalf("%s: %q before the demo runs", f, line)
+	}
+	s := &tourStream{done: make(chan struct{})}
+	// exec: the signal of stop reaches curl, not a shell around it.
+	s.cmd = exec.Command("sh", "-c", "exec "+line)
+	s.cmd.Env = append(os.Environ(), tr.vars...)
+	stdout, err := s.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatalf("%s: %s: %v", f, line, err)
+	}
+	go func() {
+		defer close(s.done)
+		r := bufio.NewReader(stdout)
+		for {
+			b, err := r.ReadString('\n')
+			s.mu.Lock()
+			s.out.WriteString(b)
+			s.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { s.stop(t) })
+	return s
+}
+
+func (s *tourStream) output() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.out.String()
+}
+
+// lastID is the id of the last event the stream printed.
+func (s *tourStream) lastID() string {
+	var id string
+	for _, line := range strings.Split(s.output(), "\n") {
+		if v, ok := strings.CutPrefix(line, "id: "); ok {
+			id = v
+		}
+	}
+	return id
+}
+
+// await waits until the stream has printed what the page shows.
+func (s *tourStream) await(t *testing.T, f fence, want string) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for !sameOutput(s.output(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: the stream printed\n%s\nthe page shows\n%s", f, s.output(), want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop ends the stream as Ctrl-C does.
+func (s *tourStream) stop(t *testing.T) {
+	if s.cmd.ProcessState != nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGINT)
+	<-s.done
+	_ = s.cmd.Wait()
+}
+
+// Parts of an output that differ from run to run: they are compared by
+// their form.
+var (
+	outputTime  = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z`)
+	outputID    = regexp.MustCompile(`\b[0-9a-z]{6,13}-(\d+)\b`)
+	outputRetry = regexp.MustCompile(`(?m)^retry: \d+$`)
+	roomsAnswer = regexp.MustCompile(`(?m)^\{"rooms":\[.*\]\}$`)
+	roomName    = regexp.MustCompile(`"name":"([^"]+)"`)
+)
+
+// sameOutput says whether got is what a page shows as want: the same
+// lines, with ids, times and retry delays compared by their form. A
+// /rooms answer is compared only for the rooms the page names: the test's
+// Caddy holds other tests' rooms too.
+func sameOutput(got, want string) bool {
+	if m := roomsAnswer.FindString(want); m != "" {
+		var shown []string
+		for _, n := range roomName.FindAllStringSubmatch(m, -1) {
+			shown = append(shown, n[1])
+		}
+		got = roomsAnswer.ReplaceAllStringFunc(got, func(answer string) string {
+			return onlyRooms(answer, shown)
+		})
+	}
+	return normalOutput(got) == normalOutput(want)
+}
+
+// onlyRooms returns the /rooms answer with only the rooms named.
+func onlyRooms(answer string, names []string) string {
+	var list struct{ Rooms []json.RawMessage }
+	if err := json.Unmarshal([]byte(answer), &list); err != nil {
+		return answer
+	}
+	var kept []string
+	for _, r := range list.Rooms {
+		var room struct{ Name string }
+		if json.Unmarshal(r, &room) == nil && slices.Contains(names, room.Name) {
+			kept = append(kept, string(r))
+		}
+	}
+	return `{"rooms":[` + strings.Join(kept, ",") + `]}`
+}
+
+func normalOutput(s string) string {
+	s = outputTime.ReplaceAllString(s, "<time>")
+	s = outputID.ReplaceAllString(s, "<epoch>-$1")
+	s = outputRetry.ReplaceAllString(s, "retry: <ms>")
+	lines := strings.Split(s, "\n")
+	for i, line := range lines {
+		lines[i] = strings.TrimRight(line, " \t\r")
+	}
+	return strings.TrimSpace(strings.Join(lines, "\n"))
+}
+
+// Links of the pages: [text](target), ![alt](target) and src="target".
+var (
+	mdLink   = regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	htmlSrc  = regexp.MustCompile(`src="([^"]+)"`)
+	heading  = regexp.MustCompile(`(?m)^#{1,6} (.+)$`)
+	notInID  = regexp.MustCompile(`[^\p{L}\p{N} _-]`)
+	codeSpan = regexp.MustCompile("`[^`]*`")
+)
+
+// TestDocLinks follows every relative link of the pages, to a file and to
+// a heading in it, as GitHub renders them, and checks that the README links
+// every page of docs/.
+func TestDocLinks(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, page := range docPages(t) {
+		if strings.HasPrefix(page, "docs/") && !strings.Contains(string(readme), "]("+page+")") {
+			t.Errorf("the README does not link %s", page)
+		}
+		b, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Code is not linked: leave out fences and inline code.
+		body := codeSpan.ReplaceAllString(prose(string(b)), "")
+		var targets []string
+		for _, m := range mdLink.FindAllStringSubmatch(body, -1) {
+			targets = append(targets, m[1])
+		}
+		for _, m := range htmlSrc.FindAllStringSubmatch(body, -1) {
+			targets = append(targets, m[1])
+		}
+		for _, target := range targets {
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+				continue
+			}
+			file, anchor, _ := strings.Cut(target, "#")
+			path := page
+			if file != "" {
+				path = filepath.Join(filepath.Dir(page), file)
+			}
+			if _, err := os.Stat(path); err != nil {
+				t.Errorf("%s links %s: %v", page, target, err)
+				continue
+			}
+			if anchor != "" && !slices.Contains(headingIDs(t, path), anchor) {
+				t.Errorf("%s links %s: no such heading in %s", page, target, path)
+			}
+		}
+	}
+}
+
+// headingIDs returns the anchors GitHub gives the headings of a page:
+// lower case, punctuation dropped, spaces as hyphens.
+func headingIDs(t *testing.T, page string) []string {
+	t.Helper()
+	b, err := os.ReadFile(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, m := range heading.FindAllStringSubmatch(prose(string(b)), -1) {
+		id := strings.ToLower(strings.ReplaceAll(m[1], "`", ""))
+		ids = append(ids, strings.ReplaceAll(notInID.ReplaceAllString(id, ""), " ", "-"))
+	}
+	return ids
+}
+
+// prose returns a page without its fenced blocks, whose lines are neither
+// headings nor links.
+func prose(page string) string {
+	var b strings.Builder
+	inFence := false
+	for _, line := range strings.Split(page, "\n") {
+		if strings.HasPrefix(line, "```") {
+			inFence = !inFence
+			continue
+		}
+		if !inFence {
+			b.WriteString(line)
+			b.WriteByte('\n')
+		}
+	}
+	return b.String()
+}
