@@ -98,39 +98,48 @@ func errResume(why string) error {
 }
 
 // Stream sends a room's events as GET /stream/{room} does: a reset when the
-// position was lost, the replay, then live messages.
+// position was lost, the replay, then live messages, and presence events
+// when asked.
 func (s rpcService) Stream(ctx context.Context, req *connect.Request[chatv1.StreamRequest], stream *connect.ServerStream[chatv1.StreamEvent]) error {
 	h, call := s.h, callOf(ctx)
 	room := req.Msg.GetRoom()
 	if err := h.checkRoom(room); err != nil {
 		return h.rpcError(ctx, err)
 	}
-	release, err := h.streamSlot(call.r)
-	if err != nil {
+	pos := rooms.Position{LastEventID: req.Msg.GetLastEventId(), History: int(req.Msg.GetHistory())}
+	if err := h.streamUser(call.r, req.Msg.GetUser(), req.Msg.GetPresence(), &pos); err != nil {
 		return h.rpcError(ctx, err)
 	}
-	defer release()
-	pos := rooms.Position{LastEventID: req.Msg.GetLastEventId(), History: int(req.Msg.GetHistory())}
 	wake := broadcast.NewSignal()
-	sub, err := h.app.manager.Subscribe(room, pos, wake.Wake)
-	if err != nil {
-		return h.rpcError(ctx, roomsError(err))
-	}
-	defer sub.Close()
-	start, truncated := sub.Events, sub.Truncated
-	sub.Replay = rooms.Replay{} // not held for the life of the stream
-
-	// On stop, a write under way fails; an idle stream ends with the
-	// status that tells its client to resume.
-	sw, conn := call.sw, stream.Conn()
-	defer sw.failOnStop(h.app.stopCtx)()
-	// The headers go out at once, through the wrappers: a client waiting on
-	// a quiet room knows that its stream is open. connect sends each
-	// message with a flush, which sw holds back until a batch is written.
-	if err := sw.within(func() error { return conn.Send(nil) }); err != nil {
+	st, err := h.startStream(call.r, room, pos, wake.Wake, rpcWire(call.sw, stream.Conn()))
+	switch {
+	case errors.Is(err, errReplayCut):
+		return errResume(err.Error())
+	case err != nil:
+		return h.rpcError(ctx, err)
+	case st == nil:
 		return nil // the client is gone
 	}
+	st.entry = h.pastWrappers(call.r, call.sw, room)
+	err = h.streamLoop(call.r, st.sub, wake, st.wire)
+	st.end(err, 0)
+	switch endReason(err) {
+	case "evicted":
+		return errResume("this stream fell behind")
+	case "stopping":
+		return errResume("the server is stopping or reloading")
+	}
+	return nil // the client left, the room was deleted, or a write failed
+}
+
+// rpcWire writes a stream as gRPC stream events through sw, to conn. On
+// stop, a write under way fails; an idle stream ends with the status that
+// tells its client to resume. gRPC has no heartbeat of its own: HTTP/2
+// keeps the connection alive.
+func rpcWire(sw *streamWriter, conn connect.StreamingHandlerConn) *streamWire {
 	write := func(events []*rooms.Event) error {
+		// connect sends each message with a flush, which sw holds back
+		// until the batch is written.
 		return sw.flushed(func() error {
 			for _, e := range events {
 				ev := rpcEvents.Encode(e)
@@ -144,22 +153,17 @@ func (s rpcService) Stream(ctx context.Context, req *connect.Request[chatv1.Stre
 			return nil
 		})
 	}
-	if err := write(start); err != nil {
-		return nil // the client is gone
+	return &streamWire{
+		sw: sw,
+		start: func(events []*rooms.Event) error {
+			// The headers go out at once, through the wrappers.
+			if err := sw.within(func() error { return conn.Send(nil) }); err != nil {
+				return err
+			}
+			return write(events)
+		},
+		write: write,
 	}
-	if truncated {
-		return errResume("the replay reached its byte cap")
-	}
-	entry := h.pastWrappers(call.r, sw, room)
-	err = h.streamLoop(call.r, sub, wake, write, nil)
-	entry.write(sw.written, err)
-	switch endReason(err) {
-	case "evicted":
-		return errResume("this stream fell behind")
-	case "stopping":
-		return errResume("the server is stopping or reloading")
-	}
-	return nil // the client left, the room was deleted, or a write failed
 }
 
 // rpcEvents encodes the rooms' events as stream events: each is made and
@@ -183,6 +187,8 @@ func rpcStreamEvent(e *rooms.Event) *chatv1.StreamEvent {
 		return &chatv1.StreamEvent{Event: &chatv1.StreamEvent_Reset_{Reset_: &chatv1.Reset{Oldest: e.Oldest}}}
 	case rooms.EventClose:
 		return &chatv1.StreamEvent{Event: &chatv1.StreamEvent_Closed{Closed: &chatv1.Closed{}}}
+	case rooms.EventPresence:
+		return &chatv1.StreamEvent{Event: &chatv1.StreamEvent_Presence{Presence: &chatv1.PresenceChange{Joined: e.Presence.Joined, Left: e.Presence.Left}}}
 	}
 	return nil
 }
@@ -257,7 +263,7 @@ func (s rpcService) ListRooms(context.Context, *connect.Request[chatv1.ListRooms
 	list := s.h.roomList()
 	out := &chatv1.ListRoomsResponse{Rooms: make([]*chatv1.Room, 0, len(list))}
 	for _, info := range list {
-		out.Rooms = append(out.Rooms, &chatv1.Room{Name: info.Name, Subscribers: uint32(info.Subscribers), LastId: info.LastID})
+		out.Rooms = append(out.Rooms, &chatv1.Room{Name: info.Name, Subscribers: uint32(info.Subscribers), Users: uint32(info.Users), LastId: info.LastID})
 	}
 	return connect.NewResponse(out), nil
 }
@@ -285,6 +291,19 @@ func (s rpcService) DeleteRoom(ctx context.Context, req *connect.Request[chatv1.
 		return nil, s.h.rpcError(ctx, err)
 	}
 	return connect.NewResponse(&chatv1.DeleteRoomResponse{}), nil
+}
+
+// Presence tells who is in a room, as GET /rooms/{room}/presence does.
+func (s rpcService) Presence(ctx context.Context, req *connect.Request[chatv1.PresenceRequest]) (*connect.Response[chatv1.PresenceResponse], error) {
+	p, err := s.h.presence(req.Msg.GetRoom())
+	if err != nil {
+		return nil, s.h.rpcError(ctx, err)
+	}
+	out := &chatv1.PresenceResponse{Anonymous: uint32(p.Anonymous), Users: make([]*chatv1.UserPresence, 0, len(p.Users))}
+	for _, u := range p.Users {
+		out.Users = append(out.Users, &chatv1.UserPresence{User: u.User, Streams: uint32(u.Streams)})
+	}
+	return connect.NewResponse(out), nil
 }
 
 func rpcMessage(m rooms.Message) *chatv1.Message {

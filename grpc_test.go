@@ -65,16 +65,22 @@ type rpcStream struct {
 	cancel context.CancelFunc
 }
 
-func openRPCStream(t *testing.T, c chatv1connect.ChatServiceClient, req *chatv1.StreamRequest) *rpcStream {
+// openRPCStream opens a Stream call with req, and headers as name, value
+// pairs.
+func openRPCStream(t *testing.T, c chatv1connect.ChatServiceClient, req *chatv1.StreamRequest, headers ...string) *rpcStream {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	events, done := make(chan *chatv1.StreamEvent, 100), make(chan error, 1)
 	s := &rpcStream{events: events, done: done, cancel: cancel}
 	opened := make(chan error, 1)
+	call := connect.NewRequest(req)
+	for i := 0; i+1 < len(headers); i += 2 {
+		call.Header().Set(headers[i], headers[i+1])
+	}
 	go func() {
 		defer close(events)
-		stream, err := c.Stream(ctx, connect.NewRequest(req))
+		stream, err := c.Stream(ctx, call)
 		opened <- err
 		if err != nil {
 			done <- err

@@ -4,10 +4,14 @@ import (
 	"encoding/json"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+
+	chatv1 "github.com/caddy-chat/caddy-chat/proto/chat/v1"
 	"github.com/caddy-chat/caddy-chat/rooms"
 )
 
@@ -128,4 +132,56 @@ func roomsList(t *testing.T) []rooms.RoomInfo {
 		t.Fatalf("/rooms: %d %s", resp.status, resp.body)
 	}
 	return list.Rooms
+}
+
+// TestGRPCPresence: a gRPC stream is in its room's presence as an SSE
+// stream is: as the signed-in user when the identity resolves (the request's
+// user ignored), else as the user it names; it hears presence events when it
+// asks; and the Presence call, ListRooms and the REST answers agree.
+func TestGRPCPresence(t *testing.T) {
+	startCaddy(t, grpcConfig("identity {http.request.header.X-Name}"))
+	room := roomFor(t, "gp")
+	c := grpcClient(rootSite)
+	openRPCStream(t, c, &chatv1.StreamRequest{Room: room, User: "mallory"}, "X-Name", "carol")
+	watcher := openRPCStream(t, c, &chatv1.StreamRequest{Room: room, User: "dave", Presence: true})
+	announced := map[string]bool{}
+	for !announced["carol"] || !announced["dave"] {
+		ev := watcher.next(t)
+		change := ev.GetPresence()
+		if change == nil {
+			t.Fatalf("event %v, want presence events only", ev)
+		}
+		for _, u := range change.GetJoined() {
+			announced[u] = true
+		}
+		if len(change.GetLeft()) > 0 || announced["mallory"] {
+			t.Fatalf("presence change %v, want carol and dave joining", change)
+		}
+	}
+
+	resp, err := c.Presence(callCtx(t), connect.NewRequest(&chatv1.PresenceRequest{Room: room}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, u := range resp.Msg.GetUsers() {
+		got = append(got, u.GetUser()+":"+strconv.Itoa(int(u.GetStreams())))
+	}
+	if strings.Join(got, ",") != "carol:1,dave:1" || resp.Msg.GetAnonymous() != 0 {
+		t.Errorf("Presence: %v and %d anonymous, want carol:1,dave:1 and none", got, resp.Msg.GetAnonymous())
+	}
+	if p := presenceOf(t, rootSite, room); len(p.Users) != 2 || p.Users[0].User != "carol" || p.Anonymous != 0 {
+		t.Errorf("GET presence: %+v, want carol and dave", p)
+	}
+	list, err := c.ListRooms(callCtx(t), connect.NewRequest(&chatv1.ListRoomsRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(list.Msg.GetRooms(), func(r *chatv1.Room) bool { return r.GetName() == room })
+	if i < 0 || list.Msg.GetRooms()[i].GetUsers() != 2 || list.Msg.GetRooms()[i].GetSubscribers() != 2 {
+		t.Errorf("ListRooms: %v, want %s with 2 users and 2 subscribers", list.Msg.GetRooms(), room)
+	}
+	if _, err := c.Presence(callCtx(t), connect.NewRequest(&chatv1.PresenceRequest{Room: "bad/name"})); connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Errorf("Presence of a bad name: %v, want InvalidArgument", err)
+	}
 }

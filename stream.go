@@ -48,30 +48,9 @@ const quickWrite = 20 * time.Millisecond
 // and net/http's buffers, most of what an idle stream costs. HTTP/2 and
 // HTTP/3 streams stay in the request path (see streamInPath).
 func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, room string) error {
-	pos, release, err := h.streamRequest(w, r, room)
+	pos, err := h.streamPosition(r, room)
 	if err != nil {
 		return err
-	}
-	if r.ProtoMajor == 1 {
-		if hj, ok := innermost(w).(http.Hijacker); ok {
-			return h.relayStream(w, r, hj, room, pos, release)
-		}
-	}
-	defer release()
-	return h.streamInPath(w, r, room, pos)
-}
-
-// streamRequest reads where a stream starts and who it is from the
-// request, counts the stream against its client's limit, and sets the
-// response's head; release gives the slot back. It and streamPosition are
-// frames of their own so that their locals are off the stack before the
-// stream parks (see streamInPath).
-func (h *Handler) streamRequest(w http.ResponseWriter, r *http.Request, room string) (pos *rooms.Position, release func(), err error) {
-	if pos, err = h.streamPosition(r, room); err != nil {
-		return nil, nil, err
-	}
-	if release, err = h.streamSlot(r); err != nil {
-		return nil, nil, err
 	}
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")
@@ -79,10 +58,17 @@ func (h *Handler) streamRequest(w http.ResponseWriter, r *http.Request, room str
 	// compressing the stream, which would hold events back in its buffers.
 	hdr.Set("Cache-Control", "no-cache, no-transform")
 	hdr.Set("X-Accel-Buffering", "no")
-	return pos, release, nil
+	if r.ProtoMajor == 1 {
+		if hj, ok := innermost(w).(http.Hijacker); ok {
+			return h.relayStream(w, r, hj, room, pos)
+		}
+	}
+	return h.streamInPath(w, r, room, pos)
 }
 
-// streamPosition reads where a stream starts and who it is from the request.
+// streamPosition reads where a stream starts and who it is from the
+// request. It is a frame of its own so that its locals are off the stack
+// before the stream parks (see streamInPath).
 func (h *Handler) streamPosition(r *http.Request, room string) (*rooms.Position, error) {
 	if err := h.checkRoom(room); err != nil {
 		return nil, err
@@ -99,10 +85,32 @@ func (h *Handler) streamPosition(r *http.Request, room string) (*rooms.Position,
 		}
 		pos.History = n
 	}
-	if err := h.streamPresence(r, q, pos); err != nil {
+	var watch bool
+	switch q.Get("presence") {
+	case "", "0":
+	case "1":
+		watch = true
+	default:
+		return nil, badRequest("presence must be 1 or 0")
+	}
+	if err := h.streamUser(r, q.Get("user"), watch, pos); err != nil {
 		return nil, err
 	}
 	return pos, nil
+}
+
+// sseWire writes a stream as Server-Sent Events through sw, to w: the head,
+// then a retry hint and the start events in one write.
+func sseWire(w http.ResponseWriter, sw *streamWriter) *streamWire {
+	return &streamWire{
+		sw: sw,
+		start: func(events []*rooms.Event) error {
+			w.WriteHeader(http.StatusOK)
+			return sw.send(streamStart(events))
+		},
+		write: sw.writeEvents,
+		ping:  sw.ping,
+	}
 }
 
 // streamInPath writes a stream from the request's goroutine, which parks
@@ -114,63 +122,26 @@ func (h *Handler) streamPosition(r *http.Request, room string) (*rooms.Position,
 // than a quarter of it is in use. A write through Caddy's wrappers and
 // x/net/http2's hand-off to the connection's goroutine needs 1.4 to 1.6 KB
 // more, and so, now and then, does an allocation that refills the
-// allocator's cache. So what an idle stream does, its subscription, its
-// start, its wake-ups and its heartbeats, runs aside (see aside), and only
-// a stream that messages reach grows to 16 KiB.
+// allocator's cache. So what an idle stream does, its start, its wake-ups
+// and its heartbeats, runs aside (see aside), and only a stream that
+// messages reach grows to 16 KiB.
 func (h *Handler) streamInPath(w http.ResponseWriter, r *http.Request, room string, pos *rooms.Position) error {
-	var s *inPath
+	wake := broadcast.NewSignal()
+	var s *streamSession
 	if err := aside(func() (err error) {
-		s, err = h.openInPath(w, r, room, pos)
-		return err
-	}); err != nil || s == nil {
-		return err
-	}
-	defer s.sub.Close()
-	defer s.unwatch()
-	s.entry.write(s.sw.written, h.streamLoop(r, s.sub, s.wake, s.sw.writeEvents, s.sw.ping))
-	return nil
-}
-
-// inPath is a stream in the request path whose head and start are out.
-type inPath struct {
-	sub     *rooms.Subscription
-	wake    broadcast.Signal
-	sw      *streamWriter
-	unwatch func()       // stops failing writes when the config stops
-	entry   *accessEntry // nil where Caddy writes the entry, or none is
-}
-
-// openInPath subscribes, sends the head and the start, and sends the rest
-// past the wrappers (see pastWrappers). It returns nil when the stream ends
-// there: the client is gone, or comes back for the rest of a replay cut
-// short.
-func (h *Handler) openInPath(w http.ResponseWriter, r *http.Request, room string, pos *rooms.Position) (*inPath, error) {
-	s := &inPath{wake: broadcast.NewSignal(), unwatch: func() {}}
-	sub, err := h.app.manager.Subscribe(room, *pos, s.wake.Wake)
-	if err != nil {
-		return nil, roomsError(err)
-	}
-	opened := false
-	defer func() {
-		// Also when a wrapper panics: the subscription must not outlive
-		// the request.
-		if !opened {
-			s.unwatch()
-			sub.Close()
+		s, err = h.startStream(r, room, *pos, wake.Wake, sseWire(w, newStreamWriter(w)))
+		if s != nil {
+			s.entry = h.pastWrappers(r, s.wire.sw, room)
 		}
-	}()
-	s.sub = sub
-	w.WriteHeader(http.StatusOK)
-	s.sw = newStreamWriter(w)
-	s.unwatch = s.sw.failOnStop(h.app.stopCtx)
-	start, truncated := streamStart(sub.Events), sub.Truncated
-	sub.Replay = rooms.Replay{} // not held for the life of the stream
-	if err := s.sw.send(start); err != nil || truncated {
-		return nil, nil
+		return err
+	}); s == nil {
+		if errors.Is(err, errReplayCut) {
+			return nil
+		}
+		return err
 	}
-	s.entry = h.pastWrappers(r, s.sw, room)
-	opened = true
-	return s, nil
+	s.end(h.streamLoop(r, s.sub, wake, s.wire), 0)
+	return nil
 }
 
 // aside runs f on a new goroutine and waits for it, so that the calls under
@@ -224,12 +195,13 @@ func (h *Handler) pastWrappers(r *http.Request, sw *streamWriter, room string) *
 	return h.newAccessEntry(r, sw.w, room)
 }
 
-// streamLoop writes a stream in the request path, SSE or gRPC, and returns
-// why it ended. write writes the events taken from the subscription in the
-// stream's protocol, and ping a heartbeat; a nil ping sends none. The goroutine waits on wake alone, which new frames, the
-// heartbeat, the client leaving and the config stopping all make ready: a
-// receive on one channel costs a delivery less than a select over four.
-func (h *Handler) streamLoop(r *http.Request, sub *rooms.Subscription, wake broadcast.Signal, write func([]*rooms.Event) error, ping func() error) error {
+// streamLoop writes a stream's live events in the request path, SSE or
+// gRPC, through wire, and returns why it ended. The goroutine waits on wake
+// alone, which new events, the heartbeat, the client leaving and the config
+// stopping all make ready: a receive on one channel costs a delivery less
+// than a select over four.
+func (h *Handler) streamLoop(r *http.Request, sub *rooms.Subscription, wake broadcast.Signal, wire *streamWire) error {
+	write, ping := wire.write, wire.ping
 	gone, stopping := r.Context().Done(), h.app.Stopping()
 	// Registering the wake-ups allocates, which is deep enough now and then
 	// to grow this goroutine's stack (see streamInPath): it runs aside.
@@ -329,58 +301,34 @@ func (w *streamWakes) stop() {
 // through the wrappers: a wrapper's hijacked connection may count what is
 // written to it, which the relay would go on doing after ServeHTTP has
 // returned and the wrapper's owner has read the count. Caddy's access log
-// skips the request for the same reason; the stream is logged when it ends
-// (see accessEntry).
+// skips the request for the same reason; the stream writes its entry when it
+// ends (see accessEntry).
 //
-// release gives back the stream's slot in max_streams_per_client when the
-// stream ends. A replay cut at the byte cap ends the stream once written,
-// without a takeover: the client comes back after its last message for the
-// rest.
-func (h *Handler) relayStream(w http.ResponseWriter, r *http.Request, hj http.Hijacker, room string, pos *rooms.Position, release func()) error {
+// A replay cut at the byte cap ends the stream once written, without a
+// takeover: the client comes back after its last message for the rest.
+func (h *Handler) relayStream(w http.ResponseWriter, r *http.Request, hj http.Hijacker, room string, pos *rooms.Position) error {
 	relayed := h.app.relay.NewStream()
-	sub, err := h.app.manager.Subscribe(room, *pos, relayed.Wake)
-	if err != nil {
-		release()
-		return roomsError(err)
-	}
-	end := func() { sub.Close(); release() }
 	w.Header().Set("Transfer-Encoding", "identity")
-	w.WriteHeader(http.StatusOK)
-	start, truncated := streamStart(sub.Events), sub.Truncated
-	sub.Replay = rooms.Replay{}
-	sw := newStreamWriter(w)
-	unwatch := sw.failOnStop(h.app.stopCtx)
-	err = sw.send(start)
-	unwatch() // from here on, the relay ends the stream on stop
-	if err != nil || truncated {
-		end()
-		return nil // the client is gone, or comes back for the rest of the replay
+	s, err := h.startStream(r, room, *pos, relayed.Wake, sseWire(w, newStreamWriter(w)))
+	if s == nil {
+		if errors.Is(err, errReplayCut) {
+			return nil
+		}
+		return err
 	}
+	s.unwatch() // from here on, the relay ends the stream on stop
 	conn, _, err := hj.Hijack()
 	if err != nil {
 		// The response has begun: it ends here, and the client reconnects.
-		end()
+		s.end(err, 0)
 		h.logger.Error("taking a stream's connection over", zap.String("room", room), zap.Error(err))
 		return nil
 	}
-	entry, startLen := h.newAccessEntry(r, w, room), sw.written
-	relayed.Attach(conn, &sseSource{sub: sub}, func(ended relay.Ended) {
-		entry.write(startLen+ended.Written, ended.Err)
-		end()
+	s.entry = h.newAccessEntry(r, w, room)
+	relayed.Attach(conn, &sseSource{sub: s.sub}, func(ended relay.Ended) {
+		s.end(ended.Err, ended.Written)
 	})
 	return nil
-}
-
-// streamSlot counts a stream against its client's max_streams_per_client
-// and returns the function that gives the slot back, safe to call more than
-// once; or, past the limit, a 429.
-func (h *Handler) streamSlot(r *http.Request) (release func(), err error) {
-	key := h.clientKey(r)
-	if !h.streams.Acquire(key) {
-		return nil, &apiError{status: http.StatusTooManyRequests, retryAfter: capacityRetry, label: "too_many_streams",
-			message: fmt.Sprintf("this client has %d streams open, the most allowed; close one", h.MaxStreamsPerClient)}
-	}
-	return sync.OnceFunc(func() { h.streams.Release(key) }), nil
 }
 
 // innermost returns the writer at the bottom of w's chain of wrappers.

@@ -189,7 +189,14 @@ type StreamRequest struct {
 	LastEventId string `protobuf:"bytes,2,opt,name=last_event_id,json=lastEventId,proto3" json:"last_event_id,omitempty"`
 	// History is how many recent messages to start with, without
 	// last_event_id.
-	History       uint32 `protobuf:"varint,3,opt,name=history,proto3" json:"history,omitempty"`
+	History uint32 `protobuf:"varint,3,opt,name=history,proto3" json:"history,omitempty"`
+	// User names the stream in the room's presence, as ?user= does; the
+	// site's identity wins, and a name reserved for a verified author counts
+	// as anonymous. Empty is anonymous.
+	User string `protobuf:"bytes,4,opt,name=user,proto3" json:"user,omitempty"`
+	// Presence asks for presence events: first the users already in the
+	// room, then who joins and leaves.
+	Presence      bool `protobuf:"varint,5,opt,name=presence,proto3" json:"presence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -245,6 +252,20 @@ func (x *StreamRequest) GetHistory() uint32 {
 	return 0
 }
 
+func (x *StreamRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *StreamRequest) GetPresence() bool {
+	if x != nil {
+		return x.Presence
+	}
+	return false
+}
+
 // StreamEvent is one event of a stream.
 type StreamEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -253,6 +274,7 @@ type StreamEvent struct {
 	//	*StreamEvent_Message
 	//	*StreamEvent_Reset_
 	//	*StreamEvent_Closed
+	//	*StreamEvent_Presence
 	Event         isStreamEvent_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -322,6 +344,15 @@ func (x *StreamEvent) GetClosed() *Closed {
 	return nil
 }
 
+func (x *StreamEvent) GetPresence() *PresenceChange {
+	if x != nil {
+		if x, ok := x.Event.(*StreamEvent_Presence); ok {
+			return x.Presence
+		}
+	}
+	return nil
+}
+
 type isStreamEvent_Event interface {
 	isStreamEvent_Event()
 }
@@ -338,11 +369,70 @@ type StreamEvent_Closed struct {
 	Closed *Closed `protobuf:"bytes,3,opt,name=closed,proto3,oneof"`
 }
 
+type StreamEvent_Presence struct {
+	Presence *PresenceChange `protobuf:"bytes,4,opt,name=presence,proto3,oneof"`
+}
+
 func (*StreamEvent_Message) isStreamEvent_Event() {}
 
 func (*StreamEvent_Reset_) isStreamEvent_Event() {}
 
 func (*StreamEvent_Closed) isStreamEvent_Event() {}
+
+func (*StreamEvent_Presence) isStreamEvent_Event() {}
+
+// PresenceChange is who joined and left the room since the last one.
+type PresenceChange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Joined        []string               `protobuf:"bytes,1,rep,name=joined,proto3" json:"joined,omitempty"`
+	Left          []string               `protobuf:"bytes,2,rep,name=left,proto3" json:"left,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceChange) Reset() {
+	*x = PresenceChange{}
+	mi := &file_chat_v1_chat_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceChange) ProtoMessage() {}
+
+func (x *PresenceChange) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_v1_chat_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceChange.ProtoReflect.Descriptor instead.
+func (*PresenceChange) Descriptor() ([]byte, []int) {
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PresenceChange) GetJoined() []string {
+	if x != nil {
+		return x.Joined
+	}
+	return nil
+}
+
+func (x *PresenceChange) GetLeft() []string {
+	if x != nil {
+		return x.Left
+	}
+	return nil
+}
 
 // Reset says the resume position was lost: the messages that follow are
 // everything retained, starting with oldest.
@@ -356,7 +446,7 @@ type Reset struct {
 
 func (x *Reset) Reset() {
 	*x = Reset{}
-	mi := &file_chat_v1_chat_proto_msgTypes[4]
+	mi := &file_chat_v1_chat_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -368,7 +458,7 @@ func (x *Reset) String() string {
 func (*Reset) ProtoMessage() {}
 
 func (x *Reset) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[4]
+	mi := &file_chat_v1_chat_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -381,7 +471,7 @@ func (x *Reset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reset.ProtoReflect.Descriptor instead.
 func (*Reset) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{4}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Reset) GetOldest() string {
@@ -400,7 +490,7 @@ type Closed struct {
 
 func (x *Closed) Reset() {
 	*x = Closed{}
-	mi := &file_chat_v1_chat_proto_msgTypes[5]
+	mi := &file_chat_v1_chat_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -412,7 +502,7 @@ func (x *Closed) String() string {
 func (*Closed) ProtoMessage() {}
 
 func (x *Closed) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[5]
+	mi := &file_chat_v1_chat_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -425,7 +515,7 @@ func (x *Closed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Closed.ProtoReflect.Descriptor instead.
 func (*Closed) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{5}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{6}
 }
 
 type ListRoomsRequest struct {
@@ -436,7 +526,7 @@ type ListRoomsRequest struct {
 
 func (x *ListRoomsRequest) Reset() {
 	*x = ListRoomsRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[6]
+	mi := &file_chat_v1_chat_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -448,7 +538,7 @@ func (x *ListRoomsRequest) String() string {
 func (*ListRoomsRequest) ProtoMessage() {}
 
 func (x *ListRoomsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[6]
+	mi := &file_chat_v1_chat_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -461,7 +551,7 @@ func (x *ListRoomsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoomsRequest.ProtoReflect.Descriptor instead.
 func (*ListRoomsRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{6}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{7}
 }
 
 type ListRoomsResponse struct {
@@ -473,7 +563,7 @@ type ListRoomsResponse struct {
 
 func (x *ListRoomsResponse) Reset() {
 	*x = ListRoomsResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[7]
+	mi := &file_chat_v1_chat_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -485,7 +575,7 @@ func (x *ListRoomsResponse) String() string {
 func (*ListRoomsResponse) ProtoMessage() {}
 
 func (x *ListRoomsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[7]
+	mi := &file_chat_v1_chat_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -498,7 +588,7 @@ func (x *ListRoomsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoomsResponse.ProtoReflect.Descriptor instead.
 func (*ListRoomsResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{7}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListRoomsResponse) GetRooms() []*Room {
@@ -509,17 +599,19 @@ func (x *ListRoomsResponse) GetRooms() []*Room {
 }
 
 type Room struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Subscribers   uint32                 `protobuf:"varint,2,opt,name=subscribers,proto3" json:"subscribers,omitempty"`
-	LastId        string                 `protobuf:"bytes,3,opt,name=last_id,json=lastId,proto3" json:"last_id,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Subscribers uint32                 `protobuf:"varint,2,opt,name=subscribers,proto3" json:"subscribers,omitempty"`
+	LastId      string                 `protobuf:"bytes,3,opt,name=last_id,json=lastId,proto3" json:"last_id,omitempty"`
+	// Users is how many named users have streams open in the room.
+	Users         uint32 `protobuf:"varint,4,opt,name=users,proto3" json:"users,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Room) Reset() {
 	*x = Room{}
-	mi := &file_chat_v1_chat_proto_msgTypes[8]
+	mi := &file_chat_v1_chat_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -531,7 +623,7 @@ func (x *Room) String() string {
 func (*Room) ProtoMessage() {}
 
 func (x *Room) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[8]
+	mi := &file_chat_v1_chat_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -544,7 +636,7 @@ func (x *Room) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Room.ProtoReflect.Descriptor instead.
 func (*Room) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{8}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Room) GetName() string {
@@ -568,6 +660,13 @@ func (x *Room) GetLastId() string {
 	return ""
 }
 
+func (x *Room) GetUsers() uint32 {
+	if x != nil {
+		return x.Users
+	}
+	return 0
+}
+
 type HistoryRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Room  string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
@@ -581,7 +680,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[9]
+	mi := &file_chat_v1_chat_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -593,7 +692,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[9]
+	mi := &file_chat_v1_chat_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -606,7 +705,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{9}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *HistoryRequest) GetRoom() string {
@@ -645,7 +744,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[10]
+	mi := &file_chat_v1_chat_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -657,7 +756,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[10]
+	mi := &file_chat_v1_chat_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -670,7 +769,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{10}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *HistoryResponse) GetMessages() []*Message {
@@ -710,7 +809,7 @@ type DeleteRoomRequest struct {
 
 func (x *DeleteRoomRequest) Reset() {
 	*x = DeleteRoomRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[11]
+	mi := &file_chat_v1_chat_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -722,7 +821,7 @@ func (x *DeleteRoomRequest) String() string {
 func (*DeleteRoomRequest) ProtoMessage() {}
 
 func (x *DeleteRoomRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[11]
+	mi := &file_chat_v1_chat_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -735,7 +834,7 @@ func (x *DeleteRoomRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRoomRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRoomRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{11}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DeleteRoomRequest) GetRoom() string {
@@ -753,7 +852,7 @@ type DeleteRoomResponse struct {
 
 func (x *DeleteRoomResponse) Reset() {
 	*x = DeleteRoomResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[12]
+	mi := &file_chat_v1_chat_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -765,7 +864,7 @@ func (x *DeleteRoomResponse) String() string {
 func (*DeleteRoomResponse) ProtoMessage() {}
 
 func (x *DeleteRoomResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[12]
+	mi := &file_chat_v1_chat_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -778,7 +877,158 @@ func (x *DeleteRoomResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRoomResponse.ProtoReflect.Descriptor instead.
 func (*DeleteRoomResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{12}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{13}
+}
+
+type PresenceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Room          string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceRequest) Reset() {
+	*x = PresenceRequest{}
+	mi := &file_chat_v1_chat_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceRequest) ProtoMessage() {}
+
+func (x *PresenceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_v1_chat_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceRequest.ProtoReflect.Descriptor instead.
+func (*PresenceRequest) Descriptor() ([]byte, []int) {
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *PresenceRequest) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+type PresenceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Users []*UserPresence        `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
+	// Anonymous is how many streams named nobody.
+	Anonymous     uint32 `protobuf:"varint,2,opt,name=anonymous,proto3" json:"anonymous,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceResponse) Reset() {
+	*x = PresenceResponse{}
+	mi := &file_chat_v1_chat_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceResponse) ProtoMessage() {}
+
+func (x *PresenceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_v1_chat_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceResponse.ProtoReflect.Descriptor instead.
+func (*PresenceResponse) Descriptor() ([]byte, []int) {
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *PresenceResponse) GetUsers() []*UserPresence {
+	if x != nil {
+		return x.Users
+	}
+	return nil
+}
+
+func (x *PresenceResponse) GetAnonymous() uint32 {
+	if x != nil {
+		return x.Anonymous
+	}
+	return 0
+}
+
+// UserPresence is one named user in a room and how many streams it has
+// open there.
+type UserPresence struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Streams       uint32                 `protobuf:"varint,2,opt,name=streams,proto3" json:"streams,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UserPresence) Reset() {
+	*x = UserPresence{}
+	mi := &file_chat_v1_chat_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UserPresence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UserPresence) ProtoMessage() {}
+
+func (x *UserPresence) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_v1_chat_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UserPresence.ProtoReflect.Descriptor instead.
+func (*UserPresence) Descriptor() ([]byte, []int) {
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *UserPresence) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *UserPresence) GetStreams() uint32 {
+	if x != nil {
+		return x.Streams
+	}
+	return 0
 }
 
 var File_chat_v1_chat_proto protoreflect.FileDescriptor
@@ -797,26 +1047,33 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\tR\x04user\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12'\n" +
-	"\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\"a\n" +
+	"\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\"\x91\x01\n" +
 	"\rStreamRequest\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\"\n" +
 	"\rlast_event_id\x18\x02 \x01(\tR\vlastEventId\x12\x18\n" +
-	"\ahistory\x18\x03 \x01(\rR\ahistory\"\x97\x01\n" +
+	"\ahistory\x18\x03 \x01(\rR\ahistory\x12\x12\n" +
+	"\x04user\x18\x04 \x01(\tR\x04user\x12\x1a\n" +
+	"\bpresence\x18\x05 \x01(\bR\bpresence\"\xce\x01\n" +
 	"\vStreamEvent\x12,\n" +
 	"\amessage\x18\x01 \x01(\v2\x10.chat.v1.MessageH\x00R\amessage\x12&\n" +
 	"\x05reset\x18\x02 \x01(\v2\x0e.chat.v1.ResetH\x00R\x05reset\x12)\n" +
-	"\x06closed\x18\x03 \x01(\v2\x0f.chat.v1.ClosedH\x00R\x06closedB\a\n" +
-	"\x05event\"\x1f\n" +
+	"\x06closed\x18\x03 \x01(\v2\x0f.chat.v1.ClosedH\x00R\x06closed\x125\n" +
+	"\bpresence\x18\x04 \x01(\v2\x17.chat.v1.PresenceChangeH\x00R\bpresenceB\a\n" +
+	"\x05event\"<\n" +
+	"\x0ePresenceChange\x12\x16\n" +
+	"\x06joined\x18\x01 \x03(\tR\x06joined\x12\x12\n" +
+	"\x04left\x18\x02 \x03(\tR\x04left\"\x1f\n" +
 	"\x05Reset\x12\x16\n" +
 	"\x06oldest\x18\x01 \x01(\tR\x06oldest\"\b\n" +
 	"\x06Closed\"\x12\n" +
 	"\x10ListRoomsRequest\"8\n" +
 	"\x11ListRoomsResponse\x12#\n" +
-	"\x05rooms\x18\x01 \x03(\v2\r.chat.v1.RoomR\x05rooms\"U\n" +
+	"\x05rooms\x18\x01 \x03(\v2\r.chat.v1.RoomR\x05rooms\"k\n" +
 	"\x04Room\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vsubscribers\x18\x02 \x01(\rR\vsubscribers\x12\x17\n" +
-	"\alast_id\x18\x03 \x01(\tR\x06lastId\"P\n" +
+	"\alast_id\x18\x03 \x01(\tR\x06lastId\x12\x14\n" +
+	"\x05users\x18\x04 \x01(\rR\x05users\"P\n" +
 	"\x0eHistoryRequest\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x14\n" +
 	"\x05after\x18\x02 \x01(\tR\x05after\x12\x14\n" +
@@ -828,14 +1085,23 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"\x04more\x18\x04 \x01(\bR\x04more\"'\n" +
 	"\x11DeleteRoomRequest\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\"\x14\n" +
-	"\x12DeleteRoomResponse2\xc4\x02\n" +
+	"\x12DeleteRoomResponse\"%\n" +
+	"\x0fPresenceRequest\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\"]\n" +
+	"\x10PresenceResponse\x12+\n" +
+	"\x05users\x18\x01 \x03(\v2\x15.chat.v1.UserPresenceR\x05users\x12\x1c\n" +
+	"\tanonymous\x18\x02 \x01(\rR\tanonymous\"<\n" +
+	"\fUserPresence\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x18\n" +
+	"\astreams\x18\x02 \x01(\rR\astreams2\x85\x03\n" +
 	"\vChatService\x122\n" +
 	"\x06Submit\x12\x16.chat.v1.SubmitRequest\x1a\x10.chat.v1.Message\x128\n" +
 	"\x06Stream\x12\x16.chat.v1.StreamRequest\x1a\x14.chat.v1.StreamEvent0\x01\x12B\n" +
 	"\tListRooms\x12\x19.chat.v1.ListRoomsRequest\x1a\x1a.chat.v1.ListRoomsResponse\x12<\n" +
 	"\aHistory\x12\x17.chat.v1.HistoryRequest\x1a\x18.chat.v1.HistoryResponse\x12E\n" +
 	"\n" +
-	"DeleteRoom\x12\x1a.chat.v1.DeleteRoomRequest\x1a\x1b.chat.v1.DeleteRoomResponseB7Z5github.com/caddy-chat/caddy-chat/proto/chat/v1;chatv1b\x06proto3"
+	"DeleteRoom\x12\x1a.chat.v1.DeleteRoomRequest\x1a\x1b.chat.v1.DeleteRoomResponse\x12?\n" +
+	"\bPresence\x12\x18.chat.v1.PresenceRequest\x1a\x19.chat.v1.PresenceResponseB7Z5github.com/caddy-chat/caddy-chat/proto/chat/v1;chatv1b\x06proto3"
 
 var (
 	file_chat_v1_chat_proto_rawDescOnce sync.Once
@@ -849,45 +1115,53 @@ func file_chat_v1_chat_proto_rawDescGZIP() []byte {
 	return file_chat_v1_chat_proto_rawDescData
 }
 
-var file_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_chat_v1_chat_proto_goTypes = []any{
 	(*Message)(nil),               // 0: chat.v1.Message
 	(*SubmitRequest)(nil),         // 1: chat.v1.SubmitRequest
 	(*StreamRequest)(nil),         // 2: chat.v1.StreamRequest
 	(*StreamEvent)(nil),           // 3: chat.v1.StreamEvent
-	(*Reset)(nil),                 // 4: chat.v1.Reset
-	(*Closed)(nil),                // 5: chat.v1.Closed
-	(*ListRoomsRequest)(nil),      // 6: chat.v1.ListRoomsRequest
-	(*ListRoomsResponse)(nil),     // 7: chat.v1.ListRoomsResponse
-	(*Room)(nil),                  // 8: chat.v1.Room
-	(*HistoryRequest)(nil),        // 9: chat.v1.HistoryRequest
-	(*HistoryResponse)(nil),       // 10: chat.v1.HistoryResponse
-	(*DeleteRoomRequest)(nil),     // 11: chat.v1.DeleteRoomRequest
-	(*DeleteRoomResponse)(nil),    // 12: chat.v1.DeleteRoomResponse
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*PresenceChange)(nil),        // 4: chat.v1.PresenceChange
+	(*Reset)(nil),                 // 5: chat.v1.Reset
+	(*Closed)(nil),                // 6: chat.v1.Closed
+	(*ListRoomsRequest)(nil),      // 7: chat.v1.ListRoomsRequest
+	(*ListRoomsResponse)(nil),     // 8: chat.v1.ListRoomsResponse
+	(*Room)(nil),                  // 9: chat.v1.Room
+	(*HistoryRequest)(nil),        // 10: chat.v1.HistoryRequest
+	(*HistoryResponse)(nil),       // 11: chat.v1.HistoryResponse
+	(*DeleteRoomRequest)(nil),     // 12: chat.v1.DeleteRoomRequest
+	(*DeleteRoomResponse)(nil),    // 13: chat.v1.DeleteRoomResponse
+	(*PresenceRequest)(nil),       // 14: chat.v1.PresenceRequest
+	(*PresenceResponse)(nil),      // 15: chat.v1.PresenceResponse
+	(*UserPresence)(nil),          // 16: chat.v1.UserPresence
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
 }
 var file_chat_v1_chat_proto_depIdxs = []int32{
-	13, // 0: chat.v1.Message.time:type_name -> google.protobuf.Timestamp
+	17, // 0: chat.v1.Message.time:type_name -> google.protobuf.Timestamp
 	0,  // 1: chat.v1.StreamEvent.message:type_name -> chat.v1.Message
-	4,  // 2: chat.v1.StreamEvent.reset:type_name -> chat.v1.Reset
-	5,  // 3: chat.v1.StreamEvent.closed:type_name -> chat.v1.Closed
-	8,  // 4: chat.v1.ListRoomsResponse.rooms:type_name -> chat.v1.Room
-	0,  // 5: chat.v1.HistoryResponse.messages:type_name -> chat.v1.Message
-	1,  // 6: chat.v1.ChatService.Submit:input_type -> chat.v1.SubmitRequest
-	2,  // 7: chat.v1.ChatService.Stream:input_type -> chat.v1.StreamRequest
-	6,  // 8: chat.v1.ChatService.ListRooms:input_type -> chat.v1.ListRoomsRequest
-	9,  // 9: chat.v1.ChatService.History:input_type -> chat.v1.HistoryRequest
-	11, // 10: chat.v1.ChatService.DeleteRoom:input_type -> chat.v1.DeleteRoomRequest
-	0,  // 11: chat.v1.ChatService.Submit:output_type -> chat.v1.Message
-	3,  // 12: chat.v1.ChatService.Stream:output_type -> chat.v1.StreamEvent
-	7,  // 13: chat.v1.ChatService.ListRooms:output_type -> chat.v1.ListRoomsResponse
-	10, // 14: chat.v1.ChatService.History:output_type -> chat.v1.HistoryResponse
-	12, // 15: chat.v1.ChatService.DeleteRoom:output_type -> chat.v1.DeleteRoomResponse
-	11, // [11:16] is the sub-list for method output_type
-	6,  // [6:11] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	5,  // 2: chat.v1.StreamEvent.reset:type_name -> chat.v1.Reset
+	6,  // 3: chat.v1.StreamEvent.closed:type_name -> chat.v1.Closed
+	4,  // 4: chat.v1.StreamEvent.presence:type_name -> chat.v1.PresenceChange
+	9,  // 5: chat.v1.ListRoomsResponse.rooms:type_name -> chat.v1.Room
+	0,  // 6: chat.v1.HistoryResponse.messages:type_name -> chat.v1.Message
+	16, // 7: chat.v1.PresenceResponse.users:type_name -> chat.v1.UserPresence
+	1,  // 8: chat.v1.ChatService.Submit:input_type -> chat.v1.SubmitRequest
+	2,  // 9: chat.v1.ChatService.Stream:input_type -> chat.v1.StreamRequest
+	7,  // 10: chat.v1.ChatService.ListRooms:input_type -> chat.v1.ListRoomsRequest
+	10, // 11: chat.v1.ChatService.History:input_type -> chat.v1.HistoryRequest
+	12, // 12: chat.v1.ChatService.DeleteRoom:input_type -> chat.v1.DeleteRoomRequest
+	14, // 13: chat.v1.ChatService.Presence:input_type -> chat.v1.PresenceRequest
+	0,  // 14: chat.v1.ChatService.Submit:output_type -> chat.v1.Message
+	3,  // 15: chat.v1.ChatService.Stream:output_type -> chat.v1.StreamEvent
+	8,  // 16: chat.v1.ChatService.ListRooms:output_type -> chat.v1.ListRoomsResponse
+	11, // 17: chat.v1.ChatService.History:output_type -> chat.v1.HistoryResponse
+	13, // 18: chat.v1.ChatService.DeleteRoom:output_type -> chat.v1.DeleteRoomResponse
+	15, // 19: chat.v1.ChatService.Presence:output_type -> chat.v1.PresenceResponse
+	14, // [14:20] is the sub-list for method output_type
+	8,  // [8:14] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_chat_v1_chat_proto_init() }
@@ -899,6 +1173,7 @@ func file_chat_v1_chat_proto_init() {
 		(*StreamEvent_Message)(nil),
 		(*StreamEvent_Reset_)(nil),
 		(*StreamEvent_Closed)(nil),
+		(*StreamEvent_Presence)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -906,7 +1181,7 @@ func file_chat_v1_chat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_chat_v1_chat_proto_rawDesc), len(file_chat_v1_chat_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

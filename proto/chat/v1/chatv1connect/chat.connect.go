@@ -46,6 +46,8 @@ const (
 	ChatServiceHistoryProcedure = "/chat.v1.ChatService/History"
 	// ChatServiceDeleteRoomProcedure is the fully-qualified name of the ChatService's DeleteRoom RPC.
 	ChatServiceDeleteRoomProcedure = "/chat.v1.ChatService/DeleteRoom"
+	// ChatServicePresenceProcedure is the fully-qualified name of the ChatService's Presence RPC.
+	ChatServicePresenceProcedure = "/chat.v1.ChatService/Presence"
 )
 
 // ChatServiceClient is a client for the chat.v1.ChatService service.
@@ -63,6 +65,9 @@ type ChatServiceClient interface {
 	History(context.Context, *connect.Request[v1.HistoryRequest]) (*connect.Response[v1.HistoryResponse], error)
 	// DeleteRoom removes a room and its history, where allow_delete is on.
 	DeleteRoom(context.Context, *connect.Request[v1.DeleteRoomRequest]) (*connect.Response[v1.DeleteRoomResponse], error)
+	// Presence tells who is in a room: its named users with their streams,
+	// and how many streams named nobody.
+	Presence(context.Context, *connect.Request[v1.PresenceRequest]) (*connect.Response[v1.PresenceResponse], error)
 }
 
 // NewChatServiceClient constructs a client for the chat.v1.ChatService service. By default, it uses
@@ -106,6 +111,12 @@ func NewChatServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(chatServiceMethods.ByName("DeleteRoom")),
 			connect.WithClientOptions(opts...),
 		),
+		presence: connect.NewClient[v1.PresenceRequest, v1.PresenceResponse](
+			httpClient,
+			baseURL+ChatServicePresenceProcedure,
+			connect.WithSchema(chatServiceMethods.ByName("Presence")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -116,6 +127,7 @@ type chatServiceClient struct {
 	listRooms  *connect.Client[v1.ListRoomsRequest, v1.ListRoomsResponse]
 	history    *connect.Client[v1.HistoryRequest, v1.HistoryResponse]
 	deleteRoom *connect.Client[v1.DeleteRoomRequest, v1.DeleteRoomResponse]
+	presence   *connect.Client[v1.PresenceRequest, v1.PresenceResponse]
 }
 
 // Submit calls chat.v1.ChatService.Submit.
@@ -143,6 +155,11 @@ func (c *chatServiceClient) DeleteRoom(ctx context.Context, req *connect.Request
 	return c.deleteRoom.CallUnary(ctx, req)
 }
 
+// Presence calls chat.v1.ChatService.Presence.
+func (c *chatServiceClient) Presence(ctx context.Context, req *connect.Request[v1.PresenceRequest]) (*connect.Response[v1.PresenceResponse], error) {
+	return c.presence.CallUnary(ctx, req)
+}
+
 // ChatServiceHandler is an implementation of the chat.v1.ChatService service.
 type ChatServiceHandler interface {
 	// Submit posts a message. A retry with the same idempotency_key returns
@@ -158,6 +175,9 @@ type ChatServiceHandler interface {
 	History(context.Context, *connect.Request[v1.HistoryRequest]) (*connect.Response[v1.HistoryResponse], error)
 	// DeleteRoom removes a room and its history, where allow_delete is on.
 	DeleteRoom(context.Context, *connect.Request[v1.DeleteRoomRequest]) (*connect.Response[v1.DeleteRoomResponse], error)
+	// Presence tells who is in a room: its named users with their streams,
+	// and how many streams named nobody.
+	Presence(context.Context, *connect.Request[v1.PresenceRequest]) (*connect.Response[v1.PresenceResponse], error)
 }
 
 // NewChatServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -197,6 +217,12 @@ func NewChatServiceHandler(svc ChatServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(chatServiceMethods.ByName("DeleteRoom")),
 		connect.WithHandlerOptions(opts...),
 	)
+	chatServicePresenceHandler := connect.NewUnaryHandler(
+		ChatServicePresenceProcedure,
+		svc.Presence,
+		connect.WithSchema(chatServiceMethods.ByName("Presence")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/chat.v1.ChatService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ChatServiceSubmitProcedure:
@@ -209,6 +235,8 @@ func NewChatServiceHandler(svc ChatServiceHandler, opts ...connect.HandlerOption
 			chatServiceHistoryHandler.ServeHTTP(w, r)
 		case ChatServiceDeleteRoomProcedure:
 			chatServiceDeleteRoomHandler.ServeHTTP(w, r)
+		case ChatServicePresenceProcedure:
+			chatServicePresenceHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -236,4 +264,8 @@ func (UnimplementedChatServiceHandler) History(context.Context, *connect.Request
 
 func (UnimplementedChatServiceHandler) DeleteRoom(context.Context, *connect.Request[v1.DeleteRoomRequest]) (*connect.Response[v1.DeleteRoomResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("chat.v1.ChatService.DeleteRoom is not implemented"))
+}
+
+func (UnimplementedChatServiceHandler) Presence(context.Context, *connect.Request[v1.PresenceRequest]) (*connect.Response[v1.PresenceResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("chat.v1.ChatService.Presence is not implemented"))
 }
