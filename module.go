@@ -70,7 +70,7 @@ const (
 type App struct {
 	// Messages kept per room for replay; 0 keeps none. Default: 1000.
 	History *int `json:"history,omitempty"`
-	// Frames queued per subscriber; one that falls this far behind is
+	// Events queued per subscriber; one that falls this far behind is
 	// evicted and resumes from history. Default: 256.
 	Buffer int `json:"buffer,omitempty"`
 	// How often an idle stream gets a comment. Default: 15s.

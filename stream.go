@@ -226,9 +226,10 @@ func (h *Handler) pastWrappers(r *http.Request, sw *streamWriter, room string) *
 
 // streamLoop writes a stream in the request path, SSE or gRPC, and returns
 // why it ended. write writes the events taken from the subscription in the
-// stream's protocol, and ping a heartbeat; a nil ping sends none. The goroutine waits on wake alone, which new frames, the
-// heartbeat, the client leaving and the config stopping all make ready: a
-// receive on one channel costs a delivery less than a select over four.
+// stream's protocol, and ping a heartbeat; a nil ping sends none. The
+// goroutine waits on wake alone, which new events, the heartbeat, the client
+// leaving and the config stopping all make ready: a receive on one channel
+// costs a delivery less than a select over four.
 func (h *Handler) streamLoop(r *http.Request, sub *rooms.Subscription, wake broadcast.Signal, write func([]*rooms.Event) error, ping func() error) error {
 	gone, stopping := r.Context().Done(), h.app.Stopping()
 	// Registering the wake-ups allocates, which is deep enough now and then
@@ -287,7 +288,7 @@ func (h *Handler) streamLoop(r *http.Request, sub *rooms.Subscription, wake broa
 }
 
 // streamWakes is what makes a stream loop's wake signal ready besides new
-// frames: the client leaving, the config stopping and the heartbeat.
+// events: the client leaving, the config stopping and the heartbeat.
 type streamWakes struct {
 	unregister [2]func() bool
 	// The heartbeat timer is not reset by each write: when it fires, a
