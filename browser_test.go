@@ -58,7 +58,7 @@ var browserTests = []browserTest{
 	{"Presence", testPresence},
 }
 
-var screenshots = flag.Bool("screenshots", false, "write the README's screenshots to docs/ (go test -run Browser/Screenshots -screenshots)")
+var screenshots = flag.Bool("screenshots", false, "write the screenshots of README.md and docs/widget.md to docs/ (go test -run Browser/Screenshots -screenshots)")
 
 // TestBrowser starts one headless Chromium and runs every page test in it,
 // each in a browser context of its own (its own storage). Its profile and
@@ -1078,9 +1078,9 @@ func testLocalDays(t *testing.T, browser context.Context) {
 	}
 }
 
-// testScreenshots renders the README's screenshots of a room, on a desktop
-// and on a phone, with alice signed in (verified). TestBrowser runs it only
-// with -screenshots.
+// testScreenshots renders the screenshots of a room in README.md and
+// docs/widget.md, on a desktop and on a phone, with alice signed in
+// (verified). TestBrowser runs it only with -screenshots.
 func testScreenshots(t *testing.T, browser context.Context) {
 	demo, err := os.ReadFile(filepath.Join("www", "index.html"))
 	if err != nil {

@@ -45,9 +45,10 @@ const (
 	DefaultIdleTimeout    = time.Hour
 )
 
-// maxReplayBytes caps the frames one stream replay or one history answer
-// carries. A 4 KiB message of "<" is a 24 KiB frame, as JSON escapes each
-// "<"; without a cap, a replay of 1000 of them would hold 25 MB per request.
+// maxReplayBytes caps the JSON of the messages one stream replay or one
+// history answer carries. A 4 KiB message of "<" is 24 KiB of JSON, as JSON
+// escapes each "<"; without a cap, a replay of 1000 of them would hold 25 MB
+// per request.
 const maxReplayBytes = 1 << 20
 
 // managers holds the room manager, with its store, across config reloads:
@@ -69,7 +70,7 @@ const (
 type App struct {
 	// Messages kept per room for replay; 0 keeps none. Default: 1000.
 	History *int `json:"history,omitempty"`
-	// Frames queued per subscriber; one that falls this far behind is
+	// Events queued per subscriber; one that falls this far behind is
 	// evicted and resumes from history. Default: 256.
 	Buffer int `json:"buffer,omitempty"`
 	// How often an idle stream gets a comment. Default: 15s.

@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// pageCSP is the Content-Security-Policy the README promises for the pages,
+// pageCSP is the Content-Security-Policy docs/widget.md promises for the pages,
 // spelled out here rather than taken from the code under test.
 const pageCSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; " +
 	"img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"

@@ -1,7 +1,8 @@
 package chat
 
-// Promises of the README that no other test holds; each test names the one
-// it keeps.
+// Promises of the docs (docs/guarantees.md, docs/http-api.md,
+// docs/operations.md) that no other test holds; each test names the one it
+// keeps.
 
 import (
 	"encoding/json"
@@ -92,7 +93,7 @@ func TestIdentityEmpty(t *testing.T) {
 	}
 }
 
-// TestDefaults holds the defaults the README gives: max_body_size is six
+// TestDefaults holds the defaults docs/operations.md gives: max_body_size is six
 // times the 4KiB max_message_size plus 4KiB, GET /rooms/{room}/messages
 // returns the newest 50, and refusals for capacity (max_rooms,
 // max_subscribers, max_streams_per_client) say Retry-After: 5.

@@ -259,7 +259,7 @@ func (h *Handler) streamLoop(r *http.Request, sub *rooms.Subscription, wake broa
 }
 
 // streamWakes is what makes a stream loop's wake signal ready besides new
-// frames: the client leaving, the config stopping and the heartbeat.
+// events: the client leaving, the config stopping and the heartbeat.
 type streamWakes struct {
 	unregister [2]func() bool
 	// The heartbeat timer is not reset by each write: when it fires, a

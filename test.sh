@@ -6,7 +6,7 @@
 # browser tests knowingly.
 #
 # On a fresh Debian machine with only Go it first installs what the tests
-# need: Debian's redis-server, chromium and protobuf-compiler, and, with
+# need: Debian's redis-server, chromium, protobuf-compiler and curl, and, with
 # go install at the versions pinned below, grpcurl and the protoc plugins
 # that generated proto/ (into CHAT_TOOLS, by default a cache directory).
 # Extra arguments go to go test, e.g. ./test.sh -run Browser
@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages, by the program the tests run.
-declare -A debian=([redis-server]=redis-server [protoc]=protobuf-compiler)
+declare -A debian=([redis-server]=redis-server [protoc]=protobuf-compiler [curl]=curl)
 [ "${CHAT_SKIP_BROWSER:-}" = 1 ] || debian[chromium]=chromium
 missing=()
 for program in "${!debian[@]}"; do

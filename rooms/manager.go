@@ -51,7 +51,7 @@ var (
 )
 
 // Config sets a Manager's limits. The zero value means: no history, a
-// one-frame buffer, no limits, rooms never dropped, memory storage, and the
+// one-event buffer, no limits, rooms never dropped, memory storage, and the
 // default idempotency window, key budget and names per room.
 type Config struct {
 	History        int           // messages kept per room for replay
@@ -241,7 +241,7 @@ func (m *Manager) storeContext() (context.Context, context.CancelFunc) {
 
 // room is one chat room. Its lock orders its messages: a message is stored
 // and offered to subscribers under it, and a subscriber registers and reads
-// its replay under it, so a replay and the live frames after it meet with no
+// its replay under it, so a replay and the live events after it meet with no
 // gap and no overlap.
 type room struct {
 	name string
@@ -1078,7 +1078,7 @@ func (rep *Replay) fit(budget int, events bool) {
 }
 
 // Subscription is one reader of a room: the replay it starts with, then live
-// frames. Call Close when done.
+// events. Call Close when done.
 type Subscription struct {
 	Replay
 	m      *Manager
@@ -1094,10 +1094,10 @@ type Subscription struct {
 }
 
 // Subscribe opens a subscription to the named room, creating the room if
-// needed. The replay and the live frames that follow it meet with no gap and
+// needed. The replay and the live events that follow it meet with no gap and
 // no duplicate.
 //
-// wake, if not nil, runs when frames are queued for the subscription or it
+// wake, if not nil, runs when events are queued for the subscription or it
 // ends; it runs with the room's locks held, so it must be quick and must not
 // block or call the Manager. With a nil wake, wait on Ready instead.
 func (m *Manager) Subscribe(roomName string, pos Position, wake func()) (*Subscription, error) {
@@ -1241,8 +1241,8 @@ func (m *Manager) Messages(roomName, after string, limit int) (Replay, error) {
 	return rep, err
 }
 
-// Delete removes a room and its history. Its subscribers' Frames close with
-// ErrRoomClosed after the frames already queued. With a Finder store, a
+// Delete removes a room and its history. Its subscribers' Take returns
+// ErrRoomClosed after the events already queued. With a Finder store, a
 // room that another process made is deleted too, its streams there ended.
 func (m *Manager) Delete(roomName string) error {
 	if !ValidName(roomName) {

@@ -279,9 +279,9 @@ func TestCloseWaitsForSubmitUnderWay(t *testing.T) {
 // TestDeleteBetweenPipelinedSubmits: a room is deleted on node B while two
 // submits to it, made on node A while the room was empty, are under way,
 // and Redis takes the first, then the delete, then the second. The second
-// makes the room again: in a new epoch, as README promises for a room of
-// the same name after a delete, so no id names two messages. A's pool of
-// one connection makes Redis take them in that order.
+// makes the room again: in a new epoch, as docs/guarantees.md promises for
+// a room of the same name after a delete, so no id names two messages. A's
+// pool of one connection makes Redis take them in that order.
 func TestDeleteBetweenPipelinedSubmits(t *testing.T) {
 	srv := redistest.Start(t)
 	cfg := rooms.Config{History: 100, StoreTimeout: 5 * time.Second}
