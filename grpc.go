@@ -7,22 +7,21 @@ import (
 	"net/http"
 
 	"connectrpc.com/connect"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/caddy-chat/caddy-chat/broadcast"
 	chatv1 "github.com/caddy-chat/caddy-chat/proto/chat/v1"
 	"github.com/caddy-chat/caddy-chat/proto/chat/v1/chatv1connect"
 	"github.com/caddy-chat/caddy-chat/rooms"
+	"github.com/caddy-chat/caddy-chat/service"
 )
 
 // The gRPC adapter serves chat.v1.ChatService with connect-go, which speaks
 // gRPC, gRPC-Web and the Connect protocol from one handler. It is a thin
-// translation: every call goes through the same functions as the REST and
-// SSE API (submit, history, deleteRoom, streamSlot, the rooms manager), and
-// their refusals are mapped to codes by rpcError.
+// translation: every call goes to the same service as the REST and SSE
+// API, its streams run the same lifecycle (streamSession), and refusals are
+// answered from the same table (refusals).
 
 // newRPC builds the handler of the gRPC API.
 func (h *Handler) newRPC() *http.ServeMux {
@@ -42,21 +41,21 @@ func (h *Handler) newRPC() *http.ServeMux {
 }
 
 // rpcCall carries the HTTP request of a call to the service's methods, which
-// connect hands only the context: identity, client address and the
-// cross-site check are read from it as for any other request. sw is the
-// writer connect writes the response to, and body counts the request's
-// bytes for a stream's access-log entry.
+// connect hands only the context, and its caller, resolved from it as for
+// any other request. sw is the writer connect writes the response to, and
+// body counts the request's bytes for a stream's access-log entry.
 type rpcCall struct {
-	r    *http.Request
-	sw   *streamWriter
-	body countedBody
+	r      *http.Request
+	caller service.Caller
+	sw     *streamWriter
+	body   countedBody
 }
 
 type rpcCallKey struct{}
 
 // serveRPC serves a call to the gRPC API.
 func (h *Handler) serveRPC(w http.ResponseWriter, r *http.Request) {
-	call := &rpcCall{sw: newStreamWriter(w), body: countedBody{ReadCloser: r.Body}}
+	call := &rpcCall{caller: h.caller(r), sw: newStreamWriter(w), body: countedBody{ReadCloser: r.Body}}
 	call.r = r.WithContext(context.WithValue(r.Context(), rpcCallKey{}, call))
 	call.r.Body = &call.body
 	h.rpc.ServeHTTP(call.sw, call.r)
@@ -74,16 +73,11 @@ type rpcService struct{ h *Handler }
 // names the same message.
 func (s rpcService) Submit(ctx context.Context, req *connect.Request[chatv1.SubmitRequest]) (*connect.Response[chatv1.Message], error) {
 	h, call := s.h, callOf(ctx)
-	if err := h.csrf.Check(call.r); err != nil {
-		return nil, h.rpcError(ctx, crossSite())
-	}
-	author, err := h.author(call.r)
-	if err != nil {
-		return nil, h.rpcError(ctx, err)
-	}
-	in := submission{Room: req.Msg.GetRoom(), User: req.Msg.GetUser(), Message: req.Msg.GetMessage()}
 	key := req.Msg.GetIdempotencyKey()
-	msg, _, err := h.submit(call.r, author, in, key, key != "")
+	msg, _, err := h.svc.Submit(ctx, call.caller, service.Post{
+		Room: req.Msg.GetRoom(), User: req.Msg.GetUser(), Message: req.Msg.GetMessage(),
+		Key: key, KeyGiven: key != "",
+	})
 	if err != nil {
 		return nil, h.rpcError(ctx, err)
 	}
@@ -103,15 +97,12 @@ func errResume(why string) error {
 func (s rpcService) Stream(ctx context.Context, req *connect.Request[chatv1.StreamRequest], stream *connect.ServerStream[chatv1.StreamEvent]) error {
 	h, call := s.h, callOf(ctx)
 	room := req.Msg.GetRoom()
-	if err := h.checkRoom(room); err != nil {
-		return h.rpcError(ctx, err)
-	}
-	pos := rooms.Position{LastEventID: req.Msg.GetLastEventId(), History: int(req.Msg.GetHistory())}
-	if err := h.streamUser(call.r, req.Msg.GetUser(), req.Msg.GetPresence(), &pos); err != nil {
-		return h.rpcError(ctx, err)
+	streamReq := service.StreamRequest{
+		Room: room, LastEventID: req.Msg.GetLastEventId(), History: int(req.Msg.GetHistory()),
+		User: req.Msg.GetUser(), Presence: req.Msg.GetPresence(),
 	}
 	wake := broadcast.NewSignal()
-	st, err := h.startStream(call.r, room, pos, wake.Wake, rpcWire(call.sw, stream.Conn()))
+	st, err := h.startStream(call.caller, streamReq, wake.Wake, rpcWire(call.sw, stream.Conn()))
 	switch {
 	case errors.Is(err, errReplayCut):
 		return errResume(err.Error())
@@ -121,7 +112,7 @@ func (s rpcService) Stream(ctx context.Context, req *connect.Request[chatv1.Stre
 		return nil // the client is gone
 	}
 	st.entry = h.pastWrappers(call.r, call.sw, room)
-	err = h.streamLoop(call.r, st.sub, wake, st.wire)
+	err = h.streamLoop(call.r, st.stream.Subscription, wake, st.wire)
 	st.end(err, 0)
 	switch endReason(err) {
 	case "evicted":
@@ -260,7 +251,7 @@ func (protoCodec) IsBinary() bool { return true }
 
 // ListRooms lists rooms as GET /rooms does.
 func (s rpcService) ListRooms(context.Context, *connect.Request[chatv1.ListRoomsRequest]) (*connect.Response[chatv1.ListRoomsResponse], error) {
-	list := s.h.roomList()
+	list := s.h.svc.Rooms()
 	out := &chatv1.ListRoomsResponse{Rooms: make([]*chatv1.Room, 0, len(list))}
 	for _, info := range list {
 		out.Rooms = append(out.Rooms, &chatv1.Room{Name: info.Name, Subscribers: uint32(info.Subscribers), Users: uint32(info.Users), LastId: info.LastID})
@@ -270,11 +261,11 @@ func (s rpcService) ListRooms(context.Context, *connect.Request[chatv1.ListRooms
 
 // History reads retained messages as GET /rooms/{room}/messages does.
 func (s rpcService) History(ctx context.Context, req *connect.Request[chatv1.HistoryRequest]) (*connect.Response[chatv1.HistoryResponse], error) {
-	limit := defaultMessagesLimit
+	limit := service.DefaultHistoryLimit
 	if n := req.Msg.GetLimit(); n != 0 {
-		limit = int(min(n, maxMessagesLimit+1))
+		limit = int(min(n, service.MaxHistoryLimit+1))
 	}
-	rep, err := s.h.history(req.Msg.GetRoom(), req.Msg.GetAfter(), limit)
+	rep, err := s.h.svc.History(req.Msg.GetRoom(), req.Msg.GetAfter(), limit)
 	if err != nil {
 		return nil, s.h.rpcError(ctx, err)
 	}
@@ -287,7 +278,7 @@ func (s rpcService) History(ctx context.Context, req *connect.Request[chatv1.His
 
 // DeleteRoom deletes a room as DELETE /room/{room} does.
 func (s rpcService) DeleteRoom(ctx context.Context, req *connect.Request[chatv1.DeleteRoomRequest]) (*connect.Response[chatv1.DeleteRoomResponse], error) {
-	if err := s.h.deleteRoom(callOf(ctx).r, req.Msg.GetRoom()); err != nil {
+	if err := s.h.deleteRoom(callOf(ctx).caller, req.Msg.GetRoom()); err != nil {
 		return nil, s.h.rpcError(ctx, err)
 	}
 	return connect.NewResponse(&chatv1.DeleteRoomResponse{}), nil
@@ -295,7 +286,7 @@ func (s rpcService) DeleteRoom(ctx context.Context, req *connect.Request[chatv1.
 
 // Presence tells who is in a room, as GET /rooms/{room}/presence does.
 func (s rpcService) Presence(ctx context.Context, req *connect.Request[chatv1.PresenceRequest]) (*connect.Response[chatv1.PresenceResponse], error) {
-	p, err := s.h.presence(req.Msg.GetRoom())
+	p, err := s.h.svc.Presence(req.Msg.GetRoom())
 	if err != nil {
 		return nil, s.h.rpcError(ctx, err)
 	}
@@ -312,42 +303,4 @@ func rpcMessage(m rooms.Message) *chatv1.Message {
 
 func rpcEvent(m rooms.Message) *chatv1.StreamEvent {
 	return &chatv1.StreamEvent{Event: &chatv1.StreamEvent_Message{Message: rpcMessage(m)}}
-}
-
-// rpcCodes map the statuses of refusals to codes.
-var rpcCodes = map[int]connect.Code{
-	http.StatusBadRequest:            connect.CodeInvalidArgument,
-	http.StatusUnauthorized:          connect.CodeUnauthenticated,
-	http.StatusForbidden:             connect.CodePermissionDenied,
-	http.StatusNotFound:              connect.CodeNotFound,
-	http.StatusRequestEntityTooLarge: connect.CodeResourceExhausted,
-	http.StatusConflict:              connect.CodeFailedPrecondition, // an idempotency key reused for another message
-	http.StatusTooManyRequests:       connect.CodeResourceExhausted,
-	http.StatusServiceUnavailable:    connect.CodeResourceExhausted, // too many rooms or subscribers
-}
-
-// rpcError turns a refusal into a connect error with a readable message, and
-// with a wait, where there is one, as a RetryInfo detail and a Retry-After
-// header. It counts and logs it as ServeHTTP does an HTTP refusal.
-func (h *Handler) rpcError(ctx context.Context, err error) error {
-	var apiErr *apiError
-	if !errors.As(err, &apiErr) {
-		return err
-	}
-	h.reject(callOf(ctx).r, apiErr)
-	code, ok := rpcCodes[apiErr.status]
-	if !ok {
-		code = connect.CodeUnknown
-	}
-	if reason := apiErr.reason(); reason == "store_unavailable" || reason == "stopping" {
-		code = connect.CodeUnavailable
-	}
-	cerr := connect.NewError(code, errors.New(apiErr.message))
-	if apiErr.retryAfter > 0 {
-		cerr.Meta().Set("Retry-After", apiErr.retryAfterSeconds())
-		if detail, err := connect.NewErrorDetail(&errdetails.RetryInfo{RetryDelay: durationpb.New(apiErr.retryAfter)}); err == nil {
-			cerr.AddDetail(detail)
-		}
-	}
-	return cerr
 }

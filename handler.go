@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -14,8 +13,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
-	"github.com/caddy-chat/caddy-chat/ratelimit"
 	"github.com/caddy-chat/caddy-chat/rooms"
+	"github.com/caddy-chat/caddy-chat/service"
 )
 
 // Defaults of the chat handler.
@@ -77,11 +76,8 @@ type Handler struct {
 	AllowOrigins []string `json:"allow_origins,omitempty"`
 
 	app     *App
+	svc     *service.Service
 	origins map[string]bool
-	allowed map[string]bool
-	limiter *windowLimit // nil without rate_limit
-	created *windowLimit // new rooms per client
-	streams *ratelimit.Counter
 	csrf    *http.CrossOriginProtection
 	rpc     *http.ServeMux // the gRPC API, with GRPC on
 	logger  *zap.Logger
@@ -123,19 +119,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.MaxBodySize == 0 {
 		h.MaxBodySize = 6*h.MaxMessageSize + bodyOverhead
 	}
-	if len(h.Rooms) > 0 {
-		h.allowed = make(map[string]bool, len(h.Rooms))
-		for _, name := range h.Rooms {
-			h.allowed[name] = true
-		}
-	}
 	if h.MaxNewRoomsPerClient == 0 {
 		h.MaxNewRoomsPerClient = DefaultMaxNewRoomsPerClient
 	}
 	if h.MaxStreamsPerClient == 0 {
 		h.MaxStreamsPerClient = DefaultMaxStreamsPerClient
 	}
-	h.streams = ratelimit.NewCounter(h.MaxStreamsPerClient)
 	h.csrf = http.NewCrossOriginProtection()
 	if len(h.AllowOrigins) > 0 {
 		h.origins = make(map[string]bool, len(h.AllowOrigins))
@@ -151,11 +140,23 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("loading chat app: %w", err)
 	}
 	h.app = app.(*App)
-	// With store redis these count on every node at once.
-	if h.RateLimit != nil && h.RateLimit.Posts > 0 {
-		h.limiter = newWindowLimit("posts", h.RateLimit.Posts, time.Duration(h.RateLimit.Window), h.app.counter)
+	cfg := service.Config{
+		Rooms:                h.Rooms,
+		IdentityRequired:     h.IdentityRequired,
+		ReserveNames:         *h.ReserveNames,
+		AllowDelete:          h.AllowDelete,
+		MaxMessageSize:       h.MaxMessageSize,
+		MaxStreamsPerClient:  h.MaxStreamsPerClient,
+		MaxNewRoomsPerClient: h.MaxNewRoomsPerClient,
+		NewRoomsWindow:       newRoomsWindow,
+		// With store redis, the limits count on every node at once.
+		Counter:        h.app.counter,
+		CounterTimeout: redisCallTimeout,
 	}
-	h.created = newWindowLimit("rooms", h.MaxNewRoomsPerClient, newRoomsWindow, h.app.counter)
+	if h.RateLimit != nil {
+		cfg.RatePosts, cfg.RateWindow = h.RateLimit.Posts, time.Duration(h.RateLimit.Window)
+	}
+	h.svc = service.New(h.app.manager, cfg)
 	if h.GRPC {
 		h.rpc = h.newRPC()
 	}
@@ -209,11 +210,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if h.cors(w, r, restCORS) {
 		return nil
 	}
-	err := h.serve(w, r, route, room)
-	var apiErr *apiError
-	if errors.As(err, &apiErr) {
-		h.reject(r, apiErr)
-		apiErr.write(w)
+	err := h.serve(w, r, h.caller(r), route, room)
+	var refused *service.Error
+	if errors.As(err, &refused) {
+		h.reject(r, refused)
+		writeRefusal(w, refused)
 		return nil
 	}
 	return err
@@ -272,32 +273,18 @@ func (h *Handler) cors(w http.ResponseWriter, r *http.Request, policy corsPolicy
 	return true
 }
 
-// reject counts and logs a refusal of r, from any adapter.
-func (h *Handler) reject(r *http.Request, apiErr *apiError) {
-	reason := apiErr.reason()
-	rejectedTotal.WithLabelValues(reason).Inc()
-	if apiErr.cause != nil {
-		h.logger.Error("request failed", zap.String("path", r.URL.Path), zap.Error(apiErr.cause))
-	}
-	h.logger.Debug("request rejected",
-		zap.Int("status", apiErr.status),
-		zap.String("reason", reason),
-		zap.String("error", apiErr.message),
-		zap.String("path", r.URL.Path))
-}
-
-func (h *Handler) serve(w http.ResponseWriter, r *http.Request, route, room string) error {
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c service.Caller, route, room string) error {
 	switch route {
 	case routeStream:
 		if r.Method != http.MethodGet {
 			return methodNotAllowed("GET")
 		}
-		return h.serveStream(w, r, room)
+		return h.serveStream(w, r, c, room)
 	case routeSubmit:
 		if r.Method != http.MethodPost {
 			return methodNotAllowed("POST")
 		}
-		return h.serveSubmit(w, r, "")
+		return h.serveSubmit(w, r, c, "")
 	case routeRooms:
 		if r.Method != http.MethodGet {
 			return methodNotAllowed("GET")
@@ -320,9 +307,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, route, room stri
 				return h.serveRoomPage(w, r, room)
 			}
 		case http.MethodPost:
-			return h.serveSubmit(w, r, room)
+			return h.serveSubmit(w, r, c, room)
 		case http.MethodDelete:
-			return h.serveDelete(w, r, room)
+			return h.serveDelete(w, c, room)
 		}
 		if *h.UI {
 			return methodNotAllowed("GET, POST, DELETE")
@@ -388,61 +375,23 @@ func parsePath(escaped string) (route, room string, ok bool) {
 	return route, room, true
 }
 
-// checkRoom refuses an invalid name (400) or one outside the allowlist (403).
-func (h *Handler) checkRoom(name string) error {
-	if !rooms.ValidName(name) {
-		return badRequest(rooms.ErrInvalidName.Error())
-	}
-	if h.allowed != nil && !h.allowed[name] {
-		return &apiError{status: http.StatusForbidden, message: fmt.Sprintf("room %q is not open here", name)}
-	}
-	return nil
-}
-
 func (h *Handler) serveRooms(w http.ResponseWriter) error {
 	return writeJSON(w, http.StatusOK, struct {
 		Rooms []rooms.RoomInfo `json:"rooms"`
-	}{h.roomList()})
+	}{h.svc.Rooms()})
 }
-
-// roomList is the rooms this handler serves: all of them, or with an
-// allowlist, exactly the allowed ones, whether they exist yet or not.
-func (h *Handler) roomList() []rooms.RoomInfo {
-	list := h.app.manager.Rooms()
-	if h.allowed != nil {
-		byName := make(map[string]rooms.RoomInfo, len(list))
-		for _, info := range list {
-			byName[info.Name] = info
-		}
-		list = list[:0]
-		for _, name := range h.Rooms {
-			info, ok := byName[name]
-			if !ok {
-				info = rooms.RoomInfo{Name: name}
-			}
-			list = append(list, info)
-		}
-	}
-	return list
-}
-
-// Limits of GET /rooms/{room}/messages.
-const (
-	defaultMessagesLimit = 50
-	maxMessagesLimit     = 1000
-)
 
 func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request, room string) error {
 	q := r.URL.Query()
-	limit := defaultMessagesLimit
+	limit := service.DefaultHistoryLimit
 	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
+		n, err := service.HistoryLimit(s)
 		if err != nil {
-			return badRequest(limitProblem)
+			return err
 		}
 		limit = n
 	}
-	rep, err := h.history(room, q.Get("after"), limit)
+	rep, err := h.svc.History(room, q.Get("after"), limit)
 	if err != nil {
 		return err
 	}
@@ -464,138 +413,35 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request, room str
 	}{rep.Messages, rep.Reset, oldest, rep.Truncated})
 }
 
-// limitProblem refuses a history limit, from either adapter.
-var limitProblem = fmt.Sprintf("limit must be a whole number from 1 to %d", maxMessagesLimit)
-
-// history reads up to limit retained messages of room after the id after,
-// for every adapter.
-func (h *Handler) history(room, after string, limit int) (rooms.Replay, error) {
-	if err := h.checkRoom(room); err != nil {
-		return rooms.Replay{}, err
-	}
-	if limit < 1 || limit > maxMessagesLimit {
-		return rooms.Replay{}, badRequest(limitProblem)
-	}
-	rep, err := h.app.manager.Messages(room, after, limit)
-	if err != nil {
-		return rooms.Replay{}, roomsError(err)
-	}
-	return rep, nil
-}
-
-func (h *Handler) serveDelete(w http.ResponseWriter, r *http.Request, room string) error {
-	if err := h.deleteRoom(r, room); err != nil {
+func (h *Handler) serveDelete(w http.ResponseWriter, c service.Caller, room string) error {
+	if err := h.deleteRoom(c, room); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
-// deleteRoom deletes room for r, where allow_delete is on, for every
-// adapter.
-func (h *Handler) deleteRoom(r *http.Request, room string) error {
-	if !h.AllowDelete {
-		return &apiError{status: http.StatusForbidden, message: "deleting rooms is not allowed here"}
-	}
-	if err := h.csrf.Check(r); err != nil {
-		return crossSite()
-	}
-	if err := h.checkRoom(room); err != nil {
+// deleteRoom deletes room for c, for either adapter.
+func (h *Handler) deleteRoom(c service.Caller, room string) error {
+	if err := h.svc.Delete(c, room); err != nil {
 		return err
-	}
-	if err := h.app.manager.Delete(room); err != nil {
-		return roomsError(err)
 	}
 	h.logger.Info("room deleted", zap.String("room", room))
 	return nil
 }
 
-// apiError is a refusal the client can act on, sent as {"error": message}.
-type apiError struct {
-	status     int
-	message    string
-	allow      string        // for 405
-	retryAfter time.Duration // for 429 and 503
-	label      string        // the metrics reason, when the status alone is too coarse
-	cause      error         // for the log, when the operator must act
-}
-
-func (e *apiError) Error() string { return fmt.Sprintf("%d %s", e.status, e.message) }
-
-// reasons label rejected requests in metrics, by status.
-var reasons = map[int]string{
-	http.StatusBadRequest:            "bad_request",
-	http.StatusUnauthorized:          "unauthorized",
-	http.StatusForbidden:             "forbidden",
-	http.StatusNotFound:              "not_found",
-	http.StatusMethodNotAllowed:      "method_not_allowed",
-	http.StatusRequestEntityTooLarge: "too_large",
-	http.StatusUnsupportedMediaType:  "unsupported_media_type",
-	http.StatusConflict:              "key_reused",
-	http.StatusTooManyRequests:       "rate_limited",
-	http.StatusServiceUnavailable:    "capacity",
-}
-
-func (e *apiError) reason() string {
-	if e.label != "" {
-		return e.label
+// caller resolves who sent r, once for each request, for either adapter:
+// the identity, the client's address as Caddy determined it (trusted
+// proxies considered), and whether a browser sent it from another site.
+func (h *Handler) caller(r *http.Request) service.Caller {
+	c := service.Caller{CrossSite: h.csrf.Check(r) != nil}
+	c.User, _ = h.identity(r)
+	ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	if !ok || ip == "" {
+		ip = r.RemoteAddr
 	}
-	return reasons[e.status]
-}
-
-func (e *apiError) write(w http.ResponseWriter) {
-	if e.allow != "" {
-		w.Header().Set("Allow", e.allow)
-	}
-	if e.retryAfter > 0 {
-		w.Header().Set("Retry-After", e.retryAfterSeconds())
-	}
-	_ = writeJSON(w, e.status, struct {
-		Error string `json:"error"`
-	}{e.message})
-}
-
-// retryAfterSeconds is the wait in whole seconds, rounded up, as
-// Retry-After writes it.
-func (e *apiError) retryAfterSeconds() string {
-	return strconv.Itoa(int((e.retryAfter + time.Second - 1) / time.Second))
-}
-
-func badRequest(message string) error {
-	return &apiError{status: http.StatusBadRequest, message: message}
-}
-
-func methodNotAllowed(allow string) error {
-	return &apiError{status: http.StatusMethodNotAllowed, message: "method not allowed; use " + allow, allow: allow}
-}
-
-func crossSite() error {
-	return &apiError{status: http.StatusForbidden, message: "cross-site request refused", label: "cross_site"}
-}
-
-// capacityRetry is the Retry-After sent when a capacity limit is reached.
-const capacityRetry = 5 * time.Second
-
-// roomsError turns a rooms error into a response.
-func roomsError(err error) error {
-	switch {
-	case errors.Is(err, rooms.ErrInvalidName):
-		return badRequest(err.Error())
-	case errors.Is(err, rooms.ErrNotFound):
-		return &apiError{status: http.StatusNotFound, message: err.Error()}
-	case errors.Is(err, rooms.ErrKeyReused):
-		return &apiError{status: http.StatusConflict, message: err.Error()}
-	case errors.Is(err, rooms.ErrNameReserved):
-		return &apiError{status: http.StatusForbidden, message: err.Error(), label: "name_reserved"}
-	case errors.Is(err, rooms.ErrClosed):
-		return &apiError{status: http.StatusServiceUnavailable, message: err.Error(), retryAfter: capacityRetry, label: "stopping"}
-	case errors.Is(err, rooms.ErrTooManyRooms), errors.Is(err, rooms.ErrTooManySubscribers):
-		return &apiError{status: http.StatusServiceUnavailable, message: err.Error(), retryAfter: capacityRetry}
-	case errors.Is(err, rooms.ErrUnavailable):
-		// The details name the store's file: they are for the log.
-		return &apiError{status: http.StatusServiceUnavailable, message: rooms.ErrUnavailable.Error(), retryAfter: capacityRetry, label: "store_unavailable", cause: err}
-	}
-	return err
+	c.Addr = ip
+	return c
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) error {

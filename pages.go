@@ -2,14 +2,13 @@ package chat
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"path"
 	"time"
 
-	"github.com/caddy-chat/caddy-chat/rooms"
+	"github.com/caddy-chat/caddy-chat/service"
 	"github.com/caddy-chat/caddy-chat/ui"
 )
 
@@ -18,8 +17,8 @@ const pageHistory = 50
 
 // serveIndex renders the room list.
 func (h *Handler) serveIndex(w http.ResponseWriter) error {
-	list := h.roomList()
-	data := ui.Index{Fixed: h.allowed != nil, Rooms: make([]ui.RoomSummary, len(list))}
+	list := h.svc.Rooms()
+	data := ui.Index{Fixed: len(h.Rooms) > 0, Rooms: make([]ui.RoomSummary, len(list))}
 	for i, info := range list {
 		data.Rooms[i] = ui.RoomSummary{Name: info.Name, Subscribers: info.Subscribers}
 	}
@@ -30,7 +29,7 @@ func (h *Handler) serveIndex(w http.ResponseWriter) error {
 // build a path without script, on to the room's page.
 func (h *Handler) serveOpenRoom(w http.ResponseWriter, r *http.Request) error {
 	name := r.URL.Query().Get("name")
-	if err := h.checkRoom(name); err != nil {
+	if err := h.svc.CheckRoom(name); err != nil {
 		return err
 	}
 	w.Header().Set("Location", "room/"+url.PathEscape(name))
@@ -41,15 +40,12 @@ func (h *Handler) serveOpenRoom(w http.ResponseWriter, r *http.Request) error {
 // serveRoomPage renders a room's chat page with its recent history. It
 // creates nothing: the page's stream opens the room.
 func (h *Handler) serveRoomPage(w http.ResponseWriter, r *http.Request, room string) error {
-	if err := h.checkRoom(room); err != nil {
+	rep, err := h.svc.History(room, "", pageHistory)
+	if err != nil && !service.IsKind(err, service.NotFound) {
 		return err
 	}
 	data := ui.Room{Name: room, AllowDelete: h.AllowDelete}
 	data.Identity, _ = h.identity(r)
-	rep, err := h.app.manager.Messages(room, "", pageHistory)
-	if err != nil && !errors.Is(err, rooms.ErrNotFound) {
-		return roomsError(err)
-	}
 	for _, m := range rep.Messages {
 		data.Messages = append(data.Messages, ui.Message{ID: m.ID, User: m.User, Text: m.Message, Time: m.Time, Verified: m.Verified})
 	}
@@ -62,7 +58,7 @@ func (h *Handler) serveRoomPage(w http.ResponseWriter, r *http.Request, room str
 // serveStatic serves the pages' embedded scripts and styles.
 func serveStatic(w http.ResponseWriter, r *http.Request, name string) error {
 	if name != path.Base(name) {
-		return &apiError{status: http.StatusNotFound, message: "no such file"}
+		return service.Refuse(service.NotFound, "no such file")
 	}
 	// The type is set here, not looked up in the host's mime.types: under
 	// nosniff a style sheet served as anything but text/css is ignored.

@@ -18,6 +18,7 @@ import (
 	"github.com/caddy-chat/caddy-chat/broadcast"
 	"github.com/caddy-chat/caddy-chat/relay"
 	"github.com/caddy-chat/caddy-chat/rooms"
+	"github.com/caddy-chat/caddy-chat/service"
 	"github.com/caddy-chat/caddy-chat/sse"
 )
 
@@ -47,8 +48,8 @@ const quickWrite = 20 * time.Millisecond
 // writes to it from a few shared goroutines. That frees the request goroutine
 // and net/http's buffers, most of what an idle stream costs. HTTP/2 and
 // HTTP/3 streams stay in the request path (see streamInPath).
-func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, room string) error {
-	pos, err := h.streamPosition(r, room)
+func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, c service.Caller, room string) error {
+	req, err := streamRequest(r, room)
 	if err != nil {
 		return err
 	}
@@ -60,43 +61,37 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, room strin
 	hdr.Set("X-Accel-Buffering", "no")
 	if r.ProtoMajor == 1 {
 		if hj, ok := innermost(w).(http.Hijacker); ok {
-			return h.relayStream(w, r, hj, room, pos)
+			return h.relayStream(w, r, hj, c, req)
 		}
 	}
-	return h.streamInPath(w, r, room, pos)
+	return h.streamInPath(w, r, c, req)
 }
 
-// streamPosition reads where a stream starts and who it is from the
+// streamRequest reads where a stream starts and who it is from the
 // request. It is a frame of its own so that its locals are off the stack
 // before the stream parks (see streamInPath).
-func (h *Handler) streamPosition(r *http.Request, room string) (*rooms.Position, error) {
-	if err := h.checkRoom(room); err != nil {
-		return nil, err
-	}
-	pos := &rooms.Position{LastEventID: r.Header.Get("Last-Event-ID")}
+func streamRequest(r *http.Request, room string) (*service.StreamRequest, error) {
+	req := &service.StreamRequest{Room: room, LastEventID: r.Header.Get("Last-Event-ID")}
 	q := r.URL.Query()
-	if pos.LastEventID == "" {
-		pos.LastEventID = q.Get("last_event_id")
+	if req.LastEventID == "" {
+		req.LastEventID = q.Get("last_event_id")
 	}
 	if s := q.Get("history"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 0 {
 			return nil, badRequest("history must be a whole number, 0 or more")
 		}
-		pos.History = n
+		req.History = n
 	}
-	var watch bool
 	switch q.Get("presence") {
 	case "", "0":
 	case "1":
-		watch = true
+		req.Presence = true
 	default:
 		return nil, badRequest("presence must be 1 or 0")
 	}
-	if err := h.streamUser(r, q.Get("user"), watch, pos); err != nil {
-		return nil, err
-	}
-	return pos, nil
+	req.User = q.Get("user")
+	return req, nil
 }
 
 // sseWire writes a stream as Server-Sent Events through sw, to w: the head,
@@ -125,13 +120,13 @@ func sseWire(w http.ResponseWriter, sw *streamWriter) *streamWire {
 // allocator's cache. So what an idle stream does, its start, its wake-ups
 // and its heartbeats, runs aside (see aside), and only a stream that
 // messages reach grows to 16 KiB.
-func (h *Handler) streamInPath(w http.ResponseWriter, r *http.Request, room string, pos *rooms.Position) error {
+func (h *Handler) streamInPath(w http.ResponseWriter, r *http.Request, c service.Caller, req *service.StreamRequest) error {
 	wake := broadcast.NewSignal()
 	var s *streamSession
 	if err := aside(func() (err error) {
-		s, err = h.startStream(r, room, *pos, wake.Wake, sseWire(w, newStreamWriter(w)))
+		s, err = h.startStream(c, *req, wake.Wake, sseWire(w, newStreamWriter(w)))
 		if s != nil {
-			s.entry = h.pastWrappers(r, s.wire.sw, room)
+			s.entry = h.pastWrappers(r, s.wire.sw, req.Room)
 		}
 		return err
 	}); s == nil {
@@ -140,7 +135,7 @@ func (h *Handler) streamInPath(w http.ResponseWriter, r *http.Request, room stri
 		}
 		return err
 	}
-	s.end(h.streamLoop(r, s.sub, wake, s.wire), 0)
+	s.end(h.streamLoop(r, s.stream.Subscription, wake, s.wire), 0)
 	return nil
 }
 
@@ -306,10 +301,10 @@ func (w *streamWakes) stop() {
 //
 // A replay cut at the byte cap ends the stream once written, without a
 // takeover: the client comes back after its last message for the rest.
-func (h *Handler) relayStream(w http.ResponseWriter, r *http.Request, hj http.Hijacker, room string, pos *rooms.Position) error {
+func (h *Handler) relayStream(w http.ResponseWriter, r *http.Request, hj http.Hijacker, c service.Caller, req *service.StreamRequest) error {
 	relayed := h.app.relay.NewStream()
 	w.Header().Set("Transfer-Encoding", "identity")
-	s, err := h.startStream(r, room, *pos, relayed.Wake, sseWire(w, newStreamWriter(w)))
+	s, err := h.startStream(c, *req, relayed.Wake, sseWire(w, newStreamWriter(w)))
 	if s == nil {
 		if errors.Is(err, errReplayCut) {
 			return nil
@@ -321,11 +316,11 @@ func (h *Handler) relayStream(w http.ResponseWriter, r *http.Request, hj http.Hi
 	if err != nil {
 		// The response has begun: it ends here, and the client reconnects.
 		s.end(err, 0)
-		h.logger.Error("taking a stream's connection over", zap.String("room", room), zap.Error(err))
+		h.logger.Error("taking a stream's connection over", zap.String("room", req.Room), zap.Error(err))
 		return nil
 	}
-	s.entry = h.newAccessEntry(r, w, room)
-	relayed.Attach(conn, &sseSource{sub: s.sub}, func(ended relay.Ended) {
+	s.entry = h.newAccessEntry(r, w, req.Room)
+	relayed.Attach(conn, &sseSource{sub: s.stream.Subscription}, func(ended relay.Ended) {
 		s.end(ended.Err, ended.Written)
 	})
 	return nil

@@ -10,22 +10,11 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
-	"unicode"
 	"unicode/utf8"
 
+	"github.com/caddy-chat/caddy-chat/service"
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-
-	"github.com/caddy-chat/caddy-chat/ratelimit"
-	"github.com/caddy-chat/caddy-chat/rooms"
 )
-
-// defaultUser is the author of a message that names none.
-const defaultUser = "anonymous"
-
-// maxUserLen is the longest user name, in characters.
-const maxUserLen = 64
 
 // submission is a decoded submit request.
 type submission struct {
@@ -50,7 +39,7 @@ func decodeSubmission(header http.Header, body io.Reader, maxBody int64) (submis
 		return submission{}, fmt.Errorf("reading request body: %w", err)
 	}
 	if int64(len(raw)) > maxBody {
-		return submission{}, &apiError{status: http.StatusRequestEntityTooLarge, message: fmt.Sprintf("request body is over %d bytes", maxBody)}
+		return submission{}, service.Refuse(service.TooLarge, fmt.Sprintf("request body is over %d bytes", maxBody))
 	}
 	if ctype == "application/json" {
 		// encoding/json would quietly replace invalid UTF-8.
@@ -102,59 +91,13 @@ func jsonProblem(err error) string {
 }
 
 func unsupportedType() error {
-	return &apiError{status: http.StatusUnsupportedMediaType, message: "send application/json or application/x-www-form-urlencoded"}
-}
-
-// validUser reports whether name is 1-64 printable characters, not all of
-// them blank or invisible: a page would show no name.
-func validUser(name string) bool {
-	if name == "" || utf8.RuneCountInString(name) > maxUserLen {
-		return false
-	}
-	for _, r := range name {
-		if !unicode.IsPrint(r) {
-			return false
-		}
-	}
-	return rooms.FoldName(name) != ""
-}
-
-// checkMessage refuses an empty or oversized message, and control characters
-// other than tab and line breaks: a NUL or an escape sequence has no place in
-// a chat line and only ever arrives to break something.
-func (h *Handler) checkMessage(text string) error {
-	switch {
-	case text == "":
-		return badRequest("message is missing or empty")
-	case int64(len(text)) > h.MaxMessageSize:
-		return &apiError{status: http.StatusRequestEntityTooLarge, message: fmt.Sprintf("message is over %d bytes", h.MaxMessageSize)}
-	case strings.ContainsFunc(text, func(r rune) bool { return unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r' }):
-		return badRequest("message contains control characters")
-	}
-	return nil
-}
-
-// validIdempotencyKey reports whether key is 1-64 visible ASCII characters.
-func validIdempotencyKey(key string) bool {
-	if key == "" || len(key) > 64 {
-		return false
-	}
-	for i := 0; i < len(key); i++ {
-		if key[i] < 0x21 || key[i] > 0x7e {
-			return false
-		}
-	}
-	return true
+	return service.Refuse(service.UnsupportedType, "send application/json or application/x-www-form-urlencoded")
 }
 
 // serveSubmit posts a message: to pathRoom for POST /room/{room}, else to
 // the room named in the body.
-func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request, pathRoom string) error {
-	if err := h.csrf.Check(r); err != nil {
-		return crossSite()
-	}
-	author, err := h.author(r)
-	if err != nil {
+func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request, c service.Caller, pathRoom string) error {
+	if err := h.svc.MayPost(c); err != nil {
 		return err
 	}
 	in, err := decodeSubmission(r.Header, r.Body, h.MaxBodySize)
@@ -168,7 +111,10 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request, pathRoom s
 		in.Room = pathRoom
 	}
 	_, keyGiven := r.Header["Idempotency-Key"]
-	msg, repeat, err := h.submit(r, author, in, r.Header.Get("Idempotency-Key"), keyGiven)
+	msg, repeat, err := h.svc.Submit(r.Context(), c, service.Post{
+		Room: in.Room, User: in.User, Message: in.Message,
+		Key: r.Header.Get("Idempotency-Key"), KeyGiven: keyGiven,
+	})
 	if err != nil {
 		return err
 	}
@@ -188,96 +134,6 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request, pathRoom s
 		status = http.StatusOK
 	}
 	return writeJSON(w, status, msg)
-}
-
-// verifiedAuthor is who posts, as the identity placeholder names them.
-type verifiedAuthor struct {
-	name     string
-	verified bool
-}
-
-// author resolves who posts r, refusing (401) an unverified author where
-// identity_required is on. Every adapter asks it before reading the body.
-func (h *Handler) author(r *http.Request) (verifiedAuthor, error) {
-	name, verified := h.identity(r)
-	if h.IdentityRequired && !verified {
-		return verifiedAuthor{}, &apiError{status: http.StatusUnauthorized, message: "sign in to post here"}
-	}
-	return verifiedAuthor{name, verified}, nil
-}
-
-// submit checks a decoded submission and posts it: the one path every
-// adapter's posts take, so that they share validation, names, keys and
-// limits. keyGiven tells an empty idempotency key, which is refused, from
-// none. repeat is set when the key named a message already stored.
-func (h *Handler) submit(r *http.Request, author verifiedAuthor, in submission, key string, keyGiven bool) (msg rooms.Message, repeat bool, err error) {
-	if err := h.checkRoom(in.Room); err != nil {
-		return rooms.Message{}, false, err
-	}
-	if author.verified {
-		in.User = author.name
-	} else if in.User == "" {
-		in.User = defaultUser
-	}
-	if !validUser(in.User) {
-		return rooms.Message{}, false, badRequest("user must be 1-64 printable characters")
-	}
-	if err := h.checkMessage(in.Message); err != nil {
-		return rooms.Message{}, false, err
-	}
-	if keyGiven && !validIdempotencyKey(key) {
-		return rooms.Message{}, false, badRequest("Idempotency-Key must be 1-64 visible ASCII characters")
-	}
-	client := h.clientKey(r)
-	post := rooms.Post{
-		User: in.User, Text: in.Message, Verified: author.verified,
-		Key: key, Scope: client, ReserveNames: *h.ReserveNames,
-	}
-	if !author.verified {
-		// Behind one address there may be many people, each naming
-		// themselves: their keys are theirs.
-		post.Scope += "\x00" + in.User
-	}
-	if h.limiter != nil {
-		refuse := func(retry time.Duration) error {
-			return &apiError{status: http.StatusTooManyRequests, message: "too many posts; slow down", retryAfter: retry}
-		}
-		if h.limiter.shared == nil {
-			// Asked after the repeat lookup: a retry of a stored
-			// message is answered, never refused.
-			post.Admit = func() error { return h.limiter.check(r.Context(), client, refuse) }
-		} else {
-			// The count, a round trip to the shared store, is taken
-			// before the room's lock, where it would hold up the
-			// room's other submits, and after the key is looked up
-			// across the nodes: a retry is answered, not counted.
-			if msg, repeat, err = h.app.manager.Repeat(in.Room, post); err != nil || repeat {
-				return msg, repeat, roomsError(err)
-			}
-			if err := h.limiter.check(r.Context(), client, refuse); err != nil {
-				// A twin under the same key, stored since the
-				// lookup, is still answered: a keyed post past
-				// the limit is refused once it is known to
-				// repeat no stored message.
-				var refused *apiError
-				if key == "" || !errors.As(err, &refused) {
-					return rooms.Message{}, false, roomsError(err)
-				}
-				post.Admit = func() error { return err }
-			}
-		}
-	}
-	post.Create = func() error {
-		return h.created.check(r.Context(), client, func(retry time.Duration) error {
-			return &apiError{status: http.StatusTooManyRequests, retryAfter: retry, label: "too_many_rooms",
-				message: fmt.Sprintf("this client has made %d new rooms within the hour, the most allowed; post to an existing room", h.MaxNewRoomsPerClient)}
-		})
-	}
-	msg, repeat, err = h.app.manager.Submit(in.Room, post)
-	if err != nil {
-		return rooms.Message{}, false, roomsError(err)
-	}
-	return msg, repeat, nil
 }
 
 // identity resolves the configured identity placeholder for r.
@@ -304,21 +160,6 @@ func fromOtherOrigin(r *http.Request) bool {
 	}
 	u, err := url.Parse(origin)
 	return err != nil || !strings.EqualFold(u.Host, r.Host)
-}
-
-// clientKey names who sent r, for limits per client: the identity when it
-// resolves, else the client address as Caddy determined it, trusted proxies
-// considered, an IPv6 client by its /64. The prefixes keep an identity that
-// looks like an address apart from that address.
-func (h *Handler) clientKey(r *http.Request) string {
-	if id, ok := h.identity(r); ok {
-		return "id:" + id
-	}
-	ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
-	if !ok || ip == "" {
-		ip = r.RemoteAddr
-	}
-	return "ip:" + ratelimit.AddrKey(ip)
 }
 
 func acceptsHTML(r *http.Request) bool {

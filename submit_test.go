@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/caddy-chat/caddy-chat/service"
 )
 
 func TestDecodeSubmission(t *testing.T) {
@@ -49,8 +51,8 @@ func TestDecodeSubmission(t *testing.T) {
 			}
 			got, err := decodeSubmission(header, strings.NewReader(tt.body), limit)
 			if tt.wantStatus != 0 {
-				var apiErr *apiError
-				if !errors.As(err, &apiErr) || apiErr.status != tt.wantStatus {
+				var refused *service.Error
+				if !errors.As(err, &refused) || refusals[refused.Kind].status != tt.wantStatus {
 					t.Fatalf("error %v, want status %d", err, tt.wantStatus)
 				}
 				return
@@ -59,48 +61,6 @@ func TestDecodeSubmission(t *testing.T) {
 				t.Errorf("got %+v, %v; want %+v", got, err, tt.want)
 			}
 		})
-	}
-}
-
-func TestCheckMessage(t *testing.T) {
-	h := &Handler{MaxMessageSize: 20}
-	for text, wantStatus := range map[string]int{
-		"hi":                    0,
-		"two\nlines\r\n\tend":   0,
-		"":                      400,
-		"a\x00b":                400,
-		"\x1b[31mred":           400,
-		"a\u0085b":              400,
-		strings.Repeat("x", 21): 413,
-		"ééééé":                 0,
-	} {
-		err := h.checkMessage(text)
-		var apiErr *apiError
-		switch {
-		case wantStatus == 0 && err != nil:
-			t.Errorf("checkMessage(%q) = %v, want nil", text, err)
-		case wantStatus != 0 && (!errors.As(err, &apiErr) || apiErr.status != wantStatus):
-			t.Errorf("checkMessage(%q) = %v, want status %d", text, err, wantStatus)
-		}
-	}
-}
-
-func TestValidUserAndKey(t *testing.T) {
-	for name, want := range map[string]bool{
-		"alice": true, "Zoë Ω": true, "<script>": true, strings.Repeat("é", 64): true,
-		"": false, "a\r\nb": false, "a\x00": false, "\u200b": false, strings.Repeat("u", 65): false,
-	} {
-		if got := validUser(name); got != want {
-			t.Errorf("validUser(%q) = %v, want %v", name, got, want)
-		}
-	}
-	for key, want := range map[string]bool{
-		"a": true, "retry-1": true, strings.Repeat("k", 64): true,
-		"": false, "a b": false, "é": false, strings.Repeat("k", 65): false, "a\tb": false,
-	} {
-		if got := validIdempotencyKey(key); got != want {
-			t.Errorf("validIdempotencyKey(%q) = %v, want %v", key, got, want)
-		}
 	}
 }
 
@@ -121,8 +81,8 @@ func FuzzDecodeSubmission(f *testing.F) {
 		header := http.Header{"Content-Type": {ctype}}
 		s, err := decodeSubmission(header, strings.NewReader(body), 1024)
 		if err != nil {
-			var apiErr *apiError
-			if !errors.As(err, &apiErr) {
+			var refused *service.Error
+			if !errors.As(err, &refused) {
 				t.Fatalf("error without a status: %v", err)
 			}
 			return
