@@ -3,8 +3,10 @@ package chat
 import (
 	"context"
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -73,7 +75,7 @@ func (h *Handler) newAccessEntry(r *http.Request, w http.ResponseWriter, room st
 		RequestURI:       orig.RequestURI,
 		Proto:            r.Proto,
 		Host:             r.Host,
-		Header:           r.Header,
+		Header:           keptHeader(r.Header, maxKeptHeader),
 		TransferEncoding: r.TransferEncoding,
 		TLS:              r.TLS,
 	}
@@ -90,6 +92,28 @@ func (h *Handler) newAccessEntry(r *http.Request, w http.ResponseWriter, room st
 		}
 	}
 	return e
+}
+
+// maxKeptHeader bounds the bytes of request headers an entry keeps for the
+// life of its stream: an idle stream must not hold a client's 16 KiB of
+// headers, hundreds of KiB once parsed, per stream.
+const maxKeptHeader = 4 << 10
+
+// keptHeader is a copy of h, in the order of its names, with as many of its
+// fields as fit in budget bytes; a field that does not fit is left out
+// whole, and so are the fields after it.
+func keptHeader(h http.Header, budget int) http.Header {
+	names := slices.Sorted(maps.Keys(h))
+	kept := make(http.Header, len(names))
+	for _, name := range names {
+		for _, v := range h[name] {
+			if budget -= len(name) + len(v); budget < 0 {
+				return kept
+			}
+			kept[name] = append(kept[name], v)
+		}
+	}
+	return kept
 }
 
 // write writes the entry of a stream that ends for err, having sent size

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"reflect"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -289,5 +291,29 @@ func TestAccessLogFilter(t *testing.T) {
 	})
 	if ua := entryHeader(entry, "request", "User-Agent"); ua != "" || entry["room"] != "hidden" || entry["end"] != "client_left" {
 		t.Errorf("User-Agent %q, room %v, end %v: want the User-Agent deleted, the room replaced, end client_left", ua, entry["room"], entry["end"])
+	}
+}
+
+// TestKeptHeaderIsBounded: a stream's entry keeps at most maxKeptHeader
+// bytes of the request's headers, whatever the client sent, and all of
+// them when they fit.
+func TestKeptHeaderIsBounded(t *testing.T) {
+	small := http.Header{"Accept": {"text/event-stream"}, "Cookie": {"a=b"}}
+	if got := keptHeader(small, maxKeptHeader); !reflect.DeepEqual(got, small) {
+		t.Errorf("kept %v of %v, want all of it", got, small)
+	}
+	hostile := http.Header{}
+	for i := range 3000 {
+		hostile.Add(fmt.Sprintf("X-%d", i), "")
+	}
+	hostile.Set("X-Big", strings.Repeat("v", 8<<10))
+	kept, size := keptHeader(hostile, maxKeptHeader), 0
+	for name, values := range kept {
+		for _, v := range values {
+			size += len(name) + len(v)
+		}
+	}
+	if size > maxKeptHeader || len(kept) == 0 {
+		t.Errorf("kept %d fields, %d bytes, of a hostile header; want some, at most %d bytes", len(kept), size, maxKeptHeader)
 	}
 }

@@ -609,9 +609,8 @@ func BenchmarkGRPCDelivery(b *testing.B) {
 	}
 }
 
-// TestRPCEvents: each kind of event the gRPC API has becomes its stream
-// event, marshalled once and shared by every stream that sends it; presence,
-// which the API lacks, becomes none.
+// TestRPCEvents: each kind of event becomes its stream event, marshalled
+// once and shared by every stream that sends it.
 func TestRPCEvents(t *testing.T) {
 	when := time.Date(2026, 1, 2, 3, 4, 5, 6e6, time.UTC)
 	msg := rooms.Message{ID: "e-7", Room: "r", User: "u", Message: "two\nlines: data: x", Time: when, Verified: true}
@@ -626,16 +625,13 @@ func TestRPCEvents(t *testing.T) {
 		}},
 		{"reset", &rooms.Event{Kind: rooms.EventReset, Oldest: "e-3"}, func(ev *chatv1.StreamEvent) bool { return ev.GetReset_().GetOldest() == "e-3" }},
 		{"close", rooms.CloseEvent, func(ev *chatv1.StreamEvent) bool { return ev.GetClosed() != nil }},
-		{"presence", &rooms.Event{Kind: rooms.EventPresence}, nil},
+		{"presence", &rooms.Event{Kind: rooms.EventPresence, Presence: rooms.PresenceChange{Joined: []string{"ann"}, Left: []string{"bo"}}}, func(ev *chatv1.StreamEvent) bool {
+			p := ev.GetPresence()
+			return slices.Equal(p.GetJoined(), []string{"ann"}) && slices.Equal(p.GetLeft(), []string{"bo"})
+		}},
 	}
 	for _, tc := range tests {
 		ev := rpcEvents.Encode(tc.event)
-		if tc.check == nil {
-			if ev.StreamEvent != nil {
-				t.Errorf("%s: %v, want no stream event", tc.name, ev.StreamEvent)
-			}
-			continue
-		}
 		var back chatv1.StreamEvent
 		if err := proto.Unmarshal(ev.encoded, &back); err != nil || !tc.check(&back) || !tc.check(ev.StreamEvent) {
 			t.Errorf("%s: sent as %v (%v), made %v", tc.name, &back, err, ev.StreamEvent)

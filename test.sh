@@ -6,15 +6,16 @@
 # browser tests knowingly.
 #
 # On a fresh Debian machine with only Go it first installs what the tests
-# need: Debian's redis-server, chromium, protobuf-compiler and curl, and, with
-# go install at the versions pinned below, grpcurl and the protoc plugins
-# that generated proto/ (into CHAT_TOOLS, by default a cache directory).
-# Extra arguments go to go test, e.g. ./test.sh -run Browser
+# need: Debian's gcc (the race detector needs cgo), redis-server, chromium,
+# protobuf-compiler, curl and perf (linux-perf), and, with go install,
+# grpcurl at the version pinned below and the protoc plugins at the versions
+# go.mod names, which generated proto/ (into CHAT_TOOLS, by default a cache
+# directory). Extra arguments go to go test, e.g. ./test.sh -run Browser
 set -euo pipefail
 cd "$(dirname "$0")"
 
 # Debian packages, by the program the tests run.
-declare -A debian=([redis-server]=redis-server [protoc]=protobuf-compiler [curl]=curl)
+declare -A debian=([gcc]=gcc [redis-server]=redis-server [protoc]=protobuf-compiler [curl]=curl [perf]=linux-perf)
 [ "${CHAT_SKIP_BROWSER:-}" = 1 ] || debian[chromium]=chromium
 missing=()
 for program in "${!debian[@]}"; do
@@ -31,8 +32,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Go programs, at the versions the tests expect: the protoc plugins at the
-# versions named in the generated files' headers (proto/generate.go says how
-# to regenerate), and grpcurl, which Debian does not package.
+# versions of their modules in go.mod, which the generated files' headers
+# name (proto/generate.go says how to regenerate), and grpcurl, which Debian
+# does not package.
 tools=${CHAT_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/caddy-chat/bin}
 mkdir -p "$tools"
 # go_tool PACKAGE VERSION installs PACKAGE@VERSION into $tools unless the
@@ -45,8 +47,8 @@ go_tool() {
 	echo "installing $1@$2 for the tests" >&2
 	GOBIN=$tools go install "$1@$2"
 }
-go_tool google.golang.org/protobuf/cmd/protoc-gen-go v1.36.12
-go_tool connectrpc.com/connect/cmd/protoc-gen-connect-go v1.21.1
+go_tool google.golang.org/protobuf/cmd/protoc-gen-go "$(go list -m -f '{{.Version}}' google.golang.org/protobuf)"
+go_tool connectrpc.com/connect/cmd/protoc-gen-connect-go "$(go list -m -f '{{.Version}}' connectrpc.com/connect)"
 go_tool github.com/fullstorydev/grpcurl/cmd/grpcurl v1.9.3
 export PATH="$tools:$PATH"
 export CHAT_GRPCURL=${CHAT_GRPCURL:-$tools/grpcurl}
