@@ -22,11 +22,11 @@
 //	chatbaseline -addr 127.0.0.1:8443 -proto h3
 //
 // -grpc serves the same rooms to gRPC clients too, on an address of its
-// own: chat.v1.ChatService's Stream and Submit, by a grpc.Server with grpc-go's
-// own HTTP/2 transport, its default codec and a self-signed certificate, as
-// a bare grpc-go service would. Posts to POST /submit reach its streams, so
-// chatbench -proto grpc publishes over -url and subscribes over
-// -subscribe-urls:
+// own: chat.v1.ChatService's Stream and Submit, by a grpc.Server with
+// grpc-go's own HTTP/2 transport, its default codec and a self-signed
+// certificate, as a bare grpc-go service would. Posts to POST /submit reach
+// its streams, so chatbench -proto grpc publishes over -url and subscribes
+// over -subscribe-urls:
 //
 //	chatbaseline -addr 127.0.0.1:8091 -proto h2 -grpc 127.0.0.1:8092
 //
