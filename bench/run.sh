@@ -19,8 +19,9 @@
 # A scenario with a protocol suffix runs the same load with every subscriber
 # on a TLS connection of its own, against the baseline serving the same
 # protocol: fanout-h2, idle-h2 (HTTP/2), fanout-h3, idle-h3 (HTTP/3), and
-# so on for any scenario. fanout-grpc compares, both on the plugin, gRPC
-# streams ("grpc") against SSE streams over HTTP/2 ("sse-h2").
+# so on for any scenario. fanout-grpc runs gRPC streams against the bare
+# grpc-go server (chatbaseline -grpc, posts still over HTTP/2), and against
+# the plugin's own SSE streams over HTTP/2 ("sse-h2").
 #
 # A scenario with the suffix -file (fanout-file, submit256-file, ...) runs
 # the load over HTTP/1.1 against the plugin with `store file` ("file") and
@@ -29,7 +30,8 @@
 #
 # The servers listen on fixed ports, which another run on the machine may
 # hold: BENCH_HTTP (8080), BENCH_HTTPS (8443, TCP and UDP), BENCH_ADMIN
-# (2019), BENCH_BASELINE (8090) and BENCH_BASELINE_TLS (8091) move them.
+# (2019), BENCH_BASELINE (8090), BENCH_BASELINE_TLS (8091) and
+# BENCH_BASELINE_GRPC (8092) move them.
 #
 # BENCH_BASELINE_FLAGS adds flags to the baseline's command line: "-xnet"
 # has it serve HTTP/2 through x/net's package, as Caddy does.
@@ -48,7 +50,7 @@ RUNS=${RUNS:-5}
 scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout saturation idle hold)
 export BENCH_HTTP=${BENCH_HTTP:-8080} BENCH_HTTPS=${BENCH_HTTPS:-8443} BENCH_ADMIN=${BENCH_ADMIN:-2019}
-BENCH_BASELINE=${BENCH_BASELINE:-8090} BENCH_BASELINE_TLS=${BENCH_BASELINE_TLS:-8091}
+BENCH_BASELINE=${BENCH_BASELINE:-8090} BENCH_BASELINE_TLS=${BENCH_BASELINE_TLS:-8091} BENCH_BASELINE_GRPC=${BENCH_BASELINE_GRPC:-8092}
 BENCH_BASELINE_FLAGS=${BENCH_BASELINE_FLAGS:-}
 results=${BENCH_RESULTS-bench/results.tsv} chart=${BENCH_CHART:-docs/benchmarks.svg}
 invocation="RUNS=$RUNS${BENCH_BASELINE_FLAGS:+ BENCH_BASELINE_FLAGS='$BENCH_BASELINE_FLAGS'}${GODEBUG:+ GODEBUG=$GODEBUG} bench/run.sh ${scenarios[*]}"
@@ -193,8 +195,8 @@ nodes_summary() {
 
 # result_rows prints the rows of bench/results.tsv for the runs in a results
 # file: per scenario and metric, the medians of the server measured and of
-# its reference (the plugin and the baseline; gRPC and SSE over HTTP/2; the
-# file and the memory store; each Redis setup of a nodes scenario and the
+# its reference (the plugin and the baseline; the plugin's gRPC and its SSE
+# over HTTP/2; the file and the memory store; each Redis setup of a nodes scenario and the
 # memory node). Deliveries where there are any, else submits.
 result_rows() {
 	jq -rs --arg date "$(date -u +%Y-%m-%d)" --arg commit "$commit" \
@@ -208,7 +210,7 @@ result_rows() {
 		(group_by(.label) | map({key: (.[0].label | split("/")[1]), value: .}) | from_entries) as $runs |
 		(if $scenario | startswith("nodes")
 			then $runs | keys - ["memory"] | map([., "memory", $scenario + "/" + .])
-			else [["plugin", "baseline"], ["grpc", "sse-h2"], ["file", "memory"]] | map(select($runs[.[0]] and $runs[.[1]]) + [$scenario]) end)[] |
+			else [["plugin", "baseline"], ["plugin", "sse-h2"], ["file", "memory"]] | map(select($runs[.[0]] and $runs[.[1]]) + [$scenario]) end)[] |
 		. as [$measured, $reference, $name] |
 		($runs[$measured] | metrics)[] | . as [$metric, $field] |
 		($runs[$measured] | map(.[$field] // 0) | median) as $m | ($runs[$reference] | map(.[$field] // 0) | median) as $r |
@@ -244,7 +246,7 @@ for scenario in "${scenarios[@]}"; do
 		exit 1
 	fi
 	servers=(plugin baseline)
-	[ "$proto" != grpc ] || servers=(grpc sse-h2)
+	[ "$proto" != grpc ] || servers=(plugin baseline sse-h2)
 	# The results say which flags the baseline ran with, if any.
 	label=$scenario${BENCH_BASELINE_FLAGS:+ (baseline $BENCH_BASELINE_FLAGS)}${GODEBUG:+ (GODEBUG=$GODEBUG)}
 	[ "$proto" != file ] || servers=(file memory)
@@ -260,7 +262,17 @@ for scenario in "${scenarios[@]}"; do
 			[ "$proto" != file ] || speak=h1
 			store=memory
 			[ "$server" != file ] || store="file $bin/store/history.db"
-			if [ "$server" = baseline ]; then
+			# Where the subscribers go, if not to url: the bare grpc-go
+			# server, beside the baseline's HTTP/2 that takes the posts.
+			subscribe=()
+			if [ "$server" = baseline ] && [ "$speak" = grpc ]; then
+				port=$BENCH_BASELINE_TLS
+				port_free "$port"
+				port_free "$BENCH_BASELINE_GRPC"
+				# shellcheck disable=SC2086
+				"$bin/chatbaseline" -addr "127.0.0.1:$port" -proto h2 -grpc "127.0.0.1:$BENCH_BASELINE_GRPC" $BENCH_BASELINE_FLAGS >/dev/null 2>&1 &
+				subscribe=(-subscribe-urls "https://127.0.0.1:$BENCH_BASELINE_GRPC")
+			elif [ "$server" = baseline ]; then
 				port=$BENCH_BASELINE
 				[ "$speak" = h1 ] || port=$BENCH_BASELINE_TLS
 				port_free "$port"
@@ -280,11 +292,12 @@ for scenario in "${scenarios[@]}"; do
 				url=https://127.0.0.1:$port
 				wait_tls "$port"
 			fi
+			[ ${#subscribe[@]} = 0 ] || wait_port "$BENCH_BASELINE_GRPC"
 			echo "== $scenario run $run: $server" >&2
 			# A run that fails (a subscriber that never connects) is left out
 			# of the medians, which say how many runs they had, and the rest go on.
 			# shellcheck disable=SC2086
-			if ! "$bin/chatbench" -url "$url" -proto "$speak" -pid $pid -label "$label/$server" $flags |
+			if ! "$bin/chatbench" -url "$url" "${subscribe[@]}" -proto "$speak" -pid $pid -label "$label/$server" $flags |
 				tail -n 1 >>"$out"; then
 				echo "== $scenario run $run: $server failed, left out" >&2
 			fi

@@ -21,6 +21,15 @@
 //
 //	chatbaseline -addr 127.0.0.1:8443 -proto h3
 //
+// -grpc serves the same rooms to gRPC clients too, on an address of its
+// own: chat.v1.ChatService's Stream and Submit, by a grpc.Server with
+// grpc-go's own HTTP/2 transport, its default codec and a self-signed
+// certificate, as a bare grpc-go service would. Posts to POST /submit reach
+// its streams, so chatbench -proto grpc publishes over -url and subscribes
+// over -subscribe-urls:
+//
+//	chatbaseline -addr 127.0.0.1:8091 -proto h2 -grpc 127.0.0.1:8092
+//
 // -debug serves net/http/pprof's profiles on an address of their own, for a
 // profile of the baseline taken the way Caddy's admin endpoint gives the
 // plugin's.
@@ -49,6 +58,13 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 	"golang.org/x/net/http2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	chatv1 "github.com/caddy-chat/caddy-chat/proto/chat/v1"
 )
 
 func main() {
@@ -57,6 +73,7 @@ func main() {
 	buffer := flag.Int("buffer", 256, "frames queued per subscriber before it is dropped")
 	xnet := flag.Bool("xnet", false, "serve HTTP/2 (h2, and h3's TCP side) with golang.org/x/net/http2, as Caddy does")
 	debug := flag.String("debug", "", "serve net/http/pprof's profiles on this address too, as Caddy's admin endpoint does")
+	grpcAddr := flag.String("grpc", "", "serve chat.v1.ChatService with grpc-go on this address too")
 	flag.Parse()
 	if *debug != "" {
 		// Listen before serving the chat, so that a taken address stops
@@ -67,12 +84,17 @@ func main() {
 		}
 		go func() { log.Fatal(http.Serve(ln, nil)) }()
 	}
-	h := &hub{rooms: map[string]*room{}, buffer: *buffer, epoch: strconv.FormatInt(time.Now().UnixMicro(), 36)}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /stream/{room}", h.stream)
-	mux.HandleFunc("POST /submit", h.submit)
+	h := newHub(*buffer)
+	if *grpcAddr != "" {
+		ln, err := net.Listen("tcp", *grpcAddr)
+		if err != nil {
+			log.Fatalf("-grpc: %v", err)
+		}
+		log.Printf("chatbaseline serving gRPC on %s", *grpcAddr)
+		go func() { log.Fatal(serveGRPC(ln, h)) }()
+	}
 	log.Printf("chatbaseline listening on %s (%s)", *addr, *proto)
-	log.Fatal(serve(*addr, *proto, *xnet, mux))
+	log.Fatal(serve(*addr, *proto, *xnet, h.routes()))
 }
 
 // serve serves handler over proto until it fails, HTTP/2 through x/net's
@@ -152,10 +174,29 @@ type hub struct {
 	epoch  string
 }
 
+func newHub(buffer int) *hub {
+	return &hub{rooms: map[string]*room{}, buffer: buffer, epoch: strconv.FormatInt(time.Now().UnixMicro(), 36)}
+}
+
+// routes serves the HTTP API: streams and posts.
+func (h *hub) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /stream/{room}", h.stream)
+	mux.HandleFunc("POST /submit", h.submit)
+	return mux
+}
+
 type room struct {
 	mu   sync.Mutex
 	seq  uint64
-	subs map[chan []byte]struct{}
+	subs map[chan *post]struct{}
+}
+
+// post is a message as its subscribers are sent it: the SSE frame, and the
+// event a gRPC stream marshals.
+type post struct {
+	frame []byte
+	event *chatv1.StreamEvent
 }
 
 func (h *hub) room(name string) *room {
@@ -163,23 +204,30 @@ func (h *hub) room(name string) *room {
 	defer h.mu.Unlock()
 	r := h.rooms[name]
 	if r == nil {
-		r = &room{subs: map[chan []byte]struct{}{}}
+		r = &room{subs: map[chan *post]struct{}{}}
 		h.rooms[name] = r
 	}
 	return r
 }
 
-func (h *hub) stream(w http.ResponseWriter, req *http.Request) {
-	r := h.room(req.PathValue("room"))
-	ch := make(chan []byte, h.buffer)
+// subscribe queues the room's posts for a new subscriber, until leave is
+// called or the queue is closed for falling behind.
+func (h *hub) subscribe(name string) (queue chan *post, leave func()) {
+	r := h.room(name)
+	queue = make(chan *post, h.buffer)
 	r.mu.Lock()
-	r.subs[ch] = struct{}{}
+	r.subs[queue] = struct{}{}
 	r.mu.Unlock()
-	defer func() {
+	return queue, func() {
 		r.mu.Lock()
-		delete(r.subs, ch)
+		delete(r.subs, queue)
 		r.mu.Unlock()
-	}()
+	}
+}
+
+func (h *hub) stream(w http.ResponseWriter, req *http.Request) {
+	queue, leave := h.subscribe(req.PathValue("room"))
+	defer leave()
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Write([]byte("retry: 1000\n\n"))
@@ -187,13 +235,13 @@ func (h *hub) stream(w http.ResponseWriter, req *http.Request) {
 	flusher.Flush()
 	for {
 		select {
-		case frame, ok := <-ch:
+		case p, ok := <-queue:
 			if !ok {
 				return // dropped for falling behind
 			}
-			w.Write(frame)
-			for n := len(ch); n > 0; n-- {
-				w.Write(<-ch)
+			w.Write(p.frame)
+			for n := len(queue); n > 0; n-- {
+				w.Write((<-queue).frame)
 			}
 			flusher.Flush()
 		case <-req.Context().Done():
@@ -216,23 +264,118 @@ func (h *hub) submit(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, `{"error":"bad request"}`, http.StatusBadRequest)
 		return
 	}
-	r := h.room(in.Room)
-	r.mu.Lock()
-	r.seq++
-	m := message{ID: h.epoch + "-" + strconv.FormatUint(r.seq, 10), Room: in.Room, User: in.User, Message: in.Message,
-		Time: time.Now().UTC().Format("2006-01-02T15:04:05.000Z07:00")}
-	data, _ := json.Marshal(m)
-	frame := fmt.Appendf(nil, "id: %s\nevent: message\ndata: %s\n\n", m.ID, data)
-	for ch := range r.subs {
-		select {
-		case ch <- frame:
-		default:
-			delete(r.subs, ch)
-			close(ch)
-		}
-	}
-	r.mu.Unlock()
+	data, _ := h.publish(in.Room, in.User, in.Message)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusCreated)
 	w.Write(data)
+}
+
+// publish numbers a message and queues it for the room's subscribers,
+// dropping those whose queue is full. It returns the message as JSON and
+// as protobuf, for its author.
+func (h *hub) publish(roomName, user, text string) (data []byte, msg *chatv1.Message) {
+	r := h.room(roomName)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seq++
+	now := time.Now().UTC()
+	m := message{ID: h.epoch + "-" + strconv.FormatUint(r.seq, 10), Room: roomName, User: user, Message: text,
+		Time: now.Format("2006-01-02T15:04:05.000Z07:00")}
+	data, _ = json.Marshal(m)
+	msg = &chatv1.Message{Id: m.ID, Room: m.Room, User: m.User, Message: m.Message, Time: timestamppb.New(now.Truncate(time.Millisecond))}
+	p := &post{
+		frame: fmt.Appendf(nil, "id: %s\nevent: message\ndata: %s\n\n", m.ID, data),
+		event: &chatv1.StreamEvent{Event: &chatv1.StreamEvent_Message{Message: msg}},
+	}
+	for queue := range r.subs {
+		select {
+		case queue <- p:
+		default:
+			delete(r.subs, queue)
+			close(queue)
+		}
+	}
+	return data, msg
+}
+
+// chatServer is what serves chatService: the part of chat.v1.ChatService
+// a fan-out needs.
+type chatServer interface {
+	streamRPC(*chatv1.StreamRequest, grpc.ServerStream) error
+	submitRPC(*chatv1.SubmitRequest) (*chatv1.Message, error)
+}
+
+// chatService describes chatServer to grpc-go as protoc-gen-go-grpc would:
+// the proto package has connect-go's stubs only, and the plugin serves
+// them, so the baseline describes its two methods itself.
+var chatService = grpc.ServiceDesc{
+	ServiceName: "chat.v1.ChatService",
+	HandlerType: (*chatServer)(nil),
+	Methods: []grpc.MethodDesc{{
+		MethodName: "Submit",
+		Handler: func(srv any, _ context.Context, decode func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+			in := new(chatv1.SubmitRequest)
+			if err := decode(in); err != nil {
+				return nil, err
+			}
+			return srv.(chatServer).submitRPC(in)
+		},
+	}},
+	Streams: []grpc.StreamDesc{{
+		StreamName:    "Stream",
+		ServerStreams: true,
+		Handler: func(srv any, stream grpc.ServerStream) error {
+			in := new(chatv1.StreamRequest)
+			if err := stream.RecvMsg(in); err != nil {
+				return err
+			}
+			return srv.(chatServer).streamRPC(in, stream)
+		},
+	}},
+}
+
+// serveGRPC serves chatService on ln, over TLS with a self-signed
+// certificate, until it fails.
+func serveGRPC(ln net.Listener, h *hub) error {
+	cert, err := selfSigned()
+	if err != nil {
+		return err
+	}
+	srv := grpc.NewServer(grpc.Creds(credentials.NewServerTLSFromCert(&cert)))
+	srv.RegisterService(&chatService, h)
+	return srv.Serve(ln)
+}
+
+// streamRPC sends the room's messages as they come, each marshalled by
+// grpc-go for this stream; grpc-go's writer batches what is sent meanwhile
+// into one write.
+func (h *hub) streamRPC(in *chatv1.StreamRequest, stream grpc.ServerStream) error {
+	queue, leave := h.subscribe(in.GetRoom())
+	defer leave()
+	// The headers say the stream is open: grpc-go would otherwise hold
+	// them back until the first message.
+	if err := stream.SendHeader(nil); err != nil {
+		return err
+	}
+	for {
+		select {
+		case p, ok := <-queue:
+			if !ok {
+				return status.Error(codes.ResourceExhausted, "dropped for falling behind")
+			}
+			if err := stream.SendMsg(p.event); err != nil {
+				return err
+			}
+		case <-stream.Context().Done():
+			return stream.Context().Err()
+		}
+	}
+}
+
+func (h *hub) submitRPC(in *chatv1.SubmitRequest) (*chatv1.Message, error) {
+	if in.GetRoom() == "" || in.GetMessage() == "" {
+		return nil, status.Error(codes.InvalidArgument, "room and message are required")
+	}
+	_, msg := h.publish(in.GetRoom(), in.GetUser(), in.GetMessage())
+	return msg, nil
 }

@@ -22,9 +22,10 @@
 // chat.v1.ChatService/Stream call over TLS and HTTP/2), or quic (bare QUIC
 // connections that carry nothing, against chatbaseline -proto quic, for
 // quic-go's own cost per connection; with -rate 0). The publisher posts
-// over one client of the same protocol (HTTP/2 for grpc). Certificates are
-// not checked. The result counts the protocol each stream actually used,
-// and the run fails if one used another than asked for:
+// over one client of the same protocol (HTTP/2 for grpc; against
+// chatbaseline, -subscribe-urls sends gRPC streams to its -grpc address).
+// Certificates are not checked. The result counts the protocol each stream
+// actually used, and the run fails if one used another than asked for:
 //
 //	chatbench -proto h3 -url https://127.0.0.1:8443 -rooms 10 -subscribers 1000 -pid 1234
 //

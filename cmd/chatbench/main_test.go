@@ -64,8 +64,11 @@ func TestSummarize(t *testing.T) {
 		`{"label":"fanout/plugin","deliveries_per_sec":300,"cpu_per_delivery_us":30}`,
 		`{"label":"fanout/plugin","deliveries_per_sec":200,"cpu_per_delivery_us":20}`,
 		`{"label":"fanout/baseline","deliveries_per_sec":100,"cpu_per_delivery_us":40}`,
-		`{"label":"fanout-grpc/grpc","cpu_per_delivery_us":12}`,
+		`{"label":"fanout-grpc/plugin","cpu_per_delivery_us":12}`,
+		`{"label":"fanout-grpc/baseline","cpu_per_delivery_us":11}`,
 		`{"label":"fanout-grpc/sse-h2","cpu_per_delivery_us":10}`,
+		`{"label":"fanout-file/file","cpu_per_delivery_us":9}`,
+		`{"label":"fanout-file/memory","cpu_per_delivery_us":6}`,
 		`not json`,
 	}
 	if err := os.WriteFile(file, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
@@ -78,7 +81,9 @@ func TestSummarize(t *testing.T) {
 	for _, want := range []string{
 		"| fanout | deliveries/s | 200.00 | 100.00 | 2.00x | 3/1 |",
 		"| fanout | CPU µs/delivery | 20.00 | 40.00 | 0.50x | 3/1 |",
-		"| fanout-grpc (grpc vs sse-h2) | CPU µs/delivery | 12.00 | 10.00 | 1.20x | 1/1 |",
+		"| fanout-grpc | CPU µs/delivery | 12.00 | 11.00 | 1.09x | 1/1 |",
+		"| fanout-grpc (plugin vs sse-h2) | CPU µs/delivery | 12.00 | 10.00 | 1.20x | 1/1 |",
+		"| fanout-file (file vs memory) | CPU µs/delivery | 9.00 | 6.00 | 1.50x | 1/1 |",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, out.String())
@@ -119,16 +124,23 @@ func TestProtocols(t *testing.T) {
 		{"h2", "plugin", nil},
 		{"h3", "plugin", nil},
 		{"grpc", "plugin", nil},
+		{"grpc", "baseline", nil}, // grpc-go's own server; posts over HTTP/2
 		{"quic", "baseline", nil}, // idle connections only
 	} {
 		t.Run(tt.proto+"/"+tt.server, func(t *testing.T) {
-			scheme, port, pid := "https", httpsPort, plugin
+			scheme, port, pid, subscribeURLs := "https", httpsPort, plugin, ""
 			if tt.proto == "h1" {
 				scheme, port = "http", httpPort
 			}
 			if tt.server != "plugin" {
 				port = freePort(t)
-				pid = start(t, baseline, append([]string{"-addr", "127.0.0.1:" + port, "-proto", tt.proto}, tt.flags...))
+				args := []string{"-addr", "127.0.0.1:" + port, "-proto", tt.proto}
+				if tt.proto == "grpc" {
+					grpcAddr := "127.0.0.1:" + freePort(t)
+					args = []string{"-addr", "127.0.0.1:" + port, "-proto", "h2", "-grpc", grpcAddr}
+					subscribeURLs = "https://" + grpcAddr
+				}
+				pid = start(t, baseline, append(args, tt.flags...))
 				switch tt.proto {
 				case "h1":
 					waitTCP(t, "127.0.0.1:"+port)
@@ -144,7 +156,7 @@ func TestProtocols(t *testing.T) {
 				rate = 0
 			}
 			res, err := run(ctx, options{
-				url: scheme + "://127.0.0.1:" + port, proto: tt.proto, rooms: 2, subscribers: 6, rate: rate,
+				url: scheme + "://127.0.0.1:" + port, subscribeURLs: subscribeURLs, proto: tt.proto, rooms: 2, subscribers: 6, rate: rate,
 				duration: time.Second, warmup: 300 * time.Millisecond, pid: pid, perSource: 2, // sources 127.0.0.2 to .4
 			})
 			if err != nil {

@@ -34,10 +34,11 @@ var metrics = []metric{
 
 // summarize reads the JSON lines of runs labelled "<scenario>/<server>" and
 // prints, per scenario, the median of each metric for the server measured
-// and its reference, and their ratio. The reference is "baseline" against
-// "plugin"; in a scenario with other servers (fanout-grpc: "grpc" and
-// "sse-h2"), the first one run is measured against the second, and the
-// scenario's cell names them.
+// and its reference, and their ratio. The plugin is measured against every
+// other server of its scenario: "baseline", and others that the scenario's
+// cell names (fanout-grpc: "plugin vs sse-h2" too). In a scenario of two
+// other servers (fanout-file: "file" and "memory"), the first one run is
+// measured against the second. Other scenarios are left out.
 func summarize(files []string, w io.Writer) error {
 	runs := map[string][]result{}
 	var scenarios []string
@@ -66,25 +67,40 @@ func summarize(files []string, w io.Writer) error {
 	}
 	fmt.Fprintf(w, "| scenario | metric | plugin | baseline | plugin / baseline | runs |\n|---|---|---|---|---|---|\n")
 	for _, scenario := range scenarios {
-		measured, reference, name := "plugin", "baseline", scenario
-		if s := servers[scenario]; !slices.Contains(s, "plugin") && len(s) == 2 {
-			measured, reference = s[0], s[1]
-			name = fmt.Sprintf("%s (%s vs %s)", scenario, measured, reference)
+		s := servers[scenario]
+		measured, references := "plugin", slices.DeleteFunc(slices.Clone(s), func(server string) bool { return server == "plugin" })
+		switch {
+		case slices.Contains(s, "plugin"):
+		case len(s) == 2:
+			measured, references = s[0], s[1:]
+		default: // the nodes scenarios, which bench/run.sh sums up itself
+			references = nil
 		}
-		plugin, baseline := runs[scenario+"/"+measured], runs[scenario+"/"+reference]
-		for _, m := range metrics {
-			p, b := median(plugin, m.value), median(baseline, m.value)
-			if p == 0 && b == 0 {
-				continue
+		for _, reference := range references {
+			name := scenario
+			if reference != "baseline" {
+				name = fmt.Sprintf("%s (%s vs %s)", scenario, measured, reference)
 			}
-			ratio := "-"
-			if b != 0 {
-				ratio = fmt.Sprintf("%.2fx", p/b)
-			}
-			fmt.Fprintf(w, "| %s | %s | %.2f | %.2f | %s | %d/%d |\n", name, m.name, p, b, ratio, len(plugin), len(baseline))
+			printPair(w, name, runs[scenario+"/"+measured], runs[scenario+"/"+reference])
 		}
 	}
 	return nil
+}
+
+// printPair prints the rows of the measured server's runs against the
+// reference's.
+func printPair(w io.Writer, name string, measured, reference []result) {
+	for _, m := range metrics {
+		p, b := median(measured, m.value), median(reference, m.value)
+		if p == 0 && b == 0 {
+			continue
+		}
+		ratio := "-"
+		if b != 0 {
+			ratio = fmt.Sprintf("%.2fx", p/b)
+		}
+		fmt.Fprintf(w, "| %s | %s | %.2f | %.2f | %s | %d/%d |\n", name, m.name, p, b, ratio, len(measured), len(reference))
+	}
 }
 
 func median(rs []result, value func(result) float64) float64 {
