@@ -437,7 +437,7 @@ func TestSteadyReaderIsNotCut(t *testing.T) {
 				_ = client.(*net.TCPConn).SetReadBuffer(32 << 10)
 			}
 			q, r, ended := relayedOver(t, p, server, client)
-			frame := strings.Repeat("x", 16<<10-1) + "\n"
+			frame := strings.Repeat("x", 1<<10-1) + "\n"
 			for range 64 { // 1 MiB, read at about 0.8 MiB/s below
 				q.push(frame)
 			}
@@ -454,5 +454,46 @@ func TestSteadyReaderIsNotCut(t *testing.T) {
 			default:
 			}
 		})
+	}
+}
+
+// TestStuckClientsHoldNobody: one client's 256 streams that read nothing,
+// all filled to blocking by the same deliveries as a healthy stream, delay
+// the healthy one by at most 10 ms per delivery (issue 21, defect 8).
+func TestStuckClientsHoldNobody(t *testing.T) {
+	p := New(Config{Writers: 2, WriteTimeout: 10 * time.Second, QuickWrite: 20 * time.Millisecond})
+	defer p.Close()
+	var stuck []*queue
+	var stuckEnds []chan Ended
+	for range 256 {
+		server, client := pair(t)
+		_ = server.(*net.TCPConn).SetWriteBuffer(4 << 10)
+		_ = client.(*net.TCPConn).SetReadBuffer(4 << 10)
+		q, _, ended := relayedOver(t, p, server, client)
+		stuck = append(stuck, q)
+		stuckEnds = append(stuckEnds, ended)
+	}
+	healthy, r, _ := relayed(t, p)
+	// Four deliveries hold more than a stuck connection's buffers; the
+	// healthy stream is queued last, behind every stuck one.
+	const deliveries = 64
+	frame := strings.Repeat("x", 1<<10-1) + "\n"
+	for i := range deliveries {
+		start := time.Now()
+		for _, q := range stuck {
+			q.push(frame)
+		}
+		healthy.push(frame)
+		readN(t, r, len(frame))
+		t.Logf("delivery %d: %v", i, time.Since(start))
+		if wait := time.Since(start); wait > 10*time.Millisecond {
+			t.Errorf("delivery %d: the healthy stream waited %v behind 256 stuck ones", i, wait)
+		}
+	}
+	p.Close()
+	for i, ended := range stuckEnds {
+		if e := waitEnded(t, ended); e.Written >= deliveries*int64(len(frame)) {
+			t.Fatalf("stuck stream %d took all %d bytes: it was never blocked", i, e.Written)
+		}
 	}
 }
