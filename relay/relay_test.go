@@ -529,3 +529,35 @@ func healthyWaitBehindStuck(t *testing.T) time.Duration {
 	}
 	return worst
 }
+
+// TestCaughtUpClientOutlivesWriteTimeout: a client whose socket filled, and
+// who then read everything, is written again by the shared writers, however
+// long after the write timeout its next frame comes.
+func TestCaughtUpClientOutlivesWriteTimeout(t *testing.T) {
+	const writeTimeout = 200 * time.Millisecond
+	p := newPool(t, Config{Writers: 1, WriteTimeout: writeTimeout})
+	server, client := pair(t)
+	_ = server.(*net.TCPConn).SetWriteBuffer(32 << 10)
+	_ = client.(*net.TCPConn).SetReadBuffer(32 << 10)
+	q, r, ended := relayedOver(t, p, server, client)
+	frame := strings.Repeat("x", 16<<10-1) + "\n"
+	for range 64 { // far more than the socket buffers hold
+		q.push(frame)
+	}
+	time.Sleep(50 * time.Millisecond)
+	for i := range 64 {
+		if got := readN(t, r, len(frame)); got != frame {
+			t.Fatalf("frame %d torn", i)
+		}
+	}
+	time.Sleep(writeTimeout * 3 / 2)
+	q.push("hello\n")
+	if got := readN(t, r, 6); got != "hello\n" {
+		t.Fatalf("got %q after an idle spell", got)
+	}
+	select {
+	case e := <-ended:
+		t.Fatalf("the stream ended: %v", e.Err)
+	default:
+	}
+}
