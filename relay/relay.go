@@ -6,8 +6,8 @@
 // them and writes them with one vectored write. A shared writer never waits
 // on a client: it writes only what the socket takes at once, and the moment
 // a socket is full, the stream gets a goroutine of its own until it has
-// caught up. So a client that reads nothing costs the shared writers one
-// system call, however many streams it holds. Each stream also has a small
+// caught up. So a stream whose client reads nothing costs the shared
+// writers one system call, and delays no other. Each stream also has a small
 // goroutine blocked reading its connection, so that a client that leaves is
 // noticed at once, not at the next write.
 //
