@@ -460,9 +460,9 @@ func TestSteadyReaderIsNotCut(t *testing.T) {
 // full, as those of a client that reads nothing soon are, delay a healthy
 // stream queued behind every one of them by at most 10 ms a delivery (issue
 // 21, defect 8). The relay's own work for the delivery that finds the 256
-// sockets full is about 1.5 ms (5 ms under the race detector), but a loaded
-// machine can stall any process for longer than 10 ms, so the test has three
-// tries; a relay that waits on a stuck client fails every one.
+// sockets full is about 1.5 ms (3 to 9 ms under the race detector), but a
+// loaded machine can stall any process for longer than 10 ms, so the test has
+// three tries; a relay that waits on a stuck client fails every one.
 func TestStuckClientsHoldNobody(t *testing.T) {
 	var waits []time.Duration
 	for try := range 3 {
