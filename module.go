@@ -228,7 +228,6 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Heartbeat:    time.Duration(a.Heartbeat),
 		Ping:         pingFrame,
 		WriteTimeout: writeTimeout,
-		QuickWrite:   quickWrite,
 	})
 	return registerMetrics(ctx.GetMetricsRegistry(), a.manager)
 }

@@ -35,10 +35,6 @@ const (
 	maxReconnectDelay = 3000
 )
 
-// quickWrite is how long a shared relay writer waits on one client before
-// it hands that client a goroutine of its own.
-const quickWrite = 20 * time.Millisecond
-
 // serveStream sends the room's events: the replay the client asked for,
 // then live messages, until the client leaves, the room closes, the
 // subscriber is evicted or the config stops.

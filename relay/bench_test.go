@@ -31,7 +31,7 @@ func BenchmarkFanout(b *testing.B) {
 }
 
 func benchFanout(b *testing.B, n int, secure bool) {
-	p := New(Config{Writers: 2, WriteTimeout: 10 * time.Second, QuickWrite: 20 * time.Millisecond})
+	p := New(Config{Writers: 2, WriteTimeout: 10 * time.Second})
 	defer p.Close()
 	frame := []byte("id: 1\nevent: message\ndata: {\"id\":\"1\",\"room\":\"r\",\"user\":\"u\",\"text\":\"hello, world\"}\n\n")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

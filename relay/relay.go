@@ -3,15 +3,21 @@
 // a goroutine and its stack parked in the request path for each.
 //
 // A stream is woken when its source has frames; a writer then takes all of
-// them and writes them with one vectored write. A stream whose client does
-// not read fast enough to take a write at once gets a goroutine of its own
-// until it has caught up, so it never holds up the shared writers. Each
-// stream also has a small goroutine blocked reading its connection, so that a
-// client that leaves is noticed at once, not at the next write.
+// them and writes them with one vectored write. A shared writer never waits
+// on a client: it writes only what the socket takes at once, and the moment
+// a socket is full, the stream gets a goroutine of its own until it has
+// caught up. So a stream whose client reads nothing costs the shared
+// writers one system call, and delays no other. Each stream also has a small
+// goroutine blocked reading its connection, so that a client that leaves is
+// noticed at once, not at the next write.
 //
-// A TLS stream is never written with a short deadline: crypto/tls breaks a
-// connection for good when a write times out. Each of its write bursts runs
-// in a goroutine of its own instead, which lives only while it writes.
+// A TLS stream cannot be written that way: crypto/tls has no write that
+// stops when the socket is full, and breaks a connection for good when a
+// write times out. Each of its write bursts runs in a goroutine of its own
+// instead, which lives only while it writes; so does each burst of a
+// connection without a socket of its own (wrapped by a listener), and of
+// every stream on systems other than Linux, where the relay has no such
+// write.
 package relay
 
 import (
@@ -37,9 +43,6 @@ type Config struct {
 	Heartbeat    time.Duration // Ping is written to a stream idle this long; 0 = none
 	Ping         []byte        // the heartbeat, in the streams' protocol
 	WriteTimeout time.Duration // a stream whose client takes no data this long is closed
-	// QuickWrite is how long a shared writer waits on one stream before it
-	// hands the stream a goroutine of its own.
-	QuickWrite time.Duration
 }
 
 // Why a stream ended, besides a write error or its Source's error.
@@ -59,6 +62,13 @@ type Ended struct {
 // heartbeatChecks is how many times per heartbeat interval idle streams are
 // looked for: a stream is pinged at most this fraction of the interval late.
 const heartbeatChecks = 20
+
+// A socket is a connection's socket, written by the shared writers.
+type socket interface {
+	// writeNow writes what the socket takes of bufs at once, consuming
+	// it; it never waits for room.
+	writeNow(bufs *net.Buffers) (int64, error)
+}
 
 // Pool relays many streams. Its methods are safe for concurrent use.
 type Pool struct {
@@ -97,7 +107,8 @@ func New(cfg Config) *Pool {
 type Stream struct {
 	pool  *Pool
 	conn  net.Conn
-	tls   bool // written by goroutines of its own, without short deadlines
+	tls   bool   // written in records, without short deadlines
+	sock  socket // what the shared writers write to; nil: goroutines of its own write
 	src   Source
 	onEnd func(Ended)
 
@@ -136,6 +147,12 @@ func (s *Stream) Wake() {
 func (s *Stream) Attach(conn net.Conn, src Source, onEnd func(Ended)) {
 	_, isTLS := conn.(*tls.Conn)
 	s.conn, s.tls, s.src, s.onEnd = conn, isTLS, src, onEnd
+	if !isTLS {
+		s.sock = socketOf(conn)
+	}
+	// A write deadline left by the server the connection came from would
+	// fail the shared writers, which set none.
+	_ = conn.SetWriteDeadline(time.Time{})
 	s.lastWrite.Store(int64(time.Since(s.pool.epoch)))
 	p := s.pool
 	p.mu.Lock()
@@ -238,28 +255,28 @@ func (p *Pool) next() *Stream {
 	}
 }
 
-// writer serves the streams with work. A TLS stream it hands a goroutine of
-// its own, which may wait on the client as long as it takes.
+// writer serves the streams with work. A stream it cannot write without
+// waiting it hands a goroutine of its own, which may wait on the client up
+// to the write timeout.
 func (p *Pool) writer() {
 	for s := p.next(); s != nil; s = p.next() {
-		if s.tls {
-			go s.serve(p.cfg.WriteTimeout)
+		if s.sock == nil {
+			go s.serve(false)
 		} else {
-			s.serve(p.cfg.QuickWrite)
+			s.serve(true)
 		}
 	}
 }
 
-// serve writes what the stream's source has, until no wake-up is left. If
-// the client is slow to take a write, it goes on in a goroutine of its own,
-// with the full write timeout.
-func (s *Stream) serve(timeout time.Duration) {
+// serve writes what the stream's source has, until no wake-up is left. On a
+// shared writer it writes only what the socket takes at once: the moment the
+// socket is full, the stream goes on in a goroutine of its own.
+func (s *Stream) serve(shared bool) {
 	for {
 		seen := s.wakes.Load()
-		more, err := s.writeQueued(timeout)
-		if more != nil {
-			// The client is slow: finish in a goroutine of its own.
-			go s.serveSlow(more, err)
+		rest, err := s.writeQueued(shared)
+		if rest != nil {
+			go s.finish(rest, err)
 			return
 		}
 		if err != nil {
@@ -272,12 +289,11 @@ func (s *Stream) serve(timeout time.Duration) {
 	}
 }
 
-// serveSlow finishes a write a shared writer could not, then ends the
-// stream with then, when its source had ended, or else serves it until it
-// has caught up.
-func (s *Stream) serveSlow(rest net.Buffers, then error) {
-	timeout := s.pool.cfg.WriteTimeout
-	if err := s.write(&rest, timeout); err != nil {
+// finish writes what a shared writer could not, waiting on the client, then
+// ends the stream with then, when its source had ended, or else serves it
+// until it has caught up.
+func (s *Stream) finish(rest net.Buffers, then error) {
+	if err := s.write(&rest); err != nil {
 		s.end(err)
 		return
 	}
@@ -285,14 +301,14 @@ func (s *Stream) serveSlow(rest net.Buffers, then error) {
 		s.end(then)
 		return
 	}
-	s.serve(timeout)
+	s.serve(false)
 }
 
-// writeQueued writes the queued frames (and a due heartbeat). It returns the
-// unwritten rest when a quick write timed out part way, with the source's
-// error if it had ended (the rest, a close event perhaps, is still owed),
+// writeQueued writes the queued frames (and a due heartbeat). On a shared
+// writer, it returns the rest the socket did not take, with the source's
+// error if it had ended (the rest, a close event perhaps, is still owed);
 // and an error when the stream must end.
-func (s *Stream) writeQueued(timeout time.Duration) (net.Buffers, error) {
+func (s *Stream) writeQueued(shared bool) (net.Buffers, error) {
 	frames, srcErr := s.src.Take(s.frames[:0])
 	if s.ping.Swap(false) && len(frames) == 0 {
 		frames = append(frames, s.pool.cfg.Ping)
@@ -302,23 +318,35 @@ func (s *Stream) writeQueued(timeout time.Duration) (net.Buffers, error) {
 		s.frames = frames[:0]
 	}()
 	bufs := net.Buffers(frames)
-	if err := s.write(&bufs, timeout); err != nil {
-		if isTimeout(err) && timeout < s.pool.cfg.WriteTimeout {
-			return append(net.Buffers(nil), bufs...), srcErr
+	if !shared {
+		if err := s.write(&bufs); err != nil {
+			return nil, err
 		}
+		return nil, srcErr
+	}
+	if len(bufs) == 0 {
+		return nil, srcErr
+	}
+	n, err := s.sock.writeNow(&bufs)
+	s.wrote(n)
+	if err != nil {
 		return nil, err
+	}
+	if len(bufs) > 0 {
+		return append(net.Buffers(nil), bufs...), srcErr
 	}
 	return nil, srcErr
 }
 
-// write writes bufs, consuming them. With the full write timeout, it fails
-// only when the client takes nothing for that long: a client that reads
+// write writes bufs, consuming them, waiting on the client. It fails only
+// when the client takes nothing for the write timeout: a client that reads
 // slowly is ended by falling behind its source (evicted), not by the time a
 // large burst takes. A TLS connection gets a deadline per write of at most a
 // record's worth, as a write that times out breaks it for good; small frames
 // are gathered into one write, since crypto/tls makes a record and a system
 // call of each.
-func (s *Stream) write(bufs *net.Buffers, timeout time.Duration) error {
+func (s *Stream) write(bufs *net.Buffers) error {
+	timeout := s.pool.cfg.WriteTimeout
 	if s.tls {
 		gather := gatherBuffers.Get().(*[]byte)
 		defer gatherBuffers.Put(gather)
@@ -345,9 +373,13 @@ func (s *Stream) write(bufs *net.Buffers, timeout time.Duration) error {
 		_ = s.conn.SetWriteDeadline(time.Now().Add(timeout))
 		n, err := bufs.WriteTo(s.conn)
 		s.wrote(n)
-		if err != nil && (n == 0 || !isTimeout(err) || timeout < s.pool.cfg.WriteTimeout) {
+		if err != nil && (n == 0 || !isTimeout(err)) {
 			return err
 		}
+	}
+	if s.sock != nil {
+		// The shared writers write next, and they fail on a deadline passed.
+		return s.conn.SetWriteDeadline(time.Time{})
 	}
 	return nil
 }
