@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -255,6 +256,8 @@ func start(t *testing.T, bin string, args []string, env ...string) int {
 // 127.0.0.2 and up.
 func freePort(t *testing.T) string {
 	t.Helper()
+	given.Lock()
+	defer given.Unlock()
 	for range 100 {
 		ln, err := net.Listen("tcp", ":0")
 		if err != nil {
@@ -262,14 +265,26 @@ func freePort(t *testing.T) string {
 		}
 		port := ln.Addr().(*net.TCPAddr).Port
 		ln.Close()
+		if given.ports[port] {
+			continue // free again, but one of this test's servers will take it
+		}
 		if pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
 			pc.Close()
+			given.ports[port] = true
 			return strconv.Itoa(port)
 		}
 	}
 	t.Fatal("no port free for both TCP and UDP")
 	return ""
 }
+
+// given is the ports freePort returned: a port closed again is free to the
+// kernel until the server it was drawn for binds it, and two servers of one
+// test must not be given the same one.
+var given = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
 
 func waitTCP(t *testing.T, addr string) {
 	t.Helper()
