@@ -3,6 +3,7 @@ package rooms
 import (
 	"context"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -67,9 +68,14 @@ type History interface {
 	// submits that queued up while the room was busy, so that a durable
 	// backend writes them with one commit.
 	Append(ctx context.Context, entries []Entry) error
-	// After returns up to limit retained messages with a sequence number
-	// greater than seq, oldest first.
-	After(ctx context.Context, seq uint64, limit int) ([]Message, error)
+	// Read returns up to limit retained messages with sequence numbers in
+	// (after, upto], oldest first, where after is at least Oldest()-1 and
+	// upto at most Last() as the caller saw them. Unlike the other
+	// methods, it runs without the room's lock, at the same time as any
+	// of them: a reader waits for the store with the room released, so
+	// that no submit waits for a reader's round trip. Messages trimmed
+	// since the caller looked are not returned.
+	Read(ctx context.Context, after, upto uint64, limit int) ([]Message, error)
 	// Resize changes how many messages are kept, dropping the oldest ones
 	// that no longer fit.
 	Resize(ctx context.Context, capacity int) error
@@ -121,14 +127,16 @@ type Shared interface {
 	Follow(notify func())
 	// Catch returns, oldest first, the messages after Last that are
 	// stored, by this process or another, and advances Last past them;
-	// gone is set when the room was deleted elsewhere. Nothing is
-	// skipped: a gap is filled from the store, at once with sync, which
-	// also asks the store for messages not heard of yet; without sync, a
-	// History may return only the messages before the gap, read it in the
-	// background, and notify when the rest is ready, so that the room is
-	// not held while the store answers. On error Last stays, and a later
-	// Catch delivers what this one could not.
-	Catch(ctx context.Context, sync bool) (msgs []Message, gone bool, err error)
+	// gone is set when the room was deleted elsewhere. It asks the store
+	// nothing while the room is held: nothing is skipped, but a History
+	// may return only the messages before a gap, read the gap in the
+	// background, and notify when the rest is ready.
+	Catch() (msgs []Message, gone bool)
+	// Sync reads from the store what this process has not heard of yet,
+	// for the next Catch: a message acknowledged on another node a moment
+	// ago. Like Read, it runs without the room's lock. On error the next
+	// Catch delivers what was heard, and no more.
+	Sync(ctx context.Context) error
 }
 
 // Pipelined is implemented by a Shared History whose store answers over a
@@ -195,9 +203,11 @@ func NewEpoch() string {
 }
 
 // ring is an in-memory History: the newest capacity messages in a circular
-// buffer that grows to capacity as messages arrive.
+// buffer that grows to capacity as messages arrive. Its lock is for Read,
+// which runs outside the room's: the Manager serialises the other methods.
 type ring struct {
 	epoch    string
+	mu       sync.RWMutex
 	last     uint64
 	buf      []Message // buf[start] is the oldest once len(buf) == capacity
 	start    int
@@ -209,6 +219,8 @@ func (r *ring) Last() uint64   { return r.last }
 func (r *ring) Oldest() uint64 { return r.last - uint64(len(r.buf)) + 1 }
 
 func (r *ring) Append(_ context.Context, entries []Entry) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	for _, e := range entries {
 		r.last++
 		switch {
@@ -223,25 +235,33 @@ func (r *ring) Append(_ context.Context, entries []Entry) error {
 	return nil
 }
 
-func (r *ring) After(_ context.Context, seq uint64, limit int) ([]Message, error) {
+func (r *ring) Read(_ context.Context, after, upto uint64, limit int) ([]Message, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.read(after, upto, limit), nil
+}
+
+// read returns what Read does. r.mu must be held.
+func (r *ring) read(after, upto uint64, limit int) []Message {
 	oldest := r.Oldest()
-	if seq < oldest {
-		seq = oldest - 1
+	after = max(after, oldest-1)
+	upto = min(upto, r.last)
+	if after >= upto || limit <= 0 {
+		return nil
 	}
-	if seq >= r.last || limit <= 0 {
-		return nil, nil
-	}
-	skip := int(seq - (oldest - 1))
-	n := min(len(r.buf)-skip, limit)
+	skip := int(after - (oldest - 1))
+	n := min(int(upto-after), limit)
 	out := make([]Message, n)
 	for i := range out {
 		out[i] = r.buf[(r.start+skip+i)%len(r.buf)]
 	}
-	return out, nil
+	return out
 }
 
-func (r *ring) Resize(ctx context.Context, capacity int) error {
-	kept, _ := r.After(ctx, r.last-uint64(min(len(r.buf), capacity)), capacity)
+func (r *ring) Resize(_ context.Context, capacity int) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	kept := r.read(r.last-uint64(min(len(r.buf), capacity)), r.last, capacity)
 	r.buf = append(make([]Message, 0, max(len(kept), min(capacity, 64))), kept...)
 	r.start = 0
 	r.capacity = capacity
@@ -251,6 +271,8 @@ func (r *ring) Resize(ctx context.Context, capacity int) error {
 func (r *ring) Drop(context.Context) error { return r.Close() }
 
 func (r *ring) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.buf, r.start = nil, 0
 	return nil
 }

@@ -151,7 +151,7 @@ func (m *Manager) restore(ctx context.Context, names []string) error {
 		if err != nil {
 			return fmt.Errorf("opening history of room %q: %w", name, err)
 		}
-		kept, err := h.After(ctx, 0, cfg.History)
+		kept, err := h.Read(ctx, h.Oldest()-1, h.Last(), cfg.History)
 		if err != nil {
 			return errors.Join(fmt.Errorf("reading history of room %q: %w", name, err), h.Close())
 		}
@@ -373,7 +373,7 @@ func (m *Manager) create(name string) (*room, error) {
 	if err == nil && h.Last() > 0 {
 		// Another process made the room: the names its verified authors
 		// posted under are reserved here too.
-		if kept, err = h.After(ctx, 0, cfg.History); err != nil {
+		if kept, err = h.Read(ctx, h.Oldest()-1, h.Last(), cfg.History); err != nil {
 			err = errors.Join(fmt.Errorf("reading it: %w", err), h.Close())
 		}
 	}
@@ -437,7 +437,7 @@ func (m *Manager) follow(r *room, sh Shared) {
 		for {
 			r.mu.Lock()
 			if !r.closed {
-				m.deliver(r, sh, false)
+				m.deliver(r, sh)
 			}
 			r.mu.Unlock()
 			r.newsMu.Lock()
@@ -465,14 +465,10 @@ func (m *Manager) background(f func()) bool {
 
 // deliver hands the messages a Shared history has caught to the room's
 // subscribers, in order, and drops the room when it was deleted elsewhere,
-// which ends its streams as a local delete would. r.mu must be held. A
-// failed Catch leaves its messages for the next one, which the history
-// asks for when the store answers again.
-func (m *Manager) deliver(r *room, sh Shared, sync bool) {
+// which ends its streams as a local delete would. r.mu must be held.
+func (m *Manager) deliver(r *room, sh Shared) {
 	epoch, next := r.history.Epoch(), r.history.Last()+1
-	ctx, cancel := m.storeContext()
-	msgs, gone, _ := sh.Catch(ctx, sync)
-	cancel()
+	msgs, gone := sh.Catch()
 	if !gone && next > 1 && r.history.Epoch() != epoch {
 		// The history went on in a new epoch under messages delivered
 		// here, as when its store lost the newest of them: the streams
@@ -836,7 +832,7 @@ func (m *Manager) store(r *room, batch []*submission) {
 		// A room closed while a Pipelined history stored the batch has
 		// no one left to deliver to.
 		if shared && !r.closed {
-			m.deliver(r, sh, false)
+			m.deliver(r, sh)
 		}
 		r.lastActive = now
 	}
@@ -997,50 +993,107 @@ type Replay struct {
 // more than that is sure to be cut, and flagged, by fit.
 const minMessageSize = 64
 
-// replay answers "what follows pos?" from the room's history, up to limit
-// messages, oldest first, and no more than a budget of bytes can hold.
-func (r *room) replay(ctx context.Context, pos Position, limit, budget int) (Replay, error) {
+// span is the part of a room's history that a replay reads: up to take
+// messages in (after, upto], with ids in epoch. resume is set when the
+// reader named the message it has, and Reset and Oldest say what the
+// replay says when the position could not be honoured.
+type span struct {
+	epoch         string
+	after, upto   uint64
+	take          int
+	resume, reset bool
+	oldest        string
+}
+
+// plan answers "what follows pos?" from the room's position, up to limit
+// messages, and no more than a budget of bytes can hold: which messages
+// its replay reads once the room is released. r.mu must be held.
+func (r *room) plan(pos Position, limit, budget int) span {
 	h := r.history
+	sp := span{epoch: h.Epoch(), after: h.Oldest() - 1, upto: h.Last(), take: limit}
 	// Copy no more messages than the budget can hold: fit cuts the rest.
-	take := limit
 	if budget > 0 {
-		take = min(take, budget/minMessageSize+2)
+		sp.take = min(sp.take, budget/minMessageSize+2)
 	}
 	if pos.LastEventID == "" {
 		n := min(pos.History, limit)
-		msgs, err := h.After(ctx, h.Last()-min(uint64(n), h.Last()), min(n, take))
-		return Replay{Messages: msgs}, err
+		sp.after = max(sp.after, h.Last()-min(uint64(n), h.Last()))
+		sp.take = min(n, sp.take)
+		return sp
 	}
 	epoch, seq, ok := ParseID(pos.LastEventID)
 	if ok && epoch == h.Epoch() && seq <= h.Last() && seq+1 >= h.Oldest() {
-		msgs, err := h.After(ctx, seq, take)
-		return Replay{Messages: msgs}, err
+		sp.after, sp.resume = seq, true
+		return sp
 	}
-	msgs, err := h.After(ctx, 0, take)
-	rep := Replay{Messages: msgs, Reset: true}
+	sp.reset = true
 	if h.Oldest() <= h.Last() {
-		rep.Oldest = FormatID(h.Epoch(), h.Oldest())
+		sp.oldest = FormatID(h.Epoch(), h.Oldest())
 	}
-	return rep, err
+	return sp
 }
 
-// catchUp asks a Shared history for what it has not heard of yet before
-// it answers a read: a message acknowledged on another node a moment ago,
-// which the reader may have seen there, is never missing here. A reader
-// that resumes from a message this process has heard of needs no read:
-// what follows reaches its stream live, in order. So a crowd that
-// reconnects after a node went away does not queue one store read each
-// under the room's lock. r.mu must be held.
-func (m *Manager) catchUp(r *room, pos Position) {
-	sh, ok := r.history.(Shared)
-	if !ok || pos.LastEventID == "" && pos.History == 0 {
-		return
+// read reads sp from h, with the room released: what came after sp.upto
+// reaches the reader live. A resumed reader whose next message was trimmed
+// meanwhile, by messages stored since plan, is told so as when its
+// position was older than the history.
+func (sp span) read(ctx context.Context, h History) (Replay, error) {
+	if sp.take <= 0 || sp.after >= sp.upto {
+		return Replay{Reset: sp.reset, Oldest: sp.oldest}, nil
 	}
-	if epoch, seq, ok := ParseID(pos.LastEventID); ok && pos.History == 0 && epoch == r.history.Epoch() && seq <= r.history.Last() {
-		return
+	msgs, err := h.Read(ctx, sp.after, sp.upto, sp.take)
+	if err != nil {
+		return Replay{}, err
 	}
-	m.deliver(r, sh, true)
+	rep := Replay{Messages: msgs, Reset: sp.reset, Oldest: sp.oldest}
+	if sp.resume && (len(msgs) == 0 || msgs[0].ID != FormatID(sp.epoch, sp.after+1)) {
+		rep.Reset, rep.Oldest = true, ""
+	}
+	if rep.Reset && len(msgs) > 0 {
+		rep.Oldest = msgs[0].ID
+	}
+	return rep, nil
 }
+
+// reading runs f on the named room with its lock held, as withRoom does,
+// once a Shared history has heard of every message stored before the
+// call: a message acknowledged on another node a moment ago, which the
+// reader may have seen there, is never missing here. The store is read
+// with the room released, then its news delivered under the lock. A
+// reader that resumes from a message this process has heard of needs no
+// read: what follows reaches its stream live, in order.
+func (m *Manager) reading(roomName string, create bool, pos Position, f func(*room) error) error {
+	var behind, synced *room
+	for {
+		err := m.withRoom(roomName, create, func(r *room) error {
+			sh, ok := r.history.(Shared)
+			if !ok || pos.LastEventID == "" && pos.History == 0 {
+				return f(r)
+			}
+			if epoch, seq, ok := ParseID(pos.LastEventID); ok && pos.History == 0 && epoch == r.history.Epoch() && seq <= r.history.Last() {
+				return f(r)
+			}
+			if r != synced {
+				behind = r
+				return errBehind
+			}
+			m.deliver(r, sh)
+			return f(r)
+		})
+		if !errors.Is(err, errBehind) {
+			return err
+		}
+		ctx, cancel := m.storeContext()
+		// A failed read leaves the reader with what this process heard,
+		// as a node cut off from the store serves it.
+		_ = behind.history.(Shared).Sync(ctx)
+		cancel()
+		synced = behind
+	}
+}
+
+// errBehind sends a reader out of its room to read a Shared store first.
+var errBehind = errors.New("the room has to hear from its store first")
 
 // fit encodes the replay's messages as JSON until they would pass budget
 // bytes, keeping at least one message, and cuts Messages there. With
@@ -1113,15 +1166,9 @@ func (m *Manager) Subscribe(roomName string, pos Position, wake func()) (*Subscr
 	}
 	s.wake = wake
 	s.sub = broadcast.NewSubscriber[*Event](cfg.Buffer, wake)
-	err := m.withRoom(roomName, true, func(r *room) error {
-		m.catchUp(r, pos)
-		ctx, cancel := m.storeContext()
-		defer cancel()
-		rep, err := r.replay(ctx, pos, max(cfg.History, 0), cfg.MaxReplayBytes)
-		if err != nil {
-			return fmt.Errorf("reading history of room %q: %w: %w", r.name, ErrUnavailable, err)
-		}
-		s.Replay, s.r = rep, r
+	var sp span
+	err := m.reading(roomName, true, pos, func(r *room) error {
+		sp, s.r = r.plan(pos, max(cfg.History, 0), cfg.MaxReplayBytes), r
 		r.broadcaster.Register(s.sub)
 		r.subscribers++
 		if s.user != "" && !pos.UserVerified && pos.ReserveNames && r.verified.has(nameHash(s.user)) {
@@ -1133,6 +1180,15 @@ func (m *Manager) Subscribe(roomName string, pos Position, wake func()) (*Subscr
 	if err != nil {
 		m.subscribers.Add(-1)
 		return nil, err
+	}
+	// Registered first, read after: what is stored past sp.upto meanwhile
+	// reaches the subscription live, and nothing twice.
+	ctx, cancel := m.storeContext()
+	s.Replay, err = sp.read(ctx, s.r.history)
+	cancel()
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("reading history of room %q: %w: %w", roomName, ErrUnavailable, err)
 	}
 	s.Replay.fit(cfg.MaxReplayBytes, true)
 	return s, nil
@@ -1226,19 +1282,26 @@ func (m *Manager) Messages(roomName, after string, limit int) (Replay, error) {
 	if err := m.openElsewhere(roomName); err != nil {
 		return Replay{}, err
 	}
-	var rep Replay
-	err := m.withRoom(roomName, false, func(r *room) (err error) {
-		m.catchUp(r, Position{LastEventID: after, History: limit})
-		ctx, cancel := m.storeContext()
-		defer cancel()
-		rep, err = r.replay(ctx, Position{LastEventID: after, History: limit}, limit, budget)
-		if err != nil {
-			return fmt.Errorf("reading history of room %q: %w: %w", r.name, ErrUnavailable, err)
-		}
+	pos := Position{LastEventID: after, History: limit}
+	var (
+		sp span
+		h  History
+	)
+	err := m.reading(roomName, false, pos, func(r *room) error {
+		sp, h = r.plan(pos, limit, budget), r.history
 		return nil
 	})
+	if err != nil {
+		return Replay{}, err
+	}
+	ctx, cancel := m.storeContext()
+	rep, err := sp.read(ctx, h)
+	cancel()
+	if err != nil {
+		return Replay{}, fmt.Errorf("reading history of room %q: %w: %w", roomName, ErrUnavailable, err)
+	}
 	rep.fit(budget, false)
-	return rep, err
+	return rep, nil
 }
 
 // Delete removes a room and its history. Its subscribers' Frames close with

@@ -107,28 +107,28 @@ func TestRing(t *testing.T) {
 		{0, 0, ""},
 	}
 	for _, tt := range tests {
-		got, _ := h.After(ctx, tt.after, tt.limit)
+		got, _ := h.Read(ctx, tt.after, h.Last(), tt.limit)
 		if texts(got) != tt.want {
-			t.Errorf("After(%d, %d) = %q, want %q", tt.after, tt.limit, texts(got), tt.want)
+			t.Errorf("Read(%d, last, %d) = %q, want %q", tt.after, tt.limit, texts(got), tt.want)
 		}
 	}
 	if h.Oldest() != 3 || h.Last() != 5 {
 		t.Errorf("Oldest, Last = %d, %d; want 3, 5", h.Oldest(), h.Last())
 	}
 	h.Resize(ctx, 2)
-	if got, _ := h.After(ctx, 0, 10); texts(got) != "4,5" || h.Oldest() != 4 {
+	if got, _ := h.Read(ctx, 0, h.Last(), 10); texts(got) != "4,5" || h.Oldest() != 4 {
 		t.Errorf("after shrinking to 2: %q, oldest %d", texts(got), h.Oldest())
 	}
 	h.Resize(ctx, 4)
 	h.Append(ctx, []Entry{{Message: Message{Message: "6"}}})
 	h.Append(ctx, []Entry{{Message: Message{Message: "7"}}})
 	h.Append(ctx, []Entry{{Message: Message{Message: "8"}}})
-	if got, _ := h.After(ctx, 0, 10); texts(got) != "5,6,7,8" {
+	if got, _ := h.Read(ctx, 0, h.Last(), 10); texts(got) != "5,6,7,8" {
 		t.Errorf("after growing to 4 and three appends: %q", texts(got))
 	}
 	none, _ := MemoryStore{}.Open(ctx, "r", 0)
 	none.Append(ctx, []Entry{{Message: Message{}}})
-	if got, _ := none.After(ctx, 0, 10); len(got) != 0 || none.Oldest() != 2 || none.Last() != 1 {
+	if got, _ := none.Read(ctx, 0, none.Last(), 10); len(got) != 0 || none.Oldest() != 2 || none.Last() != 1 {
 		t.Errorf("zero capacity kept %d, oldest %d, last %d", len(got), none.Oldest(), none.Last())
 	}
 }

@@ -168,10 +168,10 @@ func (h *sharedRing) Oldest() uint64 {
 	return h.History.Oldest()
 }
 
-func (h *sharedRing) After(ctx context.Context, seq uint64, limit int) ([]Message, error) {
+func (h *sharedRing) Read(ctx context.Context, after, upto uint64, limit int) ([]Message, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.History.After(ctx, seq, limit)
+	return h.History.Read(ctx, after, upto, limit)
 }
 
 func (h *sharedRing) Append(ctx context.Context, entries []Entry) error {
@@ -190,13 +190,16 @@ func (h *sharedRing) Append(ctx context.Context, entries []Entry) error {
 	return nil
 }
 
-func (h *sharedRing) Catch(context.Context, bool) ([]Message, bool, error) {
+func (h *sharedRing) Catch() ([]Message, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	out := h.pending
 	h.pending = nil
-	return out, false, nil
+	return out, false
 }
+
+// Sync has nothing to read: what publish stores is pending already.
+func (h *sharedRing) Sync(context.Context) error { return nil }
 
 // publish stores a message as another node would, and notifies as the
 // subscription connection would.

@@ -329,21 +329,20 @@ func trim(b *bolt.Bucket, last uint64, capacity int) (uint64, error) {
 	return oldest, nil
 }
 
-func (h *history) After(_ context.Context, seq uint64, limit int) ([]rooms.Message, error) {
-	if seq < h.oldest {
-		seq = h.oldest - 1
-	}
-	if seq >= h.last || limit <= 0 || !h.stored {
+// Read reads in a read transaction of its own and uses only what Open set,
+// so that it runs beside an Append.
+func (h *history) Read(_ context.Context, after, upto uint64, limit int) ([]rooms.Message, error) {
+	if after >= upto || limit <= 0 {
 		return nil, nil
 	}
-	out := make([]rooms.Message, 0, min(uint64(limit), h.last-seq))
+	out := make([]rooms.Message, 0, min(uint64(limit), upto-after))
 	err := h.s.db.View(func(tx *bolt.Tx) error {
 		b := roomBucket(tx, h.name)
 		if b == nil {
 			return nil
 		}
 		c := b.Bucket(msgsBucket).Cursor()
-		for k, v := c.Seek(u64(seq + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+		for k, v := c.Seek(u64(after + 1)); k != nil && len(out) < limit && binary.BigEndian.Uint64(k) <= upto; k, v = c.Next() {
 			m, err := decode(v)
 			if err != nil {
 				return fmt.Errorf("message %d: %w", binary.BigEndian.Uint64(k), err)

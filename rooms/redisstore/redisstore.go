@@ -243,7 +243,16 @@ func (s *Store) Open(ctx context.Context, room string, capacity int) (rooms.Hist
 		h.epoch = e
 		h.last, _ = strconv.ParseUint(fmt.Sprint(vals[1]), 10, 64)
 	}
+	h.settle()
 	return h, nil
+}
+
+// settle makes the history's position, as the room's lock leaves it, that
+// of Read and Sync.
+func (h *history) settle() {
+	h.mu.Lock()
+	h.seen.epoch, h.seen.last = h.epoch, h.last
+	h.mu.Unlock()
 }
 
 // history is one room in Redis. The Manager serialises its methods under
@@ -270,8 +279,14 @@ type history struct {
 	heard    []notice
 	resync   bool
 	notify   func()
-	fetching bool     // a read of the stream runs (fetchLater)
-	fetched  *fetched // its result, for the next Catch
+	fetching bool       // a read of the stream runs (fetchLater)
+	fetched  []*fetched // reads for the next Catch, oldest first
+	// seen is the epoch and last of the history as the room's lock left
+	// them, for Read and Sync, which run without it.
+	seen struct {
+		epoch string
+		last  uint64
+	}
 }
 
 // notice is what a room's channel carries: a batch of messages, or the
@@ -414,6 +429,7 @@ func (c *appendCall) Wait(ctx context.Context) {
 // what Catch delivers.
 func (c *appendCall) Finish() error {
 	h, entries, res := c.h, c.entries, c.res
+	defer h.settle()
 	h.calls = slices.DeleteFunc(h.calls, func(n uint64) bool { return n == c.n })
 	if c.err != nil {
 		if h.gapSeen != 0 {
@@ -469,16 +485,16 @@ func flag(b bool) string {
 	return "0"
 }
 
-// Catch merges what this node appended with what it heard and what a
-// read of the stream brought, and returns the messages after Last that
-// follow it with no gap, in order. A gap is read from the stream: with
-// sync, at once; without, on a goroutine of the Store's, which notifies
-// when it is done, so that a room waiting for Redis holds up neither the
-// subscription connection nor its room's lock. The messages past a gap
-// wait for it.
-func (h *history) Catch(ctx context.Context, sync bool) ([]rooms.Message, bool, error) {
+// Catch merges what this node appended with what it heard and what reads
+// of the stream brought, and returns the messages after Last that follow
+// it with no gap, in order. A gap is read from the stream on a goroutine
+// of the Store's, which notifies when it is done, so that a room waiting
+// for Redis holds up neither the subscription connection nor its room's
+// lock. The messages past a gap wait for it.
+func (h *history) Catch() ([]rooms.Message, bool) {
+	defer h.settle()
 	h.mu.Lock()
-	heard, f := h.heard, h.fetched
+	heard, fs := h.heard, h.fetched
 	h.heard, h.fetched = nil, nil
 	resync := h.resync
 	h.resync = false
@@ -513,7 +529,7 @@ func (h *history) Catch(ctx context.Context, sync bool) ([]rooms.Message, bool, 
 	}
 	if gone {
 		h.stale = true
-		return nil, true, nil
+		return nil, true
 	}
 	target := h.last
 	for _, m := range got {
@@ -522,28 +538,12 @@ func (h *history) Catch(ctx context.Context, sync bool) ([]rooms.Message, bool, 
 	// Every sequence number up to complete is in got, delivered, or
 	// no longer in the stream.
 	complete := h.last
-	if f != nil {
+	for _, f := range fs {
 		if got, target, complete, gone = h.merge(f, got, target, complete); gone {
 			h.stale = true
-			return nil, true, nil
+			return nil, true
 		}
 		resync = resync || f.epoch != h.epoch
-	}
-	// A second read follows when the first found the room made
-	// elsewhere, in an epoch this history then takes.
-	for i := 0; sync && i < 2; i++ {
-		epoch := h.epoch
-		f, err := h.fetch(ctx, epoch, h.last, target, true)
-		if err != nil {
-			h.putBack(got)
-			return nil, false, err
-		}
-		if got, target, complete, gone = h.merge(f, got, target, complete); gone {
-			h.stale = true
-			return nil, true, nil
-		}
-		resync = false
-		sync = h.epoch != epoch
 	}
 	slices.SortFunc(got, func(a, b rooms.Message) int { return cmp.Compare(seqOf(a), seqOf(b)) })
 	got = slices.CompactFunc(got, func(a, b rooms.Message) bool { return a.ID == b.ID })
@@ -574,7 +574,33 @@ func (h *history) Catch(ctx context.Context, sync bool) ([]rooms.Message, bool, 
 	if resync || h.last < target && !h.running(h.gapSeen) {
 		h.fetchLater(h.last, target, resync)
 	}
-	return got[:n], false, nil
+	return got[:n], false
+}
+
+// Sync reads the room's position and the messages up to it after the last
+// one the room's lock left delivered, and when the room went on in an
+// epoch this history has yet to take, made elsewhere or after Redis lost
+// messages, reads that epoch too, for the next Catch.
+func (h *history) Sync(ctx context.Context) error {
+	h.mu.Lock()
+	epoch, last := h.seen.epoch, h.seen.last
+	h.mu.Unlock()
+	f, err := h.fetch(ctx, epoch, last, last, true)
+	if err != nil {
+		return err
+	}
+	fs := []*fetched{f}
+	if f.found && f.roomEpoch != epoch && (last == 0 || f.roomFrom == epoch) {
+		next, err := h.fetch(ctx, f.roomEpoch, 0, f.roomLast, true)
+		if err != nil {
+			return err
+		}
+		fs = append(fs, next)
+	}
+	h.mu.Lock()
+	h.fetched = append(h.fetched, fs...)
+	h.mu.Unlock()
+	return nil
 }
 
 // merge takes a read of Redis into what Catch holds: the messages read, and
@@ -692,7 +718,7 @@ func (h *history) fetchLater(after, upto uint64, meta bool) {
 		if err != nil {
 			h.resync = true
 		} else {
-			h.fetched = f
+			h.fetched = append(h.fetched, f)
 		}
 		notify := h.notify
 		h.mu.Unlock()
@@ -705,15 +731,6 @@ func (h *history) fetchLater(after, upto uint64, meta bool) {
 // retryDelay is how long a history waits to read a gap again after a
 // failed read.
 const retryDelay = time.Second
-
-// putBack keeps messages that a failed Catch could not deliver for the next
-// one, and asks for it to read the stream.
-func (h *history) putBack(got []rooms.Message) {
-	h.own = got
-	h.mu.Lock()
-	h.resync = true
-	h.mu.Unlock()
-}
 
 func seqOf(m rooms.Message) uint64 {
 	_, seq, _ := rooms.ParseID(m.ID)
@@ -759,8 +776,11 @@ func (h *history) read(ctx context.Context, epoch string, after, upto uint64, li
 	return out, nil
 }
 
-func (h *history) After(ctx context.Context, seq uint64, limit int) ([]rooms.Message, error) {
-	return h.read(ctx, h.epoch, max(seq, h.Oldest()-1), h.last, limit)
+func (h *history) Read(ctx context.Context, after, upto uint64, limit int) ([]rooms.Message, error) {
+	h.mu.Lock()
+	epoch := h.seen.epoch
+	h.mu.Unlock()
+	return h.read(ctx, epoch, after, upto, limit)
 }
 
 func (h *history) Resize(ctx context.Context, capacity int) error {
