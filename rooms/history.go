@@ -50,23 +50,30 @@ type Finder interface {
 	Has(ctx context.Context, room string) (bool, error)
 }
 
-// History is the retained messages of one room. The Manager serialises calls
-// on one History, so implementations need no locking of their own.
+// History is the retained messages of one room, and the way they reach the
+// room: every message, appended here or by another process sharing the
+// store, is delivered by Catch, in order, through one path. The Manager
+// serialises calls on one History, but for Read and Sync, so
+// implementations need no locking of their own for the others.
 type History interface {
 	// Epoch names this incarnation of the room's sequence; it is the first
 	// part of every id.
 	Epoch() string
-	// Last is the sequence number of the newest message appended, 0 if none.
+	// Last is the sequence number of the newest message delivered, 0 if
+	// none: Catch advances it, and so may Append for a history that no
+	// other process appends to.
 	Last() uint64
 	// Oldest is the sequence number of the oldest retained message, or
 	// Last()+1 when none is retained.
 	Oldest() uint64
-	// Append stores the entries' messages as sequence numbers Last()+1
-	// on, dropping the oldest messages that no longer fit. When Append
-	// returns, they are stored as durably as the backend promises; when it
-	// fails, nothing of them is stored. The Manager hands over at once the
-	// submits that queued up while the room was busy, so that a durable
-	// backend writes them with one commit.
+	// Append stores the entries' messages, giving each the id it is
+	// stored under (Entry.Message.ID), or Entry.Prior when the entry's
+	// key was used first by another process, and drops the oldest
+	// messages that no longer fit. When Append returns, they are stored
+	// as durably as the backend promises, and the next Catch delivers
+	// them; when it fails, nothing of them is stored. The Manager hands
+	// over at once the submits that queued up while the room was busy,
+	// so that a durable backend writes them with one commit.
 	Append(ctx context.Context, entries []Entry) error
 	// Read returns up to limit retained messages with sequence numbers in
 	// (after, upto], oldest first, where after is at least Oldest()-1 and
@@ -79,12 +86,35 @@ type History interface {
 	// Resize changes how many messages are kept, dropping the oldest ones
 	// that no longer fit.
 	Resize(ctx context.Context, capacity int) error
-	// Drop deletes the history: the room was deleted or swept.
+	// Drop deletes the history: the room was deleted, or made by a
+	// stream and left with nothing stored.
 	Drop(ctx context.Context) error
+	// Expire lets the history go when the room was idle in this process:
+	// a history that only this process keeps is dropped; one that the
+	// store expires itself (see IdleExpirer) is closed.
+	Expire(ctx context.Context) error
 	// Close releases the history and keeps what it stored: the process
 	// is stopping, and a durable backend gives the room back on the next
 	// Open.
 	Close() error
+
+	// Follow gives the History the function to call, from any goroutine
+	// and without locks held, when it has news for Catch that no Append
+	// of this process brought: messages appended elsewhere, or the room
+	// deleted elsewhere. The Manager calls it once, after Open.
+	Follow(notify func())
+	// Catch returns, oldest first, the messages after Last that are
+	// stored, by this process or another, and advances Last past them;
+	// gone is set when the room was deleted elsewhere. It asks the store
+	// nothing while the room is held: nothing is skipped, but a History
+	// may return only the messages before a gap, read the gap in the
+	// background, and notify when the rest is ready.
+	Catch() (msgs []Message, gone bool)
+	// Sync reads from the store what this process has not heard of yet,
+	// for the next Catch: a message acknowledged on another node a moment
+	// ago. Like Read, it runs without the room's lock. On error the next
+	// Catch delivers what was heard, and no more.
+	Sync(ctx context.Context) error
 }
 
 // Entry is a message to append, with the idempotency key it was posted
@@ -92,9 +122,9 @@ type History interface {
 type Entry struct {
 	Message Message
 	Key     Key
-	// Prior is set by a Shared History's Append when another process
-	// stored a message under Key first, between the Manager's Recall and
-	// the Append: nothing was stored for this entry. Seq is 0 otherwise.
+	// Prior is set by Append when another process stored a message
+	// under Key first, between the Manager's Recall and the Append:
+	// nothing was stored for this entry. Seq is 0 otherwise.
 	Prior Recalled
 }
 
@@ -114,32 +144,7 @@ type Recaller interface {
 	Recall(ctx context.Context, k Key, m Message) (Recalled, error)
 }
 
-// Shared is implemented by a History that other processes append to, such
-// as one kept in Redis for several Caddy nodes. The Manager then delivers a
-// room's messages, its own included, in the order Catch returns them: the
-// History, not the Manager, names each message's sequence number, and its
-// Append rewrites Entry.Message.ID with the id it was stored under.
-type Shared interface {
-	// Follow gives the History the function to call, from any goroutine
-	// and without locks held, when it has news for Catch: messages
-	// appended elsewhere, or the room deleted elsewhere. The Manager calls
-	// it once, after Open.
-	Follow(notify func())
-	// Catch returns, oldest first, the messages after Last that are
-	// stored, by this process or another, and advances Last past them;
-	// gone is set when the room was deleted elsewhere. It asks the store
-	// nothing while the room is held: nothing is skipped, but a History
-	// may return only the messages before a gap, read the gap in the
-	// background, and notify when the rest is ready.
-	Catch() (msgs []Message, gone bool)
-	// Sync reads from the store what this process has not heard of yet,
-	// for the next Catch: a message acknowledged on another node a moment
-	// ago. Like Read, it runs without the room's lock. On error the next
-	// Catch delivers what was heard, and no more.
-	Sync(ctx context.Context) error
-}
-
-// Pipelined is implemented by a Shared History whose store answers over a
+// Pipelined is implemented by a History whose store answers over a
 // network: the Manager then releases the room while an Append waits for
 // the store, so that the submits that come meanwhile go out at once rather
 // than wait for its round trip. Batches under way together are stored in
@@ -212,6 +217,7 @@ type ring struct {
 	buf      []Message // buf[start] is the oldest once len(buf) == capacity
 	start    int
 	capacity int
+	appended Appended
 }
 
 func (r *ring) Epoch() string  { return r.epoch }
@@ -221,17 +227,19 @@ func (r *ring) Oldest() uint64 { return r.last - uint64(len(r.buf)) + 1 }
 func (r *ring) Append(_ context.Context, entries []Entry) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, e := range entries {
+	for i := range entries {
 		r.last++
+		entries[i].Message.ID = FormatID(r.epoch, r.last)
 		switch {
 		case r.capacity == 0:
 		case len(r.buf) < r.capacity:
-			r.buf = append(r.buf, e.Message)
+			r.buf = append(r.buf, entries[i].Message)
 		default:
-			r.buf[r.start] = e.Message
+			r.buf[r.start] = entries[i].Message
 			r.start = (r.start + 1) % len(r.buf)
 		}
 	}
+	r.appended.Add(entries)
 	return nil
 }
 
@@ -268,11 +276,37 @@ func (r *ring) Resize(_ context.Context, capacity int) error {
 	return nil
 }
 
-func (r *ring) Drop(context.Context) error { return r.Close() }
+func (r *ring) Drop(context.Context) error   { return r.Close() }
+func (r *ring) Expire(context.Context) error { return r.Close() }
+func (r *ring) Follow(func())                {}
+func (r *ring) Catch() ([]Message, bool)     { return r.appended.Take(), false }
+func (r *ring) Sync(context.Context) error   { return nil }
 
 func (r *ring) Close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.buf, r.start = nil, 0
 	return nil
+}
+
+// Appended is what a history that no other process appends to has for
+// Catch: the messages its Appends stored since the last Catch. Such a
+// history adds each Append's entries to it and has Catch Take them.
+type Appended struct {
+	msgs []Message
+}
+
+// Add keeps the entries' messages for the next Take.
+func (c *Appended) Add(entries []Entry) {
+	for _, e := range entries {
+		c.msgs = append(c.msgs, e.Message)
+	}
+}
+
+// Take returns the messages added since the last Take. They are the
+// caller's until the next Add: the slice is reused.
+func (c *Appended) Take() []Message {
+	msgs := c.msgs
+	c.msgs = c.msgs[:0]
+	return msgs
 }

@@ -105,9 +105,14 @@ type Manager struct {
 	censusDone chan struct{}
 	// opening holds the rooms whose history the Store is opening, outside
 	// mu: a store that is slow to answer holds up the first callers of
-	// that room, who share the one Open, and no one else.
-	opening map[string]*opening
-	// delivering counts the goroutines that hand a Shared history's news
+	// that room, who share the one Open, and no one else. releasing holds
+	// the dropped rooms whose history is being released, also outside mu,
+	// each until it is done (releasingMu, taken with no other lock after
+	// it).
+	opening     map[string]*opening
+	releasingMu sync.Mutex
+	releasing   map[string]chan struct{}
+	// delivering counts the goroutines that hand a history's news
 	// to its room; Close waits for them, and none starts once it has
 	// begun (deliveringMu, deliveringDone).
 	delivering     sync.WaitGroup
@@ -173,6 +178,7 @@ func New(cfg Config) *Manager {
 	m := &Manager{
 		rooms:        make(map[string]*room),
 		opening:      make(map[string]*opening),
+		releasing:    make(map[string]chan struct{}),
 		keys:         newKeyStore(),
 		stopJanitor:  make(chan struct{}),
 		janitorDone:  make(chan struct{}),
@@ -282,7 +288,7 @@ type room struct {
 	// stored to learn it.
 	posted atomic.Bool
 
-	// A Shared history's news is delivered by one goroutine at a time,
+	// A history's news is delivered by one goroutine at a time,
 	// started when there is some (see follow).
 	newsMu         sync.Mutex
 	catching, news bool
@@ -367,6 +373,7 @@ func (m *Manager) create(name string) (*room, error) {
 	m.mu.Unlock()
 	defer close(op.done)
 
+	m.released(name)
 	ctx, cancel := m.storeContext()
 	h, err := cfg.Store.Open(ctx, name, cfg.History)
 	var kept []Message
@@ -416,17 +423,16 @@ func (m *Manager) newRoom(name string, h History, kept []Message) *room {
 		}
 	})
 	r.setOthers(m.othersOf(name))
-	if sh, ok := h.(Shared); ok {
-		sh.Follow(func() { m.follow(r, sh) })
-	}
+	h.Follow(func() { m.follow(r) })
 	return r
 }
 
-// follow delivers a Shared history's news on a goroutine of its own, one
-// per room at a time, which ends when there is no more: the history's
-// notice comes from the goroutine that reads every room's news, which must
-// not wait for this room's lock, held by a submit that waits for the store.
-func (m *Manager) follow(r *room, sh Shared) {
+// follow delivers a history's news from other processes on a goroutine of
+// its own, one per room at a time, which ends when there is no more: the
+// history's notice comes from the goroutine that reads every room's news,
+// which must not wait for this room's lock, held by a submit that waits for
+// the store.
+func (m *Manager) follow(r *room) {
 	r.newsMu.Lock()
 	defer r.newsMu.Unlock()
 	if r.catching {
@@ -437,7 +443,7 @@ func (m *Manager) follow(r *room, sh Shared) {
 		for {
 			r.mu.Lock()
 			if !r.closed {
-				m.deliver(r, sh)
+				m.deliver(r)
 			}
 			r.mu.Unlock()
 			r.newsMu.Lock()
@@ -463,12 +469,13 @@ func (m *Manager) background(f func()) bool {
 	return true
 }
 
-// deliver hands the messages a Shared history has caught to the room's
+// deliver is the one way into the room of every message, stored here or by
+// another process: it hands what the history caught to the room's
 // subscribers, in order, and drops the room when it was deleted elsewhere,
 // which ends its streams as a local delete would. r.mu must be held.
-func (m *Manager) deliver(r *room, sh Shared) {
+func (m *Manager) deliver(r *room) {
 	epoch, next := r.history.Epoch(), r.history.Last()+1
-	msgs, gone := sh.Catch()
+	msgs, gone := r.history.Catch()
 	if !gone && next > 1 && r.history.Epoch() != epoch {
 		// The history went on in a new epoch under messages delivered
 		// here, as when its store lost the newest of them: the streams
@@ -590,7 +597,7 @@ func (m *Manager) Submit(roomName string, p Post) (msg Message, repeat bool, err
 }
 
 // Repeat looks p's idempotency key up in the named room as Submit would,
-// across processes with a Shared store, and stores nothing: found is set
+// across processes with a shared store, and stores nothing: found is set
 // when p repeats a stored message, which msg is, and err is ErrKeyReused
 // when the key was used for another. Admit and Create are not asked: a
 // caller whose limit is a round trip takes it between Repeat and Submit,
@@ -780,7 +787,6 @@ func (m *Manager) store(r *room, batch []*submission) {
 			}
 		}
 		s.msg = Message{
-			ID:       FormatID(h.Epoch(), h.Last()+1+uint64(len(entries))),
 			Room:     r.name,
 			User:     p.User,
 			Message:  p.Text,
@@ -791,7 +797,6 @@ func (m *Manager) store(r *room, batch []*submission) {
 		taken = append(taken, s)
 	}
 	if len(entries) > 0 {
-		first := h.Last() + 1
 		err := m.append(r, entries, taken)
 		if err != nil {
 			err = fmt.Errorf("storing message in room %q: %w: %w", r.name, ErrUnavailable, err)
@@ -806,22 +811,13 @@ func (m *Manager) store(r *room, batch []*submission) {
 			return
 		}
 		r.posted.Store(true)
-		sh, shared := h.(Shared)
 		for i, s := range taken {
-			epoch, seq := h.Epoch(), first+uint64(i)
-			if shared {
-				if prior := entries[i].Prior; prior.Seq != 0 {
-					s.stoppedBy(prior, epoch)
-					continue
-				}
-				s.msg.ID = entries[i].Message.ID
-				epoch, seq, _ = ParseID(s.msg.ID)
-			} else {
-				delivered := r.broadcaster.Submit(MessageEvent(s.msg))
-				if hook := cfg.Hooks.Published; hook != nil {
-					hook(r.name, delivered)
-				}
+			if prior := entries[i].Prior; prior.Seq != 0 {
+				s.stoppedBy(prior, h.Epoch())
+				continue
 			}
+			s.msg.ID = entries[i].Message.ID
+			epoch, seq, _ := ParseID(s.msg.ID)
 			if s.p.Key != "" {
 				m.keys.put(s.key, keyEntry{epoch: epoch, seq: seq, at: s.msg.Time.UnixMilli(), sum: s.sum}, cfg.MaxKeys)
 			}
@@ -831,8 +827,8 @@ func (m *Manager) store(r *room, batch []*submission) {
 		}
 		// A room closed while a Pipelined history stored the batch has
 		// no one left to deliver to.
-		if shared && !r.closed {
-			m.deliver(r, sh)
+		if !r.closed {
+			m.deliver(r)
 		}
 		r.lastActive = now
 	}
@@ -1056,18 +1052,17 @@ func (sp span) read(ctx context.Context, h History) (Replay, error) {
 }
 
 // reading runs f on the named room with its lock held, as withRoom does,
-// once a Shared history has heard of every message stored before the
-// call: a message acknowledged on another node a moment ago, which the
-// reader may have seen there, is never missing here. The store is read
-// with the room released, then its news delivered under the lock. A
-// reader that resumes from a message this process has heard of needs no
-// read: what follows reaches its stream live, in order.
+// once its history has heard of every message stored before the call: a
+// message acknowledged on another node a moment ago, which the reader may
+// have seen there, is never missing here. The store is read (Sync) with
+// the room released, then its news delivered under the lock. A reader
+// that resumes from a message this process has heard of needs no read:
+// what follows reaches its stream live, in order.
 func (m *Manager) reading(roomName string, create bool, pos Position, f func(*room) error) error {
 	var behind, synced *room
 	for {
 		err := m.withRoom(roomName, create, func(r *room) error {
-			sh, ok := r.history.(Shared)
-			if !ok || pos.LastEventID == "" && pos.History == 0 {
+			if pos.LastEventID == "" && pos.History == 0 {
 				return f(r)
 			}
 			if epoch, seq, ok := ParseID(pos.LastEventID); ok && pos.History == 0 && epoch == r.history.Epoch() && seq <= r.history.Last() {
@@ -1077,7 +1072,7 @@ func (m *Manager) reading(roomName string, create bool, pos Position, f func(*ro
 				behind = r
 				return errBehind
 			}
-			m.deliver(r, sh)
+			m.deliver(r)
 			return f(r)
 		})
 		if !errors.Is(err, errBehind) {
@@ -1086,13 +1081,13 @@ func (m *Manager) reading(roomName string, create bool, pos Position, f func(*ro
 		ctx, cancel := m.storeContext()
 		// A failed read leaves the reader with what this process heard,
 		// as a node cut off from the store serves it.
-		_ = behind.history.(Shared).Sync(ctx)
+		_ = behind.history.Sync(ctx)
 		cancel()
 		synced = behind
 	}
 }
 
-// errBehind sends a reader out of its room to read a Shared store first.
+// errBehind sends a reader out of its room to read its store first.
 var errBehind = errors.New("the room has to hear from its store first")
 
 // fit encodes the replay's messages as JSON until they would pass budget
@@ -1326,18 +1321,34 @@ func (m *Manager) Delete(roomName string) error {
 }
 
 // drop detaches r and releases its history, and unlocks m.mu, which must
-// be held with r.mu. A shared history is released after m.mu is unlocked:
-// a store that does not answer holds up this room, not every room's
-// lookups. Any other store is done with the room before a room of the same
-// name can be opened.
+// be held with r.mu. The history is released after m.mu is unlocked: a
+// store that does not answer holds up this room, not every room's lookups.
+// A room of the same name is opened once it is released (see create).
 func (m *Manager) drop(r *room, reason string) error {
 	m.detach(r, reason)
-	if _, shared := r.history.(Shared); !shared {
-		defer m.mu.Unlock()
-		return m.release(r, reason)
-	}
+	released := make(chan struct{})
+	m.releasingMu.Lock()
+	m.releasing[r.name] = released
+	m.releasingMu.Unlock()
 	m.mu.Unlock()
+	defer func() {
+		m.releasingMu.Lock()
+		delete(m.releasing, r.name)
+		m.releasingMu.Unlock()
+		close(released)
+	}()
 	return m.release(r, reason)
+}
+
+// released waits until the history of a dropped room of the given name,
+// if one is being released, is done with it.
+func (m *Manager) released(name string) {
+	m.releasingMu.Lock()
+	ch := m.releasing[name]
+	m.releasingMu.Unlock()
+	if ch != nil {
+		<-ch
+	}
 }
 
 // detach takes a room out of the map and closes it, so that no caller can
@@ -1351,15 +1362,14 @@ func (m *Manager) detach(r *room, reason string) {
 	}
 }
 
-// release closes or drops the history of a room that detach closed. r.mu
-// must be held, and m.mu need not: the store may take its time without
-// holding up the other rooms.
+// release closes, expires or drops the history of a room that detach
+// closed. r.mu must be held, and m.mu need not: the store may take its time
+// without holding up the other rooms.
 func (m *Manager) release(r *room, reason string) error {
-	// Closing keeps a durable history for the next process; the other
-	// reasons end the room for good. A shared history belongs to every
-	// node: only a delete ends it, and this node's idle sweep only lets it
-	// go here.
-	if _, shared := r.history.(Shared); reason == "closed" || shared && reason != "deleted" {
+	// Closing keeps a durable history for the next process; a delete ends
+	// the room for good, in every process; the idle sweep and the last
+	// stream of an unused room only let it go here, as the history says.
+	if reason == "closed" {
 		if err := r.history.Close(); err != nil {
 			return fmt.Errorf("closing history of room %q: %w", r.name, err)
 		}
@@ -1367,8 +1377,12 @@ func (m *Manager) release(r *room, reason string) error {
 	}
 	ctx, cancel := m.storeContext()
 	defer cancel()
-	if err := r.history.Drop(ctx); err != nil {
-		return fmt.Errorf("dropping history of room %q: %w: %w", r.name, ErrUnavailable, err)
+	release := r.history.Expire
+	if reason == "deleted" {
+		release = r.history.Drop
+	}
+	if err := release(ctx); err != nil {
+		return fmt.Errorf("releasing history of room %q (%s): %w: %w", r.name, reason, ErrUnavailable, err)
 	}
 	return nil
 }

@@ -140,7 +140,7 @@ func (s *newsStore) room(name string) *sharedRing {
 	return s.rooms[name]
 }
 
-// sharedRing is a Shared history in memory: publish stands in for a
+// sharedRing is a shared history in memory: publish stands in for a
 // message that another node stored, which Catch then delivers.
 type sharedRing struct {
 	History

@@ -211,6 +211,7 @@ type history struct {
 	first    uint64 // the oldest message the file holds: oldest, or up to trimSlack older
 	capacity int
 	stored   bool // the file has the room's bucket
+	appended rooms.Appended
 }
 
 // trimSlack is how many messages past its history a room may hold in the
@@ -275,6 +276,10 @@ func (h *history) Append(ctx context.Context, entries []rooms.Entry) error {
 		return fmt.Errorf("appending to room %q in chat store %s: %w", h.room, h.s.path, err)
 	}
 	h.last, h.oldest, h.first, h.stored = last, oldest, held, true
+	for i := range entries {
+		entries[i].Message.ID = rooms.FormatID(h.epoch, first+uint64(i))
+	}
+	h.appended.Add(entries)
 	return nil
 }
 
@@ -398,7 +403,18 @@ func (h *history) Drop(ctx context.Context) error {
 	return nil
 }
 
+// Expire forgets an idle room as Drop does: no other process keeps it.
+func (h *history) Expire(ctx context.Context) error { return h.Drop(ctx) }
+
 func (h *history) Close() error { return nil }
+
+// Follow has nothing to follow: only this process appends to the file.
+func (h *history) Follow(func()) {}
+
+func (h *history) Catch() ([]rooms.Message, bool) { return h.appended.Take(), false }
+
+// Sync has nothing to read: what this process stored is all there is.
+func (h *history) Sync(context.Context) error { return nil }
 
 // Recall looks k up among the keys of the messages the room keeps.
 func (h *history) Recall(_ context.Context, k rooms.Key, m rooms.Message) (rooms.Recalled, error) {

@@ -814,6 +814,10 @@ func (h *history) Drop(ctx context.Context) error {
 	return nil
 }
 
+// Expire lets an idle room go here as Close does: Redis expires it once
+// no node posts to it for the idle timeout (see SetIdleTimeout).
+func (h *history) Expire(context.Context) error { return h.Close() }
+
 func (h *history) Close() error {
 	h.unlisten()
 	return nil
@@ -877,7 +881,7 @@ type keyRecord struct {
 var (
 	_ rooms.Store     = (*Store)(nil)
 	_ rooms.Finder    = (*Store)(nil)
-	_ rooms.Shared    = (*history)(nil)
+	_ rooms.History   = (*history)(nil)
 	_ rooms.Recaller  = (*history)(nil)
 	_ rooms.Pipelined = (*history)(nil)
 )
