@@ -12,6 +12,7 @@ import (
 // that come meanwhile queue up in the room's inbox, and fails the next
 // Append when fail is set.
 type gatedStore struct {
+	MemoryStore
 	entered, release chan struct{}
 	fail             error
 	batches          *[]int // the size of every Append
@@ -166,7 +167,7 @@ func ids(t *testing.T, msgs ...Message) string {
 
 // slowStore takes a while over every Append, as a disk does, so that
 // batches form and writers hand over.
-type slowStore struct{}
+type slowStore struct{ MemoryStore }
 
 func (slowStore) Open(ctx context.Context, room string, capacity int) (History, error) {
 	h, err := MemoryStore{}.Open(ctx, room, capacity)

@@ -8,9 +8,11 @@ import (
 	"time"
 )
 
-// Store keeps the history of every room. The Manager opens one History per room
-// it creates and closes or drops it with the room; a durable or networked
-// backend implements these interfaces and nothing else changes.
+// Store keeps the history of every room, for this process alone (the
+// memory and file stores) or for every process that shares it (Redis).
+// The Manager opens one History per room it creates and closes or drops it
+// with the room; every backend implements the whole of these interfaces,
+// so that the Manager runs one path whatever the backend.
 //
 // Methods that may block on a disk or a network take a context; an error
 // they return means the operation did not happen, so the Manager answers it
@@ -23,31 +25,23 @@ type Store interface {
 	// nothing must not store anything: a stream to a made-up name costs no
 	// disk.
 	Open(ctx context.Context, room string, capacity int) (History, error)
-}
-
-// Lister is implemented by a Store that remembers rooms across restarts:
-// the Manager made by Open takes them back, so that they are listed, swept
-// when idle and deleted like the rooms it made itself.
-type Lister interface {
-	// Rooms returns the names of the rooms that hold messages.
-	Rooms(ctx context.Context) ([]string, error)
-}
-
-// IdleExpirer is implemented by a Store that expires idle rooms itself,
-// such as one that several processes share: the Manager gives it its
-// IdleTimeout whenever it is configured.
-type IdleExpirer interface {
-	// SetIdleTimeout sets how long a room may go without a message
-	// before the store drops it; 0 keeps rooms until they are deleted.
+	// Kept returns the rooms that an earlier process left in the store for
+	// this one alone: the Manager made by Open takes them back, so that
+	// they are listed, swept when idle and deleted like the rooms it made
+	// itself. A store that forgets, or whose rooms every process shares
+	// and opens as it is asked for them, returns none.
+	Kept(ctx context.Context) ([]string, error)
+	// HeldElsewhere reports whether another process made the named room,
+	// which this one may not have open: its history must be served here,
+	// and a post to it makes no new room. A store that no other process
+	// shares says no.
+	HeldElsewhere(ctx context.Context, room string) (bool, error)
+	// SetIdleTimeout sets how long a room may go without a message before
+	// a store that expires rooms itself, as one that several processes
+	// share does, drops it; 0 keeps rooms until they are deleted. The
+	// Manager calls it whenever it is configured; a store that leaves idle
+	// rooms to the Manager's sweep ignores it.
 	SetIdleTimeout(d time.Duration)
-}
-
-// Finder is implemented by a Store that other processes add rooms to: a
-// room made on another node is not in this Manager's map, yet its history
-// must be served here.
-type Finder interface {
-	// Has reports whether the store holds the named room.
-	Has(ctx context.Context, room string) (bool, error)
 }
 
 // History is the retained messages of one room, and the way they reach the
@@ -115,10 +109,19 @@ type History interface {
 	// ago. Like Read, it runs without the room's lock. On error the next
 	// Catch delivers what was heard, and no more.
 	Sync(ctx context.Context) error
+
+	// Recall returns what k was first used for in this room, as the store
+	// keeps it with the messages, so that a retry is recognised after a
+	// restart or on another node; Seq is 0 when it is unknown. m carries
+	// the retry's user, text and verification, for Recalled.Same. The
+	// Manager asks it when its own, in-memory, record of keys does not
+	// know a key; a history kept in memory has nothing more to tell.
+	Recall(ctx context.Context, k Key, m Message) (Recalled, error)
 }
 
 // Entry is a message to append, with the idempotency key it was posted
-// with, zero for none: a backend that implements Recaller keeps the key.
+// with, zero for none: a durable or shared backend keeps the key for
+// Recall.
 type Entry struct {
 	Message Message
 	Key     Key
@@ -132,16 +135,6 @@ type Entry struct {
 // the author that Scope names.
 type Key struct {
 	Scope, Name string
-}
-
-// Recaller is implemented by a History that keeps idempotency keys with its
-// messages, so that a retry is recognised after a restart. The Manager asks
-// it when its own, in-memory, record of keys does not know a key.
-type Recaller interface {
-	// Recall returns what k was first used for in this room; Seq is 0 when
-	// it is unknown. m carries the retry's user, text and verification, for
-	// Recalled.Same.
-	Recall(ctx context.Context, k Key, m Message) (Recalled, error)
 }
 
 // Pipelined is implemented by a History whose store answers over a
@@ -187,6 +180,15 @@ type MemoryStore struct{}
 // lastEpoch makes epochs unique within the process even when rooms are
 // recreated within the same microsecond.
 var lastEpoch atomic.Int64
+
+// Kept returns no room: none outlives the process.
+func (MemoryStore) Kept(context.Context) ([]string, error) { return nil, nil }
+
+// HeldElsewhere says no: no other process shares the memory.
+func (MemoryStore) HeldElsewhere(context.Context, string) (bool, error) { return false, nil }
+
+// SetIdleTimeout does nothing: the Manager sweeps idle rooms itself.
+func (MemoryStore) SetIdleTimeout(time.Duration) {}
 
 // Open returns an empty ring of capacity messages with a new epoch.
 func (MemoryStore) Open(_ context.Context, _ string, capacity int) (History, error) {
@@ -281,6 +283,10 @@ func (r *ring) Expire(context.Context) error { return r.Close() }
 func (r *ring) Follow(func())                {}
 func (r *ring) Catch() ([]Message, bool)     { return r.appended.Take(), false }
 func (r *ring) Sync(context.Context) error   { return nil }
+
+// Recall knows no key: the Manager's own record holds every key used in
+// the process, which is all a memory history ever saw.
+func (r *ring) Recall(context.Context, Key, Message) (Recalled, error) { return Recalled{}, nil }
 
 func (r *ring) Close() error {
 	r.mu.Lock()

@@ -127,18 +127,14 @@ type Manager struct {
 }
 
 // Open returns a Manager with cfg's limits, holding the rooms that cfg.Store
-// remembers when it is a Lister, and starts its idle-room sweeper. A room
+// kept (Store.Kept), and starts its idle-room sweeper. A room
 // taken back counts as active at the time of its newest message, so that
 // the idle sweep drops it as if there had been no restart, and reserves the
 // names its kept messages were verified under. Call Close when done with
 // it.
 func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	m := New(cfg)
-	lister, ok := m.config().Store.(Lister)
-	if !ok {
-		return m, nil
-	}
-	names, err := lister.Rooms(ctx)
+	names, err := m.config().Store.Kept(ctx)
 	if err == nil {
 		err = m.restore(ctx, names)
 	}
@@ -213,9 +209,7 @@ func (m *Manager) Configure(cfg Config) {
 		cfg.Store = MemoryStore{}
 	}
 	m.cfg.Store(&cfg)
-	if e, ok := cfg.Store.(IdleExpirer); ok {
-		e.SetIdleTimeout(cfg.IdleTimeout)
-	}
+	cfg.Store.SetIdleTimeout(cfg.IdleTimeout)
 	select {
 	case m.reconfigured <- struct{}{}:
 	default: // the janitor has a wake-up pending already
@@ -546,8 +540,8 @@ type Post struct {
 	// Create, when set, is asked after Admit when the post would make a
 	// new room: a limit on how many rooms one client makes. A room that
 	// only streams opened is made by the first post that keeps it, which
-	// is asked (two such posts at once may both be). A room that a Finder
-	// store holds, posted to by another process, is no new room. Its
+	// is asked (two such posts at once may both be). A room that another
+	// process sharing the store posted to is no new room. Its
 	// error refuses the post, and no room is kept.
 	Create func() error
 }
@@ -921,14 +915,10 @@ func (m *Manager) repeated(r *room, s *submission, taken []*submission, now time
 		}
 	}
 	// The store may remember what this process does not: a key used
-	// before a restart.
-	rc, ok := h.(Recaller)
-	if !ok {
-		return false
-	}
+	// before a restart, or on another node.
 	retry := Message{Room: r.name, User: p.User, Message: p.Text, Verified: p.Verified}
 	ctx, cancel := m.storeContext()
-	rec, err := rc.Recall(ctx, Key{Scope: p.Scope, Name: p.Key}, retry)
+	rec, err := h.Recall(ctx, Key{Scope: p.Scope, Name: p.Key}, retry)
 	cancel()
 	if err != nil {
 		s.err = fmt.Errorf("looking up an idempotency key in room %q: %w: %w", r.name, ErrUnavailable, err)
@@ -1239,8 +1229,8 @@ func (s *Subscription) Close() {
 	})
 }
 
-// openElsewhere opens here the named room when a Finder store holds it
-// and this process has not opened it: another process made it.
+// openElsewhere opens here the named room when another process sharing
+// the store made it and this process has not opened it.
 func (m *Manager) openElsewhere(roomName string) error {
 	if !ValidName(roomName) || m.lookup(roomName) != nil {
 		return nil
@@ -1251,16 +1241,11 @@ func (m *Manager) openElsewhere(roomName string) error {
 	return m.withRoom(roomName, true, func(*room) error { return nil })
 }
 
-// heldElsewhere reports whether a Finder store holds the named room: a
-// process, this one or another, posted to it. With any other store it is
-// false.
+// heldElsewhere reports whether a store that other processes share holds
+// the named room: a process, this one or another, posted to it.
 func (m *Manager) heldElsewhere(roomName string) (bool, error) {
-	f, ok := m.config().Store.(Finder)
-	if !ok {
-		return false, nil
-	}
 	ctx, cancel := m.storeContext()
-	has, err := f.Has(ctx, roomName)
+	has, err := m.config().Store.HeldElsewhere(ctx, roomName)
 	cancel()
 	if err != nil {
 		return false, fmt.Errorf("looking up room %q: %w: %w", roomName, ErrUnavailable, err)
@@ -1300,8 +1285,9 @@ func (m *Manager) Messages(roomName, after string, limit int) (Replay, error) {
 }
 
 // Delete removes a room and its history. Its subscribers' Frames close with
-// ErrRoomClosed after the frames already queued. With a Finder store, a
-// room that another process made is deleted too, its streams there ended.
+// ErrRoomClosed after the frames already queued. With a store that other
+// processes share, a room that another process made is deleted too, its
+// streams there ended.
 func (m *Manager) Delete(roomName string) error {
 	if !ValidName(roomName) {
 		return ErrInvalidName

@@ -857,7 +857,10 @@ func TestMinMessageSize(t *testing.T) {
 }
 
 // countingStore counts Resize calls on the histories it opens.
-type countingStore struct{ resizes *int }
+type countingStore struct {
+	MemoryStore
+	resizes *int
+}
 
 func (s countingStore) Open(ctx context.Context, room string, capacity int) (History, error) {
 	h, err := MemoryStore{}.Open(ctx, room, capacity)
@@ -878,7 +881,7 @@ func (h countingHistory) Resize(ctx context.Context, capacity int) error {
 // ring alone; one that changes it resizes them.
 func TestConfigureKeepsRings(t *testing.T) {
 	var resizes int
-	m := newManager(t, Config{History: 5, Buffer: 10, Store: countingStore{&resizes}})
+	m := newManager(t, Config{History: 5, Buffer: 10, Store: countingStore{resizes: &resizes}})
 	post(t, m, "a", "1")
 	post(t, m, "b", "1")
 	m.Configure(Config{History: 5, Buffer: 20})

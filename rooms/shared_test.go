@@ -14,6 +14,7 @@ import (
 // waits until release is closed or its context ends, as on a store that
 // accepts a request and never answers.
 type hangingStore struct {
+	MemoryStore
 	hang    string
 	release chan struct{}
 	opens   *atomic.Int32 // of hang
@@ -117,6 +118,7 @@ func TestStoreTimeout(t *testing.T) {
 
 // newsStore opens sharedRings.
 type newsStore struct {
+	MemoryStore
 	mu    sync.Mutex
 	rooms map[string]*sharedRing
 	gate  chan struct{} // Append in room "slow" waits for it

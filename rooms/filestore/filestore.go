@@ -29,7 +29,7 @@ import (
 // LockTimeout is how long Open waits for a file that another process holds.
 const LockTimeout = 2 * time.Second
 
-// Store is a rooms.Store and rooms.Lister backed by a bbolt file. Its
+// Store is a rooms.Store backed by a bbolt file. Its
 // methods are safe for concurrent use.
 type Store struct {
 	path   string
@@ -139,8 +139,8 @@ type Stats struct {
 // Stats returns the store's counters.
 func (s *Store) Stats() Stats { return s.commit.stats() }
 
-// Rooms returns the names of the rooms the file holds.
-func (s *Store) Rooms(context.Context) ([]string, error) {
+// Kept returns the names of the rooms the file holds.
+func (s *Store) Kept(context.Context) ([]string, error) {
 	var names []string
 	err := s.db.View(func(tx *bolt.Tx) error {
 		all := tx.Bucket(roomsBucket)
@@ -157,6 +157,13 @@ func (s *Store) Rooms(context.Context) ([]string, error) {
 	}
 	return names, nil
 }
+
+// HeldElsewhere says no: one process at a time has the file.
+func (s *Store) HeldElsewhere(context.Context, string) (bool, error) { return false, nil }
+
+// SetIdleTimeout does nothing: the Manager sweeps idle rooms, and drops
+// them from the file.
+func (s *Store) SetIdleTimeout(time.Duration) {}
 
 // Open returns the room's history: as the file holds it, or a new epoch
 // with nothing stored until the first message.
@@ -508,7 +515,6 @@ func recordKey(rec []byte) []byte {
 
 // Interface guards
 var (
-	_ rooms.Store    = (*Store)(nil)
-	_ rooms.Lister   = (*Store)(nil)
-	_ rooms.Recaller = (*history)(nil)
+	_ rooms.Store   = (*Store)(nil)
+	_ rooms.History = (*history)(nil)
 )

@@ -213,7 +213,7 @@ func TestHiddenPastHistory(t *testing.T) {
 		if h.Oldest() != wantOldest || len(got) != 10 || got[0].Message != fmt.Sprint(wantOldest) {
 			t.Errorf("oldest %d, %d messages from %q; want 10 from %d", h.Oldest(), len(got), texts(got[:min(1, len(got))]), wantOldest)
 		}
-		rc := h.(rooms.Recaller)
+		rc := h
 		if rec, err := rc.Recall(ctx, key(5), msg(5)); err != nil || rec.Seq != 0 {
 			t.Errorf("the key of a hidden message: %+v %v, want forgotten", rec, err)
 		}
@@ -271,7 +271,7 @@ func TestDropRemovesData(t *testing.T) {
 	for m.Len() > 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if names, err := s.Rooms(context.Background()); err != nil || len(names) != 0 {
+	if names, err := s.Kept(context.Background()); err != nil || len(names) != 0 {
 		t.Errorf("the file still holds rooms %q (%v)", names, err)
 	}
 	m.Close()
@@ -377,7 +377,7 @@ func TestIdleAcrossRestart(t *testing.T) {
 	if took := time.Since(start); m.Len() > 0 || took > 700*time.Millisecond {
 		t.Errorf("the room idle since before the restart was swept after %v (%d rooms left), want at once", took, m.Len())
 	}
-	if names, err := s.Rooms(context.Background()); err != nil || len(names) != 0 {
+	if names, err := s.Kept(context.Background()); err != nil || len(names) != 0 {
 		t.Errorf("the file still holds %q (%v)", names, err)
 	}
 }

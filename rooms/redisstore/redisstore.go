@@ -145,8 +145,7 @@ func (s *Store) Close() error {
 // SetIdleTimeout makes Redis expire a room that gets no message for d from
 // its next message on, and has no stream on any node (see census.go), on
 // every node at once; 0 keeps rooms until they are deleted. The Manager
-// calls it with its IdleTimeout, also on a reload that changes it. It
-// implements rooms.IdleExpirer.
+// calls it with its IdleTimeout, also on a reload that changes it.
 func (s *Store) SetIdleTimeout(d time.Duration) { s.idleTTL.Store(int64(d)) }
 
 func (s *Store) idleTimeout() time.Duration { return time.Duration(s.idleTTL.Load()) }
@@ -208,8 +207,13 @@ func (s *Store) keysOf(room string) keys {
 // come within the call's timeouts, well within it.
 const callTTL = time.Minute
 
-// Has reports whether Redis holds the room: another node made it.
-func (s *Store) Has(ctx context.Context, room string) (bool, error) {
+// Kept returns no room: every node opens a room as it is asked for it, and
+// finds it with HeldElsewhere.
+func (s *Store) Kept(context.Context) ([]string, error) { return nil, nil }
+
+// HeldElsewhere reports whether Redis holds the room: a node, this one or
+// another, made it.
+func (s *Store) HeldElsewhere(ctx context.Context, room string) (bool, error) {
 	n, err := s.client.Exists(ctx, s.keysOf(room).meta).Result()
 	if err != nil {
 		return false, fmt.Errorf("looking up room %q in redis: %w", room, err)
@@ -880,8 +884,6 @@ type keyRecord struct {
 // Interface guards
 var (
 	_ rooms.Store     = (*Store)(nil)
-	_ rooms.Finder    = (*Store)(nil)
 	_ rooms.History   = (*history)(nil)
-	_ rooms.Recaller  = (*history)(nil)
 	_ rooms.Pipelined = (*history)(nil)
 )
