@@ -278,3 +278,83 @@ func nextTexts(t *testing.T, sub *Subscription, n int) []string {
 	}
 	return got
 }
+
+// droppingStore keeps histories in memory, whose Drop waits until release
+// is closed, as on a store that is slow to delete.
+type droppingStore struct {
+	MemoryStore
+	dropping chan struct{} // receives when a Drop begins
+	release  chan struct{}
+	opens    *atomic.Int32
+}
+
+func (s droppingStore) Open(ctx context.Context, room string, capacity int) (History, error) {
+	s.opens.Add(1)
+	h, err := s.MemoryStore.Open(ctx, room, capacity)
+	return slowDrop{h, s}, err
+}
+
+type slowDrop struct {
+	History
+	s droppingStore
+}
+
+func (h slowDrop) Drop(ctx context.Context) error {
+	h.s.dropping <- struct{}{}
+	<-h.s.release
+	return h.History.Drop(ctx)
+}
+
+// TestDropHoldsUpOnlyItsRoom: while the store deletes a room, other rooms
+// are posted to and listed, and the deleted room is made again only once
+// the store is done with it, in a new epoch.
+func TestDropHoldsUpOnlyItsRoom(t *testing.T) {
+	var opens atomic.Int32
+	store := droppingStore{dropping: make(chan struct{}, 1), release: make(chan struct{}), opens: &opens}
+	m := newManager(t, Config{History: 10, Store: store})
+	release := sync.OnceFunc(func() { close(store.release) })
+	t.Cleanup(release)
+	first := post(t, m, "slow", "before")[0]
+	deleted := make(chan error, 1)
+	go func() { deleted <- m.Delete("slow") }()
+	<-store.dropping
+	within(t, 2*time.Second, "posting to another room while one is deleted", func() error {
+		if _, _, err := m.Submit("fast", Post{User: "alice", Text: "hi"}); err != nil {
+			return err
+		}
+		if rs := m.Rooms(); len(rs) != 1 || rs[0].Name != "fast" {
+			return fmt.Errorf("rooms while one is deleted: %v, want only fast", rs)
+		}
+		return nil
+	})
+	type submitted struct {
+		msg Message
+		err error
+	}
+	again := make(chan submitted, 1)
+	go func() {
+		msg, _, err := m.Submit("slow", Post{User: "alice", Text: "after"})
+		again <- submitted{msg, err}
+	}()
+	select {
+	case s := <-again:
+		t.Fatalf("a post made the room again before the store dropped it: %v, %v", s.msg, s.err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	opened := opens.Load()
+	release()
+	if err := <-deleted; err != nil {
+		t.Fatal(err)
+	}
+	s := <-again
+	if s.err != nil {
+		t.Fatal(s.err)
+	}
+	oldEpoch, _, _ := ParseID(first.ID)
+	if epoch, seq, _ := ParseID(s.msg.ID); epoch == oldEpoch || seq != 1 {
+		t.Errorf("the room made again has id %s, want the first of a new epoch (the old was %s)", s.msg.ID, first.ID)
+	}
+	if opened != 2 {
+		t.Errorf("the store opened %d histories before the drop was done, want 2 (slow and fast)", opened)
+	}
+}
