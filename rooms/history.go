@@ -54,21 +54,31 @@ type History interface {
 	// part of every id.
 	Epoch() string
 	// Last is the sequence number of the newest message delivered, 0 if
-	// none: Catch advances it, and so may Append for a history that no
+	// none: Catch advances it, and so may Finish for a history that no
 	// other process appends to.
 	Last() uint64
 	// Oldest is the sequence number of the oldest retained message, or
 	// Last()+1 when none is retained.
 	Oldest() uint64
-	// Append stores the entries' messages, giving each the id it is
-	// stored under (Entry.Message.ID), or Entry.Prior when the entry's
-	// key was used first by another process, and drops the oldest
-	// messages that no longer fit. When Append returns, they are stored
-	// as durably as the backend promises, and the next Catch delivers
-	// them; when it fails, nothing of them is stored. The Manager hands
-	// over at once the submits that queued up while the room was busy,
-	// so that a durable backend writes them with one commit.
-	Append(ctx context.Context, entries []Entry) error
+	// Start begins to append the entries' messages, with the room
+	// locked, and returns the call, which the Manager waits for with the
+	// room released and then finishes with the room locked again, the
+	// same way whatever the backend: a log on disk may write in Start, a
+	// store across a network waits for its answer in Wait, so that the
+	// room's readers and next batches do not wait for it. The Manager
+	// hands over at once the submits that queued up while the room was
+	// busy, so that a durable backend writes them with one commit.
+	Start(ctx context.Context, entries []Entry) Call
+	// Depth is how many calls the Manager may have under way at once:
+	// 1 for a history that names each message's sequence number as it
+	// stores it; more for one whose store names them in its answers, so
+	// that the submits that come during a round trip go out at once.
+	// Batches under way together are stored in whatever order the store
+	// takes them, and Catch delivers them in that order. A batch is
+	// decided before those under way are stored: the Manager reserves
+	// the names their verified posts claim, and the store catches an
+	// idempotency key used among them, which it reports in Entry.Prior.
+	Depth() int
 	// Read returns up to limit retained messages with sequence numbers in
 	// (after, upto], oldest first, where after is at least Oldest()-1 and
 	// upto at most Last() as the caller saw them. Unlike the other
@@ -93,7 +103,7 @@ type History interface {
 	Close() error
 
 	// Follow gives the History the function to call, from any goroutine
-	// and without locks held, when it has news for Catch that no Append
+	// and without locks held, when it has news for Catch that no call
 	// of this process brought: messages appended elsewhere, or the room
 	// deleted elsewhere. The Manager calls it once, after Open.
 	Follow(notify func())
@@ -125,8 +135,8 @@ type History interface {
 type Entry struct {
 	Message Message
 	Key     Key
-	// Prior is set by Append when another process stored a message
-	// under Key first, between the Manager's Recall and the Append:
+	// Prior is set by Call.Finish when another process stored a message
+	// under Key first, between the Manager's Recall and the call:
 	// nothing was stored for this entry. Seq is 0 otherwise.
 	Prior Recalled
 }
@@ -137,31 +147,26 @@ type Key struct {
 	Scope, Name string
 }
 
-// Pipelined is implemented by a History whose store answers over a
-// network: the Manager then releases the room while an Append waits for
-// the store, so that the submits that come meanwhile go out at once rather
-// than wait for its round trip. Batches under way together are stored in
-// whatever order the store takes them, and each gets the sequence numbers
-// the store gives it; Catch delivers them in that order. A batch is decided
-// before those under way are stored: the Manager reserves the names their
-// verified posts claim, and the store catches an idempotency key used
-// among them, which it reports in Entry.Prior.
-type Pipelined interface {
-	// Start begins an Append of entries, with the room locked, and
-	// returns it for the Manager to Wait for with the room unlocked,
-	// then Finish with the room locked again. Other calls, a later
-	// batch's Start and Finish among them, may come in between.
-	Start(entries []Entry) Call
-}
-
-// Call is an Append begun by Pipelined.Start.
+// Call is an append begun by History.Start. When Finish returns nil, the
+// entries' messages are stored as durably as the backend promises, each
+// entry has the id it is stored under (Entry.Message.ID) or Entry.Prior
+// when its key was used first by another process, and the next Catch
+// delivers them; when it fails, nothing of them is stored.
 type Call interface {
-	// Wait stores the entries and waits for the store's answer. It
+	// Wait waits for the store's answer, with the room released. It
 	// touches nothing that the History's other methods use.
 	Wait(ctx context.Context)
-	// Finish takes the answer into the History and the entries, and
-	// returns what Append would have returned.
+	// Finish takes the answer into the History and the entries, with the
+	// room locked again.
 	Finish() error
+}
+
+// Append stores entries in h at once, for a caller that holds h alone,
+// such as a backend's test or a tool that fills a store.
+func Append(ctx context.Context, h History, entries []Entry) error {
+	c := h.Start(ctx, entries)
+	c.Wait(ctx)
+	return c.Finish()
 }
 
 // Recalled is what an idempotency key was first used for.
@@ -220,13 +225,31 @@ type ring struct {
 	start    int
 	capacity int
 	appended Appended
+	pending  []Entry // of the call under way (see Start)
 }
 
 func (r *ring) Epoch() string  { return r.epoch }
 func (r *ring) Last() uint64   { return r.last }
 func (r *ring) Oldest() uint64 { return r.last - uint64(len(r.buf)) + 1 }
 
-func (r *ring) Append(_ context.Context, entries []Entry) error {
+// Start returns the ring itself as the call: with a Depth of 1, one is
+// under way at a time, and a submit allocates none. The messages are
+// stored in Finish, when the room is locked again, so that no reader counts
+// them before Catch delivers them.
+func (r *ring) Start(_ context.Context, entries []Entry) Call {
+	r.pending = entries
+	return r
+}
+
+func (r *ring) Depth() int { return 1 }
+
+// Wait has nothing to wait for.
+func (r *ring) Wait(context.Context) {}
+
+// Finish stores the entries of the call under way.
+func (r *ring) Finish() error {
+	entries := r.pending
+	r.pending = nil
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for i := range entries {
@@ -296,8 +319,8 @@ func (r *ring) Close() error {
 }
 
 // Appended is what a history that no other process appends to has for
-// Catch: the messages its Appends stored since the last Catch. Such a
-// history adds each Append's entries to it and has Catch Take them.
+// Catch: the messages its calls stored since the last Catch. Such a
+// history adds each call's entries to it and has Catch Take them.
 type Appended struct {
 	msgs []Message
 }

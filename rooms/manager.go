@@ -263,15 +263,15 @@ type room struct {
 
 	// The inbox of submits waiting for a writer of the room (see Submit),
 	// and the writers' reused slices. depth is how many batches may be
-	// under way at once: more than one only for a Pipelined history.
+	// under way at once (History.Depth).
 	inboxMu      sync.Mutex
 	inbox, spare []*submission
 	writers      int
 	depth        int
 	entries      []Entry       // r.mu
 	taken        []*submission // r.mu
-	// Batches a Pipelined history stores with r.mu released, and the
-	// names of their verified posts (see underWay); r.mu.
+	// Batches stored with r.mu released, and the names of their verified
+	// posts (see underWay); r.mu.
 	storing int
 	claimed map[uint64]int
 
@@ -401,13 +401,10 @@ func (m *Manager) create(name string) (*room, error) {
 // kept are those the store held already: their verified authors' names
 // are reserved.
 func (m *Manager) newRoom(name string, h History, kept []Message) *room {
-	r := &room{name: name, history: h, lastActive: time.Now(), verified: names{}, depth: 1}
+	r := &room{name: name, history: h, lastActive: time.Now(), verified: names{}, depth: max(h.Depth(), 1)}
 	r.posted.Store(h.Last() > 0)
 	for _, msg := range kept {
 		r.learnName(msg, m.config().MaxNames)
-	}
-	if _, ok := h.(Pipelined); ok {
-		r.depth = pipelineDepth
 	}
 	r.broadcaster = broadcast.New(func(*broadcast.Subscriber[*Event]) {
 		// The config of the moment, not the room's first: a reload's
@@ -553,7 +550,7 @@ type Post struct {
 // then and repeat is true; with others, it returns ErrKeyReused.
 //
 // A room's submits queue in its inbox while one of them, the writer, stores
-// what has queued up with one History.Append: with a durable store, the
+// what has queued up with one call to History.Start: with a durable store, the
 // submits that arrive during a commit share the next one, and the room's
 // lock is held once per batch rather than once per message.
 func (m *Manager) Submit(roomName string, p Post) (msg Message, repeat bool, err error) {
@@ -736,8 +733,9 @@ func (m *Manager) write(r *room, s *submission) {
 }
 
 // store decides each submission of batch, in order, stores the new messages
-// with one Append and publishes them, with r.mu held; a Pipelined history
-// stores them with r.mu released, so that the next batch goes out meanwhile.
+// with one call to the history and publishes them, with r.mu held but while
+// the call waits for the store: the room's readers go on meanwhile, and so
+// do its next batches when the history's Depth lets them.
 func (m *Manager) store(r *room, batch []*submission) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -819,8 +817,8 @@ func (m *Manager) store(r *room, batch []*submission) {
 				r.verified.add(s.name, seq, cfg.MaxNames)
 			}
 		}
-		// A room closed while a Pipelined history stored the batch has
-		// no one left to deliver to.
+		// A room closed while the batch was stored has no one left to
+		// deliver to.
 		if !r.closed {
 			m.deliver(r)
 		}
@@ -833,21 +831,12 @@ func (m *Manager) store(r *room, batch []*submission) {
 	}
 }
 
-// pipelineDepth is how many batches of a room may be under way at once with
-// a Pipelined history: each submit that comes while fewer are waits for no
-// other's round trip to the store.
-const pipelineDepth = 4
-
-// append stores entries, those of taken, in r's history: with a Pipelined
-// one, with r.mu released while the store answers. r.mu must be held.
+// append stores entries, those of taken, in r's history, with r.mu
+// released while the store answers. r.mu must be held.
 func (m *Manager) append(r *room, entries []Entry, taken []*submission) error {
 	ctx, cancel := m.storeContext()
 	defer cancel()
-	p, ok := r.history.(Pipelined)
-	if !ok {
-		return r.history.Append(ctx, entries)
-	}
-	call := p.Start(entries)
+	call := r.history.Start(ctx, entries)
 	r.underWay(taken, 1)
 	r.mu.Unlock()
 	call.Wait(ctx)

@@ -90,7 +90,7 @@ func TestRing(t *testing.T) {
 	ctx := context.Background()
 	h, _ := MemoryStore{}.Open(ctx, "r", 3)
 	for i := 1; i <= 5; i++ {
-		h.Append(ctx, []Entry{{Message: Message{Message: fmt.Sprint(i)}}})
+		Append(ctx, h, []Entry{{Message: Message{Message: fmt.Sprint(i)}}})
 	}
 	tests := []struct {
 		after uint64
@@ -120,14 +120,14 @@ func TestRing(t *testing.T) {
 		t.Errorf("after shrinking to 2: %q, oldest %d", texts(got), h.Oldest())
 	}
 	h.Resize(ctx, 4)
-	h.Append(ctx, []Entry{{Message: Message{Message: "6"}}})
-	h.Append(ctx, []Entry{{Message: Message{Message: "7"}}})
-	h.Append(ctx, []Entry{{Message: Message{Message: "8"}}})
+	Append(ctx, h, []Entry{{Message: Message{Message: "6"}}})
+	Append(ctx, h, []Entry{{Message: Message{Message: "7"}}})
+	Append(ctx, h, []Entry{{Message: Message{Message: "8"}}})
 	if got, _ := h.Read(ctx, 0, h.Last(), 10); texts(got) != "5,6,7,8" {
 		t.Errorf("after growing to 4 and three appends: %q", texts(got))
 	}
 	none, _ := MemoryStore{}.Open(ctx, "r", 0)
-	none.Append(ctx, []Entry{{Message: Message{}}})
+	Append(ctx, none, []Entry{{Message: Message{}}})
 	if got, _ := none.Read(ctx, 0, none.Last(), 10); len(got) != 0 || none.Oldest() != 2 || none.Last() != 1 {
 		t.Errorf("zero capacity kept %d, oldest %d, last %d", len(got), none.Oldest(), none.Last())
 	}

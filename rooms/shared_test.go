@@ -176,18 +176,32 @@ func (h *sharedRing) Read(ctx context.Context, after, upto uint64, limit int) ([
 	return h.History.Read(ctx, after, upto, limit)
 }
 
-func (h *sharedRing) Append(ctx context.Context, entries []Entry) error {
+// Start holds the room until the gate opens, as a store that does not
+// answer a write would, and the call stores the entries when it finishes.
+func (h *sharedRing) Start(_ context.Context, entries []Entry) Call {
 	if h.gate != nil {
 		<-h.gate
 	}
+	return sharedCall{h, entries}
+}
+
+// sharedCall is a sharedRing's call under way.
+type sharedCall struct {
+	h       *sharedRing
+	entries []Entry
+}
+
+func (sharedCall) Wait(context.Context) {}
+
+func (c sharedCall) Finish() error {
+	h := c.h
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for i := range entries {
-		entries[i].Message.ID = FormatID(h.Epoch(), h.History.Last()+1)
-		if err := h.History.Append(ctx, entries[i:i+1]); err != nil {
+	for i := range c.entries {
+		if err := Append(context.Background(), h.History, c.entries[i:i+1]); err != nil {
 			return err
 		}
-		h.pending = append(h.pending, entries[i].Message)
+		h.pending = append(h.pending, c.entries[i].Message)
 	}
 	return nil
 }
@@ -208,7 +222,7 @@ func (h *sharedRing) Sync(context.Context) error { return nil }
 func (h *sharedRing) publish(text string) {
 	h.mu.Lock()
 	msg := Message{ID: FormatID(h.Epoch(), h.History.Last()+1), User: "bob", Message: text}
-	_ = h.History.Append(context.Background(), []Entry{{Message: msg}})
+	_ = Append(context.Background(), h.History, []Entry{{Message: msg}})
 	h.pending = append(h.pending, msg)
 	h.mu.Unlock()
 	h.notify()

@@ -219,6 +219,16 @@ type history struct {
 	capacity int
 	stored   bool // the file has the room's bucket
 	appended rooms.Appended
+	written  written // by the call under way (see Start)
+}
+
+// written is what a call's commit wrote, for Finish to take into the
+// history.
+type written struct {
+	entries      []rooms.Entry
+	err          error
+	first, last  uint64
+	oldest, held uint64
 }
 
 // trimSlack is how many messages past its history a room may hold in the
@@ -232,10 +242,39 @@ func (h *history) Epoch() string  { return h.epoch }
 func (h *history) Last() uint64   { return h.last }
 func (h *history) Oldest() uint64 { return h.oldest }
 
-// Append stores the messages, their keys and the room's new position, and
+// Start writes the messages, their keys and the room's new position, and
 // trims what no longer fits once more than trimSlack messages are hidden,
-// in one commit.
-func (h *history) Append(ctx context.Context, entries []rooms.Entry) error {
+// in one commit, with the room locked: the submits that come meanwhile
+// share the next commit. The history is the call itself, one at a time
+// (Depth), and the room's position moves in Finish, so that no reader
+// counts the messages before Catch delivers them.
+func (h *history) Start(ctx context.Context, entries []rooms.Entry) rooms.Call {
+	h.written = h.write(ctx, entries)
+	return h
+}
+
+func (h *history) Depth() int { return 1 }
+
+// Wait has nothing to wait for: Start wrote.
+func (h *history) Wait(context.Context) {}
+
+// Finish takes what Start wrote into the history and the entries.
+func (h *history) Finish() error {
+	w := h.written
+	h.written = written{}
+	if w.err != nil {
+		return w.err
+	}
+	h.last, h.oldest, h.first, h.stored = w.last, w.oldest, w.held, true
+	for i := range w.entries {
+		w.entries[i].Message.ID = rooms.FormatID(h.epoch, w.first+uint64(i))
+	}
+	h.appended.Add(w.entries)
+	return nil
+}
+
+// write commits entries after the room's last message.
+func (h *history) write(ctx context.Context, entries []rooms.Entry) written {
 	first := h.last + 1
 	last := h.last + uint64(len(entries))
 	// Only the newest capacity of them are kept: encode no more.
@@ -280,14 +319,9 @@ func (h *history) Append(ctx context.Context, entries []rooms.Entry) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("appending to room %q in chat store %s: %w", h.room, h.s.path, err)
+		return written{err: fmt.Errorf("appending to room %q in chat store %s: %w", h.room, h.s.path, err)}
 	}
-	h.last, h.oldest, h.first, h.stored = last, oldest, held, true
-	for i := range entries {
-		entries[i].Message.ID = rooms.FormatID(h.epoch, first+uint64(i))
-	}
-	h.appended.Add(entries)
-	return nil
+	return written{entries: entries, first: first, last: last, oldest: oldest, held: held}
 }
 
 // create returns the room's bucket, making it with the room's epoch.

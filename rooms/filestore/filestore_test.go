@@ -187,7 +187,7 @@ func TestHiddenPastHistory(t *testing.T) {
 		return rooms.Message{User: "alice", Message: fmt.Sprint(i), Time: time.UnixMilli(int64(i)).UTC()}
 	}
 	for i := 1; i <= 30; i++ {
-		if err := h.Append(ctx, []rooms.Entry{{Message: msg(i), Key: key(i)}}); err != nil {
+		if err := rooms.Append(ctx, h, []rooms.Entry{{Message: msg(i), Key: key(i)}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -236,7 +236,7 @@ func TestHiddenPastHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 31; i <= 200; i++ {
-		if err := h.Append(ctx, []rooms.Entry{{Message: msg(i), Key: key(i)}}); err != nil {
+		if err := rooms.Append(ctx, h, []rooms.Entry{{Message: msg(i), Key: key(i)}}); err != nil {
 			t.Fatal(err)
 		}
 		if n := held(); n < 10 || n > 10+trimSlack {

@@ -255,7 +255,7 @@ func (s *Store) Open(ctx context.Context, room string, capacity int) (rooms.Hist
 // of Read and Sync.
 func (h *history) settle() {
 	h.mu.Lock()
-	h.seen.epoch, h.seen.last = h.epoch, h.last
+	h.seen.epoch, h.seen.last, h.seen.started, h.seen.idle = h.epoch, h.last, h.started, len(h.calls) == 0
 	h.mu.Unlock()
 }
 
@@ -285,11 +285,13 @@ type history struct {
 	notify   func()
 	fetching bool       // a read of the stream runs (fetchLater)
 	fetched  []*fetched // reads for the next Catch, oldest first
-	// seen is the epoch and last of the history as the room's lock left
-	// them, for Read and Sync, which run without it.
+	// seen is the history's epoch, last, script calls started and
+	// whether none is under way, as the room's lock left them, for Read
+	// and Sync, which run without it.
 	seen struct {
-		epoch string
-		last  uint64
+		epoch         string
+		last, started uint64
+		idle          bool
 	}
 }
 
@@ -356,13 +358,14 @@ func (h *history) notifyNow() {
 	}
 }
 
-// Append stores the entries with one script call, which gives them their
-// sequence numbers, and keeps them for Catch.
-func (h *history) Append(ctx context.Context, entries []rooms.Entry) error {
-	c := h.Start(entries)
-	c.Wait(ctx)
-	return c.Finish()
-}
+// Depth lets submits that come while a script call waits for Redis go out
+// at once rather than wait for its round trip: the script names the
+// sequence numbers, and Catch puts the batches in order.
+func (h *history) Depth() int { return pipelineDepth }
+
+// pipelineDepth is how many script calls of a room may be under way at
+// once.
+const pipelineDepth = 4
 
 // appendCall is one script call of Append, begun by Start: Wait runs it
 // with the room unlocked, Finish takes its answer.
@@ -379,7 +382,7 @@ type appendCall struct {
 // Start prepares the script call that stores entries. The Manager lets
 // the next batch start before this one finishes: each gets the sequence
 // numbers that the script gives it, and Catch puts them in order.
-func (h *history) Start(entries []rooms.Entry) rooms.Call {
+func (h *history) Start(_ context.Context, entries []rooms.Entry) rooms.Call {
 	// Each call has a token of its own, under which the script keeps its
 	// answer for a retry.
 	token := h.keys.call + h.s.id + "-" + strconv.FormatUint(h.s.calls.Add(1), 36)
@@ -414,6 +417,7 @@ func (h *history) Start(entries []rooms.Entry) rooms.Call {
 	}
 	h.started++
 	h.calls = append(h.calls, h.started)
+	h.settle()
 	return &appendCall{h: h, n: h.started, entries: entries, keys: keyNames, args: args}
 }
 
@@ -587,18 +591,20 @@ func (h *history) Catch() ([]rooms.Message, bool) {
 // messages, reads that epoch too, for the next Catch.
 func (h *history) Sync(ctx context.Context) error {
 	h.mu.Lock()
-	epoch, last := h.seen.epoch, h.seen.last
+	epoch, last, started, idle := h.seen.epoch, h.seen.last, h.seen.started, h.seen.idle
 	h.mu.Unlock()
 	f, err := h.fetch(ctx, epoch, last, last, true)
 	if err != nil {
 		return err
 	}
+	f.started, f.idle = started, idle
 	fs := []*fetched{f}
 	if f.found && f.roomEpoch != epoch && (last == 0 || f.roomFrom == epoch) {
 		next, err := h.fetch(ctx, f.roomEpoch, 0, f.roomLast, true)
 		if err != nil {
 			return err
 		}
+		next.started, next.idle = started, idle
 		fs = append(fs, next)
 	}
 	h.mu.Lock()
@@ -619,7 +625,7 @@ func (h *history) merge(f *fetched, got []rooms.Message, target, complete uint64
 		switch {
 		case !f.found:
 			// Deleted, and the notice lost with a connection.
-			if h.last > 0 {
+			if h.last > 0 && f.idle && f.started == h.started {
 				return nil, 0, 0, true
 			}
 		case f.roomFrom != "" && f.roomFrom == h.epoch:
@@ -660,8 +666,13 @@ type fetched struct {
 	meta, found         bool
 	roomEpoch, roomFrom string
 	roomLast            uint64
-	upto                uint64 // every message up to this one was read
-	msgs                []rooms.Message
+	// started is the history's script calls started when it asked, and
+	// idle is set when none was under way: a room not found by a read
+	// that a call of this node may have overtaken is not a deleted room.
+	started uint64
+	idle    bool
+	upto    uint64 // every message up to this one was read
+	msgs    []rooms.Message
 }
 
 // fetch reads the messages in (after, upto] of the stream, and with meta
@@ -705,11 +716,14 @@ func (h *history) fetchLater(after, upto uint64, meta bool) {
 		h.resync = h.resync || meta
 		return
 	}
-	epoch := h.epoch
+	epoch, started, idle := h.epoch, h.started, len(h.calls) == 0
 	h.fetching = h.s.spawn(func() {
 		ctx, cancel := context.WithTimeout(h.s.closing, h.s.timeout)
 		f, err := h.fetch(ctx, epoch, after, upto, meta)
 		cancel()
+		if err == nil {
+			f.started, f.idle = started, idle
+		}
 		if err != nil {
 			select {
 			case <-time.After(retryDelay):
@@ -883,7 +897,6 @@ type keyRecord struct {
 
 // Interface guards
 var (
-	_ rooms.Store     = (*Store)(nil)
-	_ rooms.History   = (*history)(nil)
-	_ rooms.Pipelined = (*history)(nil)
+	_ rooms.Store   = (*Store)(nil)
+	_ rooms.History = (*history)(nil)
 )
