@@ -90,12 +90,12 @@ type History interface {
 	// Resize changes how many messages are kept, dropping the oldest ones
 	// that no longer fit.
 	Resize(ctx context.Context, capacity int) error
-	// Drop deletes the history: the room was deleted, or made by a
-	// stream and left with nothing stored.
+	// Drop deletes the history, in every process: the room was deleted.
 	Drop(ctx context.Context) error
-	// Expire lets the history go when the room was idle in this process:
-	// a history that only this process keeps is dropped; one that the
-	// store expires itself (see IdleExpirer) is closed.
+	// Expire lets the history go when the room was idle in this
+	// process, or made by a stream and left with nothing posted here: a
+	// history that only this process keeps is dropped; one that the
+	// store expires itself (see Store.SetIdleTimeout) is closed.
 	Expire(ctx context.Context) error
 	// Close releases the history and keeps what it stored: the process
 	// is stopping, and a durable backend gives the room back on the next
