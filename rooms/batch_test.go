@@ -8,13 +8,14 @@ import (
 	"time"
 )
 
-// gatedStore holds its first Append until released, so that the submits
-// that come meanwhile queue up in the room's inbox, and fails the next
-// Append when fail is set.
+// gatedStore holds its first call until released, with the room locked, so
+// that the submits that come meanwhile queue up in the room's inbox, and
+// fails the next call when fail is set.
 type gatedStore struct {
+	MemoryStore
 	entered, release chan struct{}
 	fail             error
-	batches          *[]int // the size of every Append
+	batches          *[]int // the size of every call
 }
 
 func (s gatedStore) Open(ctx context.Context, room string, capacity int) (History, error) {
@@ -28,19 +29,25 @@ type gatedHistory struct {
 	calls int
 }
 
-func (h *gatedHistory) Append(ctx context.Context, entries []Entry) error {
+func (h *gatedHistory) Start(ctx context.Context, entries []Entry) Call {
 	h.calls++
 	*h.s.batches = append(*h.s.batches, len(entries))
 	if h.calls == 1 {
 		close(h.s.entered)
 		<-h.s.release
-		return h.History.Append(ctx, entries)
+		return h.History.Start(ctx, entries)
 	}
 	if h.s.fail != nil {
-		return h.s.fail
+		return failedCall{h.s.fail}
 	}
-	return h.History.Append(ctx, entries)
+	return h.History.Start(ctx, entries)
 }
+
+// failedCall is a call that the store refused.
+type failedCall struct{ err error }
+
+func (failedCall) Wait(context.Context) {}
+func (c failedCall) Finish() error      { return c.err }
 
 // queued waits until n submits wait in the room's inbox.
 func queued(t *testing.T, m *Manager, room string, n int) {
@@ -164,9 +171,9 @@ func ids(t *testing.T, msgs ...Message) string {
 	return out
 }
 
-// slowStore takes a while over every Append, as a disk does, so that
+// slowStore takes a while over every call, as a disk does, so that
 // batches form and writers hand over.
-type slowStore struct{}
+type slowStore struct{ MemoryStore }
 
 func (slowStore) Open(ctx context.Context, room string, capacity int) (History, error) {
 	h, err := MemoryStore{}.Open(ctx, room, capacity)
@@ -175,9 +182,9 @@ func (slowStore) Open(ctx context.Context, room string, capacity int) (History, 
 
 type slowHistory struct{ History }
 
-func (h slowHistory) Append(ctx context.Context, entries []Entry) error {
+func (h slowHistory) Start(ctx context.Context, entries []Entry) Call {
 	time.Sleep(100 * time.Microsecond)
-	return h.History.Append(ctx, entries)
+	return h.History.Start(ctx, entries)
 }
 
 // TestConcurrentSubmits: many submitters to one room, through batches and

@@ -28,17 +28,8 @@ type Headcount struct {
 // headcountVersions numbers the changes of every room's streams.
 var headcountVersions atomic.Uint64
 
-// Directory is implemented by a Store that other processes add rooms to,
-// so that every process lists the same rooms, those no process has open
-// included.
-type Directory interface {
-	// Directory returns the rooms the store holds, with the id of each
-	// one's newest message.
-	Directory(ctx context.Context) (map[string]string, error)
-}
-
 // directoryEvery is how many census ticks pass between two readings of a
-// Directory while rooms are listed: a listing reads the last one, so a
+// Census store's Directory while rooms are listed: a listing reads the last one, so a
 // store that hangs never holds up a request, and a room another process
 // made is listed here within about a second. A reading costs the store
 // about one command per room it holds, so when no one has listed the rooms
@@ -50,7 +41,10 @@ const (
 
 // Census is implemented by a Store that several processes share: each
 // reports who follows its rooms and learns who follows them elsewhere, so
-// that listings and presence cover every process.
+// that listings and presence cover every process. It is the one optional
+// interface of a Store: a store that no other process shares has no one
+// to count, and the Manager's locking and data flow are the same with or
+// without it.
 type Census interface {
 	// Exchange reports here, this process's open rooms and who follows
 	// them, in place of its last report, and returns what the other live
@@ -62,6 +56,10 @@ type Census interface {
 	// Leave withdraws this process's report at once: the Manager is
 	// closing. It is called after the last Exchange.
 	Leave(ctx context.Context) error
+	// Directory returns the rooms the store holds, with the id of each
+	// one's newest message, so that every process lists the same rooms,
+	// those no process has open included.
+	Directory(ctx context.Context) (map[string]string, error)
 }
 
 // census exchanges headcounts with the other processes until Close. A
@@ -71,7 +69,6 @@ func (m *Manager) census(c Census) {
 	defer close(m.censusDone)
 	tick := time.NewTicker(CensusInterval)
 	defer tick.Stop()
-	d, _ := m.config().Store.(Directory)
 	for ticks := 0; ; ticks++ {
 		select {
 		case <-m.stopJanitor:
@@ -82,9 +79,9 @@ func (m *Manager) census(c Census) {
 		case <-tick.C:
 		}
 		listed := time.Since(time.Unix(0, m.listed.Load())) < directoryListed
-		if d != nil && ticks%directoryEvery == 0 && (listed || ticks%(10*directoryEvery) == 0) {
+		if ticks%directoryEvery == 0 && (listed || ticks%(10*directoryEvery) == 0) {
 			ctx, cancel := context.WithTimeout(context.Background(), 4*CensusInterval)
-			if held, err := d.Directory(ctx); err == nil {
+			if held, err := c.Directory(ctx); err == nil {
 				m.directory.Store(&held)
 			}
 			cancel()
@@ -157,7 +154,7 @@ func (r *room) setOthers(h Headcount) {
 }
 
 // listElsewhere adds to out, which lists the rooms open here, the rooms
-// that only other processes follow, or that a Directory store holds, with
+// that only other processes follow, or that a Census store holds, with
 // their followers and newest ids, as the census last learnt them: the
 // listing says what this process knows, and asks the store nothing.
 func (m *Manager) listElsewhere(out []RoomInfo) []RoomInfo {

@@ -3,13 +3,16 @@ package rooms
 import (
 	"context"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// Store keeps the history of every room. The Manager opens one History per room
-// it creates and closes or drops it with the room; a durable or networked
-// backend implements these interfaces and nothing else changes.
+// Store keeps the history of every room, for this process alone (the
+// memory and file stores) or for every process that shares it (Redis).
+// The Manager opens one History per room it creates and closes or drops it
+// with the room; every backend implements the whole of these interfaces,
+// so that the Manager runs one path whatever the backend.
 //
 // Methods that may block on a disk or a network take a context; an error
 // they return means the operation did not happen, so the Manager answers it
@@ -22,73 +25,119 @@ type Store interface {
 	// nothing must not store anything: a stream to a made-up name costs no
 	// disk.
 	Open(ctx context.Context, room string, capacity int) (History, error)
-}
-
-// Lister is implemented by a Store that remembers rooms across restarts:
-// the Manager made by Open takes them back, so that they are listed, swept
-// when idle and deleted like the rooms it made itself.
-type Lister interface {
-	// Rooms returns the names of the rooms that hold messages.
-	Rooms(ctx context.Context) ([]string, error)
-}
-
-// IdleExpirer is implemented by a Store that expires idle rooms itself,
-// such as one that several processes share: the Manager gives it its
-// IdleTimeout whenever it is configured.
-type IdleExpirer interface {
-	// SetIdleTimeout sets how long a room may go without a message
-	// before the store drops it; 0 keeps rooms until they are deleted.
+	// Kept returns the rooms that an earlier process left in the store for
+	// this one alone: the Manager made by Open takes them back, so that
+	// they are listed, swept when idle and deleted like the rooms it made
+	// itself. A store that forgets, or whose rooms every process shares
+	// and opens as it is asked for them, returns none.
+	Kept(ctx context.Context) ([]string, error)
+	// HeldElsewhere reports whether another process made the named room,
+	// which this one may not have open: its history must be served here,
+	// and a post to it makes no new room. A store that no other process
+	// shares says no.
+	HeldElsewhere(ctx context.Context, room string) (bool, error)
+	// SetIdleTimeout sets how long a room may go without a message before
+	// a store that expires rooms itself, as one that several processes
+	// share does, drops it; 0 keeps rooms until they are deleted. The
+	// Manager calls it whenever it is configured; a store that leaves idle
+	// rooms to the Manager's sweep ignores it.
 	SetIdleTimeout(d time.Duration)
 }
 
-// Finder is implemented by a Store that other processes add rooms to: a
-// room made on another node is not in this Manager's map, yet its history
-// must be served here.
-type Finder interface {
-	// Has reports whether the store holds the named room.
-	Has(ctx context.Context, room string) (bool, error)
-}
-
-// History is the retained messages of one room. The Manager serialises calls
-// on one History, so implementations need no locking of their own.
+// History is the retained messages of one room, and the way they reach the
+// room: every message, appended here or by another process sharing the
+// store, is delivered by Catch, in order, through one path. The Manager
+// serialises calls on one History, but for Read and Sync, so
+// implementations need no locking of their own for the others.
 type History interface {
 	// Epoch names this incarnation of the room's sequence; it is the first
 	// part of every id.
 	Epoch() string
-	// Last is the sequence number of the newest message appended, 0 if none.
+	// Last is the sequence number of the newest message delivered, 0 if
+	// none: Catch advances it, and so may Finish for a history that no
+	// other process appends to.
 	Last() uint64
 	// Oldest is the sequence number of the oldest retained message, or
 	// Last()+1 when none is retained.
 	Oldest() uint64
-	// Append stores the entries' messages as sequence numbers Last()+1
-	// on, dropping the oldest messages that no longer fit. When Append
-	// returns, they are stored as durably as the backend promises; when it
-	// fails, nothing of them is stored. The Manager hands over at once the
-	// submits that queued up while the room was busy, so that a durable
-	// backend writes them with one commit.
-	Append(ctx context.Context, entries []Entry) error
-	// After returns up to limit retained messages with a sequence number
-	// greater than seq, oldest first.
-	After(ctx context.Context, seq uint64, limit int) ([]Message, error)
+	// Start begins to append the entries' messages, with the room
+	// locked, and returns the call, which the Manager waits for with the
+	// room released and then finishes with the room locked again, the
+	// same way whatever the backend: a log on disk may write in Start, a
+	// store across a network waits for its answer in Wait, so that the
+	// room's readers and next batches do not wait for it. The Manager
+	// hands over at once the submits that queued up while the room was
+	// busy, so that a durable backend writes them with one commit.
+	Start(ctx context.Context, entries []Entry) Call
+	// Depth is how many calls the Manager may have under way at once:
+	// 1 for a history that names each message's sequence number as it
+	// stores it; more for one whose store names them in its answers, so
+	// that the submits that come during a round trip go out at once.
+	// Batches under way together are stored in whatever order the store
+	// takes them, and Catch delivers them in that order. A batch is
+	// decided before those under way are stored: the Manager reserves
+	// the names their verified posts claim, and the store catches an
+	// idempotency key used among them, which it reports in Entry.Prior.
+	Depth() int
+	// Read returns up to limit retained messages with sequence numbers in
+	// (after, upto], oldest first, where after is at least Oldest()-1 and
+	// upto at most Last() as the caller saw them. Unlike the other
+	// methods, it runs without the room's lock, at the same time as any
+	// of them: a reader waits for the store with the room released, so
+	// that no submit waits for a reader's round trip. Messages trimmed
+	// since the caller looked are not returned.
+	Read(ctx context.Context, after, upto uint64, limit int) ([]Message, error)
 	// Resize changes how many messages are kept, dropping the oldest ones
 	// that no longer fit.
 	Resize(ctx context.Context, capacity int) error
-	// Drop deletes the history: the room was deleted or swept.
+	// Drop deletes the history, in every process: the room was deleted.
 	Drop(ctx context.Context) error
+	// Expire lets the history go when the room was idle in this
+	// process, or made by a stream and left with nothing posted here: a
+	// history that only this process keeps is dropped; one that the
+	// store expires itself (see Store.SetIdleTimeout) is closed.
+	Expire(ctx context.Context) error
 	// Close releases the history and keeps what it stored: the process
 	// is stopping, and a durable backend gives the room back on the next
 	// Open.
 	Close() error
+
+	// Follow gives the History the function to call, from any goroutine
+	// and without locks held, when it has news for Catch that no call
+	// of this process brought: messages appended elsewhere, or the room
+	// deleted elsewhere. The Manager calls it once, after Open.
+	Follow(notify func())
+	// Catch returns, oldest first, the messages after Last that are
+	// stored, by this process or another, and advances Last past them;
+	// gone is set when the room was deleted elsewhere. It asks the store
+	// nothing while the room is held: nothing is skipped, but a History
+	// may return only the messages before a gap, read the gap in the
+	// background, and notify when the rest is ready.
+	Catch() (msgs []Message, gone bool)
+	// Sync reads from the store what this process has not heard of yet,
+	// for the next Catch: a message acknowledged on another node a moment
+	// ago. Like Read, it runs without the room's lock. On error the next
+	// Catch delivers what was heard, and no more.
+	Sync(ctx context.Context) error
+
+	// Recall returns what k was first used for in this room, as the store
+	// keeps it with the messages, so that a retry is recognised after a
+	// restart or on another node; Seq is 0 when it is unknown. m carries
+	// the retry's user, text and verification, for Recalled.Same. The
+	// Manager asks it when its own, in-memory, record of keys does not
+	// know a key; a history kept in memory has nothing more to tell.
+	Recall(ctx context.Context, k Key, m Message) (Recalled, error)
 }
 
 // Entry is a message to append, with the idempotency key it was posted
-// with, zero for none: a backend that implements Recaller keeps the key.
+// with, zero for none: a durable or shared backend keeps the key for
+// Recall.
 type Entry struct {
 	Message Message
 	Key     Key
-	// Prior is set by a Shared History's Append when another process
-	// stored a message under Key first, between the Manager's Recall and
-	// the Append: nothing was stored for this entry. Seq is 0 otherwise.
+	// Prior is set by Call.Finish when another process stored a message
+	// under Key first, between the Manager's Recall and the call:
+	// nothing was stored for this entry. Seq is 0 otherwise.
 	Prior Recalled
 }
 
@@ -98,64 +147,26 @@ type Key struct {
 	Scope, Name string
 }
 
-// Recaller is implemented by a History that keeps idempotency keys with its
-// messages, so that a retry is recognised after a restart. The Manager asks
-// it when its own, in-memory, record of keys does not know a key.
-type Recaller interface {
-	// Recall returns what k was first used for in this room; Seq is 0 when
-	// it is unknown. m carries the retry's user, text and verification, for
-	// Recalled.Same.
-	Recall(ctx context.Context, k Key, m Message) (Recalled, error)
-}
-
-// Shared is implemented by a History that other processes append to, such
-// as one kept in Redis for several Caddy nodes. The Manager then delivers a
-// room's messages, its own included, in the order Catch returns them: the
-// History, not the Manager, names each message's sequence number, and its
-// Append rewrites Entry.Message.ID with the id it was stored under.
-type Shared interface {
-	// Follow gives the History the function to call, from any goroutine
-	// and without locks held, when it has news for Catch: messages
-	// appended elsewhere, or the room deleted elsewhere. The Manager calls
-	// it once, after Open.
-	Follow(notify func())
-	// Catch returns, oldest first, the messages after Last that are
-	// stored, by this process or another, and advances Last past them;
-	// gone is set when the room was deleted elsewhere. Nothing is
-	// skipped: a gap is filled from the store, at once with sync, which
-	// also asks the store for messages not heard of yet; without sync, a
-	// History may return only the messages before the gap, read it in the
-	// background, and notify when the rest is ready, so that the room is
-	// not held while the store answers. On error Last stays, and a later
-	// Catch delivers what this one could not.
-	Catch(ctx context.Context, sync bool) (msgs []Message, gone bool, err error)
-}
-
-// Pipelined is implemented by a Shared History whose store answers over a
-// network: the Manager then releases the room while an Append waits for
-// the store, so that the submits that come meanwhile go out at once rather
-// than wait for its round trip. Batches under way together are stored in
-// whatever order the store takes them, and each gets the sequence numbers
-// the store gives it; Catch delivers them in that order. A batch is decided
-// before those under way are stored: the Manager reserves the names their
-// verified posts claim, and the store catches an idempotency key used
-// among them, which it reports in Entry.Prior.
-type Pipelined interface {
-	// Start begins an Append of entries, with the room locked, and
-	// returns it for the Manager to Wait for with the room unlocked,
-	// then Finish with the room locked again. Other calls, a later
-	// batch's Start and Finish among them, may come in between.
-	Start(entries []Entry) Call
-}
-
-// Call is an Append begun by Pipelined.Start.
+// Call is an append begun by History.Start. When Finish returns nil, the
+// entries' messages are stored as durably as the backend promises, each
+// entry has the id it is stored under (Entry.Message.ID) or Entry.Prior
+// when its key was used first by another process, and the next Catch
+// delivers them; when it fails, nothing of them is stored.
 type Call interface {
-	// Wait stores the entries and waits for the store's answer. It
+	// Wait waits for the store's answer, with the room released. It
 	// touches nothing that the History's other methods use.
 	Wait(ctx context.Context)
-	// Finish takes the answer into the History and the entries, and
-	// returns what Append would have returned.
+	// Finish takes the answer into the History and the entries, with the
+	// room locked again.
 	Finish() error
+}
+
+// Append stores entries in h at once, for a caller that holds h alone,
+// such as a backend's test or a tool that fills a store.
+func Append(ctx context.Context, h History, entries []Entry) error {
+	c := h.Start(ctx, entries)
+	c.Wait(ctx)
+	return c.Finish()
 }
 
 // Recalled is what an idempotency key was first used for.
@@ -174,6 +185,15 @@ type MemoryStore struct{}
 // lastEpoch makes epochs unique within the process even when rooms are
 // recreated within the same microsecond.
 var lastEpoch atomic.Int64
+
+// Kept returns no room: none outlives the process.
+func (MemoryStore) Kept(context.Context) ([]string, error) { return nil, nil }
+
+// HeldElsewhere says no: no other process shares the memory.
+func (MemoryStore) HeldElsewhere(context.Context, string) (bool, error) { return false, nil }
+
+// SetIdleTimeout does nothing: the Manager sweeps idle rooms itself.
+func (MemoryStore) SetIdleTimeout(time.Duration) {}
 
 // Open returns an empty ring of capacity messages with a new epoch.
 func (MemoryStore) Open(_ context.Context, _ string, capacity int) (History, error) {
@@ -195,62 +215,127 @@ func NewEpoch() string {
 }
 
 // ring is an in-memory History: the newest capacity messages in a circular
-// buffer that grows to capacity as messages arrive.
+// buffer that grows to capacity as messages arrive. Its lock is for Read,
+// which runs outside the room's: the Manager serialises the other methods.
 type ring struct {
 	epoch    string
+	mu       sync.RWMutex
 	last     uint64
 	buf      []Message // buf[start] is the oldest once len(buf) == capacity
 	start    int
 	capacity int
+	appended Appended
+	pending  []Entry // of the call under way (see Start)
 }
 
 func (r *ring) Epoch() string  { return r.epoch }
 func (r *ring) Last() uint64   { return r.last }
 func (r *ring) Oldest() uint64 { return r.last - uint64(len(r.buf)) + 1 }
 
-func (r *ring) Append(_ context.Context, entries []Entry) error {
-	for _, e := range entries {
+// Start returns the ring itself as the call: with a Depth of 1, one is
+// under way at a time, and a submit allocates none. The messages are
+// stored in Finish, when the room is locked again, so that no reader counts
+// them before Catch delivers them.
+func (r *ring) Start(_ context.Context, entries []Entry) Call {
+	r.pending = entries
+	return r
+}
+
+func (r *ring) Depth() int { return 1 }
+
+// Wait has nothing to wait for.
+func (r *ring) Wait(context.Context) {}
+
+// Finish stores the entries of the call under way.
+func (r *ring) Finish() error {
+	entries := r.pending
+	r.pending = nil
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range entries {
 		r.last++
+		entries[i].Message.ID = FormatID(r.epoch, r.last)
 		switch {
 		case r.capacity == 0:
 		case len(r.buf) < r.capacity:
-			r.buf = append(r.buf, e.Message)
+			r.buf = append(r.buf, entries[i].Message)
 		default:
-			r.buf[r.start] = e.Message
+			r.buf[r.start] = entries[i].Message
 			r.start = (r.start + 1) % len(r.buf)
 		}
 	}
+	r.appended.Add(entries)
 	return nil
 }
 
-func (r *ring) After(_ context.Context, seq uint64, limit int) ([]Message, error) {
+func (r *ring) Read(_ context.Context, after, upto uint64, limit int) ([]Message, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.read(after, upto, limit), nil
+}
+
+// read returns what Read does. r.mu must be held.
+func (r *ring) read(after, upto uint64, limit int) []Message {
 	oldest := r.Oldest()
-	if seq < oldest {
-		seq = oldest - 1
+	after = max(after, oldest-1)
+	upto = min(upto, r.last)
+	if after >= upto || limit <= 0 {
+		return nil
 	}
-	if seq >= r.last || limit <= 0 {
-		return nil, nil
-	}
-	skip := int(seq - (oldest - 1))
-	n := min(len(r.buf)-skip, limit)
+	skip := int(after - (oldest - 1))
+	n := min(int(upto-after), limit)
 	out := make([]Message, n)
 	for i := range out {
 		out[i] = r.buf[(r.start+skip+i)%len(r.buf)]
 	}
-	return out, nil
+	return out
 }
 
-func (r *ring) Resize(ctx context.Context, capacity int) error {
-	kept, _ := r.After(ctx, r.last-uint64(min(len(r.buf), capacity)), capacity)
+func (r *ring) Resize(_ context.Context, capacity int) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	kept := r.read(r.last-uint64(min(len(r.buf), capacity)), r.last, capacity)
 	r.buf = append(make([]Message, 0, max(len(kept), min(capacity, 64))), kept...)
 	r.start = 0
 	r.capacity = capacity
 	return nil
 }
 
-func (r *ring) Drop(context.Context) error { return r.Close() }
+func (r *ring) Drop(context.Context) error   { return r.Close() }
+func (r *ring) Expire(context.Context) error { return r.Close() }
+func (r *ring) Follow(func())                {}
+func (r *ring) Catch() ([]Message, bool)     { return r.appended.Take(), false }
+func (r *ring) Sync(context.Context) error   { return nil }
+
+// Recall knows no key: the Manager's own record holds every key used in
+// the process, which is all a memory history ever saw.
+func (r *ring) Recall(context.Context, Key, Message) (Recalled, error) { return Recalled{}, nil }
 
 func (r *ring) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.buf, r.start = nil, 0
 	return nil
+}
+
+// Appended is what a history that no other process appends to has for
+// Catch: the messages its calls stored since the last Catch. Such a
+// history adds each call's entries to it and has Catch Take them.
+type Appended struct {
+	msgs []Message
+}
+
+// Add keeps the entries' messages for the next Take.
+func (c *Appended) Add(entries []Entry) {
+	for _, e := range entries {
+		c.msgs = append(c.msgs, e.Message)
+	}
+}
+
+// Take returns the messages added since the last Take. They are the
+// caller's until the next Add: the slice is reused.
+func (c *Appended) Take() []Message {
+	msgs := c.msgs
+	c.msgs = c.msgs[:0]
+	return msgs
 }

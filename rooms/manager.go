@@ -105,9 +105,14 @@ type Manager struct {
 	censusDone chan struct{}
 	// opening holds the rooms whose history the Store is opening, outside
 	// mu: a store that is slow to answer holds up the first callers of
-	// that room, who share the one Open, and no one else.
-	opening map[string]*opening
-	// delivering counts the goroutines that hand a Shared history's news
+	// that room, who share the one Open, and no one else. releasing holds
+	// the dropped rooms whose history is being released, also outside mu,
+	// each until it is done (releasingMu, taken with no other lock after
+	// it).
+	opening     map[string]*opening
+	releasingMu sync.Mutex
+	releasing   map[string]chan struct{}
+	// delivering counts the goroutines that hand a history's news
 	// to its room; Close waits for them, and none starts once it has
 	// begun (deliveringMu, deliveringDone).
 	delivering     sync.WaitGroup
@@ -122,18 +127,14 @@ type Manager struct {
 }
 
 // Open returns a Manager with cfg's limits, holding the rooms that cfg.Store
-// remembers when it is a Lister, and starts its idle-room sweeper. A room
+// kept (Store.Kept), and starts its idle-room sweeper. A room
 // taken back counts as active at the time of its newest message, so that
 // the idle sweep drops it as if there had been no restart, and reserves the
 // names its kept messages were verified under. Call Close when done with
 // it.
 func Open(ctx context.Context, cfg Config) (*Manager, error) {
 	m := New(cfg)
-	lister, ok := m.config().Store.(Lister)
-	if !ok {
-		return m, nil
-	}
-	names, err := lister.Rooms(ctx)
+	names, err := m.config().Store.Kept(ctx)
 	if err == nil {
 		err = m.restore(ctx, names)
 	}
@@ -151,7 +152,7 @@ func (m *Manager) restore(ctx context.Context, names []string) error {
 		if err != nil {
 			return fmt.Errorf("opening history of room %q: %w", name, err)
 		}
-		kept, err := h.After(ctx, 0, cfg.History)
+		kept, err := h.Read(ctx, h.Oldest()-1, h.Last(), cfg.History)
 		if err != nil {
 			return errors.Join(fmt.Errorf("reading history of room %q: %w", name, err), h.Close())
 		}
@@ -173,6 +174,7 @@ func New(cfg Config) *Manager {
 	m := &Manager{
 		rooms:        make(map[string]*room),
 		opening:      make(map[string]*opening),
+		releasing:    make(map[string]chan struct{}),
 		keys:         newKeyStore(),
 		stopJanitor:  make(chan struct{}),
 		janitorDone:  make(chan struct{}),
@@ -207,9 +209,7 @@ func (m *Manager) Configure(cfg Config) {
 		cfg.Store = MemoryStore{}
 	}
 	m.cfg.Store(&cfg)
-	if e, ok := cfg.Store.(IdleExpirer); ok {
-		e.SetIdleTimeout(cfg.IdleTimeout)
-	}
+	cfg.Store.SetIdleTimeout(cfg.IdleTimeout)
 	select {
 	case m.reconfigured <- struct{}{}:
 	default: // the janitor has a wake-up pending already
@@ -263,15 +263,15 @@ type room struct {
 
 	// The inbox of submits waiting for a writer of the room (see Submit),
 	// and the writers' reused slices. depth is how many batches may be
-	// under way at once: more than one only for a Pipelined history.
+	// under way at once (History.Depth).
 	inboxMu      sync.Mutex
 	inbox, spare []*submission
 	writers      int
 	depth        int
 	entries      []Entry       // r.mu
 	taken        []*submission // r.mu
-	// Batches a Pipelined history stores with r.mu released, and the
-	// names of their verified posts (see underWay); r.mu.
+	// Batches stored with r.mu released, and the names of their verified
+	// posts (see underWay); r.mu.
 	storing int
 	claimed map[uint64]int
 
@@ -282,7 +282,7 @@ type room struct {
 	// stored to learn it.
 	posted atomic.Bool
 
-	// A Shared history's news is delivered by one goroutine at a time,
+	// A history's news is delivered by one goroutine at a time,
 	// started when there is some (see follow).
 	newsMu         sync.Mutex
 	catching, news bool
@@ -367,13 +367,14 @@ func (m *Manager) create(name string) (*room, error) {
 	m.mu.Unlock()
 	defer close(op.done)
 
+	m.released(name)
 	ctx, cancel := m.storeContext()
 	h, err := cfg.Store.Open(ctx, name, cfg.History)
 	var kept []Message
 	if err == nil && h.Last() > 0 {
 		// Another process made the room: the names its verified authors
 		// posted under are reserved here too.
-		if kept, err = h.After(ctx, 0, cfg.History); err != nil {
+		if kept, err = h.Read(ctx, h.Oldest()-1, h.Last(), cfg.History); err != nil {
 			err = errors.Join(fmt.Errorf("reading it: %w", err), h.Close())
 		}
 	}
@@ -400,13 +401,10 @@ func (m *Manager) create(name string) (*room, error) {
 // kept are those the store held already: their verified authors' names
 // are reserved.
 func (m *Manager) newRoom(name string, h History, kept []Message) *room {
-	r := &room{name: name, history: h, lastActive: time.Now(), verified: names{}, depth: 1}
+	r := &room{name: name, history: h, lastActive: time.Now(), verified: names{}, depth: max(h.Depth(), 1)}
 	r.posted.Store(h.Last() > 0)
 	for _, msg := range kept {
 		r.learnName(msg, m.config().MaxNames)
-	}
-	if _, ok := h.(Pipelined); ok {
-		r.depth = pipelineDepth
 	}
 	r.broadcaster = broadcast.New(func(*broadcast.Subscriber[*Event]) {
 		// The config of the moment, not the room's first: a reload's
@@ -416,17 +414,16 @@ func (m *Manager) newRoom(name string, h History, kept []Message) *room {
 		}
 	})
 	r.setOthers(m.othersOf(name))
-	if sh, ok := h.(Shared); ok {
-		sh.Follow(func() { m.follow(r, sh) })
-	}
+	h.Follow(func() { m.follow(r) })
 	return r
 }
 
-// follow delivers a Shared history's news on a goroutine of its own, one
-// per room at a time, which ends when there is no more: the history's
-// notice comes from the goroutine that reads every room's news, which must
-// not wait for this room's lock, held by a submit that waits for the store.
-func (m *Manager) follow(r *room, sh Shared) {
+// follow delivers a history's news from other processes on a goroutine of
+// its own, one per room at a time, which ends when there is no more: the
+// history's notice comes from the goroutine that reads every room's news,
+// which must not wait for this room's lock, held by a submit that waits for
+// the store.
+func (m *Manager) follow(r *room) {
 	r.newsMu.Lock()
 	defer r.newsMu.Unlock()
 	if r.catching {
@@ -437,7 +434,7 @@ func (m *Manager) follow(r *room, sh Shared) {
 		for {
 			r.mu.Lock()
 			if !r.closed {
-				m.deliver(r, sh, false)
+				m.deliver(r)
 			}
 			r.mu.Unlock()
 			r.newsMu.Lock()
@@ -463,16 +460,13 @@ func (m *Manager) background(f func()) bool {
 	return true
 }
 
-// deliver hands the messages a Shared history has caught to the room's
+// deliver is the one way into the room of every message, stored here or by
+// another process: it hands what the history caught to the room's
 // subscribers, in order, and drops the room when it was deleted elsewhere,
-// which ends its streams as a local delete would. r.mu must be held. A
-// failed Catch leaves its messages for the next one, which the history
-// asks for when the store answers again.
-func (m *Manager) deliver(r *room, sh Shared, sync bool) {
+// which ends its streams as a local delete would. r.mu must be held.
+func (m *Manager) deliver(r *room) {
 	epoch, next := r.history.Epoch(), r.history.Last()+1
-	ctx, cancel := m.storeContext()
-	msgs, gone, _ := sh.Catch(ctx, sync)
-	cancel()
+	msgs, gone := r.history.Catch()
 	if !gone && next > 1 && r.history.Epoch() != epoch {
 		// The history went on in a new epoch under messages delivered
 		// here, as when its store lost the newest of them: the streams
@@ -543,8 +537,8 @@ type Post struct {
 	// Create, when set, is asked after Admit when the post would make a
 	// new room: a limit on how many rooms one client makes. A room that
 	// only streams opened is made by the first post that keeps it, which
-	// is asked (two such posts at once may both be). A room that a Finder
-	// store holds, posted to by another process, is no new room. Its
+	// is asked (two such posts at once may both be). A room that another
+	// process sharing the store posted to is no new room. Its
 	// error refuses the post, and no room is kept.
 	Create func() error
 }
@@ -556,7 +550,7 @@ type Post struct {
 // then and repeat is true; with others, it returns ErrKeyReused.
 //
 // A room's submits queue in its inbox while one of them, the writer, stores
-// what has queued up with one History.Append: with a durable store, the
+// what has queued up with one call to History.Start: with a durable store, the
 // submits that arrive during a commit share the next one, and the room's
 // lock is held once per batch rather than once per message.
 func (m *Manager) Submit(roomName string, p Post) (msg Message, repeat bool, err error) {
@@ -594,7 +588,7 @@ func (m *Manager) Submit(roomName string, p Post) (msg Message, repeat bool, err
 }
 
 // Repeat looks p's idempotency key up in the named room as Submit would,
-// across processes with a Shared store, and stores nothing: found is set
+// across processes with a shared store, and stores nothing: found is set
 // when p repeats a stored message, which msg is, and err is ErrKeyReused
 // when the key was used for another. Admit and Create are not asked: a
 // caller whose limit is a round trip takes it between Repeat and Submit,
@@ -739,8 +733,9 @@ func (m *Manager) write(r *room, s *submission) {
 }
 
 // store decides each submission of batch, in order, stores the new messages
-// with one Append and publishes them, with r.mu held; a Pipelined history
-// stores them with r.mu released, so that the next batch goes out meanwhile.
+// with one call to the history and publishes them, with r.mu held but while
+// the call waits for the store: the room's readers go on meanwhile, and so
+// do its next batches when the history's Depth lets them.
 func (m *Manager) store(r *room, batch []*submission) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -784,7 +779,6 @@ func (m *Manager) store(r *room, batch []*submission) {
 			}
 		}
 		s.msg = Message{
-			ID:       FormatID(h.Epoch(), h.Last()+1+uint64(len(entries))),
 			Room:     r.name,
 			User:     p.User,
 			Message:  p.Text,
@@ -795,7 +789,6 @@ func (m *Manager) store(r *room, batch []*submission) {
 		taken = append(taken, s)
 	}
 	if len(entries) > 0 {
-		first := h.Last() + 1
 		err := m.append(r, entries, taken)
 		if err != nil {
 			err = fmt.Errorf("storing message in room %q: %w: %w", r.name, ErrUnavailable, err)
@@ -810,22 +803,13 @@ func (m *Manager) store(r *room, batch []*submission) {
 			return
 		}
 		r.posted.Store(true)
-		sh, shared := h.(Shared)
 		for i, s := range taken {
-			epoch, seq := h.Epoch(), first+uint64(i)
-			if shared {
-				if prior := entries[i].Prior; prior.Seq != 0 {
-					s.stoppedBy(prior, epoch)
-					continue
-				}
-				s.msg.ID = entries[i].Message.ID
-				epoch, seq, _ = ParseID(s.msg.ID)
-			} else {
-				delivered := r.broadcaster.Submit(MessageEvent(s.msg))
-				if hook := cfg.Hooks.Published; hook != nil {
-					hook(r.name, delivered)
-				}
+			if prior := entries[i].Prior; prior.Seq != 0 {
+				s.stoppedBy(prior, h.Epoch())
+				continue
 			}
+			s.msg.ID = entries[i].Message.ID
+			epoch, seq, _ := ParseID(s.msg.ID)
 			if s.p.Key != "" {
 				m.keys.put(s.key, keyEntry{epoch: epoch, seq: seq, at: s.msg.Time.UnixMilli(), sum: s.sum}, cfg.MaxKeys)
 			}
@@ -833,10 +817,10 @@ func (m *Manager) store(r *room, batch []*submission) {
 				r.verified.add(s.name, seq, cfg.MaxNames)
 			}
 		}
-		// A room closed while a Pipelined history stored the batch has
-		// no one left to deliver to.
-		if shared && !r.closed {
-			m.deliver(r, sh, false)
+		// A room closed while the batch was stored has no one left to
+		// deliver to.
+		if !r.closed {
+			m.deliver(r)
 		}
 		r.lastActive = now
 	}
@@ -847,21 +831,12 @@ func (m *Manager) store(r *room, batch []*submission) {
 	}
 }
 
-// pipelineDepth is how many batches of a room may be under way at once with
-// a Pipelined history: each submit that comes while fewer are waits for no
-// other's round trip to the store.
-const pipelineDepth = 4
-
-// append stores entries, those of taken, in r's history: with a Pipelined
-// one, with r.mu released while the store answers. r.mu must be held.
+// append stores entries, those of taken, in r's history, with r.mu
+// released while the store answers. r.mu must be held.
 func (m *Manager) append(r *room, entries []Entry, taken []*submission) error {
 	ctx, cancel := m.storeContext()
 	defer cancel()
-	p, ok := r.history.(Pipelined)
-	if !ok {
-		return r.history.Append(ctx, entries)
-	}
-	call := p.Start(entries)
+	call := r.history.Start(ctx, entries)
 	r.underWay(taken, 1)
 	r.mu.Unlock()
 	call.Wait(ctx)
@@ -929,14 +904,10 @@ func (m *Manager) repeated(r *room, s *submission, taken []*submission, now time
 		}
 	}
 	// The store may remember what this process does not: a key used
-	// before a restart.
-	rc, ok := h.(Recaller)
-	if !ok {
-		return false
-	}
+	// before a restart, or on another node.
 	retry := Message{Room: r.name, User: p.User, Message: p.Text, Verified: p.Verified}
 	ctx, cancel := m.storeContext()
-	rec, err := rc.Recall(ctx, Key{Scope: p.Scope, Name: p.Key}, retry)
+	rec, err := h.Recall(ctx, Key{Scope: p.Scope, Name: p.Key}, retry)
 	cancel()
 	if err != nil {
 		s.err = fmt.Errorf("looking up an idempotency key in room %q: %w: %w", r.name, ErrUnavailable, err)
@@ -997,50 +968,106 @@ type Replay struct {
 // more than that is sure to be cut, and flagged, by fit.
 const minMessageSize = 64
 
-// replay answers "what follows pos?" from the room's history, up to limit
-// messages, oldest first, and no more than a budget of bytes can hold.
-func (r *room) replay(ctx context.Context, pos Position, limit, budget int) (Replay, error) {
+// span is the part of a room's history that a replay reads: up to take
+// messages in (after, upto], with ids in epoch. resume is set when the
+// reader named the message it has, and Reset and Oldest say what the
+// replay says when the position could not be honoured.
+type span struct {
+	epoch         string
+	after, upto   uint64
+	take          int
+	resume, reset bool
+	oldest        string
+}
+
+// plan answers "what follows pos?" from the room's position, up to limit
+// messages, and no more than a budget of bytes can hold: which messages
+// its replay reads once the room is released. r.mu must be held.
+func (r *room) plan(pos Position, limit, budget int) span {
 	h := r.history
+	sp := span{epoch: h.Epoch(), after: h.Oldest() - 1, upto: h.Last(), take: limit}
 	// Copy no more messages than the budget can hold: fit cuts the rest.
-	take := limit
 	if budget > 0 {
-		take = min(take, budget/minMessageSize+2)
+		sp.take = min(sp.take, budget/minMessageSize+2)
 	}
 	if pos.LastEventID == "" {
 		n := min(pos.History, limit)
-		msgs, err := h.After(ctx, h.Last()-min(uint64(n), h.Last()), min(n, take))
-		return Replay{Messages: msgs}, err
+		sp.after = max(sp.after, h.Last()-min(uint64(n), h.Last()))
+		sp.take = min(n, sp.take)
+		return sp
 	}
 	epoch, seq, ok := ParseID(pos.LastEventID)
 	if ok && epoch == h.Epoch() && seq <= h.Last() && seq+1 >= h.Oldest() {
-		msgs, err := h.After(ctx, seq, take)
-		return Replay{Messages: msgs}, err
+		sp.after, sp.resume = seq, true
+		return sp
 	}
-	msgs, err := h.After(ctx, 0, take)
-	rep := Replay{Messages: msgs, Reset: true}
+	sp.reset = true
 	if h.Oldest() <= h.Last() {
-		rep.Oldest = FormatID(h.Epoch(), h.Oldest())
+		sp.oldest = FormatID(h.Epoch(), h.Oldest())
 	}
-	return rep, err
+	return sp
 }
 
-// catchUp asks a Shared history for what it has not heard of yet before
-// it answers a read: a message acknowledged on another node a moment ago,
-// which the reader may have seen there, is never missing here. A reader
-// that resumes from a message this process has heard of needs no read:
-// what follows reaches its stream live, in order. So a crowd that
-// reconnects after a node went away does not queue one store read each
-// under the room's lock. r.mu must be held.
-func (m *Manager) catchUp(r *room, pos Position) {
-	sh, ok := r.history.(Shared)
-	if !ok || pos.LastEventID == "" && pos.History == 0 {
-		return
+// read reads sp from h, with the room released: what came after sp.upto
+// reaches the reader live. A resumed reader whose next message was trimmed
+// meanwhile, by messages stored since plan, is told so as when its
+// position was older than the history.
+func (sp span) read(ctx context.Context, h History) (Replay, error) {
+	if sp.take <= 0 || sp.after >= sp.upto {
+		return Replay{Reset: sp.reset, Oldest: sp.oldest}, nil
 	}
-	if epoch, seq, ok := ParseID(pos.LastEventID); ok && pos.History == 0 && epoch == r.history.Epoch() && seq <= r.history.Last() {
-		return
+	msgs, err := h.Read(ctx, sp.after, sp.upto, sp.take)
+	if err != nil {
+		return Replay{}, err
 	}
-	m.deliver(r, sh, true)
+	rep := Replay{Messages: msgs, Reset: sp.reset, Oldest: sp.oldest}
+	if sp.resume && (len(msgs) == 0 || msgs[0].ID != FormatID(sp.epoch, sp.after+1)) {
+		rep.Reset, rep.Oldest = true, ""
+	}
+	if rep.Reset && len(msgs) > 0 {
+		rep.Oldest = msgs[0].ID
+	}
+	return rep, nil
 }
+
+// reading runs f on the named room with its lock held, as withRoom does,
+// once its history has heard of every message stored before the call: a
+// message acknowledged on another node a moment ago, which the reader may
+// have seen there, is never missing here. The store is read (Sync) with
+// the room released, then its news delivered under the lock. A reader
+// that resumes from a message this process has heard of needs no read:
+// what follows reaches its stream live, in order.
+func (m *Manager) reading(roomName string, create bool, pos Position, f func(*room) error) error {
+	var behind, synced *room
+	for {
+		err := m.withRoom(roomName, create, func(r *room) error {
+			if pos.LastEventID == "" && pos.History == 0 {
+				return f(r)
+			}
+			if epoch, seq, ok := ParseID(pos.LastEventID); ok && pos.History == 0 && epoch == r.history.Epoch() && seq <= r.history.Last() {
+				return f(r)
+			}
+			if r != synced {
+				behind = r
+				return errBehind
+			}
+			m.deliver(r)
+			return f(r)
+		})
+		if !errors.Is(err, errBehind) {
+			return err
+		}
+		ctx, cancel := m.storeContext()
+		// A failed read leaves the reader with what this process heard,
+		// as a node cut off from the store serves it.
+		_ = behind.history.Sync(ctx)
+		cancel()
+		synced = behind
+	}
+}
+
+// errBehind sends a reader out of its room to read its store first.
+var errBehind = errors.New("the room has to hear from its store first")
 
 // fit encodes the replay's messages as JSON until they would pass budget
 // bytes, keeping at least one message, and cuts Messages there. With
@@ -1113,15 +1140,9 @@ func (m *Manager) Subscribe(roomName string, pos Position, wake func()) (*Subscr
 	}
 	s.wake = wake
 	s.sub = broadcast.NewSubscriber[*Event](cfg.Buffer, wake)
-	err := m.withRoom(roomName, true, func(r *room) error {
-		m.catchUp(r, pos)
-		ctx, cancel := m.storeContext()
-		defer cancel()
-		rep, err := r.replay(ctx, pos, max(cfg.History, 0), cfg.MaxReplayBytes)
-		if err != nil {
-			return fmt.Errorf("reading history of room %q: %w: %w", r.name, ErrUnavailable, err)
-		}
-		s.Replay, s.r = rep, r
+	var sp span
+	err := m.reading(roomName, true, pos, func(r *room) error {
+		sp, s.r = r.plan(pos, max(cfg.History, 0), cfg.MaxReplayBytes), r
 		r.broadcaster.Register(s.sub)
 		r.subscribers++
 		if s.user != "" && !pos.UserVerified && pos.ReserveNames && r.verified.has(nameHash(s.user)) {
@@ -1133,6 +1154,15 @@ func (m *Manager) Subscribe(roomName string, pos Position, wake func()) (*Subscr
 	if err != nil {
 		m.subscribers.Add(-1)
 		return nil, err
+	}
+	// Registered first, read after: what is stored past sp.upto meanwhile
+	// reaches the subscription live, and nothing twice.
+	ctx, cancel := m.storeContext()
+	s.Replay, err = sp.read(ctx, s.r.history)
+	cancel()
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("reading history of room %q: %w: %w", roomName, ErrUnavailable, err)
 	}
 	s.Replay.fit(cfg.MaxReplayBytes, true)
 	return s, nil
@@ -1188,8 +1218,8 @@ func (s *Subscription) Close() {
 	})
 }
 
-// openElsewhere opens here the named room when a Finder store holds it
-// and this process has not opened it: another process made it.
+// openElsewhere opens here the named room when another process sharing
+// the store made it and this process has not opened it.
 func (m *Manager) openElsewhere(roomName string) error {
 	if !ValidName(roomName) || m.lookup(roomName) != nil {
 		return nil
@@ -1200,16 +1230,11 @@ func (m *Manager) openElsewhere(roomName string) error {
 	return m.withRoom(roomName, true, func(*room) error { return nil })
 }
 
-// heldElsewhere reports whether a Finder store holds the named room: a
-// process, this one or another, posted to it. With any other store it is
-// false.
+// heldElsewhere reports whether a store that other processes share holds
+// the named room: a process, this one or another, posted to it.
 func (m *Manager) heldElsewhere(roomName string) (bool, error) {
-	f, ok := m.config().Store.(Finder)
-	if !ok {
-		return false, nil
-	}
 	ctx, cancel := m.storeContext()
-	has, err := f.Has(ctx, roomName)
+	has, err := m.config().Store.HeldElsewhere(ctx, roomName)
 	cancel()
 	if err != nil {
 		return false, fmt.Errorf("looking up room %q: %w: %w", roomName, ErrUnavailable, err)
@@ -1226,24 +1251,32 @@ func (m *Manager) Messages(roomName, after string, limit int) (Replay, error) {
 	if err := m.openElsewhere(roomName); err != nil {
 		return Replay{}, err
 	}
-	var rep Replay
-	err := m.withRoom(roomName, false, func(r *room) (err error) {
-		m.catchUp(r, Position{LastEventID: after, History: limit})
-		ctx, cancel := m.storeContext()
-		defer cancel()
-		rep, err = r.replay(ctx, Position{LastEventID: after, History: limit}, limit, budget)
-		if err != nil {
-			return fmt.Errorf("reading history of room %q: %w: %w", r.name, ErrUnavailable, err)
-		}
+	pos := Position{LastEventID: after, History: limit}
+	var (
+		sp span
+		h  History
+	)
+	err := m.reading(roomName, false, pos, func(r *room) error {
+		sp, h = r.plan(pos, limit, budget), r.history
 		return nil
 	})
+	if err != nil {
+		return Replay{}, err
+	}
+	ctx, cancel := m.storeContext()
+	rep, err := sp.read(ctx, h)
+	cancel()
+	if err != nil {
+		return Replay{}, fmt.Errorf("reading history of room %q: %w: %w", roomName, ErrUnavailable, err)
+	}
 	rep.fit(budget, false)
-	return rep, err
+	return rep, nil
 }
 
 // Delete removes a room and its history. Its subscribers' Take returns
-// ErrRoomClosed after the events already queued. With a Finder store, a
-// room that another process made is deleted too, its streams there ended.
+// ErrRoomClosed after the events already queued. With a store that other
+// processes share, a room that another process made is deleted too, its
+// streams there ended.
 func (m *Manager) Delete(roomName string) error {
 	if !ValidName(roomName) {
 		return ErrInvalidName
@@ -1263,18 +1296,34 @@ func (m *Manager) Delete(roomName string) error {
 }
 
 // drop detaches r and releases its history, and unlocks m.mu, which must
-// be held with r.mu. A shared history is released after m.mu is unlocked:
-// a store that does not answer holds up this room, not every room's
-// lookups. Any other store is done with the room before a room of the same
-// name can be opened.
+// be held with r.mu. The history is released after m.mu is unlocked: a
+// store that does not answer holds up this room, not every room's lookups.
+// A room of the same name is opened once it is released (see create).
 func (m *Manager) drop(r *room, reason string) error {
 	m.detach(r, reason)
-	if _, shared := r.history.(Shared); !shared {
-		defer m.mu.Unlock()
-		return m.release(r, reason)
-	}
+	released := make(chan struct{})
+	m.releasingMu.Lock()
+	m.releasing[r.name] = released
+	m.releasingMu.Unlock()
 	m.mu.Unlock()
+	defer func() {
+		m.releasingMu.Lock()
+		delete(m.releasing, r.name)
+		m.releasingMu.Unlock()
+		close(released)
+	}()
 	return m.release(r, reason)
+}
+
+// released waits until the history of a dropped room of the given name,
+// if one is being released, is done with it.
+func (m *Manager) released(name string) {
+	m.releasingMu.Lock()
+	ch := m.releasing[name]
+	m.releasingMu.Unlock()
+	if ch != nil {
+		<-ch
+	}
 }
 
 // detach takes a room out of the map and closes it, so that no caller can
@@ -1288,15 +1337,14 @@ func (m *Manager) detach(r *room, reason string) {
 	}
 }
 
-// release closes or drops the history of a room that detach closed. r.mu
-// must be held, and m.mu need not: the store may take its time without
-// holding up the other rooms.
+// release closes, expires or drops the history of a room that detach
+// closed. r.mu must be held, and m.mu need not: the store may take its time
+// without holding up the other rooms.
 func (m *Manager) release(r *room, reason string) error {
-	// Closing keeps a durable history for the next process; the other
-	// reasons end the room for good. A shared history belongs to every
-	// node: only a delete ends it, and this node's idle sweep only lets it
-	// go here.
-	if _, shared := r.history.(Shared); reason == "closed" || shared && reason != "deleted" {
+	// Closing keeps a durable history for the next process; a delete ends
+	// the room for good, in every process; the idle sweep and the last
+	// stream of an unused room only let it go here, as the history says.
+	if reason == "closed" {
 		if err := r.history.Close(); err != nil {
 			return fmt.Errorf("closing history of room %q: %w", r.name, err)
 		}
@@ -1304,8 +1352,12 @@ func (m *Manager) release(r *room, reason string) error {
 	}
 	ctx, cancel := m.storeContext()
 	defer cancel()
-	if err := r.history.Drop(ctx); err != nil {
-		return fmt.Errorf("dropping history of room %q: %w: %w", r.name, ErrUnavailable, err)
+	release := r.history.Expire
+	if reason == "deleted" {
+		release = r.history.Drop
+	}
+	if err := release(ctx); err != nil {
+		return fmt.Errorf("releasing history of room %q (%s): %w: %w", r.name, reason, ErrUnavailable, err)
 	}
 	return nil
 }

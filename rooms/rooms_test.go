@@ -90,7 +90,7 @@ func TestRing(t *testing.T) {
 	ctx := context.Background()
 	h, _ := MemoryStore{}.Open(ctx, "r", 3)
 	for i := 1; i <= 5; i++ {
-		h.Append(ctx, []Entry{{Message: Message{Message: fmt.Sprint(i)}}})
+		Append(ctx, h, []Entry{{Message: Message{Message: fmt.Sprint(i)}}})
 	}
 	tests := []struct {
 		after uint64
@@ -107,28 +107,28 @@ func TestRing(t *testing.T) {
 		{0, 0, ""},
 	}
 	for _, tt := range tests {
-		got, _ := h.After(ctx, tt.after, tt.limit)
+		got, _ := h.Read(ctx, tt.after, h.Last(), tt.limit)
 		if texts(got) != tt.want {
-			t.Errorf("After(%d, %d) = %q, want %q", tt.after, tt.limit, texts(got), tt.want)
+			t.Errorf("Read(%d, last, %d) = %q, want %q", tt.after, tt.limit, texts(got), tt.want)
 		}
 	}
 	if h.Oldest() != 3 || h.Last() != 5 {
 		t.Errorf("Oldest, Last = %d, %d; want 3, 5", h.Oldest(), h.Last())
 	}
 	h.Resize(ctx, 2)
-	if got, _ := h.After(ctx, 0, 10); texts(got) != "4,5" || h.Oldest() != 4 {
+	if got, _ := h.Read(ctx, 0, h.Last(), 10); texts(got) != "4,5" || h.Oldest() != 4 {
 		t.Errorf("after shrinking to 2: %q, oldest %d", texts(got), h.Oldest())
 	}
 	h.Resize(ctx, 4)
-	h.Append(ctx, []Entry{{Message: Message{Message: "6"}}})
-	h.Append(ctx, []Entry{{Message: Message{Message: "7"}}})
-	h.Append(ctx, []Entry{{Message: Message{Message: "8"}}})
-	if got, _ := h.After(ctx, 0, 10); texts(got) != "5,6,7,8" {
+	Append(ctx, h, []Entry{{Message: Message{Message: "6"}}})
+	Append(ctx, h, []Entry{{Message: Message{Message: "7"}}})
+	Append(ctx, h, []Entry{{Message: Message{Message: "8"}}})
+	if got, _ := h.Read(ctx, 0, h.Last(), 10); texts(got) != "5,6,7,8" {
 		t.Errorf("after growing to 4 and three appends: %q", texts(got))
 	}
 	none, _ := MemoryStore{}.Open(ctx, "r", 0)
-	none.Append(ctx, []Entry{{Message: Message{}}})
-	if got, _ := none.After(ctx, 0, 10); len(got) != 0 || none.Oldest() != 2 || none.Last() != 1 {
+	Append(ctx, none, []Entry{{Message: Message{}}})
+	if got, _ := none.Read(ctx, 0, none.Last(), 10); len(got) != 0 || none.Oldest() != 2 || none.Last() != 1 {
 		t.Errorf("zero capacity kept %d, oldest %d, last %d", len(got), none.Oldest(), none.Last())
 	}
 }
@@ -857,7 +857,10 @@ func TestMinMessageSize(t *testing.T) {
 }
 
 // countingStore counts Resize calls on the histories it opens.
-type countingStore struct{ resizes *int }
+type countingStore struct {
+	MemoryStore
+	resizes *int
+}
 
 func (s countingStore) Open(ctx context.Context, room string, capacity int) (History, error) {
 	h, err := MemoryStore{}.Open(ctx, room, capacity)
@@ -878,7 +881,7 @@ func (h countingHistory) Resize(ctx context.Context, capacity int) error {
 // ring alone; one that changes it resizes them.
 func TestConfigureKeepsRings(t *testing.T) {
 	var resizes int
-	m := newManager(t, Config{History: 5, Buffer: 10, Store: countingStore{&resizes}})
+	m := newManager(t, Config{History: 5, Buffer: 10, Store: countingStore{resizes: &resizes}})
 	post(t, m, "a", "1")
 	post(t, m, "b", "1")
 	m.Configure(Config{History: 5, Buffer: 20})

@@ -14,6 +14,7 @@ import (
 // waits until release is closed or its context ends, as on a store that
 // accepts a request and never answers.
 type hangingStore struct {
+	MemoryStore
 	hang    string
 	release chan struct{}
 	opens   *atomic.Int32 // of hang
@@ -117,6 +118,7 @@ func TestStoreTimeout(t *testing.T) {
 
 // newsStore opens sharedRings.
 type newsStore struct {
+	MemoryStore
 	mu    sync.Mutex
 	rooms map[string]*sharedRing
 	gate  chan struct{} // Append in room "slow" waits for it
@@ -140,7 +142,7 @@ func (s *newsStore) room(name string) *sharedRing {
 	return s.rooms[name]
 }
 
-// sharedRing is a Shared history in memory: publish stands in for a
+// sharedRing is a shared history in memory: publish stands in for a
 // message that another node stored, which Catch then delivers.
 type sharedRing struct {
 	History
@@ -168,42 +170,59 @@ func (h *sharedRing) Oldest() uint64 {
 	return h.History.Oldest()
 }
 
-func (h *sharedRing) After(ctx context.Context, seq uint64, limit int) ([]Message, error) {
+func (h *sharedRing) Read(ctx context.Context, after, upto uint64, limit int) ([]Message, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.History.After(ctx, seq, limit)
+	return h.History.Read(ctx, after, upto, limit)
 }
 
-func (h *sharedRing) Append(ctx context.Context, entries []Entry) error {
+// Start holds the room until the gate opens, as a store that does not
+// answer a write would, and the call stores the entries when it finishes.
+func (h *sharedRing) Start(_ context.Context, entries []Entry) Call {
 	if h.gate != nil {
 		<-h.gate
 	}
+	return sharedCall{h, entries}
+}
+
+// sharedCall is a sharedRing's call under way.
+type sharedCall struct {
+	h       *sharedRing
+	entries []Entry
+}
+
+func (sharedCall) Wait(context.Context) {}
+
+func (c sharedCall) Finish() error {
+	h := c.h
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for i := range entries {
-		entries[i].Message.ID = FormatID(h.Epoch(), h.History.Last()+1)
-		if err := h.History.Append(ctx, entries[i:i+1]); err != nil {
+	for i := range c.entries {
+		if err := Append(context.Background(), h.History, c.entries[i:i+1]); err != nil {
 			return err
 		}
-		h.pending = append(h.pending, entries[i].Message)
+		h.pending = append(h.pending, c.entries[i].Message)
 	}
 	return nil
 }
 
-func (h *sharedRing) Catch(context.Context, bool) ([]Message, bool, error) {
+func (h *sharedRing) Catch() ([]Message, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	out := h.pending
 	h.pending = nil
-	return out, false, nil
+	return out, false
 }
+
+// Sync has nothing to read: what publish stores is pending already.
+func (h *sharedRing) Sync(context.Context) error { return nil }
 
 // publish stores a message as another node would, and notifies as the
 // subscription connection would.
 func (h *sharedRing) publish(text string) {
 	h.mu.Lock()
 	msg := Message{ID: FormatID(h.Epoch(), h.History.Last()+1), User: "bob", Message: text}
-	_ = h.History.Append(context.Background(), []Entry{{Message: msg}})
+	_ = Append(context.Background(), h.History, []Entry{{Message: msg}})
 	h.pending = append(h.pending, msg)
 	h.mu.Unlock()
 	h.notify()
@@ -272,4 +291,84 @@ func nextTexts(t *testing.T, sub *Subscription, n int) []string {
 		}
 	}
 	return got
+}
+
+// droppingStore keeps histories in memory, whose Drop waits until release
+// is closed, as on a store that is slow to delete.
+type droppingStore struct {
+	MemoryStore
+	dropping chan struct{} // receives when a Drop begins
+	release  chan struct{}
+	opens    *atomic.Int32
+}
+
+func (s droppingStore) Open(ctx context.Context, room string, capacity int) (History, error) {
+	s.opens.Add(1)
+	h, err := s.MemoryStore.Open(ctx, room, capacity)
+	return slowDrop{h, s}, err
+}
+
+type slowDrop struct {
+	History
+	s droppingStore
+}
+
+func (h slowDrop) Drop(ctx context.Context) error {
+	h.s.dropping <- struct{}{}
+	<-h.s.release
+	return h.History.Drop(ctx)
+}
+
+// TestDropHoldsUpOnlyItsRoom: while the store deletes a room, other rooms
+// are posted to and listed, and the deleted room is made again only once
+// the store is done with it, in a new epoch.
+func TestDropHoldsUpOnlyItsRoom(t *testing.T) {
+	var opens atomic.Int32
+	store := droppingStore{dropping: make(chan struct{}, 1), release: make(chan struct{}), opens: &opens}
+	m := newManager(t, Config{History: 10, Store: store})
+	release := sync.OnceFunc(func() { close(store.release) })
+	t.Cleanup(release)
+	first := post(t, m, "slow", "before")[0]
+	deleted := make(chan error, 1)
+	go func() { deleted <- m.Delete("slow") }()
+	<-store.dropping
+	within(t, 2*time.Second, "posting to another room while one is deleted", func() error {
+		if _, _, err := m.Submit("fast", Post{User: "alice", Text: "hi"}); err != nil {
+			return err
+		}
+		if rs := m.Rooms(); len(rs) != 1 || rs[0].Name != "fast" {
+			return fmt.Errorf("rooms while one is deleted: %v, want only fast", rs)
+		}
+		return nil
+	})
+	type submitted struct {
+		msg Message
+		err error
+	}
+	again := make(chan submitted, 1)
+	go func() {
+		msg, _, err := m.Submit("slow", Post{User: "alice", Text: "after"})
+		again <- submitted{msg, err}
+	}()
+	select {
+	case s := <-again:
+		t.Fatalf("a post made the room again before the store dropped it: %v, %v", s.msg, s.err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	opened := opens.Load()
+	release()
+	if err := <-deleted; err != nil {
+		t.Fatal(err)
+	}
+	s := <-again
+	if s.err != nil {
+		t.Fatal(s.err)
+	}
+	oldEpoch, _, _ := ParseID(first.ID)
+	if epoch, seq, _ := ParseID(s.msg.ID); epoch == oldEpoch || seq != 1 {
+		t.Errorf("the room made again has id %s, want the first of a new epoch (the old was %s)", s.msg.ID, first.ID)
+	}
+	if opened != 2 {
+		t.Errorf("the store opened %d histories before the drop was done, want 2 (slow and fast)", opened)
+	}
 }

@@ -9,14 +9,16 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
 // Proxy forwards TCP connections to a redis-server, standing for the
 // network between one node and Redis: it can cut the node off, lose the
-// reply to a script call after Redis ran it, or lead to another server,
-// as a failover does.
+// reply to a script call after Redis ran it, lead to another server, as a
+// failover does, or hold what it forwards for a while, as a distant
+// server's network does.
 type Proxy struct {
 	// Addr is the host:port the node connects to.
 	Addr string
@@ -27,6 +29,7 @@ type Proxy struct {
 	target     string
 	cut        bool
 	dropScript bool
+	delay      time.Duration
 	conns      map[*proxied]struct{}
 }
 
@@ -115,6 +118,7 @@ func (p *Proxy) serve(node net.Conn) {
 			if err != nil || dropping {
 				return
 			}
+			p.wait()
 			if _, err := node.Write(buf[:n]); err != nil {
 				return
 			}
@@ -131,6 +135,7 @@ func (p *Proxy) serve(node net.Conn) {
 			c.dropping = true
 			c.mu.Unlock()
 		}
+		p.wait()
 		if _, err := r.Write(buf[:n]); err != nil {
 			return
 		}
@@ -158,6 +163,26 @@ func (p *Proxy) DropScriptReply() {
 	p.mu.Lock()
 	p.dropScript = true
 	p.mu.Unlock()
+}
+
+// Delay holds what goes through each way for d before forwarding it: a
+// round trip to Redis takes 2d more. 0 forwards at once again.
+func (p *Proxy) Delay(d time.Duration) {
+	p.mu.Lock()
+	p.delay = d
+	p.mu.Unlock()
+}
+
+// wait holds a read for the delay before it is forwarded. A connection
+// carries one request at a time from a go-redis pool, so holding its
+// reads is the latency of a distant server.
+func (p *Proxy) wait() {
+	p.mu.Lock()
+	d := p.delay
+	p.mu.Unlock()
+	if d > 0 {
+		time.Sleep(d)
+	}
 }
 
 // Cut closes every connection and refuses new ones until Heal: the node is

@@ -29,7 +29,7 @@ import (
 // LockTimeout is how long Open waits for a file that another process holds.
 const LockTimeout = 2 * time.Second
 
-// Store is a rooms.Store and rooms.Lister backed by a bbolt file. Its
+// Store is a rooms.Store backed by a bbolt file. Its
 // methods are safe for concurrent use.
 type Store struct {
 	path   string
@@ -139,8 +139,8 @@ type Stats struct {
 // Stats returns the store's counters.
 func (s *Store) Stats() Stats { return s.commit.stats() }
 
-// Rooms returns the names of the rooms the file holds.
-func (s *Store) Rooms(context.Context) ([]string, error) {
+// Kept returns the names of the rooms the file holds.
+func (s *Store) Kept(context.Context) ([]string, error) {
 	var names []string
 	err := s.db.View(func(tx *bolt.Tx) error {
 		all := tx.Bucket(roomsBucket)
@@ -157,6 +157,13 @@ func (s *Store) Rooms(context.Context) ([]string, error) {
 	}
 	return names, nil
 }
+
+// HeldElsewhere says no: one process at a time has the file.
+func (s *Store) HeldElsewhere(context.Context, string) (bool, error) { return false, nil }
+
+// SetIdleTimeout does nothing: the Manager sweeps idle rooms, and drops
+// them from the file.
+func (s *Store) SetIdleTimeout(time.Duration) {}
 
 // Open returns the room's history: as the file holds it, or a new epoch
 // with nothing stored until the first message.
@@ -211,6 +218,17 @@ type history struct {
 	first    uint64 // the oldest message the file holds: oldest, or up to trimSlack older
 	capacity int
 	stored   bool // the file has the room's bucket
+	appended rooms.Appended
+	written  written // by the call under way (see Start)
+}
+
+// written is what a call's commit wrote, for Finish to take into the
+// history.
+type written struct {
+	entries      []rooms.Entry
+	err          error
+	first, last  uint64
+	oldest, held uint64
 }
 
 // trimSlack is how many messages past its history a room may hold in the
@@ -224,10 +242,39 @@ func (h *history) Epoch() string  { return h.epoch }
 func (h *history) Last() uint64   { return h.last }
 func (h *history) Oldest() uint64 { return h.oldest }
 
-// Append stores the messages, their keys and the room's new position, and
+// Start writes the messages, their keys and the room's new position, and
 // trims what no longer fits once more than trimSlack messages are hidden,
-// in one commit.
-func (h *history) Append(ctx context.Context, entries []rooms.Entry) error {
+// in one commit, with the room locked: the submits that come meanwhile
+// share the next commit. The history is the call itself, one at a time
+// (Depth), and the room's position moves in Finish, so that no reader
+// counts the messages before Catch delivers them.
+func (h *history) Start(ctx context.Context, entries []rooms.Entry) rooms.Call {
+	h.written = h.write(ctx, entries)
+	return h
+}
+
+func (h *history) Depth() int { return 1 }
+
+// Wait has nothing to wait for: Start wrote.
+func (h *history) Wait(context.Context) {}
+
+// Finish takes what Start wrote into the history and the entries.
+func (h *history) Finish() error {
+	w := h.written
+	h.written = written{}
+	if w.err != nil {
+		return w.err
+	}
+	h.last, h.oldest, h.first, h.stored = w.last, w.oldest, w.held, true
+	for i := range w.entries {
+		w.entries[i].Message.ID = rooms.FormatID(h.epoch, w.first+uint64(i))
+	}
+	h.appended.Add(w.entries)
+	return nil
+}
+
+// write commits entries after the room's last message.
+func (h *history) write(ctx context.Context, entries []rooms.Entry) written {
 	first := h.last + 1
 	last := h.last + uint64(len(entries))
 	// Only the newest capacity of them are kept: encode no more.
@@ -272,10 +319,9 @@ func (h *history) Append(ctx context.Context, entries []rooms.Entry) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("appending to room %q in chat store %s: %w", h.room, h.s.path, err)
+		return written{err: fmt.Errorf("appending to room %q in chat store %s: %w", h.room, h.s.path, err)}
 	}
-	h.last, h.oldest, h.first, h.stored = last, oldest, held, true
-	return nil
+	return written{entries: entries, first: first, last: last, oldest: oldest, held: held}
 }
 
 // create returns the room's bucket, making it with the room's epoch.
@@ -329,21 +375,20 @@ func trim(b *bolt.Bucket, last uint64, capacity int) (uint64, error) {
 	return oldest, nil
 }
 
-func (h *history) After(_ context.Context, seq uint64, limit int) ([]rooms.Message, error) {
-	if seq < h.oldest {
-		seq = h.oldest - 1
-	}
-	if seq >= h.last || limit <= 0 || !h.stored {
+// Read reads in a read transaction of its own and uses only what Open set,
+// so that it runs beside an Append.
+func (h *history) Read(_ context.Context, after, upto uint64, limit int) ([]rooms.Message, error) {
+	if after >= upto || limit <= 0 {
 		return nil, nil
 	}
-	out := make([]rooms.Message, 0, min(uint64(limit), h.last-seq))
+	out := make([]rooms.Message, 0, min(uint64(limit), upto-after))
 	err := h.s.db.View(func(tx *bolt.Tx) error {
 		b := roomBucket(tx, h.name)
 		if b == nil {
 			return nil
 		}
 		c := b.Bucket(msgsBucket).Cursor()
-		for k, v := c.Seek(u64(seq + 1)); k != nil && len(out) < limit; k, v = c.Next() {
+		for k, v := c.Seek(u64(after + 1)); k != nil && len(out) < limit && binary.BigEndian.Uint64(k) <= upto; k, v = c.Next() {
 			m, err := decode(v)
 			if err != nil {
 				return fmt.Errorf("message %d: %w", binary.BigEndian.Uint64(k), err)
@@ -399,7 +444,18 @@ func (h *history) Drop(ctx context.Context) error {
 	return nil
 }
 
+// Expire forgets an idle room as Drop does: no other process keeps it.
+func (h *history) Expire(ctx context.Context) error { return h.Drop(ctx) }
+
 func (h *history) Close() error { return nil }
+
+// Follow has nothing to follow: only this process appends to the file.
+func (h *history) Follow(func()) {}
+
+func (h *history) Catch() ([]rooms.Message, bool) { return h.appended.Take(), false }
+
+// Sync has nothing to read: what this process stored is all there is.
+func (h *history) Sync(context.Context) error { return nil }
 
 // Recall looks k up among the keys of the messages the room keeps.
 func (h *history) Recall(_ context.Context, k rooms.Key, m rooms.Message) (rooms.Recalled, error) {
@@ -493,7 +549,6 @@ func recordKey(rec []byte) []byte {
 
 // Interface guards
 var (
-	_ rooms.Store    = (*Store)(nil)
-	_ rooms.Lister   = (*Store)(nil)
-	_ rooms.Recaller = (*history)(nil)
+	_ rooms.Store   = (*Store)(nil)
+	_ rooms.History = (*history)(nil)
 )

@@ -291,8 +291,7 @@ func (s *Store) readOthers(ctx context.Context) error {
 }
 
 // Directory lists the rooms that hold messages, with their newest ids, and
-// takes out those that expired or were deleted. It implements
-// rooms.Directory.
+// takes out those that expired or were deleted.
 func (s *Store) Directory(ctx context.Context) (map[string]string, error) {
 	var names *redis.StringSliceCmd
 	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -355,7 +354,5 @@ func (s *Store) Leave(ctx context.Context) error {
 
 // Interface guards
 var (
-	_ rooms.Census      = (*Store)(nil)
-	_ rooms.Directory   = (*Store)(nil)
-	_ rooms.IdleExpirer = (*Store)(nil)
+	_ rooms.Census = (*Store)(nil)
 )

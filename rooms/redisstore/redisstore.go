@@ -145,8 +145,7 @@ func (s *Store) Close() error {
 // SetIdleTimeout makes Redis expire a room that gets no message for d from
 // its next message on, and has no stream on any node (see census.go), on
 // every node at once; 0 keeps rooms until they are deleted. The Manager
-// calls it with its IdleTimeout, also on a reload that changes it. It
-// implements rooms.IdleExpirer.
+// calls it with its IdleTimeout, also on a reload that changes it.
 func (s *Store) SetIdleTimeout(d time.Duration) { s.idleTTL.Store(int64(d)) }
 
 func (s *Store) idleTimeout() time.Duration { return time.Duration(s.idleTTL.Load()) }
@@ -208,8 +207,13 @@ func (s *Store) keysOf(room string) keys {
 // come within the call's timeouts, well within it.
 const callTTL = time.Minute
 
-// Has reports whether Redis holds the room: another node made it.
-func (s *Store) Has(ctx context.Context, room string) (bool, error) {
+// Kept returns no room: every node opens a room as it is asked for it, and
+// finds it with HeldElsewhere.
+func (s *Store) Kept(context.Context) ([]string, error) { return nil, nil }
+
+// HeldElsewhere reports whether Redis holds the room: a node, this one or
+// another, made it.
+func (s *Store) HeldElsewhere(ctx context.Context, room string) (bool, error) {
 	n, err := s.client.Exists(ctx, s.keysOf(room).meta).Result()
 	if err != nil {
 		return false, fmt.Errorf("looking up room %q in redis: %w", room, err)
@@ -243,7 +247,16 @@ func (s *Store) Open(ctx context.Context, room string, capacity int) (rooms.Hist
 		h.epoch = e
 		h.last, _ = strconv.ParseUint(fmt.Sprint(vals[1]), 10, 64)
 	}
+	h.settle()
 	return h, nil
+}
+
+// settle makes the history's position, as the room's lock leaves it, that
+// of Read and Sync.
+func (h *history) settle() {
+	h.mu.Lock()
+	h.seen.epoch, h.seen.last, h.seen.started, h.seen.idle = h.epoch, h.last, h.started, len(h.calls) == 0
+	h.mu.Unlock()
 }
 
 // history is one room in Redis. The Manager serialises its methods under
@@ -270,8 +283,16 @@ type history struct {
 	heard    []notice
 	resync   bool
 	notify   func()
-	fetching bool     // a read of the stream runs (fetchLater)
-	fetched  *fetched // its result, for the next Catch
+	fetching bool       // a read of the stream runs (fetchLater)
+	fetched  []*fetched // reads for the next Catch, oldest first
+	// seen is the history's epoch, last, script calls started and
+	// whether none is under way, as the room's lock left them, for Read
+	// and Sync, which run without it.
+	seen struct {
+		epoch         string
+		last, started uint64
+		idle          bool
+	}
 }
 
 // notice is what a room's channel carries: a batch of messages, or the
@@ -337,13 +358,14 @@ func (h *history) notifyNow() {
 	}
 }
 
-// Append stores the entries with one script call, which gives them their
-// sequence numbers, and keeps them for Catch.
-func (h *history) Append(ctx context.Context, entries []rooms.Entry) error {
-	c := h.Start(entries)
-	c.Wait(ctx)
-	return c.Finish()
-}
+// Depth lets submits that come while a script call waits for Redis go out
+// at once rather than wait for its round trip: the script names the
+// sequence numbers, and Catch puts the batches in order.
+func (h *history) Depth() int { return pipelineDepth }
+
+// pipelineDepth is how many script calls of a room may be under way at
+// once.
+const pipelineDepth = 4
 
 // appendCall is one script call of Append, begun by Start: Wait runs it
 // with the room unlocked, Finish takes its answer.
@@ -360,7 +382,7 @@ type appendCall struct {
 // Start prepares the script call that stores entries. The Manager lets
 // the next batch start before this one finishes: each gets the sequence
 // numbers that the script gives it, and Catch puts them in order.
-func (h *history) Start(entries []rooms.Entry) rooms.Call {
+func (h *history) Start(_ context.Context, entries []rooms.Entry) rooms.Call {
 	// Each call has a token of its own, under which the script keeps its
 	// answer for a retry.
 	token := h.keys.call + h.s.id + "-" + strconv.FormatUint(h.s.calls.Add(1), 36)
@@ -395,6 +417,7 @@ func (h *history) Start(entries []rooms.Entry) rooms.Call {
 	}
 	h.started++
 	h.calls = append(h.calls, h.started)
+	h.settle()
 	return &appendCall{h: h, n: h.started, entries: entries, keys: keyNames, args: args}
 }
 
@@ -414,6 +437,7 @@ func (c *appendCall) Wait(ctx context.Context) {
 // what Catch delivers.
 func (c *appendCall) Finish() error {
 	h, entries, res := c.h, c.entries, c.res
+	defer h.settle()
 	h.calls = slices.DeleteFunc(h.calls, func(n uint64) bool { return n == c.n })
 	if c.err != nil {
 		if h.gapSeen != 0 {
@@ -469,16 +493,16 @@ func flag(b bool) string {
 	return "0"
 }
 
-// Catch merges what this node appended with what it heard and what a
-// read of the stream brought, and returns the messages after Last that
-// follow it with no gap, in order. A gap is read from the stream: with
-// sync, at once; without, on a goroutine of the Store's, which notifies
-// when it is done, so that a room waiting for Redis holds up neither the
-// subscription connection nor its room's lock. The messages past a gap
-// wait for it.
-func (h *history) Catch(ctx context.Context, sync bool) ([]rooms.Message, bool, error) {
+// Catch merges what this node appended with what it heard and what reads
+// of the stream brought, and returns the messages after Last that follow
+// it with no gap, in order. A gap is read from the stream on a goroutine
+// of the Store's, which notifies when it is done, so that a room waiting
+// for Redis holds up neither the subscription connection nor its room's
+// lock. The messages past a gap wait for it.
+func (h *history) Catch() ([]rooms.Message, bool) {
+	defer h.settle()
 	h.mu.Lock()
-	heard, f := h.heard, h.fetched
+	heard, fs := h.heard, h.fetched
 	h.heard, h.fetched = nil, nil
 	resync := h.resync
 	h.resync = false
@@ -513,7 +537,7 @@ func (h *history) Catch(ctx context.Context, sync bool) ([]rooms.Message, bool, 
 	}
 	if gone {
 		h.stale = true
-		return nil, true, nil
+		return nil, true
 	}
 	target := h.last
 	for _, m := range got {
@@ -522,28 +546,12 @@ func (h *history) Catch(ctx context.Context, sync bool) ([]rooms.Message, bool, 
 	// Every sequence number up to complete is in got, delivered, or
 	// no longer in the stream.
 	complete := h.last
-	if f != nil {
+	for _, f := range fs {
 		if got, target, complete, gone = h.merge(f, got, target, complete); gone {
 			h.stale = true
-			return nil, true, nil
+			return nil, true
 		}
 		resync = resync || f.epoch != h.epoch
-	}
-	// A second read follows when the first found the room made
-	// elsewhere, in an epoch this history then takes.
-	for i := 0; sync && i < 2; i++ {
-		epoch := h.epoch
-		f, err := h.fetch(ctx, epoch, h.last, target, true)
-		if err != nil {
-			h.putBack(got)
-			return nil, false, err
-		}
-		if got, target, complete, gone = h.merge(f, got, target, complete); gone {
-			h.stale = true
-			return nil, true, nil
-		}
-		resync = false
-		sync = h.epoch != epoch
 	}
 	slices.SortFunc(got, func(a, b rooms.Message) int { return cmp.Compare(seqOf(a), seqOf(b)) })
 	got = slices.CompactFunc(got, func(a, b rooms.Message) bool { return a.ID == b.ID })
@@ -574,7 +582,35 @@ func (h *history) Catch(ctx context.Context, sync bool) ([]rooms.Message, bool, 
 	if resync || h.last < target && !h.running(h.gapSeen) {
 		h.fetchLater(h.last, target, resync)
 	}
-	return got[:n], false, nil
+	return got[:n], false
+}
+
+// Sync reads the room's position and the messages up to it after the last
+// one the room's lock left delivered, and when the room went on in an
+// epoch this history has yet to take, made elsewhere or after Redis lost
+// messages, reads that epoch too, for the next Catch.
+func (h *history) Sync(ctx context.Context) error {
+	h.mu.Lock()
+	epoch, last, started, idle := h.seen.epoch, h.seen.last, h.seen.started, h.seen.idle
+	h.mu.Unlock()
+	f, err := h.fetch(ctx, epoch, last, last, true)
+	if err != nil {
+		return err
+	}
+	f.started, f.idle = started, idle
+	fs := []*fetched{f}
+	if f.found && f.roomEpoch != epoch && (last == 0 || f.roomFrom == epoch) {
+		next, err := h.fetch(ctx, f.roomEpoch, 0, f.roomLast, true)
+		if err != nil {
+			return err
+		}
+		next.started, next.idle = started, idle
+		fs = append(fs, next)
+	}
+	h.mu.Lock()
+	h.fetched = append(h.fetched, fs...)
+	h.mu.Unlock()
+	return nil
 }
 
 // merge takes a read of Redis into what Catch holds: the messages read, and
@@ -589,7 +625,7 @@ func (h *history) merge(f *fetched, got []rooms.Message, target, complete uint64
 		switch {
 		case !f.found:
 			// Deleted, and the notice lost with a connection.
-			if h.last > 0 {
+			if h.last > 0 && f.idle && f.started == h.started {
 				return nil, 0, 0, true
 			}
 		case f.roomFrom != "" && f.roomFrom == h.epoch:
@@ -630,8 +666,13 @@ type fetched struct {
 	meta, found         bool
 	roomEpoch, roomFrom string
 	roomLast            uint64
-	upto                uint64 // every message up to this one was read
-	msgs                []rooms.Message
+	// started is the history's script calls started when it asked, and
+	// idle is set when none was under way: a room not found by a read
+	// that a call of this node may have overtaken is not a deleted room.
+	started uint64
+	idle    bool
+	upto    uint64 // every message up to this one was read
+	msgs    []rooms.Message
 }
 
 // fetch reads the messages in (after, upto] of the stream, and with meta
@@ -675,11 +716,14 @@ func (h *history) fetchLater(after, upto uint64, meta bool) {
 		h.resync = h.resync || meta
 		return
 	}
-	epoch := h.epoch
+	epoch, started, idle := h.epoch, h.started, len(h.calls) == 0
 	h.fetching = h.s.spawn(func() {
 		ctx, cancel := context.WithTimeout(h.s.closing, h.s.timeout)
 		f, err := h.fetch(ctx, epoch, after, upto, meta)
 		cancel()
+		if err == nil {
+			f.started, f.idle = started, idle
+		}
 		if err != nil {
 			select {
 			case <-time.After(retryDelay):
@@ -692,7 +736,7 @@ func (h *history) fetchLater(after, upto uint64, meta bool) {
 		if err != nil {
 			h.resync = true
 		} else {
-			h.fetched = f
+			h.fetched = append(h.fetched, f)
 		}
 		notify := h.notify
 		h.mu.Unlock()
@@ -705,15 +749,6 @@ func (h *history) fetchLater(after, upto uint64, meta bool) {
 // retryDelay is how long a history waits to read a gap again after a
 // failed read.
 const retryDelay = time.Second
-
-// putBack keeps messages that a failed Catch could not deliver for the next
-// one, and asks for it to read the stream.
-func (h *history) putBack(got []rooms.Message) {
-	h.own = got
-	h.mu.Lock()
-	h.resync = true
-	h.mu.Unlock()
-}
 
 func seqOf(m rooms.Message) uint64 {
 	_, seq, _ := rooms.ParseID(m.ID)
@@ -759,8 +794,11 @@ func (h *history) read(ctx context.Context, epoch string, after, upto uint64, li
 	return out, nil
 }
 
-func (h *history) After(ctx context.Context, seq uint64, limit int) ([]rooms.Message, error) {
-	return h.read(ctx, h.epoch, max(seq, h.Oldest()-1), h.last, limit)
+func (h *history) Read(ctx context.Context, after, upto uint64, limit int) ([]rooms.Message, error) {
+	h.mu.Lock()
+	epoch := h.seen.epoch
+	h.mu.Unlock()
+	return h.read(ctx, epoch, after, upto, limit)
 }
 
 func (h *history) Resize(ctx context.Context, capacity int) error {
@@ -793,6 +831,10 @@ func (h *history) Drop(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Expire lets an idle room go here as Close does: Redis expires it once
+// no node posts to it for the idle timeout (see SetIdleTimeout).
+func (h *history) Expire(context.Context) error { return h.Close() }
 
 func (h *history) Close() error {
 	h.unlisten()
@@ -855,9 +897,6 @@ type keyRecord struct {
 
 // Interface guards
 var (
-	_ rooms.Store     = (*Store)(nil)
-	_ rooms.Finder    = (*Store)(nil)
-	_ rooms.Shared    = (*history)(nil)
-	_ rooms.Recaller  = (*history)(nil)
-	_ rooms.Pipelined = (*history)(nil)
+	_ rooms.Store   = (*Store)(nil)
+	_ rooms.History = (*history)(nil)
 )

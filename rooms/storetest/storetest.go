@@ -73,6 +73,7 @@ func Run(t *testing.T, open Factory) {
 		{"IDsRiseAcrossNodes", shared, idsRiseAcrossNodes},
 		{"IDsRiseAcrossFailover", func(b Backend) bool { return b.Failover != nil }, idsRiseAcrossFailover},
 		{"HistoryAfterAndLimit", always, historyAfterAndLimit},
+		{"ReplayMeetsLiveUnderPosts", always, replayMeetsLiveUnderPosts},
 		{"HistoryResizeAndTrim", always, historyResizeAndTrim},
 		{"DropForgets", always, dropForgets},
 		{"CloseKeeps", func(b Backend) bool { return b.Durable }, closeKeeps},
@@ -387,6 +388,66 @@ func historyAfterAndLimit(t *testing.T, b Backend) {
 			t.Fatalf("node %d: messages of a room no one made: %v, want ErrNotFound", i, err)
 		}
 	}
+}
+
+// replayMeetsLiveUnderPosts: streams opened while messages are posted, with
+// history or resuming from a message, on the node that posts and on
+// another, get every message once and in order: their replay, read with
+// the room released, and what came live meet with no gap and no overlap.
+func replayMeetsLiveUnderPosts(t *testing.T, b Backend) {
+	// The first message, then 50 from each poster.
+	const n, posters = 201, 4
+	cfg := rooms.Config{History: n, Buffer: 2 * n}
+	p := start(t, b, cfg)
+	readers := []*peer{p}
+	if b.Shared {
+		readers = append(readers, start(t, b, cfg))
+	}
+	first := post(t, p, "lobby", "first")[0]
+	epoch, seq, _ := rooms.ParseID(first.ID)
+	var streams sync.WaitGroup
+	for _, r := range readers {
+		for i := range 12 {
+			streams.Go(func() {
+				// Spread over the posts that follow.
+				time.Sleep(time.Duration(i) * 2 * time.Millisecond)
+				pos, from := rooms.Position{History: n}, seq
+				if i%2 == 1 {
+					pos, from = rooms.Position{LastEventID: first.ID}, seq+1
+				}
+				sub, err := r.Subscribe("lobby", pos, nil)
+				if err != nil {
+					t.Errorf("subscribing: %v", err)
+					return
+				}
+				defer sub.Close()
+				got, err := Receive(sub, n-int(from-seq))
+				if err != nil {
+					t.Errorf("a stream from %q: %v", pos.LastEventID, err)
+					return
+				}
+				for k, m := range got {
+					if want := rooms.FormatID(epoch, from+uint64(k)); m.ID != want {
+						t.Errorf("a stream from %q got %s where %s was due, message %d of %d: a gap or an overlap", pos.LastEventID, m.ID, want, k+1, len(got))
+						return
+					}
+				}
+			})
+		}
+	}
+	var posting sync.WaitGroup
+	for range posters {
+		posting.Go(func() {
+			for range (n - 1) / posters {
+				if _, _, err := p.Submit("lobby", rooms.Post{User: "alice", Text: "hi"}); err != nil {
+					t.Errorf("posting: %v", err)
+					return
+				}
+			}
+		})
+	}
+	posting.Wait()
+	streams.Wait()
 }
 
 // historyResizeAndTrim: a room keeps its newest History messages; a
