@@ -112,9 +112,7 @@ func (s rpcService) Stream(ctx context.Context, req *connect.Request[chatv1.Stre
 		return nil // the client is gone
 	}
 	st.entry = h.pastWrappers(call.r, call.sw, room)
-	err = h.streamLoop(call.r, st.stream.Subscription, wake, st.wire)
-	st.end(err, 0)
-	switch endReason(err) {
+	switch endReason(st.live(h, call.r, wake)) {
 	case "evicted":
 		return errResume("this stream fell behind")
 	case "stopping":

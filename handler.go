@@ -435,7 +435,9 @@ func (h *Handler) deleteRoom(c service.Caller, room string) error {
 // proxies considered), and whether a browser sent it from another site.
 func (h *Handler) caller(r *http.Request) service.Caller {
 	c := service.Caller{CrossSite: h.csrf.Check(r) != nil}
-	c.User, _ = h.identity(r)
+	if !c.CrossSite {
+		c.User, _ = h.identity(r)
+	}
 	ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
 	if !ok || ip == "" {
 		ip = r.RemoteAddr

@@ -2,7 +2,9 @@ package chat
 
 import (
 	"errors"
+	"net/http"
 
+	"github.com/caddy-chat/caddy-chat/broadcast"
 	"github.com/caddy-chat/caddy-chat/rooms"
 	"github.com/caddy-chat/caddy-chat/service"
 )
@@ -69,6 +71,19 @@ func (h *Handler) startStream(c service.Caller, req service.StreamRequest, wake 
 	}
 	opened = true
 	return s, nil
+}
+
+// errAborted ends a stream whose handler panicked.
+var errAborted = errors.New("the stream's handler panicked")
+
+// live writes the stream's live events in the request path (see
+// streamLoop) and ends it, with why it ended, also when a write panics: its
+// slot, subscription and presence never outlive the request.
+func (s *streamSession) live(h *Handler, r *http.Request, wake broadcast.Signal) (err error) {
+	err = errAborted
+	defer func() { s.end(err, 0) }()
+	err = h.streamLoop(r, s.stream.Subscription, wake, s.wire)
+	return err
 }
 
 // end ends the stream for err, having written relayed bytes past its

@@ -45,16 +45,13 @@ const (
 // and net/http's buffers, most of what an idle stream costs. HTTP/2 and
 // HTTP/3 streams stay in the request path (see streamInPath).
 func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, c service.Caller, room string) error {
+	if err := h.svc.CheckRoom(room); err != nil {
+		return err
+	}
 	req, err := streamRequest(r, room)
 	if err != nil {
 		return err
 	}
-	hdr := w.Header()
-	hdr.Set("Content-Type", "text/event-stream")
-	// no-transform keeps encode, and any proxy that honours it, from
-	// compressing the stream, which would hold events back in its buffers.
-	hdr.Set("Cache-Control", "no-cache, no-transform")
-	hdr.Set("X-Accel-Buffering", "no")
 	if r.ProtoMajor == 1 {
 		if hj, ok := innermost(w).(http.Hijacker); ok {
 			return h.relayStream(w, r, hj, c, req)
@@ -96,6 +93,13 @@ func sseWire(w http.ResponseWriter, sw *streamWriter) *streamWire {
 	return &streamWire{
 		sw: sw,
 		start: func(events []*rooms.Event) error {
+			hdr := w.Header()
+			hdr.Set("Content-Type", "text/event-stream")
+			// no-transform keeps encode, and any proxy that honours it,
+			// from compressing the stream, which would hold events back
+			// in its buffers.
+			hdr.Set("Cache-Control", "no-cache, no-transform")
+			hdr.Set("X-Accel-Buffering", "no")
 			w.WriteHeader(http.StatusOK)
 			return sw.send(streamStart(events))
 		},
@@ -131,7 +135,7 @@ func (h *Handler) streamInPath(w http.ResponseWriter, r *http.Request, c service
 		}
 		return err
 	}
-	s.end(h.streamLoop(r, s.stream.Subscription, wake, s.wire), 0)
+	s.live(h, r, wake)
 	return nil
 }
 
@@ -231,6 +235,9 @@ func (h *Handler) streamLoop(r *http.Request, sub *rooms.Subscription, wake broa
 			lastWrite = time.Now()
 		}
 		clear(events) // drop references to shared events while idle
+		if cap(events) > maxKeptEvents {
+			events = nil // a burst is over; do not keep its memory
+		}
 		if err == nil && beat.Swap(false) {
 			if idle := time.Since(lastWrite); idle < interval {
 				heartbeat.Reset(interval - idle)
@@ -299,8 +306,15 @@ func (w *streamWakes) stop() {
 // takeover: the client comes back after its last message for the rest.
 func (h *Handler) relayStream(w http.ResponseWriter, r *http.Request, hj http.Hijacker, c service.Caller, req *service.StreamRequest) error {
 	relayed := h.app.relay.NewStream()
-	w.Header().Set("Transfer-Encoding", "identity")
-	s, err := h.startStream(c, *req, relayed.Wake, sseWire(w, newStreamWriter(w)))
+	wire := sseWire(w, newStreamWriter(w))
+	start := wire.start
+	wire.start = func(events []*rooms.Event) error {
+		// On the head of an open stream only: a refusal is an answer
+		// like any other.
+		w.Header().Set("Transfer-Encoding", "identity")
+		return start(events)
+	}
+	s, err := h.startStream(c, *req, relayed.Wake, wire)
 	if s == nil {
 		if errors.Is(err, errReplayCut) {
 			return nil
@@ -374,6 +388,10 @@ func streamStart(events []*rooms.Event) []byte {
 	return buf
 }
 
+// maxKeptEvents is the largest buffer of events a relayed stream keeps for
+// its next take.
+const maxKeptEvents = 64
+
 // sseSource is what the relay writes of a subscription: its events as
 // event-stream frames.
 type sseSource struct {
@@ -390,6 +408,9 @@ func (s *sseSource) Take(dst [][]byte) ([][]byte, error) {
 	}
 	clear(events) // drop references to shared events while idle
 	s.events = events[:0]
+	if cap(s.events) > maxKeptEvents {
+		s.events = nil // a burst is over; do not keep its memory
+	}
 	return dst, err
 }
 

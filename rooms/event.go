@@ -105,7 +105,8 @@ func NewCodec[T any](encode func(*Event) T) *Codec[T] {
 func (c *Codec[T]) Encode(e *Event) T {
 	enc := &e.encoded[c.slot]
 	enc.once.Do(func() { enc.v = c.encode(e) })
-	return enc.v.(T)
+	v, _ := enc.v.(T) // the zero T after an encode that panicked
+	return v
 }
 
 // String names the kind as the event stream's event field does.

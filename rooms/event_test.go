@@ -7,13 +7,20 @@ import (
 	"time"
 )
 
+// Two codecs of the tests, made once per program as codecs are, and how
+// many times each encoded.
+var (
+	upper, lower atomic.Int32
+	upperCodec   = NewCodec(func(e *Event) string { upper.Add(1); return "U:" + e.Message.Message })
+	lowerCodec   = NewCodec(func(e *Event) []byte { lower.Add(1); return []byte("l:" + e.Message.Message) })
+)
+
 // TestEventEncodedOncePerCodec: however many streams write an event at
 // once, each codec encodes it once, and every stream gets that encoding;
 // the codecs keep their own.
 func TestEventEncodedOncePerCodec(t *testing.T) {
-	var upper, lower atomic.Int32
-	upperCodec := NewCodec(func(e *Event) string { upper.Add(1); return "U:" + e.Message.Message })
-	lowerCodec := NewCodec(func(e *Event) []byte { lower.Add(1); return []byte("l:" + e.Message.Message) })
+	upper.Store(0)
+	lower.Store(0)
 	ev := MessageEvent(Message{ID: "e-1", Message: "hi", Time: time.Now()})
 	var wg sync.WaitGroup
 	for range 32 {

@@ -2,8 +2,11 @@ package rooms
 
 import (
 	"hash/maphash"
+	"sync"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // DefaultMaxNames bounds the verified authors' names one room remembers.
@@ -29,33 +32,58 @@ func nameHash(name string) uint64 {
 }
 
 // FoldName returns name as reserve_names compares it, folded the way a
-// reader would confuse two names: letter case, spaces around and between
-// words, and code points a page does not show, which are left out (see
-// invisible). "ALICE", " alice " and "alice\u034f" all fold to "alice".
-// Lookalike letters from other scripts are not folded. A name that folds
-// to "" shows nothing.
+// reader would confuse two names: spellings that Unicode holds equivalent
+// (NFKC: "e" and a combining diaeresis is "ë", fullwidth "ａ" is "a"),
+// letter case, spaces around and between words, and code points a page
+// does not show, which are left out (see invisible). "ALICE", " alice "
+// and "alice\u034f" all fold to "alice". Lookalike letters from other
+// scripts are not folded. A name that folds to "" shows nothing.
 func FoldName(name string) string {
 	return string(appendFolded(nil, name))
 }
 
-// appendFolded appends name, folded as FoldName says, to dst.
+// appendFolded appends name, folded as FoldName says, to dst. A name in
+// NFKC already, as typed names are, is folded as it is; another is read in
+// NFKC a segment at a time, through an iterator kept for the next name.
 func appendFolded(dst []byte, name string) []byte {
 	space := false
-	for _, r := range name {
-		switch {
-		case invisible(r):
-		case unicode.IsSpace(r) || r == '\u2800':
-			// U+2800, the blank braille pattern, shows as a space.
-			space = len(dst) > 0
-		default:
-			if space {
-				dst = append(dst, ' ')
-				space = false
-			}
-			dst = utf8.AppendRune(dst, unicode.ToLower(r))
+	if norm.NFKC.QuickSpanString(name) == len(name) {
+		for _, r := range name {
+			dst, space = appendFoldedRune(dst, r, space)
+		}
+		return dst
+	}
+	segments := iterators.Get().(*norm.Iter)
+	defer iterators.Put(segments)
+	segments.InitString(norm.NFKC, name)
+	for !segments.Done() {
+		for _, r := range string(segments.Next()) {
+			dst, space = appendFoldedRune(dst, r, space)
 		}
 	}
 	return dst
+}
+
+// iterators keeps the NFKC iterators of appendFolded, which are too large
+// to make for each name.
+var iterators = sync.Pool{New: func() any { return new(norm.Iter) }}
+
+// appendFoldedRune appends r, folded, to dst; space says a space is due
+// before the next rune shown.
+func appendFoldedRune(dst []byte, r rune, space bool) ([]byte, bool) {
+	switch {
+	case invisible(r):
+	case unicode.IsSpace(r) || r == '\u2800':
+		// U+2800, the blank braille pattern, shows as a space.
+		space = len(dst) > 0
+	default:
+		if space {
+			dst = append(dst, ' ')
+			space = false
+		}
+		dst = utf8.AppendRune(dst, unicode.ToLower(r))
+	}
+	return dst, space
 }
 
 // invisible reports whether r is a code point that shows nothing of its

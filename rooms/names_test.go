@@ -91,8 +91,12 @@ func TestFoldName(t *testing.T) {
 		{"alice \u200b smith", "alice smith"},
 		{"\u3164", ""},
 		{"\u034f \ufe0f", ""},
-		{"alice\u0301", "alice\u0301"},
-		{"аlice", "аlice"}, // Cyrillic а: a lookalike, not folded
+		{"alice\u0301", "alic\u00e9"}, // a combining accent composes: it shows
+		{"Zoe\u0308", "zo\u00eb"},     // as the precomposed spelling does
+		{"Zo\u00eb", "zo\u00eb"},
+		{"\uff21\uff2c\uff29\uff23\uff25", "alice"}, // fullwidth
+		{"\ufb01sh", "fish"},                        // a ligature
+		{"аlice", "аlice"},                          // Cyrillic а: a lookalike, not folded
 		{"👍\ufe0f", "👍"},
 	}
 	for _, tt := range tests {
@@ -103,7 +107,7 @@ func TestFoldName(t *testing.T) {
 			t.Errorf("nameHash(%+q) differs from nameHash(%+q)", tt.name, tt.want)
 		}
 	}
-	if n := testing.AllocsPerRun(100, func() { nameHash("\u3164 Alice\u034f  Smith ") }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { nameHash("\u3164 Alice\u034f  Smi\u0308th \uff21") }); n != 0 {
 		t.Errorf("nameHash allocates %v times, want 0", n)
 	}
 }

@@ -185,6 +185,7 @@ func (s *Subscription) takePresence(dst []*Event) []*Event {
 	s.pmu.Lock()
 	defer s.pmu.Unlock()
 	dst = append(dst, s.presence...)
+	clear(s.presence) // an idle watcher keeps no event it sent
 	s.presence = s.presence[:0]
 	return dst
 }
