@@ -1,5 +1,9 @@
 package chat
 
+// A config's life around its streams: reloads and stops end them promptly,
+// under load too, and leave nothing behind; a slow client never holds up
+// the others.
+
 import (
 	"bufio"
 	"context"
@@ -12,8 +16,94 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/caddy-chat/caddy-chat/rooms"
 )
+
+// TestReloadKeepsHistory: a reload ends open streams at once instead of
+// waiting on them, and keeps every room's history and id sequence, so a
+// client that resumes with its last id misses nothing.
+func TestReloadKeepsHistory(t *testing.T) {
+	before := config{global: "history 100\n heartbeat 15s", handler: "max_message_size 1KiB"}
+	after := config{global: "history 200\n heartbeat 20s", handler: "max_message_size 2KiB"}
+	startCaddy(t, before)
+	room := roomFor(t, "a")
+	s := openStream(t, rootSite+"/stream/"+room)
+	var posted []rooms.Message
+	for i := range 3 {
+		posted = append(posted, postJSON(t, rootSite, room, "alice", fmt.Sprint(i)))
+	}
+	seen := s.messages(t, 3)
+
+	took := reload(t, after)
+	if took > 3*time.Second {
+		t.Errorf("reload took %v with a stream open", took)
+	}
+	s.endWithin(t, 2*time.Second) // the old config's stream ends at once
+
+	posted = append(posted, postJSON(t, rootSite, room, "alice", "after reload"))
+	epoch0, _, _ := rooms.ParseID(posted[0].ID)
+	epoch3, seq3, _ := rooms.ParseID(posted[3].ID)
+	if epoch3 != epoch0 || seq3 != 4 {
+		t.Errorf("id after reload %q, want the same epoch as %q and sequence 4", posted[3].ID, posted[0].ID)
+	}
+	back := openStream(t, rootSite+"/stream/"+room, "Last-Event-ID", seen[2].ID)
+	if got := back.messages(t, 1); got[0].ID != posted[3].ID {
+		t.Errorf("resumed stream got %q, want only the message posted after the reload", got[0].Message)
+	}
+	resp := do(t, "GET", rootSite+"/rooms/"+room+"/messages", "")
+	if resp.status != http.StatusOK || len(resp.json["messages"].([]any)) != 4 {
+		t.Errorf("history after reload: %d %s, want all 4 messages", resp.status, resp.body)
+	}
+	// The new handler config is in force.
+	big := do(t, "POST", rootSite+"/submit", fmt.Sprintf(`{"room":%q,"message":%q}`, room, strings.Repeat("x", 1500)), "Content-Type", "application/json")
+	if big.status != http.StatusCreated {
+		t.Errorf("1500-byte message after raising the limit to 2KiB: %d %s", big.status, big.body)
+	}
+}
+
+// TestStreamsLeaveNoGoroutine: streams that end, whether the client leaves,
+// the room is deleted or bad requests are refused, leave no goroutine behind
+// in Caddy, the handler or the rooms.
+func TestStreamsLeaveNoGoroutine(t *testing.T) {
+	startCaddy(t, config{handler: "allow_delete"})
+	room, doomed := roomFor(t, "a"), roomFor(t, "b")
+	// Warm up what Caddy starts lazily, then take the baseline.
+	warm := openStream(t, rootSite+"/stream/"+room)
+	postJSON(t, rootSite, room, "alice", "warm up")
+	warm.messages(t, 1)
+	warm.close()
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+	client.CloseIdleConnections()
+	baseline := goleak.IgnoreCurrent()
+
+	var streams []*stream
+	for i := range 50 {
+		target := room
+		if i%2 == 0 {
+			target = doomed
+		}
+		streams = append(streams, openStream(t, rootSite+"/stream/"+target))
+	}
+	postJSON(t, rootSite, room, "alice", "hello")
+	do(t, "DELETE", rootSite+"/room/"+doomed, "")
+	for i, s := range streams {
+		if i%2 == 0 {
+			s.end(t)
+		} else {
+			s.messages(t, 1)
+		}
+		s.close()
+	}
+	for i := range 20 {
+		do(t, "GET", rootSite+fmt.Sprintf("/stream/bad%%2F%d", i), "")
+		do(t, "POST", rootSite+"/submit", "{", "Content-Type", ctJSON)
+	}
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+	client.CloseIdleConnections()
+	goleak.VerifyNone(t, baseline)
+}
 
 // TestSlowClient: in a room of 100 streams, one stops reading and its TCP
 // window fills. The other 99 receive every message; the stalled one is
