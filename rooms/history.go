@@ -42,6 +42,10 @@ type Store interface {
 	// Manager calls it whenever it is configured; a store that leaves idle
 	// rooms to the Manager's sweep ignores it.
 	SetIdleTimeout(d time.Duration)
+	// SetKeyWindow sets how long an idempotency key is remembered, and
+	// how many keys a store that remembers them in memory keeps at most,
+	// across all rooms. The Manager calls it whenever it is configured.
+	SetKeyWindow(window time.Duration, maxKeys int)
 }
 
 // History is the retained messages of one room, and the way they reach the
@@ -76,8 +80,8 @@ type History interface {
 	// Batches under way together are stored in whatever order the store
 	// takes them, and Catch delivers them in that order. A batch is
 	// decided before those under way are stored: the Manager reserves
-	// the names their verified posts claim, and the store catches an
-	// idempotency key used among them, which it reports in Entry.Prior.
+	// the names their verified posts claim, and the history decides the
+	// idempotency keys as it stores (see Entry.Outcome).
 	Depth() int
 	// Read returns up to limit retained messages with sequence numbers in
 	// (after, upto], oldest first, where after is at least Oldest()-1 and
@@ -120,25 +124,61 @@ type History interface {
 	// Catch delivers what was heard, and no more.
 	Sync(ctx context.Context) error
 
-	// Recall returns what k was first used for in this room, as the store
-	// keeps it with the messages, so that a retry is recognised after a
-	// restart or on another node; Seq is 0 when it is unknown. m carries
-	// the retry's user, text and verification, for Recalled.Same. The
-	// Manager asks it when its own, in-memory, record of keys does not
-	// know a key; a history kept in memory has nothing more to tell.
+	// Recall returns what k was first used for in this room within the
+	// key window, as the history keeps it, so that a retry is recognised
+	// after a restart or on another node when the store keeps keys there;
+	// Seq is 0 when it is unknown. m carries the retry's user, text and
+	// verification, for Recalled.Same. Like Read, it runs without the
+	// room's lock: a keyed submit looks its key up before it queues, so
+	// that a retry is answered before any limit is taken, and the
+	// history decides the key again as it stores.
 	Recall(ctx context.Context, k Key, m Message) (Recalled, error)
 }
 
 // Entry is a message to append, with the idempotency key it was posted
-// with, zero for none: a durable or shared backend keeps the key for
-// Recall.
+// with, zero for none. A history decides the key as it stores the batch,
+// at once with the keys of every other process sharing the store, and
+// says what it decided in Outcome.
 type Entry struct {
 	Message Message
 	Key     Key
-	// Prior is set by Call.Finish when another process stored a message
-	// under Key first, between the Manager's Recall and the call:
-	// nothing was stored for this entry. Seq is 0 otherwise.
-	Prior Recalled
+	// Outcome is set by Call.Finish.
+	Outcome Outcome
+}
+
+// Outcome is what became of an Entry.
+type Outcome uint8
+
+// The outcomes of an Entry.
+const (
+	// Stored: the message is stored under Message.ID.
+	Stored Outcome = iota
+	// Repeated: Key was used first, within the key window, for a message
+	// of the same user, text and verification; nothing was stored, and
+	// Message.ID and Message.Time are that first message's.
+	Repeated
+	// KeyReused: Key was used first for another message; nothing was
+	// stored.
+	KeyReused
+)
+
+// Decide sets e's Outcome from what its key was first used for, rec, in
+// the room's epoch, and reports whether e is to be stored: the key is
+// unknown in that epoch.
+func (e *Entry) Decide(epoch string, rec Recalled) bool {
+	switch {
+	case rec.Seq == 0 || rec.Epoch != epoch:
+		// A key of another epoch names a message of a deleted room: the
+		// key is free again.
+		e.Outcome = Stored
+		return true
+	case rec.Same:
+		e.Outcome = Repeated
+		e.Message.ID, e.Message.Time = FormatID(epoch, rec.Seq), rec.Time.UTC()
+	default:
+		e.Outcome = KeyReused
+	}
+	return false
 }
 
 // Key is the idempotency key a message was posted with: Name as sent by
@@ -149,9 +189,9 @@ type Key struct {
 
 // Call is an append begun by History.Start. When Finish returns nil, the
 // entries' messages are stored as durably as the backend promises, each
-// entry has the id it is stored under (Entry.Message.ID) or Entry.Prior
-// when its key was used first by another process, and the next Catch
-// delivers them; when it fails, nothing of them is stored.
+// entry has its Outcome and, stored, the id it is stored under
+// (Entry.Message.ID), and the next Catch delivers them; when it fails,
+// nothing of them is stored.
 type Call interface {
 	// Wait waits for the store's answer, with the room released. It
 	// touches nothing that the History's other methods use.
@@ -169,18 +209,36 @@ func Append(ctx context.Context, h History, entries []Entry) error {
 	return c.Finish()
 }
 
-// Recalled is what an idempotency key was first used for.
+// Recalled is what an idempotency key was first used for: the message
+// stored under Seq in Epoch.
 type Recalled struct {
-	Seq  uint64
-	Time time.Time
+	Epoch string
+	Seq   uint64
+	Time  time.Time
 	// Same is set when the message was posted with the retry's user, text
 	// and verification.
 	Same bool
 }
 
-// MemoryStore keeps histories in memory: they survive a Caddy reload (the
-// Manager outlives it) but not a restart.
-type MemoryStore struct{}
+// MemoryStore keeps histories, and the idempotency keys of their
+// messages, in memory: they survive a Caddy reload (the Manager outlives
+// it) but not a restart. Make one with NewMemoryStore, whose rooms share
+// one key index under one budget; the zero MemoryStore gives each room
+// an index of its own, with the default window and budget.
+type MemoryStore struct {
+	keys *KeyIndex
+}
+
+// NewMemoryStore returns a MemoryStore with an empty key index.
+func NewMemoryStore() MemoryStore { return MemoryStore{keys: NewKeyIndex()} }
+
+// index returns the key index of a room about to be opened.
+func (s MemoryStore) index() *KeyIndex {
+	if s.keys == nil {
+		return NewKeyIndex()
+	}
+	return s.keys
+}
 
 // lastEpoch makes epochs unique within the process even when rooms are
 // recreated within the same microsecond.
@@ -195,9 +253,16 @@ func (MemoryStore) HeldElsewhere(context.Context, string) (bool, error) { return
 // SetIdleTimeout does nothing: the Manager sweeps idle rooms itself.
 func (MemoryStore) SetIdleTimeout(time.Duration) {}
 
+// SetKeyWindow sets the window and budget of the store's key index.
+func (s MemoryStore) SetKeyWindow(window time.Duration, maxKeys int) {
+	if s.keys != nil {
+		s.keys.SetWindow(window, maxKeys)
+	}
+}
+
 // Open returns an empty ring of capacity messages with a new epoch.
-func (MemoryStore) Open(_ context.Context, _ string, capacity int) (History, error) {
-	return &ring{epoch: NewEpoch(), buf: make([]Message, 0, min(capacity, 64)), capacity: capacity}, nil
+func (s MemoryStore) Open(_ context.Context, room string, capacity int) (History, error) {
+	return &ring{room: room, keys: s.index(), epoch: NewEpoch(), buf: make([]Message, 0, min(capacity, 64)), capacity: capacity}, nil
 }
 
 // NewEpoch returns the current time in microseconds, base 36: short,
@@ -218,6 +283,8 @@ func NewEpoch() string {
 // buffer that grows to capacity as messages arrive. Its lock is for Read,
 // which runs outside the room's: the Manager serialises the other methods.
 type ring struct {
+	room     string
+	keys     *KeyIndex
 	epoch    string
 	mu       sync.RWMutex
 	last     uint64
@@ -246,15 +313,22 @@ func (r *ring) Depth() int { return 1 }
 // Wait has nothing to wait for.
 func (r *ring) Wait(context.Context) {}
 
-// Finish stores the entries of the call under way.
+// Finish stores the entries of the call under way whose keys are new.
 func (r *ring) Finish() error {
 	entries := r.pending
 	r.pending = nil
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for i := range entries {
+		e := &entries[i]
+		if e.Key.Name != "" && !e.Decide(r.epoch, r.keys.Recall(r.room, e.Key, e.Message)) {
+			continue
+		}
 		r.last++
-		entries[i].Message.ID = FormatID(r.epoch, r.last)
+		e.Message.ID = FormatID(r.epoch, r.last)
+		if e.Key.Name != "" {
+			r.keys.Put(r.room, r.epoch, e.Key, r.last, e.Message)
+		}
 		switch {
 		case r.capacity == 0:
 		case len(r.buf) < r.capacity:
@@ -307,9 +381,10 @@ func (r *ring) Follow(func())                {}
 func (r *ring) Catch() ([]Message, bool)     { return r.appended.Take(), false }
 func (r *ring) Sync(context.Context) error   { return nil }
 
-// Recall knows no key: the Manager's own record holds every key used in
-// the process, which is all a memory history ever saw.
-func (r *ring) Recall(context.Context, Key, Message) (Recalled, error) { return Recalled{}, nil }
+// Recall looks k up in the store's key index.
+func (r *ring) Recall(_ context.Context, k Key, m Message) (Recalled, error) {
+	return r.keys.Recall(r.room, k, m), nil
+}
 
 func (r *ring) Close() error {
 	r.mu.Lock()
@@ -325,10 +400,12 @@ type Appended struct {
 	msgs []Message
 }
 
-// Add keeps the entries' messages for the next Take.
+// Add keeps the messages of the stored entries for the next Take.
 func (c *Appended) Add(entries []Entry) {
 	for _, e := range entries {
-		c.msgs = append(c.msgs, e.Message)
+		if e.Outcome == Stored {
+			c.msgs = append(c.msgs, e.Message)
+		}
 	}
 }
 

@@ -93,7 +93,6 @@ type Manager struct {
 	closed bool
 
 	subscribers atomic.Int64
-	keys        *keyStore
 	// others is who follows each room in the other processes, when the
 	// Store is a Census, and directory the rooms a Directory store holds,
 	// as the census last read them, at the latest a second after listed
@@ -121,8 +120,8 @@ type Manager struct {
 
 	stopJanitor chan struct{}
 	janitorDone chan struct{}
-	// reconfigured wakes the janitor, so that a shorter idle timeout or
-	// key window applies at once rather than after the old interval.
+	// reconfigured wakes the janitor, so that a shorter idle timeout
+	// applies at once rather than after the old interval.
 	reconfigured chan struct{}
 }
 
@@ -175,7 +174,6 @@ func New(cfg Config) *Manager {
 		rooms:        make(map[string]*room),
 		opening:      make(map[string]*opening),
 		releasing:    make(map[string]chan struct{}),
-		keys:         newKeyStore(),
 		stopJanitor:  make(chan struct{}),
 		janitorDone:  make(chan struct{}),
 		reconfigured: make(chan struct{}, 1),
@@ -206,10 +204,11 @@ func (m *Manager) Configure(cfg Config) {
 	if old != nil {
 		cfg.Store = old.Store
 	} else if cfg.Store == nil {
-		cfg.Store = MemoryStore{}
+		cfg.Store = NewMemoryStore()
 	}
 	m.cfg.Store(&cfg)
 	cfg.Store.SetIdleTimeout(cfg.IdleTimeout)
+	cfg.Store.SetKeyWindow(cfg.KeyWindow, cfg.MaxKeys)
 	select {
 	case m.reconfigured <- struct{}{}:
 	default: // the janitor has a wake-up pending already
@@ -566,6 +565,13 @@ func (m *Manager) Submit(roomName string, p Post) (msg Message, repeat bool, err
 		if err != nil {
 			return Message{}, false, err
 		}
+		if s.p.Key != "" {
+			// Looked up before the room is locked, and before Admit:
+			// a retry is answered without counting against a limit.
+			if err := m.recall(r, s); err != nil {
+				return Message{}, false, err
+			}
+		}
 		r.inboxMu.Lock()
 		if r.writers >= r.depth {
 			s.done = make(chan struct{})
@@ -600,9 +606,16 @@ func (m *Manager) Repeat(roomName string, p Post) (msg Message, found bool, err 
 	if err := m.openElsewhere(roomName); err != nil {
 		return Message{}, false, err
 	}
+	r := m.lookup(roomName)
+	if r == nil {
+		return Message{}, false, nil
+	}
 	s := &submission{p: p}
+	if err := m.recall(r, s); err != nil {
+		return Message{}, false, err
+	}
 	err = m.withRoom(roomName, false, func(r *room) error {
-		found = m.repeated(r, s, nil, time.Now(), m.config())
+		found = r.repeated(s, nil)
 		return s.err
 	})
 	switch {
@@ -623,8 +636,7 @@ type submission struct {
 	done   chan struct{} // closed by the writer; nil for the writer's own
 	lead   bool          // set with done: take over as the room's writer
 
-	key  roomKey     // set when p.Key is
-	sum  uint64      // of p, when p.Key is set
+	rec  Recalled    // what p.Key was first used for, as recall found it
 	name uint64      // hash of p.User
 	of   *submission // the submission of the same batch whose key this repeats
 }
@@ -746,7 +758,6 @@ func (m *Manager) store(r *room, batch []*submission) {
 		return
 	}
 	cfg := m.config()
-	h := r.history
 	now := time.Now()
 	entries, taken := r.entries[:0], r.taken[:0]
 	if r.depth > 1 {
@@ -762,7 +773,7 @@ func (m *Manager) store(r *room, batch []*submission) {
 	}
 	for _, s := range batch {
 		p := &s.p
-		if p.Key != "" && m.repeated(r, s, taken, now, cfg) {
+		if p.Key != "" && r.repeated(s, taken) {
 			continue
 		}
 		s.name = nameHash(p.User)
@@ -804,15 +815,16 @@ func (m *Manager) store(r *room, batch []*submission) {
 		}
 		r.posted.Store(true)
 		for i, s := range taken {
-			if prior := entries[i].Prior; prior.Seq != 0 {
-				s.stoppedBy(prior, h.Epoch())
+			switch entries[i].Outcome {
+			case Repeated:
+				s.msg.ID, s.msg.Time, s.repeat = entries[i].Message.ID, entries[i].Message.Time, true
+				continue
+			case KeyReused:
+				s.msg, s.err = Message{}, ErrKeyReused
 				continue
 			}
 			s.msg.ID = entries[i].Message.ID
-			epoch, seq, _ := ParseID(s.msg.ID)
-			if s.p.Key != "" {
-				m.keys.put(s.key, keyEntry{epoch: epoch, seq: seq, at: s.msg.Time.UnixMilli(), sum: s.sum}, cfg.MaxKeys)
-			}
+			_, seq, _ := ParseID(s.msg.ID)
 			if s.p.Verified {
 				r.verified.add(s.name, seq, cfg.MaxNames)
 			}
@@ -826,7 +838,10 @@ func (m *Manager) store(r *room, batch []*submission) {
 	}
 	for _, s := range batch {
 		if s.of != nil {
-			s.msg = s.of.msg
+			// The history may have found the first of the batch a
+			// repeat or a reuse too.
+			s.msg, s.err = s.of.msg, s.of.err
+			s.repeat = s.err == nil
 		}
 	}
 }
@@ -864,38 +879,41 @@ func (r *room) underWay(taken []*submission, n int) {
 	}
 }
 
-// stoppedBy sets the outcome of a submission that another process stored
-// first under the same key: the message stored then, or ErrKeyReused.
-func (s *submission) stoppedBy(prior Recalled, epoch string) {
-	if !prior.Same {
-		s.msg, s.err = Message{}, ErrKeyReused
-		return
+// recall looks s's key up in r's history with the room released, for
+// repeated to decide with the room locked, and returns the error of a
+// store that could not answer.
+func (m *Manager) recall(r *room, s *submission) error {
+	p := &s.p
+	ctx, cancel := m.storeContext()
+	defer cancel()
+	rec, err := r.history.Recall(ctx, Key{Scope: p.Scope, Name: p.Key}, Message{User: p.User, Message: p.Text, Verified: p.Verified})
+	if err != nil {
+		return fmt.Errorf("looking up an idempotency key in room %q: %w: %w", r.name, ErrUnavailable, err)
 	}
-	s.msg.ID, s.msg.Time, s.repeat = FormatID(epoch, prior.Seq), prior.Time.UTC(), true
+	s.rec = rec
+	return nil
 }
 
 // repeated reports whether s's key was used in the room within the key
-// window: by a message stored before, or by one taken earlier in the same
-// batch. It then sets s's outcome: the message stored then, or
-// ErrKeyReused.
-func (m *Manager) repeated(r *room, s *submission, taken []*submission, now time.Time, cfg *Config) bool {
+// window: by a message stored before, as recall found it, or by one
+// taken earlier in the same batch. It then sets s's outcome: the message
+// stored then, or ErrKeyReused. A key first used while s waited to be
+// stored is decided by the history as it stores the batch. r.mu must be
+// held.
+func (r *room) repeated(s *submission, taken []*submission) bool {
 	p := &s.p
-	s.key, s.sum = keyOf(r.name, p.Scope, p.Key), sumOf(*p)
-	h := r.history
-	// An entry from another epoch names a message of a deleted room: the
-	// key is free again.
-	if e, ok := m.keys.get(s.key, now, cfg.KeyWindow); ok && e.epoch == h.Epoch() {
-		if e.sum != s.sum {
+	e := Entry{Message: Message{Room: r.name, User: p.User, Message: p.Text, Verified: p.Verified}}
+	if !e.Decide(r.history.Epoch(), s.rec) {
+		if e.Outcome == KeyReused {
 			s.err = ErrKeyReused
 			return true
 		}
-		s.msg = Message{ID: FormatID(e.epoch, e.seq), Room: r.name, User: p.User, Message: p.Text, Time: time.UnixMilli(e.at).UTC(), Verified: p.Verified}
-		s.repeat = true
+		s.msg, s.repeat = e.Message, true
 		return true
 	}
 	for _, t := range taken {
-		if t.p.Key != "" && t.key == s.key {
-			if t.sum != s.sum {
+		if t.p.Key == p.Key && t.p.Scope == p.Scope {
+			if t.p.User != p.User || t.p.Text != p.Text || t.p.Verified != p.Verified {
 				s.err = ErrKeyReused
 			} else {
 				s.of, s.repeat = t, true
@@ -903,26 +921,7 @@ func (m *Manager) repeated(r *room, s *submission, taken []*submission, now time
 			return true
 		}
 	}
-	// The store may remember what this process does not: a key used
-	// before a restart, or on another node.
-	retry := Message{Room: r.name, User: p.User, Message: p.Text, Verified: p.Verified}
-	ctx, cancel := m.storeContext()
-	rec, err := h.Recall(ctx, Key{Scope: p.Scope, Name: p.Key}, retry)
-	cancel()
-	if err != nil {
-		s.err = fmt.Errorf("looking up an idempotency key in room %q: %w: %w", r.name, ErrUnavailable, err)
-		return true
-	}
-	if rec.Seq == 0 || expired(rec.Time.UnixMilli(), now, cfg.KeyWindow) {
-		return false
-	}
-	if !rec.Same {
-		s.err = ErrKeyReused
-		return true
-	}
-	retry.ID, retry.Time = FormatID(h.Epoch(), rec.Seq), rec.Time.UTC()
-	s.msg, s.repeat = retry, true
-	return true
+	return false
 }
 
 // Position says where a new subscription starts: after the message with id
@@ -1443,13 +1442,13 @@ func (m *Manager) Close() error {
 	return errors.Join(errs...)
 }
 
-// janitor drops idle rooms and forgets expired idempotency keys until
-// Close, checking about four times per idle timeout or key window.
+// janitor drops idle rooms until Close, checking about four times per
+// idle timeout.
 func (m *Manager) janitor() {
 	defer close(m.janitorDone)
 	for {
 		cfg := m.config()
-		period := cfg.KeyWindow
+		period := time.Minute
 		if cfg.IdleTimeout > 0 {
 			period = min(period, cfg.IdleTimeout)
 		}
@@ -1463,11 +1462,9 @@ func (m *Manager) janitor() {
 	}
 }
 
-// sweep forgets idempotency keys older than the window and drops every
-// room idle for longer than the idle timeout.
+// sweep drops every room idle for longer than the idle timeout.
 func (m *Manager) sweep(now time.Time) {
 	cfg := m.config()
-	m.keys.sweep(now, cfg.KeyWindow)
 	if cfg.IdleTimeout <= 0 {
 		return
 	}

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -35,6 +36,10 @@ type Store struct {
 	path   string
 	db     *bolt.DB
 	commit *committer
+	// keys holds the keys used since the file was opened, so that a
+	// retry is answered without reading the file, and the keys of
+	// messages that the history does not keep.
+	keys *rooms.KeyIndex
 }
 
 // Names of the buckets and keys in the file.
@@ -70,7 +75,7 @@ func Open(path string) (*Store, error) {
 	case err != nil:
 		return nil, fmt.Errorf("chat store %s: %w", path, err)
 	}
-	s := &Store{path: path, db: db}
+	s := &Store{path: path, db: db, keys: rooms.NewKeyIndex()}
 	if err := s.check(); err != nil {
 		return nil, errors.Join(err, db.Close())
 	}
@@ -165,6 +170,13 @@ func (s *Store) HeldElsewhere(context.Context, string) (bool, error) { return fa
 // them from the file.
 func (s *Store) SetIdleTimeout(time.Duration) {}
 
+// SetKeyWindow sets how long a key is remembered, in the file and in
+// memory, and how many the memory holds at most. The file holds the keys
+// of the messages it keeps, at most a history's worth per room.
+func (s *Store) SetKeyWindow(window time.Duration, maxKeys int) {
+	s.keys.SetWindow(window, maxKeys)
+}
+
 // Open returns the room's history: as the file holds it, or a new epoch
 // with nothing stored until the first message.
 func (s *Store) Open(_ context.Context, room string, capacity int) (rooms.History, error) {
@@ -186,6 +198,7 @@ func (s *Store) Open(_ context.Context, room string, capacity int) (rooms.Histor
 		if v := b.Get(oldestKey); len(v) == 8 {
 			h.oldest = max(h.oldest, binary.BigEndian.Uint64(v))
 		}
+		h.shown.Store(h.oldest)
 		return nil
 	})
 	if err != nil {
@@ -214,8 +227,9 @@ type history struct {
 	name     []byte
 	epoch    string
 	last     uint64
-	oldest   uint64 // the oldest message the room shows
-	first    uint64 // the oldest message the file holds: oldest, or up to trimSlack older
+	oldest   uint64        // the oldest message the room shows
+	shown    atomic.Uint64 // oldest, for Recall, which runs with the room released
+	first    uint64        // the oldest message the file holds: oldest, or up to trimSlack older
 	capacity int
 	stored   bool // the file has the room's bucket
 	appended rooms.Appended
@@ -265,20 +279,51 @@ func (h *history) Finish() error {
 	if w.err != nil {
 		return w.err
 	}
-	h.last, h.oldest, h.first, h.stored = w.last, w.oldest, w.held, true
+	// A batch of repeats alone wrote nothing.
+	h.stored = h.stored || w.last != h.last
+	h.last, h.oldest, h.first = w.last, w.oldest, w.held
+	h.shown.Store(h.oldest)
+	seq := w.first
 	for i := range w.entries {
-		w.entries[i].Message.ID = rooms.FormatID(h.epoch, w.first+uint64(i))
+		e := &w.entries[i]
+		if e.Outcome != rooms.Stored {
+			continue
+		}
+		e.Message.ID = rooms.FormatID(h.epoch, seq)
+		if e.Key.Name != "" {
+			h.s.keys.Put(h.room, h.epoch, e.Key, seq, e.Message)
+		}
+		seq++
 	}
 	h.appended.Add(w.entries)
 	return nil
 }
 
-// write commits entries after the room's last message.
+// write commits, after the room's last message, the entries whose keys are
+// new: those used before are decided here, with the room locked, so that
+// no other write to the room comes between the lookup and the commit.
 func (h *history) write(ctx context.Context, entries []rooms.Entry) written {
+	stored := make([]rooms.Entry, 0, len(entries))
+	for i := range entries {
+		e := &entries[i]
+		if e.Key.Name != "" {
+			rec, err := h.Recall(ctx, e.Key, e.Message)
+			if err != nil {
+				return written{err: err}
+			}
+			if !e.Decide(h.epoch, rec) {
+				continue
+			}
+		}
+		stored = append(stored, *e)
+	}
 	first := h.last + 1
-	last := h.last + uint64(len(entries))
+	last := h.last + uint64(len(stored))
+	if len(stored) == 0 {
+		return written{entries: entries, first: first, last: h.last, oldest: h.oldest, held: h.first}
+	}
 	// Only the newest capacity of them are kept: encode no more.
-	keep := entries[len(entries)-min(len(entries), h.capacity):]
+	keep := stored[len(stored)-min(len(stored), h.capacity):]
 	recs := make([][]byte, len(keep))
 	hashes := make([][]byte, len(keep))
 	for i, e := range keep {
@@ -301,7 +346,7 @@ func (h *history) write(ctx context.Context, entries []rooms.Entry) written {
 			return err
 		}
 		msgs, keys := b.Bucket(msgsBucket), b.Bucket(keysBucket)
-		seq := first + uint64(len(entries)-len(keep))
+		seq := first + uint64(len(stored)-len(keep))
 		for i, e := range keep {
 			if err := msgs.Put(u64(seq), recs[i]); err != nil {
 				return err
@@ -420,6 +465,7 @@ func (h *history) Resize(ctx context.Context, capacity int) error {
 			return fmt.Errorf("trimming room %q in chat store %s: %w", h.room, h.s.path, err)
 		}
 		h.oldest, h.first = max(h.oldest, oldest), max(h.first, oldest)
+		h.shown.Store(h.oldest)
 	}
 	h.capacity = capacity
 	return nil
@@ -457,12 +503,14 @@ func (h *history) Catch() ([]rooms.Message, bool) { return h.appended.Take(), fa
 // Sync has nothing to read: what this process stored is all there is.
 func (h *history) Sync(context.Context) error { return nil }
 
-// Recall looks k up among the keys of the messages the room keeps.
+// Recall looks k up among the keys used since the file was opened, then
+// among the keys of the messages the room keeps in the file.
 func (h *history) Recall(_ context.Context, k rooms.Key, m rooms.Message) (rooms.Recalled, error) {
-	var rec rooms.Recalled
-	if !h.stored {
+	if rec := h.s.keys.Recall(h.room, k, m); rec.Seq != 0 {
 		return rec, nil
 	}
+	var rec rooms.Recalled
+	window := h.s.keys.Window()
 	err := h.s.db.View(func(tx *bolt.Tx) error {
 		b := roomBucket(tx, h.name)
 		if b == nil {
@@ -470,11 +518,15 @@ func (h *history) Recall(_ context.Context, k rooms.Key, m rooms.Message) (rooms
 		}
 		// A key of a message hidden past the history, not yet trimmed, is
 		// forgotten as a trimmed one's is.
-		if v := b.Bucket(keysBucket).Get(rooms.KeyDigest(k)); len(v) == 8+8+rooms.DigestSize && binary.BigEndian.Uint64(v) >= h.oldest {
-			rec.Seq = binary.BigEndian.Uint64(v)
-			rec.Time = time.UnixMilli(int64(binary.BigEndian.Uint64(v[8:]))).UTC()
-			rec.Same = bytes.Equal(v[16:], rooms.ContentDigest(m))
+		v := b.Bucket(keysBucket).Get(rooms.KeyDigest(k))
+		if len(v) != 8+8+rooms.DigestSize || binary.BigEndian.Uint64(v) < h.shown.Load() {
+			return nil
 		}
+		at := time.UnixMilli(int64(binary.BigEndian.Uint64(v[8:])))
+		if time.Since(at) >= window {
+			return nil
+		}
+		rec = rooms.Recalled{Epoch: h.epoch, Seq: binary.BigEndian.Uint64(v), Time: at.UTC(), Same: bytes.Equal(v[16:], rooms.ContentDigest(m))}
 		return nil
 	})
 	if err != nil {

@@ -78,6 +78,7 @@ func Run(t *testing.T, open Factory) {
 		{"DropForgets", always, dropForgets},
 		{"CloseKeeps", func(b Backend) bool { return b.Durable }, closeKeeps},
 		{"IdempotencyKeys", always, idempotencyKeys},
+		{"KeyedRetriesAtOnceStoreOnce", always, keyedRetriesAtOnceStoreOnce},
 		{"GapsFilledInOrder", shared, gapsFilledInOrder},
 		{"VerifiedNamesFromEveryDelivery", always, verifiedNamesFromEveryDelivery},
 		{"IdleExpiryNeverUnderAStream", always, idleExpiryNeverUnderAStream},
@@ -578,6 +579,54 @@ func idempotencyKeys(t *testing.T, b Backend) {
 	if b.Durable {
 		p.stop(t)
 		check("after a restart", start(t, b, rooms.Config{}))
+	}
+}
+
+// keyedRetriesAtOnceStoreOnce: retries of one keyed submit that arrive
+// together, before any of them is stored, on one node or spread over
+// every node, store one message, and every retry is answered with it: the
+// store decides the key as it stores, not only the lookup before. The
+// room holds one message, so a key looked up in a history of none is
+// decided as well.
+func keyedRetriesAtOnceStoreOnce(t *testing.T, b Backend) {
+	nodes := []*peer{start(t, b, rooms.Config{History: 1})}
+	if b.Shared {
+		nodes = append(nodes, start(t, b, rooms.Config{History: 1}))
+	}
+	const retries = 16
+	retry := rooms.Post{User: "alice", Text: "once", Key: "k", Scope: "alice"}
+	got := make([]rooms.Message, retries)
+	repeats := make([]bool, retries)
+	errs := make([]error, retries)
+	var wg sync.WaitGroup
+	for i := range retries {
+		wg.Go(func() { got[i], repeats[i], errs[i] = nodes[i%len(nodes)].Submit("lobby", retry) })
+	}
+	wg.Wait()
+	stored := 0
+	for i := range retries {
+		if errs[i] != nil {
+			t.Fatalf("retry %d: %v", i, errs[i])
+		}
+		if !repeats[i] {
+			stored++
+		}
+		if got[i].ID != got[0].ID || !got[i].Time.Equal(got[0].Time) {
+			t.Errorf("retry %d answered %s at %v, retry 0 %s at %v: want one message", i, got[i].ID, got[i].Time, got[0].ID, got[0].Time)
+		}
+	}
+	if stored != 1 {
+		t.Errorf("%d retries stored a message, want 1", stored)
+	}
+	for _, n := range nodes {
+		post(t, n, "lobby", "after")
+		if rep := messages(t, n, "lobby", "", 10); texts(rep.Messages) != "after" {
+			t.Errorf("the room holds %q, want only the message after the retries", texts(rep.Messages))
+		}
+	}
+	last := messages(t, nodes[0], "lobby", "", 1).Messages
+	if _, seq, _ := rooms.ParseID(last[0].ID); seq != 1+uint64(len(nodes)) {
+		t.Errorf("the last message is %s, want sequence %d: the retries took one id", last[0].ID, 1+len(nodes))
 	}
 }
 
