@@ -3,13 +3,13 @@ package rooms
 import (
 	"context"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 )
 
 // Store keeps the history of every room, for this process alone (the
-// memory and file stores) or for every process that shares it (Redis).
+// local engine, LocalStore, over logs in memory or in a file) or for every
+// process that shares it (Redis).
 // The Manager opens one History per room it creates and closes or drops it
 // with the room; every backend implements the whole of these interfaces,
 // so that the Manager runs one path whatever the backend.
@@ -220,50 +220,9 @@ type Recalled struct {
 	Same bool
 }
 
-// MemoryStore keeps histories, and the idempotency keys of their
-// messages, in memory: they survive a Caddy reload (the Manager outlives
-// it) but not a restart. Make one with NewMemoryStore, whose rooms share
-// one key index under one budget; the zero MemoryStore gives each room
-// an index of its own, with the default window and budget.
-type MemoryStore struct {
-	keys *KeyIndex
-}
-
-// NewMemoryStore returns a MemoryStore with an empty key index.
-func NewMemoryStore() MemoryStore { return MemoryStore{keys: NewKeyIndex()} }
-
-// index returns the key index of a room about to be opened.
-func (s MemoryStore) index() *KeyIndex {
-	if s.keys == nil {
-		return NewKeyIndex()
-	}
-	return s.keys
-}
-
 // lastEpoch makes epochs unique within the process even when rooms are
 // recreated within the same microsecond.
 var lastEpoch atomic.Int64
-
-// Kept returns no room: none outlives the process.
-func (MemoryStore) Kept(context.Context) ([]string, error) { return nil, nil }
-
-// HeldElsewhere says no: no other process shares the memory.
-func (MemoryStore) HeldElsewhere(context.Context, string) (bool, error) { return false, nil }
-
-// SetIdleTimeout does nothing: the Manager sweeps idle rooms itself.
-func (MemoryStore) SetIdleTimeout(time.Duration) {}
-
-// SetKeyWindow sets the window and budget of the store's key index.
-func (s MemoryStore) SetKeyWindow(window time.Duration, maxKeys int) {
-	if s.keys != nil {
-		s.keys.SetWindow(window, maxKeys)
-	}
-}
-
-// Open returns an empty ring of capacity messages with a new epoch.
-func (s MemoryStore) Open(_ context.Context, room string, capacity int) (History, error) {
-	return &ring{room: room, keys: s.index(), epoch: NewEpoch(), buf: make([]Message, 0, min(capacity, 64)), capacity: capacity}, nil
-}
 
 // NewEpoch returns the current time in microseconds, base 36: short,
 // URL-safe, different after a restart, and never the same twice in one
@@ -277,120 +236,6 @@ func NewEpoch() string {
 			return strconv.FormatInt(next, 36)
 		}
 	}
-}
-
-// ring is an in-memory History: the newest capacity messages in a circular
-// buffer that grows to capacity as messages arrive. Its lock is for Read,
-// which runs outside the room's: the Manager serialises the other methods.
-type ring struct {
-	room     string
-	keys     *KeyIndex
-	epoch    string
-	mu       sync.RWMutex
-	last     uint64
-	buf      []Message // buf[start] is the oldest once len(buf) == capacity
-	start    int
-	capacity int
-	appended Appended
-	pending  []Entry // of the call under way (see Start)
-}
-
-func (r *ring) Epoch() string  { return r.epoch }
-func (r *ring) Last() uint64   { return r.last }
-func (r *ring) Oldest() uint64 { return r.last - uint64(len(r.buf)) + 1 }
-
-// Start returns the ring itself as the call: with a Depth of 1, one is
-// under way at a time, and a submit allocates none. The messages are
-// stored in Finish, when the room is locked again, so that no reader counts
-// them before Catch delivers them.
-func (r *ring) Start(_ context.Context, entries []Entry) Call {
-	r.pending = entries
-	return r
-}
-
-func (r *ring) Depth() int { return 1 }
-
-// Wait has nothing to wait for.
-func (r *ring) Wait(context.Context) {}
-
-// Finish stores the entries of the call under way whose keys are new.
-func (r *ring) Finish() error {
-	entries := r.pending
-	r.pending = nil
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for i := range entries {
-		e := &entries[i]
-		if e.Key.Name != "" && !e.Decide(r.epoch, r.keys.Recall(r.room, e.Key, e.Message)) {
-			continue
-		}
-		r.last++
-		e.Message.ID = FormatID(r.epoch, r.last)
-		if e.Key.Name != "" {
-			r.keys.Put(r.room, r.epoch, e.Key, r.last, e.Message)
-		}
-		switch {
-		case r.capacity == 0:
-		case len(r.buf) < r.capacity:
-			r.buf = append(r.buf, entries[i].Message)
-		default:
-			r.buf[r.start] = entries[i].Message
-			r.start = (r.start + 1) % len(r.buf)
-		}
-	}
-	r.appended.Add(entries)
-	return nil
-}
-
-func (r *ring) Read(_ context.Context, after, upto uint64, limit int) ([]Message, error) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.read(after, upto, limit), nil
-}
-
-// read returns what Read does. r.mu must be held.
-func (r *ring) read(after, upto uint64, limit int) []Message {
-	oldest := r.Oldest()
-	after = max(after, oldest-1)
-	upto = min(upto, r.last)
-	if after >= upto || limit <= 0 {
-		return nil
-	}
-	skip := int(after - (oldest - 1))
-	n := min(int(upto-after), limit)
-	out := make([]Message, n)
-	for i := range out {
-		out[i] = r.buf[(r.start+skip+i)%len(r.buf)]
-	}
-	return out
-}
-
-func (r *ring) Resize(_ context.Context, capacity int) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	kept := r.read(r.last-uint64(min(len(r.buf), capacity)), r.last, capacity)
-	r.buf = append(make([]Message, 0, max(len(kept), min(capacity, 64))), kept...)
-	r.start = 0
-	r.capacity = capacity
-	return nil
-}
-
-func (r *ring) Drop(context.Context) error   { return r.Close() }
-func (r *ring) Expire(context.Context) error { return r.Close() }
-func (r *ring) Follow(func())                {}
-func (r *ring) Catch() ([]Message, bool)     { return r.appended.Take(), false }
-func (r *ring) Sync(context.Context) error   { return nil }
-
-// Recall looks k up in the store's key index.
-func (r *ring) Recall(_ context.Context, k Key, m Message) (Recalled, error) {
-	return r.keys.Recall(r.room, k, m), nil
-}
-
-func (r *ring) Close() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.buf, r.start = nil, 0
-	return nil
 }
 
 // Appended is what a history that no other process appends to has for

@@ -24,9 +24,9 @@ const (
 	maxKeysPerScope = 1000
 )
 
-// KeyIndex remembers the idempotency keys of a local engine's rooms, in
-// memory, under one budget: the memory store's, and the file store's for
-// the keys used since it was opened. A key belongs to its author: two
+// KeyIndex remembers the idempotency keys of the local engine's rooms
+// (LocalStore), in memory, under one budget: every key used since the
+// engine started, whether or not its log keeps it. A key belongs to its author: two
 // authors who pick the same key never meet. It keeps only what rebuilding
 // the first answer needs: the message's sequence number and time, and a
 // hash of the user, text and verification it was posted with. A repeat

@@ -67,7 +67,7 @@ type Config struct {
 	KeyWindow      time.Duration // how long an idempotency key is remembered; 0 = DefaultKeyWindow
 	MaxKeys        int           // idempotency keys remembered across all rooms; 0 = DefaultMaxKeys
 	MaxNames       int           // verified authors' names remembered per room; 0 = DefaultMaxNames
-	Store          Store         // where histories live; nil = MemoryStore
+	Store          Store         // where histories live; nil = NewMemoryStore()
 	// StoreTimeout bounds each call the Manager makes to the Store, so
 	// that a store that accepts a request and never answers fails it with
 	// ErrUnavailable instead of holding up the room. 0 = no bound.

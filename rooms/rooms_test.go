@@ -88,7 +88,7 @@ func TestParseID(t *testing.T) {
 
 func TestRing(t *testing.T) {
 	ctx := context.Background()
-	h, _ := MemoryStore{}.Open(ctx, "r", 3)
+	h, _ := NewMemoryStore().Open(ctx, "r", 3)
 	for i := 1; i <= 5; i++ {
 		Append(ctx, h, []Entry{{Message: Message{Message: fmt.Sprint(i)}}})
 	}
@@ -126,7 +126,7 @@ func TestRing(t *testing.T) {
 	if got, _ := h.Read(ctx, 0, h.Last(), 10); texts(got) != "5,6,7,8" {
 		t.Errorf("after growing to 4 and three appends: %q", texts(got))
 	}
-	none, _ := MemoryStore{}.Open(ctx, "r", 0)
+	none, _ := NewMemoryStore().Open(ctx, "r", 0)
 	Append(ctx, none, []Entry{{Message: Message{}}})
 	if got, _ := none.Read(ctx, 0, none.Last(), 10); len(got) != 0 || none.Oldest() != 2 || none.Last() != 1 {
 		t.Errorf("zero capacity kept %d, oldest %d, last %d", len(got), none.Oldest(), none.Last())
@@ -363,7 +363,7 @@ func TestIdempotencyKeysExpire(t *testing.T) {
 }
 
 // keysOf returns the key index of m's memory store.
-func keysOf(m *Manager) *KeyIndex { return m.config().Store.(MemoryStore).keys }
+func keysOf(m *Manager) *KeyIndex { return m.config().Store.(*LocalStore).keys }
 
 // TestIdempotencyKeyBudget: past MaxKeys, across all rooms, the oldest keys
 // are forgotten and the newest still answer.
@@ -858,12 +858,12 @@ func TestMinMessageSize(t *testing.T) {
 
 // countingStore counts Resize calls on the histories it opens.
 type countingStore struct {
-	MemoryStore
+	*LocalStore
 	resizes *int
 }
 
 func (s countingStore) Open(ctx context.Context, room string, capacity int) (History, error) {
-	h, err := MemoryStore{}.Open(ctx, room, capacity)
+	h, err := s.LocalStore.Open(ctx, room, capacity)
 	return countingHistory{h, s.resizes}, err
 }
 
@@ -881,7 +881,7 @@ func (h countingHistory) Resize(ctx context.Context, capacity int) error {
 // ring alone; one that changes it resizes them.
 func TestConfigureKeepsRings(t *testing.T) {
 	var resizes int
-	m := newManager(t, Config{History: 5, Buffer: 10, Store: countingStore{resizes: &resizes}})
+	m := newManager(t, Config{History: 5, Buffer: 10, Store: countingStore{LocalStore: NewMemoryStore(), resizes: &resizes}})
 	post(t, m, "a", "1")
 	post(t, m, "b", "1")
 	m.Configure(Config{History: 5, Buffer: 20})
