@@ -230,7 +230,7 @@ func TestConcurrentSubmits(t *testing.T) {
 			t.Errorf("id %d given to no one", seq)
 		}
 	}
-	rep, err := m.Messages("lobby", "", 1000)
+	rep, err := m.Messages("lobby", "", "", 1000)
 	if err != nil {
 		t.Fatal(err)
 	}

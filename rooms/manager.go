@@ -977,6 +977,29 @@ type span struct {
 	take          int
 	resume, reset bool
 	oldest        string
+	// newest is set when the span is the newest take messages up to
+	// upto, older than a position: a budget keeps the newest of them.
+	newest bool
+}
+
+// before cuts sp at the message with id before, as of h: it keeps the
+// messages older than it, the newest of them when newest is set. r.mu
+// must be held.
+func (sp span) before(h History, before string, newest bool) span {
+	epoch, seq, ok := ParseID(before)
+	if !ok || epoch != h.Epoch() || seq == 0 || seq > h.Last()+1 {
+		sp.take, sp.resume, sp.reset, sp.oldest = 0, false, true, ""
+		if h.Oldest() <= h.Last() {
+			sp.oldest = FormatID(h.Epoch(), h.Oldest())
+		}
+		return sp
+	}
+	sp.upto = min(sp.upto, seq-1)
+	if newest {
+		sp.after = max(h.Oldest()-1, sp.upto-min(uint64(sp.take), sp.upto))
+		sp.newest = true
+	}
+	return sp
 }
 
 // plan answers "what follows pos?" from the room's position, up to limit
@@ -1100,6 +1123,24 @@ func (rep *Replay) fit(budget int, events bool) {
 		if events {
 			rep.Events = append(rep.Events, ev)
 		}
+	}
+}
+
+// fitNewest cuts Messages, from the oldest, to the newest that budget
+// bytes of JSON hold, keeping at least one, as fit does from the front.
+func (rep *Replay) fitNewest(budget int) {
+	if budget <= 0 {
+		return
+	}
+	total := 0
+	for i := len(rep.Messages) - 1; i >= 0; i-- {
+		b, _ := rep.Messages[i].MarshalJSON() // cannot fail: strings, a time and a bool
+		if i < len(rep.Messages)-1 && total+len(b) > budget {
+			rep.Messages = rep.Messages[i+1:]
+			rep.Truncated = true
+			return
+		}
+		total += len(b)
 	}
 }
 
@@ -1241,10 +1282,15 @@ func (m *Manager) heldElsewhere(roomName string) (bool, error) {
 	return has, nil
 }
 
-// Messages returns up to limit retained messages of an existing room after
-// the message with id after, or the newest limit when after is empty, no
-// more than MaxReplayBytes of them.
-func (m *Manager) Messages(roomName, after string, limit int) (Replay, error) {
+// Messages returns up to limit retained messages of an existing room,
+// oldest first, no more than MaxReplayBytes of them: the first limit after
+// the message with id after, or the newest limit when after is empty.
+// With before, only messages older than the message with that id are
+// returned: paging back from the oldest message a reader has, the newest
+// limit before it, and a replay that MaxReplayBytes cuts keeps the newest
+// of them. An id of before that the room never had (another epoch,
+// malformed) is answered as a lost position: Reset, no messages.
+func (m *Manager) Messages(roomName, after, before string, limit int) (Replay, error) {
 	cfg := m.config()
 	budget := cfg.MaxReplayBytes
 	if err := m.openElsewhere(roomName); err != nil {
@@ -1257,6 +1303,9 @@ func (m *Manager) Messages(roomName, after string, limit int) (Replay, error) {
 	)
 	err := m.reading(roomName, false, pos, func(r *room) error {
 		sp, h = r.plan(pos, limit, budget), r.history
+		if before != "" {
+			sp = sp.before(h, before, after == "")
+		}
 		return nil
 	})
 	if err != nil {
@@ -1268,7 +1317,11 @@ func (m *Manager) Messages(roomName, after string, limit int) (Replay, error) {
 	if err != nil {
 		return Replay{}, fmt.Errorf("reading history of room %q: %w: %w", roomName, ErrUnavailable, err)
 	}
-	rep.fit(budget, false)
+	if sp.newest {
+		rep.fitNewest(budget)
+	} else {
+		rep.fit(budget, false)
+	}
 	return rep, nil
 }
 

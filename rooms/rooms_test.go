@@ -281,7 +281,7 @@ func TestIdempotency(t *testing.T) {
 			t.Errorf("%s: %+v repeat=%v; want message %d, repeat=%v", step.name, msg, repeat, step.want, step.repeat)
 		}
 	}
-	rep, _ := m.Messages("lobby", "", 10)
+	rep, _ := m.Messages("lobby", "", "", 10)
 	if len(rep.Messages) != 3 || rep.Messages[2] != stored[2] || !rep.Messages[2].Verified || rep.Messages[0].Verified {
 		t.Errorf("history %+v, want the three messages stored, the last verified", rep.Messages)
 	}
@@ -331,7 +331,7 @@ func TestRepeat(t *testing.T) {
 			t.Errorf("%s: %+v found=%v err=%v; want %+v found=%v err=%v", tt.name, msg, found, err, tt.want, tt.found, tt.wantErr)
 		}
 	}
-	if rep, _ := m.Messages("lobby", first.ID, 10); len(rep.Messages) != 1 {
+	if rep, _ := m.Messages("lobby", first.ID, "", 10); len(rep.Messages) != 1 {
 		t.Errorf("%d messages after the first, want 1: Repeat stored one", len(rep.Messages))
 	}
 }
@@ -487,7 +487,7 @@ func TestDelete(t *testing.T) {
 	if err := m.Delete("lobby"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("second delete: %v, want ErrNotFound", err)
 	}
-	if _, err := m.Messages("lobby", "", 10); !errors.Is(err, ErrNotFound) {
+	if _, err := m.Messages("lobby", "", "", 10); !errors.Is(err, ErrNotFound) {
 		t.Errorf("history of a deleted room: %v, want ErrNotFound", err)
 	}
 	again := post(t, m, "lobby", "new")
@@ -524,7 +524,7 @@ func TestConfigure(t *testing.T) {
 	m := newManager(t, Config{History: 5, Buffer: 10})
 	post(t, m, "lobby", "1", "2", "3", "4", "5")
 	m.Configure(Config{History: 2, Buffer: 10})
-	rep, err := m.Messages("lobby", "", 50)
+	rep, err := m.Messages("lobby", "", "", 50)
 	if err != nil || texts(rep.Messages) != "4,5" {
 		t.Errorf("after shrinking history: %q, %v", texts(rep.Messages), err)
 	}
@@ -567,7 +567,7 @@ func TestConcurrentRooms(t *testing.T) {
 					}
 				case 2:
 					m.Rooms()
-					m.Messages(room, "", 10)
+					m.Messages(room, "", "", 10)
 				case 3:
 					if i%30 == 0 {
 						m.Delete(room)
@@ -829,12 +829,18 @@ func TestReplayByteBudget(t *testing.T) {
 		})
 	}
 
-	rep, err := m.Messages("lobby", "", 1000)
+	rep, err := m.Messages("lobby", "", "", 1000)
 	if err != nil || len(rep.Messages) != perReplay || !rep.Truncated || rep.Events != nil {
 		t.Errorf("Messages: %d, truncated=%v, events=%d, %v; want %d, truncated, no events", len(rep.Messages), rep.Truncated, len(rep.Events), err, perReplay)
 	}
-	if rep, _ := m.Messages("lobby", want[len(want)-1-perReplay], 1000); len(rep.Messages) != perReplay || rep.Truncated {
+	if rep, _ := m.Messages("lobby", want[len(want)-1-perReplay], "", 1000); len(rep.Messages) != perReplay || rep.Truncated {
 		t.Errorf("a page within the budget: %d messages, truncated=%v; want %d, not truncated", len(rep.Messages), rep.Truncated, perReplay)
+	}
+	// Paging back, a cut page keeps the newest: the reader pages back
+	// again from the oldest it got.
+	newest := want[len(want)-1]
+	if rep, _ := m.Messages("lobby", "", newest, 1000); len(rep.Messages) != perReplay || !rep.Truncated || rep.Messages[perReplay-1].ID != want[len(want)-2] {
+		t.Errorf("a page back from %s: %d messages, truncated=%v; want the %d before it, truncated", newest, len(rep.Messages), rep.Truncated, perReplay)
 	}
 
 	// One message over the budget still goes out, alone, or nothing would.

@@ -81,7 +81,7 @@ func TestRestart(t *testing.T) {
 	if got := m.Rooms(); len(got) != 2 || got[0].Name != "lobby" || got[0].LastID != sent[4].ID {
 		t.Fatalf("rooms after the restart: %+v, want lobby at %s and other", got, sent[4].ID)
 	}
-	rep, err := m.Messages("lobby", sent[2].ID, 10)
+	rep, err := m.Messages("lobby", sent[2].ID, "", 10)
 	if err != nil || rep.Reset || texts(rep.Messages) != "4,5" {
 		t.Fatalf("after %s: %q, reset %v, %v; want 4,5 and no reset", sent[2].ID, texts(rep.Messages), rep.Reset, err)
 	}
@@ -121,7 +121,7 @@ func TestRestart(t *testing.T) {
 	// Restarted with a smaller history, a room shows what fits.
 	m.Close()
 	m = openManager(t, s, 1)
-	if rep, err := m.Messages("lobby", "", 10); err != nil || texts(rep.Messages) != "5" {
+	if rep, err := m.Messages("lobby", "", "", 10); err != nil || texts(rep.Messages) != "5" {
 		t.Errorf("with history 1: %q, %v; want the newest, 5 from someone else", texts(rep.Messages), err)
 	}
 }
