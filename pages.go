@@ -40,7 +40,7 @@ func (h *Handler) serveOpenRoom(w http.ResponseWriter, r *http.Request) error {
 // serveRoomPage renders a room's chat page with its recent history. It
 // creates nothing: the page's stream opens the room.
 func (h *Handler) serveRoomPage(w http.ResponseWriter, r *http.Request, room string) error {
-	rep, err := h.svc.History(room, "", pageHistory)
+	rep, err := h.svc.History(room, "", "", pageHistory)
 	if err != nil && !service.IsKind(err, service.NotFound) {
 		return err
 	}

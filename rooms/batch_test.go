@@ -12,14 +12,14 @@ import (
 // that the submits that come meanwhile queue up in the room's inbox, and
 // fails the next call when fail is set.
 type gatedStore struct {
-	MemoryStore
+	*LocalStore
 	entered, release chan struct{}
 	fail             error
 	batches          *[]int // the size of every call
 }
 
 func (s gatedStore) Open(ctx context.Context, room string, capacity int) (History, error) {
-	h, err := MemoryStore{}.Open(ctx, room, capacity)
+	h, err := s.LocalStore.Open(ctx, room, capacity)
 	return &gatedHistory{History: h, s: s}, err
 }
 
@@ -90,7 +90,7 @@ func TestBatch(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var batches []int
-			store := gatedStore{entered: make(chan struct{}), release: make(chan struct{}), fail: tt.fail, batches: &batches}
+			store := gatedStore{LocalStore: NewMemoryStore(), entered: make(chan struct{}), release: make(chan struct{}), fail: tt.fail, batches: &batches}
 			published := 0
 			m := newManager(t, Config{History: 10, Buffer: 10, Store: store, Hooks: Hooks{Published: func(string, int) { published++ }}})
 			first := make(chan outcome, 1)
@@ -173,10 +173,10 @@ func ids(t *testing.T, msgs ...Message) string {
 
 // slowStore takes a while over every call, as a disk does, so that
 // batches form and writers hand over.
-type slowStore struct{ MemoryStore }
+type slowStore struct{ *LocalStore }
 
-func (slowStore) Open(ctx context.Context, room string, capacity int) (History, error) {
-	h, err := MemoryStore{}.Open(ctx, room, capacity)
+func (s slowStore) Open(ctx context.Context, room string, capacity int) (History, error) {
+	h, err := s.LocalStore.Open(ctx, room, capacity)
 	return slowHistory{h}, err
 }
 
@@ -192,7 +192,7 @@ func (h slowHistory) Start(ctx context.Context, entries []Entry) Call {
 // missing, each submitter's increase, and the history holds them in order.
 func TestConcurrentSubmits(t *testing.T) {
 	const submitters, each = 32, 100
-	m := newManager(t, Config{History: submitters * each, Buffer: 10, Store: slowStore{}})
+	m := newManager(t, Config{History: submitters * each, Buffer: 10, Store: slowStore{NewMemoryStore()}})
 	got := make([][]uint64, submitters)
 	errs := make([]error, submitters)
 	var wg sync.WaitGroup
@@ -230,7 +230,7 @@ func TestConcurrentSubmits(t *testing.T) {
 			t.Errorf("id %d given to no one", seq)
 		}
 	}
-	rep, err := m.Messages("lobby", "", 1000)
+	rep, err := m.Messages("lobby", "", "", 1000)
 	if err != nil {
 		t.Fatal(err)
 	}

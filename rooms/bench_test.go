@@ -49,8 +49,8 @@ func BenchmarkKeyMemory(b *testing.B) {
 		}
 		runtime.GC()
 		runtime.ReadMemStats(&after)
-		if m.keys.len() != keys {
-			b.Fatalf("%d keys kept, want %d", m.keys.len(), keys)
+		if keysOf(m).Len() != keys {
+			b.Fatalf("%d keys kept, want %d", keysOf(m).Len(), keys)
 		}
 		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/keys, "B/key")
 		m.Close()

@@ -12,7 +12,7 @@ import (
 // fakeCensus is a memory store whose other processes are whatever the test
 // says, and whose directory holds the rooms the test names.
 type fakeCensus struct {
-	MemoryStore
+	*LocalStore
 	mu        sync.Mutex
 	others    map[string]Headcount
 	reported  map[string]Headcount
@@ -81,7 +81,7 @@ func TestCensusMerges(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			store := &fakeCensus{others: tc.others, directory: tc.directory}
+			store := &fakeCensus{LocalStore: NewMemoryStore(), others: tc.others, directory: tc.directory}
 			m := New(Config{History: 10, Buffer: 10, Store: store})
 			defer m.Close()
 			for _, user := range tc.here {
@@ -123,7 +123,7 @@ func TestCensusMerges(t *testing.T) {
 // TestCensusPresenceEvents: users who come and go in other processes are
 // announced as this process's own are; one present here too is not.
 func TestCensusPresenceEvents(t *testing.T) {
-	store := &fakeCensus{}
+	store := &fakeCensus{LocalStore: NewMemoryStore()}
 	m := New(Config{History: 10, Buffer: 10, Store: store})
 	defer m.Close()
 	watcher, err := m.Subscribe("lobby", Position{User: "alice", WatchPresence: true}, nil)
@@ -152,7 +152,7 @@ func TestCensusPresenceEvents(t *testing.T) {
 // 10,000 rooms with three named streams each, the store aside: taking the
 // headcounts and the other processes' news to every room.
 func BenchmarkCensusTick(b *testing.B) {
-	m := New(Config{History: 10, Buffer: 10, Store: &fakeCensus{}})
+	m := New(Config{History: 10, Buffer: 10, Store: &fakeCensus{LocalStore: NewMemoryStore()}})
 	defer m.Close()
 	for i := range 10000 {
 		for _, user := range []string{"alice", "bob", "carol"} {

@@ -11,7 +11,7 @@ import (
 func TestContract(t *testing.T) {
 	storetest.Run(t, func(*testing.T) storetest.Backend {
 		return storetest.Backend{Open: func(*testing.T) storetest.Node {
-			return storetest.Node{Store: rooms.MemoryStore{}}
+			return storetest.Node{Store: rooms.NewMemoryStore()}
 		}}
 	})
 }

@@ -3,13 +3,13 @@ package rooms
 import (
 	"context"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 )
 
 // Store keeps the history of every room, for this process alone (the
-// memory and file stores) or for every process that shares it (Redis).
+// local engine, LocalStore, over logs in memory or in a file) or for every
+// process that shares it (Redis).
 // The Manager opens one History per room it creates and closes or drops it
 // with the room; every backend implements the whole of these interfaces,
 // so that the Manager runs one path whatever the backend.
@@ -42,6 +42,10 @@ type Store interface {
 	// Manager calls it whenever it is configured; a store that leaves idle
 	// rooms to the Manager's sweep ignores it.
 	SetIdleTimeout(d time.Duration)
+	// SetKeyWindow sets how long an idempotency key is remembered, and
+	// how many keys a store that remembers them in memory keeps at most,
+	// across all rooms. The Manager calls it whenever it is configured.
+	SetKeyWindow(window time.Duration, maxKeys int)
 }
 
 // History is the retained messages of one room, and the way they reach the
@@ -76,8 +80,8 @@ type History interface {
 	// Batches under way together are stored in whatever order the store
 	// takes them, and Catch delivers them in that order. A batch is
 	// decided before those under way are stored: the Manager reserves
-	// the names their verified posts claim, and the store catches an
-	// idempotency key used among them, which it reports in Entry.Prior.
+	// the names their verified posts claim, and the history decides the
+	// idempotency keys as it stores (see Entry.Outcome).
 	Depth() int
 	// Read returns up to limit retained messages with sequence numbers in
 	// (after, upto], oldest first, where after is at least Oldest()-1 and
@@ -120,25 +124,61 @@ type History interface {
 	// Catch delivers what was heard, and no more.
 	Sync(ctx context.Context) error
 
-	// Recall returns what k was first used for in this room, as the store
-	// keeps it with the messages, so that a retry is recognised after a
-	// restart or on another node; Seq is 0 when it is unknown. m carries
-	// the retry's user, text and verification, for Recalled.Same. The
-	// Manager asks it when its own, in-memory, record of keys does not
-	// know a key; a history kept in memory has nothing more to tell.
+	// Recall returns what k was first used for in this room within the
+	// key window, as the history keeps it, so that a retry is recognised
+	// after a restart or on another node when the store keeps keys there;
+	// Seq is 0 when it is unknown. m carries the retry's user, text and
+	// verification, for Recalled.Same. Like Read, it runs without the
+	// room's lock: a keyed submit looks its key up before it queues, so
+	// that a retry is answered before any limit is taken, and the
+	// history decides the key again as it stores.
 	Recall(ctx context.Context, k Key, m Message) (Recalled, error)
 }
 
 // Entry is a message to append, with the idempotency key it was posted
-// with, zero for none: a durable or shared backend keeps the key for
-// Recall.
+// with, zero for none. A history decides the key as it stores the batch,
+// at once with the keys of every other process sharing the store, and
+// says what it decided in Outcome.
 type Entry struct {
 	Message Message
 	Key     Key
-	// Prior is set by Call.Finish when another process stored a message
-	// under Key first, between the Manager's Recall and the call:
-	// nothing was stored for this entry. Seq is 0 otherwise.
-	Prior Recalled
+	// Outcome is set by Call.Finish.
+	Outcome Outcome
+}
+
+// Outcome is what became of an Entry.
+type Outcome uint8
+
+// The outcomes of an Entry.
+const (
+	// Stored: the message is stored under Message.ID.
+	Stored Outcome = iota
+	// Repeated: Key was used first, within the key window, for a message
+	// of the same user, text and verification; nothing was stored, and
+	// Message.ID and Message.Time are that first message's.
+	Repeated
+	// KeyReused: Key was used first for another message; nothing was
+	// stored.
+	KeyReused
+)
+
+// Decide sets e's Outcome from what its key was first used for, rec, in
+// the room's epoch, and reports whether e is to be stored: the key is
+// unknown in that epoch.
+func (e *Entry) Decide(epoch string, rec Recalled) bool {
+	switch {
+	case rec.Seq == 0 || rec.Epoch != epoch:
+		// A key of another epoch names a message of a deleted room: the
+		// key is free again.
+		e.Outcome = Stored
+		return true
+	case rec.Same:
+		e.Outcome = Repeated
+		e.Message.ID, e.Message.Time = FormatID(epoch, rec.Seq), rec.Time.UTC()
+	default:
+		e.Outcome = KeyReused
+	}
+	return false
 }
 
 // Key is the idempotency key a message was posted with: Name as sent by
@@ -149,9 +189,9 @@ type Key struct {
 
 // Call is an append begun by History.Start. When Finish returns nil, the
 // entries' messages are stored as durably as the backend promises, each
-// entry has the id it is stored under (Entry.Message.ID) or Entry.Prior
-// when its key was used first by another process, and the next Catch
-// delivers them; when it fails, nothing of them is stored.
+// entry has its Outcome and, stored, the id it is stored under
+// (Entry.Message.ID), and the next Catch delivers them; when it fails,
+// nothing of them is stored.
 type Call interface {
 	// Wait waits for the store's answer, with the room released. It
 	// touches nothing that the History's other methods use.
@@ -169,36 +209,20 @@ func Append(ctx context.Context, h History, entries []Entry) error {
 	return c.Finish()
 }
 
-// Recalled is what an idempotency key was first used for.
+// Recalled is what an idempotency key was first used for: the message
+// stored under Seq in Epoch.
 type Recalled struct {
-	Seq  uint64
-	Time time.Time
+	Epoch string
+	Seq   uint64
+	Time  time.Time
 	// Same is set when the message was posted with the retry's user, text
 	// and verification.
 	Same bool
 }
 
-// MemoryStore keeps histories in memory: they survive a Caddy reload (the
-// Manager outlives it) but not a restart.
-type MemoryStore struct{}
-
 // lastEpoch makes epochs unique within the process even when rooms are
 // recreated within the same microsecond.
 var lastEpoch atomic.Int64
-
-// Kept returns no room: none outlives the process.
-func (MemoryStore) Kept(context.Context) ([]string, error) { return nil, nil }
-
-// HeldElsewhere says no: no other process shares the memory.
-func (MemoryStore) HeldElsewhere(context.Context, string) (bool, error) { return false, nil }
-
-// SetIdleTimeout does nothing: the Manager sweeps idle rooms itself.
-func (MemoryStore) SetIdleTimeout(time.Duration) {}
-
-// Open returns an empty ring of capacity messages with a new epoch.
-func (MemoryStore) Open(_ context.Context, _ string, capacity int) (History, error) {
-	return &ring{epoch: NewEpoch(), buf: make([]Message, 0, min(capacity, 64)), capacity: capacity}, nil
-}
 
 // NewEpoch returns the current time in microseconds, base 36: short,
 // URL-safe, different after a restart, and never the same twice in one
@@ -214,110 +238,6 @@ func NewEpoch() string {
 	}
 }
 
-// ring is an in-memory History: the newest capacity messages in a circular
-// buffer that grows to capacity as messages arrive. Its lock is for Read,
-// which runs outside the room's: the Manager serialises the other methods.
-type ring struct {
-	epoch    string
-	mu       sync.RWMutex
-	last     uint64
-	buf      []Message // buf[start] is the oldest once len(buf) == capacity
-	start    int
-	capacity int
-	appended Appended
-	pending  []Entry // of the call under way (see Start)
-}
-
-func (r *ring) Epoch() string  { return r.epoch }
-func (r *ring) Last() uint64   { return r.last }
-func (r *ring) Oldest() uint64 { return r.last - uint64(len(r.buf)) + 1 }
-
-// Start returns the ring itself as the call: with a Depth of 1, one is
-// under way at a time, and a submit allocates none. The messages are
-// stored in Finish, when the room is locked again, so that no reader counts
-// them before Catch delivers them.
-func (r *ring) Start(_ context.Context, entries []Entry) Call {
-	r.pending = entries
-	return r
-}
-
-func (r *ring) Depth() int { return 1 }
-
-// Wait has nothing to wait for.
-func (r *ring) Wait(context.Context) {}
-
-// Finish stores the entries of the call under way.
-func (r *ring) Finish() error {
-	entries := r.pending
-	r.pending = nil
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for i := range entries {
-		r.last++
-		entries[i].Message.ID = FormatID(r.epoch, r.last)
-		switch {
-		case r.capacity == 0:
-		case len(r.buf) < r.capacity:
-			r.buf = append(r.buf, entries[i].Message)
-		default:
-			r.buf[r.start] = entries[i].Message
-			r.start = (r.start + 1) % len(r.buf)
-		}
-	}
-	r.appended.Add(entries)
-	return nil
-}
-
-func (r *ring) Read(_ context.Context, after, upto uint64, limit int) ([]Message, error) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.read(after, upto, limit), nil
-}
-
-// read returns what Read does. r.mu must be held.
-func (r *ring) read(after, upto uint64, limit int) []Message {
-	oldest := r.Oldest()
-	after = max(after, oldest-1)
-	upto = min(upto, r.last)
-	if after >= upto || limit <= 0 {
-		return nil
-	}
-	skip := int(after - (oldest - 1))
-	n := min(int(upto-after), limit)
-	out := make([]Message, n)
-	for i := range out {
-		out[i] = r.buf[(r.start+skip+i)%len(r.buf)]
-	}
-	return out
-}
-
-func (r *ring) Resize(_ context.Context, capacity int) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	kept := r.read(r.last-uint64(min(len(r.buf), capacity)), r.last, capacity)
-	r.buf = append(make([]Message, 0, max(len(kept), min(capacity, 64))), kept...)
-	r.start = 0
-	r.capacity = capacity
-	return nil
-}
-
-func (r *ring) Drop(context.Context) error   { return r.Close() }
-func (r *ring) Expire(context.Context) error { return r.Close() }
-func (r *ring) Follow(func())                {}
-func (r *ring) Catch() ([]Message, bool)     { return r.appended.Take(), false }
-func (r *ring) Sync(context.Context) error   { return nil }
-
-// Recall knows no key: the Manager's own record holds every key used in
-// the process, which is all a memory history ever saw.
-func (r *ring) Recall(context.Context, Key, Message) (Recalled, error) { return Recalled{}, nil }
-
-func (r *ring) Close() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.buf, r.start = nil, 0
-	return nil
-}
-
 // Appended is what a history that no other process appends to has for
 // Catch: the messages its calls stored since the last Catch. Such a
 // history adds each call's entries to it and has Catch Take them.
@@ -325,10 +245,12 @@ type Appended struct {
 	msgs []Message
 }
 
-// Add keeps the entries' messages for the next Take.
+// Add keeps the messages of the stored entries for the next Take.
 func (c *Appended) Add(entries []Entry) {
 	for _, e := range entries {
-		c.msgs = append(c.msgs, e.Message)
+		if e.Outcome == Stored {
+			c.msgs = append(c.msgs, e.Message)
+		}
 	}
 }
 

@@ -67,7 +67,7 @@ type Config struct {
 	KeyWindow      time.Duration // how long an idempotency key is remembered; 0 = DefaultKeyWindow
 	MaxKeys        int           // idempotency keys remembered across all rooms; 0 = DefaultMaxKeys
 	MaxNames       int           // verified authors' names remembered per room; 0 = DefaultMaxNames
-	Store          Store         // where histories live; nil = MemoryStore
+	Store          Store         // where histories live; nil = NewMemoryStore()
 	// StoreTimeout bounds each call the Manager makes to the Store, so
 	// that a store that accepts a request and never answers fails it with
 	// ErrUnavailable instead of holding up the room. 0 = no bound.
@@ -93,7 +93,6 @@ type Manager struct {
 	closed bool
 
 	subscribers atomic.Int64
-	keys        *keyStore
 	// others is who follows each room in the other processes, when the
 	// Store is a Census, and directory the rooms a Directory store holds,
 	// as the census last read them, at the latest a second after listed
@@ -121,8 +120,8 @@ type Manager struct {
 
 	stopJanitor chan struct{}
 	janitorDone chan struct{}
-	// reconfigured wakes the janitor, so that a shorter idle timeout or
-	// key window applies at once rather than after the old interval.
+	// reconfigured wakes the janitor, so that a shorter idle timeout
+	// applies at once rather than after the old interval.
 	reconfigured chan struct{}
 }
 
@@ -175,7 +174,6 @@ func New(cfg Config) *Manager {
 		rooms:        make(map[string]*room),
 		opening:      make(map[string]*opening),
 		releasing:    make(map[string]chan struct{}),
-		keys:         newKeyStore(),
 		stopJanitor:  make(chan struct{}),
 		janitorDone:  make(chan struct{}),
 		reconfigured: make(chan struct{}, 1),
@@ -206,10 +204,11 @@ func (m *Manager) Configure(cfg Config) {
 	if old != nil {
 		cfg.Store = old.Store
 	} else if cfg.Store == nil {
-		cfg.Store = MemoryStore{}
+		cfg.Store = NewMemoryStore()
 	}
 	m.cfg.Store(&cfg)
 	cfg.Store.SetIdleTimeout(cfg.IdleTimeout)
+	cfg.Store.SetKeyWindow(cfg.KeyWindow, cfg.MaxKeys)
 	select {
 	case m.reconfigured <- struct{}{}:
 	default: // the janitor has a wake-up pending already
@@ -566,6 +565,13 @@ func (m *Manager) Submit(roomName string, p Post) (msg Message, repeat bool, err
 		if err != nil {
 			return Message{}, false, err
 		}
+		if s.p.Key != "" {
+			// Looked up before the room is locked, and before Admit:
+			// a retry is answered without counting against a limit.
+			if err := m.recall(r, s); err != nil {
+				return Message{}, false, err
+			}
+		}
 		r.inboxMu.Lock()
 		if r.writers >= r.depth {
 			s.done = make(chan struct{})
@@ -600,9 +606,16 @@ func (m *Manager) Repeat(roomName string, p Post) (msg Message, found bool, err 
 	if err := m.openElsewhere(roomName); err != nil {
 		return Message{}, false, err
 	}
+	r := m.lookup(roomName)
+	if r == nil {
+		return Message{}, false, nil
+	}
 	s := &submission{p: p}
+	if err := m.recall(r, s); err != nil {
+		return Message{}, false, err
+	}
 	err = m.withRoom(roomName, false, func(r *room) error {
-		found = m.repeated(r, s, nil, time.Now(), m.config())
+		found = r.repeated(s, nil)
 		return s.err
 	})
 	switch {
@@ -623,8 +636,7 @@ type submission struct {
 	done   chan struct{} // closed by the writer; nil for the writer's own
 	lead   bool          // set with done: take over as the room's writer
 
-	key  roomKey     // set when p.Key is
-	sum  uint64      // of p, when p.Key is set
+	rec  Recalled    // what p.Key was first used for, as recall found it
 	name uint64      // hash of p.User
 	of   *submission // the submission of the same batch whose key this repeats
 }
@@ -746,7 +758,6 @@ func (m *Manager) store(r *room, batch []*submission) {
 		return
 	}
 	cfg := m.config()
-	h := r.history
 	now := time.Now()
 	entries, taken := r.entries[:0], r.taken[:0]
 	if r.depth > 1 {
@@ -762,7 +773,7 @@ func (m *Manager) store(r *room, batch []*submission) {
 	}
 	for _, s := range batch {
 		p := &s.p
-		if p.Key != "" && m.repeated(r, s, taken, now, cfg) {
+		if p.Key != "" && r.repeated(s, taken) {
 			continue
 		}
 		s.name = nameHash(p.User)
@@ -804,15 +815,16 @@ func (m *Manager) store(r *room, batch []*submission) {
 		}
 		r.posted.Store(true)
 		for i, s := range taken {
-			if prior := entries[i].Prior; prior.Seq != 0 {
-				s.stoppedBy(prior, h.Epoch())
+			switch entries[i].Outcome {
+			case Repeated:
+				s.msg.ID, s.msg.Time, s.repeat = entries[i].Message.ID, entries[i].Message.Time, true
+				continue
+			case KeyReused:
+				s.msg, s.err = Message{}, ErrKeyReused
 				continue
 			}
 			s.msg.ID = entries[i].Message.ID
-			epoch, seq, _ := ParseID(s.msg.ID)
-			if s.p.Key != "" {
-				m.keys.put(s.key, keyEntry{epoch: epoch, seq: seq, at: s.msg.Time.UnixMilli(), sum: s.sum}, cfg.MaxKeys)
-			}
+			_, seq, _ := ParseID(s.msg.ID)
 			if s.p.Verified {
 				r.verified.add(s.name, seq, cfg.MaxNames)
 			}
@@ -826,7 +838,10 @@ func (m *Manager) store(r *room, batch []*submission) {
 	}
 	for _, s := range batch {
 		if s.of != nil {
-			s.msg = s.of.msg
+			// The history may have found the first of the batch a
+			// repeat or a reuse too.
+			s.msg, s.err = s.of.msg, s.of.err
+			s.repeat = s.err == nil
 		}
 	}
 }
@@ -864,38 +879,41 @@ func (r *room) underWay(taken []*submission, n int) {
 	}
 }
 
-// stoppedBy sets the outcome of a submission that another process stored
-// first under the same key: the message stored then, or ErrKeyReused.
-func (s *submission) stoppedBy(prior Recalled, epoch string) {
-	if !prior.Same {
-		s.msg, s.err = Message{}, ErrKeyReused
-		return
+// recall looks s's key up in r's history with the room released, for
+// repeated to decide with the room locked, and returns the error of a
+// store that could not answer.
+func (m *Manager) recall(r *room, s *submission) error {
+	p := &s.p
+	ctx, cancel := m.storeContext()
+	defer cancel()
+	rec, err := r.history.Recall(ctx, Key{Scope: p.Scope, Name: p.Key}, Message{User: p.User, Message: p.Text, Verified: p.Verified})
+	if err != nil {
+		return fmt.Errorf("looking up an idempotency key in room %q: %w: %w", r.name, ErrUnavailable, err)
 	}
-	s.msg.ID, s.msg.Time, s.repeat = FormatID(epoch, prior.Seq), prior.Time.UTC(), true
+	s.rec = rec
+	return nil
 }
 
 // repeated reports whether s's key was used in the room within the key
-// window: by a message stored before, or by one taken earlier in the same
-// batch. It then sets s's outcome: the message stored then, or
-// ErrKeyReused.
-func (m *Manager) repeated(r *room, s *submission, taken []*submission, now time.Time, cfg *Config) bool {
+// window: by a message stored before, as recall found it, or by one
+// taken earlier in the same batch. It then sets s's outcome: the message
+// stored then, or ErrKeyReused. A key first used while s waited to be
+// stored is decided by the history as it stores the batch. r.mu must be
+// held.
+func (r *room) repeated(s *submission, taken []*submission) bool {
 	p := &s.p
-	s.key, s.sum = keyOf(r.name, p.Scope, p.Key), sumOf(*p)
-	h := r.history
-	// An entry from another epoch names a message of a deleted room: the
-	// key is free again.
-	if e, ok := m.keys.get(s.key, now, cfg.KeyWindow); ok && e.epoch == h.Epoch() {
-		if e.sum != s.sum {
+	e := Entry{Message: Message{Room: r.name, User: p.User, Message: p.Text, Verified: p.Verified}}
+	if !e.Decide(r.history.Epoch(), s.rec) {
+		if e.Outcome == KeyReused {
 			s.err = ErrKeyReused
 			return true
 		}
-		s.msg = Message{ID: FormatID(e.epoch, e.seq), Room: r.name, User: p.User, Message: p.Text, Time: time.UnixMilli(e.at).UTC(), Verified: p.Verified}
-		s.repeat = true
+		s.msg, s.repeat = e.Message, true
 		return true
 	}
 	for _, t := range taken {
-		if t.p.Key != "" && t.key == s.key {
-			if t.sum != s.sum {
+		if t.p.Key == p.Key && t.p.Scope == p.Scope {
+			if t.p.User != p.User || t.p.Text != p.Text || t.p.Verified != p.Verified {
 				s.err = ErrKeyReused
 			} else {
 				s.of, s.repeat = t, true
@@ -903,26 +921,7 @@ func (m *Manager) repeated(r *room, s *submission, taken []*submission, now time
 			return true
 		}
 	}
-	// The store may remember what this process does not: a key used
-	// before a restart, or on another node.
-	retry := Message{Room: r.name, User: p.User, Message: p.Text, Verified: p.Verified}
-	ctx, cancel := m.storeContext()
-	rec, err := h.Recall(ctx, Key{Scope: p.Scope, Name: p.Key}, retry)
-	cancel()
-	if err != nil {
-		s.err = fmt.Errorf("looking up an idempotency key in room %q: %w: %w", r.name, ErrUnavailable, err)
-		return true
-	}
-	if rec.Seq == 0 || expired(rec.Time.UnixMilli(), now, cfg.KeyWindow) {
-		return false
-	}
-	if !rec.Same {
-		s.err = ErrKeyReused
-		return true
-	}
-	retry.ID, retry.Time = FormatID(h.Epoch(), rec.Seq), rec.Time.UTC()
-	s.msg, s.repeat = retry, true
-	return true
+	return false
 }
 
 // Position says where a new subscription starts: after the message with id
@@ -978,6 +977,29 @@ type span struct {
 	take          int
 	resume, reset bool
 	oldest        string
+	// newest is set when the span is the newest take messages up to
+	// upto, older than a position: a budget keeps the newest of them.
+	newest bool
+}
+
+// before cuts sp at the message with id before, as of h: it keeps the
+// messages older than it, the newest of them when newest is set. r.mu
+// must be held.
+func (sp span) before(h History, before string, newest bool) span {
+	epoch, seq, ok := ParseID(before)
+	if !ok || epoch != h.Epoch() || seq == 0 || seq > h.Last()+1 {
+		sp.take, sp.resume, sp.reset, sp.oldest = 0, false, true, ""
+		if h.Oldest() <= h.Last() {
+			sp.oldest = FormatID(h.Epoch(), h.Oldest())
+		}
+		return sp
+	}
+	sp.upto = min(sp.upto, seq-1)
+	if newest {
+		sp.after = max(h.Oldest()-1, sp.upto-min(uint64(sp.take), sp.upto))
+		sp.newest = true
+	}
+	return sp
 }
 
 // plan answers "what follows pos?" from the room's position, up to limit
@@ -1101,6 +1123,24 @@ func (rep *Replay) fit(budget int, events bool) {
 		if events {
 			rep.Events = append(rep.Events, ev)
 		}
+	}
+}
+
+// fitNewest cuts Messages, from the oldest, to the newest that budget
+// bytes of JSON hold, keeping at least one, as fit does from the front.
+func (rep *Replay) fitNewest(budget int) {
+	if budget <= 0 {
+		return
+	}
+	total := 0
+	for i := len(rep.Messages) - 1; i >= 0; i-- {
+		b, _ := rep.Messages[i].MarshalJSON() // cannot fail: strings, a time and a bool
+		if i < len(rep.Messages)-1 && total+len(b) > budget {
+			rep.Messages = rep.Messages[i+1:]
+			rep.Truncated = true
+			return
+		}
+		total += len(b)
 	}
 }
 
@@ -1242,10 +1282,15 @@ func (m *Manager) heldElsewhere(roomName string) (bool, error) {
 	return has, nil
 }
 
-// Messages returns up to limit retained messages of an existing room after
-// the message with id after, or the newest limit when after is empty, no
-// more than MaxReplayBytes of them.
-func (m *Manager) Messages(roomName, after string, limit int) (Replay, error) {
+// Messages returns up to limit retained messages of an existing room,
+// oldest first, no more than MaxReplayBytes of them: the first limit after
+// the message with id after, or the newest limit when after is empty.
+// With before, only messages older than the message with that id are
+// returned: paging back from the oldest message a reader has, the newest
+// limit before it, and a replay that MaxReplayBytes cuts keeps the newest
+// of them. An id of before that the room never had (another epoch,
+// malformed) is answered as a lost position: Reset, no messages.
+func (m *Manager) Messages(roomName, after, before string, limit int) (Replay, error) {
 	cfg := m.config()
 	budget := cfg.MaxReplayBytes
 	if err := m.openElsewhere(roomName); err != nil {
@@ -1258,6 +1303,9 @@ func (m *Manager) Messages(roomName, after string, limit int) (Replay, error) {
 	)
 	err := m.reading(roomName, false, pos, func(r *room) error {
 		sp, h = r.plan(pos, limit, budget), r.history
+		if before != "" {
+			sp = sp.before(h, before, after == "")
+		}
 		return nil
 	})
 	if err != nil {
@@ -1269,7 +1317,11 @@ func (m *Manager) Messages(roomName, after string, limit int) (Replay, error) {
 	if err != nil {
 		return Replay{}, fmt.Errorf("reading history of room %q: %w: %w", roomName, ErrUnavailable, err)
 	}
-	rep.fit(budget, false)
+	if sp.newest {
+		rep.fitNewest(budget)
+	} else {
+		rep.fit(budget, false)
+	}
 	return rep, nil
 }
 
@@ -1443,13 +1495,13 @@ func (m *Manager) Close() error {
 	return errors.Join(errs...)
 }
 
-// janitor drops idle rooms and forgets expired idempotency keys until
-// Close, checking about four times per idle timeout or key window.
+// janitor drops idle rooms until Close, checking about four times per
+// idle timeout.
 func (m *Manager) janitor() {
 	defer close(m.janitorDone)
 	for {
 		cfg := m.config()
-		period := cfg.KeyWindow
+		period := time.Minute
 		if cfg.IdleTimeout > 0 {
 			period = min(period, cfg.IdleTimeout)
 		}
@@ -1463,11 +1515,9 @@ func (m *Manager) janitor() {
 	}
 }
 
-// sweep forgets idempotency keys older than the window and drops every
-// room idle for longer than the idle timeout.
+// sweep drops every room idle for longer than the idle timeout.
 func (m *Manager) sweep(now time.Time) {
 	cfg := m.config()
-	m.keys.sweep(now, cfg.KeyWindow)
 	if cfg.IdleTimeout <= 0 {
 		return
 	}

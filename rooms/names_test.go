@@ -225,7 +225,7 @@ func TestVerifiedOnTheWire(t *testing.T) {
 		if err := json.Unmarshal(b, &back); err != nil || back != msg || !bytes.Contains(b, []byte(want)) {
 			t.Errorf("JSON %s round-trips to %+v (%v), want %+v", b, back, err, msg)
 		}
-		rep, _ := m.Messages("lobby", "", 1)
+		rep, _ := m.Messages("lobby", "", "", 1)
 		if len(rep.Messages) != 1 || rep.Messages[0].Verified != verified {
 			t.Errorf("history %+v, want verified=%v", rep.Messages, verified)
 		}

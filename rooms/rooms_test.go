@@ -88,7 +88,7 @@ func TestParseID(t *testing.T) {
 
 func TestRing(t *testing.T) {
 	ctx := context.Background()
-	h, _ := MemoryStore{}.Open(ctx, "r", 3)
+	h, _ := NewMemoryStore().Open(ctx, "r", 3)
 	for i := 1; i <= 5; i++ {
 		Append(ctx, h, []Entry{{Message: Message{Message: fmt.Sprint(i)}}})
 	}
@@ -126,7 +126,7 @@ func TestRing(t *testing.T) {
 	if got, _ := h.Read(ctx, 0, h.Last(), 10); texts(got) != "5,6,7,8" {
 		t.Errorf("after growing to 4 and three appends: %q", texts(got))
 	}
-	none, _ := MemoryStore{}.Open(ctx, "r", 0)
+	none, _ := NewMemoryStore().Open(ctx, "r", 0)
 	Append(ctx, none, []Entry{{Message: Message{}}})
 	if got, _ := none.Read(ctx, 0, none.Last(), 10); len(got) != 0 || none.Oldest() != 2 || none.Last() != 1 {
 		t.Errorf("zero capacity kept %d, oldest %d, last %d", len(got), none.Oldest(), none.Last())
@@ -281,7 +281,7 @@ func TestIdempotency(t *testing.T) {
 			t.Errorf("%s: %+v repeat=%v; want message %d, repeat=%v", step.name, msg, repeat, step.want, step.repeat)
 		}
 	}
-	rep, _ := m.Messages("lobby", "", 10)
+	rep, _ := m.Messages("lobby", "", "", 10)
 	if len(rep.Messages) != 3 || rep.Messages[2] != stored[2] || !rep.Messages[2].Verified || rep.Messages[0].Verified {
 		t.Errorf("history %+v, want the three messages stored, the last verified", rep.Messages)
 	}
@@ -331,39 +331,39 @@ func TestRepeat(t *testing.T) {
 			t.Errorf("%s: %+v found=%v err=%v; want %+v found=%v err=%v", tt.name, msg, found, err, tt.want, tt.found, tt.wantErr)
 		}
 	}
-	if rep, _ := m.Messages("lobby", first.ID, 10); len(rep.Messages) != 1 {
+	if rep, _ := m.Messages("lobby", first.ID, "", 10); len(rep.Messages) != 1 {
 		t.Errorf("%d messages after the first, want 1: Repeat stored one", len(rep.Messages))
 	}
 }
 
 // TestIdempotencyKeysExpire: a key is forgotten after the window, both when
-// the next keyed post looks it up and, without any post, by the sweep.
+// the next keyed post looks it up and, without any post, by the index's
+// own sweep.
 func TestIdempotencyKeysExpire(t *testing.T) {
-	const window = time.Minute
+	const window = 300 * time.Millisecond
 	m := newManager(t, Config{History: 10, Buffer: 10, KeyWindow: window})
 	first, _, _ := m.Submit("lobby", Post{User: "alice", Text: "hi", Key: "k"})
-	m.sweep(time.Now().Add(window / 2))
-	if _, repeat, _ := m.Submit("lobby", Post{User: "alice", Text: "hi", Key: "k"}); !repeat || m.keys.len() != 1 {
-		t.Fatalf("within the window: repeat=%v keys=%d; want a repeat, 1 key", repeat, m.keys.len())
+	if _, repeat, _ := m.Submit("lobby", Post{User: "alice", Text: "hi", Key: "k"}); !repeat || keysOf(m).Len() != 1 {
+		t.Fatalf("within the window: repeat=%v keys=%d; want a repeat, 1 key", repeat, keysOf(m).Len())
 	}
-	m.sweep(time.Now().Add(window + time.Second))
-	if n := m.keys.len(); n != 0 {
-		t.Errorf("%d keys remembered after the window, want 0", n)
-	}
+	time.Sleep(window + 50*time.Millisecond)
 	if msg, repeat, _ := m.Submit("lobby", Post{User: "alice", Text: "hi", Key: "k"}); repeat || msg.ID == first.ID {
 		t.Errorf("after the window: repeat=%v id=%s; want a new message", repeat, msg.ID)
 	}
-	// Nothing but the janitor runs here: no post, no lookup.
+	// Nothing but the sweep runs here: no post, no lookup.
 	quick := newManager(t, Config{KeyWindow: 40 * time.Millisecond})
 	quick.Submit("lobby", Post{User: "alice", Text: "hi", Key: "k"})
 	deadline := time.Now().Add(5 * time.Second)
-	for quick.keys.len() != 0 && time.Now().Before(deadline) {
+	for keysOf(quick).Len() != 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if n := quick.keys.len(); n != 0 {
-		t.Errorf("the janitor left %d expired keys", n)
+	if n := keysOf(quick).Len(); n != 0 {
+		t.Errorf("the sweep left %d expired keys", n)
 	}
 }
+
+// keysOf returns the key index of m's memory store.
+func keysOf(m *Manager) *KeyIndex { return m.config().Store.(*LocalStore).keys }
 
 // TestIdempotencyKeyBudget: past MaxKeys, across all rooms, the oldest keys
 // are forgotten and the newest still answer.
@@ -373,7 +373,7 @@ func TestIdempotencyKeyBudget(t *testing.T) {
 	for i := range 3 * budget {
 		m.Submit(fmt.Sprintf("r%d", i%7), Post{User: "u", Text: "x", Key: fmt.Sprint(i)})
 	}
-	if n := m.keys.len(); n != budget {
+	if n := keysOf(m).Len(); n != budget {
 		t.Errorf("%d keys remembered, want the budget, %d", n, budget)
 	}
 	last := 3*budget - 1
@@ -383,8 +383,8 @@ func TestIdempotencyKeyBudget(t *testing.T) {
 	if _, repeat, _ := m.Submit("r0", Post{User: "u", Text: "x", Key: "0"}); repeat {
 		t.Error("the oldest key is still remembered past the budget")
 	}
-	if len(m.keys.order)-m.keys.head > 2*budget {
-		t.Errorf("the expiry queue holds %d entries for %d keys", len(m.keys.order)-m.keys.head, budget)
+	if len(keysOf(m).order)-keysOf(m).head > 2*budget {
+		t.Errorf("the expiry queue holds %d entries for %d keys", len(keysOf(m).order)-keysOf(m).head, budget)
 	}
 }
 
@@ -402,7 +402,7 @@ func TestIdempotencyKeysPerAuthor(t *testing.T) {
 	if _, repeat, _ := m.Submit("r", Post{User: "u", Text: "mine", Key: "k", Scope: "quiet"}); !repeat {
 		t.Error("another author's posts pushed the quiet author's key out")
 	}
-	if n := m.keys.len(); n != maxKeysPerScope+1 {
+	if n := keysOf(m).Len(); n != maxKeysPerScope+1 {
 		t.Errorf("%d keys remembered, want the greedy author's %d and the quiet one's", n, maxKeysPerScope)
 	}
 	if _, repeat, _ := m.Submit("r", Post{User: "u", Text: "x", Key: "0", Scope: "greedy"}); !repeat {
@@ -487,7 +487,7 @@ func TestDelete(t *testing.T) {
 	if err := m.Delete("lobby"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("second delete: %v, want ErrNotFound", err)
 	}
-	if _, err := m.Messages("lobby", "", 10); !errors.Is(err, ErrNotFound) {
+	if _, err := m.Messages("lobby", "", "", 10); !errors.Is(err, ErrNotFound) {
 		t.Errorf("history of a deleted room: %v, want ErrNotFound", err)
 	}
 	again := post(t, m, "lobby", "new")
@@ -524,7 +524,7 @@ func TestConfigure(t *testing.T) {
 	m := newManager(t, Config{History: 5, Buffer: 10})
 	post(t, m, "lobby", "1", "2", "3", "4", "5")
 	m.Configure(Config{History: 2, Buffer: 10})
-	rep, err := m.Messages("lobby", "", 50)
+	rep, err := m.Messages("lobby", "", "", 50)
 	if err != nil || texts(rep.Messages) != "4,5" {
 		t.Errorf("after shrinking history: %q, %v", texts(rep.Messages), err)
 	}
@@ -567,7 +567,7 @@ func TestConcurrentRooms(t *testing.T) {
 					}
 				case 2:
 					m.Rooms()
-					m.Messages(room, "", 10)
+					m.Messages(room, "", "", 10)
 				case 3:
 					if i%30 == 0 {
 						m.Delete(room)
@@ -829,12 +829,18 @@ func TestReplayByteBudget(t *testing.T) {
 		})
 	}
 
-	rep, err := m.Messages("lobby", "", 1000)
+	rep, err := m.Messages("lobby", "", "", 1000)
 	if err != nil || len(rep.Messages) != perReplay || !rep.Truncated || rep.Events != nil {
 		t.Errorf("Messages: %d, truncated=%v, events=%d, %v; want %d, truncated, no events", len(rep.Messages), rep.Truncated, len(rep.Events), err, perReplay)
 	}
-	if rep, _ := m.Messages("lobby", want[len(want)-1-perReplay], 1000); len(rep.Messages) != perReplay || rep.Truncated {
+	if rep, _ := m.Messages("lobby", want[len(want)-1-perReplay], "", 1000); len(rep.Messages) != perReplay || rep.Truncated {
 		t.Errorf("a page within the budget: %d messages, truncated=%v; want %d, not truncated", len(rep.Messages), rep.Truncated, perReplay)
+	}
+	// Paging back, a cut page keeps the newest: the reader pages back
+	// again from the oldest it got.
+	newest := want[len(want)-1]
+	if rep, _ := m.Messages("lobby", "", newest, 1000); len(rep.Messages) != perReplay || !rep.Truncated || rep.Messages[perReplay-1].ID != want[len(want)-2] {
+		t.Errorf("a page back from %s: %d messages, truncated=%v; want the %d before it, truncated", newest, len(rep.Messages), rep.Truncated, perReplay)
 	}
 
 	// One message over the budget still goes out, alone, or nothing would.
@@ -858,12 +864,12 @@ func TestMinMessageSize(t *testing.T) {
 
 // countingStore counts Resize calls on the histories it opens.
 type countingStore struct {
-	MemoryStore
+	*LocalStore
 	resizes *int
 }
 
 func (s countingStore) Open(ctx context.Context, room string, capacity int) (History, error) {
-	h, err := MemoryStore{}.Open(ctx, room, capacity)
+	h, err := s.LocalStore.Open(ctx, room, capacity)
 	return countingHistory{h, s.resizes}, err
 }
 
@@ -881,7 +887,7 @@ func (h countingHistory) Resize(ctx context.Context, capacity int) error {
 // ring alone; one that changes it resizes them.
 func TestConfigureKeepsRings(t *testing.T) {
 	var resizes int
-	m := newManager(t, Config{History: 5, Buffer: 10, Store: countingStore{resizes: &resizes}})
+	m := newManager(t, Config{History: 5, Buffer: 10, Store: countingStore{LocalStore: NewMemoryStore(), resizes: &resizes}})
 	post(t, m, "a", "1")
 	post(t, m, "b", "1")
 	m.Configure(Config{History: 5, Buffer: 20})

@@ -14,7 +14,7 @@ import (
 // waits until release is closed or its context ends, as on a store that
 // accepts a request and never answers.
 type hangingStore struct {
-	MemoryStore
+	*LocalStore
 	hang    string
 	release chan struct{}
 	opens   *atomic.Int32 // of hang
@@ -29,7 +29,7 @@ func (s hangingStore) Open(ctx context.Context, room string, capacity int) (Hist
 			return nil, ctx.Err()
 		}
 	}
-	return MemoryStore{}.Open(ctx, room, capacity)
+	return s.LocalStore.Open(ctx, room, capacity)
 }
 
 // within fails the test unless f returns nil within d.
@@ -54,7 +54,7 @@ func within(t *testing.T, d time.Duration, what string, f func() error) {
 func TestOpenOutsideManagerLock(t *testing.T) {
 	var opens atomic.Int32
 	release := make(chan struct{})
-	m := newManager(t, Config{Buffer: 10, Store: hangingStore{hang: "slow", release: release, opens: &opens}})
+	m := newManager(t, Config{Buffer: 10, Store: hangingStore{LocalStore: NewMemoryStore(), hang: "slow", release: release, opens: &opens}})
 	// Before the Manager closes, even when the test fails.
 	open := sync.OnceFunc(func() { close(release) })
 	t.Cleanup(open)
@@ -104,7 +104,7 @@ func TestOpenOutsideManagerLock(t *testing.T) {
 // subscribe as unavailable after StoreTimeout, and leaves no room behind.
 func TestStoreTimeout(t *testing.T) {
 	var opens atomic.Int32
-	m := newManager(t, Config{Store: hangingStore{hang: "slow", release: make(chan struct{}), opens: &opens}, StoreTimeout: 50 * time.Millisecond})
+	m := newManager(t, Config{Store: hangingStore{LocalStore: NewMemoryStore(), hang: "slow", release: make(chan struct{}), opens: &opens}, StoreTimeout: 50 * time.Millisecond})
 	within(t, 5*time.Second, "a subscribe to a room the store does not open", func() error {
 		if _, err := m.Subscribe("slow", Position{}, nil); !errors.Is(err, ErrUnavailable) {
 			return fmt.Errorf("subscribe: %v, want ErrUnavailable", err)
@@ -118,14 +118,14 @@ func TestStoreTimeout(t *testing.T) {
 
 // newsStore opens sharedRings.
 type newsStore struct {
-	MemoryStore
+	*LocalStore
 	mu    sync.Mutex
 	rooms map[string]*sharedRing
 	gate  chan struct{} // Append in room "slow" waits for it
 }
 
 func (s *newsStore) Open(ctx context.Context, room string, capacity int) (History, error) {
-	h, _ := MemoryStore{}.Open(ctx, room, capacity)
+	h, _ := s.LocalStore.Open(ctx, room, capacity)
 	r := &sharedRing{History: h}
 	if room == "slow" {
 		r.gate = s.gate
@@ -233,7 +233,7 @@ func (h *sharedRing) publish(text string) {
 // notice returns at once, and the news of another room, heard next, is
 // delivered meanwhile. The busy room's news follows once its store answers.
 func TestNewsDoesNotWaitForARoom(t *testing.T) {
-	store := &newsStore{rooms: map[string]*sharedRing{}, gate: make(chan struct{})}
+	store := &newsStore{LocalStore: NewMemoryStore(), rooms: map[string]*sharedRing{}, gate: make(chan struct{})}
 	m := newManager(t, Config{History: 10, Buffer: 10, Store: store})
 	var subs []*Subscription
 	for _, name := range []string{"slow", "fast"} {
@@ -296,7 +296,7 @@ func nextTexts(t *testing.T, sub *Subscription, n int) []string {
 // droppingStore keeps histories in memory, whose Drop waits until release
 // is closed, as on a store that is slow to delete.
 type droppingStore struct {
-	MemoryStore
+	*LocalStore
 	dropping chan struct{} // receives when a Drop begins
 	release  chan struct{}
 	opens    *atomic.Int32
@@ -304,7 +304,7 @@ type droppingStore struct {
 
 func (s droppingStore) Open(ctx context.Context, room string, capacity int) (History, error) {
 	s.opens.Add(1)
-	h, err := s.MemoryStore.Open(ctx, room, capacity)
+	h, err := s.LocalStore.Open(ctx, room, capacity)
 	return slowDrop{h, s}, err
 }
 
@@ -324,7 +324,7 @@ func (h slowDrop) Drop(ctx context.Context) error {
 // the store is done with it, in a new epoch.
 func TestDropHoldsUpOnlyItsRoom(t *testing.T) {
 	var opens atomic.Int32
-	store := droppingStore{dropping: make(chan struct{}, 1), release: make(chan struct{}), opens: &opens}
+	store := droppingStore{LocalStore: NewMemoryStore(), dropping: make(chan struct{}, 1), release: make(chan struct{}), opens: &opens}
 	m := newManager(t, Config{History: 10, Store: store})
 	release := sync.OnceFunc(func() { close(store.release) })
 	t.Cleanup(release)

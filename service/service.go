@@ -203,15 +203,16 @@ func HistoryLimit(text string) (int, error) {
 }
 
 // History reads up to limit retained messages of room after the id after,
-// or the newest limit without after.
-func (s *Service) History(room, after string, limit int) (rooms.Replay, error) {
+// or the newest limit without after; with before, only those older than
+// the id before (see rooms.Manager.Messages).
+func (s *Service) History(room, after, before string, limit int) (rooms.Replay, error) {
 	if err := s.CheckRoom(room); err != nil {
 		return rooms.Replay{}, err
 	}
 	if limit < 1 || limit > MaxHistoryLimit {
 		return rooms.Replay{}, Refuse(Invalid, historyLimitProblem)
 	}
-	rep, err := s.m.Messages(room, after, limit)
+	rep, err := s.m.Messages(room, after, before, limit)
 	return rep, roomsError(err)
 }
 

@@ -29,9 +29,11 @@ import (
 // LockTimeout is how long Open waits for a file that another process holds.
 const LockTimeout = 2 * time.Second
 
-// Store is a rooms.Store backed by a bbolt file. Its
-// methods are safe for concurrent use.
+// Store is a rooms.Store backed by a bbolt file: the local engine
+// (rooms.LocalStore) over a log per room in the file. Its methods are safe
+// for concurrent use.
 type Store struct {
+	*rooms.LocalStore
 	path   string
 	db     *bolt.DB
 	commit *committer
@@ -71,6 +73,7 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("chat store %s: %w", path, err)
 	}
 	s := &Store{path: path, db: db}
+	s.LocalStore = rooms.NewLocalStore((*logs)(s))
 	if err := s.check(); err != nil {
 		return nil, errors.Join(err, db.Close())
 	}
@@ -139,8 +142,11 @@ type Stats struct {
 // Stats returns the store's counters.
 func (s *Store) Stats() Stats { return s.commit.stats() }
 
+// logs is the Store as the local engine's rooms.Logs.
+type logs Store
+
 // Kept returns the names of the rooms the file holds.
-func (s *Store) Kept(context.Context) ([]string, error) {
+func (s *logs) Kept(context.Context) ([]string, error) {
 	var names []string
 	err := s.db.View(func(tx *bolt.Tx) error {
 		all := tx.Bucket(roomsBucket)
@@ -158,43 +164,34 @@ func (s *Store) Kept(context.Context) ([]string, error) {
 	return names, nil
 }
 
-// HeldElsewhere says no: one process at a time has the file.
-func (s *Store) HeldElsewhere(context.Context, string) (bool, error) { return false, nil }
-
-// SetIdleTimeout does nothing: the Manager sweeps idle rooms, and drops
-// them from the file.
-func (s *Store) SetIdleTimeout(time.Duration) {}
-
-// Open returns the room's history: as the file holds it, or a new epoch
-// with nothing stored until the first message.
-func (s *Store) Open(_ context.Context, room string, capacity int) (rooms.History, error) {
-	h := &history{s: s, room: room, name: []byte(room), capacity: capacity}
+// OpenLog returns the room's log: as the file holds it, or in epoch with
+// nothing stored until the first message.
+func (s *logs) OpenLog(_ context.Context, room, epoch string, capacity int) (rooms.Log, rooms.LogPosition, error) {
+	l := &roomLog{s: (*Store)(s), room: room, name: []byte(room), epoch: epoch, capacity: capacity}
+	pos := rooms.LogPosition{Epoch: epoch, Oldest: 1}
 	err := s.db.View(func(tx *bolt.Tx) error {
-		b := roomBucket(tx, h.name)
+		b := roomBucket(tx, l.name)
 		if b == nil {
 			return nil
 		}
-		h.epoch, h.last, h.stored = string(b.Get(epochKey)), binary.BigEndian.Uint64(b.Get(lastKey)), true
-		h.first = h.last + 1
+		l.epoch, l.last, l.stored = string(b.Get(epochKey)), binary.BigEndian.Uint64(b.Get(lastKey)), true
+		l.first = l.last + 1
 		if k, _ := b.Bucket(msgsBucket).Cursor().First(); k != nil {
-			h.first = binary.BigEndian.Uint64(k)
+			l.first = binary.BigEndian.Uint64(k)
 		}
 		// Messages past the history, left by trimSlack or by a larger
 		// history than the file was written with, are hidden now and
 		// trimmed by a later append.
-		h.oldest = max(h.first, h.last+1-min(h.last, uint64(capacity)))
+		pos = rooms.LogPosition{Epoch: l.epoch, Last: l.last, Oldest: l.first}
 		if v := b.Get(oldestKey); len(v) == 8 {
-			h.oldest = max(h.oldest, binary.BigEndian.Uint64(v))
+			pos.Oldest = max(pos.Oldest, binary.BigEndian.Uint64(v))
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reading room %q from chat store %s: %w", room, s.path, err)
+		return nil, rooms.LogPosition{}, fmt.Errorf("reading room %q from chat store %s: %w", room, s.path, err)
 	}
-	if !h.stored {
-		h.epoch, h.oldest, h.first = rooms.NewEpoch(), 1, 1
-	}
-	return h, nil
+	return l, pos, nil
 }
 
 func roomBucket(tx *bolt.Tx, name []byte) *bolt.Bucket {
@@ -205,30 +202,18 @@ func roomBucket(tx *bolt.Tx, name []byte) *bolt.Bucket {
 	return all.Bucket(name)
 }
 
-// history is one room in the file. It caches only the room's position; its
+// roomLog is one room in the file. It caches only the room's position; its
 // messages are read from the file, whose pages the OS caches, so memory does
 // not grow with history.
-type history struct {
+type roomLog struct {
 	s        *Store
 	room     string
 	name     []byte
 	epoch    string
 	last     uint64
-	oldest   uint64 // the oldest message the room shows
-	first    uint64 // the oldest message the file holds: oldest, or up to trimSlack older
+	first    uint64 // the oldest message the file holds: the oldest shown, or up to trimSlack older
 	capacity int
 	stored   bool // the file has the room's bucket
-	appended rooms.Appended
-	written  written // by the call under way (see Start)
-}
-
-// written is what a call's commit wrote, for Finish to take into the
-// history.
-type written struct {
-	entries      []rooms.Entry
-	err          error
-	first, last  uint64
-	oldest, held uint64
 }
 
 // trimSlack is how many messages past its history a room may hold in the
@@ -238,47 +223,20 @@ type written struct {
 // page and its writes.
 const trimSlack = 64
 
-func (h *history) Epoch() string  { return h.epoch }
-func (h *history) Last() uint64   { return h.last }
-func (h *history) Oldest() uint64 { return h.oldest }
-
-// Start writes the messages, their keys and the room's new position, and
+// Append writes the messages, their keys and the room's new position, and
 // trims what no longer fits once more than trimSlack messages are hidden,
-// in one commit, with the room locked: the submits that come meanwhile
-// share the next commit. The history is the call itself, one at a time
-// (Depth), and the room's position moves in Finish, so that no reader
-// counts the messages before Catch delivers them.
-func (h *history) Start(ctx context.Context, entries []rooms.Entry) rooms.Call {
-	h.written = h.write(ctx, entries)
-	return h
-}
-
-func (h *history) Depth() int { return 1 }
-
-// Wait has nothing to wait for: Start wrote.
-func (h *history) Wait(context.Context) {}
-
-// Finish takes what Start wrote into the history and the entries.
-func (h *history) Finish() error {
-	w := h.written
-	h.written = written{}
-	if w.err != nil {
-		return w.err
+// in one commit.
+func (l *roomLog) Append(ctx context.Context, entries []rooms.Entry, oldest uint64) error {
+	stored := make([]rooms.Entry, 0, len(entries))
+	for _, e := range entries {
+		if e.Outcome == rooms.Stored {
+			stored = append(stored, e)
+		}
 	}
-	h.last, h.oldest, h.first, h.stored = w.last, w.oldest, w.held, true
-	for i := range w.entries {
-		w.entries[i].Message.ID = rooms.FormatID(h.epoch, w.first+uint64(i))
-	}
-	h.appended.Add(w.entries)
-	return nil
-}
-
-// write commits entries after the room's last message.
-func (h *history) write(ctx context.Context, entries []rooms.Entry) written {
-	first := h.last + 1
-	last := h.last + uint64(len(entries))
+	first := l.last + 1
+	last := l.last + uint64(len(stored))
 	// Only the newest capacity of them are kept: encode no more.
-	keep := entries[len(entries)-min(len(entries), h.capacity):]
+	keep := stored[len(stored)-min(len(stored), l.capacity):]
 	recs := make([][]byte, len(keep))
 	hashes := make([][]byte, len(keep))
 	for i, e := range keep {
@@ -287,10 +245,9 @@ func (h *history) write(ctx context.Context, entries []rooms.Entry) written {
 		}
 		recs[i] = encode(e.Message, hashes[i])
 	}
-	held := h.first
-	oldest := max(h.oldest, held, last+1-min(last, uint64(h.capacity)))
-	err := h.s.commit.do(ctx, func(tx *bolt.Tx) error {
-		b, err := h.create(tx)
+	held := l.first
+	err := l.s.commit.do(ctx, func(tx *bolt.Tx) error {
+		b, err := l.create(tx)
 		if err != nil {
 			return err
 		}
@@ -301,7 +258,7 @@ func (h *history) write(ctx context.Context, entries []rooms.Entry) written {
 			return err
 		}
 		msgs, keys := b.Bucket(msgsBucket), b.Bucket(keysBucket)
-		seq := first + uint64(len(entries)-len(keep))
+		seq := first + uint64(len(stored)-len(keep))
 		for i, e := range keep {
 			if err := msgs.Put(u64(seq), recs[i]); err != nil {
 				return err
@@ -313,33 +270,34 @@ func (h *history) write(ctx context.Context, entries []rooms.Entry) written {
 			}
 			seq++
 		}
-		if last+1-held > uint64(h.capacity)+trimSlack {
-			held, err = trim(b, last, h.capacity)
+		if last+1-held > uint64(l.capacity)+trimSlack {
+			held, err = trim(b, last, l.capacity)
 		}
 		return err
 	})
 	if err != nil {
-		return written{err: fmt.Errorf("appending to room %q in chat store %s: %w", h.room, h.s.path, err)}
+		return fmt.Errorf("chat store %s: %w", l.s.path, err)
 	}
-	return written{entries: entries, first: first, last: last, oldest: oldest, held: held}
+	l.last, l.first, l.stored = last, held, true
+	return nil
 }
 
 // create returns the room's bucket, making it with the room's epoch.
-func (h *history) create(tx *bolt.Tx) (*bolt.Bucket, error) {
+func (l *roomLog) create(tx *bolt.Tx) (*bolt.Bucket, error) {
 	all, err := tx.CreateBucketIfNotExists(roomsBucket)
 	if err != nil {
 		return nil, err
 	}
-	if b := all.Bucket(h.name); b != nil {
+	if b := all.Bucket(l.name); b != nil {
 		return b, nil
 	}
-	b, err := all.CreateBucket(h.name)
+	b, err := all.CreateBucket(l.name)
 	if err != nil {
 		return nil, err
 	}
 	for _, err := range []error{
-		b.Put(epochKey, []byte(h.epoch)),
-		b.Put(lastKey, u64(h.last)),
+		b.Put(epochKey, []byte(l.epoch)),
+		b.Put(lastKey, u64(l.last)),
 		func() error { _, err := b.CreateBucket(msgsBucket); return err }(),
 		func() error { _, err := b.CreateBucket(keysBucket); return err }(),
 	} {
@@ -375,15 +333,10 @@ func trim(b *bolt.Bucket, last uint64, capacity int) (uint64, error) {
 	return oldest, nil
 }
 
-// Read reads in a read transaction of its own and uses only what Open set,
-// so that it runs beside an Append.
-func (h *history) Read(_ context.Context, after, upto uint64, limit int) ([]rooms.Message, error) {
-	if after >= upto || limit <= 0 {
-		return nil, nil
-	}
+func (l *roomLog) Read(_ context.Context, after, upto uint64, limit int) ([]rooms.Message, error) {
 	out := make([]rooms.Message, 0, min(uint64(limit), upto-after))
-	err := h.s.db.View(func(tx *bolt.Tx) error {
-		b := roomBucket(tx, h.name)
+	err := l.s.db.View(func(tx *bolt.Tx) error {
+		b := roomBucket(tx, l.name)
 		if b == nil {
 			return nil
 		}
@@ -393,92 +346,81 @@ func (h *history) Read(_ context.Context, after, upto uint64, limit int) ([]room
 			if err != nil {
 				return fmt.Errorf("message %d: %w", binary.BigEndian.Uint64(k), err)
 			}
-			m.ID, m.Room = rooms.FormatID(h.epoch, binary.BigEndian.Uint64(k)), h.room
+			m.ID, m.Room = rooms.FormatID(l.epoch, binary.BigEndian.Uint64(k)), l.room
 			out = append(out, m)
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("reading room %q from chat store %s: %w", h.room, h.s.path, err)
+		return nil, fmt.Errorf("reading room %q from chat store %s: %w", l.room, l.s.path, err)
 	}
 	return out, nil
 }
 
-func (h *history) Resize(ctx context.Context, capacity int) error {
-	if h.stored && capacity < h.capacity {
+func (l *roomLog) Resize(ctx context.Context, last uint64, capacity int) error {
+	if l.stored && capacity < l.capacity {
 		var oldest uint64
-		err := h.s.commit.do(ctx, func(tx *bolt.Tx) error {
-			b := roomBucket(tx, h.name)
+		err := l.s.commit.do(ctx, func(tx *bolt.Tx) error {
+			b := roomBucket(tx, l.name)
 			if b == nil {
 				return nil
 			}
 			var err error
-			oldest, err = trim(b, h.last, capacity)
+			oldest, err = trim(b, last, capacity)
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("trimming room %q in chat store %s: %w", h.room, h.s.path, err)
+			return fmt.Errorf("chat store %s: %w", l.s.path, err)
 		}
-		h.oldest, h.first = max(h.oldest, oldest), max(h.first, oldest)
+		l.first = max(l.first, oldest)
 	}
-	h.capacity = capacity
+	l.capacity = capacity
 	return nil
 }
 
 // Drop deletes the room's bucket: its messages, keys and position.
-func (h *history) Drop(ctx context.Context) error {
-	if !h.stored {
+func (l *roomLog) Drop(ctx context.Context) error {
+	if !l.stored {
 		return nil
 	}
-	err := h.s.commit.do(ctx, func(tx *bolt.Tx) error {
+	err := l.s.commit.do(ctx, func(tx *bolt.Tx) error {
 		all := tx.Bucket(roomsBucket)
-		if all == nil || all.Bucket(h.name) == nil {
+		if all == nil || all.Bucket(l.name) == nil {
 			return nil
 		}
-		return all.DeleteBucket(h.name)
+		return all.DeleteBucket(l.name)
 	})
 	if err != nil {
-		return fmt.Errorf("deleting room %q from chat store %s: %w", h.room, h.s.path, err)
+		return fmt.Errorf("deleting room %q from chat store %s: %w", l.room, l.s.path, err)
 	}
-	h.stored = false
+	l.stored = false
 	return nil
 }
 
-// Expire forgets an idle room as Drop does: no other process keeps it.
-func (h *history) Expire(ctx context.Context) error { return h.Drop(ctx) }
+func (l *roomLog) Close() error { return nil }
 
-func (h *history) Close() error { return nil }
-
-// Follow has nothing to follow: only this process appends to the file.
-func (h *history) Follow(func()) {}
-
-func (h *history) Catch() ([]rooms.Message, bool) { return h.appended.Take(), false }
-
-// Sync has nothing to read: what this process stored is all there is.
-func (h *history) Sync(context.Context) error { return nil }
-
-// Recall looks k up among the keys of the messages the room keeps.
-func (h *history) Recall(_ context.Context, k rooms.Key, m rooms.Message) (rooms.Recalled, error) {
+// Recall looks k up among the keys of the messages the room keeps in the
+// file: a key of a message hidden past the history, not yet trimmed, is
+// forgotten as a trimmed one's is.
+func (l *roomLog) Recall(_ context.Context, k rooms.Key, m rooms.Message, oldest uint64) (rooms.Recalled, error) {
 	var rec rooms.Recalled
-	if !h.stored {
-		return rec, nil
-	}
-	err := h.s.db.View(func(tx *bolt.Tx) error {
-		b := roomBucket(tx, h.name)
+	err := l.s.db.View(func(tx *bolt.Tx) error {
+		b := roomBucket(tx, l.name)
 		if b == nil {
 			return nil
 		}
-		// A key of a message hidden past the history, not yet trimmed, is
-		// forgotten as a trimmed one's is.
-		if v := b.Bucket(keysBucket).Get(rooms.KeyDigest(k)); len(v) == 8+8+rooms.DigestSize && binary.BigEndian.Uint64(v) >= h.oldest {
-			rec.Seq = binary.BigEndian.Uint64(v)
-			rec.Time = time.UnixMilli(int64(binary.BigEndian.Uint64(v[8:]))).UTC()
-			rec.Same = bytes.Equal(v[16:], rooms.ContentDigest(m))
+		if v := b.Bucket(keysBucket).Get(rooms.KeyDigest(k)); len(v) == 8+8+rooms.DigestSize && binary.BigEndian.Uint64(v) >= oldest {
+			rec = rooms.Recalled{
+				Epoch: l.epoch,
+				Seq:   binary.BigEndian.Uint64(v),
+				Time:  time.UnixMilli(int64(binary.BigEndian.Uint64(v[8:]))).UTC(),
+				Same:  bytes.Equal(v[16:], rooms.ContentDigest(m)),
+			}
 		}
 		return nil
 	})
 	if err != nil {
-		return rooms.Recalled{}, fmt.Errorf("reading keys of room %q from chat store %s: %w", h.room, h.s.path, err)
+		return rooms.Recalled{}, fmt.Errorf("chat store %s: %w", l.s.path, err)
 	}
 	return rec, nil
 }
@@ -549,6 +491,7 @@ func recordKey(rec []byte) []byte {
 
 // Interface guards
 var (
-	_ rooms.Store   = (*Store)(nil)
-	_ rooms.History = (*history)(nil)
+	_ rooms.Store = (*Store)(nil)
+	_ rooms.Logs  = (*logs)(nil)
+	_ rooms.Log   = (*roomLog)(nil)
 )

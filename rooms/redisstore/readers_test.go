@@ -44,7 +44,7 @@ func TestHistoryReadersDoNotDelaySubmits(t *testing.T) {
 				default:
 				}
 				if i%2 == 0 {
-					if _, err := m.Messages("lobby", "", 50); err != nil {
+					if _, err := m.Messages("lobby", "", "", 50); err != nil {
 						t.Error(err)
 						return
 					}

@@ -45,9 +45,6 @@ type Options struct {
 	// Prefix starts every key and channel name; default DefaultPrefix.
 	// Nodes that share rooms use the same prefix.
 	Prefix string
-	// KeyTTL is how long an idempotency key is kept; default
-	// rooms.DefaultKeyWindow.
-	KeyTTL time.Duration
 	// Timeout bounds the calls the Store makes of its own, in the
 	// background: reading a gap, unsubscribing. Default DefaultTimeout.
 	Timeout time.Duration
@@ -61,7 +58,7 @@ const DefaultTimeout = 2 * time.Second
 type Store struct {
 	client  redis.UniversalClient
 	prefix  string
-	keyTTL  time.Duration
+	keyTTL  atomic.Int64 // a time.Duration; see SetKeyWindow
 	idleTTL atomic.Int64 // a time.Duration; see SetIdleTimeout
 	timeout time.Duration
 	append  *redis.Script
@@ -97,9 +94,6 @@ func New(client redis.UniversalClient, opt Options) *Store {
 	if opt.Prefix == "" {
 		opt.Prefix = DefaultPrefix
 	}
-	if opt.KeyTTL <= 0 {
-		opt.KeyTTL = rooms.DefaultKeyWindow
-	}
 	if opt.Timeout <= 0 {
 		opt.Timeout = DefaultTimeout
 	}
@@ -109,13 +103,13 @@ func New(client redis.UniversalClient, opt Options) *Store {
 		id:        hex.EncodeToString(id[:]),
 		client:    client,
 		prefix:    opt.Prefix,
-		keyTTL:    opt.KeyTTL,
 		timeout:   opt.Timeout,
 		append:    redis.NewScript(appendScript),
 		ps:        client.Subscribe(context.Background()),
 		done:      make(chan struct{}),
 		listeners: make(map[string]*history),
 	}
+	s.keyTTL.Store(int64(rooms.DefaultKeyWindow))
 	s.closing, s.stop = context.WithCancel(context.Background())
 	go s.listen(s.ps.ChannelWithSubscriptions(redis.WithChannelSize(1024)))
 	return s
@@ -147,6 +141,16 @@ func (s *Store) Close() error {
 // every node at once; 0 keeps rooms until they are deleted. The Manager
 // calls it with its IdleTimeout, also on a reload that changes it.
 func (s *Store) SetIdleTimeout(d time.Duration) { s.idleTTL.Store(int64(d)) }
+
+// SetKeyWindow has Redis keep each idempotency key for window, with the
+// messages, where every node finds it; Redis bounds their number by
+// memory, so maxKeys does not apply.
+func (s *Store) SetKeyWindow(window time.Duration, _ int) {
+	if window <= 0 {
+		window = rooms.DefaultKeyWindow
+	}
+	s.keyTTL.Store(int64(window))
+}
 
 func (s *Store) idleTimeout() time.Duration { return time.Duration(s.idleTTL.Load()) }
 
@@ -405,7 +409,7 @@ func (h *history) Start(_ context.Context, entries []rooms.Entry) rooms.Call {
 			known = max(known, seq)
 		}
 	}
-	args = append(args, create, h.capacity, h.s.keyTTL.Milliseconds(), h.keys.channel, len(entries), h.s.idleTimeout().Milliseconds(), callTTL.Milliseconds(), h.epoch, known)
+	args = append(args, create, h.capacity, time.Duration(h.s.keyTTL.Load()).Milliseconds(), h.keys.channel, len(entries), h.s.idleTimeout().Milliseconds(), callTTL.Milliseconds(), h.epoch, known)
 	for _, e := range entries {
 		m := e.Message
 		keyIndex, sum := 0, ""
@@ -477,7 +481,7 @@ func (c *appendCall) Finish() error {
 		seq, _ := r[0].(int64)
 		if prior, _ := r[1].(int64); prior != 0 {
 			same, _ := r[2].(int64)
-			entries[i].Prior = rooms.Recalled{Seq: uint64(seq), Time: time.UnixMilli(prior).UTC(), Same: same == 1}
+			entries[i].Decide(epoch, rooms.Recalled{Epoch: epoch, Seq: uint64(seq), Time: time.UnixMilli(prior), Same: same == 1})
 			continue
 		}
 		entries[i].Message.ID = rooms.FormatID(epoch, uint64(seq))
@@ -871,7 +875,8 @@ func (s *Store) unsubscribe(channel string) {
 	}
 }
 
-// Recall looks k up among the keys Redis keeps for the room.
+// Recall looks k up among the keys Redis keeps for the room, which name
+// the epoch of their message: the Manager compares it with the room's.
 func (h *history) Recall(ctx context.Context, k rooms.Key, m rooms.Message) (rooms.Recalled, error) {
 	rec, err := h.s.client.Get(ctx, h.keys.key+hex.EncodeToString(rooms.KeyDigest(k))).Result()
 	if errors.Is(err, redis.Nil) {
@@ -881,10 +886,10 @@ func (h *history) Recall(ctx context.Context, k rooms.Key, m rooms.Message) (roo
 		return rooms.Recalled{}, fmt.Errorf("reading keys of room %q from redis: %w", h.room, err)
 	}
 	var r keyRecord
-	if json.Unmarshal([]byte(rec), &r) != nil || r.Epoch != h.epoch {
+	if json.Unmarshal([]byte(rec), &r) != nil {
 		return rooms.Recalled{}, nil
 	}
-	return rooms.Recalled{Seq: r.Seq, Time: time.UnixMilli(r.Time).UTC(), Same: r.Sum == hex.EncodeToString(rooms.ContentDigest(m))}, nil
+	return rooms.Recalled{Epoch: r.Epoch, Seq: r.Seq, Time: time.UnixMilli(r.Time).UTC(), Same: r.Sum == hex.EncodeToString(rooms.ContentDigest(m))}, nil
 }
 
 // keyRecord is what the script keeps under an idempotency key.

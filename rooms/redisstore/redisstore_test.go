@@ -61,10 +61,10 @@ func TestSharedRoomAcrossNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep, err := b.Messages("lobby", "", 10); err != nil || len(rep.Messages) != 1 || rep.Messages[0].ID != first.ID {
+	if rep, err := b.Messages("lobby", "", "", 10); err != nil || len(rep.Messages) != 1 || rep.Messages[0].ID != first.ID {
 		t.Fatalf("messages on B of a room made on A: %v, %v; want %s", rep.Messages, err, first.ID)
 	}
-	if _, err := b.Messages("nowhere", "", 10); !errors.Is(err, rooms.ErrNotFound) {
+	if _, err := b.Messages("nowhere", "", "", 10); !errors.Is(err, rooms.ErrNotFound) {
 		t.Fatalf("messages of a room no node made: %v, want ErrNotFound", err)
 	}
 	// A node that never saw the room serves its history and follows it.
@@ -196,7 +196,7 @@ func TestIdempotencyKeyAcrossNodes(t *testing.T) {
 	if _, _, err := b.Submit("lobby", other); !errors.Is(err, rooms.ErrKeyReused) {
 		t.Fatalf("key reused for another text on B: err=%v, want ErrKeyReused", err)
 	}
-	rep, err := b.Messages("lobby", "", 10)
+	rep, err := b.Messages("lobby", "", "", 10)
 	if err != nil || len(rep.Messages) != 1 {
 		t.Fatalf("stored %d messages (%v), want 1", len(rep.Messages), err)
 	}
@@ -225,7 +225,7 @@ func TestConcurrentRetriesStoreOnce(t *testing.T) {
 			t.Fatalf("retry %d on two nodes at once: %v %v, %v %v; want one id", i, got[0].ID, errs[0], got[1].ID, errs[1])
 		}
 	}
-	rep, err := a.Messages("lobby", "", 100)
+	rep, err := a.Messages("lobby", "", "", 100)
 	if err != nil || len(rep.Messages) != 2+20 {
 		t.Fatalf("stored %d messages (%v), want 22", len(rep.Messages), err)
 	}
@@ -314,7 +314,7 @@ func TestIdleOnOneNodeKeepsTheRoom(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Close()
-	if _, err := b.Messages("lobby", "", 10); err != nil {
+	if _, err := b.Messages("lobby", "", "", 10); err != nil {
 		t.Fatal(err)
 	}
 	// B sweeps the room, in which nothing happens there.
@@ -332,7 +332,7 @@ func TestIdleOnOneNodeKeepsTheRoom(t *testing.T) {
 	if got := storetest.IDs(t, sub, 1); got[0] != second.ID {
 		t.Fatalf("stream on A got %v after B swept the room, want %s", got, second.ID)
 	}
-	rep, err := b.Messages("lobby", "", 10)
+	rep, err := b.Messages("lobby", "", "", 10)
 	if err != nil || len(rep.Messages) != 2 || rep.Messages[0].ID != first.ID {
 		t.Fatalf("messages on B after its sweep: %v, %v; want %s and %s", rep.Messages, err, first.ID, second.ID)
 	}
@@ -436,7 +436,7 @@ func TestRedisRestartUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	total := len(acked) + 1
-	rep, err := nodes[1].Messages("lobby", "", 1000)
+	rep, err := nodes[1].Messages("lobby", "", "", 1000)
 	if err != nil || len(rep.Messages) != total {
 		t.Fatalf("stored %d messages (%v), want %d", len(rep.Messages), err, total)
 	}
@@ -525,7 +525,7 @@ func TestExpiredRoomGetsNewEpoch(t *testing.T) {
 	}
 	// A reader resuming from the first message is told the room started
 	// over, and gets the second.
-	rep, err := b.Messages("lobby", first.ID, 10)
+	rep, err := b.Messages("lobby", first.ID, "", 10)
 	if err != nil || !rep.Reset || len(rep.Messages) != 1 || rep.Messages[0].ID != second.ID {
 		t.Fatalf("resuming after %s: reset=%v messages=%v, %v; want a reset and %s", first.ID, rep.Reset, rep.Messages, err, second.ID)
 	}

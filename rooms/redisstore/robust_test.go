@@ -54,7 +54,7 @@ func TestHangingRedis(t *testing.T) {
 	if _, _, err := a.Submit("doomed", rooms.Post{User: "alice", Text: "soon gone"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Messages("doomed", "", 1); err != nil {
+	if _, err := b.Messages("doomed", "", "", 1); err != nil {
 		t.Fatal(err)
 	}
 

@@ -72,12 +72,13 @@ func Run(t *testing.T, open Factory) {
 		{"IDsRiseAcrossRestart", always, idsRiseAcrossRestart},
 		{"IDsRiseAcrossNodes", shared, idsRiseAcrossNodes},
 		{"IDsRiseAcrossFailover", func(b Backend) bool { return b.Failover != nil }, idsRiseAcrossFailover},
-		{"HistoryAfterAndLimit", always, historyAfterAndLimit},
+		{"HistoryAfterBeforeAndLimit", always, historyAfterBeforeAndLimit},
 		{"ReplayMeetsLiveUnderPosts", always, replayMeetsLiveUnderPosts},
 		{"HistoryResizeAndTrim", always, historyResizeAndTrim},
 		{"DropForgets", always, dropForgets},
 		{"CloseKeeps", func(b Backend) bool { return b.Durable }, closeKeeps},
 		{"IdempotencyKeys", always, idempotencyKeys},
+		{"KeyedRetriesAtOnceStoreOnce", always, keyedRetriesAtOnceStoreOnce},
 		{"GapsFilledInOrder", shared, gapsFilledInOrder},
 		{"VerifiedNamesFromEveryDelivery", always, verifiedNamesFromEveryDelivery},
 		{"IdleExpiryNeverUnderAStream", always, idleExpiryNeverUnderAStream},
@@ -177,7 +178,7 @@ func subscribe(t *testing.T, p *peer, room string, pos rooms.Position) *rooms.Su
 // failing t on an error.
 func messages(t *testing.T, p *peer, room, after string, limit int) rooms.Replay {
 	t.Helper()
-	rep, err := p.Messages(room, after, limit)
+	rep, err := p.Messages(room, after, "", limit)
 	if err != nil {
 		t.Fatalf("messages of %s after %q: %v", room, after, err)
 	}
@@ -345,11 +346,11 @@ func idsRiseAcrossFailover(t *testing.T, b Backend) {
 	}
 }
 
-// historyAfterAndLimit: history is read after an id, up to a limit, the
-// newest when no id is given, on every node alike; a foreign id resets.
-// (The Manager has no read before an id yet: that part of the contract
-// comes with it.)
-func historyAfterAndLimit(t *testing.T, b Backend) {
+// historyAfterBeforeAndLimit: history is read after an id, up to a limit,
+// the newest when no id is given, on every node alike; before an id, the
+// newest limit older than it, or with an id after as well, the first limit
+// between the two; a foreign id resets.
+func historyAfterBeforeAndLimit(t *testing.T, b Backend) {
 	p := start(t, b, rooms.Config{})
 	m := post(t, p, "lobby", "1", "2", "3", "4", "5")
 	readers := []*peer{p}
@@ -358,21 +359,33 @@ func historyAfterAndLimit(t *testing.T, b Backend) {
 	}
 	for i, r := range readers {
 		for _, c := range []struct {
-			after string
-			limit int
-			want  string
-			reset bool
+			after, before string
+			limit         int
+			want          string
+			reset         bool
 		}{
-			{"", 3, "3,4,5", false},
-			{"", 10, "1,2,3,4,5", false},
-			{m[0].ID, 2, "2,3", false},
-			{m[1].ID, 10, "3,4,5", false},
-			{m[4].ID, 10, "", false},
-			{"elsewhere-3", 10, "1,2,3,4,5", true},
+			{"", "", 3, "3,4,5", false},
+			{"", "", 10, "1,2,3,4,5", false},
+			{m[0].ID, "", 2, "2,3", false},
+			{m[1].ID, "", 10, "3,4,5", false},
+			{m[4].ID, "", 10, "", false},
+			{"elsewhere-3", "", 10, "1,2,3,4,5", true},
+			// Paging back: the newest limit before a message.
+			{"", m[4].ID, 2, "3,4", false},
+			{"", m[2].ID, 10, "1,2", false},
+			{"", m[0].ID, 10, "", false},
+			// Between two messages: the first limit after the one.
+			{m[0].ID, m[4].ID, 10, "2,3,4", false},
+			{m[0].ID, m[4].ID, 2, "2,3", false},
+			{m[2].ID, m[3].ID, 10, "", false},
+			{"", "elsewhere-3", 10, "", true},
 		} {
-			rep := messages(t, r, "lobby", c.after, c.limit)
+			rep, err := r.Messages("lobby", c.after, c.before, c.limit)
+			if err != nil {
+				t.Fatalf("node %d: messages after %q, before %q: %v", i, c.after, c.before, err)
+			}
 			if texts(rep.Messages) != c.want || rep.Reset != c.reset {
-				t.Fatalf("node %d: messages after %q, limit %d: %q reset=%v; want %q reset=%v", i, c.after, c.limit, texts(rep.Messages), rep.Reset, c.want, c.reset)
+				t.Fatalf("node %d: messages after %q, before %q, limit %d: %q reset=%v; want %q reset=%v", i, c.after, c.before, c.limit, texts(rep.Messages), rep.Reset, c.want, c.reset)
 			}
 			if c.reset && rep.Oldest != m[0].ID {
 				t.Fatalf("node %d: a reset names %q as the oldest message, want %s", i, rep.Oldest, m[0].ID)
@@ -384,7 +397,7 @@ func historyAfterAndLimit(t *testing.T, b Backend) {
 		if sub := subscribe(t, r, "lobby", rooms.Position{LastEventID: m[2].ID}); texts(sub.Messages) != "4,5" || sub.Reset {
 			t.Fatalf("node %d: a stream resuming after %s replayed %q reset=%v", i, m[2].ID, texts(sub.Messages), sub.Reset)
 		}
-		if _, err := r.Messages("nowhere", "", 10); !errors.Is(err, rooms.ErrNotFound) {
+		if _, err := r.Messages("nowhere", "", "", 10); !errors.Is(err, rooms.ErrNotFound) {
 			t.Fatalf("node %d: messages of a room no one made: %v, want ErrNotFound", i, err)
 		}
 	}
@@ -498,14 +511,14 @@ func dropForgets(t *testing.T, b Backend) {
 	if err := p.Delete("lobby"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.Messages("lobby", "", 10); !errors.Is(err, rooms.ErrNotFound) {
+	if _, err := p.Messages("lobby", "", "", 10); !errors.Is(err, rooms.ErrNotFound) {
 		t.Fatalf("messages of a deleted room: %v, want ErrNotFound", err)
 	}
 	if other != nil {
 		if _, err := Receive(there, 1); !errors.Is(err, rooms.ErrRoomClosed) {
 			t.Fatalf("a stream on another node after the delete: %v, want ErrRoomClosed", err)
 		}
-		if _, err := other.Messages("lobby", "", 10); !errors.Is(err, rooms.ErrNotFound) {
+		if _, err := other.Messages("lobby", "", "", 10); !errors.Is(err, rooms.ErrNotFound) {
 			t.Fatalf("messages of a deleted room on another node: %v, want ErrNotFound", err)
 		}
 	}
@@ -578,6 +591,54 @@ func idempotencyKeys(t *testing.T, b Backend) {
 	if b.Durable {
 		p.stop(t)
 		check("after a restart", start(t, b, rooms.Config{}))
+	}
+}
+
+// keyedRetriesAtOnceStoreOnce: retries of one keyed submit that arrive
+// together, before any of them is stored, on one node or spread over
+// every node, store one message, and every retry is answered with it: the
+// store decides the key as it stores, not only the lookup before. The
+// room holds one message, so a key looked up in a history of none is
+// decided as well.
+func keyedRetriesAtOnceStoreOnce(t *testing.T, b Backend) {
+	nodes := []*peer{start(t, b, rooms.Config{History: 1})}
+	if b.Shared {
+		nodes = append(nodes, start(t, b, rooms.Config{History: 1}))
+	}
+	const retries = 16
+	retry := rooms.Post{User: "alice", Text: "once", Key: "k", Scope: "alice"}
+	got := make([]rooms.Message, retries)
+	repeats := make([]bool, retries)
+	errs := make([]error, retries)
+	var wg sync.WaitGroup
+	for i := range retries {
+		wg.Go(func() { got[i], repeats[i], errs[i] = nodes[i%len(nodes)].Submit("lobby", retry) })
+	}
+	wg.Wait()
+	stored := 0
+	for i := range retries {
+		if errs[i] != nil {
+			t.Fatalf("retry %d: %v", i, errs[i])
+		}
+		if !repeats[i] {
+			stored++
+		}
+		if got[i].ID != got[0].ID || !got[i].Time.Equal(got[0].Time) {
+			t.Errorf("retry %d answered %s at %v, retry 0 %s at %v: want one message", i, got[i].ID, got[i].Time, got[0].ID, got[0].Time)
+		}
+	}
+	if stored != 1 {
+		t.Errorf("%d retries stored a message, want 1", stored)
+	}
+	for _, n := range nodes {
+		post(t, n, "lobby", "after")
+		if rep := messages(t, n, "lobby", "", 10); texts(rep.Messages) != "after" {
+			t.Errorf("the room holds %q, want only the message after the retries", texts(rep.Messages))
+		}
+	}
+	last := messages(t, nodes[0], "lobby", "", 1).Messages
+	if _, seq, _ := rooms.ParseID(last[0].ID); seq != 1+uint64(len(nodes)) {
+		t.Errorf("the last message is %s, want sequence %d: the retries took one id", last[0].ID, 1+len(nodes))
 	}
 }
 
@@ -668,7 +729,7 @@ func idleExpiryNeverUnderAStream(t *testing.T, b Backend) {
 		t.Fatalf("the stream got %v (%v) after the room was quiet, want %s", got, err, second.ID)
 	}
 	eventually(t, "a room with no stream to go when idle", func() error {
-		if _, err := a.Messages("quiet", "", 10); !errors.Is(err, rooms.ErrNotFound) {
+		if _, err := a.Messages("quiet", "", "", 10); !errors.Is(err, rooms.ErrNotFound) {
 			return fmt.Errorf("messages of the idle room: %v, want ErrNotFound", err)
 		}
 		return nil
