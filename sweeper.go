@@ -80,7 +80,7 @@ func (s *sweeper) run() {
 			return
 		case <-tick.C:
 		}
-		due, overdue = s.sweep(due[:0], overdue[:0])
+		due, overdue = s.sweep(streamClock(), due[:0], overdue[:0])
 		for i, sw := range due {
 			sw.beat.Store(true)
 			sw.wake()
@@ -100,11 +100,10 @@ func (s *sweeper) run() {
 	}
 }
 
-// sweep appends to due the streams whose heartbeat is due, idle for the
-// interval with none due yet, and to overdue those whose write under way
-// has taken the write timeout. It only reads each stream's times.
-func (s *sweeper) sweep(due, overdue []*streamWriter) ([]*streamWriter, []*streamWriter) {
-	now := streamClock()
+// sweep appends to due the streams whose heartbeat is due at now, idle for
+// the interval with none due yet, and to overdue those whose write under
+// way has taken the write timeout. It only reads each stream's times.
+func (s *sweeper) sweep(now int64, due, overdue []*streamWriter) ([]*streamWriter, []*streamWriter) {
 	idleSince, startedBy := now-int64(s.heartbeat), now-int64(writeTimeout)
 	s.mu.Lock()
 	defer s.mu.Unlock()
