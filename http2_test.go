@@ -251,3 +251,53 @@ func TestHTTP2IdleStreamOutlivesWriteTimeout(t *testing.T) {
 	s := &stream{resp: resp, events: readEvents(resp.Body), cancel: func() {}}
 	s.quiet(t, writeTimeout+1500*time.Millisecond)
 }
+
+// TestHTTP2StreamsKeepTime: the app's sweeper keeps the time of every
+// HTTP/2 stream: an idle one is pinged each heartbeat interval, within a
+// tenth of it, and meanwhile another one, whose client stopped reading, is
+// reset once its write has waited for the write timeout, within a tenth
+// of that.
+func TestHTTP2StreamsKeepTime(t *testing.T) {
+	const interval = 2 * time.Second
+	startCaddy(t, config{global: "heartbeat 2s", options: "servers {\n\t\tprotocols h1 h2c\n\t}"})
+	opened := time.Now()
+	resp := openH2CStream(t, rootSite+"/stream/"+roomFor(t, "idle"))
+	pings := make(chan time.Time, 16)
+	go func() {
+		defer close(pings)
+		buf := make([]byte, 512)
+		for {
+			n, err := resp.Body.Read(buf)
+			for range strings.Count(string(buf[:n]), ": ping\n\n") {
+				pings <- time.Now()
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+
+	room := roomFor(t, "stuck")
+	// Room for the retry hint, "retry: 1234\n\n", and not for a message.
+	s := openStuckH2CStream(t, "/stream/"+room, 16)
+	postJSON(t, rootSite, room, "alice", "never read")
+	start := time.Now()
+	s.waitEnd()
+	if took := time.Since(start); took < writeTimeout*9/10 || took > writeTimeout+writeTimeout/10 {
+		t.Errorf("a stuck HTTP/2 stream ended %v after its write began, want after the write timeout, %v, within a tenth", took, writeTimeout)
+	}
+
+	last := opened
+	for i := range 5 {
+		var at time.Time
+		select {
+		case at = <-pings:
+		case <-time.After(2 * interval):
+			t.Fatalf("no heartbeat %d", i+1)
+		}
+		if gap := at.Sub(last); gap < interval*9/10 || gap > interval+interval/10 {
+			t.Errorf("heartbeat %d came %v after the last write, want %v within a tenth", i+1, gap, interval)
+		}
+		last = at
+	}
+}

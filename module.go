@@ -89,6 +89,7 @@ type App struct {
 	counter  ratelimit.SharedCounter // the store's, when nodes share it; else nil
 	poolKey  string
 	relay    *relay.Pool
+	sweeper  *sweeper // keeps the time of the streams in the request path
 	logger   *zap.Logger
 	stopCtx  context.Context // canceled when this config stops
 	stopNow  context.CancelFunc
@@ -229,6 +230,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Ping:         pingFrame,
 		WriteTimeout: writeTimeout,
 	})
+	a.sweeper = newSweeper(time.Duration(a.Heartbeat))
 	return registerMetrics(ctx.GetMetricsRegistry(), a.manager)
 }
 
@@ -399,6 +401,9 @@ func (a *App) stop() {
 		a.stopNow()
 		if a.relay != nil {
 			a.relay.Close()
+		}
+		if a.sweeper != nil {
+			a.sweeper.stop()
 		}
 	})
 }

@@ -19,7 +19,7 @@ import (
 type streamSession struct {
 	stream  *service.Stream
 	wire    *streamWire
-	unwatch func()       // stops failing writes when the config stops
+	unwatch func()       // stops the sweeper and the config's stop from failing its writes
 	entry   *accessEntry // nil while Caddy's own entry stands for the stream
 }
 
@@ -52,7 +52,14 @@ func (h *Handler) startStream(c service.Caller, req service.StreamRequest, wake 
 	if err != nil {
 		return nil, err
 	}
-	s := &streamSession{stream: stream, wire: wire, unwatch: wire.sw.failOnStop(h.app.stopCtx)}
+	// The stream's time is kept from here, so that its start is written
+	// within the write timeout too; a relayed stream stops being watched
+	// once its start is out.
+	var heartbeat func()
+	if wire.ping != nil {
+		heartbeat = wake
+	}
+	s := &streamSession{stream: stream, wire: wire, unwatch: wire.sw.watch(h.app.stopCtx, h.app.sweeper, heartbeat)}
 	opened := false
 	defer func() {
 		// Also when a wrapper panics: the stream must not outlive the

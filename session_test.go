@@ -23,8 +23,10 @@ func TestPanickingStreamLetsGo(t *testing.T) {
 	defer m.Close()
 	stop, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	sweeper := newSweeper(time.Hour)
+	defer sweeper.stop()
 	h := &Handler{
-		app: &App{Heartbeat: caddy.Duration(time.Hour), stopCtx: stop},
+		app: &App{Heartbeat: caddy.Duration(time.Hour), stopCtx: stop, sweeper: sweeper},
 		svc: service.New(m, service.Config{MaxMessageSize: 100, MaxStreamsPerClient: 1, MaxNewRoomsPerClient: 1, NewRoomsWindow: time.Hour}),
 	}
 	bob := service.Caller{Addr: "192.0.2.1"}

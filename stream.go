@@ -202,13 +202,11 @@ func (h *Handler) streamLoop(r *http.Request, sub *rooms.Subscription, wake broa
 	// to grow this goroutine's stack (see streamInPath): it runs aside.
 	var wakes *streamWakes
 	_ = aside(func() error {
-		wakes = h.newStreamWakes(r, wake, ping != nil)
+		wakes = h.newStreamWakes(r, wake)
 		return nil
 	})
 	defer wakes.stop()
-	interval := time.Duration(h.app.Heartbeat)
-	lastWrite := time.Now()
-	beat, heartbeat := &wakes.beat, wakes.heartbeat
+	beat := &wire.sw.beat // set by the app's sweeper
 	var events []*rooms.Event
 	for {
 		<-wake
@@ -228,24 +226,20 @@ func (h *Handler) streamLoop(r *http.Request, sub *rooms.Subscription, wake broa
 		// none when nothing had.
 		var err error
 		events, err = sub.Take(events[:0])
-		if len(events) > 0 {
+		wrote := len(events) > 0
+		if wrote {
 			if werr := write(events); werr != nil {
 				err = werr
 			}
-			lastWrite = time.Now()
 		}
 		clear(events) // drop references to shared events while idle
 		if cap(events) > maxKeptEvents {
 			events = nil // a burst is over; do not keep its memory
 		}
-		if err == nil && beat.Swap(false) {
-			if idle := time.Since(lastWrite); idle < interval {
-				heartbeat.Reset(interval - idle)
-			} else {
-				err = ping()
-				lastWrite = time.Now()
-				heartbeat.Reset(interval)
-			}
+		// A heartbeat is due only on a stream idle for its interval: one
+		// written meanwhile needs none.
+		if beat.Swap(false) && err == nil && !wrote {
+			err = ping()
 		}
 		if err != nil {
 			if r.Context().Err() != nil {
@@ -257,35 +251,25 @@ func (h *Handler) streamLoop(r *http.Request, sub *rooms.Subscription, wake broa
 }
 
 // streamWakes is what makes a stream loop's wake signal ready besides new
-// events: the client leaving, the config stopping and the heartbeat.
+// events and the heartbeat (the app's sweeper): the client leaving and the
+// config stopping.
 type streamWakes struct {
 	unregister [2]func() bool
-	// The heartbeat timer is not reset by each write: when it fires, a
-	// stream written meanwhile just waits for the rest of its interval.
-	heartbeat *time.Timer
-	beat      atomic.Bool
 }
 
-// newStreamWakes has wake woken when the request ends, when the config
-// stops and, with heartbeat, when a heartbeat is due.
-func (h *Handler) newStreamWakes(r *http.Request, wake broadcast.Signal, heartbeat bool) *streamWakes {
-	w := &streamWakes{unregister: [2]func() bool{
+// newStreamWakes has wake woken when the request ends and when the config
+// stops.
+func (h *Handler) newStreamWakes(r *http.Request, wake broadcast.Signal) *streamWakes {
+	return &streamWakes{unregister: [2]func() bool{
 		context.AfterFunc(r.Context(), wake.Wake),
 		context.AfterFunc(h.app.stopCtx, wake.Wake),
 	}}
-	if heartbeat {
-		w.heartbeat = time.AfterFunc(time.Duration(h.app.Heartbeat), func() { w.beat.Store(true); wake.Wake() })
-	}
-	return w
 }
 
 // stop unregisters the wake-ups.
 func (w *streamWakes) stop() {
 	for _, unregister := range w.unregister {
 		unregister()
-	}
-	if w.heartbeat != nil {
-		w.heartbeat.Stop()
 	}
 }
 
@@ -420,28 +404,33 @@ func (s *sseSource) Take(dst [][]byte) ([][]byte, error) {
 //
 // No deadline is left on the connection between writes: over HTTP/2 a
 // deadline set resets the stream when it passes, idle or not, and setting or
-// clearing one is a message to the connection's goroutine. A watchdog timer
-// sets a deadline only to fail a write. It is not reset per write, which
-// was 2% of the server's CPU over HTTP/2: armed by the first write, it checks
-// the write under way when it fires and waits for the rest of that write's
-// time, or, between writes, stays disarmed until the next.
+// clearing one is a message to the connection's goroutine. The app's sweeper
+// sets a deadline only to fail a write: a write stores when it began, which
+// the sweeper reads, and arms nothing (a watchdog timer reset per write was
+// 2% of the server's CPU over HTTP/2; one per stream, not reset, still fired
+// 1,500 times a second at 15,000 streams).
 type streamWriter struct {
 	w  http.ResponseWriter
 	rc *http.ResponseController
 	// conn is the innermost writer, the connection's own, whose deadline
 	// may be set from another goroutine; the wrappers' may not.
-	conn     *http.ResponseController
-	inner    http.ResponseWriter
-	watchdog *time.Timer
-	written  int64 // bytes of the body written through sw
-	held     bool  // Flush waits for the end of the write under way
+	conn    *http.ResponseController
+	inner   http.ResponseWriter
+	written int64 // bytes of the body written through sw
+	held    bool  // Flush waits for the end of the write under way
 
-	mu         sync.Mutex // orders failing a write against its start and end
-	stopped    bool
-	writing    bool // a write is under way: only that is failed
-	writeStart time.Time
-	timedOut   bool
-	armed      bool // the watchdog will fire
+	// What the sweeper reads without a lock, on streamClock: when the
+	// last write began, and when the one under way began, 0 between
+	// writes. A write stores them under mu, which orders it against fail.
+	lastWrite  atomic.Int64
+	writeStart atomic.Int64
+	beat       atomic.Bool // the sweeper found the stream idle for a heartbeat interval
+	failing    atomic.Bool // the sweeper is failing the write under way
+	wake       func()      // wakes the stream's loop for a heartbeat; nil: none
+
+	mu       sync.Mutex // orders failing a write against its start and end
+	stopped  bool
+	timedOut bool
 }
 
 // errStopped fails the writes of a stream whose config has stopped.
@@ -449,10 +438,7 @@ var errStopped = errors.New("the config stopped")
 
 func newStreamWriter(w http.ResponseWriter) *streamWriter {
 	inner := innermost(w)
-	sw := &streamWriter{w: w, rc: http.NewResponseController(w), inner: inner, conn: http.NewResponseController(inner)}
-	sw.watchdog = time.AfterFunc(writeTimeout, sw.watch)
-	sw.watchdog.Stop()
-	return sw
+	return &streamWriter{w: w, rc: http.NewResponseController(w), inner: inner, conn: http.NewResponseController(inner)}
 }
 
 // bypass makes the rest of the body go to the connection's own writer, past
@@ -477,16 +463,13 @@ func (sw *streamWriter) within(write func() error) error {
 		sw.mu.Unlock()
 		return errStopped
 	}
-	sw.writing = true
-	sw.writeStart = time.Now()
-	if !sw.armed {
-		sw.armed = true
-		sw.watchdog.Reset(writeTimeout)
-	}
+	start := streamClock()
+	sw.lastWrite.Store(start)
+	sw.writeStart.Store(start)
 	sw.mu.Unlock()
 	err := write()
 	sw.mu.Lock()
-	sw.writing = false
+	sw.writeStart.Store(0)
 	switch {
 	case err == nil:
 	case sw.timedOut:
@@ -498,35 +481,19 @@ func (sw *streamWriter) within(write func() error) error {
 	return err
 }
 
-// watch is the watchdog: it fails the write under way once that has taken
-// the write timeout, and otherwise fires again when it would have.
-func (sw *streamWriter) watch() {
-	sw.mu.Lock()
-	expired := false
-	if sw.writing {
-		if left := writeTimeout - time.Since(sw.writeStart); left > 0 {
-			sw.watchdog.Reset(left)
-		} else {
-			expired = true
-		}
-	}
-	sw.armed = sw.writing && !expired
-	sw.mu.Unlock()
-	if expired {
-		sw.fail(true)
-	}
-}
-
 // fail fails the write under way, if any, by a deadline in the past on the
-// connection, which over HTTP/2 resets the stream. A wrapper (Caddy's write
-// idle timeout) re-arms the deadline between the chunks of a write: it goes
-// on failing the write until the write returns. It touches the connection
+// connection, which over HTTP/2 resets the stream; with timedOut, only a
+// write that has taken the write timeout. A wrapper (Caddy's write idle
+// timeout) re-arms the deadline between the chunks of a write: it goes on
+// failing the write until the write returns. It touches the connection
 // only while a write is under way, so never after the handler is done.
 func (sw *streamWriter) fail(timedOut bool) {
 	for {
 		sw.mu.Lock()
-		// A watchdog that fired as one write ended leaves the next alone.
-		writing := sw.writing && (!timedOut || time.Since(sw.writeStart) >= writeTimeout)
+		// A sweep that found one write overdue as it ended leaves the
+		// next alone.
+		start := sw.writeStart.Load()
+		writing := start != 0 && (!timedOut || streamClock()-start >= int64(writeTimeout))
 		if writing {
 			sw.timedOut = sw.timedOut || timedOut
 			_ = sw.conn.SetWriteDeadline(time.Now())
@@ -539,11 +506,16 @@ func (sw *streamWriter) fail(timedOut bool) {
 	}
 }
 
-// failOnStop fails the stream's write under way once ctx is done, and
-// refuses later ones; it leaves an idle stream alone, and the handler ends it
-// on stop with what its protocol says. The returned function stops watching,
-// and stops the watchdog too: the stream's writes are over.
-func (sw *streamWriter) failOnStop(ctx context.Context) (unwatch func()) {
+// watch has s fail the stream's writes past the write timeout and, with
+// wake, wake the stream's loop with its beat set once it has been idle for
+// a heartbeat interval. Once ctx is done, it fails the write under way and
+// refuses later ones; it leaves an idle stream alone, and the handler ends
+// it on stop with what its protocol says. The returned function stops
+// watching: the stream's writes are over.
+func (sw *streamWriter) watch(ctx context.Context, s *sweeper, wake func()) (unwatch func()) {
+	sw.wake = wake
+	sw.lastWrite.Store(streamClock())
+	s.add(sw)
 	stop := context.AfterFunc(ctx, func() {
 		sw.mu.Lock()
 		sw.stopped = true
@@ -552,10 +524,7 @@ func (sw *streamWriter) failOnStop(ctx context.Context) (unwatch func()) {
 	})
 	return func() {
 		stop()
-		sw.mu.Lock()
-		sw.watchdog.Stop()
-		sw.armed = false // a later write arms it again
-		sw.mu.Unlock()
+		s.remove(sw)
 	}
 }
 
