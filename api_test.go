@@ -207,7 +207,8 @@ func TestSubmitForms(t *testing.T) {
 	}
 }
 
-// TestMessagesAPI: GET /rooms/{room}/messages pages through history.
+// TestMessagesAPI: GET /rooms/{room}/messages pages through history,
+// forward with after and back with before.
 func TestMessagesAPI(t *testing.T) {
 	startCaddy(t, config{global: "history 10"})
 	room := roomFor(t, "a")
@@ -227,11 +228,15 @@ func TestMessagesAPI(t *testing.T) {
 		return out
 	}
 	for query, want := range map[string]string{
-		"":                              "[2 3 4 5 6 7 8 9 10 11]",
-		"?limit=3":                      "[9 10 11]",
-		"?after=" + ids[4]:              "[5 6 7 8 9 10 11]",
-		"?after=" + ids[4] + "&limit=2": "[5 6]",
-		"?after=" + ids[11]:             "[]",
+		"":                                       "[2 3 4 5 6 7 8 9 10 11]",
+		"?limit=3":                               "[9 10 11]",
+		"?after=" + ids[4]:                       "[5 6 7 8 9 10 11]",
+		"?after=" + ids[4] + "&limit=2":          "[5 6]",
+		"?after=" + ids[11]:                      "[]",
+		"?before=" + ids[6]:                      "[2 3 4 5]",
+		"?before=" + ids[6] + "&limit=2":         "[4 5]",
+		"?after=" + ids[3] + "&before=" + ids[7]: "[4 5 6]",
+		"?before=" + ids[2]:                      "[]",
 	} {
 		if got := fmt.Sprint(get(query)); got != want {
 			t.Errorf("messages%s = %s, want %s", query, got, want)
@@ -240,6 +245,28 @@ func TestMessagesAPI(t *testing.T) {
 	resp := do(t, "GET", rootSite+"/rooms/"+room+"/messages?after="+ids[0], "")
 	if resp.json["reset"] != true || resp.json["oldest"] != ids[2] {
 		t.Errorf("after an id older than history: %s, want reset with oldest %s", resp.body, ids[2])
+	}
+	// Paging back from the newest, by the oldest id of each page, reads
+	// the whole history once, in order, and ends with an empty page.
+	var back []string
+	for before := ""; ; {
+		page := do(t, "GET", rootSite+"/rooms/"+room+"/messages?limit=3&before="+before, "")
+		msgs := page.json["messages"].([]any)
+		if len(msgs) == 0 {
+			break
+		}
+		var texts []string
+		for _, m := range msgs {
+			texts = append(texts, m.(map[string]any)["message"].(string))
+		}
+		back = append(texts, back...)
+		before = msgs[0].(map[string]any)["id"].(string)
+		if len(back) > 12 {
+			t.Fatalf("paging back did not end: %v", back)
+		}
+	}
+	if fmt.Sprint(back) != "[2 3 4 5 6 7 8 9 10 11]" {
+		t.Errorf("paged back %v, want the history in order, each message once", back)
 	}
 	list := do(t, "GET", rootSite+"/rooms", "").body
 	if !strings.Contains(list, fmt.Sprintf(`{"name":%q,"subscribers":0,"users":0,"last_id":%q}`, room, ids[11])) {

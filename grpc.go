@@ -263,7 +263,7 @@ func (s rpcService) History(ctx context.Context, req *connect.Request[chatv1.His
 	if n := req.Msg.GetLimit(); n != 0 {
 		limit = int(min(n, service.MaxHistoryLimit+1))
 	}
-	rep, err := s.h.svc.History(req.Msg.GetRoom(), req.Msg.GetAfter(), "", limit)
+	rep, err := s.h.svc.History(req.Msg.GetRoom(), req.Msg.GetAfter(), req.Msg.GetBefore(), limit)
 	if err != nil {
 		return nil, s.h.rpcError(ctx, err)
 	}

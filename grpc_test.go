@@ -195,6 +195,10 @@ func TestGRPCAndSSEShareRooms(t *testing.T) {
 				if err != nil || len(hist.Msg.Messages) != 3 || hist.Msg.Messages[1].Id != posted.ID {
 					t.Errorf("History: %v %v, want the 3 messages", hist, err)
 				}
+				page, err := c.History(callCtx(t), connect.NewRequest(&chatv1.HistoryRequest{Room: room, Before: third.Id, Limit: 1}))
+				if err != nil || len(page.Msg.Messages) != 1 || page.Msg.Messages[0].Id != posted.ID {
+					t.Errorf("History before the third: %v %v, want the second, %s", page, err, posted.ID)
+				}
 				list, err := c.ListRooms(callCtx(t), connect.NewRequest(&chatv1.ListRoomsRequest{}))
 				found := false
 				for _, r := range list.Msg.GetRooms() {

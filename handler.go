@@ -391,7 +391,7 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request, room str
 		}
 		limit = n
 	}
-	rep, err := h.svc.History(room, q.Get("after"), "", limit)
+	rep, err := h.svc.History(room, q.Get("after"), q.Get("before"), limit)
 	if err != nil {
 		return err
 	}

@@ -673,7 +673,10 @@ type HistoryRequest struct {
 	// After reads the messages after this id; empty reads the newest.
 	After string `protobuf:"bytes,2,opt,name=after,proto3" json:"after,omitempty"`
 	// Limit is 1-1000; 0 means 50.
-	Limit         uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	Limit uint32 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Before reads the newest messages before this id, to page back from
+	// the oldest one received; with after, those between the two.
+	Before        string `protobuf:"bytes,4,opt,name=before,proto3" json:"before,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -727,6 +730,13 @@ func (x *HistoryRequest) GetLimit() uint32 {
 		return x.Limit
 	}
 	return 0
+}
+
+func (x *HistoryRequest) GetBefore() string {
+	if x != nil {
+		return x.Before
+	}
+	return ""
 }
 
 type HistoryResponse struct {
@@ -1073,11 +1083,12 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
 	"\vsubscribers\x18\x02 \x01(\rR\vsubscribers\x12\x17\n" +
 	"\alast_id\x18\x03 \x01(\tR\x06lastId\x12\x14\n" +
-	"\x05users\x18\x04 \x01(\rR\x05users\"P\n" +
+	"\x05users\x18\x04 \x01(\rR\x05users\"h\n" +
 	"\x0eHistoryRequest\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x14\n" +
 	"\x05after\x18\x02 \x01(\tR\x05after\x12\x14\n" +
-	"\x05limit\x18\x03 \x01(\rR\x05limit\"\x81\x01\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\x12\x16\n" +
+	"\x06before\x18\x04 \x01(\tR\x06before\"\x81\x01\n" +
 	"\x0fHistoryResponse\x12,\n" +
 	"\bmessages\x18\x01 \x03(\v2\x10.chat.v1.MessageR\bmessages\x12\x14\n" +
 	"\x05reset\x18\x02 \x01(\bR\x05reset\x12\x16\n" +
