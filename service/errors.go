@@ -2,7 +2,6 @@ package service
 
 import (
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/caddy-chat/caddy-chat/rooms"
@@ -58,11 +57,6 @@ func (e *Error) Error() string { return e.Message }
 // Refuse returns a refusal of kind with message.
 func Refuse(kind Kind, message string) *Error {
 	return &Error{Kind: kind, Message: message}
-}
-
-// Invalidf returns an Invalid refusal with a formatted message.
-func Invalidf(format string, args ...any) *Error {
-	return Refuse(Invalid, fmt.Sprintf(format, args...))
 }
 
 // CapacityRetry is the wait a refusal of a capacity limit asks for.
