@@ -619,3 +619,24 @@ func prose(page string) string {
 	}
 	return b.String()
 }
+
+// TestDocSizes: each page stays the size of what a reader came for: the
+// README a front page, each page of docs/ one topic, BENCHMARKS.md a
+// summary with its methods, not a notebook (the history is in git).
+func TestDocSizes(t *testing.T) {
+	limits := map[string]int{"README.md": 250, "BENCHMARKS.md": 400}
+	for _, page := range docPages(t) {
+		if strings.HasPrefix(page, "docs/") {
+			limits[page] = 260
+		}
+	}
+	for page, limit := range limits {
+		b, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lines := strings.Count(string(b), "\n"); lines >= limit {
+			t.Errorf("%s has %d lines, want fewer than %d: split it or say it shorter", page, lines, limit)
+		}
+	}
+}
