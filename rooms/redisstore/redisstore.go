@@ -305,9 +305,11 @@ type notice struct {
 	Epoch   string      `json:"e"`
 	Deleted bool        `json:"d,omitempty"`
 	Msgs    []published `json:"m,omitempty"`
-	// From is the epoch the room went on from when Redis lost messages
-	// of it, "" for none.
+	// From is the epoch the room went on from when Redis may have lost
+	// messages of it, "" for none, and Base the last sequence number of
+	// the messages it kept, which the new epoch goes on from.
 	From string `json:"f,omitempty"`
+	Base uint64 `json:"b,omitempty"`
 }
 
 // published is a message as the script publishes it.
@@ -451,19 +453,20 @@ func (c *appendCall) Finish() error {
 		}
 		return fmt.Errorf("appending to room %q in redis: %w", h.room, c.err)
 	}
-	if len(res) != 2+len(entries) {
+	if len(res) != 3+len(entries) {
 		return fmt.Errorf("appending to room %q in redis: the script answered %d values for %d messages", h.room, len(res), len(entries))
 	}
 	epoch, _ := res[0].(string)
 	from, _ := res[1].(string)
+	base, _ := res[2].(int64)
 	switch {
 	case epoch == h.epoch:
 	case from == h.epoch:
-		// Redis lost messages this history has: the next Catch takes
-		// the room's new epoch, as another node takes it from the
+		// Redis may have lost messages this history has: the next
+		// Catch takes the room's new epoch, as another node takes it from the
 		// script's notice.
 		h.mu.Lock()
-		h.heard = append(h.heard, notice{Epoch: epoch, From: from})
+		h.heard = append(h.heard, notice{Epoch: epoch, From: from, Base: uint64(base)})
 		h.mu.Unlock()
 	case h.last > 0 || len(h.own) > 0:
 		// Deleted and made again elsewhere since this node opened
@@ -473,7 +476,7 @@ func (c *appendCall) Finish() error {
 	default:
 		h.epoch = epoch
 	}
-	for i, v := range res[2:] {
+	for i, v := range res[3:] {
 		r, _ := v.([]any)
 		if len(r) != 3 {
 			return fmt.Errorf("appending to room %q in redis: malformed answer %v", h.room, v)
@@ -517,7 +520,7 @@ func (h *history) Catch() ([]rooms.Message, bool) {
 	h.own = nil
 	for _, n := range heard {
 		if n.From != "" && n.From == h.epoch {
-			got = h.restart(n.Epoch, got)
+			got = h.restart(n.Epoch, n.Base, got)
 		}
 		if n.Epoch == h.left {
 			continue
@@ -634,7 +637,8 @@ func (h *history) merge(f *fetched, got []rooms.Message, target, complete uint64
 			}
 		case f.roomFrom != "" && f.roomFrom == h.epoch:
 			// Went on in a new epoch, which the next read is in.
-			return h.restart(f.roomEpoch, got), f.roomLast, 0, false
+			got = h.restart(f.roomEpoch, f.roomBase, got)
+			return got, f.roomLast, h.last, false
 		case f.roomEpoch != h.epoch:
 			if h.last > 0 || len(got) > 0 {
 				return nil, 0, 0, true
@@ -650,11 +654,13 @@ func (h *history) merge(f *fetched, got []rooms.Message, target, complete uint64
 	return append(got, f.msgs...), max(target, f.upto), max(complete, f.upto), false
 }
 
-// restart takes the new epoch that the room went on in when Redis lost
-// messages this history had (see append.lua), and drops what got holds of
-// the old one: the Manager ends the streams that followed it.
-func (h *history) restart(epoch string, got []rooms.Message) []rooms.Message {
-	h.left, h.epoch, h.last, h.gapSeen = h.epoch, epoch, 0, 0
+// restart takes the new epoch that the room went on in, from the message
+// base, when Redis may have lost messages (see append.lua), and drops what
+// got holds of the old one: the Manager ends the streams that followed it.
+// The messages up to base are history in the new epoch, as on a node that
+// opens the room.
+func (h *history) restart(epoch string, base uint64, got []rooms.Message) []rooms.Message {
+	h.left, h.epoch, h.last, h.gapSeen = h.epoch, epoch, base, 0
 	return slices.DeleteFunc(got, func(m rooms.Message) bool {
 		e, _, _ := rooms.ParseID(m.ID)
 		return e != epoch
@@ -666,10 +672,11 @@ type fetched struct {
 	epoch string // the history's when it asked
 	// meta is set when the room's position was asked for: found, with
 	// roomEpoch and roomLast, when Redis holds the room, and roomFrom, the
-	// epoch it went on from when Redis lost messages ("" for none).
+	// epoch it went on from when Redis may have lost messages ("" for
+	// none), from roomBase.
 	meta, found         bool
 	roomEpoch, roomFrom string
-	roomLast            uint64
+	roomLast, roomBase  uint64
 	// started is the history's script calls started when it asked, and
 	// idle is set when none was under way: a room not found by a read
 	// that a call of this node may have overtaken is not a deleted room.
@@ -686,12 +693,13 @@ type fetched struct {
 func (h *history) fetch(ctx context.Context, epoch string, after, upto uint64, meta bool) (*fetched, error) {
 	f := &fetched{epoch: epoch, meta: meta, upto: after}
 	if meta {
-		vals, err := h.s.client.HMGet(ctx, h.keys.meta, "epoch", "last", "from").Result()
+		vals, err := h.s.client.HMGet(ctx, h.keys.meta, "epoch", "last", "from", "base").Result()
 		if err != nil {
 			return nil, fmt.Errorf("reading room %q from redis: %w", h.room, err)
 		}
 		f.roomLast, _ = strconv.ParseUint(fmt.Sprint(vals[1]), 10, 64)
 		f.roomFrom, _ = vals[2].(string)
+		f.roomBase, _ = strconv.ParseUint(fmt.Sprint(vals[3]), 10, 64)
 		if f.roomEpoch, f.found = vals[0].(string); !f.found || f.roomEpoch != epoch {
 			return f, nil
 		}
