@@ -1,19 +1,20 @@
 -- Stores a batch of messages in one room, atomically.
--- KEYS[1] meta hash (epoch, last, from, base, master), KEYS[2] stream, KEYS[3] the call's
--- answer, KEYS[4..] idempotency keys.
+-- KEYS[1] meta hash (epoch, last, from, base, master), KEYS[2] stream,
+-- KEYS[3] the call's answer, KEYS[4..] idempotency keys.
 -- ARGV: epoch to create the room with, history size, key TTL in ms,
 -- channel, message count, idle TTL in ms (0: none), TTL of the call's
--- answer in ms, the epoch the caller follows and the highest sequence
--- number it knows stored in it, then per message: time in ms, user, text,
--- verified ("1"/"0"), index in KEYS of its idempotency key (0: none) and
--- the digest of its content.
+-- answer in ms (0: not kept, for a client that never retries), the epoch
+-- the caller follows and the highest sequence number it knows stored in
+-- it, then per message: time in ms, user, text, verified ("1"/"0"), index
+-- in KEYS of its idempotency key (0: none) and the digest of its content.
 -- Returns the room's epoch, the epoch it went on from when Redis may have
 -- lost messages ("" for none) and the last sequence number it went on
--- from, then per message {seq, 0, 0} when stored, or
--- {seq, time, same} of the message stored first under its key.
+-- from, then per message {seq, 0, 0} when stored, or {seq, time, same} of
+-- the message stored first under its key.
 -- A call made again, by a client that retries when an answer was lost,
 -- gets the first call's answer and stores nothing.
-local answered = redis.call('GET', KEYS[3])
+local keep = tonumber(ARGV[7]) > 0
+local answered = keep and redis.call('GET', KEYS[3])
 if answered then
   return cjson.decode(answered)
 end
@@ -82,5 +83,7 @@ end
 if #pub > 0 then
   redis.call('PUBLISH', ARGV[4], cjson.encode({e = epoch, f = from, b = base, m = pub}))
 end
-redis.call('SET', KEYS[3], cjson.encode(out), 'PX', ARGV[7])
+if keep then
+  redis.call('SET', KEYS[3], cjson.encode(out), 'PX', ARGV[7])
+end
 return out

@@ -61,6 +61,9 @@ type Store struct {
 	keyTTL  atomic.Int64 // a time.Duration; see SetKeyWindow
 	idleTTL atomic.Int64 // a time.Duration; see SetIdleTimeout
 	timeout time.Duration
+	// retries is set for a client that may send a script call again
+	// (see answerTTL).
+	retries bool
 	append  *redis.Script
 	// id names this Store in the tokens of its script calls, and calls
 	// counts them.
@@ -109,6 +112,7 @@ func New(client redis.UniversalClient, opt Options) *Store {
 		done:      make(chan struct{}),
 		listeners: make(map[string]*history),
 	}
+	_, s.retries = client.(*redis.ClusterClient)
 	s.keyTTL.Store(int64(rooms.DefaultKeyWindow))
 	s.closing, s.stop = context.WithCancel(context.Background())
 	go s.listen(s.ps.ChannelWithSubscriptions(redis.WithChannelSize(1024)))
@@ -204,12 +208,24 @@ func (s *Store) keysOf(room string) keys {
 	return keys{meta: base + "meta", stream: base + "msgs", channel: base + "pub", key: base + "key:", call: base + "call:"}
 }
 
-// callTTL is how long the script keeps the answer to a call, for a retry
-// of it: a client may send a script again when the answer was lost, as
-// go-redis's ClusterClient does on a closed connection whatever its
-// MaxRetries, and the retry must not store the messages again. Retries
-// come within the call's timeouts, well within it.
-const callTTL = time.Minute
+// answerTTL is how long the script keeps the answer to a call made with
+// ctx, for a retry of it: go-redis's ClusterClient sends a script again on
+// a closed connection whatever its MaxRetries, and the retry must not
+// store the messages again. Retries come before the call's deadline (the
+// Store's timeout when it has none); twice the time to it is a margin for
+// the clocks of the node and of Redis. A client that never retries gets
+// 0: no answer is kept.
+func (s *Store) answerTTL(ctx context.Context) time.Duration {
+	if !s.retries {
+		return 0
+	}
+	timeout := s.timeout
+	if deadline, ok := ctx.Deadline(); ok {
+		timeout = time.Until(deadline)
+	}
+	// A call past its deadline is not sent; Redis needs a positive TTL.
+	return max(2*timeout, time.Millisecond)
+}
 
 // Kept returns no room: every node opens a room as it is asked for it, and
 // finds it with HeldElsewhere.
@@ -388,7 +404,7 @@ type appendCall struct {
 // Start prepares the script call that stores entries. The Manager lets
 // the next batch start before this one finishes: each gets the sequence
 // numbers that the script gives it, and Catch puts them in order.
-func (h *history) Start(_ context.Context, entries []rooms.Entry) rooms.Call {
+func (h *history) Start(ctx context.Context, entries []rooms.Entry) rooms.Call {
 	// Each call has a token of its own, under which the script keeps its
 	// answer for a retry.
 	token := h.keys.call + h.s.id + "-" + strconv.FormatUint(h.s.calls.Add(1), 36)
@@ -411,7 +427,7 @@ func (h *history) Start(_ context.Context, entries []rooms.Entry) rooms.Call {
 			known = max(known, seq)
 		}
 	}
-	args = append(args, create, h.capacity, time.Duration(h.s.keyTTL.Load()).Milliseconds(), h.keys.channel, len(entries), h.s.idleTimeout().Milliseconds(), callTTL.Milliseconds(), h.epoch, known)
+	args = append(args, create, h.capacity, time.Duration(h.s.keyTTL.Load()).Milliseconds(), h.keys.channel, len(entries), h.s.idleTimeout().Milliseconds(), h.s.answerTTL(ctx).Milliseconds(), h.epoch, known)
 	for _, e := range entries {
 		m := e.Message
 		keyIndex, sum := 0, ""

@@ -698,3 +698,47 @@ func submitWhenBack(t *testing.T, m *rooms.Manager, room, text string) rooms.Mes
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestCallAnswerKeptOnlyForARetryingClient: the answer to a submit is kept
+// in Redis, for a retry of the call, only by the Cluster client, which
+// retries, and only for about twice the call's deadline; the single-server
+// client, which never retries, leaves none behind.
+func TestCallAnswerKeptOnlyForARetryingClient(t *testing.T) {
+	const deadline = time.Second
+	submit := func(t *testing.T, client redis.UniversalClient) (*Store, string) {
+		t.Helper()
+		s := New(client, Options{Prefix: "test:"})
+		m := rooms.New(rooms.Config{History: 10, Buffer: 10, Store: s, StoreTimeout: deadline})
+		t.Cleanup(func() {
+			m.Close()
+			s.Close()
+		})
+		if _, _, err := m.Submit("lobby", rooms.Post{User: "alice", Text: "hi"}); err != nil {
+			t.Fatal(err)
+		}
+		return s, s.keysOf("lobby").call + s.id + "-1"
+	}
+	t.Run("Single", func(t *testing.T) {
+		srv := redistest.Start(t)
+		client := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1})
+		_, token := submit(t, client)
+		check := redis.NewClient(&redis.Options{Addr: srv.Addr})
+		defer check.Close()
+		keys, err := check.Keys(context.Background(), "test:*call:*").Result()
+		if err != nil || len(keys) != 0 {
+			t.Fatalf("the single-server client left call answers %v (%v) under %s, want none", keys, err, token)
+		}
+	})
+	t.Run("Cluster", func(t *testing.T) {
+		var addrs []string
+		for _, n := range redistest.StartCluster(t, 3) {
+			addrs = append(addrs, n.Addr)
+		}
+		client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, MaxRetries: -1})
+		s, token := submit(t, client)
+		ttl, err := s.client.PTTL(context.Background(), token).Result()
+		if err != nil || ttl <= 0 || ttl > 2*deadline {
+			t.Fatalf("the cluster client's call answer %s lives %v (%v), want it kept for at most %v", token, ttl, err, 2*deadline)
+		}
+	})
+}
