@@ -29,6 +29,7 @@ local promoted = string.match(info, 'master_replid2:(%x+)') ~= string.rep('0', 4
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local held = redis.call('HGET', KEYS[1], 'master')
 local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '0')
+local moved = false
 if epoch and ((promoted and held and held ~= master) or (epoch == ARGV[8] and last < tonumber(ARGV[9]))) then
   -- Redis may have lost messages: the room was written by the master
   -- this one replaced, or it holds fewer than the caller saw stored.
@@ -37,6 +38,7 @@ if epoch and ((promoted and held and held ~= master) or (epoch == ARGV[8] and la
   -- holds.
   redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'from', epoch, 'base', last)
   epoch = ARGV[1]
+  moved = true
 end
 if not epoch then
   epoch = ARGV[1]
@@ -82,6 +84,10 @@ if tonumber(ARGV[6]) > 0 then
 end
 if #pub > 0 then
   redis.call('PUBLISH', ARGV[4], cjson.encode({e = epoch, f = from, b = base, m = pub}))
+elseif moved then
+  -- Called with no message to move the room on: its nodes learn of the
+  -- new epoch now.
+  redis.call('PUBLISH', ARGV[4], cjson.encode({e = epoch, f = from, b = base}))
 end
 if keep then
   redis.call('SET', KEYS[3], cjson.encode(out), 'PX', ARGV[7])

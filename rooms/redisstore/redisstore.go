@@ -405,11 +405,29 @@ type appendCall struct {
 // the next batch start before this one finishes: each gets the sequence
 // numbers that the script gives it, and Catch puts them in order.
 func (h *history) Start(ctx context.Context, entries []rooms.Entry) rooms.Call {
+	// The script compares what this history knows stored with what
+	// Redis holds: less there means Redis lost messages.
+	known := h.last
+	for _, m := range h.own {
+		if epoch, seq, _ := rooms.ParseID(m.ID); epoch == h.epoch {
+			known = max(known, seq)
+		}
+	}
+	keyNames, args := h.script(ctx, entries, known)
+	h.started++
+	h.calls = append(h.calls, h.started)
+	h.settle()
+	return &appendCall{h: h, n: h.started, entries: entries, keys: keyNames, args: args}
+}
+
+// script returns the keys and arguments of the script call that stores
+// entries, from a history that knows the messages up to known stored.
+func (h *history) script(ctx context.Context, entries []rooms.Entry, known uint64) ([]string, []any) {
 	// Each call has a token of its own, under which the script keeps its
 	// answer for a retry.
 	token := h.keys.call + h.s.id + "-" + strconv.FormatUint(h.s.calls.Add(1), 36)
 	keyNames := []string{h.keys.meta, h.keys.stream, token}
-	args := make([]any, 0, 7+6*len(entries))
+	args := make([]any, 0, 9+6*len(entries))
 	// A room that this history knows to hold messages, but that Redis
 	// lost (its idle TTL passed, or it was deleted and the notice has not
 	// come yet), or may hold them (a call under way), is made again in an
@@ -418,14 +436,6 @@ func (h *history) Start(ctx context.Context, entries []rooms.Entry) rooms.Call {
 	create := h.epoch
 	if h.last > 0 || len(h.own) > 0 || len(h.calls) > 0 {
 		create = rooms.NewEpoch()
-	}
-	// The script compares what this history knows stored with what
-	// Redis holds: less there means Redis lost messages.
-	known := h.last
-	for _, m := range h.own {
-		if epoch, seq, _ := rooms.ParseID(m.ID); epoch == h.epoch {
-			known = max(known, seq)
-		}
 	}
 	args = append(args, create, h.capacity, time.Duration(h.s.keyTTL.Load()).Milliseconds(), h.keys.channel, len(entries), h.s.idleTimeout().Milliseconds(), h.s.answerTTL(ctx).Milliseconds(), h.epoch, known)
 	for _, e := range entries {
@@ -437,10 +447,31 @@ func (h *history) Start(ctx context.Context, entries []rooms.Entry) rooms.Call {
 		}
 		args = append(args, strconv.FormatInt(m.Time.UnixMilli(), 10), m.User, m.Message, flag(m.Verified), keyIndex, sum)
 	}
-	h.started++
-	h.calls = append(h.calls, h.started)
-	h.settle()
-	return &appendCall{h: h, n: h.started, entries: entries, keys: keyNames, args: args}
+	return keyNames, args
+}
+
+// moveOn has the room go on in a new epoch, as the script does when it
+// finds that Redis lost messages: this history delivered messages up to
+// known that Redis no longer holds, as after a failover or a restart that
+// lost the last writes. It does so at once, rather than at this node's
+// next submit, so that a submit from a node that never saw them gives
+// their ids again at most until then, and this node delivers that one
+// too. The script's notice brings the new epoch to every node.
+func (h *history) moveOn(known uint64) {
+	keyNames, args := h.script(context.Background(), nil, known)
+	h.s.spawn(func() {
+		ctx, cancel := context.WithTimeout(h.s.closing, h.s.timeout)
+		err := h.s.append.Run(ctx, h.s.client, keyNames, args...).Err()
+		cancel()
+		if err != nil {
+			// The next read of the room's position finds the loss
+			// again.
+			h.mu.Lock()
+			h.resync = true
+			h.mu.Unlock()
+			h.notifyNow()
+		}
+	})
 }
 
 // running reports whether a script call that started no later than the
@@ -664,6 +695,11 @@ func (h *history) merge(f *fetched, got []rooms.Message, target, complete uint64
 			h.epoch = f.roomEpoch
 			return got, f.roomLast, complete, false
 		default:
+			if f.roomLast < f.after {
+				// Redis holds fewer messages of the epoch than
+				// this node had delivered when it asked.
+				h.moveOn(f.after)
+			}
 			target = max(target, f.roomLast)
 		}
 	}
@@ -698,6 +734,7 @@ type fetched struct {
 	// that a call of this node may have overtaken is not a deleted room.
 	started uint64
 	idle    bool
+	after   uint64 // the last message the history had delivered
 	upto    uint64 // every message up to this one was read
 	msgs    []rooms.Message
 }
@@ -707,7 +744,7 @@ type fetched struct {
 // none of h's fields that Catch and Append change, so it may run outside
 // the room's lock.
 func (h *history) fetch(ctx context.Context, epoch string, after, upto uint64, meta bool) (*fetched, error) {
-	f := &fetched{epoch: epoch, meta: meta, upto: after}
+	f := &fetched{epoch: epoch, meta: meta, after: after, upto: after}
 	if meta {
 		vals, err := h.s.client.HMGet(ctx, h.keys.meta, "epoch", "last", "from", "base").Result()
 		if err != nil {

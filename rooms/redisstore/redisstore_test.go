@@ -742,3 +742,41 @@ func TestCallAnswerKeptOnlyForARetryingClient(t *testing.T) {
 		}
 	})
 }
+
+// TestRestartThatLostWritesMovesOn: when Redis comes back from a restart
+// without its last writes (as after a crash with appendfsync everysec), a
+// node that delivered the lost messages has the room go on in a new epoch
+// as soon as it reads the room again: its stream ends for the reader to
+// resume, and a node that never saw them posts in the new epoch rather
+// than give their ids again.
+func TestRestartThatLostWritesMovesOn(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := node(t, srv.Addr, rooms.Config{}), node(t, srv.Addr, rooms.Config{})
+	sub, err := b.Subscribe("lobby", rooms.Position{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	kept := []rooms.Message{submitWhenBack(t, a, "lobby", "one"), submitWhenBack(t, a, "lobby", "two")}
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer admin.Close()
+	// What follows is not written to disk, and the restart loses it.
+	if err := admin.ConfigSet(context.Background(), "appendonly", "no").Err(); err != nil {
+		t.Fatal(err)
+	}
+	lost := []rooms.Message{submitWhenBack(t, a, "lobby", "three"), submitWhenBack(t, a, "lobby", "four")}
+	storetest.IDs(t, sub, 4)
+	srv.Stop()
+	srv.Restart(t)
+	if got, err := storetest.Receive(sub, 1); !errors.Is(err, rooms.ErrEvicted) {
+		t.Fatalf("the stream that had the lost messages got %v and %v, want it ended with ErrEvicted", got, err)
+	}
+	five := submitWhenBack(t, node(t, srv.Addr, rooms.Config{}), "lobby", "five")
+	if e, _, _ := rooms.ParseID(kept[0].ID); strings.HasPrefix(five.ID, e+"-") {
+		t.Fatalf("after the restart lost %s and %s, a fresh node gave %s in their epoch", lost[0].ID, lost[1].ID, five.ID)
+	}
+	rep, err := b.Messages("lobby", lost[1].ID, "", 10)
+	if err != nil || !rep.Reset || len(rep.Messages) != 3 || rep.Messages[2].ID != five.ID {
+		t.Fatalf("resuming after the lost %s: %v reset=%v (%v), want a reset, one, two and %s", lost[1].ID, rep.Messages, rep.Reset, err, five.ID)
+	}
+}
