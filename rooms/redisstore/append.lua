@@ -1,36 +1,55 @@
 -- Stores a batch of messages in one room, atomically.
--- KEYS[1] meta hash (epoch, last), KEYS[2] stream, KEYS[3] the call's
--- answer, KEYS[4..] idempotency keys.
+-- KEYS[1] meta hash (epoch, last, from, base, master), KEYS[2] stream,
+-- KEYS[3] the call's answer, KEYS[4..] idempotency keys.
 -- ARGV: epoch to create the room with, history size, key TTL in ms,
 -- channel, message count, idle TTL in ms (0: none), TTL of the call's
--- answer in ms, the epoch the caller follows and the highest sequence
--- number it knows stored in it, then per message: time in ms, user, text,
--- verified ("1"/"0"), index in KEYS of its idempotency key (0: none) and
--- the digest of its content.
--- Returns the room's epoch and the epoch it went on from when Redis lost
--- messages ("" for none), then per message {seq, 0, 0} when stored, or
--- {seq, time, same} of the message stored first under its key.
+-- answer in ms (0: not kept, for a client that never retries), the epoch
+-- the caller follows and the highest sequence number it knows stored in
+-- it, then per message: time in ms, user, text, verified ("1"/"0"), index
+-- in KEYS of its idempotency key (0: none) and the digest of its content.
+-- Returns the room's epoch, the epoch it went on from when Redis may have
+-- lost messages ("" for none) and the last sequence number it went on
+-- from, then per message {seq, 0, 0} when stored, or {seq, time, same} of
+-- the message stored first under its key.
 -- A call made again, by a client that retries when an answer was lost,
 -- gets the first call's answer and stores nothing.
-local answered = redis.call('GET', KEYS[3])
+local keep = tonumber(ARGV[7]) > 0
+local answered = keep and redis.call('GET', KEYS[3])
 if answered then
   return cjson.decode(answered)
 end
+-- The replication id of this master. It changes when a replica is
+-- promoted by a failover, which may lose the last writes, but also on a
+-- restart and when a first replica attaches, which lose nothing: only a
+-- master that was promoted holds a second id, that of the master it
+-- replicated, until it restarts.
+local info = redis.call('INFO', 'replication')
+local master = string.match(info, 'master_replid:(%x+)')
+local promoted = string.match(info, 'master_replid2:(%x+)') ~= string.rep('0', 40)
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if epoch and epoch == ARGV[8] and tonumber(redis.call('HGET', KEYS[1], 'last') or '0') < tonumber(ARGV[9]) then
-  -- Redis lost messages that the caller saw stored, as after a failover
-  -- to a replica that lagged: going on would give their ids again, so the
-  -- room goes on in a new epoch.
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'last', 0, 'from', epoch)
+local held = redis.call('HGET', KEYS[1], 'master')
+local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '0')
+local moved = false
+if epoch and ((promoted and held and held ~= master) or (epoch == ARGV[8] and last < tonumber(ARGV[9]))) then
+  -- Redis may have lost messages: the room was written by the master
+  -- this one replaced, or it holds fewer than the caller saw stored.
+  -- Going on would give their ids again, also to a caller that never saw
+  -- them, so the room goes on in a new epoch, from the messages Redis
+  -- holds.
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'from', epoch, 'base', last)
   epoch = ARGV[1]
+  moved = true
 end
 if not epoch then
   epoch = ARGV[1]
   redis.call('HSET', KEYS[1], 'epoch', epoch)
 end
+if held ~= master then
+  redis.call('HSET', KEYS[1], 'master', master)
+end
 local from = redis.call('HGET', KEYS[1], 'from') or ''
-local out = {epoch, from}
+local base = tonumber(redis.call('HGET', KEYS[1], 'base') or '0')
+local out = {epoch, from, base}
 local pub = {}
 for i = 0, tonumber(ARGV[5]) - 1 do
   local b = 10 + i * 6
@@ -64,7 +83,13 @@ if tonumber(ARGV[6]) > 0 then
   redis.call('PEXPIRE', KEYS[2], ARGV[6])
 end
 if #pub > 0 then
-  redis.call('PUBLISH', ARGV[4], cjson.encode({e = epoch, f = from, m = pub}))
+  redis.call('PUBLISH', ARGV[4], cjson.encode({e = epoch, f = from, b = base, m = pub}))
+elseif moved then
+  -- Called with no message to move the room on: its nodes learn of the
+  -- new epoch now.
+  redis.call('PUBLISH', ARGV[4], cjson.encode({e = epoch, f = from, b = base}))
 end
-redis.call('SET', KEYS[3], cjson.encode(out), 'PX', ARGV[7])
+if keep then
+  redis.call('SET', KEYS[3], cjson.encode(out), 'PX', ARGV[7])
+end
 return out

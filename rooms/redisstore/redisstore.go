@@ -61,6 +61,9 @@ type Store struct {
 	keyTTL  atomic.Int64 // a time.Duration; see SetKeyWindow
 	idleTTL atomic.Int64 // a time.Duration; see SetIdleTimeout
 	timeout time.Duration
+	// retries is set for a client that may send a script call again
+	// (see answerTTL).
+	retries bool
 	append  *redis.Script
 	// id names this Store in the tokens of its script calls, and calls
 	// counts them.
@@ -109,6 +112,7 @@ func New(client redis.UniversalClient, opt Options) *Store {
 		done:      make(chan struct{}),
 		listeners: make(map[string]*history),
 	}
+	_, s.retries = client.(*redis.ClusterClient)
 	s.keyTTL.Store(int64(rooms.DefaultKeyWindow))
 	s.closing, s.stop = context.WithCancel(context.Background())
 	go s.listen(s.ps.ChannelWithSubscriptions(redis.WithChannelSize(1024)))
@@ -204,12 +208,24 @@ func (s *Store) keysOf(room string) keys {
 	return keys{meta: base + "meta", stream: base + "msgs", channel: base + "pub", key: base + "key:", call: base + "call:"}
 }
 
-// callTTL is how long the script keeps the answer to a call, for a retry
-// of it: a client may send a script again when the answer was lost, as
-// go-redis's ClusterClient does on a closed connection whatever its
-// MaxRetries, and the retry must not store the messages again. Retries
-// come within the call's timeouts, well within it.
-const callTTL = time.Minute
+// answerTTL is how long the script keeps the answer to a call made with
+// ctx, for a retry of it: go-redis's ClusterClient sends a script again on
+// a closed connection whatever its MaxRetries, and the retry must not
+// store the messages again. Retries come before the call's deadline (the
+// Store's timeout when it has none); twice the time to it is a margin for
+// the clocks of the node and of Redis. A client that never retries gets
+// 0: no answer is kept.
+func (s *Store) answerTTL(ctx context.Context) time.Duration {
+	if !s.retries {
+		return 0
+	}
+	timeout := s.timeout
+	if deadline, ok := ctx.Deadline(); ok {
+		timeout = time.Until(deadline)
+	}
+	// A call past its deadline is not sent; Redis needs a positive TTL.
+	return max(2*timeout, time.Millisecond)
+}
 
 // Kept returns no room: every node opens a room as it is asked for it, and
 // finds it with HeldElsewhere.
@@ -305,9 +321,11 @@ type notice struct {
 	Epoch   string      `json:"e"`
 	Deleted bool        `json:"d,omitempty"`
 	Msgs    []published `json:"m,omitempty"`
-	// From is the epoch the room went on from when Redis lost messages
-	// of it, "" for none.
+	// From is the epoch the room went on from when Redis may have lost
+	// messages of it, "" for none, and Base the last sequence number of
+	// the messages it kept, which the new epoch goes on from.
 	From string `json:"f,omitempty"`
+	Base uint64 `json:"b,omitempty"`
 }
 
 // published is a message as the script publishes it.
@@ -386,12 +404,30 @@ type appendCall struct {
 // Start prepares the script call that stores entries. The Manager lets
 // the next batch start before this one finishes: each gets the sequence
 // numbers that the script gives it, and Catch puts them in order.
-func (h *history) Start(_ context.Context, entries []rooms.Entry) rooms.Call {
+func (h *history) Start(ctx context.Context, entries []rooms.Entry) rooms.Call {
+	// The script compares what this history knows stored with what
+	// Redis holds: less there means Redis lost messages.
+	known := h.last
+	for _, m := range h.own {
+		if epoch, seq, _ := rooms.ParseID(m.ID); epoch == h.epoch {
+			known = max(known, seq)
+		}
+	}
+	keyNames, args := h.script(ctx, entries, known)
+	h.started++
+	h.calls = append(h.calls, h.started)
+	h.settle()
+	return &appendCall{h: h, n: h.started, entries: entries, keys: keyNames, args: args}
+}
+
+// script returns the keys and arguments of the script call that stores
+// entries, from a history that knows the messages up to known stored.
+func (h *history) script(ctx context.Context, entries []rooms.Entry, known uint64) ([]string, []any) {
 	// Each call has a token of its own, under which the script keeps its
 	// answer for a retry.
 	token := h.keys.call + h.s.id + "-" + strconv.FormatUint(h.s.calls.Add(1), 36)
 	keyNames := []string{h.keys.meta, h.keys.stream, token}
-	args := make([]any, 0, 7+6*len(entries))
+	args := make([]any, 0, 9+6*len(entries))
 	// A room that this history knows to hold messages, but that Redis
 	// lost (its idle TTL passed, or it was deleted and the notice has not
 	// come yet), or may hold them (a call under way), is made again in an
@@ -401,15 +437,7 @@ func (h *history) Start(_ context.Context, entries []rooms.Entry) rooms.Call {
 	if h.last > 0 || len(h.own) > 0 || len(h.calls) > 0 {
 		create = rooms.NewEpoch()
 	}
-	// The script compares what this history knows stored with what
-	// Redis holds: less there means Redis lost messages.
-	known := h.last
-	for _, m := range h.own {
-		if epoch, seq, _ := rooms.ParseID(m.ID); epoch == h.epoch {
-			known = max(known, seq)
-		}
-	}
-	args = append(args, create, h.capacity, time.Duration(h.s.keyTTL.Load()).Milliseconds(), h.keys.channel, len(entries), h.s.idleTimeout().Milliseconds(), callTTL.Milliseconds(), h.epoch, known)
+	args = append(args, create, h.capacity, time.Duration(h.s.keyTTL.Load()).Milliseconds(), h.keys.channel, len(entries), h.s.idleTimeout().Milliseconds(), h.s.answerTTL(ctx).Milliseconds(), h.epoch, known)
 	for _, e := range entries {
 		m := e.Message
 		keyIndex, sum := 0, ""
@@ -419,10 +447,31 @@ func (h *history) Start(_ context.Context, entries []rooms.Entry) rooms.Call {
 		}
 		args = append(args, strconv.FormatInt(m.Time.UnixMilli(), 10), m.User, m.Message, flag(m.Verified), keyIndex, sum)
 	}
-	h.started++
-	h.calls = append(h.calls, h.started)
-	h.settle()
-	return &appendCall{h: h, n: h.started, entries: entries, keys: keyNames, args: args}
+	return keyNames, args
+}
+
+// moveOn has the room go on in a new epoch, as the script does when it
+// finds that Redis lost messages: this history delivered messages up to
+// known that Redis no longer holds, as after a failover or a restart that
+// lost the last writes. It does so at once, rather than at this node's
+// next submit, so that a submit from a node that never saw them gives
+// their ids again at most until then, and this node delivers that one
+// too. The script's notice brings the new epoch to every node.
+func (h *history) moveOn(known uint64) {
+	keyNames, args := h.script(context.Background(), nil, known)
+	h.s.spawn(func() {
+		ctx, cancel := context.WithTimeout(h.s.closing, h.s.timeout)
+		err := h.s.append.Run(ctx, h.s.client, keyNames, args...).Err()
+		cancel()
+		if err != nil {
+			// The next read of the room's position finds the loss
+			// again.
+			h.mu.Lock()
+			h.resync = true
+			h.mu.Unlock()
+			h.notifyNow()
+		}
+	})
 }
 
 // running reports whether a script call that started no later than the
@@ -451,19 +500,20 @@ func (c *appendCall) Finish() error {
 		}
 		return fmt.Errorf("appending to room %q in redis: %w", h.room, c.err)
 	}
-	if len(res) != 2+len(entries) {
+	if len(res) != 3+len(entries) {
 		return fmt.Errorf("appending to room %q in redis: the script answered %d values for %d messages", h.room, len(res), len(entries))
 	}
 	epoch, _ := res[0].(string)
 	from, _ := res[1].(string)
+	base, _ := res[2].(int64)
 	switch {
 	case epoch == h.epoch:
 	case from == h.epoch:
-		// Redis lost messages this history has: the next Catch takes
-		// the room's new epoch, as another node takes it from the
+		// Redis may have lost messages this history has: the next
+		// Catch takes the room's new epoch, as another node takes it from the
 		// script's notice.
 		h.mu.Lock()
-		h.heard = append(h.heard, notice{Epoch: epoch, From: from})
+		h.heard = append(h.heard, notice{Epoch: epoch, From: from, Base: uint64(base)})
 		h.mu.Unlock()
 	case h.last > 0 || len(h.own) > 0:
 		// Deleted and made again elsewhere since this node opened
@@ -473,7 +523,7 @@ func (c *appendCall) Finish() error {
 	default:
 		h.epoch = epoch
 	}
-	for i, v := range res[2:] {
+	for i, v := range res[3:] {
 		r, _ := v.([]any)
 		if len(r) != 3 {
 			return fmt.Errorf("appending to room %q in redis: malformed answer %v", h.room, v)
@@ -517,7 +567,7 @@ func (h *history) Catch() ([]rooms.Message, bool) {
 	h.own = nil
 	for _, n := range heard {
 		if n.From != "" && n.From == h.epoch {
-			got = h.restart(n.Epoch, got)
+			got = h.restart(n.Epoch, n.Base, got)
 		}
 		if n.Epoch == h.left {
 			continue
@@ -634,7 +684,8 @@ func (h *history) merge(f *fetched, got []rooms.Message, target, complete uint64
 			}
 		case f.roomFrom != "" && f.roomFrom == h.epoch:
 			// Went on in a new epoch, which the next read is in.
-			return h.restart(f.roomEpoch, got), f.roomLast, 0, false
+			got = h.restart(f.roomEpoch, f.roomBase, got)
+			return got, f.roomLast, h.last, false
 		case f.roomEpoch != h.epoch:
 			if h.last > 0 || len(got) > 0 {
 				return nil, 0, 0, true
@@ -644,17 +695,24 @@ func (h *history) merge(f *fetched, got []rooms.Message, target, complete uint64
 			h.epoch = f.roomEpoch
 			return got, f.roomLast, complete, false
 		default:
+			if f.roomLast < f.after {
+				// Redis holds fewer messages of the epoch than
+				// this node had delivered when it asked.
+				h.moveOn(f.after)
+			}
 			target = max(target, f.roomLast)
 		}
 	}
 	return append(got, f.msgs...), max(target, f.upto), max(complete, f.upto), false
 }
 
-// restart takes the new epoch that the room went on in when Redis lost
-// messages this history had (see append.lua), and drops what got holds of
-// the old one: the Manager ends the streams that followed it.
-func (h *history) restart(epoch string, got []rooms.Message) []rooms.Message {
-	h.left, h.epoch, h.last, h.gapSeen = h.epoch, epoch, 0, 0
+// restart takes the new epoch that the room went on in, from the message
+// base, when Redis may have lost messages (see append.lua), and drops what
+// got holds of the old one: the Manager ends the streams that followed it.
+// The messages up to base are history in the new epoch, as on a node that
+// opens the room.
+func (h *history) restart(epoch string, base uint64, got []rooms.Message) []rooms.Message {
+	h.left, h.epoch, h.last, h.gapSeen = h.epoch, epoch, base, 0
 	return slices.DeleteFunc(got, func(m rooms.Message) bool {
 		e, _, _ := rooms.ParseID(m.ID)
 		return e != epoch
@@ -666,15 +724,17 @@ type fetched struct {
 	epoch string // the history's when it asked
 	// meta is set when the room's position was asked for: found, with
 	// roomEpoch and roomLast, when Redis holds the room, and roomFrom, the
-	// epoch it went on from when Redis lost messages ("" for none).
+	// epoch it went on from when Redis may have lost messages ("" for
+	// none), from roomBase.
 	meta, found         bool
 	roomEpoch, roomFrom string
-	roomLast            uint64
+	roomLast, roomBase  uint64
 	// started is the history's script calls started when it asked, and
 	// idle is set when none was under way: a room not found by a read
 	// that a call of this node may have overtaken is not a deleted room.
 	started uint64
 	idle    bool
+	after   uint64 // the last message the history had delivered
 	upto    uint64 // every message up to this one was read
 	msgs    []rooms.Message
 }
@@ -684,14 +744,15 @@ type fetched struct {
 // none of h's fields that Catch and Append change, so it may run outside
 // the room's lock.
 func (h *history) fetch(ctx context.Context, epoch string, after, upto uint64, meta bool) (*fetched, error) {
-	f := &fetched{epoch: epoch, meta: meta, upto: after}
+	f := &fetched{epoch: epoch, meta: meta, after: after, upto: after}
 	if meta {
-		vals, err := h.s.client.HMGet(ctx, h.keys.meta, "epoch", "last", "from").Result()
+		vals, err := h.s.client.HMGet(ctx, h.keys.meta, "epoch", "last", "from", "base").Result()
 		if err != nil {
 			return nil, fmt.Errorf("reading room %q from redis: %w", h.room, err)
 		}
 		f.roomLast, _ = strconv.ParseUint(fmt.Sprint(vals[1]), 10, 64)
 		f.roomFrom, _ = vals[2].(string)
+		f.roomBase, _ = strconv.ParseUint(fmt.Sprint(vals[3]), 10, 64)
 		if f.roomEpoch, f.found = vals[0].(string); !f.found || f.roomEpoch != epoch {
 			return f, nil
 		}

@@ -698,3 +698,85 @@ func submitWhenBack(t *testing.T, m *rooms.Manager, room, text string) rooms.Mes
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestCallAnswerKeptOnlyForARetryingClient: the answer to a submit is kept
+// in Redis, for a retry of the call, only by the Cluster client, which
+// retries, and only for about twice the call's deadline; the single-server
+// client, which never retries, leaves none behind.
+func TestCallAnswerKeptOnlyForARetryingClient(t *testing.T) {
+	const deadline = time.Second
+	submit := func(t *testing.T, client redis.UniversalClient) (*Store, string) {
+		t.Helper()
+		s := New(client, Options{Prefix: "test:"})
+		m := rooms.New(rooms.Config{History: 10, Buffer: 10, Store: s, StoreTimeout: deadline})
+		t.Cleanup(func() {
+			m.Close()
+			s.Close()
+		})
+		if _, _, err := m.Submit("lobby", rooms.Post{User: "alice", Text: "hi"}); err != nil {
+			t.Fatal(err)
+		}
+		return s, s.keysOf("lobby").call + s.id + "-1"
+	}
+	t.Run("Single", func(t *testing.T) {
+		srv := redistest.Start(t)
+		client := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1})
+		_, token := submit(t, client)
+		check := redis.NewClient(&redis.Options{Addr: srv.Addr})
+		defer check.Close()
+		keys, err := check.Keys(context.Background(), "test:*call:*").Result()
+		if err != nil || len(keys) != 0 {
+			t.Fatalf("the single-server client left call answers %v (%v) under %s, want none", keys, err, token)
+		}
+	})
+	t.Run("Cluster", func(t *testing.T) {
+		var addrs []string
+		for _, n := range redistest.StartCluster(t, 3) {
+			addrs = append(addrs, n.Addr)
+		}
+		client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, MaxRetries: -1})
+		s, token := submit(t, client)
+		ttl, err := s.client.PTTL(context.Background(), token).Result()
+		if err != nil || ttl <= 0 || ttl > 2*deadline {
+			t.Fatalf("the cluster client's call answer %s lives %v (%v), want it kept for at most %v", token, ttl, err, 2*deadline)
+		}
+	})
+}
+
+// TestRestartThatLostWritesMovesOn: when Redis comes back from a restart
+// without its last writes (as after a crash with appendfsync everysec), a
+// node that delivered the lost messages has the room go on in a new epoch
+// as soon as it reads the room again: its stream ends for the reader to
+// resume, and a node that never saw them posts in the new epoch rather
+// than give their ids again.
+func TestRestartThatLostWritesMovesOn(t *testing.T) {
+	srv := redistest.Start(t)
+	a, b := node(t, srv.Addr, rooms.Config{}), node(t, srv.Addr, rooms.Config{})
+	sub, err := b.Subscribe("lobby", rooms.Position{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	kept := []rooms.Message{submitWhenBack(t, a, "lobby", "one"), submitWhenBack(t, a, "lobby", "two")}
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer admin.Close()
+	// What follows is not written to disk, and the restart loses it.
+	if err := admin.ConfigSet(context.Background(), "appendonly", "no").Err(); err != nil {
+		t.Fatal(err)
+	}
+	lost := []rooms.Message{submitWhenBack(t, a, "lobby", "three"), submitWhenBack(t, a, "lobby", "four")}
+	storetest.IDs(t, sub, 4)
+	srv.Stop()
+	srv.Restart(t)
+	if got, err := storetest.Receive(sub, 1); !errors.Is(err, rooms.ErrEvicted) {
+		t.Fatalf("the stream that had the lost messages got %v and %v, want it ended with ErrEvicted", got, err)
+	}
+	five := submitWhenBack(t, node(t, srv.Addr, rooms.Config{}), "lobby", "five")
+	if e, _, _ := rooms.ParseID(kept[0].ID); strings.HasPrefix(five.ID, e+"-") {
+		t.Fatalf("after the restart lost %s and %s, a fresh node gave %s in their epoch", lost[0].ID, lost[1].ID, five.ID)
+	}
+	rep, err := b.Messages("lobby", lost[1].ID, "", 10)
+	if err != nil || !rep.Reset || len(rep.Messages) != 3 || rep.Messages[2].ID != five.ID {
+		t.Fatalf("resuming after the lost %s: %v reset=%v (%v), want a reset, one, two and %s", lost[1].ID, rep.Messages, rep.Reset, err, five.ID)
+	}
+}

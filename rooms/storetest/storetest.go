@@ -72,6 +72,7 @@ func Run(t *testing.T, open Factory) {
 		{"IDsRiseAcrossRestart", always, idsRiseAcrossRestart},
 		{"IDsRiseAcrossNodes", shared, idsRiseAcrossNodes},
 		{"IDsRiseAcrossFailover", func(b Backend) bool { return b.Failover != nil }, idsRiseAcrossFailover},
+		{"FreshNodeFirstAfterFailover", func(b Backend) bool { return b.Failover != nil && b.Shared }, freshNodeFirstAfterFailover},
 		{"HistoryAfterBeforeAndLimit", always, historyAfterBeforeAndLimit},
 		{"ReplayMeetsLiveUnderPosts", always, replayMeetsLiveUnderPosts},
 		{"HistoryResizeAndTrim", always, historyResizeAndTrim},
@@ -311,7 +312,8 @@ func idsRiseAcrossNodes(t *testing.T, b Backend) {
 // idsRiseAcrossFailover: a failover to a replica that missed the last
 // writes gives none of their ids again. The room starts a new epoch
 // instead: its stream is ended for its reader to resume, and a reader
-// resuming from an id the replica lost is told the history moved on.
+// resuming from an id the replica lost is told the history moved on, and
+// given what the replica kept and what came after.
 func idsRiseAcrossFailover(t *testing.T, b Backend) {
 	p := start(t, b, rooms.Config{})
 	subs := []*rooms.Subscription{subscribe(t, p, "lobby", rooms.Position{})}
@@ -341,8 +343,69 @@ func idsRiseAcrossFailover(t *testing.T, b Backend) {
 		}
 	}
 	rep := messages(t, p, "lobby", lost[1].ID, 10)
-	if !rep.Reset || texts(rep.Messages) != "five" {
-		t.Fatalf("resuming after %s, which the failover lost: reset=%v %q, want a reset and five", lost[1].ID, rep.Reset, texts(rep.Messages))
+	if !rep.Reset || texts(rep.Messages) != "one,two,five" {
+		t.Fatalf("resuming after %s, which the failover lost: reset=%v %q, want a reset and what the replica kept, then five", lost[1].ID, rep.Reset, texts(rep.Messages))
+	}
+}
+
+// freshNodeFirstAfterFailover: when the first post after a failover that
+// lost writes comes from a node that never saw them, it gives none of
+// their ids again either, and drops nothing: every node ends the streams
+// that had the lost messages, and a reader resuming from one, on any
+// node, is told the history moved on and gets what the replica kept and
+// what came after, live too.
+func freshNodeFirstAfterFailover(t *testing.T, b Backend) {
+	nodes := []*peer{start(t, b, rooms.Config{}), start(t, b, rooms.Config{})}
+	var subs []*rooms.Subscription
+	for _, n := range nodes {
+		subs = append(subs, subscribe(t, n, "lobby", rooms.Position{}))
+	}
+	var ids issued
+	ids.add(t, post(t, nodes[0], "lobby", "one", "two")...)
+	promote := b.Failover(t)
+	lost := post(t, nodes[0], "lobby", "three", "four")
+	ids.add(t, lost...)
+	for _, sub := range subs {
+		IDs(t, sub, 4)
+	}
+	promote(t)
+	fresh := start(t, b, rooms.Config{})
+	var five rooms.Message
+	eventually(t, "a submit on a fresh node after the failover", func() (err error) {
+		five, _, err = fresh.Submit("lobby", rooms.Post{User: "alice", Text: "five"})
+		return err
+	})
+	ids.add(t, five)
+	for i, sub := range subs {
+		if got, err := Receive(sub, 1); !errors.Is(err, rooms.ErrEvicted) {
+			t.Fatalf("node %d: the stream that had the lost messages got %v and %v, want it ended with ErrEvicted", i, idsOf(got), err)
+		}
+	}
+	nodes = append(nodes, fresh)
+	var resumed []*rooms.Subscription
+	for i, n := range nodes {
+		eventually(t, fmt.Sprintf("node %d to give five after the lost %s", i, lost[1].ID), func() error {
+			if rep := messages(t, n, "lobby", lost[1].ID, 10); !rep.Reset || texts(rep.Messages) != "one,two,five" {
+				return fmt.Errorf("reset=%v %q, want a reset, what the replica kept, and five", rep.Reset, texts(rep.Messages))
+			}
+			return nil
+		})
+		sub := subscribe(t, n, "lobby", rooms.Position{LastEventID: lost[1].ID})
+		if !sub.Reset {
+			t.Fatalf("node %d: a stream resuming after the lost %s was not reset", i, lost[1].ID)
+		}
+		resumed = append(resumed, sub)
+	}
+	six := post(t, nodes[1], "lobby", "six")[0]
+	ids.add(t, six)
+	for i, sub := range resumed {
+		got, err := Receive(sub, 4)
+		if err != nil {
+			t.Fatalf("node %d: the resumed stream: %v", i, err)
+		}
+		if texts(got) != "one,two,five,six" || got[2].ID != five.ID || got[3].ID != six.ID {
+			t.Fatalf("node %d: the resumed stream delivered %q %v, want one, two, then %s and %s", i, texts(got), idsOf(got), five.ID, six.ID)
+		}
 	}
 }
 
