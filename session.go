@@ -18,7 +18,7 @@ import (
 // entry. A protocol only writes, through its streamWire.
 type streamSession struct {
 	stream  *service.Stream
-	wire    *streamWire
+	wire    *streamWire  // nil once the relay writes the stream
 	unwatch func()       // stops the sweeper and the config's stop from failing its writes
 	entry   *accessEntry // nil while Caddy's own entry stands for the stream
 }
@@ -65,7 +65,7 @@ func (h *Handler) startStream(c service.Caller, req service.StreamRequest, wake 
 		// Also when a wrapper panics: the stream must not outlive the
 		// request. Its entry is Caddy's own until the stream is opened.
 		if !opened {
-			s.end(nil, 0)
+			s.end(nil, wire.sw.written)
 		}
 	}()
 	start, cut := stream.Events, stream.Truncated
@@ -88,16 +88,15 @@ var errAborted = errors.New("the stream's handler panicked")
 // slot, subscription and presence never outlive the request.
 func (s *streamSession) live(h *Handler, r *http.Request, wake broadcast.Signal) (err error) {
 	err = errAborted
-	defer func() { s.end(err, 0) }()
+	defer func() { s.end(err, s.wire.sw.written) }()
 	err = h.streamLoop(r, s.stream.Subscription, wake, s.wire)
 	return err
 }
 
-// end ends the stream for err, having written relayed bytes past its
-// writer (those of a relayed stream): it closes the stream, which gives its
-// slot back, and writes the access-log entry.
-func (s *streamSession) end(err error, relayed int64) {
+// end ends the stream for err, having sent size bytes of body: it closes
+// the stream, which gives its slot back, and writes the access-log entry.
+func (s *streamSession) end(err error, size int64) {
 	s.unwatch()
 	s.stream.Close()
-	s.entry.write(s.wire.sw.written+relayed, err)
+	s.entry.write(size, err)
 }

@@ -305,17 +305,22 @@ func (h *Handler) relayStream(w http.ResponseWriter, r *http.Request, hj http.Hi
 		}
 		return err
 	}
-	s.unwatch() // from here on, the relay ends the stream on stop
+	// From here on the relay writes the stream and ends it on stop: the
+	// session lets go of its writer, and with it of net/http's response
+	// and its buffers, which would otherwise stay as long as the stream.
+	s.unwatch()
+	started := s.wire.sw.written
+	s.wire, s.unwatch = nil, func() {}
 	conn, _, err := hj.Hijack()
 	if err != nil {
 		// The response has begun: it ends here, and the client reconnects.
-		s.end(err, 0)
+		s.end(err, started)
 		h.logger.Error("taking a stream's connection over", zap.String("room", req.Room), zap.Error(err))
 		return nil
 	}
 	s.entry = h.newAccessEntry(r, w, req.Room)
 	relayed.Attach(conn, &sseSource{sub: s.stream.Subscription}, func(ended relay.Ended) {
-		s.end(ended.Err, ended.Written)
+		s.end(ended.Err, started+ended.Written)
 	})
 	return nil
 }
