@@ -129,6 +129,7 @@ func rpcWire(sw *streamWriter, conn connect.StreamingHandlerConn) *streamWire {
 	write := func(events []*rooms.Event) error {
 		// connect sends each message with a flush, which sw holds back
 		// until the batch is written.
+		encodeAside(rpcEvents, events)
 		return sw.flushed(func() error {
 			for _, e := range events {
 				ev := rpcEvents.Encode(e)

@@ -363,6 +363,25 @@ var sseCodec = rooms.NewCodec(func(e *rooms.Event) []byte {
 	return sse.AppendEvent(nil, sse.Event{ID: id, Name: e.Kind.String(), Data: e.JSON()})
 })
 
+// encodeAside makes, on a goroutine aside, the encodings in c of events
+// that no stream has made yet: an encoding (JSON, protobuf) runs deep, and
+// made on a stream's own goroutine it would double that goroutine's stack
+// for the stream's life (see streamInPath). It costs one goroutine per
+// event's first stream, not per delivery.
+func encodeAside[T any](c *rooms.Codec[T], events []*rooms.Event) {
+	for _, e := range events {
+		if !c.Made(e) {
+			_ = aside(func() error {
+				for _, e := range events {
+					c.Encode(e)
+				}
+				return nil
+			})
+			return
+		}
+	}
+}
+
 // pingFrame is the heartbeat of an SSE stream.
 var pingFrame = sse.AppendComment(nil, "ping")
 
@@ -535,6 +554,7 @@ func (sw *streamWriter) watch(ctx context.Context, s *sweeper, wake func()) (unw
 
 // writeEvents writes events as an SSE stream's frames and flushes once.
 func (sw *streamWriter) writeEvents(events []*rooms.Event) error {
+	encodeAside(sseCodec, events)
 	return sw.flushed(func() error {
 		for _, e := range events {
 			if _, err := sw.Write(sseCodec.Encode(e)); err != nil {

@@ -40,6 +40,7 @@ type Event struct {
 // encoding is an event's form in one format, made once.
 type encoding struct {
 	once sync.Once
+	done atomic.Bool // v is made
 	v    any
 }
 
@@ -104,10 +105,17 @@ func NewCodec[T any](encode func(*Event) T) *Codec[T] {
 // modify it.
 func (c *Codec[T]) Encode(e *Event) T {
 	enc := &e.encoded[c.slot]
-	enc.once.Do(func() { enc.v = c.encode(e) })
+	enc.once.Do(func() {
+		enc.v = c.encode(e)
+		enc.done.Store(true)
+	})
 	v, _ := enc.v.(T) // the zero T after an encode that panicked
 	return v
 }
+
+// Made reports whether e's encoding in c is made already, so that a caller
+// whose goroutine must stay shallow can have it made elsewhere first.
+func (c *Codec[T]) Made(e *Event) bool { return e.encoded[c.slot].done.Load() }
 
 // String names the kind as the event stream's event field does.
 func (k EventKind) String() string {
