@@ -38,6 +38,12 @@
 #
 # GODEBUG applies to both servers (and the load tool); the results say so.
 #
+# BENCH_BEFORE=<commit> builds the plugin at that commit as well, and runs
+# it beside today's in every run of every scenario (as "plugin@before",
+# "file@before", or "redis1@before" for one node on Redis), so that a
+# change is measured against what it changed in the same run, on the same
+# machine. Its rows compare today's plugin with it.
+#
 # Each run's results go to bench/results/<date>.jsonl, one JSON line per
 # run. The medians, against the reference, replace the rows of the
 # scenarios run in BENCH_RESULTS (bench/results.tsv, the figures of
@@ -62,6 +68,14 @@ go build -o "$bin/caddy" ./cmd/caddy
 go build -o "$bin/chatbaseline" ./cmd/chatbaseline
 go build -o "$bin/chatbench" ./cmd/chatbench
 go build -o "$bin/chart" ./bench/chart
+before=${BENCH_BEFORE:-}
+if [ -n "$before" ]; then
+	git worktree add -q --detach "$bin/before" "$before"
+	trap 'pkill -P $$ || true; git worktree remove --force "$bin/before"; rm -rf "$bin"' EXIT
+	(cd "$bin/before" && go build -o "$bin/caddy@before" ./cmd/caddy)
+	before=$(git rev-parse --short "$before")
+	invocation="BENCH_BEFORE=$before $invocation"
+fi
 mkdir -p bench/results
 out=bench/results/$(date -u +%Y%m%dT%H%M%SZ).jsonl
 
@@ -134,11 +148,12 @@ redis_messages() {
 run_nodes() {
 	local scenario=$1 run setup n i port pids urls line before messages
 	for run in $(seq "$RUNS"); do
-		for setup in memory redis1 redis2 redis3; do
+		for setup in memory redis1 redis2 redis3 ${before:+redis1@before}; do
 			pids=() urls=()
-			n=1 store=""
+			n=1 store="" caddy=$bin/caddy
+			[[ $setup != *@before ]] || caddy=$bin/caddy@before
 			if [ "$setup" != memory ]; then
-				n=${setup#redis} store="store redis redis://127.0.0.1:$redis_port/0"
+				n=${setup#redis} n=${n%@before} store="store redis redis://127.0.0.1:$redis_port/0"
 				port_free $redis_port
 				redis-server --port $redis_port --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 &
 				pids+=($!)
@@ -149,7 +164,7 @@ run_nodes() {
 				port_free $port
 				printf '{\n\tadmin localhost:%d\n\tchat {\n\t\tmax_subscribers 100000\n\t\t%s\n\t}\n}\nhttp://:%d {\n\tchat {\n\t\tui off\n\t\tmax_streams_per_client 100000\n\t}\n}\n' \
 					$((nodes_admin + i)) "$store" $port >"$bin/node$i.caddyfile"
-				"$bin/caddy" run --config "$bin/node$i.caddyfile" --adapter caddyfile >/dev/null 2>&1 &
+				"$caddy" run --config "$bin/node$i.caddyfile" --adapter caddyfile >/dev/null 2>&1 &
 				pids+=($!) urls+=("http://127.0.0.1:$port")
 			done
 			for url in "${urls[@]}"; do wait_port "${url##*:}"; done
@@ -209,8 +224,9 @@ result_rows() {
 		(.[0].label | split("/")[0]) as $scenario |
 		(group_by(.label) | map({key: (.[0].label | split("/")[1]), value: .}) | from_entries) as $runs |
 		(if $scenario | startswith("nodes")
-			then $runs | keys - ["memory"] | map([., "memory", $scenario + "/" + .])
-			else [["plugin", "baseline"], ["plugin", "sse-h2"], ["file", "memory"]] | map(select($runs[.[0]] and $runs[.[1]]) + [$scenario]) end)[] |
+			then ($runs | keys - ["memory"] | map(select(endswith("@before") | not)) | map([., "memory", $scenario + "/" + .])) + [["redis1", "redis1@before", $scenario + "/redis1"]]
+			else [["plugin", "baseline"], ["plugin", "sse-h2"], ["file", "memory"], ["plugin", "plugin@before"], ["file", "file@before"]] | map(. + [$scenario]) end)[] |
+		select($runs[.[0]] and $runs[.[1]]) |
 		. as [$measured, $reference, $name] |
 		($runs[$measured] | metrics)[] | . as [$metric, $field] |
 		($runs[$measured] | map(.[$field] // 0) | median) as $m | ($runs[$reference] | map(.[$field] // 0) | median) as $r |
@@ -250,18 +266,23 @@ for scenario in "${scenarios[@]}"; do
 	# The results say which flags the baseline ran with, if any.
 	label=$scenario${BENCH_BASELINE_FLAGS:+ (baseline $BENCH_BASELINE_FLAGS)}${GODEBUG:+ (GODEBUG=$GODEBUG)}
 	[ "$proto" != file ] || servers=(file memory)
+	[ -z "$before" ] || servers+=("${servers[0]}@before")
 	for run in $(seq "$RUNS"); do
 		order=("${servers[@]}")
+		# Which goes first alternates, for the file store against memory.
 		if [ "$proto" = file ] && [ $((run % 2)) = 0 ]; then
-			order=(memory file)
+			order=(memory "${servers[@]:0:1}" "${servers[@]:2}")
 		fi
 		for server in "${order[@]}"; do
-			# What the subscribers speak, and to which server.
+			# What the subscribers speak, and to which server, and which
+			# build of the plugin serves.
+			caddy=$bin/caddy
+			[[ $server != *@before ]] || caddy=$bin/caddy@before
 			speak=$proto
 			[ "$server" != sse-h2 ] || speak=h2
 			[ "$proto" != file ] || speak=h1
 			store=memory
-			[ "$server" != file ] || store="file $bin/store/history.db"
+			[ "${server%@before}" != file ] || store="file $bin/store/history.db"
 			# Where the subscribers go, if not to url: the bare grpc-go
 			# server, beside the baseline's HTTP/2 that takes the posts.
 			subscribe=()
@@ -283,7 +304,7 @@ for scenario in "${scenarios[@]}"; do
 				[ "$speak" = h1 ] || port=$BENCH_HTTPS
 				port_free "$BENCH_HTTP"
 				port_free "$BENCH_HTTPS"
-				BENCH_STORE=$store "$bin/caddy" run --config bench/Caddyfile >/dev/null 2>&1 &
+				BENCH_STORE=$store "$caddy" run --config bench/Caddyfile >/dev/null 2>&1 &
 			fi
 			pid=$!
 			url=http://127.0.0.1:$port

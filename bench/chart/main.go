@@ -100,6 +100,11 @@ func readResults(r io.Reader) ([]result, error) {
 			return ""
 		}
 		res := result{scenario: field("scenario"), metric: field("metric"), against: field("against")}
+		if strings.HasSuffix(res.against, "@before") {
+			// A change measured against its own past build says nothing
+			// of the plugin against a reference: BENCHMARKS.md has it.
+			continue
+		}
 		for name, v := range map[string]*float64{"plugin": &res.plugin, "reference": &res.reference} {
 			var err error
 			if *v, err = strconv.ParseFloat(field(name), 64); err != nil {

@@ -71,10 +71,10 @@ func summarize(files []string, w io.Writer) error {
 		measured, references := "plugin", slices.DeleteFunc(slices.Clone(s), func(server string) bool { return server == "plugin" })
 		switch {
 		case slices.Contains(s, "plugin"):
-		case len(s) == 2:
-			measured, references = s[0], s[1:]
-		default: // the nodes scenarios, which bench/run.sh sums up itself
+		case strings.HasPrefix(scenario, "nodes"): // bench/run.sh sums these up itself
 			references = nil
+		default: // the file store, against memory and maybe its own build before
+			measured, references = s[0], s[1:]
 		}
 		for _, reference := range references {
 			name := scenario
