@@ -46,6 +46,24 @@ type Store interface {
 	// how many keys a store that remembers them in memory keeps at most,
 	// across all rooms. The Manager calls it whenever it is configured.
 	SetKeyWindow(window time.Duration, maxKeys int)
+
+	// PutBan keeps b, named and timed by the Manager, and returns it as
+	// kept, or refuses it with ErrTooManyBans when b.Room holds limit
+	// bans in force. Once it returns, Banned holds it in
+	// this process, and within moments in every process sharing the
+	// store; a durable store keeps it across a restart until it expires.
+	PutBan(ctx context.Context, b Ban, limit int) (Ban, error)
+	// Bans returns the bans of room in force, oldest first (see
+	// Manager.Bans).
+	Bans(ctx context.Context, room string) ([]Ban, error)
+	// LiftBan forgets the ban of room with id, in every process sharing
+	// the store, or answers ErrBanNotFound when room holds none in force.
+	LiftBan(ctx context.Context, room, id string) error
+	// Banned returns the ban in force that holds subject out of room,
+	// directly or through AllRooms, from memory: it runs on every post,
+	// and must cost no more than a map lookup, nothing at all when no ban
+	// is held.
+	Banned(room, subject string) (Ban, bool)
 }
 
 // History is the retained messages of one room, and the way they reach the

@@ -3,6 +3,7 @@ package rooms
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -42,6 +43,11 @@ type Logs interface {
 	// Kept returns the rooms that the logs hold from an earlier process,
 	// as Store.Kept.
 	Kept(ctx context.Context) ([]string, error)
+	// KeepBans keeps the bans of keep and forgets those of the ids in
+	// forget, lifted or expired, at once; logs that forget on a restart
+	// keep nothing. The engine holds the bans in force in memory; durable
+	// logs hand them back to NewLocalStore when they open.
+	KeepBans(ctx context.Context, keep []Ban, forget []string) error
 }
 
 // LogPosition is where a room's log stands: its epoch, the sequence
@@ -52,16 +58,67 @@ type LogPosition struct {
 }
 
 // LocalStore is the engine of the stores that this process alone uses: it
-// names ids, decides idempotency keys with a KeyIndex of its own, and
-// keeps each room's messages in a Log of its Logs.
+// names ids, decides idempotency keys with a KeyIndex of its own, keeps
+// each room's messages in a Log of its Logs, and holds the bans in
+// memory, writing them through to its Logs.
 type LocalStore struct {
 	logs Logs
 	keys *KeyIndex
+	// banning orders the writes of bans, so that a room's count and what
+	// the logs keep agree with the list.
+	banning sync.Mutex
+	bans    BanList
 }
 
-// NewLocalStore returns the local engine over logs.
-func NewLocalStore(logs Logs) *LocalStore {
-	return &LocalStore{logs: logs, keys: NewKeyIndex()}
+// NewLocalStore returns the local engine over logs, holding the bans that
+// logs kept from an earlier process: those expired are forgotten at the
+// next write.
+func NewLocalStore(logs Logs, kept []Ban) *LocalStore {
+	s := &LocalStore{logs: logs, keys: NewKeyIndex()}
+	s.bans.Replace(kept)
+	return s
+}
+
+// PutBan writes b through to the logs, with the bans expired since the
+// last write forgotten, then holds it.
+func (s *LocalStore) PutBan(ctx context.Context, b Ban, limit int) (Ban, error) {
+	s.banning.Lock()
+	defer s.banning.Unlock()
+	now := time.Now()
+	if s.bans.Full(b.Room, limit, now) {
+		return Ban{}, ErrTooManyBans
+	}
+	expired := s.bans.Expired(now)
+	if err := s.logs.KeepBans(ctx, []Ban{b}, expired); err != nil {
+		return Ban{}, err
+	}
+	s.bans.Remove(expired...)
+	s.bans.Put(b)
+	return b, nil
+}
+
+// Bans lists the room's bans from memory, which holds them all.
+func (s *LocalStore) Bans(_ context.Context, room string) ([]Ban, error) {
+	return s.bans.List(room, time.Now()), nil
+}
+
+// LiftBan forgets the ban in the logs, then in memory.
+func (s *LocalStore) LiftBan(ctx context.Context, room, id string) error {
+	s.banning.Lock()
+	defer s.banning.Unlock()
+	if _, ok := s.bans.Get(room, id, time.Now()); !ok {
+		return ErrBanNotFound
+	}
+	if err := s.logs.KeepBans(ctx, nil, []string{id}); err != nil {
+		return err
+	}
+	s.bans.Remove(id)
+	return nil
+}
+
+// Banned looks the subject up in memory.
+func (s *LocalStore) Banned(room, subject string) (Ban, bool) {
+	return s.bans.Banned(room, subject, time.Now())
 }
 
 // Kept returns the rooms the logs kept from an earlier process.

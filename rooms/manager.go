@@ -52,7 +52,7 @@ var (
 
 // Config sets a Manager's limits. The zero value means: no history, a
 // one-event buffer, no limits, rooms never dropped, memory storage, and the
-// default idempotency window, key budget and names per room.
+// default idempotency window, key budget, names and bans per room.
 type Config struct {
 	History        int           // messages kept per room for replay
 	Buffer         int           // events queued per subscriber before it is evicted
@@ -67,6 +67,7 @@ type Config struct {
 	KeyWindow      time.Duration // how long an idempotency key is remembered; 0 = DefaultKeyWindow
 	MaxKeys        int           // idempotency keys remembered across all rooms; 0 = DefaultMaxKeys
 	MaxNames       int           // verified authors' names remembered per room; 0 = DefaultMaxNames
+	MaxBans        int           // bans in force per room; 0 = DefaultMaxBans
 	Store          Store         // where histories live; nil = NewMemoryStore()
 	// StoreTimeout bounds each call the Manager makes to the Store, so
 	// that a store that accepts a request and never answers fails it with
@@ -199,6 +200,9 @@ func (m *Manager) Configure(cfg Config) {
 	}
 	if cfg.MaxNames <= 0 {
 		cfg.MaxNames = DefaultMaxNames
+	}
+	if cfg.MaxBans <= 0 {
+		cfg.MaxBans = DefaultMaxBans
 	}
 	old := m.cfg.Load()
 	if old != nil {

@@ -6,14 +6,17 @@ import (
 )
 
 // NewMemoryStore returns the local engine over logs in memory: histories,
-// and the idempotency keys of their messages, survive a Caddy reload (the
+// the idempotency keys of their messages, and bans survive a Caddy reload (the
 // Manager outlives it) but not a restart.
-func NewMemoryStore() *LocalStore { return NewLocalStore(rings{}) }
+func NewMemoryStore() *LocalStore { return NewLocalStore(rings{}, nil) }
 
 // rings opens ring logs: in memory, where nothing is kept from before.
 type rings struct{}
 
 func (rings) Kept(context.Context) ([]string, error) { return nil, nil }
+
+// KeepBans keeps nothing: the engine's memory is all there is.
+func (rings) KeepBans(context.Context, []Ban, []string) error { return nil }
 
 func (rings) OpenLog(_ context.Context, _, epoch string, capacity int) (Log, LogPosition, error) {
 	return &ring{buf: make([]Message, 0, min(capacity, 64)), capacity: capacity}, LogPosition{Epoch: epoch, Oldest: 1}, nil

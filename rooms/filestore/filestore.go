@@ -2,7 +2,8 @@
 // rooms, their ids and their idempotency keys survive a restart.
 //
 // Each room is a bucket holding its epoch, its last sequence number, its
-// newest messages and the idempotency keys of those messages. A message, its
+// newest messages and the idempotency keys of those messages; bans are
+// kept in a bucket of their own, read when the file opens. A message, its
 // key and the trimming of the oldest messages are one transaction, so the
 // file holds at most a room's history, and trimSlack messages more, per room
 // and never half a message.
@@ -14,6 +15,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -42,6 +44,7 @@ type Store struct {
 // Names of the buckets and keys in the file.
 var (
 	roomsBucket = []byte("rooms") // one bucket per room inside
+	bansBucket  = []byte("bans")  // ban id → the ban's JSON
 	msgsBucket  = []byte("msgs")  // sequence number → message
 	keysBucket  = []byte("keys")  // hash of scope and key → its message
 	epochKey    = []byte("epoch")
@@ -73,10 +76,14 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("chat store %s: %w", path, err)
 	}
 	s := &Store{path: path, db: db}
-	s.LocalStore = rooms.NewLocalStore((*logs)(s))
 	if err := s.check(); err != nil {
 		return nil, errors.Join(err, db.Close())
 	}
+	bans, err := s.readBans()
+	if err != nil {
+		return nil, errors.Join(err, db.Close())
+	}
+	s.LocalStore = rooms.NewLocalStore((*logs)(s), bans)
 	s.commit = newCommitter(db)
 	return s, nil
 }
@@ -121,6 +128,31 @@ func (s *Store) check() (err error) {
 	return nil
 }
 
+// readBans returns the bans the file keeps, expired ones too: the engine
+// forgets those at its next write. A ban that does not decode makes the
+// file corrupt.
+func (s *Store) readBans() ([]rooms.Ban, error) {
+	var bans []rooms.Ban
+	err := s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bansBucket)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(id, v []byte) error {
+			var ban rooms.Ban
+			if err := json.Unmarshal(v, &ban); err != nil || ban.ID != string(id) {
+				return fmt.Errorf("ban %q is malformed", id)
+			}
+			bans = append(bans, ban)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, corrupt(s.path, err)
+	}
+	return bans, nil
+}
+
 // Path returns the file's path.
 func (s *Store) Path() string { return s.path }
 
@@ -162,6 +194,39 @@ func (s *logs) Kept(context.Context) ([]string, error) {
 		return nil, fmt.Errorf("listing rooms of chat store %s: %w", s.path, err)
 	}
 	return names, nil
+}
+
+// KeepBans writes the bans of keep and deletes those of forget in one
+// commit.
+func (s *logs) KeepBans(ctx context.Context, keep []rooms.Ban, forget []string) error {
+	recs := make([][]byte, len(keep))
+	for i, b := range keep {
+		var err error
+		if recs[i], err = json.Marshal(b); err != nil {
+			return fmt.Errorf("encoding ban %q: %w", b.ID, err)
+		}
+	}
+	err := s.commit.do(ctx, func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(bansBucket)
+		if err != nil {
+			return err
+		}
+		for _, id := range forget {
+			if err := b.Delete([]byte(id)); err != nil {
+				return err
+			}
+		}
+		for i, ban := range keep {
+			if err := b.Put([]byte(ban.ID), recs[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("writing bans to chat store %s: %w", s.path, err)
+	}
+	return nil
 }
 
 // OpenLog returns the room's log: as the file holds it, or in epoch with

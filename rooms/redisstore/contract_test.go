@@ -99,6 +99,11 @@ func (d *dataSet) open(t *testing.T) storetest.Node {
 			}})
 	}
 	s := New(client, Options{Prefix: d.prefix})
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := s.WaitBans(ctx); err != nil {
+		t.Fatalf("starting a node: %v", err)
+	}
 	return storetest.Node{
 		Store: s,
 		Close: s.Close,

@@ -9,7 +9,8 @@
 // entry ids are the sequence numbers, trimmed to the history size, records
 // the idempotency key with a TTL, and publishes the batch with its sequence
 // numbers and epoch. Each Store keeps one subscription connection, on which
-// it subscribes to the rooms open here; a history that hears a sequence
+// it subscribes to the rooms open here, and to the bans' channel (see
+// bans.go); a history that hears a sequence
 // number past the one it expects reads the gap from the stream before it
 // delivers more, and reads it again whenever the subscription is
 // re-established, so a message missed while Redis was away is delivered
@@ -86,6 +87,7 @@ type Store struct {
 	closed      bool                // no more work is started
 
 	census census
+	bans   *banCopy
 }
 
 //go:embed append.lua
@@ -108,13 +110,20 @@ func New(client redis.UniversalClient, opt Options) *Store {
 		prefix:    opt.Prefix,
 		timeout:   opt.Timeout,
 		append:    redis.NewScript(appendScript),
-		ps:        client.Subscribe(context.Background()),
 		done:      make(chan struct{}),
 		listeners: make(map[string]*history),
 	}
 	_, s.retries = client.(*redis.ClusterClient)
 	s.keyTTL.Store(int64(rooms.DefaultKeyWindow))
 	s.closing, s.stop = context.WithCancel(context.Background())
+	s.bans = newBanCopy(s)
+	// The bans' channel is subscribed to for the Store's life: its
+	// confirmation, and each after a reconnect, reads the bans (see
+	// banCopy.hear). A Redis that does not answer yet is subscribed to
+	// once it does.
+	ctx, cancel := context.WithTimeout(s.closing, s.timeout)
+	s.ps = client.Subscribe(ctx, s.bans.keys.channel)
+	cancel()
 	go s.listen(s.ps.ChannelWithSubscriptions(redis.WithChannelSize(1024)))
 	return s
 }
@@ -187,6 +196,10 @@ func (s *Store) listen(ch <-chan any) {
 		case *redis.Message:
 			channel, payload = v.Channel, v.Payload
 		default:
+			continue
+		}
+		if channel == s.bans.keys.channel {
+			s.bans.hear(payload)
 			continue
 		}
 		s.mu.Lock()

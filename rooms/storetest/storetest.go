@@ -1,9 +1,9 @@
 // Package storetest is the behaviour every rooms.Store backend owes its
 // users, as one suite that each backend's tests run with a Factory of
 // their own: ids that rise and are never given twice, history, drop and
-// close, idempotency keys, gaps, verified names, idle rooms and a lost
-// reply. It drives the public rooms.Manager, as Caddy does, so that it
-// holds whatever the engine behind the Manager becomes.
+// close, idempotency keys, gaps, verified names, idle rooms, a lost
+// reply, and bans. It drives the public rooms.Manager, as Caddy does, so
+// that it holds whatever the engine behind the Manager becomes.
 package storetest
 
 import (
@@ -86,6 +86,12 @@ func Run(t *testing.T, open Factory) {
 		// A store that nodes share answers over a network, which may
 		// lose a reply.
 		{"LostReplyStoresOnce", shared, lostReplyStoresOnce},
+		{"BansPutListLift", always, bansPutListLift},
+		{"BanExpiryEndsIt", always, banExpiryEndsIt},
+		{"BanInEveryRoom", always, banInEveryRoom},
+		{"BansHoldAcrossNodes", shared, bansHoldAcrossNodes},
+		{"BansSurviveRestart", func(b Backend) bool { return b.Durable }, bansSurviveRestart},
+		{"BanCap", always, banCap},
 	} {
 		if !c.applies(has) {
 			continue
