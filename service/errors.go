@@ -28,7 +28,8 @@ const (
 	TooLarge
 	// UnsupportedType is a body in an encoding the API does not read.
 	UnsupportedType
-	// Conflict is an idempotency key reused for another message.
+	// Conflict is an idempotency key reused for another message, or a
+	// room that holds the most bans allowed.
 	Conflict
 	// RateLimited is a client past a limit of its own, for RetryAfter.
 	RateLimited
@@ -70,10 +71,14 @@ func roomsError(err error) error {
 		return nil
 	case errors.Is(err, rooms.ErrInvalidName):
 		return Refuse(Invalid, err.Error())
-	case errors.Is(err, rooms.ErrNotFound):
+	case errors.Is(err, rooms.ErrNotFound), errors.Is(err, rooms.ErrBanNotFound):
 		return Refuse(NotFound, err.Error())
 	case errors.Is(err, rooms.ErrKeyReused):
 		return Refuse(Conflict, err.Error())
+	case errors.Is(err, rooms.ErrTooManyBans):
+		// 409, not 507: the room's bans, not the server, are in the
+		// way, and lifting some clears it.
+		return &Error{Kind: Conflict, Reason: "too_many_bans", Message: err.Error()}
 	case errors.Is(err, rooms.ErrNameReserved):
 		return &Error{Kind: Forbidden, Reason: "name_reserved", Message: err.Error()}
 	case errors.Is(err, rooms.ErrClosed):

@@ -17,6 +17,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/caddy-chat/caddy-chat/blocklist"
 	"github.com/caddy-chat/caddy-chat/ratelimit"
 	"github.com/caddy-chat/caddy-chat/rooms"
 )
@@ -33,6 +34,11 @@ type Config struct {
 	ReserveNames bool
 	// AllowDelete lets callers delete rooms.
 	AllowDelete bool
+	// Moderate lets callers with an identity ban and unban.
+	Moderate bool
+	// BlockWords refuses a message containing one of its words; nil
+	// blocks none.
+	BlockWords *blocklist.List
 	// MaxMessageSize is the largest message, in bytes.
 	MaxMessageSize int64
 	// RatePosts posts per RateWindow per client; 0 for no limit.
@@ -133,9 +139,10 @@ func ValidUser(name string) bool {
 	return rooms.FoldName(name) != ""
 }
 
-// checkMessage refuses an empty or oversized message, and control characters
-// other than tab and line breaks: a NUL or an escape sequence has no place in
-// a chat line and only ever arrives to break something.
+// checkMessage refuses an empty or oversized message, control characters
+// other than tab and line breaks (a NUL or an escape sequence has no place in
+// a chat line and only ever arrives to break something), and a blocked
+// word. A post and an edit alike pass it.
 func (s *Service) checkMessage(text string) error {
 	switch {
 	case text == "":
@@ -144,6 +151,10 @@ func (s *Service) checkMessage(text string) error {
 		return Refuse(TooLarge, fmt.Sprintf("message is over %d bytes", s.cfg.MaxMessageSize))
 	case strings.ContainsFunc(text, func(r rune) bool { return unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r' }):
 		return Refuse(Invalid, "message contains control characters")
+	}
+	if _, found := s.cfg.BlockWords.Find(text); found {
+		// The word is not named: the list is the site's to keep.
+		return &Error{Kind: Forbidden, Reason: "blocked_word", Message: "message contains a blocked word"}
 	}
 	return nil
 }

@@ -43,6 +43,12 @@ func (s *Service) Submit(ctx context.Context, c Caller, p Post) (msg rooms.Messa
 	if err := s.CheckRoom(p.Room); err != nil {
 		return rooms.Message{}, false, err
 	}
+	// A banned author is refused before any limit is counted: their
+	// posts are none of the limit's business.
+	client := c.key()
+	if err := s.checkBanned(p.Room, client); err != nil {
+		return rooms.Message{}, false, err
+	}
 	verified := c.User != ""
 	if verified {
 		p.User = c.User
@@ -58,7 +64,6 @@ func (s *Service) Submit(ctx context.Context, c Caller, p Post) (msg rooms.Messa
 	if p.KeyGiven && !validIdempotencyKey(p.Key) {
 		return rooms.Message{}, false, Refuse(Invalid, "Idempotency-Key must be 1-64 visible ASCII characters")
 	}
-	client := c.key()
 	post := rooms.Post{
 		User: p.User, Text: p.Message, Verified: verified,
 		Key: p.Key, Scope: client, ReserveNames: s.cfg.ReserveNames,
