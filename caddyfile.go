@@ -181,6 +181,8 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	    max_streams_per_client <n>
 //	    max_new_rooms_per_client <n>
 //	    allow_origins    <origin...>
+//	    block_words      <word...>
+//	    block_words_file <path>
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
@@ -250,6 +252,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			h.AllowOrigins = append(h.AllowOrigins, origins...)
+		case "block_words":
+			words := d.RemainingArgs()
+			if len(words) == 0 {
+				return d.ArgErr()
+			}
+			h.BlockWords = append(h.BlockWords, words...)
+		case "block_words_file":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			h.BlockWordsFile = d.Val()
 		case "rate_limit":
 			posts, err := positiveIntArg(d, sub)
 			if err != nil {

@@ -174,12 +174,16 @@ func TestUnmarshalDirective(t *testing.T) {
 			max_new_rooms_per_client 20
 			allow_origins https://example.com http://localhost:8080
 			allow_origins https://b.example
+			block_words spam "buy now"
+			block_words eggs
+			block_words_file /etc/caddy/blocked.txt
 		}`, want: Handler{
 			UI: boolPtr(false), Identity: "{http.auth.user.id}", IdentityRequired: true, ReserveNames: boolPtr(false), MaxMessageSize: 8192, MaxBodySize: 1000000,
 			Rooms: []string{"lobby", "support", "help"}, AllowDelete: true,
 			RateLimit:           &RateLimit{Posts: 10, Window: caddy.Duration(time.Second)},
 			MaxStreamsPerClient: 1000, MaxNewRoomsPerClient: 20,
 			AllowOrigins: []string{"https://example.com", "http://localhost:8080", "https://b.example"},
+			BlockWords:   []string{"spam", "buy now", "eggs"}, BlockWordsFile: "/etc/caddy/blocked.txt",
 		}},
 		{name: "ui on", input: "chat {\n ui on\n}", want: Handler{UI: boolPtr(true)}},
 		{name: "grpc on", input: "chat {\n grpc on\n}", want: Handler{GRPC: true}},
@@ -209,6 +213,9 @@ func TestUnmarshalDirective(t *testing.T) {
 		{name: "zero new rooms per client", input: "chat {\n max_new_rooms_per_client 0\n}", wantErr: `max_new_rooms_per_client: must be 1 or more`},
 		{name: "no origins", input: "chat {\n allow_origins\n}", wantErr: `wrong argument count`},
 		{name: "extra argument", input: "chat {\n allow_delete yes\n}", wantErr: `allow_delete: unexpected argument "yes"`},
+		{name: "no blocked words", input: "chat {\n block_words\n}", wantErr: `wrong argument count`},
+		{name: "no blocked words file", input: "chat {\n block_words_file\n}", wantErr: `wrong argument count`},
+		{name: "two blocked words files", input: "chat {\n block_words_file a.txt b.txt\n}", wantErr: `block_words_file: unexpected argument "b.txt"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

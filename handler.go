@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/caddy-chat/caddy-chat/blocklist"
 	"github.com/caddy-chat/caddy-chat/rooms"
 	"github.com/caddy-chat/caddy-chat/service"
 )
@@ -74,6 +76,14 @@ type Handler struct {
 	// answers for them, and their posts pass the cross-site check. Without
 	// any, the chat is same-origin only.
 	AllowOrigins []string `json:"allow_origins,omitempty"`
+	// Words that refuse (403) a message containing one, compared as names
+	// are: letter case, spacing and invisible code points do not hide
+	// one. A word matches whole words, except in scripts written without
+	// spaces.
+	BlockWords []string `json:"block_words,omitempty"`
+	// A file of more such words, one a line; blank lines and lines
+	// beginning with # are left out. It is read when the config loads.
+	BlockWordsFile string `json:"block_words_file,omitempty"`
 
 	app     *App
 	svc     *service.Service
@@ -156,11 +166,35 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.RateLimit != nil {
 		cfg.RatePosts, cfg.RateWindow = h.RateLimit.Posts, time.Duration(h.RateLimit.Window)
 	}
+	if cfg.BlockWords, err = h.blockList(); err != nil {
+		return err
+	}
 	h.svc = service.New(h.app.manager, cfg)
 	if h.GRPC {
 		h.rpc = h.newRPC()
 	}
 	return nil
+}
+
+// blockList folds the blocked words, with those of the file, once for
+// every message; nil when there are none.
+func (h *Handler) blockList() (*blocklist.List, error) {
+	words := h.BlockWords
+	if h.BlockWordsFile != "" {
+		more, err := blocklist.ReadFile(h.BlockWordsFile)
+		if err != nil {
+			return nil, fmt.Errorf("block_words_file: %w", err)
+		}
+		words = append(slices.Clip(words), more...)
+	}
+	list, err := blocklist.New(words)
+	if err != nil {
+		return nil, fmt.Errorf("block_words: %w", err)
+	}
+	if list.Len() > 0 {
+		h.logger.Info("blocking words", zap.Int("words", list.Len()))
+	}
+	return list, nil
 }
 
 // Validate checks the room allowlist, identity, sizes and rate limit.

@@ -280,6 +280,11 @@ func (a *App) newRedisManager(cfg rooms.Config) (caddy.Destructor, error) {
 	if err := s.Ping(ctx); err != nil {
 		return nil, errors.Join(fmt.Errorf("store redis %s: %w", where, err), s.Close())
 	}
+	// A node serves posts once it holds the bans, or a banned author's
+	// posts would pass here.
+	if err := s.WaitBans(ctx); err != nil {
+		return nil, errors.Join(fmt.Errorf("store redis %s: %w", where, err), s.Close())
+	}
 	cfg.Store = s
 	a.logger.Info("chat store connected", zap.String("redis", where), zap.String("prefix", a.Store.Prefix))
 	return managerDestructor{Manager: rooms.New(cfg), store: s}, nil

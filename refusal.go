@@ -68,7 +68,9 @@ func (h *Handler) reject(r *http.Request, e *service.Error) {
 }
 
 // writeRefusal answers a refusal over HTTP: its status, with Allow and
-// Retry-After where it has them, and {"error": message}.
+// Retry-After where it has them, and {"error": message}, with "reason"
+// when the refusal has one of its own ("banned", "blocked_word"), for a
+// page to tell the person what to do.
 func writeRefusal(w http.ResponseWriter, e *service.Error) {
 	if e.Allow != "" {
 		w.Header().Set("Allow", e.Allow)
@@ -77,8 +79,9 @@ func writeRefusal(w http.ResponseWriter, e *service.Error) {
 		w.Header().Set("Retry-After", retryAfterSeconds(e.RetryAfter))
 	}
 	_ = writeJSON(w, refusals[e.Kind].status, struct {
-		Error string `json:"error"`
-	}{e.Message})
+		Error  string `json:"error"`
+		Reason string `json:"reason,omitempty"`
+	}{e.Message, e.Reason})
 }
 
 // retryAfterSeconds is a wait in whole seconds, rounded up, as Retry-After
