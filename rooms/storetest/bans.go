@@ -225,3 +225,22 @@ func banCap(t *testing.T, b Backend) {
 	}
 	putBan(t, p, "lobby", spammer, time.Hour)
 }
+
+// bansCaughtUpAfterCut: a node cut off from the others while bans are put
+// and lifted holds what they hold once it is back.
+func bansCaughtUpAfterCut(t *testing.T, b Backend) {
+	a, far := start(t, b, rooms.Config{}), start(t, b, rooms.Config{})
+	if far.node.Cut == nil {
+		t.Fatal("a shared backend's node must be able to be cut off (Node.Cut)")
+	}
+	lifted := putBan(t, a, "lobby", bystander, time.Hour)
+	checkBanned(t, far, "lobby", bystander, true, true)
+	heal := far.node.Cut(t)
+	if err := a.LiftBan("lobby", lifted.ID); err != nil {
+		t.Fatal(err)
+	}
+	putBan(t, a, "lobby", spammer, time.Hour)
+	heal()
+	checkBanned(t, far, "lobby", spammer, true, true)
+	checkBanned(t, far, "lobby", bystander, false, true)
+}

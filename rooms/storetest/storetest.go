@@ -90,6 +90,7 @@ func Run(t *testing.T, open Factory) {
 		{"BanExpiryEndsIt", always, banExpiryEndsIt},
 		{"BanInEveryRoom", always, banInEveryRoom},
 		{"BansHoldAcrossNodes", shared, bansHoldAcrossNodes},
+		{"BansCaughtUpAfterCut", shared, bansCaughtUpAfterCut},
 		{"BansSurviveRestart", func(b Backend) bool { return b.Durable }, bansSurviveRestart},
 		{"BanCap", always, banCap},
 	} {
