@@ -118,7 +118,7 @@ func (s *LocalStore) LiftBan(ctx context.Context, room, id string) error {
 
 // Banned looks the subject up in memory.
 func (s *LocalStore) Banned(room, subject string) (Ban, bool) {
-	return s.bans.Banned(room, subject, time.Now())
+	return s.bans.Banned(room, subject)
 }
 
 // Kept returns the rooms the logs kept from an earlier process.

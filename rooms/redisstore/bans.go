@@ -300,5 +300,5 @@ func (s *Store) LiftBan(ctx context.Context, room, id string) error {
 
 // Banned looks the subject up in the bans this node holds.
 func (s *Store) Banned(room, subject string) (rooms.Ban, bool) {
-	return s.bans.list.Banned(room, subject, time.Now())
+	return s.bans.list.Banned(room, subject)
 }
