@@ -113,9 +113,9 @@ export class MessageList {
   }
 
   // prepend shows older messages, given oldest first, above the shown
-  // ones, keeping what the reader looks at in place, and returns how many
-  // it added. The list is not live while they go in, so that a screen
-  // reader announces the status that says they came, not each of them.
+  // ones, and returns how many it added. The list is not live while they
+  // go in, so that a screen reader announces the status that says they
+  // came, not each of them.
   prepend(msgs) {
     const items = [];
     let day = "";
@@ -130,19 +130,27 @@ export class MessageList {
       items.push(messageItem(m));
     }
     if (items.length === 0) return 0;
-    const top = this.list.firstElementChild;
-    if (!top) this.shownDay = day;
-    // The older messages end on the day the list began with: one separator.
-    else if (top.matches("li.day") && top.querySelector("time").dateTime === day) top.remove();
-    const scroller = this.list.parentElement;
-    const fromBottom = scroller.scrollHeight - scroller.scrollTop;
     const live = this.list.getAttribute("aria-live");
     this.list.setAttribute("aria-live", "off");
-    this.list.prepend(...items);
-    scroller.scrollTop = scroller.scrollHeight - fromBottom;
+    this.keepPlace(() => {
+      const top = this.list.firstElementChild;
+      if (!top) this.shownDay = day;
+      // The older messages end on the day the list began with: one separator.
+      else if (top.matches("li.day") && top.querySelector("time").dateTime === day) top.remove();
+      this.list.prepend(...items);
+    });
     // Live again once the browser has taken in the change, a frame later.
     requestAnimationFrame(() => requestAnimationFrame(() => this.list.setAttribute("aria-live", live)));
     return items.filter((li) => li.dataset.id).length;
+  }
+
+  // keepPlace runs change, which changes what is above the shown
+  // messages, and scrolls so that they stay where they were.
+  keepPlace(change) {
+    const anchor = this.list.querySelector("li[data-id]");
+    const top = anchor && anchor.getBoundingClientRect().top;
+    change();
+    if (anchor) this.list.parentElement.scrollTop += anchor.getBoundingClientRect().top - top;
   }
 }
 
@@ -181,12 +189,14 @@ function messageItem(m) {
 // starts there, the button goes and scrolling loads nothing more.
 export function pageBack(messages, url, button, status) {
   const scroller = messages.list.parentElement;
+  // The status line is above the list too.
+  const say = (text) => messages.keepPlace(() => (status.textContent = text));
   let loading = false;
   let lastTop = scroller.scrollTop;
   async function load() {
     if (loading || button.hidden) return;
     loading = true;
-    status.textContent = "Loading older messages…";
+    say("Loading older messages…");
     try {
       let before, page;
       do {
@@ -206,14 +216,14 @@ export function pageBack(messages, url, button, status) {
       // keeps nothing older.
       if (page.start || page.reset || page.messages.length === 0) {
         const focused = button.getRootNode().activeElement === button;
-        button.hidden = true;
-        status.textContent = "This is the start of the room.";
+        messages.keepPlace(() => (button.hidden = true));
+        say("This is the start of the room.");
         if (focused) status.focus();
       } else {
-        status.textContent = added + " older messages loaded.";
+        say(added + " older messages loaded.");
       }
     } catch (err) {
-      status.textContent = "Older messages could not be loaded. Try again.";
+      say("Older messages could not be loaded. Try again.");
     }
     loading = false;
   }
@@ -221,8 +231,10 @@ export function pageBack(messages, url, button, status) {
   button.addEventListener("click", load);
   scroller.addEventListener("scroll", () => {
     // Up to the top, that is: not a list that fills up, nor one scrolled
-    // down to its newest message.
-    if (scroller.scrollTop < lastTop && scroller.scrollTop < 80) load();
+    // down to its newest message. A keyboard user who tabs to the button
+    // scrolls there too, and presses it when they choose.
+    const up = scroller.scrollTop < lastTop && scroller.scrollTop < 80;
+    if (up && button.getRootNode().activeElement !== button) load();
     lastTop = scroller.scrollTop;
   });
 }
