@@ -222,7 +222,7 @@ export function pageBack(messages, url, button, status) {
       } else {
         say(added + " older messages loaded.");
       }
-    } catch (err) {
+    } catch {
       say("Older messages could not be loaded. Try again.");
     }
     loading = false;
