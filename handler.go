@@ -434,7 +434,8 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request, room str
 	}
 	// oldest comes with every reset, "" when nothing is kept, as in the
 	// stream's reset event. more: the answer reached the replay byte cap
-	// before limit; the rest follows the last message returned.
+	// before limit; the rest is past the cut. start: nothing older is kept,
+	// so that a reader paging back knows it is done without asking again.
 	var oldest *string
 	if rep.Reset {
 		oldest = &rep.Oldest
@@ -444,7 +445,8 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request, room str
 		Reset    bool            `json:"reset,omitempty"`
 		Oldest   *string         `json:"oldest,omitempty"`
 		More     bool            `json:"more,omitempty"`
-	}{rep.Messages, rep.Reset, oldest, rep.Truncated})
+		Start    bool            `json:"start,omitempty"`
+	}{rep.Messages, rep.Reset, oldest, rep.Truncated, rep.Start})
 }
 
 func (h *Handler) serveDelete(w http.ResponseWriter, c service.Caller, room string) error {

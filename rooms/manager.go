@@ -964,6 +964,10 @@ type Replay struct {
 	// reader must come back after the last message it got for the rest. A
 	// stream ends after writing such a replay.
 	Truncated bool
+	// Start is set, in the answer of Messages, when nothing older than
+	// Messages is kept: a reader paging back with before has reached the
+	// start of the history.
+	Start bool
 }
 
 // minMessageSize is less than the JSON of the smallest message: the
@@ -1302,11 +1306,12 @@ func (m *Manager) Messages(roomName, after, before string, limit int) (Replay, e
 	}
 	pos := Position{LastEventID: after, History: limit}
 	var (
-		sp span
-		h  History
+		sp     span
+		h      History
+		oldest uint64
 	)
 	err := m.reading(roomName, false, pos, func(r *room) error {
-		sp, h = r.plan(pos, limit, budget), r.history
+		sp, h, oldest = r.plan(pos, limit, budget), r.history, r.history.Oldest()
 		if before != "" {
 			sp = sp.before(h, before, after == "")
 		}
@@ -1326,6 +1331,10 @@ func (m *Manager) Messages(roomName, after, before string, limit int) (Replay, e
 	} else {
 		rep.fit(budget, false)
 	}
+	// Messages trimmed since plan are gone, so a span that began at the
+	// oldest message still reaches the start, unless the budget cut its
+	// oldest messages off.
+	rep.Start = sp.after < oldest && !(sp.newest && rep.Truncated)
 	return rep, nil
 }
 
