@@ -36,6 +36,10 @@ var (
 	// ErrNameReserved refuses an unverified post, under Post.ReserveNames,
 	// that claims a name a verified author has posted under in the room.
 	ErrNameReserved = errors.New("this name belongs to a verified user of the room")
+	// ErrNoMessage refuses an action on a message the room does not hold:
+	// an unknown id, one trimmed from the history, an action's, or a
+	// message deleted already.
+	ErrNoMessage = errors.New("no such message")
 	// ErrUnavailable wraps a Store's failure: nothing was stored, and
 	// trying again later may succeed.
 	ErrUnavailable = errors.New("history store unavailable")
@@ -485,6 +489,12 @@ func (m *Manager) deliver(r *room) {
 			r.broadcaster.EvictAll()
 		}
 		next = seq + 1
+		if msg.Deleted {
+			// Read back from the store after a delete erased it:
+			// there is nothing left to show, and the delete
+			// follows.
+			continue
+		}
 		// A verified post stored by another process reserves its name
 		// here as one stored here does.
 		r.learnName(msg, m.config().MaxNames)
@@ -506,7 +516,7 @@ func (m *Manager) deliver(r *room) {
 // learnName reserves the name msg was posted under when its author was
 // verified. r.mu must be held, or r not yet reachable.
 func (r *room) learnName(msg Message, max int) {
-	if msg.Verified {
+	if msg.Verified && !msg.IsAction() {
 		_, seq, _ := ParseID(msg.ID)
 		r.verified.add(nameHash(msg.User), seq, max)
 	}
@@ -533,6 +543,18 @@ type Post struct {
 	// It may run with the room's lock held, so it must be quick and must
 	// not call back into the Manager.
 	Admit func() error
+	// Action, when set, makes the post an action on the message whose id
+	// is Target rather than a message: for an edit, Text is the new text;
+	// ByModerator says a moderator deletes. User and Verified name who
+	// acts. It is stored only while the room holds Target as a message,
+	// not deleted (else ErrNoMessage), and never makes a room. Key and
+	// ReserveNames do not apply to it.
+	Action      Action
+	Target      string
+	ByModerator bool
+	// Author is kept with a message, never published (see
+	// Message.Author).
+	Author Authorship
 	// Create, when set, is asked after Admit when the post would make a
 	// new room: a limit on how many rooms one client makes. A room that
 	// only streams opened is made by the first post that keeps it, which
@@ -555,6 +577,15 @@ type Post struct {
 func (m *Manager) Submit(roomName string, p Post) (msg Message, repeat bool, err error) {
 	if !ValidName(roomName) {
 		return Message{}, false, ErrInvalidName
+	}
+	if p.Action != 0 {
+		if err := m.openElsewhere(roomName); err != nil {
+			return Message{}, false, err
+		}
+		if m.lookup(roomName) == nil {
+			return Message{}, false, ErrNotFound
+		}
+		p.Key, p.ReserveNames, p.Create = "", false, nil
 	}
 	s := submissions.Get().(*submission)
 	*s = submission{p: p}
@@ -777,7 +808,7 @@ func (m *Manager) store(r *room, batch []*submission) {
 			continue
 		}
 		s.name = nameHash(p.User)
-		if p.ReserveNames && !p.Verified && (r.verified.has(s.name) || r.claimed[s.name] > 0 || slices.ContainsFunc(taken, func(t *submission) bool {
+		if p.ReserveNames && p.Action == 0 && !p.Verified && (r.verified.has(s.name) || r.claimed[s.name] > 0 || slices.ContainsFunc(taken, func(t *submission) bool {
 			return t.p.Verified && t.name == s.name
 		})) {
 			s.err = ErrNameReserved
@@ -795,6 +826,11 @@ func (m *Manager) store(r *room, batch []*submission) {
 			Message:  p.Text,
 			Time:     now.UTC().Truncate(time.Millisecond),
 			Verified: p.Verified,
+
+			Action:      p.Action,
+			Target:      p.Target,
+			ByModerator: p.ByModerator,
+			Author:      p.Author,
 		}
 		entries = append(entries, Entry{Message: s.msg, Key: Key{Scope: p.Scope, Name: p.Key}})
 		taken = append(taken, s)
@@ -822,10 +858,13 @@ func (m *Manager) store(r *room, batch []*submission) {
 			case KeyReused:
 				s.msg, s.err = Message{}, ErrKeyReused
 				continue
+			case NoTarget:
+				s.msg, s.err = Message{}, ErrNoMessage
+				continue
 			}
 			s.msg.ID = entries[i].Message.ID
 			_, seq, _ := ParseID(s.msg.ID)
-			if s.p.Verified {
+			if s.p.Verified && s.p.Action == 0 {
 				r.verified.add(s.name, seq, cfg.MaxNames)
 			}
 		}
@@ -1049,6 +1088,8 @@ func (sp span) read(ctx context.Context, h History) (Replay, error) {
 	if rep.Reset && len(msgs) > 0 {
 		rep.Oldest = msgs[0].ID
 	}
+	// What a delete erased is left out: the room as it now stands.
+	rep.Messages = slices.DeleteFunc(rep.Messages, func(m Message) bool { return m.Deleted })
 	return rep, nil
 }
 
@@ -1282,6 +1323,41 @@ func (m *Manager) heldElsewhere(roomName string) (bool, error) {
 	return has, nil
 }
 
+// Lookup returns the message with the given id in an existing room as
+// its store holds it, with its Author, for a caller that decides whether
+// someone may edit or delete it: a deleted message is returned as its
+// tombstone (Deleted). ErrNoMessage answers an id the room does not hold
+// as a message. The store is read with the room released.
+func (m *Manager) Lookup(roomName, id string) (Message, error) {
+	if err := m.openElsewhere(roomName); err != nil {
+		return Message{}, err
+	}
+	var h History
+	err := m.withRoom(roomName, false, func(r *room) error {
+		h = r.history
+		return nil
+	})
+	if err != nil {
+		return Message{}, err
+	}
+	// The entry read names its own id, in the epoch the history had:
+	// an id of another epoch does not match it.
+	_, seq, ok := ParseID(id)
+	if !ok {
+		return Message{}, ErrNoMessage
+	}
+	ctx, cancel := m.storeContext()
+	msg, found, err := h.Lookup(ctx, seq)
+	cancel()
+	switch {
+	case err != nil:
+		return Message{}, fmt.Errorf("reading message %s of room %q: %w: %w", id, roomName, ErrUnavailable, err)
+	case !found || msg.ID != id || msg.IsAction():
+		return Message{}, ErrNoMessage
+	}
+	return msg, nil
+}
+
 // Messages returns up to limit retained messages of an existing room,
 // oldest first, no more than MaxReplayBytes of them: the first limit after
 // the message with id after, or the newest limit when after is empty.
@@ -1317,6 +1393,9 @@ func (m *Manager) Messages(roomName, after, before string, limit int) (Replay, e
 	if err != nil {
 		return Replay{}, fmt.Errorf("reading history of room %q: %w: %w", roomName, ErrUnavailable, err)
 	}
+	// The messages show the edits and deletes applied already: the
+	// actions themselves are for streams.
+	rep.Messages = slices.DeleteFunc(rep.Messages, func(m Message) bool { return m.IsAction() })
 	if sp.newest {
 		rep.fitNewest(budget)
 	} else {
