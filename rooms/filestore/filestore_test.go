@@ -155,7 +155,7 @@ func TestBounded(t *testing.T) {
 	if last := size(); last > first {
 		t.Errorf("the file grew from %d to %d bytes under steady traffic", first, last)
 	}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.commit.db.View(func(tx *bolt.Tx) error {
 		for i := range 4 {
 			b := roomBucket(tx, []byte(fmt.Sprint("room", i)))
 			if n, k := b.Bucket(msgsBucket).Stats().KeyN, b.Bucket(keysBucket).Stats().KeyN; n < 10 || n > 10+trimSlack || k != n {
@@ -196,7 +196,7 @@ func TestHiddenPastHistory(t *testing.T) {
 	}
 	held := func() int {
 		n := 0
-		if err := s.db.View(func(tx *bolt.Tx) error {
+		if err := s.commit.db.View(func(tx *bolt.Tx) error {
 			n = roomBucket(tx, []byte("lobby")).Bucket(msgsBucket).Stats().KeyN
 			return nil
 		}); err != nil {
@@ -338,7 +338,7 @@ func TestFailingDisk(t *testing.T) {
 	first := submit(t, m, "lobby", "1", "")
 	// Closing bbolt's file under the store fails every write from now on,
 	// as a disk that went away does.
-	if err := s.db.Close(); err != nil {
+	if err := s.commit.db.Close(); err != nil {
 		t.Fatal(err)
 	}
 	_, _, err := m.Submit("lobby", rooms.Post{User: "alice", Text: "2"})
