@@ -62,6 +62,14 @@ const (
 	ActionDelete
 )
 
+// By names who did a delete: "moderator" or "author".
+func (m *Message) By() string {
+	if m.ByModerator {
+		return "moderator"
+	}
+	return "author"
+}
+
 // IsAction reports whether m is an action rather than a message.
 func (m *Message) IsAction() bool { return m.Action != 0 }
 
@@ -109,10 +117,7 @@ func marshalAction(m *Message) []byte {
 	case ActionEdit:
 		a.Message = &m.Message
 	case ActionDelete:
-		a.By = "author"
-		if m.ByModerator {
-			a.By = "moderator"
-		}
+		a.By = m.By()
 	}
 	b, _ := json.Marshal(a) // strings only: it cannot fail
 	return b
