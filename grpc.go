@@ -74,14 +74,14 @@ type rpcService struct{ h *Handler }
 func (s rpcService) Submit(ctx context.Context, req *connect.Request[chatv1.SubmitRequest]) (*connect.Response[chatv1.Message], error) {
 	h, call := s.h, callOf(ctx)
 	key := req.Msg.GetIdempotencyKey()
-	msg, _, err := h.svc.Submit(ctx, call.caller, service.Post{
+	posted, err := h.svc.Submit(ctx, call.caller, service.Post{
 		Room: req.Msg.GetRoom(), User: req.Msg.GetUser(), Message: req.Msg.GetMessage(),
 		Key: key, KeyGiven: key != "",
 	})
 	if err != nil {
 		return nil, h.rpcError(ctx, err)
 	}
-	return connect.NewResponse(rpcMessage(msg)), nil
+	return connect.NewResponse(rpcMessage(posted.Message)), nil
 }
 
 // errResume ends a stream that the client should open again after the last

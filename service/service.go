@@ -33,6 +33,10 @@ type Config struct {
 	ReserveNames bool
 	// AllowDelete lets callers delete rooms.
 	AllowDelete bool
+	// EditWindow is how long after posting an author may edit or delete
+	// a message (see EditMessage); 0 lets authors do neither. A handler that
+	// names none sets DefaultEditWindow.
+	EditWindow time.Duration
 	// MaxMessageSize is the largest message, in bytes.
 	MaxMessageSize int64
 	// RatePosts posts per RateWindow per client; 0 for no limit.
