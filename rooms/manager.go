@@ -983,6 +983,10 @@ type Position struct {
 
 // Replay is what a subscriber receives before live messages.
 type Replay struct {
+	// Messages are the messages, as their edits and deletes left them,
+	// but those deletes erased; in a subscription's replay, the actions
+	// since its position are among them, in order, as its Events have
+	// them.
 	Messages []Message
 	// Events is what a Subscription's stream starts with: a reset event
 	// when Reset is set, then the events of Messages, whose JSON fit made
@@ -1013,6 +1017,7 @@ const minMessageSize = 64
 type span struct {
 	epoch         string
 	after, upto   uint64
+	floor         uint64 // Oldest()-1 as planned
 	take          int
 	resume, reset bool
 	oldest        string
@@ -1046,7 +1051,7 @@ func (sp span) before(h History, before string, newest bool) span {
 // its replay reads once the room is released. r.mu must be held.
 func (r *room) plan(pos Position, limit, budget int) span {
 	h := r.history
-	sp := span{epoch: h.Epoch(), after: h.Oldest() - 1, upto: h.Last(), take: limit}
+	sp := span{epoch: h.Epoch(), after: h.Oldest() - 1, floor: h.Oldest() - 1, upto: h.Last(), take: limit}
 	// Copy no more messages than the budget can hold: fit cuts the rest.
 	if budget > 0 {
 		sp.take = min(sp.take, budget/minMessageSize+2)
@@ -1088,9 +1093,58 @@ func (sp span) read(ctx context.Context, h History) (Replay, error) {
 	if rep.Reset && len(msgs) > 0 {
 		rep.Oldest = msgs[0].ID
 	}
-	// What a delete erased is left out: the room as it now stands.
-	rep.Messages = slices.DeleteFunc(rep.Messages, func(m Message) bool { return m.Deleted })
 	return rep, nil
+}
+
+// readMessages reads sp from h as Messages answers it, the room as it
+// now stands: actions, and the messages deletes erased, are left out, and
+// the read goes on past them, back towards the oldest when back is set,
+// until it has sp.take messages or the span ends, so that a page is short
+// only at the end of history.
+func (sp span) readMessages(ctx context.Context, h History, back bool) (Replay, error) {
+	rep, err := sp.read(ctx, h)
+	if err != nil || len(rep.Messages) == 0 {
+		return rep, err
+	}
+	want, got := sp.take, rep.Messages
+	lo, hi := seqOf(got[0]), seqOf(got[len(got)-1])
+	more := len(got) == sp.take
+	msgs := shown(got)
+	for more && len(msgs) < want {
+		n := want - len(msgs)
+		if back && lo > sp.floor+1 {
+			got, err = h.Read(ctx, max(sp.floor, lo-1-min(uint64(n), lo-1)), lo-1, n)
+		} else if !back && hi < sp.upto {
+			got, err = h.Read(ctx, hi, sp.upto, n)
+		} else {
+			break
+		}
+		if err != nil {
+			return Replay{}, err
+		}
+		if len(got) == 0 {
+			break
+		}
+		more = len(got) == n
+		if back {
+			lo, msgs = seqOf(got[0]), append(shown(got), msgs...)
+		} else {
+			hi, msgs = seqOf(got[len(got)-1]), append(msgs, shown(got)...)
+		}
+	}
+	rep.Messages = msgs
+	return rep, nil
+}
+
+// shown is what history shows of entries, which it may reuse: the
+// messages, but those deletes erased.
+func shown(entries []Message) []Message {
+	return slices.DeleteFunc(entries, func(m Message) bool { return m.IsAction() || m.Deleted })
+}
+
+func seqOf(m Message) uint64 {
+	_, seq, _ := ParseID(m.ID)
+	return seq
 }
 
 // reading runs f on the named room with its lock held, as withRoom does,
@@ -1245,6 +1299,10 @@ func (m *Manager) Subscribe(roomName string, pos Position, wake func()) (*Subscr
 		s.Close()
 		return nil, fmt.Errorf("reading history of room %q: %w: %w", roomName, ErrUnavailable, err)
 	}
+	// What deletes erased is left out, and the deletes follow: the
+	// room as it now stands, then what changed it since the reader's
+	// position.
+	s.Replay.Messages = slices.DeleteFunc(s.Replay.Messages, func(m Message) bool { return m.Deleted })
 	s.Replay.fit(cfg.MaxReplayBytes, true)
 	return s, nil
 }
@@ -1388,14 +1446,13 @@ func (m *Manager) Messages(roomName, after, before string, limit int) (Replay, e
 		return Replay{}, err
 	}
 	ctx, cancel := m.storeContext()
-	rep, err := sp.read(ctx, h)
+	// The messages show the edits and deletes applied already: the
+	// actions themselves are for streams.
+	rep, err := sp.readMessages(ctx, h, after == "")
 	cancel()
 	if err != nil {
 		return Replay{}, fmt.Errorf("reading history of room %q: %w: %w", roomName, ErrUnavailable, err)
 	}
-	// The messages show the edits and deletes applied already: the
-	// actions themselves are for streams.
-	rep.Messages = slices.DeleteFunc(rep.Messages, func(m Message) bool { return m.IsAction() })
 	if sp.newest {
 		rep.fitNewest(budget)
 	} else {

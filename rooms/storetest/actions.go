@@ -295,3 +295,38 @@ func erasedIsNoGap(t *testing.T, b Backend) {
 		t.Fatalf("the node cut off delivered %v, want the delete %s and %s", got, del.ID, last.ID)
 	}
 }
+
+// historyPagesPastActions: a page of history holds as many messages as
+// asked for while the history has them, however many actions and erased
+// messages lie between them, and paging back with before reaches the
+// oldest with no gap and no message twice.
+func historyPagesPastActions(t *testing.T, b Backend) {
+	p := start(t, b, rooms.Config{History: 20})
+	m := post(t, p, "lobby", "1", "2", "3", "4", "5", "6")
+	act(t, p, "lobby", deletion(m[1].ID))
+	act(t, p, "lobby", deletion(m[2].ID))
+	act(t, p, "lobby", edit(m[4].ID, "five"))
+	act(t, p, "lobby", deletion(m[5].ID))
+	if got := texts(messages(t, p, "lobby", "", 1).Messages); got != "five" {
+		t.Fatalf("the newest message, past three actions: %q, want five", got)
+	}
+	if got := texts(messages(t, p, "lobby", m[0].ID, 2).Messages); got != "4,five" {
+		t.Fatalf("two messages after the first, past two erased: %q, want 4,five", got)
+	}
+	var pages []string
+	before := ""
+	for range 10 {
+		rep, err := p.Messages("lobby", "", before, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Messages) == 0 {
+			break
+		}
+		pages = append(pages, texts(rep.Messages))
+		before = rep.Messages[0].ID
+	}
+	if got := strings.Join(pages, "|"); got != "five|4|1" {
+		t.Fatalf("paging back one message at a time: %q, want five|4|1", got)
+	}
+}

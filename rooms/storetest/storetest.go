@@ -97,6 +97,7 @@ func Run(t *testing.T, open Factory) {
 		{"ActionsReachEveryNode", shared, actionsReachEveryNode},
 		{"ErasedIsNoGap", shared, erasedIsNoGap},
 		{"ActionOnNoMessage", always, actionOnNoMessage},
+		{"HistoryPagesPastActions", always, historyPagesPastActions},
 		{"AuthorshipKeptUnpublished", always, authorshipKeptUnpublished},
 	} {
 		if !c.applies(has) {
