@@ -454,8 +454,14 @@ func (h *history) script(ctx context.Context, entries []rooms.Entry, known uint6
 			keyNames = append(keyNames, h.keys.key+hex.EncodeToString(rooms.KeyDigest(e.Key)))
 			keyIndex, sum = len(keyNames), hex.EncodeToString(rooms.ContentDigest(m))
 		}
+		// A message passes "" for each of an action's arguments, which
+		// costs its call nothing.
+		moderator := ""
+		if m.IsAction() {
+			moderator = flag(m.ByModerator)
+		}
 		args = append(args, strconv.FormatInt(m.Time.UnixMilli(), 10), m.User, m.Message, flag(m.Verified), keyIndex, sum,
-			actionNames[m.Action], m.Target, flag(m.ByModerator), m.Author.ClientKey, hex.EncodeToString([]byte(m.Author.SecretDigest)))
+			actionNames[m.Action], m.Target, moderator, m.Author.ClientKey, hex.EncodeToString([]byte(m.Author.SecretDigest)))
 	}
 	return keyNames, args
 }
