@@ -176,13 +176,6 @@ const (
 	NoTarget
 )
 
-// Acts reports whether an action on target may be applied to m, the
-// entry the history holds under target's sequence number: m is a message
-// of that id, and not deleted.
-func Acts(m Message, target string) bool {
-	return m.ID == target && !m.IsAction() && !m.Deleted
-}
-
 // Decide sets e's Outcome from what its key was first used for, rec, in
 // the room's epoch, and reports whether e is to be stored: the key is
 // unknown in that epoch.

@@ -17,7 +17,7 @@ type Log interface {
 	// named already, in order after the log's last, in a history that
 	// shows messages from oldest on: the log may forget older ones. It
 	// applies the actions among them, decided already, in the same write
-	// (see Entry and Erase).
+	// (see Entry and Apply).
 	Append(ctx context.Context, entries []Entry, oldest uint64) error
 	// Get returns the entry stored under seq, with its Author; found is
 	// false when the log does not hold it. Like Read, it may run with the
@@ -182,7 +182,7 @@ func (h *local) acts(ctx context.Context, before []Entry, target string) (bool, 
 	if err != nil {
 		return false, fmt.Errorf("reading room %q: %w", h.room, err)
 	}
-	return found && Acts(m, target), nil
+	return found && m.ID == target && !m.IsAction() && !m.Deleted, nil
 }
 
 // Wait has nothing to wait for: Start appended.
