@@ -7,7 +7,10 @@
 // file holds at most a room's history, and trimSlack messages more, per room
 // and never half a message.
 // Submits waiting at the same time share one commit: one pair of fsyncs
-// serves a burst (see committer).
+// serves a burst (see committer). An edit or a delete rewrites its target
+// in the commit that stores it, and the file is then compacted into a new
+// one, so that the text it replaced leaves the disk, not only the history;
+// the commits of every room wait for the copy, as moderation is rare.
 package filestore
 
 import (

@@ -397,3 +397,73 @@ func holdsNoRoom(t *testing.T, s *Store) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestEraseWhileReading: deletes compact the file under readers and
+// writers of other rooms, which go on without an error, and the file
+// holds none of the deleted texts afterwards.
+func TestEraseWhileReading(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "chat.db")
+	s := openStore(t, path)
+	m := openManager(t, s, 50)
+	var doomed []rooms.Message
+	for i := range 20 {
+		doomed = append(doomed, submit(t, m, "lobby", fmt.Sprintf("erase-me-%02d", i), ""))
+	}
+	stop := make(chan struct{})
+	errs := make(chan error, 2)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				errs <- nil
+				return
+			default:
+			}
+			if _, err := m.Messages("lobby", "", "", 50); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				errs <- nil
+				return
+			default:
+			}
+			if _, _, err := m.Submit("other", rooms.Post{User: "bob", Text: fmt.Sprint("keep ", i)}); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	for _, msg := range doomed {
+		if _, _, err := m.Submit("lobby", rooms.Post{User: "mod", Action: rooms.ActionDelete, Target: msg.ID, ByModerator: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatalf("a reader or writer during the deletes: %v", err)
+		}
+	}
+	if rep, _ := m.Messages("lobby", "", "", 50); len(rep.Messages) != 0 {
+		t.Fatalf("history after deleting every message: %v", texts(rep.Messages))
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(raw, []byte("erase-me-")) {
+		t.Fatal("the file still holds a deleted text")
+	}
+}

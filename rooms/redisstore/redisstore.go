@@ -13,7 +13,10 @@
 // number past the one it expects reads the gap from the stream before it
 // delivers more, and reads it again whenever the subscription is
 // re-established, so a message missed while Redis was away is delivered
-// late, never skipped.
+// late, never skipped. An edit or a delete is an entry of the stream too;
+// the script that stores it writes the stream anew with its target
+// changed, so that erased text leaves Redis, and keeps the erased entries,
+// without text, so that their sequence numbers never look lost.
 package redisstore
 
 import (
