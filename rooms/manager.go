@@ -579,6 +579,9 @@ func (m *Manager) Submit(roomName string, p Post) (msg Message, repeat bool, err
 		return Message{}, false, ErrInvalidName
 	}
 	if p.Action != 0 {
+		if _, _, ok := ParseID(p.Target); !ok {
+			return Message{}, false, ErrNoMessage
+		}
 		if err := m.openElsewhere(roomName); err != nil {
 			return Message{}, false, err
 		}

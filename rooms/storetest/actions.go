@@ -231,7 +231,7 @@ func actionOnNoMessage(t *testing.T, b Backend) {
 	m := post(t, p, "lobby", "one")
 	del := act(t, p, "lobby", deletion(m[0].ID))
 	epoch, _, _ := rooms.ParseID(m[0].ID)
-	for _, target := range []string{m[0].ID, del.ID, rooms.FormatID(epoch, 99), "other-1", "junk"} {
+	for _, target := range []string{m[0].ID, del.ID, rooms.FormatID(epoch, 99), "other-1", "junk", epoch + "-01"} {
 		for _, a := range []rooms.Post{deletion(target), edit(target, "x")} {
 			if _, _, err := p.Submit("lobby", a); !errors.Is(err, rooms.ErrNoMessage) {
 				t.Fatalf("%v on %s: %v, want ErrNoMessage", a.Action, target, err)
