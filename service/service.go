@@ -39,6 +39,10 @@ type Config struct {
 	// BlockWords refuses a message containing one of its words; nil
 	// blocks none.
 	BlockWords *blocklist.List
+	// EditWindow is how long after posting an author may edit or delete
+	// a message (see EditMessage); 0 lets authors do neither. A handler that
+	// names none sets DefaultEditWindow.
+	EditWindow time.Duration
 	// MaxMessageSize is the largest message, in bytes.
 	MaxMessageSize int64
 	// RatePosts posts per RateWindow per client; 0 for no limit.

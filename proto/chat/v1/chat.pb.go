@@ -35,7 +35,9 @@ type Message struct {
 	Message string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
 	Time    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=time,proto3" json:"time,omitempty"`
 	// Verified is set when the author was authenticated by the site.
-	Verified      bool `protobuf:"varint,6,opt,name=verified,proto3" json:"verified,omitempty"`
+	Verified bool `protobuf:"varint,6,opt,name=verified,proto3" json:"verified,omitempty"`
+	// Edited is when the text was last edited; unset when never.
+	Edited        *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=edited,proto3" json:"edited,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -110,6 +112,13 @@ func (x *Message) GetVerified() bool {
 		return x.Verified
 	}
 	return false
+}
+
+func (x *Message) GetEdited() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Edited
+	}
+	return nil
 }
 
 type SubmitRequest struct {
@@ -275,6 +284,8 @@ type StreamEvent struct {
 	//	*StreamEvent_Reset_
 	//	*StreamEvent_Closed
 	//	*StreamEvent_Presence
+	//	*StreamEvent_Edit
+	//	*StreamEvent_Delete
 	Event         isStreamEvent_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -353,6 +364,24 @@ func (x *StreamEvent) GetPresence() *PresenceChange {
 	return nil
 }
 
+func (x *StreamEvent) GetEdit() *Edit {
+	if x != nil {
+		if x, ok := x.Event.(*StreamEvent_Edit); ok {
+			return x.Edit
+		}
+	}
+	return nil
+}
+
+func (x *StreamEvent) GetDelete() *Delete {
+	if x != nil {
+		if x, ok := x.Event.(*StreamEvent_Delete); ok {
+			return x.Delete
+		}
+	}
+	return nil
+}
+
 type isStreamEvent_Event interface {
 	isStreamEvent_Event()
 }
@@ -373,6 +402,14 @@ type StreamEvent_Presence struct {
 	Presence *PresenceChange `protobuf:"bytes,4,opt,name=presence,proto3,oneof"`
 }
 
+type StreamEvent_Edit struct {
+	Edit *Edit `protobuf:"bytes,5,opt,name=edit,proto3,oneof"`
+}
+
+type StreamEvent_Delete struct {
+	Delete *Delete `protobuf:"bytes,6,opt,name=delete,proto3,oneof"`
+}
+
 func (*StreamEvent_Message) isStreamEvent_Event() {}
 
 func (*StreamEvent_Reset_) isStreamEvent_Event() {}
@@ -380,6 +417,151 @@ func (*StreamEvent_Reset_) isStreamEvent_Event() {}
 func (*StreamEvent_Closed) isStreamEvent_Event() {}
 
 func (*StreamEvent_Presence) isStreamEvent_Event() {}
+
+func (*StreamEvent_Edit) isStreamEvent_Event() {}
+
+func (*StreamEvent_Delete) isStreamEvent_Event() {}
+
+// Edit replaces the text of the message target. It has an id of its own
+// in the room's sequence, as a message does.
+type Edit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Target        string                 `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Edit) Reset() {
+	*x = Edit{}
+	mi := &file_chat_v1_chat_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Edit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Edit) ProtoMessage() {}
+
+func (x *Edit) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_v1_chat_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Edit.ProtoReflect.Descriptor instead.
+func (*Edit) Descriptor() ([]byte, []int) {
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Edit) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Edit) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *Edit) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Edit) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+// Delete erases the message target. It has an id of its own in the room's
+// sequence, as a message does.
+type Delete struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Target string                 `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	// By is "author" or "moderator".
+	By            string                 `protobuf:"bytes,3,opt,name=by,proto3" json:"by,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Delete) Reset() {
+	*x = Delete{}
+	mi := &file_chat_v1_chat_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Delete) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Delete) ProtoMessage() {}
+
+func (x *Delete) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_v1_chat_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Delete.ProtoReflect.Descriptor instead.
+func (*Delete) Descriptor() ([]byte, []int) {
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Delete) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Delete) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *Delete) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *Delete) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
 
 // PresenceChange is who joined and left the room since the last one.
 type PresenceChange struct {
@@ -392,7 +574,7 @@ type PresenceChange struct {
 
 func (x *PresenceChange) Reset() {
 	*x = PresenceChange{}
-	mi := &file_chat_v1_chat_proto_msgTypes[4]
+	mi := &file_chat_v1_chat_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -404,7 +586,7 @@ func (x *PresenceChange) String() string {
 func (*PresenceChange) ProtoMessage() {}
 
 func (x *PresenceChange) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[4]
+	mi := &file_chat_v1_chat_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -417,7 +599,7 @@ func (x *PresenceChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceChange.ProtoReflect.Descriptor instead.
 func (*PresenceChange) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{4}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PresenceChange) GetJoined() []string {
@@ -446,7 +628,7 @@ type Reset struct {
 
 func (x *Reset) Reset() {
 	*x = Reset{}
-	mi := &file_chat_v1_chat_proto_msgTypes[5]
+	mi := &file_chat_v1_chat_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -458,7 +640,7 @@ func (x *Reset) String() string {
 func (*Reset) ProtoMessage() {}
 
 func (x *Reset) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[5]
+	mi := &file_chat_v1_chat_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -471,7 +653,7 @@ func (x *Reset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reset.ProtoReflect.Descriptor instead.
 func (*Reset) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{5}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Reset) GetOldest() string {
@@ -490,7 +672,7 @@ type Closed struct {
 
 func (x *Closed) Reset() {
 	*x = Closed{}
-	mi := &file_chat_v1_chat_proto_msgTypes[6]
+	mi := &file_chat_v1_chat_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -502,7 +684,7 @@ func (x *Closed) String() string {
 func (*Closed) ProtoMessage() {}
 
 func (x *Closed) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[6]
+	mi := &file_chat_v1_chat_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -515,7 +697,7 @@ func (x *Closed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Closed.ProtoReflect.Descriptor instead.
 func (*Closed) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{6}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{8}
 }
 
 type ListRoomsRequest struct {
@@ -526,7 +708,7 @@ type ListRoomsRequest struct {
 
 func (x *ListRoomsRequest) Reset() {
 	*x = ListRoomsRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[7]
+	mi := &file_chat_v1_chat_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -538,7 +720,7 @@ func (x *ListRoomsRequest) String() string {
 func (*ListRoomsRequest) ProtoMessage() {}
 
 func (x *ListRoomsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[7]
+	mi := &file_chat_v1_chat_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -551,7 +733,7 @@ func (x *ListRoomsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoomsRequest.ProtoReflect.Descriptor instead.
 func (*ListRoomsRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{7}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{9}
 }
 
 type ListRoomsResponse struct {
@@ -563,7 +745,7 @@ type ListRoomsResponse struct {
 
 func (x *ListRoomsResponse) Reset() {
 	*x = ListRoomsResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[8]
+	mi := &file_chat_v1_chat_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -575,7 +757,7 @@ func (x *ListRoomsResponse) String() string {
 func (*ListRoomsResponse) ProtoMessage() {}
 
 func (x *ListRoomsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[8]
+	mi := &file_chat_v1_chat_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -588,7 +770,7 @@ func (x *ListRoomsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoomsResponse.ProtoReflect.Descriptor instead.
 func (*ListRoomsResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{8}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListRoomsResponse) GetRooms() []*Room {
@@ -611,7 +793,7 @@ type Room struct {
 
 func (x *Room) Reset() {
 	*x = Room{}
-	mi := &file_chat_v1_chat_proto_msgTypes[9]
+	mi := &file_chat_v1_chat_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -623,7 +805,7 @@ func (x *Room) String() string {
 func (*Room) ProtoMessage() {}
 
 func (x *Room) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[9]
+	mi := &file_chat_v1_chat_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -636,7 +818,7 @@ func (x *Room) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Room.ProtoReflect.Descriptor instead.
 func (*Room) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{9}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Room) GetName() string {
@@ -683,7 +865,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[10]
+	mi := &file_chat_v1_chat_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -695,7 +877,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[10]
+	mi := &file_chat_v1_chat_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -708,7 +890,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{10}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *HistoryRequest) GetRoom() string {
@@ -754,7 +936,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[11]
+	mi := &file_chat_v1_chat_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -766,7 +948,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[11]
+	mi := &file_chat_v1_chat_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -779,7 +961,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{11}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *HistoryResponse) GetMessages() []*Message {
@@ -819,7 +1001,7 @@ type DeleteRoomRequest struct {
 
 func (x *DeleteRoomRequest) Reset() {
 	*x = DeleteRoomRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[12]
+	mi := &file_chat_v1_chat_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -831,7 +1013,7 @@ func (x *DeleteRoomRequest) String() string {
 func (*DeleteRoomRequest) ProtoMessage() {}
 
 func (x *DeleteRoomRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[12]
+	mi := &file_chat_v1_chat_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -844,7 +1026,7 @@ func (x *DeleteRoomRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRoomRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRoomRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{12}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DeleteRoomRequest) GetRoom() string {
@@ -862,7 +1044,7 @@ type DeleteRoomResponse struct {
 
 func (x *DeleteRoomResponse) Reset() {
 	*x = DeleteRoomResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[13]
+	mi := &file_chat_v1_chat_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +1056,7 @@ func (x *DeleteRoomResponse) String() string {
 func (*DeleteRoomResponse) ProtoMessage() {}
 
 func (x *DeleteRoomResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[13]
+	mi := &file_chat_v1_chat_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +1069,7 @@ func (x *DeleteRoomResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRoomResponse.ProtoReflect.Descriptor instead.
 func (*DeleteRoomResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{13}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{15}
 }
 
 type PresenceRequest struct {
@@ -899,7 +1081,7 @@ type PresenceRequest struct {
 
 func (x *PresenceRequest) Reset() {
 	*x = PresenceRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[14]
+	mi := &file_chat_v1_chat_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -911,7 +1093,7 @@ func (x *PresenceRequest) String() string {
 func (*PresenceRequest) ProtoMessage() {}
 
 func (x *PresenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[14]
+	mi := &file_chat_v1_chat_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -924,7 +1106,7 @@ func (x *PresenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceRequest.ProtoReflect.Descriptor instead.
 func (*PresenceRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{14}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PresenceRequest) GetRoom() string {
@@ -945,7 +1127,7 @@ type PresenceResponse struct {
 
 func (x *PresenceResponse) Reset() {
 	*x = PresenceResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[15]
+	mi := &file_chat_v1_chat_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -957,7 +1139,7 @@ func (x *PresenceResponse) String() string {
 func (*PresenceResponse) ProtoMessage() {}
 
 func (x *PresenceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[15]
+	mi := &file_chat_v1_chat_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -970,7 +1152,7 @@ func (x *PresenceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceResponse.ProtoReflect.Descriptor instead.
 func (*PresenceResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{15}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PresenceResponse) GetUsers() []*UserPresence {
@@ -999,7 +1181,7 @@ type UserPresence struct {
 
 func (x *UserPresence) Reset() {
 	*x = UserPresence{}
-	mi := &file_chat_v1_chat_proto_msgTypes[16]
+	mi := &file_chat_v1_chat_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1011,7 +1193,7 @@ func (x *UserPresence) String() string {
 func (*UserPresence) ProtoMessage() {}
 
 func (x *UserPresence) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[16]
+	mi := &file_chat_v1_chat_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1024,7 +1206,7 @@ func (x *UserPresence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserPresence.ProtoReflect.Descriptor instead.
 func (*UserPresence) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{16}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *UserPresence) GetUser() string {
@@ -1045,14 +1227,15 @@ var File_chat_v1_chat_proto protoreflect.FileDescriptor
 
 const file_chat_v1_chat_proto_rawDesc = "" +
 	"\n" +
-	"\x12chat/v1/chat.proto\x12\achat.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa7\x01\n" +
+	"\x12chat/v1/chat.proto\x12\achat.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdb\x01\n" +
 	"\aMessage\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04room\x18\x02 \x01(\tR\x04room\x12\x12\n" +
 	"\x04user\x18\x03 \x01(\tR\x04user\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12.\n" +
 	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1a\n" +
-	"\bverified\x18\x06 \x01(\bR\bverified\"z\n" +
+	"\bverified\x18\x06 \x01(\bR\bverified\x122\n" +
+	"\x06edited\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x06edited\"z\n" +
 	"\rSubmitRequest\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\tR\x04user\x12\x18\n" +
@@ -1063,13 +1246,25 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"\rlast_event_id\x18\x02 \x01(\tR\vlastEventId\x12\x18\n" +
 	"\ahistory\x18\x03 \x01(\rR\ahistory\x12\x12\n" +
 	"\x04user\x18\x04 \x01(\tR\x04user\x12\x1a\n" +
-	"\bpresence\x18\x05 \x01(\bR\bpresence\"\xce\x01\n" +
+	"\bpresence\x18\x05 \x01(\bR\bpresence\"\x9e\x02\n" +
 	"\vStreamEvent\x12,\n" +
 	"\amessage\x18\x01 \x01(\v2\x10.chat.v1.MessageH\x00R\amessage\x12&\n" +
 	"\x05reset\x18\x02 \x01(\v2\x0e.chat.v1.ResetH\x00R\x05reset\x12)\n" +
 	"\x06closed\x18\x03 \x01(\v2\x0f.chat.v1.ClosedH\x00R\x06closed\x125\n" +
-	"\bpresence\x18\x04 \x01(\v2\x17.chat.v1.PresenceChangeH\x00R\bpresenceB\a\n" +
-	"\x05event\"<\n" +
+	"\bpresence\x18\x04 \x01(\v2\x17.chat.v1.PresenceChangeH\x00R\bpresence\x12#\n" +
+	"\x04edit\x18\x05 \x01(\v2\r.chat.v1.EditH\x00R\x04edit\x12)\n" +
+	"\x06delete\x18\x06 \x01(\v2\x0f.chat.v1.DeleteH\x00R\x06deleteB\a\n" +
+	"\x05event\"x\n" +
+	"\x04Edit\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12.\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"p\n" +
+	"\x06Delete\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\x12\x0e\n" +
+	"\x02by\x18\x03 \x01(\tR\x02by\x12.\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"<\n" +
 	"\x0ePresenceChange\x12\x16\n" +
 	"\x06joined\x18\x01 \x03(\tR\x06joined\x12\x12\n" +
 	"\x04left\x18\x02 \x03(\tR\x04left\"\x1f\n" +
@@ -1126,53 +1321,60 @@ func file_chat_v1_chat_proto_rawDescGZIP() []byte {
 	return file_chat_v1_chat_proto_rawDescData
 }
 
-var file_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_chat_v1_chat_proto_goTypes = []any{
 	(*Message)(nil),               // 0: chat.v1.Message
 	(*SubmitRequest)(nil),         // 1: chat.v1.SubmitRequest
 	(*StreamRequest)(nil),         // 2: chat.v1.StreamRequest
 	(*StreamEvent)(nil),           // 3: chat.v1.StreamEvent
-	(*PresenceChange)(nil),        // 4: chat.v1.PresenceChange
-	(*Reset)(nil),                 // 5: chat.v1.Reset
-	(*Closed)(nil),                // 6: chat.v1.Closed
-	(*ListRoomsRequest)(nil),      // 7: chat.v1.ListRoomsRequest
-	(*ListRoomsResponse)(nil),     // 8: chat.v1.ListRoomsResponse
-	(*Room)(nil),                  // 9: chat.v1.Room
-	(*HistoryRequest)(nil),        // 10: chat.v1.HistoryRequest
-	(*HistoryResponse)(nil),       // 11: chat.v1.HistoryResponse
-	(*DeleteRoomRequest)(nil),     // 12: chat.v1.DeleteRoomRequest
-	(*DeleteRoomResponse)(nil),    // 13: chat.v1.DeleteRoomResponse
-	(*PresenceRequest)(nil),       // 14: chat.v1.PresenceRequest
-	(*PresenceResponse)(nil),      // 15: chat.v1.PresenceResponse
-	(*UserPresence)(nil),          // 16: chat.v1.UserPresence
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*Edit)(nil),                  // 4: chat.v1.Edit
+	(*Delete)(nil),                // 5: chat.v1.Delete
+	(*PresenceChange)(nil),        // 6: chat.v1.PresenceChange
+	(*Reset)(nil),                 // 7: chat.v1.Reset
+	(*Closed)(nil),                // 8: chat.v1.Closed
+	(*ListRoomsRequest)(nil),      // 9: chat.v1.ListRoomsRequest
+	(*ListRoomsResponse)(nil),     // 10: chat.v1.ListRoomsResponse
+	(*Room)(nil),                  // 11: chat.v1.Room
+	(*HistoryRequest)(nil),        // 12: chat.v1.HistoryRequest
+	(*HistoryResponse)(nil),       // 13: chat.v1.HistoryResponse
+	(*DeleteRoomRequest)(nil),     // 14: chat.v1.DeleteRoomRequest
+	(*DeleteRoomResponse)(nil),    // 15: chat.v1.DeleteRoomResponse
+	(*PresenceRequest)(nil),       // 16: chat.v1.PresenceRequest
+	(*PresenceResponse)(nil),      // 17: chat.v1.PresenceResponse
+	(*UserPresence)(nil),          // 18: chat.v1.UserPresence
+	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
 }
 var file_chat_v1_chat_proto_depIdxs = []int32{
-	17, // 0: chat.v1.Message.time:type_name -> google.protobuf.Timestamp
-	0,  // 1: chat.v1.StreamEvent.message:type_name -> chat.v1.Message
-	5,  // 2: chat.v1.StreamEvent.reset:type_name -> chat.v1.Reset
-	6,  // 3: chat.v1.StreamEvent.closed:type_name -> chat.v1.Closed
-	4,  // 4: chat.v1.StreamEvent.presence:type_name -> chat.v1.PresenceChange
-	9,  // 5: chat.v1.ListRoomsResponse.rooms:type_name -> chat.v1.Room
-	0,  // 6: chat.v1.HistoryResponse.messages:type_name -> chat.v1.Message
-	16, // 7: chat.v1.PresenceResponse.users:type_name -> chat.v1.UserPresence
-	1,  // 8: chat.v1.ChatService.Submit:input_type -> chat.v1.SubmitRequest
-	2,  // 9: chat.v1.ChatService.Stream:input_type -> chat.v1.StreamRequest
-	7,  // 10: chat.v1.ChatService.ListRooms:input_type -> chat.v1.ListRoomsRequest
-	10, // 11: chat.v1.ChatService.History:input_type -> chat.v1.HistoryRequest
-	12, // 12: chat.v1.ChatService.DeleteRoom:input_type -> chat.v1.DeleteRoomRequest
-	14, // 13: chat.v1.ChatService.Presence:input_type -> chat.v1.PresenceRequest
-	0,  // 14: chat.v1.ChatService.Submit:output_type -> chat.v1.Message
-	3,  // 15: chat.v1.ChatService.Stream:output_type -> chat.v1.StreamEvent
-	8,  // 16: chat.v1.ChatService.ListRooms:output_type -> chat.v1.ListRoomsResponse
-	11, // 17: chat.v1.ChatService.History:output_type -> chat.v1.HistoryResponse
-	13, // 18: chat.v1.ChatService.DeleteRoom:output_type -> chat.v1.DeleteRoomResponse
-	15, // 19: chat.v1.ChatService.Presence:output_type -> chat.v1.PresenceResponse
-	14, // [14:20] is the sub-list for method output_type
-	8,  // [8:14] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	19, // 0: chat.v1.Message.time:type_name -> google.protobuf.Timestamp
+	19, // 1: chat.v1.Message.edited:type_name -> google.protobuf.Timestamp
+	0,  // 2: chat.v1.StreamEvent.message:type_name -> chat.v1.Message
+	7,  // 3: chat.v1.StreamEvent.reset:type_name -> chat.v1.Reset
+	8,  // 4: chat.v1.StreamEvent.closed:type_name -> chat.v1.Closed
+	6,  // 5: chat.v1.StreamEvent.presence:type_name -> chat.v1.PresenceChange
+	4,  // 6: chat.v1.StreamEvent.edit:type_name -> chat.v1.Edit
+	5,  // 7: chat.v1.StreamEvent.delete:type_name -> chat.v1.Delete
+	19, // 8: chat.v1.Edit.time:type_name -> google.protobuf.Timestamp
+	19, // 9: chat.v1.Delete.time:type_name -> google.protobuf.Timestamp
+	11, // 10: chat.v1.ListRoomsResponse.rooms:type_name -> chat.v1.Room
+	0,  // 11: chat.v1.HistoryResponse.messages:type_name -> chat.v1.Message
+	18, // 12: chat.v1.PresenceResponse.users:type_name -> chat.v1.UserPresence
+	1,  // 13: chat.v1.ChatService.Submit:input_type -> chat.v1.SubmitRequest
+	2,  // 14: chat.v1.ChatService.Stream:input_type -> chat.v1.StreamRequest
+	9,  // 15: chat.v1.ChatService.ListRooms:input_type -> chat.v1.ListRoomsRequest
+	12, // 16: chat.v1.ChatService.History:input_type -> chat.v1.HistoryRequest
+	14, // 17: chat.v1.ChatService.DeleteRoom:input_type -> chat.v1.DeleteRoomRequest
+	16, // 18: chat.v1.ChatService.Presence:input_type -> chat.v1.PresenceRequest
+	0,  // 19: chat.v1.ChatService.Submit:output_type -> chat.v1.Message
+	3,  // 20: chat.v1.ChatService.Stream:output_type -> chat.v1.StreamEvent
+	10, // 21: chat.v1.ChatService.ListRooms:output_type -> chat.v1.ListRoomsResponse
+	13, // 22: chat.v1.ChatService.History:output_type -> chat.v1.HistoryResponse
+	15, // 23: chat.v1.ChatService.DeleteRoom:output_type -> chat.v1.DeleteRoomResponse
+	17, // 24: chat.v1.ChatService.Presence:output_type -> chat.v1.PresenceResponse
+	19, // [19:25] is the sub-list for method output_type
+	13, // [13:19] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_chat_v1_chat_proto_init() }
@@ -1185,6 +1387,8 @@ func file_chat_v1_chat_proto_init() {
 		(*StreamEvent_Reset_)(nil),
 		(*StreamEvent_Closed)(nil),
 		(*StreamEvent_Presence)(nil),
+		(*StreamEvent_Edit)(nil),
+		(*StreamEvent_Delete)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1192,7 +1396,7 @@ func file_chat_v1_chat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_chat_v1_chat_proto_rawDesc), len(file_chat_v1_chat_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
