@@ -81,7 +81,9 @@ func (s rpcService) Submit(ctx context.Context, req *connect.Request[chatv1.Subm
 	if err != nil {
 		return nil, h.rpcError(ctx, err)
 	}
-	return connect.NewResponse(rpcMessage(posted.Message)), nil
+	msg := rpcMessage(posted.Message)
+	msg.Secret = posted.Secret
+	return connect.NewResponse(msg), nil
 }
 
 // errResume ends a stream that the client should open again after the last
@@ -180,11 +182,9 @@ func rpcStreamEvent(e *rooms.Event) *chatv1.StreamEvent {
 	case rooms.EventPresence:
 		return &chatv1.StreamEvent{Event: &chatv1.StreamEvent_Presence{Presence: &chatv1.PresenceChange{Joined: e.Presence.Joined, Left: e.Presence.Left}}}
 	case rooms.EventEdit:
-		m := &e.Message
-		return &chatv1.StreamEvent{Event: &chatv1.StreamEvent_Edit{Edit: &chatv1.Edit{Id: m.ID, Target: m.Target, Message: m.Message, Time: timestamppb.New(m.Time)}}}
+		return &chatv1.StreamEvent{Event: &chatv1.StreamEvent_Edit{Edit: rpcEdit(&e.Message)}}
 	case rooms.EventDelete:
-		m := &e.Message
-		return &chatv1.StreamEvent{Event: &chatv1.StreamEvent_Delete{Delete: &chatv1.Delete{Id: m.ID, Target: m.Target, By: m.By(), Time: timestamppb.New(m.Time)}}}
+		return &chatv1.StreamEvent{Event: &chatv1.StreamEvent_Delete{Delete: rpcDelete(&e.Message)}}
 	}
 	return nil
 }
@@ -300,6 +300,39 @@ func (s rpcService) Presence(ctx context.Context, req *connect.Request[chatv1.Pr
 		out.Users = append(out.Users, &chatv1.UserPresence{User: u.User, Streams: uint32(u.Streams)})
 	}
 	return connect.NewResponse(out), nil
+}
+
+// EditMessage edits a message as PATCH /rooms/{room}/messages/{id} does.
+func (s rpcService) EditMessage(ctx context.Context, req *connect.Request[chatv1.EditMessageRequest]) (*connect.Response[chatv1.Edit], error) {
+	in := req.Msg
+	edit, err := s.h.svc.EditMessage(callOf(ctx).caller, in.GetRoom(), in.GetId(), in.GetMessage(), in.GetSecret())
+	if err != nil {
+		return nil, s.h.rpcError(ctx, err)
+	}
+	return connect.NewResponse(rpcEdit(&edit)), nil
+}
+
+// DeleteMessage erases a message as DELETE /rooms/{room}/messages/{id}
+// does.
+func (s rpcService) DeleteMessage(ctx context.Context, req *connect.Request[chatv1.DeleteMessageRequest]) (*connect.Response[chatv1.Delete], error) {
+	in := req.Msg
+	del, err := s.h.deleteMessage(callOf(ctx).caller, in.GetRoom(), in.GetId(), in.GetSecret())
+	if err != nil {
+		return nil, s.h.rpcError(ctx, err)
+	}
+	return connect.NewResponse(rpcDelete(&del)), nil
+}
+
+// rpcEdit is the edit m as the gRPC API has it, in a stream and as
+// EditMessage's answer.
+func rpcEdit(m *rooms.Message) *chatv1.Edit {
+	return &chatv1.Edit{Id: m.ID, Target: m.Target, Message: m.Message, Time: timestamppb.New(m.Time)}
+}
+
+// rpcDelete is the delete m as the gRPC API has it, in a stream and as
+// DeleteMessage's answer.
+func rpcDelete(m *rooms.Message) *chatv1.Delete {
+	return &chatv1.Delete{Id: m.ID, Target: m.Target, By: m.By(), Time: timestamppb.New(m.Time)}
 }
 
 func rpcMessage(m rooms.Message) *chatv1.Message {

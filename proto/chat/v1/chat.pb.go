@@ -37,7 +37,11 @@ type Message struct {
 	// Verified is set when the author was authenticated by the site.
 	Verified bool `protobuf:"varint,6,opt,name=verified,proto3" json:"verified,omitempty"`
 	// Edited is when the text was last edited; unset when never.
-	Edited        *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=edited,proto3" json:"edited,omitempty"`
+	Edited *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=edited,proto3" json:"edited,omitempty"`
+	// Secret is set only in Submit's answer to an author without an
+	// identity: it proves to EditMessage and DeleteMessage that they wrote
+	// the message. No stream or history carries it; keep it private.
+	Secret        string `protobuf:"bytes,8,opt,name=secret,proto3" json:"secret,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -119,6 +123,13 @@ func (x *Message) GetEdited() *timestamppb.Timestamp {
 		return x.Edited
 	}
 	return nil
+}
+
+func (x *Message) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
 }
 
 type SubmitRequest struct {
@@ -1223,11 +1234,144 @@ func (x *UserPresence) GetStreams() uint32 {
 	return 0
 }
 
+type EditMessageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Room  string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	// Id is the message's.
+	Id string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	// Message is the new text, checked as a post's is.
+	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// Secret is the one Submit answered an author without an identity with.
+	Secret        string `protobuf:"bytes,4,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EditMessageRequest) Reset() {
+	*x = EditMessageRequest{}
+	mi := &file_chat_v1_chat_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EditMessageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EditMessageRequest) ProtoMessage() {}
+
+func (x *EditMessageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_v1_chat_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EditMessageRequest.ProtoReflect.Descriptor instead.
+func (*EditMessageRequest) Descriptor() ([]byte, []int) {
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *EditMessageRequest) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *EditMessageRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *EditMessageRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *EditMessageRequest) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+type DeleteMessageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Room  string                 `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	// Id is the message's.
+	Id string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	// Secret is the one Submit answered an author without an identity with.
+	Secret        string `protobuf:"bytes,3,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteMessageRequest) Reset() {
+	*x = DeleteMessageRequest{}
+	mi := &file_chat_v1_chat_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteMessageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteMessageRequest) ProtoMessage() {}
+
+func (x *DeleteMessageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_v1_chat_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteMessageRequest.ProtoReflect.Descriptor instead.
+func (*DeleteMessageRequest) Descriptor() ([]byte, []int) {
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *DeleteMessageRequest) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *DeleteMessageRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DeleteMessageRequest) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
 var File_chat_v1_chat_proto protoreflect.FileDescriptor
 
 const file_chat_v1_chat_proto_rawDesc = "" +
 	"\n" +
-	"\x12chat/v1/chat.proto\x12\achat.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdb\x01\n" +
+	"\x12chat/v1/chat.proto\x12\achat.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf3\x01\n" +
 	"\aMessage\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04room\x18\x02 \x01(\tR\x04room\x12\x12\n" +
@@ -1235,7 +1379,8 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12.\n" +
 	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1a\n" +
 	"\bverified\x18\x06 \x01(\bR\bverified\x122\n" +
-	"\x06edited\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x06edited\"z\n" +
+	"\x06edited\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x06edited\x12\x16\n" +
+	"\x06secret\x18\b \x01(\tR\x06secret\"z\n" +
 	"\rSubmitRequest\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\tR\x04user\x12\x18\n" +
@@ -1299,7 +1444,16 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"\tanonymous\x18\x02 \x01(\rR\tanonymous\"<\n" +
 	"\fUserPresence\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x18\n" +
-	"\astreams\x18\x02 \x01(\rR\astreams2\x85\x03\n" +
+	"\astreams\x18\x02 \x01(\rR\astreams\"j\n" +
+	"\x12EditMessageRequest\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12\x16\n" +
+	"\x06secret\x18\x04 \x01(\tR\x06secret\"R\n" +
+	"\x14DeleteMessageRequest\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x16\n" +
+	"\x06secret\x18\x03 \x01(\tR\x06secret2\x81\x04\n" +
 	"\vChatService\x122\n" +
 	"\x06Submit\x12\x16.chat.v1.SubmitRequest\x1a\x10.chat.v1.Message\x128\n" +
 	"\x06Stream\x12\x16.chat.v1.StreamRequest\x1a\x14.chat.v1.StreamEvent0\x01\x12B\n" +
@@ -1307,7 +1461,9 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"\aHistory\x12\x17.chat.v1.HistoryRequest\x1a\x18.chat.v1.HistoryResponse\x12E\n" +
 	"\n" +
 	"DeleteRoom\x12\x1a.chat.v1.DeleteRoomRequest\x1a\x1b.chat.v1.DeleteRoomResponse\x12?\n" +
-	"\bPresence\x12\x18.chat.v1.PresenceRequest\x1a\x19.chat.v1.PresenceResponseB7Z5github.com/caddy-chat/caddy-chat/proto/chat/v1;chatv1b\x06proto3"
+	"\bPresence\x12\x18.chat.v1.PresenceRequest\x1a\x19.chat.v1.PresenceResponse\x129\n" +
+	"\vEditMessage\x12\x1b.chat.v1.EditMessageRequest\x1a\r.chat.v1.Edit\x12?\n" +
+	"\rDeleteMessage\x12\x1d.chat.v1.DeleteMessageRequest\x1a\x0f.chat.v1.DeleteB7Z5github.com/caddy-chat/caddy-chat/proto/chat/v1;chatv1b\x06proto3"
 
 var (
 	file_chat_v1_chat_proto_rawDescOnce sync.Once
@@ -1321,7 +1477,7 @@ func file_chat_v1_chat_proto_rawDescGZIP() []byte {
 	return file_chat_v1_chat_proto_rawDescData
 }
 
-var file_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_chat_v1_chat_proto_goTypes = []any{
 	(*Message)(nil),               // 0: chat.v1.Message
 	(*SubmitRequest)(nil),         // 1: chat.v1.SubmitRequest
@@ -1342,19 +1498,21 @@ var file_chat_v1_chat_proto_goTypes = []any{
 	(*PresenceRequest)(nil),       // 16: chat.v1.PresenceRequest
 	(*PresenceResponse)(nil),      // 17: chat.v1.PresenceResponse
 	(*UserPresence)(nil),          // 18: chat.v1.UserPresence
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(*EditMessageRequest)(nil),    // 19: chat.v1.EditMessageRequest
+	(*DeleteMessageRequest)(nil),  // 20: chat.v1.DeleteMessageRequest
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
 }
 var file_chat_v1_chat_proto_depIdxs = []int32{
-	19, // 0: chat.v1.Message.time:type_name -> google.protobuf.Timestamp
-	19, // 1: chat.v1.Message.edited:type_name -> google.protobuf.Timestamp
+	21, // 0: chat.v1.Message.time:type_name -> google.protobuf.Timestamp
+	21, // 1: chat.v1.Message.edited:type_name -> google.protobuf.Timestamp
 	0,  // 2: chat.v1.StreamEvent.message:type_name -> chat.v1.Message
 	7,  // 3: chat.v1.StreamEvent.reset:type_name -> chat.v1.Reset
 	8,  // 4: chat.v1.StreamEvent.closed:type_name -> chat.v1.Closed
 	6,  // 5: chat.v1.StreamEvent.presence:type_name -> chat.v1.PresenceChange
 	4,  // 6: chat.v1.StreamEvent.edit:type_name -> chat.v1.Edit
 	5,  // 7: chat.v1.StreamEvent.delete:type_name -> chat.v1.Delete
-	19, // 8: chat.v1.Edit.time:type_name -> google.protobuf.Timestamp
-	19, // 9: chat.v1.Delete.time:type_name -> google.protobuf.Timestamp
+	21, // 8: chat.v1.Edit.time:type_name -> google.protobuf.Timestamp
+	21, // 9: chat.v1.Delete.time:type_name -> google.protobuf.Timestamp
 	11, // 10: chat.v1.ListRoomsResponse.rooms:type_name -> chat.v1.Room
 	0,  // 11: chat.v1.HistoryResponse.messages:type_name -> chat.v1.Message
 	18, // 12: chat.v1.PresenceResponse.users:type_name -> chat.v1.UserPresence
@@ -1364,14 +1522,18 @@ var file_chat_v1_chat_proto_depIdxs = []int32{
 	12, // 16: chat.v1.ChatService.History:input_type -> chat.v1.HistoryRequest
 	14, // 17: chat.v1.ChatService.DeleteRoom:input_type -> chat.v1.DeleteRoomRequest
 	16, // 18: chat.v1.ChatService.Presence:input_type -> chat.v1.PresenceRequest
-	0,  // 19: chat.v1.ChatService.Submit:output_type -> chat.v1.Message
-	3,  // 20: chat.v1.ChatService.Stream:output_type -> chat.v1.StreamEvent
-	10, // 21: chat.v1.ChatService.ListRooms:output_type -> chat.v1.ListRoomsResponse
-	13, // 22: chat.v1.ChatService.History:output_type -> chat.v1.HistoryResponse
-	15, // 23: chat.v1.ChatService.DeleteRoom:output_type -> chat.v1.DeleteRoomResponse
-	17, // 24: chat.v1.ChatService.Presence:output_type -> chat.v1.PresenceResponse
-	19, // [19:25] is the sub-list for method output_type
-	13, // [13:19] is the sub-list for method input_type
+	19, // 19: chat.v1.ChatService.EditMessage:input_type -> chat.v1.EditMessageRequest
+	20, // 20: chat.v1.ChatService.DeleteMessage:input_type -> chat.v1.DeleteMessageRequest
+	0,  // 21: chat.v1.ChatService.Submit:output_type -> chat.v1.Message
+	3,  // 22: chat.v1.ChatService.Stream:output_type -> chat.v1.StreamEvent
+	10, // 23: chat.v1.ChatService.ListRooms:output_type -> chat.v1.ListRoomsResponse
+	13, // 24: chat.v1.ChatService.History:output_type -> chat.v1.HistoryResponse
+	15, // 25: chat.v1.ChatService.DeleteRoom:output_type -> chat.v1.DeleteRoomResponse
+	17, // 26: chat.v1.ChatService.Presence:output_type -> chat.v1.PresenceResponse
+	4,  // 27: chat.v1.ChatService.EditMessage:output_type -> chat.v1.Edit
+	5,  // 28: chat.v1.ChatService.DeleteMessage:output_type -> chat.v1.Delete
+	21, // [21:29] is the sub-list for method output_type
+	13, // [13:21] is the sub-list for method input_type
 	13, // [13:13] is the sub-list for extension type_name
 	13, // [13:13] is the sub-list for extension extendee
 	0,  // [0:13] is the sub-list for field type_name
@@ -1396,7 +1558,7 @@ func file_chat_v1_chat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_chat_v1_chat_proto_rawDesc), len(file_chat_v1_chat_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -48,6 +48,11 @@ const (
 	ChatServiceDeleteRoomProcedure = "/chat.v1.ChatService/DeleteRoom"
 	// ChatServicePresenceProcedure is the fully-qualified name of the ChatService's Presence RPC.
 	ChatServicePresenceProcedure = "/chat.v1.ChatService/Presence"
+	// ChatServiceEditMessageProcedure is the fully-qualified name of the ChatService's EditMessage RPC.
+	ChatServiceEditMessageProcedure = "/chat.v1.ChatService/EditMessage"
+	// ChatServiceDeleteMessageProcedure is the fully-qualified name of the ChatService's DeleteMessage
+	// RPC.
+	ChatServiceDeleteMessageProcedure = "/chat.v1.ChatService/DeleteMessage"
 )
 
 // ChatServiceClient is a client for the chat.v1.ChatService service.
@@ -68,6 +73,16 @@ type ChatServiceClient interface {
 	// Presence tells who is in a room: its named users with their streams,
 	// and how many streams named nobody.
 	Presence(context.Context, *connect.Request[v1.PresenceRequest]) (*connect.Response[v1.PresenceResponse], error)
+	// EditMessage replaces the text of a message, for its author within the
+	// handler's edit window, who proves authorship by identity or, without
+	// one, by the secret Submit answered with. It returns the edit as
+	// stored, which the room's streams receive.
+	EditMessage(context.Context, *connect.Request[v1.EditMessageRequest]) (*connect.Response[v1.Edit], error)
+	// DeleteMessage erases a message: for its author, as for EditMessage,
+	// or, on a handler with moderate on, for any caller whose identity
+	// resolved. It returns the delete as stored, which the room's streams
+	// receive.
+	DeleteMessage(context.Context, *connect.Request[v1.DeleteMessageRequest]) (*connect.Response[v1.Delete], error)
 }
 
 // NewChatServiceClient constructs a client for the chat.v1.ChatService service. By default, it uses
@@ -117,17 +132,31 @@ func NewChatServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(chatServiceMethods.ByName("Presence")),
 			connect.WithClientOptions(opts...),
 		),
+		editMessage: connect.NewClient[v1.EditMessageRequest, v1.Edit](
+			httpClient,
+			baseURL+ChatServiceEditMessageProcedure,
+			connect.WithSchema(chatServiceMethods.ByName("EditMessage")),
+			connect.WithClientOptions(opts...),
+		),
+		deleteMessage: connect.NewClient[v1.DeleteMessageRequest, v1.Delete](
+			httpClient,
+			baseURL+ChatServiceDeleteMessageProcedure,
+			connect.WithSchema(chatServiceMethods.ByName("DeleteMessage")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // chatServiceClient implements ChatServiceClient.
 type chatServiceClient struct {
-	submit     *connect.Client[v1.SubmitRequest, v1.Message]
-	stream     *connect.Client[v1.StreamRequest, v1.StreamEvent]
-	listRooms  *connect.Client[v1.ListRoomsRequest, v1.ListRoomsResponse]
-	history    *connect.Client[v1.HistoryRequest, v1.HistoryResponse]
-	deleteRoom *connect.Client[v1.DeleteRoomRequest, v1.DeleteRoomResponse]
-	presence   *connect.Client[v1.PresenceRequest, v1.PresenceResponse]
+	submit        *connect.Client[v1.SubmitRequest, v1.Message]
+	stream        *connect.Client[v1.StreamRequest, v1.StreamEvent]
+	listRooms     *connect.Client[v1.ListRoomsRequest, v1.ListRoomsResponse]
+	history       *connect.Client[v1.HistoryRequest, v1.HistoryResponse]
+	deleteRoom    *connect.Client[v1.DeleteRoomRequest, v1.DeleteRoomResponse]
+	presence      *connect.Client[v1.PresenceRequest, v1.PresenceResponse]
+	editMessage   *connect.Client[v1.EditMessageRequest, v1.Edit]
+	deleteMessage *connect.Client[v1.DeleteMessageRequest, v1.Delete]
 }
 
 // Submit calls chat.v1.ChatService.Submit.
@@ -160,6 +189,16 @@ func (c *chatServiceClient) Presence(ctx context.Context, req *connect.Request[v
 	return c.presence.CallUnary(ctx, req)
 }
 
+// EditMessage calls chat.v1.ChatService.EditMessage.
+func (c *chatServiceClient) EditMessage(ctx context.Context, req *connect.Request[v1.EditMessageRequest]) (*connect.Response[v1.Edit], error) {
+	return c.editMessage.CallUnary(ctx, req)
+}
+
+// DeleteMessage calls chat.v1.ChatService.DeleteMessage.
+func (c *chatServiceClient) DeleteMessage(ctx context.Context, req *connect.Request[v1.DeleteMessageRequest]) (*connect.Response[v1.Delete], error) {
+	return c.deleteMessage.CallUnary(ctx, req)
+}
+
 // ChatServiceHandler is an implementation of the chat.v1.ChatService service.
 type ChatServiceHandler interface {
 	// Submit posts a message. A retry with the same idempotency_key returns
@@ -178,6 +217,16 @@ type ChatServiceHandler interface {
 	// Presence tells who is in a room: its named users with their streams,
 	// and how many streams named nobody.
 	Presence(context.Context, *connect.Request[v1.PresenceRequest]) (*connect.Response[v1.PresenceResponse], error)
+	// EditMessage replaces the text of a message, for its author within the
+	// handler's edit window, who proves authorship by identity or, without
+	// one, by the secret Submit answered with. It returns the edit as
+	// stored, which the room's streams receive.
+	EditMessage(context.Context, *connect.Request[v1.EditMessageRequest]) (*connect.Response[v1.Edit], error)
+	// DeleteMessage erases a message: for its author, as for EditMessage,
+	// or, on a handler with moderate on, for any caller whose identity
+	// resolved. It returns the delete as stored, which the room's streams
+	// receive.
+	DeleteMessage(context.Context, *connect.Request[v1.DeleteMessageRequest]) (*connect.Response[v1.Delete], error)
 }
 
 // NewChatServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -223,6 +272,18 @@ func NewChatServiceHandler(svc ChatServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(chatServiceMethods.ByName("Presence")),
 		connect.WithHandlerOptions(opts...),
 	)
+	chatServiceEditMessageHandler := connect.NewUnaryHandler(
+		ChatServiceEditMessageProcedure,
+		svc.EditMessage,
+		connect.WithSchema(chatServiceMethods.ByName("EditMessage")),
+		connect.WithHandlerOptions(opts...),
+	)
+	chatServiceDeleteMessageHandler := connect.NewUnaryHandler(
+		ChatServiceDeleteMessageProcedure,
+		svc.DeleteMessage,
+		connect.WithSchema(chatServiceMethods.ByName("DeleteMessage")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/chat.v1.ChatService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ChatServiceSubmitProcedure:
@@ -237,6 +298,10 @@ func NewChatServiceHandler(svc ChatServiceHandler, opts ...connect.HandlerOption
 			chatServiceDeleteRoomHandler.ServeHTTP(w, r)
 		case ChatServicePresenceProcedure:
 			chatServicePresenceHandler.ServeHTTP(w, r)
+		case ChatServiceEditMessageProcedure:
+			chatServiceEditMessageHandler.ServeHTTP(w, r)
+		case ChatServiceDeleteMessageProcedure:
+			chatServiceDeleteMessageHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -268,4 +333,12 @@ func (UnimplementedChatServiceHandler) DeleteRoom(context.Context, *connect.Requ
 
 func (UnimplementedChatServiceHandler) Presence(context.Context, *connect.Request[v1.PresenceRequest]) (*connect.Response[v1.PresenceResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("chat.v1.ChatService.Presence is not implemented"))
+}
+
+func (UnimplementedChatServiceHandler) EditMessage(context.Context, *connect.Request[v1.EditMessageRequest]) (*connect.Response[v1.Edit], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("chat.v1.ChatService.EditMessage is not implemented"))
+}
+
+func (UnimplementedChatServiceHandler) DeleteMessage(context.Context, *connect.Request[v1.DeleteMessageRequest]) (*connect.Response[v1.Delete], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("chat.v1.ChatService.DeleteMessage is not implemented"))
 }
