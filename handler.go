@@ -380,7 +380,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c service.Caller
 			return methodNotAllowed("GET, POST, DELETE")
 		}
 		return methodNotAllowed("POST, DELETE")
-	case routeIndex, routeOpenRoom, routeStatic, routeWidget:
+	case routeIndex, routeOpenRoom, routeStatic, routeWidget, routeConfig:
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			return methodNotAllowed("GET")
 		}
@@ -391,6 +391,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c service.Caller
 			return h.serveOpenRoom(w, r)
 		case routeWidget:
 			return serveWidget(w, r)
+		case routeConfig:
+			return h.serveConfig(w, r)
 		default:
 			return serveStatic(w, r, room)
 		}
@@ -411,11 +413,12 @@ const (
 	routeOpenRoom = "open"
 	routeStatic   = "static"
 	routeWidget   = "widget.js"
+	routeConfig   = "config" // what the widget may offer its reader
 )
 
 // pageRoutes are served only with the UI on; without it they belong to the
 // next handler.
-var pageRoutes = map[string]bool{routeIndex: true, routeOpenRoom: true, routeStatic: true, routeWidget: true}
+var pageRoutes = map[string]bool{routeIndex: true, routeOpenRoom: true, routeStatic: true, routeWidget: true, routeConfig: true}
 
 // parsePath matches an escaped path against the routes the handler owns; for
 // the static route, room is the file name, and for the route of one
@@ -425,7 +428,7 @@ var pageRoutes = map[string]bool{routeIndex: true, routeOpenRoom: true, routeSta
 func parsePath(escaped string) (route, room, id string, ok bool) {
 	segs := strings.Split(strings.TrimPrefix(escaped, "/"), "/")
 	switch {
-	case len(segs) == 1 && (segs[0] == routeSubmit || segs[0] == routeRooms || segs[0] == routeIndex || segs[0] == routeWidget):
+	case len(segs) == 1 && (segs[0] == routeSubmit || segs[0] == routeRooms || segs[0] == routeIndex || segs[0] == routeWidget || segs[0] == routeConfig):
 		return segs[0], "", "", true
 	case len(segs) == 1 && segs[0] == routeRoom:
 		return routeOpenRoom, "", "", true

@@ -44,15 +44,29 @@ func (h *Handler) serveRoomPage(w http.ResponseWriter, r *http.Request, room str
 	if err != nil && !service.IsKind(err, service.NotFound) {
 		return err
 	}
-	data := ui.Room{Name: room, AllowDelete: h.AllowDelete, Older: len(rep.Messages) > 0 && !rep.Start}
-	data.Identity, _ = h.identity(r)
+	data := ui.Room{Name: room, AllowDelete: h.AllowDelete, Older: len(rep.Messages) > 0 && !rep.Start, Settings: h.uiSettings(r)}
 	for _, m := range rep.Messages {
-		data.Messages = append(data.Messages, ui.Message{ID: m.ID, User: m.User, Text: m.Message, Time: m.Time, Verified: m.Verified})
+		data.Messages = append(data.Messages, ui.Message{ID: m.ID, User: m.User, Text: m.Message, Time: m.Time, Verified: m.Verified, Edited: m.Edited})
 	}
 	if n := len(rep.Messages); n > 0 {
 		data.LastID = rep.Messages[n-1].ID
 	}
 	return writePage(w, func(b *bytes.Buffer) error { return ui.RenderRoom(b, data) })
+}
+
+// uiSettings is what the page and the widget need to know to offer the
+// actions on messages that r's sender may take.
+func (h *Handler) uiSettings(r *http.Request) ui.Settings {
+	s := ui.Settings{Moderate: h.Moderate, EditWindow: int64(time.Duration(*h.EditWindow) / time.Second)}
+	s.Identity, _ = h.identity(r)
+	return s
+}
+
+// serveConfig answers the widget's question of what its reader may do
+// here. The answer names the reader: no cache may share it.
+func (h *Handler) serveConfig(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Cache-Control", "no-store")
+	return writeJSON(w, http.StatusOK, h.uiSettings(r))
 }
 
 // serveStatic serves the pages' embedded scripts and styles.

@@ -79,6 +79,24 @@ type Message struct {
 	// Verified is set when User came from the site's auth: the page marks
 	// it, and never marks a name for its own sake.
 	Verified bool
+	// Edited is when Text was last edited, zero when never: the page
+	// says "edited".
+	Edited time.Time
+}
+
+// Settings is what the page's and the widget's script are told of the
+// handler and the reader: the page has them in its body's data
+// attributes, the widget from the handler's config route, as JSON.
+type Settings struct {
+	// Moderate is set on a moderate mount: every message offers its
+	// delete and a ban of its author.
+	Moderate bool `json:"moderate"`
+	// EditWindow is how long, in seconds, authors may edit and delete
+	// their own messages; 0 when they may not.
+	EditWindow int64 `json:"edit_window"`
+	// Identity is the reader's name when the server knows it, which
+	// marks their verified messages as their own.
+	Identity string `json:"identity,omitempty"`
 }
 
 // Room is what a room page shows.
@@ -86,8 +104,8 @@ type Room struct {
 	Name        string
 	Messages    []Message // recent history, oldest first
 	LastID      string    // where the page's stream resumes
-	Identity    string    // the author's name when the server knows it
 	AllowDelete bool
+	Settings
 	// Older is set when the room keeps messages older than Messages: the
 	// page offers to load them.
 	Older bool

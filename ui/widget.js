@@ -9,7 +9,7 @@
 // name. It renders in a shadow root, styled by static/widget.css, which it
 // fetches once and adopts, so that it runs under a host CSP without
 // 'unsafe-inline'. Several elements for one room share one stream.
-import { MessageList, compose, notices, pageBack, post, rememberName, showHere, subscribe } from "./static/core.js";
+import { MessageActions, MessageList, compose, notices, pageBack, post, rememberName, showHere, subscribe } from "./static/core.js";
 
 const base = new URL(".", import.meta.url);
 
@@ -23,7 +23,7 @@ const styled = fetch(new URL("static/widget.css", base))
 // The element's parts; user text never enters it but as textContent.
 const template = document.createElement("template");
 template.innerHTML = `<section part="box" hidden>
-<header><h2 part="title"></h2><p class="status" role="status" aria-live="polite"></p><p class="here"></p></header>
+<header><h2 part="title"></h2><p class="status" role="status" aria-live="polite"></p><p class="here"></p><p class="action-status" role="status" aria-live="polite"></p></header>
 <div class="scroller"><div class="older"><button type="button" hidden>Load older messages</button><p class="older-status" role="status" aria-live="polite" tabindex="-1"></p></div><ol class="messages" aria-live="polite" aria-label="Messages"></ol></div>
 <p class="notice" role="alert" hidden></p>
 <form class="compose">
@@ -33,6 +33,20 @@ template.innerHTML = `<section part="box" hidden>
 <p class="send-error" role="alert" hidden></p>
 </form>
 </section>`;
+
+// settings asks the chat at src what its readers may do to messages
+// (see MessageActions.configure), once for every element of one chat. A
+// chat that does not answer offers no actions.
+const asked = new Map();
+function settings(src) {
+  const url = new URL("config", src).href;
+  if (!asked.has(url)) {
+    asked.set(url, fetch(url, { headers: { Accept: "application/json" } })
+      .then((resp) => (resp.ok ? resp.json() : {}))
+      .catch(() => ({})));
+  }
+  return asked.get(url);
+}
 
 class ChatRoom extends HTMLElement {
   connectedCallback() {
@@ -59,20 +73,26 @@ class ChatRoom extends HTMLElement {
     }
     styled.then(() => (box.hidden = false));
 
-    const messages = new MessageList(root.querySelector(".messages"));
+    const list = root.querySelector(".messages");
     const show = (text) => {
       notice.textContent = text;
       notice.hidden = false;
     };
     const enc = encodeURIComponent(room);
-    pageBack(messages, new URL("rooms/" + enc + "/messages", src).href,
-      root.querySelector(".older button"), root.querySelector(".older-status"));
+    const messagesURL = new URL("rooms/" + enc + "/messages", src).href;
+    const actionStatus = root.querySelector(".action-status");
+    const actions = new MessageActions(list, messagesURL, {}, (text) => (actionStatus.textContent = text));
+    settings(src).then((s) => actions.configure(s));
+    const messages = new MessageList(list, (li) => actions.decorate(li));
+    pageBack(messages, messagesURL, root.querySelector(".older button"), root.querySelector(".older-status"));
     this.unsubscribe = subscribe(new URL("stream/" + enc, src).href, {
       state(text, state) {
         status.textContent = text;
         status.dataset.state = state;
       },
       message: (m) => messages.append(m),
+      edit: (e) => messages.edit(e),
+      remove: (e) => messages.remove(e),
       presence: (users) => showHere(root.querySelector(".here"), users),
       reset: () => show(notices.reset),
       close() {
@@ -81,7 +101,7 @@ class ChatRoom extends HTMLElement {
       },
     }, { history, user: () => userField.value.trim() });
     compose(form, root.querySelector(".message"), root.querySelector(".send-error"), (message) =>
-      post(new URL("room/" + enc, src).href, JSON.stringify({ user: userField.value.trim(), message })));
+      post(new URL("room/" + enc, src).href, JSON.stringify({ user: userField.value.trim(), message }), (m) => actions.keep(m)));
   }
 
   disconnectedCallback() {

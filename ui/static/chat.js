@@ -1,6 +1,6 @@
 // caddy-chat pages. Every URL is relative to the page, so the chat works at
 // any mount point.
-import { MessageList, compose, notices, pageBack, post, rememberName, showHere, subscribe } from "./core.js";
+import { MessageActions, MessageList, compose, notices, pageBack, post, rememberName, showHere, subscribe } from "./core.js";
 
 const body = document.body;
 if (body.classList.contains("room")) {
@@ -51,11 +51,18 @@ function room(body) {
   const deleteButton = document.getElementById("delete");
   const here = document.getElementById("here");
   const older = document.getElementById("older");
-  const messages = new MessageList(list);
+  const messagesURL = "../rooms/" + encodeURIComponent(name) + "/messages";
+  const actionStatus = document.getElementById("action-status");
+  const actions = new MessageActions(list, messagesURL, {
+    moderate: "moderate" in body.dataset,
+    edit_window: Number(body.dataset.editWindow),
+    identity: body.dataset.identity,
+  }, (text) => (actionStatus.textContent = text));
+  const messages = new MessageList(list, (li) => actions.decorate(li));
   messages.localTimes();
   // The page offers older messages when the room keeps more than it shows.
   if (older) {
-    pageBack(messages, "../rooms/" + encodeURIComponent(name) + "/messages", older, document.getElementById("older-status"));
+    pageBack(messages, messagesURL, older, document.getElementById("older-status"));
   }
 
   // The name is remembered in this browser, unless the server says who
@@ -75,6 +82,8 @@ function room(body) {
       status.dataset.state = state;
     },
     message: (m) => messages.append(m),
+    edit: (e) => messages.edit(e),
+    remove: (e) => messages.remove(e),
     presence: (users) => showHere(here, users),
     reset: () => show(notices.reset),
     close() {
@@ -85,7 +94,7 @@ function room(body) {
   }, { lastID: body.dataset.lastId, history: 50, user: () => userField.value.trim() });
 
   compose(form, textField, document.getElementById("send-error"), (message) =>
-    post("", JSON.stringify({ user: userField.value.trim(), message: message })));
+    post("", JSON.stringify({ user: userField.value.trim(), message: message }), (m) => actions.keep(m)));
 
   if (deleteButton) {
     deleteButton.hidden = false;

@@ -61,8 +61,11 @@ export function daySeparator(when) {
 // at the bottom while the reader is there, as messages come and as it
 // changes size (shown, resized, a header that grows).
 export class MessageList {
-  constructor(list) {
+  // decorate(li) adds to each message's item what the reader may do to
+  // it (see MessageActions).
+  constructor(list, decorate = () => {}) {
     this.list = list;
+    this.decorate = decorate;
     this.seen = new Set();
     this.shownDay = ""; // the reader's date of the last message shown
     const scroller = list.parentElement;
@@ -84,10 +87,13 @@ export class MessageList {
       const time = li.querySelector("time");
       const when = new Date(time.dateTime);
       setClock(time, when);
+      const edited = li.querySelector(".edited");
+      if (edited) edited.title = "edited " + fullFormat.format(new Date(edited.dataset.time));
       if (dayKey(when) !== this.shownDay) {
         this.shownDay = dayKey(when);
         li.before(daySeparator(when));
       }
+      this.decorate(li);
     }
   }
 
@@ -100,10 +106,50 @@ export class MessageList {
       this.shownDay = dayKey(when);
       this.list.append(daySeparator(when));
     }
-    this.list.append(messageItem(m));
+    this.list.append(this.item(m));
     // Scrolled within the list's box only: an embedded list never moves
     // its host page.
     if (this.atBottom) scroller.scrollTop = scroller.scrollHeight;
+  }
+
+  item(m) {
+    const li = messageItem(m);
+    this.decorate(li);
+    return li;
+  }
+
+  // shown is the item of the message id, null when it is not shown.
+  shown(id) {
+    return this.list.querySelector(`li[data-id="${CSS.escape(id)}"]`);
+  }
+
+  // edit shows the new text of an edit e's target, marked edited.
+  edit(e) {
+    const li = this.shown(e.target);
+    if (li) editItem(li, e.message, e.time);
+  }
+
+  // remove takes a deleted message e.target out of the list, with its
+  // day's separator when it was the day's only message. Focus within it
+  // moves to the next message's first button, or the one before's.
+  remove(e) {
+    const li = this.shown(e.target);
+    if (!li) return;
+    if (li.contains(li.getRootNode().activeElement)) {
+      const near = [nextMessage(li, "nextElementSibling"), nextMessage(li, "previousElementSibling")];
+      const button = near.map((n) => n && n.querySelector("button")).find(Boolean);
+      if (button) button.focus();
+    }
+    const before = li.previousElementSibling;
+    const after = li.nextElementSibling;
+    li.remove();
+    if (before && before.matches("li.day") && (!after || after.matches("li.day"))) {
+      before.remove();
+      if (!after) {
+        const days = this.list.querySelectorAll("li.day time");
+        this.shownDay = days.length ? days[days.length - 1].dateTime : "";
+      }
+    }
   }
 
   // oldestID is the id of the oldest message shown, "" when none is.
@@ -127,7 +173,7 @@ export class MessageList {
         day = dayKey(when);
         items.push(daySeparator(when));
       }
-      items.push(messageItem(m));
+      items.push(this.item(m));
     }
     if (items.length === 0) return 0;
     const live = this.list.getAttribute("aria-live");
@@ -179,7 +225,280 @@ function messageItem(m) {
   text.className = "text";
   text.textContent = m.message;
   li.append(" ", time, text);
+  if (m.edited) editItem(li, m.message, m.edited);
   return li;
+}
+
+// editItem shows text in the message item li, marked edited at when.
+function editItem(li, text, when) {
+  li.querySelector(".text").textContent = text;
+  let mark = li.querySelector(".edited");
+  if (!mark) {
+    mark = document.createElement("span");
+    mark.className = "edited";
+    mark.textContent = "edited";
+    li.querySelector("time").after(" ", mark);
+  }
+  mark.dataset.time = when;
+  mark.title = "edited " + fullFormat.format(new Date(when));
+}
+
+// nextMessage is the message item next to li in direction, a sibling
+// property, past day separators; null when there is none.
+function nextMessage(li, direction) {
+  let n = li[direction];
+  while (n && !n.dataset.id) n = n[direction];
+  return n;
+}
+
+// ownKey is where this browser keeps, for the messages its reader wrote
+// without an identity, the secret that lets them edit and delete each,
+// and until when: {url of the message: {secret, until}}.
+const ownKey = "caddy-chat-own";
+
+function ownMessages() {
+  try {
+    return JSON.parse(localStorage.getItem(ownKey)) || {};
+  } catch {
+    return {};
+  }
+}
+
+// MessageActions puts on each message of list the buttons for what the
+// reader may do to it: on their own, while the edit window lasts, Edit and
+// Delete; on a moderate mount, on every message, Delete, and on others',
+// Ban author with a duration and a purge choice. url is the room's
+// …/rooms/{room}/messages; settings are the handler's (see configure);
+// say(text) tells the reader how an action went.
+export class MessageActions {
+  constructor(list, url, settings, say) {
+    this.list = list;
+    this.url = new URL(url, document.baseURI).href;
+    this.say = say;
+    // What keep was given, for a browser that keeps nothing in storage.
+    this.kept = new Map();
+    this.timers = new Map(); // message id: the end of its edit window
+    this.configure(settings);
+  }
+
+  // configure takes the handler's settings: moderate, edit_window in
+  // seconds, and the reader's identity, and decorates the shown messages
+  // again.
+  configure({ moderate = false, edit_window = 0, identity = "" } = {}) {
+    this.moderate = moderate;
+    this.window = edit_window * 1000;
+    this.identity = identity;
+    for (const li of this.list.querySelectorAll("li[data-id]")) this.decorate(li);
+  }
+
+  messageURL(id) {
+    return this.url + "/" + encodeURIComponent(id);
+  }
+
+  // keep remembers the submit answer m of the reader's own post, with its
+  // secret, for the edit window, and offers its actions at once: the
+  // stream may have shown it before the answer came.
+  keep(m) {
+    if (!m || !m.id || this.window <= 0) return;
+    const own = ownMessages();
+    const now = Date.now();
+    for (const [url, v] of Object.entries(own)) if (v.until <= now) delete own[url];
+    const entry = { secret: m.secret || "", until: Date.parse(m.time) + this.window };
+    own[this.messageURL(m.id)] = entry;
+    this.kept.set(m.id, entry);
+    try {
+      localStorage.setItem(ownKey, JSON.stringify(own));
+    } catch {
+      // Storage full or off: the actions last as long as the page.
+    }
+    const li = this.list.querySelector(`li[data-id="${CSS.escape(m.id)}"]`);
+    if (li) this.decorate(li);
+  }
+
+  // signedInAuthor reports whether the reader, by the identity the server
+  // knows them by, wrote the message of li.
+  signedInAuthor(li) {
+    return this.identity !== "" && li.querySelector(".verified") !== null &&
+      li.querySelector(".user").textContent === this.identity;
+  }
+
+  // authorship is how the reader proves they wrote the message of li, and
+  // until when they may: null when they did not, or may no longer.
+  authorship(li) {
+    const id = li.dataset.id;
+    let own = this.kept.get(id) || ownMessages()[this.messageURL(id)] || null;
+    if (!own && this.signedInAuthor(li)) {
+      own = { secret: "", until: Date.parse(li.querySelector("time").dateTime) + this.window };
+    }
+    return own && this.window > 0 && own.until > Date.now() ? own : null;
+  }
+
+  // decorate puts the actions the reader may take on the message item li.
+  decorate(li) {
+    li.querySelector(":scope > .actions")?.remove();
+    const own = this.authorship(li);
+    if (!own && !this.moderate) return;
+    const group = document.createElement("div");
+    group.className = "actions";
+    group.setAttribute("role", "group");
+    group.setAttribute("aria-label", "Message by " + li.querySelector(".user").textContent + ", " + li.querySelector("time").textContent);
+    const button = (label, open) => {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.textContent = label;
+      b.addEventListener("click", () => open(b));
+      group.append(b);
+    };
+    if (own) button("Edit", (b) => this.openEdit(li, own, b));
+    button("Delete", (b) => this.openDelete(li, own, b));
+    if (this.moderate && !own && !this.signedInAuthor(li)) button("Ban author", (b) => this.openBan(li, b));
+    li.querySelector(".text").after(group);
+    const id = li.dataset.id;
+    if (own && !this.timers.has(id)) {
+      // When the window closes, the author's buttons go.
+      this.timers.set(id, setTimeout(() => {
+        this.timers.delete(id);
+        if (li.isConnected) this.decorate(li);
+      }, Math.min(own.until - Date.now() + 100, 2 ** 31 - 1)));
+    }
+  }
+
+  // panel opens a form under the message li, built by fill, in place of
+  // its buttons: Escape or Cancel closes it and gives focus back to
+  // opener; submitting runs act, which returns "" when it is done, or
+  // what went wrong, shown in the form.
+  panel(li, opener, fill, act) {
+    li.querySelector(":scope > form.panel")?.remove();
+    const form = document.createElement("form");
+    form.className = "panel";
+    const error = document.createElement("p");
+    error.className = "action-error";
+    error.setAttribute("role", "alert");
+    error.hidden = true;
+    const focus = fill(form);
+    const submit = form.querySelector("button[type=submit]");
+    const cancel = document.createElement("button");
+    cancel.type = "button";
+    cancel.textContent = "Cancel";
+    form.append(cancel, error);
+    const close = () => {
+      form.remove();
+      if (opener.isConnected) opener.focus();
+    };
+    cancel.addEventListener("click", close);
+    form.addEventListener("keydown", (e) => {
+      if (e.key === "Escape") {
+        e.preventDefault();
+        close();
+      }
+    });
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      submit.disabled = true;
+      form.setAttribute("aria-busy", "true");
+      const problem = await act();
+      submit.disabled = false;
+      form.removeAttribute("aria-busy");
+      if (problem) {
+        error.textContent = problem;
+        error.hidden = false;
+      } else {
+        close();
+      }
+    });
+    li.append(form);
+    focus.focus();
+  }
+
+  openEdit(li, own, opener) {
+    let field;
+    this.panel(li, opener, (form) => {
+      field = document.createElement("textarea");
+      field.rows = 2;
+      field.required = true;
+      field.value = li.querySelector(".text").textContent;
+      field.setAttribute("aria-label", "New text of the message");
+      field.addEventListener("keydown", (e) => {
+        if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+          e.preventDefault();
+          form.requestSubmit();
+        }
+      });
+      form.append(field, submitButton("Save"));
+      return field;
+    }, async () => {
+      const { problem, answer } = await this.send("PATCH", this.messageURL(li.dataset.id), own, { message: field.value });
+      if (!problem) editItem(li, answer.message, answer.time);
+      return problem;
+    });
+  }
+
+  openDelete(li, own, opener) {
+    this.panel(li, opener, (form) => {
+      const ask = document.createElement("span");
+      ask.textContent = "Delete this message for everyone?";
+      const submit = submitButton("Delete");
+      form.append(ask, submit);
+      return submit;
+    }, async () => {
+      const { problem } = await this.send("DELETE", this.messageURL(li.dataset.id), own);
+      if (!problem) this.say("Message deleted.");
+      return problem;
+    });
+  }
+
+  openBan(li, opener) {
+    let duration, purge;
+    this.panel(li, opener, (form) => {
+      const label = document.createElement("label");
+      label.textContent = "Ban for ";
+      duration = document.createElement("select");
+      for (const [value, text] of [["1h", "1 hour"], ["24h", "24 hours"], ["7d", "7 days"], ["forever", "forever"]]) {
+        duration.append(new Option(text, value, value === "24h", value === "24h"));
+      }
+      label.append(duration);
+      const purgeLabel = document.createElement("label");
+      purge = document.createElement("input");
+      purge.type = "checkbox";
+      purgeLabel.append(purge, " Also delete their messages in this room");
+      form.append(label, purgeLabel, submitButton("Ban"));
+      return duration;
+    }, async () => {
+      const user = li.querySelector(".user").textContent;
+      const bans = this.url.replace(/messages$/, "bans");
+      const { problem } = await this.send("POST", bans, null, { message: li.dataset.id, for: duration.value, purge: purge.checked });
+      if (!problem) this.say(user + " is banned for " + duration.selectedOptions[0].text + ".");
+      return problem;
+    });
+  }
+
+  // send asks the server for an action on a message, as its author with
+  // own's secret when there is one, and returns what went wrong ("" when
+  // nothing did) and the answer.
+  async send(method, url, own, body) {
+    const headers = {};
+    if (own && own.secret) headers["Chat-Secret"] = own.secret;
+    const init = { method, headers };
+    if (body) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    try {
+      const resp = await fetch(url, init);
+      const answer = await resp.json().catch(() => ({}));
+      if (resp.ok) return { problem: "", answer };
+      return { problem: (answer.error || "the server answered " + resp.status) + "." };
+    } catch {
+      return { problem: "The server cannot be reached. Try again." };
+    }
+  }
+}
+
+function submitButton(label) {
+  const b = document.createElement("button");
+  b.type = "submit";
+  b.textContent = label;
+  return b;
 }
 
 // pageBack loads older messages into messages, olderPage at a time, from
@@ -249,7 +568,7 @@ const kept = 1000;
 
 // subscribe adds a view to the stream at url (…/stream/{room}). The view's
 // methods are called as the stream goes: state(text, state), message(m),
-// presence(users), reset(), close(). lastID resumes after a message the view
+// edit(e), remove(e) for a delete e, presence(users), reset(), close(). lastID resumes after a message the view
 // already shows; history asks for that many recent messages instead; user,
 // a function, names the reader in the room's presence each time the stream
 // opens. A view that joins an open connection is first given what the
@@ -356,6 +675,21 @@ class Connection {
       if (this.received.length > kept) this.received.splice(0, this.received.length - kept);
       this.emit("message", m);
     });
+    // An edit or a delete changes what the connection holds for views
+    // yet to join, as it changes what each view shows.
+    source.addEventListener("edit", (e) => {
+      this.lastID = e.lastEventId;
+      const edit = JSON.parse(e.data);
+      const m = this.received.find((m) => m.id === edit.target);
+      if (m) Object.assign(m, { message: edit.message, edited: edit.time });
+      this.emit("edit", edit);
+    });
+    source.addEventListener("delete", (e) => {
+      this.lastID = e.lastEventId;
+      const del = JSON.parse(e.data);
+      this.received = this.received.filter((m) => m.id !== del.target);
+      this.emit("remove", del);
+    });
     source.addEventListener("presence", (e) => {
       const change = JSON.parse(e.data);
       if (this.freshPresence) this.here.clear();
@@ -381,10 +715,11 @@ class Connection {
 }
 
 // post sends a message and returns "" once the server has it, or what to
-// tell the user. A failure that may pass (no connection, a 5xx, a 429) is
+// tell the user; posted(answer) is given the server's answer, the message
+// as stored. A failure that may pass (no connection, a 5xx, a 429) is
 // retried with the same Idempotency-Key, so the server stores the message
 // once even when only its answer was lost.
-export async function post(url, payload) {
+export async function post(url, payload, posted = () => {}) {
   const key = newKey();
   let problem = "";
   for (let attempt = 0; attempt < sendAttempts; attempt++) {
@@ -395,7 +730,10 @@ export async function post(url, payload) {
         headers: { "Content-Type": "application/json", "Idempotency-Key": key },
         body: payload,
       });
-      if (resp.ok) return "";
+      if (resp.ok) {
+        posted(await resp.json().catch(() => null));
+        return "";
+      }
       const err = await resp.json().catch(() => ({}));
       problem = "Not sent: " + (err.error || "the server answered " + resp.status) + ".";
       if (!retryable.has(resp.status)) return problem;
