@@ -148,7 +148,11 @@ func rpcWire(sw *streamWriter, conn connect.StreamingHandlerConn) *streamWire {
 	return &streamWire{
 		sw: sw,
 		start: func(events []*rooms.Event) error {
-			// The headers go out at once, through the wrappers.
+			// The headers go out at once, through the wrappers. Incremental
+			// (RFC 10036) lets them past a wrapper that holds a head back
+			// until the body's first bytes, as encode does: a stream with
+			// nothing to replay would not open before its first event.
+			conn.ResponseHeader().Set("Incremental", "?1")
 			if err := sw.within(func() error { return conn.Send(nil) }); err != nil {
 				return err
 			}

@@ -73,6 +73,8 @@ func TestGrpcurl(t *testing.T) {
 			for _, rpc := range []string{
 				"rpc Submit ( .chat.v1.SubmitRequest ) returns ( .chat.v1.Message );",
 				"rpc Stream ( .chat.v1.StreamRequest ) returns ( stream .chat.v1.StreamEvent );",
+				"rpc EditMessage ( .chat.v1.EditMessageRequest ) returns ( .chat.v1.Edit );",
+				"rpc DeleteMessage ( .chat.v1.DeleteMessageRequest ) returns ( .chat.v1.Delete );",
 			} {
 				if !strings.Contains(desc, rpc) {
 					t.Errorf("grpcurl describe: %q, want %q in it", desc, rpc)
