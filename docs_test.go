@@ -484,12 +484,14 @@ var (
 	outputTime  = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z`)
 	outputID    = regexp.MustCompile(`\b[0-9a-z]{6,13}-(\d+)\b`)
 	outputRetry = regexp.MustCompile(`(?m)^retry: \d+$`)
-	roomsAnswer = regexp.MustCompile(`(?m)^\{"rooms":\[.*\]\}$`)
-	roomName    = regexp.MustCompile(`"name":"([^"]+)"`)
+	// An anonymous author's secret, as rand.Text makes it.
+	outputSecret = regexp.MustCompile(`"secret":"[A-Z2-7]{26}"`)
+	roomsAnswer  = regexp.MustCompile(`(?m)^\{"rooms":\[.*\]\}$`)
+	roomName     = regexp.MustCompile(`"name":"([^"]+)"`)
 )
 
 // sameOutput says whether got is what a page shows as want: the same
-// lines, with ids, times and retry delays compared by their form. A
+// lines, with ids, times, retry delays and secrets compared by their form. A
 // /rooms answer is compared only for the rooms the page names: the test's
 // Caddy holds other tests' rooms too.
 func sameOutput(got, want string) bool {
@@ -525,6 +527,7 @@ func normalOutput(s string) string {
 	s = outputTime.ReplaceAllString(s, "<time>")
 	s = outputID.ReplaceAllString(s, "<epoch>-$1")
 	s = outputRetry.ReplaceAllString(s, "retry: <ms>")
+	s = outputSecret.ReplaceAllString(s, `"secret":"<secret>"`)
 	lines := strings.Split(s, "\n")
 	for i, line := range lines {
 		lines[i] = strings.TrimRight(line, " \t\r")
