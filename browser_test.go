@@ -60,6 +60,8 @@ var browserTests = []browserTest{
 	{"Presence", testPresence},
 	{"OlderOnScroll", testOlderOnScroll},
 	{"OlderByKeyboard", testOlderByKeyboard},
+	{"ModeratorDeletes", testModeratorDeletes},
+	{"AuthorEdits", testAuthorEdits},
 }
 
 var screenshots = flag.Bool("screenshots", false, "write the screenshots of README.md and docs/widget.md to docs/ (go test -run Browser/Screenshots -screenshots)")

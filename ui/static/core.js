@@ -376,7 +376,6 @@ export class MessageActions {
     error.setAttribute("role", "alert");
     error.hidden = true;
     const focus = fill(form);
-    const submit = form.querySelector("button[type=submit]");
     const cancel = document.createElement("button");
     cancel.type = "button";
     cancel.textContent = "Cancel";
@@ -392,12 +391,16 @@ export class MessageActions {
         close();
       }
     });
+    let busy = false;
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
-      submit.disabled = true;
+      // One request at a time. The button is not disabled, which would
+      // take the focus from it.
+      if (busy) return;
+      busy = true;
       form.setAttribute("aria-busy", "true");
       const problem = await act();
-      submit.disabled = false;
+      busy = false;
       form.removeAttribute("aria-busy");
       if (problem) {
         error.textContent = problem;
