@@ -358,3 +358,25 @@ func TestRedisDeleteAcrossNodes(t *testing.T) {
 		t.Errorf("history on B after the delete on A: %s", h)
 	}
 }
+
+// TestConfigTellsTheWidget: GET /config tells the widget what its reader
+// may do to messages: whether the mount moderates, the edit window in
+// seconds, and who the reader is when the site knows; no cache keeps it.
+func TestConfigTellsTheWidget(t *testing.T) {
+	startSite(t, messagesSite(t))
+	c := siteClient(t, "HTTP/2.0")
+	for _, tc := range []struct {
+		mount   string
+		headers []string
+		want    string
+	}{
+		{"", nil, `{"moderate":false,"edit_window":900}`},
+		{"/members", login("alice"), `{"moderate":false,"edit_window":900,"identity":"alice"}`},
+		{"/mod", login("admin"), `{"moderate":true,"edit_window":900,"identity":"admin"}`},
+	} {
+		r := doWith(t, c, "GET", "https://"+siteAddr+tc.mount+"/config", "", tc.headers...)
+		if r.status != http.StatusOK || strings.TrimSpace(r.body) != tc.want || r.header.Get("Cache-Control") != "no-store" {
+			t.Errorf("GET %s/config: %d %s (Cache-Control %q), want %s, not to be stored", tc.mount, r.status, r.body, r.header.Get("Cache-Control"), tc.want)
+		}
+	}
+}

@@ -112,28 +112,24 @@ export class MessageList {
     if (this.atBottom) scroller.scrollTop = scroller.scrollHeight;
   }
 
+  // item is the list item of m, with what the reader may do to it.
   item(m) {
     const li = messageItem(m);
     this.decorate(li);
     return li;
   }
 
-  // shown is the item of the message id, null when it is not shown.
-  shown(id) {
-    return this.list.querySelector(`li[data-id="${CSS.escape(id)}"]`);
-  }
-
   // edit shows the new text of an edit e's target, marked edited.
   edit(e) {
-    const li = this.shown(e.target);
+    const li = shownItem(this.list, e.target);
     if (li) editItem(li, e.message, e.time);
   }
 
-  // remove takes a deleted message e.target out of the list, with its
-  // day's separator when it was the day's only message. Focus within it
-  // moves to the next message's first button, or the one before's.
+  // remove takes the target of a delete e out of the list, with its day's
+  // separator when it was the day's only message. Focus within it moves
+  // to the next message's first button, or the one before's.
   remove(e) {
-    const li = this.shown(e.target);
+    const li = shownItem(this.list, e.target);
     if (!li) return;
     if (li.contains(li.getRootNode().activeElement)) {
       const near = [nextMessage(li, "nextElementSibling"), nextMessage(li, "previousElementSibling")];
@@ -229,6 +225,12 @@ function messageItem(m) {
   return li;
 }
 
+// shownItem is the item of the message id in list, null when it is not
+// shown.
+function shownItem(list, id) {
+  return list.querySelector(`li[data-id="${CSS.escape(id)}"]`);
+}
+
 // editItem shows text in the message item li, marked edited at when.
 function editItem(li, text, when) {
   li.querySelector(".text").textContent = text;
@@ -251,11 +253,12 @@ function nextMessage(li, direction) {
   return n;
 }
 
-// ownKey is where this browser keeps, for the messages its reader wrote
-// without an identity, the secret that lets them edit and delete each,
-// and until when: {url of the message: {secret, until}}.
+// ownKey is where this browser keeps, for the messages its reader wrote,
+// the secret that lets them edit and delete each ("" for a signed-in
+// author) and until when: {url of the message: {secret, until}}.
 const ownKey = "caddy-chat-own";
 
+// ownMessages reads what ownKey holds.
 function ownMessages() {
   try {
     return JSON.parse(localStorage.getItem(ownKey)) || {};
@@ -275,8 +278,13 @@ export class MessageActions {
     this.list = list;
     this.url = new URL(url, document.baseURI).href;
     this.say = say;
-    // What keep was given, for a browser that keeps nothing in storage.
+    // The reader's messages in this room, by id: read from storage once,
+    // and added to by keep.
     this.kept = new Map();
+    for (const [url, entry] of Object.entries(ownMessages())) {
+      const id = url.startsWith(this.url + "/") && decodeURIComponent(url.slice(this.url.length + 1));
+      if (id) this.kept.set(id, entry);
+    }
     this.timers = new Map(); // message id: the end of its edit window
     this.configure(settings);
   }
@@ -311,7 +319,7 @@ export class MessageActions {
     } catch {
       // Storage full or off: the actions last as long as the page.
     }
-    const li = this.list.querySelector(`li[data-id="${CSS.escape(m.id)}"]`);
+    const li = shownItem(this.list, m.id);
     if (li) this.decorate(li);
   }
 
@@ -326,7 +334,7 @@ export class MessageActions {
   // until when they may: null when they did not, or may no longer.
   authorship(li) {
     const id = li.dataset.id;
-    let own = this.kept.get(id) || ownMessages()[this.messageURL(id)] || null;
+    let own = this.kept.get(id) || null;
     if (!own && this.signedInAuthor(li)) {
       own = { secret: "", until: Date.parse(li.querySelector("time").dateTime) + this.window };
     }
@@ -363,8 +371,8 @@ export class MessageActions {
     }
   }
 
-  // panel opens a form under the message li, built by fill, in place of
-  // its buttons: Escape or Cancel closes it and gives focus back to
+  // panel opens a form under the message li, built by fill, which returns
+  // what to focus: Escape or Cancel closes it and gives focus back to
   // opener; submitting runs act, which returns "" when it is done, or
   // what went wrong, shown in the form.
   panel(li, opener, fill, act) {
@@ -497,6 +505,7 @@ export class MessageActions {
   }
 }
 
+// submitButton is a form's button that submits it, saying label.
 function submitButton(label) {
   const b = document.createElement("button");
   b.type = "submit";
@@ -571,11 +580,11 @@ const kept = 1000;
 
 // subscribe adds a view to the stream at url (…/stream/{room}). The view's
 // methods are called as the stream goes: state(text, state), message(m),
-// edit(e), remove(e) for a delete e, presence(users), reset(), close(). lastID resumes after a message the view
-// already shows; history asks for that many recent messages instead; user,
-// a function, names the reader in the room's presence each time the stream
-// opens. A view that joins an open connection is first given what the
-// connection has received. It returns the function that removes the view;
+// edit(e), remove(e) for a delete e, presence(users), reset(), close().
+// lastID resumes after a message the view already shows; history asks for
+// that many recent messages instead; user, a function, names the reader in
+// the room's presence each time the stream opens. A view that joins an open
+// connection is first given what the connection has received. It returns the function that removes the view;
 // the connection closes with its last view.
 export function subscribe(url, view, { lastID = "", history = 50, user = () => "" } = {}) {
   let c = connections.get(url);
