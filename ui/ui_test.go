@@ -58,3 +58,38 @@ func TestRoomDays(t *testing.T) {
 		})
 	}
 }
+
+// TestRoomTellsItsScript: the room page tells its script what the reader
+// may do to messages (the edit window, a moderate mount, who they are),
+// and marks an edited message, with its time, without script too.
+func TestRoomTellsItsScript(t *testing.T) {
+	at := time.Date(2025, 1, 2, 14, 3, 0, 0, time.UTC)
+	data := Room{Name: "lobby", Settings: Settings{Moderate: true, EditWindow: 900, Identity: "alice"}, Messages: []Message{
+		{ID: "e-1", User: "bob", Text: "helo", Time: at},
+		{ID: "e-2", User: "bob", Text: "hello", Time: at, Edited: at.Add(time.Minute)},
+	}}
+	var b strings.Builder
+	if err := RenderRoom(&b, data); err != nil {
+		t.Fatal(err)
+	}
+	page := b.String()
+	for _, want := range []string{
+		`data-identity="alice" data-edit-window="900" data-moderate>`,
+		`<span class="edited" data-time="2025-01-02T14:04:00.000Z" title="edited 2025-01-02 14:04:00 UTC">edited</span><p class="text">hello</p>`,
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the room page lacks %s", want)
+		}
+	}
+	if n := strings.Count(page, `class="edited"`); n != 1 {
+		t.Errorf("the room page marks %d messages edited, want 1", n)
+	}
+	data.Settings = Settings{}
+	b.Reset()
+	if err := RenderRoom(&b, data); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(b.String(), "data-moderate") {
+		t.Error("a room page off a moderate mount says it moderates")
+	}
+}
