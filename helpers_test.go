@@ -358,6 +358,15 @@ func tryPostJSON(base, room, user, message string) (rooms.Message, error) {
 	return m, nil
 }
 
+// secretField is the secret in a submit answer to an anonymous author.
+var secretField = regexp.MustCompile(`,"secret":"[^"]*"`)
+
+// repeatOf is what the answer to a retry of the post that first answered
+// is: the same message, without the secret, which is handed out once.
+func repeatOf(first response) string {
+	return secretField.ReplaceAllString(first.body, "")
+}
+
 // stream is an open SSE stream, read by the WHATWG rules.
 type stream struct {
 	resp   *http.Response

@@ -331,7 +331,7 @@ func TestIdempotencyKeyReused(t *testing.T) {
 		return do(t, "POST", rootSite+"/submit", body, "Content-Type", ctJSON, "Idempotency-Key", "k1")
 	}
 	first, again := send("once"), send("once")
-	if first.status != http.StatusCreated || again.status != http.StatusOK || again.body != first.body {
+	if first.status != http.StatusCreated || again.status != http.StatusOK || again.body != repeatOf(first) {
 		t.Errorf("repeat: %d %s then %d %s; want 201, then 200 and the same message", first.status, first.body, again.status, again.body)
 	}
 	errorCase{"reused key", "POST", "/submit", fmt.Sprintf(`{"room":%q,"user":"alice","message":"twice"}`, room),
