@@ -422,9 +422,9 @@ var pageRoutes = map[string]bool{routeIndex: true, routeOpenRoom: true, routeSta
 
 // parsePath matches an escaped path against the routes the handler owns; for
 // the static route, room is the file name, and for the route of one
-// message, id is the message's. The room segment is unescaped only after the path is split,
-// so an encoded slash stays inside the room name, where the name check
-// refuses it.
+// message, id is the message's. The room segment is unescaped only after
+// the path is split, so an encoded slash stays inside the room name, where
+// the name check refuses it.
 func parsePath(escaped string) (route, room, id string, ok bool) {
 	segs := strings.Split(strings.TrimPrefix(escaped, "/"), "/")
 	switch {

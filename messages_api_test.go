@@ -238,7 +238,8 @@ func TestModeratorDeleteReachesStreams(t *testing.T) {
 	}
 	mod := chatv1connect.NewChatServiceClient(c, base+"/mod", connect.WithGRPC())
 	call := connect.NewRequest(&chatv1.DeleteMessageRequest{Room: room, Id: more.ID})
-	call.Header().Set(login("admin")[0], login("admin")[1])
+	admin := login("admin")
+	call.Header().Set(admin[0], admin[1])
 	del, err := mod.DeleteMessage(callCtx(t), call)
 	if err != nil || del.Msg.GetTarget() != more.ID || del.Msg.GetBy() != "moderator" {
 		t.Fatalf("a moderator's delete over gRPC: %v %v", del, err)
