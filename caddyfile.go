@@ -177,6 +177,8 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	    max_body_size    <size>
 //	    rooms            <name...>
 //	    allow_delete
+//	    moderate
+//	    edit_window      <duration>
 //	    rate_limit       <posts> <window>
 //	    max_streams_per_client <n>
 //	    max_new_rooms_per_client <n>
@@ -246,6 +248,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.Rooms = append(h.Rooms, names...)
 		case "allow_delete":
 			h.AllowDelete = true
+		case "moderate":
+			h.Moderate = true
+		case "edit_window":
+			window, err := durationArg(d, sub)
+			if err != nil {
+				return err
+			}
+			h.EditWindow = &window
 		case "allow_origins":
 			origins := d.RemainingArgs()
 			if len(origins) == 0 {

@@ -23,6 +23,9 @@ import (
 const (
 	DefaultMaxMessageSize      = 4 << 10
 	DefaultMaxStreamsPerClient = 256
+	// DefaultEditWindow is how long authors may edit and delete their
+	// own messages when edit_window is not set.
+	DefaultEditWindow = 15 * time.Minute
 	// DefaultMaxNewRoomsPerClient is how many rooms one client may make by
 	// posting within newRoomsWindow. Without a bound, one anonymous client
 	// could fill max_rooms with posts to made-up names, and every other
@@ -62,6 +65,14 @@ type Handler struct {
 	Rooms []string `json:"rooms,omitempty"`
 	// Allow DELETE /room/{room}. Protect it with matchers and auth first.
 	AllowDelete bool `json:"allow_delete,omitempty"`
+	// Make the callers of this handler whose Identity resolves
+	// moderators: they ban and unban authors through the ban routes and
+	// RPCs. Put the site's auth in front of the handler; Identity is
+	// required.
+	Moderate bool `json:"moderate,omitempty"`
+	// How long authors may edit and delete their own messages after
+	// posting them; 0 turns author edits off. Default: 15m.
+	EditWindow *caddy.Duration `json:"edit_window,omitempty"`
 	// Posts per author per window; the author is the identity when one
 	// resolves, else the client IP (an IPv6 client by its /64).
 	RateLimit *RateLimit `json:"rate_limit,omitempty"`
@@ -135,6 +146,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.MaxStreamsPerClient == 0 {
 		h.MaxStreamsPerClient = DefaultMaxStreamsPerClient
 	}
+	if h.EditWindow == nil {
+		h.EditWindow = new(caddy.Duration)
+		*h.EditWindow = caddy.Duration(DefaultEditWindow)
+	}
 	h.csrf = http.NewCrossOriginProtection()
 	if len(h.AllowOrigins) > 0 {
 		h.origins = make(map[string]bool, len(h.AllowOrigins))
@@ -155,6 +170,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		IdentityRequired:     h.IdentityRequired,
 		ReserveNames:         *h.ReserveNames,
 		AllowDelete:          h.AllowDelete,
+		Moderate:             h.Moderate,
+		EditWindow:           time.Duration(*h.EditWindow),
 		MaxMessageSize:       h.MaxMessageSize,
 		MaxStreamsPerClient:  h.MaxStreamsPerClient,
 		MaxNewRoomsPerClient: h.MaxNewRoomsPerClient,
@@ -197,7 +214,8 @@ func (h *Handler) blockList() (*blocklist.List, error) {
 	return list, nil
 }
 
-// Validate checks the room allowlist, identity, sizes and rate limit.
+// Validate checks the room allowlist, identity, moderation, sizes and
+// rate limit.
 func (h *Handler) Validate() error {
 	var errs []error
 	for _, name := range h.Rooms {
@@ -207,6 +225,14 @@ func (h *Handler) Validate() error {
 	}
 	if h.IdentityRequired && h.Identity == "" {
 		errs = append(errs, errors.New("identity_required needs an identity placeholder"))
+	}
+	if h.Moderate && h.Identity == "" {
+		// Without an identity no caller could be told apart from another,
+		// and a ban by a nameless moderator could not be audited.
+		errs = append(errs, errors.New("moderate needs an identity placeholder: moderators are the callers whose identity resolves"))
+	}
+	if h.EditWindow != nil && *h.EditWindow < 0 {
+		errs = append(errs, errors.New("edit_window must be 0 or more"))
 	}
 	if h.MaxMessageSize < 0 {
 		errs = append(errs, errors.New("max_message_size must be positive"))
@@ -237,14 +263,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			return nil
 		}
 	}
-	route, room, ok := parsePath(r.URL.EscapedPath())
+	route, room, id, ok := parsePath(r.URL.EscapedPath())
 	if !ok || !*h.UI && pageRoutes[route] {
 		return next.ServeHTTP(w, r)
 	}
 	if h.cors(w, r, restCORS) {
 		return nil
 	}
-	err := h.serve(w, r, h.caller(r), route, room)
+	err := h.serve(w, r, h.caller(r), route, room, id)
 	var refused *service.Error
 	if errors.As(err, &refused) {
 		h.reject(r, refused)
@@ -307,8 +333,21 @@ func (h *Handler) cors(w http.ResponseWriter, r *http.Request, policy corsPolicy
 	return true
 }
 
-func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c service.Caller, route, room string) error {
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c service.Caller, route, room, id string) error {
 	switch route {
+	case routeBans:
+		switch r.Method {
+		case http.MethodGet:
+			return h.serveBans(w, c, room)
+		case http.MethodPost:
+			return h.servePutBan(w, r, c, room)
+		}
+		return methodNotAllowed("GET, POST")
+	case routeBan:
+		if r.Method != http.MethodDelete {
+			return methodNotAllowed("DELETE")
+		}
+		return h.serveLiftBan(w, c, room, id)
 	case routeStream:
 		if r.Method != http.MethodGet {
 			return methodNotAllowed("GET")
@@ -375,6 +414,8 @@ const (
 	routeMessages = "messages"
 	routePresence = "presence"
 	routeRoom     = "room"
+	routeBans     = "bans" // of a room: list and put
+	routeBan      = "ban"  // one ban, to lift
 	routeIndex    = ""
 	routeOpenRoom = "open"
 	routeStatic   = "static"
@@ -386,27 +427,36 @@ const (
 var pageRoutes = map[string]bool{routeIndex: true, routeOpenRoom: true, routeStatic: true, routeWidget: true}
 
 // parsePath matches an escaped path against the routes the handler owns; for
-// the static route, room is the file name. The room segment is unescaped only after the path is split, so an encoded slash
-// stays inside the room name, where the name check refuses it.
-func parsePath(escaped string) (route, room string, ok bool) {
+// the static route, room is the file name, and for the route of one ban, id
+// is the ban's. The room segment is unescaped only after the path is split,
+// so an encoded slash stays inside the room name, where the name check
+// refuses it.
+func parsePath(escaped string) (route, room, id string, ok bool) {
 	segs := strings.Split(strings.TrimPrefix(escaped, "/"), "/")
 	switch {
 	case len(segs) == 1 && (segs[0] == routeSubmit || segs[0] == routeRooms || segs[0] == routeIndex || segs[0] == routeWidget):
-		return segs[0], "", true
+		return segs[0], "", "", true
 	case len(segs) == 1 && segs[0] == routeRoom:
-		return routeOpenRoom, "", true
+		return routeOpenRoom, "", "", true
 	case len(segs) == 2 && (segs[0] == routeStream || segs[0] == routeRoom || segs[0] == routeStatic):
 		route = segs[0]
-	case len(segs) == 3 && segs[0] == routeRooms && (segs[2] == routeMessages || segs[2] == routePresence):
+	case len(segs) == 3 && segs[0] == routeRooms && (segs[2] == routeMessages || segs[2] == routePresence || segs[2] == routeBans):
 		route = segs[2]
+	case len(segs) == 4 && segs[0] == routeRooms && segs[2] == routeBans:
+		route, id = routeBan, unescapeSegment(segs[3])
 	default:
-		return "", "", false
+		return "", "", "", false
 	}
-	room, err := url.PathUnescape(segs[1])
-	if err != nil {
-		room = segs[1] // not a valid room name either; the name check says so
+	return route, unescapeSegment(segs[1]), id, true
+}
+
+// unescapeSegment is a path segment unescaped, or as it is when it is not
+// validly escaped: no name or id is, and their checks say so.
+func unescapeSegment(seg string) string {
+	if s, err := url.PathUnescape(seg); err == nil {
+		return s
 	}
-	return route, room, true
+	return seg
 }
 
 func (h *Handler) serveRooms(w http.ResponseWriter) error {

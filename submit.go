@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strings"
 	"unicode/utf8"
 
@@ -27,35 +28,13 @@ type submission struct {
 // decodeSubmission reads a submit body, JSON or form, of at most maxBody
 // bytes. It checks the encoding and the shape, not the values.
 func decodeSubmission(header http.Header, body io.Reader, maxBody int64) (submission, error) {
-	ctype, _, err := mime.ParseMediaType(header.Get("Content-Type"))
-	if err != nil && header.Get("Content-Type") != "" {
-		return submission{}, unsupportedType()
-	}
-	if ctype != "application/json" && ctype != "application/x-www-form-urlencoded" {
-		return submission{}, unsupportedType()
-	}
-	raw, err := io.ReadAll(io.LimitReader(body, maxBody+1))
+	ctype, raw, err := readBody(header, body, maxBody, true)
 	if err != nil {
-		return submission{}, fmt.Errorf("reading request body: %w", err)
+		return submission{}, err
 	}
-	if int64(len(raw)) > maxBody {
-		return submission{}, service.Refuse(service.TooLarge, fmt.Sprintf("request body is over %d bytes", maxBody))
-	}
-	if ctype == "application/json" {
-		// encoding/json would quietly replace invalid UTF-8.
-		if !utf8.Valid(raw) {
-			return submission{}, badRequest("body is not valid UTF-8")
-		}
+	if ctype == ctypeJSON {
 		var s submission
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&s); err != nil {
-			return submission{}, badRequest("malformed JSON: " + jsonProblem(err))
-		}
-		if _, err := dec.Token(); err != io.EOF {
-			return submission{}, badRequest("malformed JSON: data after the object")
-		}
-		return s, nil
+		return s, decodeJSON(raw, &s)
 	}
 	values, err := url.ParseQuery(string(raw))
 	if err != nil {
@@ -75,10 +54,54 @@ func decodeSubmission(header http.Header, body io.Reader, maxBody int64) (submis
 	return submission{Room: values.Get("room"), User: values.Get("user"), Message: values.Get("message"), form: true}, nil
 }
 
+// The media types of request bodies.
+const (
+	ctypeJSON = "application/json"
+	ctypeForm = "application/x-www-form-urlencoded"
+)
+
+// readBody reads a request body of at most maxBody bytes, JSON or, where
+// forms are taken, a form, and returns its media type.
+func readBody(header http.Header, body io.Reader, maxBody int64, forms bool) (string, []byte, error) {
+	ctype, _, err := mime.ParseMediaType(header.Get("Content-Type"))
+	if err != nil && header.Get("Content-Type") != "" || ctype != ctypeJSON && (!forms || ctype != ctypeForm) {
+		return "", nil, unsupportedType(forms)
+	}
+	raw, err := io.ReadAll(io.LimitReader(body, maxBody+1))
+	if err != nil {
+		return "", nil, fmt.Errorf("reading request body: %w", err)
+	}
+	if int64(len(raw)) > maxBody {
+		return "", nil, service.Refuse(service.TooLarge, fmt.Sprintf("request body is over %d bytes", maxBody))
+	}
+	return ctype, raw, nil
+}
+
+// decodeJSON decodes a JSON object into v, refusing fields v does not
+// have and anything after the object.
+func decodeJSON(raw []byte, v any) error {
+	// encoding/json would quietly replace invalid UTF-8.
+	if !utf8.Valid(raw) {
+		return badRequest("body is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return badRequest("malformed JSON: " + jsonProblem(err))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return badRequest("malformed JSON: data after the object")
+	}
+	return nil
+}
+
 // jsonProblem describes a decoding error without echoing the input.
 func jsonProblem(err error) string {
 	var typeErr *json.UnmarshalTypeError
 	if errors.As(err, &typeErr) {
+		if typeErr.Type.Kind() == reflect.Bool {
+			return fmt.Sprintf("field %q must be true or false", typeErr.Field)
+		}
 		return fmt.Sprintf("field %q must be a string", typeErr.Field)
 	}
 	if strings.HasPrefix(err.Error(), "json: unknown field ") {
@@ -87,11 +110,16 @@ func jsonProblem(err error) string {
 	if errors.Is(err, io.EOF) {
 		return "empty body"
 	}
-	return "not a JSON object of strings"
+	return "not a JSON object of the fields the route takes"
 }
 
-func unsupportedType() error {
-	return service.Refuse(service.UnsupportedType, "send application/json or application/x-www-form-urlencoded")
+// unsupportedType refuses a body in another encoding than those a route
+// takes: JSON, and forms where it takes them.
+func unsupportedType(forms bool) error {
+	if forms {
+		return service.Refuse(service.UnsupportedType, "send application/json or application/x-www-form-urlencoded")
+	}
+	return service.Refuse(service.UnsupportedType, "send application/json")
 }
 
 // serveSubmit posts a message: to pathRoom for POST /room/{room}, else to

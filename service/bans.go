@@ -3,6 +3,7 @@ package service
 import (
 	"fmt"
 	"math"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -149,6 +150,15 @@ func (s *Service) Unban(c Caller, room, id string) error {
 		return err
 	}
 	return roomsError(s.m.LiftBan(room, id))
+}
+
+// BannedUser is the verified identity that b bans, "" when it bans an
+// anonymous author's client key, which is for no one to see.
+func BannedUser(b rooms.Ban) string {
+	if user, ok := strings.CutPrefix(b.Subject, userKeyPrefix); ok {
+		return user
+	}
+	return ""
 }
 
 // checkBanned refuses the client, as Caller.key names them, when a ban

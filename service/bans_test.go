@@ -126,6 +126,26 @@ func TestBanAnonymousByClientKey(t *testing.T) {
 	}
 }
 
+// TestBannedUserNamesOnlyIdentities: a ban of a verified user names
+// them to moderators; one of an anonymous author names no one, so that
+// their address is shown nowhere.
+func TestBannedUserNamesOnlyIdentities(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		c    Caller
+		want string
+	}{
+		{Caller{User: "alice", Addr: "192.0.2.1"}, "alice"},
+		{Caller{User: "ip:192.0.2.1"}, "ip:192.0.2.1"},
+		{Caller{Addr: "192.0.2.1"}, ""},
+		{Caller{Addr: "2001:db8::1"}, ""},
+	} {
+		if got := BannedUser(rooms.Ban{Subject: tt.c.key()}); got != tt.want {
+			t.Errorf("BannedUser of a ban of %+v: %q, want %q", tt.c, got, tt.want)
+		}
+	}
+}
+
 // TestBanForeverInEveryRoom: a ban of every room holds the author out of
 // each, and one put forever has no end to wait for.
 func TestBanForeverInEveryRoom(t *testing.T) {

@@ -36,6 +36,9 @@ type Config struct {
 	AllowDelete bool
 	// Moderate lets callers with an identity ban and unban.
 	Moderate bool
+	// EditWindow is how long authors may edit and delete their own
+	// messages after posting them; 0 lets them do neither.
+	EditWindow time.Duration
 	// BlockWords refuses a message containing one of its words; nil
 	// blocks none.
 	BlockWords *blocklist.List
@@ -103,10 +106,13 @@ type Caller struct {
 // identity that looks like an address apart from that address.
 func (c Caller) key() string {
 	if c.User != "" {
-		return "id:" + c.User
+		return userKeyPrefix + c.User
 	}
 	return "ip:" + ratelimit.AddrKey(c.Addr)
 }
+
+// userKeyPrefix begins the key of a caller with an identity.
+const userKeyPrefix = "id:"
 
 // CheckRoom refuses an invalid room name, or one outside the allowlist.
 func (s *Service) CheckRoom(name string) error {
