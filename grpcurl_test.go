@@ -73,6 +73,9 @@ func TestGrpcurl(t *testing.T) {
 			for _, rpc := range []string{
 				"rpc Submit ( .chat.v1.SubmitRequest ) returns ( .chat.v1.Message );",
 				"rpc Stream ( .chat.v1.StreamRequest ) returns ( stream .chat.v1.StreamEvent );",
+				"rpc Ban ( .chat.v1.BanRequest ) returns ( .chat.v1.BanInfo );",
+				"rpc Unban ( .chat.v1.UnbanRequest ) returns ( .chat.v1.UnbanResponse );",
+				"rpc ListBans ( .chat.v1.ListBansRequest ) returns ( .chat.v1.ListBansResponse );",
 			} {
 				if !strings.Contains(desc, rpc) {
 					t.Errorf("grpcurl describe: %q, want %q in it", desc, rpc)

@@ -290,6 +290,22 @@ func do(t *testing.T, method, url string, body string, headers ...string) respon
 // tryDo is do for goroutines other than the test's, which must not call
 // t.Fatal: it returns what went wrong instead.
 func tryDo(method, url string, body string, headers ...string) (response, error) {
+	return tryDoWith(client, method, url, body, headers...)
+}
+
+// doWith is do through c, for a site that needs a client of its own (its
+// CA trusted, a protocol).
+func doWith(t *testing.T, c *http.Client, method, url string, body string, headers ...string) response {
+	t.Helper()
+	r, err := tryDoWith(c, method, url, body, headers...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// tryDoWith is tryDo through c.
+func tryDoWith(c *http.Client, method, url string, body string, headers ...string) (response, error) {
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		return response{}, err
@@ -297,7 +313,7 @@ func tryDo(method, url string, body string, headers ...string) (response, error)
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	resp, err := client.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return response{}, fmt.Errorf("%s %s: %w", method, url, err)
 	}
@@ -554,7 +570,13 @@ func texts(msgs []rooms.Message) string {
 // series named exactly by series (with its labels, if any), 0 if absent.
 func metric(t *testing.T, series string) float64 {
 	t.Helper()
-	resp := do(t, "GET", rootSite+"/metrics", "")
+	return metricAt(t, client, rootSite+"/metrics", series)
+}
+
+// metricAt is metric scraped from url through c.
+func metricAt(t *testing.T, c *http.Client, url, series string) float64 {
+	t.Helper()
+	resp := doWith(t, c, "GET", url, "")
 	if resp.status != http.StatusOK {
 		t.Fatalf("GET /metrics: %d", resp.status)
 	}

@@ -12,6 +12,7 @@ package chatv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -1041,11 +1042,388 @@ func (x *UserPresence) GetStreams() uint32 {
 	return 0
 }
 
+type BanRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Room is a room, or "*" for every room.
+	Room string `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	// Message is the id of a message whose author to ban; or name the user.
+	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// User is a verified identity to ban.
+	User string `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	// Duration is how long the ban lasts: unset for 24 hours, unless
+	// forever is set.
+	Duration *durationpb.Duration `protobuf:"bytes,4,opt,name=duration,proto3" json:"duration,omitempty"`
+	// Forever puts a ban that never ends.
+	Forever bool   `protobuf:"varint,5,opt,name=forever,proto3" json:"forever,omitempty"`
+	Reason  string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Purge asks for the author's kept messages in the room to be deleted
+	// too.
+	Purge         bool `protobuf:"varint,7,opt,name=purge,proto3" json:"purge,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BanRequest) Reset() {
+	*x = BanRequest{}
+	mi := &file_chat_v1_chat_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BanRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BanRequest) ProtoMessage() {}
+
+func (x *BanRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_v1_chat_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BanRequest.ProtoReflect.Descriptor instead.
+func (*BanRequest) Descriptor() ([]byte, []int) {
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *BanRequest) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *BanRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *BanRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *BanRequest) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *BanRequest) GetForever() bool {
+	if x != nil {
+		return x.Forever
+	}
+	return false
+}
+
+func (x *BanRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *BanRequest) GetPurge() bool {
+	if x != nil {
+		return x.Purge
+	}
+	return false
+}
+
+// BanInfo is a ban as moderators see it: an anonymous author's address is
+// never in it.
+type BanInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Room  string                 `protobuf:"bytes,2,opt,name=room,proto3" json:"room,omitempty"`
+	// User is the verified identity banned, empty for an anonymous author,
+	// banned by their address.
+	User   string `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// By is the moderator who put the ban.
+	By      string                 `protobuf:"bytes,5,opt,name=by,proto3" json:"by,omitempty"`
+	Created *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created,proto3" json:"created,omitempty"`
+	// Expires is when the ban ends; unset for a ban that never does.
+	Expires       *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=expires,proto3" json:"expires,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BanInfo) Reset() {
+	*x = BanInfo{}
+	mi := &file_chat_v1_chat_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BanInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BanInfo) ProtoMessage() {}
+
+func (x *BanInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_v1_chat_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BanInfo.ProtoReflect.Descriptor instead.
+func (*BanInfo) Descriptor() ([]byte, []int) {
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *BanInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *BanInfo) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *BanInfo) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *BanInfo) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *BanInfo) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *BanInfo) GetCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+func (x *BanInfo) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
+}
+
+type UnbanRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Room is the ban's room, or "*".
+	Room string `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	// Id is the ban's, as Ban and ListBans give it.
+	Id            string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnbanRequest) Reset() {
+	*x = UnbanRequest{}
+	mi := &file_chat_v1_chat_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnbanRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnbanRequest) ProtoMessage() {}
+
+func (x *UnbanRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_v1_chat_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnbanRequest.ProtoReflect.Descriptor instead.
+func (*UnbanRequest) Descriptor() ([]byte, []int) {
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *UnbanRequest) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *UnbanRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type UnbanResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnbanResponse) Reset() {
+	*x = UnbanResponse{}
+	mi := &file_chat_v1_chat_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnbanResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnbanResponse) ProtoMessage() {}
+
+func (x *UnbanResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_v1_chat_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnbanResponse.ProtoReflect.Descriptor instead.
+func (*UnbanResponse) Descriptor() ([]byte, []int) {
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{20}
+}
+
+type ListBansRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Room is a room, or "*" for the bans of every room.
+	Room          string `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBansRequest) Reset() {
+	*x = ListBansRequest{}
+	mi := &file_chat_v1_chat_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBansRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBansRequest) ProtoMessage() {}
+
+func (x *ListBansRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_v1_chat_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBansRequest.ProtoReflect.Descriptor instead.
+func (*ListBansRequest) Descriptor() ([]byte, []int) {
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListBansRequest) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+type ListBansResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bans          []*BanInfo             `protobuf:"bytes,1,rep,name=bans,proto3" json:"bans,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBansResponse) Reset() {
+	*x = ListBansResponse{}
+	mi := &file_chat_v1_chat_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBansResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBansResponse) ProtoMessage() {}
+
+func (x *ListBansResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_v1_chat_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBansResponse.ProtoReflect.Descriptor instead.
+func (*ListBansResponse) Descriptor() ([]byte, []int) {
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ListBansResponse) GetBans() []*BanInfo {
+	if x != nil {
+		return x.Bans
+	}
+	return nil
+}
+
 var File_chat_v1_chat_proto protoreflect.FileDescriptor
 
 const file_chat_v1_chat_proto_rawDesc = "" +
 	"\n" +
-	"\x12chat/v1/chat.proto\x12\achat.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa7\x01\n" +
+	"\x12chat/v1/chat.proto\x12\achat.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa7\x01\n" +
 	"\aMessage\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04room\x18\x02 \x01(\tR\x04room\x12\x12\n" +
@@ -1104,7 +1482,32 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"\tanonymous\x18\x02 \x01(\rR\tanonymous\"<\n" +
 	"\fUserPresence\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x18\n" +
-	"\astreams\x18\x02 \x01(\rR\astreams2\x85\x03\n" +
+	"\astreams\x18\x02 \x01(\rR\astreams\"\xcd\x01\n" +
+	"\n" +
+	"BanRequest\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12\x12\n" +
+	"\x04user\x18\x03 \x01(\tR\x04user\x125\n" +
+	"\bduration\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x18\n" +
+	"\aforever\x18\x05 \x01(\bR\aforever\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x14\n" +
+	"\x05purge\x18\a \x01(\bR\x05purge\"\xd5\x01\n" +
+	"\aBanInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04room\x18\x02 \x01(\tR\x04room\x12\x12\n" +
+	"\x04user\x18\x03 \x01(\tR\x04user\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x0e\n" +
+	"\x02by\x18\x05 \x01(\tR\x02by\x124\n" +
+	"\acreated\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x124\n" +
+	"\aexpires\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\"2\n" +
+	"\fUnbanRequest\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\"\x0f\n" +
+	"\rUnbanResponse\"%\n" +
+	"\x0fListBansRequest\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\"8\n" +
+	"\x10ListBansResponse\x12$\n" +
+	"\x04bans\x18\x01 \x03(\v2\x10.chat.v1.BanInfoR\x04bans2\xac\x04\n" +
 	"\vChatService\x122\n" +
 	"\x06Submit\x12\x16.chat.v1.SubmitRequest\x1a\x10.chat.v1.Message\x128\n" +
 	"\x06Stream\x12\x16.chat.v1.StreamRequest\x1a\x14.chat.v1.StreamEvent0\x01\x12B\n" +
@@ -1112,7 +1515,10 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"\aHistory\x12\x17.chat.v1.HistoryRequest\x1a\x18.chat.v1.HistoryResponse\x12E\n" +
 	"\n" +
 	"DeleteRoom\x12\x1a.chat.v1.DeleteRoomRequest\x1a\x1b.chat.v1.DeleteRoomResponse\x12?\n" +
-	"\bPresence\x12\x18.chat.v1.PresenceRequest\x1a\x19.chat.v1.PresenceResponseB7Z5github.com/caddy-chat/caddy-chat/proto/chat/v1;chatv1b\x06proto3"
+	"\bPresence\x12\x18.chat.v1.PresenceRequest\x1a\x19.chat.v1.PresenceResponse\x12,\n" +
+	"\x03Ban\x12\x13.chat.v1.BanRequest\x1a\x10.chat.v1.BanInfo\x126\n" +
+	"\x05Unban\x12\x15.chat.v1.UnbanRequest\x1a\x16.chat.v1.UnbanResponse\x12?\n" +
+	"\bListBans\x12\x18.chat.v1.ListBansRequest\x1a\x19.chat.v1.ListBansResponseB7Z5github.com/caddy-chat/caddy-chat/proto/chat/v1;chatv1b\x06proto3"
 
 var (
 	file_chat_v1_chat_proto_rawDescOnce sync.Once
@@ -1126,7 +1532,7 @@ func file_chat_v1_chat_proto_rawDescGZIP() []byte {
 	return file_chat_v1_chat_proto_rawDescData
 }
 
-var file_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_chat_v1_chat_proto_goTypes = []any{
 	(*Message)(nil),               // 0: chat.v1.Message
 	(*SubmitRequest)(nil),         // 1: chat.v1.SubmitRequest
@@ -1145,10 +1551,17 @@ var file_chat_v1_chat_proto_goTypes = []any{
 	(*PresenceRequest)(nil),       // 14: chat.v1.PresenceRequest
 	(*PresenceResponse)(nil),      // 15: chat.v1.PresenceResponse
 	(*UserPresence)(nil),          // 16: chat.v1.UserPresence
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*BanRequest)(nil),            // 17: chat.v1.BanRequest
+	(*BanInfo)(nil),               // 18: chat.v1.BanInfo
+	(*UnbanRequest)(nil),          // 19: chat.v1.UnbanRequest
+	(*UnbanResponse)(nil),         // 20: chat.v1.UnbanResponse
+	(*ListBansRequest)(nil),       // 21: chat.v1.ListBansRequest
+	(*ListBansResponse)(nil),      // 22: chat.v1.ListBansResponse
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
 }
 var file_chat_v1_chat_proto_depIdxs = []int32{
-	17, // 0: chat.v1.Message.time:type_name -> google.protobuf.Timestamp
+	23, // 0: chat.v1.Message.time:type_name -> google.protobuf.Timestamp
 	0,  // 1: chat.v1.StreamEvent.message:type_name -> chat.v1.Message
 	5,  // 2: chat.v1.StreamEvent.reset:type_name -> chat.v1.Reset
 	6,  // 3: chat.v1.StreamEvent.closed:type_name -> chat.v1.Closed
@@ -1156,23 +1569,33 @@ var file_chat_v1_chat_proto_depIdxs = []int32{
 	9,  // 5: chat.v1.ListRoomsResponse.rooms:type_name -> chat.v1.Room
 	0,  // 6: chat.v1.HistoryResponse.messages:type_name -> chat.v1.Message
 	16, // 7: chat.v1.PresenceResponse.users:type_name -> chat.v1.UserPresence
-	1,  // 8: chat.v1.ChatService.Submit:input_type -> chat.v1.SubmitRequest
-	2,  // 9: chat.v1.ChatService.Stream:input_type -> chat.v1.StreamRequest
-	7,  // 10: chat.v1.ChatService.ListRooms:input_type -> chat.v1.ListRoomsRequest
-	10, // 11: chat.v1.ChatService.History:input_type -> chat.v1.HistoryRequest
-	12, // 12: chat.v1.ChatService.DeleteRoom:input_type -> chat.v1.DeleteRoomRequest
-	14, // 13: chat.v1.ChatService.Presence:input_type -> chat.v1.PresenceRequest
-	0,  // 14: chat.v1.ChatService.Submit:output_type -> chat.v1.Message
-	3,  // 15: chat.v1.ChatService.Stream:output_type -> chat.v1.StreamEvent
-	8,  // 16: chat.v1.ChatService.ListRooms:output_type -> chat.v1.ListRoomsResponse
-	11, // 17: chat.v1.ChatService.History:output_type -> chat.v1.HistoryResponse
-	13, // 18: chat.v1.ChatService.DeleteRoom:output_type -> chat.v1.DeleteRoomResponse
-	15, // 19: chat.v1.ChatService.Presence:output_type -> chat.v1.PresenceResponse
-	14, // [14:20] is the sub-list for method output_type
-	8,  // [8:14] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	24, // 8: chat.v1.BanRequest.duration:type_name -> google.protobuf.Duration
+	23, // 9: chat.v1.BanInfo.created:type_name -> google.protobuf.Timestamp
+	23, // 10: chat.v1.BanInfo.expires:type_name -> google.protobuf.Timestamp
+	18, // 11: chat.v1.ListBansResponse.bans:type_name -> chat.v1.BanInfo
+	1,  // 12: chat.v1.ChatService.Submit:input_type -> chat.v1.SubmitRequest
+	2,  // 13: chat.v1.ChatService.Stream:input_type -> chat.v1.StreamRequest
+	7,  // 14: chat.v1.ChatService.ListRooms:input_type -> chat.v1.ListRoomsRequest
+	10, // 15: chat.v1.ChatService.History:input_type -> chat.v1.HistoryRequest
+	12, // 16: chat.v1.ChatService.DeleteRoom:input_type -> chat.v1.DeleteRoomRequest
+	14, // 17: chat.v1.ChatService.Presence:input_type -> chat.v1.PresenceRequest
+	17, // 18: chat.v1.ChatService.Ban:input_type -> chat.v1.BanRequest
+	19, // 19: chat.v1.ChatService.Unban:input_type -> chat.v1.UnbanRequest
+	21, // 20: chat.v1.ChatService.ListBans:input_type -> chat.v1.ListBansRequest
+	0,  // 21: chat.v1.ChatService.Submit:output_type -> chat.v1.Message
+	3,  // 22: chat.v1.ChatService.Stream:output_type -> chat.v1.StreamEvent
+	8,  // 23: chat.v1.ChatService.ListRooms:output_type -> chat.v1.ListRoomsResponse
+	11, // 24: chat.v1.ChatService.History:output_type -> chat.v1.HistoryResponse
+	13, // 25: chat.v1.ChatService.DeleteRoom:output_type -> chat.v1.DeleteRoomResponse
+	15, // 26: chat.v1.ChatService.Presence:output_type -> chat.v1.PresenceResponse
+	18, // 27: chat.v1.ChatService.Ban:output_type -> chat.v1.BanInfo
+	20, // 28: chat.v1.ChatService.Unban:output_type -> chat.v1.UnbanResponse
+	22, // 29: chat.v1.ChatService.ListBans:output_type -> chat.v1.ListBansResponse
+	21, // [21:30] is the sub-list for method output_type
+	12, // [12:21] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_chat_v1_chat_proto_init() }
@@ -1192,7 +1615,7 @@ func file_chat_v1_chat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_chat_v1_chat_proto_rawDesc), len(file_chat_v1_chat_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
