@@ -236,6 +236,7 @@ func TestBanRefusals(t *testing.T) {
 		{"a member bans", "POST", rootSite + "/rooms/" + room + "/bans", `{"user":"bob"}`, asUser("bob"), 403, "moderating is not allowed here"},
 		{"a member lists", "GET", rootSite + "/rooms/" + room + "/bans", "", signedIn("bob"), 403, "moderating is not allowed here"},
 		{"a member unbans", "DELETE", rootSite + "/rooms/" + room + "/bans/" + put.json["id"].(string), "", signedIn("bob"), 403, "moderating is not allowed here"},
+		{"from another site", "POST", bans, `{"user":"bob"}`, append(asUser("admin"), "Origin", "https://evil.example"), 403, "cross-site"},
 		{"bad duration", "POST", bans, `{"user":"bob","for":"soon"}`, asUser("admin"), 400, `"for" must be a positive duration`},
 		{"negative duration", "POST", bans, `{"user":"bob","for":"-1h"}`, asUser("admin"), 400, `"for" must be a positive duration`},
 		{"zero duration", "POST", bans, `{"user":"bob","for":"0s"}`, asUser("admin"), 400, `"for" must be a positive duration`},

@@ -45,10 +45,12 @@ func (s *Service) MayModerate(c Caller) error {
 	switch {
 	case !s.cfg.Moderate:
 		return Refuse(Forbidden, "moderating is not allowed here")
+	case c.CrossSite:
+		// Before the identity: the adapters resolve none for a
+		// request from another site, which signing in would not help.
+		return crossSite()
 	case c.User == "":
 		return Refuse(Unauthenticated, "sign in to moderate")
-	case c.CrossSite:
-		return crossSite()
 	}
 	return nil
 }

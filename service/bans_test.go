@@ -204,6 +204,7 @@ func TestModerationRefusals(t *testing.T) {
 		{"handler without moderate", unmoderated, moderator, "lobby", BanRequest{User: "bob"}, Forbidden},
 		{"no identity", s, stranger, "lobby", BanRequest{User: "bob"}, Unauthenticated},
 		{"cross-site", s, Caller{User: "mod", CrossSite: true}, "lobby", BanRequest{User: "bob"}, Forbidden},
+		{"cross-site, as the adapters resolve it: no identity", s, Caller{CrossSite: true}, "lobby", BanRequest{User: "bob"}, Forbidden},
 		{"no subject", s, moderator, "lobby", BanRequest{}, Invalid},
 		{"two subjects", s, moderator, "lobby", BanRequest{User: "bob", Message: "x-1"}, Invalid},
 		{"negative duration", s, moderator, "lobby", BanRequest{User: "bob", For: -time.Second}, Invalid},
