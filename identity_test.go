@@ -9,8 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -318,21 +316,5 @@ func TestOtherOriginIsNeverVerified(t *testing.T) {
 	}
 	if r := post("Origin", "https://other.example"); r.status != http.StatusCreated || r.json["user"] != "carol" || r.json["verified"] != false {
 		t.Errorf("alice's credentials from another origin: %d %s, want 201 unverified as the claimed carol", r.status, r.body)
-	}
-}
-
-// TestModerateNeedsIdentity: `caddy validate` refuses a moderate mount
-// without identity, saying why, rather than a mount where no moderator
-// could ever be told apart.
-func TestModerateNeedsIdentity(t *testing.T) {
-	dir := t.TempDir()
-	file := filepath.Join(dir, "Caddyfile")
-	cfg := "localhost:" + freePort() + " {\n\tchat {\n\t\tmoderate\n\t}\n}\n"
-	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out, err := caddyCmd(t, "validate", "--config", file, "--adapter", "caddyfile")
-	if err == nil || !strings.Contains(out, "moderate needs an identity placeholder") {
-		t.Errorf("caddy validate: %v\n%s\nwant a refusal saying moderate needs an identity", err, out)
 	}
 }
