@@ -1,10 +1,16 @@
 package chat
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/caddy-chat/caddy-chat/internal/redistest"
+	"github.com/caddy-chat/caddy-chat/rooms"
 )
 
 // errorCase is one request that must be refused, and how.
@@ -272,4 +278,104 @@ func TestMessagesAPI(t *testing.T) {
 	if !strings.Contains(list, fmt.Sprintf(`{"name":%q,"subscribers":0,"users":0,"last_id":%q}`, room, ids[11])) {
 		t.Errorf("GET /rooms = %s, missing %s with last id %s", list, room, ids[11])
 	}
+}
+
+// TestHistoryPagesBackToStart: a reader paging back with before, from the
+// newest message by the oldest id of each answer, reads 130 messages in
+// pages of 50, 50 and 30: every id once, in order, though messages keep
+// coming meanwhile, and the last page says it reached the start, so that
+// the reader asks no more. With 150 messages, the third full page says so.
+// On the memory and file stores, and with Redis, paging on a second node.
+func TestHistoryPagesBackToStart(t *testing.T) {
+	srv := redistest.Start(t)
+	defer reload(t, config{})
+	for _, tc := range []struct {
+		name, global string
+		node         func(t *testing.T) string // where the reader pages
+	}{
+		{"memory", "store memory", nil},
+		{"file", "store file " + filepath.Join(t.TempDir(), "chat.db"), nil},
+		{"redis", redisGlobal(srv), func(t *testing.T) string { return redisNode(t, srv.URL()) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			startCaddy(t, config{global: tc.global + "\n\t\thistory 1000"})
+			reader := rootSite
+			if tc.node != nil {
+				reader = tc.node(t)
+			}
+			for _, total := range []int{130, 150} {
+				room := roomFor(t, fmt.Sprint(total))
+				var posted []string
+				for i := range total {
+					posted = append(posted, postJSON(t, rootSite, room, "alice", fmt.Sprint(i)).ID)
+				}
+				var read []string
+				var sizes []int
+				for before := ""; ; {
+					page := messagesPage(t, reader, room, "limit=50&before="+before)
+					if page.Reset || page.More {
+						t.Fatalf("before=%s: reset %v, more %v; want neither", before, page.Reset, page.More)
+					}
+					var pageIDs []string
+					for _, m := range page.Messages {
+						pageIDs = append(pageIDs, m.ID)
+					}
+					read = append(pageIDs, read...)
+					sizes = append(sizes, len(page.Messages))
+					if page.Start {
+						break
+					}
+					if len(sizes) == 1 {
+						// Live messages come after the first page: the
+						// pages before it stay as they were.
+						for i := range 5 {
+							postJSON(t, rootSite, room, "bob", fmt.Sprint("live ", i))
+						}
+					}
+					if len(page.Messages) == 0 || len(sizes) > total/50+1 {
+						t.Fatalf("after pages of %v, no answer says it reached the start", sizes)
+					}
+					before = page.Messages[0].ID
+				}
+				wantSizes := []int{50, 50, 30}
+				if total == 150 {
+					wantSizes = []int{50, 50, 50}
+				}
+				if !slices.Equal(sizes, wantSizes) {
+					t.Errorf("%d messages paged back in pages of %v, want %v", total, sizes, wantSizes)
+				}
+				if strings.Join(read, ",") != strings.Join(posted, ",") {
+					t.Errorf("%d messages paged back as\n%s\nwant each once, in order:\n%s", total, strings.Join(read, ","), strings.Join(posted, ","))
+				}
+				if page := messagesPage(t, reader, room, "before="+posted[0]); len(page.Messages) != 0 || !page.Start {
+					t.Errorf("before the first message: %d messages, start %v; want none and the start", len(page.Messages), page.Start)
+				}
+				if page := messagesPage(t, reader, room, "limit=50"); page.Start {
+					t.Errorf("the newest 50 of %d say they reach the start", total+5)
+				}
+			}
+		})
+	}
+}
+
+// historyPage is an answer of GET /rooms/{room}/messages.
+type historyPage struct {
+	Messages []rooms.Message `json:"messages"`
+	Reset    bool            `json:"reset"`
+	More     bool            `json:"more"`
+	Start    bool            `json:"start"`
+}
+
+// messagesPage asks site for the messages of room with the query.
+func messagesPage(t *testing.T, site, room, query string) historyPage {
+	t.Helper()
+	resp := do(t, "GET", site+"/rooms/"+room+"/messages?"+query, "")
+	var page historyPage
+	if resp.status != http.StatusOK {
+		t.Fatalf("messages?%s: %d %s", query, resp.status, resp.body)
+	}
+	if err := json.Unmarshal([]byte(resp.body), &page); err != nil {
+		t.Fatalf("messages?%s: %v", query, err)
+	}
+	return page
 }

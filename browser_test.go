@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,6 +21,7 @@ import (
 	_ "time/tzdata" // Asia/Tokyo on a machine without a zone database
 
 	"github.com/chromedp/cdproto/accessibility"
+	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/fetch"
 	"github.com/chromedp/cdproto/input"
@@ -56,6 +58,8 @@ var browserTests = []browserTest{
 	{"Widget", testWidget},
 	{"WidgetCrossOrigin", testWidgetCrossOrigin},
 	{"Presence", testPresence},
+	{"OlderOnScroll", testOlderOnScroll},
+	{"OlderByKeyboard", testOlderByKeyboard},
 }
 
 var screenshots = flag.Bool("screenshots", false, "write the screenshots of README.md and docs/widget.md to docs/ (go test -run Browser/Screenshots -screenshots)")
@@ -1381,5 +1385,154 @@ func testPresence(t *testing.T, browser context.Context) {
 	})
 	if d := time.Since(closed); d > 2*time.Second {
 		t.Errorf("dave left the widget %v after his tab closed, want within 2 s", d)
+	}
+}
+
+// postMany posts n messages to room through the API and returns their ids.
+func postMany(t *testing.T, room string, n int) []string {
+	t.Helper()
+	var posted []string
+	for i := range n {
+		posted = append(posted, postJSON(t, rootSite, room, "api", fmt.Sprint("old ", i)).ID)
+	}
+	return posted
+}
+
+// wheelEvent is a turn of a mouse wheel, for Input.dispatchMouseEvent,
+// which wants both deltas: cdproto's own params leave out a zero one.
+type wheelEvent struct {
+	Type   string  `json:"type"`
+	X      float64 `json:"x"`
+	Y      float64 `json:"y"`
+	DeltaX float64 `json:"deltaX"`
+	DeltaY float64 `json:"deltaY"`
+}
+
+var dispatchWheel = cdp.Command[wheelEvent, cdp.Empty]{Method: input.CommandDispatchMouseEvent}
+
+// wheelUp scrolls the element selector picks up by one turn of a mouse
+// wheel, as a reader does.
+func wheelUp(t *testing.T, tab context.Context, selector string) {
+	t.Helper()
+	at := get(t, tab, chromedp.Evaluate[[]float64](fmt.Sprintf(`(() => {
+		const r = document.querySelector(%q).getBoundingClientRect();
+		return [r.x + r.width / 2, r.y + r.height / 2];
+	})()`, selector)))
+	ev := wheelEvent{Type: string(input.DispatchMouseEventTypeMouseWheel), X: at[0], Y: at[1], DeltaY: -400}
+	if _, err := chromedp.Call(tab, dispatchWheel, ev); err != nil {
+		t.Fatalf("turning the wheel over %s: %v", selector, err)
+	}
+}
+
+// testOlderOnScroll: a room page shows the newest 50 of 130 messages and
+// offers the older ones by a labelled button. A reader who scrolls up with
+// the wheel gets them, a page at a time, until the first message shows,
+// while a message that comes live meanwhile goes to the bottom: every
+// message once, in order, under one day separator. The page then says it
+// is the start of the room and offers no more.
+func testOlderOnScroll(t *testing.T, browser context.Context) {
+	startCaddy(t, config{global: "history 1000"})
+	room := roomFor(t, "a")
+	posted := postMany(t, room, 130)
+	tab := newTab(t, browser, "page")
+	run(t, tab, chromedp.Navigate(rootSite+"/room/"+room))
+	waitState(t, tab, "live")
+	if got := waitMessages(t, tab, 50); len(got) != 50 || got[0].ID != posted[80] {
+		t.Fatalf("the page opens with %d messages from %s, want the newest 50", len(got), got[0].ID)
+	}
+	waitShown(t, tab, "#older")
+	if spoken(t, tab, "#older", "Load older messages") == 0 {
+		t.Error("the button is not announced as \"Load older messages\"")
+	}
+
+	var live string
+	pollUntil(t, 20*time.Second, "scrolling up shows the first message", func() bool {
+		wheelUp(t, tab, "main")
+		time.Sleep(100 * time.Millisecond)
+		shown := get(t, tab, chromedp.Evaluate[[]shownMessage](readMessages))
+		if live == "" && len(shown) >= 100 {
+			live = postJSON(t, rootSite, room, "api", "live while paging").ID
+		}
+		return shown[0].ID == posted[0]
+	})
+	want := append(slices.Clone(posted), live)
+	got := waitMessages(t, tab, len(want))
+	time.Sleep(200 * time.Millisecond) // a duplicate would show up by now
+	if got = waitMessages(t, tab, len(want)); shownIDs(got) != strings.Join(want, ",") {
+		t.Errorf("after scrolling up the page shows\n%s\nwant\n%s", shownIDs(got), strings.Join(want, ","))
+	}
+	var days []listEntry
+	for _, e := range get(t, tab, chromedp.Evaluate[[]listEntry](readList)) {
+		if e.Day != "" {
+			days = append(days, e)
+		}
+	}
+	if first := get(t, tab, chromedp.Evaluate[bool](`document.querySelector('#messages > li').classList.contains('day')`)); len(days) != 1 || !first {
+		t.Errorf("the list has the day separators %v, first %v; want one, at the top", days, first)
+	}
+	if hidden := get(t, tab, chromedp.Evaluate[bool](`document.getElementById('older').hidden`)); !hidden {
+		t.Error("the button is still offered at the start of the room")
+	}
+	if status := get(t, tab, chromedp.Text(chromedp.CSS("#older-status"))); !strings.Contains(status, "start of the room") {
+		t.Errorf("at the start of the room the status says %q", status)
+	}
+}
+
+// testOlderByKeyboard: a <chat-room history="5"> in a room of 60 messages.
+// A keyboard user tabs to "Load older messages", which scrolls the list to
+// its top without loading, and presses Enter: 50 older messages come in
+// above, and the message that was at the top stays where it was; Enter
+// again brings the first 5, and then the button goes, and focus moves to
+// the status, which says it is the start of the room.
+func testOlderByKeyboard(t *testing.T, browser context.Context) {
+	room := roomFor(t, "k")
+	startCaddy(t, config{global: "history 1000", site: hostSite(t, "default-src 'self'", map[string]string{
+		"page.html": `<!doctype html><html><head><meta charset="utf-8"><title>host</title>
+<script type="module" src="/widget.js"></script></head>
+<body><chat-room id="w" room="` + room + `" history="5"></chat-room></body></html>`,
+	})})
+	posted := postMany(t, room, 60)
+	tab := newTab(t, browser, "host")
+	run(t, tab, chromedp.Navigate(rootSite+"/host/page.html"))
+	pollUntil(t, 10*time.Second, "the widget is live", func() bool { return widgetState(t, tab, "w") == "live" })
+	if got := waitWidget(t, tab, "w", 5); shownIDs(got) != strings.Join(posted[55:], ",") {
+		t.Fatalf("the widget opens with %s, want the newest 5", shownIDs(got))
+	}
+	const root = `document.getElementById('w').shadowRoot`
+	focused := func() string {
+		return get(t, tab, chromedp.Evaluate[string](root+`.activeElement?.textContent || ""`))
+	}
+	pollUntil(t, 5*time.Second, "Tab reaches the button", func() bool {
+		run(t, tab, chromedp.KeyEvent(kb.Tab))
+		return focused() == "Load older messages"
+	})
+	topOf := func(id string) float64 {
+		return get(t, tab, chromedp.Evaluate[float64](fmt.Sprintf(`%s.querySelector('li[data-id=%q]').getBoundingClientRect().top`, root, id)))
+	}
+	time.Sleep(200 * time.Millisecond) // a load on the way to the button would show by now
+	scrolled := get(t, tab, chromedp.Evaluate[float64](root+`.querySelector('.scroller').scrollTop`))
+	if got := get(t, tab, chromedp.Evaluate[[]shownMessage](readWidget("w"))); len(got) != 5 || scrolled != 0 {
+		t.Fatalf("tabbing to the button scrolled the list to %v px and loaded %d messages, want it at the top, waiting for Enter", scrolled, len(got)-5)
+	}
+	top := topOf(posted[55])
+	run(t, tab, pressEnter(false))
+	if got := waitWidget(t, tab, "w", 55); shownIDs(got) != strings.Join(posted[5:], ",") {
+		t.Fatalf("after Enter the widget shows %s, want the newest 55", shownIDs(got))
+	}
+	if moved := topOf(posted[55]); math.Abs(moved-top) >= 1 {
+		t.Errorf("the message at the top moved from %v to %v px as older ones came in above it", top, moved)
+	}
+	if f := focused(); f != "Load older messages" {
+		t.Fatalf("after loading, focus is on %q, want still the button", f)
+	}
+	run(t, tab, pressEnter(false))
+	if got := waitWidget(t, tab, "w", 60); shownIDs(got) != strings.Join(posted, ",") {
+		t.Fatalf("after Enter again the widget shows %s, want all 60", shownIDs(got))
+	}
+	pollUntil(t, 5*time.Second, "the button goes at the start of the room", func() bool {
+		return get(t, tab, chromedp.Evaluate[bool](root+`.querySelector('.older button').hidden`))
+	})
+	if f := focused(); !strings.Contains(f, "start of the room") {
+		t.Errorf("at the start of the room focus is on %q, want the status that says so", f)
 	}
 }

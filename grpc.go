@@ -74,14 +74,14 @@ type rpcService struct{ h *Handler }
 func (s rpcService) Submit(ctx context.Context, req *connect.Request[chatv1.SubmitRequest]) (*connect.Response[chatv1.Message], error) {
 	h, call := s.h, callOf(ctx)
 	key := req.Msg.GetIdempotencyKey()
-	msg, _, err := h.svc.Submit(ctx, call.caller, service.Post{
+	posted, err := h.svc.Submit(ctx, call.caller, service.Post{
 		Room: req.Msg.GetRoom(), User: req.Msg.GetUser(), Message: req.Msg.GetMessage(),
 		Key: key, KeyGiven: key != "",
 	})
 	if err != nil {
 		return nil, h.rpcError(ctx, err)
 	}
-	return connect.NewResponse(rpcMessage(msg)), nil
+	return connect.NewResponse(rpcMessage(posted.Message)), nil
 }
 
 // errResume ends a stream that the client should open again after the last
@@ -179,6 +179,12 @@ func rpcStreamEvent(e *rooms.Event) *chatv1.StreamEvent {
 		return &chatv1.StreamEvent{Event: &chatv1.StreamEvent_Closed{Closed: &chatv1.Closed{}}}
 	case rooms.EventPresence:
 		return &chatv1.StreamEvent{Event: &chatv1.StreamEvent_Presence{Presence: &chatv1.PresenceChange{Joined: e.Presence.Joined, Left: e.Presence.Left}}}
+	case rooms.EventEdit:
+		m := &e.Message
+		return &chatv1.StreamEvent{Event: &chatv1.StreamEvent_Edit{Edit: &chatv1.Edit{Id: m.ID, Target: m.Target, Message: m.Message, Time: timestamppb.New(m.Time)}}}
+	case rooms.EventDelete:
+		m := &e.Message
+		return &chatv1.StreamEvent{Event: &chatv1.StreamEvent_Delete{Delete: &chatv1.Delete{Id: m.ID, Target: m.Target, By: m.By(), Time: timestamppb.New(m.Time)}}}
 	}
 	return nil
 }
@@ -355,7 +361,11 @@ func rpcBan(b rooms.Ban) *chatv1.BanInfo {
 }
 
 func rpcMessage(m rooms.Message) *chatv1.Message {
-	return &chatv1.Message{Id: m.ID, Room: m.Room, User: m.User, Message: m.Message, Time: timestamppb.New(m.Time), Verified: m.Verified}
+	msg := &chatv1.Message{Id: m.ID, Room: m.Room, User: m.User, Message: m.Message, Time: timestamppb.New(m.Time), Verified: m.Verified}
+	if !m.Edited.IsZero() {
+		msg.Edited = timestamppb.New(m.Edited)
+	}
+	return msg
 }
 
 func rpcEvent(m rooms.Message) *chatv1.StreamEvent {

@@ -633,6 +633,17 @@ func TestRPCEvents(t *testing.T) {
 			p := ev.GetPresence()
 			return slices.Equal(p.GetJoined(), []string{"ann"}) && slices.Equal(p.GetLeft(), []string{"bo"})
 		}},
+		{"edited message", rooms.MessageEvent(rooms.Message{ID: "e-7", Message: "new", Time: when, Edited: when.Add(time.Minute)}), func(ev *chatv1.StreamEvent) bool {
+			return ev.GetMessage().GetEdited().AsTime().Equal(when.Add(time.Minute))
+		}},
+		{"edit", rooms.MessageEvent(rooms.Message{ID: "e-8", Action: rooms.ActionEdit, Target: "e-7", Message: "new", Time: when}), func(ev *chatv1.StreamEvent) bool {
+			e := ev.GetEdit()
+			return e.GetId() == "e-8" && e.GetTarget() == "e-7" && e.GetMessage() == "new" && e.GetTime().AsTime().Equal(when)
+		}},
+		{"delete", rooms.MessageEvent(rooms.Message{ID: "e-9", Action: rooms.ActionDelete, Target: "e-7", ByModerator: true, Time: when}), func(ev *chatv1.StreamEvent) bool {
+			d := ev.GetDelete()
+			return d.GetId() == "e-9" && d.GetTarget() == "e-7" && d.GetBy() == "moderator" && d.GetTime().AsTime().Equal(when)
+		}},
 	}
 	for _, tc := range tests {
 		ev := rpcEvents.Encode(tc.event)

@@ -23,9 +23,6 @@ import (
 const (
 	DefaultMaxMessageSize      = 4 << 10
 	DefaultMaxStreamsPerClient = 256
-	// DefaultEditWindow is how long authors may edit and delete their
-	// own messages when edit_window is not set.
-	DefaultEditWindow = 15 * time.Minute
 	// DefaultMaxNewRoomsPerClient is how many rooms one client may make by
 	// posting within newRoomsWindow. Without a bound, one anonymous client
 	// could fill max_rooms with posts to made-up names, and every other
@@ -148,7 +145,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	if h.EditWindow == nil {
 		h.EditWindow = new(caddy.Duration)
-		*h.EditWindow = caddy.Duration(DefaultEditWindow)
+		*h.EditWindow = caddy.Duration(service.DefaultEditWindow)
 	}
 	h.csrf = http.NewCrossOriginProtection()
 	if len(h.AllowOrigins) > 0 {
@@ -484,7 +481,8 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request, room str
 	}
 	// oldest comes with every reset, "" when nothing is kept, as in the
 	// stream's reset event. more: the answer reached the replay byte cap
-	// before limit; the rest follows the last message returned.
+	// before limit; the rest is past the cut. start: nothing older is kept,
+	// so that a reader paging back knows it is done without asking again.
 	var oldest *string
 	if rep.Reset {
 		oldest = &rep.Oldest
@@ -494,7 +492,8 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request, room str
 		Reset    bool            `json:"reset,omitempty"`
 		Oldest   *string         `json:"oldest,omitempty"`
 		More     bool            `json:"more,omitempty"`
-	}{rep.Messages, rep.Reset, oldest, rep.Truncated})
+		Start    bool            `json:"start,omitempty"`
+	}{rep.Messages, rep.Reset, oldest, rep.Truncated, rep.Start})
 }
 
 func (h *Handler) serveDelete(w http.ResponseWriter, c service.Caller, room string) error {

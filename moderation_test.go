@@ -22,23 +22,17 @@ import (
 
 // moderatedSite is the site directives of a chat with moderators, as the
 // docs show it: /mod/ signs in the moderator admin and serves the chat
-// with moderate on (and modMore); everywhere else, members bob, carol and
-// dave sign in and post, verified, through the site's own chat, which the
-// caller adds with memberChat. /metrics is left to the site. All passwords
-// are "secret".
-func moderatedSite(t *testing.T, modMore string) string {
+// with moderate on (and modMore). With members, everywhere else members
+// bob, carol and dave sign in, to post verified through the site's own
+// chat, which the caller adds with memberChat; without, the rest is
+// public. /metrics is left to the site. All passwords are "secret".
+func moderatedSite(t *testing.T, members bool, modMore string) string {
 	t.Helper()
 	hash, err := bcrypt.GenerateFromPassword([]byte("secret"), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fmt.Sprintf(`@members not path /mod/* /metrics
-	basic_auth @members {
-		bob %[1]s
-		carol %[1]s
-		dave %[1]s
-	}
-	handle_path /mod/* {
+	mod := fmt.Sprintf(`handle_path /mod/* {
 		basic_auth {
 			admin %[1]s
 		}
@@ -48,6 +42,16 @@ func moderatedSite(t *testing.T, modMore string) string {
 			%[2]s
 		}
 	}`, hash, modMore)
+	if !members {
+		return mod
+	}
+	return fmt.Sprintf(`@members not path /mod/* /metrics
+	basic_auth @members {
+		bob %[1]s
+		carol %[1]s
+		dave %[1]s
+	}
+	%[2]s`, hash, mod)
 }
 
 // memberChat is the subdirective of the members' chat of moderatedSite.
@@ -69,7 +73,7 @@ func asUser(login string) []string {
 func moderatedNode(t *testing.T, dir, admin, store string) (string, <-chan error) {
 	t.Helper()
 	site := "http://localhost:" + freePort()
-	cfg := fmt.Sprintf("{\n\tadmin %s\n\tchat {\n\t\t%s\n\t}\n}\n%s {\n\t%s\n\tchat {\n\t\t%s\n\t}\n}\n", admin, store, site, moderatedSite(t, ""), memberChat)
+	cfg := fmt.Sprintf("{\n\tadmin %s\n\tchat {\n\t\t%s\n\t}\n}\n%s {\n\t%s\n\tchat {\n\t\t%s\n\t}\n}\n", admin, store, site, moderatedSite(t, true, ""), memberChat)
 	return site, runBinary(t, dir, cfg, site)
 }
 
@@ -102,7 +106,7 @@ func banList(t *testing.T, c *http.Client, mod, room string) []banView {
 // action is logged at INFO with who did it and counted.
 func TestModeratorBansAndUnbans(t *testing.T) {
 	dir := t.TempDir()
-	startSite(t, site{dir: dir, site: moderatedSite(t, "") + "\n\thandle /metrics {\n\t\tmetrics\n\t}", handler: memberChat})
+	startSite(t, site{dir: dir, site: moderatedSite(t, true, "") + "\n\thandle /metrics {\n\t\tmetrics\n\t}", handler: memberChat})
 	c := siteClient(t, "HTTP/2.0")
 	base := "https://" + siteAddr
 	mod := base + "/mod"
@@ -209,11 +213,42 @@ func TestModeratorBansAndUnbans(t *testing.T) {
 	}
 }
 
+// TestBanAnonymousAuthorByMessage: on a public chat, a moderator bans the
+// anonymous author of a message with purge: the author's posts from that
+// address are refused under any name, what they posted is gone from the
+// room while another client's message stays, and neither the answer nor
+// the list shows the address.
+func TestBanAnonymousAuthorByMessage(t *testing.T) {
+	startCaddy(t, config{site: moderatedSite(t, false, "")})
+	spammer, other := newPoster(t, "", 71), newPoster(t, "", 72)
+	room := roomFor(t, "anon")
+	spammer.post(t, room, "spammer", "buy", "")
+	other.post(t, room, "eve", "hello", "")
+	spam := spammer.post(t, room, "spammer", "buy more", "")
+	r := doWith(t, client, "POST", rootSite+"/mod/rooms/"+room+"/bans", fmt.Sprintf(`{"message":%q,"purge":true}`, spam.json["id"]), asUser("admin")...)
+	if r.status != http.StatusCreated || r.json["user"] != nil || strings.Contains(r.body, "127.0.0.71") {
+		t.Fatalf("ban the anonymous author: %d %s, want 201 naming no one", r.status, r.body)
+	}
+	if r := spammer.post(t, room, "someone new", "hi", ""); r.status != http.StatusForbidden || r.json["reason"] != "banned" {
+		t.Errorf("the banned address under another name: %d %s, want 403 banned", r.status, r.body)
+	}
+	if r := other.post(t, room, "eve", "still here", ""); r.status != http.StatusCreated {
+		t.Errorf("another address: %d %s, want 201", r.status, r.body)
+	}
+	if got := history(t, room); got != "eve:hello:false,eve:still here:false" {
+		t.Errorf("history after the purge: %s, want eve's messages alone", got)
+	}
+	list := doWith(t, client, "GET", rootSite+"/mod/rooms/"+room+"/bans", "", signedIn("admin")...)
+	if list.status != http.StatusOK || strings.Contains(list.body, "127.0.0.71") || strings.Contains(list.body, "ip:") {
+		t.Errorf("the list of bans: %d %s, want it without the address", list.status, list.body)
+	}
+}
+
 // TestBanRefusals: bad input to the ban routes gets its status and a JSON
 // error saying what is wrong, and changes nothing; a member, on a mount
 // without moderate, is refused every ban route.
 func TestBanRefusals(t *testing.T) {
-	startCaddy(t, config{site: moderatedSite(t, ""), handler: memberChat})
+	startCaddy(t, config{site: moderatedSite(t, true, ""), handler: memberChat})
 	mod := rootSite + "/mod"
 	room := roomFor(t, "refusals")
 	msg := memberPost(t, client, rootSite, room, "bob", "hello")
@@ -320,7 +355,7 @@ func signedInCall[T any](login string, msg *T) *connect.Request[T] {
 // posts out until it is lifted; a member calling the same RPCs on a mount
 // without moderate is denied, and bad requests get their codes.
 func TestGRPCBans(t *testing.T) {
-	startCaddy(t, config{options: "servers {\n protocols h1 h2 h2c\n }", site: moderatedSite(t, "grpc on"), handler: memberChat + "\n grpc on"})
+	startCaddy(t, config{options: "servers {\n protocols h1 h2 h2c\n }", site: moderatedSite(t, true, "grpc on"), handler: memberChat + "\n grpc on"})
 	mod, member := grpcClient(rootSite+"/mod"), grpcClient(rootSite)
 	room := roomFor(t, "grpc")
 
@@ -390,7 +425,7 @@ func TestGRPCBans(t *testing.T) {
 // post on the first again.
 func TestRedisBansAcrossNodes(t *testing.T) {
 	srv := redistest.Start(t)
-	startCaddy(t, config{global: redisStore(srv.URL(), ""), site: moderatedSite(t, ""), handler: memberChat})
+	startCaddy(t, config{global: redisStore(srv.URL(), ""), site: moderatedSite(t, true, ""), handler: memberChat})
 	defer reload(t, config{})
 	a := rootSite
 	b, _ := moderatedNode(t, t.TempDir(), "localhost:"+freePort(), redisStore(srv.URL(), ""))

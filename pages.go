@@ -44,7 +44,7 @@ func (h *Handler) serveRoomPage(w http.ResponseWriter, r *http.Request, room str
 	if err != nil && !service.IsKind(err, service.NotFound) {
 		return err
 	}
-	data := ui.Room{Name: room, AllowDelete: h.AllowDelete}
+	data := ui.Room{Name: room, AllowDelete: h.AllowDelete, Older: len(rep.Messages) > 0 && !rep.Start}
 	data.Identity, _ = h.identity(r)
 	for _, m := range rep.Messages {
 		data.Messages = append(data.Messages, ui.Message{ID: m.ID, User: m.User, Text: m.Message, Time: m.Time, Verified: m.Verified})

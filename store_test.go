@@ -1,7 +1,6 @@
 package chat
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -39,18 +38,8 @@ func stopBinary(t *testing.T, admin string, exited <-chan error) {
 // whether the answer was a reset.
 func roomMessages(t *testing.T, site, room string) ([]rooms.Message, bool) {
 	t.Helper()
-	resp := do(t, "GET", site+"/rooms/"+room+"/messages?limit=1000", "")
-	if resp.status != http.StatusOK {
-		t.Fatalf("messages of %s: %d %s", room, resp.status, resp.body)
-	}
-	var out struct {
-		Messages []rooms.Message `json:"messages"`
-		Reset    bool            `json:"reset"`
-	}
-	if err := json.Unmarshal([]byte(resp.body), &out); err != nil {
-		t.Fatalf("messages of %s: %v", room, err)
-	}
-	return out.Messages, out.Reset
+	page := messagesPage(t, site, room, "limit=1000")
+	return page.Messages, page.Reset
 }
 
 // TestCLIStoreRestart: with store file, 1,000 messages over 10 rooms are

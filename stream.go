@@ -357,7 +357,9 @@ func endReason(err error) string {
 // made once, by the first stream to write it, and shared by all.
 var sseCodec = rooms.NewCodec(func(e *rooms.Event) []byte {
 	var id string
-	if e.Kind == rooms.EventMessage {
+	switch e.Kind {
+	case rooms.EventMessage, rooms.EventEdit, rooms.EventDelete:
+		// An action's id is a position in the room's sequence too.
 		id = e.Message.ID
 	}
 	return sse.AppendEvent(nil, sse.Event{ID: id, Name: e.Kind.String(), Data: e.JSON()})

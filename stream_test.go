@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -326,5 +327,64 @@ func TestAside(t *testing.T) {
 				t.Errorf("aside raised %v", panicked)
 			}
 		})
+	}
+}
+
+// TestStreamCarriesActions: an edit and a delete reach an open stream as
+// edit and delete events with ids of their own, a stream resuming from
+// before them gets the room as it stands and the actions, and the JSON
+// history shows the edit and leaves the deleted message out. The actions
+// are taken on the Manager that the running Caddy serves: the HTTP routes
+// for them are built on it.
+func TestStreamCarriesActions(t *testing.T) {
+	startCaddy(t, defaultConfig)
+	room := roomFor(t, "a")
+	spam := postJSON(t, rootSite, room, "sam", "buy cheap pills")
+	typo := postJSON(t, rootSite, room, "alice", "helo")
+	s := openStream(t, rootSite+"/stream/"+room, "Last-Event-ID", typo.ID)
+	defer s.close()
+
+	key := "chat " + StoreMemory + " "
+	shared, _, err := managers.LoadOrNew(key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer managers.Delete(key)
+	m := shared.(managerDestructor).Manager
+	del, _, err := m.Submit(room, rooms.Post{User: "mod", Verified: true, Action: rooms.ActionDelete, Target: spam.ID, ByModerator: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ed, _, err := m.Submit(room, rooms.Post{User: "alice", Action: rooms.ActionEdit, Target: typo.ID, Text: "hello"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	wantDelete := fmt.Sprintf(`{"id":%q,"target":%q,"by":"moderator","time":%q}`, del.ID, spam.ID, del.Time.Format(rooms.TimeLayout))
+	wantEdit := fmt.Sprintf(`{"id":%q,"target":%q,"message":"hello","time":%q}`, ed.ID, typo.ID, ed.Time.Format(rooms.TimeLayout))
+	if ev := s.next(t); ev.Name != "delete" || ev.ID != del.ID || ev.Data != wantDelete {
+		t.Errorf("event %+v, want a delete with id %s and data %s", ev, del.ID, wantDelete)
+	}
+	if ev := s.next(t); ev.Name != "edit" || ev.ID != ed.ID || ev.Data != wantEdit {
+		t.Errorf("event %+v, want an edit with id %s and data %s", ev, ed.ID, wantEdit)
+	}
+
+	back := openStream(t, rootSite+"/stream/"+room, "Last-Event-ID", spam.ID)
+	defer back.close()
+	var got []string
+	for range 3 {
+		ev := back.next(t)
+		if strings.Contains(ev.Data, "pills") {
+			t.Fatalf("a stream resuming before the deleted message received %+v", ev)
+		}
+		got = append(got, ev.Name+" "+ev.ID)
+	}
+	if want := []string{"message " + typo.ID, "delete " + del.ID, "edit " + ed.ID}; !slices.Equal(got, want) {
+		t.Errorf("a stream resuming before the actions received %v, want %v", got, want)
+	}
+
+	resp := do(t, "GET", rootSite+"/rooms/"+room+"/messages", "")
+	if strings.Contains(resp.body, "pills") || !strings.Contains(resp.body, `"message":"hello"`) || !strings.Contains(resp.body, `"edited":"`+ed.Time.Format(rooms.TimeLayout)+`"`) {
+		t.Errorf("history after the actions: %s, want hello, edited, and no deleted message", resp.body)
 	}
 }

@@ -139,13 +139,14 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request, c service.
 		in.Room = pathRoom
 	}
 	_, keyGiven := r.Header["Idempotency-Key"]
-	msg, repeat, err := h.svc.Submit(r.Context(), c, service.Post{
+	posted, err := h.svc.Submit(r.Context(), c, service.Post{
 		Room: in.Room, User: in.User, Message: in.Message,
 		Key: r.Header.Get("Idempotency-Key"), KeyGiven: keyGiven,
 	})
 	if err != nil {
 		return err
 	}
+	msg, repeat := posted.Message, posted.Repeat
 	if in.form && acceptsHTML(r) {
 		// A browser posting without script: back to the room page, by a
 		// path relative to this one so that any mount point works.

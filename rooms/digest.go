@@ -35,3 +35,11 @@ func ContentDigest(m Message) []byte {
 	h.Write([]byte(m.Message))
 	return h.Sum(nil)[:DigestSize]
 }
+
+// SecretDigest is what a store keeps of an author's secret: enough to
+// check the secret when the author shows it again, and nothing that gives
+// it back.
+func SecretDigest(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return string(sum[:DigestSize])
+}

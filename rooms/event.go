@@ -20,6 +20,10 @@ const (
 	EventReset
 	// EventClose ends the stream of a deleted room.
 	EventClose
+	// EventEdit carries an edit of a message (Message.Action).
+	EventEdit
+	// EventDelete carries a delete of a message (Message.Action).
+	EventDelete
 )
 
 // Event is one entry a room sends its readers. A room makes each event once
@@ -29,7 +33,7 @@ const (
 // format, not once per stream. Events must not be modified once made.
 type Event struct {
 	Kind     EventKind
-	Message  Message        // EventMessage
+	Message  Message        // EventMessage, EventEdit and EventDelete
 	Presence PresenceChange // EventPresence
 	Oldest   string         // EventReset: the oldest id retained, "" for none
 
@@ -44,15 +48,25 @@ type encoding struct {
 	v    any
 }
 
-// MessageEvent returns the event of a message.
-func MessageEvent(m Message) *Event { return &Event{Kind: EventMessage, Message: m} }
+// MessageEvent returns the event of an entry of a room's log: a message,
+// or an action on one.
+func MessageEvent(m Message) *Event {
+	kind := EventMessage
+	switch m.Action {
+	case ActionEdit:
+		kind = EventEdit
+	case ActionDelete:
+		kind = EventDelete
+	}
+	return &Event{Kind: kind, Message: m}
+}
 
 // CloseEvent is the event that ends a deleted room's streams. Being shared,
 // it is encoded once per codec for the life of the process.
 var CloseEvent = &Event{Kind: EventClose}
 
 // JSON returns the event's data as one line of JSON: the message, the
-// presence change, or the reset's oldest id. Codecs that carry JSON share
+// action, the presence change, or the reset's oldest id. Codecs that carry JSON share
 // it, and a replay's byte budget counts it.
 func (e *Event) JSON() []byte {
 	e.json.once.Do(func() { e.json.v = e.marshalJSON() })
@@ -68,6 +82,8 @@ func (e *Event) marshalJSON() []byte {
 		b = marshalPresenceChange(e.Presence)
 	case EventReset:
 		b = marshalOldest(e.Oldest)
+	case EventEdit, EventDelete:
+		b = marshalAction(&e.Message)
 	default:
 		b = []byte("{}")
 	}
@@ -128,6 +144,10 @@ func (k EventKind) String() string {
 		return "reset"
 	case EventClose:
 		return "close"
+	case EventEdit:
+		return "edit"
+	case EventDelete:
+		return "delete"
 	}
 	return "unknown"
 }

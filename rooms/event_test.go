@@ -53,10 +53,38 @@ func TestEventJSON(t *testing.T) {
 		{&Event{Kind: EventReset, Oldest: "e-3"}, `{"oldest":"e-3"}`},
 		{&Event{Kind: EventReset}, `{"oldest":""}`},
 		{CloseEvent, `{}`},
+		{MessageEvent(Message{ID: "e-1", Room: "r", User: "u", Message: "new", Time: when, Edited: when.Add(time.Second),
+			Author: Authorship{ClientKey: "192.0.2.1", SecretDigest: "digest"}}),
+			`{"id":"e-1","room":"r","user":"u","message":"new","time":"2026-01-02T03:04:05.006Z","verified":false,"edited":"2026-01-02T03:04:06.006Z"}`},
+		{MessageEvent(Message{ID: "e-2", User: "u", Message: "", Time: when, Action: ActionEdit, Target: "e-1"}),
+			`{"id":"e-2","target":"e-1","message":"","time":"2026-01-02T03:04:05.006Z"}`},
+		{MessageEvent(Message{ID: "e-3", User: "mod", Time: when, Action: ActionDelete, Target: "e-1", ByModerator: true}),
+			`{"id":"e-3","target":"e-1","by":"moderator","time":"2026-01-02T03:04:05.006Z"}`},
+		{MessageEvent(Message{ID: "e-4", User: "u", Time: when, Action: ActionDelete, Target: "e-1"}),
+			`{"id":"e-4","target":"e-1","by":"author","time":"2026-01-02T03:04:05.006Z"}`},
 	}
 	for _, tc := range tests {
 		if got := string(tc.event.JSON()); got != tc.want {
 			t.Errorf("%s: %s, want %s", tc.event.Kind, got, tc.want)
+		}
+	}
+	if EventEdit.String() != "edit" || EventDelete.String() != "delete" {
+		t.Errorf("the actions' events are named %q and %q, want edit and delete", EventEdit, EventDelete)
+	}
+}
+
+// TestEditedMessageJSONRoundTrip: a message's edited time comes back
+// from its JSON, and a message never edited has none.
+func TestEditedMessageJSONRoundTrip(t *testing.T) {
+	when := time.Date(2026, 1, 2, 3, 4, 5, 6e6, time.UTC)
+	for _, m := range []Message{
+		{ID: "e-1", Room: "r", User: "u", Message: "hi", Time: when},
+		{ID: "e-1", Room: "r", User: "u", Message: "hi", Time: when, Edited: when.Add(time.Minute)},
+	} {
+		b, _ := m.MarshalJSON()
+		var back Message
+		if err := back.UnmarshalJSON(b); err != nil || back != m {
+			t.Errorf("%s came back as %+v, %v", b, back, err)
 		}
 	}
 }

@@ -142,6 +142,11 @@ type History interface {
 	// Catch delivers what was heard, and no more.
 	Sync(ctx context.Context) error
 
+	// Lookup returns the entry stored under seq, in the epoch the
+	// caller saw, with its Author, as Read does without the room's
+	// lock; found is false when the history no longer holds it.
+	Lookup(ctx context.Context, seq uint64) (m Message, found bool, err error)
+
 	// Recall returns what k was first used for in this room within the
 	// key window, as the history keeps it, so that a retry is recognised
 	// after a restart or on another node when the store keeps keys there;
@@ -153,10 +158,16 @@ type History interface {
 	Recall(ctx context.Context, k Key, m Message) (Recalled, error)
 }
 
-// Entry is a message to append, with the idempotency key it was posted
-// with, zero for none. A history decides the key as it stores the batch,
-// at once with the keys of every other process sharing the store, and
-// says what it decided in Outcome.
+// Entry is a message or an action to append, with the idempotency key it
+// was posted with, zero for none. A history decides the key as it stores
+// the batch, at once with the keys of every other process sharing the
+// store, and says what it decided in Outcome.
+//
+// An action is decided and applied as it is stored, in the same write:
+// it is stored only while its target is a message the history holds, not
+// deleted, and storing it rewrites the target, an edit with the new text
+// and its Edited time, a delete as a tombstone (Message.Deleted) whose
+// text, and that of the edits of it, is gone from the store itself.
 type Entry struct {
 	Message Message
 	Key     Key
@@ -178,6 +189,9 @@ const (
 	// KeyReused: Key was used first for another message; nothing was
 	// stored.
 	KeyReused
+	// NoTarget: the entry is an action whose target the history does
+	// not hold as a message, or holds deleted; nothing was stored.
+	NoTarget
 )
 
 // Decide sets e's Outcome from what its key was first used for, rec, in
@@ -197,6 +211,20 @@ func (e *Entry) Decide(epoch string, rec Recalled) bool {
 		e.Outcome = KeyReused
 	}
 	return false
+}
+
+// Apply returns m as the action a leaves it, for a store that applies a
+// stored action: the target of an edit with the new text and the edit's
+// time; the target of a delete, and each edit of it, erased (Deleted,
+// without text). Other entries are returned as they are.
+func Apply(m, a Message) Message {
+	switch {
+	case a.Action == ActionEdit && m.ID == a.Target:
+		m.Message, m.Edited = a.Message, a.Time
+	case a.Action == ActionDelete && (m.ID == a.Target || m.Action == ActionEdit && m.Target == a.Target):
+		m.Message, m.Deleted = "", true
+	}
+	return m
 }
 
 // Key is the idempotency key a message was posted with: Name as sent by

@@ -16,8 +16,14 @@ import (
 type Log interface {
 	// Append stores the messages of the entries whose Outcome is Stored,
 	// named already, in order after the log's last, in a history that
-	// shows messages from oldest on: the log may forget older ones.
+	// shows messages from oldest on: the log may forget older ones. It
+	// applies the actions among them, decided already, in the same write
+	// (see Entry and Apply).
 	Append(ctx context.Context, entries []Entry, oldest uint64) error
+	// Get returns the entry stored under seq, with its Author; found is
+	// false when the log does not hold it. Like Read, it may run with the
+	// room released.
+	Get(ctx context.Context, seq uint64) (m Message, found bool, err error)
 	// Read returns up to limit messages with sequence numbers in
 	// (after, upto], oldest first, as History.Read.
 	Read(ctx context.Context, after, upto uint64, limit int) ([]Message, error)
@@ -184,6 +190,17 @@ func (h *local) Start(ctx context.Context, entries []Entry) Call {
 	h.pending, h.stored, h.err = entries, 0, nil
 	for i := range entries {
 		e := &entries[i]
+		if e.Message.IsAction() {
+			ok, err := h.acts(ctx, entries[:i], e.Message.Target)
+			if err != nil {
+				h.err = err
+				return h
+			}
+			if !ok {
+				e.Outcome = NoTarget
+				continue
+			}
+		}
 		if e.Key.Name != "" {
 			rec, err := h.Recall(ctx, e.Key, e.Message)
 			if err != nil {
@@ -203,6 +220,26 @@ func (h *local) Start(ctx context.Context, entries []Entry) Call {
 		}
 	}
 	return h
+}
+
+// acts reports whether an action on target may be stored after the
+// entries before it in its batch: the log holds target as a message shown
+// in the history, and neither the log nor those entries deleted it.
+func (h *local) acts(ctx context.Context, before []Entry, target string) (bool, error) {
+	epoch, seq, ok := ParseID(target)
+	if !ok || epoch != h.epoch || seq < h.oldest || seq > h.last {
+		return false, nil
+	}
+	for _, e := range before {
+		if e.Outcome == Stored && e.Message.Action == ActionDelete && e.Message.Target == target {
+			return false, nil
+		}
+	}
+	m, found, err := h.log.Get(ctx, seq)
+	if err != nil {
+		return false, fmt.Errorf("reading room %q: %w", h.room, err)
+	}
+	return found && m.ID == target && !m.IsAction() && !m.Deleted, nil
 }
 
 // Wait has nothing to wait for: Start appended.
@@ -234,6 +271,13 @@ func (h *local) Read(ctx context.Context, after, upto uint64, limit int) ([]Mess
 		return nil, nil
 	}
 	return h.log.Read(ctx, after, upto, limit)
+}
+
+func (h *local) Lookup(ctx context.Context, seq uint64) (Message, bool, error) {
+	if seq < h.shown.Load() {
+		return Message{}, false, nil
+	}
+	return h.log.Get(ctx, seq)
 }
 
 func (h *local) Resize(ctx context.Context, capacity int) error {

@@ -36,6 +36,10 @@ var (
 	// ErrNameReserved refuses an unverified post, under Post.ReserveNames,
 	// that claims a name a verified author has posted under in the room.
 	ErrNameReserved = errors.New("this name belongs to a verified user of the room")
+	// ErrNoMessage refuses an action on a message the room does not hold:
+	// an unknown id, one trimmed from the history, an action's, or a
+	// message deleted already.
+	ErrNoMessage = errors.New("no such message")
 	// ErrUnavailable wraps a Store's failure: nothing was stored, and
 	// trying again later may succeed.
 	ErrUnavailable = errors.New("history store unavailable")
@@ -489,6 +493,12 @@ func (m *Manager) deliver(r *room) {
 			r.broadcaster.EvictAll()
 		}
 		next = seq + 1
+		if msg.Deleted {
+			// Read back from the store after a delete erased it:
+			// there is nothing left to show, and the delete
+			// follows.
+			continue
+		}
 		// A verified post stored by another process reserves its name
 		// here as one stored here does.
 		r.learnName(msg, m.config().MaxNames)
@@ -510,7 +520,7 @@ func (m *Manager) deliver(r *room) {
 // learnName reserves the name msg was posted under when its author was
 // verified. r.mu must be held, or r not yet reachable.
 func (r *room) learnName(msg Message, max int) {
-	if msg.Verified {
+	if msg.Verified && !msg.IsAction() {
 		_, seq, _ := ParseID(msg.ID)
 		r.verified.add(nameHash(msg.User), seq, max)
 	}
@@ -537,6 +547,18 @@ type Post struct {
 	// It may run with the room's lock held, so it must be quick and must
 	// not call back into the Manager.
 	Admit func() error
+	// Action, when set, makes the post an action on the message whose id
+	// is Target rather than a message: for an edit, Text is the new text;
+	// ByModerator says a moderator deletes. User and Verified name who
+	// acts. It is stored only while the room holds Target as a message,
+	// not deleted (else ErrNoMessage), and never makes a room. Key and
+	// ReserveNames do not apply to it.
+	Action      Action
+	Target      string
+	ByModerator bool
+	// Author is kept with a message, never published (see
+	// Message.Author).
+	Author Authorship
 	// Create, when set, is asked after Admit when the post would make a
 	// new room: a limit on how many rooms one client makes. A room that
 	// only streams opened is made by the first post that keeps it, which
@@ -559,6 +581,18 @@ type Post struct {
 func (m *Manager) Submit(roomName string, p Post) (msg Message, repeat bool, err error) {
 	if !ValidName(roomName) {
 		return Message{}, false, ErrInvalidName
+	}
+	if p.Action != 0 {
+		if _, _, ok := ParseID(p.Target); !ok {
+			return Message{}, false, ErrNoMessage
+		}
+		if err := m.openElsewhere(roomName); err != nil {
+			return Message{}, false, err
+		}
+		if m.lookup(roomName) == nil {
+			return Message{}, false, ErrNotFound
+		}
+		p.Key, p.ReserveNames, p.Create = "", false, nil
 	}
 	s := submissions.Get().(*submission)
 	*s = submission{p: p}
@@ -781,7 +815,7 @@ func (m *Manager) store(r *room, batch []*submission) {
 			continue
 		}
 		s.name = nameHash(p.User)
-		if p.ReserveNames && !p.Verified && (r.verified.has(s.name) || r.claimed[s.name] > 0 || slices.ContainsFunc(taken, func(t *submission) bool {
+		if p.ReserveNames && p.Action == 0 && !p.Verified && (r.verified.has(s.name) || r.claimed[s.name] > 0 || slices.ContainsFunc(taken, func(t *submission) bool {
 			return t.p.Verified && t.name == s.name
 		})) {
 			s.err = ErrNameReserved
@@ -799,6 +833,11 @@ func (m *Manager) store(r *room, batch []*submission) {
 			Message:  p.Text,
 			Time:     now.UTC().Truncate(time.Millisecond),
 			Verified: p.Verified,
+
+			Action:      p.Action,
+			Target:      p.Target,
+			ByModerator: p.ByModerator,
+			Author:      p.Author,
 		}
 		entries = append(entries, Entry{Message: s.msg, Key: Key{Scope: p.Scope, Name: p.Key}})
 		taken = append(taken, s)
@@ -826,10 +865,13 @@ func (m *Manager) store(r *room, batch []*submission) {
 			case KeyReused:
 				s.msg, s.err = Message{}, ErrKeyReused
 				continue
+			case NoTarget:
+				s.msg, s.err = Message{}, ErrNoMessage
+				continue
 			}
 			s.msg.ID = entries[i].Message.ID
 			_, seq, _ := ParseID(s.msg.ID)
-			if s.p.Verified {
+			if s.p.Verified && s.p.Action == 0 {
 				r.verified.add(s.name, seq, cfg.MaxNames)
 			}
 		}
@@ -948,6 +990,10 @@ type Position struct {
 
 // Replay is what a subscriber receives before live messages.
 type Replay struct {
+	// Messages are the messages, as their edits and deletes left them,
+	// but those deletes erased; in a subscription's replay, the actions
+	// since its position are among them, in order, as its Events have
+	// them.
 	Messages []Message
 	// Events is what a Subscription's stream starts with: a reset event
 	// when Reset is set, then the events of Messages, whose JSON fit made
@@ -964,6 +1010,10 @@ type Replay struct {
 	// reader must come back after the last message it got for the rest. A
 	// stream ends after writing such a replay.
 	Truncated bool
+	// Start is set, in the answer of Messages, when nothing older than
+	// Messages is kept: a reader paging back with before has reached the
+	// start of the history.
+	Start bool
 }
 
 // minMessageSize is less than the JSON of the smallest message: the
@@ -978,6 +1028,7 @@ const minMessageSize = 64
 type span struct {
 	epoch         string
 	after, upto   uint64
+	floor         uint64 // Oldest()-1 as planned
 	take          int
 	resume, reset bool
 	oldest        string
@@ -1011,7 +1062,7 @@ func (sp span) before(h History, before string, newest bool) span {
 // its replay reads once the room is released. r.mu must be held.
 func (r *room) plan(pos Position, limit, budget int) span {
 	h := r.history
-	sp := span{epoch: h.Epoch(), after: h.Oldest() - 1, upto: h.Last(), take: limit}
+	sp := span{epoch: h.Epoch(), after: h.Oldest() - 1, floor: h.Oldest() - 1, upto: h.Last(), take: limit}
 	// Copy no more messages than the budget can hold: fit cuts the rest.
 	if budget > 0 {
 		sp.take = min(sp.take, budget/minMessageSize+2)
@@ -1054,6 +1105,57 @@ func (sp span) read(ctx context.Context, h History) (Replay, error) {
 		rep.Oldest = msgs[0].ID
 	}
 	return rep, nil
+}
+
+// readMessages reads sp from h as Messages answers it, the room as it
+// now stands: actions, and the messages deletes erased, are left out, and
+// the read goes on past them, back towards the oldest when back is set,
+// until it has sp.take messages or the span ends, so that a page is short
+// only at the end of history.
+func (sp span) readMessages(ctx context.Context, h History, back bool) (Replay, error) {
+	rep, err := sp.read(ctx, h)
+	if err != nil || len(rep.Messages) == 0 {
+		return rep, err
+	}
+	want, got := sp.take, rep.Messages
+	lo, hi := seqOf(got[0]), seqOf(got[len(got)-1])
+	more := len(got) == sp.take
+	msgs := shown(got)
+	for more && len(msgs) < want {
+		n := want - len(msgs)
+		if back && lo > sp.floor+1 {
+			got, err = h.Read(ctx, max(sp.floor, lo-1-min(uint64(n), lo-1)), lo-1, n)
+		} else if !back && hi < sp.upto {
+			got, err = h.Read(ctx, hi, sp.upto, n)
+		} else {
+			break
+		}
+		if err != nil {
+			return Replay{}, err
+		}
+		if len(got) == 0 {
+			break
+		}
+		more = len(got) == n
+		if back {
+			lo, msgs = seqOf(got[0]), append(shown(got), msgs...)
+		} else {
+			hi, msgs = seqOf(got[len(got)-1]), append(msgs, shown(got)...)
+		}
+	}
+	rep.Messages = msgs
+	return rep, nil
+}
+
+// shown is what history shows of entries, which it may reuse: the
+// messages, but those deletes erased.
+func shown(entries []Message) []Message {
+	return slices.DeleteFunc(entries, func(m Message) bool { return m.IsAction() || m.Deleted })
+}
+
+func seqOf(m Message) uint64 {
+	_, seq, _ := ParseID(m.ID)
+	return seq
 }
 
 // reading runs f on the named room with its lock held, as withRoom does,
@@ -1208,6 +1310,10 @@ func (m *Manager) Subscribe(roomName string, pos Position, wake func()) (*Subscr
 		s.Close()
 		return nil, fmt.Errorf("reading history of room %q: %w: %w", roomName, ErrUnavailable, err)
 	}
+	// What deletes erased is left out, and the deletes follow: the
+	// room as it now stands, then what changed it since the reader's
+	// position.
+	s.Replay.Messages = slices.DeleteFunc(s.Replay.Messages, func(m Message) bool { return m.Deleted })
 	s.Replay.fit(cfg.MaxReplayBytes, true)
 	return s, nil
 }
@@ -1286,6 +1392,41 @@ func (m *Manager) heldElsewhere(roomName string) (bool, error) {
 	return has, nil
 }
 
+// Lookup returns the message with the given id in an existing room as
+// its store holds it, with its Author, for a caller that decides whether
+// someone may edit or delete it: a deleted message is returned as its
+// tombstone (Deleted). ErrNoMessage answers an id the room does not hold
+// as a message. The store is read with the room released.
+func (m *Manager) Lookup(roomName, id string) (Message, error) {
+	if err := m.openElsewhere(roomName); err != nil {
+		return Message{}, err
+	}
+	var h History
+	err := m.withRoom(roomName, false, func(r *room) error {
+		h = r.history
+		return nil
+	})
+	if err != nil {
+		return Message{}, err
+	}
+	// The entry read names its own id, in the epoch the history had:
+	// an id of another epoch does not match it.
+	_, seq, ok := ParseID(id)
+	if !ok {
+		return Message{}, ErrNoMessage
+	}
+	ctx, cancel := m.storeContext()
+	msg, found, err := h.Lookup(ctx, seq)
+	cancel()
+	switch {
+	case err != nil:
+		return Message{}, fmt.Errorf("reading message %s of room %q: %w: %w", id, roomName, ErrUnavailable, err)
+	case !found || msg.ID != id || msg.IsAction():
+		return Message{}, ErrNoMessage
+	}
+	return msg, nil
+}
+
 // Messages returns up to limit retained messages of an existing room,
 // oldest first, no more than MaxReplayBytes of them: the first limit after
 // the message with id after, or the newest limit when after is empty.
@@ -1302,11 +1443,12 @@ func (m *Manager) Messages(roomName, after, before string, limit int) (Replay, e
 	}
 	pos := Position{LastEventID: after, History: limit}
 	var (
-		sp span
-		h  History
+		sp     span
+		h      History
+		oldest uint64
 	)
 	err := m.reading(roomName, false, pos, func(r *room) error {
-		sp, h = r.plan(pos, limit, budget), r.history
+		sp, h, oldest = r.plan(pos, limit, budget), r.history, r.history.Oldest()
 		if before != "" {
 			sp = sp.before(h, before, after == "")
 		}
@@ -1316,7 +1458,9 @@ func (m *Manager) Messages(roomName, after, before string, limit int) (Replay, e
 		return Replay{}, err
 	}
 	ctx, cancel := m.storeContext()
-	rep, err := sp.read(ctx, h)
+	// The messages show the edits and deletes applied already: the
+	// actions themselves are for streams.
+	rep, err := sp.readMessages(ctx, h, after == "")
 	cancel()
 	if err != nil {
 		return Replay{}, fmt.Errorf("reading history of room %q: %w: %w", roomName, ErrUnavailable, err)
@@ -1326,6 +1470,10 @@ func (m *Manager) Messages(roomName, after, before string, limit int) (Replay, e
 	} else {
 		rep.fit(budget, false)
 	}
+	// Messages trimmed since plan are gone, so a span that began at the
+	// oldest message still reaches the start, unless the budget cut its
+	// oldest messages off.
+	rep.Start = sp.after < oldest && !(sp.newest && rep.Truncated)
 	return rep, nil
 }
 

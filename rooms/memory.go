@@ -45,6 +45,9 @@ func (r *ring) Append(_ context.Context, entries []Entry, _ uint64) error {
 			continue
 		}
 		r.last++
+		if e.Message.IsAction() {
+			r.apply(e.Message)
+		}
 		switch {
 		case r.capacity == 0:
 		case len(r.buf) < r.capacity:
@@ -55,6 +58,26 @@ func (r *ring) Append(_ context.Context, entries []Entry, _ uint64) error {
 		}
 	}
 	return nil
+}
+
+// apply rewrites, in place, the entries that the action a changes (see
+// Apply): the ring is the store, so the text a delete erases is gone
+// once no reader holds a copy. r.mu must be held.
+func (r *ring) apply(a Message) {
+	for i := range r.buf {
+		if m := &r.buf[i]; m.ID == a.Target || m.Target == a.Target {
+			*m = Apply(*m, a)
+		}
+	}
+}
+
+func (r *ring) Get(_ context.Context, seq uint64) (Message, bool, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if msgs := r.read(seq-1, seq, 1); len(msgs) == 1 {
+		return msgs[0], true, nil
+	}
+	return Message{}, false, nil
 }
 
 func (r *ring) Read(_ context.Context, after, upto uint64, limit int) ([]Message, error) {

@@ -7,7 +7,10 @@ import (
 	"time"
 )
 
-// Message is one chat message, as stored, returned and streamed.
+// Message is one entry of a room's log, as stored, returned and streamed:
+// a chat message, or, with Action set, an action on one. An action takes
+// its id in the room's sequence like a message, so that resuming, replay
+// and the order across nodes hold for it unchanged.
 type Message struct {
 	ID      string
 	Room    string
@@ -17,7 +20,58 @@ type Message struct {
 	// Verified is set when the author was authenticated: User came from
 	// the site's auth, not from the request.
 	Verified bool
+	// Edited is when the message's text was last replaced by an edit,
+	// zero when never.
+	Edited time.Time
+	// Deleted marks what a delete erased: the message, kept as a
+	// tombstone without its text so that its id still counts in the
+	// sequence, and the edits of it, without theirs.
+	Deleted bool
+
+	// Action makes the entry an action on the message whose id is
+	// Target: for an edit, Message is the new text; ByModerator tells a
+	// moderator's delete from its author's.
+	Action      Action
+	Target      string
+	ByModerator bool
+
+	// Author is what the server keeps to recognise the author later. It
+	// is never published: no encoding of a message or event carries it.
+	Author Authorship
 }
+
+// Authorship is what a store keeps with a message, for the server's eyes
+// only, to tell whether a later caller is its author.
+type Authorship struct {
+	// ClientKey names the client that posted it, as the caller gave it
+	// (such as its address, an IPv6 client by its /64).
+	ClientKey string
+	// SecretDigest is SecretDigest of the secret handed to the author
+	// with the answer to the post, "" for none.
+	SecretDigest string
+}
+
+// Action is what an action entry does to its target.
+type Action uint8
+
+// The actions.
+const (
+	// ActionEdit replaces the target's text.
+	ActionEdit Action = iota + 1
+	// ActionDelete erases the target.
+	ActionDelete
+)
+
+// By names who did a delete: "moderator" or "author".
+func (m *Message) By() string {
+	if m.ByModerator {
+		return "moderator"
+	}
+	return "author"
+}
+
+// IsAction reports whether m is an action rather than a message.
+func (m *Message) IsAction() bool { return m.Action != 0 }
 
 // TimeLayout is how a message's time is written: RFC 3339 in UTC with
 // exactly three fractional digits, so that times sort as strings and every
@@ -32,11 +86,41 @@ type wireMessage struct {
 	Message  string `json:"message"`
 	Time     string `json:"time"`
 	Verified bool   `json:"verified"`
+	// Edited is left out of a message never edited, so that such a
+	// message reads as it did before edits existed.
+	Edited string `json:"edited,omitempty"`
 }
 
 // MarshalJSON encodes m on one line, as the stream's data field requires.
 func (m Message) MarshalJSON() ([]byte, error) {
-	return json.Marshal(wireMessage{m.ID, m.Room, m.User, m.Message, m.Time.UTC().Format(TimeLayout), m.Verified})
+	w := wireMessage{m.ID, m.Room, m.User, m.Message, m.Time.UTC().Format(TimeLayout), m.Verified, ""}
+	if !m.Edited.IsZero() {
+		w.Edited = m.Edited.UTC().Format(TimeLayout)
+	}
+	return json.Marshal(w)
+}
+
+// actionJSON is an action's JSON form: an edit carries Message, a delete
+// By.
+type actionJSON struct {
+	ID      string  `json:"id"`
+	Target  string  `json:"target"`
+	By      string  `json:"by,omitempty"`
+	Message *string `json:"message,omitempty"`
+	Time    string  `json:"time"`
+}
+
+// marshalAction encodes the action m on one line.
+func marshalAction(m *Message) []byte {
+	a := actionJSON{ID: m.ID, Target: m.Target, Time: m.Time.UTC().Format(TimeLayout)}
+	switch m.Action {
+	case ActionEdit:
+		a.Message = &m.Message
+	case ActionDelete:
+		a.By = m.By()
+	}
+	b, _ := json.Marshal(a) // strings only: it cannot fail
+	return b
 }
 
 // UnmarshalJSON decodes what MarshalJSON wrote.
@@ -50,6 +134,11 @@ func (m *Message) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*m = Message{ID: w.ID, Room: w.Room, User: w.User, Message: w.Message, Time: t, Verified: w.Verified}
+	if w.Edited != "" {
+		if m.Edited, err = time.Parse(time.RFC3339Nano, w.Edited); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -839,8 +839,11 @@ func TestReplayByteBudget(t *testing.T) {
 	// Paging back, a cut page keeps the newest: the reader pages back
 	// again from the oldest it got.
 	newest := want[len(want)-1]
-	if rep, _ := m.Messages("lobby", "", newest, 1000); len(rep.Messages) != perReplay || !rep.Truncated || rep.Messages[perReplay-1].ID != want[len(want)-2] {
-		t.Errorf("a page back from %s: %d messages, truncated=%v; want the %d before it, truncated", newest, len(rep.Messages), rep.Truncated, perReplay)
+	if rep, _ := m.Messages("lobby", "", newest, 1000); len(rep.Messages) != perReplay || !rep.Truncated || rep.Start || rep.Messages[perReplay-1].ID != want[len(want)-2] {
+		t.Errorf("a page back from %s: %d messages, truncated=%v, start=%v; want the %d before it, truncated, not the start", newest, len(rep.Messages), rep.Truncated, rep.Start, perReplay)
+	}
+	if rep, _ := m.Messages("lobby", "", want[perReplay], 1000); len(rep.Messages) != perReplay || rep.Truncated || !rep.Start {
+		t.Errorf("the first page: %d messages, truncated=%v, start=%v; want %d, whole, the start", len(rep.Messages), rep.Truncated, rep.Start, perReplay)
 	}
 
 	// One message over the budget still goes out, alone, or nothing would.
@@ -850,6 +853,38 @@ func TestReplayByteBudget(t *testing.T) {
 	defer s.Close()
 	if texts(s.Messages) != "a" || !s.Truncated {
 		t.Errorf("replay over a tiny budget: %q truncated=%v; want a, truncated", texts(s.Messages), s.Truncated)
+	}
+}
+
+// TestMessagesSayStart: an answer of Messages says Start when nothing
+// older than its messages is kept, so that a reader paging back stops
+// there, whichever way it asked.
+func TestMessagesSayStart(t *testing.T) {
+	m := newManager(t, Config{History: 10, Buffer: 10})
+	var ids []string
+	for i := range 12 {
+		ids = append(ids, post(t, m, "lobby", fmt.Sprint(i))[0].ID)
+	}
+	for _, tt := range []struct {
+		name, after, before string
+		limit               int
+		texts               string
+		start               bool
+	}{
+		{"all kept", "", "", 10, "2,3,4,5,6,7,8,9,10,11", true},
+		{"the newest", "", "", 5, "7,8,9,10,11", false},
+		{"back to the oldest", "", ids[7], 5, "2,3,4,5,6", true},
+		{"back short of it", "", ids[8], 5, "3,4,5,6,7", false},
+		{"back before the oldest", "", ids[2], 5, "", true},
+		{"back from trimmed", "", ids[1], 5, "", true},
+		{"after, from the oldest", ids[1], "", 3, "2,3,4", true},
+		{"after a kept one", ids[2], "", 3, "3,4,5", false},
+		{"between", ids[3], ids[6], 10, "4,5", false},
+	} {
+		rep, err := m.Messages("lobby", tt.after, tt.before, tt.limit)
+		if err != nil || texts(rep.Messages) != tt.texts || rep.Start != tt.start {
+			t.Errorf("%s: %q start=%v, %v; want %q start=%v", tt.name, texts(rep.Messages), rep.Start, err, tt.texts, tt.start)
+		}
 	}
 }
 

@@ -1,9 +1,11 @@
 package service
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -32,9 +34,8 @@ type BanRequest struct {
 	For    time.Duration
 	Reason string
 	// Purge asks for the author's kept messages in the room to be
-	// deleted too. Issue 22: deleting them is an action of the room's
-	// log, which the ban takes once messages can be deleted; until then
-	// the flag is taken and changes nothing.
+	// deleted too, each by a delete of the room's log. A ban in every
+	// room purges none: there is no one room to read.
 	Purge bool
 }
 
@@ -99,35 +100,84 @@ func (s *Service) Ban(c Caller, room string, r BanRequest) (rooms.Ban, error) {
 		ban.Expires = ban.Created.Add(r.For)
 	}
 	ban, err := s.m.PutBan(ban)
-	return ban, roomsError(err)
+	if err != nil {
+		return rooms.Ban{}, roomsError(err)
+	}
+	if r.Purge && room != rooms.AllRooms {
+		if err := s.purge(c, room, subject); err != nil {
+			return ban, fmt.Errorf("banned, but purging their messages failed: %w", err)
+		}
+	}
+	return ban, nil
 }
 
 // authorOf returns the client key of the author of the message of room
-// with id, as Submit keys its author, to ban them.
+// with id, as Submit keys its author, to ban them: their identity, or the
+// address an anonymous author posted from. A deleted message still names
+// its author.
 func (s *Service) authorOf(room, id string) (string, error) {
 	if room == rooms.AllRooms {
 		return "", Refuse(Invalid, "a message is named in its room: ban its author there, or by user in every room")
 	}
-	epoch, seq, ok := rooms.ParseID(id)
-	if !ok {
+	if _, _, ok := rooms.ParseID(id); !ok {
 		return "", Refuse(Invalid, "malformed message id")
 	}
-	rep, err := s.m.Messages(room, "", rooms.FormatID(epoch, seq+1), 1)
+	msg, err := s.m.Lookup(room, id)
 	if err != nil {
 		return "", roomsError(err)
 	}
-	if len(rep.Messages) != 1 || rep.Messages[0].ID != id {
-		return "", Refuse(NotFound, "no such message in the room's history")
-	}
-	msg := rep.Messages[0]
-	if !msg.Verified {
-		// Issue 22: the client key of an anonymous author is kept with
-		// the message; at the merge, return it here from the message,
-		// and this refusal goes.
-		return "", Refuse(Invalid, "the author of an anonymous message cannot be banned by message yet")
-	}
-	return Caller{User: msg.User}.key(), nil
+	return authorKey(msg), nil
 }
+
+// authorKey is the client key msg's author posted with.
+func authorKey(msg rooms.Message) string {
+	if msg.Verified {
+		return Caller{User: msg.User}.key()
+	}
+	return "ip:" + msg.Author.ClientKey
+}
+
+// purge deletes, as a moderator, the messages of room that the author
+// with the given client key posted and the room still keeps. The deletes
+// go at once, so that a store that commits in
+// batches erases them in one.
+func (s *Service) purge(c Caller, room, subject string) error {
+	var targets []string
+	before := ""
+	for {
+		rep, err := s.m.Messages(room, "", before, maxPurgePage)
+		if err != nil {
+			return roomsError(err)
+		}
+		for _, m := range rep.Messages {
+			if full, err := s.m.Lookup(room, m.ID); err == nil && !full.Deleted && authorKey(full) == subject {
+				targets = append(targets, m.ID)
+			}
+		}
+		if rep.Start || len(rep.Messages) == 0 {
+			break
+		}
+		before = rep.Messages[0].ID
+	}
+	errs := make([]error, len(targets))
+	var wg sync.WaitGroup
+	for i, id := range targets {
+		wg.Go(func() {
+			_, errs[i] = s.act(room, rooms.Post{User: c.User, Verified: true, Action: rooms.ActionDelete, Target: id, ByModerator: true})
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		// A message deleted meanwhile, or trimmed, is gone either way.
+		if refused := (*Error)(nil); err != nil && !(errors.As(err, &refused) && refused.Kind == NotFound) {
+			return err
+		}
+	}
+	return nil
+}
+
+// maxPurgePage is how many messages a purge reads at a time.
+const maxPurgePage = 200
 
 // Bans lists the bans in force in room, or those of every room
 // (rooms.AllRooms), oldest first, for a moderator: their subjects are

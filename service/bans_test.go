@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -26,7 +27,7 @@ func refusal(t *testing.T, err error) *Error {
 
 // post submits text to room as c, returning the error only.
 func post(s *Service, c Caller, room, text string) error {
-	_, _, err := s.Submit(context.Background(), c, Post{Room: room, Message: text})
+	_, err := s.Submit(context.Background(), c, Post{Room: room, Message: text})
 	return err
 }
 
@@ -70,7 +71,8 @@ func TestBanRefusesPostsBeforeTheLimit(t *testing.T) {
 func TestBanByMessage(t *testing.T) {
 	t.Parallel()
 	s := newService(t, Config{Moderate: true})
-	msg, _, err := s.Submit(context.Background(), alice, Post{Room: "lobby", Message: "spam"})
+	posted, err := s.Submit(context.Background(), alice, Post{Room: "lobby", Message: "spam"})
+	msg := posted.Message
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +121,7 @@ func TestBanAnonymousByClientKey(t *testing.T) {
 		{"[2001:db8:1:2:aaaa::1]:4321", "anyone", true},
 		{"2001:db8:1:3::1", "anyone", false},
 	} {
-		_, _, err := s.Submit(context.Background(), Caller{Addr: tt.addr}, Post{Room: "lobby", User: tt.user, Message: "hi"})
+		_, err := s.Submit(context.Background(), Caller{Addr: tt.addr}, Post{Room: "lobby", User: tt.user, Message: "hi"})
 		if banned := err != nil && refusal(t, err).Reason == "banned"; banned != tt.banned || !banned && err != nil {
 			t.Errorf("a post from %s as %q: %v; want banned %v", tt.addr, tt.user, err, tt.banned)
 		}
@@ -143,6 +145,36 @@ func TestBannedUserNamesOnlyIdentities(t *testing.T) {
 		if got := BannedUser(rooms.Ban{Subject: tt.c.key()}); got != tt.want {
 			t.Errorf("BannedUser of a ban of %+v: %q, want %q", tt.c, got, tt.want)
 		}
+	}
+}
+
+// TestBanAnonymousByMessageAndPurge: the author of an anonymous message is
+// banned by the address it came from, under any name, and purge deletes
+// what they posted in the room, and nothing of anyone else's.
+func TestBanAnonymousByMessageAndPurge(t *testing.T) {
+	t.Parallel()
+	s := newService(t, Config{Moderate: true})
+	spammer, other := Caller{Addr: "192.0.2.66:1000"}, Caller{Addr: "192.0.2.67:1000"}
+	var spam rooms.Message
+	for i, c := range []Caller{spammer, other, spammer, spammer} {
+		p, err := s.Submit(context.Background(), c, Post{Room: "lobby", User: fmt.Sprint("name", i), Message: fmt.Sprint("text ", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		spam = p.Message
+	}
+	if _, err := s.Ban(moderator, "lobby", BanRequest{Message: spam.ID, Purge: true}); err != nil {
+		t.Fatal(err)
+	}
+	if e := refusal(t, post(s, Caller{Addr: "192.0.2.66:2000"}, "lobby", "again")); e.Reason != "banned" {
+		t.Fatalf("the anonymous author of a banned message, under another name and port: %+v, want banned", e)
+	}
+	rep, err := s.m.Messages("lobby", "", "", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Messages) != 1 || rep.Messages[0].Message != "text 1" {
+		t.Fatalf("history after the purge: %+v, want only the other client's message", rep.Messages)
 	}
 }
 

@@ -19,7 +19,7 @@ const (
 	Unauthenticated
 	// Forbidden is an act this caller may not do here.
 	Forbidden
-	// NotFound is a room or a file that does not exist.
+	// NotFound is a room, a message or a file that does not exist.
 	NotFound
 	// MethodNotAllowed is an HTTP method the route does not take; Allow
 	// names those it does.
@@ -71,6 +71,8 @@ func roomsError(err error) error {
 		return nil
 	case errors.Is(err, rooms.ErrInvalidName):
 		return Refuse(Invalid, err.Error())
+	case errors.Is(err, rooms.ErrNoMessage):
+		return noMessage()
 	case errors.Is(err, rooms.ErrNotFound), errors.Is(err, rooms.ErrBanNotFound):
 		return Refuse(NotFound, err.Error())
 	case errors.Is(err, rooms.ErrKeyReused):

@@ -36,12 +36,13 @@ type Config struct {
 	AllowDelete bool
 	// Moderate lets callers with an identity ban and unban.
 	Moderate bool
-	// EditWindow is how long authors may edit and delete their own
-	// messages after posting them; 0 lets them do neither.
-	EditWindow time.Duration
 	// BlockWords refuses a message containing one of its words; nil
 	// blocks none.
 	BlockWords *blocklist.List
+	// EditWindow is how long after posting an author may edit or delete
+	// a message (see EditMessage); 0 lets authors do neither. A handler that
+	// names none sets DefaultEditWindow.
+	EditWindow time.Duration
 	// MaxMessageSize is the largest message, in bytes.
 	MaxMessageSize int64
 	// RatePosts posts per RateWindow per client; 0 for no limit.

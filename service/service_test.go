@@ -59,7 +59,7 @@ var (
 func TestSubmitRefusals(t *testing.T) {
 	t.Parallel()
 	s := newService(t, Config{MaxMessageSize: 8, Rooms: []string{"lobby"}, ReserveNames: true})
-	if _, _, err := s.Submit(context.Background(), alice, Post{Room: "lobby", Message: "hi"}); err != nil {
+	if _, err := s.Submit(context.Background(), alice, Post{Room: "lobby", Message: "hi"}); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -80,7 +80,7 @@ func TestSubmitRefusals(t *testing.T) {
 		{"reserved name, invisibly", stranger, Post{Room: "lobby", User: "alice\ufe0f", Message: "hi"}, Forbidden},
 	}
 	for _, tt := range tests {
-		if _, _, err := s.Submit(context.Background(), tt.caller, tt.post); kindOf(t, err) != tt.want {
+		if _, err := s.Submit(context.Background(), tt.caller, tt.post); kindOf(t, err) != tt.want {
 			t.Errorf("%s: %v, want a refusal of kind %d", tt.name, err, tt.want)
 		}
 	}
@@ -106,7 +106,8 @@ func TestSubmitAuthor(t *testing.T) {
 		{stranger, "bob", "bob", false},
 		{stranger, "", DefaultUser, false},
 	} {
-		msg, _, err := s.Submit(context.Background(), tt.caller, Post{Room: "lobby", User: tt.user, Message: "hi"})
+		posted, err := s.Submit(context.Background(), tt.caller, Post{Room: "lobby", User: tt.user, Message: "hi"})
+		msg := posted.Message
 		if err != nil || msg.User != tt.want || msg.Verified != tt.verified {
 			t.Errorf("posted as %q by %+v: %+v, %v; want %q, verified %v", tt.user, tt.caller, msg, err, tt.want, tt.verified)
 		}
@@ -127,15 +128,15 @@ func TestSubmitRetry(t *testing.T) {
 	t.Parallel()
 	s := newService(t, Config{RatePosts: 1, RateWindow: time.Minute})
 	post := Post{Room: "lobby", Message: "hi", Key: "k1", KeyGiven: true}
-	first, repeat, err := s.Submit(context.Background(), stranger, post)
-	if err != nil || repeat {
-		t.Fatalf("first post: %v, repeat %v", err, repeat)
+	first, err := s.Submit(context.Background(), stranger, post)
+	if err != nil || first.Repeat {
+		t.Fatalf("first post: %v, repeat %v", err, first.Repeat)
 	}
-	again, repeat, err := s.Submit(context.Background(), stranger, post)
-	if err != nil || !repeat || again.ID != first.ID {
-		t.Errorf("retry: %+v, repeat %v, %v; want %s again", again, repeat, err, first.ID)
+	again, err := s.Submit(context.Background(), stranger, post)
+	if err != nil || !again.Repeat || again.Message.ID != first.Message.ID {
+		t.Errorf("retry: %+v, %v; want %s again", again, err, first.Message.ID)
 	}
-	_, _, err = s.Submit(context.Background(), stranger, Post{Room: "lobby", Message: "more"})
+	_, err = s.Submit(context.Background(), stranger, Post{Room: "lobby", Message: "more"})
 	var e *Error
 	if !errors.As(err, &e) || e.Kind != RateLimited || e.RetryAfter <= 0 || e.RetryAfter > time.Minute {
 		t.Errorf("a second post within the window: %v, want RateLimited with a wait", err)
@@ -197,7 +198,7 @@ func TestDelete(t *testing.T) {
 		t.Errorf("delete where not allowed: %v, want Forbidden", err)
 	}
 	s := newService(t, Config{AllowDelete: true})
-	if _, _, err := s.Submit(context.Background(), alice, Post{Room: "lobby", Message: "hi"}); err != nil {
+	if _, err := s.Submit(context.Background(), alice, Post{Room: "lobby", Message: "hi"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Delete(Caller{User: "alice", CrossSite: true}, "lobby"); kindOf(t, err) != Forbidden {

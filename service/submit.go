@@ -2,10 +2,12 @@ package service
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"time"
 
+	"github.com/caddy-chat/caddy-chat/ratelimit"
 	"github.com/caddy-chat/caddy-chat/rooms"
 )
 
@@ -18,6 +20,20 @@ type Post struct {
 	// refused, from none.
 	Key      string
 	KeyGiven bool
+}
+
+// Posted is the answer to a submit.
+type Posted struct {
+	Message rooms.Message
+	// Repeat is set when the idempotency key named a message stored
+	// before, which Message is.
+	Repeat bool
+	// Secret proves, to EditMessage and DeleteMessage, that the caller wrote Message:
+	// made for an author without an identity, handed out only here, and
+	// kept by the store only as a digest. It is "" for an author with an
+	// identity, who proves it with the identity, and for a repeat, whose
+	// secret was handed out with the first answer.
+	Secret string
 }
 
 // MayPost refuses a caller who may post nothing here: a browser on another
@@ -34,9 +50,19 @@ func (s *Service) MayPost(c Caller) error {
 }
 
 // Submit checks a post and stores it: the one path every adapter's posts
-// take, so that they share validation, names, keys and limits. repeat is
-// set when the key named a message already stored, which is returned.
-func (s *Service) Submit(ctx context.Context, c Caller, p Post) (msg rooms.Message, repeat bool, err error) {
+// take, so that they share validation, names, keys and limits.
+func (s *Service) Submit(ctx context.Context, c Caller, p Post) (Posted, error) {
+	var secret string
+	msg, repeat, err := s.submit(ctx, c, p, &secret)
+	if err != nil || repeat {
+		secret = ""
+	}
+	return Posted{Message: msg, Repeat: repeat, Secret: secret}, err
+}
+
+// submit is Submit, which it hands the secret of an anonymous author's
+// message.
+func (s *Service) submit(ctx context.Context, c Caller, p Post, secret *string) (msg rooms.Message, repeat bool, err error) {
 	if err := s.MayPost(c); err != nil {
 		return rooms.Message{}, false, err
 	}
@@ -67,11 +93,14 @@ func (s *Service) Submit(ctx context.Context, c Caller, p Post) (msg rooms.Messa
 	post := rooms.Post{
 		User: p.User, Text: p.Message, Verified: verified,
 		Key: p.Key, Scope: client, ReserveNames: s.cfg.ReserveNames,
+		Author: rooms.Authorship{ClientKey: ratelimit.AddrKey(c.Addr)},
 	}
 	if !verified {
 		// Behind one address there may be many people, each naming
 		// themselves: their keys are theirs.
 		post.Scope += "\x00" + p.User
+		*secret = newSecret()
+		post.Author.SecretDigest = rooms.SecretDigest(*secret)
 	}
 	if s.limiter != nil {
 		refuse := func(retry time.Duration) error {
@@ -114,3 +143,7 @@ func (s *Service) Submit(ctx context.Context, c Caller, p Post) (msg rooms.Messa
 	}
 	return msg, repeat, nil
 }
+
+// newSecret returns a secret that no one can guess: 128 random bits, as
+// text safe in a header, a URL or JSON.
+func newSecret() string { return rand.Text() }

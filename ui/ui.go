@@ -88,6 +88,9 @@ type Room struct {
 	LastID      string    // where the page's stream resumes
 	Identity    string    // the author's name when the server knows it
 	AllowDelete bool
+	// Older is set when the room keeps messages older than Messages: the
+	// page offers to load them.
+	Older bool
 }
 
 // RenderIndex writes the room list page.

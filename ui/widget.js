@@ -5,11 +5,11 @@
 //
 // Attributes: room; src, the chat's mount point (by default where this
 // script was loaded from); history, how many messages to show at first
-// (default 50); user, a preset name. It renders in a shadow root, styled by
-// static/widget.css, which it fetches once and adopts, so that it runs under
-// a host CSP without 'unsafe-inline'. Several elements for one room share
-// one stream.
-import { MessageList, compose, notices, post, rememberName, showHere, subscribe } from "./static/core.js";
+// (default 50; older ones load as the reader scrolls up); user, a preset
+// name. It renders in a shadow root, styled by static/widget.css, which it
+// fetches once and adopts, so that it runs under a host CSP without
+// 'unsafe-inline'. Several elements for one room share one stream.
+import { MessageList, compose, notices, pageBack, post, rememberName, showHere, subscribe } from "./static/core.js";
 
 const base = new URL(".", import.meta.url);
 
@@ -24,7 +24,7 @@ const styled = fetch(new URL("static/widget.css", base))
 const template = document.createElement("template");
 template.innerHTML = `<section part="box" hidden>
 <header><h2 part="title"></h2><p class="status" role="status" aria-live="polite"></p><p class="here"></p></header>
-<div class="scroller"><ol class="messages" aria-live="polite" aria-label="Messages"></ol></div>
+<div class="scroller"><div class="older"><button type="button" hidden>Load older messages</button><p class="older-status" role="status" aria-live="polite" tabindex="-1"></p></div><ol class="messages" aria-live="polite" aria-label="Messages"></ol></div>
 <p class="notice" role="alert" hidden></p>
 <form class="compose">
 <input class="name" name="user" maxlength="64" placeholder="name" autocomplete="nickname" aria-label="Name">
@@ -65,6 +65,8 @@ class ChatRoom extends HTMLElement {
       notice.hidden = false;
     };
     const enc = encodeURIComponent(room);
+    pageBack(messages, new URL("rooms/" + enc + "/messages", src).href,
+      root.querySelector(".older button"), root.querySelector(".older-status"));
     this.unsubscribe = subscribe(new URL("stream/" + enc, src).href, {
       state(text, state) {
         status.textContent = text;

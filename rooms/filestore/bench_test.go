@@ -156,7 +156,7 @@ func BenchmarkFanout(b *testing.B) {
 			defer tick.Stop()
 			var writesBefore, commitsBefore int64
 			if s != nil {
-				tx := s.db.Stats().TxStats
+				tx := s.commit.db.Stats().TxStats
 				writesBefore, commitsBefore = tx.GetWrite(), s.Stats().Commits
 			}
 			userBefore, sysBefore := cpuTime(b)
@@ -175,7 +175,7 @@ func BenchmarkFanout(b *testing.B) {
 			b.ReportMetric(float64((user-userBefore).Nanoseconds())/deliveries, "user-ns/delivery")
 			b.ReportMetric(float64((sys-sysBefore).Nanoseconds())/deliveries, "sys-ns/delivery")
 			if s != nil {
-				tx := s.db.Stats().TxStats
+				tx := s.commit.db.Stats().TxStats
 				b.ReportMetric(float64(tx.GetWrite()-writesBefore)/float64(s.Stats().Commits-commitsBefore), "pwrites/commit")
 			}
 		})

@@ -3,6 +3,8 @@ package filestore
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 
@@ -17,7 +19,14 @@ var errClosed = errors.New("chat store closed")
 // submits to many rooms costs one commit, and a lone submit waits for no
 // timer. bbolt's DB.Batch groups writes too, but holds each for up to its
 // MaxBatchDelay.
+//
+// It owns the file: a commit that erased text compacts it into a new file
+// that takes the old one's place (see compact), and the store's readers
+// reach the file through view, which that swap waits for.
 type committer struct {
+	path string
+	// swap guards db: held to read by view, and to write by the swap.
+	swap sync.RWMutex
 	db   *bolt.DB
 	wake chan struct{} // holds a value while the queue may be non-empty
 	stop chan struct{}
@@ -34,10 +43,13 @@ type committer struct {
 type write struct {
 	fn  func(*bolt.Tx) error
 	err chan error
+	// erases is set when fn rewrites or deletes text that must leave
+	// the disk with the commit.
+	erases bool
 }
 
-func newCommitter(db *bolt.DB) *committer {
-	c := &committer{db: db, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+func newCommitter(db *bolt.DB, path string) *committer {
+	c := &committer{db: db, path: path, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	go c.run()
 	return c
 }
@@ -45,11 +57,12 @@ func newCommitter(db *bolt.DB) *committer {
 // do runs fn in a write transaction and returns once that transaction is
 // committed to disk, or failed with nothing of fn kept. ctx can only stop
 // fn before it is queued: once queued, the caller must learn its outcome.
-func (c *committer) do(ctx context.Context, fn func(*bolt.Tx) error) error {
+// With erases, the file is compacted after the commit, before do returns.
+func (c *committer) do(ctx context.Context, erases bool, fn func(*bolt.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	w := &write{fn: fn, err: make(chan error, 1)}
+	w := &write{fn: fn, err: make(chan error, 1), erases: erases}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -100,6 +113,7 @@ func (c *committer) commit(ws []*write) {
 	}
 	c.commits.Add(1)
 	c.writes.Add(int64(len(ws)))
+	// Only this goroutine swaps db: it reads it without the lock.
 	err := c.db.Update(func(tx *bolt.Tx) error {
 		for _, w := range ws {
 			if err := w.fn(tx); err != nil {
@@ -108,29 +122,96 @@ func (c *committer) commit(ws []*write) {
 		}
 		return nil
 	})
+	errs := make([]error, len(ws))
 	if err != nil && len(ws) > 1 {
-		for _, w := range ws {
+		for i, w := range ws {
 			c.commits.Add(1)
-			w.err <- c.db.Update(w.fn)
+			errs[i] = c.db.Update(w.fn)
 		}
-		return
+	} else {
+		for i := range errs {
+			errs[i] = err
+		}
 	}
-	for _, w := range ws {
-		w.err <- err
+	var compactErr error
+	for i, w := range ws {
+		if w.erases && errs[i] == nil {
+			compactErr = c.compact()
+			break
+		}
+	}
+	for i, w := range ws {
+		if w.erases && errs[i] == nil && compactErr != nil {
+			// Stored, but the erased text may remain on disk until
+			// the next compaction: the caller learns it failed.
+			errs[i] = compactErr
+		}
+		w.err <- errs[i]
 	}
 }
 
-// close commits what is queued and refuses writes from then on.
-func (c *committer) close() {
+// compact copies the file's live data into a new file, which takes the
+// old one's place: bbolt reuses the pages a commit frees but leaves their
+// bytes as they were, so only a copy leaves nothing of an erased text on
+// disk. Readers wait for the swap; writes are this goroutine's.
+func (c *committer) compact() error {
+	tmp := c.path + ".compact"
+	_ = os.Remove(tmp) // left by a compaction that stopped half-way
+	dst, err := openDB(tmp)
+	if err != nil {
+		return fmt.Errorf("compacting: %w", err)
+	}
+	if err := bolt.Compact(dst, c.db, 0); err != nil {
+		return errors.Join(fmt.Errorf("compacting: %w", err), dst.Close(), os.Remove(tmp))
+	}
+	if err := dst.Sync(); err != nil {
+		return errors.Join(fmt.Errorf("compacting: %w", err), dst.Close(), os.Remove(tmp))
+	}
+	if err := dst.Close(); err != nil {
+		return errors.Join(fmt.Errorf("compacting: %w", err), os.Remove(tmp))
+	}
+	c.swap.Lock()
+	defer c.swap.Unlock()
+	if err := c.db.Close(); err != nil {
+		return fmt.Errorf("compacting: closing the old file: %w", err)
+	}
+	// The rename is atomic: a crash leaves the old file or the new one.
+	renameErr := os.Rename(tmp, c.path)
+	db, err := openDB(c.path)
+	if err != nil {
+		// Nothing can be read or written from here on; the file on
+		// disk is whole, and the next start opens it.
+		return fmt.Errorf("compacting: reopening: %w", errors.Join(renameErr, err))
+	}
+	c.db = db
+	if renameErr != nil {
+		return fmt.Errorf("compacting: %w", renameErr)
+	}
+	return nil
+}
+
+// view runs fn in a read transaction of the file.
+func (c *committer) view(fn func(*bolt.Tx) error) error {
+	c.swap.RLock()
+	defer c.swap.RUnlock()
+	return c.db.View(fn)
+}
+
+// close commits what is queued, refuses writes from then on, and closes
+// the file.
+func (c *committer) close() error {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return
+		return nil
 	}
 	c.closed = true
 	c.mu.Unlock()
 	close(c.stop)
 	<-c.done
+	c.swap.Lock()
+	defer c.swap.Unlock()
+	return c.db.Close()
 }
 
 func (c *committer) stats() Stats {

@@ -1,6 +1,7 @@
 package filestore
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -14,7 +15,13 @@ func TestContract(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "chat.db")
 		return storetest.Backend{Durable: true, Open: func(t *testing.T) storetest.Node {
 			s := openStore(t, path)
-			return storetest.Node{Store: s, Close: s.Close}
+			return storetest.Node{Store: s, Close: s.Close, Dump: func(t *testing.T) []byte {
+				b, err := os.ReadFile(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return b
+			}}
 		}}
 	})
 }

@@ -8,7 +8,10 @@
 // file holds at most a room's history, and trimSlack messages more, per room
 // and never half a message.
 // Submits waiting at the same time share one commit: one pair of fsyncs
-// serves a burst (see committer).
+// serves a burst (see committer). An edit or a delete rewrites its target
+// in the commit that stores it, and the file is then compacted into a new
+// one, so that the text it replaced leaves the disk, not only the history;
+// the commits of every room wait for the copy, as moderation is rare.
 package filestore
 
 import (
@@ -20,6 +23,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -37,7 +41,6 @@ const LockTimeout = 2 * time.Second
 type Store struct {
 	*rooms.LocalStore
 	path   string
-	db     *bolt.DB
 	commit *committer
 }
 
@@ -60,13 +63,7 @@ func Open(path string) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("chat store %s: creating its directory: %w", path, err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout: LockTimeout,
-		// The freelist is rebuilt when the file is opened rather than
-		// written on every commit: fewer pages per submit.
-		NoFreelistSync: true,
-		FreelistType:   bolt.FreelistMapType,
-	})
+	db, err := openDB(path)
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):
 		return nil, fmt.Errorf("chat store %s is locked by another process (another Caddy using the same file?); gave up after %v", path, LockTimeout)
@@ -75,17 +72,28 @@ func Open(path string) (*Store, error) {
 	case err != nil:
 		return nil, fmt.Errorf("chat store %s: %w", path, err)
 	}
-	s := &Store{path: path, db: db}
-	if err := s.check(); err != nil {
+	s := &Store{path: path}
+	if err := s.check(db); err != nil {
 		return nil, errors.Join(err, db.Close())
 	}
-	bans, err := s.readBans()
+	bans, err := s.readBans(db)
 	if err != nil {
 		return nil, errors.Join(err, db.Close())
 	}
 	s.LocalStore = rooms.NewLocalStore((*logs)(s), bans)
-	s.commit = newCommitter(db)
+	s.commit = newCommitter(db, path)
 	return s, nil
+}
+
+// openDB opens the bbolt file at path as the store uses it.
+func openDB(path string) (*bolt.DB, error) {
+	return bolt.Open(path, 0o600, &bolt.Options{
+		Timeout: LockTimeout,
+		// The freelist is rebuilt when the file is opened rather than
+		// written on every commit: fewer pages per submit.
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+	})
 }
 
 // corrupt says that the file at path is not a store and what to do about it.
@@ -96,13 +104,13 @@ func corrupt(path string, err error) error {
 // check walks the file's structure once, so that a damaged file is refused
 // at start rather than failing submits later. bbolt panics on some damaged
 // pages; that too means a corrupt file.
-func (s *Store) check() (err error) {
+func (s *Store) check(db *bolt.DB) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = corrupt(s.path, fmt.Errorf("%v", p))
 		}
 	}()
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = db.View(func(tx *bolt.Tx) error {
 		var errs []error
 		for e := range tx.Check() {
 			errs = append(errs, e)
@@ -131,9 +139,9 @@ func (s *Store) check() (err error) {
 // readBans returns the bans the file keeps, expired ones too: the engine
 // forgets those at its next write. A ban that does not decode makes the
 // file corrupt.
-func (s *Store) readBans() ([]rooms.Ban, error) {
+func (s *Store) readBans(db *bolt.DB) ([]rooms.Ban, error) {
 	var bans []rooms.Ban
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bansBucket)
 		if b == nil {
 			return nil
@@ -158,8 +166,7 @@ func (s *Store) Path() string { return s.path }
 
 // Close waits for commits under way and closes the file.
 func (s *Store) Close() error {
-	s.commit.close()
-	if err := s.db.Close(); err != nil {
+	if err := s.commit.close(); err != nil {
 		return fmt.Errorf("closing chat store %s: %w", s.path, err)
 	}
 	return nil
@@ -180,7 +187,7 @@ type logs Store
 // Kept returns the names of the rooms the file holds.
 func (s *logs) Kept(context.Context) ([]string, error) {
 	var names []string
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.commit.view(func(tx *bolt.Tx) error {
 		all := tx.Bucket(roomsBucket)
 		if all == nil {
 			return nil
@@ -206,7 +213,7 @@ func (s *logs) KeepBans(ctx context.Context, keep []rooms.Ban, forget []string) 
 			return fmt.Errorf("encoding ban %q: %w", b.ID, err)
 		}
 	}
-	err := s.commit.do(ctx, func(tx *bolt.Tx) error {
+	err := s.commit.do(ctx, false, func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bansBucket)
 		if err != nil {
 			return err
@@ -234,7 +241,7 @@ func (s *logs) KeepBans(ctx context.Context, keep []rooms.Ban, forget []string) 
 func (s *logs) OpenLog(_ context.Context, room, epoch string, capacity int) (rooms.Log, rooms.LogPosition, error) {
 	l := &roomLog{s: (*Store)(s), room: room, name: []byte(room), epoch: epoch, capacity: capacity}
 	pos := rooms.LogPosition{Epoch: epoch, Oldest: 1}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.commit.view(func(tx *bolt.Tx) error {
 		b := roomBucket(tx, l.name)
 		if b == nil {
 			return nil
@@ -310,8 +317,12 @@ func (l *roomLog) Append(ctx context.Context, entries []rooms.Entry, oldest uint
 		}
 		recs[i] = encode(e.Message, hashes[i])
 	}
+	// An action rewrites its target: bbolt keeps the bytes of the pages
+	// it frees, so the commit compacts the file, and the text it replaced
+	// is gone from the disk, not only from the history.
+	erases := slices.ContainsFunc(stored, func(e rooms.Entry) bool { return e.Message.IsAction() })
 	held := l.first
-	err := l.s.commit.do(ctx, func(tx *bolt.Tx) error {
+	err := l.s.commit.do(ctx, erases, func(tx *bolt.Tx) error {
 		b, err := l.create(tx)
 		if err != nil {
 			return err
@@ -335,6 +346,13 @@ func (l *roomLog) Append(ctx context.Context, entries []rooms.Entry, oldest uint
 			}
 			seq++
 		}
+		for _, e := range stored {
+			if e.Message.IsAction() {
+				if err := l.apply(msgs, keys, e.Message); err != nil {
+					return err
+				}
+			}
+		}
 		if last+1-held > uint64(l.capacity)+trimSlack {
 			held, err = trim(b, last, l.capacity)
 		}
@@ -345,6 +363,89 @@ func (l *roomLog) Append(ctx context.Context, entries []rooms.Entry, oldest uint
 	}
 	l.last, l.first, l.stored = last, held, true
 	return nil
+}
+
+// apply rewrites the entries that the stored action a changes (see
+// rooms.Apply): its target, and with a delete the edits of it, and the
+// idempotency key of a deleted message, whose record holds a digest of
+// its text. The local engine decided a: its target is held.
+func (l *roomLog) apply(msgs, keys *bolt.Bucket, a rooms.Message) error {
+	_, target, _ := rooms.ParseID(a.Target)
+	changed := [][]byte{u64(target)}
+	if a.Action == rooms.ActionDelete {
+		// A cursor must not see the bucket change under it: the keys
+		// are collected first.
+		c := msgs.Cursor()
+		for k, v := c.Seek(u64(target + 1)); k != nil; k, v = c.Next() {
+			if len(v) > 8 && v[8]&flagEdit != 0 && recordTarget(v) == target {
+				changed = append(changed, bytes.Clone(k))
+			}
+		}
+	}
+	for _, k := range changed {
+		v := msgs.Get(k)
+		if v == nil {
+			continue
+		}
+		m, err := l.decode(k, v)
+		if err != nil {
+			return err
+		}
+		kh := recordKey(v)
+		m = rooms.Apply(m, a)
+		if m.Deleted && kh != nil {
+			if r := keys.Get(kh); len(r) >= 8 && binary.BigEndian.Uint64(r) == binary.BigEndian.Uint64(k) {
+				if err := keys.Delete(kh); err != nil {
+					return err
+				}
+			}
+			kh = nil
+		}
+		if err := msgs.Put(k, encode(m, kh)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// decode returns the entry of record v stored under key k.
+func (l *roomLog) decode(k, v []byte) (rooms.Message, error) {
+	seq := binary.BigEndian.Uint64(k)
+	m, target, err := decode(v)
+	if err != nil {
+		return rooms.Message{}, fmt.Errorf("message %d: %w", seq, err)
+	}
+	m.ID, m.Room = rooms.FormatID(l.epoch, seq), l.room
+	if m.IsAction() {
+		m.Target = rooms.FormatID(l.epoch, target)
+	}
+	return m, nil
+}
+
+// Get reads the entry stored under seq.
+func (l *roomLog) Get(_ context.Context, seq uint64) (rooms.Message, bool, error) {
+	var (
+		m     rooms.Message
+		found bool
+	)
+	err := l.s.commit.view(func(tx *bolt.Tx) error {
+		b := roomBucket(tx, l.name)
+		if b == nil {
+			return nil
+		}
+		v := b.Bucket(msgsBucket).Get(u64(seq))
+		if v == nil {
+			return nil
+		}
+		var err error
+		m, err = l.decode(u64(seq), v)
+		found = err == nil
+		return err
+	})
+	if err != nil {
+		return rooms.Message{}, false, fmt.Errorf("reading room %q from chat store %s: %w", l.room, l.s.path, err)
+	}
+	return m, found, nil
 }
 
 // create returns the room's bucket, making it with the room's epoch.
@@ -400,18 +501,17 @@ func trim(b *bolt.Bucket, last uint64, capacity int) (uint64, error) {
 
 func (l *roomLog) Read(_ context.Context, after, upto uint64, limit int) ([]rooms.Message, error) {
 	out := make([]rooms.Message, 0, min(uint64(limit), upto-after))
-	err := l.s.db.View(func(tx *bolt.Tx) error {
+	err := l.s.commit.view(func(tx *bolt.Tx) error {
 		b := roomBucket(tx, l.name)
 		if b == nil {
 			return nil
 		}
 		c := b.Bucket(msgsBucket).Cursor()
 		for k, v := c.Seek(u64(after + 1)); k != nil && len(out) < limit && binary.BigEndian.Uint64(k) <= upto; k, v = c.Next() {
-			m, err := decode(v)
+			m, err := l.decode(k, v)
 			if err != nil {
-				return fmt.Errorf("message %d: %w", binary.BigEndian.Uint64(k), err)
+				return err
 			}
-			m.ID, m.Room = rooms.FormatID(l.epoch, binary.BigEndian.Uint64(k)), l.room
 			out = append(out, m)
 		}
 		return nil
@@ -425,7 +525,7 @@ func (l *roomLog) Read(_ context.Context, after, upto uint64, limit int) ([]room
 func (l *roomLog) Resize(ctx context.Context, last uint64, capacity int) error {
 	if l.stored && capacity < l.capacity {
 		var oldest uint64
-		err := l.s.commit.do(ctx, func(tx *bolt.Tx) error {
+		err := l.s.commit.do(ctx, false, func(tx *bolt.Tx) error {
 			b := roomBucket(tx, l.name)
 			if b == nil {
 				return nil
@@ -448,7 +548,7 @@ func (l *roomLog) Drop(ctx context.Context) error {
 	if !l.stored {
 		return nil
 	}
-	err := l.s.commit.do(ctx, func(tx *bolt.Tx) error {
+	err := l.s.commit.do(ctx, false, func(tx *bolt.Tx) error {
 		all := tx.Bucket(roomsBucket)
 		if all == nil || all.Bucket(l.name) == nil {
 			return nil
@@ -469,7 +569,7 @@ func (l *roomLog) Close() error { return nil }
 // forgotten as a trimmed one's is.
 func (l *roomLog) Recall(_ context.Context, k rooms.Key, m rooms.Message, oldest uint64) (rooms.Recalled, error) {
 	var rec rooms.Recalled
-	err := l.s.db.View(func(tx *bolt.Tx) error {
+	err := l.s.commit.view(func(tx *bolt.Tx) error {
 		b := roomBucket(tx, l.name)
 		if b == nil {
 			return nil
@@ -501,49 +601,131 @@ func keyRecord(seq uint64, m rooms.Message) []byte {
 }
 
 // A message's record is its time in Unix milliseconds (8 bytes), a flags
-// byte, the key hash when flagged, the user's length as a uvarint, the user
-// and the text. Its id and room are the bucket's.
+// byte, then what the flags call for, in this order: the key hash, the
+// edit's time in Unix milliseconds (8 bytes), an action's target sequence
+// number (8 bytes), and the authorship (client key and secret digest, each
+// as a uvarint length and bytes); then the user's length as a uvarint, the
+// user and the text. Its id and room are the bucket's. A record written
+// before actions existed has none of the later flags.
 const (
 	flagVerified = 1 << iota
 	flagKey
+	flagEdited
+	flagDeleted
+	flagEdit   // an edit action
+	flagDelete // a delete action
+	flagModerator
+	flagAuthor
 )
 
 func encode(m rooms.Message, kh []byte) []byte {
-	rec := make([]byte, 0, 9+len(kh)+binary.MaxVarintLen64+len(m.User)+len(m.Message))
+	a := m.Author
+	rec := make([]byte, 0, 9+len(kh)+16+3*binary.MaxVarintLen64+len(a.ClientKey)+len(a.SecretDigest)+len(m.User)+len(m.Message))
 	rec = binary.BigEndian.AppendUint64(rec, uint64(m.Time.UnixMilli()))
 	var flags byte
-	if m.Verified {
-		flags |= flagVerified
-	}
-	if kh != nil {
-		flags |= flagKey
+	for _, f := range [...]struct {
+		set  bool
+		flag byte
+	}{
+		{m.Verified, flagVerified}, {kh != nil, flagKey}, {!m.Edited.IsZero(), flagEdited}, {m.Deleted, flagDeleted},
+		{m.Action == rooms.ActionEdit, flagEdit}, {m.Action == rooms.ActionDelete, flagDelete},
+		{m.ByModerator, flagModerator}, {a != (rooms.Authorship{}), flagAuthor},
+	} {
+		if f.set {
+			flags |= f.flag
+		}
 	}
 	rec = append(append(rec, flags), kh...)
-	rec = binary.AppendUvarint(rec, uint64(len(m.User)))
-	rec = append(rec, m.User...)
+	if flags&flagEdited != 0 {
+		rec = binary.BigEndian.AppendUint64(rec, uint64(m.Edited.UnixMilli()))
+	}
+	if m.IsAction() {
+		_, target, _ := rooms.ParseID(m.Target)
+		rec = binary.BigEndian.AppendUint64(rec, target)
+	}
+	if flags&flagAuthor != 0 {
+		rec = appendString(rec, a.ClientKey)
+		rec = appendString(rec, a.SecretDigest)
+	}
+	rec = appendString(rec, m.User)
 	return append(rec, m.Message...)
+}
+
+func appendString(b []byte, s string) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
 }
 
 var errRecord = errors.New("malformed message record")
 
-func decode(rec []byte) (rooms.Message, error) {
+// decode returns the entry a record holds, without its id and room, and
+// the sequence number of an action's target.
+func decode(rec []byte) (m rooms.Message, target uint64, err error) {
 	if len(rec) < 9 {
-		return rooms.Message{}, errRecord
+		return rooms.Message{}, 0, errRecord
 	}
-	m := rooms.Message{Time: time.UnixMilli(int64(binary.BigEndian.Uint64(rec))).UTC(), Verified: rec[8]&flagVerified != 0}
-	rest := rec[9:]
-	if rec[8]&flagKey != 0 {
-		if len(rest) < rooms.DigestSize {
-			return rooms.Message{}, errRecord
-		}
-		rest = rest[rooms.DigestSize:]
+	flags := rec[8]
+	m = rooms.Message{
+		Time:        time.UnixMilli(int64(binary.BigEndian.Uint64(rec))).UTC(),
+		Verified:    flags&flagVerified != 0,
+		Deleted:     flags&flagDeleted != 0,
+		ByModerator: flags&flagModerator != 0,
 	}
-	n, l := binary.Uvarint(rest)
-	if l <= 0 || n > uint64(len(rest)-l) {
-		return rooms.Message{}, errRecord
+	r := reader{rest: rec[9:]}
+	if flags&flagKey != 0 {
+		r.take(rooms.DigestSize)
 	}
-	m.User, m.Message = string(rest[l:l+int(n)]), string(rest[l+int(n):])
-	return m, nil
+	if flags&flagEdited != 0 {
+		m.Edited = time.UnixMilli(int64(r.u64())).UTC()
+	}
+	switch {
+	case flags&flagEdit != 0:
+		m.Action, target = rooms.ActionEdit, r.u64()
+	case flags&flagDelete != 0:
+		m.Action, target = rooms.ActionDelete, r.u64()
+	}
+	if flags&flagAuthor != 0 {
+		m.Author.ClientKey, m.Author.SecretDigest = r.string(), r.string()
+	}
+	m.User = r.string()
+	if r.bad {
+		return rooms.Message{}, 0, errRecord
+	}
+	m.Message = string(r.rest)
+	return m, target, nil
+}
+
+// reader takes the parts of a record in turn; bad is set once one is
+// missing.
+type reader struct {
+	rest []byte
+	bad  bool
+}
+
+func (r *reader) take(n int) []byte {
+	if r.bad || n > len(r.rest) {
+		r.bad = true
+		return nil
+	}
+	b := r.rest[:n]
+	r.rest = r.rest[n:]
+	return b
+}
+
+func (r *reader) u64() uint64 {
+	if b := r.take(8); b != nil {
+		return binary.BigEndian.Uint64(b)
+	}
+	return 0
+}
+
+func (r *reader) string() string {
+	n, l := binary.Uvarint(r.rest)
+	if r.bad || l <= 0 || n > uint64(len(r.rest)-l) {
+		r.bad = true
+		return ""
+	}
+	r.rest = r.rest[l:]
+	return string(r.take(int(n)))
 }
 
 // recordKey returns the key hash a record carries, nil for none.
@@ -552,6 +734,15 @@ func recordKey(rec []byte) []byte {
 		return nil
 	}
 	return rec[9 : 9+rooms.DigestSize]
+}
+
+// recordTarget returns the target sequence number of an action's record.
+func recordTarget(rec []byte) uint64 {
+	_, target, err := decode(rec)
+	if err != nil {
+		return 0
+	}
+	return target
 }
 
 // Interface guards

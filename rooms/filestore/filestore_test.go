@@ -155,7 +155,7 @@ func TestBounded(t *testing.T) {
 	if last := size(); last > first {
 		t.Errorf("the file grew from %d to %d bytes under steady traffic", first, last)
 	}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.commit.db.View(func(tx *bolt.Tx) error {
 		for i := range 4 {
 			b := roomBucket(tx, []byte(fmt.Sprint("room", i)))
 			if n, k := b.Bucket(msgsBucket).Stats().KeyN, b.Bucket(keysBucket).Stats().KeyN; n < 10 || n > 10+trimSlack || k != n {
@@ -196,7 +196,7 @@ func TestHiddenPastHistory(t *testing.T) {
 	}
 	held := func() int {
 		n := 0
-		if err := s.db.View(func(tx *bolt.Tx) error {
+		if err := s.commit.db.View(func(tx *bolt.Tx) error {
 			n = roomBucket(tx, []byte("lobby")).Bucket(msgsBucket).Stats().KeyN
 			return nil
 		}); err != nil {
@@ -338,7 +338,7 @@ func TestFailingDisk(t *testing.T) {
 	first := submit(t, m, "lobby", "1", "")
 	// Closing bbolt's file under the store fails every write from now on,
 	// as a disk that went away does.
-	if err := s.db.Close(); err != nil {
+	if err := s.commit.db.Close(); err != nil {
 		t.Fatal(err)
 	}
 	_, _, err := m.Submit("lobby", rooms.Post{User: "alice", Text: "2"})
@@ -395,5 +395,75 @@ func holdsNoRoom(t *testing.T, s *Store) {
 			t.Fatalf("the file still holds rooms %q (%v)", names, err)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestEraseWhileReading: deletes compact the file under readers and
+// writers of other rooms, which go on without an error, and the file
+// holds none of the deleted texts afterwards.
+func TestEraseWhileReading(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "chat.db")
+	s := openStore(t, path)
+	m := openManager(t, s, 50)
+	var doomed []rooms.Message
+	for i := range 20 {
+		doomed = append(doomed, submit(t, m, "lobby", fmt.Sprintf("erase-me-%02d", i), ""))
+	}
+	stop := make(chan struct{})
+	errs := make(chan error, 2)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				errs <- nil
+				return
+			default:
+			}
+			if _, err := m.Messages("lobby", "", "", 50); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				errs <- nil
+				return
+			default:
+			}
+			if _, _, err := m.Submit("other", rooms.Post{User: "bob", Text: fmt.Sprint("keep ", i)}); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	for _, msg := range doomed {
+		if _, _, err := m.Submit("lobby", rooms.Post{User: "mod", Action: rooms.ActionDelete, Target: msg.ID, ByModerator: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatalf("a reader or writer during the deletes: %v", err)
+		}
+	}
+	if rep, _ := m.Messages("lobby", "", "", 50); len(rep.Messages) != 0 {
+		t.Fatalf("history after deleting every message: %v", texts(rep.Messages))
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(raw, []byte("erase-me-")) {
+		t.Fatal("the file still holds a deleted text")
 	}
 }

@@ -6,11 +6,22 @@
 -- answer in ms (0: not kept, for a client that never retries), the epoch
 -- the caller follows and the highest sequence number it knows stored in
 -- it, then per message: time in ms, user, text, verified ("1"/"0"), index
--- in KEYS of its idempotency key (0: none) and the digest of its content.
+-- in KEYS of its idempotency key (0: none), the digest of its content, its
+-- action ("" for a message, "edit" or "delete"), the action's target id,
+-- "1" for a moderator's delete, the author's client key and the hex digest
+-- of the author's secret.
 -- Returns the room's epoch, the epoch it went on from when Redis may have
 -- lost messages ("" for none) and the last sequence number it went on
--- from, then per message {seq, 0, 0} when stored, or {seq, time, same} of
--- the message stored first under its key.
+-- from, then per message {seq, 0, 0} when stored, {seq, time, same} of
+-- the message stored first under its key, or {0, 0, 0} for an action
+-- whose target the stream does not hold as a message, or holds deleted.
+--
+-- An action rewrites its target in the stream, and a delete the edits of
+-- the target too, erasing their text: a stream entry cannot be changed,
+-- and XDEL leaves its bytes in the stream's memory until its whole node
+-- goes, so the stream is written anew, every entry in its place. Erased
+-- entries stay, without text, so that their sequence numbers are never
+-- taken for messages Redis lost.
 -- A call made again, by a client that retries when an answer was lost,
 -- gets the first call's answer and stores nothing.
 local keep = tonumber(ARGV[7]) > 0
@@ -51,11 +62,85 @@ local from = redis.call('HGET', KEYS[1], 'from') or ''
 local base = tonumber(redis.call('HGET', KEYS[1], 'base') or '0')
 local out = {epoch, from, base}
 local pub = {}
+
+-- fields returns a stream entry's field list as a table.
+local function fields(list)
+  local f = {}
+  for j = 1, #list, 2 do
+    f[list[j]] = list[j + 1]
+  end
+  return f
+end
+
+-- target returns the sequence number of an action's target when the
+-- stream holds it, in this epoch, as a message not deleted.
+local function target(id)
+  local e, s = string.match(id, '^(.+)-(%d+)$')
+  if e ~= epoch then
+    return nil
+  end
+  local found = redis.call('XRANGE', KEYS[2], s .. '-0', s .. '-0')
+  if #found ~= 1 then
+    return nil
+  end
+  local f = fields(found[1][2])
+  if (f.a or '') ~= '' or f.d == '1' then
+    return nil
+  end
+  return s
+end
+
+-- set sets field name of the field list to value, adding it if missing.
+local function set(list, name, value)
+  for j = 1, #list, 2 do
+    if list[j] == name then
+      list[j + 1] = value
+      return
+    end
+  end
+  list[#list + 1] = name
+  list[#list + 1] = value
+end
+
+-- apply writes the stream anew with the action on the entry tseq applied
+-- (see the top).
+local function apply(tseq, a, g, x, t)
+  local all = redis.call('XRANGE', KEYS[2], '-', '+')
+  redis.call('DEL', KEYS[2])
+  for _, entry in ipairs(all) do
+    local id, list = entry[1], entry[2]
+    local f = fields(list)
+    if id == tseq .. '-0' then
+      if a == 'edit' then
+        set(list, 'x', x)
+        set(list, 'e', t)
+      else
+        set(list, 'x', '')
+        set(list, 'd', '1')
+      end
+    elseif a == 'delete' and f.a == 'edit' and f.g == g then
+      set(list, 'x', '')
+      set(list, 'd', '1')
+    end
+    redis.call('XADD', KEYS[2], id, unpack(list))
+  end
+end
+
 for i = 0, tonumber(ARGV[5]) - 1 do
-  local b = 10 + i * 6
+  local b = 10 + i * 11
   local t, u, x, v, k, sum = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4]), ARGV[b + 5]
+  local a, g, mod, ck, sd = ARGV[b + 6], ARGV[b + 7], ARGV[b + 8], ARGV[b + 9], ARGV[b + 10]
   local prior
-  if k > 0 then
+  if a ~= '' then
+    local tseq = target(g)
+    if tseq then
+      apply(tseq, a, g, x, t)
+    else
+      prior = {0, 0, 0}
+    end
+  end
+  if prior then
+  elseif k > 0 then
     local rec = redis.call('GET', KEYS[k])
     if rec then
       local r = cjson.decode(rec)
@@ -70,12 +155,30 @@ for i = 0, tonumber(ARGV[5]) - 1 do
     out[#out + 1] = prior
   else
     local seq = redis.call('HINCRBY', KEYS[1], 'last', 1)
-    redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], seq .. '-0', 't', t, 'u', u, 'x', x, 'v', v)
+    local list = {'t', t, 'u', u, 'x', x, 'v', v}
+    if a ~= '' then
+      for _, kv in ipairs({{'a', a}, {'g', g}, {'m', mod}}) do
+        list[#list + 1] = kv[1]
+        list[#list + 1] = kv[2]
+      end
+    end
+    if ck ~= '' or sd ~= '' then
+      for _, kv in ipairs({{'k', ck}, {'h', sd}}) do
+        list[#list + 1] = kv[1]
+        list[#list + 1] = kv[2]
+      end
+    end
+    redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], seq .. '-0', unpack(list))
     if k > 0 then
       redis.call('SET', KEYS[k], cjson.encode({e = epoch, s = seq, t = tonumber(t), h = sum}), 'PX', ARGV[3])
     end
     out[#out + 1] = {seq, 0, 0}
-    pub[#pub + 1] = {s = seq, t = t, u = u, x = x, v = v}
+    -- The authorship stays in the stream: it is never published.
+    local p = {s = seq, t = t, u = u, x = x, v = v}
+    if a ~= '' then
+      p.a, p.g, p.m = a, g, mod
+    end
+    pub[#pub + 1] = p
   end
 end
 if tonumber(ARGV[6]) > 0 then

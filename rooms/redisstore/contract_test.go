@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -117,6 +118,7 @@ func (d *dataSet) open(t *testing.T) storetest.Node {
 				}
 			}
 		},
+		Dump: func(t *testing.T) []byte { return d.dump(t, client) },
 		DropReply: func(t *testing.T, room string) {
 			addr := d.servers[0].Addr
 			if c, ok := client.(*redis.ClusterClient); ok {
@@ -145,4 +147,63 @@ func (d *dataSet) failover(t *testing.T) func(*testing.T) {
 			p.MoveTo(replica.Addr)
 		}
 	}
+}
+
+// dump returns every key of the data set as Redis holds it: its
+// serialised value (DUMP) and, readable, its content, so that a text
+// stored in any key shows whether or not DUMP compresses it.
+func (d *dataSet) dump(t *testing.T, client redis.UniversalClient) []byte {
+	ctx := context.Background()
+	var out []byte
+	var mu sync.Mutex
+	scan := func(ctx context.Context, c *redis.Client) error {
+		iter := c.Scan(ctx, 0, d.prefix+"*", 100).Iterator()
+		for iter.Next(ctx) {
+			key := iter.Val()
+			dumped, err := c.Dump(ctx, key).Result()
+			if err != nil && !errors.Is(err, redis.Nil) {
+				return err
+			}
+			content, err := readable(ctx, c, key)
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			out = append(append(append(out, key...), dumped...), content...)
+			mu.Unlock()
+		}
+		return iter.Err()
+	}
+	var err error
+	switch c := client.(type) {
+	case *redis.ClusterClient:
+		err = c.ForEachMaster(ctx, scan)
+	case *redis.Client:
+		err = scan(ctx, c)
+	}
+	if err != nil {
+		t.Fatalf("dumping the data set: %v", err)
+	}
+	return out
+}
+
+// readable returns the content of key as text, whatever its type.
+func readable(ctx context.Context, c *redis.Client, key string) (string, error) {
+	typ, err := c.Type(ctx, key).Result()
+	if err != nil {
+		return "", err
+	}
+	var v any
+	switch typ {
+	case "string":
+		v, err = c.Get(ctx, key).Result()
+	case "hash":
+		v, err = c.HGetAll(ctx, key).Result()
+	case "stream":
+		v, err = c.XRange(ctx, key, "-", "+").Result()
+	}
+	if errors.Is(err, redis.Nil) {
+		err = nil
+	}
+	return fmt.Sprint(v), err
 }

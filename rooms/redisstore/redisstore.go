@@ -14,7 +14,10 @@
 // number past the one it expects reads the gap from the stream before it
 // delivers more, and reads it again whenever the subscription is
 // re-established, so a message missed while Redis was away is delivered
-// late, never skipped.
+// late, never skipped. An edit or a delete is an entry of the stream too;
+// the script that stores it writes the stream anew with its target
+// changed, so that erased text leaves Redis, and keeps the erased entries,
+// without text, so that their sequence numbers never look lost.
 package redisstore
 
 import (
@@ -341,14 +344,23 @@ type notice struct {
 	Base uint64 `json:"b,omitempty"`
 }
 
-// published is a message as the script publishes it.
+// published is a message as the script publishes it, and as the stream
+// holds it but for its authorship.
 type published struct {
 	Seq      uint64 `json:"s"`
 	Time     string `json:"t"`
 	User     string `json:"u"`
 	Text     string `json:"x"`
 	Verified string `json:"v"`
+	// An action's kind ("edit", "delete"), target id and "1" for a
+	// moderator's delete.
+	Action    string `json:"a,omitempty"`
+	Target    string `json:"g,omitempty"`
+	Moderator string `json:"m,omitempty"`
 }
+
+// The names of the actions in the stream and its notices.
+var actionNames = map[rooms.Action]string{rooms.ActionEdit: "edit", rooms.ActionDelete: "delete"}
 
 func (h *history) Epoch() string  { return h.epoch }
 func (h *history) Last() uint64   { return h.last }
@@ -440,7 +452,7 @@ func (h *history) script(ctx context.Context, entries []rooms.Entry, known uint6
 	// answer for a retry.
 	token := h.keys.call + h.s.id + "-" + strconv.FormatUint(h.s.calls.Add(1), 36)
 	keyNames := []string{h.keys.meta, h.keys.stream, token}
-	args := make([]any, 0, 9+6*len(entries))
+	args := make([]any, 0, 9+11*len(entries))
 	// A room that this history knows to hold messages, but that Redis
 	// lost (its idle TTL passed, or it was deleted and the notice has not
 	// come yet), or may hold them (a call under way), is made again in an
@@ -458,7 +470,14 @@ func (h *history) script(ctx context.Context, entries []rooms.Entry, known uint6
 			keyNames = append(keyNames, h.keys.key+hex.EncodeToString(rooms.KeyDigest(e.Key)))
 			keyIndex, sum = len(keyNames), hex.EncodeToString(rooms.ContentDigest(m))
 		}
-		args = append(args, strconv.FormatInt(m.Time.UnixMilli(), 10), m.User, m.Message, flag(m.Verified), keyIndex, sum)
+		// A message passes "" for each of an action's arguments, which
+		// costs its call nothing.
+		moderator := ""
+		if m.IsAction() {
+			moderator = flag(m.ByModerator)
+		}
+		args = append(args, strconv.FormatInt(m.Time.UnixMilli(), 10), m.User, m.Message, flag(m.Verified), keyIndex, sum,
+			actionNames[m.Action], m.Target, moderator, m.Author.ClientKey, hex.EncodeToString([]byte(m.Author.SecretDigest)))
 	}
 	return keyNames, args
 }
@@ -542,6 +561,10 @@ func (c *appendCall) Finish() error {
 			return fmt.Errorf("appending to room %q in redis: malformed answer %v", h.room, v)
 		}
 		seq, _ := r[0].(int64)
+		if seq == 0 {
+			entries[i].Outcome = rooms.NoTarget
+			continue
+		}
 		if prior, _ := r[1].(int64); prior != 0 {
 			same, _ := r[2].(int64)
 			entries[i].Decide(epoch, rooms.Recalled{Epoch: epoch, Seq: uint64(seq), Time: time.UnixMilli(prior), Same: same == 1})
@@ -834,15 +857,29 @@ func seqOf(m rooms.Message) uint64 {
 }
 
 func (p published) message(epoch, room string) rooms.Message {
-	ms, _ := strconv.ParseInt(p.Time, 10, 64)
-	return rooms.Message{
+	m := rooms.Message{
 		ID:       rooms.FormatID(epoch, p.Seq),
 		Room:     room,
 		User:     p.User,
 		Message:  p.Text,
-		Time:     time.UnixMilli(ms).UTC(),
+		Time:     unixMilli(p.Time),
 		Verified: p.Verified == "1",
 	}
+	if p.Action != "" {
+		for a, name := range actionNames {
+			if name == p.Action {
+				m.Action = a
+			}
+		}
+		m.Target, m.ByModerator = p.Target, p.Moderator == "1"
+	}
+	return m
+}
+
+// unixMilli reads a time the script wrote, in Unix milliseconds.
+func unixMilli(text string) time.Time {
+	ms, _ := strconv.ParseInt(text, 10, 64)
+	return time.UnixMilli(ms).UTC()
 }
 
 // read returns up to limit messages of the stream with sequence numbers in
@@ -857,19 +894,50 @@ func (h *history) read(ctx context.Context, epoch string, after, upto uint64, li
 	}
 	out := make([]rooms.Message, 0, len(entries))
 	for _, e := range entries {
-		seqText, _, _ := strings.Cut(e.ID, "-")
-		seq, err := strconv.ParseUint(seqText, 10, 64)
+		m, err := h.entry(epoch, e)
 		if err != nil {
-			return nil, fmt.Errorf("reading room %q from redis: entry id %q: %w", h.room, e.ID, err)
+			return nil, err
 		}
-		p := published{Seq: seq}
-		p.Time, _ = e.Values["t"].(string)
-		p.User, _ = e.Values["u"].(string)
-		p.Text, _ = e.Values["x"].(string)
-		p.Verified, _ = e.Values["v"].(string)
-		out = append(out, p.message(epoch, h.room))
+		out = append(out, m)
 	}
 	return out, nil
+}
+
+// entry returns the stream entry e, with an id in epoch.
+func (h *history) entry(epoch string, e redis.XMessage) (rooms.Message, error) {
+	seqText, _, _ := strings.Cut(e.ID, "-")
+	seq, err := strconv.ParseUint(seqText, 10, 64)
+	if err != nil {
+		return rooms.Message{}, fmt.Errorf("reading room %q from redis: entry id %q: %w", h.room, e.ID, err)
+	}
+	field := func(name string) string { v, _ := e.Values[name].(string); return v }
+	p := published{Seq: seq, Time: field("t"), User: field("u"), Text: field("x"), Verified: field("v"),
+		Action: field("a"), Target: field("g"), Moderator: field("m")}
+	m := p.message(epoch, h.room)
+	m.Deleted = field("d") == "1"
+	if edited := field("e"); edited != "" {
+		m.Edited = unixMilli(edited)
+	}
+	digest, _ := hex.DecodeString(field("h"))
+	m.Author = rooms.Authorship{ClientKey: field("k"), SecretDigest: string(digest)}
+	return m, nil
+}
+
+// Lookup reads the stream's entry seq, in the epoch the room's lock left.
+func (h *history) Lookup(ctx context.Context, seq uint64) (rooms.Message, bool, error) {
+	h.mu.Lock()
+	epoch := h.seen.epoch
+	h.mu.Unlock()
+	id := strconv.FormatUint(seq, 10) + "-0"
+	entries, err := h.s.client.XRange(ctx, h.keys.stream, id, id).Result()
+	if err != nil {
+		return rooms.Message{}, false, fmt.Errorf("reading room %q from redis: %w", h.room, err)
+	}
+	if len(entries) != 1 {
+		return rooms.Message{}, false, nil
+	}
+	m, err := h.entry(epoch, entries[0])
+	return m, err == nil, err
 }
 
 func (h *history) Read(ctx context.Context, after, upto uint64, limit int) ([]rooms.Message, error) {

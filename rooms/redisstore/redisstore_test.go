@@ -676,7 +676,7 @@ func storeUnheard(t *testing.T, addr, room, epoch string, history, n int) {
 	k := admin.keysOf(room)
 	for i := range n {
 		if err := admin.append.Run(context.Background(), admin.client, []string{k.meta, k.stream, k.call + strconv.Itoa(i)},
-			epoch, history, 60000, "test:elsewhere", 1, 0, 60000, epoch, 0, time.Now().UnixMilli(), "bob", "unheard", "0", 0, "").Err(); err != nil {
+			epoch, history, 60000, "test:elsewhere", 1, 0, 60000, epoch, 0, time.Now().UnixMilli(), "bob", "unheard", "0", 0, "", "", "", "0", "", "").Err(); err != nil {
 			t.Fatalf("storing a message unheard: %v", err)
 		}
 	}

@@ -8,11 +8,16 @@ import (
 	"github.com/caddy-chat/caddy-chat/rooms"
 )
 
-// Receive returns sub's replay and the messages that follow it, until
+// Receive returns the messages of sub's replay and those that follow it, until
 // there are n, waiting for them up to 5 s; err says why it stopped short.
 // It may be called from any goroutine.
 func Receive(sub *rooms.Subscription, n int) ([]rooms.Message, error) {
-	got := append([]rooms.Message(nil), sub.Messages...)
+	var got []rooms.Message
+	for _, m := range sub.Messages {
+		if !m.IsAction() {
+			got = append(got, m)
+		}
+	}
 	deadline := time.After(5 * time.Second)
 	for len(got) < n {
 		select {

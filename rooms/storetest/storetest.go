@@ -2,7 +2,7 @@
 // users, as one suite that each backend's tests run with a Factory of
 // their own: ids that rise and are never given twice, history, drop and
 // close, idempotency keys, gaps, verified names, idle rooms, a lost
-// reply, and bans. It drives the public rooms.Manager, as Caddy does, so
+// reply, edits and deletes as entries of the log, and bans. It drives the public rooms.Manager, as Caddy does, so
 // that it holds whatever the engine behind the Manager becomes.
 package storetest
 
@@ -50,6 +50,10 @@ type Node struct {
 	// Cut, when set, cuts the store off from the data set until heal is
 	// called: what it misses meanwhile it must fill in.
 	Cut func(t *testing.T) (heal func())
+	// Dump, when set, returns every byte the store keeps of the data set,
+	// as one who reads the disk or the server would find them: a delete
+	// must leave no trace of the text there.
+	Dump func(t *testing.T) []byte
 	// DropReply, when set, loses the answer to the store's next write to
 	// room after the data set took the write, as a network may.
 	DropReply func(t *testing.T, room string)
@@ -93,6 +97,15 @@ func Run(t *testing.T, open Factory) {
 		{"BansCaughtUpAfterCut", shared, bansCaughtUpAfterCut},
 		{"BansSurviveRestart", func(b Backend) bool { return b.Durable }, bansSurviveRestart},
 		{"BanCap", always, banCap},
+		{"ActionTakesNextID", always, actionTakesNextID},
+		{"DeleteErases", always, deleteErases},
+		{"EditShowsLatest", always, editShowsLatest},
+		{"ActionsSurviveRestart", func(b Backend) bool { return b.Durable }, actionsSurviveRestart},
+		{"ActionsReachEveryNode", shared, actionsReachEveryNode},
+		{"ErasedIsNoGap", shared, erasedIsNoGap},
+		{"ActionOnNoMessage", always, actionOnNoMessage},
+		{"HistoryPagesPastActions", always, historyPagesPastActions},
+		{"AuthorshipKeptUnpublished", always, authorshipKeptUnpublished},
 	} {
 		if !c.applies(has) {
 			continue

@@ -1,6 +1,6 @@
 // caddy-chat pages. Every URL is relative to the page, so the chat works at
 // any mount point.
-import { MessageList, compose, notices, post, rememberName, showHere, subscribe } from "./core.js";
+import { MessageList, compose, notices, pageBack, post, rememberName, showHere, subscribe } from "./core.js";
 
 const body = document.body;
 if (body.classList.contains("room")) {
@@ -50,8 +50,13 @@ function room(body) {
   const textField = document.getElementById("message");
   const deleteButton = document.getElementById("delete");
   const here = document.getElementById("here");
+  const older = document.getElementById("older");
   const messages = new MessageList(list);
   messages.localTimes();
+  // The page offers older messages when the room keeps more than it shows.
+  if (older) {
+    pageBack(messages, "../rooms/" + encodeURIComponent(name) + "/messages", older, document.getElementById("older-status"));
+  }
 
   // The name is remembered in this browser, unless the server says who
   // the author is.

@@ -10,6 +10,8 @@ const streamRetryCap = 30000;
 const sendAttempts = 4;
 const sendRetryBase = 1000;
 const sendRetryCap = 10000;
+// How many older messages a step back through history loads.
+const olderPage = 50;
 // Answers to a post that may pass if it is sent again.
 const retryable = new Set([408, 429, 500, 502, 503, 504]);
 // Times in the reader's zone and locale: the clock on each message, the
@@ -92,40 +94,149 @@ export class MessageList {
   append(m) {
     if (this.seen.has(m.id)) return; // a replay after a reconnect may repeat
     this.seen.add(m.id);
-    const li = document.createElement("li");
-    li.dataset.id = m.id;
-    const user = document.createElement("span");
-    user.className = "user";
-    user.textContent = m.user;
-    li.append(user);
-    if (m.verified === true) {
-      // The mark follows the server's flag, never the name.
-      const mark = document.createElement("span");
-      mark.className = "verified";
-      mark.setAttribute("role", "img");
-      mark.setAttribute("aria-label", "verified");
-      mark.title = "verified: signed in as this name";
-      mark.textContent = "✓";
-      li.append(" ", mark);
-    }
-    const time = document.createElement("time");
-    time.dateTime = m.time;
     const when = new Date(m.time);
-    setClock(time, when);
-    const text = document.createElement("p");
-    text.className = "text";
-    text.textContent = m.message;
-    li.append(" ", time, text);
     const scroller = this.list.parentElement;
     if (dayKey(when) !== this.shownDay) {
       this.shownDay = dayKey(when);
       this.list.append(daySeparator(when));
     }
-    this.list.append(li);
+    this.list.append(messageItem(m));
     // Scrolled within the list's box only: an embedded list never moves
     // its host page.
     if (this.atBottom) scroller.scrollTop = scroller.scrollHeight;
   }
+
+  // oldestID is the id of the oldest message shown, "" when none is.
+  oldestID() {
+    const first = this.list.querySelector("li[data-id]");
+    return first ? first.dataset.id : "";
+  }
+
+  // prepend shows older messages, given oldest first, above the shown
+  // ones, and returns how many it added. The list is not live while they
+  // go in, so that a screen reader announces the status that says they
+  // came, not each of them.
+  prepend(msgs) {
+    const items = [];
+    let day = "";
+    for (const m of msgs) {
+      if (this.seen.has(m.id)) continue;
+      this.seen.add(m.id);
+      const when = new Date(m.time);
+      if (dayKey(when) !== day) {
+        day = dayKey(when);
+        items.push(daySeparator(when));
+      }
+      items.push(messageItem(m));
+    }
+    if (items.length === 0) return 0;
+    const live = this.list.getAttribute("aria-live");
+    this.list.setAttribute("aria-live", "off");
+    this.keepPlace(() => {
+      const top = this.list.firstElementChild;
+      if (!top) this.shownDay = day;
+      // The older messages end on the day the list began with: one separator.
+      else if (top.matches("li.day") && top.querySelector("time").dateTime === day) top.remove();
+      this.list.prepend(...items);
+    });
+    // Live again once the browser has taken in the change, a frame later.
+    requestAnimationFrame(() => requestAnimationFrame(() => this.list.setAttribute("aria-live", live)));
+    return items.filter((li) => li.dataset.id).length;
+  }
+
+  // keepPlace runs change, which changes what is above the shown
+  // messages, and scrolls so that they stay where they were.
+  keepPlace(change) {
+    const anchor = this.list.querySelector("li[data-id]");
+    const top = anchor && anchor.getBoundingClientRect().top;
+    change();
+    if (anchor) this.list.parentElement.scrollTop += anchor.getBoundingClientRect().top - top;
+  }
+}
+
+// messageItem is the list item that shows message m.
+function messageItem(m) {
+  const li = document.createElement("li");
+  li.dataset.id = m.id;
+  const user = document.createElement("span");
+  user.className = "user";
+  user.textContent = m.user;
+  li.append(user);
+  if (m.verified === true) {
+    // The mark follows the server's flag, never the name.
+    const mark = document.createElement("span");
+    mark.className = "verified";
+    mark.setAttribute("role", "img");
+    mark.setAttribute("aria-label", "verified");
+    mark.title = "verified: signed in as this name";
+    mark.textContent = "✓";
+    li.append(" ", mark);
+  }
+  const time = document.createElement("time");
+  time.dateTime = m.time;
+  setClock(time, new Date(m.time));
+  const text = document.createElement("p");
+  text.className = "text";
+  text.textContent = m.message;
+  li.append(" ", time, text);
+  return li;
+}
+
+// pageBack loads older messages into messages, olderPage at a time, from
+// url (…/rooms/{room}/messages), before the oldest message shown: when
+// the reader scrolls up to the top of the list, or presses button. status
+// says how it went, for screen readers too. Once an answer says history
+// starts there, the button goes and scrolling loads nothing more.
+export function pageBack(messages, url, button, status) {
+  const scroller = messages.list.parentElement;
+  // The status line is above the list too.
+  const say = (text) => messages.keepPlace(() => (status.textContent = text));
+  let loading = false;
+  let lastTop = scroller.scrollTop;
+  async function load() {
+    if (loading || button.hidden) return;
+    loading = true;
+    say("Loading older messages…");
+    try {
+      let before, page;
+      do {
+        before = messages.oldestID();
+        const query = new URLSearchParams({ limit: olderPage });
+        if (before) query.set("before", before);
+        const resp = await fetch(url + "?" + query, { headers: { Accept: "application/json" } });
+        // A room that was never made keeps nothing.
+        if (resp.status === 404) page = { messages: [], start: true };
+        else if (resp.ok) page = await resp.json();
+        else throw new Error("the server answered " + resp.status);
+        // Messages came live into a list that was empty: the answer may
+        // hold newer ones than they are, so ask again, before them.
+      } while (messages.oldestID() !== before);
+      const added = messages.prepend(page.messages);
+      // A reset: the oldest shown is of a room since deleted, which
+      // keeps nothing older.
+      if (page.start || page.reset || page.messages.length === 0) {
+        const focused = button.getRootNode().activeElement === button;
+        messages.keepPlace(() => (button.hidden = true));
+        say("This is the start of the room.");
+        if (focused) status.focus();
+      } else {
+        say(added + " older messages loaded.");
+      }
+    } catch {
+      say("Older messages could not be loaded. Try again.");
+    }
+    loading = false;
+  }
+  button.hidden = false;
+  button.addEventListener("click", load);
+  scroller.addEventListener("scroll", () => {
+    // Up to the top, that is: not a list that fills up, nor one scrolled
+    // down to its newest message. A keyboard user who tabs to the button
+    // scrolls there too, and presses it when they choose.
+    const up = scroller.scrollTop < lastTop && scroller.scrollTop < 80;
+    if (up && button.getRootNode().activeElement !== button) load();
+    lastTop = scroller.scrollTop;
+  });
 }
 
 // Connections are shared: every view of one room's stream URL on a page

@@ -36,7 +36,9 @@ type Message struct {
 	Message string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
 	Time    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=time,proto3" json:"time,omitempty"`
 	// Verified is set when the author was authenticated by the site.
-	Verified      bool `protobuf:"varint,6,opt,name=verified,proto3" json:"verified,omitempty"`
+	Verified bool `protobuf:"varint,6,opt,name=verified,proto3" json:"verified,omitempty"`
+	// Edited is when the text was last edited; unset when never.
+	Edited        *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=edited,proto3" json:"edited,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -111,6 +113,13 @@ func (x *Message) GetVerified() bool {
 		return x.Verified
 	}
 	return false
+}
+
+func (x *Message) GetEdited() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Edited
+	}
+	return nil
 }
 
 type SubmitRequest struct {
@@ -276,6 +285,8 @@ type StreamEvent struct {
 	//	*StreamEvent_Reset_
 	//	*StreamEvent_Closed
 	//	*StreamEvent_Presence
+	//	*StreamEvent_Edit
+	//	*StreamEvent_Delete
 	Event         isStreamEvent_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -354,6 +365,24 @@ func (x *StreamEvent) GetPresence() *PresenceChange {
 	return nil
 }
 
+func (x *StreamEvent) GetEdit() *Edit {
+	if x != nil {
+		if x, ok := x.Event.(*StreamEvent_Edit); ok {
+			return x.Edit
+		}
+	}
+	return nil
+}
+
+func (x *StreamEvent) GetDelete() *Delete {
+	if x != nil {
+		if x, ok := x.Event.(*StreamEvent_Delete); ok {
+			return x.Delete
+		}
+	}
+	return nil
+}
+
 type isStreamEvent_Event interface {
 	isStreamEvent_Event()
 }
@@ -374,6 +403,14 @@ type StreamEvent_Presence struct {
 	Presence *PresenceChange `protobuf:"bytes,4,opt,name=presence,proto3,oneof"`
 }
 
+type StreamEvent_Edit struct {
+	Edit *Edit `protobuf:"bytes,5,opt,name=edit,proto3,oneof"`
+}
+
+type StreamEvent_Delete struct {
+	Delete *Delete `protobuf:"bytes,6,opt,name=delete,proto3,oneof"`
+}
+
 func (*StreamEvent_Message) isStreamEvent_Event() {}
 
 func (*StreamEvent_Reset_) isStreamEvent_Event() {}
@@ -381,6 +418,151 @@ func (*StreamEvent_Reset_) isStreamEvent_Event() {}
 func (*StreamEvent_Closed) isStreamEvent_Event() {}
 
 func (*StreamEvent_Presence) isStreamEvent_Event() {}
+
+func (*StreamEvent_Edit) isStreamEvent_Event() {}
+
+func (*StreamEvent_Delete) isStreamEvent_Event() {}
+
+// Edit replaces the text of the message target. It has an id of its own
+// in the room's sequence, as a message does.
+type Edit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Target        string                 `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Edit) Reset() {
+	*x = Edit{}
+	mi := &file_chat_v1_chat_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Edit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Edit) ProtoMessage() {}
+
+func (x *Edit) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_v1_chat_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Edit.ProtoReflect.Descriptor instead.
+func (*Edit) Descriptor() ([]byte, []int) {
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Edit) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Edit) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *Edit) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Edit) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+// Delete erases the message target. It has an id of its own in the room's
+// sequence, as a message does.
+type Delete struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Target string                 `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	// By is "author" or "moderator".
+	By            string                 `protobuf:"bytes,3,opt,name=by,proto3" json:"by,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Delete) Reset() {
+	*x = Delete{}
+	mi := &file_chat_v1_chat_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Delete) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Delete) ProtoMessage() {}
+
+func (x *Delete) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_v1_chat_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Delete.ProtoReflect.Descriptor instead.
+func (*Delete) Descriptor() ([]byte, []int) {
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Delete) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Delete) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *Delete) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *Delete) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
 
 // PresenceChange is who joined and left the room since the last one.
 type PresenceChange struct {
@@ -393,7 +575,7 @@ type PresenceChange struct {
 
 func (x *PresenceChange) Reset() {
 	*x = PresenceChange{}
-	mi := &file_chat_v1_chat_proto_msgTypes[4]
+	mi := &file_chat_v1_chat_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -405,7 +587,7 @@ func (x *PresenceChange) String() string {
 func (*PresenceChange) ProtoMessage() {}
 
 func (x *PresenceChange) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[4]
+	mi := &file_chat_v1_chat_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -418,7 +600,7 @@ func (x *PresenceChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceChange.ProtoReflect.Descriptor instead.
 func (*PresenceChange) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{4}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PresenceChange) GetJoined() []string {
@@ -447,7 +629,7 @@ type Reset struct {
 
 func (x *Reset) Reset() {
 	*x = Reset{}
-	mi := &file_chat_v1_chat_proto_msgTypes[5]
+	mi := &file_chat_v1_chat_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -459,7 +641,7 @@ func (x *Reset) String() string {
 func (*Reset) ProtoMessage() {}
 
 func (x *Reset) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[5]
+	mi := &file_chat_v1_chat_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -472,7 +654,7 @@ func (x *Reset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reset.ProtoReflect.Descriptor instead.
 func (*Reset) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{5}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Reset) GetOldest() string {
@@ -491,7 +673,7 @@ type Closed struct {
 
 func (x *Closed) Reset() {
 	*x = Closed{}
-	mi := &file_chat_v1_chat_proto_msgTypes[6]
+	mi := &file_chat_v1_chat_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -503,7 +685,7 @@ func (x *Closed) String() string {
 func (*Closed) ProtoMessage() {}
 
 func (x *Closed) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[6]
+	mi := &file_chat_v1_chat_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -516,7 +698,7 @@ func (x *Closed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Closed.ProtoReflect.Descriptor instead.
 func (*Closed) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{6}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{8}
 }
 
 type ListRoomsRequest struct {
@@ -527,7 +709,7 @@ type ListRoomsRequest struct {
 
 func (x *ListRoomsRequest) Reset() {
 	*x = ListRoomsRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[7]
+	mi := &file_chat_v1_chat_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -539,7 +721,7 @@ func (x *ListRoomsRequest) String() string {
 func (*ListRoomsRequest) ProtoMessage() {}
 
 func (x *ListRoomsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[7]
+	mi := &file_chat_v1_chat_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -552,7 +734,7 @@ func (x *ListRoomsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoomsRequest.ProtoReflect.Descriptor instead.
 func (*ListRoomsRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{7}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{9}
 }
 
 type ListRoomsResponse struct {
@@ -564,7 +746,7 @@ type ListRoomsResponse struct {
 
 func (x *ListRoomsResponse) Reset() {
 	*x = ListRoomsResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[8]
+	mi := &file_chat_v1_chat_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -576,7 +758,7 @@ func (x *ListRoomsResponse) String() string {
 func (*ListRoomsResponse) ProtoMessage() {}
 
 func (x *ListRoomsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[8]
+	mi := &file_chat_v1_chat_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -589,7 +771,7 @@ func (x *ListRoomsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoomsResponse.ProtoReflect.Descriptor instead.
 func (*ListRoomsResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{8}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListRoomsResponse) GetRooms() []*Room {
@@ -612,7 +794,7 @@ type Room struct {
 
 func (x *Room) Reset() {
 	*x = Room{}
-	mi := &file_chat_v1_chat_proto_msgTypes[9]
+	mi := &file_chat_v1_chat_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -624,7 +806,7 @@ func (x *Room) String() string {
 func (*Room) ProtoMessage() {}
 
 func (x *Room) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[9]
+	mi := &file_chat_v1_chat_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -637,7 +819,7 @@ func (x *Room) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Room.ProtoReflect.Descriptor instead.
 func (*Room) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{9}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Room) GetName() string {
@@ -684,7 +866,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[10]
+	mi := &file_chat_v1_chat_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -696,7 +878,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[10]
+	mi := &file_chat_v1_chat_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -709,7 +891,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{10}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *HistoryRequest) GetRoom() string {
@@ -755,7 +937,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[11]
+	mi := &file_chat_v1_chat_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +949,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[11]
+	mi := &file_chat_v1_chat_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +962,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{11}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *HistoryResponse) GetMessages() []*Message {
@@ -820,7 +1002,7 @@ type DeleteRoomRequest struct {
 
 func (x *DeleteRoomRequest) Reset() {
 	*x = DeleteRoomRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[12]
+	mi := &file_chat_v1_chat_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -832,7 +1014,7 @@ func (x *DeleteRoomRequest) String() string {
 func (*DeleteRoomRequest) ProtoMessage() {}
 
 func (x *DeleteRoomRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[12]
+	mi := &file_chat_v1_chat_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -845,7 +1027,7 @@ func (x *DeleteRoomRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRoomRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRoomRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{12}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DeleteRoomRequest) GetRoom() string {
@@ -863,7 +1045,7 @@ type DeleteRoomResponse struct {
 
 func (x *DeleteRoomResponse) Reset() {
 	*x = DeleteRoomResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[13]
+	mi := &file_chat_v1_chat_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -875,7 +1057,7 @@ func (x *DeleteRoomResponse) String() string {
 func (*DeleteRoomResponse) ProtoMessage() {}
 
 func (x *DeleteRoomResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[13]
+	mi := &file_chat_v1_chat_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -888,7 +1070,7 @@ func (x *DeleteRoomResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRoomResponse.ProtoReflect.Descriptor instead.
 func (*DeleteRoomResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{13}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{15}
 }
 
 type PresenceRequest struct {
@@ -900,7 +1082,7 @@ type PresenceRequest struct {
 
 func (x *PresenceRequest) Reset() {
 	*x = PresenceRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[14]
+	mi := &file_chat_v1_chat_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -912,7 +1094,7 @@ func (x *PresenceRequest) String() string {
 func (*PresenceRequest) ProtoMessage() {}
 
 func (x *PresenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[14]
+	mi := &file_chat_v1_chat_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -925,7 +1107,7 @@ func (x *PresenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceRequest.ProtoReflect.Descriptor instead.
 func (*PresenceRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{14}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PresenceRequest) GetRoom() string {
@@ -946,7 +1128,7 @@ type PresenceResponse struct {
 
 func (x *PresenceResponse) Reset() {
 	*x = PresenceResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[15]
+	mi := &file_chat_v1_chat_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1140,7 @@ func (x *PresenceResponse) String() string {
 func (*PresenceResponse) ProtoMessage() {}
 
 func (x *PresenceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[15]
+	mi := &file_chat_v1_chat_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1153,7 @@ func (x *PresenceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceResponse.ProtoReflect.Descriptor instead.
 func (*PresenceResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{15}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PresenceResponse) GetUsers() []*UserPresence {
@@ -1000,7 +1182,7 @@ type UserPresence struct {
 
 func (x *UserPresence) Reset() {
 	*x = UserPresence{}
-	mi := &file_chat_v1_chat_proto_msgTypes[16]
+	mi := &file_chat_v1_chat_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1012,7 +1194,7 @@ func (x *UserPresence) String() string {
 func (*UserPresence) ProtoMessage() {}
 
 func (x *UserPresence) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[16]
+	mi := &file_chat_v1_chat_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1025,7 +1207,7 @@ func (x *UserPresence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserPresence.ProtoReflect.Descriptor instead.
 func (*UserPresence) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{16}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *UserPresence) GetUser() string {
@@ -1065,7 +1247,7 @@ type BanRequest struct {
 
 func (x *BanRequest) Reset() {
 	*x = BanRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[17]
+	mi := &file_chat_v1_chat_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1077,7 +1259,7 @@ func (x *BanRequest) String() string {
 func (*BanRequest) ProtoMessage() {}
 
 func (x *BanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[17]
+	mi := &file_chat_v1_chat_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1090,7 +1272,7 @@ func (x *BanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BanRequest.ProtoReflect.Descriptor instead.
 func (*BanRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{17}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *BanRequest) GetRoom() string {
@@ -1163,7 +1345,7 @@ type BanInfo struct {
 
 func (x *BanInfo) Reset() {
 	*x = BanInfo{}
-	mi := &file_chat_v1_chat_proto_msgTypes[18]
+	mi := &file_chat_v1_chat_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1175,7 +1357,7 @@ func (x *BanInfo) String() string {
 func (*BanInfo) ProtoMessage() {}
 
 func (x *BanInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[18]
+	mi := &file_chat_v1_chat_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1188,7 +1370,7 @@ func (x *BanInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BanInfo.ProtoReflect.Descriptor instead.
 func (*BanInfo) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{18}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BanInfo) GetId() string {
@@ -1252,7 +1434,7 @@ type UnbanRequest struct {
 
 func (x *UnbanRequest) Reset() {
 	*x = UnbanRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[19]
+	mi := &file_chat_v1_chat_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1264,7 +1446,7 @@ func (x *UnbanRequest) String() string {
 func (*UnbanRequest) ProtoMessage() {}
 
 func (x *UnbanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[19]
+	mi := &file_chat_v1_chat_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1277,7 +1459,7 @@ func (x *UnbanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnbanRequest.ProtoReflect.Descriptor instead.
 func (*UnbanRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{19}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UnbanRequest) GetRoom() string {
@@ -1302,7 +1484,7 @@ type UnbanResponse struct {
 
 func (x *UnbanResponse) Reset() {
 	*x = UnbanResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[20]
+	mi := &file_chat_v1_chat_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1314,7 +1496,7 @@ func (x *UnbanResponse) String() string {
 func (*UnbanResponse) ProtoMessage() {}
 
 func (x *UnbanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[20]
+	mi := &file_chat_v1_chat_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1327,7 +1509,7 @@ func (x *UnbanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnbanResponse.ProtoReflect.Descriptor instead.
 func (*UnbanResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{20}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{22}
 }
 
 type ListBansRequest struct {
@@ -1340,7 +1522,7 @@ type ListBansRequest struct {
 
 func (x *ListBansRequest) Reset() {
 	*x = ListBansRequest{}
-	mi := &file_chat_v1_chat_proto_msgTypes[21]
+	mi := &file_chat_v1_chat_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1352,7 +1534,7 @@ func (x *ListBansRequest) String() string {
 func (*ListBansRequest) ProtoMessage() {}
 
 func (x *ListBansRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[21]
+	mi := &file_chat_v1_chat_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1365,7 +1547,7 @@ func (x *ListBansRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBansRequest.ProtoReflect.Descriptor instead.
 func (*ListBansRequest) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{21}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListBansRequest) GetRoom() string {
@@ -1384,7 +1566,7 @@ type ListBansResponse struct {
 
 func (x *ListBansResponse) Reset() {
 	*x = ListBansResponse{}
-	mi := &file_chat_v1_chat_proto_msgTypes[22]
+	mi := &file_chat_v1_chat_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1396,7 +1578,7 @@ func (x *ListBansResponse) String() string {
 func (*ListBansResponse) ProtoMessage() {}
 
 func (x *ListBansResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_chat_v1_chat_proto_msgTypes[22]
+	mi := &file_chat_v1_chat_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1409,7 +1591,7 @@ func (x *ListBansResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBansResponse.ProtoReflect.Descriptor instead.
 func (*ListBansResponse) Descriptor() ([]byte, []int) {
-	return file_chat_v1_chat_proto_rawDescGZIP(), []int{22}
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListBansResponse) GetBans() []*BanInfo {
@@ -1423,14 +1605,15 @@ var File_chat_v1_chat_proto protoreflect.FileDescriptor
 
 const file_chat_v1_chat_proto_rawDesc = "" +
 	"\n" +
-	"\x12chat/v1/chat.proto\x12\achat.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa7\x01\n" +
+	"\x12chat/v1/chat.proto\x12\achat.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdb\x01\n" +
 	"\aMessage\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04room\x18\x02 \x01(\tR\x04room\x12\x12\n" +
 	"\x04user\x18\x03 \x01(\tR\x04user\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12.\n" +
 	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1a\n" +
-	"\bverified\x18\x06 \x01(\bR\bverified\"z\n" +
+	"\bverified\x18\x06 \x01(\bR\bverified\x122\n" +
+	"\x06edited\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x06edited\"z\n" +
 	"\rSubmitRequest\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\tR\x04user\x12\x18\n" +
@@ -1441,13 +1624,25 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"\rlast_event_id\x18\x02 \x01(\tR\vlastEventId\x12\x18\n" +
 	"\ahistory\x18\x03 \x01(\rR\ahistory\x12\x12\n" +
 	"\x04user\x18\x04 \x01(\tR\x04user\x12\x1a\n" +
-	"\bpresence\x18\x05 \x01(\bR\bpresence\"\xce\x01\n" +
+	"\bpresence\x18\x05 \x01(\bR\bpresence\"\x9e\x02\n" +
 	"\vStreamEvent\x12,\n" +
 	"\amessage\x18\x01 \x01(\v2\x10.chat.v1.MessageH\x00R\amessage\x12&\n" +
 	"\x05reset\x18\x02 \x01(\v2\x0e.chat.v1.ResetH\x00R\x05reset\x12)\n" +
 	"\x06closed\x18\x03 \x01(\v2\x0f.chat.v1.ClosedH\x00R\x06closed\x125\n" +
-	"\bpresence\x18\x04 \x01(\v2\x17.chat.v1.PresenceChangeH\x00R\bpresenceB\a\n" +
-	"\x05event\"<\n" +
+	"\bpresence\x18\x04 \x01(\v2\x17.chat.v1.PresenceChangeH\x00R\bpresence\x12#\n" +
+	"\x04edit\x18\x05 \x01(\v2\r.chat.v1.EditH\x00R\x04edit\x12)\n" +
+	"\x06delete\x18\x06 \x01(\v2\x0f.chat.v1.DeleteH\x00R\x06deleteB\a\n" +
+	"\x05event\"x\n" +
+	"\x04Edit\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12.\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"p\n" +
+	"\x06Delete\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\x12\x0e\n" +
+	"\x02by\x18\x03 \x01(\tR\x02by\x12.\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"<\n" +
 	"\x0ePresenceChange\x12\x16\n" +
 	"\x06joined\x18\x01 \x03(\tR\x06joined\x12\x12\n" +
 	"\x04left\x18\x02 \x03(\tR\x04left\"\x1f\n" +
@@ -1532,70 +1727,77 @@ func file_chat_v1_chat_proto_rawDescGZIP() []byte {
 	return file_chat_v1_chat_proto_rawDescData
 }
 
-var file_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_chat_v1_chat_proto_goTypes = []any{
 	(*Message)(nil),               // 0: chat.v1.Message
 	(*SubmitRequest)(nil),         // 1: chat.v1.SubmitRequest
 	(*StreamRequest)(nil),         // 2: chat.v1.StreamRequest
 	(*StreamEvent)(nil),           // 3: chat.v1.StreamEvent
-	(*PresenceChange)(nil),        // 4: chat.v1.PresenceChange
-	(*Reset)(nil),                 // 5: chat.v1.Reset
-	(*Closed)(nil),                // 6: chat.v1.Closed
-	(*ListRoomsRequest)(nil),      // 7: chat.v1.ListRoomsRequest
-	(*ListRoomsResponse)(nil),     // 8: chat.v1.ListRoomsResponse
-	(*Room)(nil),                  // 9: chat.v1.Room
-	(*HistoryRequest)(nil),        // 10: chat.v1.HistoryRequest
-	(*HistoryResponse)(nil),       // 11: chat.v1.HistoryResponse
-	(*DeleteRoomRequest)(nil),     // 12: chat.v1.DeleteRoomRequest
-	(*DeleteRoomResponse)(nil),    // 13: chat.v1.DeleteRoomResponse
-	(*PresenceRequest)(nil),       // 14: chat.v1.PresenceRequest
-	(*PresenceResponse)(nil),      // 15: chat.v1.PresenceResponse
-	(*UserPresence)(nil),          // 16: chat.v1.UserPresence
-	(*BanRequest)(nil),            // 17: chat.v1.BanRequest
-	(*BanInfo)(nil),               // 18: chat.v1.BanInfo
-	(*UnbanRequest)(nil),          // 19: chat.v1.UnbanRequest
-	(*UnbanResponse)(nil),         // 20: chat.v1.UnbanResponse
-	(*ListBansRequest)(nil),       // 21: chat.v1.ListBansRequest
-	(*ListBansResponse)(nil),      // 22: chat.v1.ListBansResponse
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
+	(*Edit)(nil),                  // 4: chat.v1.Edit
+	(*Delete)(nil),                // 5: chat.v1.Delete
+	(*PresenceChange)(nil),        // 6: chat.v1.PresenceChange
+	(*Reset)(nil),                 // 7: chat.v1.Reset
+	(*Closed)(nil),                // 8: chat.v1.Closed
+	(*ListRoomsRequest)(nil),      // 9: chat.v1.ListRoomsRequest
+	(*ListRoomsResponse)(nil),     // 10: chat.v1.ListRoomsResponse
+	(*Room)(nil),                  // 11: chat.v1.Room
+	(*HistoryRequest)(nil),        // 12: chat.v1.HistoryRequest
+	(*HistoryResponse)(nil),       // 13: chat.v1.HistoryResponse
+	(*DeleteRoomRequest)(nil),     // 14: chat.v1.DeleteRoomRequest
+	(*DeleteRoomResponse)(nil),    // 15: chat.v1.DeleteRoomResponse
+	(*PresenceRequest)(nil),       // 16: chat.v1.PresenceRequest
+	(*PresenceResponse)(nil),      // 17: chat.v1.PresenceResponse
+	(*UserPresence)(nil),          // 18: chat.v1.UserPresence
+	(*BanRequest)(nil),            // 19: chat.v1.BanRequest
+	(*BanInfo)(nil),               // 20: chat.v1.BanInfo
+	(*UnbanRequest)(nil),          // 21: chat.v1.UnbanRequest
+	(*UnbanResponse)(nil),         // 22: chat.v1.UnbanResponse
+	(*ListBansRequest)(nil),       // 23: chat.v1.ListBansRequest
+	(*ListBansResponse)(nil),      // 24: chat.v1.ListBansResponse
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
 }
 var file_chat_v1_chat_proto_depIdxs = []int32{
-	23, // 0: chat.v1.Message.time:type_name -> google.protobuf.Timestamp
-	0,  // 1: chat.v1.StreamEvent.message:type_name -> chat.v1.Message
-	5,  // 2: chat.v1.StreamEvent.reset:type_name -> chat.v1.Reset
-	6,  // 3: chat.v1.StreamEvent.closed:type_name -> chat.v1.Closed
-	4,  // 4: chat.v1.StreamEvent.presence:type_name -> chat.v1.PresenceChange
-	9,  // 5: chat.v1.ListRoomsResponse.rooms:type_name -> chat.v1.Room
-	0,  // 6: chat.v1.HistoryResponse.messages:type_name -> chat.v1.Message
-	16, // 7: chat.v1.PresenceResponse.users:type_name -> chat.v1.UserPresence
-	24, // 8: chat.v1.BanRequest.duration:type_name -> google.protobuf.Duration
-	23, // 9: chat.v1.BanInfo.created:type_name -> google.protobuf.Timestamp
-	23, // 10: chat.v1.BanInfo.expires:type_name -> google.protobuf.Timestamp
-	18, // 11: chat.v1.ListBansResponse.bans:type_name -> chat.v1.BanInfo
-	1,  // 12: chat.v1.ChatService.Submit:input_type -> chat.v1.SubmitRequest
-	2,  // 13: chat.v1.ChatService.Stream:input_type -> chat.v1.StreamRequest
-	7,  // 14: chat.v1.ChatService.ListRooms:input_type -> chat.v1.ListRoomsRequest
-	10, // 15: chat.v1.ChatService.History:input_type -> chat.v1.HistoryRequest
-	12, // 16: chat.v1.ChatService.DeleteRoom:input_type -> chat.v1.DeleteRoomRequest
-	14, // 17: chat.v1.ChatService.Presence:input_type -> chat.v1.PresenceRequest
-	17, // 18: chat.v1.ChatService.Ban:input_type -> chat.v1.BanRequest
-	19, // 19: chat.v1.ChatService.Unban:input_type -> chat.v1.UnbanRequest
-	21, // 20: chat.v1.ChatService.ListBans:input_type -> chat.v1.ListBansRequest
-	0,  // 21: chat.v1.ChatService.Submit:output_type -> chat.v1.Message
-	3,  // 22: chat.v1.ChatService.Stream:output_type -> chat.v1.StreamEvent
-	8,  // 23: chat.v1.ChatService.ListRooms:output_type -> chat.v1.ListRoomsResponse
-	11, // 24: chat.v1.ChatService.History:output_type -> chat.v1.HistoryResponse
-	13, // 25: chat.v1.ChatService.DeleteRoom:output_type -> chat.v1.DeleteRoomResponse
-	15, // 26: chat.v1.ChatService.Presence:output_type -> chat.v1.PresenceResponse
-	18, // 27: chat.v1.ChatService.Ban:output_type -> chat.v1.BanInfo
-	20, // 28: chat.v1.ChatService.Unban:output_type -> chat.v1.UnbanResponse
-	22, // 29: chat.v1.ChatService.ListBans:output_type -> chat.v1.ListBansResponse
-	21, // [21:30] is the sub-list for method output_type
-	12, // [12:21] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	25, // 0: chat.v1.Message.time:type_name -> google.protobuf.Timestamp
+	25, // 1: chat.v1.Message.edited:type_name -> google.protobuf.Timestamp
+	0,  // 2: chat.v1.StreamEvent.message:type_name -> chat.v1.Message
+	7,  // 3: chat.v1.StreamEvent.reset:type_name -> chat.v1.Reset
+	8,  // 4: chat.v1.StreamEvent.closed:type_name -> chat.v1.Closed
+	6,  // 5: chat.v1.StreamEvent.presence:type_name -> chat.v1.PresenceChange
+	4,  // 6: chat.v1.StreamEvent.edit:type_name -> chat.v1.Edit
+	5,  // 7: chat.v1.StreamEvent.delete:type_name -> chat.v1.Delete
+	25, // 8: chat.v1.Edit.time:type_name -> google.protobuf.Timestamp
+	25, // 9: chat.v1.Delete.time:type_name -> google.protobuf.Timestamp
+	11, // 10: chat.v1.ListRoomsResponse.rooms:type_name -> chat.v1.Room
+	0,  // 11: chat.v1.HistoryResponse.messages:type_name -> chat.v1.Message
+	18, // 12: chat.v1.PresenceResponse.users:type_name -> chat.v1.UserPresence
+	26, // 13: chat.v1.BanRequest.duration:type_name -> google.protobuf.Duration
+	25, // 14: chat.v1.BanInfo.created:type_name -> google.protobuf.Timestamp
+	25, // 15: chat.v1.BanInfo.expires:type_name -> google.protobuf.Timestamp
+	20, // 16: chat.v1.ListBansResponse.bans:type_name -> chat.v1.BanInfo
+	1,  // 17: chat.v1.ChatService.Submit:input_type -> chat.v1.SubmitRequest
+	2,  // 18: chat.v1.ChatService.Stream:input_type -> chat.v1.StreamRequest
+	9,  // 19: chat.v1.ChatService.ListRooms:input_type -> chat.v1.ListRoomsRequest
+	12, // 20: chat.v1.ChatService.History:input_type -> chat.v1.HistoryRequest
+	14, // 21: chat.v1.ChatService.DeleteRoom:input_type -> chat.v1.DeleteRoomRequest
+	16, // 22: chat.v1.ChatService.Presence:input_type -> chat.v1.PresenceRequest
+	19, // 23: chat.v1.ChatService.Ban:input_type -> chat.v1.BanRequest
+	21, // 24: chat.v1.ChatService.Unban:input_type -> chat.v1.UnbanRequest
+	23, // 25: chat.v1.ChatService.ListBans:input_type -> chat.v1.ListBansRequest
+	0,  // 26: chat.v1.ChatService.Submit:output_type -> chat.v1.Message
+	3,  // 27: chat.v1.ChatService.Stream:output_type -> chat.v1.StreamEvent
+	10, // 28: chat.v1.ChatService.ListRooms:output_type -> chat.v1.ListRoomsResponse
+	13, // 29: chat.v1.ChatService.History:output_type -> chat.v1.HistoryResponse
+	15, // 30: chat.v1.ChatService.DeleteRoom:output_type -> chat.v1.DeleteRoomResponse
+	17, // 31: chat.v1.ChatService.Presence:output_type -> chat.v1.PresenceResponse
+	20, // 32: chat.v1.ChatService.Ban:output_type -> chat.v1.BanInfo
+	22, // 33: chat.v1.ChatService.Unban:output_type -> chat.v1.UnbanResponse
+	24, // 34: chat.v1.ChatService.ListBans:output_type -> chat.v1.ListBansResponse
+	26, // [26:35] is the sub-list for method output_type
+	17, // [17:26] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_chat_v1_chat_proto_init() }
@@ -1608,6 +1810,8 @@ func file_chat_v1_chat_proto_init() {
 		(*StreamEvent_Reset_)(nil),
 		(*StreamEvent_Closed)(nil),
 		(*StreamEvent_Presence)(nil),
+		(*StreamEvent_Edit)(nil),
+		(*StreamEvent_Delete)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1615,7 +1819,7 @@ func file_chat_v1_chat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_chat_v1_chat_proto_rawDesc), len(file_chat_v1_chat_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
