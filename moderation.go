@@ -121,7 +121,7 @@ func (h *Handler) ban(c service.Caller, room string, req service.BanRequest) (ro
 	if err != nil {
 		return rooms.Ban{}, err
 	}
-	target := req.User
+	target := "user " + req.User
 	if req.Message != "" {
 		target = "message " + req.Message
 	}

@@ -202,9 +202,9 @@ func TestModeratorBansAndUnbans(t *testing.T) {
 		got = append(got, fmt.Sprintf("%s %s %s", e["action"], e["room"], e["target"]))
 	}
 	want := []string{
-		"ban " + room + " bob",
+		"ban " + room + " user bob",
 		fmt.Sprintf("ban %s message %s", room, carol.json["id"]),
-		"ban * dave",
+		"ban * user dave",
 		"unban * ban " + daveBan,
 		"unban " + room + " ban " + bobBan,
 	}
