@@ -62,6 +62,7 @@ var browserTests = []browserTest{
 	{"OlderByKeyboard", testOlderByKeyboard},
 	{"ModeratorDeletes", testModeratorDeletes},
 	{"AuthorEdits", testAuthorEdits},
+	{"ModeratorBans", testModeratorBans},
 }
 
 var screenshots = flag.Bool("screenshots", false, "write the screenshots of README.md and docs/widget.md to docs/ (go test -run Browser/Screenshots -screenshots)")

@@ -169,6 +169,8 @@ func TestUnmarshalDirective(t *testing.T) {
 			rooms lobby support
 			rooms help
 			allow_delete
+			moderate
+			edit_window 5m
 			rate_limit 10 1s
 			max_streams_per_client 1000
 			max_new_rooms_per_client 20
@@ -179,7 +181,7 @@ func TestUnmarshalDirective(t *testing.T) {
 			block_words_file /etc/caddy/blocked.txt
 		}`, want: Handler{
 			UI: boolPtr(false), Identity: "{http.auth.user.id}", IdentityRequired: true, ReserveNames: boolPtr(false), MaxMessageSize: 8192, MaxBodySize: 1000000,
-			Rooms: []string{"lobby", "support", "help"}, AllowDelete: true,
+			Rooms: []string{"lobby", "support", "help"}, AllowDelete: true, Moderate: true, EditWindow: durPtr(5 * time.Minute),
 			RateLimit:           &RateLimit{Posts: 10, Window: caddy.Duration(time.Second)},
 			MaxStreamsPerClient: 1000, MaxNewRoomsPerClient: 20,
 			AllowOrigins: []string{"https://example.com", "http://localhost:8080", "https://b.example"},
@@ -215,6 +217,11 @@ func TestUnmarshalDirective(t *testing.T) {
 		{name: "extra argument", input: "chat {\n allow_delete yes\n}", wantErr: `allow_delete: unexpected argument "yes"`},
 		{name: "no blocked words", input: "chat {\n block_words\n}", wantErr: `wrong argument count`},
 		{name: "no blocked words file", input: "chat {\n block_words_file\n}", wantErr: `wrong argument count`},
+		{name: "edit_window 0 turns author edits off", input: "chat {\n edit_window 0\n}", want: Handler{EditWindow: durPtr(0)}},
+		{name: "edit_window in days", input: "chat {\n edit_window 1d\n}", want: Handler{EditWindow: durPtr(24 * time.Hour)}},
+		{name: "edit_window without a duration", input: "chat {\n edit_window\n}", wantErr: `wrong argument count`},
+		{name: "negative edit_window", input: "chat {\n edit_window -5m\n}", wantErr: `edit_window: want a duration`},
+		{name: "moderate with an argument", input: "chat {\n moderate all\n}", wantErr: `moderate: unexpected argument "all"`},
 		{name: "two blocked words files", input: "chat {\n block_words_file a.txt b.txt\n}", wantErr: `block_words_file: unexpected argument "b.txt"`},
 	}
 	for _, tt := range tests {

@@ -88,6 +88,7 @@ func TestCLIValidate(t *testing.T) {
 		{"malformed duration", "idle_timeout forever", "", `idle_timeout: want a duration`},
 		{"invalid room name", "", "rooms lobby .secret", `rooms: ".secret": invalid room name`},
 		{"body smaller than message", "", "max_message_size 8KiB\n max_body_size 1KiB", `max_body_size (1024) must be at least max_message_size (8192)`},
+		{"moderate without identity", "", "moderate", `moderate needs an identity placeholder`},
 	}
 	dir := t.TempDir()
 	for _, tt := range tests {

@@ -339,6 +339,64 @@ func rpcDelete(m *rooms.Message) *chatv1.Delete {
 	return &chatv1.Delete{Id: m.ID, Target: m.Target, By: m.By(), Time: timestamppb.New(m.Time)}
 }
 
+// Ban puts a ban as POST /rooms/{room}/bans does.
+func (s rpcService) Ban(ctx context.Context, req *connect.Request[chatv1.BanRequest]) (*connect.Response[chatv1.BanInfo], error) {
+	c := callOf(ctx).caller
+	// Refused before the request is looked at, as over HTTP.
+	if err := s.h.svc.MayModerate(c); err != nil {
+		return nil, s.h.rpcError(ctx, err)
+	}
+	in := req.Msg
+	r := service.BanRequest{Message: in.GetMessage(), User: in.GetUser(), Reason: in.GetReason(), Purge: in.GetPurge()}
+	switch {
+	case in.GetForever() && in.Duration != nil:
+		return nil, s.h.rpcError(ctx, badRequest("give a duration or forever, not both"))
+	case in.GetForever():
+		r.For = service.Forever
+	case in.Duration != nil:
+		if err := in.Duration.CheckValid(); err != nil || in.Duration.AsDuration() <= 0 {
+			return nil, s.h.rpcError(ctx, badRequest("a ban's duration must be positive"))
+		}
+		r.For = in.Duration.AsDuration()
+	}
+	ban, err := s.h.ban(c, in.GetRoom(), r)
+	if err != nil {
+		return nil, s.h.rpcError(ctx, err)
+	}
+	return connect.NewResponse(rpcBan(ban)), nil
+}
+
+// Unban lifts a ban as DELETE /rooms/{room}/bans/{id} does.
+func (s rpcService) Unban(ctx context.Context, req *connect.Request[chatv1.UnbanRequest]) (*connect.Response[chatv1.UnbanResponse], error) {
+	if err := s.h.unban(callOf(ctx).caller, req.Msg.GetRoom(), req.Msg.GetId()); err != nil {
+		return nil, s.h.rpcError(ctx, err)
+	}
+	return connect.NewResponse(&chatv1.UnbanResponse{}), nil
+}
+
+// ListBans lists bans as GET /rooms/{room}/bans does.
+func (s rpcService) ListBans(ctx context.Context, req *connect.Request[chatv1.ListBansRequest]) (*connect.Response[chatv1.ListBansResponse], error) {
+	bans, err := s.h.svc.Bans(callOf(ctx).caller, req.Msg.GetRoom())
+	if err != nil {
+		return nil, s.h.rpcError(ctx, err)
+	}
+	out := &chatv1.ListBansResponse{Bans: make([]*chatv1.BanInfo, 0, len(bans))}
+	for _, b := range bans {
+		out.Bans = append(out.Bans, rpcBan(b))
+	}
+	return connect.NewResponse(out), nil
+}
+
+// rpcBan is b as moderators see it, as banView is over HTTP.
+func rpcBan(b rooms.Ban) *chatv1.BanInfo {
+	v := viewOfBan(b)
+	info := &chatv1.BanInfo{Id: v.ID, Room: v.Room, User: v.User, Reason: v.Reason, By: v.By, Created: timestamppb.New(v.Created)}
+	if v.Expires != nil {
+		info.Expires = timestamppb.New(*v.Expires)
+	}
+	return info
+}
+
 func rpcMessage(m rooms.Message) *chatv1.Message {
 	msg := &chatv1.Message{Id: m.ID, Room: m.Room, User: m.User, Message: m.Message, Time: timestamppb.New(m.Time), Verified: m.Verified}
 	if !m.Edited.IsZero() {

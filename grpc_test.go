@@ -412,8 +412,8 @@ func TestGRPCGoClient(t *testing.T) {
 		}
 		got = append(got, fd.GetName())
 	}
-	if !slices.Equal(got, []string{"chat/v1/chat.proto", "google/protobuf/timestamp.proto"}) {
-		t.Errorf("reflection's files for chat.v1.ChatService: %v, want chat.proto and its import", got)
+	if !slices.Equal(got, []string{"chat/v1/chat.proto", "google/protobuf/duration.proto", "google/protobuf/timestamp.proto"}) {
+		t.Errorf("reflection's files for chat.v1.ChatService: %v, want chat.proto and its imports", got)
 	}
 }
 

@@ -75,6 +75,9 @@ func TestGrpcurl(t *testing.T) {
 				"rpc Stream ( .chat.v1.StreamRequest ) returns ( stream .chat.v1.StreamEvent );",
 				"rpc EditMessage ( .chat.v1.EditMessageRequest ) returns ( .chat.v1.Edit );",
 				"rpc DeleteMessage ( .chat.v1.DeleteMessageRequest ) returns ( .chat.v1.Delete );",
+				"rpc Ban ( .chat.v1.BanRequest ) returns ( .chat.v1.BanInfo );",
+				"rpc Unban ( .chat.v1.UnbanRequest ) returns ( .chat.v1.UnbanResponse );",
+				"rpc ListBans ( .chat.v1.ListBansRequest ) returns ( .chat.v1.ListBansResponse );",
 			} {
 				if !strings.Contains(desc, rpc) {
 					t.Errorf("grpcurl describe: %q, want %q in it", desc, rpc)

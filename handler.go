@@ -340,6 +340,19 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c service.Caller
 			return h.serveDeleteMessage(w, r, c, room, id)
 		}
 		return methodNotAllowed("PATCH, DELETE")
+	case routeBans:
+		switch r.Method {
+		case http.MethodGet:
+			return h.serveBans(w, c, room)
+		case http.MethodPost:
+			return h.servePutBan(w, r, c, room)
+		}
+		return methodNotAllowed("GET, POST")
+	case routeBan:
+		if r.Method != http.MethodDelete {
+			return methodNotAllowed("DELETE")
+		}
+		return h.serveLiftBan(w, c, room, id)
 	case routeStream:
 		if r.Method != http.MethodGet {
 			return methodNotAllowed("GET")
@@ -409,6 +422,8 @@ const (
 	routePresence = "presence"
 	routeRoom     = "room"
 	routeMessage  = "message" // one message, to edit or delete
+	routeBans     = "bans"    // of a room: list and put
+	routeBan      = "ban"     // one ban, to lift
 	routeIndex    = ""
 	routeOpenRoom = "open"
 	routeStatic   = "static"
@@ -421,10 +436,10 @@ const (
 var pageRoutes = map[string]bool{routeIndex: true, routeOpenRoom: true, routeStatic: true, routeWidget: true, routeConfig: true}
 
 // parsePath matches an escaped path against the routes the handler owns; for
-// the static route, room is the file name, and for the route of one
-// message, id is the message's. The room segment is unescaped only after
-// the path is split, so an encoded slash stays inside the room name, where
-// the name check refuses it.
+// the static route, room is the file name, and for the routes of one
+// message and of one ban, id is the message's or the ban's. The room
+// segment is unescaped only after the path is split, so an encoded slash
+// stays inside the room name, where the name check refuses it.
 func parsePath(escaped string) (route, room, id string, ok bool) {
 	segs := strings.Split(strings.TrimPrefix(escaped, "/"), "/")
 	switch {
@@ -434,10 +449,12 @@ func parsePath(escaped string) (route, room, id string, ok bool) {
 		return routeOpenRoom, "", "", true
 	case len(segs) == 2 && (segs[0] == routeStream || segs[0] == routeRoom || segs[0] == routeStatic):
 		route = segs[0]
-	case len(segs) == 3 && segs[0] == routeRooms && (segs[2] == routeMessages || segs[2] == routePresence):
+	case len(segs) == 3 && segs[0] == routeRooms && (segs[2] == routeMessages || segs[2] == routePresence || segs[2] == routeBans):
 		route = segs[2]
 	case len(segs) == 4 && segs[0] == routeRooms && segs[2] == routeMessages:
 		route, id = routeMessage, unescapeSegment(segs[3])
+	case len(segs) == 4 && segs[0] == routeRooms && segs[2] == routeBans:
+		route, id = routeBan, unescapeSegment(segs[3])
 	default:
 		return "", "", "", false
 	}

@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"net/http"
 
-	"go.uber.org/zap"
-
 	"github.com/caddy-chat/caddy-chat/rooms"
 	"github.com/caddy-chat/caddy-chat/service"
 )
@@ -55,8 +53,8 @@ func (h *Handler) serveDeleteMessage(w http.ResponseWriter, r *http.Request, c s
 
 // deleteMessage erases the message id of room for c, for either adapter:
 // on a moderate mount a caller with an identity deletes any message, as a
-// moderator, and the delete is logged with who did it; anyone else
-// deletes their own, proven by identity or secret.
+// moderator, and the delete is audited; anyone else deletes their own,
+// proven by identity or secret.
 func (h *Handler) deleteMessage(c service.Caller, room, id, secret string) (rooms.Message, error) {
 	asModerator := h.Moderate && c.User != ""
 	del, err := h.svc.DeleteMessage(c, room, id, secret, asModerator)
@@ -64,11 +62,7 @@ func (h *Handler) deleteMessage(c service.Caller, room, id, secret string) (room
 		return rooms.Message{}, err
 	}
 	if asModerator {
-		h.logger.Info("moderation",
-			zap.String("action", "delete"),
-			zap.String("moderator", c.User),
-			zap.String("room", room),
-			zap.String("target", "message "+id))
+		h.audit(c, actionDelete, room, "message "+id)
 	}
 	return del, nil
 }

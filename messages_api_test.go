@@ -1,7 +1,6 @@
 package chat
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -21,16 +20,20 @@ import (
 
 // messagesSite is an HTTPS site whose chat edits and deletes messages:
 // anonymous authors post at the root, members alice and bob sign in under
-// /members/, admin moderates under /mod/, and /quick/ gives authors 100ms
-// to change their minds. Every password is "secret"; every chat serves
-// gRPC and refuses the word "pills".
+// /members/, admin moderates under /mod/ (moderatedSite), and /quick/
+// gives authors 100ms to change their minds. Every password is "secret";
+// every chat serves gRPC, and the authors' refuse the word "pills".
 func messagesSite(t *testing.T) site {
 	t.Helper()
 	hash, err := bcrypt.GenerateFromPassword([]byte("secret"), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return site{dir: t.TempDir(), handler: "grpc on\n\t\tblock_words pills", site: fmt.Sprintf(`handle_path /members/* {
+	return site{dir: t.TempDir(), handler: "grpc on\n\t\tblock_words pills", site: moderatedSite(t, false, "grpc on") + fmt.Sprintf(`
+	handle /metrics {
+		metrics
+	}
+	handle_path /members/* {
 		basic_auth {
 			alice %[1]s
 			bob %[1]s
@@ -41,26 +44,11 @@ func messagesSite(t *testing.T) site {
 			block_words pills
 		}
 	}
-	handle_path /mod/* {
-		basic_auth {
-			admin %[1]s
-		}
-		chat {
-			identity {http.auth.user.id} required
-			moderate
-			grpc on
-		}
-	}
 	handle_path /quick/* {
 		chat {
 			edit_window 100ms
 		}
 	}`, hash)}
-}
-
-// login is the header that signs user in with basic_auth.
-func login(user string) []string {
-	return []string{"Authorization", "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":secret"))}
 }
 
 // posted is a submit answer: the message and its author's secret.
@@ -131,7 +119,7 @@ func TestAuthorEditsAndDeletes(t *testing.T) {
 	}{
 		{"no secret", "PATCH", "", typo.ID, `{"message":"hacked"}`, jsonHdr, 403, "not_yours"},
 		{"a wrong secret", "PATCH", "", typo.ID, `{"message":"hacked"}`, []string{"Chat-Secret", "AAAA", "Content-Type", ctJSON}, 403, "not_yours"},
-		{"a member, who is no moderator", "DELETE", "/members", typo.ID, "", login("bob"), 403, "not_yours"},
+		{"a member, who is no moderator", "DELETE", "/members", typo.ID, "", signedIn("bob"), 403, "not_yours"},
 		{"an unknown id", "PATCH", "", typo.ID + "0", `{"message":"x"}`, withSecret, 404, "not_found"},
 		{"no id at all", "DELETE", "", "nope", "", withSecret, 404, "not_found"},
 		{"malformed JSON", "PATCH", "", typo.ID, `{"message":`, withSecret, 400, ""},
@@ -172,17 +160,16 @@ func TestAuthorEditsAndDeletes(t *testing.T) {
 	}
 
 	// A signed-in author proves it by identity, and gets no secret.
-	mine := submitAt(t, c, base+"/members", room, "by alice", login("alice")...)
+	mine := submitAt(t, c, base+"/members", room, "by alice", signedIn("alice")...)
 	if mine.secret != "" || !mine.Verified {
 		t.Fatalf("alice's submit answer: %+v, want verified without a secret", mine)
 	}
-	aliceJSON := append(login("alice"), jsonHdr...)
-	refusedWith(t, "bob editing alice's message", doWith(t, c, "PATCH", msgURL("/members", mine.ID), `{"message":"by bob"}`, append(login("bob"), jsonHdr...)...), 403, "not_yours")
+	refusedWith(t, "bob editing alice's message", doWith(t, c, "PATCH", msgURL("/members", mine.ID), `{"message":"by bob"}`, asUser("bob")...), 403, "not_yours")
 	refusedWith(t, "an anonymous edit of alice's message", doWith(t, c, "PATCH", msgURL("", mine.ID), `{"message":"by sam"}`, jsonHdr...), 403, "not_yours")
-	if r := doWith(t, c, "PATCH", msgURL("/members", mine.ID), `{"message":"by alice, edited"}`, aliceJSON...); r.status != http.StatusOK {
+	if r := doWith(t, c, "PATCH", msgURL("/members", mine.ID), `{"message":"by alice, edited"}`, asUser("alice")...); r.status != http.StatusOK {
 		t.Errorf("alice edits her message: %d %s", r.status, r.body)
 	}
-	if r := doWith(t, c, "DELETE", msgURL("/members", mine.ID), "", login("alice")...); r.status != http.StatusOK || r.json["by"] != "author" {
+	if r := doWith(t, c, "DELETE", msgURL("/members", mine.ID), "", signedIn("alice")...); r.status != http.StatusOK || r.json["by"] != "author" {
 		t.Errorf("alice deletes her message: %d %s", r.status, r.body)
 	}
 	for _, want := range []string{"message", "edit", "delete"} {
@@ -216,7 +203,7 @@ func TestAuthorEditsAndDeletes(t *testing.T) {
 // TestModeratorDeleteReachesStreams: a moderator signed in under /mod/
 // deletes a message over HTTP and another over gRPC; each delete reaches
 // an open SSE stream and an open gRPC stream of the room, marked as a
-// moderator's, and is logged with who did it. The history, over HTTP and
+// moderator's, and is audited: logged with who did it, and counted. The history, over HTTP and
 // gRPC, and a reader starting over, never show the text again.
 func TestModeratorDeleteReachesStreams(t *testing.T) {
 	s := messagesSite(t)
@@ -224,6 +211,10 @@ func TestModeratorDeleteReachesStreams(t *testing.T) {
 	c := siteClient(t, "HTTP/2.0")
 	base := "https://" + siteAddr
 	room := roomFor(t, "mod")
+	deletes := func() float64 {
+		return metricAt(t, c, base+"/metrics", `caddy_chat_moderation_total{action="delete"}`)
+	}
+	deletesBefore := deletes()
 	spam := submitAt(t, c, base, room, "buy cheap watches")
 	more := submitAt(t, c, base, room, "and more watches")
 	fair := submitAt(t, c, base, room, "a fair question")
@@ -232,15 +223,12 @@ func TestModeratorDeleteReachesStreams(t *testing.T) {
 	reader := chatv1connect.NewChatServiceClient(c, base, connect.WithGRPC())
 	rpc := openRPCStream(t, reader, &chatv1.StreamRequest{Room: room, LastEventId: fair.ID})
 
-	r := doWith(t, c, "DELETE", base+"/mod/rooms/"+room+"/messages/"+spam.ID, "", login("admin")...)
+	r := doWith(t, c, "DELETE", base+"/mod/rooms/"+room+"/messages/"+spam.ID, "", signedIn("admin")...)
 	if r.status != http.StatusOK || r.json["target"] != spam.ID || r.json["by"] != "moderator" {
 		t.Fatalf("a moderator's delete over HTTP: %d %s", r.status, r.body)
 	}
 	mod := chatv1connect.NewChatServiceClient(c, base+"/mod", connect.WithGRPC())
-	call := connect.NewRequest(&chatv1.DeleteMessageRequest{Room: room, Id: more.ID})
-	admin := login("admin")
-	call.Header().Set(admin[0], admin[1])
-	del, err := mod.DeleteMessage(callCtx(t), call)
+	del, err := mod.DeleteMessage(callCtx(t), signedInCall("admin", &chatv1.DeleteMessageRequest{Room: room, Id: more.ID}))
 	if err != nil || del.Msg.GetTarget() != more.ID || del.Msg.GetBy() != "moderator" {
 		t.Fatalf("a moderator's delete over gRPC: %v %v", del, err)
 	}
@@ -277,6 +265,9 @@ func TestModeratorDeleteReachesStreams(t *testing.T) {
 	}
 	if want := []string{"delete admin message " + spam.ID, "delete admin message " + more.ID}; fmt.Sprint(audited) != fmt.Sprint(want) {
 		t.Errorf("audit log: %v, want %v", audited, want)
+	}
+	if got := deletes() - deletesBefore; got != 2 {
+		t.Errorf("caddy_chat_moderation_total{action=\"delete\"} rose by %v, want 2", got)
 	}
 }
 
@@ -372,8 +363,8 @@ func TestConfigTellsTheWidget(t *testing.T) {
 		want    string
 	}{
 		{"", nil, `{"moderate":false,"edit_window":900}`},
-		{"/members", login("alice"), `{"moderate":false,"edit_window":900,"identity":"alice"}`},
-		{"/mod", login("admin"), `{"moderate":true,"edit_window":900,"identity":"admin"}`},
+		{"/members", signedIn("alice"), `{"moderate":false,"edit_window":900,"identity":"alice"}`},
+		{"/mod", signedIn("admin"), `{"moderate":true,"edit_window":900,"identity":"admin"}`},
 	} {
 		r := doWith(t, c, "GET", "https://"+siteAddr+tc.mount+"/config", "", tc.headers...)
 		if r.status != http.StatusOK || strings.TrimSpace(r.body) != tc.want || r.header.Get("Cache-Control") != "no-store" {

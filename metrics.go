@@ -17,6 +17,7 @@ var (
 	deliveriesTotal = prometheus.NewCounter(counterOpts("deliveries_total", "Messages queued for delivery to a stream."))
 	evictionsTotal  = prometheus.NewCounter(counterOpts("evictions_total", "Streams ended because they fell too far behind."))
 	rejectedTotal   = prometheus.NewCounterVec(counterOpts("rejected_requests_total", "Requests refused, by reason."), []string{"reason"})
+	moderationTotal = prometheus.NewCounterVec(counterOpts("moderation_total", "Moderation actions taken, by action."), []string{"action"})
 )
 
 // counterOpts names a counter caddy_chat_<name>.
@@ -31,7 +32,7 @@ func registerMetrics(reg prometheus.Registerer, m *rooms.Manager) error {
 		return nil
 	}
 	collectors := []prometheus.Collector{
-		messagesTotal, deliveriesTotal, evictionsTotal, rejectedTotal,
+		messagesTotal, deliveriesTotal, evictionsTotal, rejectedTotal, moderationTotal,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "caddy", Subsystem: "chat", Name: "rooms",
 			Help: "Rooms that exist.",

@@ -7,9 +7,11 @@
 // on a client: it writes only what the socket takes at once, and the moment
 // a socket is full, the stream gets a goroutine of its own until it has
 // caught up. So a stream whose client reads nothing costs the shared
-// writers one system call, and delays no other. Each stream also has a small
-// goroutine blocked reading its connection, so that a client that leaves is
-// noticed at once, not at the next write.
+// writers one system call, and delays no other. A client that leaves is
+// noticed at once, not at the next write: on Linux, one epoll set holds the
+// sockets of every stream over plain TCP, and one goroutine waits on it, so
+// that an idle stream holds no goroutine at all; elsewhere, and over TLS,
+// each stream has a small goroutine blocked reading its connection.
 //
 // A TLS stream cannot be written that way: crypto/tls has no write that
 // stops when the socket is full, and breaks a connection for good when a
@@ -81,8 +83,9 @@ type Pool struct {
 	closed  bool
 	signal  chan struct{} // wakes a writer when ready grows
 
-	done chan struct{}
-	wg   sync.WaitGroup
+	hangups *hangups // nil: each stream's client is watched by a goroutine of its own
+	done    chan struct{}
+	wg      sync.WaitGroup
 }
 
 // New starts a Pool's writers. Close stops them.
@@ -93,6 +96,7 @@ func New(cfg Config) *Pool {
 		streams: make(map[*Stream]struct{}),
 		signal:  make(chan struct{}, 1),
 		done:    make(chan struct{}),
+		hangups: newHangups(),
 	}
 	for range max(cfg.Writers, 1) {
 		p.wg.Go(p.writer)
@@ -119,7 +123,8 @@ type Stream struct {
 	ping      atomic.Bool  // a heartbeat is due
 	lastWrite atomic.Int64 // when the stream was last written, since pool.epoch
 	written   atomic.Int64
-	frames    [][]byte // reused by the serving goroutine
+	hangup    atomic.Uint64 // its token in the pool's hangups; 0: a goroutine watches
+	frames    [][]byte      // reused by the serving goroutine
 	endOnce   sync.Once
 }
 
@@ -163,7 +168,11 @@ func (s *Stream) Attach(conn net.Conn, src Source, onEnd func(Ended)) {
 	}
 	p.streams[s] = struct{}{}
 	p.mu.Unlock()
-	go s.watch()
+	// Over TLS, records the client sends (a key update, say) are not its
+	// leaving: only a read through TLS tells.
+	if s.tls || !p.hangups.add(s) {
+		go s.watch()
+	}
 	// Release the hold; wake-ups that came meanwhile are served now.
 	if s.wakes.Add(-1) > 0 {
 		s.pool.enqueue(s)
@@ -197,6 +206,9 @@ func (s *Stream) end(cause error) {
 		p.mu.Lock()
 		delete(p.streams, s)
 		p.mu.Unlock()
+		if token := s.hangup.Load(); token != 0 {
+			p.hangups.forget(token)
+		}
 		if s.onEnd != nil {
 			s.onEnd(Ended{Written: s.written.Load(), Err: cause})
 		}
@@ -469,4 +481,5 @@ func (p *Pool) Close() {
 	}
 	wg.Wait()
 	p.wg.Wait()
+	p.hangups.close()
 }

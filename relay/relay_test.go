@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -190,6 +191,45 @@ func TestClientLeaving(t *testing.T) {
 	case <-ended:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the stream did not end when its client left")
+	}
+}
+
+// TestIdleStreamsHoldNoGoroutine: on a system whose sockets the pool
+// watches together (Linux), a relayed stream over plain TCP holds no
+// goroutine while it waits, and still ends the moment its client leaves
+// or speaks.
+func TestIdleStreamsHoldNoGoroutine(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Log("each stream is watched by a goroutine of its own on", runtime.GOOS)
+		return
+	}
+	p := newPool(t, Config{Writers: 1, WriteTimeout: time.Second})
+	const n = 50
+	before := runtime.NumGoroutine()
+	clients := make([]net.Conn, n)
+	ended := make([]chan Ended, n)
+	for i := range n {
+		var server net.Conn
+		server, clients[i] = pair(t)
+		_, _, ended[i] = relayedOver(t, p, server, clients[i])
+	}
+	if grown := runtime.NumGoroutine() - before; grown > n/10 {
+		t.Errorf("%d idle streams hold %d more goroutines", n, grown)
+	}
+	clients[0].Close()
+	if e := waitEnded(t, ended[0]); !errors.Is(e.Err, ErrClientLeft) {
+		t.Errorf("a client that closed: the stream ended for %v, want ErrClientLeft", e.Err)
+	}
+	if _, err := clients[1].Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if e := waitEnded(t, ended[1]); !errors.Is(e.Err, ErrClientLeft) {
+		t.Errorf("a client that spoke: the stream ended for %v, want ErrClientLeft", e.Err)
+	}
+	select {
+	case e := <-ended[2]:
+		t.Errorf("a stream whose client stayed ended: %v", e.Err)
+	default:
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -45,10 +46,12 @@ func (s *Service) MayModerate(c Caller) error {
 	switch {
 	case !s.cfg.Moderate:
 		return Refuse(Forbidden, "moderating is not allowed here")
+	case c.CrossSite:
+		// Before the identity: the adapters resolve none for a
+		// request from another site, which signing in would not help.
+		return crossSite()
 	case c.User == "":
 		return Refuse(Unauthenticated, "sign in to moderate")
-	case c.CrossSite:
-		return crossSite()
 	}
 	return nil
 }
@@ -199,6 +202,15 @@ func (s *Service) Unban(c Caller, room, id string) error {
 		return err
 	}
 	return roomsError(s.m.LiftBan(room, id))
+}
+
+// BannedUser is the verified identity that b bans, "" when it bans an
+// anonymous author's client key, which is for no one to see.
+func BannedUser(b rooms.Ban) string {
+	if user, ok := strings.CutPrefix(b.Subject, userKeyPrefix); ok {
+		return user
+	}
+	return ""
 }
 
 // checkBanned refuses the client, as Caller.key names them, when a ban

@@ -128,6 +128,26 @@ func TestBanAnonymousByClientKey(t *testing.T) {
 	}
 }
 
+// TestBannedUserNamesOnlyIdentities: a ban of a verified user names
+// them to moderators; one of an anonymous author names no one, so that
+// their address is shown nowhere.
+func TestBannedUserNamesOnlyIdentities(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		c    Caller
+		want string
+	}{
+		{Caller{User: "alice", Addr: "192.0.2.1"}, "alice"},
+		{Caller{User: "ip:192.0.2.1"}, "ip:192.0.2.1"},
+		{Caller{Addr: "192.0.2.1"}, ""},
+		{Caller{Addr: "2001:db8::1"}, ""},
+	} {
+		if got := BannedUser(rooms.Ban{Subject: tt.c.key()}); got != tt.want {
+			t.Errorf("BannedUser of a ban of %+v: %q, want %q", tt.c, got, tt.want)
+		}
+	}
+}
+
 // TestBanAnonymousByMessageAndPurge: the author of an anonymous message is
 // banned by the address it came from, under any name, and purge deletes
 // what they posted in the room, and nothing of anyone else's.
@@ -216,6 +236,7 @@ func TestModerationRefusals(t *testing.T) {
 		{"handler without moderate", unmoderated, moderator, "lobby", BanRequest{User: "bob"}, Forbidden},
 		{"no identity", s, stranger, "lobby", BanRequest{User: "bob"}, Unauthenticated},
 		{"cross-site", s, Caller{User: "mod", CrossSite: true}, "lobby", BanRequest{User: "bob"}, Forbidden},
+		{"cross-site, as the adapters resolve it: no identity", s, Caller{CrossSite: true}, "lobby", BanRequest{User: "bob"}, Forbidden},
 		{"no subject", s, moderator, "lobby", BanRequest{}, Invalid},
 		{"two subjects", s, moderator, "lobby", BanRequest{User: "bob", Message: "x-1"}, Invalid},
 		{"negative duration", s, moderator, "lobby", BanRequest{User: "bob", For: -time.Second}, Invalid},

@@ -107,10 +107,13 @@ type Caller struct {
 // identity that looks like an address apart from that address.
 func (c Caller) key() string {
 	if c.User != "" {
-		return "id:" + c.User
+		return userKeyPrefix + c.User
 	}
 	return "ip:" + ratelimit.AddrKey(c.Addr)
 }
+
+// userKeyPrefix begins the key of a caller with an identity.
+const userKeyPrefix = "id:"
 
 // CheckRoom refuses an invalid room name, or one outside the allowlist.
 func (s *Service) CheckRoom(name string) error {

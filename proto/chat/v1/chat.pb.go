@@ -12,6 +12,7 @@ package chatv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -1367,11 +1368,388 @@ func (x *DeleteMessageRequest) GetSecret() string {
 	return ""
 }
 
+type BanRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Room is a room, or "*" for every room.
+	Room string `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	// Message is the id of a message whose author to ban; or name the user.
+	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// User is a verified identity to ban.
+	User string `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	// Duration is how long the ban lasts: unset for 24 hours, unless
+	// forever is set.
+	Duration *durationpb.Duration `protobuf:"bytes,4,opt,name=duration,proto3" json:"duration,omitempty"`
+	// Forever puts a ban that never ends.
+	Forever bool   `protobuf:"varint,5,opt,name=forever,proto3" json:"forever,omitempty"`
+	Reason  string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Purge asks for the author's kept messages in the room to be deleted
+	// too.
+	Purge         bool `protobuf:"varint,7,opt,name=purge,proto3" json:"purge,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BanRequest) Reset() {
+	*x = BanRequest{}
+	mi := &file_chat_v1_chat_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BanRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BanRequest) ProtoMessage() {}
+
+func (x *BanRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_v1_chat_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BanRequest.ProtoReflect.Descriptor instead.
+func (*BanRequest) Descriptor() ([]byte, []int) {
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *BanRequest) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *BanRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *BanRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *BanRequest) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *BanRequest) GetForever() bool {
+	if x != nil {
+		return x.Forever
+	}
+	return false
+}
+
+func (x *BanRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *BanRequest) GetPurge() bool {
+	if x != nil {
+		return x.Purge
+	}
+	return false
+}
+
+// BanInfo is a ban as moderators see it: an anonymous author's address is
+// never in it.
+type BanInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Room  string                 `protobuf:"bytes,2,opt,name=room,proto3" json:"room,omitempty"`
+	// User is the verified identity banned, empty for an anonymous author,
+	// banned by their address.
+	User   string `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// By is the moderator who put the ban.
+	By      string                 `protobuf:"bytes,5,opt,name=by,proto3" json:"by,omitempty"`
+	Created *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created,proto3" json:"created,omitempty"`
+	// Expires is when the ban ends; unset for a ban that never does.
+	Expires       *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=expires,proto3" json:"expires,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BanInfo) Reset() {
+	*x = BanInfo{}
+	mi := &file_chat_v1_chat_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BanInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BanInfo) ProtoMessage() {}
+
+func (x *BanInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_v1_chat_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BanInfo.ProtoReflect.Descriptor instead.
+func (*BanInfo) Descriptor() ([]byte, []int) {
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *BanInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *BanInfo) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *BanInfo) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *BanInfo) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *BanInfo) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *BanInfo) GetCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+func (x *BanInfo) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
+}
+
+type UnbanRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Room is the ban's room, or "*".
+	Room string `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	// Id is the ban's, as Ban and ListBans give it.
+	Id            string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnbanRequest) Reset() {
+	*x = UnbanRequest{}
+	mi := &file_chat_v1_chat_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnbanRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnbanRequest) ProtoMessage() {}
+
+func (x *UnbanRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_v1_chat_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnbanRequest.ProtoReflect.Descriptor instead.
+func (*UnbanRequest) Descriptor() ([]byte, []int) {
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *UnbanRequest) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *UnbanRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type UnbanResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnbanResponse) Reset() {
+	*x = UnbanResponse{}
+	mi := &file_chat_v1_chat_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnbanResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnbanResponse) ProtoMessage() {}
+
+func (x *UnbanResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_v1_chat_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnbanResponse.ProtoReflect.Descriptor instead.
+func (*UnbanResponse) Descriptor() ([]byte, []int) {
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{24}
+}
+
+type ListBansRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Room is a room, or "*" for the bans of every room.
+	Room          string `protobuf:"bytes,1,opt,name=room,proto3" json:"room,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBansRequest) Reset() {
+	*x = ListBansRequest{}
+	mi := &file_chat_v1_chat_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBansRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBansRequest) ProtoMessage() {}
+
+func (x *ListBansRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_v1_chat_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBansRequest.ProtoReflect.Descriptor instead.
+func (*ListBansRequest) Descriptor() ([]byte, []int) {
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ListBansRequest) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+type ListBansResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bans          []*BanInfo             `protobuf:"bytes,1,rep,name=bans,proto3" json:"bans,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBansResponse) Reset() {
+	*x = ListBansResponse{}
+	mi := &file_chat_v1_chat_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBansResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBansResponse) ProtoMessage() {}
+
+func (x *ListBansResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_chat_v1_chat_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBansResponse.ProtoReflect.Descriptor instead.
+func (*ListBansResponse) Descriptor() ([]byte, []int) {
+	return file_chat_v1_chat_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ListBansResponse) GetBans() []*BanInfo {
+	if x != nil {
+		return x.Bans
+	}
+	return nil
+}
+
 var File_chat_v1_chat_proto protoreflect.FileDescriptor
 
 const file_chat_v1_chat_proto_rawDesc = "" +
 	"\n" +
-	"\x12chat/v1/chat.proto\x12\achat.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf3\x01\n" +
+	"\x12chat/v1/chat.proto\x12\achat.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf3\x01\n" +
 	"\aMessage\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04room\x18\x02 \x01(\tR\x04room\x12\x12\n" +
@@ -1453,7 +1831,32 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"\x14DeleteMessageRequest\x12\x12\n" +
 	"\x04room\x18\x01 \x01(\tR\x04room\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x16\n" +
-	"\x06secret\x18\x03 \x01(\tR\x06secret2\x81\x04\n" +
+	"\x06secret\x18\x03 \x01(\tR\x06secret\"\xcd\x01\n" +
+	"\n" +
+	"BanRequest\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12\x12\n" +
+	"\x04user\x18\x03 \x01(\tR\x04user\x125\n" +
+	"\bduration\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x18\n" +
+	"\aforever\x18\x05 \x01(\bR\aforever\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x14\n" +
+	"\x05purge\x18\a \x01(\bR\x05purge\"\xd5\x01\n" +
+	"\aBanInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04room\x18\x02 \x01(\tR\x04room\x12\x12\n" +
+	"\x04user\x18\x03 \x01(\tR\x04user\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x0e\n" +
+	"\x02by\x18\x05 \x01(\tR\x02by\x124\n" +
+	"\acreated\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x124\n" +
+	"\aexpires\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\"2\n" +
+	"\fUnbanRequest\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\"\x0f\n" +
+	"\rUnbanResponse\"%\n" +
+	"\x0fListBansRequest\x12\x12\n" +
+	"\x04room\x18\x01 \x01(\tR\x04room\"8\n" +
+	"\x10ListBansResponse\x12$\n" +
+	"\x04bans\x18\x01 \x03(\v2\x10.chat.v1.BanInfoR\x04bans2\xa8\x05\n" +
 	"\vChatService\x122\n" +
 	"\x06Submit\x12\x16.chat.v1.SubmitRequest\x1a\x10.chat.v1.Message\x128\n" +
 	"\x06Stream\x12\x16.chat.v1.StreamRequest\x1a\x14.chat.v1.StreamEvent0\x01\x12B\n" +
@@ -1463,7 +1866,10 @@ const file_chat_v1_chat_proto_rawDesc = "" +
 	"DeleteRoom\x12\x1a.chat.v1.DeleteRoomRequest\x1a\x1b.chat.v1.DeleteRoomResponse\x12?\n" +
 	"\bPresence\x12\x18.chat.v1.PresenceRequest\x1a\x19.chat.v1.PresenceResponse\x129\n" +
 	"\vEditMessage\x12\x1b.chat.v1.EditMessageRequest\x1a\r.chat.v1.Edit\x12?\n" +
-	"\rDeleteMessage\x12\x1d.chat.v1.DeleteMessageRequest\x1a\x0f.chat.v1.DeleteB7Z5github.com/caddy-chat/caddy-chat/proto/chat/v1;chatv1b\x06proto3"
+	"\rDeleteMessage\x12\x1d.chat.v1.DeleteMessageRequest\x1a\x0f.chat.v1.Delete\x12,\n" +
+	"\x03Ban\x12\x13.chat.v1.BanRequest\x1a\x10.chat.v1.BanInfo\x126\n" +
+	"\x05Unban\x12\x15.chat.v1.UnbanRequest\x1a\x16.chat.v1.UnbanResponse\x12?\n" +
+	"\bListBans\x12\x18.chat.v1.ListBansRequest\x1a\x19.chat.v1.ListBansResponseB7Z5github.com/caddy-chat/caddy-chat/proto/chat/v1;chatv1b\x06proto3"
 
 var (
 	file_chat_v1_chat_proto_rawDescOnce sync.Once
@@ -1477,7 +1883,7 @@ func file_chat_v1_chat_proto_rawDescGZIP() []byte {
 	return file_chat_v1_chat_proto_rawDescData
 }
 
-var file_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_chat_v1_chat_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_chat_v1_chat_proto_goTypes = []any{
 	(*Message)(nil),               // 0: chat.v1.Message
 	(*SubmitRequest)(nil),         // 1: chat.v1.SubmitRequest
@@ -1500,43 +1906,60 @@ var file_chat_v1_chat_proto_goTypes = []any{
 	(*UserPresence)(nil),          // 18: chat.v1.UserPresence
 	(*EditMessageRequest)(nil),    // 19: chat.v1.EditMessageRequest
 	(*DeleteMessageRequest)(nil),  // 20: chat.v1.DeleteMessageRequest
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(*BanRequest)(nil),            // 21: chat.v1.BanRequest
+	(*BanInfo)(nil),               // 22: chat.v1.BanInfo
+	(*UnbanRequest)(nil),          // 23: chat.v1.UnbanRequest
+	(*UnbanResponse)(nil),         // 24: chat.v1.UnbanResponse
+	(*ListBansRequest)(nil),       // 25: chat.v1.ListBansRequest
+	(*ListBansResponse)(nil),      // 26: chat.v1.ListBansResponse
+	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 28: google.protobuf.Duration
 }
 var file_chat_v1_chat_proto_depIdxs = []int32{
-	21, // 0: chat.v1.Message.time:type_name -> google.protobuf.Timestamp
-	21, // 1: chat.v1.Message.edited:type_name -> google.protobuf.Timestamp
+	27, // 0: chat.v1.Message.time:type_name -> google.protobuf.Timestamp
+	27, // 1: chat.v1.Message.edited:type_name -> google.protobuf.Timestamp
 	0,  // 2: chat.v1.StreamEvent.message:type_name -> chat.v1.Message
 	7,  // 3: chat.v1.StreamEvent.reset:type_name -> chat.v1.Reset
 	8,  // 4: chat.v1.StreamEvent.closed:type_name -> chat.v1.Closed
 	6,  // 5: chat.v1.StreamEvent.presence:type_name -> chat.v1.PresenceChange
 	4,  // 6: chat.v1.StreamEvent.edit:type_name -> chat.v1.Edit
 	5,  // 7: chat.v1.StreamEvent.delete:type_name -> chat.v1.Delete
-	21, // 8: chat.v1.Edit.time:type_name -> google.protobuf.Timestamp
-	21, // 9: chat.v1.Delete.time:type_name -> google.protobuf.Timestamp
+	27, // 8: chat.v1.Edit.time:type_name -> google.protobuf.Timestamp
+	27, // 9: chat.v1.Delete.time:type_name -> google.protobuf.Timestamp
 	11, // 10: chat.v1.ListRoomsResponse.rooms:type_name -> chat.v1.Room
 	0,  // 11: chat.v1.HistoryResponse.messages:type_name -> chat.v1.Message
 	18, // 12: chat.v1.PresenceResponse.users:type_name -> chat.v1.UserPresence
-	1,  // 13: chat.v1.ChatService.Submit:input_type -> chat.v1.SubmitRequest
-	2,  // 14: chat.v1.ChatService.Stream:input_type -> chat.v1.StreamRequest
-	9,  // 15: chat.v1.ChatService.ListRooms:input_type -> chat.v1.ListRoomsRequest
-	12, // 16: chat.v1.ChatService.History:input_type -> chat.v1.HistoryRequest
-	14, // 17: chat.v1.ChatService.DeleteRoom:input_type -> chat.v1.DeleteRoomRequest
-	16, // 18: chat.v1.ChatService.Presence:input_type -> chat.v1.PresenceRequest
-	19, // 19: chat.v1.ChatService.EditMessage:input_type -> chat.v1.EditMessageRequest
-	20, // 20: chat.v1.ChatService.DeleteMessage:input_type -> chat.v1.DeleteMessageRequest
-	0,  // 21: chat.v1.ChatService.Submit:output_type -> chat.v1.Message
-	3,  // 22: chat.v1.ChatService.Stream:output_type -> chat.v1.StreamEvent
-	10, // 23: chat.v1.ChatService.ListRooms:output_type -> chat.v1.ListRoomsResponse
-	13, // 24: chat.v1.ChatService.History:output_type -> chat.v1.HistoryResponse
-	15, // 25: chat.v1.ChatService.DeleteRoom:output_type -> chat.v1.DeleteRoomResponse
-	17, // 26: chat.v1.ChatService.Presence:output_type -> chat.v1.PresenceResponse
-	4,  // 27: chat.v1.ChatService.EditMessage:output_type -> chat.v1.Edit
-	5,  // 28: chat.v1.ChatService.DeleteMessage:output_type -> chat.v1.Delete
-	21, // [21:29] is the sub-list for method output_type
-	13, // [13:21] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	28, // 13: chat.v1.BanRequest.duration:type_name -> google.protobuf.Duration
+	27, // 14: chat.v1.BanInfo.created:type_name -> google.protobuf.Timestamp
+	27, // 15: chat.v1.BanInfo.expires:type_name -> google.protobuf.Timestamp
+	22, // 16: chat.v1.ListBansResponse.bans:type_name -> chat.v1.BanInfo
+	1,  // 17: chat.v1.ChatService.Submit:input_type -> chat.v1.SubmitRequest
+	2,  // 18: chat.v1.ChatService.Stream:input_type -> chat.v1.StreamRequest
+	9,  // 19: chat.v1.ChatService.ListRooms:input_type -> chat.v1.ListRoomsRequest
+	12, // 20: chat.v1.ChatService.History:input_type -> chat.v1.HistoryRequest
+	14, // 21: chat.v1.ChatService.DeleteRoom:input_type -> chat.v1.DeleteRoomRequest
+	16, // 22: chat.v1.ChatService.Presence:input_type -> chat.v1.PresenceRequest
+	19, // 23: chat.v1.ChatService.EditMessage:input_type -> chat.v1.EditMessageRequest
+	20, // 24: chat.v1.ChatService.DeleteMessage:input_type -> chat.v1.DeleteMessageRequest
+	21, // 25: chat.v1.ChatService.Ban:input_type -> chat.v1.BanRequest
+	23, // 26: chat.v1.ChatService.Unban:input_type -> chat.v1.UnbanRequest
+	25, // 27: chat.v1.ChatService.ListBans:input_type -> chat.v1.ListBansRequest
+	0,  // 28: chat.v1.ChatService.Submit:output_type -> chat.v1.Message
+	3,  // 29: chat.v1.ChatService.Stream:output_type -> chat.v1.StreamEvent
+	10, // 30: chat.v1.ChatService.ListRooms:output_type -> chat.v1.ListRoomsResponse
+	13, // 31: chat.v1.ChatService.History:output_type -> chat.v1.HistoryResponse
+	15, // 32: chat.v1.ChatService.DeleteRoom:output_type -> chat.v1.DeleteRoomResponse
+	17, // 33: chat.v1.ChatService.Presence:output_type -> chat.v1.PresenceResponse
+	4,  // 34: chat.v1.ChatService.EditMessage:output_type -> chat.v1.Edit
+	5,  // 35: chat.v1.ChatService.DeleteMessage:output_type -> chat.v1.Delete
+	22, // 36: chat.v1.ChatService.Ban:output_type -> chat.v1.BanInfo
+	24, // 37: chat.v1.ChatService.Unban:output_type -> chat.v1.UnbanResponse
+	26, // 38: chat.v1.ChatService.ListBans:output_type -> chat.v1.ListBansResponse
+	28, // [28:39] is the sub-list for method output_type
+	17, // [17:28] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_chat_v1_chat_proto_init() }
@@ -1558,7 +1981,7 @@ func file_chat_v1_chat_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_chat_v1_chat_proto_rawDesc), len(file_chat_v1_chat_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

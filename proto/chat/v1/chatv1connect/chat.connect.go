@@ -53,6 +53,12 @@ const (
 	// ChatServiceDeleteMessageProcedure is the fully-qualified name of the ChatService's DeleteMessage
 	// RPC.
 	ChatServiceDeleteMessageProcedure = "/chat.v1.ChatService/DeleteMessage"
+	// ChatServiceBanProcedure is the fully-qualified name of the ChatService's Ban RPC.
+	ChatServiceBanProcedure = "/chat.v1.ChatService/Ban"
+	// ChatServiceUnbanProcedure is the fully-qualified name of the ChatService's Unban RPC.
+	ChatServiceUnbanProcedure = "/chat.v1.ChatService/Unban"
+	// ChatServiceListBansProcedure is the fully-qualified name of the ChatService's ListBans RPC.
+	ChatServiceListBansProcedure = "/chat.v1.ChatService/ListBans"
 )
 
 // ChatServiceClient is a client for the chat.v1.ChatService service.
@@ -83,6 +89,15 @@ type ChatServiceClient interface {
 	// resolved. It returns the delete as stored, which the room's streams
 	// receive.
 	DeleteMessage(context.Context, *connect.Request[v1.DeleteMessageRequest]) (*connect.Response[v1.Delete], error)
+	// Ban holds the author of a message, or a verified user, out of a room,
+	// or of every room ("*"), for a moderator: a caller of a handler with
+	// moderate on, whose identity resolved.
+	Ban(context.Context, *connect.Request[v1.BanRequest]) (*connect.Response[v1.BanInfo], error)
+	// Unban lifts a ban, for a moderator.
+	Unban(context.Context, *connect.Request[v1.UnbanRequest]) (*connect.Response[v1.UnbanResponse], error)
+	// ListBans lists the bans in force in a room, or those of every room
+	// ("*"), oldest first, for a moderator.
+	ListBans(context.Context, *connect.Request[v1.ListBansRequest]) (*connect.Response[v1.ListBansResponse], error)
 }
 
 // NewChatServiceClient constructs a client for the chat.v1.ChatService service. By default, it uses
@@ -144,6 +159,24 @@ func NewChatServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithSchema(chatServiceMethods.ByName("DeleteMessage")),
 			connect.WithClientOptions(opts...),
 		),
+		ban: connect.NewClient[v1.BanRequest, v1.BanInfo](
+			httpClient,
+			baseURL+ChatServiceBanProcedure,
+			connect.WithSchema(chatServiceMethods.ByName("Ban")),
+			connect.WithClientOptions(opts...),
+		),
+		unban: connect.NewClient[v1.UnbanRequest, v1.UnbanResponse](
+			httpClient,
+			baseURL+ChatServiceUnbanProcedure,
+			connect.WithSchema(chatServiceMethods.ByName("Unban")),
+			connect.WithClientOptions(opts...),
+		),
+		listBans: connect.NewClient[v1.ListBansRequest, v1.ListBansResponse](
+			httpClient,
+			baseURL+ChatServiceListBansProcedure,
+			connect.WithSchema(chatServiceMethods.ByName("ListBans")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -157,6 +190,9 @@ type chatServiceClient struct {
 	presence      *connect.Client[v1.PresenceRequest, v1.PresenceResponse]
 	editMessage   *connect.Client[v1.EditMessageRequest, v1.Edit]
 	deleteMessage *connect.Client[v1.DeleteMessageRequest, v1.Delete]
+	ban           *connect.Client[v1.BanRequest, v1.BanInfo]
+	unban         *connect.Client[v1.UnbanRequest, v1.UnbanResponse]
+	listBans      *connect.Client[v1.ListBansRequest, v1.ListBansResponse]
 }
 
 // Submit calls chat.v1.ChatService.Submit.
@@ -199,6 +235,21 @@ func (c *chatServiceClient) DeleteMessage(ctx context.Context, req *connect.Requ
 	return c.deleteMessage.CallUnary(ctx, req)
 }
 
+// Ban calls chat.v1.ChatService.Ban.
+func (c *chatServiceClient) Ban(ctx context.Context, req *connect.Request[v1.BanRequest]) (*connect.Response[v1.BanInfo], error) {
+	return c.ban.CallUnary(ctx, req)
+}
+
+// Unban calls chat.v1.ChatService.Unban.
+func (c *chatServiceClient) Unban(ctx context.Context, req *connect.Request[v1.UnbanRequest]) (*connect.Response[v1.UnbanResponse], error) {
+	return c.unban.CallUnary(ctx, req)
+}
+
+// ListBans calls chat.v1.ChatService.ListBans.
+func (c *chatServiceClient) ListBans(ctx context.Context, req *connect.Request[v1.ListBansRequest]) (*connect.Response[v1.ListBansResponse], error) {
+	return c.listBans.CallUnary(ctx, req)
+}
+
 // ChatServiceHandler is an implementation of the chat.v1.ChatService service.
 type ChatServiceHandler interface {
 	// Submit posts a message. A retry with the same idempotency_key returns
@@ -227,6 +278,15 @@ type ChatServiceHandler interface {
 	// resolved. It returns the delete as stored, which the room's streams
 	// receive.
 	DeleteMessage(context.Context, *connect.Request[v1.DeleteMessageRequest]) (*connect.Response[v1.Delete], error)
+	// Ban holds the author of a message, or a verified user, out of a room,
+	// or of every room ("*"), for a moderator: a caller of a handler with
+	// moderate on, whose identity resolved.
+	Ban(context.Context, *connect.Request[v1.BanRequest]) (*connect.Response[v1.BanInfo], error)
+	// Unban lifts a ban, for a moderator.
+	Unban(context.Context, *connect.Request[v1.UnbanRequest]) (*connect.Response[v1.UnbanResponse], error)
+	// ListBans lists the bans in force in a room, or those of every room
+	// ("*"), oldest first, for a moderator.
+	ListBans(context.Context, *connect.Request[v1.ListBansRequest]) (*connect.Response[v1.ListBansResponse], error)
 }
 
 // NewChatServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -284,6 +344,24 @@ func NewChatServiceHandler(svc ChatServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(chatServiceMethods.ByName("DeleteMessage")),
 		connect.WithHandlerOptions(opts...),
 	)
+	chatServiceBanHandler := connect.NewUnaryHandler(
+		ChatServiceBanProcedure,
+		svc.Ban,
+		connect.WithSchema(chatServiceMethods.ByName("Ban")),
+		connect.WithHandlerOptions(opts...),
+	)
+	chatServiceUnbanHandler := connect.NewUnaryHandler(
+		ChatServiceUnbanProcedure,
+		svc.Unban,
+		connect.WithSchema(chatServiceMethods.ByName("Unban")),
+		connect.WithHandlerOptions(opts...),
+	)
+	chatServiceListBansHandler := connect.NewUnaryHandler(
+		ChatServiceListBansProcedure,
+		svc.ListBans,
+		connect.WithSchema(chatServiceMethods.ByName("ListBans")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/chat.v1.ChatService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ChatServiceSubmitProcedure:
@@ -302,6 +380,12 @@ func NewChatServiceHandler(svc ChatServiceHandler, opts ...connect.HandlerOption
 			chatServiceEditMessageHandler.ServeHTTP(w, r)
 		case ChatServiceDeleteMessageProcedure:
 			chatServiceDeleteMessageHandler.ServeHTTP(w, r)
+		case ChatServiceBanProcedure:
+			chatServiceBanHandler.ServeHTTP(w, r)
+		case ChatServiceUnbanProcedure:
+			chatServiceUnbanHandler.ServeHTTP(w, r)
+		case ChatServiceListBansProcedure:
+			chatServiceListBansHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -341,4 +425,16 @@ func (UnimplementedChatServiceHandler) EditMessage(context.Context, *connect.Req
 
 func (UnimplementedChatServiceHandler) DeleteMessage(context.Context, *connect.Request[v1.DeleteMessageRequest]) (*connect.Response[v1.Delete], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("chat.v1.ChatService.DeleteMessage is not implemented"))
+}
+
+func (UnimplementedChatServiceHandler) Ban(context.Context, *connect.Request[v1.BanRequest]) (*connect.Response[v1.BanInfo], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("chat.v1.ChatService.Ban is not implemented"))
+}
+
+func (UnimplementedChatServiceHandler) Unban(context.Context, *connect.Request[v1.UnbanRequest]) (*connect.Response[v1.UnbanResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("chat.v1.ChatService.Unban is not implemented"))
+}
+
+func (UnimplementedChatServiceHandler) ListBans(context.Context, *connect.Request[v1.ListBansRequest]) (*connect.Response[v1.ListBansResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("chat.v1.ChatService.ListBans is not implemented"))
 }
