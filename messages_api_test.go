@@ -273,7 +273,8 @@ func TestModeratorDeleteReachesStreams(t *testing.T) {
 
 // TestGRPCAuthorEditsAndDeletes: over gRPC, Submit answers an anonymous
 // author with the secret, which EditMessage and DeleteMessage take; the
-// edit reaches a gRPC stream. Without the secret, or for an unknown id,
+// edit reaches a gRPC stream, which opens at once although the site
+// compresses with encode. Without the secret, or for an unknown id,
 // they are refused with the codes of the HTTP refusals.
 func TestGRPCAuthorEditsAndDeletes(t *testing.T) {
 	startSite(t, messagesSite(t))

@@ -172,18 +172,16 @@ func (h *Handler) serveSubmit(w http.ResponseWriter, r *http.Request, c service.
 type postedJSON service.Posted
 
 // MarshalJSON writes the message's JSON with "secret" added when there is
-// one, without encoding the message twice.
+// one, without encoding the message twice. A secret needs no escaping
+// (service.Posted).
 func (p postedJSON) MarshalJSON() ([]byte, error) {
 	b, err := p.Message.MarshalJSON()
 	if err != nil || p.Secret == "" {
 		return b, err
 	}
-	secret, err := json.Marshal(p.Secret)
-	if err != nil {
-		return nil, err
-	}
-	b = append(b[:len(b)-1], `,"secret":`...)
-	return append(append(b, secret...), '}'), nil
+	b = append(b[:len(b)-1], `,"secret":"`...)
+	b = append(b, p.Secret...)
+	return append(b, `"}`...), nil
 }
 
 // identity resolves the configured identity placeholder for r.

@@ -32,7 +32,8 @@ type Posted struct {
 	// made for an author without an identity, handed out only here, and
 	// kept by the store only as a digest. It is "" for an author with an
 	// identity, who proves it with the identity, and for a repeat, whose
-	// secret was handed out with the first answer.
+	// secret was handed out with the first answer. It is text safe as it
+	// is in a header, a URL or JSON.
 	Secret string
 }
 
