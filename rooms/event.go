@@ -20,6 +20,9 @@ const (
 	EventReset
 	// EventClose ends the stream of a deleted room.
 	EventClose
+	// EventExpired ends a stream whose reader's grant ran out, such as
+	// a token at its exp: the reader resumes with a fresh one.
+	EventExpired
 )
 
 // Event is one entry a room sends its readers. A room makes each event once
@@ -50,6 +53,9 @@ func MessageEvent(m Message) *Event { return &Event{Kind: EventMessage, Message:
 // CloseEvent is the event that ends a deleted room's streams. Being shared,
 // it is encoded once per codec for the life of the process.
 var CloseEvent = &Event{Kind: EventClose}
+
+// ExpiredEvent is the event that ends an expired subscription's stream.
+var ExpiredEvent = &Event{Kind: EventExpired}
 
 // JSON returns the event's data as one line of JSON: the message, the
 // presence change, or the reset's oldest id. Codecs that carry JSON share
@@ -128,6 +134,8 @@ func (k EventKind) String() string {
 		return "reset"
 	case EventClose:
 		return "close"
+	case EventExpired:
+		return "expired"
 	}
 	return "unknown"
 }

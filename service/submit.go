@@ -27,6 +27,9 @@ func (s *Service) MayPost(c Caller) error {
 	if c.CrossSite {
 		return crossSite()
 	}
+	if c.Refused != nil {
+		return c.Refused
+	}
 	if s.cfg.IdentityRequired && c.User == "" {
 		return Refuse(Unauthenticated, "sign in to post here")
 	}
@@ -41,6 +44,9 @@ func (s *Service) Submit(ctx context.Context, c Caller, p Post) (msg rooms.Messa
 		return rooms.Message{}, false, err
 	}
 	if err := s.CheckRoom(p.Room); err != nil {
+		return rooms.Message{}, false, err
+	}
+	if err := s.authorize(c, ActPost, p.Room); err != nil {
 		return rooms.Message{}, false, err
 	}
 	verified := c.User != ""
