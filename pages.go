@@ -15,9 +15,14 @@ import (
 // pageHistory is how many recent messages a room page shows on load.
 const pageHistory = 50
 
-// serveIndex renders the room list.
-func (h *Handler) serveIndex(w http.ResponseWriter) error {
-	list := h.svc.Rooms()
+// serveIndex renders the rooms c may read. A caller whose token was
+// refused sees the public rooms, as any visitor does: the page is where
+// they sign in again.
+func (h *Handler) serveIndex(w http.ResponseWriter, c service.Caller) error {
+	list, err := h.svc.Rooms(c)
+	if err != nil {
+		list, _ = h.svc.Rooms(service.Caller{})
+	}
 	data := ui.Index{Fixed: len(h.Rooms) > 0, Rooms: make([]ui.RoomSummary, len(list))}
 	for i, info := range list {
 		data.Rooms[i] = ui.RoomSummary{Name: info.Name, Subscribers: info.Subscribers}
@@ -38,10 +43,12 @@ func (h *Handler) serveOpenRoom(w http.ResponseWriter, r *http.Request) error {
 }
 
 // serveRoomPage renders a room's chat page with its recent history. It
-// creates nothing: the page's stream opens the room.
-func (h *Handler) serveRoomPage(w http.ResponseWriter, r *http.Request, room string) error {
-	rep, err := h.svc.History(room, "", "", pageHistory)
-	if err != nil && !service.IsKind(err, service.NotFound) {
+// creates nothing: the page's stream opens the room. A room that c may not
+// read is rendered without its history, which the page's stream replays
+// once its script has a token (see TokenURL).
+func (h *Handler) serveRoomPage(w http.ResponseWriter, r *http.Request, c service.Caller, room string) error {
+	rep, err := h.svc.History(c, room, "", "", pageHistory)
+	if err != nil && !service.IsKind(err, service.NotFound) && !service.IsKind(err, service.Unauthenticated) && !service.IsKind(err, service.Forbidden) {
 		return err
 	}
 	data := ui.Room{Name: room, AllowDelete: h.AllowDelete}

@@ -1,6 +1,7 @@
 package service
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/caddy-chat/caddy-chat/rooms"
@@ -64,15 +65,17 @@ func (s *Service) authorize(c Caller, act Act, room string) error {
 		Message: fmt.Sprintf("your token does not grant %s access to room %q", act, room)}
 }
 
-// TokenRefusal is the refusal of a caller whose token did not verify. It
-// says what failed, never what the token claims.
-func TokenRefusal(err *token.Error) *Error {
-	e := &Error{Kind: Unauthenticated, Reason: string(err.Reason), Why: err.Why}
-	switch err.Reason {
+// TokenRefusal is the refusal of a caller whose token did not verify, for
+// the *token.Error err: it says what failed, never what the token claims.
+func TokenRefusal(err error) *Error {
+	refused := &token.Error{Reason: token.Invalid, Why: token.WhyMalformed}
+	errors.As(err, &refused)
+	e := &Error{Kind: Unauthenticated, Reason: string(refused.Reason), Why: refused.Why}
+	switch refused.Reason {
 	case token.Expired:
 		e.Message = "the token has expired: fetch a fresh one"
 	default:
-		e.Message = "the token is invalid: " + err.Why
+		e.Message = "the token is invalid: " + refused.Why
 	}
 	return e
 }
