@@ -411,3 +411,44 @@ func TestTokenConfigRefused(t *testing.T) {
 		t.Fatalf("the refusal of a short secret: %v; it must not quote the secret", err)
 	}
 }
+
+// accessLogRedactsToken is the site's access log format that README
+// shows: Caddy's filter deletes the token from the query of every entry.
+const accessLogRedactsToken = `filter {
+			wrap json
+			request>uri query {
+				delete access_token
+			}
+		}`
+
+// TestTokenInQueryLeavesNoTrace: a page's stream sends its token in the
+// query, as EventSource sends no headers; over HTTP/1.1 and HTTP/2 with
+// TLS, the stream ends at the token's exp with its own access-log entry,
+// and the log filter of README keeps the token out of it.
+func TestTokenInQueryLeavesNoTrace(t *testing.T) {
+	defer reload(t, config{})
+	dir := t.TempDir()
+	t.Setenv("CHAT_TEST_TOKEN_SECRET", tokentest.Secret)
+	startSite(t, site{dir: dir, format: accessLogRedactsToken,
+		handler: "token {\n\t\t\tkey hs256 {env.CHAT_TEST_TOKEN_SECRET}\n\t\t}\n\t\tprivate " + privateRooms})
+	s := tokentest.NewSigner(t, "hs256", "")
+	for _, proto := range []string{"HTTP/1.1", "HTTP/2.0"} {
+		t.Run(proto, func(t *testing.T) {
+			room := privateRoom(t)
+			tok := s.Sign(t, tokentest.Claims("alice", 2*time.Second, map[string][]string{"read": {room}}))
+			st := openStreamWith(t, siteClient(t, proto), "https://"+siteAddr+"/stream/"+room+"?access_token="+tok)
+			if evs := st.endWithin(t, 3*time.Second); len(evs) != 1 || evs[0].Name != "expired" {
+				t.Fatalf("the stream ended with %v, want event: expired", evs)
+			}
+			entry := waitStreamEntry(t, filepath.Join(dir, "access.log"), room)
+			req, _ := entry["request"].(map[string]any)
+			if entry["end"] != "token_expired" || req["uri"] != "/stream/"+room {
+				t.Fatalf("access log entry: end %v, uri %v; want token_expired and the uri without its token", entry["end"], req["uri"])
+			}
+		})
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "access.log"))
+	if err != nil || strings.Contains(string(b), tokentest.Secret[:8]) || strings.Contains(string(b), "access_token=ey") {
+		t.Fatalf("the access log holds a token or the secret (%v)", err)
+	}
+}
