@@ -190,6 +190,7 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	        user_claim  <claim>
 //	        rooms_claim <claim>
 //	        from        header|cookie:<name>|query:<name>...
+//	        token_url   <URL of the site's token endpoint>
 //	    }
 //	    private          <room pattern...>
 //	}
@@ -349,6 +350,8 @@ func (t *TokenConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = one(&t.UserClaim)
 		case "rooms_claim":
 			err = one(&t.RoomsClaim)
+		case "token_url":
+			err = one(&t.TokenURL)
 		case "from":
 			if len(args) == 0 {
 				return d.ArgErr()

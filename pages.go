@@ -52,6 +52,9 @@ func (h *Handler) serveRoomPage(w http.ResponseWriter, r *http.Request, c servic
 		return err
 	}
 	data := ui.Room{Name: room, AllowDelete: h.AllowDelete}
+	if h.Token != nil {
+		data.TokenURL = h.Token.TokenURL
+	}
 	data.Identity, _ = h.identity(r)
 	for _, m := range rep.Messages {
 		data.Messages = append(data.Messages, ui.Message{ID: m.ID, User: m.User, Text: m.Message, Time: m.Time, Verified: m.Verified})

@@ -46,6 +46,10 @@ type TokenConfig struct {
 	// cookie:chat_token, query:access_token; the chat's pages send the
 	// query, as EventSource sends no headers.
 	From []string `json:"from,omitempty"`
+	// The URL, on the site, where the chat's room page fetches its token:
+	// a function of the site that answers {"token": "..."} to a signed-in
+	// user. Default: none; the page posts and reads as anyone.
+	TokenURL string `json:"token_url,omitempty"`
 
 	verifier *token.Verifier
 	stop     context.CancelFunc // ends the JWKS's refreshes

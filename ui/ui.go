@@ -87,6 +87,7 @@ type Room struct {
 	Messages    []Message // recent history, oldest first
 	LastID      string    // where the page's stream resumes
 	Identity    string    // the author's name when the server knows it
+	TokenURL    string    // where the page fetches its token, "" for none
 	AllowDelete bool
 }
 

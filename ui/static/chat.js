@@ -1,6 +1,6 @@
 // caddy-chat pages. Every URL is relative to the page, so the chat works at
 // any mount point.
-import { MessageList, compose, notices, post, rememberName, showHere, subscribe } from "./core.js";
+import { MessageList, compose, notices, post, rememberName, showHere, subscribe, tokenSource } from "./core.js";
 
 const body = document.body;
 if (body.classList.contains("room")) {
@@ -62,6 +62,9 @@ function room(body) {
     notice.hidden = false;
   }
 
+  // With the token block's token_url, the page signs in by token.
+  const token = body.dataset.tokenUrl ? tokenSource(new URL(body.dataset.tokenUrl, document.baseURI).href) : null;
+
   // The page holds history up to data-last-id; the stream resumes after
   // it, or, for a room that was empty, replays what came since.
   subscribe("../stream/" + encodeURIComponent(name), {
@@ -77,10 +80,11 @@ function room(body) {
       form.querySelectorAll("input, textarea, button").forEach((el) => (el.disabled = true));
       if (deleteButton) deleteButton.disabled = true;
     },
-  }, { lastID: body.dataset.lastId, history: 50, user: () => userField.value.trim() });
+    denied: show,
+  }, { lastID: body.dataset.lastId, history: 50, user: () => userField.value.trim(), token });
 
   compose(form, textField, document.getElementById("send-error"), (message) =>
-    post("", JSON.stringify({ user: userField.value.trim(), message: message })));
+    post("", JSON.stringify({ user: userField.value.trim(), message: message }), token));
 
   if (deleteButton) {
     deleteButton.hidden = false;
