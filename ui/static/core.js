@@ -354,10 +354,11 @@ class Connection {
     });
     source.addEventListener("reset", () => this.emit("reset"));
     source.addEventListener("expired", () => {
-      // The token ran out: open again with a fresh one, after the last
-      // message received, before EventSource retries with the old one.
+      // The token ran out: open again with a fresh one (from the token
+      // source, or the cookie the site's sign-in keeps fresh), after the
+      // last message received, before EventSource retries with the old.
       source.close();
-      this.token.refresh().catch(() => {});
+      if (this.token) this.token.refresh().catch(() => {});
       this.connect();
     });
     source.addEventListener("close", () => {
