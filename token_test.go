@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -39,14 +41,14 @@ func tokenConfig(key string, more ...string) config {
 
 // hs256Config verifies HS256 tokens signed with tokentest.Secret, read
 // from the environment as a site keeps its secret.
-func hs256Config(t *testing.T) config {
+func hs256Config(t testing.TB) config {
 	t.Setenv("CHAT_TEST_TOKEN_SECRET", tokentest.Secret)
 	return tokenConfig("key hs256 {env.CHAT_TEST_TOKEN_SECRET}")
 }
 
 // signed signs a token for user with grants, valid for ttl, for the chat
 // audience.
-func signed(t *testing.T, s *tokentest.Signer, user string, ttl time.Duration, grants map[string][]string) string {
+func signed(t testing.TB, s *tokentest.Signer, user string, ttl time.Duration, grants map[string][]string) string {
 	t.Helper()
 	c := tokentest.Claims(user, ttl, grants)
 	c["aud"] = "chat"
@@ -450,5 +452,56 @@ func TestTokenInQueryLeavesNoTrace(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(dir, "access.log"))
 	if err != nil || strings.Contains(string(b), tokentest.Secret[:8]) || strings.Contains(string(b), "access_token=ey") {
 		t.Fatalf("the access log holds a token or the secret (%v)", err)
+	}
+}
+
+// BenchmarkSubmitWithToken posts through the in-process Caddy over
+// HTTP/1.1, without a token and with an HS256 or ES256 one, and reports
+// the process's CPU per post, client included: the difference is what
+// verifying costs a submit (see BENCHMARKS.md).
+func BenchmarkSubmitWithToken(b *testing.B) {
+	dir := b.TempDir()
+	defer loadCaddyfile(config{}.String())
+	for _, alg := range []string{"none", "hs256", "es256"} {
+		b.Run(alg, func(b *testing.B) {
+			cfg := hs256Config(b)
+			var headers http.Header = http.Header{"Content-Type": {ctJSON}}
+			room := fmt.Sprintf("bench-%s-%s", alg, testRun.id)
+			if alg != "none" {
+				s := tokentest.NewSigner(b, alg, "")
+				if alg == "es256" {
+					cfg = tokenConfig("key es256 " + s.WritePublicPEM(b, dir))
+				}
+				room = fmt.Sprintf("bench-priv-%s-%s", alg, testRun.id)
+				headers.Set("Authorization", "Bearer "+signed(b, s, "alice", time.Hour, map[string][]string{"post": {room}}))
+			}
+			if err := loadCaddyfile(cfg.String()); err != nil {
+				b.Fatal(err)
+			}
+			caddyStarted = true
+			body := []byte(fmt.Sprintf(`{"room":%q,"user":"bob","message":"hi"}`, room))
+			post := func() {
+				req, _ := http.NewRequest("POST", rootSite+"/submit", bytes.NewReader(body))
+				req.Header = headers.Clone()
+				resp, err := client.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusCreated {
+					b.Fatalf("submit: %d", resp.StatusCode)
+				}
+			}
+			post() // the room exists before the clock starts
+			var before, after syscall.Rusage
+			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &before)
+			for b.Loop() {
+				post()
+			}
+			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &after)
+			cpu := time.Duration(syscall.TimevalToNsec(after.Utime) + syscall.TimevalToNsec(after.Stime) -
+				syscall.TimevalToNsec(before.Utime) - syscall.TimevalToNsec(before.Stime))
+			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/op")
+		})
 	}
 }
