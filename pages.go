@@ -47,6 +47,10 @@ func (h *Handler) serveOpenRoom(w http.ResponseWriter, r *http.Request) error {
 // read is rendered without its history, which the page's stream replays
 // once its script has a token (see TokenURL).
 func (h *Handler) serveRoomPage(w http.ResponseWriter, r *http.Request, c service.Caller, room string) error {
+	if err := h.svc.CheckRoom(room); err != nil {
+		return err
+	}
+	// Past the room's check, a refusal to read is the token's.
 	rep, err := h.svc.History(c, room, "", "", pageHistory)
 	if err != nil && !service.IsKind(err, service.NotFound) && !service.IsKind(err, service.Unauthenticated) && !service.IsKind(err, service.Forbidden) {
 		return err

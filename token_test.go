@@ -156,6 +156,14 @@ func TestTokenGrantsByPattern(t *testing.T) {
 			if !listed(t, rootSite, writable, auth...) || listed(t, rootSite, writable) || !listed(t, rootSite, public) {
 				t.Fatal("GET /rooms: a private room must be listed to its readers only, a public one to all")
 			}
+			// The room page renders for anyone, its history only for a
+			// reader: the page's script signs in to stream it.
+			if r := do(t, "GET", rootSite+"/room/"+writable, ""); r.status != http.StatusOK || strings.Contains(r.body, "hello") {
+				t.Fatalf("the private room's page without a token: %d, showing its history: %v", r.status, strings.Contains(r.body, "hello"))
+			}
+			if r := do(t, "GET", rootSite+"/room/"+writable, "", auth...); !strings.Contains(r.body, "hello") {
+				t.Fatalf("the private room's page with the read grant: %d, without its history", r.status)
+			}
 		})
 	}
 }
