@@ -1349,8 +1349,9 @@ func testWidgetCrossOrigin(t *testing.T, browser context.Context) {
 // the page signed in (here, by the query), valid for 3 s. alice's widget
 // reads the private room and posts to it as alice, verified; it renews its
 // token across expiries without losing any of the messages posted every
-// 200 ms meanwhile. mallory's widget, whose token grants no such room, says
-// so.
+// 200 ms meanwhile; the chat's room page and room list, told the token URL
+// by token_url, show the room too. mallory's widget, whose token grants no
+// such room, says so.
 func testWidgetToken(t *testing.T, browser context.Context) {
 	room := privateRoom(t)
 	s := tokentest.NewSigner(t, "hs256", "")
@@ -1370,7 +1371,8 @@ func testWidgetToken(t *testing.T, browser context.Context) {
 <script type="module" src="/widget.js"></script></head>
 <body><chat-room id="w" room="` + room + `" token-url="/token?user=` + user + `"></chat-room></body></html>`
 	}
-	cfg := hs256Config(t)
+	t.Setenv("CHAT_TEST_TOKEN_SECRET", tokentest.Secret)
+	cfg := tokenConfig("key hs256 {env.CHAT_TEST_TOKEN_SECRET}\n\t\t\ttoken_url /token?user=alice")
 	cfg.site = hostSite(t, "default-src 'self'", map[string]string{"alice.html": page("alice"), "mallory.html": page("mallory")}) +
 		"\n\thandle /token {\n\t\treverse_proxy " + strings.TrimPrefix(mint.URL, "http://") + "\n\t}"
 	startCaddy(t, cfg)
@@ -1404,6 +1406,18 @@ func testWidgetToken(t *testing.T, browser context.Context) {
 	if n, m := opened(room), minted.Load(); n < 3 || m < 3 {
 		t.Errorf("the widget opened %d streams with %d tokens in 8 s with tokens of 3 s, want a renewal at each expiry", n, m)
 	}
+
+	// The chat's own pages, with token_url: the room page streams the
+	// private room, and the room list shows it once signed in.
+	run(t, tab, chromedp.Navigate(rootSite+"/room/"+room))
+	waitState(t, tab, "live")
+	if onPage := waitMessages(t, tab, 1+len(want)); onPage[0].Text != "hello, team" {
+		t.Errorf("the room page shows %+v first", onPage[0])
+	}
+	run(t, tab, chromedp.Navigate(rootSite+"/"))
+	pollUntil(t, 10*time.Second, "the room list shows the private room", func() bool {
+		return strings.Contains(get(t, tab, chromedp.Text(chromedp.CSS("#rooms"))), room)
+	})
 
 	other, cancel := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
 	t.Cleanup(cancel)

@@ -23,7 +23,7 @@ func (h *Handler) serveIndex(w http.ResponseWriter, c service.Caller) error {
 	if err != nil {
 		list, _ = h.svc.Rooms(service.Caller{})
 	}
-	data := ui.Index{Fixed: len(h.Rooms) > 0, Rooms: make([]ui.RoomSummary, len(list))}
+	data := ui.Index{Fixed: len(h.Rooms) > 0, Rooms: make([]ui.RoomSummary, len(list)), TokenURL: h.tokenURL()}
 	for i, info := range list {
 		data.Rooms[i] = ui.RoomSummary{Name: info.Name, Subscribers: info.Subscribers}
 	}
@@ -55,10 +55,7 @@ func (h *Handler) serveRoomPage(w http.ResponseWriter, r *http.Request, c servic
 	if err != nil && !service.IsKind(err, service.NotFound) && !service.IsKind(err, service.Unauthenticated) && !service.IsKind(err, service.Forbidden) {
 		return err
 	}
-	data := ui.Room{Name: room, AllowDelete: h.AllowDelete}
-	if h.Token != nil {
-		data.TokenURL = h.Token.TokenURL
-	}
+	data := ui.Room{Name: room, AllowDelete: h.AllowDelete, TokenURL: h.tokenURL()}
 	data.Identity, _ = h.identity(r)
 	for _, m := range rep.Messages {
 		data.Messages = append(data.Messages, ui.Message{ID: m.ID, User: m.User, Text: m.Message, Time: m.Time, Verified: m.Verified})
@@ -67,6 +64,14 @@ func (h *Handler) serveRoomPage(w http.ResponseWriter, r *http.Request, c servic
 		data.LastID = rep.Messages[n-1].ID
 	}
 	return writePage(w, func(b *bytes.Buffer) error { return ui.RenderRoom(b, data) })
+}
+
+// tokenURL is where the pages fetch their token, "" for none.
+func (h *Handler) tokenURL() string {
+	if h.Token == nil {
+		return ""
+	}
+	return h.Token.TokenURL
 }
 
 // serveStatic serves the pages' embedded scripts and styles.

@@ -68,6 +68,9 @@ type Index struct {
 	// Fixed is set when only an allowlist of rooms exists, so the page
 	// offers no form to open others.
 	Fixed bool
+	// TokenURL is where the page fetches its token, so that its list
+	// shows the private rooms the token grants; "" for none.
+	TokenURL string
 }
 
 // Message is one message as the room page shows it.

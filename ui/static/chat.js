@@ -6,14 +6,26 @@ const body = document.body;
 if (body.classList.contains("room")) {
   room(body);
 } else if (body.classList.contains("index")) {
-  index();
+  index(body);
 }
 
-function index() {
+// pageToken is the source of the page's tokens, with the token block's
+// token_url; null without.
+function pageToken(body) {
+  return body.dataset.tokenUrl ? tokenSource(new URL(body.dataset.tokenUrl, document.baseURI).href) : null;
+}
+
+function index(body) {
   const list = document.getElementById("rooms");
+  const token = pageToken(body);
   async function refresh() {
     try {
-      const resp = await fetch("rooms", { headers: { Accept: "application/json" } });
+      const headers = { Accept: "application/json" };
+      // Signed in, the list has the private rooms the token grants;
+      // not signed in, the public ones.
+      const signedIn = token ? await token.get().catch(() => "") : "";
+      if (signedIn) headers.Authorization = "Bearer " + signedIn;
+      const resp = await fetch("rooms", { headers });
       if (!resp.ok) return;
       const data = await resp.json();
       list.replaceChildren(...data.rooms.map((r) => {
@@ -63,7 +75,7 @@ function room(body) {
   }
 
   // With the token block's token_url, the page signs in by token.
-  const token = body.dataset.tokenUrl ? tokenSource(new URL(body.dataset.tokenUrl, document.baseURI).href) : null;
+  const token = pageToken(body);
 
   // The page holds history up to data-last-id; the stream resumes after
   // it, or, for a room that was empty, replays what came since.
