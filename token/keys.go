@@ -124,7 +124,7 @@ type JWKS struct {
 	kf keyfunc.Keyfunc
 }
 
-// errUnknownKey is a key id that the JWKS does not have.
+// errUnknownKey is a token for which the JWKS has no key.
 var errUnknownKey = errors.New("no key with the token's key id")
 
 // asymmetric are the algorithms a JWKS may verify: public keys only, so
@@ -160,6 +160,8 @@ func (j *JWKS) keyfunc(ctx context.Context) jwt.Keyfunc {
 	return func(t *jwt.Token) (any, error) {
 		key, err := keys(t)
 		if err != nil {
+			// Its kid is not in the set, even fetched again when the
+			// minute allows, or names a key of another algorithm.
 			return nil, fmt.Errorf("%w: %w", errUnknownKey, err)
 		}
 		return key, nil

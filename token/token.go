@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -57,6 +58,7 @@ type Keys interface {
 // Verifier verifies tokens. It is safe for concurrent use.
 type Verifier struct {
 	cfg     Config
+	methods []string // the algorithms the keys verify
 	options []jwt.ParserOption
 }
 
@@ -71,8 +73,10 @@ func New(cfg Config) (*Verifier, error) {
 	if cfg.RoomsClaim == "" {
 		cfg.RoomsClaim = DefaultRoomsClaim
 	}
+	// The algorithm is checked by keyfunc, not by the parser's
+	// WithValidMethods, whose refusal tells an algorithm from a bad
+	// signature only by its text.
 	options := []jwt.ParserOption{
-		jwt.WithValidMethods(cfg.Keys.methods()),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
 		jwt.WithLeeway(Leeway),
@@ -83,7 +87,22 @@ func New(cfg Config) (*Verifier, error) {
 	if cfg.Audience != "" {
 		options = append(options, jwt.WithAudience(cfg.Audience))
 	}
-	return &Verifier{cfg: cfg, options: options}, nil
+	return &Verifier{cfg: cfg, methods: cfg.Keys.methods(), options: options}, nil
+}
+
+// errAlgorithm is a token signed with an algorithm its keys do not verify.
+var errAlgorithm = errors.New("the token's algorithm is not its key's")
+
+// keyfunc returns the key of a token, once its algorithm is one of the
+// keys': never for alg none, nor for HS256 against a public key.
+func (v *Verifier) keyfunc(ctx context.Context) jwt.Keyfunc {
+	keys := v.cfg.Keys.keyfunc(ctx)
+	return func(t *jwt.Token) (any, error) {
+		if !slices.Contains(v.methods, t.Method.Alg()) {
+			return nil, fmt.Errorf("%w: %s, want %s", errAlgorithm, t.Method.Alg(), strings.Join(v.methods, ", "))
+		}
+		return keys(t)
+	}
 }
 
 // Claims are what a verified token says of its holder.
@@ -110,7 +129,7 @@ type Grants struct {
 // that is refused returns an *Error.
 func (v *Verifier) Verify(ctx context.Context, raw string) (Claims, error) {
 	var claims jwt.MapClaims
-	_, err := jwt.ParseWithClaims(raw, &claims, v.cfg.Keys.keyfunc(ctx), v.options...)
+	_, err := jwt.ParseWithClaims(raw, &claims, v.keyfunc(ctx), v.options...)
 	if err != nil {
 		return Claims{}, refusal(err)
 	}
@@ -225,11 +244,10 @@ func refusal(err error) *Error {
 		return &Error{Reason: Expired, err: err}
 	case errors.Is(err, jwt.ErrTokenMalformed):
 		return invalid(WhyMalformed, err)
+	case errors.Is(err, errAlgorithm):
+		return invalid(WhyAlgorithm, err)
 	case errors.Is(err, errUnknownKey):
 		return invalid(WhyUnknownKey, err)
-	case errors.Is(err, jwt.ErrTokenSignatureInvalid) && strings.Contains(err.Error(), "signing method"):
-		// The parser says so of an algorithm outside the valid ones.
-		return invalid(WhyAlgorithm, err)
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, jwt.ErrInvalidKeyType):
 		return invalid(WhySignature, err)
 	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
@@ -239,6 +257,8 @@ func refusal(err error) *Error {
 	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
 		return invalid(WhyNotYetValid, err)
 	case errors.Is(err, jwt.ErrTokenUnverifiable):
+		// An algorithm the parser does not know, or one of ours that a
+		// JWKS key of the token's kid is not for.
 		return invalid(WhyAlgorithm, err)
 	}
 	return invalid(WhyClaims, err)
