@@ -96,6 +96,11 @@ func (t *TokenConfig) provision(logger *zap.Logger) error {
 		keys, t.stop = jwks, stop
 	} else {
 		material := []byte(repl.ReplaceKnown(t.Key, ""))
+		if t.Alg == token.HS256 && string(material) == t.Key {
+			// Not a placeholder: the secret is in the config, which
+			// the admin API serves and backups keep.
+			logger.Warn("the hs256 secret is written in the config; use a placeholder such as {env.CHAT_TOKEN_SECRET}")
+		}
 		if t.Alg != token.HS256 {
 			pem, err := os.ReadFile(string(material))
 			if err != nil {
