@@ -73,7 +73,7 @@ func TestEditMessageByItsAuthor(t *testing.T) {
 	if err != nil || ed.Target != mine.Message.ID {
 		t.Fatalf("the author's edit by identity: %+v, %v", ed, err)
 	}
-	rep, _ := s.History("lobby", "", "", 10)
+	rep, _ := s.History(Caller{}, "lobby", "", "", 10)
 	if len(rep.Messages) != 2 || rep.Messages[0].Message != "hello" || rep.Messages[1].Message != "hi, bob" || rep.Messages[1].Edited.IsZero() {
 		t.Fatalf("history after the edits: %+v", rep.Messages)
 	}
@@ -135,7 +135,7 @@ func TestDeleteMessage(t *testing.T) {
 	if err != nil || own.ByModerator {
 		t.Fatalf("the author's delete: %+v, %v", own, err)
 	}
-	if rep, _ := s.History("lobby", "", "", 10); len(rep.Messages) != 0 {
+	if rep, _ := s.History(Caller{}, "lobby", "", "", 10); len(rep.Messages) != 0 {
 		t.Fatalf("history after both deletes: %+v", rep.Messages)
 	}
 	for _, tt := range []struct {

@@ -43,6 +43,9 @@ func (s *Service) MayPost(c Caller) error {
 	if c.CrossSite {
 		return crossSite()
 	}
+	if c.Refused != nil {
+		return c.Refused
+	}
 	if s.cfg.IdentityRequired && c.User == "" {
 		return Refuse(Unauthenticated, "sign in to post here")
 	}
@@ -67,6 +70,9 @@ func (s *Service) submit(ctx context.Context, c Caller, p Post, secret *string) 
 		return rooms.Message{}, false, err
 	}
 	if err := s.CheckRoom(p.Room); err != nil {
+		return rooms.Message{}, false, err
+	}
+	if err := s.authorize(c, ActPost, p.Room); err != nil {
 		return rooms.Message{}, false, err
 	}
 	// A banned author is refused before any limit is counted: their
