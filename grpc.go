@@ -312,12 +312,11 @@ func (s rpcService) Presence(ctx context.Context, req *connect.Request[chatv1.Pr
 
 // Ban puts a ban as POST /rooms/{room}/bans does.
 func (s rpcService) Ban(ctx context.Context, req *connect.Request[chatv1.BanRequest]) (*connect.Response[chatv1.BanInfo], error) {
-	c := callOf(ctx).caller
-	// Refused before the request is looked at, as over HTTP.
-	if err := s.h.svc.MayModerate(c); err != nil {
+	c, in := callOf(ctx).caller, req.Msg
+	// Refused before the rest of the request is looked at, as over HTTP.
+	if err := s.h.svc.MayModerate(c, in.GetRoom()); err != nil {
 		return nil, s.h.rpcError(ctx, err)
 	}
-	in := req.Msg
 	r := service.BanRequest{Message: in.GetMessage(), User: in.GetUser(), Reason: in.GetReason(), Purge: in.GetPurge()}
 	switch {
 	case in.GetForever() && in.Duration != nil:

@@ -202,6 +202,6 @@ func (t *TokenConfig) signIn(r *http.Request, c *service.Caller) {
 	}
 	c.Grants, c.Expires = &claims.Grants, claims.Expires
 	if c.User == "" {
-		c.User = claims.User
+		c.User, c.UserByToken = claims.User, claims.User != ""
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -361,6 +362,100 @@ func TestTokenGRPC(t *testing.T) {
 		if r.Name == room {
 			t.Fatal("ListRooms without a token lists a private room")
 		}
+	}
+}
+
+// TestTokenModeratorBansAndDeletes: on a mount without moderate, a caller
+// whose token grants moderating a private room bans an author there by
+// message, with purge: a reader's stream sees the author's messages
+// deleted, history keeps none of them, and the author's posts are refused
+// as banned until the moderator lifts the ban. The grant is for that room
+// alone, and a member without it moderates nothing.
+func TestTokenModeratorBansAndDeletes(t *testing.T) {
+	defer reload(t, config{})
+	startCaddy(t, hs256Config(t))
+	s := tokentest.NewSigner(t, "hs256", "")
+	room, other := privateRoom(t), privateRoom(t)
+	member := bearer(signed(t, s, "bob", time.Minute, map[string][]string{"read": {privateRooms}, "post": {privateRooms}}))
+	mod := bearer(signed(t, s, "carol", time.Minute, map[string][]string{"read": {privateRooms}, "moderate": {room}}))
+	asJSON := func(headers []string) []string { return append(slices.Clip(headers), "Content-Type", ctJSON) }
+
+	reader := openStream(t, rootSite+"/stream/"+room, member...)
+	spam := []response{postAs(t, rootSite, room, "buy now", member...), postAs(t, rootSite, room, "buy more", member...)}
+	for _, r := range spam {
+		if r.status != http.StatusCreated {
+			t.Fatalf("bob's post: %d %s", r.status, r.body)
+		}
+	}
+	reader.messages(t, 2)
+
+	bans := rootSite + "/rooms/" + room + "/bans"
+	ban := fmt.Sprintf(`{"message":%q,"for":"1h","purge":true}`, spam[1].json["id"])
+	refused(t, "a member without the moderate grant bans", do(t, "POST", bans, ban, asJSON(member)...), http.StatusForbidden)
+	refused(t, "the moderator bans in a room outside the grant", do(t, "POST", rootSite+"/rooms/"+other+"/bans", `{"user":"bob"}`, asJSON(mod)...), http.StatusForbidden)
+	put := do(t, "POST", bans, ban, asJSON(mod)...)
+	if put.status != http.StatusCreated || put.json["user"] != "bob" || put.json["by"] != "carol" {
+		t.Fatalf("the token moderator's ban: %d %s, want 201, bob banned by carol", put.status, put.body)
+	}
+	deleted := map[string]bool{}
+	for range spam {
+		ev := reader.next(t)
+		var del struct {
+			Target string `json:"target"`
+			By     string `json:"by"`
+		}
+		if ev.Name != "delete" || json.Unmarshal([]byte(ev.Data), &del) != nil || del.By != "moderator" {
+			t.Fatalf("the reader's stream: %s %s, want a moderator's delete", ev.Name, ev.Data)
+		}
+		deleted[del.Target] = true
+	}
+	for _, r := range spam {
+		if !deleted[r.json["id"].(string)] {
+			t.Errorf("message %v was not deleted: %v", r.json["id"], deleted)
+		}
+	}
+	if got := do(t, "GET", rootSite+"/rooms/"+room+"/messages", "", mod...); got.status != http.StatusOK || strings.Contains(got.body, "buy") {
+		t.Errorf("history after the purge: %d %s, want none of bob's messages", got.status, got.body)
+	}
+	refusedFor(t, "bob's post while banned", postAs(t, rootSite, room, "hello?", member...), http.StatusForbidden, "banned")
+
+	list := do(t, "GET", bans, "", mod...)
+	if listed, _ := list.json["bans"].([]any); list.status != http.StatusOK || len(listed) != 1 {
+		t.Fatalf("the moderator's list of bans: %d %s, want bob's ban", list.status, list.body)
+	}
+	if r := do(t, "DELETE", bans+"/"+put.json["id"].(string), "", mod...); r.status != http.StatusNoContent {
+		t.Fatalf("the moderator lifts the ban: %d %s", r.status, r.body)
+	}
+	if r := postAs(t, rootSite, room, "back", member...); r.status != http.StatusCreated {
+		t.Errorf("bob's post after the ban was lifted: %d %s", r.status, r.body)
+	}
+}
+
+// TestTokenPagingNeedsRead: paging back through a private room's history
+// (before=) needs the read grant as its newest page does: refused without
+// a token, and with one that does not grant reading the room.
+func TestTokenPagingNeedsRead(t *testing.T) {
+	defer reload(t, config{})
+	startCaddy(t, hs256Config(t))
+	s := tokentest.NewSigner(t, "hs256", "")
+	room := privateRoom(t)
+	member := bearer(signed(t, s, "bob", time.Minute, map[string][]string{"read": {room}, "post": {room}}))
+	outsider := bearer(signed(t, s, "eve", time.Minute, map[string][]string{"read": {"other-*"}, "post": {room}}))
+	var ids []string
+	for _, text := range []string{"first", "second", "third"} {
+		r := postAs(t, rootSite, room, text, member...)
+		if r.status != http.StatusCreated {
+			t.Fatalf("post %s: %d %s", text, r.status, r.body)
+		}
+		ids = append(ids, r.json["id"].(string))
+	}
+	page := rootSite + "/rooms/" + room + "/messages?limit=1&before=" + ids[2]
+	refusedFor(t, "a page back without a token", do(t, "GET", page, ""), http.StatusUnauthorized, "token_missing")
+	refusedFor(t, "a page back with a token that may post but not read", do(t, "GET", page, "", outsider...), http.StatusForbidden, "no_grant")
+	r := do(t, "GET", page, "", member...)
+	msgs, _ := r.json["messages"].([]any)
+	if r.status != http.StatusOK || len(msgs) != 1 || msgs[0].(map[string]any)["message"] != "second" {
+		t.Fatalf("a page back with the read grant: %d %s, want the second message", r.status, r.body)
 	}
 }
 

@@ -16,35 +16,42 @@ const (
 	// ActRead is streams, history, presence and the room's entry in the
 	// listing.
 	ActRead Act = iota + 1
-	// ActPost is submits.
+	// ActPost is submits, and an author's edits and deletes.
 	ActPost
+	// ActModerate is bans and a moderator's deletes.
+	ActModerate
 )
 
 func (a Act) String() string {
-	if a == ActPost {
+	switch a {
+	case ActPost:
 		return "post"
+	case ActModerate:
+		return "moderate"
 	}
 	return "read"
 }
 
 // Moderates reports whether c's token grants moderating room, on any mount
-// that verifies the token: the hook that moderation asks.
-func (c Caller) Moderates(room string) bool {
-	return c.Grants != nil && c.Grants.Moderate.Match(room)
-}
+// that verifies the token (see MayModerate).
+func (c Caller) Moderates(room string) bool { return c.may(ActModerate, room) }
 
 // may reports whether c's token grants act in room.
 func (c Caller) may(act Act, room string) bool {
 	if c.Grants == nil {
 		return false
 	}
-	if act == ActPost {
+	switch act {
+	case ActPost:
 		return c.Grants.Post.Match(room)
+	case ActModerate:
+		return c.Grants.Moderate.Match(room)
 	}
 	return c.Grants.Read.Match(room)
 }
 
-// Private reports whether room needs a grant to read it and to post to it.
+// Private reports whether room needs a grant to read it, to post to it
+// and to moderate it.
 func (s *Service) Private(room string) bool { return s.cfg.Private.Match(room) }
 
 // authorize refuses c act in room: with the refusal of c's token, which

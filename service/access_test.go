@@ -115,3 +115,73 @@ func TestStreamEndsAtTokenExpiry(t *testing.T) {
 		t.Fatalf("events %v: want the message, then expired", got)
 	}
 }
+
+// TestTokenModeratorsModerateTheirRooms: a token's moderate grant makes
+// its holder a moderator of those rooms on a handler that does not
+// moderate; a private room is moderated by its token moderators alone,
+// and its authors edit and delete only with a post grant.
+func TestTokenModeratorsModerateTheirRooms(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	member := Caller{User: "alice", Addr: "192.0.2.1", UserByToken: true,
+		Grants: &token.Grants{Read: rooms.Patterns{"team-*"}, Post: rooms.Patterns{"team-*"}}}
+	tokenMod := Caller{User: "carol", Addr: "192.0.2.3", UserByToken: true,
+		Grants: &token.Grants{Read: rooms.Patterns{"team-*"}, Moderate: rooms.Patterns{"team-a", "lobby"}}}
+
+	plain := newService(t, Config{Private: rooms.Patterns{"team-*"}})
+	spam, err := plain.Submit(ctx, member, Post{Room: "team-a", Message: "spam"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plain.Ban(tokenMod, "team-a", BanRequest{User: "alice"}); err != nil {
+		t.Fatalf("a token moderator's ban of their room: %v", err)
+	}
+	if reason := reasonOf(t, post(plain, member, "team-a", "again")); reason != "banned" {
+		t.Errorf("the banned member's post: refused for %q, want banned", reason)
+	}
+	if _, err := plain.DeleteMessage(tokenMod, "team-a", spam.Message.ID, "", true); err != nil {
+		t.Fatalf("a token moderator's delete in their room: %v", err)
+	}
+	if _, err := plain.Ban(tokenMod, "team-b", BanRequest{User: "alice"}); kindOf(t, err) != Forbidden {
+		t.Errorf("a token moderator's ban of another room: %v, want Forbidden", err)
+	}
+	if _, err := plain.Bans(Caller{User: "carol", UserByToken: true, Grants: &token.Grants{Moderate: rooms.Patterns{"team-a"}}}, "team-a"); err != nil {
+		t.Errorf("a token moderator listing the bans of their room: %v", err)
+	}
+	if _, err := plain.Bans(Caller{Grants: &token.Grants{Moderate: rooms.Patterns{"team-a"}}}, "team-a"); kindOf(t, err) != Forbidden {
+		t.Errorf("a token that grants moderating but names no user: %v, want Forbidden", err)
+	}
+
+	moderated := newService(t, Config{Moderate: true, EditWindow: time.Minute, Private: rooms.Patterns{"team-*"}})
+	mine, err := moderated.Submit(ctx, member, Post{Room: "team-a", Message: "mine"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name   string
+		err    error
+		reason string
+	}{
+		{"a mount moderator banning in a private room", func() error { _, err := moderated.Ban(moderator, "team-a", BanRequest{User: "bob"}); return err }(), "token_missing"},
+		{"a mount moderator banning in a public room", func() error { _, err := moderated.Ban(moderator, "lobby", BanRequest{User: "bob"}); return err }(), ""},
+		{"a reader's edit in a private room", func() error {
+			_, err := moderated.EditMessage(Caller{User: "alice", UserByToken: true, Grants: &token.Grants{Read: rooms.Patterns{"team-*"}}}, "team-a", mine.Message.ID, "changed", "")
+			return err
+		}(), "no_grant"},
+		{"a reader's delete in a private room", func() error {
+			_, err := moderated.DeleteMessage(Caller{User: "alice", UserByToken: true, Grants: &token.Grants{Read: rooms.Patterns{"team-*"}}}, "team-a", mine.Message.ID, "", false)
+			return err
+		}(), "no_grant"},
+		{"an author's edit with the post grant", func() error {
+			_, err := moderated.EditMessage(member, "team-a", mine.Message.ID, "changed", "")
+			return err
+		}(), ""},
+	} {
+		if got := reasonOf(t, c.err); got != c.reason {
+			t.Errorf("%s: refused for %q, want %q (%v)", c.name, got, c.reason, c.err)
+		}
+	}
+	if _, err := moderated.Bans(member, "lobby"); kindOf(t, err) != Unauthenticated {
+		t.Errorf("a token user without the moderate grant on a moderating mount: %v, want Unauthenticated: the mount's moderators are its identities", err)
+	}
+}

@@ -23,6 +23,9 @@ func (s *Service) EditMessage(c Caller, room, id, text, secret string) (rooms.Me
 	if err := s.CheckRoom(room); err != nil {
 		return rooms.Message{}, err
 	}
+	if err := s.authorize(c, ActPost, room); err != nil {
+		return rooms.Message{}, err
+	}
 	if err := s.checkMessage(text); err != nil {
 		return rooms.Message{}, err
 	}
@@ -38,10 +41,10 @@ func (s *Service) EditMessage(c Caller, room, id, text, secret string) (rooms.Me
 }
 
 // DeleteMessage erases the message id in room and returns the delete as stored:
-// an entry of the room's log, which its streams receive. A moderator
-// (asModerator, set by the adapter of a handler that lets its callers
-// moderate) with an identity deletes any message; anyone else only their
-// own, within the edit window, proven as for EditMessage.
+// an entry of the room's log, which its streams receive. A caller who
+// deletes asModerator deletes any message where MayModerate lets them;
+// anyone else only their own, within the edit window, proven as for
+// EditMessage, where they may post.
 func (s *Service) DeleteMessage(c Caller, room, id, secret string, asModerator bool) (rooms.Message, error) {
 	if c.CrossSite {
 		return rooms.Message{}, crossSite()
@@ -50,12 +53,15 @@ func (s *Service) DeleteMessage(c Caller, room, id, secret string, asModerator b
 		return rooms.Message{}, err
 	}
 	if asModerator {
-		if err := s.MayModerate(c); err != nil {
+		if err := s.MayModerate(c, room); err != nil {
 			return rooms.Message{}, err
 		}
 		return s.act(room, rooms.Post{User: c.User, Verified: true, Action: rooms.ActionDelete, Target: id, ByModerator: true})
 	}
 	if err := s.MayPost(c); err != nil {
+		return rooms.Message{}, err
+	}
+	if err := s.authorize(c, ActPost, room); err != nil {
 		return rooms.Message{}, err
 	}
 	msg, err := s.authored(c, room, id, secret)

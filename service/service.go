@@ -35,7 +35,8 @@ type Config struct {
 	ReserveNames bool
 	// AllowDelete lets callers delete rooms.
 	AllowDelete bool
-	// Moderate lets callers with an identity ban and unban.
+	// Moderate makes the callers whose identity resolves moderators of
+	// every room but the private ones (see MayModerate).
 	Moderate bool
 	// BlockWords refuses a message containing one of its words; nil
 	// blocks none.
@@ -93,10 +94,14 @@ func New(m *rooms.Manager, cfg Config) *Service {
 
 // Caller is who sent a request, resolved once by the adapter that took it.
 type Caller struct {
-	// User is the identity that the site's auth gave, "" when none
-	// resolved: the caller is then an unverified author, who names
-	// themselves.
+	// User is the identity that the site's auth gave, or else the user
+	// of the caller's token; "" when neither did: the caller is then an
+	// unverified author, who names themselves.
 	User string
+	// UserByToken is set when User is the token's, no identity having
+	// resolved: the caller is a verified author, but moderates only the
+	// rooms its token grants (see MayModerate).
+	UserByToken bool
 	// Addr is the client's address, as the adapter determined it
 	// (trusted proxies considered).
 	Addr string
