@@ -1354,8 +1354,9 @@ func testWidgetCrossOrigin(t *testing.T, browser context.Context) {
 // reads the private room and posts to it as alice, verified; it renews its
 // token across expiries without losing any of the messages posted every
 // 200 ms meanwhile; the chat's room page and room list, told the token URL
-// by token_url, show the room too. mallory's widget, whose token grants no
-// such room, says so.
+// by token_url, show the room too, and the room page pages back through
+// its history with the token. mallory's widget, whose token grants no such
+// room, says so.
 func testWidgetToken(t *testing.T, browser context.Context) {
 	room := privateRoom(t)
 	s := tokentest.NewSigner(t, "hs256", "")
@@ -1418,6 +1419,14 @@ func testWidgetToken(t *testing.T, browser context.Context) {
 	if onPage := waitMessages(t, tab, 1+len(want)); onPage[0].Text != "hello, team" {
 		t.Errorf("the room page shows %+v first", onPage[0])
 	}
+	// The page could not read the room's history as it rendered: it
+	// offers older messages, asks for them with its token, and learns
+	// that the room starts with the first one it shows.
+	waitShown(t, tab, "#older")
+	get(t, tab, chromedp.Evaluate[bool](`(document.getElementById('older').click(), true)`))
+	pollUntil(t, 10*time.Second, "the room page pages back with its token", func() bool {
+		return strings.Contains(get(t, tab, chromedp.Text(chromedp.CSS("#older-status"))), "start of the room")
+	})
 	run(t, tab, chromedp.Navigate(rootSite+"/"))
 	pollUntil(t, 10*time.Second, "the room list shows the private room", func() bool {
 		return strings.Contains(get(t, tab, chromedp.Text(chromedp.CSS("#rooms"))), room)
