@@ -197,6 +197,7 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	        token_url   <URL of the site's token endpoint>
 //	    }
 //	    private          <room pattern...>
+//	    screen           <url> { ... }
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
@@ -329,6 +330,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 			}
 			h.Private = append(h.Private, patterns...)
+		case "screen":
+			if h.Screen != nil {
+				return d.Err("screen: a handler has one screen")
+			}
+			c, err := unmarshalScreen(d)
+			if err != nil {
+				return err
+			}
+			h.Screen = c
 		default:
 			return d.Errf("unknown chat subdirective %q", sub)
 		}

@@ -100,6 +100,9 @@ type Handler struct {
 	// grant to read (streams, history, presence, the listing) and its
 	// post grant to post to.
 	Private []string `json:"private,omitempty"`
+	// The site's own code, asked about each post and edit before it is
+	// stored; see docs/hooks.md.
+	Screen *ScreenConfig `json:"screen,omitempty"`
 
 	app     *App
 	svc     *service.Service
@@ -196,6 +199,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return err
 		}
 		cfg.Private = h.Private
+	}
+	if h.Screen != nil {
+		if cfg.Screen, err = h.Screen.newScreen(h.app.hooks, h.logger); err != nil {
+			return err
+		}
 	}
 	h.svc = service.New(h.app.manager, cfg)
 	if h.GRPC {

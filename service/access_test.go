@@ -165,7 +165,7 @@ func TestTokenModeratorsModerateTheirRooms(t *testing.T) {
 		{"a mount moderator banning in a private room", func() error { _, err := moderated.Ban(moderator, "team-a", BanRequest{User: "bob"}); return err }(), "token_missing"},
 		{"a mount moderator banning in a public room", func() error { _, err := moderated.Ban(moderator, "lobby", BanRequest{User: "bob"}); return err }(), ""},
 		{"a reader's edit in a private room", func() error {
-			_, err := moderated.EditMessage(Caller{User: "alice", UserByToken: true, Grants: &token.Grants{Read: rooms.Patterns{"team-*"}}}, "team-a", mine.Message.ID, "changed", "")
+			_, err := moderated.EditMessage(context.Background(), Caller{User: "alice", UserByToken: true, Grants: &token.Grants{Read: rooms.Patterns{"team-*"}}}, "team-a", mine.Message.ID, "changed", "")
 			return err
 		}(), "no_grant"},
 		{"a reader's delete in a private room", func() error {
@@ -173,7 +173,7 @@ func TestTokenModeratorsModerateTheirRooms(t *testing.T) {
 			return err
 		}(), "no_grant"},
 		{"an author's edit with the post grant", func() error {
-			_, err := moderated.EditMessage(member, "team-a", mine.Message.ID, "changed", "")
+			_, err := moderated.EditMessage(context.Background(), member, "team-a", mine.Message.ID, "changed", "")
 			return err
 		}(), ""},
 	} {
