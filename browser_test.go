@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,6 +32,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
+	"github.com/caddy-chat/caddy-chat/internal/tokentest"
 	"github.com/caddy-chat/caddy-chat/rooms"
 	"github.com/caddy-chat/caddy-chat/ui"
 )
@@ -57,6 +59,7 @@ var browserTests = []browserTest{
 	{"LocalDays", testLocalDays},
 	{"Widget", testWidget},
 	{"WidgetCrossOrigin", testWidgetCrossOrigin},
+	{"WidgetToken", testWidgetToken},
 	{"Presence", testPresence},
 	{"OlderOnScroll", testOlderOnScroll},
 	{"OlderByKeyboard", testOlderByKeyboard},
@@ -700,8 +703,9 @@ func testDoubleEnter(t *testing.T, browser context.Context) {
 // testSendFails: a post that fails for a reason that may pass is retried
 // with the same Idempotency-Key, so the server stores it once; when the last
 // try fails, or the server refuses the message itself, the page says so in
-// an alert and keeps the text.
+// an alert and keeps the text: the site's screen's reason too.
 func testSendFails(t *testing.T, browser context.Context) {
+	screened := startSiteScreen(t)
 	for _, tc := range []struct {
 		name     string
 		handler  string
@@ -748,6 +752,13 @@ func testSendFails(t *testing.T, browser context.Context) {
 		stage:    fetch.RequestStageRequest,
 		answer:   func(i interceptor, ev *fetch.EventRequestPaused, _ int32) { i.pass(ev) },
 		attempts: 1, alert: "message is over 8 bytes",
+	}, {
+		name:     "refused by the screen",
+		handler:  fmt.Sprintf("screen %s {\n\t\t\tsecret %s\n\t\t}", screened.URL, screenSecret),
+		message:  "buy spam",
+		stage:    fetch.RequestStageRequest,
+		answer:   func(i interceptor, ev *fetch.EventRequestPaused, _ int32) { i.pass(ev) },
+		attempts: 1, alert: "no spam, please",
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			startCaddy(t, config{handler: tc.handler})
@@ -1345,6 +1356,106 @@ func testWidgetCrossOrigin(t *testing.T, browser context.Context) {
 				t.Errorf("the widget shows %+v; the room stores %s", got, stored(t, room))
 			}
 		})
+	}
+}
+
+// testWidgetToken: a page whose <chat-room> gets its tokens from
+// token-url, a small endpoint of the site that mints a token for whoever
+// the page signed in (here, by the query), valid for 3 s. alice's widget
+// reads the private room and posts to it as alice, verified; it renews its
+// token across expiries without losing any of the messages posted every
+// 200 ms meanwhile; the chat's room page and room list, told the token URL
+// by token_url, show the room too, and the room page pages back through
+// its history with the token. mallory's widget, whose token grants no such
+// room, says so.
+func testWidgetToken(t *testing.T, browser context.Context) {
+	room := privateRoom(t)
+	s := tokentest.NewSigner(t, "hs256", "")
+	var minted atomic.Int32
+	mint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		grants := map[string][]string{"read": {"other-*"}}
+		if r.URL.Query().Get("user") == "alice" {
+			grants = map[string][]string{"read": {room}, "post": {room}}
+		}
+		minted.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]string{"token": signed(t, s, r.URL.Query().Get("user"), 3*time.Second, grants)})
+	}))
+	t.Cleanup(mint.Close)
+	page := func(user string) string {
+		return `<!doctype html><html><head><meta charset="utf-8"><title>host</title>
+<script type="module" src="/widget.js"></script></head>
+<body><chat-room id="w" room="` + room + `" token-url="/token?user=` + user + `"></chat-room></body></html>`
+	}
+	t.Setenv("CHAT_TEST_TOKEN_SECRET", tokentest.Secret)
+	cfg := tokenConfig("key hs256 {env.CHAT_TEST_TOKEN_SECRET}\n\t\t\ttoken_url /token?user=alice")
+	cfg.site = hostSite(t, "default-src 'self'", map[string]string{"alice.html": page("alice"), "mallory.html": page("mallory")}) +
+		"\n\thandle /token {\n\t\treverse_proxy " + strings.TrimPrefix(mint.URL, "http://") + "\n\t}"
+	startCaddy(t, cfg)
+	defer reload(t, config{})
+
+	tab := newTab(t, browser, "alice")
+	opened := streamsOpened(t, tab)
+	run(t, tab, chromedp.Navigate(rootSite+"/host/alice.html"))
+	pollUntil(t, 10*time.Second, "alice's widget is live", func() bool { return widgetState(t, tab, "w") == "live" })
+	typeInWidget(t, tab, "w", "hello, team")
+	if got := waitWidget(t, tab, "w", 1); got[0].User != "alice" || got[0].Text != "hello, team" {
+		t.Fatalf("alice's widget shows %+v", got)
+	}
+
+	// Posted from the server side through two expiries of the widget's
+	// token.
+	auth := bearer(signed(t, s, "bob", time.Minute, map[string][]string{"post": {room}}))
+	var want []string
+	for end := time.Now().Add(7 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		r := postAs(t, rootSite, room, fmt.Sprintf("tick %d", len(want)), auth...)
+		want = append(want, r.json["id"].(string))
+	}
+	got := waitWidget(t, tab, "w", 1+len(want))
+	var shown []string
+	for _, m := range got[1:] {
+		shown = append(shown, m.ID)
+	}
+	if !slices.Equal(shown, want) {
+		t.Fatalf("across token expiries the widget shows\n%v\nwant\n%v", shown, want)
+	}
+	if n, m := opened(room), minted.Load(); n < 3 || m < 3 {
+		t.Errorf("the widget opened %d streams with %d tokens in 8 s with tokens of 3 s, want a renewal at each expiry", n, m)
+	}
+
+	// The chat's own pages, with token_url: the room page streams the
+	// private room, and the room list shows it once signed in.
+	run(t, tab, chromedp.Navigate(rootSite+"/room/"+room))
+	waitState(t, tab, "live")
+	if onPage := waitMessages(t, tab, 1+len(want)); onPage[0].Text != "hello, team" {
+		t.Errorf("the room page shows %+v first", onPage[0])
+	}
+	// The page could not read the room's history as it rendered: it
+	// offers older messages, asks for them with its token, and learns
+	// that the room starts with the first one it shows.
+	waitShown(t, tab, "#older")
+	get(t, tab, chromedp.Evaluate[bool](`(document.getElementById('older').click(), true)`))
+	pollUntil(t, 10*time.Second, "the room page pages back with its token", func() bool {
+		return strings.Contains(get(t, tab, chromedp.Text(chromedp.CSS("#older-status"))), "start of the room")
+	})
+	run(t, tab, chromedp.Navigate(rootSite+"/"))
+	pollUntil(t, 10*time.Second, "the room list shows the private room", func() bool {
+		return strings.Contains(get(t, tab, chromedp.Text(chromedp.CSS("#rooms"))), room)
+	})
+
+	other, cancel := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
+	t.Cleanup(cancel)
+	refusedTab := newTab(t, other, "mallory")
+	run(t, refusedTab, chromedp.Navigate(rootSite+"/host/mallory.html"))
+	notice := `document.getElementById('w').shadowRoot.querySelector('.notice')`
+	pollUntil(t, 10*time.Second, "mallory's widget says why it is refused", func() bool {
+		return strings.Contains(get(t, refusedTab, chromedp.Evaluate[string](notice+`.textContent`)), "does not grant read access to room "+strconv.Quote(room))
+	})
+	if state := widgetState(t, refusedTab, "w"); state != "refused" {
+		t.Errorf("mallory's widget is %q, want refused", state)
+	}
+	if rows := get(t, refusedTab, chromedp.Evaluate[[]shownMessage](readWidget("w"))); len(rows) != 0 {
+		t.Errorf("mallory's widget shows %v", rows)
 	}
 }
 

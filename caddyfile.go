@@ -185,6 +185,19 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	    allow_origins    <origin...>
 //	    block_words      <word...>
 //	    block_words_file <path>
+//	    token {
+//	        key         hs256|rs256|es256|eddsa <secret or PEM file>
+//	        jwks        <https URL>
+//	        jwks_ca     <PEM file>
+//	        issuer      <iss>
+//	        audience    <aud>
+//	        user_claim  <claim>
+//	        rooms_claim <claim>
+//	        from        header|cookie:<name>|query:<name>...
+//	        token_url   <URL of the site's token endpoint>
+//	    }
+//	    private          <room pattern...>
+//	    screen           <url> { ... }
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
@@ -298,6 +311,34 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.MaxNewRoomsPerClient = n
+		case "token":
+			if h.Token != nil {
+				return d.Err("token: only one token block")
+			}
+			h.Token = new(TokenConfig)
+			if err := h.Token.unmarshalCaddyfile(d); err != nil {
+				return err
+			}
+		case "private":
+			patterns := d.RemainingArgs()
+			if len(patterns) == 0 {
+				return d.ArgErr()
+			}
+			for _, pattern := range patterns {
+				if !rooms.ValidPattern(pattern) {
+					return d.Errf("private: %q is not a room pattern: the characters of a name, * and ?", pattern)
+				}
+			}
+			h.Private = append(h.Private, patterns...)
+		case "screen":
+			if h.Screen != nil {
+				return d.Err("screen: a handler has one screen")
+			}
+			c, err := unmarshalScreen(d)
+			if err != nil {
+				return err
+			}
+			h.Screen = c
 		default:
 			return d.Errf("unknown chat subdirective %q", sub)
 		}
@@ -306,6 +347,57 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	return nil
+}
+
+// unmarshalCaddyfile reads the token block of the chat directive.
+func (t *TokenConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		option := d.Val()
+		args := d.RemainingArgs()
+		one := func(dst *string) error {
+			if len(args) != 1 {
+				return d.Errf("token: %s: want one value", option)
+			}
+			*dst = args[0]
+			return nil
+		}
+		var err error
+		switch option {
+		case "key":
+			if len(args) != 2 {
+				return d.Errf("token: key: want an algorithm (hs256, rs256, es256, eddsa) and a secret or a PEM file")
+			}
+			t.Alg, t.Key = args[0], args[1]
+		case "jwks":
+			err = one(&t.JWKS)
+		case "jwks_ca":
+			err = one(&t.JWKSCA)
+		case "issuer":
+			err = one(&t.Issuer)
+		case "audience":
+			err = one(&t.Audience)
+		case "user_claim":
+			err = one(&t.UserClaim)
+		case "rooms_claim":
+			err = one(&t.RoomsClaim)
+		case "token_url":
+			err = one(&t.TokenURL)
+		case "from":
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			t.From = append(t.From, args...)
+		default:
+			return d.Errf("token: unknown option %q", option)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return t.validate()
 }
 
 // onOffArg reads the next argument, on or off. A bare option means on, as

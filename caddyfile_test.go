@@ -187,6 +187,26 @@ func TestUnmarshalDirective(t *testing.T) {
 			AllowOrigins: []string{"https://example.com", "http://localhost:8080", "https://b.example"},
 			BlockWords:   []string{"spam", "buy now", "eggs"}, BlockWordsFile: "/etc/caddy/blocked.txt",
 		}},
+		{name: "token", input: `chat {
+			token {
+				jwks https://example.eu.auth0.com/.well-known/jwks.json
+				issuer https://example.eu.auth0.com/
+				audience chat
+				user_claim email
+				rooms_claim https://example.com/chat
+				from header query:access_token
+			}
+			private team-* staff
+		}`, want: Handler{
+			Token: &TokenConfig{JWKS: "https://example.eu.auth0.com/.well-known/jwks.json", Issuer: "https://example.eu.auth0.com/",
+				Audience: "chat", UserClaim: "email", RoomsClaim: "https://example.com/chat", From: []string{"header", "query:access_token"}},
+			Private: []string{"team-*", "staff"},
+		}},
+		{name: "token key", input: "chat {\n token {\n key hs256 {env.SECRET}\n }\n}", want: Handler{Token: &TokenConfig{Alg: "hs256", Key: "{env.SECRET}"}}},
+		{name: "token key without algorithm", input: "chat {\n token {\n key {env.SECRET}\n }\n}", wantErr: "token: key: want an algorithm"},
+		{name: "token unknown option", input: "chat {\n token {\n key hs256 x\n secret y\n }\n}", wantErr: `token: unknown option "secret"`},
+		{name: "two token blocks", input: "chat {\n token {\n key hs256 x\n }\n token {\n key hs256 y\n }\n}", wantErr: "only one token block"},
+		{name: "private bad pattern", input: "chat {\n private team/a\n}", wantErr: `private: "team/a" is not a room pattern`},
 		{name: "ui on", input: "chat {\n ui on\n}", want: Handler{UI: boolPtr(true)}},
 		{name: "grpc on", input: "chat {\n grpc on\n}", want: Handler{GRPC: true}},
 		{name: "grpc off", input: "chat {\n grpc off\n}", want: Handler{}},

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 
 	"github.com/caddy-chat/caddy-chat/internal/redistest"
+	"github.com/caddy-chat/caddy-chat/internal/tokentest"
 )
 
 // The docs cannot drift from the code: these tests adapt and validate every
@@ -94,7 +96,12 @@ var caddyfileLike = regexp.MustCompile(`(?m)^\s*(chat|handle_path|reverse_proxy|
 // site block; a ```caddy-syntax fence shows a syntax with <placeholders>
 // and is not adapted.
 func TestDocSnippetsAdapt(t *testing.T) {
+	// The token snippets read their secret at load, as a reader's server
+	// has it in its environment.
+	t.Setenv("CHAT_TOKEN_SECRET", tokentest.Secret)
 	var redis *redistest.Server
+	// The hooks' secrets, as an operator keeps them in the environment.
+	t.Setenv("CHAT_SCREEN_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
 	snippets := 0
 	for _, page := range docPages(t) {
 		for _, f := range readFences(t, page) {
@@ -641,5 +648,63 @@ func TestDocSizes(t *testing.T) {
 		if lines := strings.Count(string(b), "\n"); lines >= limit {
 			t.Errorf("%s has %d lines, want fewer than %d: split it or say it shorter", page, lines, limit)
 		}
+	}
+}
+
+// TestDocTokenRecipe runs README's recipe of a function minting HS256
+// tokens as written, with node, moved only to free ports: the function
+// answers a token, which signs alice in to the private room team-a; the
+// room page is told where to fetch it; a stream without one is refused.
+func TestDocTokenRecipe(t *testing.T) {
+	var script, caddyfile string
+	for _, f := range readFences(t, "README.md") {
+		switch {
+		case f.info == "js" && strings.HasPrefix(f.body, "// token.mjs"):
+			script = f.body
+		case f.info == "caddy" && strings.Contains(f.body, "token_url"):
+			caddyfile = f.body
+		}
+	}
+	if script == "" || caddyfile == "" {
+		t.Fatal("README has no token.mjs recipe with its Caddyfile")
+	}
+	fnPort, site := freePort(), "http://localhost:"+freePort()
+	script = strings.ReplaceAll(script, "3000", fnPort)
+	caddyfile = strings.ReplaceAll(strings.ReplaceAll(caddyfile, "localhost:3000", "localhost:"+fnPort), "http://localhost:8080", site)
+
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "token.mjs"), []byte(script), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CHAT_TOKEN_SECRET", tokentest.Secret)
+	fn := exec.Command("node", "token.mjs")
+	fn.Dir, fn.Stdout, fn.Stderr = dir, os.Stderr, os.Stderr
+	if err := fn.Start(); err != nil {
+		t.Fatalf("running the recipe's function with node: %v", err)
+	}
+	t.Cleanup(func() { fn.Process.Kill(); fn.Wait() })
+	if err := loadCaddyfile("{\n\t" + testGlobals() + "\n}\n" + caddyfile); err != nil {
+		t.Fatal(err)
+	}
+	caddyStarted = true
+	defer reload(t, config{})
+
+	var got struct{ Token string }
+	waitFor(t, "the function's token", func() bool {
+		r, err := tryDo("GET", site+"/api/chat-token", "")
+		return err == nil && r.status == http.StatusOK && json.Unmarshal([]byte(r.body), &got) == nil && got.Token != ""
+	})
+	body := `{"room":"team-a","user":"mallory","message":"from the recipe"}`
+	if r := do(t, "POST", site+"/chat/submit", body, "Content-Type", ctJSON, "Authorization", "Bearer "+got.Token); r.status != http.StatusCreated || r.json["user"] != "alice" || r.json["verified"] != true {
+		t.Fatalf("a post with the function's token: %d %s, want 201 by alice, verified", r.status, r.body)
+	}
+	if r := do(t, "GET", site+"/chat/rooms/team-a/messages?access_token="+got.Token, ""); r.status != http.StatusOK {
+		t.Fatalf("history with the token in the query: %d %s", r.status, r.body)
+	}
+	if r := do(t, "GET", site+"/chat/stream/team-a", ""); r.status != http.StatusUnauthorized || r.json["reason"] != "token_missing" {
+		t.Fatalf("a stream without a token: %d %s, want 401 token_missing", r.status, r.body)
+	}
+	if r := do(t, "GET", site+"/chat/room/team-a", ""); !strings.Contains(r.body, `data-token-url="/api/chat-token"`) {
+		t.Fatalf("the room page does not fetch its token from the function: %d", r.status)
 	}
 }

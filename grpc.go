@@ -15,6 +15,7 @@ import (
 	"github.com/caddy-chat/caddy-chat/proto/chat/v1/chatv1connect"
 	"github.com/caddy-chat/caddy-chat/rooms"
 	"github.com/caddy-chat/caddy-chat/service"
+	"github.com/caddy-chat/caddy-chat/token"
 )
 
 // The gRPC adapter serves chat.v1.ChatService with connect-go, which speaks
@@ -119,6 +120,10 @@ func (s rpcService) Stream(ctx context.Context, req *connect.Request[chatv1.Stre
 		return errResume("this stream fell behind")
 	case "stopping":
 		return errResume("the server is stopping or reloading")
+	case "token_expired":
+		// As a token refused at the start: the client fetches a
+		// fresh one, and resumes with it.
+		return h.rpcError(ctx, service.TokenRefusal(&token.Error{Reason: token.Expired}))
 	}
 	return nil // the client left, the room was deleted, or a write failed
 }
@@ -259,8 +264,11 @@ func asProto(m any) (proto.Message, error) {
 func (protoCodec) IsBinary() bool { return true }
 
 // ListRooms lists rooms as GET /rooms does.
-func (s rpcService) ListRooms(context.Context, *connect.Request[chatv1.ListRoomsRequest]) (*connect.Response[chatv1.ListRoomsResponse], error) {
-	list := s.h.svc.Rooms()
+func (s rpcService) ListRooms(ctx context.Context, _ *connect.Request[chatv1.ListRoomsRequest]) (*connect.Response[chatv1.ListRoomsResponse], error) {
+	list, err := s.h.svc.Rooms(callOf(ctx).caller)
+	if err != nil {
+		return nil, s.h.rpcError(ctx, err)
+	}
 	out := &chatv1.ListRoomsResponse{Rooms: make([]*chatv1.Room, 0, len(list))}
 	for _, info := range list {
 		out.Rooms = append(out.Rooms, &chatv1.Room{Name: info.Name, Subscribers: uint32(info.Subscribers), Users: uint32(info.Users), LastId: info.LastID})
@@ -274,7 +282,7 @@ func (s rpcService) History(ctx context.Context, req *connect.Request[chatv1.His
 	if n := req.Msg.GetLimit(); n != 0 {
 		limit = int(min(n, service.MaxHistoryLimit+1))
 	}
-	rep, err := s.h.svc.History(req.Msg.GetRoom(), req.Msg.GetAfter(), req.Msg.GetBefore(), limit)
+	rep, err := s.h.svc.History(callOf(ctx).caller, req.Msg.GetRoom(), req.Msg.GetAfter(), req.Msg.GetBefore(), limit)
 	if err != nil {
 		return nil, s.h.rpcError(ctx, err)
 	}
@@ -295,7 +303,7 @@ func (s rpcService) DeleteRoom(ctx context.Context, req *connect.Request[chatv1.
 
 // Presence tells who is in a room, as GET /rooms/{room}/presence does.
 func (s rpcService) Presence(ctx context.Context, req *connect.Request[chatv1.PresenceRequest]) (*connect.Response[chatv1.PresenceResponse], error) {
-	p, err := s.h.svc.Presence(req.Msg.GetRoom())
+	p, err := s.h.svc.Presence(callOf(ctx).caller, req.Msg.GetRoom())
 	if err != nil {
 		return nil, s.h.rpcError(ctx, err)
 	}
@@ -309,7 +317,7 @@ func (s rpcService) Presence(ctx context.Context, req *connect.Request[chatv1.Pr
 // EditMessage edits a message as PATCH /rooms/{room}/messages/{id} does.
 func (s rpcService) EditMessage(ctx context.Context, req *connect.Request[chatv1.EditMessageRequest]) (*connect.Response[chatv1.Edit], error) {
 	in := req.Msg
-	edit, err := s.h.svc.EditMessage(callOf(ctx).caller, in.GetRoom(), in.GetId(), in.GetMessage(), in.GetSecret())
+	edit, err := s.h.svc.EditMessage(ctx, callOf(ctx).caller, in.GetRoom(), in.GetId(), in.GetMessage(), in.GetSecret())
 	if err != nil {
 		return nil, s.h.rpcError(ctx, err)
 	}
@@ -341,12 +349,11 @@ func rpcDelete(m *rooms.Message) *chatv1.Delete {
 
 // Ban puts a ban as POST /rooms/{room}/bans does.
 func (s rpcService) Ban(ctx context.Context, req *connect.Request[chatv1.BanRequest]) (*connect.Response[chatv1.BanInfo], error) {
-	c := callOf(ctx).caller
-	// Refused before the request is looked at, as over HTTP.
-	if err := s.h.svc.MayModerate(c); err != nil {
+	c, in := callOf(ctx).caller, req.Msg
+	// Refused before the rest of the request is looked at, as over HTTP.
+	if err := s.h.svc.MayModerate(c, in.GetRoom()); err != nil {
 		return nil, s.h.rpcError(ctx, err)
 	}
-	in := req.Msg
 	r := service.BanRequest{Message: in.GetMessage(), User: in.GetUser(), Reason: in.GetReason(), Purge: in.GetPurge()}
 	switch {
 	case in.GetForever() && in.Duration != nil:

@@ -195,8 +195,8 @@ func TestMessagesForeignEpoch(t *testing.T) {
 
 // TestHistoryZero: with history 0 nothing is kept. A resume that missed
 // messages gets a reset with oldest "" and no replay, then live messages;
-// the messages API answers an empty list, with reset after an id it cannot
-// continue from.
+// the messages API answers an empty list that starts the room's history,
+// with reset after an id it cannot continue from.
 func TestHistoryZero(t *testing.T) {
 	startCaddy(t, config{global: "history 0"})
 	room := roomFor(t, "a")
@@ -216,8 +216,8 @@ func TestHistoryZero(t *testing.T) {
 	}
 
 	for query, want := range map[string]string{
-		"":                   `{"messages":[]}`,
-		"?after=" + first.ID: `{"messages":[],"reset":true,"oldest":""}`,
+		"":                   `{"messages":[],"start":true}`,
+		"?after=" + first.ID: `{"messages":[],"reset":true,"oldest":"","start":true}`,
 	} {
 		if r := do(t, "GET", rootSite+"/rooms/"+room+"/messages"+query, ""); r.status != http.StatusOK || strings.TrimSpace(r.body) != want {
 			t.Errorf("messages%s: %d %s, want %s", query, r.status, r.body, want)

@@ -92,6 +92,17 @@ type Handler struct {
 	// A file of more such words, one a line; blank lines and lines
 	// beginning with # are left out. It is read when the config loads.
 	BlockWordsFile string `json:"block_words_file,omitempty"`
+	// Sign-in by the site's own tokens (JWTs): their user is the author,
+	// verified, and their rooms claim grants private rooms. The identity,
+	// when it resolves, wins over the token's user.
+	Token *TokenConfig `json:"token,omitempty"`
+	// Patterns of the rooms, such as team-*, that need a token's read
+	// grant to read (streams, history, presence, the listing) and its
+	// post grant to post to.
+	Private []string `json:"private,omitempty"`
+	// The site's own code, asked about each post and edit before it is
+	// stored; see docs/hooks.md.
+	Screen *ScreenConfig `json:"screen,omitempty"`
 
 	app     *App
 	svc     *service.Service
@@ -183,6 +194,17 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if cfg.BlockWords, err = h.blockList(); err != nil {
 		return err
 	}
+	if h.Token != nil {
+		if err := h.Token.provision(h.logger); err != nil {
+			return err
+		}
+		cfg.Private = h.Private
+	}
+	if h.Screen != nil {
+		if cfg.Screen, err = h.Screen.newScreen(h.app.hooks, h.logger); err != nil {
+			return err
+		}
+	}
 	h.svc = service.New(h.app.manager, cfg)
 	if h.GRPC {
 		h.rpc = h.newRPC()
@@ -246,7 +268,23 @@ func (h *Handler) Validate() error {
 	if h.MaxStreamsPerClient < 0 {
 		errs = append(errs, errors.New("max_streams_per_client must be positive"))
 	}
+	for _, pattern := range h.Private {
+		if !rooms.ValidPattern(pattern) {
+			errs = append(errs, fmt.Errorf("private: %q is not a room pattern: the characters of a name, * and ?", pattern))
+		}
+	}
+	if h.Token == nil && len(h.Private) > 0 {
+		errs = append(errs, errors.New("private needs a token block: without tokens, nobody could read those rooms"))
+	}
 	return errors.Join(errs...)
+}
+
+// Cleanup ends the token's JWKS refreshes.
+func (h *Handler) Cleanup() error {
+	if h.Token != nil {
+		h.Token.cleanup()
+	}
+	return nil
 }
 
 // ServeHTTP routes the paths the handler owns, relative to where it is
@@ -289,7 +327,7 @@ var (
 	// EventSource that reconnects by itself.
 	restCORS = corsPolicy{
 		methods: "GET, POST, PATCH, DELETE",
-		headers: "Content-Type, Idempotency-Key, Last-Event-ID, " + secretHeader,
+		headers: "Authorization, Content-Type, Idempotency-Key, Last-Event-ID, " + secretHeader,
 		expose:  "Retry-After",
 	}
 	// rpcCORS is for the gRPC API, which browsers call with gRPC-Web or the
@@ -297,7 +335,7 @@ var (
 	// a call's status where a page's script may read them.
 	rpcCORS = corsPolicy{
 		methods: "POST",
-		headers: "Content-Type, Connect-Protocol-Version, Connect-Timeout-Ms, Grpc-Timeout, X-Grpc-Web, X-User-Agent",
+		headers: "Authorization, Content-Type, Connect-Protocol-Version, Connect-Timeout-Ms, Grpc-Timeout, X-Grpc-Web, X-User-Agent",
 		expose:  "Grpc-Status, Grpc-Message, Grpc-Status-Details-Bin, Retry-After",
 	}
 )
@@ -367,22 +405,22 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c service.Caller
 		if r.Method != http.MethodGet {
 			return methodNotAllowed("GET")
 		}
-		return h.serveRooms(w)
+		return h.serveRooms(w, c)
 	case routeMessages:
 		if r.Method != http.MethodGet {
 			return methodNotAllowed("GET")
 		}
-		return h.serveMessages(w, r, room)
+		return h.serveMessages(w, r, c, room)
 	case routePresence:
 		if r.Method != http.MethodGet {
 			return methodNotAllowed("GET")
 		}
-		return h.servePresence(w, room)
+		return h.servePresence(w, c, room)
 	case routeRoom:
 		switch r.Method {
 		case http.MethodGet:
 			if *h.UI {
-				return h.serveRoomPage(w, r, room)
+				return h.serveRoomPage(w, r, c, room)
 			}
 		case http.MethodPost:
 			return h.serveSubmit(w, r, c, room)
@@ -399,7 +437,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, c service.Caller
 		}
 		switch route {
 		case routeIndex:
-			return h.serveIndex(w)
+			return h.serveIndex(w, c)
 		case routeOpenRoom:
 			return h.serveOpenRoom(w, r)
 		case routeWidget:
@@ -470,13 +508,17 @@ func unescapeSegment(seg string) string {
 	return seg
 }
 
-func (h *Handler) serveRooms(w http.ResponseWriter) error {
+func (h *Handler) serveRooms(w http.ResponseWriter, c service.Caller) error {
+	list, err := h.svc.Rooms(c)
+	if err != nil {
+		return err
+	}
 	return writeJSON(w, http.StatusOK, struct {
 		Rooms []rooms.RoomInfo `json:"rooms"`
-	}{h.svc.Rooms()})
+	}{list})
 }
 
-func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request, room string) error {
+func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request, c service.Caller, room string) error {
 	q := r.URL.Query()
 	limit := service.DefaultHistoryLimit
 	if s := q.Get("limit"); s != "" {
@@ -486,7 +528,7 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request, room str
 		}
 		limit = n
 	}
-	rep, err := h.svc.History(room, q.Get("after"), q.Get("before"), limit)
+	rep, err := h.svc.History(c, room, q.Get("after"), q.Get("before"), limit)
 	if err != nil {
 		return err
 	}
@@ -528,12 +570,16 @@ func (h *Handler) deleteRoom(c service.Caller, room string) error {
 }
 
 // caller resolves who sent r, once for each request, for either adapter:
-// the identity, the client's address as Caddy determined it (trusted
-// proxies considered), and whether a browser sent it from another site.
+// the identity, the token's user and grants, the client's address as Caddy
+// determined it (trusted proxies considered), and whether a browser sent it
+// from another site, whose cookies sign no one in.
 func (h *Handler) caller(r *http.Request) service.Caller {
 	c := service.Caller{CrossSite: h.csrf.Check(r) != nil}
 	if !c.CrossSite {
 		c.User, _ = h.identity(r)
+		if h.Token != nil {
+			h.Token.signIn(r, &c)
+		}
 	}
 	ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
 	if !ok || ip == "" {
@@ -568,5 +614,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
 	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )

@@ -36,7 +36,7 @@ func (h *Handler) serveEditMessage(w http.ResponseWriter, r *http.Request, c ser
 	if err := decodeJSON(raw, &in); err != nil {
 		return err
 	}
-	edit, err := h.svc.EditMessage(c, room, id, in.Message, r.Header.Get(secretHeader))
+	edit, err := h.svc.EditMessage(r.Context(), c, room, id, in.Message, r.Header.Get(secretHeader))
 	if err != nil {
 		return err
 	}
@@ -52,11 +52,12 @@ func (h *Handler) serveDeleteMessage(w http.ResponseWriter, r *http.Request, c s
 }
 
 // deleteMessage erases the message id of room for c, for either adapter:
-// on a moderate mount a caller with an identity deletes any message, as a
-// moderator, and the delete is audited; anyone else deletes their own,
-// proven by identity or secret.
+// a caller who may moderate the room (on a moderate mount, with an
+// identity; anywhere, with a token's moderate grant) deletes any message,
+// as a moderator, and the delete is audited; anyone else deletes their
+// own, proven by identity or secret.
 func (h *Handler) deleteMessage(c service.Caller, room, id, secret string) (rooms.Message, error) {
-	asModerator := h.Moderate && c.User != ""
+	asModerator := h.svc.MayModerate(c, room) == nil
 	del, err := h.svc.DeleteMessage(c, room, id, secret, asModerator)
 	if err != nil {
 		return rooms.Message{}, err

@@ -11,7 +11,8 @@ import (
 	"github.com/caddy-chat/caddy-chat/service"
 )
 
-// The moderation routes, under a moderate mount: POST and GET
+// The moderation routes, for the callers of a moderate mount and those
+// whose token grants moderating the room: POST and GET
 // /rooms/{room}/bans put a ban and list them, DELETE
 // /rooms/{room}/bans/{id} lifts one. Room * holds the bans of every room.
 // The service decides who may; these only decode and answer, and the
@@ -70,7 +71,7 @@ func viewOfBan(b rooms.Ban) banView {
 func (h *Handler) servePutBan(w http.ResponseWriter, r *http.Request, c service.Caller, room string) error {
 	// Refused before the body is read: nothing of it matters to a caller
 	// who may not ban.
-	if err := h.svc.MayModerate(c); err != nil {
+	if err := h.svc.MayModerate(c, room); err != nil {
 		return err
 	}
 	_, raw, err := readBody(r.Header, r.Body, h.MaxBodySize, false)

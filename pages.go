@@ -15,10 +15,15 @@ import (
 // pageHistory is how many recent messages a room page shows on load.
 const pageHistory = 50
 
-// serveIndex renders the room list.
-func (h *Handler) serveIndex(w http.ResponseWriter) error {
-	list := h.svc.Rooms()
-	data := ui.Index{Fixed: len(h.Rooms) > 0, Rooms: make([]ui.RoomSummary, len(list))}
+// serveIndex renders the rooms c may read. A caller whose token was
+// refused sees the public rooms, as any visitor does: the page is where
+// they sign in again.
+func (h *Handler) serveIndex(w http.ResponseWriter, c service.Caller) error {
+	list, err := h.svc.Rooms(c)
+	if err != nil {
+		list, _ = h.svc.Rooms(service.Caller{})
+	}
+	data := ui.Index{Fixed: len(h.Rooms) > 0, Rooms: make([]ui.RoomSummary, len(list)), TokenURL: h.tokenURL()}
 	for i, info := range list {
 		data.Rooms[i] = ui.RoomSummary{Name: info.Name, Subscribers: info.Subscribers}
 	}
@@ -38,13 +43,23 @@ func (h *Handler) serveOpenRoom(w http.ResponseWriter, r *http.Request) error {
 }
 
 // serveRoomPage renders a room's chat page with its recent history. It
-// creates nothing: the page's stream opens the room.
-func (h *Handler) serveRoomPage(w http.ResponseWriter, r *http.Request, room string) error {
-	rep, err := h.svc.History(room, "", "", pageHistory)
-	if err != nil && !service.IsKind(err, service.NotFound) {
+// creates nothing: the page's stream opens the room. A room that c may not
+// read is rendered without its history, which the page's stream replays
+// once its script has a token (see TokenURL).
+func (h *Handler) serveRoomPage(w http.ResponseWriter, r *http.Request, c service.Caller, room string) error {
+	if err := h.svc.CheckRoom(room); err != nil {
 		return err
 	}
-	data := ui.Room{Name: room, AllowDelete: h.AllowDelete, Older: len(rep.Messages) > 0 && !rep.Start, Settings: h.uiSettings(r)}
+	// Past the room's check, a refusal to read is the token's.
+	rep, err := h.svc.History(c, room, "", "", pageHistory)
+	unread := service.IsKind(err, service.Unauthenticated) || service.IsKind(err, service.Forbidden)
+	if err != nil && !service.IsKind(err, service.NotFound) && !unread {
+		return err
+	}
+	data := ui.Room{Name: room, AllowDelete: h.AllowDelete, TokenURL: h.tokenURL(), Settings: h.uiSettings(r)}
+	// A room the page reads by its token may keep more than its stream
+	// replays: the page asks, signed in, as it does for the rest.
+	data.Older = len(rep.Messages) > 0 && !rep.Start || unread && data.TokenURL != ""
 	for _, m := range rep.Messages {
 		data.Messages = append(data.Messages, ui.Message{ID: m.ID, User: m.User, Text: m.Message, Time: m.Time, Verified: m.Verified, Edited: m.Edited})
 	}
@@ -67,6 +82,14 @@ func (h *Handler) uiSettings(r *http.Request) ui.Settings {
 func (h *Handler) serveConfig(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Cache-Control", "no-store")
 	return writeJSON(w, http.StatusOK, h.uiSettings(r))
+}
+
+// tokenURL is where the pages fetch their token, "" for none.
+func (h *Handler) tokenURL() string {
+	if h.Token == nil {
+		return ""
+	}
+	return h.Token.TokenURL
 }
 
 // serveStatic serves the pages' embedded scripts and styles.

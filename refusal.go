@@ -3,6 +3,7 @@ package chat
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/caddy-chat/caddy-chat/service"
+	"github.com/caddy-chat/caddy-chat/token"
 )
 
 // refusal is how both adapters answer one kind of refusal.
@@ -67,10 +69,11 @@ func (h *Handler) reject(r *http.Request, e *service.Error) {
 		zap.String("path", r.URL.Path))
 }
 
-// writeRefusal answers a refusal over HTTP: its status, with Allow and
-// Retry-After where it has them, and {"error": message}, with "reason"
-// when the refusal has one of its own ("banned", "blocked_word"), for a
-// page to tell the person what to do.
+// writeRefusal answers a refusal over HTTP: its status, with Allow,
+// Retry-After and WWW-Authenticate where it has them, and {"error":
+// message}, with the refusal's reason where it names its own ("banned",
+// "blocked_word", "token_expired"), for a page to tell the person what to
+// do, and what failed or the room where it says.
 func writeRefusal(w http.ResponseWriter, e *service.Error) {
 	if e.Allow != "" {
 		w.Header().Set("Allow", e.Allow)
@@ -78,10 +81,27 @@ func writeRefusal(w http.ResponseWriter, e *service.Error) {
 	if e.RetryAfter > 0 {
 		w.Header().Set("Retry-After", retryAfterSeconds(e.RetryAfter))
 	}
+	if challenge := bearerChallenge(e); challenge != "" {
+		w.Header().Set("WWW-Authenticate", challenge)
+	}
 	_ = writeJSON(w, refusals[e.Kind].status, struct {
 		Error  string `json:"error"`
 		Reason string `json:"reason,omitempty"`
-	}{e.Message, e.Reason})
+		Why    string `json:"why,omitempty"`
+		Room   string `json:"room,omitempty"`
+	}{e.Message, e.Reason, e.Why, e.Room})
+}
+
+// bearerChallenge is the WWW-Authenticate header of a refused token, as
+// RFC 6750 has it, "" for any other refusal.
+func bearerChallenge(e *service.Error) string {
+	switch token.Reason(e.Reason) {
+	case token.Missing:
+		return `Bearer realm="chat"`
+	case token.Expired, token.Invalid:
+		return fmt.Sprintf(`Bearer realm="chat", error="invalid_token", error_description=%q`, e.Message)
+	}
+	return ""
 }
 
 // retryAfterSeconds is a wait in whole seconds, rounded up, as Retry-After
@@ -105,6 +125,19 @@ func (h *Handler) rpcError(ctx context.Context, err error) error {
 		code = answer.code
 	}
 	cerr := connect.NewError(code, errors.New(e.Message))
+	if e.Reason != "" {
+		// What a client acts on, as the JSON's reason over HTTP.
+		info := &errdetails.ErrorInfo{Reason: e.Reason, Domain: "caddy-chat", Metadata: map[string]string{}}
+		if e.Why != "" {
+			info.Metadata["why"] = e.Why
+		}
+		if e.Room != "" {
+			info.Metadata["room"] = e.Room
+		}
+		if detail, err := connect.NewErrorDetail(info); err == nil {
+			cerr.AddDetail(detail)
+		}
+	}
 	if e.RetryAfter > 0 {
 		cerr.Meta().Set("Retry-After", retryAfterSeconds(e.RetryAfter))
 		if detail, err := connect.NewErrorDetail(&errdetails.RetryInfo{RetryDelay: durationpb.New(e.RetryAfter)}); err == nil {

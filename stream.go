@@ -347,6 +347,8 @@ func endReason(err error) string {
 		return "evicted"
 	case errors.Is(err, rooms.ErrRoomClosed):
 		return "room_deleted"
+	case errors.Is(err, rooms.ErrExpired):
+		return "token_expired"
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return "write_timeout"
 	}

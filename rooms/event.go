@@ -24,6 +24,9 @@ const (
 	EventEdit
 	// EventDelete carries a delete of a message (Message.Action).
 	EventDelete
+	// EventExpired ends a stream whose reader's grant ran out, such as
+	// a token at its exp: the reader resumes with a fresh one.
+	EventExpired
 )
 
 // Event is one entry a room sends its readers. A room makes each event once
@@ -64,6 +67,9 @@ func MessageEvent(m Message) *Event {
 // CloseEvent is the event that ends a deleted room's streams. Being shared,
 // it is encoded once per codec for the life of the process.
 var CloseEvent = &Event{Kind: EventClose}
+
+// ExpiredEvent is the event that ends an expired subscription's stream.
+var ExpiredEvent = &Event{Kind: EventExpired}
 
 // JSON returns the event's data as one line of JSON: the message, the
 // action, the presence change, or the reset's oldest id. Codecs that carry JSON share
@@ -148,6 +154,8 @@ func (k EventKind) String() string {
 		return "edit"
 	case EventDelete:
 		return "delete"
+	case EventExpired:
+		return "expired"
 	}
 	return "unknown"
 }

@@ -52,6 +52,9 @@ var (
 	ErrEvicted = broadcast.ErrEvicted
 	// ErrRoomClosed ends the subscriptions of a deleted room.
 	ErrRoomClosed = errors.New("room closed")
+	// ErrExpired ends a subscription that its reader may no longer read
+	// (see Subscription.Expire).
+	ErrExpired = errors.New("the reader's grant expired")
 )
 
 // Config sets a Manager's limits. The zero value means: no history, a
@@ -1254,13 +1257,14 @@ func (rep *Replay) fitNewest(budget int) {
 // events. Call Close when done.
 type Subscription struct {
 	Replay
-	m      *Manager
-	r      *room
-	sub    *broadcast.Subscriber[*Event]
-	signal broadcast.Signal // nil when the caller gave its own wake function
-	wake   func()
-	user   string
-	once   sync.Once
+	m       *Manager
+	r       *room
+	sub     *broadcast.Subscriber[*Event]
+	signal  broadcast.Signal // nil when the caller gave its own wake function
+	wake    func()
+	user    string
+	once    sync.Once
+	expired atomic.Bool
 
 	pmu      sync.Mutex
 	presence []*Event // presence events not yet taken
@@ -1327,13 +1331,18 @@ func (s *Subscription) Ready() <-chan struct{} { return s.signal }
 // them. err is nil while the subscription lasts; ErrEvicted when it fell
 // behind, with no events (resuming from the last id replays what it
 // missed, in order); ErrRoomClosed when the room was deleted, after the
-// events queued before it and CloseEvent; ErrClosed after Close.
+// events queued before it and CloseEvent; ErrExpired once Expire was
+// called, after the events queued before it and ExpiredEvent; ErrClosed
+// after Close.
 func (s *Subscription) Take(dst []*Event) (events []*Event, err error) {
 	n := len(dst)
 	events, err = s.sub.Take(dst)
 	events = s.takePresence(events)
 	switch {
 	case err == nil:
+		if s.expired.Load() {
+			events, err = append(events, ExpiredEvent), ErrExpired
+		}
 	case errors.Is(err, broadcast.ErrEvicted):
 		clear(events[n:])
 		events, err = events[:n], ErrEvicted
@@ -1343,6 +1352,15 @@ func (s *Subscription) Take(dst []*Event) (events []*Event, err error) {
 		err = ErrClosed
 	}
 	return events, err
+}
+
+// Expire ends the subscription's stream once the events already queued
+// are taken, with ExpiredEvent: its reader's grant to read the room, such
+// as a token, ran out. It wakes the reader, and may be called from any
+// goroutine.
+func (s *Subscription) Expire() {
+	s.expired.Store(true)
+	s.wake()
 }
 
 // Close ends the subscription. It is safe to call more than once. The last

@@ -948,3 +948,23 @@ func TestEvictedHookFollowsConfig(t *testing.T) {
 		t.Errorf("eviction reported %d times to the old hooks, %d to the current; want 0, 1", old, current)
 	}
 }
+
+func TestExpireEndsSubscriptionAfterQueuedEvents(t *testing.T) {
+	m := newManager(t, Config{History: 10, Buffer: 10})
+	sub, err := m.Subscribe("lobby", Position{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	post(t, m, "lobby", "before")
+	sub.Expire()
+	select {
+	case <-sub.Ready():
+	case <-time.After(time.Second):
+		t.Fatal("Expire did not wake the reader")
+	}
+	events, err := sub.Take(nil)
+	if !errors.Is(err, ErrExpired) || len(events) != 2 || events[0].Message.Message != "before" || events[1] != ExpiredEvent {
+		t.Fatalf("Take after Expire: %d events, %v; want the queued message, then ExpiredEvent and ErrExpired", len(events), err)
+	}
+}

@@ -1,10 +1,12 @@
 package service
 
 import (
+	"context"
 	"crypto/subtle"
 	"time"
 
 	"github.com/caddy-chat/caddy-chat/rooms"
+	"github.com/caddy-chat/caddy-chat/screen"
 )
 
 // DefaultEditWindow is how long an author may edit or delete a message
@@ -15,12 +17,16 @@ const DefaultEditWindow = 15 * time.Minute
 // author within the edit window, and returns the edit as stored: an entry
 // of the room's log, which its streams receive. The author proves
 // authorship by identity when the message was posted with one, else with
-// secret, as Submit handed it out. The text is checked as a post's is.
-func (s *Service) EditMessage(c Caller, room, id, text, secret string) (rooms.Message, error) {
+// secret, as Submit handed it out. The text is checked, and screened, as a
+// post's is.
+func (s *Service) EditMessage(ctx context.Context, c Caller, room, id, text, secret string) (rooms.Message, error) {
 	if err := s.MayPost(c); err != nil {
 		return rooms.Message{}, err
 	}
 	if err := s.CheckRoom(room); err != nil {
+		return rooms.Message{}, err
+	}
+	if err := s.authorize(c, ActPost, room); err != nil {
 		return rooms.Message{}, err
 	}
 	if err := s.checkMessage(text); err != nil {
@@ -34,14 +40,22 @@ func (s *Service) EditMessage(c Caller, room, id, text, secret string) (rooms.Me
 	if err := s.checkBanned(room, authorKey(msg)); err != nil {
 		return rooms.Message{}, err
 	}
+	if s.cfg.Screen != nil {
+		if text, err = s.screen(ctx, screen.Request{
+			Kind: screen.KindEdit, Room: room, User: msg.User, Verified: msg.Verified,
+			Message: text, Target: id, Client: screen.ClientHash(c.key()),
+		}); err != nil {
+			return rooms.Message{}, err
+		}
+	}
 	return s.act(room, rooms.Post{User: msg.User, Verified: msg.Verified, Action: rooms.ActionEdit, Target: id, Text: text})
 }
 
 // DeleteMessage erases the message id in room and returns the delete as stored:
-// an entry of the room's log, which its streams receive. A moderator
-// (asModerator, set by the adapter of a handler that lets its callers
-// moderate) with an identity deletes any message; anyone else only their
-// own, within the edit window, proven as for EditMessage.
+// an entry of the room's log, which its streams receive. A caller who
+// deletes asModerator deletes any message where MayModerate lets them;
+// anyone else only their own, within the edit window, proven as for
+// EditMessage, where they may post.
 func (s *Service) DeleteMessage(c Caller, room, id, secret string, asModerator bool) (rooms.Message, error) {
 	if c.CrossSite {
 		return rooms.Message{}, crossSite()
@@ -50,12 +64,15 @@ func (s *Service) DeleteMessage(c Caller, room, id, secret string, asModerator b
 		return rooms.Message{}, err
 	}
 	if asModerator {
-		if err := s.MayModerate(c); err != nil {
+		if err := s.MayModerate(c, room); err != nil {
 			return rooms.Message{}, err
 		}
 		return s.act(room, rooms.Post{User: c.User, Verified: true, Action: rooms.ActionDelete, Target: id, ByModerator: true})
 	}
 	if err := s.MayPost(c); err != nil {
+		return rooms.Message{}, err
+	}
+	if err := s.authorize(c, ActPost, room); err != nil {
 		return rooms.Message{}, err
 	}
 	msg, err := s.authored(c, room, id, secret)

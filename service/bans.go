@@ -39,18 +39,32 @@ type BanRequest struct {
 	Purge bool
 }
 
-// MayModerate refuses a caller who may not ban or unban here: where the
-// handler does not moderate, a caller without an identity, and a browser
-// on another site.
-func (s *Service) MayModerate(c Caller) error {
+// MayModerate refuses a caller who may not moderate room (ban, unban,
+// delete any message). Moderators are the callers whose token grants
+// moderating room, on any mount, and, on a handler that moderates, those
+// whose identity resolves. A private room is moderated by its token
+// moderators alone, as it is read by its token readers alone.
+func (s *Service) MayModerate(c Caller, room string) error {
 	switch {
+	case c.Refused != nil:
+		return c.Refused
+	case c.Moderates(room):
+		if c.User == "" {
+			// The audit names every moderator.
+			return Refuse(Forbidden, "your token grants moderating but names no user: moderators are named")
+		}
+		return nil
 	case !s.cfg.Moderate:
 		return Refuse(Forbidden, "moderating is not allowed here")
 	case c.CrossSite:
 		// Before the identity: the adapters resolve none for a
 		// request from another site, which signing in would not help.
 		return crossSite()
-	case c.User == "":
+	case s.Private(room):
+		// Refused as reading it is: without a token, or without the
+		// grant.
+		return s.authorize(c, ActModerate, room)
+	case c.User == "" || c.UserByToken:
 		return Refuse(Unauthenticated, "sign in to moderate")
 	}
 	return nil
@@ -70,7 +84,7 @@ func (s *Service) checkBanRoom(room string) error {
 // moderator. The author of an anonymous message is banned by the client
 // key they posted from: their address, an IPv6 client by its /64.
 func (s *Service) Ban(c Caller, room string, r BanRequest) (rooms.Ban, error) {
-	if err := s.MayModerate(c); err != nil {
+	if err := s.MayModerate(c, room); err != nil {
 		return rooms.Ban{}, err
 	}
 	if err := s.checkBanRoom(room); err != nil {
@@ -183,7 +197,7 @@ const maxPurgePage = 200
 // (rooms.AllRooms), oldest first, for a moderator: their subjects are
 // client keys, addresses among them, for no one else to see.
 func (s *Service) Bans(c Caller, room string) ([]rooms.Ban, error) {
-	if err := s.MayModerate(c); err != nil {
+	if err := s.MayModerate(c, room); err != nil {
 		return nil, err
 	}
 	if err := s.checkBanRoom(room); err != nil {
@@ -195,7 +209,7 @@ func (s *Service) Bans(c Caller, room string) ([]rooms.Ban, error) {
 
 // Unban lifts the ban of room with id, for a moderator.
 func (s *Service) Unban(c Caller, room, id string) error {
-	if err := s.MayModerate(c); err != nil {
+	if err := s.MayModerate(c, room); err != nil {
 		return err
 	}
 	if err := s.checkBanRoom(room); err != nil {

@@ -303,7 +303,7 @@ func TestBlockedWords(t *testing.T) {
 	if err := post(s, stranger, "lobby", "spammers buy nowhere"); err != nil {
 		t.Fatalf("a post without a blocked word: %v", err)
 	}
-	if rep, _ := s.History("lobby", "", "", 10); len(rep.Messages) != 1 {
+	if rep, _ := s.History(Caller{}, "lobby", "", "", 10); len(rep.Messages) != 1 {
 		t.Fatalf("%d messages stored, want the clean one alone", len(rep.Messages))
 	}
 }

@@ -50,6 +50,8 @@ type Error struct {
 	Message    string        // for a person: what is wrong
 	RetryAfter time.Duration // when to try again, for RateLimited, Capacity and Unavailable
 	Allow      string        // the methods the route takes, for MethodNotAllowed
+	Room       string        // the room a grant is missing for
+	Why        string        // what failed in an invalid token
 	Cause      error         // what the operator must know, for the log; never sent
 }
 

@@ -20,6 +20,8 @@ import (
 	"github.com/caddy-chat/caddy-chat/blocklist"
 	"github.com/caddy-chat/caddy-chat/ratelimit"
 	"github.com/caddy-chat/caddy-chat/rooms"
+	"github.com/caddy-chat/caddy-chat/screen"
+	"github.com/caddy-chat/caddy-chat/token"
 )
 
 // Config is one handler's policy.
@@ -34,7 +36,8 @@ type Config struct {
 	ReserveNames bool
 	// AllowDelete lets callers delete rooms.
 	AllowDelete bool
-	// Moderate lets callers with an identity ban and unban.
+	// Moderate makes the callers whose identity resolves moderators of
+	// every room but the private ones (see MayModerate).
 	Moderate bool
 	// BlockWords refuses a message containing one of its words; nil
 	// blocks none.
@@ -43,6 +46,9 @@ type Config struct {
 	// a message (see EditMessage); 0 lets authors do neither. A handler that
 	// names none sets DefaultEditWindow.
 	EditWindow time.Duration
+	// Screen, when set, judges every post and edit before it is stored;
+	// nil stores them unjudged.
+	Screen *screen.Screen
 	// MaxMessageSize is the largest message, in bytes.
 	MaxMessageSize int64
 	// RatePosts posts per RateWindow per client; 0 for no limit.
@@ -59,6 +65,9 @@ type Config struct {
 	// nil counts them in this process. CounterTimeout bounds each count.
 	Counter        ratelimit.SharedCounter
 	CounterTimeout time.Duration
+	// Private are the rooms whose readers need a token's read grant, and
+	// whose authors its post grant.
+	Private rooms.Patterns
 }
 
 // Service is one handler's chat. Its methods are safe for concurrent use.
@@ -89,10 +98,14 @@ func New(m *rooms.Manager, cfg Config) *Service {
 
 // Caller is who sent a request, resolved once by the adapter that took it.
 type Caller struct {
-	// User is the identity that the site's auth gave, "" when none
-	// resolved: the caller is then an unverified author, who names
-	// themselves.
+	// User is the identity that the site's auth gave, or else the user
+	// of the caller's token; "" when neither did: the caller is then an
+	// unverified author, who names themselves.
 	User string
+	// UserByToken is set when User is the token's, no identity having
+	// resolved: the caller is a verified author, but moderates only the
+	// rooms its token grants (see MayModerate).
+	UserByToken bool
 	// Addr is the client's address, as the adapter determined it
 	// (trusted proxies considered).
 	Addr string
@@ -100,6 +113,16 @@ type Caller struct {
 	// origin that may not act here: it may carry the site's cookies
 	// without its author meaning to post.
 	CrossSite bool
+	// Grants are the rooms the caller's token grants; nil without a
+	// verified token.
+	Grants *token.Grants
+	// Expires is when the caller's token expires: a stream it opened ends
+	// then. Zero without a token.
+	Expires time.Time
+	// Refused is the refusal of a token that was sent and did not verify:
+	// every act of the caller is refused with it, in any room, as the
+	// caller believes to be signed in.
+	Refused *Error
 }
 
 // key names the caller for limits per client: the identity when there is
@@ -179,9 +202,18 @@ func validIdempotencyKey(key string) bool {
 	return true
 }
 
-// Rooms lists the rooms this handler serves: all of them, or with an
-// allowlist, exactly the allowed ones, whether they exist yet or not.
-func (s *Service) Rooms() []rooms.RoomInfo {
+// Rooms lists the rooms this handler serves that c may read: all of them,
+// or with an allowlist, exactly the allowed ones, whether they exist yet or
+// not; private rooms only where c's token grants reading them.
+func (s *Service) Rooms(c Caller) ([]rooms.RoomInfo, error) {
+	if c.Refused != nil {
+		return nil, c.Refused
+	}
+	return s.readable(c, s.rooms()), nil
+}
+
+// rooms lists the rooms this handler serves.
+func (s *Service) rooms() []rooms.RoomInfo {
 	list := s.m.Rooms()
 	if s.allowed == nil {
 		return list
@@ -222,9 +254,12 @@ func HistoryLimit(text string) (int, error) {
 
 // History reads up to limit retained messages of room after the id after,
 // or the newest limit without after; with before, only those older than
-// the id before (see rooms.Manager.Messages).
-func (s *Service) History(room, after, before string, limit int) (rooms.Replay, error) {
+// the id before (see rooms.Manager.Messages), where c may read room.
+func (s *Service) History(c Caller, room, after, before string, limit int) (rooms.Replay, error) {
 	if err := s.CheckRoom(room); err != nil {
+		return rooms.Replay{}, err
+	}
+	if err := s.authorize(c, ActRead, room); err != nil {
 		return rooms.Replay{}, err
 	}
 	if limit < 1 || limit > MaxHistoryLimit {
@@ -234,9 +269,12 @@ func (s *Service) History(room, after, before string, limit int) (rooms.Replay, 
 	return rep, roomsError(err)
 }
 
-// Presence is who is in a room.
-func (s *Service) Presence(room string) (rooms.Presence, error) {
+// Presence is who is in a room, where c may read it.
+func (s *Service) Presence(c Caller, room string) (rooms.Presence, error) {
 	if err := s.CheckRoom(room); err != nil {
+		return rooms.Presence{}, err
+	}
+	if err := s.authorize(c, ActRead, room); err != nil {
 		return rooms.Presence{}, err
 	}
 	p, err := s.m.Presence(room)

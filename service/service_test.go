@@ -84,7 +84,7 @@ func TestSubmitRefusals(t *testing.T) {
 			t.Errorf("%s: %v, want a refusal of kind %d", tt.name, err, tt.want)
 		}
 	}
-	if rep, _ := s.History("lobby", "", "", 10); len(rep.Messages) != 1 {
+	if rep, _ := s.History(Caller{}, "lobby", "", "", 10); len(rep.Messages) != 1 {
 		t.Errorf("%d messages stored, want alice's alone", len(rep.Messages))
 	}
 }
@@ -167,7 +167,7 @@ func TestOpenStreamSlots(t *testing.T) {
 	if err != nil {
 		t.Fatalf("another client's stream: %v", err)
 	}
-	p, _ := s.Presence("lobby")
+	p, _ := s.Presence(Caller{}, "lobby")
 	var users []string
 	for _, u := range p.Users {
 		users = append(users, u.User)
@@ -219,7 +219,7 @@ func TestHistoryLimit(t *testing.T) {
 	for _, text := range []string{"0", "1001", "-1", "ten", "1.5", ""} {
 		n, err := HistoryLimit(text)
 		if err == nil {
-			_, err = s.History("lobby", "", "", n)
+			_, err = s.History(Caller{}, "lobby", "", "", n)
 		}
 		if kindOf(t, err) != Invalid {
 			t.Errorf("limit %q: %v, want Invalid", text, err)

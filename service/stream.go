@@ -3,6 +3,7 @@ package service
 import (
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/caddy-chat/caddy-chat/rooms"
 )
@@ -25,20 +26,30 @@ type StreamRequest struct {
 type Stream struct {
 	*rooms.Subscription
 	release func()
+	expiry  *time.Timer // nil without a token
 }
 
 // Close closes the subscription and gives the slot back. It is safe to call
 // more than once.
 func (st *Stream) Close() {
+	if st.expiry != nil {
+		st.expiry.Stop()
+	}
 	st.Subscription.Close()
 	st.release()
 }
 
 // OpenStream checks a stream's request, counts it against its client's
 // streams and subscribes to its room; wake runs when events are queued for
-// it (see rooms.Manager.Subscribe). A refusal holds nothing.
+// it (see rooms.Manager.Subscribe). A refusal holds nothing. A stream
+// opened with a token ends when the token expires, with an expired event
+// (see rooms.Subscription.Expire): its reader comes back with a fresh one
+// and the id of the last message it received.
 func (s *Service) OpenStream(c Caller, req StreamRequest, wake func()) (*Stream, error) {
 	if err := s.CheckRoom(req.Room); err != nil {
+		return nil, err
+	}
+	if err := s.authorize(c, ActRead, req.Room); err != nil {
 		return nil, err
 	}
 	if req.History < 0 {
@@ -67,5 +78,10 @@ func (s *Service) OpenStream(c Caller, req StreamRequest, wake func()) (*Stream,
 		release()
 		return nil, roomsError(err)
 	}
-	return &Stream{Subscription: sub, release: release}, nil
+	st := &Stream{Subscription: sub, release: release}
+	if !c.Expires.IsZero() {
+		// Checked once, here: a delivery checks nothing.
+		st.expiry = time.AfterFunc(time.Until(c.Expires), sub.Expire)
+	}
+	return st, nil
 }

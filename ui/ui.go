@@ -68,6 +68,9 @@ type Index struct {
 	// Fixed is set when only an allowlist of rooms exists, so the page
 	// offers no form to open others.
 	Fixed bool
+	// TokenURL is where the page fetches its token, so that its list
+	// shows the private rooms the token grants; "" for none.
+	TokenURL string
 }
 
 // Message is one message as the room page shows it.
@@ -104,6 +107,7 @@ type Room struct {
 	Name        string
 	Messages    []Message // recent history, oldest first
 	LastID      string    // where the page's stream resumes
+	TokenURL    string    // where the page fetches its token, "" for none
 	AllowDelete bool
 	Settings
 	// Older is set when the room keeps messages older than Messages: the

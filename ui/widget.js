@@ -6,10 +6,13 @@
 // Attributes: room; src, the chat's mount point (by default where this
 // script was loaded from); history, how many messages to show at first
 // (default 50; older ones load as the reader scrolls up); user, a preset
-// name. It renders in a shadow root, styled by static/widget.css, which it
-// fetches once and adopts, so that it runs under a host CSP without
-// 'unsafe-inline'. Several elements for one room share one stream.
-import { MessageActions, MessageList, compose, notices, pageBack, post, rememberName, showHere, subscribe } from "./static/core.js";
+// name; token-url, a URL of the site that answers {"token": "..."}, for
+// private rooms: the element fetches a token before it connects and a
+// fresh one before it expires. It renders in a shadow root, styled by
+// static/widget.css, which it fetches once and adopts, so that it runs under
+// a host CSP without 'unsafe-inline'. Several elements for one room share
+// one stream.
+import { MessageActions, MessageList, compose, notices, pageBack, post, rememberName, showHere, subscribe, tokenSource } from "./static/core.js";
 
 const base = new URL(".", import.meta.url);
 
@@ -79,12 +82,14 @@ class ChatRoom extends HTMLElement {
       notice.hidden = false;
     };
     const enc = encodeURIComponent(room);
+    const tokenURL = this.getAttribute("token-url");
+    const token = tokenURL ? tokenSource(new URL(tokenURL, document.baseURI).href) : null;
     const messagesURL = new URL("rooms/" + enc + "/messages", src).href;
     const actionStatus = root.querySelector(".action-status");
-    const actions = new MessageActions(list, messagesURL, {}, (text) => (actionStatus.textContent = text));
+    const actions = new MessageActions(list, messagesURL, {}, (text) => (actionStatus.textContent = text), token);
     settings(src).then((s) => actions.configure(s));
     const messages = new MessageList(list, (li) => actions.decorate(li));
-    pageBack(messages, messagesURL, root.querySelector(".older button"), root.querySelector(".older-status"));
+    pageBack(messages, messagesURL, root.querySelector(".older button"), root.querySelector(".older-status"), token);
     this.unsubscribe = subscribe(new URL("stream/" + enc, src).href, {
       state(text, state) {
         status.textContent = text;
@@ -99,9 +104,10 @@ class ChatRoom extends HTMLElement {
         show(notices.close);
         form.querySelectorAll("input, textarea, button").forEach((el) => (el.disabled = true));
       },
-    }, { history, user: () => userField.value.trim() });
+      denied: show,
+    }, { history, user: () => userField.value.trim(), token });
     compose(form, root.querySelector(".message"), root.querySelector(".send-error"), (message) =>
-      post(new URL("room/" + enc, src).href, JSON.stringify({ user: userField.value.trim(), message }), (m) => actions.keep(m)));
+      post(new URL("room/" + enc, src).href, JSON.stringify({ user: userField.value.trim(), message }), { token, posted: (m) => actions.keep(m) }));
   }
 
   disconnectedCallback() {

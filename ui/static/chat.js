@@ -1,19 +1,31 @@
 // caddy-chat pages. Every URL is relative to the page, so the chat works at
 // any mount point.
-import { MessageActions, MessageList, compose, notices, pageBack, post, rememberName, showHere, subscribe } from "./core.js";
+import { MessageActions, MessageList, compose, notices, pageBack, post, rememberName, showHere, subscribe, tokenSource } from "./core.js";
 
 const body = document.body;
 if (body.classList.contains("room")) {
   room(body);
 } else if (body.classList.contains("index")) {
-  index();
+  index(body);
 }
 
-function index() {
+// pageToken is the source of the page's tokens, with the token block's
+// token_url; null without.
+function pageToken(body) {
+  return body.dataset.tokenUrl ? tokenSource(new URL(body.dataset.tokenUrl, document.baseURI).href) : null;
+}
+
+function index(body) {
   const list = document.getElementById("rooms");
+  const token = pageToken(body);
   async function refresh() {
     try {
-      const resp = await fetch("rooms", { headers: { Accept: "application/json" } });
+      const headers = { Accept: "application/json" };
+      // Signed in, the list has the private rooms the token grants;
+      // not signed in, the public ones.
+      const signedIn = token ? await token.get().catch(() => "") : "";
+      if (signedIn) headers.Authorization = "Bearer " + signedIn;
+      const resp = await fetch("rooms", { headers });
       if (!resp.ok) return;
       const data = await resp.json();
       list.replaceChildren(...data.rooms.map((r) => {
@@ -51,19 +63,17 @@ function room(body) {
   const deleteButton = document.getElementById("delete");
   const here = document.getElementById("here");
   const older = document.getElementById("older");
+  // With the token block's token_url, the page signs in by token.
+  const token = pageToken(body);
   const messagesURL = "../rooms/" + encodeURIComponent(name) + "/messages";
   const actionStatus = document.getElementById("action-status");
   const actions = new MessageActions(list, messagesURL, {
     moderate: "moderate" in body.dataset,
     edit_window: Number(body.dataset.editWindow),
     identity: body.dataset.identity,
-  }, (text) => (actionStatus.textContent = text));
+  }, (text) => (actionStatus.textContent = text), token);
   const messages = new MessageList(list, (li) => actions.decorate(li));
   messages.localTimes();
-  // The page offers older messages when the room keeps more than it shows.
-  if (older) {
-    pageBack(messages, messagesURL, older, document.getElementById("older-status"));
-  }
 
   // The name is remembered in this browser, unless the server says who
   // the author is.
@@ -72,6 +82,11 @@ function room(body) {
   function show(text) {
     notice.textContent = text;
     notice.hidden = false;
+  }
+
+  // The page offers older messages when the room keeps more than it shows.
+  if (older) {
+    pageBack(messages, messagesURL, older, document.getElementById("older-status"), token);
   }
 
   // The page holds history up to data-last-id; the stream resumes after
@@ -91,10 +106,11 @@ function room(body) {
       form.querySelectorAll("input, textarea, button").forEach((el) => (el.disabled = true));
       if (deleteButton) deleteButton.disabled = true;
     },
-  }, { lastID: body.dataset.lastId, history: 50, user: () => userField.value.trim() });
+    denied: show,
+  }, { lastID: body.dataset.lastId, history: 50, user: () => userField.value.trim(), token });
 
   compose(form, textField, document.getElementById("send-error"), (message) =>
-    post("", JSON.stringify({ user: userField.value.trim(), message: message }), (m) => actions.keep(m)));
+    post("", JSON.stringify({ user: userField.value.trim(), message: message }), { token, posted: (m) => actions.keep(m) }));
 
   if (deleteButton) {
     deleteButton.hidden = false;

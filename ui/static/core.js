@@ -272,12 +272,14 @@ function ownMessages() {
 // Delete; on a moderate mount, on every message, Delete, and on others',
 // Ban author with a duration and a purge choice. url is the room's
 // …/rooms/{room}/messages; settings are the handler's (see configure);
-// say(text) tells the reader how an action went.
+// say(text) tells the reader how an action went; token, a tokenSource,
+// signs the actions in.
 export class MessageActions {
-  constructor(list, url, settings, say) {
+  constructor(list, url, settings, say, token = null) {
     this.list = list;
     this.url = new URL(url, document.baseURI).href;
     this.say = say;
+    this.token = token;
     // The reader's messages in this room, by id: read from storage once,
     // and added to by keep.
     this.kept = new Map();
@@ -489,6 +491,13 @@ export class MessageActions {
   async send(method, url, own, body) {
     const headers = {};
     if (own && own.secret) headers["Chat-Secret"] = own.secret;
+    if (this.token) {
+      try {
+        headers.Authorization = "Bearer " + await this.token.get();
+      } catch (err) {
+        return { problem: "Not signed in: " + err.message + "." };
+      }
+    }
     const init = { method, headers };
     if (body) {
       headers["Content-Type"] = "application/json";
@@ -517,8 +526,10 @@ function submitButton(label) {
 // url (…/rooms/{room}/messages), before the oldest message shown: when
 // the reader scrolls up to the top of the list, or presses button. status
 // says how it went, for screen readers too. Once an answer says history
-// starts there, the button goes and scrolling loads nothing more.
-export function pageBack(messages, url, button, status) {
+// starts there, the button goes and scrolling loads nothing more. With
+// token, a tokenSource, the requests are signed in, as a private room's
+// history needs.
+export function pageBack(messages, url, button, status, token = null) {
   const scroller = messages.list.parentElement;
   // The status line is above the list too.
   const say = (text) => messages.keepPlace(() => (status.textContent = text));
@@ -534,7 +545,9 @@ export function pageBack(messages, url, button, status) {
         before = messages.oldestID();
         const query = new URLSearchParams({ limit: olderPage });
         if (before) query.set("before", before);
-        const resp = await fetch(url + "?" + query, { headers: { Accept: "application/json" } });
+        const headers = { Accept: "application/json" };
+        if (token) headers.Authorization = "Bearer " + await token.get();
+        const resp = await fetch(url + "?" + query, { headers });
         // A room that was never made keeps nothing.
         if (resp.status === 404) page = { messages: [], start: true };
         else if (resp.ok) page = await resp.json();
@@ -570,6 +583,77 @@ export function pageBack(messages, url, button, status) {
   });
 }
 
+// Tokens of a page that signs in by token: one source per token URL.
+const tokenSources = new Map();
+
+// tokenSource returns the source of the tokens that url gives, a function
+// of the site that answers {"token": "..."} to a signed-in user.
+export function tokenSource(url) {
+  let t = tokenSources.get(url);
+  if (!t) {
+    t = new TokenSource(url);
+    tokenSources.set(url, t);
+  }
+  return t;
+}
+
+// A TokenSource fetches a token before it is needed and a fresh one before
+// the last expires. EventSource sends no headers, so a stream carries its
+// token in the query; a post, in an Authorization header.
+class TokenSource {
+  constructor(url) {
+    this.url = url;
+    this.token = "";
+    this.exp = 0; // ms since the epoch
+    this.life = 0;
+    this.pending = null;
+  }
+
+  // get resolves to a token not about to expire; it rejects with what to
+  // tell the reader when the site gives none (not signed in).
+  get() {
+    if (this.token && Date.now() < this.exp - Math.min(30000, this.life / 2)) return Promise.resolve(this.token);
+    return this.refresh();
+  }
+
+  // refresh fetches a fresh token, once for every caller that asks
+  // meanwhile.
+  refresh() {
+    if (!this.pending) {
+      this.pending = fetchToken(this.url).then((token) => {
+        this.token = token;
+        this.exp = expiry(token);
+        this.life = this.exp - Date.now();
+        return token;
+      }).finally(() => (this.pending = null));
+    }
+    return this.pending;
+  }
+}
+
+async function fetchToken(url) {
+  let resp;
+  try {
+    resp = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+  } catch (err) {
+    throw new Error("the sign-in service cannot be reached");
+  }
+  const body = await resp.json().catch(() => ({}));
+  if (!resp.ok || typeof body.token !== "string") throw new Error(body.error || "sign in to read this room");
+  return body.token;
+}
+
+// expiry is when a JWT expires, in ms since the epoch, from its exp; the
+// signature is the server's to check.
+function expiry(token) {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return 1000 * (JSON.parse(atob(payload)).exp || 0);
+  } catch (err) {
+    return 0;
+  }
+}
+
 // Connections are shared: every view of one room's stream URL on a page
 // listens to one EventSource.
 const connections = new Map();
@@ -580,16 +664,18 @@ const kept = 1000;
 
 // subscribe adds a view to the stream at url (…/stream/{room}). The view's
 // methods are called as the stream goes: state(text, state), message(m),
-// edit(e), remove(e) for a delete e, presence(users), reset(), close().
-// lastID resumes after a message the view already shows; history asks for
-// that many recent messages instead; user, a function, names the reader in
-// the room's presence each time the stream opens. A view that joins an open
-// connection is first given what the connection has received. It returns the function that removes the view;
-// the connection closes with its last view.
-export function subscribe(url, view, { lastID = "", history = 50, user = () => "" } = {}) {
+// edit(e), remove(e) for a delete e, presence(users), reset(), close(),
+// denied(text). lastID resumes after a message the view already shows;
+// history asks for that many recent messages instead; user, a function,
+// names the reader in the room's presence each time the stream opens;
+// token, a tokenSource, signs the stream in. A view that joins an open
+// connection is first given what the connection has received. It returns
+// the function that removes the view; the connection closes with its last
+// view.
+export function subscribe(url, view, { lastID = "", history = 50, user = () => "", token = null } = {}) {
   let c = connections.get(url);
   if (!c) {
-    c = new Connection(url, lastID, user);
+    c = new Connection(url, lastID, user, token);
     connections.set(url, c);
   }
   c.add(view, history);
@@ -607,11 +693,14 @@ export function subscribe(url, view, { lastID = "", history = 50, user = () => "
 // good when an answer is not a stream (a 503 when the server is full, a
 // 429): then the connection waits a backoff and opens a new one, resuming
 // after the last id it received, so that nothing is missed or repeated.
+// A stream signed in by token ends at the token's exp with an expired
+// event: the connection opens again at once with a fresh token.
 class Connection {
-  constructor(url, lastID, user) {
+  constructor(url, lastID, user, token) {
     this.url = url;
     this.lastID = lastID;
     this.user = user;
+    this.token = token;
     // Who is here: a stream's first presence event names everyone, the
     // next ones who came and went.
     this.here = new Set();
@@ -621,6 +710,7 @@ class Connection {
     this.received = [];
     this.state = ["connecting", "connecting"];
     this.closed = false;
+    this.stopped = false;
     this.refusals = 0;
     this.retryTimer = 0;
     this.source = null;
@@ -655,15 +745,39 @@ class Connection {
     this.emit("state", text, state);
   }
 
-  connect() {
-    if (this.views.size === 0) return;
+  // retry opens the stream again after a backoff.
+  retry() {
+    const wait = backoff(this.refusals++, streamRetryBase, streamRetryCap);
+    this.setState("offline, retrying in " + Math.ceil(wait / 1000) + " s", "offline");
+    this.retryTimer = setTimeout(() => this.connect(), wait);
+  }
+
+  // deny tells the views why the stream is refused.
+  deny(text) {
+    this.setState("refused", "refused");
+    this.emit("denied", text);
+  }
+
+  async connect() {
+    if (this.views.size === 0 || this.stopped) return;
     this.retryTimer = 0;
     const query = new URLSearchParams({ presence: "1" });
+    if (this.token) {
+      try {
+        query.set("access_token", await this.token.get());
+      } catch (err) {
+        this.deny("Not signed in: " + err.message + ".");
+        this.retry();
+        return;
+      }
+      if (this.views.size === 0 || this.stopped) return;
+    }
     if (this.lastID) query.set("last_event_id", this.lastID);
     else query.set("history", this.history);
     const user = this.user();
     if (user) query.set("user", user);
-    const source = new EventSource(this.url + "?" + query);
+    const url = this.url + "?" + query;
+    const source = new EventSource(url);
     this.source = source;
     source.onopen = () => {
       this.refusals = 0;
@@ -676,9 +790,8 @@ class Connection {
         return;
       }
       source.close();
-      const wait = backoff(this.refusals++, streamRetryBase, streamRetryCap);
-      this.setState("offline, retrying in " + Math.ceil(wait / 1000) + " s", "offline");
-      this.retryTimer = setTimeout(() => this.connect(), wait);
+      if (this.token) this.explain(url);
+      else this.retry();
     };
     source.addEventListener("message", (e) => {
       this.lastID = e.lastEventId;
@@ -711,6 +824,14 @@ class Connection {
       this.emit("presence", [...this.here].sort());
     });
     source.addEventListener("reset", () => this.emit("reset"));
+    source.addEventListener("expired", () => {
+      // The token ran out: open again with a fresh one (from the token
+      // source, or the cookie the site's sign-in keeps fresh), after the
+      // last message received, before EventSource retries with the old.
+      source.close();
+      if (this.token) this.token.refresh().catch(() => {});
+      this.connect();
+    });
     source.addEventListener("close", () => {
       source.close();
       this.closed = true;
@@ -719,7 +840,36 @@ class Connection {
     });
   }
 
+  // explain asks again why a stream signed in by token was refused, as
+  // EventSource does not tell: a stream without the grant is refused for
+  // good, with the server's reason; an expired or invalid token is
+  // fetched again.
+  async explain(url) {
+    let status = 0;
+    let problem = "";
+    try {
+      const ctl = new AbortController();
+      const resp = await fetch(url, { signal: ctl.signal, headers: { Accept: "text/event-stream" } });
+      status = resp.status;
+      if (!resp.ok) problem = (await resp.json().catch(() => ({}))).error || "";
+      ctl.abort();
+    } catch (err) {
+      // Offline: retry as any stream does.
+    }
+    if (this.stopped) return;
+    if (status === 403) {
+      this.deny("Refused: " + (problem || "you may not read this room") + ".");
+      return;
+    }
+    if (status === 401) {
+      this.deny("Refused: " + (problem || "sign in again") + ".");
+      this.token.refresh().catch(() => {});
+    }
+    this.retry();
+  }
+
   stop() {
+    this.stopped = true;
     clearTimeout(this.retryTimer);
     window.removeEventListener("online", this.online);
     if (this.source) this.source.close();
@@ -730,24 +880,38 @@ class Connection {
 // tell the user; posted(answer) is given the server's answer, the message
 // as stored. A failure that may pass (no connection, a 5xx, a 429) is
 // retried with the same Idempotency-Key, so the server stores the message
-// once even when only its answer was lost.
-export async function post(url, payload, posted = () => {}) {
+// once even when only its answer was lost. With token, a tokenSource, the
+// post is signed in, and sent again with a fresh token when the last one
+// expired. posted(answer) is given the server's answer, the message as
+// stored.
+export async function post(url, payload, { token = null, posted = () => {} } = {}) {
   const key = newKey();
   let problem = "";
+  let renewed = false;
   for (let attempt = 0; attempt < sendAttempts; attempt++) {
     let wait = backoff(attempt, sendRetryBase, sendRetryCap);
+    const headers = { "Content-Type": "application/json", "Idempotency-Key": key };
+    if (token) {
+      try {
+        headers.Authorization = "Bearer " + await token.get();
+      } catch (err) {
+        return "Not sent: " + err.message + ".";
+      }
+    }
     try {
-      const resp = await fetch(url, {
-        method: "POST",
-        headers: { "Content-Type": "application/json", "Idempotency-Key": key },
-        body: payload,
-      });
+      const resp = await fetch(url, { method: "POST", headers, body: payload });
       if (resp.ok) {
         posted(await resp.json().catch(() => null));
         return "";
       }
       const err = await resp.json().catch(() => ({}));
       problem = "Not sent: " + (err.error || "the server answered " + resp.status) + ".";
+      if (token && resp.status === 401 && !renewed) {
+        renewed = true;
+        await token.refresh().catch(() => {});
+        attempt--;
+        continue;
+      }
       if (!retryable.has(resp.status)) return problem;
       const after = 1000 * Number(resp.headers.get("Retry-After"));
       if (after > sendRetryCap) return problem;
