@@ -13,6 +13,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/caddy-chat/caddy-chat/internal/redistest"
+	"github.com/caddy-chat/caddy-chat/internal/tokentest"
 	chatv1 "github.com/caddy-chat/caddy-chat/proto/chat/v1"
 	"github.com/caddy-chat/caddy-chat/proto/chat/v1/chatv1connect"
 	"github.com/caddy-chat/caddy-chat/rooms"
@@ -81,16 +82,6 @@ func historyText(t *testing.T, c *http.Client, base, room string) string {
 	return r.body
 }
 
-// refusedWith checks that r is a JSON refusal with status and, unless it
-// is "", reason.
-func refusedWith(t *testing.T, what string, r response, status int, reason string) {
-	t.Helper()
-	refused(t, what, r, status)
-	if reason != "" && r.json["reason"] != reason {
-		t.Errorf("%s: %s, want the reason %q", what, r.body, reason)
-	}
-}
-
 // TestAuthorEditsAndDeletes: an anonymous author edits and deletes their
 // message with the secret that only their submit answer carried, and a
 // signed-in author with their identity; the stream shows each action and
@@ -132,7 +123,12 @@ func TestAuthorEditsAndDeletes(t *testing.T) {
 		{"a cross-site browser", "DELETE", "", typo.ID, "", []string{"Chat-Secret", typo.secret, "Sec-Fetch-Site", "cross-site", "Origin", "https://elsewhere.example"}, 403, "cross_site"},
 		{"PUT", "PUT", "", typo.ID, `{"message":"x"}`, withSecret, 405, ""},
 	} {
-		refusedWith(t, tc.what, doWith(t, c, tc.method, msgURL(tc.mount, tc.id), tc.body, tc.headers...), tc.status, tc.reason)
+		r := doWith(t, c, tc.method, msgURL(tc.mount, tc.id), tc.body, tc.headers...)
+		if tc.reason == "" {
+			refused(t, tc.what, r, tc.status)
+		} else {
+			refusedFor(t, tc.what, r, tc.status, tc.reason)
+		}
 	}
 	s.quiet(t, 100*time.Millisecond)
 	if h := historyText(t, c, base, room); !strings.Contains(h, `"message":"helo"`) || strings.Contains(h, "edited") {
@@ -156,7 +152,7 @@ func TestAuthorEditsAndDeletes(t *testing.T) {
 	if ev := s.next(t); ev.Name != "delete" || ev.ID != r.json["id"] {
 		t.Errorf("stream after the delete: %+v, want the delete %s", ev, r.body)
 	}
-	refusedWith(t, "deleting it again", doWith(t, c, "DELETE", msgURL("", typo.ID), "", "Chat-Secret", typo.secret), 404, "not_found")
+	refusedFor(t, "deleting it again", doWith(t, c, "DELETE", msgURL("", typo.ID), "", "Chat-Secret", typo.secret), 404, "not_found")
 	if h := historyText(t, c, base, room); strings.Contains(h, "hel") {
 		t.Errorf("history after the delete: %s, want the message gone", h)
 	}
@@ -166,8 +162,8 @@ func TestAuthorEditsAndDeletes(t *testing.T) {
 	if mine.secret != "" || !mine.Verified {
 		t.Fatalf("alice's submit answer: %+v, want verified without a secret", mine)
 	}
-	refusedWith(t, "bob editing alice's message", doWith(t, c, "PATCH", msgURL("/members", mine.ID), `{"message":"by bob"}`, asUser("bob")...), 403, "not_yours")
-	refusedWith(t, "an anonymous edit of alice's message", doWith(t, c, "PATCH", msgURL("", mine.ID), `{"message":"by sam"}`, jsonHdr...), 403, "not_yours")
+	refusedFor(t, "bob editing alice's message", doWith(t, c, "PATCH", msgURL("/members", mine.ID), `{"message":"by bob"}`, asUser("bob")...), 403, "not_yours")
+	refusedFor(t, "an anonymous edit of alice's message", doWith(t, c, "PATCH", msgURL("", mine.ID), `{"message":"by sam"}`, jsonHdr...), 403, "not_yours")
 	if r := doWith(t, c, "PATCH", msgURL("/members", mine.ID), `{"message":"by alice, edited"}`, asUser("alice")...); r.status != http.StatusOK {
 		t.Errorf("alice edits her message: %d %s", r.status, r.body)
 	}
@@ -183,8 +179,8 @@ func TestAuthorEditsAndDeletes(t *testing.T) {
 	// Past the window, the author may change nothing.
 	late := submitAt(t, c, base+"/quick", room, "too late")
 	time.Sleep(150 * time.Millisecond)
-	refusedWith(t, "an edit past the window", doWith(t, c, "PATCH", msgURL("/quick", late.ID), `{"message":"x"}`, "Chat-Secret", late.secret, "Content-Type", ctJSON), 403, "edit_window_passed")
-	refusedWith(t, "a delete past the window", doWith(t, c, "DELETE", msgURL("/quick", late.ID), "", "Chat-Secret", late.secret), 403, "edit_window_passed")
+	refusedFor(t, "an edit past the window", doWith(t, c, "PATCH", msgURL("/quick", late.ID), `{"message":"x"}`, "Chat-Secret", late.secret, "Content-Type", ctJSON), 403, "edit_window_passed")
+	refusedFor(t, "a delete past the window", doWith(t, c, "DELETE", msgURL("/quick", late.ID), "", "Chat-Secret", late.secret), 403, "edit_window_passed")
 	if h := historyText(t, c, base, room); !strings.Contains(h, "too late") {
 		t.Errorf("history after refused late actions: %s, want the message as posted", h)
 	}
@@ -373,5 +369,35 @@ func TestConfigTellsTheWidget(t *testing.T) {
 		if r.status != http.StatusOK || strings.TrimSpace(r.body) != tc.want || r.header.Get("Cache-Control") != "no-store" {
 			t.Errorf("GET %s/config: %d %s (Cache-Control %q), want %s, not to be stored", tc.mount, r.status, r.body, r.header.Get("Cache-Control"), tc.want)
 		}
+	}
+}
+
+// TestTokenModeratorDeletes: on a mount without moderate, a caller whose
+// token grants moderating a room deletes any message there, as a
+// moderator, and a reader's stream sees it; a member without the grant
+// may not delete another's message.
+func TestTokenModeratorDeletes(t *testing.T) {
+	defer reload(t, config{})
+	startCaddy(t, hs256Config(t))
+	s := tokentest.NewSigner(t, "hs256", "")
+	room := privateRoom(t)
+	grants := map[string][]string{"read": {privateRooms}, "post": {privateRooms}}
+	bob, dave := bearer(signed(t, s, "bob", time.Minute, grants)), bearer(signed(t, s, "dave", time.Minute, grants))
+	mod := bearer(signed(t, s, "carol", time.Minute, map[string][]string{"read": {privateRooms}, "moderate": {room}}))
+	spam := postAs(t, rootSite, room, "buy now", bob...)
+	if spam.status != http.StatusCreated {
+		t.Fatalf("bob's post: %d %s", spam.status, spam.body)
+	}
+	reader := openStream(t, rootSite+"/stream/"+room+"?last_event_id="+spam.json["id"].(string), dave...)
+	defer reader.close()
+	msgURL := rootSite + "/rooms/" + room + "/messages/" + spam.json["id"].(string)
+
+	refusedFor(t, "dave deletes bob's message", do(t, "DELETE", msgURL, "", dave...), http.StatusForbidden, "not_yours")
+	r := do(t, "DELETE", msgURL, "", mod...)
+	if r.status != http.StatusOK || r.json["by"] != "moderator" {
+		t.Fatalf("the token moderator's delete: %d %s, want 200 by a moderator", r.status, r.body)
+	}
+	if ev := reader.next(t); ev.Name != "delete" || ev.ID != r.json["id"] {
+		t.Errorf("the reader's stream: %+v, want the delete %s", ev, r.body)
 	}
 }
