@@ -421,6 +421,11 @@ export class MessageActions {
     });
     li.append(form);
     focus.focus();
+    // All of the message and its form in sight, by scrolling the list's
+    // box only: an embedded list never moves its host page.
+    const scroller = this.list.parentElement;
+    const below = li.getBoundingClientRect().bottom - scroller.getBoundingClientRect().bottom;
+    if (below > 0) scroller.scrollTop += below;
   }
 
   openEdit(li, own, opener) {
