@@ -4,6 +4,8 @@
 # RUNS times (default 5), and prints the medians with their ratios.
 #
 #   bench/run.sh [scenario...]     scenarios: fanout saturation idle hold (default)
+#                                  deletes (1,000 streams in one room, each
+#                                  fifth message deleted by its author),
 #                                  submit1 submit16 submit256 (1, 16, 256 publishers
 #                                  in one room), submit256x64 (4 in each of 64),
 #                                  nodes nodes-saturation (asked for by name)
@@ -86,6 +88,7 @@ declare -A args=(
 	[nodes]="-rooms 10 -subscribers 1000 -rate 20 -duration 15s"
 	[nodes-saturation]="-rooms 1 -subscribers 300 -saturate -publishers 4 -duration 10s"
 	[fanout]="-rooms 10 -subscribers 1000 -rate 20 -duration 20s"
+	[deletes]="-rooms 1 -subscribers 1000 -rate 20 -delete-every 5 -duration 20s"
 	[fanout-h3]="-rooms 10 -subscribers 1000 -rate 5 -duration 20s"
 	[saturation]="-rooms 1 -subscribers 2000 -saturate -publishers 4 -duration 15s"
 	[idle]="-rooms 100 -subscribers 10000 -rate 0 -duration 1s -settle 5s"

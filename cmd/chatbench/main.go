@@ -84,6 +84,7 @@ type options struct {
 	fsyncs        bool
 	perSource     int
 	label         string
+	deleteEvery   int
 }
 
 func main() {
@@ -104,6 +105,7 @@ func main() {
 	flag.BoolVar(&o.fsyncs, "fsyncs", false, "count the server's fsync and fdatasync calls in the measured time with perf stat (with -pid)")
 	flag.IntVar(&o.perSource, "per-source", 20000, "connections per source address (127.0.0.2, .3, ...)")
 	flag.StringVar(&o.label, "label", "", "a name for this run in the report")
+	flag.IntVar(&o.deleteEvery, "delete-every", 0, "delete every Nth message acknowledged, as its author (with the secret of its submit answer), and measure how soon streams receive the deletes (0: none)")
 	summary := flag.Bool("summarize", false, "print the medians of the JSON result files named as arguments, and stop")
 	flag.Parse()
 
@@ -156,9 +158,14 @@ type result struct {
 	// the time from sending each to reading its answer; the server's CPU
 	// time per such submit (deliveries included); with -fsyncs, the server's
 	// fsync and fdatasync calls in that time per such submit.
-	SubmitsPerSec   float64 `json:"submits_per_sec"`
-	SubmitP50Ms     float64 `json:"submit_p50_ms"`
-	SubmitP99Ms     float64 `json:"submit_p99_ms"`
+	SubmitsPerSec float64 `json:"submits_per_sec"`
+	SubmitP50Ms   float64 `json:"submit_p50_ms"`
+	SubmitP99Ms   float64 `json:"submit_p99_ms"`
+	// With -delete-every: the deletes acknowledged in the measured time,
+	// and the time from sending each to a stream's receiving it.
+	Deletes         int64   `json:"deletes,omitempty"`
+	DeleteP50Ms     float64 `json:"delete_p50_ms,omitempty"`
+	DeleteP99Ms     float64 `json:"delete_p99_ms,omitempty"`
 	CPUPerSubmitUs  float64 `json:"cpu_per_submit_us,omitempty"`
 	FsyncsPerSubmit float64 `json:"fsyncs_per_submit,omitempty"`
 }
@@ -178,6 +185,7 @@ func (r result) print(w io.Writer) {
 		{"server fsyncs per submit", fmt.Sprintf("%.3f", r.FsyncsPerSubmit)},
 		{"deliveries/s", fmt.Sprintf("%.0f", r.DeliveriesPerSec)},
 		{"latency p50 / p99 / max", fmt.Sprintf("%.2f / %.2f / %.2f ms", r.P50Ms, r.P99Ms, r.MaxMs)},
+		{"deletes / latency p50 / p99", fmt.Sprintf("%d / %.2f / %.2f ms", r.Deletes, r.DeleteP50Ms, r.DeleteP99Ms)},
 		{"lost / duplicate / out of order", fmt.Sprintf("%d / %d / %d", r.Lost, r.Duplicates, r.OutOfOrder)},
 		{"reconnects", fmt.Sprint(r.Reconnects)},
 		{"server CPU per delivery", fmt.Sprintf("%.2f µs", r.CPUPerDeliveryUs)},
@@ -294,7 +302,7 @@ func run(ctx context.Context, o options) (result, error) {
 	}
 
 	pubCtx, stopPubs := context.WithCancel(ctx)
-	pub := newPublisher(base.String()+"/submit", roomNames, o, conns.publisher())
+	pub := newPublisher(base.String(), roomNames, o, conns.publisher())
 	var pubs sync.WaitGroup
 	if o.rate > 0 || o.saturate {
 		pub.start(pubCtx, &pubs)
@@ -310,7 +318,7 @@ func run(ctx context.Context, o options) (result, error) {
 	}
 	measuring.Store(true)
 	startDeliveries := totalReceived(subs)
-	startPublished := pub.count.Load()
+	startPublished, startDeletes := pub.count.Load(), pub.deletes.Load()
 	startCPU, _ := cpuTicks(o.pid)
 	start := time.Now()
 	progress(ctx, "measuring", subs, pub, func() bool { return time.Since(start) >= o.duration })
@@ -318,6 +326,7 @@ func run(ctx context.Context, o options) (result, error) {
 	endCPU, _ := cpuTicks(o.pid)
 	res.Deliveries = totalReceived(subs) - startDeliveries
 	res.Published = pub.count.Load() - startPublished
+	res.Deletes = pub.deletes.Load() - startDeletes
 	measuring.Store(false)
 	var fsyncCount int64
 	var fsyncErr error
@@ -363,9 +372,10 @@ func run(ctx context.Context, o options) (result, error) {
 	if o.pid != 0 && res.Published > 0 {
 		res.CPUPerSubmitUs = float64(endCPU-startCPU) / clockTicks * 1e6 / float64(res.Published)
 	}
-	var latencies []uint32
+	var latencies, deleteLatencies []uint32
 	for i, s := range subs {
 		latencies = append(latencies, s.latencies...)
+		deleteLatencies = append(deleteLatencies, s.deleteLatencies...)
 		res.Duplicates += s.duplicates
 		res.OutOfOrder += s.outOfOrder
 		res.Reconnects += s.reconnects
@@ -375,6 +385,7 @@ func run(ctx context.Context, o options) (result, error) {
 		}
 	}
 	res.P50Ms, res.P99Ms, res.MaxMs = percentiles(latencies)
+	res.DeleteP50Ms, res.DeleteP99Ms, _ = percentiles(deleteLatencies)
 	return res, nil
 }
 
@@ -408,8 +419,10 @@ type subscriber struct {
 	duplicates int64
 	outOfOrder int64
 	reconnects int64
-	latencies  []uint32              // microseconds
-	failure    atomic.Pointer[error] // of the last failed attempt
+	latencies  []uint32 // of messages, microseconds
+	// of deletes, from the delete's request; microseconds
+	deleteLatencies []uint32
+	failure         atomic.Pointer[error] // of the last failed attempt
 }
 
 func (s *subscriber) run(ctx context.Context, onFirstConnect func()) {
@@ -443,7 +456,7 @@ func (s *subscriber) run(ctx context.Context, onFirstConnect func()) {
 // read consumes one stream and returns the last id seen.
 func (s *subscriber) read(evs events, lastID string) string {
 	for {
-		id, sent, err := evs.next()
+		id, sent, deleted, err := evs.next()
 		if err != nil {
 			return lastID
 		}
@@ -467,7 +480,12 @@ func (s *subscriber) read(evs events, lastID string) string {
 		s.lastSeq.Store(seq)
 		s.received.Add(1)
 		if sent != 0 && now >= sent {
-			s.latencies = append(s.latencies, uint32(min((now-sent)/1000, 1<<32-1)))
+			took := uint32(min((now-sent)/1000, 1<<32-1))
+			if deleted {
+				s.deleteLatencies = append(s.deleteLatencies, took)
+			} else {
+				s.latencies = append(s.latencies, took)
+			}
 		}
 	}
 }
@@ -496,14 +514,30 @@ func stamp(text string) (int64, bool) {
 	return n, err == nil
 }
 
-// publisher posts messages and remembers the newest id per room.
+// deleteSent holds when each delete was sent, by the id of the message it
+// deletes, for the streams that receive it to measure its latency.
+var deleteSent sync.Map // string → int64 unix nanoseconds
+
+// deleteSentAt returns when the delete of target was sent, while measuring.
+func deleteSentAt(target string) int64 {
+	if !measuring.Load() {
+		return 0
+	}
+	sent, _ := deleteSent.Load(target)
+	n, _ := sent.(int64)
+	return n
+}
+
+// publisher posts messages, deletes some with -delete-every, and
+// remembers the newest id per room.
 type publisher struct {
-	url    string
-	rooms  []string
-	o      options
-	client *http.Client
-	count  atomic.Int64
-	protos tally
+	url     string // of the chat, where /submit and /rooms are
+	rooms   []string
+	o       options
+	client  *http.Client
+	count   atomic.Int64
+	deletes atomic.Int64
+	protos  tally
 
 	mu        sync.Mutex
 	lastSeq   map[string]uint64
@@ -550,14 +584,15 @@ func (p *publisher) start(ctx context.Context, wg *sync.WaitGroup) {
 func (p *publisher) post(room, padding string) {
 	sent := time.Now()
 	body := fmt.Sprintf(`{"room":%q,"user":"bench","message":"t=%d;%s"}`, room, sent.UnixNano(), padding)
-	resp, err := p.client.Post(p.url, "application/json", strings.NewReader(body))
+	resp, err := p.client.Post(p.url+"/submit", "application/json", strings.NewReader(body))
 	if err != nil {
 		return
 	}
 	defer resp.Body.Close()
 	p.protos.add(resp.Proto)
 	var m struct {
-		ID string `json:"id"`
+		ID     string `json:"id"`
+		Secret string `json:"secret"`
 	}
 	if resp.StatusCode != http.StatusCreated || json.NewDecoder(resp.Body).Decode(&m) != nil {
 		return
@@ -570,7 +605,36 @@ func (p *publisher) post(room, padding string) {
 			p.latencies = append(p.latencies, uint32(min(took.Microseconds(), 1<<32-1)))
 		}
 		p.mu.Unlock()
-		p.count.Add(1)
+		if n := p.count.Add(1); p.o.deleteEvery > 0 && n%int64(p.o.deleteEvery) == 0 {
+			p.delete(room, m.ID, m.Secret)
+		}
+	}
+}
+
+// delete deletes the message id of room as its author.
+func (p *publisher) delete(room, id, secret string) {
+	req, err := http.NewRequest(http.MethodDelete, p.url+"/rooms/"+room+"/messages/"+id, nil)
+	if err != nil {
+		return
+	}
+	req.Header.Set("Chat-Secret", secret)
+	deleteSent.Store(id, time.Now().UnixNano())
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	var del struct {
+		ID string `json:"id"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&del) != nil {
+		return
+	}
+	if _, seq, ok := rooms.ParseID(del.ID); ok {
+		p.mu.Lock()
+		p.lastSeq[room] = max(p.lastSeq[room], seq)
+		p.mu.Unlock()
+		p.deletes.Add(1)
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -57,9 +58,10 @@ type opener interface {
 
 // events is an open stream of a room's messages.
 type events interface {
-	// next returns the id of the next message and, while measuring, the
-	// time its publisher put in it (0 if none).
-	next() (id string, sent int64, err error)
+	// next returns the id of the next message, or of the next delete
+	// (deleted), and, while measuring, the time its publisher put in the
+	// message or sent the delete (0 if none).
+	next() (id string, sent int64, deleted bool, err error)
 	close()
 }
 
@@ -282,20 +284,26 @@ type sseEvents struct {
 	body io.Closer
 }
 
-func (e sseEvents) next() (string, int64, error) {
+func (e sseEvents) next() (string, int64, bool, error) {
 	for {
 		ev, err := e.r.Next()
 		if err != nil {
-			return "", 0, err
+			return "", 0, false, err
 		}
-		if ev.Name != "message" {
-			continue
+		switch ev.Name {
+		case "message":
+			var sent int64
+			if measuring.Load() {
+				sent, _ = sentAt(ev.Data)
+			}
+			return ev.ID, sent, false, nil
+		case "delete":
+			var d struct {
+				Target string `json:"target"`
+			}
+			_ = json.Unmarshal([]byte(ev.Data), &d)
+			return ev.ID, deleteSentAt(d.Target), true, nil
 		}
-		var sent int64
-		if measuring.Load() {
-			sent, _ = sentAt(ev.Data)
-		}
-		return ev.ID, sent, nil
 	}
 }
 
@@ -340,20 +348,23 @@ type grpcEvents struct {
 	ev     chatv1.StreamEvent
 }
 
-func (e *grpcEvents) next() (string, int64, error) {
+func (e *grpcEvents) next() (string, int64, bool, error) {
 	for {
 		if err := e.st.RecvMsg(&e.ev); err != nil {
-			return "", 0, err
+			return "", 0, false, err
+		}
+		if d := e.ev.GetDelete(); d != nil {
+			return d.GetId(), deleteSentAt(d.GetTarget()), true, nil
 		}
 		m := e.ev.GetMessage()
 		if m == nil {
-			continue // a reset or the room's close
+			continue // a reset, an edit, presence or the room's close
 		}
 		var sent int64
 		if measuring.Load() {
 			sent, _ = stamp(m.GetMessage())
 		}
-		return m.GetId(), sent, nil
+		return m.GetId(), sent, false, nil
 	}
 }
 
@@ -379,12 +390,12 @@ type idleEvents struct {
 	conn *quic.Conn
 }
 
-func (e idleEvents) next() (string, int64, error) {
+func (e idleEvents) next() (string, int64, bool, error) {
 	select {
 	case <-e.ctx.Done():
-		return "", 0, e.ctx.Err()
+		return "", 0, false, e.ctx.Err()
 	case <-e.conn.Context().Done():
-		return "", 0, context.Cause(e.conn.Context())
+		return "", 0, false, context.Cause(e.conn.Context())
 	}
 }
 

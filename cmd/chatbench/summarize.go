@@ -20,6 +20,8 @@ var metrics = []metric{
 	{"deliveries/s", func(r result) float64 { return r.DeliveriesPerSec }},
 	{"latency p50 ms", func(r result) float64 { return r.P50Ms }},
 	{"latency p99 ms", func(r result) float64 { return r.P99Ms }},
+	{"delete p50 ms", func(r result) float64 { return r.DeleteP50Ms }},
+	{"delete p99 ms", func(r result) float64 { return r.DeleteP99Ms }},
 	{"CPU µs/delivery", func(r result) float64 { return r.CPUPerDeliveryUs }},
 	{"submits/s", func(r result) float64 { return r.SubmitsPerSec }},
 	{"submit p99 ms", func(r result) float64 { return r.SubmitP99Ms }},
