@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -1583,6 +1584,12 @@ func (m *Manager) detach(r *room, reason string) {
 	delete(m.rooms, r.name)
 	r.closed = true
 	r.broadcaster.Close()
+	if h := m.config().Hooks.Presence; h != nil && reason != "closed" && len(r.presence.announced) > 0 {
+		// The room's announcements end with it, as the last stream of a
+		// room with nothing posted leaves: who was announced has left.
+		left := slices.Sorted(maps.Keys(r.presence.announced))
+		h(r.name, PresenceChange{Joined: []string{}, Left: left})
+	}
 	if h := m.config().Hooks.RoomDropped; h != nil {
 		h(r.name, reason)
 	}
