@@ -185,6 +185,7 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	    allow_origins    <origin...>
 //	    block_words      <word...>
 //	    block_words_file <path>
+//	    screen           <url> { ... }
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
@@ -298,6 +299,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.MaxNewRoomsPerClient = n
+		case "screen":
+			if h.Screen != nil {
+				return d.Err("screen: a handler has one screen")
+			}
+			c, err := unmarshalScreen(d)
+			if err != nil {
+				return err
+			}
+			h.Screen = c
 		default:
 			return d.Errf("unknown chat subdirective %q", sub)
 		}

@@ -89,6 +89,10 @@ func TestCLIValidate(t *testing.T) {
 		{"invalid room name", "", "rooms lobby .secret", `rooms: ".secret": invalid room name`},
 		{"body smaller than message", "", "max_message_size 8KiB\n max_body_size 1KiB", `max_body_size (1024) must be at least max_message_size (8192)`},
 		{"moderate without identity", "", "moderate", `moderate needs an identity placeholder`},
+		{"screen without a secret", "", "screen https://example.com/screen", `screen: a secret is required`},
+		{"screen signed with a password", "", "screen https://example.com/screen {\n secret hunter2\n }", `secret must be whsec_ followed by base64`},
+		{"screen on_error unknown", "", "screen https://example.com/screen {\n secret whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n on_error maybe\n }", `screen on_error: want refuse or allow, got "maybe"`},
+		{"screen not over HTTP", "", "screen ftp://example.com/screen {\n secret whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n }", `screen: want an http:// or https:// URL`},
 	}
 	dir := t.TempDir()
 	for _, tt := range tests {

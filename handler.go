@@ -92,6 +92,9 @@ type Handler struct {
 	// A file of more such words, one a line; blank lines and lines
 	// beginning with # are left out. It is read when the config loads.
 	BlockWordsFile string `json:"block_words_file,omitempty"`
+	// The site's own code, asked about each post and edit before it is
+	// stored; see docs/hooks.md.
+	Screen *ScreenConfig `json:"screen,omitempty"`
 
 	app     *App
 	svc     *service.Service
@@ -182,6 +185,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	if cfg.BlockWords, err = h.blockList(); err != nil {
 		return err
+	}
+	if h.Screen != nil {
+		if cfg.Screen, err = h.Screen.newScreen(h.app.hooks, h.logger); err != nil {
+			return err
+		}
 	}
 	h.svc = service.New(h.app.manager, cfg)
 	if h.GRPC {

@@ -18,6 +18,16 @@ var (
 	evictionsTotal  = prometheus.NewCounter(counterOpts("evictions_total", "Streams ended because they fell too far behind."))
 	rejectedTotal   = prometheus.NewCounterVec(counterOpts("rejected_requests_total", "Requests refused, by reason."), []string{"reason"})
 	moderationTotal = prometheus.NewCounterVec(counterOpts("moderation_total", "Moderation actions taken, by action."), []string{"action"})
+
+	// Hooks are labeled by kind (screen, webhook) and URL: a handler's
+	// hooks are the operator's few, not the callers' many.
+	hookCallsTotal    = prometheus.NewCounterVec(counterOpts("hook_calls_total", "Calls made to hooks."), []string{"hook", "url"})
+	hookFailuresTotal = prometheus.NewCounterVec(counterOpts("hook_failures_total", "Hook calls that failed: a timeout, a status other than 2xx, an answer too large or unreadable."), []string{"hook", "url"})
+	hookSeconds       = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "caddy", Subsystem: "chat", Name: "hook_duration_seconds",
+		Help:    "How long hook calls took, failed or not.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, []string{"hook", "url"})
 )
 
 // counterOpts names a counter caddy_chat_<name>.
@@ -33,6 +43,7 @@ func registerMetrics(reg prometheus.Registerer, m *rooms.Manager) error {
 	}
 	collectors := []prometheus.Collector{
 		messagesTotal, deliveriesTotal, evictionsTotal, rejectedTotal, moderationTotal,
+		hookCallsTotal, hookFailuresTotal, hookSeconds,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "caddy", Subsystem: "chat", Name: "rooms",
 			Help: "Rooms that exist.",

@@ -23,6 +23,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/caddy-chat/caddy-chat/hooks"
 	"github.com/caddy-chat/caddy-chat/ratelimit"
 	"github.com/caddy-chat/caddy-chat/relay"
 	"github.com/caddy-chat/caddy-chat/rooms"
@@ -89,7 +90,8 @@ type App struct {
 	counter  ratelimit.SharedCounter // the store's, when nodes share it; else nil
 	poolKey  string
 	relay    *relay.Pool
-	sweeper  *sweeper // keeps the time of the streams in the request path
+	sweeper  *sweeper      // keeps the time of the streams in the request path
+	hooks    *hooks.Client // every outbound hook call of this config
 	logger   *zap.Logger
 	stopCtx  context.Context // canceled when this config stops
 	stopNow  context.CancelFunc
@@ -151,6 +153,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	a.stopCtx, a.stopNow = context.WithCancel(context.Background())
 	a.stopOnce = new(sync.Once)
+	a.hooks = hooks.NewClient()
 	if a.History == nil {
 		a.History = new(int)
 		*a.History = DefaultHistory
@@ -410,6 +413,9 @@ func (a *App) stop() {
 		if a.sweeper != nil {
 			a.sweeper.stop()
 		}
+		// A hook call in flight ends now: a receiver that hangs must
+		// not hold up the servers' shutdown, which waits for requests.
+		a.hooks.Close()
 	})
 }
 

@@ -1,10 +1,12 @@
 package service
 
 import (
+	"context"
 	"crypto/subtle"
 	"time"
 
 	"github.com/caddy-chat/caddy-chat/rooms"
+	"github.com/caddy-chat/caddy-chat/screen"
 )
 
 // DefaultEditWindow is how long an author may edit or delete a message
@@ -15,8 +17,9 @@ const DefaultEditWindow = 15 * time.Minute
 // author within the edit window, and returns the edit as stored: an entry
 // of the room's log, which its streams receive. The author proves
 // authorship by identity when the message was posted with one, else with
-// secret, as Submit handed it out. The text is checked as a post's is.
-func (s *Service) EditMessage(c Caller, room, id, text, secret string) (rooms.Message, error) {
+// secret, as Submit handed it out. The text is checked, and screened, as a
+// post's is.
+func (s *Service) EditMessage(ctx context.Context, c Caller, room, id, text, secret string) (rooms.Message, error) {
 	if err := s.MayPost(c); err != nil {
 		return rooms.Message{}, err
 	}
@@ -33,6 +36,14 @@ func (s *Service) EditMessage(c Caller, room, id, text, secret string) (rooms.Me
 	// A banned author may not change what they wrote either.
 	if err := s.checkBanned(room, authorKey(msg)); err != nil {
 		return rooms.Message{}, err
+	}
+	if s.cfg.Screen != nil {
+		if text, err = s.screen(ctx, screen.Request{
+			Kind: screen.KindEdit, Room: room, User: msg.User, Verified: msg.Verified,
+			Message: text, Target: id, Client: screen.ClientHash(c.key()),
+		}); err != nil {
+			return rooms.Message{}, err
+		}
 	}
 	return s.act(room, rooms.Post{User: msg.User, Verified: msg.Verified, Action: rooms.ActionEdit, Target: id, Text: text})
 }

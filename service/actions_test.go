@@ -61,15 +61,15 @@ func TestEditMessageByItsAuthor(t *testing.T) {
 		{"another identity", bob, mine.Message.ID, ""},
 		{"anonymous, on a message with an identity, with a secret", stranger, mine.Message.ID, anon.Secret},
 	} {
-		_, err := s.EditMessage(tt.caller, "lobby", tt.id, "changed", tt.secret)
+		_, err := s.EditMessage(context.Background(), tt.caller, "lobby", tt.id, "changed", tt.secret)
 		if kind, reason := refusalOf(t, err); kind != Forbidden || reason != "not_yours" {
 			t.Errorf("%s: %v, want Forbidden not_yours", tt.name, err)
 		}
 	}
-	if _, err := s.EditMessage(stranger, "lobby", anon.Message.ID, "hello", anon.Secret); err != nil {
+	if _, err := s.EditMessage(context.Background(), stranger, "lobby", anon.Message.ID, "hello", anon.Secret); err != nil {
 		t.Fatalf("the anonymous author's edit: %v", err)
 	}
-	ed, err := s.EditMessage(alice, "lobby", mine.Message.ID, "hi, bob", "")
+	ed, err := s.EditMessage(context.Background(), alice, "lobby", mine.Message.ID, "hi, bob", "")
 	if err != nil || ed.Target != mine.Message.ID {
 		t.Fatalf("the author's edit by identity: %+v, %v", ed, err)
 	}
@@ -77,10 +77,10 @@ func TestEditMessageByItsAuthor(t *testing.T) {
 	if len(rep.Messages) != 2 || rep.Messages[0].Message != "hello" || rep.Messages[1].Message != "hi, bob" || rep.Messages[1].Edited.IsZero() {
 		t.Fatalf("history after the edits: %+v", rep.Messages)
 	}
-	if _, err := s.EditMessage(alice, "lobby", mine.Message.ID, "", ""); kindOf(t, err) != Invalid {
+	if _, err := s.EditMessage(context.Background(), alice, "lobby", mine.Message.ID, "", ""); kindOf(t, err) != Invalid {
 		t.Errorf("an edit to an empty text: %v, want Invalid", err)
 	}
-	if _, err := s.EditMessage(alice, "lobby", mine.Message.ID, strings.Repeat("x", 5<<10), ""); kindOf(t, err) != TooLarge {
+	if _, err := s.EditMessage(context.Background(), alice, "lobby", mine.Message.ID, strings.Repeat("x", 5<<10), ""); kindOf(t, err) != TooLarge {
 		t.Errorf("an edit past the size limit: %v, want TooLarge", err)
 	}
 }
@@ -91,7 +91,7 @@ func TestEditWindow(t *testing.T) {
 	s := newService(t, Config{EditWindow: 50 * time.Millisecond, Moderate: true})
 	p, _ := s.Submit(context.Background(), alice, Post{Room: "lobby", Message: "hi"})
 	time.Sleep(100 * time.Millisecond)
-	_, err := s.EditMessage(alice, "lobby", p.Message.ID, "changed", "")
+	_, err := s.EditMessage(context.Background(), alice, "lobby", p.Message.ID, "changed", "")
 	if kind, reason := refusalOf(t, err); kind != Forbidden || reason != "edit_window_passed" {
 		t.Errorf("an edit after the window: %v, want Forbidden edit_window_passed", err)
 	}
@@ -105,7 +105,7 @@ func TestEditWindow(t *testing.T) {
 
 	off := newService(t, Config{})
 	p, _ = off.Submit(context.Background(), alice, Post{Room: "lobby", Message: "hi"})
-	_, err = off.EditMessage(alice, "lobby", p.Message.ID, "changed", "")
+	_, err = off.EditMessage(context.Background(), alice, "lobby", p.Message.ID, "changed", "")
 	if kind, reason := refusalOf(t, err); kind != Forbidden || reason != "edit_window_passed" {
 		t.Errorf("an edit with no window: %v, want Forbidden edit_window_passed", err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/caddy-chat/caddy-chat/blocklist"
 	"github.com/caddy-chat/caddy-chat/ratelimit"
 	"github.com/caddy-chat/caddy-chat/rooms"
+	"github.com/caddy-chat/caddy-chat/screen"
 )
 
 // Config is one handler's policy.
@@ -43,6 +44,9 @@ type Config struct {
 	// a message (see EditMessage); 0 lets authors do neither. A handler that
 	// names none sets DefaultEditWindow.
 	EditWindow time.Duration
+	// Screen, when set, judges every post and edit before it is stored;
+	// nil stores them unjudged.
+	Screen *screen.Screen
 	// MaxMessageSize is the largest message, in bytes.
 	MaxMessageSize int64
 	// RatePosts posts per RateWindow per client; 0 for no limit.

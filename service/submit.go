@@ -9,6 +9,7 @@ import (
 
 	"github.com/caddy-chat/caddy-chat/ratelimit"
 	"github.com/caddy-chat/caddy-chat/rooms"
+	"github.com/caddy-chat/caddy-chat/screen"
 )
 
 // Post is a message to submit, as an adapter decoded it.
@@ -102,34 +103,53 @@ func (s *Service) submit(ctx context.Context, c Caller, p Post, secret *string) 
 		*secret = newSecret()
 		post.Author.SecretDigest = rooms.SecretDigest(*secret)
 	}
+	// With a screen or a shared limit, which cost a round trip each, the
+	// key is looked up first, across the nodes: a retry of a stored
+	// message is answered, never counted or screened again.
+	early := s.cfg.Screen != nil || s.limiter != nil && s.limiter.shared != nil
+	if early {
+		msg, repeat, err = s.m.Repeat(p.Room, post)
+		// A key reused for another text may be a retry of a post whose
+		// text the screen replaced: the screen's verdict tells, and
+		// Submit answers it as the repeat it is.
+		reusedScreened := s.cfg.Screen != nil && errors.Is(err, rooms.ErrKeyReused)
+		if repeat || err != nil && !reusedScreened {
+			return msg, repeat, roomsError(err)
+		}
+	}
+	pastLimit := false // a keyed post the limit refuses unless Submit finds it repeats one
 	if s.limiter != nil {
 		refuse := func(retry time.Duration) error {
 			return &Error{Kind: RateLimited, Message: "too many posts; slow down", RetryAfter: retry}
 		}
-		if s.limiter.shared == nil {
+		if !early {
 			// Asked after the repeat lookup: a retry of a stored
 			// message is answered, never refused.
 			post.Admit = func() error { return s.limiter.check(ctx, client, refuse) }
-		} else {
-			// The count, a round trip to the shared store, is taken
-			// before the room's lock, where it would hold up the
-			// room's other submits, and after the key is looked up
-			// across the nodes: a retry is answered, not counted.
-			if msg, repeat, err = s.m.Repeat(p.Room, post); err != nil || repeat {
-				return msg, repeat, roomsError(err)
+		} else if err := s.limiter.check(ctx, client, refuse); err != nil {
+			// Counted before the screen, which a client past its limit
+			// must not cost a call, and before the room's lock, where
+			// a round trip would hold up the room's other submits. A
+			// twin under the same key, stored since the lookup, is
+			// still answered: a keyed post past the limit is refused
+			// once it is known to repeat no stored message.
+			var limited *Error
+			if p.Key == "" || !errors.As(err, &limited) || limited.Kind != RateLimited {
+				return rooms.Message{}, false, err
 			}
-			if err := s.limiter.check(ctx, client, refuse); err != nil {
-				// A twin under the same key, stored since the
-				// lookup, is still answered: a keyed post past
-				// the limit is refused once it is known to
-				// repeat no stored message.
-				var refused *Error
-				if p.Key == "" || !errors.As(err, &refused) || refused.Kind != RateLimited {
-					return rooms.Message{}, false, err
-				}
-				post.Admit = func() error { return err }
-			}
+			post.Admit = func() error { return err }
+			pastLimit = true
 		}
+	}
+	if s.cfg.Screen != nil && !pastLimit {
+		text, err := s.screen(ctx, screen.Request{
+			Kind: screen.KindPost, Room: p.Room, User: p.User, Verified: verified,
+			Message: p.Message, Client: screen.ClientHash(client),
+		})
+		if err != nil {
+			return rooms.Message{}, false, err
+		}
+		post.Text = text
 	}
 	post.Create = func() error {
 		return s.created.check(ctx, client, func(retry time.Duration) error {
@@ -147,3 +167,36 @@ func (s *Service) submit(ctx context.Context, c Caller, p Post, secret *string) 
 // newSecret returns a secret that no one can guess: 128 random bits, as
 // text safe in a header, a URL or JSON.
 func newSecret() string { return rand.Text() }
+
+// screen asks the handler's screen about r and returns the text to store:
+// r's, or the screen's replacement, which passes the checks a post does.
+// The screen's refusal, or its failure where on_error refuses, is returned
+// as a refusal. Nothing is locked meanwhile: the room's order is the order
+// in which posts come through their screen.
+func (s *Service) screen(ctx context.Context, r screen.Request) (string, error) {
+	v, err := s.cfg.Screen.Judge(ctx, r)
+	switch {
+	case errors.Is(err, screen.ErrStopping):
+		return "", &Error{Kind: Unavailable, Reason: "stopping", Message: "the server is restarting; try again", RetryAfter: CapacityRetry}
+	case errors.Is(err, screen.ErrUnavailable):
+		// 503, not 403: nothing is wrong with the message, and the
+		// poster may send it again (with its idempotency key).
+		return "", &Error{Kind: Unavailable, Reason: "screen_unavailable", Message: "messages cannot be checked right now; try again", RetryAfter: CapacityRetry}
+	case err != nil:
+		return "", err
+	}
+	switch v.Action {
+	case screen.Refuse:
+		reason := v.Reason
+		if reason == "" {
+			reason = "this message was refused"
+		}
+		return "", &Error{Kind: Forbidden, Reason: "screen_refused", Message: reason}
+	case screen.Replace:
+		if err := s.checkMessage(v.Message); err != nil {
+			return "", err
+		}
+		return v.Message, nil
+	}
+	return r.Message, nil
+}
