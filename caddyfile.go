@@ -35,6 +35,7 @@ func init() {
 //	        sentinel <master> [<addr...>]
 //	        cluster  [<addr...>]
 //	    }
+//	    webhook         <url> { ... }
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 	app := new(App)
@@ -117,6 +118,12 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 			}
 			a.Store = store
+		case "webhook":
+			c, err := unmarshalWebhook(d)
+			if err != nil {
+				return err
+			}
+			a.Webhooks = append(a.Webhooks, c)
 		default:
 			return d.Errf("unknown chat option %q", option)
 		}
@@ -186,6 +193,7 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	    block_words      <word...>
 //	    block_words_file <path>
 //	    screen           <url> { ... }
+//	    webhook          <url> { ... }
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
@@ -308,6 +316,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.Screen = c
+		case "webhook":
+			c, err := unmarshalWebhook(d)
+			if err != nil {
+				return err
+			}
+			h.Webhooks = append(h.Webhooks, c)
 		default:
 			return d.Errf("unknown chat subdirective %q", sub)
 		}

@@ -472,7 +472,7 @@ func (w *Webhook) send(batch []Event, marks []mark) outcome {
 			w.stats.Delivered(len(batch), time.Since(start))
 			return delivered
 		}
-		if w.ctx.Err() != nil {
+		if w.ctx.Err() != nil || errors.Is(err, hooks.ErrClosed) {
 			return stopped
 		}
 		w.stats.Failed()
