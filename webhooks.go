@@ -102,15 +102,28 @@ func (ws *webhooks) add(cfg webhook.Config) {
 	}
 }
 
-// start starts every webhook, reading from m and posting with client.
+// start starts every webhook, reading from m and posting with client. A
+// webhook reads the store as it starts: the rooms' hooks, which wait for
+// ws.mu under a room's lock, must not wait for that.
 func (ws *webhooks) start(m *rooms.Manager, client *hooks.Client) {
 	ws.mu.Lock()
-	defer ws.mu.Unlock()
-	if ws.stopped || ws.running != nil {
-		return
+	configs := ws.configs
+	ws.configs = nil // started once
+	ws.mu.Unlock()
+	var started []*webhook.Webhook
+	for _, cfg := range configs {
+		started = append(started, webhook.Start(cfg, m, client, newWebhookStats(cfg.URL), ws.logger))
 	}
-	for _, cfg := range ws.configs {
-		ws.running = append(ws.running, webhook.Start(cfg, m, client, newWebhookStats(cfg.URL), ws.logger))
+	ws.mu.Lock()
+	stopped := ws.stopped
+	if !stopped {
+		ws.running = started
+	}
+	ws.mu.Unlock()
+	if stopped {
+		for _, w := range started {
+			w.Stop()
+		}
 	}
 }
 

@@ -71,7 +71,9 @@ type Store interface {
 	// reload, a restart with a durable store, or on another node.
 	Position(ctx context.Context, name string) (string, error)
 	// SetPosition keeps value under name, as durably as the store keeps
-	// messages and for every process sharing it; "" forgets name.
+	// messages and for every process sharing it; "" forgets name. A store
+	// that expires idle rooms itself may expire a position that was not
+	// set again for long after its room would have.
 	SetPosition(ctx context.Context, name, value string) error
 	// Lease grants name to holder for ttl, or renews it when holder holds
 	// it already, and reports whether holder holds it now: among those

@@ -44,13 +44,23 @@ func (s *Store) Position(ctx context.Context, name string) (string, error) {
 	return v, nil
 }
 
-// SetPosition writes the position to Redis, or deletes it.
+// minPositionTTL is the least a position set with an idle timeout lasts.
+const minPositionTTL = 48 * time.Hour
+
+// SetPosition writes the position to Redis, or deletes it. Redis expires
+// rooms idle for the idle timeout without telling anyone, so a position
+// not set again for twice that long, and at least minPositionTTL, expires
+// too, rather than outlive its room forever.
 func (s *Store) SetPosition(ctx context.Context, name, value string) error {
 	var err error
 	if value == "" {
 		err = s.client.Del(ctx, s.positionKey(name)).Err()
 	} else {
-		err = s.client.Set(ctx, s.positionKey(name), value, 0).Err()
+		var ttl time.Duration // none
+		if idle := s.idleTimeout(); idle > 0 {
+			ttl = max(2*idle, minPositionTTL)
+		}
+		err = s.client.Set(ctx, s.positionKey(name), value, ttl).Err()
 	}
 	if err != nil {
 		return fmt.Errorf("writing position %q to redis: %w", name, err)
