@@ -55,6 +55,11 @@ const (
 	// recheck is how often rooms whose lease another node holds, or
 	// whose store failed, are tried again.
 	recheck = time.Second
+	// rescan is how often every room's last entry is compared with what
+	// the webhook knows delivered: a node hears only of the posts to
+	// rooms it has open, and takes over the others' when a node that
+	// delivered them dies.
+	rescan = 5 * time.Second
 	// minLease is the shortest lease of a room: a node that dies holding
 	// it delays the room's events this long.
 	minLease = 10 * time.Second
@@ -88,9 +93,11 @@ type Webhook struct {
 	disabled bool
 
 	// The run goroutine's own: rooms to try again at the next recheck,
-	// and those whose lease it holds.
+	// those whose lease it holds, and the last entry it knows delivered
+	// in each room, by it or another node.
 	waiting map[string]bool
 	held    map[string]bool
+	known   map[string]string
 }
 
 // Start begins delivering cfg's events from r with p. Call Stop when done.
@@ -110,6 +117,7 @@ func Start(cfg Config, r Rooms, p Poster, stats Stats, log *zap.Logger) *Webhook
 		dirty:    map[string]bool{},
 		waiting:  map[string]bool{},
 		held:     map[string]bool{},
+		known:    map[string]string{},
 	}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
 	since := w.since()
@@ -198,22 +206,19 @@ func (w *Webhook) note(f func()) {
 func (w *Webhook) run(since time.Time) {
 	defer close(w.done)
 	defer w.releaseAll()
-	if w.cfg.readsLog() {
-		// What the logs hold past the positions: news missed while no
-		// Webhook of this URL ran, such as during a restart.
-		var all []string
-		for _, r := range w.rooms.Rooms() {
-			if w.cfg.follows(r.Name) {
-				all = append(all, r.Name)
-			}
-		}
-		w.again(all...)
-	}
+	// What the logs hold past the positions: news missed while no
+	// Webhook of this URL ran, such as during a restart.
+	w.scan()
 	tick := time.NewTicker(recheck)
 	defer tick.Stop()
+	scanned := time.Now()
 	for {
 		if !w.gather(tick.C) {
 			return
+		}
+		if time.Since(scanned) >= rescan {
+			w.scan()
+			scanned = time.Now()
 		}
 		batch, marks := w.collect(since)
 		if len(batch) > 0 {
@@ -228,6 +233,23 @@ func (w *Webhook) run(since time.Time) {
 			}
 		}
 		w.advance(marks)
+	}
+}
+
+// scan marks dirty the rooms whose last entry is not the one the webhook
+// knows delivered.
+func (w *Webhook) scan() {
+	if !w.cfg.readsLog() {
+		return
+	}
+	var news []string
+	for _, r := range w.rooms.Rooms() {
+		if w.cfg.follows(r.Name) && r.LastID != "" && r.LastID != w.known[r.Name] {
+			news = append(news, r.Name)
+		}
+	}
+	if len(news) > 0 {
+		w.again(news...)
 	}
 }
 
@@ -380,6 +402,7 @@ func (w *Webhook) read(batch []Event, room string, limit int, since time.Time) (
 	rep, err := w.rooms.Entries(room, pos, limit)
 	if errors.Is(err, rooms.ErrNotFound) {
 		// The room is gone with its log: nothing is left to send.
+		delete(w.known, room)
 		if err := w.rooms.SetPosition(key, ""); err != nil {
 			w.log.Warn("webhook could not forget its position", zap.String("room", room), zap.Error(err))
 		}
@@ -409,6 +432,9 @@ func (w *Webhook) read(batch []Event, room string, limit int, since time.Time) (
 	}
 	if !m.caughtUp {
 		w.behind(room)
+	}
+	if m.caughtUp && len(rep.Messages) == 0 {
+		w.known[room] = pos
 	}
 	if m.last == pos {
 		w.release(key)
@@ -545,6 +571,7 @@ func (w *Webhook) advance(marks []mark) {
 			continue
 		}
 		if m.caughtUp {
+			w.known[m.room] = m.last
 			w.release(m.key)
 		}
 	}
