@@ -111,7 +111,7 @@ func Start(cfg Config, r Rooms, p Poster, stats Stats, log *zap.Logger) *Webhook
 		rooms:    r,
 		poster:   p,
 		stats:    stats,
-		log:      log.With(zap.String("webhook", cfg.URL)),
+		log:      log.With(zap.String("url", cfg.URL)),
 		done:     make(chan struct{}),
 		wake:     make(chan struct{}, 1),
 		dirty:    map[string]bool{},

@@ -38,7 +38,7 @@ const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 // receiver is a site's endpoint: it verifies each batch's signature and
 // keeps the events, answering as answer says (200 when nil).
 type receiver struct {
-	t      *testing.T
+	t      testing.TB
 	secret hooks.Secret
 	srv    *httptest.Server
 
@@ -50,7 +50,7 @@ type receiver struct {
 	hanging  chan struct{}      // when set, POSTs hang until it closes
 }
 
-func newReceiver(t *testing.T) *receiver {
+func newReceiver(t testing.TB) *receiver {
 	t.Helper()
 	secret, err := hooks.ParseSecret(testSecret)
 	if err != nil {
@@ -151,7 +151,7 @@ type node struct {
 }
 
 // newNode opens a Manager on store, whose hooks feed the node's webhooks.
-func newNode(t *testing.T, store rooms.Store, history int) *node {
+func newNode(t testing.TB, store rooms.Store, history int) *node {
 	t.Helper()
 	n := &node{client: hooks.NewClient()}
 	each := func(f func(*Webhook)) {
@@ -177,7 +177,7 @@ func newNode(t *testing.T, store rooms.Store, history int) *node {
 
 // hook starts a webhook of cfg, to r, with secret and quick batches
 // unless cfg says otherwise.
-func (n *node) hook(t *testing.T, r *receiver, cfg Config, stats Stats) *Webhook {
+func (n *node) hook(t testing.TB, r *receiver, cfg Config, stats Stats) *Webhook {
 	t.Helper()
 	cfg.URL, cfg.Secret = r.srv.URL, r.secret
 	if cfg.BatchWait == 0 {
