@@ -231,3 +231,26 @@ func TestCLIWebhookKill(t *testing.T) {
 	})
 	t.Logf("%d of %d messages delivered before the kill; %d events after the restart", before, len(sent), len(r.messageIDs("lobby"))-before)
 }
+
+// TestHandlerWebhook: a webhook of a chat directive, mounted on two sites,
+// hears the rooms of the handler's allowlist once each, whichever site
+// they are posted on.
+func TestHandlerWebhook(t *testing.T) {
+	r := startSiteReceiver(t)
+	lobby := roomFor(t, "lobby")
+	startCaddy(t, config{
+		handler: fmt.Sprintf("rooms %s\n\t\twebhook %s {\n\t\t\tsecret %s\n\t\t\tevents message\n\t\t\tbatch 10 50ms\n\t\t}", lobby, r.URL, webhookSecret),
+		site:    "encode gzip\n\tlog",
+	})
+	var sent []rooms.Message
+	for i := range 10 {
+		sent = append(sent, postJSON(t, rootSite, lobby, "alice", fmt.Sprint("root ", i)))
+		sent = append(sent, postJSON(t, chatSite+"/chat", lobby, "bob", fmt.Sprint("chat ", i)))
+	}
+	want := idsOf(sent)
+	waitFor(t, "the lobby's messages", func() bool { return len(r.messageIDs(lobby)) >= len(want) })
+	time.Sleep(200 * time.Millisecond) // a second webhook of the same URL would send them again now
+	if got := r.messageIDs(lobby); !slices.Equal(got, want) {
+		t.Errorf("the lobby's messages arrived as %v, want %v once each, in order", got, want)
+	}
+}
