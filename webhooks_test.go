@@ -254,3 +254,27 @@ func TestHandlerWebhook(t *testing.T) {
 		t.Errorf("the lobby's messages arrived as %v, want %v once each, in order", got, want)
 	}
 }
+
+// TestWebhookDropsCounted: with the memory store, messages that a
+// receiver falls further behind on than the history holds are counted
+// as dropped in the metrics, and the rest delivered.
+func TestWebhookDropsCounted(t *testing.T) {
+	r := startSiteReceiver(t)
+	startCaddy(t, config{global: fmt.Sprintf("history 5\n\t\twebhook %s {\n\t\t\tsecret %s\n\t\t\tevents message\n\t\t\trooms TestWebhookDrops*\n\t\t\ttimeout 200ms\n\t\t\tbatch 2 10ms\n\t\t}", r.URL, webhookSecret)})
+	room := roomFor(t, "drops")
+	postJSON(t, rootSite, room, "alice", "first")
+	waitFor(t, "the first message", func() bool { return len(r.messageIDs(room)) == 1 })
+	r.hang.Store(true)
+	for i := range 30 {
+		postJSON(t, rootSite, room, "alice", fmt.Sprint("m", i))
+	}
+	failures := fmt.Sprintf(`caddy_chat_hook_failures_total{hook="webhook",url=%q}`, r.URL)
+	waitFor(t, "a POST to time out", func() bool { return metric(t, failures) > 0 })
+	r.hang.Store(false)
+	delivered := fmt.Sprintf(`caddy_chat_webhook_events_total{outcome="delivered",url=%q}`, r.URL)
+	dropped := fmt.Sprintf(`caddy_chat_webhook_events_total{outcome="dropped",url=%q}`, r.URL)
+	waitFor(t, "every message delivered or dropped", func() bool { return metric(t, delivered)+metric(t, dropped) >= 31 })
+	if d, got := metric(t, dropped), len(r.messageIDs(room)); d < 20 || float64(got)+d != 31 {
+		t.Errorf("%v dropped and %d received of 31 messages; want at least 20 dropped, the rest received", d, got)
+	}
+}
