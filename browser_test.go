@@ -697,8 +697,9 @@ func testDoubleEnter(t *testing.T, browser context.Context) {
 // testSendFails: a post that fails for a reason that may pass is retried
 // with the same Idempotency-Key, so the server stores it once; when the last
 // try fails, or the server refuses the message itself, the page says so in
-// an alert and keeps the text.
+// an alert and keeps the text: the site's screen's reason too.
 func testSendFails(t *testing.T, browser context.Context) {
+	screened := startSiteScreen(t)
 	for _, tc := range []struct {
 		name     string
 		handler  string
@@ -745,6 +746,13 @@ func testSendFails(t *testing.T, browser context.Context) {
 		stage:    fetch.RequestStageRequest,
 		answer:   func(i interceptor, ev *fetch.EventRequestPaused, _ int32) { i.pass(ev) },
 		attempts: 1, alert: "message is over 8 bytes",
+	}, {
+		name:     "refused by the screen",
+		handler:  fmt.Sprintf("screen %s {\n\t\t\tsecret %s\n\t\t}", screened.URL, screenSecret),
+		message:  "buy spam",
+		stage:    fetch.RequestStageRequest,
+		answer:   func(i interceptor, ev *fetch.EventRequestPaused, _ int32) { i.pass(ev) },
+		attempts: 1, alert: "no spam, please",
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			startCaddy(t, config{handler: tc.handler})

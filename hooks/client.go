@@ -51,8 +51,8 @@ func (e *StatusError) Error() string {
 
 // Endpoint is where a hook posts and how.
 type Endpoint struct {
-	// URL receives the POST. It appears in errors and logs; put no
-	// credentials in it: that is what Secret is for.
+	// URL receives the POST. It appears in errors, its password
+	// redacted; sign with Secret rather than put credentials in it.
 	URL string
 	// Secret signs each request; the zero Secret sends it unsigned.
 	Secret Secret
@@ -133,6 +133,7 @@ func (c *Client) Post(ctx context.Context, e Endpoint, id string, body []byte) (
 	if err != nil {
 		return Answer{}, fmt.Errorf("hook request: %w", err)
 	}
+	where := req.URL.Redacted() // for errors, which end up in logs
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "caddy-chat")
 	if !e.Secret.IsZero() {
@@ -152,18 +153,18 @@ func (c *Client) Post(ctx context.Context, e Endpoint, id string, body []byte) (
 	defer resp.Body.Close()
 	answer := Answer{Status: resp.StatusCode, Header: resp.Header}
 	if resp.ContentLength > AnswerLimit {
-		return answer, fmt.Errorf("%s: %w", e.URL, ErrAnswerTooLarge)
+		return answer, fmt.Errorf("%s: %w", where, ErrAnswerTooLarge)
 	}
 	answer.Body, err = io.ReadAll(io.LimitReader(resp.Body, AnswerLimit+1))
 	if err != nil {
-		return answer, fmt.Errorf("reading the answer of %s: %w", e.URL, err)
+		return answer, fmt.Errorf("reading the answer of %s: %w", where, err)
 	}
 	if len(answer.Body) > AnswerLimit {
 		answer.Body = nil
-		return answer, fmt.Errorf("%s: %w", e.URL, ErrAnswerTooLarge)
+		return answer, fmt.Errorf("%s: %w", where, ErrAnswerTooLarge)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return answer, fmt.Errorf("%s: %w", e.URL, &StatusError{Status: resp.StatusCode})
+		return answer, fmt.Errorf("%s: %w", where, &StatusError{Status: resp.StatusCode})
 	}
 	return answer, nil
 }

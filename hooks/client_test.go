@@ -73,6 +73,16 @@ func TestPostFailsOnAnythingButTwoHundreds(t *testing.T) {
 	}
 }
 
+func TestErrorsHideTheURLsPassword(t *testing.T) {
+	srv := receiver(t, func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "oops", http.StatusInternalServerError)
+	})
+	withPassword := strings.Replace(srv.URL, "://", "://hook:hunter2@", 1)
+	if _, err := newClient(t).Post(context.Background(), Endpoint{URL: withPassword}, NewID(), []byte(`{}`)); err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("error %v: want a failure that hides the URL's password", err)
+	}
+}
+
 func TestPostDoesNotFollowRedirects(t *testing.T) {
 	var followed atomic.Bool
 	target := receiver(t, func(w http.ResponseWriter, r *http.Request) { followed.Store(true) })

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/caddy-chat/caddy-chat/hooks"
@@ -70,6 +71,7 @@ type Config struct {
 type Screen struct {
 	cfg    Config
 	client *hooks.Client
+	where  string // the URL, its password redacted, for errors
 }
 
 // New returns the screen of cfg, calling it with client.
@@ -77,7 +79,11 @@ func New(client *hooks.Client, cfg Config) *Screen {
 	if cfg.Endpoint.Timeout <= 0 {
 		cfg.Endpoint.Timeout = DefaultTimeout
 	}
-	return &Screen{cfg: cfg, client: client}
+	where := cfg.Endpoint.URL
+	if u, err := url.Parse(where); err == nil {
+		where = u.Redacted()
+	}
+	return &Screen{cfg: cfg, client: client, where: where}
 }
 
 // Judge asks the screen about r. A screen that fails gives an Allow verdict
@@ -112,7 +118,7 @@ func (s *Screen) call(ctx context.Context, body []byte) (Verdict, error) {
 	}
 	v, err := ParseVerdict(answer.Body)
 	if err != nil {
-		return Verdict{}, fmt.Errorf("%s: %w", s.cfg.Endpoint.URL, err)
+		return Verdict{}, fmt.Errorf("%s: %w", s.where, err)
 	}
 	return v, nil
 }

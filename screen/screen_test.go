@@ -98,13 +98,17 @@ func TestAFailingScreenFollowsOnError(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
 	failures := map[string]func(Request) (int, string){
-		"a timeout":         func(Request) (int, string) { <-release; return 200, `{"action":"allow"}` },
-		"500":               func(Request) (int, string) { return 500, `{"action":"allow"}` },
-		"a redirect":        func(Request) (int, string) { return 302, `{"action":"allow"}` },
-		"no verdict":        func(Request) (int, string) { return 200, `{"action":"maybe"}` },
-		"not JSON":          func(Request) (int, string) { return 200, `<html>oops</html>` },
-		"a 1 MiB answer":    func(Request) (int, string) { return 200, `{"action":"allow","pad":"` + strings.Repeat("x", 1<<20) + `"}` },
-		"an endless reason": func(Request) (int, string) { return 200, `{"action":"refuse","reason":"` + strings.Repeat("x", MaxReason+1) + `"}` },
+		"a timeout":  func(Request) (int, string) { <-release; return 200, `{"action":"allow"}` },
+		"500":        func(Request) (int, string) { return 500, `{"action":"allow"}` },
+		"a redirect": func(Request) (int, string) { return 302, `{"action":"allow"}` },
+		"no verdict": func(Request) (int, string) { return 200, `{"action":"maybe"}` },
+		"not JSON":   func(Request) (int, string) { return 200, `<html>oops</html>` },
+		"a 1 MiB answer": func(Request) (int, string) {
+			return 200, `{"action":"allow","pad":"` + strings.Repeat("x", 1<<20) + `"}`
+		},
+		"an endless reason": func(Request) (int, string) {
+			return 200, `{"action":"refuse","reason":"` + strings.Repeat("x", MaxReason+1) + `"}`
+		},
 	}
 	for name, answer := range failures {
 		r := newReceiver(t, answer)

@@ -189,3 +189,35 @@ func TestScreenJudgesEdits(t *testing.T) {
 		t.Errorf("the screen was asked about %q, want %q", got, want)
 	}
 }
+
+// TestScreenCallsRunConcurrently: while the screen thinks over one post, a
+// later post to the same room passes its screen and is stored; the room's
+// order is the order in which posts came through.
+func TestScreenCallsRunConcurrently(t *testing.T) {
+	arrived, release := make(chan struct{}), make(chan struct{})
+	sc, _ := screenOf(t, func(r screen.Request) string {
+		if r.Message == "slow" {
+			close(arrived)
+			<-release
+		}
+		return `{"action":"allow"}`
+	})
+	s := newService(t, Config{Screen: sc})
+	ctx := context.Background()
+	slow := make(chan error, 1)
+	go func() {
+		_, err := s.Submit(ctx, alice, Post{Room: "lobby", Message: "slow"})
+		slow <- err
+	}()
+	<-arrived
+	if _, err := s.Submit(ctx, alice, Post{Room: "lobby", Message: "fast"}); err != nil {
+		t.Fatalf("a post while another is screened: %v", err)
+	}
+	close(release)
+	if err := <-slow; err != nil {
+		t.Fatal(err)
+	}
+	if rep, _ := s.History("lobby", "", "", 10); texts(rep.Messages) != "fast|slow" {
+		t.Errorf("the room holds %q, want the posts in the order they passed the screen", texts(rep.Messages))
+	}
+}
