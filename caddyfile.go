@@ -35,6 +35,7 @@ func init() {
 //	        sentinel <master> [<addr...>]
 //	        cluster  [<addr...>]
 //	    }
+//	    webhook         <url> { ... }
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, _ any) (any, error) {
 	app := new(App)
@@ -117,6 +118,12 @@ func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 			}
 			a.Store = store
+		case "webhook":
+			c, err := unmarshalWebhook(d)
+			if err != nil {
+				return err
+			}
+			a.Webhooks = append(a.Webhooks, c)
 		default:
 			return d.Errf("unknown chat option %q", option)
 		}
@@ -198,6 +205,7 @@ func parseHandlerDirective(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler,
 //	    }
 //	    private          <room pattern...>
 //	    screen           <url> { ... }
+//	    webhook          <url> { ... }
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
@@ -339,6 +347,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.Screen = c
+		case "webhook":
+			c, err := unmarshalWebhook(d)
+			if err != nil {
+				return err
+			}
+			h.Webhooks = append(h.Webhooks, c)
 		default:
 			return d.Errf("unknown chat subdirective %q", sub)
 		}

@@ -93,6 +93,12 @@ func TestCLIValidate(t *testing.T) {
 		{"screen signed with a password", "", "screen https://example.com/screen {\n secret hunter2\n }", `secret must be whsec_ followed by base64`},
 		{"screen on_error unknown", "", "screen https://example.com/screen {\n secret whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n on_error maybe\n }", `screen on_error: want refuse or allow, got "maybe"`},
 		{"screen not over HTTP", "", "screen ftp://example.com/screen {\n secret whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n }", `screen: want an http:// or https:// URL`},
+		{"webhook without a secret", "webhook https://example.com/events", "", `webhook: a secret is required`},
+		{"webhook of an unknown event", "", "webhook https://example.com/events {\n secret whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n events message typing\n }", `webhook events: unknown event "typing"`},
+		{"webhook batch too large", "webhook https://example.com/events {\n secret whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n batch 5000 1s\n }", "", `webhook batch: want 1 to 1000 events, got "5000"`},
+		{"webhook batch wait too long", "webhook https://example.com/events {\n secret whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n batch 10 1h\n }", "", `batch wait 1h0m0s: want at most 1m0s`},
+		{"webhook not over HTTP", "webhook ftp://example.com/events {\n secret whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n }", "", `want an http:// or https:// URL`},
+		{"webhook signed with a password", "", "webhook https://example.com/events {\n secret hunter2\n }", `secret must be whsec_ followed by base64`},
 	}
 	dir := t.TempDir()
 	for _, tt := range tests {

@@ -102,6 +102,7 @@ func TestDocSnippetsAdapt(t *testing.T) {
 	var redis *redistest.Server
 	// The hooks' secrets, as an operator keeps them in the environment.
 	t.Setenv("CHAT_SCREEN_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+	t.Setenv("CHAT_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
 	snippets := 0
 	for _, page := range docPages(t) {
 		for _, f := range readFences(t, page) {

@@ -103,6 +103,9 @@ type Handler struct {
 	// The site's own code, asked about each post and edit before it is
 	// stored; see docs/hooks.md.
 	Screen *ScreenConfig `json:"screen,omitempty"`
+	// Where the events of the handler's rooms are POSTed: those of its
+	// allowlist, or of every room without one; see docs/hooks.md.
+	Webhooks []*WebhookConfig `json:"webhooks,omitempty"`
 
 	app     *App
 	svc     *service.Service
@@ -204,6 +207,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if cfg.Screen, err = h.Screen.newScreen(h.app.hooks, h.logger); err != nil {
 			return err
 		}
+	}
+	for _, c := range h.Webhooks {
+		w, err := c.config()
+		if err != nil {
+			return err
+		}
+		if len(w.Rooms) == 0 {
+			w.Rooms = h.Rooms
+		}
+		h.app.webhooks.add(w)
 	}
 	h.svc = service.New(h.app.manager, cfg)
 	if h.GRPC {

@@ -28,6 +28,8 @@ var (
 		Help:    "How long hook calls took, failed or not.",
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 	}, []string{"hook", "url"})
+	webhookEventsTotal  = prometheus.NewCounterVec(counterOpts("webhook_events_total", "Events of webhooks, by outcome: delivered, or dropped (a full queue, past the history, given up, or refused with 410)."), []string{"url", "outcome"})
+	webhookRetriesTotal = prometheus.NewCounterVec(counterOpts("webhook_retries_total", "Batches posted again after a failure."), []string{"url"})
 )
 
 // counterOpts names a counter caddy_chat_<name>.
@@ -43,7 +45,7 @@ func registerMetrics(reg prometheus.Registerer, m *rooms.Manager) error {
 	}
 	collectors := []prometheus.Collector{
 		messagesTotal, deliveriesTotal, evictionsTotal, rejectedTotal, moderationTotal,
-		hookCallsTotal, hookFailuresTotal, hookSeconds,
+		hookCallsTotal, hookFailuresTotal, hookSeconds, webhookEventsTotal, webhookRetriesTotal,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "caddy", Subsystem: "chat", Name: "rooms",
 			Help: "Rooms that exist.",

@@ -85,6 +85,8 @@ type App struct {
 	IdleTimeout *caddy.Duration `json:"idle_timeout,omitempty"`
 	// Where rooms' histories live. Default: memory.
 	Store *StoreConfig `json:"store,omitempty"`
+	// Where the events of every room are POSTed; see docs/hooks.md.
+	Webhooks []*WebhookConfig `json:"webhooks,omitempty"`
 
 	manager  *rooms.Manager
 	counter  ratelimit.SharedCounter // the store's, when nodes share it; else nil
@@ -92,6 +94,7 @@ type App struct {
 	relay    *relay.Pool
 	sweeper  *sweeper      // keeps the time of the streams in the request path
 	hooks    *hooks.Client // every outbound hook call of this config
+	webhooks *webhooks     // the app's and its handlers'
 	logger   *zap.Logger
 	stopCtx  context.Context // canceled when this config stops
 	stopNow  context.CancelFunc
@@ -154,6 +157,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.stopCtx, a.stopNow = context.WithCancel(context.Background())
 	a.stopOnce = new(sync.Once)
 	a.hooks = hooks.NewClient()
+	a.webhooks = &webhooks{logger: a.logger}
 	if a.History == nil {
 		a.History = new(int)
 		*a.History = DefaultHistory
@@ -194,6 +198,14 @@ func (a *App) Provision(ctx caddy.Context) error {
 	// see a bad limit, not even from a config that will be refused.
 	if err := a.Validate(); err != nil {
 		return err
+	}
+	a.webhooks.sharedStore = a.Store.Backend == StoreRedis
+	for _, c := range a.Webhooks {
+		cfg, err := c.config()
+		if err != nil {
+			return err
+		}
+		a.webhooks.add(cfg)
 	}
 
 	// Caddy stops the HTTP servers, waiting for open requests with no time
@@ -415,6 +427,9 @@ func (a *App) stop() {
 		}
 		// A hook call in flight ends now: a receiver that hangs must
 		// not hold up the servers' shutdown, which waits for requests.
+		// The webhooks stop first, so that their batches in flight
+		// count as stopped, not failed.
+		a.webhooks.stop()
 		a.hooks.Close()
 	})
 }
@@ -433,7 +448,7 @@ func (a *App) roomsConfig() rooms.Config {
 		MaxSubscribers: a.MaxSubscribers,
 		IdleTimeout:    time.Duration(*a.IdleTimeout),
 		MaxReplayBytes: maxReplayBytes,
-		Hooks: rooms.Hooks{
+		Hooks: a.webhooks.hooks(rooms.Hooks{
 			RoomCreated: func(room string) { logger.Info("room created", zap.String("room", room)) },
 			RoomDropped: func(room, reason string) {
 				logger.Info("room dropped", zap.String("room", room), zap.String("reason", reason))
@@ -446,7 +461,7 @@ func (a *App) roomsConfig() rooms.Config {
 				evictionsTotal.Inc()
 				logger.Warn("slow stream evicted; it resumes from history", zap.String("room", room))
 			},
-		},
+		}),
 	}
 }
 
@@ -465,12 +480,13 @@ func (m managerDestructor) Destruct() error {
 	return err
 }
 
-// startedHandler applies an app's limits and hooks to the shared manager on
-// Caddy's "started" event.
+// startedHandler applies an app's limits and hooks to the shared manager,
+// and starts its webhooks, on Caddy's "started" event.
 type startedHandler struct{ app *App }
 
 func (h startedHandler) Handle(context.Context, caddy.Event) error {
 	h.app.manager.Configure(h.app.roomsConfig())
+	h.app.webhooks.start(h.app.manager, h.app.hooks)
 	return nil
 }
 

@@ -274,6 +274,9 @@ func (m *Manager) PutBan(b Ban) (Ban, error) {
 	if err != nil && !errors.Is(err, ErrTooManyBans) {
 		return Ban{}, fmt.Errorf("putting a ban in room %q: %w: %w", b.Room, ErrUnavailable, err)
 	}
+	if h := m.config().Hooks.Banned; err == nil && h != nil {
+		h(put)
+	}
 	return put, err
 }
 

@@ -64,6 +64,25 @@ type Store interface {
 	// and must cost no more than a map lookup, nothing at all when no ban
 	// is held.
 	Banned(room, subject string) (Ban, bool)
+
+	// Position returns the value that SetPosition keeps under name, ""
+	// for none: how far a reader of the rooms' logs outside the Manager,
+	// such as a webhook, got, so that it goes on from there after a
+	// reload, a restart with a durable store, or on another node.
+	Position(ctx context.Context, name string) (string, error)
+	// SetPosition keeps value under name, as durably as the store keeps
+	// messages and for every process sharing it; "" forgets name. A store
+	// that expires idle rooms itself may expire a position that was not
+	// set again for long after its room would have.
+	SetPosition(ctx context.Context, name, value string) error
+	// Lease grants name to holder for ttl, or renews it when holder holds
+	// it already, and reports whether holder holds it now: among those
+	// sharing the store, one holder at a time, until it releases the lease
+	// or lets ttl pass, as when its process dies.
+	Lease(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
+	// ReleaseLease ends holder's lease of name, if it holds it, so that
+	// another holder need not wait for it to expire.
+	ReleaseLease(ctx context.Context, name, holder string) error
 }
 
 // History is the retained messages of one room, and the way they reach the

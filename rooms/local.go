@@ -54,6 +54,10 @@ type Logs interface {
 	// keep nothing. The engine holds the bans in force in memory; durable
 	// logs hand them back to NewLocalStore when they open.
 	KeepBans(ctx context.Context, keep []Ban, forget []string) error
+	// Position and SetPosition keep positions, as Store's: logs that
+	// forget on a restart keep them in memory.
+	Position(ctx context.Context, name string) (string, error)
+	SetPosition(ctx context.Context, name, value string) error
 }
 
 // LogPosition is where a room's log stands: its epoch, the sequence
@@ -74,6 +78,7 @@ type LocalStore struct {
 	// the logs keep agree with the list.
 	banning sync.Mutex
 	bans    BanList
+	leases  leases
 }
 
 // NewLocalStore returns the local engine over logs, holding the bans that
@@ -125,6 +130,28 @@ func (s *LocalStore) LiftBan(ctx context.Context, room, id string) error {
 // Banned looks the subject up in memory.
 func (s *LocalStore) Banned(room, subject string) (Ban, bool) {
 	return s.bans.Banned(room, subject)
+}
+
+// Position reads the position from the logs.
+func (s *LocalStore) Position(ctx context.Context, name string) (string, error) {
+	return s.logs.Position(ctx, name)
+}
+
+// SetPosition writes the position through to the logs.
+func (s *LocalStore) SetPosition(ctx context.Context, name, value string) error {
+	return s.logs.SetPosition(ctx, name, value)
+}
+
+// Lease grants leases from memory: this process alone uses the logs, but
+// two configs of it may overlap during a reload.
+func (s *LocalStore) Lease(_ context.Context, name, holder string, ttl time.Duration) (bool, error) {
+	return s.leases.grant(name, holder, ttl, time.Now()), nil
+}
+
+// ReleaseLease forgets the lease in memory.
+func (s *LocalStore) ReleaseLease(_ context.Context, name, holder string) error {
+	s.leases.release(name, holder)
+	return nil
 }
 
 // Kept returns the rooms the logs kept from an earlier process.

@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -83,14 +84,23 @@ type Config struct {
 	Hooks        Hooks // what to tell the embedding program
 }
 
-// Hooks are called as rooms and subscribers come and go, for logs and
-// metrics. Any of them may be nil. They run with a room's lock held, so they
-// must be quick and must not call back into the Manager.
+// Hooks are called as rooms and subscribers come and go, for logs,
+// metrics and webhooks. Any of them may be nil. They run with a room's
+// lock held, so they must be quick and must not call back into the
+// Manager.
 type Hooks struct {
 	RoomCreated func(room string)
 	RoomDropped func(room string, reason string) // "deleted", "idle", "unused" or "closed"
-	Published   func(room string, deliveries int)
-	Evicted     func(room string)
+	// Published is called for each entry of a room's log as the room
+	// delivers it, stored here or by another process: a message, an edit
+	// or a delete (see Manager.Entries).
+	Published func(room string, deliveries int)
+	Evicted   func(room string)
+	// Presence is called with each presence event of a room: who joined
+	// and left, coalesced as its streams see them (PresenceInterval).
+	Presence func(room string, change PresenceChange)
+	// Banned is called with each ban put in force by this process.
+	Banned func(b Ban)
 }
 
 // Manager holds the rooms. Its methods are safe for concurrent use.
@@ -255,6 +265,9 @@ func (m *Manager) storeContext() (context.Context, context.CancelFunc) {
 // gap and no overlap.
 type room struct {
 	name string
+	// config is the Manager's config of the moment, for the hooks of a
+	// room's own timers.
+	config func() *Config
 
 	mu          sync.Mutex
 	history     History
@@ -411,7 +424,7 @@ func (m *Manager) create(name string) (*room, error) {
 // kept are those the store held already: their verified authors' names
 // are reserved.
 func (m *Manager) newRoom(name string, h History, kept []Message) *room {
-	r := &room{name: name, history: h, lastActive: time.Now(), verified: names{}, depth: max(h.Depth(), 1)}
+	r := &room{name: name, config: m.config, history: h, lastActive: time.Now(), verified: names{}, depth: max(h.Depth(), 1)}
 	r.posted.Store(h.Last() > 0)
 	for _, msg := range kept {
 		r.learnName(msg, m.config().MaxNames)
@@ -1495,6 +1508,41 @@ func (m *Manager) Messages(roomName, after, before string, limit int) (Replay, e
 	return rep, nil
 }
 
+// Entries returns up to limit entries of an existing room's log after the
+// one with id after, oldest first, for a reader that follows everything
+// that happens in the room, such as a webhook: the messages as their
+// edits and deletes left them (a deleted one as its tombstone), and the
+// actions themselves. With after empty, it starts at the oldest entry
+// retained; an after that is foreign or older than the history holds
+// starts there too, with Reset set: the reader missed entries.
+func (m *Manager) Entries(roomName, after string, limit int) (Replay, error) {
+	if err := m.openElsewhere(roomName); err != nil {
+		return Replay{}, err
+	}
+	pos := Position{LastEventID: after}
+	var (
+		sp span
+		h  History
+	)
+	err := m.reading(roomName, false, pos, func(r *room) error {
+		sp, h = r.plan(pos, limit, 0), r.history
+		if after == "" {
+			sp.after, sp.take = sp.floor, limit
+		}
+		return nil
+	})
+	if err != nil {
+		return Replay{}, err
+	}
+	ctx, cancel := m.storeContext()
+	rep, err := sp.read(ctx, h)
+	cancel()
+	if err != nil {
+		return Replay{}, fmt.Errorf("reading the log of room %q: %w: %w", roomName, ErrUnavailable, err)
+	}
+	return rep, nil
+}
+
 // Delete removes a room and its history. Its subscribers' Take returns
 // ErrRoomClosed after the events already queued. With a store that other
 // processes share, a room that another process made is deleted too, its
@@ -1554,6 +1602,12 @@ func (m *Manager) detach(r *room, reason string) {
 	delete(m.rooms, r.name)
 	r.closed = true
 	r.broadcaster.Close()
+	if h := m.config().Hooks.Presence; h != nil && reason != "closed" && len(r.presence.announced) > 0 {
+		// The room's announcements end with it, as the last stream of a
+		// room with nothing posted leaves: who was announced has left.
+		left := slices.Sorted(maps.Keys(r.presence.announced))
+		h(r.name, PresenceChange{Joined: []string{}, Left: left})
+	}
 	if h := m.config().Hooks.RoomDropped; h != nil {
 		h(r.name, reason)
 	}

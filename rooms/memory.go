@@ -8,15 +8,32 @@ import (
 // NewMemoryStore returns the local engine over logs in memory: histories,
 // the idempotency keys of their messages, and bans survive a Caddy reload (the
 // Manager outlives it) but not a restart.
-func NewMemoryStore() *LocalStore { return NewLocalStore(rings{}, nil) }
+func NewMemoryStore() *LocalStore { return NewLocalStore(rings{positions: new(sync.Map)}, nil) }
 
 // rings opens ring logs: in memory, where nothing is kept from before.
-type rings struct{}
+type rings struct {
+	positions *sync.Map // name → value
+}
 
 func (rings) Kept(context.Context) ([]string, error) { return nil, nil }
 
 // KeepBans keeps nothing: the engine's memory is all there is.
 func (rings) KeepBans(context.Context, []Ban, []string) error { return nil }
+
+func (r rings) Position(_ context.Context, name string) (string, error) {
+	v, _ := r.positions.Load(name)
+	s, _ := v.(string)
+	return s, nil
+}
+
+func (r rings) SetPosition(_ context.Context, name, value string) error {
+	if value == "" {
+		r.positions.Delete(name)
+	} else {
+		r.positions.Store(name, value)
+	}
+	return nil
+}
 
 func (rings) OpenLog(_ context.Context, _, epoch string, capacity int) (Log, LogPosition, error) {
 	return &ring{buf: make([]Message, 0, min(capacity, 64)), capacity: capacity}, LogPosition{Epoch: epoch, Oldest: 1}, nil

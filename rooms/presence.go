@@ -164,6 +164,9 @@ func (r *room) announce() {
 	for s := range p.watchers {
 		s.queuePresence(ev)
 	}
+	if h := r.config().Hooks.Presence; h != nil {
+		h(r.name, change)
+	}
 	r.mu.Unlock()
 }
 

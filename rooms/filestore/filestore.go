@@ -46,10 +46,11 @@ type Store struct {
 
 // Names of the buckets and keys in the file.
 var (
-	roomsBucket = []byte("rooms") // one bucket per room inside
-	bansBucket  = []byte("bans")  // ban id → the ban's JSON
-	msgsBucket  = []byte("msgs")  // sequence number → message
-	keysBucket  = []byte("keys")  // hash of scope and key → its message
+	roomsBucket = []byte("rooms")     // one bucket per room inside
+	bansBucket  = []byte("bans")      // ban id → the ban's JSON
+	posBucket   = []byte("positions") // name → value (see rooms.Store.Position)
+	msgsBucket  = []byte("msgs")      // sequence number → message
+	keysBucket  = []byte("keys")      // hash of scope and key → its message
 	epochKey    = []byte("epoch")
 	lastKey     = []byte("last")
 	oldestKey   = []byte("oldest") // the oldest message shown: those before it are trimmed, or hidden until trimmed
@@ -232,6 +233,39 @@ func (s *logs) KeepBans(ctx context.Context, keep []rooms.Ban, forget []string) 
 	})
 	if err != nil {
 		return fmt.Errorf("writing bans to chat store %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// Position reads the position from the file.
+func (s *logs) Position(_ context.Context, name string) (string, error) {
+	var value string
+	err := s.commit.view(func(tx *bolt.Tx) error {
+		if b := tx.Bucket(posBucket); b != nil {
+			value = string(b.Get([]byte(name)))
+		}
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("reading position %q from chat store %s: %w", name, s.path, err)
+	}
+	return value, nil
+}
+
+// SetPosition writes the position, or deletes it, with the next commit.
+func (s *logs) SetPosition(ctx context.Context, name, value string) error {
+	err := s.commit.do(ctx, false, func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(posBucket)
+		if err != nil {
+			return err
+		}
+		if value == "" {
+			return b.Delete([]byte(name))
+		}
+		return b.Put([]byte(name), []byte(value))
+	})
+	if err != nil {
+		return fmt.Errorf("writing position %q to chat store %s: %w", name, s.path, err)
 	}
 	return nil
 }

@@ -2,8 +2,10 @@
 // users, as one suite that each backend's tests run with a Factory of
 // their own: ids that rise and are never given twice, history, drop and
 // close, idempotency keys, gaps, verified names, idle rooms, a lost
-// reply, edits and deletes as entries of the log, and bans. It drives the public rooms.Manager, as Caddy does, so
-// that it holds whatever the engine behind the Manager becomes.
+// reply, edits and deletes as entries of the log, bans, and the positions
+// and leases of readers of the logs. It drives the public rooms.Manager,
+// as Caddy does, so that it holds whatever the engine behind the Manager
+// becomes.
 package storetest
 
 import (
@@ -106,6 +108,11 @@ func Run(t *testing.T, open Factory) {
 		{"ActionOnNoMessage", always, actionOnNoMessage},
 		{"HistoryPagesPastActions", always, historyPagesPastActions},
 		{"AuthorshipKeptUnpublished", always, authorshipKeptUnpublished},
+		{"PositionsKept", always, positionsKept},
+		{"PositionsSurviveRestart", func(b Backend) bool { return b.Durable }, positionsSurviveRestart},
+		{"PositionsSharedAcrossNodes", shared, positionsSharedAcrossNodes},
+		{"LeaseOneHolder", always, leaseOneHolder},
+		{"LeaseAcrossNodes", shared, leaseAcrossNodes},
 	} {
 		if !c.applies(has) {
 			continue
