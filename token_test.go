@@ -608,3 +608,36 @@ func BenchmarkSubmitWithToken(b *testing.B) {
 		})
 	}
 }
+
+// TestPrivateOnEveryMount: a room that one handler names private is
+// private on every chat mount of the config, which all serve the same
+// rooms: a mount without a token block, here /mod/ with its signed-in
+// moderators, refuses its stream, history, presence and posts with 401
+// token_missing, lists it to no one, and its moderators cannot ban there.
+func TestPrivateOnEveryMount(t *testing.T) {
+	defer reload(t, config{})
+	cfg := hs256Config(t)
+	cfg.site = moderatedSite(t, false, "")
+	startCaddy(t, cfg)
+	s := tokentest.NewSigner(t, "hs256", "")
+	room := privateRoom(t)
+	member := bearer(signed(t, s, "alice", time.Minute, map[string][]string{"read": {room}, "post": {room}}))
+	if r := postAs(t, rootSite, room, "secret plan", member...); r.status != http.StatusCreated {
+		t.Fatalf("a member's post: %d %s", r.status, r.body)
+	}
+	mod := rootSite + "/mod"
+	admin := signedIn("admin")
+	for _, path := range []string{"/rooms/" + room + "/messages", "/rooms/" + room + "/presence", "/stream/" + room} {
+		r := getWith(t, client, mod+path, admin...)
+		refusedFor(t, "GET "+path+" on a mount without tokens", r, http.StatusUnauthorized, "token_missing")
+	}
+	refusedFor(t, "a post on a mount without tokens", postAs(t, mod, room, "hi", admin...), http.StatusUnauthorized, "token_missing")
+	if listed(t, mod, room, admin...) {
+		t.Error("a mount without tokens lists the private room")
+	}
+	r := do(t, "POST", mod+"/rooms/"+room+"/bans", `{"user":"alice"}`, asUser("admin")...)
+	refusedFor(t, "a mount moderator's ban in the private room", r, http.StatusUnauthorized, "token_missing")
+	if r := do(t, "GET", rootSite+"/rooms/"+room+"/messages", "", member...); r.status != http.StatusOK || !strings.Contains(r.body, "secret plan") {
+		t.Fatalf("the member's history: %d %s", r.status, r.body)
+	}
+}

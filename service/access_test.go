@@ -28,7 +28,7 @@ func reasonOf(t *testing.T, err error) string {
 // and the listing hides what a caller may not read.
 func TestPrivateRoomsNeedGrants(t *testing.T) {
 	t.Parallel()
-	s := newService(t, Config{Private: rooms.Patterns{"team-*"}})
+	s := newService(t, Config{Private: NewPrivateRooms("team-*")})
 	ctx := context.Background()
 	reader := Caller{User: "alice", Addr: "192.0.2.1", Grants: &token.Grants{Read: rooms.Patterns{"team-*"}, Post: rooms.Patterns{"team-a"}}}
 	for _, room := range []string{"team-a", "team-b", "lobby"} {
@@ -128,7 +128,7 @@ func TestTokenModeratorsModerateTheirRooms(t *testing.T) {
 	tokenMod := Caller{User: "carol", Addr: "192.0.2.3", UserByToken: true,
 		Grants: &token.Grants{Read: rooms.Patterns{"team-*"}, Moderate: rooms.Patterns{"team-a", "lobby"}}}
 
-	plain := newService(t, Config{Private: rooms.Patterns{"team-*"}})
+	plain := newService(t, Config{Private: NewPrivateRooms("team-*")})
 	spam, err := plain.Submit(ctx, member, Post{Room: "team-a", Message: "spam"})
 	if err != nil {
 		t.Fatal(err)
@@ -152,7 +152,7 @@ func TestTokenModeratorsModerateTheirRooms(t *testing.T) {
 		t.Errorf("a token that grants moderating but names no user: %v, want Forbidden", err)
 	}
 
-	moderated := newService(t, Config{Moderate: true, EditWindow: time.Minute, Private: rooms.Patterns{"team-*"}})
+	moderated := newService(t, Config{Moderate: true, EditWindow: time.Minute, Private: NewPrivateRooms("team-*")})
 	mine, err := moderated.Submit(ctx, member, Post{Room: "team-a", Message: "mine"})
 	if err != nil {
 		t.Fatal(err)

@@ -66,8 +66,9 @@ type Config struct {
 	Counter        ratelimit.SharedCounter
 	CounterTimeout time.Duration
 	// Private are the rooms whose readers need a token's read grant, and
-	// whose authors its post grant.
-	Private rooms.Patterns
+	// whose authors its post grant: those of every handler of the config,
+	// shared by their services. nil for none.
+	Private *PrivateRooms
 }
 
 // Service is one handler's chat. Its methods are safe for concurrent use.
