@@ -641,3 +641,38 @@ func TestPrivateOnEveryMount(t *testing.T) {
 		t.Fatalf("the member's history: %d %s", r.status, r.body)
 	}
 }
+
+// TestDeletePrivateRoom: over HTTP and gRPC, deleting a private room
+// takes a token that grants moderating it: without a token it is refused
+// alike whether it exists or not, an expired token says so, and a
+// member's token that may read and post is refused.
+func TestDeletePrivateRoom(t *testing.T) {
+	defer reload(t, config{})
+	cfg := hs256Config(t)
+	cfg.handler += "\n\t\tallow_delete"
+	startCaddy(t, cfg)
+	s := tokentest.NewSigner(t, "hs256", "")
+	room := privateRoom(t)
+	member := bearer(signed(t, s, "alice", time.Minute, map[string][]string{"read": {privateRooms}, "post": {privateRooms}}))
+	if r := postAs(t, rootSite, room, "plans", member...); r.status != http.StatusCreated {
+		t.Fatalf("a member's post: %d %s", r.status, r.body)
+	}
+	expired := bearer(signed(t, s, "alice", -time.Hour, map[string][]string{"moderate": {privateRooms}}))
+	refusedFor(t, "DELETE without a token", do(t, "DELETE", rootSite+"/room/"+room, ""), http.StatusUnauthorized, "token_missing")
+	refusedFor(t, "DELETE of a room that does not exist, without a token", do(t, "DELETE", rootSite+"/room/"+privateRoom(t), ""), http.StatusUnauthorized, "token_missing")
+	refusedFor(t, "DELETE with an expired token", do(t, "DELETE", rootSite+"/room/"+room, "", expired...), http.StatusUnauthorized, "token_expired")
+	refusedFor(t, "DELETE with a member's token", do(t, "DELETE", rootSite+"/room/"+room, "", member...), http.StatusForbidden, "no_grant")
+
+	req := connect.NewRequest(&chatv1.DeleteRoomRequest{Room: room})
+	req.Header().Set("Authorization", member[1])
+	if _, err := grpcClient(rootSite).DeleteRoom(callCtx(t), req); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Fatalf("DeleteRoom with a member's token: %v, want PermissionDenied", err)
+	}
+	req.Header().Set("Authorization", "Bearer "+signed(t, s, "carol", time.Minute, map[string][]string{"moderate": {room}}))
+	if _, err := grpcClient(rootSite).DeleteRoom(callCtx(t), req); err != nil {
+		t.Fatalf("DeleteRoom with the moderate grant: %v", err)
+	}
+	if r := do(t, "GET", rootSite+"/rooms/"+room+"/messages", "", member...); strings.Contains(r.body, "plans") {
+		t.Fatalf("the room's history after its delete: %d %s", r.status, r.body)
+	}
+}

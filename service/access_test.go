@@ -185,3 +185,36 @@ func TestTokenModeratorsModerateTheirRooms(t *testing.T) {
 		t.Errorf("a token user without the moderate grant on a moderating mount: %v, want Unauthenticated: the mount's moderators are its identities", err)
 	}
 }
+
+// TestDeletePrivateRoomNeedsModerateGrant: deleting a private room takes
+// a token that grants moderating it; without a token, a missing room is
+// refused as an existing one is, and a refused token says why first.
+func TestDeletePrivateRoomNeedsModerateGrant(t *testing.T) {
+	t.Parallel()
+	s := newService(t, Config{AllowDelete: true, Private: NewPrivateRooms("team-*")})
+	poster := Caller{User: "alice", Addr: "192.0.2.1", Grants: &token.Grants{Post: rooms.Patterns{"team-*"}, Read: rooms.Patterns{"team-*"}}}
+	if err := post(s, poster, "team-a", "plans"); err != nil {
+		t.Fatal(err)
+	}
+	expired := Caller{Refused: TokenRefusal(&token.Error{Reason: token.Expired})}
+	moderator := Caller{User: "carol", Grants: &token.Grants{Moderate: rooms.Patterns{"team-a"}}}
+	for _, c := range []struct {
+		name   string
+		caller Caller
+		room   string
+		reason string
+	}{
+		{"no token", stranger, "team-a", "token_missing"},
+		{"no token, a room that does not exist", stranger, "team-nonexistent", "token_missing"},
+		{"an expired token", expired, "team-a", "token_expired"},
+		{"a token that may post and read", poster, "team-a", "no_grant"},
+		{"the moderate grant", moderator, "team-a", ""},
+	} {
+		if got := reasonOf(t, s.Delete(c.caller, c.room)); got != c.reason {
+			t.Errorf("%s: refused for %q, want %q", c.name, got, c.reason)
+		}
+	}
+	if err := s.Delete(moderator, "team-a"); kindOf(t, err) != NotFound {
+		t.Errorf("deleting team-a again: %v, want NotFound: the moderator deleted it", err)
+	}
+}

@@ -282,7 +282,9 @@ func (s *Service) Presence(c Caller, room string) (rooms.Presence, error) {
 	return p, roomsError(err)
 }
 
-// Delete removes a room and its history, where the handler allows it.
+// Delete removes a room and its history, where the handler allows it: a
+// private room for a caller whose token grants moderating it. Before that
+// grant, a private room is refused alike whether it exists or not.
 func (s *Service) Delete(c Caller, room string) error {
 	if !s.cfg.AllowDelete {
 		return Refuse(Forbidden, "deleting rooms is not allowed here")
@@ -291,6 +293,9 @@ func (s *Service) Delete(c Caller, room string) error {
 		return crossSite()
 	}
 	if err := s.CheckRoom(room); err != nil {
+		return err
+	}
+	if err := s.authorize(c, ActModerate, room); err != nil {
 		return err
 	}
 	return roomsError(s.m.Delete(room))
