@@ -33,9 +33,10 @@ type TokenConfig struct {
 	// A PEM file of the certificate authority of the JWKS server, for one
 	// with a private CA. Default: the system's roots.
 	JWKSCA string `json:"jwks_ca,omitempty"`
-	// The iss a token must have. Default: any.
+	// The iss a token must have. Default: any; required with JWKS.
 	Issuer string `json:"issuer,omitempty"`
-	// The aud a token must have among its audiences. Default: any.
+	// The aud a token must have among its audiences. Default: any;
+	// required with JWKS.
 	Audience string `json:"audience,omitempty"`
 	// The claim that names the author. Default: sub.
 	UserClaim string `json:"user_claim,omitempty"`
@@ -138,6 +139,12 @@ func (t *TokenConfig) validate() error {
 		errs = append(errs, fmt.Errorf("token: jwks %q: want an https URL, which no one on the way can change", t.JWKS))
 	case t.Key != "" && t.Alg != token.HS256 && t.Alg != token.RS256 && t.Alg != token.ES256 && t.Alg != token.EdDSA:
 		errs = append(errs, fmt.Errorf("token: key: unknown algorithm %q; want hs256, rs256, es256 or eddsa", t.Alg))
+	}
+	if t.JWKS != "" && (t.Issuer == "" || t.Audience == "") {
+		// A provider's key set signs the tokens of all its customers,
+		// and Google's those of every Firebase project: without both,
+		// any of them, made for another site, would sign in here.
+		errs = append(errs, errors.New("token: jwks needs issuer and audience: a provider's key set signs every one of its customers' tokens, so only they tell this site's from another's"))
 	}
 	if t.JWKSCA != "" && t.JWKS == "" {
 		errs = append(errs, errors.New("token: jwks_ca is for a jwks"))

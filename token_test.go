@@ -47,12 +47,21 @@ func hs256Config(t testing.TB) config {
 	return tokenConfig("key hs256 {env.CHAT_TEST_TOKEN_SECRET}")
 }
 
-// signed signs a token for user with grants, valid for ttl, for the chat
-// audience.
+// jwksConfig verifies tokens with the keys srv serves, trusting its CA
+// written to dir, for the issuer and audience that signed gives.
+func jwksConfig(t testing.TB, srv *tokentest.JWKSServer, dir string) config {
+	return tokenConfig("jwks " + srv.URL() + "\n\t\t\tjwks_ca " + srv.CAFile(t, dir) + "\n\t\t\tissuer " + testIssuer)
+}
+
+// testIssuer is the iss of the tokens that signed signs.
+const testIssuer = "https://auth.example.com/"
+
+// signed signs a token for user with grants, valid for ttl, from
+// testIssuer for the chat audience.
 func signed(t testing.TB, s *tokentest.Signer, user string, ttl time.Duration, grants map[string][]string) string {
 	t.Helper()
 	c := tokentest.Claims(user, ttl, grants)
-	c["aud"] = "chat"
+	c["aud"], c["iss"] = "chat", testIssuer
 	return s.Sign(t, c)
 }
 
@@ -276,7 +285,7 @@ func TestTokenJWKS(t *testing.T) {
 	defer reload(t, config{})
 	k1, k2 := tokentest.NewSigner(t, "rs256", "k1"), tokentest.NewSigner(t, "es256", "k2")
 	srv := tokentest.NewJWKSServer(t, k1)
-	startCaddy(t, tokenConfig("jwks "+srv.URL()+"\n\t\t\tjwks_ca "+srv.CAFile(t, t.TempDir())))
+	startCaddy(t, jwksConfig(t, srv, t.TempDir()))
 	room := privateRoom(t)
 	grants := map[string][]string{"read": {room}, "post": {room}}
 	path := rootSite + "/rooms/" + room + "/messages"
@@ -501,6 +510,7 @@ func TestTokenConfigRefused(t *testing.T) {
 		{"private without a token", config{handler: "private team-*"}, "private needs a token block"},
 		{"key and jwks", tokenConfig("key hs256 x\n\t\t\tjwks https://example.com/jwks.json"), "exclude each other"},
 		{"jwks over http", tokenConfig("jwks http://example.com/jwks.json"), "want an https URL"},
+		{"jwks without issuer", tokenConfig("jwks https://example.com/jwks.json"), "jwks needs issuer and audience"},
 		{"unknown algorithm", tokenConfig("key hs512 x"), "unknown algorithm"},
 		{"RSA key as es256", tokenConfig("key es256 " + pem), "a key for RS256"},
 		{"a short secret", tokenConfig("key hs256 {env.CHAT_TEST_SHORT_SECRET}"), "32 or more"},
