@@ -283,10 +283,10 @@ func (h *Handler) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Cleanup ends the token's JWKS refreshes.
+// Cleanup releases the token's JWKS fetcher.
 func (h *Handler) Cleanup() error {
 	if h.Token != nil {
-		h.Token.cleanup()
+		return h.Token.cleanup()
 	}
 	return nil
 }

@@ -686,3 +686,32 @@ func TestDeletePrivateRoom(t *testing.T) {
 		t.Fatalf("the room's history after its delete: %d %s", r.status, r.body)
 	}
 }
+
+// TestTokenJWKSSurvivesReload: a reload while the JWKS server hangs keeps
+// the keys fetched before: the reload waits for no fetch, and a token of a
+// known key verifies at once after it.
+func TestTokenJWKSSurvivesReload(t *testing.T) {
+	defer reload(t, config{})
+	k1 := tokentest.NewSigner(t, "es256", "k1")
+	srv := tokentest.NewJWKSServer(t, k1)
+	cfg := jwksConfig(t, srv, t.TempDir())
+	startCaddy(t, cfg)
+	room := privateRoom(t)
+	auth := bearer(signed(t, k1, "alice", time.Minute, map[string][]string{"read": {room}, "post": {room}}))
+	path := rootSite + "/rooms/" + room + "/messages"
+	if r := postAs(t, rootSite, room, "hi", auth...); r.status != http.StatusCreated {
+		t.Fatalf("before the reload: %d %s", r.status, r.body)
+	}
+	srv.Hang()
+	cfg.global = "heartbeat 20s" // an unchanged config is not reloaded
+	if took := reload(t, cfg); took > time.Second {
+		t.Errorf("the reload with the JWKS server hung took %v", took)
+	}
+	start := time.Now()
+	if r := do(t, "GET", path, "", auth...); r.status != http.StatusOK {
+		t.Fatalf("a token of a key known before the reload: %d %s", r.status, r.body)
+	}
+	if took := time.Since(start); took > 500*time.Millisecond {
+		t.Errorf("a token of a key known before the reload took %v", took)
+	}
+}
