@@ -125,16 +125,18 @@ type jwksFetcher struct {
 	logger atomic.Pointer[zap.Logger]
 }
 
-// Destruct ends the refreshes, when no config names the JWKS any more.
+// Destruct ends the refreshes and closes the connections kept alive to
+// the JWKS server, when no config names it any more.
 func (f *jwksFetcher) Destruct() error {
 	f.stop()
+	f.client.CloseIdleConnections()
 	return nil
 }
 
 // loadJWKS takes a reference to the fetcher of the JWKS, making it, with a
 // first fetch that waits at most token.JWKSTimeout, when no config has.
 func (t *TokenConfig) loadJWKS(repl *caddy.Replacer, logger *zap.Logger) (*token.JWKS, error) {
-	transport := &http.Transport{Proxy: http.ProxyFromEnvironment}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
 	key := "jwks " + t.JWKS
 	if t.JWKSCA != "" {
 		pem, err := os.ReadFile(repl.ReplaceKnown(t.JWKSCA, ""))
@@ -160,6 +162,7 @@ func (t *TokenConfig) loadJWKS(repl *caddy.Replacer, logger *zap.Logger) (*token
 		})
 		if err != nil {
 			stop()
+			f.client.CloseIdleConnections()
 			return nil, err
 		}
 		f.jwks, f.stop = jwks, stop

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -714,4 +715,21 @@ func TestTokenJWKSSurvivesReload(t *testing.T) {
 	if took := time.Since(start); took > 500*time.Millisecond {
 		t.Errorf("a token of a key known before the reload took %v", took)
 	}
+}
+
+// TestTokenJWKSReloadsLeaveNothing: a config that stops naming a JWKS
+// ends its fetcher and closes its connections to the JWKS server: reloads
+// back and forth leave no goroutine behind.
+func TestTokenJWKSReloadsLeaveNothing(t *testing.T) {
+	defer reload(t, config{})
+	srv := tokentest.NewJWKSServer(t, tokentest.NewSigner(t, "es256", "k1"))
+	jwks, plain := jwksConfig(t, srv, t.TempDir()), config{}
+	startCaddy(t, jwks)
+	reload(t, plain)
+	settled := runtime.NumGoroutine()
+	for range 10 {
+		reload(t, jwks)
+		reload(t, plain)
+	}
+	waitFor(t, "the goroutines of 10 JWKS fetchers to end", func() bool { return runtime.NumGoroutine() <= settled+5 })
 }
