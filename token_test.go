@@ -733,3 +733,21 @@ func TestTokenJWKSReloadsLeaveNothing(t *testing.T) {
 	}
 	waitFor(t, "the goroutines of 10 JWKS fetchers to end", func() bool { return runtime.NumGoroutine() <= settled+5 })
 }
+
+// TestTokenPastExpRefusesStream: a token 10 s past its exp, within the
+// leeway of clock skew, is refused a stream with 401 token_expired, over
+// HTTP/1.1 and HTTP/2, rather than opening one that ends at once, which
+// its reader would open again at once.
+func TestTokenPastExpRefusesStream(t *testing.T) {
+	defer reload(t, config{})
+	startCaddy(t, hs256Config(t))
+	s := tokentest.NewSigner(t, "hs256", "")
+	room := privateRoom(t)
+	late := bearer(signed(t, s, "alice", -10*time.Second, map[string][]string{"read": {room}}))
+	for _, proto := range []struct {
+		name   string
+		client *http.Client
+	}{{"HTTP/1.1", client}, {"HTTP/2", h2cClient(t)}} {
+		refusedFor(t, proto.name+" stream with a token 10 s past exp", getWith(t, proto.client, rootSite+"/stream/"+room, late...), http.StatusUnauthorized, "token_expired")
+	}
+}

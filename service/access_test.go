@@ -218,3 +218,20 @@ func TestDeletePrivateRoomNeedsModerateGrant(t *testing.T) {
 		t.Errorf("deleting team-a again: %v, want NotFound: the moderator deleted it", err)
 	}
 }
+
+// TestStreamRefusesTokenPastExp: a token past its exp, which still
+// verifies within the leeway of clock skew, opens no stream, which would
+// end at once: it is refused as expired, so that its reader fetches a
+// fresh one.
+func TestStreamRefusesTokenPastExp(t *testing.T) {
+	t.Parallel()
+	s := newService(t, Config{})
+	c := Caller{User: "alice", Addr: "192.0.2.1", Grants: &token.Grants{}, Expires: time.Now().Add(-10 * time.Second)}
+	st, err := s.OpenStream(c, StreamRequest{Room: "lobby"}, nil)
+	if err == nil {
+		st.Close()
+	}
+	if reason := reasonOf(t, err); reason != "token_expired" || kindOf(t, err) != Unauthenticated {
+		t.Fatalf("a stream with a token 10 s past exp: %v, want Unauthenticated token_expired", err)
+	}
+}
