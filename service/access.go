@@ -48,6 +48,11 @@ func (c Caller) may(act Act, room string) bool {
 	case ActPost:
 		return c.Grants.Post.Match(room)
 	case ActModerate:
+		if room == rooms.AllRooms {
+			// ? and ** match the name "*" too; only a grant of "*"
+			// itself moderates every room at once.
+			return slices.Contains(c.Grants.Moderate, rooms.AllRooms)
+		}
 		return c.Grants.Moderate.Match(room)
 	}
 	return c.Grants.Read.Match(room)

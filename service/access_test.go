@@ -235,3 +235,24 @@ func TestStreamRefusesTokenPastExp(t *testing.T) {
 		t.Fatalf("a stream with a token 10 s past exp: %v, want Unauthenticated token_expired", err)
 	}
 }
+
+// TestOnlyStarGrantModeratesAllRooms: a ban in every room (rooms.AllRooms,
+// the name "*") takes a moderate grant of exactly "*": patterns such as ?
+// or ** that match the name "*" moderate only the rooms they match.
+func TestOnlyStarGrantModeratesAllRooms(t *testing.T) {
+	t.Parallel()
+	s := newService(t, Config{})
+	for _, pattern := range []string{"?", "**", "?*"} {
+		c := Caller{User: "carol", UserByToken: true, Grants: &token.Grants{Moderate: rooms.Patterns{pattern}}}
+		if _, err := s.Ban(c, rooms.AllRooms, BanRequest{User: "bob"}); kindOf(t, err) != Forbidden {
+			t.Errorf("a moderate grant of %q bans in every room: %v, want Forbidden", pattern, err)
+		}
+		if !c.Moderates("x") {
+			t.Errorf("a moderate grant of %q does not moderate room x", pattern)
+		}
+	}
+	star := Caller{User: "carol", UserByToken: true, Grants: &token.Grants{Moderate: rooms.Patterns{"*"}}}
+	if _, err := s.Ban(star, rooms.AllRooms, BanRequest{User: "bob"}); err != nil {
+		t.Errorf("a moderate grant of \"*\" bans in every room: %v", err)
+	}
+}
