@@ -1367,19 +1367,27 @@ func testWidgetCrossOrigin(t *testing.T, browser context.Context) {
 // 200 ms meanwhile; the chat's room page and room list, told the token URL
 // by token_url, show the room too, and the room page pages back through
 // its history with the token. mallory's widget, whose token grants no such
-// room, says so.
+// room, says so. Tokens already past exp, or about to be, make it back off.
 func testWidgetToken(t *testing.T, browser context.Context) {
 	room := privateRoom(t)
 	s := tokentest.NewSigner(t, "hs256", "")
 	var minted atomic.Int32
 	mint := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		grants := map[string][]string{"read": {"other-*"}}
-		if r.URL.Query().Get("user") == "alice" {
+		user := r.URL.Query().Get("user")
+		grants, ttl := map[string][]string{"read": {"other-*"}}, 3*time.Second
+		switch user {
+		case "alice":
 			grants = map[string][]string{"read": {room}, "post": {room}}
+		case "late":
+			// A clock behind the server's: past exp, within its leeway.
+			grants, ttl = map[string][]string{"read": {room}}, -10*time.Second
+		case "brief":
+			// exp is in whole seconds: at most a second away.
+			grants, ttl = map[string][]string{"read": {room}}, time.Second
 		}
 		minted.Add(1)
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]string{"token": signed(t, s, r.URL.Query().Get("user"), 3*time.Second, grants)})
+		json.NewEncoder(w).Encode(map[string]string{"token": signed(t, s, user, ttl, grants)})
 	}))
 	t.Cleanup(mint.Close)
 	page := func(user string) string {
@@ -1389,7 +1397,9 @@ func testWidgetToken(t *testing.T, browser context.Context) {
 	}
 	t.Setenv("CHAT_TEST_TOKEN_SECRET", tokentest.Secret)
 	cfg := tokenConfig("key hs256 {env.CHAT_TEST_TOKEN_SECRET}\n\t\t\ttoken_url /token?user=alice")
-	cfg.site = hostSite(t, "default-src 'self'", map[string]string{"alice.html": page("alice"), "mallory.html": page("mallory")}) +
+	cfg.site = hostSite(t, "default-src 'self'", map[string]string{
+		"alice.html": page("alice"), "mallory.html": page("mallory"), "late.html": page("late"), "brief.html": page("brief"),
+	}) +
 		"\n\thandle /token {\n\t\treverse_proxy " + strings.TrimPrefix(mint.URL, "http://") + "\n\t}"
 	startCaddy(t, cfg)
 	defer reload(t, config{})
@@ -1456,6 +1466,19 @@ func testWidgetToken(t *testing.T, browser context.Context) {
 	}
 	if rows := get(t, refusedTab, chromedp.Evaluate[[]shownMessage](readWidget("w"))); len(rows) != 0 {
 		t.Errorf("mallory's widget shows %v", rows)
+	}
+
+	// Tokens that open no stream, or one that expires at once, make the
+	// widget back off, never open stream after stream.
+	for _, user := range []string{"late", "brief"} {
+		tab := newTab(t, other, user)
+		opened := streamsOpened(t, tab)
+		run(t, tab, chromedp.Navigate(rootSite+"/host/"+user+".html"))
+		time.Sleep(4 * time.Second)
+		// At 0 s, then after backoffs of 1 s and 2 s.
+		if n := opened(room); n > 3 {
+			t.Errorf("%s's widget opened %d streams in 4 s, want a backoff", user, n)
+		}
 	}
 }
 

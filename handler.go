@@ -98,7 +98,8 @@ type Handler struct {
 	Token *TokenConfig `json:"token,omitempty"`
 	// Patterns of the rooms, such as team-*, that need a token's read
 	// grant to read (streams, history, presence, the listing) and its
-	// post grant to post to.
+	// post grant to post to, on every chat handler of the config: a
+	// handler without a token refuses them.
 	Private []string `json:"private,omitempty"`
 	// The site's own code, asked about each post and edit before it is
 	// stored; see docs/hooks.md.
@@ -201,8 +202,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if err := h.Token.provision(h.logger); err != nil {
 			return err
 		}
-		cfg.Private = h.Private
 	}
+	// Private on every handler of the config, which all serve the same
+	// rooms: one without a token refuses them.
+	h.app.private.Add(h.Private...)
+	cfg.Private = h.app.private
 	if h.Screen != nil {
 		if cfg.Screen, err = h.Screen.newScreen(h.app.hooks, h.logger); err != nil {
 			return err
@@ -292,10 +296,10 @@ func (h *Handler) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Cleanup ends the token's JWKS refreshes.
+// Cleanup releases the token's JWKS fetcher.
 func (h *Handler) Cleanup() error {
 	if h.Token != nil {
-		h.Token.cleanup()
+		return h.Token.cleanup()
 	}
 	return nil
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/caddy-chat/caddy-chat/rooms"
 	"github.com/caddy-chat/caddy-chat/rooms/filestore"
 	"github.com/caddy-chat/caddy-chat/rooms/redisstore"
+	"github.com/caddy-chat/caddy-chat/service"
 )
 
 func init() {
@@ -92,9 +93,10 @@ type App struct {
 	counter  ratelimit.SharedCounter // the store's, when nodes share it; else nil
 	poolKey  string
 	relay    *relay.Pool
-	sweeper  *sweeper      // keeps the time of the streams in the request path
-	hooks    *hooks.Client // every outbound hook call of this config
-	webhooks *webhooks     // the app's and its handlers'
+	sweeper  *sweeper              // keeps the time of the streams in the request path
+	hooks    *hooks.Client         // every outbound hook call of this config
+	webhooks *webhooks             // the app's and its handlers'
+	private  *service.PrivateRooms // of every handler of this config
 	logger   *zap.Logger
 	stopCtx  context.Context // canceled when this config stops
 	stopNow  context.CancelFunc
@@ -158,6 +160,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.stopOnce = new(sync.Once)
 	a.hooks = hooks.NewClient()
 	a.webhooks = &webhooks{logger: a.logger}
+	a.private = new(service.PrivateRooms)
 	if a.History == nil {
 		a.History = new(int)
 		*a.History = DefaultHistory

@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -33,9 +35,10 @@ type TokenConfig struct {
 	// A PEM file of the certificate authority of the JWKS server, for one
 	// with a private CA. Default: the system's roots.
 	JWKSCA string `json:"jwks_ca,omitempty"`
-	// The iss a token must have. Default: any.
+	// The iss a token must have. Default: any; required with JWKS.
 	Issuer string `json:"issuer,omitempty"`
-	// The aud a token must have among its audiences. Default: any.
+	// The aud a token must have among its audiences. Default: any;
+	// required with JWKS.
 	Audience string `json:"audience,omitempty"`
 	// The claim that names the author. Default: sub.
 	UserClaim string `json:"user_claim,omitempty"`
@@ -52,7 +55,7 @@ type TokenConfig struct {
 	TokenURL string `json:"token_url,omitempty"`
 
 	verifier *token.Verifier
-	stop     context.CancelFunc // ends the JWKS's refreshes
+	jwksKey  string // of the JWKS's fetcher in jwksFetchers; "" for a key
 }
 
 // DefaultTokenFrom is where a token is looked for by default.
@@ -60,8 +63,8 @@ var DefaultTokenFrom = []string{tokenFromHeader, "cookie:chat_token", "query:acc
 
 const tokenFromHeader = "header"
 
-// provision makes the verifier: it reads the key, or fetches the JWKS once,
-// waiting at most token.JWKSTimeout.
+// provision makes the verifier: it reads the key, or takes the JWKS's
+// fetcher, which a config before this one may have left fetched.
 func (t *TokenConfig) provision(logger *zap.Logger) error {
 	if err := t.validate(); err != nil {
 		return err
@@ -72,28 +75,11 @@ func (t *TokenConfig) provision(logger *zap.Logger) error {
 	repl := caddy.NewReplacer()
 	var keys token.Keys
 	if t.JWKS != "" {
-		client := &http.Client{Timeout: token.JWKSTimeout}
-		if t.JWKSCA != "" {
-			pem, err := os.ReadFile(repl.ReplaceKnown(t.JWKSCA, ""))
-			if err != nil {
-				return fmt.Errorf("jwks_ca: %w", err)
-			}
-			roots := x509.NewCertPool()
-			if !roots.AppendCertsFromPEM(pem) {
-				return fmt.Errorf("jwks_ca %s: no certificate in PEM", t.JWKSCA)
-			}
-			client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, Proxy: http.ProxyFromEnvironment}
-		}
-		ctx, stop := context.WithCancel(context.Background())
-		jwks, err := token.NewJWKS(ctx, t.JWKS, client, func(err error) {
-			logger.Warn("fetching the JWKS failed; the keys fetched before still verify",
-				zap.String("jwks", t.JWKS), zap.Error(err))
-		})
+		jwks, err := t.loadJWKS(repl, logger)
 		if err != nil {
-			stop()
 			return err
 		}
-		keys, t.stop = jwks, stop
+		keys = jwks
 	} else {
 		material := []byte(repl.ReplaceKnown(t.Key, ""))
 		if t.Alg == token.HS256 && string(material) == t.Key {
@@ -119,11 +105,76 @@ func (t *TokenConfig) provision(logger *zap.Logger) error {
 	}
 	v, err := token.New(token.Config{Keys: keys, Issuer: t.Issuer, Audience: t.Audience, UserClaim: t.UserClaim, RoomsClaim: t.RoomsClaim})
 	if err != nil {
-		t.cleanup()
-		return err
+		return errors.Join(err, t.cleanup())
 	}
 	t.verifier = v
 	return nil
+}
+
+// jwksFetchers holds each JWKS's fetcher across config reloads, by its URL
+// and CA: a reload keeps the keys known and waits for no fetch, even while
+// the provider is down, and leaves no fetcher or connection behind.
+var jwksFetchers = caddy.NewUsagePool()
+
+// jwksFetcher keeps one JWKS fresh, for every config that names it.
+type jwksFetcher struct {
+	jwks   *token.JWKS
+	client *http.Client
+	stop   context.CancelFunc // ends the refreshes
+	// logger is the newest config's: an older one's logs may be closed.
+	logger atomic.Pointer[zap.Logger]
+}
+
+// Destruct ends the refreshes and closes the connections kept alive to
+// the JWKS server, when no config names it any more.
+func (f *jwksFetcher) Destruct() error {
+	f.stop()
+	f.client.CloseIdleConnections()
+	return nil
+}
+
+// loadJWKS takes a reference to the fetcher of the JWKS, making it, with a
+// first fetch that waits at most token.JWKSTimeout, when no config has.
+func (t *TokenConfig) loadJWKS(repl *caddy.Replacer, logger *zap.Logger) (*token.JWKS, error) {
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	key := "jwks " + t.JWKS
+	if t.JWKSCA != "" {
+		pem, err := os.ReadFile(repl.ReplaceKnown(t.JWKSCA, ""))
+		if err != nil {
+			return nil, fmt.Errorf("jwks_ca: %w", err)
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("jwks_ca %s: no certificate in PEM", t.JWKSCA)
+		}
+		transport.TLSClientConfig = &tls.Config{RootCAs: roots}
+		// By the CA's contents, not its path: a reload after the CA
+		// changed fetches with the new one.
+		key += fmt.Sprintf(" ca %x", sha256.Sum256(pem))
+	}
+	val, _, err := jwksFetchers.LoadOrNew(key, func() (caddy.Destructor, error) {
+		f := &jwksFetcher{client: &http.Client{Timeout: token.JWKSTimeout, Transport: transport}}
+		f.logger.Store(logger)
+		ctx, stop := context.WithCancel(context.Background())
+		jwks, err := token.NewJWKS(ctx, t.JWKS, f.client, func(err error) {
+			f.logger.Load().Warn("fetching the JWKS failed; the keys fetched before still verify",
+				zap.String("jwks", t.JWKS), zap.Error(err))
+		})
+		if err != nil {
+			stop()
+			f.client.CloseIdleConnections()
+			return nil, err
+		}
+		f.jwks, f.stop = jwks, stop
+		return f, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	t.jwksKey = key
+	f := val.(*jwksFetcher)
+	f.logger.Store(logger)
+	return f.jwks, nil
 }
 
 // validate checks the choice of keys and the token's sources.
@@ -139,6 +190,12 @@ func (t *TokenConfig) validate() error {
 	case t.Key != "" && t.Alg != token.HS256 && t.Alg != token.RS256 && t.Alg != token.ES256 && t.Alg != token.EdDSA:
 		errs = append(errs, fmt.Errorf("token: key: unknown algorithm %q; want hs256, rs256, es256 or eddsa", t.Alg))
 	}
+	if t.JWKS != "" && (t.Issuer == "" || t.Audience == "") {
+		// A provider's key set signs the tokens of all its customers,
+		// and Google's those of every Firebase project: without both,
+		// any of them, made for another site, would sign in here.
+		errs = append(errs, errors.New("token: jwks needs issuer and audience: a provider's key set signs every one of its customers' tokens, so only they tell this site's from another's"))
+	}
 	if t.JWKSCA != "" && t.JWKS == "" {
 		errs = append(errs, errors.New("token: jwks_ca is for a jwks"))
 	}
@@ -151,11 +208,19 @@ func (t *TokenConfig) validate() error {
 	return errors.Join(errs...)
 }
 
-// cleanup ends the JWKS's refreshes.
-func (t *TokenConfig) cleanup() {
-	if t.stop != nil {
-		t.stop()
+// cleanup releases the JWKS's fetcher; the last config that names it
+// ends its refreshes. It is safe to call more than once: Caddy cleans up
+// a handler whose provisioning failed, after provision did.
+func (t *TokenConfig) cleanup() error {
+	if t.jwksKey == "" {
+		return nil
 	}
+	key := t.jwksKey
+	t.jwksKey = ""
+	if _, err := jwksFetchers.Delete(key); err != nil {
+		return fmt.Errorf("releasing the JWKS fetcher: %w", err)
+	}
+	return nil
 }
 
 // find returns the token that r carries, "" for none. An Authorization

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -47,12 +48,21 @@ func hs256Config(t testing.TB) config {
 	return tokenConfig("key hs256 {env.CHAT_TEST_TOKEN_SECRET}")
 }
 
-// signed signs a token for user with grants, valid for ttl, for the chat
-// audience.
+// jwksConfig verifies tokens with the keys srv serves, trusting its CA
+// written to dir, for the issuer and audience that signed gives.
+func jwksConfig(t testing.TB, srv *tokentest.JWKSServer, dir string) config {
+	return tokenConfig("jwks " + srv.URL() + "\n\t\t\tjwks_ca " + srv.CAFile(t, dir) + "\n\t\t\tissuer " + testIssuer)
+}
+
+// testIssuer is the iss of the tokens that signed signs.
+const testIssuer = "https://auth.example.com/"
+
+// signed signs a token for user with grants, valid for ttl, from
+// testIssuer for the chat audience.
 func signed(t testing.TB, s *tokentest.Signer, user string, ttl time.Duration, grants map[string][]string) string {
 	t.Helper()
 	c := tokentest.Claims(user, ttl, grants)
-	c["aud"] = "chat"
+	c["aud"], c["iss"] = "chat", testIssuer
 	return s.Sign(t, c)
 }
 
@@ -276,7 +286,7 @@ func TestTokenJWKS(t *testing.T) {
 	defer reload(t, config{})
 	k1, k2 := tokentest.NewSigner(t, "rs256", "k1"), tokentest.NewSigner(t, "es256", "k2")
 	srv := tokentest.NewJWKSServer(t, k1)
-	startCaddy(t, tokenConfig("jwks "+srv.URL()+"\n\t\t\tjwks_ca "+srv.CAFile(t, t.TempDir())))
+	startCaddy(t, jwksConfig(t, srv, t.TempDir()))
 	room := privateRoom(t)
 	grants := map[string][]string{"read": {room}, "post": {room}}
 	path := rootSite + "/rooms/" + room + "/messages"
@@ -501,6 +511,7 @@ func TestTokenConfigRefused(t *testing.T) {
 		{"private without a token", config{handler: "private team-*"}, "private needs a token block"},
 		{"key and jwks", tokenConfig("key hs256 x\n\t\t\tjwks https://example.com/jwks.json"), "exclude each other"},
 		{"jwks over http", tokenConfig("jwks http://example.com/jwks.json"), "want an https URL"},
+		{"jwks without issuer", tokenConfig("jwks https://example.com/jwks.json"), "jwks needs issuer and audience"},
 		{"unknown algorithm", tokenConfig("key hs512 x"), "unknown algorithm"},
 		{"RSA key as es256", tokenConfig("key es256 " + pem), "a key for RS256"},
 		{"a short secret", tokenConfig("key hs256 {env.CHAT_TEST_SHORT_SECRET}"), "32 or more"},
@@ -606,5 +617,137 @@ func BenchmarkSubmitWithToken(b *testing.B) {
 				syscall.TimevalToNsec(before.Utime) - syscall.TimevalToNsec(before.Stime))
 			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/op")
 		})
+	}
+}
+
+// TestPrivateOnEveryMount: a room that one handler names private is
+// private on every chat mount of the config, which all serve the same
+// rooms: a mount without a token block, here /mod/ with its signed-in
+// moderators, refuses its stream, history, presence and posts with 401
+// token_missing, lists it to no one, and its moderators cannot ban there.
+func TestPrivateOnEveryMount(t *testing.T) {
+	defer reload(t, config{})
+	cfg := hs256Config(t)
+	cfg.site = moderatedSite(t, false, "")
+	startCaddy(t, cfg)
+	s := tokentest.NewSigner(t, "hs256", "")
+	room := privateRoom(t)
+	member := bearer(signed(t, s, "alice", time.Minute, map[string][]string{"read": {room}, "post": {room}}))
+	if r := postAs(t, rootSite, room, "secret plan", member...); r.status != http.StatusCreated {
+		t.Fatalf("a member's post: %d %s", r.status, r.body)
+	}
+	mod := rootSite + "/mod"
+	admin := signedIn("admin")
+	for _, path := range []string{"/rooms/" + room + "/messages", "/rooms/" + room + "/presence", "/stream/" + room} {
+		r := getWith(t, client, mod+path, admin...)
+		refusedFor(t, "GET "+path+" on a mount without tokens", r, http.StatusUnauthorized, "token_missing")
+	}
+	refusedFor(t, "a post on a mount without tokens", postAs(t, mod, room, "hi", admin...), http.StatusUnauthorized, "token_missing")
+	if listed(t, mod, room, admin...) {
+		t.Error("a mount without tokens lists the private room")
+	}
+	r := do(t, "POST", mod+"/rooms/"+room+"/bans", `{"user":"alice"}`, asUser("admin")...)
+	refusedFor(t, "a mount moderator's ban in the private room", r, http.StatusUnauthorized, "token_missing")
+	if r := do(t, "GET", rootSite+"/rooms/"+room+"/messages", "", member...); r.status != http.StatusOK || !strings.Contains(r.body, "secret plan") {
+		t.Fatalf("the member's history: %d %s", r.status, r.body)
+	}
+}
+
+// TestDeletePrivateRoom: over HTTP and gRPC, deleting a private room
+// takes a token that grants moderating it: without a token it is refused
+// alike whether it exists or not, an expired token says so, and a
+// member's token that may read and post is refused.
+func TestDeletePrivateRoom(t *testing.T) {
+	defer reload(t, config{})
+	cfg := hs256Config(t)
+	cfg.handler += "\n\t\tallow_delete"
+	startCaddy(t, cfg)
+	s := tokentest.NewSigner(t, "hs256", "")
+	room := privateRoom(t)
+	member := bearer(signed(t, s, "alice", time.Minute, map[string][]string{"read": {privateRooms}, "post": {privateRooms}}))
+	if r := postAs(t, rootSite, room, "plans", member...); r.status != http.StatusCreated {
+		t.Fatalf("a member's post: %d %s", r.status, r.body)
+	}
+	expired := bearer(signed(t, s, "alice", -time.Hour, map[string][]string{"moderate": {privateRooms}}))
+	refusedFor(t, "DELETE without a token", do(t, "DELETE", rootSite+"/room/"+room, ""), http.StatusUnauthorized, "token_missing")
+	refusedFor(t, "DELETE of a room that does not exist, without a token", do(t, "DELETE", rootSite+"/room/"+privateRoom(t), ""), http.StatusUnauthorized, "token_missing")
+	refusedFor(t, "DELETE with an expired token", do(t, "DELETE", rootSite+"/room/"+room, "", expired...), http.StatusUnauthorized, "token_expired")
+	refusedFor(t, "DELETE with a member's token", do(t, "DELETE", rootSite+"/room/"+room, "", member...), http.StatusForbidden, "no_grant")
+
+	req := connect.NewRequest(&chatv1.DeleteRoomRequest{Room: room})
+	req.Header().Set("Authorization", member[1])
+	if _, err := grpcClient(rootSite).DeleteRoom(callCtx(t), req); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Fatalf("DeleteRoom with a member's token: %v, want PermissionDenied", err)
+	}
+	req.Header().Set("Authorization", "Bearer "+signed(t, s, "carol", time.Minute, map[string][]string{"moderate": {room}}))
+	if _, err := grpcClient(rootSite).DeleteRoom(callCtx(t), req); err != nil {
+		t.Fatalf("DeleteRoom with the moderate grant: %v", err)
+	}
+	if r := do(t, "GET", rootSite+"/rooms/"+room+"/messages", "", member...); strings.Contains(r.body, "plans") {
+		t.Fatalf("the room's history after its delete: %d %s", r.status, r.body)
+	}
+}
+
+// TestTokenJWKSSurvivesReload: a reload while the JWKS server hangs keeps
+// the keys fetched before: the reload waits for no fetch, and a token of a
+// known key verifies at once after it.
+func TestTokenJWKSSurvivesReload(t *testing.T) {
+	defer reload(t, config{})
+	k1 := tokentest.NewSigner(t, "es256", "k1")
+	srv := tokentest.NewJWKSServer(t, k1)
+	cfg := jwksConfig(t, srv, t.TempDir())
+	startCaddy(t, cfg)
+	room := privateRoom(t)
+	auth := bearer(signed(t, k1, "alice", time.Minute, map[string][]string{"read": {room}, "post": {room}}))
+	path := rootSite + "/rooms/" + room + "/messages"
+	if r := postAs(t, rootSite, room, "hi", auth...); r.status != http.StatusCreated {
+		t.Fatalf("before the reload: %d %s", r.status, r.body)
+	}
+	srv.Hang()
+	cfg.global = "heartbeat 20s" // an unchanged config is not reloaded
+	if took := reload(t, cfg); took > time.Second {
+		t.Errorf("the reload with the JWKS server hung took %v", took)
+	}
+	start := time.Now()
+	if r := do(t, "GET", path, "", auth...); r.status != http.StatusOK {
+		t.Fatalf("a token of a key known before the reload: %d %s", r.status, r.body)
+	}
+	if took := time.Since(start); took > 500*time.Millisecond {
+		t.Errorf("a token of a key known before the reload took %v", took)
+	}
+}
+
+// TestTokenJWKSReloadsLeaveNothing: a config that stops naming a JWKS
+// ends its fetcher and closes its connections to the JWKS server: reloads
+// back and forth leave no goroutine behind.
+func TestTokenJWKSReloadsLeaveNothing(t *testing.T) {
+	defer reload(t, config{})
+	srv := tokentest.NewJWKSServer(t, tokentest.NewSigner(t, "es256", "k1"))
+	jwks, plain := jwksConfig(t, srv, t.TempDir()), config{}
+	startCaddy(t, jwks)
+	reload(t, plain)
+	settled := runtime.NumGoroutine()
+	for range 10 {
+		reload(t, jwks)
+		reload(t, plain)
+	}
+	waitFor(t, "the goroutines of 10 JWKS fetchers to end", func() bool { return runtime.NumGoroutine() <= settled+5 })
+}
+
+// TestTokenPastExpRefusesStream: a token 10 s past its exp, within the
+// leeway of clock skew, is refused a stream with 401 token_expired, over
+// HTTP/1.1 and HTTP/2, rather than opening one that ends at once, which
+// its reader would open again at once.
+func TestTokenPastExpRefusesStream(t *testing.T) {
+	defer reload(t, config{})
+	startCaddy(t, hs256Config(t))
+	s := tokentest.NewSigner(t, "hs256", "")
+	room := privateRoom(t)
+	late := bearer(signed(t, s, "alice", -10*time.Second, map[string][]string{"read": {room}}))
+	for _, proto := range []struct {
+		name   string
+		client *http.Client
+	}{{"HTTP/1.1", client}, {"HTTP/2", h2cClient(t)}} {
+		refusedFor(t, proto.name+" stream with a token 10 s past exp", getWith(t, proto.client, rootSite+"/stream/"+room, late...), http.StatusUnauthorized, "token_expired")
 	}
 }

@@ -3,6 +3,9 @@ package service
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
 
 	"github.com/caddy-chat/caddy-chat/rooms"
 	"github.com/caddy-chat/caddy-chat/token"
@@ -45,13 +48,64 @@ func (c Caller) may(act Act, room string) bool {
 	case ActPost:
 		return c.Grants.Post.Match(room)
 	case ActModerate:
+		if room == rooms.AllRooms {
+			// ? and ** match the name "*" too; only a grant of "*"
+			// itself moderates every room at once.
+			return slices.Contains(c.Grants.Moderate, rooms.AllRooms)
+		}
 		return c.Grants.Moderate.Match(room)
 	}
 	return c.Grants.Read.Match(room)
 }
 
+// PrivateRooms are the rooms that need a grant, for every handler of a
+// config: rooms are shared by every handler, so a room that one handler
+// names private is private on all of them, and one without tokens serves
+// it to no one. Handlers add their patterns as they are set up, before
+// any request; the zero value, and nil, hold none. It is safe for
+// concurrent use.
+type PrivateRooms struct {
+	mu       sync.Mutex // serializes Add
+	patterns atomic.Pointer[rooms.Patterns]
+}
+
+// NewPrivateRooms returns the private rooms of patterns.
+func NewPrivateRooms(patterns ...string) *PrivateRooms {
+	p := new(PrivateRooms)
+	p.Add(patterns...)
+	return p
+}
+
+// Add makes the rooms of patterns private.
+func (p *PrivateRooms) Add(patterns ...string) {
+	if len(patterns) == 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	// Copied, not appended to: readers hold the old slice.
+	var next rooms.Patterns
+	if old := p.patterns.Load(); old != nil {
+		next = slices.Clone(*old)
+	}
+	next = append(next, patterns...)
+	p.patterns.Store(&next)
+}
+
+// Match reports whether room is private.
+func (p *PrivateRooms) Match(room string) bool {
+	if p == nil {
+		return false
+	}
+	patterns := p.patterns.Load()
+	return patterns != nil && patterns.Match(room)
+}
+
+// none reports whether no room is private.
+func (p *PrivateRooms) none() bool { return p == nil || p.patterns.Load() == nil }
+
 // Private reports whether room needs a grant to read it, to post to it
-// and to moderate it.
+// and to moderate it, on any handler of the config.
 func (s *Service) Private(room string) bool { return s.cfg.Private.Match(room) }
 
 // authorize refuses c act in room: with the refusal of c's token, which
@@ -89,7 +143,7 @@ func TokenRefusal(err error) *Error {
 
 // readable is the rooms of list that c may read.
 func (s *Service) readable(c Caller, list []rooms.RoomInfo) []rooms.RoomInfo {
-	if s.cfg.Private == nil {
+	if s.cfg.Private.none() {
 		return list
 	}
 	kept := list[:0]

@@ -28,7 +28,7 @@ func reasonOf(t *testing.T, err error) string {
 // and the listing hides what a caller may not read.
 func TestPrivateRoomsNeedGrants(t *testing.T) {
 	t.Parallel()
-	s := newService(t, Config{Private: rooms.Patterns{"team-*"}})
+	s := newService(t, Config{Private: NewPrivateRooms("team-*")})
 	ctx := context.Background()
 	reader := Caller{User: "alice", Addr: "192.0.2.1", Grants: &token.Grants{Read: rooms.Patterns{"team-*"}, Post: rooms.Patterns{"team-a"}}}
 	for _, room := range []string{"team-a", "team-b", "lobby"} {
@@ -128,7 +128,7 @@ func TestTokenModeratorsModerateTheirRooms(t *testing.T) {
 	tokenMod := Caller{User: "carol", Addr: "192.0.2.3", UserByToken: true,
 		Grants: &token.Grants{Read: rooms.Patterns{"team-*"}, Moderate: rooms.Patterns{"team-a", "lobby"}}}
 
-	plain := newService(t, Config{Private: rooms.Patterns{"team-*"}})
+	plain := newService(t, Config{Private: NewPrivateRooms("team-*")})
 	spam, err := plain.Submit(ctx, member, Post{Room: "team-a", Message: "spam"})
 	if err != nil {
 		t.Fatal(err)
@@ -152,7 +152,7 @@ func TestTokenModeratorsModerateTheirRooms(t *testing.T) {
 		t.Errorf("a token that grants moderating but names no user: %v, want Forbidden", err)
 	}
 
-	moderated := newService(t, Config{Moderate: true, EditWindow: time.Minute, Private: rooms.Patterns{"team-*"}})
+	moderated := newService(t, Config{Moderate: true, EditWindow: time.Minute, Private: NewPrivateRooms("team-*")})
 	mine, err := moderated.Submit(ctx, member, Post{Room: "team-a", Message: "mine"})
 	if err != nil {
 		t.Fatal(err)
@@ -183,5 +183,76 @@ func TestTokenModeratorsModerateTheirRooms(t *testing.T) {
 	}
 	if _, err := moderated.Bans(member, "lobby"); kindOf(t, err) != Unauthenticated {
 		t.Errorf("a token user without the moderate grant on a moderating mount: %v, want Unauthenticated: the mount's moderators are its identities", err)
+	}
+}
+
+// TestDeletePrivateRoomNeedsModerateGrant: deleting a private room takes
+// a token that grants moderating it; without a token, a missing room is
+// refused as an existing one is, and a refused token says why first.
+func TestDeletePrivateRoomNeedsModerateGrant(t *testing.T) {
+	t.Parallel()
+	s := newService(t, Config{AllowDelete: true, Private: NewPrivateRooms("team-*")})
+	poster := Caller{User: "alice", Addr: "192.0.2.1", Grants: &token.Grants{Post: rooms.Patterns{"team-*"}, Read: rooms.Patterns{"team-*"}}}
+	if err := post(s, poster, "team-a", "plans"); err != nil {
+		t.Fatal(err)
+	}
+	expired := Caller{Refused: TokenRefusal(&token.Error{Reason: token.Expired})}
+	moderator := Caller{User: "carol", Grants: &token.Grants{Moderate: rooms.Patterns{"team-a"}}}
+	for _, c := range []struct {
+		name   string
+		caller Caller
+		room   string
+		reason string
+	}{
+		{"no token", stranger, "team-a", "token_missing"},
+		{"no token, a room that does not exist", stranger, "team-nonexistent", "token_missing"},
+		{"an expired token", expired, "team-a", "token_expired"},
+		{"a token that may post and read", poster, "team-a", "no_grant"},
+		{"the moderate grant", moderator, "team-a", ""},
+	} {
+		if got := reasonOf(t, s.Delete(c.caller, c.room)); got != c.reason {
+			t.Errorf("%s: refused for %q, want %q", c.name, got, c.reason)
+		}
+	}
+	if err := s.Delete(moderator, "team-a"); kindOf(t, err) != NotFound {
+		t.Errorf("deleting team-a again: %v, want NotFound: the moderator deleted it", err)
+	}
+}
+
+// TestStreamRefusesTokenPastExp: a token past its exp, which still
+// verifies within the leeway of clock skew, opens no stream, which would
+// end at once: it is refused as expired, so that its reader fetches a
+// fresh one.
+func TestStreamRefusesTokenPastExp(t *testing.T) {
+	t.Parallel()
+	s := newService(t, Config{})
+	c := Caller{User: "alice", Addr: "192.0.2.1", Grants: &token.Grants{}, Expires: time.Now().Add(-10 * time.Second)}
+	st, err := s.OpenStream(c, StreamRequest{Room: "lobby"}, nil)
+	if err == nil {
+		st.Close()
+	}
+	if reason := reasonOf(t, err); reason != "token_expired" || kindOf(t, err) != Unauthenticated {
+		t.Fatalf("a stream with a token 10 s past exp: %v, want Unauthenticated token_expired", err)
+	}
+}
+
+// TestOnlyStarGrantModeratesAllRooms: a ban in every room (rooms.AllRooms,
+// the name "*") takes a moderate grant of exactly "*": patterns such as ?
+// or ** that match the name "*" moderate only the rooms they match.
+func TestOnlyStarGrantModeratesAllRooms(t *testing.T) {
+	t.Parallel()
+	s := newService(t, Config{})
+	for _, pattern := range []string{"?", "**", "?*"} {
+		c := Caller{User: "carol", UserByToken: true, Grants: &token.Grants{Moderate: rooms.Patterns{pattern}}}
+		if _, err := s.Ban(c, rooms.AllRooms, BanRequest{User: "bob"}); kindOf(t, err) != Forbidden {
+			t.Errorf("a moderate grant of %q bans in every room: %v, want Forbidden", pattern, err)
+		}
+		if !c.Moderates("x") {
+			t.Errorf("a moderate grant of %q does not moderate room x", pattern)
+		}
+	}
+	star := Caller{User: "carol", UserByToken: true, Grants: &token.Grants{Moderate: rooms.Patterns{"*"}}}
+	if _, err := s.Ban(star, rooms.AllRooms, BanRequest{User: "bob"}); err != nil {
+		t.Errorf("a moderate grant of \"*\" bans in every room: %v", err)
 	}
 }

@@ -66,8 +66,9 @@ type Config struct {
 	Counter        ratelimit.SharedCounter
 	CounterTimeout time.Duration
 	// Private are the rooms whose readers need a token's read grant, and
-	// whose authors its post grant.
-	Private rooms.Patterns
+	// whose authors its post grant: those of every handler of the config,
+	// shared by their services. nil for none.
+	Private *PrivateRooms
 }
 
 // Service is one handler's chat. Its methods are safe for concurrent use.
@@ -281,7 +282,9 @@ func (s *Service) Presence(c Caller, room string) (rooms.Presence, error) {
 	return p, roomsError(err)
 }
 
-// Delete removes a room and its history, where the handler allows it.
+// Delete removes a room and its history, where the handler allows it: a
+// private room for a caller whose token grants moderating it. Before that
+// grant, a private room is refused alike whether it exists or not.
 func (s *Service) Delete(c Caller, room string) error {
 	if !s.cfg.AllowDelete {
 		return Refuse(Forbidden, "deleting rooms is not allowed here")
@@ -290,6 +293,9 @@ func (s *Service) Delete(c Caller, room string) error {
 		return crossSite()
 	}
 	if err := s.CheckRoom(room); err != nil {
+		return err
+	}
+	if err := s.authorize(c, ActModerate, room); err != nil {
 		return err
 	}
 	return roomsError(s.m.Delete(room))

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/caddy-chat/caddy-chat/rooms"
+	"github.com/caddy-chat/caddy-chat/token"
 )
 
 // StreamRequest is where a stream starts and who it is, as an adapter
@@ -44,13 +45,19 @@ func (st *Stream) Close() {
 // it (see rooms.Manager.Subscribe). A refusal holds nothing. A stream
 // opened with a token ends when the token expires, with an expired event
 // (see rooms.Subscription.Expire): its reader comes back with a fresh one
-// and the id of the last message it received.
+// and the id of the last message it received. A token already past its
+// exp, which verifies within the leeway of clock skew, opens none.
 func (s *Service) OpenStream(c Caller, req StreamRequest, wake func()) (*Stream, error) {
 	if err := s.CheckRoom(req.Room); err != nil {
 		return nil, err
 	}
 	if err := s.authorize(c, ActRead, req.Room); err != nil {
 		return nil, err
+	}
+	if !c.Expires.IsZero() && !time.Now().Before(c.Expires) {
+		// Past exp, within the verifier's leeway: the stream would end
+		// at once, and its reader come back at once with the same token.
+		return nil, TokenRefusal(&token.Error{Reason: token.Expired})
 	}
 	if req.History < 0 {
 		return nil, Refuse(Invalid, "history must be a whole number, 0 or more")

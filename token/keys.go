@@ -111,7 +111,10 @@ const (
 	// JWKSUnknownKeyRefresh is how often, at most, a token with a key id
 	// the cached JWKS lacks fetches it again: a key added by a rotation
 	// verifies at once, and tokens with made-up ids cannot make this
-	// server hammer the auth provider's.
+	// server hammer the auth provider's. Any token spends the minute's
+	// fetch, one with a made-up id too: a key added in the same minute
+	// verifies from the next fetch, at most a minute later when a token of
+	// that key comes, or at the JWKSRefresh.
 	JWKSUnknownKeyRefresh = time.Minute
 )
 
@@ -155,16 +158,35 @@ func NewJWKS(ctx context.Context, url string, client *http.Client, failed func(e
 	return &JWKS{kf: kf}, nil
 }
 
+// keyfunc looks a token's key up, waiting for it as long as ctx allows.
+// The fetch that an unknown key id starts runs on the set's own context,
+// not on ctx: a request that ends meanwhile must not cancel it, or it
+// would spend the minute's one fetch and fetch nothing.
 func (j *JWKS) keyfunc(ctx context.Context) jwt.Keyfunc {
-	keys := j.kf.KeyfuncCtx(ctx)
 	return func(t *jwt.Token) (any, error) {
-		key, err := keys(t)
-		if err != nil {
+		type found struct {
+			key any
+			err error
+		}
+		// Buffered: the lookup ends, at most JWKSTimeout later, with
+		// no one left to wait for it.
+		done := make(chan found, 1)
+		go func() {
+			key, err := j.kf.Keyfunc(t)
+			done <- found{key, err}
+		}()
+		var f found
+		select {
+		case f = <-done:
+		case <-ctx.Done():
+			f.err = ctx.Err()
+		}
+		if f.err != nil {
 			// Its kid is not in the set, even fetched again when the
 			// minute allows, or names a key of another algorithm.
-			return nil, fmt.Errorf("%w: %w", errUnknownKey, err)
+			return nil, fmt.Errorf("%w: %w", errUnknownKey, f.err)
 		}
-		return key, nil
+		return f.key, nil
 	}
 }
 

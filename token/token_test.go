@@ -336,3 +336,32 @@ func FuzzGrants(f *testing.F) {
 		}
 	})
 }
+
+// TestJWKSUnknownKeyFetchOutlivesRequest: the fetch that a token with a
+// new key id starts runs to its end although the request that started
+// it gave up: the new key verifies once it is fetched, without another
+// fetch, which the minute's limit would not allow.
+func TestJWKSUnknownKeyFetchOutlivesRequest(t *testing.T) {
+	k1, k2 := tokentest.NewSigner(t, ES256, "k1"), tokentest.NewSigner(t, ES256, "k2")
+	srv := tokentest.NewJWKSServer(t, k1)
+	v, _ := jwksVerifier(t, srv)
+	srv.SetKeys(k1, k2)
+	srv.Hang()
+	impatient, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if _, err := v.Verify(impatient, k2.Sign(t, claimsFor("alice"))); err == nil {
+		t.Fatal("a token of the new key verified with the JWKS server hung")
+	}
+	srv.Answer()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		_, err := v.Verify(ctx, k2.Sign(t, claimsFor("alice")))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the new key once the JWKS server answers: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

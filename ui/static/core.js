@@ -617,6 +617,8 @@ class TokenSource {
   // get resolves to a token not about to expire; it rejects with what to
   // tell the reader when the site gives none (not signed in).
   get() {
+    // A refresh under way gives the fresh token, not the one it replaces.
+    if (this.pending) return this.pending;
     if (this.token && Date.now() < this.exp - Math.min(30000, this.life / 2)) return Promise.resolve(this.token);
     return this.refresh();
   }
@@ -717,6 +719,8 @@ class Connection {
     this.closed = false;
     this.stopped = false;
     this.refusals = 0;
+    this.backedOff = 0; // refusals before the stream last opened
+    this.openedAt = 0;
     this.retryTimer = 0;
     this.source = null;
     this.online = () => {
@@ -767,9 +771,11 @@ class Connection {
     if (this.views.size === 0 || this.stopped) return;
     this.retryTimer = 0;
     const query = new URLSearchParams({ presence: "1" });
+    let token = "";
     if (this.token) {
       try {
-        query.set("access_token", await this.token.get());
+        token = await this.token.get();
+        query.set("access_token", token);
       } catch (err) {
         this.deny("Not signed in: " + err.message + ".");
         this.retry();
@@ -785,6 +791,8 @@ class Connection {
     const source = new EventSource(url);
     this.source = source;
     source.onopen = () => {
+      this.openedAt = Date.now();
+      this.backedOff = this.refusals;
       this.refusals = 0;
       this.freshPresence = true;
       this.setState("live", "live");
@@ -795,7 +803,7 @@ class Connection {
         return;
       }
       source.close();
-      if (this.token) this.explain(url);
+      if (this.token) this.explain(token);
       else this.retry();
     };
     source.addEventListener("message", (e) => {
@@ -833,9 +841,17 @@ class Connection {
       // The token ran out: open again with a fresh one (from the token
       // source, or the cookie the site's sign-in keeps fresh), after the
       // last message received, before EventSource retries with the old.
+      // A stream that expires within a second of opening had a token
+      // no fresher than the last: back off, as after a refusal, rather
+      // than open again and again.
       source.close();
       if (this.token) this.token.refresh().catch(() => {});
-      this.connect();
+      if (Date.now() - this.openedAt < 1000) {
+        this.refusals = this.backedOff;
+        this.retry();
+      } else {
+        this.connect();
+      }
     });
     source.addEventListener("close", () => {
       source.close();
@@ -845,19 +861,20 @@ class Connection {
     });
   }
 
-  // explain asks again why a stream signed in by token was refused, as
-  // EventSource does not tell: a stream without the grant is refused for
+  // explain asks why a stream signed in by token was refused, as
+  // EventSource does not tell, of the room's presence, which needs the
+  // same grant and joins no one: a stream without the grant is refused for
   // good, with the server's reason; an expired or invalid token is
-  // fetched again.
-  async explain(url) {
+  // fetched again, as is one that reads the room but opened no stream
+  // (past its exp, within the server's allowance for clock skew).
+  async explain(token) {
     let status = 0;
     let problem = "";
     try {
-      const ctl = new AbortController();
-      const resp = await fetch(url, { signal: ctl.signal, headers: { Accept: "text/event-stream" } });
+      const presence = this.url.replace(/\/stream\/([^/]+)$/, "/rooms/$1/presence");
+      const resp = await fetch(presence, { headers: { Accept: "application/json", Authorization: "Bearer " + token } });
       status = resp.status;
       if (!resp.ok) problem = (await resp.json().catch(() => ({}))).error || "";
-      ctl.abort();
     } catch (err) {
       // Offline: retry as any stream does.
     }
@@ -866,10 +883,8 @@ class Connection {
       this.deny("Refused: " + (problem || "you may not read this room") + ".");
       return;
     }
-    if (status === 401) {
-      this.deny("Refused: " + (problem || "sign in again") + ".");
-      this.token.refresh().catch(() => {});
-    }
+    if (status === 401) this.deny("Refused: " + (problem || "sign in again") + ".");
+    if (status === 401 || status === 200) this.token.refresh().catch(() => {});
     this.retry();
   }
 
