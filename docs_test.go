@@ -652,13 +652,13 @@ func TestDocSizes(t *testing.T) {
 	}
 }
 
-// TestDocTokenRecipe runs README's recipe of a function minting HS256
+// TestDocTokenRecipe runs docs/tokens.md's recipe of a function minting HS256
 // tokens as written, with node, moved only to free ports: the function
 // answers a token, which signs alice in to the private room team-a; the
 // room page is told where to fetch it; a stream without one is refused.
 func TestDocTokenRecipe(t *testing.T) {
 	var script, caddyfile string
-	for _, f := range readFences(t, "README.md") {
+	for _, f := range readFences(t, "docs/tokens.md") {
 		switch {
 		case f.info == "js" && strings.HasPrefix(f.body, "// token.mjs"):
 			script = f.body
@@ -667,7 +667,7 @@ func TestDocTokenRecipe(t *testing.T) {
 		}
 	}
 	if script == "" || caddyfile == "" {
-		t.Fatal("README has no token.mjs recipe with its Caddyfile")
+		t.Fatal("docs/tokens.md has no token.mjs recipe with its Caddyfile")
 	}
 	fnPort, site := freePort(), "http://localhost:"+freePort()
 	script = strings.ReplaceAll(script, "3000", fnPort)
