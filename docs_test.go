@@ -3,8 +3,10 @@ package chat
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"go/format"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,6 +22,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 
+	"github.com/caddy-chat/caddy-chat/hooks"
 	"github.com/caddy-chat/caddy-chat/internal/redistest"
 	"github.com/caddy-chat/caddy-chat/internal/tokentest"
 )
@@ -652,13 +655,13 @@ func TestDocSizes(t *testing.T) {
 	}
 }
 
-// TestDocTokenRecipe runs README's recipe of a function minting HS256
+// TestDocTokenRecipe runs docs/tokens.md's recipe of a function minting HS256
 // tokens as written, with node, moved only to free ports: the function
 // answers a token, which signs alice in to the private room team-a; the
 // room page is told where to fetch it; a stream without one is refused.
 func TestDocTokenRecipe(t *testing.T) {
 	var script, caddyfile string
-	for _, f := range readFences(t, "README.md") {
+	for _, f := range readFences(t, "docs/tokens.md") {
 		switch {
 		case f.info == "js" && strings.HasPrefix(f.body, "// token.mjs"):
 			script = f.body
@@ -667,7 +670,7 @@ func TestDocTokenRecipe(t *testing.T) {
 		}
 	}
 	if script == "" || caddyfile == "" {
-		t.Fatal("README has no token.mjs recipe with its Caddyfile")
+		t.Fatal("docs/tokens.md has no token.mjs recipe with its Caddyfile")
 	}
 	fnPort, site := freePort(), "http://localhost:"+freePort()
 	script = strings.ReplaceAll(script, "3000", fnPort)
@@ -678,16 +681,8 @@ func TestDocTokenRecipe(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("CHAT_TOKEN_SECRET", tokentest.Secret)
-	fn := exec.Command("node", "token.mjs")
-	fn.Dir, fn.Stdout, fn.Stderr = dir, os.Stderr, os.Stderr
-	if err := fn.Start(); err != nil {
-		t.Fatalf("running the recipe's function with node: %v", err)
-	}
-	t.Cleanup(func() { fn.Process.Kill(); fn.Wait() })
-	if err := loadCaddyfile("{\n\t" + testGlobals() + "\n}\n" + caddyfile); err != nil {
-		t.Fatal(err)
-	}
-	caddyStarted = true
+	startRecipe(t, dir, "node", "token.mjs")
+	startCaddy(t, caddyfileText("{\n\t"+testGlobals()+"\n}\n"+caddyfile))
 	defer reload(t, config{})
 
 	var got struct{ Token string }
@@ -707,5 +702,170 @@ func TestDocTokenRecipe(t *testing.T) {
 	}
 	if r := do(t, "GET", site+"/chat/room/team-a", ""); !strings.Contains(r.body, `data-token-url="/api/chat-token"`) {
 		t.Fatalf("the room page does not fetch its token from the function: %d", r.status)
+	}
+}
+
+// recipeProgram is a program of a recipe, running beside the test's Caddy:
+// what it prints tells what it received.
+type recipeProgram struct {
+	name string
+	mu   sync.Mutex
+	out  strings.Builder
+}
+
+func (p *recipeProgram) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.Write(b)
+}
+
+func (p *recipeProgram) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+// startRecipe runs a recipe's program in dir until the test ends, and
+// shows what it printed when the test fails.
+func startRecipe(t *testing.T, dir, name string, args ...string) *recipeProgram {
+	t.Helper()
+	p := &recipeProgram{name: filepath.Base(name)}
+	cmd := exec.Command(name, args...)
+	cmd.Dir, cmd.Stdout, cmd.Stderr = dir, p, p
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("running the recipe's %s: %v", p.name, err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("the recipe's %s printed:\n%s", p.name, p.output())
+		}
+	})
+	return p
+}
+
+// TestDocReceiverRecipes runs docs/receivers.md's receivers as written,
+// moved only to free ports: the Go one built from a module of its own, as
+// `go run` does, the JavaScript one with node. A real Caddy screens posts
+// with the JavaScript function and sends its webhooks to both: a post with
+// a link is refused with the function's reason, another is stored and
+// reaches both receivers, which print it only once its batch verified. A
+// tampered body and a stale timestamp are refused by each.
+func TestDocReceiverRecipes(t *testing.T) {
+	var goSource, jsSource, caddyfile string
+	for _, f := range readFences(t, "docs/receivers.md") {
+		switch {
+		case f.info == "go" && strings.HasPrefix(f.body, "// receiver.go"):
+			goSource = f.body
+		case f.info == "js" && strings.HasPrefix(f.body, "// hooks.mjs"):
+			jsSource = f.body
+		case f.info == "caddy":
+			caddyfile = f.body
+		}
+	}
+	if goSource == "" || jsSource == "" || caddyfile == "" {
+		t.Fatal("docs/receivers.md lacks receiver.go, hooks.mjs or their Caddyfile")
+	}
+	if formatted, err := format.Source([]byte(goSource)); err != nil || string(formatted) != goSource {
+		t.Errorf("receiver.go is not as gofmt writes it (%v)", err)
+	}
+	if !strings.Contains(goSource, `"localhost:3001"`) || !strings.Contains(jsSource, `listen(3002, "localhost")`) ||
+		!strings.Contains(caddyfile, "http://localhost:3001/") || !strings.Contains(caddyfile, "http://localhost:3002/") {
+		t.Fatal("the recipes no longer listen on localhost:3001 and 3002, which the test moves to free ports")
+	}
+	goPort, jsPort, site := freePort(), freePort(), "http://localhost:"+freePort()
+	goSource = strings.ReplaceAll(goSource, "localhost:3001", "localhost:"+goPort)
+	jsSource = strings.ReplaceAll(jsSource, "listen(3002,", "listen("+jsPort+",")
+	caddyfile = strings.NewReplacer("localhost:3001", "localhost:"+goPort, "localhost:3002", "localhost:"+jsPort,
+		"http://localhost:8080", site).Replace(caddyfile)
+	// The screen's secret is not the webhooks': the function must pick
+	// the key by the route called.
+	screenKey := "whsec_" + base64.StdEncoding.EncodeToString([]byte("the recipes' own screen secret!!"))
+	t.Setenv("CHAT_SCREEN_SECRET", screenKey)
+	t.Setenv("CHAT_WEBHOOK_SECRET", webhookSecret)
+
+	dir := t.TempDir()
+	for name, source := range map[string]string{"receiver.go": goSource, "hooks.mjs": jsSource} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(source), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// go build, not go run: the test stops the receiver itself, which go
+	// run would leave running.
+	for _, args := range [][]string{{"mod", "init", "receiver"}, {"build", "-o", "receiver", "."}} {
+		cmd := exec.Command("go", args...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	receivers := []*recipeProgram{startRecipe(t, dir, filepath.Join(dir, "receiver")), startRecipe(t, dir, "node", "hooks.mjs")}
+	startCaddy(t, caddyfileText("{\n\t"+testGlobals()+"\n}\n"+caddyfile))
+	defer reload(t, config{})
+	waitFor(t, "the receivers to listen", func() bool {
+		for _, port := range []string{goPort, jsPort} {
+			if _, err := tryDo("GET", "http://localhost:"+port+"/", ""); err != nil {
+				return false
+			}
+		}
+		return true
+	})
+
+	room := roomFor(t, "receivers")
+	post := func(text string) response {
+		body, _ := json.Marshal(map[string]string{"room": room, "user": "sam", "message": text})
+		return do(t, "POST", site+"/chat/submit", string(body), "Content-Type", ctJSON)
+	}
+	if r := post("see https://spam.example"); r.status != http.StatusForbidden || r.json["reason"] != "screen_refused" || r.json["error"] != "no links, please" {
+		t.Fatalf("a post with a link: %d %s, want 403 screen_refused with the function's reason", r.status, r.body)
+	}
+	r := post("hello from the recipes")
+	if r.status != http.StatusCreated {
+		t.Fatalf("a post the function's screen allows: %d %s, want 201", r.status, r.body)
+	}
+	id, _ := r.json["id"].(string)
+	for _, p := range receivers {
+		waitFor(t, p.name+" to print the message", func() bool {
+			out := p.output()
+			return strings.Contains(out, "message "+id) && strings.Contains(out, "hello from the recipes")
+		})
+	}
+
+	// Calls signed as Caddy signs them, then tampered with or stale.
+	screenCall := fmt.Sprintf(`{"kind":"post","room":%q,"user":"sam","verified":false,"message":"signed","client":"c1"}`, room)
+	batch := fmt.Sprintf(`{"events":[{"type":"message","room":%q,"id":"x-1","time":"2026-12-07T09:00:00Z","data":{"message":"signed"}}]}`, room)
+	for _, c := range []struct{ url, secret, body string }{
+		{"http://localhost:" + goPort + "/api/chat-events", webhookSecret, batch},
+		{"http://localhost:" + jsPort + "/api/chat-events", webhookSecret, batch},
+		{"http://localhost:" + jsPort + "/api/screen", screenKey, screenCall},
+	} {
+		secret, err := hooks.ParseSecret(c.secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		call := func(body string, at time.Time) int {
+			h := http.Header{}
+			secret.SetHeaders(h, hooks.NewID(), at, []byte(c.body))
+			headers := []string{"Content-Type", ctJSON}
+			for k := range h {
+				headers = append(headers, k, h.Get(k))
+			}
+			return do(t, "POST", c.url, body, headers...).status
+		}
+		if status := call(strings.Replace(c.body, "signed", "forged", 1), time.Now()); status != http.StatusUnauthorized {
+			t.Errorf("%s took a tampered body: %d, want 401", c.url, status)
+		}
+		if status := call(c.body, time.Now().Add(-10*time.Minute)); status != http.StatusUnauthorized {
+			t.Errorf("%s took a call stamped ten minutes ago: %d, want 401", c.url, status)
+		}
+		if status := call(c.body, time.Now()); status/100 != 2 {
+			t.Errorf("%s refused a call signed as Caddy signs: %d, want 2xx", c.url, status)
+		}
+	}
+	for _, p := range receivers {
+		if strings.Contains(p.output(), "forged") {
+			t.Errorf("%s printed a tampered batch", p.name)
+		}
 	}
 }
