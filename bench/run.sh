@@ -48,6 +48,9 @@
 # BENCH_BASELINE_FLAGS adds flags to the baseline's command line: "-xnet"
 # has it serve HTTP/2 through x/net's package, as Caddy does.
 #
+# BENCH_FLAGS adds flags to the load tool's command line, after the
+# scenario's, which they override: "-duration 3s" for a quick look.
+#
 # GODEBUG applies to both servers (and the load tool); the results say so.
 #
 # BENCH_BEFORE=<commit> builds the plugin at that commit as well, and runs
@@ -73,9 +76,9 @@ export BENCH_RECEIVER=${BENCH_RECEIVER:-8093}
 # The hooks' secret, which Caddy and the receiver are given, new for each
 # invocation as the docs make one.
 hook_secret=whsec_$(head -c 32 /dev/urandom | base64)
-BENCH_BASELINE_FLAGS=${BENCH_BASELINE_FLAGS:-}
+BENCH_BASELINE_FLAGS=${BENCH_BASELINE_FLAGS:-} BENCH_FLAGS=${BENCH_FLAGS:-}
 results=${BENCH_RESULTS-bench/results.tsv} chart=${BENCH_CHART:-docs/benchmarks.svg}
-invocation="RUNS=$RUNS${BENCH_BASELINE_FLAGS:+ BENCH_BASELINE_FLAGS='$BENCH_BASELINE_FLAGS'}${GODEBUG:+ GODEBUG=$GODEBUG} bench/run.sh ${scenarios[*]}"
+invocation="RUNS=$RUNS${BENCH_BASELINE_FLAGS:+ BENCH_BASELINE_FLAGS='$BENCH_BASELINE_FLAGS'}${BENCH_FLAGS:+ BENCH_FLAGS='$BENCH_FLAGS'}${GODEBUG:+ GODEBUG=$GODEBUG} bench/run.sh ${scenarios[*]}"
 commit=$(git describe --always --dirty) load_start=$(cut -d' ' -f1 /proc/loadavg)
 
 bin=$(mktemp -d)
@@ -192,7 +195,7 @@ run_nodes() {
 			# A failed run is left out, as in the other scenarios.
 			# shellcheck disable=SC2086
 			if ! line=$("$bin/chatbench" -url "${urls[0]}" -subscribe-urls "$(IFS=,; echo "${urls[*]}")" \
-				-label "$scenario/$setup" ${args[$scenario]} | tail -n 1); then
+				-label "$scenario/$setup" ${args[$scenario]} $BENCH_FLAGS | tail -n 1); then
 				echo "== $scenario run $run: $setup failed, left out" >&2
 			elif [ "$setup" = memory ]; then
 				echo "$line" | jq -c '. + {nodes: 1}' >>"$out"
@@ -363,7 +366,7 @@ for scenario in "${scenarios[@]}"; do
 			# A run that fails (a subscriber that never connects) is left out
 			# of the medians, which say how many runs they had, and the rest go on.
 			# shellcheck disable=SC2086
-			if ! "$bin/chatbench" -url "$url" "${subscribe[@]}" "${receiver[@]}" -proto "$speak" -pid $pid -label "$label/$server" $flags |
+			if ! "$bin/chatbench" -url "$url" "${subscribe[@]}" "${receiver[@]}" -proto "$speak" -pid $pid -label "$label/$server" $flags $BENCH_FLAGS |
 				tail -n 1 >>"$out"; then
 				echo "== $scenario run $run: $server failed, left out" >&2
 			fi
