@@ -30,13 +30,26 @@
 # with `store memory` ("memory"), alternating which goes first; the file
 # store starts empty each time, in a temporary directory.
 #
+# The suffixes -webhook and -screen run the load the same way against the
+# plugin with a hook that calls a local receiver (cmd/hookreceiver, on
+# BENCH_RECEIVER, 8093), "webhook" or "screen", and against the plugin
+# without one ("plugin"): a webhook of the messages in batches of 100 or
+# 1 s, or a screen that allows every post. Their rows are what the hook
+# adds to each post, its CPU and its submit latency at p50 and p99, and for
+# a webhook the events per second the receiver got, against the submits
+# per second: submit256-webhook saturates it, fanout-webhook and
+# fanout-screen post at a steady rate, submit1-screen one post at a time.
+#
 # The servers listen on fixed ports, which another run on the machine may
 # hold: BENCH_HTTP (8080), BENCH_HTTPS (8443, TCP and UDP), BENCH_ADMIN
-# (2019), BENCH_BASELINE (8090), BENCH_BASELINE_TLS (8091) and
-# BENCH_BASELINE_GRPC (8092) move them.
+# (2019), BENCH_BASELINE (8090), BENCH_BASELINE_TLS (8091),
+# BENCH_BASELINE_GRPC (8092) and BENCH_RECEIVER (8093) move them.
 #
 # BENCH_BASELINE_FLAGS adds flags to the baseline's command line: "-xnet"
 # has it serve HTTP/2 through x/net's package, as Caddy does.
+#
+# BENCH_FLAGS adds flags to the load tool's command line, after the
+# scenario's, which they override: "-duration 3s" for a quick look.
 #
 # GODEBUG applies to both servers (and the load tool); the results say so.
 #
@@ -59,9 +72,13 @@ scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout saturation idle hold)
 export BENCH_HTTP=${BENCH_HTTP:-8080} BENCH_HTTPS=${BENCH_HTTPS:-8443} BENCH_ADMIN=${BENCH_ADMIN:-2019}
 BENCH_BASELINE=${BENCH_BASELINE:-8090} BENCH_BASELINE_TLS=${BENCH_BASELINE_TLS:-8091} BENCH_BASELINE_GRPC=${BENCH_BASELINE_GRPC:-8092}
-BENCH_BASELINE_FLAGS=${BENCH_BASELINE_FLAGS:-}
+export BENCH_RECEIVER=${BENCH_RECEIVER:-8093}
+# The hooks' secret, which Caddy and the receiver are given, new for each
+# invocation as the docs make one.
+hook_secret=whsec_$(head -c 32 /dev/urandom | base64)
+BENCH_BASELINE_FLAGS=${BENCH_BASELINE_FLAGS:-} BENCH_FLAGS=${BENCH_FLAGS:-}
 results=${BENCH_RESULTS-bench/results.tsv} chart=${BENCH_CHART:-docs/benchmarks.svg}
-invocation="RUNS=$RUNS${BENCH_BASELINE_FLAGS:+ BENCH_BASELINE_FLAGS='$BENCH_BASELINE_FLAGS'}${GODEBUG:+ GODEBUG=$GODEBUG} bench/run.sh ${scenarios[*]}"
+invocation="RUNS=$RUNS${BENCH_BASELINE_FLAGS:+ BENCH_BASELINE_FLAGS='$BENCH_BASELINE_FLAGS'}${BENCH_FLAGS:+ BENCH_FLAGS='$BENCH_FLAGS'}${GODEBUG:+ GODEBUG=$GODEBUG} bench/run.sh ${scenarios[*]}"
 commit=$(git describe --always --dirty) load_start=$(cut -d' ' -f1 /proc/loadavg)
 
 bin=$(mktemp -d)
@@ -69,6 +86,7 @@ trap 'pkill -P $$ || true; rm -rf "$bin"' EXIT
 go build -o "$bin/caddy" ./cmd/caddy
 go build -o "$bin/chatbaseline" ./cmd/chatbaseline
 go build -o "$bin/chatbench" ./cmd/chatbench
+go build -o "$bin/hookreceiver" ./cmd/hookreceiver
 go build -o "$bin/chart" ./bench/chart
 before=${BENCH_BEFORE:-}
 if [ -n "$before" ]; then
@@ -177,7 +195,7 @@ run_nodes() {
 			# A failed run is left out, as in the other scenarios.
 			# shellcheck disable=SC2086
 			if ! line=$("$bin/chatbench" -url "${urls[0]}" -subscribe-urls "$(IFS=,; echo "${urls[*]}")" \
-				-label "$scenario/$setup" ${args[$scenario]} | tail -n 1); then
+				-label "$scenario/$setup" ${args[$scenario]} $BENCH_FLAGS | tail -n 1); then
 				echo "== $scenario run $run: $setup failed, left out" >&2
 			elif [ "$setup" = memory ]; then
 				echo "$line" | jq -c '. + {nodes: 1}' >>"$out"
@@ -214,27 +232,39 @@ nodes_summary() {
 # result_rows prints the rows of bench/results.tsv for the runs in a results
 # file: per scenario and metric, the medians of the server measured and of
 # its reference (the plugin and the baseline; the plugin's gRPC and its SSE
-# over HTTP/2; the file and the memory store; each Redis setup of a nodes scenario and the
-# memory node). Deliveries where there are any, else submits.
+# over HTTP/2; the file and the memory store; the plugin with a hook and
+# without; each Redis setup of a nodes scenario and the memory node).
+# Deliveries where there are any, else submits; for a hook, what it adds to
+# each submit, and the webhook's events per second against the submits per
+# second of its runs ("submits/s").
 result_rows() {
 	jq -rs --arg date "$(date -u +%Y-%m-%d)" --arg commit "$commit" \
 		--arg machine "$(nproc) cores, load $load_start to $(cut -d' ' -f1 /proc/loadavg)" --arg command "$invocation" "$jq_median"'
 		def r2: . * 100 | round / 100;
-		def metrics: if map(.deliveries_per_sec) | median > 0
+		def hooked: split(" ")[0] | test("-(webhook|screen)$");
+		def metrics($scenario): if $scenario | hooked
+			then [["submits/s", "submits_per_sec"], ["CPU µs/submit", "cpu_per_submit_us"], ["submit p50 ms", "submit_p50_ms"], ["submit p99 ms", "submit_p99_ms"]]
+			elif map(.deliveries_per_sec) | median > 0
 			then [["deliveries/s", "deliveries_per_sec"], ["CPU µs/delivery", "cpu_per_delivery_us"], ["p99 ms", "p99_ms"], ["RSS KiB/subscriber", "rss_per_subscriber_kib"]]
 			else [["submits/s", "submits_per_sec"], ["CPU µs/submit", "cpu_per_submit_us"], ["submit p99 ms", "submit_p99_ms"], ["RSS KiB/subscriber", "rss_per_subscriber_kib"]] end;
 		group_by(.label | split("/")[0])[] |
 		(.[0].label | split("/")[0]) as $scenario |
 		(group_by(.label) | map({key: (.[0].label | split("/")[1]), value: .}) | from_entries) as $runs |
-		(if $scenario | startswith("nodes")
+		def row($name; $against; $metric; $m; $r; $runs):
+			select($m > 0 and $r > 0) | [$name, $against, $metric, ($m | r2), ($r | r2), $runs, $date, $commit, $machine, $command] | @tsv;
+		((if $scenario | startswith("nodes")
 			then ($runs | keys - ["memory"] | map(select(endswith("@before") | not)) | map([., "memory", $scenario + "/" + .])) + [["redis1", "redis1@before", $scenario + "/redis1"]]
-			else [["plugin", "baseline"], ["plugin", "sse-h2"], ["file", "memory"], ["plugin", "plugin@before"], ["file", "file@before"]] | map(. + [$scenario]) end)[] |
+			else [["plugin", "baseline"], ["plugin", "sse-h2"], ["file", "memory"], ["webhook", "plugin"], ["screen", "plugin"],
+				["plugin", "plugin@before"], ["file", "file@before"], ["webhook", "webhook@before"], ["screen", "screen@before"]] | map(. + [$scenario]) end)[] |
 		select($runs[.[0]] and $runs[.[1]]) |
 		. as [$measured, $reference, $name] |
-		($runs[$measured] | metrics)[] | . as [$metric, $field] |
-		($runs[$measured] | map(.[$field] // 0) | median) as $m | ($runs[$reference] | map(.[$field] // 0) | median) as $r |
-		select($m > 0 and $r > 0) |
-		[$name, $reference, $metric, ($m | r2), ($r | r2), "\($runs[$measured] | length)/\($runs[$reference] | length)", $date, $commit, $machine, $command] | @tsv
+		($runs[$measured] | metrics($scenario))[] | . as [$metric, $field] |
+		row($name; $reference; $metric;
+			$runs[$measured] | map(.[$field] // 0) | median; $runs[$reference] | map(.[$field] // 0) | median;
+			"\($runs[$measured] | length)/\($runs[$reference] | length)")),
+		($runs.webhook // empty |
+			row($scenario; "submits/s"; "webhook events/s";
+				map(.webhook_events_per_sec // 0) | median; map(.submits_per_sec // 0) | median; "\(length)/\(length)"))
 	' "$1"
 }
 
@@ -268,13 +298,19 @@ for scenario in "${scenarios[@]}"; do
 	[ "$proto" != grpc ] || servers=(plugin baseline sse-h2)
 	# The results say which flags the baseline ran with, if any.
 	label=$scenario${BENCH_BASELINE_FLAGS:+ (baseline $BENCH_BASELINE_FLAGS)}${GODEBUG:+ (GODEBUG=$GODEBUG)}
-	[ "$proto" != file ] || servers=(file memory)
+	# A suffix that names a setup of the plugin measures it against the
+	# plugin without it, over HTTP/1.1.
+	setup=""
+	case $proto in
+	file) setup=file servers=(file memory) ;;
+	webhook | screen) setup=$proto servers=("$proto" plugin) ;;
+	esac
 	[ -z "$before" ] || servers+=("${servers[0]}@before")
 	for run in $(seq "$RUNS"); do
 		order=("${servers[@]}")
-		# Which goes first alternates, for the file store against memory.
-		if [ "$proto" = file ] && [ $((run % 2)) = 0 ]; then
-			order=(memory "${servers[@]:0:1}" "${servers[@]:2}")
+		# Which of a setup and its reference goes first alternates.
+		if [ -n "$setup" ] && [ $((run % 2)) = 0 ]; then
+			order=("${servers[1]}" "${servers[0]}" "${servers[@]:2}")
 		fi
 		for server in "${order[@]}"; do
 			# What the subscribers speak, and to which server, and which
@@ -283,9 +319,11 @@ for scenario in "${scenarios[@]}"; do
 			[[ $server != *@before ]] || caddy=$bin/caddy@before
 			speak=$proto
 			[ "$server" != sse-h2 ] || speak=h2
-			[ "$proto" != file ] || speak=h1
+			[ -z "$setup" ] || speak=h1
 			store=memory
 			[ "${server%@before}" != file ] || store="file $bin/store/history.db"
+			hook=none receiver=() receiver_pid=""
+			case ${server%@before} in webhook | screen) hook=${server%@before} ;; esac
 			# Where the subscribers go, if not to url: the bare grpc-go
 			# server, beside the baseline's HTTP/2 that takes the posts.
 			subscribe=()
@@ -307,7 +345,14 @@ for scenario in "${scenarios[@]}"; do
 				[ "$speak" = h1 ] || port=$BENCH_HTTPS
 				port_free "$BENCH_HTTP"
 				port_free "$BENCH_HTTPS"
-				BENCH_STORE=$store "$caddy" run --config bench/Caddyfile >/dev/null 2>&1 &
+				# The receiver listens before Caddy calls it.
+				if [ "$hook" != none ]; then
+					port_free "$BENCH_RECEIVER"
+					CHAT_HOOK_SECRET=$hook_secret "$bin/hookreceiver" -addr "127.0.0.1:$BENCH_RECEIVER" >/dev/null 2>&1 &
+					receiver_pid=$! receiver=(-receiver "http://127.0.0.1:$BENCH_RECEIVER")
+					wait_port "$BENCH_RECEIVER"
+				fi
+				BENCH_STORE=$store BENCH_HOOK=$hook BENCH_HOOK_SECRET=$hook_secret "$caddy" run --config bench/Caddyfile >/dev/null 2>&1 &
 			fi
 			pid=$!
 			url=http://127.0.0.1:$port
@@ -321,12 +366,12 @@ for scenario in "${scenarios[@]}"; do
 			# A run that fails (a subscriber that never connects) is left out
 			# of the medians, which say how many runs they had, and the rest go on.
 			# shellcheck disable=SC2086
-			if ! "$bin/chatbench" -url "$url" "${subscribe[@]}" -proto "$speak" -pid $pid -label "$label/$server" $flags |
+			if ! "$bin/chatbench" -url "$url" "${subscribe[@]}" "${receiver[@]}" -proto "$speak" -pid $pid -label "$label/$server" $flags $BENCH_FLAGS |
 				tail -n 1 >>"$out"; then
 				echo "== $scenario run $run: $server failed, left out" >&2
 			fi
-			kill $pid
-			wait $pid 2>/dev/null || true
+			kill $pid $receiver_pid
+			wait $pid $receiver_pid 2>/dev/null || true
 			rm -rf "$bin/store"
 		done
 	done

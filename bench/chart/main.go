@@ -136,14 +136,16 @@ func (r result) label() string {
 
 // measures are the chart's bars, each in its own colour: a scenario of
 // submits has its figures drawn where a scenario of deliveries has the
-// same kind of figure.
+// same kind of figure; a webhook's events per second are its throughput,
+// against the submits per second it was sent.
 var measures = []struct {
 	legend  string
 	metrics []string
 	color   color.Color
 }{
-	{"throughput (above 1.0: the plugin does more)", []string{"deliveries/s", "submits/s"}, color.RGBA{0, 114, 178, 255}},
+	{"throughput (above 1.0: the plugin does more)", []string{"deliveries/s", "submits/s", "webhook events/s"}, color.RGBA{0, 114, 178, 255}},
 	{"CPU per delivery or submit", []string{"CPU µs/delivery", "CPU µs/submit"}, color.RGBA{230, 159, 0, 255}},
+	{"latency p50", []string{"submit p50 ms"}, color.RGBA{86, 180, 233, 255}},
 	{"latency p99", []string{"p99 ms", "submit p99 ms"}, color.RGBA{204, 121, 167, 255}},
 	{"memory (RSS) per subscriber", []string{"RSS KiB/subscriber"}, color.RGBA{0, 158, 115, 255}},
 }

@@ -63,6 +63,31 @@ func TestCommittedChartIsCurrent(t *testing.T) {
 	}
 }
 
+// TestHookRowsChart: the rows bench/run.sh keeps for a hook, what it adds
+// to a submit against the plugin without it and a webhook's events per
+// second against its submits per second, make a chart naming both.
+func TestHookRowsChart(t *testing.T) {
+	rows := "scenario\tagainst\tmetric\tplugin\treference\n" +
+		"submit256-webhook\tplugin\tsubmits/s\t900\t1000\n" +
+		"submit256-webhook\tplugin\tCPU µs/submit\t60\t50\n" +
+		"submit256-webhook\tplugin\tsubmit p50 ms\t2\t1\n" +
+		"submit256-webhook\tplugin\tsubmit p99 ms\t9\t7\n" +
+		"submit256-webhook\tsubmits/s\twebhook events/s\t800\t900\n"
+	results, err := readResults(strings.NewReader(rows))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var svg bytes.Buffer
+	if err := drawChart(results, &svg); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{">submit256-webhook (vs plugin)<", ">submit256-webhook (vs submits/s)<", ">0.89<", ">latency p50<"} {
+		if !strings.Contains(svg.String(), want) {
+			t.Errorf("the chart lacks %s", want)
+		}
+	}
+}
+
 func TestResultsThatMakeNoChart(t *testing.T) {
 	const header = "scenario\tagainst\tmetric\tplugin\treference\n"
 	for _, tc := range []struct {

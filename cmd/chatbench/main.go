@@ -38,6 +38,13 @@
 // messages are still published through -url: latency is then measured
 // across nodes.
 //
+// With -receiver, it reads the counts of the hooks' receiver
+// (cmd/hookreceiver) as the measured time starts and ends, and reports the
+// webhook events and the screen calls it received per second; a call whose
+// signature the receiver refused fails the run:
+//
+//	chatbench -rooms 1 -subscribers 0 -saturate -publishers 256 -receiver http://127.0.0.1:8093
+//
 // Past about 28,000 connections one source address runs out of ports, TCP
 // or UDP, so subscribers are spread over 127.0.0.2, 127.0.0.3, ... as
 // sources.
@@ -85,6 +92,7 @@ type options struct {
 	perSource     int
 	label         string
 	deleteEvery   int
+	receiver      string
 }
 
 func main() {
@@ -106,6 +114,7 @@ func main() {
 	flag.IntVar(&o.perSource, "per-source", 20000, "connections per source address (127.0.0.2, .3, ...)")
 	flag.StringVar(&o.label, "label", "", "a name for this run in the report")
 	flag.IntVar(&o.deleteEvery, "delete-every", 0, "delete every Nth message acknowledged, as its author (with the secret of its submit answer), and measure how soon streams receive the deletes (0: none)")
+	flag.StringVar(&o.receiver, "receiver", "", "base URL of the hooks' receiver (cmd/hookreceiver), for the webhook events and screen calls it got per second")
 	summary := flag.Bool("summarize", false, "print the medians of the JSON result files named as arguments, and stop")
 	flag.Parse()
 
@@ -168,6 +177,10 @@ type result struct {
 	DeleteP99Ms     float64 `json:"delete_p99_ms,omitempty"`
 	CPUPerSubmitUs  float64 `json:"cpu_per_submit_us,omitempty"`
 	FsyncsPerSubmit float64 `json:"fsyncs_per_submit,omitempty"`
+	// With -receiver: the events its webhook batches carried and the
+	// screen calls it answered in the measured time, per second.
+	WebhookEventsPerSec float64 `json:"webhook_events_per_sec,omitempty"`
+	ScreenedPerSec      float64 `json:"screened_per_sec,omitempty"`
 }
 
 func (r result) print(w io.Writer) {
@@ -183,6 +196,8 @@ func (r result) print(w io.Writer) {
 		{"submit latency p50 / p99", fmt.Sprintf("%.2f / %.2f ms", r.SubmitP50Ms, r.SubmitP99Ms)},
 		{"server CPU per submit", fmt.Sprintf("%.2f µs", r.CPUPerSubmitUs)},
 		{"server fsyncs per submit", fmt.Sprintf("%.3f", r.FsyncsPerSubmit)},
+		{"webhook events/s received", fmt.Sprintf("%.0f", r.WebhookEventsPerSec)},
+		{"screen calls/s received", fmt.Sprintf("%.0f", r.ScreenedPerSec)},
 		{"deliveries/s", fmt.Sprintf("%.0f", r.DeliveriesPerSec)},
 		{"latency p50 / p99 / max", fmt.Sprintf("%.2f / %.2f / %.2f ms", r.P50Ms, r.P99Ms, r.MaxMs)},
 		{"deletes / latency p50 / p99", fmt.Sprintf("%d / %.2f / %.2f ms", r.Deletes, r.DeleteP50Ms, r.DeleteP99Ms)},
@@ -319,11 +334,14 @@ func run(ctx context.Context, o options) (result, error) {
 	measuring.Store(true)
 	startDeliveries := totalReceived(subs)
 	startPublished, startDeletes := pub.count.Load(), pub.deletes.Load()
+	startHooks, hooksErr := o.receiverCounts(ctx)
 	startCPU, _ := cpuTicks(o.pid)
 	start := time.Now()
 	progress(ctx, "measuring", subs, pub, func() bool { return time.Since(start) >= o.duration })
 	elapsed := time.Since(start)
 	endCPU, _ := cpuTicks(o.pid)
+	endHooks, err := o.receiverCounts(ctx)
+	hooksErr = cmp.Or(hooksErr, err)
 	res.Deliveries = totalReceived(subs) - startDeliveries
 	res.Published = pub.count.Load() - startPublished
 	res.Deletes = pub.deletes.Load() - startDeletes
@@ -339,6 +357,12 @@ func run(ctx context.Context, o options) (result, error) {
 	pubs.Wait()
 	if fsyncErr != nil {
 		return res, fsyncErr
+	}
+	if hooksErr != nil {
+		return res, hooksErr
+	}
+	if n := endHooks.Rejected - startHooks.Rejected; n > 0 {
+		return res, fmt.Errorf("the receiver refused %d calls whose signature did not verify", n)
 	}
 	res.FsyncsPerSubmit = float64(fsyncCount) / float64(max(res.Published, 1))
 
@@ -366,6 +390,8 @@ func run(ctx context.Context, o options) (result, error) {
 	res.DeliveriesPerSec = float64(res.Deliveries) / elapsed.Seconds()
 	res.SubmitsPerSec = float64(res.Published) / elapsed.Seconds()
 	res.SubmitP50Ms, res.SubmitP99Ms, _ = percentiles(pub.latencies)
+	res.WebhookEventsPerSec = float64(endHooks.Events-startHooks.Events) / elapsed.Seconds()
+	res.ScreenedPerSec = float64(endHooks.Screened-startHooks.Screened) / elapsed.Seconds()
 	if o.pid != 0 && res.Deliveries > 0 {
 		res.CPUPerDeliveryUs = float64(endCPU-startCPU) / clockTicks * 1e6 / float64(res.Deliveries)
 	}

@@ -70,6 +70,10 @@ func TestSummarize(t *testing.T) {
 		`{"label":"fanout-grpc/sse-h2","cpu_per_delivery_us":10}`,
 		`{"label":"fanout-file/file","cpu_per_delivery_us":9}`,
 		`{"label":"fanout-file/memory","cpu_per_delivery_us":6}`,
+		`{"label":"submit256-webhook/plugin","submits_per_sec":1000,"cpu_per_submit_us":50}`,
+		`{"label":"submit256-webhook/webhook","submits_per_sec":900,"cpu_per_submit_us":60,"webhook_events_per_sec":800}`,
+		`{"label":"fanout-screen (GODEBUG=x=1)/screen","submit_p50_ms":3,"submit_p99_ms":9}`,
+		`{"label":"fanout-screen (GODEBUG=x=1)/plugin","submit_p50_ms":1,"submit_p99_ms":6}`,
 		`not json`,
 	}
 	if err := os.WriteFile(file, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
@@ -85,10 +89,17 @@ func TestSummarize(t *testing.T) {
 		"| fanout-grpc | CPU µs/delivery | 12.00 | 11.00 | 1.09x | 1/1 |",
 		"| fanout-grpc (plugin vs sse-h2) | CPU µs/delivery | 12.00 | 10.00 | 1.20x | 1/1 |",
 		"| fanout-file (file vs memory) | CPU µs/delivery | 9.00 | 6.00 | 1.50x | 1/1 |",
+		"| submit256-webhook (webhook vs plugin) | CPU µs/submit | 60.00 | 50.00 | 1.20x | 1/1 |",
+		"| submit256-webhook (webhook vs plugin) | webhook events/s | 800.00 | 0.00 | - | 1/1 |",
+		"| fanout-screen (GODEBUG=x=1) (screen vs plugin) | submit p50 ms | 3.00 | 1.00 | 3.00x | 1/1 |",
+		"| fanout-screen (GODEBUG=x=1) (screen vs plugin) | submit p99 ms | 9.00 | 6.00 | 1.50x | 1/1 |",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, out.String())
 		}
+	}
+	if strings.Contains(out.String(), "(plugin vs webhook)") {
+		t.Errorf("the plugin without a hook is measured against the one with it:\n%s", out.String())
 	}
 	if strings.Contains(out.String(), "lost") {
 		t.Errorf("a metric that is zero for both is shown:\n%s", out.String())

@@ -24,9 +24,12 @@ var metrics = []metric{
 	{"delete p99 ms", func(r result) float64 { return r.DeleteP99Ms }},
 	{"CPU µs/delivery", func(r result) float64 { return r.CPUPerDeliveryUs }},
 	{"submits/s", func(r result) float64 { return r.SubmitsPerSec }},
+	{"submit p50 ms", func(r result) float64 { return r.SubmitP50Ms }},
 	{"submit p99 ms", func(r result) float64 { return r.SubmitP99Ms }},
 	{"CPU µs/submit", func(r result) float64 { return r.CPUPerSubmitUs }},
 	{"fsyncs/submit", func(r result) float64 { return r.FsyncsPerSubmit }},
+	{"webhook events/s", func(r result) float64 { return r.WebhookEventsPerSec }},
+	{"screen calls/s", func(r result) float64 { return r.ScreenedPerSec }},
 	{"RSS KiB/subscriber", func(r result) float64 { return r.RSSPerSubKiB }},
 	{"RSS end MiB", func(r result) float64 { return r.RSSEndMiB }},
 	{"lost", func(r result) float64 { return float64(r.Lost) }},
@@ -38,9 +41,10 @@ var metrics = []metric{
 // prints, per scenario, the median of each metric for the server measured
 // and its reference, and their ratio. The plugin is measured against every
 // other server of its scenario: "baseline", and others that the scenario's
-// cell names (fanout-grpc: "plugin vs sse-h2" too). In a scenario of two
-// other servers (fanout-file: "file" and "memory"), the first one run is
-// measured against the second. Other scenarios are left out.
+// cell names (fanout-grpc: "plugin vs sse-h2" too). In a scenario named
+// for one of its servers (fanout-file: "file" against "memory";
+// fanout-webhook: "webhook" against "plugin"), that server is measured
+// against the others. Other scenarios are left out.
 func summarize(files []string, w io.Writer) error {
 	runs := map[string][]result{}
 	var scenarios []string
@@ -70,14 +74,16 @@ func summarize(files []string, w io.Writer) error {
 	fmt.Fprintf(w, "| scenario | metric | plugin | baseline | plugin / baseline | runs |\n|---|---|---|---|---|---|\n")
 	for _, scenario := range scenarios {
 		s := servers[scenario]
-		measured, references := "plugin", slices.DeleteFunc(slices.Clone(s), func(server string) bool { return server == "plugin" })
-		switch {
-		case slices.Contains(s, "plugin"):
-		case strings.HasPrefix(scenario, "nodes"): // bench/run.sh sums these up itself
-			references = nil
-		default: // the file store, against memory and maybe its own build before
-			measured, references = s[0], s[1:]
+		// A label may say how its servers ran after the scenario's name:
+		// "fanout-file (GODEBUG=...)".
+		base, _, _ := strings.Cut(scenario, " ")
+		measured := "plugin"
+		if _, suffix, ok := strings.Cut(base, "-"); ok && slices.Contains(s, suffix) {
+			measured = suffix
+		} else if !slices.Contains(s, "plugin") { // nodes: bench/run.sh sums these up itself
+			continue
 		}
+		references := slices.DeleteFunc(slices.Clone(s), func(server string) bool { return server == measured })
 		for _, reference := range references {
 			name := scenario
 			if reference != "baseline" {
