@@ -2,7 +2,7 @@ package chat
 
 // Webhooks with a real Caddy: signed batches in each room's order, a
 // receiver that hangs through posts and a reload, and a kill -9 of the
-// binary with store file mid-delivery.
+// binary mid-delivery, with store file and with two nodes on Redis.
 
 import (
 	"encoding/json"
@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/caddy-chat/caddy-chat/hooks"
+	"github.com/caddy-chat/caddy-chat/internal/redistest"
 	"github.com/caddy-chat/caddy-chat/rooms"
 	"github.com/caddy-chat/caddy-chat/webhook"
 )
@@ -230,6 +232,74 @@ func TestCLIWebhookKill(t *testing.T) {
 		return true
 	})
 	t.Logf("%d of %d messages delivered before the kill; %d events after the restart", before, len(sent), len(r.messageIDs("lobby"))-before)
+}
+
+// TestCLIWebhookLeaseKill: two caddy binaries on one Redis, the one that
+// holds the room's lease killed with SIGKILL mid-delivery: the survivor
+// takes the lease once it runs out and delivers every message, posted on
+// either node, at least once, each first delivered in the room's order;
+// only the batch in flight at the kill may come twice.
+func TestCLIWebhookLeaseKill(t *testing.T) {
+	srv := redistest.Start(t)
+	r := startSiteReceiver(t)
+	r.slow.Store(int64(100 * time.Millisecond))
+	node := func() (site string, process *os.Process) {
+		dir := t.TempDir()
+		admin, site := "localhost:"+freePort(), "http://localhost:"+freePort()
+		cfg := fmt.Sprintf("{\n\tadmin %s\n\tchat {\n\t\tstore redis redis://%s\n\t\t%s\n\t}\n}\n%s {\n\tchat\n}\n",
+			admin, srv.Addr, r.hook("*"), site)
+		process, _ = startBinary(t, dir, cfg, site)
+		return site, process
+	}
+	// The first node runs alone until it delivers: it holds the lease.
+	holderSite, holder := node()
+	var sent []rooms.Message
+	for i := range 200 {
+		sent = append(sent, postJSON(t, holderSite, "lobby", "alice", fmt.Sprint("m", i)))
+	}
+	waitFor(t, "delivery to begin", func() bool { return len(r.messageIDs("lobby")) > 0 })
+	survivorSite, _ := node()
+	for i := range 50 {
+		sent = append(sent, postJSON(t, survivorSite, "lobby", "bob", fmt.Sprint("n", i)))
+	}
+	if err := holder.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	before := len(r.messageIDs("lobby"))
+	if before >= len(sent) {
+		t.Fatalf("all %d messages were delivered before the kill: nothing was left for the survivor", before)
+	}
+	r.slow.Store(0)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		got := map[string]bool{}
+		for _, id := range r.messageIDs("lobby") {
+			got[id] = true
+		}
+		if len(got) == len(sent) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d messages delivered a minute after the kill", len(got), len(sent))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var first []string
+	seen := map[string]bool{}
+	for _, id := range r.messageIDs("lobby") {
+		if !seen[id] {
+			seen[id] = true
+			first = append(first, id)
+		}
+	}
+	if want := idsOf(sent); !slices.Equal(first, want) {
+		t.Errorf("first deliveries came out of the room's order:\n got %v\nwant %v", first, want)
+	}
+	if dups := len(r.messageIDs("lobby")) - len(sent); dups > 10 {
+		t.Errorf("%d duplicates: more than the one batch in flight at the kill", dups)
+	}
+	t.Logf("%d of %d delivered before the kill; the survivor delivered the rest %v after it", before, len(sent), time.Since(killed))
 }
 
 // TestHandlerWebhook: a webhook of a chat directive, mounted on two sites,
