@@ -328,7 +328,7 @@ func (s rpcService) EditMessage(ctx context.Context, req *connect.Request[chatv1
 // does.
 func (s rpcService) DeleteMessage(ctx context.Context, req *connect.Request[chatv1.DeleteMessageRequest]) (*connect.Response[chatv1.Delete], error) {
 	in := req.Msg
-	del, err := s.h.deleteMessage(callOf(ctx).caller, in.GetRoom(), in.GetId(), in.GetSecret())
+	del, err := s.h.deleteMessage(ctx, callOf(ctx).caller, in.GetRoom(), in.GetId(), in.GetSecret())
 	if err != nil {
 		return nil, s.h.rpcError(ctx, err)
 	}

@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 
@@ -44,7 +45,7 @@ func (h *Handler) serveEditMessage(w http.ResponseWriter, r *http.Request, c ser
 }
 
 func (h *Handler) serveDeleteMessage(w http.ResponseWriter, r *http.Request, c service.Caller, room, id string) error {
-	del, err := h.deleteMessage(c, room, id, r.Header.Get(secretHeader))
+	del, err := h.deleteMessage(r.Context(), c, room, id, r.Header.Get(secretHeader))
 	if err != nil {
 		return err
 	}
@@ -56,9 +57,9 @@ func (h *Handler) serveDeleteMessage(w http.ResponseWriter, r *http.Request, c s
 // identity; anywhere, with a token's moderate grant) deletes any message,
 // as a moderator, and the delete is audited; anyone else deletes their
 // own, proven by identity or secret.
-func (h *Handler) deleteMessage(c service.Caller, room, id, secret string) (rooms.Message, error) {
+func (h *Handler) deleteMessage(ctx context.Context, c service.Caller, room, id, secret string) (rooms.Message, error) {
 	asModerator := h.svc.MayModerate(c, room) == nil
-	del, err := h.svc.DeleteMessage(c, room, id, secret, asModerator)
+	del, err := h.svc.DeleteMessage(ctx, c, room, id, secret, asModerator)
 	if err != nil {
 		return rooms.Message{}, err
 	}

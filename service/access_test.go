@@ -139,7 +139,7 @@ func TestTokenModeratorsModerateTheirRooms(t *testing.T) {
 	if reason := reasonOf(t, post(plain, member, "team-a", "again")); reason != "banned" {
 		t.Errorf("the banned member's post: refused for %q, want banned", reason)
 	}
-	if _, err := plain.DeleteMessage(tokenMod, "team-a", spam.Message.ID, "", true); err != nil {
+	if _, err := plain.DeleteMessage(context.Background(), tokenMod, "team-a", spam.Message.ID, "", true); err != nil {
 		t.Fatalf("a token moderator's delete in their room: %v", err)
 	}
 	if _, err := plain.Ban(tokenMod, "team-b", BanRequest{User: "alice"}); kindOf(t, err) != Forbidden {
@@ -169,7 +169,7 @@ func TestTokenModeratorsModerateTheirRooms(t *testing.T) {
 			return err
 		}(), "no_grant"},
 		{"a reader's delete in a private room", func() error {
-			_, err := moderated.DeleteMessage(Caller{User: "alice", UserByToken: true, Grants: &token.Grants{Read: rooms.Patterns{"team-*"}}}, "team-a", mine.Message.ID, "", false)
+			_, err := moderated.DeleteMessage(context.Background(), Caller{User: "alice", UserByToken: true, Grants: &token.Grants{Read: rooms.Patterns{"team-*"}}}, "team-a", mine.Message.ID, "", false)
 			return err
 		}(), "no_grant"},
 		{"an author's edit with the post grant", func() error {

@@ -40,6 +40,9 @@ func (s *Service) EditMessage(ctx context.Context, c Caller, room, id, text, sec
 	if err := s.checkBanned(room, authorKey(msg)); err != nil {
 		return rooms.Message{}, err
 	}
+	if err := s.countAction(ctx, c); err != nil {
+		return rooms.Message{}, err
+	}
 	if s.cfg.Screen != nil {
 		if text, err = s.screen(ctx, screen.Request{
 			Kind: screen.KindEdit, Room: room, User: msg.User, Verified: msg.Verified,
@@ -56,7 +59,7 @@ func (s *Service) EditMessage(ctx context.Context, c Caller, room, id, text, sec
 // deletes asModerator deletes any message where MayModerate lets them;
 // anyone else only their own, within the edit window, proven as for
 // EditMessage, where they may post.
-func (s *Service) DeleteMessage(c Caller, room, id, secret string, asModerator bool) (rooms.Message, error) {
+func (s *Service) DeleteMessage(ctx context.Context, c Caller, room, id, secret string, asModerator bool) (rooms.Message, error) {
 	if c.CrossSite {
 		return rooms.Message{}, crossSite()
 	}
@@ -79,7 +82,20 @@ func (s *Service) DeleteMessage(c Caller, room, id, secret string, asModerator b
 	if err != nil {
 		return rooms.Message{}, err
 	}
+	if err := s.countAction(ctx, c); err != nil {
+		return rooms.Message{}, err
+	}
 	return s.act(room, rooms.Post{User: msg.User, Verified: msg.Verified, Action: rooms.ActionDelete, Target: id})
+}
+
+// countAction counts an author's edit or delete as a post against the
+// rate limit: each is an entry of the room's log, which takes a place in
+// its history, reaches every stream and every webhook, as a post does.
+func (s *Service) countAction(ctx context.Context, c Caller) error {
+	if s.limiter == nil {
+		return nil
+	}
+	return s.limiter.check(ctx, c.key(), tooManyPosts)
 }
 
 // authored returns the message id of room when c wrote it, proven by

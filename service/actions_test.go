@@ -95,11 +95,11 @@ func TestEditWindow(t *testing.T) {
 	if kind, reason := refusalOf(t, err); kind != Forbidden || reason != "edit_window_passed" {
 		t.Errorf("an edit after the window: %v, want Forbidden edit_window_passed", err)
 	}
-	_, err = s.DeleteMessage(alice, "lobby", p.Message.ID, "", false)
+	_, err = s.DeleteMessage(context.Background(), alice, "lobby", p.Message.ID, "", false)
 	if kind, reason := refusalOf(t, err); kind != Forbidden || reason != "edit_window_passed" {
 		t.Errorf("a delete after the window: %v, want Forbidden edit_window_passed", err)
 	}
-	if _, err := s.DeleteMessage(Caller{User: "mod"}, "lobby", p.Message.ID, "", true); err != nil {
+	if _, err := s.DeleteMessage(context.Background(), Caller{User: "mod"}, "lobby", p.Message.ID, "", true); err != nil {
 		t.Errorf("a moderator's delete after the window: %v", err)
 	}
 
@@ -118,20 +118,20 @@ func TestDeleteMessage(t *testing.T) {
 	anon, _ := s.Submit(context.Background(), stranger, Post{Room: "lobby", User: "sam", Message: "spam"})
 	mine, _ := s.Submit(context.Background(), alice, Post{Room: "lobby", Message: "oops"})
 	unmoderated := newService(t, Config{EditWindow: time.Minute})
-	if _, err := unmoderated.DeleteMessage(Caller{User: "mod"}, "lobby", anon.Message.ID, "", true); kindOf(t, err) != Forbidden {
+	if _, err := unmoderated.DeleteMessage(context.Background(), Caller{User: "mod"}, "lobby", anon.Message.ID, "", true); kindOf(t, err) != Forbidden {
 		t.Errorf("a moderator's delete where the handler does not moderate: %v, want Forbidden", err)
 	}
-	if _, err := s.DeleteMessage(Caller{Addr: "192.0.2.9"}, "lobby", anon.Message.ID, "", true); kindOf(t, err) != Unauthenticated {
+	if _, err := s.DeleteMessage(context.Background(), Caller{Addr: "192.0.2.9"}, "lobby", anon.Message.ID, "", true); kindOf(t, err) != Unauthenticated {
 		t.Errorf("a moderator without an identity: %v, want Unauthenticated", err)
 	}
-	if _, err := s.DeleteMessage(Caller{User: "mod", CrossSite: true}, "lobby", anon.Message.ID, "", true); kindOf(t, err) != Forbidden {
+	if _, err := s.DeleteMessage(context.Background(), Caller{User: "mod", CrossSite: true}, "lobby", anon.Message.ID, "", true); kindOf(t, err) != Forbidden {
 		t.Errorf("a moderator's delete from another site: %v, want Forbidden", err)
 	}
-	del, err := s.DeleteMessage(Caller{User: "mod"}, "lobby", anon.Message.ID, "", true)
+	del, err := s.DeleteMessage(context.Background(), Caller{User: "mod"}, "lobby", anon.Message.ID, "", true)
 	if err != nil || !del.ByModerator || del.Target != anon.Message.ID {
 		t.Fatalf("a moderator's delete: %+v, %v", del, err)
 	}
-	own, err := s.DeleteMessage(alice, "lobby", mine.Message.ID, "", false)
+	own, err := s.DeleteMessage(context.Background(), alice, "lobby", mine.Message.ID, "", false)
 	if err != nil || own.ByModerator {
 		t.Fatalf("the author's delete: %+v, %v", own, err)
 	}
@@ -149,12 +149,12 @@ func TestDeleteMessage(t *testing.T) {
 		{"a delete's id", Caller{User: "mod"}, del.ID, true},
 		{"an unknown id", alice, "x-99", false},
 	} {
-		_, err := s.DeleteMessage(tt.caller, "lobby", tt.id, "", tt.mod)
+		_, err := s.DeleteMessage(context.Background(), tt.caller, "lobby", tt.id, "", tt.mod)
 		if kind, reason := refusalOf(t, err); kind != NotFound || reason != "not_found" {
 			t.Errorf("%s: %v, want NotFound not_found", tt.name, err)
 		}
 	}
-	if _, err := s.DeleteMessage(Caller{User: "mod"}, "nowhere", mine.Message.ID, "", true); kindOf(t, err) != NotFound {
+	if _, err := s.DeleteMessage(context.Background(), Caller{User: "mod"}, "nowhere", mine.Message.ID, "", true); kindOf(t, err) != NotFound {
 		t.Errorf("a delete in a room that does not exist: %v, want NotFound", err)
 	}
 }

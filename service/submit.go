@@ -126,9 +126,7 @@ func (s *Service) submit(ctx context.Context, c Caller, p Post, secret *string) 
 	}
 	pastLimit := false // a keyed post the limit refuses unless Submit finds it repeats one
 	if s.limiter != nil {
-		refuse := func(retry time.Duration) error {
-			return &Error{Kind: RateLimited, Message: "too many posts; slow down", RetryAfter: retry}
-		}
+		refuse := tooManyPosts
 		if !early {
 			// Asked after the repeat lookup: a retry of a stored
 			// message is answered, never refused.
@@ -206,4 +204,9 @@ func (s *Service) screen(ctx context.Context, r screen.Request) (string, error) 
 		return v.Message, nil
 	}
 	return r.Message, nil
+}
+
+// tooManyPosts refuses a post, an edit or a delete past the rate limit.
+func tooManyPosts(retry time.Duration) error {
+	return &Error{Kind: RateLimited, Message: "too many posts; slow down", RetryAfter: retry}
 }
