@@ -158,3 +158,27 @@ func TestDeleteMessage(t *testing.T) {
 		t.Errorf("a delete in a room that does not exist: %v, want NotFound", err)
 	}
 }
+
+// TestEditsCountAgainstRateLimit: an author's edits and deletes are posts
+// to the rate limit, each an entry of the room's log: past the limit, an
+// edit is refused and changes nothing, and so is a delete.
+func TestEditsCountAgainstRateLimit(t *testing.T) {
+	ctx := context.Background()
+	s := newService(t, Config{EditWindow: time.Minute, RatePosts: 2, RateWindow: time.Hour})
+	p, err := s.Submit(ctx, alice, Post{Room: "lobby", Message: "helo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.EditMessage(ctx, alice, "lobby", p.Message.ID, "hello", ""); err != nil {
+		t.Fatalf("an edit within the limit: %v", err)
+	}
+	if _, err := s.EditMessage(ctx, alice, "lobby", p.Message.ID, "hello!", ""); kindOf(t, err) != RateLimited {
+		t.Errorf("a third entry within the hour, an edit: %v, want RateLimited", err)
+	}
+	if _, err := s.DeleteMessage(ctx, alice, "lobby", p.Message.ID, "", false); kindOf(t, err) != RateLimited {
+		t.Errorf("a third entry within the hour, a delete: %v, want RateLimited", err)
+	}
+	if m, err := s.m.Lookup("lobby", p.Message.ID); err != nil || m.Message != "hello" || m.Deleted {
+		t.Errorf("after the refusals the message is %+v (%v), want the text of the one edit", m, err)
+	}
+}
