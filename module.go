@@ -267,6 +267,11 @@ func (a *App) newManager() (caddy.Destructor, error) {
 	if err != nil {
 		return nil, err
 	}
+	logger := a.logger
+	s.OnCompactError(func(err error) {
+		logger.Error("chat store: compacting after a delete failed; the deleted text stays in the file's free pages until a compaction succeeds",
+			zap.String("path", s.Path()), zap.Error(err))
+	})
 	cfg.Store = s
 	m, err := rooms.Open(context.Background(), cfg)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -20,9 +21,11 @@ var errClosed = errors.New("chat store closed")
 // timer. bbolt's DB.Batch groups writes too, but holds each for up to its
 // MaxBatchDelay.
 //
-// It owns the file: a commit that erased text compacts it into a new file
-// that takes the old one's place (see compact), and the store's readers
-// reach the file through view, which that swap waits for.
+// It owns the file: after a commit that erased text it compacts the file
+// into a new one that takes the old one's place (see compact), at most once
+// every CompactEvery, so that a run of deletes costs one copy and holds up
+// the commits of every room once; the store's readers reach the file
+// through view, which that swap waits for.
 type committer struct {
 	path string
 	// swap guards db: held to read by view, and to write by the swap.
@@ -36,15 +39,28 @@ type committer struct {
 	queue  []*write
 	closed bool
 
-	commits, writes atomic.Int64
+	// erased is set while text that a commit erased may remain in the
+	// file's free pages, until the next compaction; compacted is when
+	// the last one ran. Both are run's.
+	erased    bool
+	compacted time.Time
+	// failed reports a compaction that failed; erased text stays on the
+	// disk until the next one succeeds.
+	failed atomic.Pointer[func(error)]
+
+	commits, writes, compactions atomic.Int64
 }
+
+// CompactEvery is the longest a text a delete erased stays in the file's
+// free pages: deletes within it share one compaction.
+const CompactEvery = 5 * time.Second
 
 // write is one caller's part of a commit.
 type write struct {
 	fn  func(*bolt.Tx) error
 	err chan error
-	// erases is set when fn rewrites or deletes text that must leave
-	// the disk with the commit.
+	// erases is set when fn erases text that must leave the disk,
+	// within CompactEvery.
 	erases bool
 }
 
@@ -57,7 +73,7 @@ func newCommitter(db *bolt.DB, path string) *committer {
 // do runs fn in a write transaction and returns once that transaction is
 // committed to disk, or failed with nothing of fn kept. ctx can only stop
 // fn before it is queued: once queued, the caller must learn its outcome.
-// With erases, the file is compacted after the commit, before do returns.
+// With erases, the file is compacted within CompactEvery of the commit.
 func (c *committer) do(ctx context.Context, erases bool, fn func(*bolt.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -78,20 +94,47 @@ func (c *committer) do(ctx context.Context, erases bool, fn func(*bolt.Tx) error
 }
 
 // run commits what has queued each time it is woken, and once more, for
-// the last writes, when the store stops.
+// the last writes, when the store stops; it compacts the file once
+// CompactEvery has passed since the last compaction, or at the stop, while
+// a commit erased text.
 func (c *committer) run() {
 	defer close(c.done)
+	var due <-chan time.Time // while erased text waits for its compaction
 	for {
 		stopping := false
 		select {
 		case <-c.wake:
+		case <-due:
+			due = nil
 		case <-c.stop:
 			stopping = true
 		}
 		c.commit(c.take())
+		if c.erased && (stopping || time.Since(c.compacted) >= CompactEvery) {
+			c.compactErased()
+		}
 		if stopping {
 			return
 		}
+		if c.erased && due == nil {
+			due = time.After(CompactEvery - time.Since(c.compacted))
+		}
+	}
+}
+
+// compactErased compacts the file, which erased text waits for, and
+// reports a failure: the writes are stored, and the next try is
+// CompactEvery later.
+func (c *committer) compactErased() {
+	c.compacted = time.Now()
+	c.compactions.Add(1)
+	err := c.compact()
+	if err == nil {
+		c.erased = false
+		return
+	}
+	if report := c.failed.Load(); report != nil {
+		(*report)(err)
 	}
 }
 
@@ -133,18 +176,9 @@ func (c *committer) commit(ws []*write) {
 			errs[i] = err
 		}
 	}
-	var compactErr error
 	for i, w := range ws {
 		if w.erases && errs[i] == nil {
-			compactErr = c.compact()
-			break
-		}
-	}
-	for i, w := range ws {
-		if w.erases && errs[i] == nil && compactErr != nil {
-			// Stored, but the erased text may remain on disk until
-			// the next compaction: the caller learns it failed.
-			errs[i] = compactErr
+			c.erased = true
 		}
 		w.err <- errs[i]
 	}
@@ -215,5 +249,5 @@ func (c *committer) close() error {
 }
 
 func (c *committer) stats() Stats {
-	return Stats{Commits: c.commits.Load(), Writes: c.writes.Load()}
+	return Stats{Commits: c.commits.Load(), Writes: c.writes.Load(), Compactions: c.compactions.Load()}
 }

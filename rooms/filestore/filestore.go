@@ -9,9 +9,10 @@
 // and never half a message.
 // Submits waiting at the same time share one commit: one pair of fsyncs
 // serves a burst (see committer). An edit or a delete rewrites its target
-// in the commit that stores it, and the file is then compacted into a new
-// one, so that the text it replaced leaves the disk, not only the history;
-// the commits of every room wait for the copy, as moderation is rare.
+// in the commit that stores it; after a delete, the file is compacted into
+// a new one within CompactEvery, so that the text it erased leaves the
+// disk, not only the history. The commits of every room wait for the copy:
+// deletes within CompactEvery share one.
 package filestore
 
 import (
@@ -165,7 +166,13 @@ func (s *Store) readBans(db *bolt.DB) ([]rooms.Ban, error) {
 // Path returns the file's path.
 func (s *Store) Path() string { return s.path }
 
-// Close waits for commits under way and closes the file.
+// OnCompactError has report called with the error of each compaction that
+// fails, after a delete: the delete is stored, and its erased text stays
+// in the file's free pages until a compaction succeeds.
+func (s *Store) OnCompactError(report func(error)) { s.commit.failed.Store(&report) }
+
+// Close waits for commits under way, compacts the file when a delete's
+// text waits for it, and closes the file.
 func (s *Store) Close() error {
 	if err := s.commit.close(); err != nil {
 		return fmt.Errorf("closing chat store %s: %w", s.path, err)
@@ -177,6 +184,9 @@ func (s *Store) Close() error {
 type Stats struct {
 	Commits int64 // transactions written, each with its fsyncs
 	Writes  int64 // messages, trims and drops they carried
+	// Compactions counts the copies of the file that erased the text
+	// of deletes, those that failed included.
+	Compactions int64
 }
 
 // Stats returns the store's counters.
@@ -351,10 +361,10 @@ func (l *roomLog) Append(ctx context.Context, entries []rooms.Entry, oldest uint
 		}
 		recs[i] = encode(e.Message, hashes[i])
 	}
-	// An action rewrites its target: bbolt keeps the bytes of the pages
-	// it frees, so the commit compacts the file, and the text it replaced
-	// is gone from the disk, not only from the history.
-	erases := slices.ContainsFunc(stored, func(e rooms.Entry) bool { return e.Message.IsAction() })
+	// A delete erases its target: bbolt keeps the bytes of the pages it
+	// frees, so the file is compacted, and the text is gone from the
+	// disk, not only from the history. An edit's old text need not go.
+	erases := slices.ContainsFunc(stored, func(e rooms.Entry) bool { return e.Message.Action == rooms.ActionDelete })
 	held := l.first
 	err := l.s.commit.do(ctx, erases, func(tx *bolt.Tx) error {
 		b, err := l.create(tx)

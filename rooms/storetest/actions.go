@@ -68,15 +68,27 @@ func events(t *testing.T, sub *rooms.Subscription, n int) []streamed {
 	return got
 }
 
+// eraseWithin is the longest a store may keep the text of a delete in
+// its data set: the file store erases it with a compaction, which deletes
+// share for filestore.CompactEvery (5 s).
+const eraseWithin = 10 * time.Second
+
 // holds fails t unless what the store holds of its data set (Node.Dump),
-// for a backend that can show it, contains text exactly when want is set.
+// for a backend that can show it, contains text exactly when want is set;
+// a text erased, within eraseWithin.
 func holds(t *testing.T, p *peer, text string, want bool) {
 	t.Helper()
 	if p.node.Dump == nil {
 		return
 	}
-	if got := bytes.Contains(p.node.Dump(t), []byte(text)); got != want {
-		t.Fatalf("the store holds %q: %v, want %v", text, got, want)
+	for deadline := time.Now().Add(eraseWithin); ; time.Sleep(50 * time.Millisecond) {
+		got := bytes.Contains(p.node.Dump(t), []byte(text))
+		if got == want {
+			return
+		}
+		if want || time.Now().After(deadline) {
+			t.Fatalf("the store holds %q: %v, want %v", text, got, want)
+		}
 	}
 }
 
