@@ -19,7 +19,8 @@
 -- An action rewrites its target in the stream, and a delete the edits of
 -- the target too, erasing their text: a stream entry cannot be changed,
 -- and XDEL leaves its bytes in the stream's memory until its whole node
--- goes, so the stream is written anew, every entry in its place. Erased
+-- goes, so the stream is written anew, every entry in its place, once for
+-- all the actions of the call. Erased
 -- entries stay, without text, so that their sequence numbers are never
 -- taken for messages Redis lost.
 -- A call made again, by a client that retries when an answer was lost,
@@ -72,11 +73,18 @@ local function fields(list)
   return f
 end
 
+-- The actions of the call, applied to the stream in one rewrite at its
+-- end: the new text and time of each message edited, by sequence number,
+-- the messages deleted, and the ids of the targets of deletes, whose
+-- edits are erased too.
+local edited, deleted, erased = {}, {}, {}
+local rewrite = false
+
 -- target returns the sequence number of an action's target when the
 -- stream holds it, in this epoch, as a message not deleted.
 local function target(id)
-  local e, s = string.match(id, '^(.+)-(%d+)$')
-  if e ~= epoch then
+  local e, s = string.match(id, '^(.+)%-(%d+)$')
+  if e ~= epoch or deleted[s] then
     return nil
   end
   local found = redis.call('XRANGE', KEYS[2], s .. '-0', s .. '-0')
@@ -102,28 +110,14 @@ local function set(list, name, value)
   list[#list + 1] = value
 end
 
--- apply writes the stream anew with the action on the entry tseq applied
--- (see the top).
+-- apply notes the action on the entry tseq, for the rewrite.
 local function apply(tseq, a, g, x, t)
-  local all = redis.call('XRANGE', KEYS[2], '-', '+')
-  redis.call('DEL', KEYS[2])
-  for _, entry in ipairs(all) do
-    local id, list = entry[1], entry[2]
-    local f = fields(list)
-    if id == tseq .. '-0' then
-      if a == 'edit' then
-        set(list, 'x', x)
-        set(list, 'e', t)
-      else
-        set(list, 'x', '')
-        set(list, 'd', '1')
-      end
-    elseif a == 'delete' and f.a == 'edit' and f.g == g then
-      set(list, 'x', '')
-      set(list, 'd', '1')
-    end
-    redis.call('XADD', KEYS[2], id, unpack(list))
+  if a == 'edit' then
+    edited[tseq] = {x, t}
+  else
+    deleted[tseq], edited[tseq], erased[g] = true, nil, true
   end
+  rewrite = true
 end
 
 for i = 0, tonumber(ARGV[5]) - 1 do
@@ -179,6 +173,25 @@ for i = 0, tonumber(ARGV[5]) - 1 do
       p.a, p.g, p.m = a, g, mod
     end
     pub[#pub + 1] = p
+  end
+end
+if rewrite then
+  -- The stream written anew with the call's actions applied (see the
+  -- top).
+  local all = redis.call('XRANGE', KEYS[2], '-', '+')
+  redis.call('DEL', KEYS[2])
+  for _, entry in ipairs(all) do
+    local id, list = entry[1], entry[2]
+    local s = string.match(id, '^(%d+)%-0$')
+    local f = fields(list)
+    if deleted[s] or (f.a == 'edit' and erased[f.g]) then
+      set(list, 'x', '')
+      set(list, 'd', '1')
+    elseif edited[s] then
+      set(list, 'x', edited[s][1])
+      set(list, 'e', edited[s][2])
+    end
+    redis.call('XADD', KEYS[2], id, unpack(list))
   end
 end
 if tonumber(ARGV[6]) > 0 then

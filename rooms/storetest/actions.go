@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -341,4 +343,64 @@ func historyPagesPastActions(t *testing.T, b Backend) {
 	if got := strings.Join(pages, "|"); got != "five|4|1" {
 		t.Fatalf("paging back one message at a time: %q, want five|4|1", got)
 	}
+}
+
+// deletesAtOnce: 500 deletes sent at once, as a purge sends them, in a
+// room whose history holds 4 MB, all succeed, as does a post to another
+// room meanwhile; the room keeps only what was not deleted, and the store
+// none of the deleted texts. A store that rewrote the room for each
+// delete would hold every room up past its timeouts. (The history holds
+// the deletes too: each is an entry of the log.)
+func deletesAtOnce(t *testing.T, b Backend) {
+	p := start(t, b, rooms.Config{History: 2000})
+	pad := strings.Repeat(".", 4000)
+	ids := make([]string, 1000)
+	var wg sync.WaitGroup
+	errs := make(chan error, len(ids)+1)
+	for w := range 50 {
+		wg.Go(func() {
+			for i := w; i < len(ids); i += 50 {
+				m, _, err := p.Submit("lobby", rooms.Post{User: "spammer", Text: fmt.Sprintf("doomed-%04d%s", i, pad)})
+				if err != nil {
+					errs <- err
+					return
+				}
+				ids[i] = m.ID
+			}
+		})
+	}
+	wg.Wait()
+	select {
+	case err := <-errs:
+		t.Fatalf("posting: %v", err)
+	default:
+	}
+	for _, id := range ids[:500] {
+		wg.Go(func() {
+			if _, _, err := p.Submit("lobby", deletion(id)); err != nil {
+				errs <- fmt.Errorf("deleting %s: %w", id, err)
+			}
+		})
+	}
+	wg.Go(func() {
+		if _, _, err := p.Submit("other", rooms.Post{User: "bob", Text: "meanwhile"}); err != nil {
+			errs <- fmt.Errorf("posting to another room during the deletes: %w", err)
+		}
+	})
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	rep := messages(t, p, "lobby", "", 1000)
+	if len(rep.Messages) != 500 {
+		t.Fatalf("the room holds %d messages after deleting 500 of 1000, want 500", len(rep.Messages))
+	}
+	for _, m := range rep.Messages {
+		if i := slices.Index(ids, m.ID); i < 500 {
+			t.Fatalf("the room still shows %s, deleted", m.ID)
+		}
+	}
+	holds(t, p, "doomed-0499", false)
+	holds(t, p, "doomed-0500", true)
 }

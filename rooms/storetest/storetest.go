@@ -106,6 +106,7 @@ func Run(t *testing.T, open Factory) {
 		{"ActionsReachEveryNode", shared, actionsReachEveryNode},
 		{"ErasedIsNoGap", shared, erasedIsNoGap},
 		{"ActionOnNoMessage", always, actionOnNoMessage},
+		{"DeletesAtOnce", always, deletesAtOnce},
 		{"HistoryPagesPastActions", always, historyPagesPastActions},
 		{"AuthorshipKeptUnpublished", always, authorshipKeptUnpublished},
 		{"PositionsKept", always, positionsKept},
