@@ -60,6 +60,10 @@ func (s *Service) MayModerate(c Caller, room string) error {
 		// Before the identity: the adapters resolve none for a
 		// request from another site, which signing in would not help.
 		return crossSite()
+	case room == rooms.AllRooms && (s.allowed != nil || !s.cfg.Private.none()):
+		// Every room holds rooms this mount does not serve, or private
+		// rooms, over which its moderators have no power.
+		return Refuse(Forbidden, "moderators here ban in the rooms this mount serves, not in every room: some rooms are private or not served here")
 	case s.Private(room):
 		// Refused as reading it is: without a token, or without the
 		// grant.

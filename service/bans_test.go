@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/caddy-chat/caddy-chat/token"
 	"strings"
 	"testing"
 	"time"
@@ -243,7 +244,7 @@ func TestModerationRefusals(t *testing.T) {
 		{"long reason", s, moderator, "lobby", BanRequest{User: "bob", Reason: strings.Repeat("x", maxBanReason+1)}, Invalid},
 		{"room not allowed", s, moderator, "other", BanRequest{User: "bob"}, Forbidden},
 		{"bad room name", s, moderator, "../x", BanRequest{User: "bob"}, Invalid},
-		{"message in every room", s, moderator, rooms.AllRooms, BanRequest{Message: "x-1"}, Invalid},
+		{"message in every room", newService(t, Config{Moderate: true}), moderator, rooms.AllRooms, BanRequest{Message: "x-1"}, Invalid},
 	} {
 		if _, err := tt.s.Ban(tt.caller, tt.room, tt.r); kindOf(t, err) != tt.want {
 			t.Errorf("%s: %v, want kind %d", tt.name, err, tt.want)
@@ -305,5 +306,47 @@ func TestBlockedWords(t *testing.T) {
 	}
 	if rep, _ := s.History(Caller{}, "lobby", "", "", 10); len(rep.Messages) != 1 {
 		t.Fatalf("%d messages stored, want the clean one alone", len(rep.Messages))
+	}
+}
+
+// TestMountModeratorsBanInTheirRoomsOnly: a mount's moderators ban in
+// every room only where every room is theirs: not from a mount with a
+// room allowlist, nor where some rooms are private, which have no
+// moderators but their token's; a token's "*" grant still may.
+func TestMountModeratorsBanInTheirRoomsOnly(t *testing.T) {
+	mod := Caller{User: "mod", Addr: "192.0.2.9"}
+	for name, cfg := range map[string]Config{
+		"an allowlist":  {Moderate: true, Rooms: []string{"lobby"}},
+		"private rooms": {Moderate: true, Private: NewPrivateRooms("team-*")},
+	} {
+		s := newService(t, cfg)
+		if _, err := s.Ban(mod, rooms.AllRooms, BanRequest{User: "bob"}); kindOf(t, err) != Forbidden {
+			t.Errorf("with %s, a mount's moderator bans in every room: %v, want Forbidden", name, err)
+		}
+		if _, err := s.Bans(mod, rooms.AllRooms); kindOf(t, err) != Forbidden {
+			t.Errorf("with %s, a mount's moderator lists the bans of every room: %v, want Forbidden", name, err)
+		}
+	}
+	s := newService(t, Config{Moderate: true, Private: NewPrivateRooms("team-*")})
+	star := Caller{User: "carol", UserByToken: true, Grants: &token.Grants{Moderate: rooms.Patterns{"*"}}}
+	if _, err := s.Ban(star, rooms.AllRooms, BanRequest{User: "bob"}); err != nil {
+		t.Errorf("a token moderator of \"*\" bans in every room: %v", err)
+	}
+	if _, err := newService(t, Config{Moderate: true}).Ban(mod, rooms.AllRooms, BanRequest{User: "bob"}); err != nil {
+		t.Errorf("a mount's moderator, every room public and served: %v", err)
+	}
+}
+func TestBlockedWordInName(t *testing.T) {
+	words, err := blocklist.New([]string{"casino"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newService(t, Config{BlockWords: words})
+	_, err = s.Submit(context.Background(), stranger, Post{Room: "lobby", User: "CASINO deals", Message: "hello"})
+	if kind, reason := refusalOf(t, err); kind != Forbidden || reason != "blocked_word" {
+		t.Errorf("a post named with a blocked word: %v, want Forbidden blocked_word", err)
+	}
+	if _, err := s.Submit(context.Background(), stranger, Post{Room: "lobby", User: "sam", Message: "hello"}); err != nil {
+		t.Errorf("a post with neither: %v", err)
 	}
 }

@@ -92,6 +92,10 @@ func (s *Service) submit(ctx context.Context, c Caller, p Post, secret *string) 
 	if !ValidUser(p.User) {
 		return rooms.Message{}, false, Refuse(Invalid, "user must be 1-64 printable characters")
 	}
+	if _, found := s.cfg.BlockWords.Find(p.User); found && !verified {
+		// Every page shows the name beside the message.
+		return rooms.Message{}, false, &Error{Kind: Forbidden, Reason: "blocked_word", Message: "user contains a blocked word"}
+	}
 	if err := s.checkMessage(p.Message); err != nil {
 		return rooms.Message{}, false, err
 	}
