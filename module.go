@@ -208,7 +208,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return err
 		}
-		a.webhooks.add(cfg)
+		if err := a.webhooks.add(cfg); err != nil {
+			return err
+		}
 	}
 
 	// Caddy stops the HTTP servers, waiting for open requests with no time
