@@ -137,7 +137,7 @@ func (ws *webhooks) start(m *rooms.Manager, client *hooks.Client) {
 }
 
 // stop stops every webhook: a POST in flight ends now, and the next
-// config sends its batch again.
+// config sends its batch's messages, edits and deletes again.
 func (ws *webhooks) stop() {
 	ws.mu.Lock()
 	running := ws.running

@@ -85,12 +85,12 @@ type Webhook struct {
 	done     chan struct{}
 	wake     chan struct{}
 
-	mu       sync.Mutex
-	dirty    map[string]bool // rooms whose logs may hold news
-	queue    []Event
-	pending  int // events heard of since the last batch was taken
-	dropped  int // queued events dropped since the last log of them
-	disabled bool
+	mu      sync.Mutex
+	dirty   map[string]bool // rooms whose logs may hold news
+	queue   []Event
+	pending int  // events heard of since the last batch was taken
+	dropped int  // queued events dropped since the last log of them
+	ended   bool // by Stop or a 410: news is ignored
 
 	// The run goroutine's own: rooms to try again at the next recheck,
 	// those whose lease it holds, and the last entry it knows delivered
@@ -127,7 +127,9 @@ func Start(cfg Config, r Rooms, p Poster, stats Stats, log *zap.Logger) *Webhook
 
 // Stop ends delivery: a POST in flight is cancelled and its batch's
 // positions stay where they were, so that the next Webhook of the same
-// URL sends it again.
+// URL sends its messages, edits and deletes again. Its other events, and
+// those still queued, are in no log to be read again: they are counted as
+// dropped and logged.
 func (w *Webhook) Stop() {
 	w.cancel()
 	<-w.done
@@ -188,7 +190,7 @@ func (w *Webhook) enqueue(ev Event) {
 // note records news with f, under w.mu, and wakes the run goroutine.
 func (w *Webhook) note(f func()) {
 	w.mu.Lock()
-	if w.disabled {
+	if w.ended {
 		w.mu.Unlock()
 		return
 	}
@@ -206,6 +208,8 @@ func (w *Webhook) note(f func()) {
 func (w *Webhook) run(since time.Time) {
 	defer close(w.done)
 	defer w.releaseAll()
+	inFlight := 0 // events of the batch in flight that no log holds
+	defer func() { w.end(inFlight) }()
 	// What the logs hold past the positions: news missed while no
 	// Webhook of this URL ran, such as during a restart.
 	w.scan()
@@ -220,19 +224,37 @@ func (w *Webhook) run(since time.Time) {
 			w.scan()
 			scanned = time.Now()
 		}
-		batch, marks := w.collect(since)
+		batch, marks, queued := w.collect(since)
 		if len(batch) > 0 {
 			switch w.send(batch, marks) {
 			case stopped:
+				inFlight = queued
 				return
 			case disabled:
-				w.mu.Lock()
-				w.disabled, w.queue, w.dirty = true, nil, nil
-				w.mu.Unlock()
 				return
 			}
 		}
 		w.advance(marks)
+	}
+}
+
+// end takes no more news, and counts and logs as dropped the queued events
+// that the Webhook never delivered, with inFlight of the batch it was
+// sending: joins, leaves, bans and dropped rooms are in no log that the
+// next Webhook of the URL could read them from again.
+func (w *Webhook) end(inFlight int) {
+	w.mu.Lock()
+	w.ended = true
+	lost := inFlight + len(w.queue)
+	full := w.dropped // counted already, not logged yet
+	w.queue, w.dirty, w.dropped = nil, nil, 0
+	w.mu.Unlock()
+	if lost > 0 {
+		w.stats.Dropped(lost)
+	}
+	if lost+full > 0 {
+		w.log.Warn("webhook stopped: the joins, leaves, bans and dropped rooms it had not delivered are dropped",
+			zap.Int("events", lost+full))
 	}
 }
 
@@ -314,11 +336,12 @@ func (w *Webhook) since() time.Time {
 }
 
 // collect takes the queued events and reads the dirty rooms' logs past
-// their positions, up to BatchSize events.
-func (w *Webhook) collect(since time.Time) ([]Event, []mark) {
+// their positions, up to BatchSize events, of which the first queued came
+// from the queue.
+func (w *Webhook) collect(since time.Time) (batch []Event, marks []mark, queued int) {
 	w.mu.Lock()
 	n := min(len(w.queue), w.cfg.BatchSize)
-	queued := slices.Clone(w.queue[:n])
+	taken := slices.Clone(w.queue[:n])
 	w.queue = slices.Delete(w.queue, 0, n)
 	dirty := make([]string, 0, len(w.dirty))
 	for room := range w.dirty {
@@ -332,8 +355,8 @@ func (w *Webhook) collect(since time.Time) ([]Event, []mark) {
 	if dropped > 0 {
 		w.log.Warn("webhook queue full: events dropped", zap.Int("events", dropped))
 	}
-	batch := make([]Event, 0, w.cfg.BatchSize)
-	for _, ev := range queued {
+	batch = make([]Event, 0, w.cfg.BatchSize)
+	for _, ev := range taken {
 		if ev.once != "" {
 			if ok, err := w.rooms.Lease(w.name+" once "+ev.once, w.holder, onceLease); err == nil && !ok {
 				continue // another node sends it
@@ -341,8 +364,8 @@ func (w *Webhook) collect(since time.Time) ([]Event, []mark) {
 		}
 		batch = append(batch, ev)
 	}
+	queued = len(batch)
 	slices.Sort(dirty)
-	var marks []mark
 	for i, room := range dirty {
 		left := w.cfg.BatchSize - len(batch)
 		if left <= 0 {
@@ -355,7 +378,7 @@ func (w *Webhook) collect(since time.Time) ([]Event, []mark) {
 			marks = append(marks, m)
 		}
 	}
-	return batch, marks
+	return batch, marks, queued
 }
 
 // again marks rooms dirty for the next batch.

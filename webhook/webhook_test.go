@@ -524,6 +524,45 @@ func TestPresenceAndBans(t *testing.T) {
 	}
 }
 
+// TestStopCountsWhatItCannotSendAgain: bans, in the batch in flight or
+// queued behind it when the webhook stops (a reload), are in no log that
+// the next webhook could read again: they are counted as dropped. The
+// room's message, in its log, is sent by the next webhook of the URL.
+func TestStopCountsWhatItCannotSendAgain(t *testing.T) {
+	r := newReceiver(t)
+	var down atomic.Bool
+	down.Store(true)
+	r.answer = func(int) int {
+		if down.Load() {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusOK
+	}
+	n := newNode(t, rooms.NewMemoryStore(), 100)
+	stats := new(counts)
+	cfg := Config{Events: []string{EventBan, EventMessage}, BatchSize: 1}
+	w := n.hook(t, r, cfg, stats)
+	for _, s := range []string{"user:a", "user:b", "user:c"} {
+		if _, err := n.PutBan(rooms.Ban{Room: "lobby", Subject: s}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sent := post(t, n.Manager, "lobby", "hello")
+	for stats.failed.Load() < 2 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	n.mu.Lock()
+	n.hooks = nil
+	n.mu.Unlock()
+	w.Stop()
+	if d := stats.dropped.Load(); d != 3 {
+		t.Errorf("3 bans never delivered as the webhook stopped, %d counted as dropped", d)
+	}
+	down.Store(false)
+	n.hook(t, r, cfg, stats)
+	checkOnceInOrder(t, r.waitFor(EventMessage, 1), sent)
+}
+
 // TestValidate refuses what a Caddyfile might get wrong.
 func TestValidate(t *testing.T) {
 	for _, c := range []struct {
