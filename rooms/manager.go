@@ -253,10 +253,15 @@ func (m *Manager) config() *Config { return m.cfg.Load() }
 // storeContext returns the context of one call to the Store, bounded by
 // StoreTimeout.
 func (m *Manager) storeContext() (context.Context, context.CancelFunc) {
+	return m.storeContextWithin(context.Background())
+}
+
+// storeContextWithin is storeContext ending with parent too.
+func (m *Manager) storeContextWithin(parent context.Context) (context.Context, context.CancelFunc) {
 	if d := m.config().StoreTimeout; d > 0 {
-		return context.WithTimeout(context.Background(), d)
+		return context.WithTimeout(parent, d)
 	}
-	return context.Background(), func() {}
+	return parent, func() {}
 }
 
 // room is one chat room. Its lock orders its messages: a message is stored

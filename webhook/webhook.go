@@ -26,7 +26,7 @@ type Rooms interface {
 	Position(name string) (string, error)
 	SetPosition(name, value string) error
 	Lease(name, holder string, ttl time.Duration) (bool, error)
-	ReleaseLease(name, holder string) error
+	ReleaseLease(ctx context.Context, name, holder string) error
 }
 
 // Poster posts a signed batch: a *hooks.Client.
@@ -66,6 +66,10 @@ const (
 	// onceLease is how long an event sent once among nodes, such as a
 	// join that every node hears of, is remembered.
 	onceLease = 10 * time.Second
+	// releaseWithin bounds the release of a stopping Webhook's leases:
+	// a stop or a reload must not wait for a slow store, and the leases
+	// expire anyway.
+	releaseWithin = 500 * time.Millisecond
 )
 
 // Webhook delivers the events of one Config. Its methods are safe for
@@ -357,7 +361,9 @@ func (w *Webhook) collect(since time.Time) (batch []Event, marks []mark, queued 
 	}
 	batch = make([]Event, 0, w.cfg.BatchSize)
 	for _, ev := range taken {
-		if ev.once != "" {
+		// Stopping, the batch is not sent: the event is counted as
+		// dropped without asking a slow store who sends it.
+		if ev.once != "" && w.ctx.Err() == nil {
 			if ok, err := w.rooms.Lease(w.name+" once "+ev.once, w.holder, onceLease); err == nil && !ok {
 				continue // another node sends it
 			}
@@ -367,6 +373,10 @@ func (w *Webhook) collect(since time.Time) (batch []Event, marks []mark, queued 
 	queued = len(batch)
 	slices.Sort(dirty)
 	for i, room := range dirty {
+		if w.ctx.Err() != nil {
+			// Stopping: the next Webhook of the URL reads the logs.
+			break
+		}
 		left := w.cfg.BatchSize - len(batch)
 		if left <= 0 {
 			w.behind(dirty[i:]...)
@@ -603,15 +613,36 @@ func (w *Webhook) advance(marks []mark) {
 // release lets go of a room's lease.
 func (w *Webhook) release(key string) {
 	delete(w.held, key)
-	if err := w.rooms.ReleaseLease(key, w.holder); err != nil {
+	if err := w.rooms.ReleaseLease(context.Background(), key, w.holder); err != nil {
 		w.log.Warn("webhook could not release a lease; it expires", zap.String("lease", key), zap.Error(err))
 	}
 }
 
-// releaseAll lets go of every lease held, as the Webhook stops.
+// releaseAll lets go of every lease held, as the Webhook stops: all at
+// once, within releaseWithin, with one log of those it could not.
 func (w *Webhook) releaseAll() {
+	ctx, cancel := context.WithTimeout(context.Background(), releaseWithin)
+	defer cancel()
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		failed int
+		last   error
+	)
 	for key := range w.held {
-		w.release(key)
+		wg.Go(func() {
+			if err := w.rooms.ReleaseLease(ctx, key, w.holder); err != nil {
+				mu.Lock()
+				failed, last = failed+1, err
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	clear(w.held)
+	if failed > 0 {
+		w.log.Warn("webhook could not release its leases as it stopped; they expire",
+			zap.Int("leases", failed), zap.Duration("expire_within", w.leaseTTL()), zap.Error(last))
 	}
 }
 

@@ -658,3 +658,43 @@ func TestLeasePassesWhenHolderDies(t *testing.T) {
 	}
 	t.Logf("the survivor delivered the rest %v after the holder died", time.Since(began))
 }
+
+// TestStopEndsWithinASecondWithASlowRedis: with a POST in flight for five
+// rooms and Redis grown slow to answer, Stop ends within a second: the
+// rooms' leases are let go all at once, and briefly, as they expire
+// anyway.
+func TestStopEndsWithinASecondWithASlowRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := redistest.StartProxy(t, srv.Addr)
+	// As Caddy's chat app opens it: calls end with their context.
+	s := redisstore.New(redis.NewClient(&redis.Options{Addr: proxy.Addr, MaxRetries: -1, ContextTimeoutEnabled: true}), redisstore.Options{Prefix: "slow:"})
+	n := newNode(t, s, 100)
+	n.closeStore = s.Close
+	r := newReceiver(t)
+	r.mu.Lock()
+	r.hanging = make(chan struct{})
+	r.mu.Unlock()
+	defer close(r.hanging)
+	w := n.hook(t, r, Config{Events: []string{EventMessage}}, nil)
+	for i := range 5 {
+		post(t, n.Manager, fmt.Sprint("room", i), "hello")
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		r.mu.Lock()
+		busy := r.inFlight > 0
+		r.mu.Unlock()
+		if busy {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no POST in flight")
+		}
+	}
+	proxy.Delay(2 * time.Second)
+	defer proxy.Delay(0)
+	began := time.Now()
+	w.Stop()
+	if took := time.Since(began); took > time.Second {
+		t.Errorf("Stop took %v with a POST in flight and Redis slow to answer, want within 1 s", took)
+	}
+}
