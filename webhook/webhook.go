@@ -63,6 +63,9 @@ const (
 	// minLease is the shortest lease of a room: a node that dies holding
 	// it delays the room's events this long.
 	minLease = 10 * time.Second
+	// keepSinceEvery is how often a running webhook keeps when it began
+	// again: well within the least a position lasts in Redis (48 h).
+	keepSinceEvery = time.Hour
 	// onceLease is how long an event sent once among nodes, such as a
 	// join that every node hears of, is remembered.
 	onceLease = 10 * time.Second
@@ -219,7 +222,7 @@ func (w *Webhook) run(since time.Time) {
 	w.scan()
 	tick := time.NewTicker(recheck)
 	defer tick.Stop()
-	scanned := time.Now()
+	scanned, kept := time.Now(), time.Now()
 	for {
 		if !w.gather(tick.C) {
 			return
@@ -227,6 +230,10 @@ func (w *Webhook) run(since time.Time) {
 		if time.Since(scanned) >= rescan {
 			w.scan()
 			scanned = time.Now()
+		}
+		if time.Since(kept) >= keepSinceEvery {
+			w.keepSince(since)
+			kept = time.Now()
 		}
 		batch, marks, queued := w.collect(since)
 		if len(batch) > 0 {
@@ -323,20 +330,27 @@ type mark struct {
 }
 
 // since returns when the webhook was first configured, as the store keeps
-// it: a room whose position it does not know yet is delivered from
-// then on, not from the start of its history.
+// it, and keeps it again: a room whose position it does not know yet is
+// delivered from then on, not from the start of its history.
 func (w *Webhook) since() time.Time {
-	key := w.name + " since"
-	v, err := w.rooms.Position(key)
-	if t, perr := time.Parse(time.RFC3339Nano, v); err == nil && perr == nil {
-		return t
+	v, err := w.rooms.Position(w.name + " since")
+	since, perr := time.Parse(time.RFC3339Nano, v)
+	if err != nil || perr != nil {
+		// Messages carry their time to the millisecond.
+		since = time.Now().UTC().Truncate(time.Millisecond)
 	}
-	// Messages carry their time to the millisecond.
-	now := time.Now().UTC().Truncate(time.Millisecond)
-	if err := w.rooms.SetPosition(key, now.Format(time.RFC3339Nano)); err != nil {
+	w.keepSince(since)
+	return since
+}
+
+// keepSince writes since to the store. A store shared with other nodes
+// expires a position that is not set again (see keepSinceEvery); lost,
+// since would move to the next start, and the messages before it of a
+// room not delivered yet would never be.
+func (w *Webhook) keepSince(since time.Time) {
+	if err := w.rooms.SetPosition(w.name+" since", since.Format(time.RFC3339Nano)); err != nil {
 		w.log.Warn("webhook could not keep when it began", zap.Error(err))
 	}
-	return now
 }
 
 // collect takes the queued events and reads the dirty rooms' logs past

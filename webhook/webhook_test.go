@@ -698,3 +698,45 @@ func TestStopEndsWithinASecondWithASlowRedis(t *testing.T) {
 		t.Errorf("Stop took %v with a POST in flight and Redis slow to answer, want within 1 s", took)
 	}
 }
+
+// TestSinceIsKeptAgainAtEachStart: in Redis, where positions expire, the
+// key that says when a webhook began is set again, with a full TTL, each
+// time the webhook starts: a webhook restarted now and then keeps its
+// beginning, and a room it had not delivered yet keeps its messages.
+func TestSinceIsKeptAgainAtEachStart(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rdb.Close()
+	s := redisstore.New(redis.NewClient(&redis.Options{Addr: srv.Addr}), redisstore.Options{Prefix: "since:"})
+	n := newNode(t, s, 100)
+	n.closeStore = s.Close
+	s.SetIdleTimeout(time.Hour) // as Caddy's chat app sets it: positions expire
+	r := newReceiver(t)
+	r.answer = func(int) int { return http.StatusServiceUnavailable }
+	cfg := Config{Events: []string{EventMessage}}
+	key := "since:pos:{" + (Config{URL: r.srv.URL}).name() + " since}"
+	w := n.hook(t, r, cfg, nil)
+	began, err := rdb.Get(t.Context(), key).Result()
+	if err != nil {
+		t.Fatalf("the webhook did not keep when it began: %v", err)
+	}
+	n.mu.Lock()
+	n.hooks = nil
+	n.mu.Unlock()
+	w.Stop()
+	// Most of the TTL has passed.
+	if err := rdb.Expire(t.Context(), key, time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	n.hook(t, r, cfg, nil)
+	ttl, err := rdb.TTL(t.Context(), key).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ttl < 47*time.Hour {
+		t.Errorf("after a restart, the beginning expires in %v: want it set again for 48 h", ttl)
+	}
+	if again, _ := rdb.Get(t.Context(), key).Result(); again != began {
+		t.Errorf("the webhook began at %s, and at %s after a restart: want the first", began, again)
+	}
+}
