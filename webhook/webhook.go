@@ -159,7 +159,9 @@ func (w *Webhook) Presence(room string, change rooms.PresenceChange) {
 			data := dataOf(Users{Users: ev.users})
 			sum := sha256.Sum256(append([]byte(ev.typ+" "+room+" "), data...))
 			// Every node of a shared store hears who joined: the one
-			// that leases the event first sends it.
+			// that leases the event first sends it. Nodes that
+			// coalesced other users into their events each send
+			// theirs (see docs/limitations.md).
 			w.enqueue(Event{Type: ev.typ, Room: room, ID: hooks.NewID(), Time: time.Now().UTC(), Data: data, once: hex.EncodeToString(sum[:12])})
 		}
 	}

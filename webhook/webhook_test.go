@@ -740,3 +740,53 @@ func TestSinceIsKeptAgainAtEachStart(t *testing.T) {
 		t.Errorf("the webhook began at %s, and at %s after a restart: want the first", began, again)
 	}
 }
+
+// TestNoFalseLeaveOnRedis: of two nodes on one Redis, bob stays in a room
+// on node b while alice comes and goes on node a, whose room is let go as
+// she leaves: the receiver hears that alice left, once, and never that bob
+// did.
+func TestNoFalseLeaveOnRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	open := func() *node {
+		s := redisstore.New(redis.NewClient(&redis.Options{Addr: srv.Addr}), redisstore.Options{Prefix: "leave:"})
+		n := newNode(t, s, 100)
+		n.closeStore = s.Close
+		return n
+	}
+	r := newReceiver(t)
+	a, b := open(), open()
+	cfg := Config{Events: []string{EventJoin, EventLeave}}
+	a.hook(t, r, cfg, nil)
+	b.hook(t, r, cfg, nil)
+	bob, err := b.Subscribe("lobby", rooms.Position{User: "bob"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	r.waitFor(EventJoin, 1)
+	alice, err := a.Subscribe("lobby", rooms.Position{User: "alice"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second) // a's census hears of bob
+	alice.Close()
+	r.waitFor(EventLeave, 1)
+	time.Sleep(3 * time.Second) // b's census hears that alice left
+	leaves := 0
+	for _, ev := range r.got() {
+		if ev.Type != EventLeave {
+			continue
+		}
+		var users Users
+		json.Unmarshal(ev.Data, &users)
+		if slices.Contains(users.Users, "bob") {
+			t.Errorf("the receiver heard that bob left, while his stream on node b is open: %s", ev.Data)
+		}
+		if slices.Contains(users.Users, "alice") {
+			leaves++
+		}
+	}
+	if leaves != 1 {
+		t.Errorf("the receiver heard %d times that alice left, want once: %+v", leaves, r.got())
+	}
+}
