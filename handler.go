@@ -220,7 +220,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		if len(w.Rooms) == 0 {
 			w.Rooms = h.Rooms
 		}
-		h.app.webhooks.add(w)
+		if err := h.app.webhooks.add(w); err != nil {
+			return err
+		}
 	}
 	h.svc = service.New(h.app.manager, cfg)
 	if h.GRPC {

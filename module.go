@@ -208,7 +208,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return err
 		}
-		a.webhooks.add(cfg)
+		if err := a.webhooks.add(cfg); err != nil {
+			return err
+		}
 	}
 
 	// Caddy stops the HTTP servers, waiting for open requests with no time
@@ -488,13 +490,15 @@ func (m managerDestructor) Destruct() error {
 	return err
 }
 
-// startedHandler applies an app's limits and hooks to the shared manager,
-// and starts its webhooks, on Caddy's "started" event.
+// startedHandler starts an app's webhooks, then applies its limits and
+// hooks to the shared manager, on Caddy's "started" event: the hooks feed
+// the running webhooks, and installed first, they would hand the joins,
+// leaves, bans and dropped rooms of a reload to none.
 type startedHandler struct{ app *App }
 
 func (h startedHandler) Handle(context.Context, caddy.Event) error {
-	h.app.manager.Configure(h.app.roomsConfig())
 	h.app.webhooks.start(h.app.manager, h.app.hooks)
+	h.app.manager.Configure(h.app.roomsConfig())
 	return nil
 }
 

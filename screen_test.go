@@ -4,6 +4,7 @@ package chat
 // both ways, retries, and a stop or reload while a call hangs.
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -177,6 +178,39 @@ func TestScreenFailureFollowsOnError(t *testing.T) {
 	}
 	if n := metric(t, failures); n != 4 {
 		t.Errorf("%s = %v, want 4", failures, n)
+	}
+}
+
+// TestAPosterWhoHangsUpDoesNotPassTheScreen: with on_error allow, a poster
+// who hangs up while the screen decides has nothing stored, and the screen
+// is not counted as failing.
+func TestAPosterWhoHangsUpDoesNotPassTheScreen(t *testing.T) {
+	s := startSiteScreen(t)
+	failures := fmt.Sprintf(`caddy_chat_hook_failures_total{hook="screen",url=%q}`, s.URL)
+	startCaddy(t, s.config("timeout 10s\n\t\t\ton_error allow"))
+	room := roomFor(t, "hangup")
+	before := metric(t, failures)
+	ctx, hangUp := context.WithCancel(context.Background())
+	defer hangUp()
+	go func() {
+		<-s.hanging
+		hangUp()
+	}()
+	req, err := http.NewRequestWithContext(ctx, "POST", rootSite+"/submit", strings.NewReader(fmt.Sprintf(`{"room":%q,"message":"hang"}`, room)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", ctJSON)
+	if resp, err := client.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the post was answered %s though its poster hung up", resp.Status)
+	}
+	time.Sleep(500 * time.Millisecond) // the handler's way back from the screen
+	if h := do(t, "GET", rootSite+"/rooms/"+room+"/messages", ""); strings.Contains(h.body, `"hang"`) {
+		t.Errorf("a post the screen never allowed was stored as its poster hung up: %s", h.body)
+	}
+	if n := metric(t, failures); n != before {
+		t.Errorf("%s went from %v to %v on a poster hanging up, want no failure counted", failures, before, n)
 	}
 }
 

@@ -93,13 +93,22 @@ type webhooks struct {
 
 // add has the config deliver cfg's events once it starts. A URL that a
 // webhook of the config has already is that webhook: a handler mounted on
-// two sites sends each event once.
-func (ws *webhooks) add(cfg webhook.Config) {
+// two sites sends each event once. The same URL with other settings is
+// refused: a webhook keeps how far it delivered each room under its URL,
+// and two webhooks sharing those positions would each skip the other's
+// events.
+func (ws *webhooks) add(cfg webhook.Config) error {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
-	if !slices.ContainsFunc(ws.configs, func(c webhook.Config) bool { return c.URL == cfg.URL }) {
+	i := slices.IndexFunc(ws.configs, func(c webhook.Config) bool { return c.URL == cfg.URL })
+	switch {
+	case i < 0:
 		ws.configs = append(ws.configs, cfg)
+	case !ws.configs[i].Equal(cfg):
+		return fmt.Errorf("webhook %s is configured twice with different settings (events, rooms, secret, timeout or batch): "+
+			"its delivery positions are kept by URL; give each webhook its own URL, for example with a query string", redacted(cfg.URL))
 	}
+	return nil
 }
 
 // start starts every webhook, reading from m and posting with client. A
@@ -128,7 +137,7 @@ func (ws *webhooks) start(m *rooms.Manager, client *hooks.Client) {
 }
 
 // stop stops every webhook: a POST in flight ends now, and the next
-// config sends its batch again.
+// config sends its batch's messages, edits and deletes again.
 func (ws *webhooks) stop() {
 	ws.mu.Lock()
 	running := ws.running

@@ -325,6 +325,18 @@ func TestHandlerWebhook(t *testing.T) {
 	}
 }
 
+// TestWebhookURLWithTwoSettingsIsRefused: two handlers with their own rooms
+// and one webhook URL would share its delivery positions, and each skip the
+// other's messages: the config is refused, naming the URL.
+func TestWebhookURLWithTwoSettingsIsRefused(t *testing.T) {
+	const receiver = "https://hooks.example.com/chat-events"
+	hook := fmt.Sprintf("webhook %s {\n\t\t\tsecret %s\n\t\t\tevents message\n\t\t\tbatch 10 50ms\n\t\t}", receiver, webhookSecret)
+	refusesToLoad(t, config{
+		handler: "rooms support\n\t\t" + hook,
+		site:    "handle_path /sales/* {\n\t\tchat {\n\t\t\trooms sales\n\t\t\t" + hook + "\n\t\t}\n\t}",
+	}, "two handlers of other rooms with one webhook URL", "webhook "+receiver+" is configured twice with different settings")
+}
+
 // TestWebhookDropsCounted: with the memory store, messages that a
 // receiver falls further behind on than the history holds are counted
 // as dropped in the metrics, and the rest delivered.

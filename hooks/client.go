@@ -15,8 +15,9 @@ import (
 	"time"
 )
 
-// AnswerLimit is the most of an answer's body a hook reads: a receiver that
-// sends more is failing, and reading it would let it cost Caddy memory.
+// AnswerLimit is the most of an answer's headers, and of its body, that a
+// hook reads: a receiver that sends more is failing, and reading it would
+// let it cost Caddy memory.
 const AnswerLimit = 64 << 10
 
 // DefaultTimeout bounds a call whose Endpoint names no timeout.
@@ -92,6 +93,8 @@ func NewClient() *Client {
 		MaxIdleConns:        maxIdleConns,
 		IdleConnTimeout:     idleConnTimeout,
 		TLSHandshakeTimeout: dialTimeout,
+		// The cap on answers holds for their headers too.
+		MaxResponseHeaderBytes: AnswerLimit,
 	}
 	stopped, stop := context.WithCancel(context.Background())
 	return &Client{

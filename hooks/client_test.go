@@ -133,6 +133,17 @@ func TestPostRefusesALargeAnswerAndDropsTheConnection(t *testing.T) {
 	}
 }
 
+func TestPostRefusesAnswerHeadersPastTheAnswerLimit(t *testing.T) {
+	srv := receiver(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Big", strings.Repeat("x", 4<<20))
+		io.WriteString(w, `{}`)
+	})
+	answer, err := newClient(t).Post(context.Background(), Endpoint{URL: srv.URL}, NewID(), []byte(`{}`))
+	if err == nil || len(answer.Header.Get("X-Big")) != 0 {
+		t.Errorf("an answer with 4 MiB of headers: %d bytes of X-Big, %v; want it refused", len(answer.Header.Get("X-Big")), err)
+	}
+}
+
 func TestPostTimesOut(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)

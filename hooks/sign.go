@@ -70,6 +70,9 @@ func ParseSecret(s string) (Secret, error) {
 // IsZero reports whether s holds no key: requests then go unsigned.
 func (s Secret) IsZero() bool { return len(s.key) == 0 }
 
+// Equal reports whether s and o hold the same key.
+func (s Secret) Equal(o Secret) bool { return hmac.Equal(s.key, o.key) }
+
 // String hides the key.
 func (s Secret) String() string {
 	if s.IsZero() {

@@ -148,6 +148,37 @@ func TestCensusPresenceEvents(t *testing.T) {
 	}
 }
 
+// TestALetGoRoomAnnouncesOnlyItsOwnLeaves: as a room is let go here with
+// its last stream, its users are announced as left, but not one whose
+// stream another process holds.
+func TestALetGoRoomAnnouncesOnlyItsOwnLeaves(t *testing.T) {
+	var mu sync.Mutex
+	var left []string
+	store := &fakeCensus{LocalStore: NewMemoryStore()}
+	store.set(map[string]Headcount{"lobby": {Users: map[string]int{"bob": 1}}})
+	m := New(Config{History: 10, Buffer: 10, Store: store, Hooks: Hooks{
+		Presence: func(_ string, c PresenceChange) {
+			mu.Lock()
+			left = append(left, c.Left...)
+			mu.Unlock()
+		},
+	}})
+	defer m.Close()
+	alice, err := m.Subscribe("lobby", Position{User: "alice"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitCensus()
+	time.Sleep(2 * PresenceInterval) // alice and bob are announced
+	alice.Close()
+	time.Sleep(2 * PresenceInterval)
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(left, ",") != "alice" {
+		t.Errorf("leaves announced as alice's room was let go: %v, want alice's alone: bob is still in it elsewhere", left)
+	}
+}
+
 // BenchmarkCensusTick measures what one census tick costs the Manager of
 // 10,000 rooms with three named streams each, the store aside: taking the
 // headcounts and the other processes' news to every room.

@@ -14,7 +14,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -253,10 +252,15 @@ func (m *Manager) config() *Config { return m.cfg.Load() }
 // storeContext returns the context of one call to the Store, bounded by
 // StoreTimeout.
 func (m *Manager) storeContext() (context.Context, context.CancelFunc) {
+	return m.storeContextWithin(context.Background())
+}
+
+// storeContextWithin is storeContext ending with parent too.
+func (m *Manager) storeContextWithin(parent context.Context) (context.Context, context.CancelFunc) {
 	if d := m.config().StoreTimeout; d > 0 {
-		return context.WithTimeout(context.Background(), d)
+		return context.WithTimeout(parent, d)
 	}
-	return context.Background(), func() {}
+	return parent, func() {}
 }
 
 // room is one chat room. Its lock orders its messages: a message is stored
@@ -1602,11 +1606,21 @@ func (m *Manager) detach(r *room, reason string) {
 	delete(m.rooms, r.name)
 	r.closed = true
 	r.broadcaster.Close()
-	if h := m.config().Hooks.Presence; h != nil && reason != "closed" && len(r.presence.announced) > 0 {
+	if h := m.config().Hooks.Presence; h != nil && reason != "closed" {
 		// The room's announcements end with it, as the last stream of a
-		// room with nothing posted leaves: who was announced has left.
-		left := slices.Sorted(maps.Keys(r.presence.announced))
-		h(r.name, PresenceChange{Joined: []string{}, Left: left})
+		// room with nothing posted leaves: who was announced has left,
+		// but for those whose streams another process holds, which
+		// goes on announcing them.
+		var left []string
+		for u := range r.presence.announced {
+			if r.others.Users[u] == 0 {
+				left = append(left, u)
+			}
+		}
+		if len(left) > 0 {
+			slices.Sort(left)
+			h(r.name, PresenceChange{Joined: []string{}, Left: left})
+		}
 	}
 	if h := m.config().Hooks.RoomDropped; h != nil {
 		h(r.name, reason)

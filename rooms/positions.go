@@ -1,6 +1,7 @@
 package rooms
 
 import (
+	"context"
 	"fmt"
 	"time"
 )
@@ -41,9 +42,11 @@ func (m *Manager) Lease(name, holder string, ttl time.Duration) (bool, error) {
 	return ok, nil
 }
 
-// ReleaseLease ends holder's lease of name, if it holds it.
-func (m *Manager) ReleaseLease(name, holder string) error {
-	ctx, cancel := m.storeContext()
+// ReleaseLease ends holder's lease of name, if it holds it. ctx bounds the
+// call as the store timeout does: a holder that stops need not wait for a
+// lease that expires anyway.
+func (m *Manager) ReleaseLease(ctx context.Context, name, holder string) error {
+	ctx, cancel := m.storeContextWithin(ctx)
 	defer cancel()
 	if err := m.config().Store.ReleaseLease(ctx, name, holder); err != nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)

@@ -61,8 +61,9 @@ type Config struct {
 	// AllowOnError allows a message when the screen fails; by default it
 	// is refused.
 	AllowOnError bool
-	// Observe, when set, is told of every call: how long it took, and why
-	// it failed, nil when it did not. It is where metrics and logs go.
+	// Observe, when set, is told of every call its caller waited for:
+	// how long it took, and why it failed, nil when it did not. It is
+	// where metrics and logs go.
 	Observe func(took time.Duration, err error)
 }
 
@@ -88,7 +89,8 @@ func New(client *hooks.Client, cfg Config) *Screen {
 
 // Judge asks the screen about r. A screen that fails gives an Allow verdict
 // when on_error allows, else ErrUnavailable; ErrStopping when the client
-// closed during the call.
+// closed during the call. When ctx ends first, it returns ctx's error
+// whatever on_error says, and the call is not observed.
 func (s *Screen) Judge(ctx context.Context, r Request) (Verdict, error) {
 	body, err := json.Marshal(r)
 	if err != nil {
@@ -96,6 +98,12 @@ func (s *Screen) Judge(ctx context.Context, r Request) (Verdict, error) {
 	}
 	start := time.Now()
 	v, err := s.call(ctx, body)
+	if err != nil && ctx.Err() != nil {
+		// The poster hung up or ran out of time: there is no verdict, and
+		// no fault of the screen's. on_error is for the screen's failures;
+		// applied here, it would let a post through unscreened.
+		return Verdict{}, fmt.Errorf("screening a %s in room %q: %w", r.Kind, r.Room, context.Cause(ctx))
+	}
 	if s.cfg.Observe != nil {
 		s.cfg.Observe(time.Since(start), err)
 	}

@@ -144,6 +144,34 @@ func TestJudgeEndsWhenTheClientCloses(t *testing.T) {
 	}
 }
 
+// TestJudgeGivesNoVerdictWhenThePosterHangsUp: a poster who hangs up while
+// the screen decides gets the context's error, even with on_error allow,
+// and the call is no failure of the screen's.
+func TestJudgeGivesNoVerdictWhenThePosterHangsUp(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	arrived := make(chan struct{})
+	r := newReceiver(t, func(Request) (int, string) { close(arrived); <-release; return 200, `{"action":"allow"}` })
+	secret, _ := hooks.ParseSecret(testSecret)
+	client := hooks.NewClient()
+	defer client.Close()
+	observed := 0
+	s := New(client, Config{
+		Endpoint:     hooks.Endpoint{URL: r.URL, Secret: secret, Timeout: time.Minute},
+		AllowOnError: true,
+		Observe:      func(time.Duration, error) { observed++ },
+	})
+	ctx, hangUp := context.WithCancel(context.Background())
+	go func() { <-arrived; hangUp() }()
+	v, err := s.Judge(ctx, post)
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("Judge after the poster hung up: %+v, %v; want context.Canceled, whatever on_error says", v, err)
+	}
+	if observed != 0 {
+		t.Errorf("the hang-up was observed %d times as a call of the screen", observed)
+	}
+}
+
 func TestObserveSeesEveryCall(t *testing.T) {
 	r := newReceiver(t, func(q Request) (int, string) {
 		if q.Message == "fail" {

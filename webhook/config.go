@@ -135,6 +135,15 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Equal reports whether c and o are the same webhook: the same URL, sent
+// the same events in the same way.
+func (c Config) Equal(o Config) bool {
+	return c.URL == o.URL && c.Secret.Equal(o.Secret) &&
+		slices.Equal(c.Events, o.Events) && slices.Equal(c.Rooms, o.Rooms) &&
+		c.Timeout == o.Timeout && c.BatchSize == o.BatchSize && c.BatchWait == o.BatchWait &&
+		c.RetryFor == o.RetryFor && c.Backoff == o.Backoff
+}
+
 // wants reports whether the webhook delivers events of type typ.
 func (c Config) wants(typ string) bool {
 	return len(c.Events) == 0 || slices.Contains(c.Events, typ)

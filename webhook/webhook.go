@@ -26,7 +26,7 @@ type Rooms interface {
 	Position(name string) (string, error)
 	SetPosition(name, value string) error
 	Lease(name, holder string, ttl time.Duration) (bool, error)
-	ReleaseLease(name, holder string) error
+	ReleaseLease(ctx context.Context, name, holder string) error
 }
 
 // Poster posts a signed batch: a *hooks.Client.
@@ -63,9 +63,16 @@ const (
 	// minLease is the shortest lease of a room: a node that dies holding
 	// it delays the room's events this long.
 	minLease = 10 * time.Second
+	// keepSinceEvery is how often a running webhook keeps when it began
+	// again: well within the least a position lasts in Redis (48 h).
+	keepSinceEvery = time.Hour
 	// onceLease is how long an event sent once among nodes, such as a
 	// join that every node hears of, is remembered.
 	onceLease = 10 * time.Second
+	// releaseWithin bounds the release of a stopping Webhook's leases:
+	// a stop or a reload must not wait for a slow store, and the leases
+	// expire anyway.
+	releaseWithin = 500 * time.Millisecond
 )
 
 // Webhook delivers the events of one Config. Its methods are safe for
@@ -85,12 +92,12 @@ type Webhook struct {
 	done     chan struct{}
 	wake     chan struct{}
 
-	mu       sync.Mutex
-	dirty    map[string]bool // rooms whose logs may hold news
-	queue    []Event
-	pending  int // events heard of since the last batch was taken
-	dropped  int // queued events dropped since the last log of them
-	disabled bool
+	mu      sync.Mutex
+	dirty   map[string]bool // rooms whose logs may hold news
+	queue   []Event
+	pending int  // events heard of since the last batch was taken
+	dropped int  // queued events dropped since the last log of them
+	ended   bool // by Stop or a 410: news is ignored
 
 	// The run goroutine's own: rooms to try again at the next recheck,
 	// those whose lease it holds, and the last entry it knows delivered
@@ -127,7 +134,9 @@ func Start(cfg Config, r Rooms, p Poster, stats Stats, log *zap.Logger) *Webhook
 
 // Stop ends delivery: a POST in flight is cancelled and its batch's
 // positions stay where they were, so that the next Webhook of the same
-// URL sends it again.
+// URL sends its messages, edits and deletes again. Its other events, and
+// those still queued, are in no log to be read again: they are counted as
+// dropped and logged.
 func (w *Webhook) Stop() {
 	w.cancel()
 	<-w.done
@@ -150,7 +159,9 @@ func (w *Webhook) Presence(room string, change rooms.PresenceChange) {
 			data := dataOf(Users{Users: ev.users})
 			sum := sha256.Sum256(append([]byte(ev.typ+" "+room+" "), data...))
 			// Every node of a shared store hears who joined: the one
-			// that leases the event first sends it.
+			// that leases the event first sends it. Nodes that
+			// coalesced other users into their events each send
+			// theirs (see docs/limitations.md).
 			w.enqueue(Event{Type: ev.typ, Room: room, ID: hooks.NewID(), Time: time.Now().UTC(), Data: data, once: hex.EncodeToString(sum[:12])})
 		}
 	}
@@ -188,7 +199,7 @@ func (w *Webhook) enqueue(ev Event) {
 // note records news with f, under w.mu, and wakes the run goroutine.
 func (w *Webhook) note(f func()) {
 	w.mu.Lock()
-	if w.disabled {
+	if w.ended {
 		w.mu.Unlock()
 		return
 	}
@@ -206,12 +217,14 @@ func (w *Webhook) note(f func()) {
 func (w *Webhook) run(since time.Time) {
 	defer close(w.done)
 	defer w.releaseAll()
+	inFlight := 0 // events of the batch in flight that no log holds
+	defer func() { w.end(inFlight) }()
 	// What the logs hold past the positions: news missed while no
 	// Webhook of this URL ran, such as during a restart.
 	w.scan()
 	tick := time.NewTicker(recheck)
 	defer tick.Stop()
-	scanned := time.Now()
+	scanned, kept := time.Now(), time.Now()
 	for {
 		if !w.gather(tick.C) {
 			return
@@ -220,19 +233,41 @@ func (w *Webhook) run(since time.Time) {
 			w.scan()
 			scanned = time.Now()
 		}
-		batch, marks := w.collect(since)
+		if time.Since(kept) >= keepSinceEvery {
+			w.keepSince(since)
+			kept = time.Now()
+		}
+		batch, marks, queued := w.collect(since)
 		if len(batch) > 0 {
 			switch w.send(batch, marks) {
 			case stopped:
+				inFlight = queued
 				return
 			case disabled:
-				w.mu.Lock()
-				w.disabled, w.queue, w.dirty = true, nil, nil
-				w.mu.Unlock()
 				return
 			}
 		}
 		w.advance(marks)
+	}
+}
+
+// end takes no more news, and counts and logs as dropped the queued events
+// that the Webhook never delivered, with inFlight of the batch it was
+// sending: joins, leaves, bans and dropped rooms are in no log that the
+// next Webhook of the URL could read them from again.
+func (w *Webhook) end(inFlight int) {
+	w.mu.Lock()
+	w.ended = true
+	lost := inFlight + len(w.queue)
+	full := w.dropped // counted already, not logged yet
+	w.queue, w.dirty, w.dropped = nil, nil, 0
+	w.mu.Unlock()
+	if lost > 0 {
+		w.stats.Dropped(lost)
+	}
+	if lost+full > 0 {
+		w.log.Warn("webhook stopped: the joins, leaves, bans and dropped rooms it had not delivered are dropped",
+			zap.Int("events", lost+full))
 	}
 }
 
@@ -297,28 +332,36 @@ type mark struct {
 }
 
 // since returns when the webhook was first configured, as the store keeps
-// it: a room whose position it does not know yet is delivered from
-// then on, not from the start of its history.
+// it, and keeps it again: a room whose position it does not know yet is
+// delivered from then on, not from the start of its history.
 func (w *Webhook) since() time.Time {
-	key := w.name + " since"
-	v, err := w.rooms.Position(key)
-	if t, perr := time.Parse(time.RFC3339Nano, v); err == nil && perr == nil {
-		return t
+	v, err := w.rooms.Position(w.name + " since")
+	since, perr := time.Parse(time.RFC3339Nano, v)
+	if err != nil || perr != nil {
+		// Messages carry their time to the millisecond.
+		since = time.Now().UTC().Truncate(time.Millisecond)
 	}
-	// Messages carry their time to the millisecond.
-	now := time.Now().UTC().Truncate(time.Millisecond)
-	if err := w.rooms.SetPosition(key, now.Format(time.RFC3339Nano)); err != nil {
+	w.keepSince(since)
+	return since
+}
+
+// keepSince writes since to the store. A store shared with other nodes
+// expires a position that is not set again (see keepSinceEvery); lost,
+// since would move to the next start, and the messages before it of a
+// room not delivered yet would never be.
+func (w *Webhook) keepSince(since time.Time) {
+	if err := w.rooms.SetPosition(w.name+" since", since.Format(time.RFC3339Nano)); err != nil {
 		w.log.Warn("webhook could not keep when it began", zap.Error(err))
 	}
-	return now
 }
 
 // collect takes the queued events and reads the dirty rooms' logs past
-// their positions, up to BatchSize events.
-func (w *Webhook) collect(since time.Time) ([]Event, []mark) {
+// their positions, up to BatchSize events, of which the first queued came
+// from the queue.
+func (w *Webhook) collect(since time.Time) (batch []Event, marks []mark, queued int) {
 	w.mu.Lock()
 	n := min(len(w.queue), w.cfg.BatchSize)
-	queued := slices.Clone(w.queue[:n])
+	taken := slices.Clone(w.queue[:n])
 	w.queue = slices.Delete(w.queue, 0, n)
 	dirty := make([]string, 0, len(w.dirty))
 	for room := range w.dirty {
@@ -332,18 +375,24 @@ func (w *Webhook) collect(since time.Time) ([]Event, []mark) {
 	if dropped > 0 {
 		w.log.Warn("webhook queue full: events dropped", zap.Int("events", dropped))
 	}
-	batch := make([]Event, 0, w.cfg.BatchSize)
-	for _, ev := range queued {
-		if ev.once != "" {
+	batch = make([]Event, 0, w.cfg.BatchSize)
+	for _, ev := range taken {
+		// Stopping, the batch is not sent: the event is counted as
+		// dropped without asking a slow store who sends it.
+		if ev.once != "" && w.ctx.Err() == nil {
 			if ok, err := w.rooms.Lease(w.name+" once "+ev.once, w.holder, onceLease); err == nil && !ok {
 				continue // another node sends it
 			}
 		}
 		batch = append(batch, ev)
 	}
+	queued = len(batch)
 	slices.Sort(dirty)
-	var marks []mark
 	for i, room := range dirty {
+		if w.ctx.Err() != nil {
+			// Stopping: the next Webhook of the URL reads the logs.
+			break
+		}
 		left := w.cfg.BatchSize - len(batch)
 		if left <= 0 {
 			w.behind(dirty[i:]...)
@@ -355,7 +404,7 @@ func (w *Webhook) collect(since time.Time) ([]Event, []mark) {
 			marks = append(marks, m)
 		}
 	}
-	return batch, marks
+	return batch, marks, queued
 }
 
 // again marks rooms dirty for the next batch.
@@ -580,15 +629,36 @@ func (w *Webhook) advance(marks []mark) {
 // release lets go of a room's lease.
 func (w *Webhook) release(key string) {
 	delete(w.held, key)
-	if err := w.rooms.ReleaseLease(key, w.holder); err != nil {
+	if err := w.rooms.ReleaseLease(context.Background(), key, w.holder); err != nil {
 		w.log.Warn("webhook could not release a lease; it expires", zap.String("lease", key), zap.Error(err))
 	}
 }
 
-// releaseAll lets go of every lease held, as the Webhook stops.
+// releaseAll lets go of every lease held, as the Webhook stops: all at
+// once, within releaseWithin, with one log of those it could not.
 func (w *Webhook) releaseAll() {
+	ctx, cancel := context.WithTimeout(context.Background(), releaseWithin)
+	defer cancel()
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		failed int
+		last   error
+	)
 	for key := range w.held {
-		w.release(key)
+		wg.Go(func() {
+			if err := w.rooms.ReleaseLease(ctx, key, w.holder); err != nil {
+				mu.Lock()
+				failed, last = failed+1, err
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	clear(w.held)
+	if failed > 0 {
+		w.log.Warn("webhook could not release its leases as it stopped; they expire",
+			zap.Int("leases", failed), zap.Duration("expire_within", w.leaseTTL()), zap.Error(last))
 	}
 }
 

@@ -25,13 +25,7 @@ import (
 	"github.com/caddy-chat/caddy-chat/rooms/redisstore"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// The HTTP transport's idle connections close in the background.
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
-		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
-	)
-}
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -530,6 +524,45 @@ func TestPresenceAndBans(t *testing.T) {
 	}
 }
 
+// TestStopCountsWhatItCannotSendAgain: bans, in the batch in flight or
+// queued behind it when the webhook stops (a reload), are in no log that
+// the next webhook could read again: they are counted as dropped. The
+// room's message, in its log, is sent by the next webhook of the URL.
+func TestStopCountsWhatItCannotSendAgain(t *testing.T) {
+	r := newReceiver(t)
+	var down atomic.Bool
+	down.Store(true)
+	r.answer = func(int) int {
+		if down.Load() {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusOK
+	}
+	n := newNode(t, rooms.NewMemoryStore(), 100)
+	stats := new(counts)
+	cfg := Config{Events: []string{EventBan, EventMessage}, BatchSize: 1}
+	w := n.hook(t, r, cfg, stats)
+	for _, s := range []string{"user:a", "user:b", "user:c"} {
+		if _, err := n.PutBan(rooms.Ban{Room: "lobby", Subject: s}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sent := post(t, n.Manager, "lobby", "hello")
+	for stats.failed.Load() < 2 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	n.mu.Lock()
+	n.hooks = nil
+	n.mu.Unlock()
+	w.Stop()
+	if d := stats.dropped.Load(); d != 3 {
+		t.Errorf("3 bans never delivered as the webhook stopped, %d counted as dropped", d)
+	}
+	down.Store(false)
+	n.hook(t, r, cfg, stats)
+	checkOnceInOrder(t, r.waitFor(EventMessage, 1), sent)
+}
+
 // TestValidate refuses what a Caddyfile might get wrong.
 func TestValidate(t *testing.T) {
 	for _, c := range []struct {
@@ -624,4 +657,136 @@ func TestLeasePassesWhenHolderDies(t *testing.T) {
 		t.Errorf("%d duplicates: more than the batch in flight", dups)
 	}
 	t.Logf("the survivor delivered the rest %v after the holder died", time.Since(began))
+}
+
+// TestStopEndsWithinASecondWithASlowRedis: with a POST in flight for five
+// rooms and Redis grown slow to answer, Stop ends within a second: the
+// rooms' leases are let go all at once, and briefly, as they expire
+// anyway.
+func TestStopEndsWithinASecondWithASlowRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := redistest.StartProxy(t, srv.Addr)
+	// As Caddy's chat app opens it: calls end with their context.
+	s := redisstore.New(redis.NewClient(&redis.Options{Addr: proxy.Addr, MaxRetries: -1, ContextTimeoutEnabled: true}), redisstore.Options{Prefix: "slow:"})
+	n := newNode(t, s, 100)
+	n.closeStore = s.Close
+	r := newReceiver(t)
+	r.mu.Lock()
+	r.hanging = make(chan struct{})
+	r.mu.Unlock()
+	defer close(r.hanging)
+	w := n.hook(t, r, Config{Events: []string{EventMessage}}, nil)
+	for i := range 5 {
+		post(t, n.Manager, fmt.Sprint("room", i), "hello")
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		r.mu.Lock()
+		busy := r.inFlight > 0
+		r.mu.Unlock()
+		if busy {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no POST in flight")
+		}
+	}
+	proxy.Delay(2 * time.Second)
+	defer proxy.Delay(0)
+	began := time.Now()
+	w.Stop()
+	if took := time.Since(began); took > time.Second {
+		t.Errorf("Stop took %v with a POST in flight and Redis slow to answer, want within 1 s", took)
+	}
+}
+
+// TestSinceIsKeptAgainAtEachStart: in Redis, where positions expire, the
+// key that says when a webhook began is set again, with a full TTL, each
+// time the webhook starts: a webhook restarted now and then keeps its
+// beginning, and a room it had not delivered yet keeps its messages.
+func TestSinceIsKeptAgainAtEachStart(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rdb.Close()
+	s := redisstore.New(redis.NewClient(&redis.Options{Addr: srv.Addr}), redisstore.Options{Prefix: "since:"})
+	n := newNode(t, s, 100)
+	n.closeStore = s.Close
+	s.SetIdleTimeout(time.Hour) // as Caddy's chat app sets it: positions expire
+	r := newReceiver(t)
+	r.answer = func(int) int { return http.StatusServiceUnavailable }
+	cfg := Config{Events: []string{EventMessage}}
+	key := "since:pos:{" + (Config{URL: r.srv.URL}).name() + " since}"
+	w := n.hook(t, r, cfg, nil)
+	began, err := rdb.Get(t.Context(), key).Result()
+	if err != nil {
+		t.Fatalf("the webhook did not keep when it began: %v", err)
+	}
+	n.mu.Lock()
+	n.hooks = nil
+	n.mu.Unlock()
+	w.Stop()
+	// Most of the TTL has passed.
+	if err := rdb.Expire(t.Context(), key, time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	n.hook(t, r, cfg, nil)
+	ttl, err := rdb.TTL(t.Context(), key).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ttl < 47*time.Hour {
+		t.Errorf("after a restart, the beginning expires in %v: want it set again for 48 h", ttl)
+	}
+	if again, _ := rdb.Get(t.Context(), key).Result(); again != began {
+		t.Errorf("the webhook began at %s, and at %s after a restart: want the first", began, again)
+	}
+}
+
+// TestNoFalseLeaveOnRedis: of two nodes on one Redis, bob stays in a room
+// on node b while alice comes and goes on node a, whose room is let go as
+// she leaves: the receiver hears that alice left, once, and never that bob
+// did.
+func TestNoFalseLeaveOnRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	open := func() *node {
+		s := redisstore.New(redis.NewClient(&redis.Options{Addr: srv.Addr}), redisstore.Options{Prefix: "leave:"})
+		n := newNode(t, s, 100)
+		n.closeStore = s.Close
+		return n
+	}
+	r := newReceiver(t)
+	a, b := open(), open()
+	cfg := Config{Events: []string{EventJoin, EventLeave}}
+	a.hook(t, r, cfg, nil)
+	b.hook(t, r, cfg, nil)
+	bob, err := b.Subscribe("lobby", rooms.Position{User: "bob"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	r.waitFor(EventJoin, 1)
+	alice, err := a.Subscribe("lobby", rooms.Position{User: "alice"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second) // a's census hears of bob
+	alice.Close()
+	r.waitFor(EventLeave, 1)
+	time.Sleep(3 * time.Second) // b's census hears that alice left
+	leaves := 0
+	for _, ev := range r.got() {
+		if ev.Type != EventLeave {
+			continue
+		}
+		var users Users
+		json.Unmarshal(ev.Data, &users)
+		if slices.Contains(users.Users, "bob") {
+			t.Errorf("the receiver heard that bob left, while his stream on node b is open: %s", ev.Data)
+		}
+		if slices.Contains(users.Users, "alice") {
+			leaves++
+		}
+	}
+	if leaves != 1 {
+		t.Errorf("the receiver heard %d times that alice left, want once: %+v", leaves, r.got())
+	}
 }

@@ -50,7 +50,8 @@ const minPositionTTL = 48 * time.Hour
 // SetPosition writes the position to Redis, or deletes it. Redis expires
 // rooms idle for the idle timeout without telling anyone, so a position
 // not set again for twice that long, and at least minPositionTTL, expires
-// too, rather than outlive its room forever.
+// too, rather than outlive its room forever. A position of no room, such as
+// when a webhook began, is set again by its keeper in time.
 func (s *Store) SetPosition(ctx context.Context, name, value string) error {
 	var err error
 	if value == "" {

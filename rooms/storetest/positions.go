@@ -88,13 +88,13 @@ func leaseOneHolder(t *testing.T, b Backend) {
 	if !lease(t, p, "room other", "b", time.Minute) {
 		t.Fatal("a lease of another name was refused")
 	}
-	if err := p.ReleaseLease("room lobby", "b"); err != nil {
+	if err := p.ReleaseLease(t.Context(), "room lobby", "b"); err != nil {
 		t.Fatal(err)
 	}
 	if lease(t, p, "room lobby", "b", time.Minute) {
 		t.Fatal("a release by one who does not hold the lease ended it")
 	}
-	if err := p.ReleaseLease("room lobby", "a"); err != nil {
+	if err := p.ReleaseLease(t.Context(), "room lobby", "a"); err != nil {
 		t.Fatal(err)
 	}
 	if !lease(t, p, "room lobby", "b", 100*time.Millisecond) {
