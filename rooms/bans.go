@@ -244,11 +244,15 @@ func (l *BanList) findNext() {
 func (l *BanList) Replace(bans []Ban) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	// held stays above zero until the new bans are in: a post that
+	// looked at it meanwhile would take no lock and pass as unbanned.
+	was := l.held.Load()
+	l.held.Add(1)
 	l.byID, l.byRoom, l.bySubject, l.next = nil, nil, nil, time.Time{}
-	l.held.Store(0)
 	for _, b := range bans {
 		l.put(b)
 	}
+	l.held.Add(-was - 1)
 }
 
 // PutBan puts b in force: in b.Room, a valid room name or AllRooms, on

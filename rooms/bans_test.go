@@ -45,3 +45,34 @@ func BenchmarkBanned(b *testing.B) {
 		})
 	}
 }
+
+// TestBannedWhileReplaced: while a shared store's bans are read again and
+// replaced by the same list, a post by the banned author is held out
+// throughout, never let through between the old list and the new.
+func TestBannedWhileReplaced(t *testing.T) {
+	var l BanList
+	bans := []Ban{{ID: "b1", Room: "lobby", Subject: "user:bob", Created: time.Now()}}
+	l.Replace(bans)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				l.Replace(bans)
+			}
+		}
+	}()
+	for range 200_000 {
+		if _, banned := l.Banned("lobby", "user:bob"); !banned {
+			close(stop)
+			<-done
+			t.Fatal("a banned author passed while the bans were replaced by the same list")
+		}
+	}
+	close(stop)
+	<-done
+}
