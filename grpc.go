@@ -367,10 +367,15 @@ func (s rpcService) Ban(ctx context.Context, req *connect.Request[chatv1.BanRequ
 		r.For = in.Duration.AsDuration()
 	}
 	ban, err := s.h.ban(c, in.GetRoom(), r)
-	if err != nil {
+	if ban.ID == "" {
 		return nil, s.h.rpcError(ctx, err)
 	}
-	return connect.NewResponse(rpcBan(ban)), nil
+	res := connect.NewResponse(rpcBan(ban))
+	if err != nil {
+		// In force, as HTTP's 201 with purge_failed says.
+		res.Header().Set("chat-purge-failed", "true")
+	}
+	return res, nil
 }
 
 // Unban lifts a ban as DELETE /rooms/{room}/bans/{id} does.

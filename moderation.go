@@ -58,6 +58,10 @@ type banView struct {
 	By      string     `json:"by"`
 	Created time.Time  `json:"created"`
 	Expires *time.Time `json:"expires"` // null for a ban that never ends
+	// PurgeFailed is set when the ban is in force but deleting the
+	// author's messages failed: some remain, for a moderator to delete
+	// or to purge with a ban again.
+	PurgeFailed bool `json:"purge_failed,omitempty"`
 }
 
 func viewOfBan(b rooms.Ban) banView {
@@ -87,10 +91,14 @@ func (h *Handler) servePutBan(w http.ResponseWriter, r *http.Request, c service.
 		return err
 	}
 	ban, err := h.ban(c, room, service.BanRequest{Message: in.Message, User: in.User, For: d, Reason: in.Reason, Purge: in.Purge})
-	if err != nil {
+	if ban.ID == "" {
 		return err
 	}
-	return writeJSON(w, http.StatusCreated, viewOfBan(ban))
+	// A ban in force is answered as made, a failed purge with it: an
+	// error would invite a retry, which would put a second ban.
+	view := viewOfBan(ban)
+	view.PurgeFailed = err != nil
+	return writeJSON(w, http.StatusCreated, view)
 }
 
 func (h *Handler) serveBans(w http.ResponseWriter, c service.Caller, room string) error {
@@ -116,10 +124,11 @@ func (h *Handler) serveLiftBan(w http.ResponseWriter, c service.Caller, room, id
 }
 
 // ban puts a ban for c, for either adapter, and audits it. Its target is
-// the message or the user named, never the client key banned.
+// the message or the user named, never the client key banned. A ban put
+// whose purge failed is returned with the purge's error, and audited.
 func (h *Handler) ban(c service.Caller, room string, req service.BanRequest) (rooms.Ban, error) {
 	ban, err := h.svc.Ban(c, room, req)
-	if err != nil {
+	if ban.ID == "" {
 		return rooms.Ban{}, err
 	}
 	target := "user " + req.User
@@ -130,8 +139,12 @@ func (h *Handler) ban(c service.Caller, room string, req service.BanRequest) (ro
 	if !ban.Expires.IsZero() {
 		expires = zap.Time("expires", ban.Expires)
 	}
-	h.audit(c, actionBan, room, target, zap.String("ban", ban.ID), expires, zap.Bool("purge", req.Purge))
-	return ban, nil
+	fields := []zap.Field{zap.String("ban", ban.ID), expires, zap.Bool("purge", req.Purge)}
+	if err != nil {
+		fields = append(fields, zap.NamedError("purge_error", err))
+	}
+	h.audit(c, actionBan, room, target, fields...)
+	return ban, err
 }
 
 // unban lifts a ban for c, for either adapter, and audits it.
