@@ -319,11 +319,11 @@ func TestGRPCAuthorEditsAndDeletes(t *testing.T) {
 func second[T any](_ T, err error) error { return err }
 
 // TestRedisDeleteAcrossNodes: with store redis, an author's edit and
-// delete on one node reach a stream on the other, whose history then holds
-// neither the old text nor the message.
+// delete on one node, and a moderator's delete, reach a stream on the
+// other, whose history then holds neither the old texts nor the messages.
 func TestRedisDeleteAcrossNodes(t *testing.T) {
 	srv := redistest.Start(t)
-	startCaddy(t, config{global: redisStore(srv.URL(), "")})
+	startCaddy(t, config{global: redisStore(srv.URL(), ""), site: moderatedSite(t, false, "")})
 	defer reload(t, config{})
 	a, b := rootSite, redisNode(t, srv.URL())
 	room := roomFor(t, "a")
@@ -347,6 +347,21 @@ func TestRedisDeleteAcrossNodes(t *testing.T) {
 	}
 	if h := historyText(t, client, b, room); strings.Contains(h, "spelled") {
 		t.Errorf("history on B after the delete on A: %s", h)
+	}
+
+	spam := submitAt(t, client, b, room, "buy cheap pills")
+	if ev := onB.next(t); ev.Name != "message" || ev.ID != spam.ID {
+		t.Fatalf("stream on B after the spam: %+v, want message %s", ev, spam.ID)
+	}
+	r = do(t, "DELETE", a+"/mod/rooms/"+room+"/messages/"+spam.ID, "", signedIn("admin")...)
+	if r.status != http.StatusOK || r.json["by"] != "moderator" {
+		t.Fatalf("a moderator's delete on A: %d %s", r.status, r.body)
+	}
+	if ev := onB.next(t); ev.Name != "delete" || ev.ID != r.json["id"] || !strings.Contains(ev.Data, `"by":"moderator"`) {
+		t.Errorf("stream on B after the moderator's delete on A: %+v, want %s", ev, r.body)
+	}
+	if h := historyText(t, client, b, room); strings.Contains(h, "pills") {
+		t.Errorf("history on B after the moderator's delete on A: %s", h)
 	}
 }
 
