@@ -91,13 +91,11 @@ func (c *ScreenConfig) newScreen(client *hooks.Client, logger *zap.Logger) (*scr
 //	    on_error refuse|allow
 //	}
 func unmarshalScreen(d *caddyfile.Dispenser) (*ScreenConfig, error) {
-	if !d.NextArg() {
-		return nil, d.ArgErr()
+	url, err := hookURL(d, "screen")
+	if err != nil {
+		return nil, err
 	}
-	c := &ScreenConfig{URL: d.Val()}
-	if d.NextArg() {
-		return nil, d.Errf("screen: unexpected argument %q after the URL", d.Val())
-	}
+	c := &ScreenConfig{URL: url}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		option := d.Val()
 		switch option {

@@ -228,13 +228,11 @@ func (s *webhookStats) Dropped(events int) { s.dropped.Add(float64(events)) }
 //	    batch   <size> [<wait>]
 //	}
 func unmarshalWebhook(d *caddyfile.Dispenser) (*WebhookConfig, error) {
-	if !d.NextArg() {
-		return nil, d.ArgErr()
+	url, err := hookURL(d, "webhook")
+	if err != nil {
+		return nil, err
 	}
-	c := &WebhookConfig{URL: d.Val()}
-	if d.NextArg() {
-		return nil, d.Errf("webhook: unexpected argument %q after the URL", d.Val())
-	}
+	c := &WebhookConfig{URL: url}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		option := d.Val()
 		switch option {
@@ -294,4 +292,17 @@ func unmarshalWebhook(d *caddyfile.Dispenser) (*WebhookConfig, error) {
 	// The URL and the secret may hold placeholders: they are checked
 	// once these are known, as the config loads.
 	return c, nil
+}
+
+// hookURL reads the URL of a hook's subdirective, screen or webhook, which
+// is its only argument.
+func hookURL(d *caddyfile.Dispenser, directive string) (string, error) {
+	if !d.NextArg() {
+		return "", d.ArgErr()
+	}
+	url := d.Val()
+	if d.NextArg() {
+		return "", d.Errf("%s: unexpected argument %q after the URL", directive, d.Val())
+	}
+	return url, nil
 }

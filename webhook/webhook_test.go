@@ -144,6 +144,16 @@ type node struct {
 	hooks      []*Webhook
 }
 
+// newRedisNode is newNode on a Redis store of its own client to opts'
+// server, its keys under prefix, which the node closes as it stops.
+func newRedisNode(t testing.TB, opts *redis.Options, prefix string) *node {
+	t.Helper()
+	s := redisstore.New(redis.NewClient(opts), redisstore.Options{Prefix: prefix})
+	n := newNode(t, s, 100)
+	n.closeStore = s.Close
+	return n
+}
+
 // newNode opens a Manager on store, whose hooks feed the node's webhooks.
 func newNode(t testing.TB, store rooms.Store, history int) *node {
 	t.Helper()
@@ -435,12 +445,7 @@ func TestHistoryBoundsWhatWaits(t *testing.T) {
 // delivers the rest after the other dies holding the lease.
 func TestTwoNodesOnRedisDeliverOnce(t *testing.T) {
 	srv := redistest.Start(t)
-	open := func() *node {
-		s := redisstore.New(redis.NewClient(&redis.Options{Addr: srv.Addr}), redisstore.Options{Prefix: "once:"})
-		n := newNode(t, s, 100)
-		n.closeStore = s.Close
-		return n
-	}
+	open := func() *node { return newRedisNode(t, &redis.Options{Addr: srv.Addr}, "once:") }
 	r := newReceiver(t)
 	a, b := open(), open()
 	a.hook(t, r, Config{Events: []string{EventMessage}}, nil)
@@ -592,12 +597,7 @@ func TestValidate(t *testing.T) {
 func TestLeasePassesWhenHolderDies(t *testing.T) {
 	srv := redistest.Start(t)
 	proxy := redistest.StartProxy(t, srv.Addr)
-	open := func(addr string) *node {
-		s := redisstore.New(redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1}), redisstore.Options{Prefix: "dies:"})
-		n := newNode(t, s, 100)
-		n.closeStore = s.Close
-		return n
-	}
+	open := func(addr string) *node { return newRedisNode(t, &redis.Options{Addr: addr, MaxRetries: -1}, "dies:") }
 	r := newReceiver(t)
 	r.answer = func(int) int {
 		time.Sleep(100 * time.Millisecond) // a receiver slow enough to be caught mid-delivery
@@ -667,9 +667,7 @@ func TestStopEndsWithinASecondWithASlowRedis(t *testing.T) {
 	srv := redistest.Start(t)
 	proxy := redistest.StartProxy(t, srv.Addr)
 	// As Caddy's chat app opens it: calls end with their context.
-	s := redisstore.New(redis.NewClient(&redis.Options{Addr: proxy.Addr, MaxRetries: -1, ContextTimeoutEnabled: true}), redisstore.Options{Prefix: "slow:"})
-	n := newNode(t, s, 100)
-	n.closeStore = s.Close
+	n := newRedisNode(t, &redis.Options{Addr: proxy.Addr, MaxRetries: -1, ContextTimeoutEnabled: true}, "slow:")
 	r := newReceiver(t)
 	r.mu.Lock()
 	r.hanging = make(chan struct{})
@@ -747,12 +745,7 @@ func TestSinceIsKeptAgainAtEachStart(t *testing.T) {
 // did.
 func TestNoFalseLeaveOnRedis(t *testing.T) {
 	srv := redistest.Start(t)
-	open := func() *node {
-		s := redisstore.New(redis.NewClient(&redis.Options{Addr: srv.Addr}), redisstore.Options{Prefix: "leave:"})
-		n := newNode(t, s, 100)
-		n.closeStore = s.Close
-		return n
-	}
+	open := func() *node { return newRedisNode(t, &redis.Options{Addr: srv.Addr}, "leave:") }
 	r := newReceiver(t)
 	a, b := open(), open()
 	cfg := Config{Events: []string{EventJoin, EventLeave}}
