@@ -127,8 +127,8 @@ func Start(cfg Config, r Rooms, p Poster, stats Stats, log *zap.Logger) *Webhook
 		known:    map[string]string{},
 	}
 	w.ctx, w.cancel = context.WithCancel(context.Background())
-	since := w.since()
-	go w.run(since)
+	since, known := w.since()
+	go w.run(since, known)
 	return w
 }
 
@@ -214,7 +214,9 @@ func (w *Webhook) note(f func()) {
 
 // run delivers batches until Stop, or until the receiver answers 410; a
 // room whose position it does not know yet is delivered from since on.
-func (w *Webhook) run(since time.Time) {
+// Unless since is known, as the store could not be read, it is read again
+// when it would be kept.
+func (w *Webhook) run(since time.Time, known bool) {
 	defer close(w.done)
 	defer w.releaseAll()
 	inFlight := 0 // events of the batch in flight that no log holds
@@ -234,7 +236,11 @@ func (w *Webhook) run(since time.Time) {
 			scanned = time.Now()
 		}
 		if time.Since(kept) >= keepSinceEvery {
-			w.keepSince(since)
+			if known {
+				w.keepSince(since)
+			} else {
+				since, known = w.since()
+			}
 			kept = time.Now()
 		}
 		batch, marks, queued := w.collect(since)
@@ -333,16 +339,23 @@ type mark struct {
 
 // since returns when the webhook was first configured, as the store keeps
 // it, and keeps it again: a room whose position it does not know yet is
-// delivered from then on, not from the start of its history.
-func (w *Webhook) since() time.Time {
+// delivered from then on, not from the start of its history. When the
+// store cannot be read, it returns now, for the time being, and known
+// false: written, now would replace the true time for every node.
+func (w *Webhook) since() (since time.Time, known bool) {
+	// Messages carry their time to the millisecond.
+	now := time.Now().UTC().Truncate(time.Millisecond)
 	v, err := w.rooms.Position(w.name + " since")
-	since, perr := time.Parse(time.RFC3339Nano, v)
-	if err != nil || perr != nil {
-		// Messages carry their time to the millisecond.
-		since = time.Now().UTC().Truncate(time.Millisecond)
+	if err != nil {
+		w.log.Warn("webhook could not read when it began; it reads it again within the hour", zap.Error(err))
+		return now, false
+	}
+	since, err = time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		since = now // the first start
 	}
 	w.keepSince(since)
-	return since
+	return since, true
 }
 
 // keepSince writes since to the store. A store shared with other nodes
