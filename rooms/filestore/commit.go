@@ -10,6 +10,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // errClosed refuses writes after Close.
@@ -64,8 +65,11 @@ type write struct {
 	erases bool
 }
 
-func newCommitter(db *bolt.DB, path string) *committer {
-	c := &committer{db: db, path: path, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+// newCommitter starts the committer of db, the file at path; with erased,
+// a delete's text waits in the file for its compaction, which it runs at
+// once.
+func newCommitter(db *bolt.DB, path string, erased bool) *committer {
+	c := &committer{db: db, path: path, erased: erased, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	go c.run()
 	return c
 }
@@ -100,6 +104,9 @@ func (c *committer) do(ctx context.Context, erases bool, fn func(*bolt.Tx) error
 func (c *committer) run() {
 	defer close(c.done)
 	var due <-chan time.Time // while erased text waits for its compaction
+	if c.erased {
+		due = time.After(0)
+	}
 	for {
 		stopping := false
 		select {
@@ -129,6 +136,16 @@ func (c *committer) compactErased() {
 	c.compacted = time.Now()
 	c.compactions.Add(1)
 	err := c.compact()
+	if err == nil {
+		// The copy erased the text: the marker goes, in a commit of its
+		// own, which leaves nothing of it behind.
+		err = c.db.Update(func(tx *bolt.Tx) error {
+			if err := tx.DeleteBucket(erasingBucket); err != nil && !errors.Is(err, berrors.ErrBucketNotFound) {
+				return err
+			}
+			return nil
+		})
+	}
 	if err == nil {
 		c.erased = false
 		return

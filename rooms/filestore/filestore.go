@@ -50,11 +50,15 @@ var (
 	roomsBucket = []byte("rooms")     // one bucket per room inside
 	bansBucket  = []byte("bans")      // ban id → the ban's JSON
 	posBucket   = []byte("positions") // name → value (see rooms.Store.Position)
-	msgsBucket  = []byte("msgs")      // sequence number → message
-	keysBucket  = []byte("keys")      // hash of scope and key → its message
-	epochKey    = []byte("epoch")
-	lastKey     = []byte("last")
-	oldestKey   = []byte("oldest") // the oldest message shown: those before it are trimmed, or hidden until trimmed
+	// erasingBucket, empty, is there while a delete's text waits for the
+	// compaction that erases it from the disk: a process that stopped
+	// before it runs it when it opens the file again.
+	erasingBucket = []byte("erasing")
+	msgsBucket    = []byte("msgs") // sequence number → message
+	keysBucket    = []byte("keys") // hash of scope and key → its message
+	epochKey      = []byte("epoch")
+	lastKey       = []byte("last")
+	oldestKey     = []byte("oldest") // the oldest message shown: those before it are trimmed, or hidden until trimmed
 )
 
 // Open opens or creates the store file at path, creating its directory. It
@@ -82,8 +86,15 @@ func Open(path string) (*Store, error) {
 	if err != nil {
 		return nil, errors.Join(err, db.Close())
 	}
+	erasing := false
+	if err := db.View(func(tx *bolt.Tx) error {
+		erasing = tx.Bucket(erasingBucket) != nil
+		return nil
+	}); err != nil {
+		return nil, errors.Join(fmt.Errorf("chat store %s: %w", path, err), db.Close())
+	}
 	s.LocalStore = rooms.NewLocalStore((*logs)(s), bans)
-	s.commit = newCommitter(db, path)
+	s.commit = newCommitter(db, path, erasing)
 	return s, nil
 }
 
@@ -367,6 +378,11 @@ func (l *roomLog) Append(ctx context.Context, entries []rooms.Entry, oldest uint
 	erases := slices.ContainsFunc(stored, func(e rooms.Entry) bool { return e.Message.Action == rooms.ActionDelete })
 	held := l.first
 	err := l.s.commit.do(ctx, erases, func(tx *bolt.Tx) error {
+		if erases {
+			if _, err := tx.CreateBucketIfNotExists(erasingBucket); err != nil {
+				return err
+			}
+		}
 		b, err := l.create(tx)
 		if err != nil {
 			return err
