@@ -328,6 +328,43 @@ func TestRetriesAfterFailures(t *testing.T) {
 	}
 }
 
+// TestReceiverDownThirtySeconds: a receiver that answers 503 for 30 s,
+// while the room goes on posting, then comes back, gets every message once
+// (a steady run sends none twice), in order, with the default backoff.
+func TestReceiverDownThirtySeconds(t *testing.T) {
+	t.Parallel()
+	back := time.Now().Add(30 * time.Second)
+	r := newReceiver(t)
+	r.answer = func(int) int {
+		if time.Now().Before(back) {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusOK
+	}
+	stats := new(counts)
+	n := newNode(t, rooms.NewMemoryStore(), 1000)
+	n.hook(t, r, Config{Events: []string{EventMessage}, Backoff: DefaultBackoff}, stats)
+	var want []rooms.Message
+	for i := 0; time.Now().Before(back); i++ {
+		want = append(want, post(t, n.Manager, "lobby", fmt.Sprint("during the outage ", i))...)
+		time.Sleep(250 * time.Millisecond)
+	}
+	want = append(want, post(t, n.Manager, "lobby", "after it")...)
+	deadline := back.Add(time.Minute)
+	for len(r.got()) < len(want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d messages a minute after the receiver came back", len(r.got()), len(want))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // time for a duplicate to show
+	checkOnceInOrder(t, r.got(), want)
+	if stats.retried.Load() == 0 {
+		t.Error("no retry was counted through the outage")
+	}
+	t.Logf("%d messages delivered %v after the receiver came back, after %d retries", len(want), time.Since(back), stats.retried.Load())
+}
+
 // TestGoneDisables: a receiver that answers 410 Gone gets no more posts.
 func TestGoneDisables(t *testing.T) {
 	r := newReceiver(t)
