@@ -113,7 +113,7 @@ func main() {
 	flag.BoolVar(&o.fsyncs, "fsyncs", false, "count the server's fsync and fdatasync calls in the measured time with perf stat (with -pid)")
 	flag.IntVar(&o.perSource, "per-source", 20000, "connections per source address (127.0.0.2, .3, ...)")
 	flag.StringVar(&o.label, "label", "", "a name for this run in the report")
-	flag.IntVar(&o.deleteEvery, "delete-every", 0, "delete every Nth message acknowledged, as its author (with the secret of its submit answer), and measure how soon streams receive the deletes (0: none)")
+	flag.IntVar(&o.deleteEvery, "delete-every", 0, "delete every Nth message acknowledged, as its author (with the secret of its submit answer), on the room's next tick in place of a post, and measure how soon streams receive the deletes (0: none)")
 	flag.StringVar(&o.receiver, "receiver", "", "base URL of the hooks' receiver (cmd/hookreceiver), for the webhook events and screen calls it got per second")
 	summary := flag.Bool("summarize", false, "print the medians of the JSON result files named as arguments, and stop")
 	flag.Parse()
@@ -567,11 +567,16 @@ type publisher struct {
 
 	mu        sync.Mutex
 	lastSeq   map[string]uint64
-	latencies []uint32 // of acknowledged submits in the measured time, µs
+	latencies []uint32              // of acknowledged submits in the measured time, µs
+	doomed    map[string][]authored // by room: messages to delete at its next tick
 }
 
+// authored is a message acknowledged, with the secret that lets its
+// author delete it.
+type authored struct{ id, secret string }
+
 func newPublisher(url string, roomNames []string, o options, client *http.Client) *publisher {
-	return &publisher{url: url, rooms: roomNames, o: o, lastSeq: map[string]uint64{}, client: client}
+	return &publisher{url: url, rooms: roomNames, o: o, lastSeq: map[string]uint64{}, doomed: map[string][]authored{}, client: client}
 }
 
 func (p *publisher) start(ctx context.Context, wg *sync.WaitGroup) {
@@ -581,7 +586,7 @@ func (p *publisher) start(ctx context.Context, wg *sync.WaitGroup) {
 			for range p.o.publishers {
 				wg.Go(func() {
 					for ctx.Err() == nil {
-						p.post(room, padding)
+						p.act(room, padding)
 					}
 				})
 			}
@@ -600,11 +605,29 @@ func (p *publisher) start(ctx context.Context, wg *sync.WaitGroup) {
 					// Each post goes out on its tick, answered or not, as
 					// people post independently: a server slower to answer
 					// is not sent fewer messages.
-					wg.Go(func() { p.post(room, padding) })
+					wg.Go(func() { p.act(room, padding) })
 				}
 			}
 		})
 	}
+}
+
+// act deletes the message of room waiting for it, if there is one, else
+// posts: a delete takes a post's turn, so the load is the same, and it
+// reaches the server as a post does, not on the heels of the message it
+// deletes.
+func (p *publisher) act(room, padding string) {
+	p.mu.Lock()
+	var next authored
+	if q := p.doomed[room]; len(q) > 0 {
+		next, p.doomed[room] = q[0], q[1:]
+	}
+	p.mu.Unlock()
+	if next.id != "" {
+		p.delete(room, next.id, next.secret)
+		return
+	}
+	p.post(room, padding)
 }
 
 func (p *publisher) post(room, padding string) {
@@ -632,7 +655,9 @@ func (p *publisher) post(room, padding string) {
 		}
 		p.mu.Unlock()
 		if n := p.count.Add(1); p.o.deleteEvery > 0 && n%int64(p.o.deleteEvery) == 0 {
-			p.delete(room, m.ID, m.Secret)
+			p.mu.Lock()
+			p.doomed[room] = append(p.doomed[room], authored{m.ID, m.Secret})
+			p.mu.Unlock()
 		}
 	}
 }
