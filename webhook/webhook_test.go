@@ -323,6 +323,11 @@ func TestRetriesAfterFailures(t *testing.T) {
 	if f, re := stats.failed.Load(), stats.retried.Load(); f != 3 || re != 3 {
 		t.Errorf("counted %d failures and %d retries, want 3 and 3", f, re)
 	}
+	// The receiver keeps a batch before it answers; the webhook counts it
+	// once the answer is in.
+	for deadline := time.Now().Add(5 * time.Second); stats.delivered.Load() < 5 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	if d := stats.delivered.Load(); d != 5 {
 		t.Errorf("counted %d delivered, want 5", d)
 	}
