@@ -183,9 +183,14 @@ func (s *Service) checkMessage(text string) error {
 	case strings.ContainsFunc(text, func(r rune) bool { return unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r' }):
 		return Refuse(Invalid, "message contains control characters")
 	}
+	return s.checkBlocked("message", text)
+}
+
+// checkBlocked refuses text, the field named what, when it holds a
+// blocked word. The word is not named: the list is the site's to keep.
+func (s *Service) checkBlocked(what, text string) error {
 	if _, found := s.cfg.BlockWords.Find(text); found {
-		// The word is not named: the list is the site's to keep.
-		return &Error{Kind: Forbidden, Reason: "blocked_word", Message: "message contains a blocked word"}
+		return &Error{Kind: Forbidden, Reason: "blocked_word", Message: what + " contains a blocked word"}
 	}
 	return nil
 }

@@ -92,9 +92,11 @@ func (s *Service) submit(ctx context.Context, c Caller, p Post, secret *string) 
 	if !ValidUser(p.User) {
 		return rooms.Message{}, false, Refuse(Invalid, "user must be 1-64 printable characters")
 	}
-	if _, found := s.cfg.BlockWords.Find(p.User); found && !verified {
+	if !verified {
 		// Every page shows the name beside the message.
-		return rooms.Message{}, false, &Error{Kind: Forbidden, Reason: "blocked_word", Message: "user contains a blocked word"}
+		if err := s.checkBlocked("user", p.User); err != nil {
+			return rooms.Message{}, false, err
+		}
 	}
 	if err := s.checkMessage(p.Message); err != nil {
 		return rooms.Message{}, false, err
@@ -130,12 +132,11 @@ func (s *Service) submit(ctx context.Context, c Caller, p Post, secret *string) 
 	}
 	pastLimit := false // a keyed post the limit refuses unless Submit finds it repeats one
 	if s.limiter != nil {
-		refuse := tooManyPosts
 		if !early {
 			// Asked after the repeat lookup: a retry of a stored
 			// message is answered, never refused.
-			post.Admit = func() error { return s.limiter.check(ctx, client, refuse) }
-		} else if err := s.limiter.check(ctx, client, refuse); err != nil {
+			post.Admit = func() error { return s.limiter.check(ctx, client, tooManyPosts) }
+		} else if err := s.limiter.check(ctx, client, tooManyPosts); err != nil {
 			// Counted before the screen, which a client past its limit
 			// must not cost a call, and before the room's lock, where
 			// a round trip would hold up the room's other submits. A
