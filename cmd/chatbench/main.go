@@ -540,6 +540,19 @@ func stamp(text string) (int64, bool) {
 	return n, err == nil
 }
 
+// deleteTarget finds the id of the message a delete's JSON deletes. Like
+// sentAt it scans rather than decodes: each of a room's streams reads every
+// event, and a decoder's time on them would count in the delete's latency
+// and not in a message's.
+func deleteTarget(data string) string {
+	_, rest, ok := strings.Cut(data, `"target":"`)
+	if !ok {
+		return ""
+	}
+	target, _, _ := strings.Cut(rest, `"`)
+	return target
+}
+
 // deleteSent holds when each delete was sent, by the id of the message it
 // deletes, for the streams that receive it to measure its latency.
 var deleteSent sync.Map // string → int64 unix nanoseconds

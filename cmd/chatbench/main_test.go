@@ -398,3 +398,18 @@ func TestStoreFsyncs(t *testing.T) {
 		})
 	}
 }
+
+// TestDeleteTarget finds the message a delete event deletes, as a stream
+// delivers it.
+func TestDeleteTarget(t *testing.T) {
+	tests := []struct{ data, want string }{
+		{`{"id":"e-9","target":"e-4","by":"author","time":"2026-12-07T14:00:00.000Z"}`, "e-4"},
+		{`{"id":"e-9","target":"","by":"author"}`, ""},
+		{`{"id":"e-9","by":"author"}`, ""},
+	}
+	for _, tt := range tests {
+		if got := deleteTarget(tt.data); got != tt.want {
+			t.Errorf("deleteTarget(%q) = %q; want %q", tt.data, got, tt.want)
+		}
+	}
+}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -298,11 +297,7 @@ func (e sseEvents) next() (string, int64, bool, error) {
 			}
 			return ev.ID, sent, false, nil
 		case "delete":
-			var d struct {
-				Target string `json:"target"`
-			}
-			_ = json.Unmarshal([]byte(ev.Data), &d)
-			return ev.ID, deleteSentAt(d.Target), true, nil
+			return ev.ID, deleteSentAt(deleteTarget(ev.Data)), true, nil
 		}
 	}
 }
