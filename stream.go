@@ -454,6 +454,7 @@ type streamWriter struct {
 	writeStart atomic.Int64
 	beat       atomic.Bool // the sweeper found the stream idle for a heartbeat interval
 	failing    atomic.Bool // the sweeper is failing the write under way
+	swept      int         // index in the sweeper's streams, under its lock; -1: none
 	wake       func()      // wakes the stream's loop for a heartbeat; nil: none
 
 	mu       sync.Mutex // orders failing a write against its start and end
@@ -466,7 +467,7 @@ var errStopped = errors.New("the config stopped")
 
 func newStreamWriter(w http.ResponseWriter) *streamWriter {
 	inner := innermost(w)
-	return &streamWriter{w: w, rc: http.NewResponseController(w), inner: inner, conn: http.NewResponseController(inner)}
+	return &streamWriter{w: w, rc: http.NewResponseController(w), inner: inner, conn: http.NewResponseController(inner), swept: -1}
 }
 
 // bypass makes the rest of the body go to the connection's own writer, past

@@ -23,8 +23,10 @@ const sweepsPerInterval = 20
 type sweeper struct {
 	heartbeat time.Duration
 
+	// streams is a slice, each stream knowing its index, not a set: a
+	// sweep reads every stream, and a map's iteration was most of its cost.
 	mu      sync.Mutex
-	streams map[*streamWriter]struct{}
+	streams []*streamWriter
 
 	done    chan struct{}
 	stopped chan struct{}
@@ -35,7 +37,6 @@ type sweeper struct {
 func newSweeper(heartbeat time.Duration) *sweeper {
 	s := &sweeper{
 		heartbeat: heartbeat,
-		streams:   make(map[*streamWriter]struct{}),
 		done:      make(chan struct{}),
 		stopped:   make(chan struct{}),
 	}
@@ -46,7 +47,8 @@ func newSweeper(heartbeat time.Duration) *sweeper {
 // add has sw swept until remove.
 func (s *sweeper) add(sw *streamWriter) {
 	s.mu.Lock()
-	s.streams[sw] = struct{}{}
+	sw.swept = len(s.streams)
+	s.streams = append(s.streams, sw)
 	s.mu.Unlock()
 }
 
@@ -55,8 +57,17 @@ func (s *sweeper) add(sw *streamWriter) {
 // does nothing where none is under way.
 func (s *sweeper) remove(sw *streamWriter) {
 	s.mu.Lock()
-	delete(s.streams, sw)
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	i := sw.swept
+	if i < 0 || i >= len(s.streams) || s.streams[i] != sw {
+		return
+	}
+	last := len(s.streams) - 1
+	s.streams[i] = s.streams[last]
+	s.streams[i].swept = i
+	s.streams[last] = nil
+	s.streams = s.streams[:last]
+	sw.swept = -1
 }
 
 // stop stops the sweeper and waits for it.
@@ -107,7 +118,7 @@ func (s *sweeper) sweep(now int64, due, overdue []*streamWriter) ([]*streamWrite
 	idleSince, startedBy := now-int64(s.heartbeat), now-int64(writeTimeout)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for sw := range s.streams {
+	for _, sw := range s.streams {
 		switch start := sw.writeStart.Load(); {
 		case start != 0:
 			if start <= startedBy && !sw.failing.Load() {

@@ -61,3 +61,46 @@ func TestSweepFindsDueAndOverdueStreams(t *testing.T) {
 		}
 	}
 }
+
+// TestSweeperForgetsRemovedStreams: streams removed in any order, twice
+// over, or never added leave exactly the others swept.
+func TestSweeperForgetsRemovedStreams(t *testing.T) {
+	s := newSweeper(time.Hour)
+	t.Cleanup(s.stop)
+	sws := make([]*streamWriter, 5)
+	for i := range sws {
+		sws[i] = newStreamWriter(httptest.NewRecorder())
+		s.add(sws[i])
+	}
+	s.remove(sws[1])
+	s.remove(sws[1])
+	s.remove(sws[4])
+	s.remove(newStreamWriter(httptest.NewRecorder()))
+	s.remove(sws[0])
+	want := []*streamWriter{sws[2], sws[3]}
+	if len(s.streams) != len(want) || !slices.Contains(s.streams, want[0]) || !slices.Contains(s.streams, want[1]) {
+		t.Fatalf("swept %d streams after removing 3 of 5, want the other 2", len(s.streams))
+	}
+	for i, sw := range s.streams {
+		if sw.swept != i {
+			t.Errorf("stream at %d knows itself at %d", i, sw.swept)
+		}
+	}
+}
+
+// BenchmarkSweep: one sweep of 15,000 streams, none due, as at the
+// hold-h2 load between heartbeats.
+func BenchmarkSweep(b *testing.B) {
+	s := newSweeper(time.Hour)
+	b.Cleanup(s.stop)
+	for range 15000 {
+		sw := newStreamWriter(httptest.NewRecorder())
+		sw.wake = func() {}
+		sw.lastWrite.Store(streamClock())
+		s.add(sw)
+	}
+	var due, overdue []*streamWriter
+	for b.Loop() {
+		due, overdue = s.sweep(streamClock(), due[:0], overdue[:0])
+	}
+}
