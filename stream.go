@@ -454,7 +454,7 @@ type streamWriter struct {
 	writeStart atomic.Int64
 	beat       atomic.Bool // the sweeper found the stream idle for a heartbeat interval
 	failing    atomic.Bool // the sweeper is failing the write under way
-	swept      int         // index in the sweeper's streams, under its lock; -1: none
+	swept      int         // index in its sweeper's streams (one at most), under its lock; -1: none
 	wake       func()      // wakes the stream's loop for a heartbeat; nil: none
 
 	mu       sync.Mutex // orders failing a write against its start and end

@@ -47,9 +47,12 @@ func newSweeper(heartbeat time.Duration) *sweeper {
 // add has sw swept until remove.
 func (s *sweeper) add(sw *streamWriter) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sw.swept >= 0 {
+		return // already swept: a second entry would outlive remove
+	}
 	sw.swept = len(s.streams)
 	s.streams = append(s.streams, sw)
-	s.mu.Unlock()
 }
 
 // remove stops sweeping sw. A sweep that has already picked sw may still

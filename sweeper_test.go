@@ -62,8 +62,9 @@ func TestSweepFindsDueAndOverdueStreams(t *testing.T) {
 	}
 }
 
-// TestSweeperForgetsRemovedStreams: streams removed in any order, twice
-// over, or never added leave exactly the others swept.
+// TestSweeperForgetsRemovedStreams: streams added twice, removed in any
+// order, twice over, or never added leave exactly the others swept, and
+// nothing holds the removed ones.
 func TestSweeperForgetsRemovedStreams(t *testing.T) {
 	s := newSweeper(time.Hour)
 	t.Cleanup(s.stop)
@@ -72,11 +73,14 @@ func TestSweeperForgetsRemovedStreams(t *testing.T) {
 		sws[i] = newStreamWriter(httptest.NewRecorder())
 		s.add(sws[i])
 	}
+	s.add(sws[2])
 	s.remove(sws[1])
 	s.remove(sws[1])
 	s.remove(sws[4])
 	s.remove(newStreamWriter(httptest.NewRecorder()))
 	s.remove(sws[0])
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	want := []*streamWriter{sws[2], sws[3]}
 	if len(s.streams) != len(want) || !slices.Contains(s.streams, want[0]) || !slices.Contains(s.streams, want[1]) {
 		t.Fatalf("swept %d streams after removing 3 of 5, want the other 2", len(s.streams))
@@ -85,6 +89,9 @@ func TestSweeperForgetsRemovedStreams(t *testing.T) {
 		if sw.swept != i {
 			t.Errorf("stream at %d knows itself at %d", i, sw.swept)
 		}
+	}
+	if slices.ContainsFunc(s.streams[len(s.streams):cap(s.streams)], func(sw *streamWriter) bool { return sw != nil }) {
+		t.Error("a removed stream is still held past the swept ones")
 	}
 }
 
