@@ -61,8 +61,8 @@ func (s *sweeper) add(sw *streamWriter) {
 func (s *sweeper) remove(sw *streamWriter) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	i := sw.swept
-	if i < 0 || i >= len(s.streams) || s.streams[i] != sw {
+	i := sw.swept // add keeps it the stream's index while it is swept
+	if i < 0 {
 		return
 	}
 	last := len(s.streams) - 1
