@@ -666,12 +666,10 @@ func (p *publisher) post(room, padding string) {
 		if measuring.Load() {
 			p.latencies = append(p.latencies, uint32(min(took.Microseconds(), 1<<32-1)))
 		}
-		p.mu.Unlock()
 		if n := p.count.Add(1); p.o.deleteEvery > 0 && n%int64(p.o.deleteEvery) == 0 {
-			p.mu.Lock()
 			p.doomed[room] = append(p.doomed[room], authored{m.ID, m.Secret})
-			p.mu.Unlock()
 		}
+		p.mu.Unlock()
 	}
 }
 
